@@ -1,0 +1,314 @@
+//! Synthetic order flow decoded from arbitrary bytes, for property tests and fuzzing.
+//!
+//! Any byte string decodes to a valid command stream over [`test_config`]: several
+//! instruments, owners sharing firms (so self-trade prevention fires), small pools (so
+//! capacity rejects happen), prices clustered around the reference (so orders cross), and
+//! every order feature, plus a share of bad requests (unknown symbols, off-tick prices,
+//! repeated references, unknown orders). The same bytes always give the same commands.
+
+use super::message::*;
+use super::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
+use crate::types::*;
+
+/// Instruments, owners and deliberately small pools for model checking.
+pub fn test_config(stp: StpMode) -> BookConfig {
+    let instrument = |sym: &str, tick: u64, lot: u32, reference: u64| InstrumentSpec {
+        symbol: Symbol::from_str_padded(sym).expect("valid test symbol"),
+        tick: Price(tick),
+        lot,
+        min_price: Price(tick),
+        max_price: Price(reference * 2),
+        max_qty: lot * 50,
+        ref_price: Price(reference),
+        band_bps: 500,
+    };
+    let owner = |firm: &str, cod: bool| OwnerSpec {
+        firm: Firm::from_str_padded(firm).expect("valid test firm"),
+        cancel_on_disconnect: cod,
+    };
+    BookConfig {
+        instruments: vec![
+            instrument("AAA", 100, 1, 1_000_000),
+            instrument("BBB", 100, 100, 500_000),
+            instrument("CCC", 5, 10, 20_000),
+        ],
+        owners: vec![
+            owner("F1", true),
+            owner("F1", false),
+            owner("F2", true),
+            owner("F3", false),
+        ],
+        orders_max: 30,
+        levels_max: 22,
+        stp,
+    }
+}
+
+/// Reads bytes one at a time; zeros once exhausted.
+#[derive(Debug)]
+pub struct ByteSource<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> ByteSource<'a> {
+    /// Reads from `data`.
+    pub fn new(data: &'a [u8]) -> ByteSource<'a> {
+        ByteSource { data, pos: 0 }
+    }
+
+    /// Whether every byte was read.
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    fn byte(&mut self) -> u8 {
+        let b = self.data.get(self.pos).copied().unwrap_or(0);
+        self.pos += 1;
+        b
+    }
+
+    /// A value in `0..n`.
+    fn below(&mut self, n: u8) -> u8 {
+        self.byte() % n
+    }
+
+    /// True with probability about `1/n`.
+    fn one_in(&mut self, n: u8) -> bool {
+        self.below(n) == 0
+    }
+}
+
+/// Turns bytes into commands, remembering references so cancels hit live orders.
+#[derive(Debug)]
+pub struct FlowDecoder {
+    config: BookConfig,
+    next_ref: Vec<u32>,
+    /// Recent references per owner with their instrument and side, for cancels,
+    /// replaces and modifies.
+    recent: Vec<[(u32, usize, Side); 8]>,
+    ts: u64,
+}
+
+impl FlowDecoder {
+    /// A decoder for commands over `config` (normally [`test_config`]).
+    pub fn new(config: &BookConfig) -> FlowDecoder {
+        FlowDecoder {
+            config: config.clone(),
+            next_ref: vec![1; config.owners.len()],
+            recent: vec![[(0, 0, Side::Buy); 8]; config.owners.len()],
+            ts: 34_200_000_000_000,
+        }
+    }
+
+    /// The next command, or `None` once the bytes are used up.
+    pub fn next(&mut self, src: &mut ByteSource<'_>) -> Option<Command> {
+        if src.is_empty() {
+            return None;
+        }
+        self.ts += u64::from(src.byte()) * 1_000;
+        let mut owner = src.below(self.config.owners.len() as u8);
+        // Now and then, an owner the matcher does not know.
+        if src.one_in(251) {
+            owner = self.config.owners.len() as u8;
+        }
+        let o = usize::from(owner).min(self.config.owners.len() - 1);
+        let body = match src.below(32) {
+            0..=15 => CommandBody::New(self.new_order(src, o)),
+            16..=21 => {
+                let (user_ref, instrument, _) = self.known_ref(src, o);
+                let qty = if src.one_in(2) {
+                    0
+                } else {
+                    self.lot_qty(src, instrument)
+                };
+                CommandBody::Cancel {
+                    user_ref,
+                    qty: Qty(qty),
+                }
+            }
+            22..=26 => CommandBody::Replace(self.replace(src, o)),
+            27..=28 => {
+                let (user_ref, instrument, _) = self.known_ref(src, o);
+                CommandBody::Modify {
+                    user_ref,
+                    side: Side::from_byte(b"BSTE"[usize::from(src.below(4))]).unwrap_or(Side::Buy),
+                    qty: Qty(self.lot_qty(src, instrument)),
+                }
+            }
+            29..=30 => CommandBody::MassCancel {
+                user_ref: self.fresh_ref(src, o, None),
+                firm: if src.one_in(8) {
+                    Firm(*b"ZZZZ")
+                } else {
+                    self.config.owners[o].firm
+                },
+                symbol: if src.one_in(2) {
+                    Symbol::BLANK
+                } else {
+                    self.symbol(src)
+                },
+                side: match src.below(3) {
+                    0 => None,
+                    1 => Some(BookSide::Bid),
+                    _ => Some(BookSide::Ask),
+                },
+            },
+            _ => CommandBody::Disconnect,
+        };
+        Some(Command {
+            ts: Timestamp(self.ts),
+            owner: OwnerId(u16::from(owner)),
+            body,
+        })
+    }
+
+    fn fresh_ref(
+        &mut self,
+        src: &mut ByteSource<'_>,
+        o: usize,
+        order: Option<(usize, Side)>,
+    ) -> UserRef {
+        // One in 16 repeats an old reference, which must be rejected with no effect.
+        if src.one_in(16) {
+            return UserRef(self.next_ref[o].saturating_sub(u32::from(src.below(3))));
+        }
+        let r = self.next_ref[o];
+        self.next_ref[o] += 1 + u32::from(src.one_in(8));
+        if let Some((instrument, side)) = order {
+            let slot = usize::from(src.below(8));
+            self.recent[o][slot] = (r, instrument, side);
+        }
+        UserRef(r)
+    }
+
+    /// A reference to cancel or replace, with the instrument and side it was entered on.
+    fn known_ref(&mut self, src: &mut ByteSource<'_>, o: usize) -> (UserRef, usize, Side) {
+        let (r, instrument, side) = self.recent[o][usize::from(src.below(8))];
+        match src.below(16) {
+            0 => (UserRef(self.next_ref[o] + 5), instrument, side),
+            1 => (UserRef(0), instrument, side),
+            _ => (UserRef(r), instrument, side),
+        }
+    }
+
+    fn instrument(&self, src: &mut ByteSource<'_>) -> usize {
+        usize::from(src.below(self.config.instruments.len() as u8))
+    }
+
+    fn symbol(&self, src: &mut ByteSource<'_>) -> Symbol {
+        if src.one_in(64) {
+            return Symbol(*b"NOPE    ");
+        }
+        self.config.instruments[self.instrument(src)].symbol
+    }
+
+    fn lot_qty(&self, src: &mut ByteSource<'_>, instrument: usize) -> u32 {
+        let spec = &self.config.instruments[instrument];
+        match src.below(32) {
+            0 => 0,
+            1 => spec.lot * 3 + u32::from(spec.lot > 1),
+            2 => spec.max_qty + spec.lot,
+            n => spec.lot * (1 + u32::from(n % 12)),
+        }
+    }
+
+    fn price(&self, src: &mut ByteSource<'_>, instrument: usize, side: Side) -> Price {
+        let spec = &self.config.instruments[instrument];
+        let tick = spec.tick.0;
+        match src.below(64) {
+            0 => Price(spec.ref_price.0 + tick / 2 + 1),
+            1 => Price(spec.ref_price.0 * 3 / 2),
+            2 => Price(spec.max_price.0 + tick),
+            _ => {
+                // Clustered around the reference, leaning to the order's own side so that
+                // books build depth and some orders cross.
+                let offset = i64::from(src.below(9)) - 5;
+                let offset = if side == Side::Buy { offset } else { -offset };
+                Price((spec.ref_price.0 as i64 + offset * tick as i64) as u64)
+            }
+        }
+    }
+
+    fn new_order(&mut self, src: &mut ByteSource<'_>, o: usize) -> NewOrder {
+        let instrument = self.instrument(src);
+        let side = Side::from_byte(b"BSBSBSTE"[usize::from(src.below(8))]).unwrap_or(Side::Buy);
+        let qty = self.lot_qty(src, instrument);
+        let price = if src.one_in(24) {
+            None
+        } else {
+            Some(self.price(src, instrument, side))
+        };
+        let lot = self.config.instruments[instrument].lot;
+        let symbol = if src.one_in(64) {
+            Symbol(*b"NOPE    ")
+        } else {
+            self.config.instruments[instrument].symbol
+        };
+        NewOrder {
+            user_ref: self.fresh_ref(src, o, Some((instrument, side))),
+            side,
+            qty: Qty(qty),
+            symbol,
+            price,
+            tif: if src.one_in(5) {
+                TimeInForce::Ioc
+            } else {
+                TimeInForce::Day
+            },
+            hidden: src.one_in(7),
+            post_only: src.one_in(9),
+            min_qty: Qty(if src.one_in(8) {
+                lot * u32::from(src.below(8))
+            } else {
+                0
+            }),
+            max_floor: Qty(if src.one_in(6) {
+                lot * u32::from(1 + src.below(3))
+            } else {
+                0
+            }),
+            firm: if src.one_in(16) {
+                Firm(*b"F9  ")
+            } else {
+                self.config.owners[o].firm
+            },
+            echo: Echo {
+                clordid: *b"FLOW          ",
+                ..Echo::default()
+            },
+        }
+    }
+
+    fn replace(&mut self, src: &mut ByteSource<'_>, o: usize) -> ReplaceOrder {
+        let (orig, instrument, side) = self.known_ref(src, o);
+        let lot = self.config.instruments[instrument].lot;
+        ReplaceOrder {
+            orig_user_ref: orig,
+            user_ref: self.fresh_ref(src, o, Some((instrument, side))),
+            qty: Qty(self.lot_qty(src, instrument)),
+            price: self.price(src, instrument, side),
+            tif: if src.one_in(8) {
+                TimeInForce::Ioc
+            } else {
+                TimeInForce::Day
+            },
+            hidden: src.one_in(7),
+            post_only: src.one_in(9),
+            min_qty: Qty(if src.one_in(10) {
+                lot * u32::from(src.below(4))
+            } else {
+                0
+            }),
+            max_floor: Qty(if src.one_in(6) {
+                lot * u32::from(1 + src.below(3))
+            } else {
+                0
+            }),
+            echo: Echo {
+                clordid: *b"FLOW-REPLACE  ",
+                ..Echo::default()
+            },
+        }
+    }
+}

@@ -1,0 +1,1374 @@
+//! The fast book: pooled orders in intrusive FIFO queues, levels on sorted ladders.
+//!
+//! Memory is allocated once in [`Matcher::new`]; `apply` never allocates (proven by
+//! `tests/no_alloc.rs`). Orders are found by `(owner, user_ref)` through a hash map that is
+//! only ever probed, never iterated, so determinism holds.
+
+use rustc_hash::FxHashMap;
+
+use super::ladder::{Ladder, Rung};
+use super::message::*;
+use super::pool::{NIL, Pool};
+use super::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
+use crate::types::*;
+
+/// A resting order. 80 bytes; see the README for the whole per-order cost.
+#[derive(Clone, Copy, Debug, Default)]
+struct Order {
+    id: OrderId,
+    /// Feed reference of the displayed part (changes at each reserve refill).
+    md_ref: OrderId,
+    price: Price,
+    /// Shares still open, displayed and reserve together.
+    open: u32,
+    /// Shares displayed now (0 for hidden orders).
+    shown: u32,
+    max_floor: u32,
+    /// Shares executed by the whole replace chain, for replace quantities.
+    executed: u32,
+    user_ref: UserRef,
+    level: u32,
+    prev: u32,
+    next: u32,
+    owner_prev: u32,
+    owner_next: u32,
+    owner: OwnerId,
+    instrument: InstrumentId,
+    firm: Firm,
+    side: Side,
+    hidden: bool,
+    capacity: u8,
+    cross_type: u8,
+    customer_type: u8,
+}
+
+/// A FIFO of orders, linked through `Order::prev/next`.
+#[derive(Clone, Copy, Debug)]
+struct Queue {
+    head: u32,
+    tail: u32,
+}
+
+const EMPTY_QUEUE: Queue = Queue {
+    head: NIL,
+    tail: NIL,
+};
+
+/// One price of one side: displayed orders first, then hidden ones.
+#[derive(Clone, Copy, Debug)]
+struct Level {
+    price: Price,
+    shown: Queue,
+    hidden: Queue,
+}
+
+impl Default for Level {
+    fn default() -> Level {
+        Level {
+            price: Price(0),
+            shown: EMPTY_QUEUE,
+            hidden: EMPTY_QUEUE,
+        }
+    }
+}
+
+impl Level {
+    fn queue(&mut self, hidden: bool) -> &mut Queue {
+        if hidden {
+            &mut self.hidden
+        } else {
+            &mut self.shown
+        }
+    }
+
+    fn head(&self) -> u32 {
+        if self.shown.head != NIL {
+            self.shown.head
+        } else {
+            self.hidden.head
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Book {
+    spec: InstrumentSpec,
+    /// Indexed by `BookSide::index()`.
+    sides: [Ladder; 2],
+    /// Centre of the price band: the last trade, or `ref_price` before any.
+    reference: Price,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Owner {
+    spec: OwnerSpec,
+    last_ref: u32,
+    /// The owner's resting orders in order of entry, linked through `owner_prev/next`.
+    head: u32,
+    tail: u32,
+}
+
+/// The order being entered while it matches.
+#[derive(Clone, Copy, Debug)]
+struct Incoming {
+    owner: OwnerId,
+    user_ref: UserRef,
+    order_id: OrderId,
+    instrument: InstrumentId,
+    side: Side,
+    firm: Firm,
+    /// Worst price it may trade at (band edge for market orders).
+    limit: Price,
+    remaining: u32,
+    executed: u32,
+}
+
+/// What happens to an entering order after matching.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    tif: TimeInForce,
+    market: bool,
+    hidden: bool,
+    min_qty: u32,
+    max_floor: u32,
+    capacity: u8,
+    cross_type: u8,
+    customer_type: u8,
+}
+
+/// The fast matcher for all instruments. See the [module docs](super) for the rules.
+#[derive(Debug)]
+pub struct Matcher {
+    books: Vec<Book>,
+    symbols: FxHashMap<u64, u16>,
+    owners: Vec<Owner>,
+    orders: Pool<Order>,
+    levels: Pool<Level>,
+    by_ref: FxHashMap<u64, u32>,
+    stp: StpMode,
+    next_order_id: u64,
+    next_match_id: u64,
+}
+
+fn ref_key(owner: OwnerId, user_ref: UserRef) -> u64 {
+    (u64::from(owner.0) << 32) | u64::from(user_ref.0)
+}
+
+fn ticks_in_range(spec: &InstrumentSpec) -> u64 {
+    (spec.max_price.0 - spec.min_price.0) / spec.tick.0 + 1
+}
+
+impl Matcher {
+    /// Allocates every pool and table for `config`. Panics on an invalid config; the
+    /// configuration loader validates it first with clear errors.
+    pub fn new(config: &BookConfig) -> Matcher {
+        assert!(config.instruments.len() <= usize::from(u16::MAX));
+        assert!(config.owners.len() <= usize::from(u16::MAX));
+        let books: Vec<Book> = config
+            .instruments
+            .iter()
+            .map(|spec| {
+                assert!(spec.tick.0 > 0 && spec.lot > 0 && spec.min_price <= spec.max_price);
+                // A side can never hold more levels than there are ticks in range.
+                let cap = ticks_in_range(spec).min(u64::from(config.levels_max)) as usize;
+                Book {
+                    spec: *spec,
+                    sides: [
+                        Ladder::with_capacity(BookSide::Bid, cap),
+                        Ladder::with_capacity(BookSide::Ask, cap),
+                    ],
+                    reference: spec.ref_price,
+                }
+            })
+            .collect();
+        let mut symbols = FxHashMap::default();
+        for (i, spec) in config.instruments.iter().enumerate() {
+            let dup = symbols.insert(spec.symbol.key(), i as u16);
+            assert!(dup.is_none(), "duplicate symbol {}", spec.symbol);
+        }
+        let owners = config
+            .owners
+            .iter()
+            .map(|spec| Owner {
+                spec: *spec,
+                last_ref: 0,
+                head: NIL,
+                tail: NIL,
+            })
+            .collect();
+        // Twice the live maximum, so hashbrown always rehashes in place and never grows.
+        let mut by_ref = FxHashMap::default();
+        by_ref.reserve(2 * config.orders_max as usize + 16);
+        Matcher {
+            books,
+            symbols,
+            owners,
+            orders: Pool::with_capacity(config.orders_max),
+            levels: Pool::with_capacity(config.levels_max),
+            by_ref,
+            stp: config.stp,
+            next_order_id: 1,
+            next_match_id: 1,
+        }
+    }
+
+    /// Applies one command, writing its events to `out`.
+    pub fn apply(&mut self, cmd: &Command, out: &mut impl EventSink) {
+        let mut emit = Emitter { ts: cmd.ts, out };
+        if usize::from(cmd.owner.0) >= self.owners.len() {
+            if let Some(user_ref) = consumed_ref(&cmd.body) {
+                emit.reject(cmd.owner, user_ref, RejectReason::UnknownOwner, BLANK_ID);
+            }
+            return;
+        }
+        match &cmd.body {
+            CommandBody::New(order) => self.new_order(cmd.owner, order, &mut emit),
+            CommandBody::Cancel { user_ref, qty } => {
+                self.cancel(cmd.owner, *user_ref, *qty, &mut emit)
+            }
+            CommandBody::Replace(replace) => self.replace(cmd.owner, replace, &mut emit),
+            CommandBody::Modify {
+                user_ref,
+                side,
+                qty,
+            } => self.modify(cmd.owner, *user_ref, *side, *qty, &mut emit),
+            CommandBody::MassCancel {
+                user_ref,
+                firm,
+                symbol,
+                side,
+            } => self.mass_cancel(cmd.owner, *user_ref, *firm, *symbol, *side, &mut emit),
+            CommandBody::Disconnect => {
+                if self.owners[usize::from(cmd.owner.0)]
+                    .spec
+                    .cancel_on_disconnect
+                {
+                    self.cancel_owner_orders(
+                        cmd.owner,
+                        None,
+                        None,
+                        CancelReason::Disconnect,
+                        &mut emit,
+                    );
+                }
+            }
+        }
+        #[cfg(debug_assertions)]
+        self.debug_check_tops();
+    }
+
+    fn new_order(&mut self, owner: OwnerId, o: &NewOrder, emit: &mut Emitter<'_, impl EventSink>) {
+        let owner_state = &mut self.owners[usize::from(owner.0)];
+        if o.user_ref.0 <= owner_state.last_ref {
+            return emit.reject(
+                owner,
+                o.user_ref,
+                RejectReason::DuplicateUserRef,
+                o.echo.clordid,
+            );
+        }
+        owner_state.last_ref = o.user_ref.0;
+        let Some(&instrument) = self.symbols.get(&o.symbol.key()) else {
+            return emit.reject(
+                owner,
+                o.user_ref,
+                RejectReason::UnknownInstrument,
+                o.echo.clordid,
+            );
+        };
+        let instrument = InstrumentId(instrument);
+        let check = self
+            .validate(
+                instrument,
+                o.side,
+                o.qty.0,
+                o.price,
+                o.tif,
+                o.post_only,
+                o.min_qty.0,
+                o.max_floor.0,
+                o.hidden,
+            )
+            .and_then(|limit| {
+                let can_rest = o.tif == TimeInForce::Day && o.price.is_some();
+                self.check_capacity(instrument, o.side.book_side(), limit, can_rest, None)
+                    .map(|()| limit)
+            });
+        let limit = match check {
+            Ok(limit) => limit,
+            Err(reason) => return emit.reject(owner, o.user_ref, reason, o.echo.clordid),
+        };
+        let order_id = self.take_order_id();
+        let ack = OrderAck {
+            user_ref: o.user_ref,
+            order_id,
+            instrument,
+            side: o.side,
+            qty: o.qty,
+            price: o.price.unwrap_or(Price(0)),
+            tif: o.tif,
+            hidden: o.hidden,
+            post_only: o.post_only,
+            min_qty: o.min_qty,
+            max_floor: o.max_floor,
+            firm: o.firm,
+            echo: o.echo,
+        };
+        emit.event(EventBody::Accepted { owner, order: ack });
+        let incoming = Incoming {
+            owner,
+            user_ref: o.user_ref,
+            order_id,
+            instrument,
+            side: o.side,
+            firm: o.firm,
+            limit,
+            remaining: o.qty.0,
+            executed: 0,
+        };
+        let entry = Entry {
+            tif: o.tif,
+            market: o.price.is_none(),
+            hidden: o.hidden,
+            min_qty: o.min_qty.0,
+            max_floor: o.max_floor.0,
+            capacity: o.echo.capacity,
+            cross_type: o.echo.cross_type,
+            customer_type: o.echo.customer_type,
+        };
+        self.enter(incoming, entry, emit);
+    }
+
+    /// Pre-trade checks shared by new orders and replaces. Returns the price limit the
+    /// order may trade at.
+    #[allow(clippy::too_many_arguments)]
+    fn validate(
+        &self,
+        instrument: InstrumentId,
+        side: Side,
+        qty: u32,
+        price: Option<Price>,
+        tif: TimeInForce,
+        post_only: bool,
+        min_qty: u32,
+        max_floor: u32,
+        hidden: bool,
+    ) -> Result<Price, RejectReason> {
+        let book = &self.books[usize::from(instrument.0)];
+        let spec = &book.spec;
+        if qty == 0 {
+            return Err(RejectReason::ZeroQty);
+        }
+        if !qty.is_multiple_of(spec.lot) {
+            return Err(RejectReason::QtyOffLot);
+        }
+        if qty > spec.max_qty {
+            return Err(RejectReason::QtyAboveMax);
+        }
+        let (band_low, band_high) = spec.band(book.reference);
+        let limit = match price {
+            Some(p) => {
+                if p < spec.min_price || p > spec.max_price {
+                    return Err(RejectReason::PriceOutOfRange);
+                }
+                if p.0 % spec.tick.0 != 0 {
+                    return Err(RejectReason::PriceOffTick);
+                }
+                if p < band_low || p > band_high {
+                    return Err(RejectReason::PriceOutsideBand);
+                }
+                p
+            }
+            None if side.book_side() == BookSide::Bid => band_high,
+            None => band_low,
+        };
+        if min_qty > qty {
+            return Err(RejectReason::InvalidMinQty);
+        }
+        if !max_floor.is_multiple_of(spec.lot) || (max_floor > 0 && hidden) {
+            return Err(RejectReason::InvalidMaxFloor);
+        }
+        if post_only {
+            if tif == TimeInForce::Ioc || price.is_none() {
+                return Err(RejectReason::PostOnlyCannotRest);
+            }
+            let contra = side.book_side().opposite();
+            if let Some(best) = book.sides[contra.index()].best()
+                && contra.crosses(best.price, limit)
+            {
+                return Err(RejectReason::PostOnlyWouldTake);
+            }
+        }
+        Ok(limit)
+    }
+
+    /// Rejects an order that could rest when the pools could not hold it. `freed_level`
+    /// is the level a replace will empty (its slot becomes free).
+    fn check_capacity(
+        &self,
+        instrument: InstrumentId,
+        side: BookSide,
+        price: Price,
+        can_rest: bool,
+        frees: Option<bool>,
+    ) -> Result<(), RejectReason> {
+        if !can_rest {
+            return Ok(());
+        }
+        let replace_frees_order = frees.is_some();
+        let replace_frees_level = frees == Some(true);
+        if self.orders.free_count() == 0 && !replace_frees_order {
+            return Err(RejectReason::OrderPoolFull);
+        }
+        let ladder = &self.books[usize::from(instrument.0)].sides[side.index()];
+        if self.levels.free_count() == 0 && !replace_frees_level && ladder.find(price).is_err() {
+            return Err(RejectReason::LevelPoolFull);
+        }
+        Ok(())
+    }
+
+    /// Matches an accepted order, then rests or cancels what is left.
+    fn enter(&mut self, mut inc: Incoming, entry: Entry, emit: &mut Emitter<'_, impl EventSink>) {
+        let contra = inc.side.book_side().opposite();
+        let crosses = self.books[usize::from(inc.instrument.0)].sides[contra.index()]
+            .best()
+            .is_some_and(|best| contra.crosses(best.price, inc.limit));
+        let meets_min = entry.min_qty == 0
+            || (crosses && self.executable_qty(&inc, entry.min_qty) >= entry.min_qty);
+        if meets_min {
+            self.sweep(&mut inc, emit);
+        }
+        if inc.remaining == 0 {
+            return;
+        }
+        let reason = if entry.tif == TimeInForce::Ioc || entry.market {
+            Some(CancelReason::Ioc)
+        } else if !meets_min && crosses {
+            Some(CancelReason::CannotExecute)
+        } else {
+            None
+        };
+        match reason {
+            Some(reason) => emit.event(EventBody::Canceled {
+                owner: inc.owner,
+                user_ref: inc.user_ref,
+                order_id: inc.order_id,
+                qty: Qty(inc.remaining),
+                leaves: Qty(0),
+                reason,
+            }),
+            None => {
+                self.rest(&inc, &entry, None, emit);
+            }
+        }
+    }
+
+    /// Shares an incoming order could execute now, counting up to `needed`.
+    fn executable_qty(&self, inc: &Incoming, needed: u32) -> u32 {
+        let contra = inc.side.book_side().opposite();
+        let ladder = &self.books[usize::from(inc.instrument.0)].sides[contra.index()];
+        let mut total: u32 = 0;
+        for rung in ladder.iter_best_first() {
+            if !contra.crosses(rung.price, inc.limit) {
+                break;
+            }
+            let level = &self.levels[rung.level];
+            for queue in [level.shown, level.hidden] {
+                let mut oi = queue.head;
+                while oi != NIL {
+                    let o = &self.orders[oi];
+                    if o.firm == inc.firm {
+                        if self.stp != StpMode::CancelResting {
+                            return total;
+                        }
+                    } else {
+                        total = total.saturating_add(o.open);
+                        if total >= needed {
+                            return total;
+                        }
+                    }
+                    oi = o.next;
+                }
+            }
+        }
+        total
+    }
+
+    /// Trades the incoming order against the opposite side while prices cross.
+    fn sweep(&mut self, inc: &mut Incoming, emit: &mut Emitter<'_, impl EventSink>) {
+        let contra = inc.side.book_side().opposite();
+        let bi = usize::from(inc.instrument.0);
+        while inc.remaining > 0 {
+            let Some(rung) = self.books[bi].sides[contra.index()].best() else {
+                break;
+            };
+            if !contra.crosses(rung.price, inc.limit) {
+                break;
+            }
+            let oi = self.levels[rung.level].head();
+            debug_assert!(oi != NIL, "a level on the ladder is never empty");
+            if self.orders[oi].firm == inc.firm {
+                if !self.prevent_self_trade(inc, oi, emit) {
+                    break;
+                }
+                continue;
+            }
+            self.trade(inc, oi, emit);
+        }
+    }
+
+    /// Applies self-trade prevention; returns whether the incoming order goes on matching.
+    fn prevent_self_trade(
+        &mut self,
+        inc: &mut Incoming,
+        oi: u32,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) -> bool {
+        let resting = self.orders[oi];
+        let prevented = Qty(inc.remaining.min(resting.open));
+        let cancel_resting = self.stp != StpMode::CancelIncoming;
+        let cancel_incoming = self.stp != StpMode::CancelResting;
+        if cancel_resting {
+            emit.event(EventBody::AiqCanceled {
+                owner: resting.owner,
+                user_ref: resting.user_ref,
+                order_id: resting.id,
+                qty: Qty(resting.open),
+                prevented,
+                price: resting.price,
+                liquidity: if resting.hidden {
+                    Liquidity::AddedHidden
+                } else {
+                    Liquidity::Added
+                },
+            });
+            if !resting.hidden {
+                emit.event(EventBody::MdDelete {
+                    instrument: resting.instrument,
+                    md_ref: resting.md_ref,
+                });
+            }
+            self.remove_order(oi);
+        }
+        if cancel_incoming {
+            emit.event(EventBody::AiqCanceled {
+                owner: inc.owner,
+                user_ref: inc.user_ref,
+                order_id: inc.order_id,
+                qty: Qty(inc.remaining),
+                prevented,
+                price: resting.price,
+                liquidity: Liquidity::Removed,
+            });
+            inc.remaining = 0;
+            return false;
+        }
+        true
+    }
+
+    /// One match between the incoming order and resting order `oi`.
+    fn trade(&mut self, inc: &mut Incoming, oi: u32, emit: &mut Emitter<'_, impl EventSink>) {
+        let match_id = MatchId(self.next_match_id);
+        self.next_match_id += 1;
+        let o = &mut self.orders[oi];
+        let available = if o.hidden { o.open } else { o.shown };
+        let qty = inc.remaining.min(available);
+        o.open -= qty;
+        if !o.hidden {
+            o.shown -= qty;
+        }
+        o.executed += qty;
+        let resting = *o;
+        inc.remaining -= qty;
+        inc.executed += qty;
+        self.books[usize::from(inc.instrument.0)].reference = resting.price;
+        emit.event(EventBody::Executed {
+            owner: resting.owner,
+            user_ref: resting.user_ref,
+            order_id: resting.id,
+            qty: Qty(qty),
+            price: resting.price,
+            liquidity: if resting.hidden {
+                Liquidity::AddedHidden
+            } else {
+                Liquidity::Added
+            },
+            match_id,
+            leaves: Qty(resting.open),
+        });
+        emit.event(EventBody::Executed {
+            owner: inc.owner,
+            user_ref: inc.user_ref,
+            order_id: inc.order_id,
+            qty: Qty(qty),
+            price: resting.price,
+            liquidity: Liquidity::Removed,
+            match_id,
+            leaves: Qty(inc.remaining),
+        });
+        if resting.hidden {
+            emit.event(EventBody::MdTrade {
+                instrument: resting.instrument,
+                side: resting.side.book_side(),
+                qty: Qty(qty),
+                price: resting.price,
+                match_id,
+            });
+        } else {
+            emit.event(EventBody::MdExecute {
+                instrument: resting.instrument,
+                md_ref: resting.md_ref,
+                qty: Qty(qty),
+                price: resting.price,
+                match_id,
+            });
+        }
+        if resting.open == 0 {
+            self.remove_order(oi);
+        } else if !resting.hidden && resting.shown == 0 {
+            self.refill(oi, emit);
+        }
+    }
+
+    /// Refills a reserve order's display and sends it to the back of its price.
+    fn refill(&mut self, oi: u32, emit: &mut Emitter<'_, impl EventSink>) {
+        let md_ref = self.take_order_id();
+        self.unlink_from_level(oi);
+        let o = &mut self.orders[oi];
+        o.shown = o.max_floor.min(o.open);
+        o.md_ref = md_ref;
+        let o = *o;
+        self.link_to_level(oi, o.level);
+        emit.event(EventBody::Restated {
+            owner: o.owner,
+            user_ref: o.user_ref,
+            display_qty: Qty(o.shown),
+            md_ref,
+        });
+        emit.event(EventBody::MdAdd {
+            instrument: o.instrument,
+            md_ref,
+            side: o.side.book_side(),
+            qty: Qty(o.shown),
+            price: o.price,
+            firm: o.firm,
+        });
+    }
+
+    /// Puts the rest of an entering order on the book. With `replacing`, the feed gets a
+    /// replace of that reference instead of an add.
+    fn rest(
+        &mut self,
+        inc: &Incoming,
+        entry: &Entry,
+        replacing: Option<(OrderId, u32)>,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
+        let side = inc.side.book_side();
+        let shown = match (entry.hidden, entry.max_floor) {
+            (true, _) => 0,
+            (false, 0) => inc.remaining,
+            (false, floor) => floor.min(inc.remaining),
+        };
+        let order = Order {
+            id: inc.order_id,
+            md_ref: inc.order_id,
+            price: inc.limit,
+            open: inc.remaining,
+            shown,
+            max_floor: entry.max_floor,
+            executed: replacing.map_or(0, |(_, executed)| executed) + inc.executed,
+            user_ref: inc.user_ref,
+            level: NIL,
+            prev: NIL,
+            next: NIL,
+            owner_prev: NIL,
+            owner_next: NIL,
+            owner: inc.owner,
+            instrument: inc.instrument,
+            firm: inc.firm,
+            side: inc.side,
+            hidden: entry.hidden,
+            capacity: entry.capacity,
+            cross_type: entry.cross_type,
+            customer_type: entry.customer_type,
+        };
+        let oi = self
+            .orders
+            .try_alloc(order)
+            .expect("order pool capacity is checked before an order is accepted");
+        let level = self.level_for(inc.instrument, side, inc.limit);
+        self.orders[oi].level = level;
+        self.link_to_level(oi, level);
+        self.link_to_owner(oi);
+        let previous = self.by_ref.insert(ref_key(inc.owner, inc.user_ref), oi);
+        debug_assert!(previous.is_none(), "references are unique per owner");
+        if entry.hidden {
+            return;
+        }
+        emit.event(match replacing {
+            Some((old_md_ref, _)) => EventBody::MdReplace {
+                instrument: inc.instrument,
+                old_md_ref,
+                new_md_ref: inc.order_id,
+                qty: Qty(shown),
+                price: inc.limit,
+            },
+            None => EventBody::MdAdd {
+                instrument: inc.instrument,
+                md_ref: inc.order_id,
+                side,
+                qty: Qty(shown),
+                price: inc.limit,
+                firm: inc.firm,
+            },
+        });
+    }
+
+    /// The level at `price`, created if needed.
+    fn level_for(&mut self, instrument: InstrumentId, side: BookSide, price: Price) -> u32 {
+        let ladder = &mut self.books[usize::from(instrument.0)].sides[side.index()];
+        match ladder.find(price) {
+            Ok(pos) => ladder.at(pos).level,
+            Err(pos) => {
+                let level = self
+                    .levels
+                    .try_alloc(Level {
+                        price,
+                        ..Level::default()
+                    })
+                    .expect("level pool capacity is checked before an order is accepted");
+                let inserted = ladder.try_insert(pos, Rung { price, level });
+                assert!(inserted, "a ladder holds every tick of its price range");
+                level
+            }
+        }
+    }
+
+    fn cancel(
+        &mut self,
+        owner: OwnerId,
+        user_ref: UserRef,
+        qty: Qty,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
+        let Some(oi) = self.lookup(owner, user_ref, user_ref, BLANK_ID, emit) else {
+            return;
+        };
+        let o = self.orders[oi];
+        if !qty
+            .0
+            .is_multiple_of(self.books[usize::from(o.instrument.0)].spec.lot)
+        {
+            return emit.reject(owner, user_ref, RejectReason::QtyOffLot, BLANK_ID);
+        }
+        if qty.0 >= o.open {
+            return emit.event(EventBody::CancelRejected { owner, user_ref });
+        }
+        self.reduce(oi, qty.0, CancelReason::UserRequested, emit);
+    }
+
+    fn modify(
+        &mut self,
+        owner: OwnerId,
+        user_ref: UserRef,
+        side: Side,
+        qty: Qty,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
+        let Some(oi) = self.lookup(owner, user_ref, user_ref, BLANK_ID, emit) else {
+            return;
+        };
+        let o = self.orders[oi];
+        if side.book_side() != o.side.book_side() {
+            return emit.reject(owner, user_ref, RejectReason::InvalidSide, BLANK_ID);
+        }
+        if !qty
+            .0
+            .is_multiple_of(self.books[usize::from(o.instrument.0)].spec.lot)
+        {
+            return emit.reject(owner, user_ref, RejectReason::QtyOffLot, BLANK_ID);
+        }
+        if qty.0 == 0 {
+            return self.reduce(oi, 0, CancelReason::UserRequested, emit);
+        }
+        self.orders[oi].side = side;
+        let new_open = qty.0.min(o.open);
+        let shown_cut = self.shrink(oi, new_open);
+        emit.event(EventBody::Modified {
+            owner,
+            user_ref,
+            side,
+            qty: Qty(new_open),
+        });
+        if shown_cut > 0 {
+            emit.event(EventBody::MdCancel {
+                instrument: o.instrument,
+                md_ref: o.md_ref,
+                qty: Qty(shown_cut),
+            });
+        }
+    }
+
+    /// Finds a live order of `owner`, or rejects `reply_ref` saying why not.
+    fn lookup(
+        &self,
+        owner: OwnerId,
+        user_ref: UserRef,
+        reply_ref: UserRef,
+        clordid: [u8; 14],
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) -> Option<u32> {
+        if let Some(&oi) = self.by_ref.get(&ref_key(owner, user_ref)) {
+            return Some(oi);
+        }
+        let reason = if user_ref.0 != 0 && user_ref.0 <= self.owners[usize::from(owner.0)].last_ref
+        {
+            RejectReason::OrderNotLive
+        } else {
+            RejectReason::UnknownOrder
+        };
+        emit.reject(owner, reply_ref, reason, clordid);
+        None
+    }
+
+    /// Lowers an order's open quantity to `new_open` (> 0), reserve first. Returns the
+    /// displayed shares removed.
+    fn shrink(&mut self, oi: u32, new_open: u32) -> u32 {
+        let o = &mut self.orders[oi];
+        debug_assert!(new_open > 0 && new_open <= o.open);
+        o.open = new_open;
+        let cut = o.shown.saturating_sub(new_open);
+        o.shown -= cut;
+        cut
+    }
+
+    /// Cancels an order down to `new_open` shares (0 = all), with its events.
+    fn reduce(
+        &mut self,
+        oi: u32,
+        new_open: u32,
+        reason: CancelReason,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
+        let o = self.orders[oi];
+        emit.event(EventBody::Canceled {
+            owner: o.owner,
+            user_ref: o.user_ref,
+            order_id: o.id,
+            qty: Qty(o.open - new_open),
+            leaves: Qty(new_open),
+            reason,
+        });
+        if new_open == 0 {
+            if !o.hidden {
+                emit.event(EventBody::MdDelete {
+                    instrument: o.instrument,
+                    md_ref: o.md_ref,
+                });
+            }
+            self.remove_order(oi);
+            return;
+        }
+        let cut = self.shrink(oi, new_open);
+        if cut > 0 {
+            emit.event(EventBody::MdCancel {
+                instrument: o.instrument,
+                md_ref: o.md_ref,
+                qty: Qty(cut),
+            });
+        }
+    }
+
+    fn replace(
+        &mut self,
+        owner: OwnerId,
+        r: &ReplaceOrder,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
+        let Some(oi) = self.lookup(owner, r.orig_user_ref, r.user_ref, r.echo.clordid, emit) else {
+            return;
+        };
+        if r.user_ref.0 <= self.owners[usize::from(owner.0)].last_ref {
+            return emit.reject(
+                owner,
+                r.user_ref,
+                RejectReason::DuplicateUserRef,
+                r.echo.clordid,
+            );
+        }
+        let orig = self.orders[oi];
+        let new_open = r.qty.0.saturating_sub(orig.executed);
+        let level_freed = {
+            let level = &self.levels[orig.level];
+            orig.prev == NIL && orig.next == NIL && level.head() == oi && {
+                let other = if orig.hidden {
+                    level.shown.head
+                } else {
+                    level.hidden.head
+                };
+                other == NIL
+            }
+        };
+        let check = self
+            .validate(
+                orig.instrument,
+                orig.side,
+                new_open,
+                Some(r.price),
+                r.tif,
+                r.post_only,
+                r.min_qty.0,
+                r.max_floor.0,
+                r.hidden,
+            )
+            .and_then(|limit| {
+                let can_rest = r.tif == TimeInForce::Day;
+                self.check_capacity(
+                    orig.instrument,
+                    orig.side.book_side(),
+                    limit,
+                    can_rest,
+                    Some(level_freed),
+                )
+                .map(|()| limit)
+            });
+        let limit = match check {
+            Ok(limit) => limit,
+            Err(reason) => {
+                emit.reject(owner, r.user_ref, reason, r.echo.clordid);
+                return self.reduce(oi, 0, CancelReason::ReplaceFailed, emit);
+            }
+        };
+        self.owners[usize::from(owner.0)].last_ref = r.user_ref.0;
+        let contra = orig.side.book_side().opposite();
+        let marketable = self.books[usize::from(orig.instrument.0)].sides[contra.index()]
+            .best()
+            .is_some_and(|best| contra.crosses(best.price, limit));
+        self.remove_order(oi);
+        let order_id = self.take_order_id();
+        emit.event(EventBody::Replaced {
+            owner,
+            orig_user_ref: orig.user_ref,
+            order: OrderAck {
+                user_ref: r.user_ref,
+                order_id,
+                instrument: orig.instrument,
+                side: orig.side,
+                qty: Qty(new_open),
+                price: r.price,
+                tif: r.tif,
+                hidden: r.hidden,
+                post_only: r.post_only,
+                min_qty: r.min_qty,
+                max_floor: r.max_floor,
+                firm: orig.firm,
+                echo: Echo {
+                    capacity: orig.capacity,
+                    cross_type: orig.cross_type,
+                    customer_type: orig.customer_type,
+                    ..r.echo
+                },
+            },
+        });
+        let inc = Incoming {
+            owner,
+            user_ref: r.user_ref,
+            order_id,
+            instrument: orig.instrument,
+            side: orig.side,
+            firm: orig.firm,
+            limit,
+            remaining: new_open,
+            executed: 0,
+        };
+        let entry = Entry {
+            tif: r.tif,
+            market: false,
+            hidden: r.hidden,
+            min_qty: r.min_qty.0,
+            max_floor: r.max_floor.0,
+            capacity: orig.capacity,
+            cross_type: orig.cross_type,
+            customer_type: orig.customer_type,
+        };
+        if !orig.hidden && !r.hidden && r.tif == TimeInForce::Day && !marketable {
+            return self.rest(&inc, &entry, Some((orig.md_ref, orig.executed)), emit);
+        }
+        if !orig.hidden {
+            emit.event(EventBody::MdDelete {
+                instrument: orig.instrument,
+                md_ref: orig.md_ref,
+            });
+        }
+        self.enter_replacement(inc, entry, orig.executed, emit);
+    }
+
+    /// `enter` for a replacement, carrying the chain's executed shares into the new order.
+    fn enter_replacement(
+        &mut self,
+        inc: Incoming,
+        entry: Entry,
+        executed_before: u32,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
+        let key = ref_key(inc.owner, inc.user_ref);
+        self.enter(inc, entry, emit);
+        if let Some(&oi) = self.by_ref.get(&key) {
+            self.orders[oi].executed += executed_before;
+        }
+    }
+
+    fn mass_cancel(
+        &mut self,
+        owner: OwnerId,
+        user_ref: UserRef,
+        firm: Firm,
+        symbol: Symbol,
+        side: Option<BookSide>,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
+        let owner_state = &mut self.owners[usize::from(owner.0)];
+        if user_ref.0 <= owner_state.last_ref {
+            return emit.reject(owner, user_ref, RejectReason::DuplicateUserRef, BLANK_ID);
+        }
+        owner_state.last_ref = user_ref.0;
+        if firm != owner_state.spec.firm {
+            return emit.reject(owner, user_ref, RejectReason::FirmNotAuthorized, BLANK_ID);
+        }
+        let instrument = if symbol == Symbol::BLANK {
+            None
+        } else {
+            match self.symbols.get(&symbol.key()) {
+                Some(&i) => Some(InstrumentId(i)),
+                None => {
+                    return emit.reject(owner, user_ref, RejectReason::UnknownInstrument, BLANK_ID);
+                }
+            }
+        };
+        let count =
+            self.cancel_owner_orders(owner, instrument, side, CancelReason::UserRequested, emit);
+        emit.event(EventBody::MassCanceled {
+            owner,
+            user_ref,
+            firm,
+            symbol,
+            count,
+        });
+    }
+
+    /// Cancels the owner's orders that match the filters, oldest first. Returns how many.
+    fn cancel_owner_orders(
+        &mut self,
+        owner: OwnerId,
+        instrument: Option<InstrumentId>,
+        side: Option<BookSide>,
+        reason: CancelReason,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) -> u32 {
+        let mut count = 0;
+        let mut oi = self.owners[usize::from(owner.0)].head;
+        while oi != NIL {
+            let o = self.orders[oi];
+            if instrument.is_none_or(|i| i == o.instrument)
+                && side.is_none_or(|s| s == o.side.book_side())
+            {
+                self.reduce(oi, 0, reason, emit);
+                count += 1;
+            }
+            oi = o.owner_next;
+        }
+        count
+    }
+
+    fn take_order_id(&mut self) -> OrderId {
+        let id = OrderId(self.next_order_id);
+        self.next_order_id += 1;
+        id
+    }
+
+    /// Appends order `oi` to the back of its queue in `level`.
+    fn link_to_level(&mut self, oi: u32, level: u32) {
+        let hidden = self.orders[oi].hidden;
+        let queue = self.levels[level].queue(hidden);
+        let tail = queue.tail;
+        if tail == NIL {
+            queue.head = oi;
+        } else {
+            self.orders[tail].next = oi;
+        }
+        queue.tail = oi;
+        let o = &mut self.orders[oi];
+        o.prev = tail;
+        o.next = NIL;
+    }
+
+    /// Takes order `oi` out of its queue; the level may be left empty.
+    fn unlink_from_level(&mut self, oi: u32) {
+        let o = self.orders[oi];
+        if o.prev == NIL {
+            self.levels[o.level].queue(o.hidden).head = o.next;
+        } else {
+            self.orders[o.prev].next = o.next;
+        }
+        if o.next == NIL {
+            self.levels[o.level].queue(o.hidden).tail = o.prev;
+        } else {
+            self.orders[o.next].prev = o.prev;
+        }
+    }
+
+    fn link_to_owner(&mut self, oi: u32) {
+        let owner = &mut self.owners[usize::from(self.orders[oi].owner.0)];
+        let tail = owner.tail;
+        if tail == NIL {
+            owner.head = oi;
+        } else {
+            self.orders[tail].owner_next = oi;
+        }
+        owner.tail = oi;
+        let o = &mut self.orders[oi];
+        o.owner_prev = tail;
+        o.owner_next = NIL;
+    }
+
+    fn unlink_from_owner(&mut self, oi: u32) {
+        let o = self.orders[oi];
+        let owner = &mut self.owners[usize::from(o.owner.0)];
+        if o.owner_prev == NIL {
+            owner.head = o.owner_next;
+        } else {
+            self.orders[o.owner_prev].owner_next = o.owner_next;
+        }
+        let owner = &mut self.owners[usize::from(o.owner.0)];
+        if o.owner_next == NIL {
+            owner.tail = o.owner_prev;
+        } else {
+            self.orders[o.owner_next].owner_prev = o.owner_prev;
+        }
+    }
+
+    /// Removes a resting order everywhere, freeing its level if it was the last one.
+    fn remove_order(&mut self, oi: u32) {
+        let o = self.orders[oi];
+        self.unlink_from_level(oi);
+        self.unlink_from_owner(oi);
+        self.by_ref.remove(&ref_key(o.owner, o.user_ref));
+        self.orders.release(oi);
+        if self.levels[o.level].head() == NIL {
+            let ladder =
+                &mut self.books[usize::from(o.instrument.0)].sides[o.side.book_side().index()];
+            let pos = ladder
+                .find(o.price)
+                .expect("an order's level is on its ladder");
+            ladder.remove(pos);
+            self.levels.release(o.level);
+        }
+    }
+
+    /// Cheap check after each command in debug builds: no book is crossed at rest.
+    #[cfg(debug_assertions)]
+    fn debug_check_tops(&self) {
+        for book in &self.books {
+            if let (Some(bid), Some(ask)) = (book.sides[0].best(), book.sides[1].best()) {
+                assert!(
+                    bid.price < ask.price,
+                    "{} crossed at rest",
+                    book.spec.symbol
+                );
+            }
+        }
+    }
+
+    /// Number of resting orders.
+    pub fn resting_orders(&self) -> usize {
+        self.orders.used_count()
+    }
+
+    /// A comparable picture of every book (allocates; for tests, tools and replay).
+    pub fn view(&self) -> super::reference::BookView {
+        use super::reference::{BookView, RestingView};
+        let mut view = BookView {
+            sides: Vec::with_capacity(self.books.len()),
+            references: self.books.iter().map(|b| b.reference).collect(),
+            last_refs: self.owners.iter().map(|o| o.last_ref).collect(),
+            next_order_id: self.next_order_id,
+            next_match_id: self.next_match_id,
+        };
+        for book in &self.books {
+            let mut sides: [Vec<RestingView>; 2] = [Vec::new(), Vec::new()];
+            for (s, ladder) in book.sides.iter().enumerate() {
+                for rung in ladder.iter_best_first() {
+                    let level = &self.levels[rung.level];
+                    for queue in [level.shown, level.hidden] {
+                        let mut oi = queue.head;
+                        while oi != NIL {
+                            let o = &self.orders[oi];
+                            sides[s].push(RestingView {
+                                order_id: o.id,
+                                md_ref: o.md_ref,
+                                owner: o.owner,
+                                user_ref: o.user_ref,
+                                side: o.side,
+                                price: o.price,
+                                open: o.open,
+                                shown: o.shown,
+                                hidden: o.hidden,
+                                executed: o.executed,
+                            });
+                            oi = o.next;
+                        }
+                    }
+                }
+            }
+            view.sides.push(sides);
+        }
+        view
+    }
+
+    /// Checks every structural invariant; `Err` describes the first broken one.
+    /// O(orders): for tests and debugging, not the hot path.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut seen = 0usize;
+        for book in &self.books {
+            let sym = book.spec.symbol;
+            if let (Some(bid), Some(ask)) = (book.sides[0].best(), book.sides[1].best())
+                && bid.price >= ask.price
+            {
+                return Err(format!(
+                    "{sym}: crossed at rest, bid {} ask {}",
+                    bid.price, ask.price
+                ));
+            }
+            for (s, ladder) in book.sides.iter().enumerate() {
+                let side = if s == 0 { BookSide::Bid } else { BookSide::Ask };
+                let mut prev_price: Option<Price> = None;
+                for rung in ladder.iter_best_first() {
+                    if let Some(p) = prev_price
+                        && !side.better(p, rung.price)
+                    {
+                        return Err(format!("{sym}: ladder out of order at {}", rung.price));
+                    }
+                    prev_price = Some(rung.price);
+                    let level = &self.levels[rung.level];
+                    if level.price != rung.price || level.head() == NIL {
+                        return Err(format!("{sym}: level {} empty or mispriced", rung.price));
+                    }
+                    seen += self.check_queue(level.shown, false, rung, side)?;
+                    seen += self.check_queue(level.hidden, true, rung, side)?;
+                }
+            }
+        }
+        if seen != self.orders.used_count() || seen != self.by_ref.len() {
+            return Err(format!(
+                "{seen} orders on books, {} in pool, {} in reference map",
+                self.orders.used_count(),
+                self.by_ref.len()
+            ));
+        }
+        let owned: usize = (0..self.owners.len())
+            .map(|i| self.owner_order_count(i))
+            .sum();
+        if owned != seen {
+            return Err(format!("{owned} orders on owner lists, {seen} on books"));
+        }
+        Ok(())
+    }
+
+    fn check_queue(
+        &self,
+        queue: Queue,
+        hidden: bool,
+        rung: Rung,
+        side: BookSide,
+    ) -> Result<usize, String> {
+        let mut count = 0;
+        let mut prev = NIL;
+        let mut prev_key = 0u64;
+        let mut oi = queue.head;
+        while oi != NIL {
+            let o = &self.orders[oi];
+            // FIFO: feed references (displayed) and order ids (hidden) only grow over time,
+            // and an order joins the back of its queue whenever it gets one.
+            let key = if hidden { o.id.0 } else { o.md_ref.0 };
+            let bad = o.prev != prev
+                || o.level != rung.level
+                || o.price != rung.price
+                || o.hidden != hidden
+                || o.side.book_side() != side
+                || o.open == 0
+                || (hidden && o.shown != 0)
+                || (!hidden && (o.shown == 0 || o.shown > o.open))
+                || key <= prev_key
+                || self.by_ref.get(&ref_key(o.owner, o.user_ref)) != Some(&oi);
+            if bad {
+                return Err(format!(
+                    "order {:?} breaks its level's invariants: {o:?}",
+                    o.id
+                ));
+            }
+            prev_key = key;
+            prev = oi;
+            count += 1;
+            oi = o.next;
+        }
+        if queue.tail != prev {
+            return Err(format!("queue at {} has a wrong tail", rung.price));
+        }
+        Ok(count)
+    }
+
+    fn owner_order_count(&self, owner: usize) -> usize {
+        let mut count = 0;
+        let mut oi = self.owners[owner].head;
+        while oi != NIL {
+            count += 1;
+            oi = self.orders[oi].owner_next;
+        }
+        count
+    }
+}
+
+/// The reference a command consumes, for rejecting commands from unknown owners.
+fn consumed_ref(body: &CommandBody) -> Option<UserRef> {
+    match body {
+        CommandBody::New(o) => Some(o.user_ref),
+        CommandBody::Cancel { user_ref, .. } | CommandBody::Modify { user_ref, .. } => {
+            Some(*user_ref)
+        }
+        CommandBody::Replace(r) => Some(r.user_ref),
+        CommandBody::MassCancel { user_ref, .. } => Some(*user_ref),
+        CommandBody::Disconnect => None,
+    }
+}
+
+/// ClOrdID for requests that carry none.
+pub(crate) const BLANK_ID: [u8; 14] = [b' '; 14];
+
+/// Stamps events with the command's time.
+struct Emitter<'a, S: EventSink> {
+    ts: Timestamp,
+    out: &'a mut S,
+}
+
+impl<S: EventSink> Emitter<'_, S> {
+    #[inline]
+    fn event(&mut self, body: EventBody) {
+        self.out.push(Event { ts: self.ts, body });
+    }
+
+    fn reject(
+        &mut self,
+        owner: OwnerId,
+        user_ref: UserRef,
+        reason: RejectReason,
+        clordid: [u8; 14],
+    ) {
+        self.event(EventBody::Rejected {
+            owner,
+            user_ref,
+            reason,
+            clordid,
+        });
+    }
+}

@@ -1,0 +1,111 @@
+//! Order books and matching: the single-threaded, deterministic core.
+//!
+//! Runs on the matcher thread. Takes [`Command`]s, changes the books, writes [`Event`]s to
+//! an [`EventSink`]. It never reads a clock, never uses randomness and never iterates a hash
+//! map, so the same commands always give the same events, byte for byte.
+//!
+//! # Order rules
+//! - **Price-time priority.** Better price first; within a price, displayed orders in time
+//!   order, then non-displayed (hidden) orders in time order. Trades happen at the resting
+//!   order's price.
+//! - **Cancel / modify** to a smaller quantity keeps the order's place. A **replace** always
+//!   gives a new order (new venue reference) at the back of its price.
+//! - **Reserve orders** (`max_floor > 0`) display `min(max_floor, open)`; when the displayed
+//!   part is used up it is refilled from the reserve and goes to the back of the displayed
+//!   queue with a new feed reference. The undisplayed reserve trades only through refills.
+//! - **Min quantity** applies on entry only: if less than `min_qty` can execute at once, the
+//!   order does not trade; an IOC or market order is then canceled, a Day order is canceled
+//!   if it would cross the book and otherwise rests (the minimum no longer applies).
+//! - **Market orders** trade up to the edge of the price band, then the rest is canceled.
+//! - **Post only** is rejected if it would execute against any resting order.
+//! - **Self-trade prevention** between orders of the same firm, mode from configuration:
+//!   cancel the resting order (and keep matching), cancel the incoming order, or both.
+//! - **Price band**: limit prices must lie within `band_bps` of the reference price, which
+//!   starts at the configured `ref_price` and follows the instrument's last trade.
+//! - **References**: each owner's [`UserRef`](crate::types::UserRef)s of new orders, replaces
+//!   and mass cancels must strictly increase; a repeated or lower one is rejected with no
+//!   effect. A failed replace does not consume its reference (OUCH behaviour).
+//! - **Capacity**: an order that could rest (Day limit) is rejected up front when the order
+//!   pool is full, or when its price level does not exist and the level pool is full.
+//!
+//! [`Matcher`] is the fast book; [`reference::ReferenceMatcher`] is the simple model it is
+//! tested against.
+
+pub mod flow;
+mod ladder;
+mod matcher;
+pub mod message;
+mod pool;
+pub mod reference;
+
+pub use matcher::Matcher;
+pub use message::*;
+
+use crate::types::{Firm, Price, Symbol};
+
+/// One tradable instrument and its pre-trade limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InstrumentSpec {
+    /// Symbol, unique.
+    pub symbol: Symbol,
+    /// Prices must be multiples of this; > 0.
+    pub tick: Price,
+    /// Quantities must be multiples of this; > 0.
+    pub lot: u32,
+    /// Lowest limit price accepted.
+    pub min_price: Price,
+    /// Highest limit price accepted.
+    pub max_price: Price,
+    /// Largest order quantity accepted.
+    pub max_qty: u32,
+    /// Reference price at start of day; the band is centred on it until the first trade.
+    pub ref_price: Price,
+    /// Band half-width in basis points of the reference price (1..=10 000).
+    pub band_bps: u32,
+}
+
+/// A configured user as the matcher sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OwnerSpec {
+    /// The user's firm.
+    pub firm: Firm,
+    /// Cancel the user's orders when its session disconnects.
+    pub cancel_on_disconnect: bool,
+}
+
+/// What self-trade prevention does when two orders of the same firm would trade.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StpMode {
+    /// Cancel the resting order, keep matching the incoming one.
+    CancelResting,
+    /// Cancel the rest of the incoming order.
+    CancelIncoming,
+    /// Cancel both.
+    CancelBoth,
+}
+
+/// Everything the matcher needs at start-up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookConfig {
+    /// Instruments; index = [`InstrumentId`](crate::types::InstrumentId).
+    pub instruments: Vec<InstrumentSpec>,
+    /// Users; index = [`OwnerId`](crate::types::OwnerId).
+    pub owners: Vec<OwnerSpec>,
+    /// Resting orders at most, all instruments together.
+    pub orders_max: u32,
+    /// Price levels at most, all instruments and sides together.
+    pub levels_max: u32,
+    /// Self-trade prevention mode.
+    pub stp: StpMode,
+}
+
+impl InstrumentSpec {
+    /// The band edges around `reference`: `(low, high)`, inclusive.
+    pub fn band(&self, reference: Price) -> (Price, Price) {
+        let half = reference.0 * u64::from(self.band_bps) / 10_000;
+        (
+            Price(reference.0.saturating_sub(half)),
+            Price(reference.0 + half),
+        )
+    }
+}

@@ -1,0 +1,956 @@
+//! The reference model: a deliberately simple, obviously correct matcher.
+//!
+//! All live orders sit in one `Vec`; the best order is found by scanning it with an
+//! explicit priority key (price, displayed before hidden, time counter). Nothing is pooled
+//! or linked, so the fast [`Matcher`](super::Matcher) can be checked against it on random
+//! command streams: both must produce identical events and identical [`BookView`]s.
+//! It is slow (O(orders) per step) and only for tests and fuzzing.
+
+use std::cmp::Reverse;
+
+use super::message::*;
+use super::{BookConfig, StpMode};
+use crate::types::*;
+
+/// One resting order as both matchers report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RestingView {
+    /// Venue order reference.
+    pub order_id: OrderId,
+    /// Feed reference of the displayed part.
+    pub md_ref: OrderId,
+    /// Owner.
+    pub owner: OwnerId,
+    /// Client reference.
+    pub user_ref: UserRef,
+    /// Side.
+    pub side: Side,
+    /// Price.
+    pub price: Price,
+    /// Open shares.
+    pub open: u32,
+    /// Displayed shares.
+    pub shown: u32,
+    /// Hidden.
+    pub hidden: bool,
+    /// Shares executed by the replace chain.
+    pub executed: u32,
+}
+
+/// Every book in priority order, plus the counters that must agree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BookView {
+    /// Per instrument: bids then asks, each best first.
+    pub sides: Vec<[Vec<RestingView>; 2]>,
+    /// Per instrument: band reference price.
+    pub references: Vec<Price>,
+    /// Per owner: last reference consumed.
+    pub last_refs: Vec<u32>,
+    /// Next venue order reference.
+    pub next_order_id: u64,
+    /// Next match number.
+    pub next_match_id: u64,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct RefOrder {
+    view: RestingView,
+    instrument: usize,
+    /// Time priority: a fresh counter value whenever the order goes to the back.
+    time: u64,
+    max_floor: u32,
+    firm: Firm,
+    echo: Echo,
+}
+
+impl RefOrder {
+    /// Smaller is better within one side.
+    fn priority(&self) -> (Reverse<u64>, u64, bool, u64) {
+        let p = self.view.price.0;
+        let rank = match self.view.side.book_side() {
+            BookSide::Bid => (Reverse(p), 0),
+            BookSide::Ask => (Reverse(0), p),
+        };
+        (rank.0, rank.1, self.view.hidden, self.time)
+    }
+
+    fn tradable(&self) -> u32 {
+        if self.view.hidden {
+            self.view.open
+        } else {
+            self.view.shown
+        }
+    }
+}
+
+/// The simple matcher. Same interface and rules as [`Matcher`](super::Matcher).
+#[derive(Debug)]
+pub struct ReferenceMatcher {
+    config: BookConfig,
+    orders: Vec<RefOrder>,
+    references: Vec<Price>,
+    last_refs: Vec<u32>,
+    next_id: u64,
+    next_match: u64,
+    next_time: u64,
+    events: Vec<Event>,
+    ts: Timestamp,
+}
+
+struct Taker {
+    owner: OwnerId,
+    user_ref: UserRef,
+    id: OrderId,
+    instrument: usize,
+    side: Side,
+    firm: Firm,
+    limit: Price,
+    left: u32,
+    executed: u32,
+    market: bool,
+    tif: TimeInForce,
+    hidden: bool,
+    min_qty: u32,
+    max_floor: u32,
+    echo: Echo,
+}
+
+impl ReferenceMatcher {
+    /// A model with empty books.
+    pub fn new(config: &BookConfig) -> ReferenceMatcher {
+        ReferenceMatcher {
+            config: config.clone(),
+            orders: Vec::new(),
+            references: config.instruments.iter().map(|i| i.ref_price).collect(),
+            last_refs: vec![0; config.owners.len()],
+            next_id: 1,
+            next_match: 1,
+            next_time: 0,
+            events: Vec::new(),
+            ts: Timestamp(0),
+        }
+    }
+
+    /// Applies one command, appending its events to `out`.
+    pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
+        self.ts = cmd.ts;
+        self.events.clear();
+        let owner = cmd.owner;
+        if usize::from(owner.0) >= self.config.owners.len() {
+            let user_ref = match &cmd.body {
+                CommandBody::New(o) => Some(o.user_ref),
+                CommandBody::Cancel { user_ref, .. }
+                | CommandBody::Modify { user_ref, .. }
+                | CommandBody::MassCancel { user_ref, .. } => Some(*user_ref),
+                CommandBody::Replace(r) => Some(r.user_ref),
+                CommandBody::Disconnect => None,
+            };
+            if let Some(user_ref) = user_ref {
+                self.reject(owner, user_ref, RejectReason::UnknownOwner, [b' '; 14]);
+            }
+        } else {
+            match cmd.body {
+                CommandBody::New(o) => self.new_order(owner, &o),
+                CommandBody::Cancel { user_ref, qty } => self.cancel(owner, user_ref, qty.0),
+                CommandBody::Replace(r) => self.replace(owner, &r),
+                CommandBody::Modify {
+                    user_ref,
+                    side,
+                    qty,
+                } => self.modify(owner, user_ref, side, qty.0),
+                CommandBody::MassCancel {
+                    user_ref,
+                    firm,
+                    symbol,
+                    side,
+                } => self.mass_cancel(owner, user_ref, firm, symbol, side),
+                CommandBody::Disconnect => {
+                    if self.config.owners[usize::from(owner.0)].cancel_on_disconnect {
+                        self.cancel_all(owner, None, None, CancelReason::Disconnect);
+                    }
+                }
+            }
+        }
+        out.extend_from_slice(&self.events);
+    }
+
+    fn emit(&mut self, body: EventBody) {
+        self.events.push(Event { ts: self.ts, body });
+    }
+
+    fn reject(
+        &mut self,
+        owner: OwnerId,
+        user_ref: UserRef,
+        reason: RejectReason,
+        clordid: [u8; 14],
+    ) {
+        self.emit(EventBody::Rejected {
+            owner,
+            user_ref,
+            reason,
+            clordid,
+        });
+    }
+
+    fn fresh_id(&mut self) -> OrderId {
+        self.next_id += 1;
+        OrderId(self.next_id - 1)
+    }
+
+    fn fresh_time(&mut self) -> u64 {
+        self.next_time += 1;
+        self.next_time
+    }
+
+    fn instrument_of(&self, symbol: Symbol) -> Option<usize> {
+        self.config
+            .instruments
+            .iter()
+            .position(|i| i.symbol == symbol)
+    }
+
+    fn find(&self, owner: OwnerId, user_ref: UserRef) -> Option<usize> {
+        self.orders
+            .iter()
+            .position(|o| o.view.owner == owner && o.view.user_ref == user_ref)
+    }
+
+    /// The best resting order on `side` of `instrument`, if any.
+    fn best(&self, instrument: usize, side: BookSide) -> Option<usize> {
+        (0..self.orders.len())
+            .filter(|&i| {
+                self.orders[i].instrument == instrument
+                    && self.orders[i].view.side.book_side() == side
+            })
+            .min_by_key(|&i| self.orders[i].priority())
+    }
+
+    fn crosses(resting_side: BookSide, resting: Price, limit: Price) -> bool {
+        match resting_side {
+            BookSide::Bid => resting >= limit,
+            BookSide::Ask => resting <= limit,
+        }
+    }
+
+    fn levels_in_use(&self, except: Option<usize>) -> usize {
+        let mut keys: Vec<(usize, BookSide, Price)> = (0..self.orders.len())
+            .filter(|i| Some(*i) != except)
+            .map(|i| {
+                (
+                    self.orders[i].instrument,
+                    self.orders[i].view.side.book_side(),
+                    self.orders[i].view.price,
+                )
+            })
+            .collect();
+        keys.sort();
+        keys.dedup();
+        keys.len()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn validate(
+        &self,
+        instrument: usize,
+        side: Side,
+        qty: u32,
+        price: Option<Price>,
+        tif: TimeInForce,
+        post_only: bool,
+        min_qty: u32,
+        max_floor: u32,
+        hidden: bool,
+    ) -> Result<Price, RejectReason> {
+        let spec = &self.config.instruments[instrument];
+        let reference = self.references[instrument].0;
+        let half = reference * u64::from(spec.band_bps) / 10_000;
+        let (low, high) = (
+            Price(reference.saturating_sub(half)),
+            Price(reference + half),
+        );
+        if qty == 0 {
+            return Err(RejectReason::ZeroQty);
+        }
+        if !qty.is_multiple_of(spec.lot) {
+            return Err(RejectReason::QtyOffLot);
+        }
+        if qty > spec.max_qty {
+            return Err(RejectReason::QtyAboveMax);
+        }
+        let limit = match price {
+            Some(p) if p < spec.min_price || p > spec.max_price => {
+                return Err(RejectReason::PriceOutOfRange);
+            }
+            Some(p) if p.0 % spec.tick.0 != 0 => return Err(RejectReason::PriceOffTick),
+            Some(p) if p < low || p > high => return Err(RejectReason::PriceOutsideBand),
+            Some(p) => p,
+            None if side == Side::Buy => high,
+            None => low,
+        };
+        if min_qty > qty {
+            return Err(RejectReason::InvalidMinQty);
+        }
+        if !max_floor.is_multiple_of(spec.lot) || (max_floor > 0 && hidden) {
+            return Err(RejectReason::InvalidMaxFloor);
+        }
+        if post_only {
+            if tif == TimeInForce::Ioc || price.is_none() {
+                return Err(RejectReason::PostOnlyCannotRest);
+            }
+            let contra = side.book_side().opposite();
+            if let Some(b) = self.best(instrument, contra)
+                && Self::crosses(contra, self.orders[b].view.price, limit)
+            {
+                return Err(RejectReason::PostOnlyWouldTake);
+            }
+        }
+        Ok(limit)
+    }
+
+    /// Capacity for an order that could rest at `price`, as if order `replacing` were gone.
+    fn capacity(
+        &self,
+        instrument: usize,
+        side: Side,
+        price: Price,
+        replacing: Option<usize>,
+    ) -> Result<(), RejectReason> {
+        let live = self.orders.len() - usize::from(replacing.is_some());
+        if live >= self.config.orders_max as usize {
+            return Err(RejectReason::OrderPoolFull);
+        }
+        let level_exists = (0..self.orders.len()).any(|i| {
+            Some(i) != replacing
+                && self.orders[i].instrument == instrument
+                && self.orders[i].view.side.book_side() == side.book_side()
+                && self.orders[i].view.price == price
+        });
+        if !level_exists && self.levels_in_use(replacing) >= self.config.levels_max as usize {
+            return Err(RejectReason::LevelPoolFull);
+        }
+        Ok(())
+    }
+
+    fn new_order(&mut self, owner: OwnerId, o: &NewOrder) {
+        let ow = usize::from(owner.0);
+        if o.user_ref.0 <= self.last_refs[ow] {
+            return self.reject(
+                owner,
+                o.user_ref,
+                RejectReason::DuplicateUserRef,
+                o.echo.clordid,
+            );
+        }
+        self.last_refs[ow] = o.user_ref.0;
+        let Some(instrument) = self.instrument_of(o.symbol) else {
+            return self.reject(
+                owner,
+                o.user_ref,
+                RejectReason::UnknownInstrument,
+                o.echo.clordid,
+            );
+        };
+        let mut result = self.validate(
+            instrument,
+            o.side,
+            o.qty.0,
+            o.price,
+            o.tif,
+            o.post_only,
+            o.min_qty.0,
+            o.max_floor.0,
+            o.hidden,
+        );
+        if let Ok(limit) = result
+            && o.tif == TimeInForce::Day
+            && o.price.is_some()
+            && let Err(reason) = self.capacity(instrument, o.side, limit, None)
+        {
+            result = Err(reason);
+        }
+        let limit = match result {
+            Ok(limit) => limit,
+            Err(reason) => return self.reject(owner, o.user_ref, reason, o.echo.clordid),
+        };
+        let id = self.fresh_id();
+        self.emit(EventBody::Accepted {
+            owner,
+            order: OrderAck {
+                user_ref: o.user_ref,
+                order_id: id,
+                instrument: InstrumentId(instrument as u16),
+                side: o.side,
+                qty: o.qty,
+                price: o.price.unwrap_or_default(),
+                tif: o.tif,
+                hidden: o.hidden,
+                post_only: o.post_only,
+                min_qty: o.min_qty,
+                max_floor: o.max_floor,
+                firm: o.firm,
+                echo: o.echo,
+            },
+        });
+        let taker = Taker {
+            owner,
+            user_ref: o.user_ref,
+            id,
+            instrument,
+            side: o.side,
+            firm: o.firm,
+            limit,
+            left: o.qty.0,
+            executed: 0,
+            market: o.price.is_none(),
+            tif: o.tif,
+            hidden: o.hidden,
+            min_qty: o.min_qty.0,
+            max_floor: o.max_floor.0,
+            echo: o.echo,
+        };
+        self.take_then_rest(taker, None);
+    }
+
+    /// Contra orders the taker could trade with now, in priority order.
+    fn crossing_contra(&self, t: &Taker) -> Vec<usize> {
+        let contra = t.side.book_side().opposite();
+        let mut v: Vec<usize> = (0..self.orders.len())
+            .filter(|&i| {
+                let o = &self.orders[i];
+                o.instrument == t.instrument
+                    && o.view.side.book_side() == contra
+                    && Self::crosses(contra, o.view.price, t.limit)
+            })
+            .collect();
+        v.sort_by_key(|&i| self.orders[i].priority());
+        v
+    }
+
+    fn take_then_rest(&mut self, mut t: Taker, md_replace_of: Option<OrderId>) {
+        let crossing = self.crossing_contra(&t);
+        let crosses = !crossing.is_empty();
+        let mut meets_min = true;
+        if t.min_qty > 0 {
+            let mut sum: u64 = 0;
+            for &i in &crossing {
+                let o = &self.orders[i];
+                if o.firm == t.firm {
+                    if self.config.stp == StpMode::CancelResting {
+                        continue;
+                    }
+                    break;
+                }
+                sum += u64::from(o.view.open);
+            }
+            meets_min = crosses && sum >= u64::from(t.min_qty);
+        }
+        if meets_min {
+            self.take(&mut t);
+        }
+        if t.left == 0 {
+            return;
+        }
+        if t.tif == TimeInForce::Ioc || t.market {
+            return self.cancel_taker(&t, CancelReason::Ioc);
+        }
+        if !meets_min && crosses {
+            return self.cancel_taker(&t, CancelReason::CannotExecute);
+        }
+        self.rest(t, md_replace_of);
+    }
+
+    fn cancel_taker(&mut self, t: &Taker, reason: CancelReason) {
+        self.emit(EventBody::Canceled {
+            owner: t.owner,
+            user_ref: t.user_ref,
+            order_id: t.id,
+            qty: Qty(t.left),
+            leaves: Qty(0),
+            reason,
+        });
+    }
+
+    fn take(&mut self, t: &mut Taker) {
+        while t.left > 0 {
+            let Some(&i) = self.crossing_contra(t).first() else {
+                return;
+            };
+            let maker = self.orders[i];
+            if maker.firm == t.firm {
+                let prevented = Qty(t.left.min(maker.view.open));
+                if self.config.stp != StpMode::CancelIncoming {
+                    self.emit(EventBody::AiqCanceled {
+                        owner: maker.view.owner,
+                        user_ref: maker.view.user_ref,
+                        order_id: maker.view.order_id,
+                        qty: Qty(maker.view.open),
+                        prevented,
+                        price: maker.view.price,
+                        liquidity: if maker.view.hidden {
+                            Liquidity::AddedHidden
+                        } else {
+                            Liquidity::Added
+                        },
+                    });
+                    if !maker.view.hidden {
+                        self.emit(EventBody::MdDelete {
+                            instrument: InstrumentId(maker.instrument as u16),
+                            md_ref: maker.view.md_ref,
+                        });
+                    }
+                    self.orders.remove(i);
+                }
+                if self.config.stp != StpMode::CancelResting {
+                    self.emit(EventBody::AiqCanceled {
+                        owner: t.owner,
+                        user_ref: t.user_ref,
+                        order_id: t.id,
+                        qty: Qty(t.left),
+                        prevented,
+                        price: maker.view.price,
+                        liquidity: Liquidity::Removed,
+                    });
+                    t.left = 0;
+                }
+                continue;
+            }
+            self.fill(t, i);
+        }
+    }
+
+    fn fill(&mut self, t: &mut Taker, i: usize) {
+        let qty = t.left.min(self.orders[i].tradable());
+        let match_id = MatchId(self.next_match);
+        self.next_match += 1;
+        t.left -= qty;
+        t.executed += qty;
+        let m = &mut self.orders[i];
+        m.view.open -= qty;
+        m.view.executed += qty;
+        if !m.view.hidden {
+            m.view.shown -= qty;
+        }
+        let maker = *m;
+        let instrument = InstrumentId(maker.instrument as u16);
+        self.references[maker.instrument] = maker.view.price;
+        self.emit(EventBody::Executed {
+            owner: maker.view.owner,
+            user_ref: maker.view.user_ref,
+            order_id: maker.view.order_id,
+            qty: Qty(qty),
+            price: maker.view.price,
+            liquidity: if maker.view.hidden {
+                Liquidity::AddedHidden
+            } else {
+                Liquidity::Added
+            },
+            match_id,
+            leaves: Qty(maker.view.open),
+        });
+        self.emit(EventBody::Executed {
+            owner: t.owner,
+            user_ref: t.user_ref,
+            order_id: t.id,
+            qty: Qty(qty),
+            price: maker.view.price,
+            liquidity: Liquidity::Removed,
+            match_id,
+            leaves: Qty(t.left),
+        });
+        self.emit(if maker.view.hidden {
+            EventBody::MdTrade {
+                instrument,
+                side: maker.view.side.book_side(),
+                qty: Qty(qty),
+                price: maker.view.price,
+                match_id,
+            }
+        } else {
+            EventBody::MdExecute {
+                instrument,
+                md_ref: maker.view.md_ref,
+                qty: Qty(qty),
+                price: maker.view.price,
+                match_id,
+            }
+        });
+        if maker.view.open == 0 {
+            self.orders.remove(i);
+        } else if !maker.view.hidden && maker.view.shown == 0 {
+            let md_ref = self.fresh_id();
+            let time = self.fresh_time();
+            let m = &mut self.orders[i];
+            m.view.shown = m.max_floor.min(m.view.open);
+            m.view.md_ref = md_ref;
+            m.time = time;
+            let m = *m;
+            self.emit(EventBody::Restated {
+                owner: m.view.owner,
+                user_ref: m.view.user_ref,
+                display_qty: Qty(m.view.shown),
+                md_ref,
+            });
+            self.emit(EventBody::MdAdd {
+                instrument,
+                md_ref,
+                side: m.view.side.book_side(),
+                qty: Qty(m.view.shown),
+                price: m.view.price,
+                firm: m.firm,
+            });
+        }
+    }
+
+    fn rest(&mut self, t: Taker, md_replace_of: Option<OrderId>) {
+        let shown = if t.hidden {
+            0
+        } else if t.max_floor > 0 {
+            t.max_floor.min(t.left)
+        } else {
+            t.left
+        };
+        let time = self.fresh_time();
+        self.orders.push(RefOrder {
+            view: RestingView {
+                order_id: t.id,
+                md_ref: t.id,
+                owner: t.owner,
+                user_ref: t.user_ref,
+                side: t.side,
+                price: t.limit,
+                open: t.left,
+                shown,
+                hidden: t.hidden,
+                executed: t.executed,
+            },
+            instrument: t.instrument,
+            time,
+            max_floor: t.max_floor,
+            firm: t.firm,
+            echo: t.echo,
+        });
+        let instrument = InstrumentId(t.instrument as u16);
+        if t.hidden {
+            return;
+        }
+        self.emit(match md_replace_of {
+            Some(old) => EventBody::MdReplace {
+                instrument,
+                old_md_ref: old,
+                new_md_ref: t.id,
+                qty: Qty(shown),
+                price: t.limit,
+            },
+            None => EventBody::MdAdd {
+                instrument,
+                md_ref: t.id,
+                side: t.side.book_side(),
+                qty: Qty(shown),
+                price: t.limit,
+                firm: t.firm,
+            },
+        });
+    }
+
+    fn locate(
+        &mut self,
+        owner: OwnerId,
+        user_ref: UserRef,
+        reply: UserRef,
+        clordid: [u8; 14],
+    ) -> Option<usize> {
+        let found = self.find(owner, user_ref);
+        if found.is_none() {
+            let used = user_ref.0 != 0 && user_ref.0 <= self.last_refs[usize::from(owner.0)];
+            let reason = if used {
+                RejectReason::OrderNotLive
+            } else {
+                RejectReason::UnknownOrder
+            };
+            self.reject(owner, reply, reason, clordid);
+        }
+        found
+    }
+
+    /// Cancels order `i` down to `keep` open shares.
+    fn cut(&mut self, i: usize, keep: u32, reason: CancelReason) {
+        let o = self.orders[i];
+        let instrument = InstrumentId(o.instrument as u16);
+        self.emit(EventBody::Canceled {
+            owner: o.view.owner,
+            user_ref: o.view.user_ref,
+            order_id: o.view.order_id,
+            qty: Qty(o.view.open - keep),
+            leaves: Qty(keep),
+            reason,
+        });
+        if keep == 0 {
+            if !o.view.hidden {
+                self.emit(EventBody::MdDelete {
+                    instrument,
+                    md_ref: o.view.md_ref,
+                });
+            }
+            self.orders.remove(i);
+            return;
+        }
+        let removed_shown = o.view.shown.saturating_sub(keep);
+        self.orders[i].view.open = keep;
+        self.orders[i].view.shown -= removed_shown;
+        if removed_shown > 0 {
+            self.emit(EventBody::MdCancel {
+                instrument,
+                md_ref: o.view.md_ref,
+                qty: Qty(removed_shown),
+            });
+        }
+    }
+
+    fn cancel(&mut self, owner: OwnerId, user_ref: UserRef, qty: u32) {
+        let Some(i) = self.locate(owner, user_ref, user_ref, [b' '; 14]) else {
+            return;
+        };
+        if !qty.is_multiple_of(self.config.instruments[self.orders[i].instrument].lot) {
+            return self.reject(owner, user_ref, RejectReason::QtyOffLot, [b' '; 14]);
+        }
+        if qty >= self.orders[i].view.open {
+            return self.emit(EventBody::CancelRejected { owner, user_ref });
+        }
+        self.cut(i, qty, CancelReason::UserRequested);
+    }
+
+    fn modify(&mut self, owner: OwnerId, user_ref: UserRef, side: Side, qty: u32) {
+        let Some(i) = self.locate(owner, user_ref, user_ref, [b' '; 14]) else {
+            return;
+        };
+        let o = self.orders[i];
+        let both_sell = side != Side::Buy && o.view.side != Side::Buy;
+        if side != o.view.side && !both_sell {
+            return self.reject(owner, user_ref, RejectReason::InvalidSide, [b' '; 14]);
+        }
+        if !qty.is_multiple_of(self.config.instruments[o.instrument].lot) {
+            return self.reject(owner, user_ref, RejectReason::QtyOffLot, [b' '; 14]);
+        }
+        if qty == 0 {
+            return self.cut(i, 0, CancelReason::UserRequested);
+        }
+        let keep = qty.min(o.view.open);
+        let removed_shown = o.view.shown.saturating_sub(keep);
+        let m = &mut self.orders[i];
+        m.view.side = side;
+        m.view.open = keep;
+        m.view.shown -= removed_shown;
+        self.emit(EventBody::Modified {
+            owner,
+            user_ref,
+            side,
+            qty: Qty(keep),
+        });
+        if removed_shown > 0 {
+            let instrument = InstrumentId(o.instrument as u16);
+            self.emit(EventBody::MdCancel {
+                instrument,
+                md_ref: o.view.md_ref,
+                qty: Qty(removed_shown),
+            });
+        }
+    }
+
+    fn replace(&mut self, owner: OwnerId, r: &ReplaceOrder) {
+        let Some(i) = self.locate(owner, r.orig_user_ref, r.user_ref, r.echo.clordid) else {
+            return;
+        };
+        if r.user_ref.0 <= self.last_refs[usize::from(owner.0)] {
+            return self.reject(
+                owner,
+                r.user_ref,
+                RejectReason::DuplicateUserRef,
+                r.echo.clordid,
+            );
+        }
+        let orig = self.orders[i];
+        let open = r.qty.0.saturating_sub(orig.view.executed);
+        let mut result = self.validate(
+            orig.instrument,
+            orig.view.side,
+            open,
+            Some(r.price),
+            r.tif,
+            r.post_only,
+            r.min_qty.0,
+            r.max_floor.0,
+            r.hidden,
+        );
+        if let Ok(limit) = result
+            && r.tif == TimeInForce::Day
+            && let Err(reason) = self.capacity(orig.instrument, orig.view.side, limit, Some(i))
+        {
+            result = Err(reason);
+        }
+        let limit = match result {
+            Ok(limit) => limit,
+            Err(reason) => {
+                self.reject(owner, r.user_ref, reason, r.echo.clordid);
+                return self.cut(i, 0, CancelReason::ReplaceFailed);
+            }
+        };
+        self.last_refs[usize::from(owner.0)] = r.user_ref.0;
+        let contra = orig.view.side.book_side().opposite();
+        let marketable = self
+            .best(orig.instrument, contra)
+            .is_some_and(|b| Self::crosses(contra, self.orders[b].view.price, limit));
+        self.orders.remove(i);
+        let id = self.fresh_id();
+        let echo = Echo {
+            capacity: orig.echo.capacity,
+            cross_type: orig.echo.cross_type,
+            customer_type: orig.echo.customer_type,
+            ..r.echo
+        };
+        self.emit(EventBody::Replaced {
+            owner,
+            orig_user_ref: orig.view.user_ref,
+            order: OrderAck {
+                user_ref: r.user_ref,
+                order_id: id,
+                instrument: InstrumentId(orig.instrument as u16),
+                side: orig.view.side,
+                qty: Qty(open),
+                price: r.price,
+                tif: r.tif,
+                hidden: r.hidden,
+                post_only: r.post_only,
+                min_qty: r.min_qty,
+                max_floor: r.max_floor,
+                firm: orig.firm,
+                echo,
+            },
+        });
+        let taker = Taker {
+            owner,
+            user_ref: r.user_ref,
+            id,
+            instrument: orig.instrument,
+            side: orig.view.side,
+            firm: orig.firm,
+            limit,
+            left: open,
+            executed: orig.view.executed,
+            market: false,
+            tif: r.tif,
+            hidden: r.hidden,
+            min_qty: r.min_qty.0,
+            max_floor: r.max_floor.0,
+            echo,
+        };
+        let pure_replace =
+            !orig.view.hidden && !r.hidden && r.tif == TimeInForce::Day && !marketable;
+        if pure_replace {
+            return self.rest(taker, Some(orig.view.md_ref));
+        }
+        if !orig.view.hidden {
+            let instrument = InstrumentId(orig.instrument as u16);
+            self.emit(EventBody::MdDelete {
+                instrument,
+                md_ref: orig.view.md_ref,
+            });
+        }
+        self.take_then_rest(taker, None);
+    }
+
+    fn mass_cancel(
+        &mut self,
+        owner: OwnerId,
+        user_ref: UserRef,
+        firm: Firm,
+        symbol: Symbol,
+        side: Option<BookSide>,
+    ) {
+        let ow = usize::from(owner.0);
+        if user_ref.0 <= self.last_refs[ow] {
+            return self.reject(owner, user_ref, RejectReason::DuplicateUserRef, [b' '; 14]);
+        }
+        self.last_refs[ow] = user_ref.0;
+        if firm != self.config.owners[ow].firm {
+            return self.reject(owner, user_ref, RejectReason::FirmNotAuthorized, [b' '; 14]);
+        }
+        let instrument = if symbol == Symbol::BLANK {
+            None
+        } else {
+            match self.instrument_of(symbol) {
+                Some(i) => Some(i),
+                None => {
+                    return self.reject(
+                        owner,
+                        user_ref,
+                        RejectReason::UnknownInstrument,
+                        [b' '; 14],
+                    );
+                }
+            }
+        };
+        let count = self.cancel_all(owner, instrument, side, CancelReason::UserRequested);
+        self.emit(EventBody::MassCanceled {
+            owner,
+            user_ref,
+            firm,
+            symbol,
+            count,
+        });
+    }
+
+    fn cancel_all(
+        &mut self,
+        owner: OwnerId,
+        instrument: Option<usize>,
+        side: Option<BookSide>,
+        reason: CancelReason,
+    ) -> u32 {
+        let mut ids: Vec<OrderId> = self
+            .orders
+            .iter()
+            .filter(|o| {
+                o.view.owner == owner
+                    && instrument.is_none_or(|i| i == o.instrument)
+                    && side.is_none_or(|s| s == o.view.side.book_side())
+            })
+            .map(|o| o.view.order_id)
+            .collect();
+        ids.sort();
+        for id in &ids {
+            let i = self
+                .orders
+                .iter()
+                .position(|o| o.view.order_id == *id)
+                .unwrap_or_else(|| unreachable!());
+            self.cut(i, 0, reason);
+        }
+        ids.len() as u32
+    }
+
+    /// The books in priority order.
+    pub fn view(&self) -> BookView {
+        let mut sides = Vec::new();
+        for instrument in 0..self.config.instruments.len() {
+            let mut pair: [Vec<RestingView>; 2] = [Vec::new(), Vec::new()];
+            for (s, side) in [BookSide::Bid, BookSide::Ask].into_iter().enumerate() {
+                let mut list: Vec<&RefOrder> = self
+                    .orders
+                    .iter()
+                    .filter(|o| o.instrument == instrument && o.view.side.book_side() == side)
+                    .collect();
+                list.sort_by_key(|o| o.priority());
+                pair[s] = list.iter().map(|o| o.view).collect();
+            }
+            sides.push(pair);
+        }
+        BookView {
+            sides,
+            references: self.references.clone(),
+            last_refs: self.last_refs.clone(),
+            next_order_id: self.next_id,
+            next_match_id: self.next_match,
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! `config/ironmatch.toml`: loading and validation.
+//!
+//! Read once at start-up on the main thread. Every error names the file and the key at
+//! fault (`instruments[1].tick_size: ...`). Limits are named `*_max`. Prices are written
+//! as decimal strings (`"0.01"`) and held as [`Price`] (4 implied decimals).
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::book::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
+use crate::types::{Firm, Price, Symbol};
+
+/// A configuration error, naming where and what.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("{path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// The TOML parser's message, which names the key and line.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// The key at fault, e.g. `instruments[0].tick_size`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Book capacity and matching policy.
+    #[serde(default)]
+    pub book: BookSection,
+    /// Tradable instruments.
+    pub instruments: Vec<InstrumentConfig>,
+    /// Users that may log in.
+    pub users: Vec<UserConfig>,
+}
+
+/// `[book]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BookSection {
+    /// Resting orders at most, all instruments together.
+    pub orders_max: u32,
+    /// Price levels at most, all instruments and sides together.
+    pub levels_max: u32,
+    /// `"cancel_resting"`, `"cancel_incoming"` or `"cancel_both"`.
+    pub self_trade_prevention: String,
+}
+
+impl Default for BookSection {
+    fn default() -> BookSection {
+        BookSection {
+            orders_max: 1_000_000,
+            levels_max: 65_536,
+            self_trade_prevention: "cancel_resting".to_string(),
+        }
+    }
+}
+
+/// One `[[instruments]]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstrumentConfig {
+    /// Up to 8 printable ASCII characters.
+    pub symbol: String,
+    /// Price increment, decimal string.
+    pub tick_size: String,
+    /// Quantity increment.
+    pub lot_size: u32,
+    /// Lowest limit price, decimal string.
+    pub min_price: String,
+    /// Highest limit price, decimal string.
+    pub max_price: String,
+    /// Largest order quantity (OUCH allows below 1 000 000).
+    pub max_qty: u32,
+    /// Reference price at start of day, decimal string.
+    pub ref_price: String,
+    /// Band half-width around the reference (last trade) price, in basis points.
+    pub band_bps: u32,
+}
+
+/// One `[[users]]` table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    /// SoupBinTCP username: 1 to 6 ASCII letters or digits.
+    pub username: String,
+    /// SoupBinTCP password: 1 to 10 printable ASCII characters, no spaces.
+    pub password: String,
+    /// Firm: 1 to 4 ASCII letters or digits. Orders of one firm never trade together.
+    pub firm: String,
+    /// Cancel the user's resting orders when its session drops.
+    pub cancel_on_disconnect: bool,
+}
+
+/// OUCH quantities are below one million.
+pub const OUCH_QTY_LIMIT: u32 = 1_000_000;
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates configuration text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_string(),
+            message: e.to_string(),
+        })?;
+        config
+            .book_config()
+            .map_err(|(key, message)| ConfigError::Invalid {
+                path: origin.to_string(),
+                key,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// The matcher's view of the configuration. `Err((key, message))` if invalid.
+    pub fn book_config(&self) -> Result<BookConfig, (String, String)> {
+        let stp = match self.book.self_trade_prevention.as_str() {
+            "cancel_resting" => StpMode::CancelResting,
+            "cancel_incoming" => StpMode::CancelIncoming,
+            "cancel_both" => StpMode::CancelBoth,
+            other => {
+                return Err((
+                    "book.self_trade_prevention".into(),
+                    format!(
+                        "{other:?} is not one of \"cancel_resting\", \"cancel_incoming\", \"cancel_both\""
+                    ),
+                ));
+            }
+        };
+        check(
+            self.book.orders_max >= 1 && self.book.orders_max < u32::MAX,
+            "book.orders_max",
+            || format!("must be from 1 to {}", u32::MAX - 1),
+        )?;
+        check(
+            self.book.levels_max >= 1 && self.book.levels_max < u32::MAX,
+            "book.levels_max",
+            || format!("must be from 1 to {}", u32::MAX - 1),
+        )?;
+        check(!self.instruments.is_empty(), "instruments", || {
+            "at least one [[instruments]] table is needed".into()
+        })?;
+        check(
+            self.instruments.len() < usize::from(u16::MAX),
+            "instruments",
+            || "too many instruments".into(),
+        )?;
+        let mut instruments: Vec<InstrumentSpec> = Vec::with_capacity(self.instruments.len());
+        for (i, ic) in self.instruments.iter().enumerate() {
+            let spec = ic.spec(&format!("instruments[{i}]"))?;
+            check(
+                !instruments.iter().any(|s| s.symbol == spec.symbol),
+                &format!("instruments[{i}].symbol"),
+                || format!("{:?} appears twice", ic.symbol),
+            )?;
+            instruments.push(spec);
+        }
+        check(!self.users.is_empty(), "users", || {
+            "at least one [[users]] table is needed".into()
+        })?;
+        check(self.users.len() < usize::from(u16::MAX), "users", || {
+            "too many users".into()
+        })?;
+        let mut owners = Vec::with_capacity(self.users.len());
+        for (i, user) in self.users.iter().enumerate() {
+            owners.push(user.spec(&format!("users[{i}]"))?);
+            check(
+                !self.users[..i].iter().any(|u| u.username == user.username),
+                &format!("users[{i}].username"),
+                || format!("{:?} appears twice", user.username),
+            )?;
+        }
+        Ok(BookConfig {
+            instruments,
+            owners,
+            orders_max: self.book.orders_max,
+            levels_max: self.book.levels_max,
+            stp,
+        })
+    }
+}
+
+fn check(ok: bool, key: &str, message: impl FnOnce() -> String) -> Result<(), (String, String)> {
+    if ok {
+        Ok(())
+    } else {
+        Err((key.to_string(), message()))
+    }
+}
+
+fn price(text: &str, key: String) -> Result<Price, (String, String)> {
+    Price::parse_decimal(text).map_err(|m| (key, m))
+}
+
+impl InstrumentConfig {
+    fn spec(&self, at: &str) -> Result<InstrumentSpec, (String, String)> {
+        let key = |field: &str| format!("{at}.{field}");
+        let symbol = Symbol::from_str_padded(&self.symbol).ok_or_else(|| {
+            (
+                key("symbol"),
+                format!(
+                    "{:?} must be 1 to 8 printable ASCII characters without spaces",
+                    self.symbol
+                ),
+            )
+        })?;
+        let tick = price(&self.tick_size, key("tick_size"))?;
+        let min_price = price(&self.min_price, key("min_price"))?;
+        let max_price = price(&self.max_price, key("max_price"))?;
+        let ref_price = price(&self.ref_price, key("ref_price"))?;
+        check(tick.0 > 0, &key("tick_size"), || {
+            "must be above zero".into()
+        })?;
+        check(min_price.0 > 0, &key("min_price"), || {
+            "must be above zero".into()
+        })?;
+        for (name, p) in [
+            ("min_price", min_price),
+            ("max_price", max_price),
+            ("ref_price", ref_price),
+        ] {
+            check(p.0 % tick.0 == 0, &key(name), || {
+                format!("{p} is not a multiple of tick_size {tick}")
+            })?;
+        }
+        check(max_price >= min_price, &key("max_price"), || {
+            format!("{max_price} is below min_price {min_price}")
+        })?;
+        check(
+            ref_price >= min_price && ref_price <= max_price,
+            &key("ref_price"),
+            || format!("{ref_price} is outside min_price..max_price"),
+        )?;
+        check(self.lot_size > 0, &key("lot_size"), || {
+            "must be above zero".into()
+        })?;
+        check(
+            self.max_qty >= self.lot_size && self.max_qty < OUCH_QTY_LIMIT,
+            &key("max_qty"),
+            || {
+                format!(
+                    "must be from lot_size ({}) to {}",
+                    self.lot_size,
+                    OUCH_QTY_LIMIT - 1
+                )
+            },
+        )?;
+        check(
+            (1..=10_000).contains(&self.band_bps),
+            &key("band_bps"),
+            || "must be from 1 to 10000 basis points".into(),
+        )?;
+        Ok(InstrumentSpec {
+            symbol,
+            tick,
+            lot: self.lot_size,
+            min_price,
+            max_price,
+            max_qty: self.max_qty,
+            ref_price,
+            band_bps: self.band_bps,
+        })
+    }
+}
+
+impl UserConfig {
+    fn spec(&self, at: &str) -> Result<OwnerSpec, (String, String)> {
+        let key = |field: &str| format!("{at}.{field}");
+        let name_ok = (1..=6).contains(&self.username.len())
+            && self.username.bytes().all(|b| b.is_ascii_alphanumeric());
+        check(name_ok, &key("username"), || {
+            format!(
+                "{:?} must be 1 to 6 ASCII letters or digits (SoupBinTCP)",
+                self.username
+            )
+        })?;
+        let pass_ok = (1..=10).contains(&self.password.len())
+            && self.password.bytes().all(|b| b.is_ascii_graphic());
+        check(pass_ok, &key("password"), || {
+            "must be 1 to 10 printable ASCII characters without spaces (SoupBinTCP)".into()
+        })?;
+        let firm = Firm::from_str_padded(&self.firm).ok_or_else(|| {
+            (
+                key("firm"),
+                format!("{:?} must be 1 to 4 ASCII letters or digits", self.firm),
+            )
+        })?;
+        Ok(OwnerSpec {
+            firm,
+            cancel_on_disconnect: self.cancel_on_disconnect,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHIPPED: &str = include_str!("../config/ironmatch.toml");
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let config = Config::parse(SHIPPED, "config/ironmatch.toml").unwrap();
+        let book = config.book_config().unwrap();
+        assert!(book.instruments.len() >= 3);
+        assert!(book.owners.len() >= 2);
+    }
+
+    fn error_for(edit: impl Fn(&str) -> String) -> String {
+        Config::parse(&edit(SHIPPED), "test.toml")
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_the_bad_key() {
+        let e = error_for(|s| s.replacen("tick_size = \"0.01\"", "tick_size = \"0.015\"", 1));
+        assert!(e.contains("instruments[0].tick_size"), "{e}");
+        let e = error_for(|s| s.replacen("min_price = \"0.01\"", "min_price = \"0.015\"", 1));
+        assert!(
+            e.contains("instruments[0].min_price") && e.contains("decimal places"),
+            "{e}"
+        );
+        let e = error_for(|s| s.replacen("band_bps = 1000", "band_bps = 0", 1));
+        assert!(e.contains("instruments[0].band_bps"), "{e}");
+        let e = error_for(|s| s.replacen("firm = \"MMA\"", "firm = \"TOOLONG\"", 1));
+        assert!(e.contains("users[0].firm"), "{e}");
+        let e = error_for(|s| s.replacen("symbol = \"AAPL\"", "symbol = \"MSFT\"", 1));
+        assert!(e.contains(".symbol") && e.contains("twice"), "{e}");
+        let e = error_for(|s| s.replacen("\"cancel_resting\"", "\"maybe\"", 1));
+        assert!(e.contains("book.self_trade_prevention"), "{e}");
+        let e = error_for(|s| s.replacen("max_qty = 100000", "max_qty = 1000000", 1));
+        assert!(e.contains("instruments[0].max_qty"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = error_for(|s| s.replacen("[book]", "[book]\nordres_max = 5", 1));
+        assert!(e.contains("ordres_max"), "{e}");
+    }
+
+    #[test]
+    fn prices_are_held_with_four_decimals() {
+        let config = Config::parse(SHIPPED, "x").unwrap();
+        let book = config.book_config().unwrap();
+        assert_eq!(book.instruments[0].tick, Price(100));
+    }
+}

@@ -1,0 +1,31 @@
+//! # ironmatch
+//!
+//! A single-process, low-latency order matching engine: OUCH 5.0 over SoupBinTCP 3.0 in,
+//! a journal as the source of truth, ITCH 5.0 over MoldUDP64 out.
+//!
+//! ```text
+//! TCP clients ──► [1 gateway: mio poll loop]  SoupBinTCP framing, sessions, OUCH decode
+//!                     │ ring (bounded, lock-free, fixed-size commands)
+//!                     ▼
+//!                 [2 matcher: one thread]     risk checks, books (this crate's `book`)
+//!                     │ ring
+//!                     ▼
+//!                 [3 journal writer]          append commands + events, group commit
+//!                     │ ring: events released only once journaled
+//!                     ▼
+//!                 [4 gateway egress]          OUCH replies as SoupBinTCP sequenced data
+//! ```
+//!
+//! ## Invariants that cross stages
+//! - The matcher is a pure function of its command stream: timestamps come inside
+//!   commands, there is no randomness and no hash-map iteration. Replaying the journaled
+//!   commands reproduces every event byte for byte.
+//! - Commands and events are fixed-size `Copy` records; nothing on the hot path allocates
+//!   after start-up. Pools are sized by configuration; a full pool rejects, never grows.
+//! - Prices are integers with 4 implied decimals everywhere ([`types::Price`]).
+
+#![forbid(unsafe_code)]
+
+pub mod book;
+pub mod config;
+pub mod types;

@@ -1,0 +1,480 @@
+//! The fast book against the reference model on random command streams.
+//!
+//! Every command goes to both; their events must be identical, their books identical,
+//! the fast book's structural invariants must hold, and an audit of the event stream must
+//! account for every share (accepted = executed + canceled + open).
+
+use std::collections::HashMap;
+
+use ironmatch::book::flow::{ByteSource, FlowDecoder, test_config};
+use ironmatch::book::reference::{BookView, ReferenceMatcher};
+use ironmatch::book::{Command, Event, EventBody, Matcher, OrderAck, StpMode};
+use ironmatch::types::{BookSide, MatchId, OrderId, OwnerId, UserRef};
+use proptest::prelude::*;
+
+/// Follows the event stream and checks that shares are conserved and that the market-data
+/// events rebuild exactly the displayed part of the books.
+#[derive(Default)]
+struct Audit {
+    /// order id -> shares entered, executed, canceled, open now
+    orders: HashMap<OrderId, Shares>,
+    /// live (owner, user_ref) -> order id
+    live: HashMap<(OwnerId, UserRef), OrderId>,
+    /// match id -> (qty, price, sides seen)
+    matches: HashMap<MatchId, (u32, u64, u8)>,
+    /// feed reference -> (instrument, side, price, displayed shares), from Md* events only
+    feed: HashMap<OrderId, (u16, BookSide, u64, u32)>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Shares {
+    entered: u64,
+    executed: u64,
+    canceled: u64,
+    open: u64,
+}
+
+impl Audit {
+    fn enter(&mut self, owner: OwnerId, order: &OrderAck) {
+        let qty = u64::from(order.qty.0);
+        let shares = Shares {
+            entered: qty,
+            open: qty,
+            ..Shares::default()
+        };
+        self.orders.insert(order.order_id, shares);
+        self.live.insert((owner, order.user_ref), order.order_id);
+    }
+
+    fn shares(&mut self, id: OrderId) -> &mut Shares {
+        self.orders.get_mut(&id).expect("event names a known order")
+    }
+
+    fn on(&mut self, event: &Event) {
+        match event.body {
+            EventBody::Accepted { owner, order } => self.enter(owner, &order),
+            EventBody::Replaced {
+                owner,
+                orig_user_ref,
+                order,
+            } => {
+                let old = self
+                    .live
+                    .remove(&(owner, orig_user_ref))
+                    .expect("replaced order was live");
+                // The old order's open shares move to the new order: close the old one.
+                let s = self.shares(old);
+                s.canceled += s.open;
+                s.open = 0;
+                self.enter(owner, &order);
+            }
+            EventBody::Executed {
+                order_id,
+                qty,
+                price,
+                match_id,
+                leaves,
+                ..
+            } => {
+                let s = self.shares(order_id);
+                s.executed += u64::from(qty.0);
+                s.open -= u64::from(qty.0);
+                assert_eq!(
+                    s.open,
+                    u64::from(leaves.0),
+                    "{order_id:?}: leaves after execution"
+                );
+                let m = self.matches.entry(match_id).or_insert((qty.0, price.0, 0));
+                assert_eq!(
+                    (m.0, m.1),
+                    (qty.0, price.0),
+                    "both sides of {match_id:?} agree"
+                );
+                m.2 += 1;
+                assert!(m.2 <= 2, "a match has two sides");
+            }
+            EventBody::Canceled {
+                order_id,
+                qty,
+                leaves,
+                ..
+            } => {
+                let s = self.shares(order_id);
+                s.canceled += u64::from(qty.0);
+                s.open -= u64::from(qty.0);
+                assert_eq!(
+                    s.open,
+                    u64::from(leaves.0),
+                    "{order_id:?}: leaves after cancel"
+                );
+            }
+            EventBody::AiqCanceled { order_id, qty, .. } => {
+                let s = self.shares(order_id);
+                s.canceled += u64::from(qty.0);
+                s.open -= u64::from(qty.0);
+                assert_eq!(s.open, 0, "self-trade prevention cancels the whole order");
+            }
+            EventBody::Modified {
+                owner,
+                user_ref,
+                qty,
+                ..
+            } => {
+                let id = self.live[&(owner, user_ref)];
+                let s = self.shares(id);
+                s.canceled += s.open - u64::from(qty.0);
+                s.open = u64::from(qty.0);
+            }
+            _ => self.on_feed(event),
+        }
+    }
+
+    fn on_feed(&mut self, event: &Event) {
+        match event.body {
+            EventBody::MdAdd {
+                instrument,
+                md_ref,
+                side,
+                qty,
+                price,
+                ..
+            } => {
+                let dup = self
+                    .feed
+                    .insert(md_ref, (instrument.0, side, price.0, qty.0));
+                assert!(dup.is_none(), "feed reference {md_ref:?} added twice");
+            }
+            EventBody::MdExecute { md_ref, qty, .. } | EventBody::MdCancel { md_ref, qty, .. } => {
+                let entry = self
+                    .feed
+                    .get_mut(&md_ref)
+                    .expect("feed event names a shown order");
+                entry.3 = entry
+                    .3
+                    .checked_sub(qty.0)
+                    .expect("feed quantity never goes negative");
+                if entry.3 == 0 {
+                    self.feed.remove(&md_ref);
+                }
+            }
+            EventBody::MdDelete { md_ref, .. } => {
+                self.feed
+                    .remove(&md_ref)
+                    .expect("feed delete names a shown order");
+            }
+            EventBody::MdReplace {
+                old_md_ref,
+                new_md_ref,
+                qty,
+                price,
+                ..
+            } => {
+                let (instrument, side, _, _) = self
+                    .feed
+                    .remove(&old_md_ref)
+                    .expect("feed replace names a shown order");
+                self.feed
+                    .insert(new_md_ref, (instrument, side, price.0, qty.0));
+            }
+            _ => {}
+        }
+    }
+
+    fn check(&self, view: &BookView) {
+        let mut resting: HashMap<OrderId, u64> = HashMap::new();
+        let mut shown: HashMap<OrderId, (u16, BookSide, u64, u32)> = HashMap::new();
+        for (i, sides) in view.sides.iter().enumerate() {
+            for (s, side) in sides.iter().enumerate() {
+                let book_side = if s == 0 { BookSide::Bid } else { BookSide::Ask };
+                for o in side {
+                    resting.insert(o.order_id, u64::from(o.open));
+                    if !o.hidden {
+                        shown.insert(o.md_ref, (i as u16, book_side, o.price.0, o.shown));
+                    }
+                }
+            }
+        }
+        for (id, s) in &self.orders {
+            let open = resting.get(id).copied().unwrap_or(0);
+            assert_eq!(
+                s.open, open,
+                "order {id:?}: audit says {} open, book says {open}",
+                s.open
+            );
+            assert_eq!(
+                s.entered,
+                s.executed + s.canceled + s.open,
+                "order {id:?} loses shares: {s:?}"
+            );
+        }
+        for (id, m) in &self.matches {
+            assert_eq!(m.2, 2, "match {id:?} has both sides");
+        }
+        assert_eq!(
+            self.feed, shown,
+            "the feed's book differs from the displayed book"
+        );
+    }
+}
+
+/// Runs the bytes through both matchers; panics with the command index on divergence.
+/// Returns the number of commands run.
+fn run_both(bytes: &[u8], stp: StpMode, full_checks: bool) -> usize {
+    let config = test_config(stp);
+    let mut fast = Matcher::new(&config);
+    let mut model = ReferenceMatcher::new(&config);
+    let mut decoder = FlowDecoder::new(&config);
+    let mut src = ByteSource::new(bytes);
+    let mut fast_events: Vec<Event> = Vec::new();
+    let mut model_events: Vec<Event> = Vec::new();
+    let mut audit = Audit::default();
+    let mut n = 0;
+    while let Some(cmd) = decoder.next(&mut src) {
+        step(
+            &mut fast,
+            &mut model,
+            &cmd,
+            &mut fast_events,
+            &mut model_events,
+            n,
+        );
+        for e in &fast_events {
+            audit.on(e);
+        }
+        if full_checks {
+            let view = fast.view();
+            assert_eq!(
+                view,
+                model.view(),
+                "books differ after command {n}: {cmd:?}"
+            );
+            audit.check(&view);
+        }
+        n += 1;
+    }
+    let view = fast.view();
+    assert_eq!(view, model.view(), "books differ at the end");
+    audit.check(&view);
+    n
+}
+
+fn step(
+    fast: &mut Matcher,
+    model: &mut ReferenceMatcher,
+    cmd: &Command,
+    fast_events: &mut Vec<Event>,
+    model_events: &mut Vec<Event>,
+    n: usize,
+) {
+    fast_events.clear();
+    model_events.clear();
+    fast.apply(cmd, fast_events);
+    model.apply(cmd, model_events);
+    assert_eq!(
+        fast_events, model_events,
+        "events differ at command {n}: {cmd:?}"
+    );
+    if let Err(broken) = fast.check_invariants() {
+        panic!("invariant broken after command {n} ({cmd:?}): {broken}");
+    }
+}
+
+fn stp_mode() -> impl Strategy<Value = StpMode> {
+    prop_oneof![
+        Just(StpMode::CancelResting),
+        Just(StpMode::CancelIncoming),
+        Just(StpMode::CancelBoth),
+    ]
+}
+
+/// Random byte strings decode to random command streams; proptest shrinks a failing
+/// string to a short one, so a failure reads as a handful of commands.
+#[test]
+fn fast_book_matches_reference_model() {
+    use proptest::test_runner::{Config, TestRunner};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let total = AtomicUsize::new(0);
+    let mut runner = TestRunner::new(Config {
+        cases: 400,
+        ..Config::default()
+    });
+    let strategy = (
+        proptest::collection::vec(any::<u8>(), 1000..8000),
+        stp_mode(),
+    );
+    let result = runner.run(&strategy, |(bytes, stp)| {
+        total.fetch_add(run_both(&bytes, stp, true), Ordering::Relaxed);
+        Ok(())
+    });
+    if let Err(failure) = result {
+        panic!("{failure}");
+    }
+    let total = total.into_inner();
+    eprintln!("model check: {total} commands agreed");
+    assert!(
+        total >= 100_000,
+        "the default run must cover at least 100,000 commands, ran {total}"
+    );
+}
+
+/// A tiny deterministic generator, so a failing seed reproduces exactly.
+fn splitmix(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn seeded_run(seed: u64, commands_min: usize) -> usize {
+    let mut state = seed;
+    let mut total = 0;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let stps = [
+        StpMode::CancelResting,
+        StpMode::CancelIncoming,
+        StpMode::CancelBoth,
+    ];
+    while total < commands_min {
+        for b in chunk.chunks_mut(8) {
+            let word = splitmix(&mut state).to_le_bytes();
+            b.copy_from_slice(&word[..b.len()]);
+        }
+        let stp = stps[(state % 3) as usize];
+        let outcome = std::panic::catch_unwind(|| run_both(&chunk, stp, false));
+        match outcome {
+            Ok(n) => total += n,
+            Err(e) => {
+                eprintln!("model check failed: seed {seed}, after {total} commands, STP {stp:?}");
+                std::panic::resume_unwind(e);
+            }
+        }
+    }
+    total
+}
+
+#[test]
+fn seeded_streams_agree() {
+    let n = seeded_run(0x1234_5678, 20_000);
+    eprintln!("seeded model check: {n} commands agreed");
+}
+
+/// The long run: 10,000,000 commands. `IRONMATCH_SEED` picks the seed (printed either way).
+#[test]
+#[ignore = "long: cargo test --release --test model -- --ignored"]
+fn ten_million_commands_agree() {
+    let seed = std::env::var("IRONMATCH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+        });
+    eprintln!("seed {seed} (rerun with IRONMATCH_SEED={seed})");
+    let n = seeded_run(seed, 10_000_000);
+    eprintln!("{n} commands agreed");
+}
+
+/// Guards the generator: if the flow stopped producing some outcome, the model check
+/// above would silently stop covering that rule.
+#[test]
+fn flow_exercises_every_rule() {
+    use ironmatch::book::{CancelReason, RejectReason};
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut state = 42u64;
+    let mut bytes = vec![0u8; 400_000];
+    for b in bytes.chunks_mut(8) {
+        b.copy_from_slice(&splitmix(&mut state).to_le_bytes()[..b.len()]);
+    }
+    let mut commands = 0;
+    for stp in [
+        StpMode::CancelResting,
+        StpMode::CancelIncoming,
+        StpMode::CancelBoth,
+    ] {
+        let config = test_config(stp);
+        let mut fast = Matcher::new(&config);
+        let mut decoder = FlowDecoder::new(&config);
+        let mut src = ByteSource::new(&bytes);
+        let mut events = Vec::new();
+        while let Some(cmd) = decoder.next(&mut src) {
+            commands += 1;
+            events.clear();
+            fast.apply(&cmd, &mut events);
+            for e in &events {
+                let key = match e.body {
+                    EventBody::Rejected { reason, .. } => format!("Rejected::{reason:?}"),
+                    EventBody::Canceled { reason, .. } => format!("Canceled::{reason:?}"),
+                    EventBody::AiqCanceled { liquidity, .. } => {
+                        format!("AiqCanceled::{liquidity:?}")
+                    }
+                    EventBody::Executed { liquidity, .. } => format!("Executed::{liquidity:?}"),
+                    ref other => format!("{other:?}")
+                        .split([' ', '{'])
+                        .next()
+                        .unwrap()
+                        .to_string(),
+                };
+                *counts.entry(key).or_default() += 1;
+            }
+        }
+    }
+    let mut keys: Vec<_> = counts.iter().collect();
+    keys.sort();
+    eprintln!("{commands} commands: {keys:?}");
+    let rejects = [
+        RejectReason::UnknownOwner,
+        RejectReason::DuplicateUserRef,
+        RejectReason::UnknownInstrument,
+        RejectReason::ZeroQty,
+        RejectReason::QtyOffLot,
+        RejectReason::QtyAboveMax,
+        RejectReason::PriceOffTick,
+        RejectReason::PriceOutOfRange,
+        RejectReason::PriceOutsideBand,
+        RejectReason::InvalidMinQty,
+        RejectReason::InvalidMaxFloor,
+        RejectReason::PostOnlyCannotRest,
+        RejectReason::PostOnlyWouldTake,
+        RejectReason::OrderPoolFull,
+        RejectReason::LevelPoolFull,
+        RejectReason::UnknownOrder,
+        RejectReason::OrderNotLive,
+        RejectReason::InvalidSide,
+        RejectReason::FirmNotAuthorized,
+    ];
+    let cancels = [
+        CancelReason::UserRequested,
+        CancelReason::Ioc,
+        CancelReason::CannotExecute,
+        CancelReason::Disconnect,
+        CancelReason::ReplaceFailed,
+    ];
+    let mut wanted: Vec<String> = rejects.iter().map(|r| format!("Rejected::{r:?}")).collect();
+    wanted.extend(cancels.iter().map(|c| format!("Canceled::{c:?}")));
+    for kind in [
+        "Accepted",
+        "Replaced",
+        "Modified",
+        "CancelRejected",
+        "Restated",
+        "MassCanceled",
+        "Executed::Added",
+        "Executed::AddedHidden",
+        "Executed::Removed",
+        "AiqCanceled::Added",
+        "AiqCanceled::AddedHidden",
+        "AiqCanceled::Removed",
+        "MdAdd",
+        "MdExecute",
+        "MdCancel",
+        "MdDelete",
+        "MdReplace",
+        "MdTrade",
+    ] {
+        wanted.push(kind.to_string());
+    }
+    let missing: Vec<&String> = wanted.iter().filter(|k| !counts.contains_key(*k)).collect();
+    assert!(missing.is_empty(), "the flow never produced {missing:?}");
+}
