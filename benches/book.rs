@@ -219,7 +219,7 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
                 TimeInForce::Day,
             );
             live[usize::from(owner)].push((user_ref, instrument));
-        } else if roll < 95 {
+        } else if roll < 95 && !book.is_empty() {
             let i = rng.below(book.len() as u64) as usize;
             let (user_ref, _) = book.swap_remove(i);
             s.cancel(owner, user_ref);

@@ -1,0 +1,733 @@
+//! One test per order rule, named after it, so a failure says which rule broke.
+//! Every test also checks the book's structural invariants after each command.
+
+use ironmatch::book::{
+    BookConfig, CancelReason, Command, CommandBody, Echo, Event, EventBody, InstrumentSpec,
+    Liquidity, Matcher, NewOrder, OwnerSpec, RejectReason, ReplaceOrder, StpMode, TimeInForce,
+};
+use ironmatch::types::*;
+
+const XYZ: usize = 0;
+const LOT: usize = 1;
+
+/// Owners 0 and 1 are one firm (F1); 2 is F2; 3 is F3 without cancel-on-disconnect.
+fn config(stp: StpMode, orders_max: u32, levels_max: u32) -> BookConfig {
+    let instrument = |sym: &str, lot: u32| InstrumentSpec {
+        symbol: Symbol::from_str_padded(sym).unwrap(),
+        tick: Price(100),
+        lot,
+        min_price: Price(100),
+        max_price: Price(2_000_000),
+        max_qty: 10_000,
+        ref_price: Price(100_000),
+        band_bps: 1_000,
+    };
+    let owner = |firm: &str, cod: bool| OwnerSpec {
+        firm: Firm::from_str_padded(firm).unwrap(),
+        cancel_on_disconnect: cod,
+    };
+    BookConfig {
+        instruments: vec![instrument("XYZ", 1), instrument("LOT", 100)],
+        owners: vec![
+            owner("F1", true),
+            owner("F1", true),
+            owner("F2", true),
+            owner("F3", false),
+        ],
+        orders_max,
+        levels_max,
+        stp,
+    }
+}
+
+struct Venue {
+    cfg: BookConfig,
+    m: Matcher,
+    refs: [u32; 4],
+    ts: u64,
+}
+
+fn px(dollars_cents: u64) -> Price {
+    // px(1000) = $10.00
+    Price(dollars_cents * 100)
+}
+
+impl Venue {
+    fn new() -> Venue {
+        Venue::with(config(StpMode::CancelResting, 1_000, 1_000))
+    }
+
+    fn with(cfg: BookConfig) -> Venue {
+        Venue {
+            m: Matcher::new(&cfg),
+            cfg,
+            refs: [0; 4],
+            ts: 0,
+        }
+    }
+
+    fn run(&mut self, owner: u16, body: CommandBody) -> Vec<Event> {
+        self.ts += 1;
+        let mut out = Vec::new();
+        self.m.apply(
+            &Command {
+                ts: Timestamp(self.ts),
+                owner: OwnerId(owner),
+                body,
+            },
+            &mut out,
+        );
+        self.m.check_invariants().unwrap();
+        out
+    }
+
+    fn next_ref(&mut self, owner: u16) -> UserRef {
+        self.refs[usize::from(owner)] += 1;
+        UserRef(self.refs[usize::from(owner)])
+    }
+
+    fn order(&self, owner: u16, side: Side, qty: u32, price: Price) -> NewOrder {
+        NewOrder {
+            user_ref: UserRef(0),
+            side,
+            qty: Qty(qty),
+            symbol: self.cfg.instruments[XYZ].symbol,
+            price: Some(price),
+            tif: TimeInForce::Day,
+            hidden: false,
+            post_only: false,
+            min_qty: Qty(0),
+            max_floor: Qty(0),
+            firm: self.cfg.owners[usize::from(owner)].firm,
+            echo: Echo::default(),
+        }
+    }
+
+    /// Enters `o` with the owner's next reference; returns (reference, events).
+    fn enter(&mut self, owner: u16, mut o: NewOrder) -> (UserRef, Vec<Event>) {
+        o.user_ref = self.next_ref(owner);
+        (o.user_ref, self.run(owner, CommandBody::New(o)))
+    }
+
+    fn limit(&mut self, owner: u16, side: Side, qty: u32, price: Price) -> (UserRef, Vec<Event>) {
+        let o = self.order(owner, side, qty, price);
+        self.enter(owner, o)
+    }
+
+    fn cancel(&mut self, owner: u16, user_ref: UserRef, qty: u32) -> Vec<Event> {
+        self.run(
+            owner,
+            CommandBody::Cancel {
+                user_ref,
+                qty: Qty(qty),
+            },
+        )
+    }
+
+    fn replace(
+        &mut self,
+        owner: u16,
+        orig: UserRef,
+        qty: u32,
+        price: Price,
+    ) -> (UserRef, Vec<Event>) {
+        let user_ref = self.next_ref(owner);
+        let r = ReplaceOrder {
+            orig_user_ref: orig,
+            user_ref,
+            qty: Qty(qty),
+            price,
+            tif: TimeInForce::Day,
+            hidden: false,
+            post_only: false,
+            min_qty: Qty(0),
+            max_floor: Qty(0),
+            echo: Echo::default(),
+        };
+        (user_ref, self.run(owner, CommandBody::Replace(r)))
+    }
+
+    /// (owner, ref, open) of one side of XYZ, best first.
+    fn side(&self, side: BookSide) -> Vec<(u16, u32, u32)> {
+        self.m.view().sides[XYZ][side.index()]
+            .iter()
+            .map(|o| (o.owner.0, o.user_ref.0, o.open))
+            .collect()
+    }
+}
+
+/// (owner, ref, qty, price, liquidity) of every execution.
+fn fills(events: &[Event]) -> Vec<(u16, u32, u32, Price, Liquidity)> {
+    events
+        .iter()
+        .filter_map(|e| match e.body {
+            EventBody::Executed {
+                owner,
+                user_ref,
+                qty,
+                price,
+                liquidity,
+                ..
+            } => Some((owner.0, user_ref.0, qty.0, price, liquidity)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn rejection(events: &[Event]) -> Option<RejectReason> {
+    events.iter().find_map(|e| match e.body {
+        EventBody::Rejected { reason, .. } => Some(reason),
+        _ => None,
+    })
+}
+
+fn canceled(events: &[Event]) -> Vec<(u32, u32, CancelReason)> {
+    events
+        .iter()
+        .filter_map(|e| match e.body {
+            EventBody::Canceled {
+                user_ref,
+                qty,
+                reason,
+                ..
+            } => Some((user_ref.0, qty.0, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn better_price_trades_first() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1002));
+    v.limit(3, Side::Sell, 100, px(1001));
+    let (_, ev) = v.limit(0, Side::Buy, 100, px(1002));
+    assert_eq!(fills(&ev)[0], (3, 1, 100, px(1001), Liquidity::Added));
+}
+
+#[test]
+fn first_in_first_out_within_a_price() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1000));
+    v.limit(3, Side::Sell, 100, px(1000));
+    let (_, ev) = v.limit(0, Side::Buy, 150, px(1000));
+    let f = fills(&ev);
+    assert_eq!((f[0].0, f[0].2), (2, 100));
+    assert_eq!((f[2].0, f[2].2), (3, 50));
+}
+
+#[test]
+fn trades_execute_at_the_resting_price() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1000));
+    let (_, ev) = v.limit(0, Side::Buy, 100, px(1005));
+    assert!(fills(&ev).iter().all(|f| f.3 == px(1000)));
+}
+
+#[test]
+fn cancel_reduce_keeps_priority() {
+    let mut v = Venue::new();
+    let (first, _) = v.limit(2, Side::Sell, 100, px(1000));
+    v.limit(3, Side::Sell, 100, px(1000));
+    let ev = v.cancel(2, first, 40);
+    assert_eq!(
+        canceled(&ev),
+        vec![(first.0, 60, CancelReason::UserRequested)]
+    );
+    assert_eq!(v.side(BookSide::Ask), vec![(2, 1, 40), (3, 1, 100)]);
+    let (_, ev) = v.limit(0, Side::Buy, 40, px(1000));
+    assert_eq!(fills(&ev)[0].0, 2, "the reduced order is still first");
+}
+
+#[test]
+fn cancel_to_zero_removes_the_order() {
+    let mut v = Venue::new();
+    let (r, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let ev = v.cancel(2, r, 0);
+    assert_eq!(canceled(&ev), vec![(r.0, 100, CancelReason::UserRequested)]);
+    assert!(v.side(BookSide::Ask).is_empty());
+}
+
+#[test]
+fn cancel_that_is_not_a_reduction_is_refused_and_changes_nothing() {
+    let mut v = Venue::new();
+    let (r, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let ev = v.cancel(2, r, 100);
+    assert!(matches!(
+        ev[..],
+        [Event {
+            body: EventBody::CancelRejected { .. },
+            ..
+        }]
+    ));
+    assert_eq!(v.side(BookSide::Ask), vec![(2, 1, 100)]);
+}
+
+#[test]
+fn replace_loses_priority_even_at_the_same_price_and_quantity() {
+    let mut v = Venue::new();
+    let (first, _) = v.limit(2, Side::Sell, 100, px(1000));
+    v.limit(3, Side::Sell, 100, px(1000));
+    let (new_ref, ev) = v.replace(2, first, 100, px(1000));
+    assert!(matches!(ev[0].body, EventBody::Replaced { .. }));
+    assert_eq!(
+        v.side(BookSide::Ask),
+        vec![(3, 1, 100), (2, new_ref.0, 100)]
+    );
+}
+
+#[test]
+fn replace_quantity_is_for_the_whole_chain() {
+    let mut v = Venue::new();
+    let (r, _) = v.limit(2, Side::Sell, 100, px(1000));
+    v.limit(0, Side::Buy, 30, px(1000));
+    // 30 executed; a replace to 100 leaves 70 open.
+    let (_, ev) = v.replace(2, r, 100, px(1001));
+    match ev[0].body {
+        EventBody::Replaced { order, .. } => assert_eq!(order.qty, Qty(70)),
+        ref other => panic!("expected Replaced, got {other:?}"),
+    }
+    assert_eq!(v.side(BookSide::Ask)[0].2, 70);
+}
+
+#[test]
+fn invalid_replace_cancels_the_original() {
+    let mut v = Venue::new();
+    let (r, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let (new_ref, ev) = v.replace(2, r, 100, Price(100_050));
+    assert_eq!(rejection(&ev), Some(RejectReason::PriceOffTick));
+    assert_eq!(canceled(&ev), vec![(r.0, 100, CancelReason::ReplaceFailed)]);
+    assert!(v.side(BookSide::Ask).is_empty());
+    // The failed replace did not consume its reference: it can be used again.
+    let mut o = v.order(2, Side::Sell, 100, px(1000));
+    o.user_ref = new_ref;
+    let ev = v.run(2, CommandBody::New(o));
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+}
+
+#[test]
+fn replace_with_a_used_reference_is_rejected_without_effect() {
+    let mut v = Venue::new();
+    let (r, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let replace = ReplaceOrder {
+        orig_user_ref: r,
+        user_ref: r,
+        qty: Qty(50),
+        price: px(1001),
+        tif: TimeInForce::Day,
+        hidden: false,
+        post_only: false,
+        min_qty: Qty(0),
+        max_floor: Qty(0),
+        echo: Echo::default(),
+    };
+    let ev = v.run(2, CommandBody::Replace(replace));
+    assert_eq!(rejection(&ev), Some(RejectReason::DuplicateUserRef));
+    assert_eq!(v.side(BookSide::Ask), vec![(2, 1, 100)]);
+}
+
+#[test]
+fn modify_swaps_sell_variants_and_reduces_keeping_priority() {
+    let mut v = Venue::new();
+    let (first, _) = v.limit(2, Side::Sell, 100, px(1000));
+    v.limit(3, Side::Sell, 100, px(1000));
+    let ev = v.run(
+        2,
+        CommandBody::Modify {
+            user_ref: first,
+            side: Side::SellShort,
+            qty: Qty(60),
+        },
+    );
+    assert!(matches!(
+        ev[0].body,
+        EventBody::Modified {
+            side: Side::SellShort,
+            qty: Qty(60),
+            ..
+        }
+    ));
+    assert_eq!(v.side(BookSide::Ask), vec![(2, 1, 60), (3, 1, 100)]);
+    let ev = v.run(
+        2,
+        CommandBody::Modify {
+            user_ref: first,
+            side: Side::Buy,
+            qty: Qty(60),
+        },
+    );
+    assert_eq!(rejection(&ev), Some(RejectReason::InvalidSide));
+}
+
+#[test]
+fn market_order_trades_up_to_the_band_then_cancels_the_rest() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1000));
+    v.limit(2, Side::Sell, 100, px(1100)); // the band edge: 10% above the reference
+    v.limit(2, Side::Sell, 100, px(1000)); // same level, later
+    let mut o = v.order(0, Side::Buy, 500, px(0));
+    o.price = None;
+    let (r, ev) = v.enter(0, o);
+    let taken: u32 = fills(&ev).iter().filter(|f| f.0 == 0).map(|f| f.2).sum();
+    assert_eq!(taken, 300);
+    assert_eq!(canceled(&ev), vec![(r.0, 200, CancelReason::Ioc)]);
+}
+
+#[test]
+fn ioc_remainder_is_canceled_and_never_rests() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1000));
+    let mut o = v.order(0, Side::Buy, 150, px(1000));
+    o.tif = TimeInForce::Ioc;
+    let (r, ev) = v.enter(0, o);
+    assert_eq!(canceled(&ev), vec![(r.0, 50, CancelReason::Ioc)]);
+    assert!(v.side(BookSide::Bid).is_empty());
+}
+
+#[test]
+fn fill_or_kill_is_ioc_with_min_qty_equal_to_qty() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1000));
+    let mut fok = v.order(0, Side::Buy, 150, px(1000));
+    fok.tif = TimeInForce::Ioc;
+    fok.min_qty = Qty(150);
+    let (r, ev) = v.enter(0, fok);
+    assert!(fills(&ev).is_empty(), "not enough to fill: nothing trades");
+    assert_eq!(canceled(&ev), vec![(r.0, 150, CancelReason::Ioc)]);
+    v.limit(3, Side::Sell, 50, px(1000));
+    let (_, ev) = v.enter(0, fok);
+    assert_eq!(
+        fills(&ev)
+            .iter()
+            .filter(|f| f.0 == 0)
+            .map(|f| f.2)
+            .sum::<u32>(),
+        150
+    );
+}
+
+#[test]
+fn min_qty_day_order_rests_if_it_cannot_cross_and_is_canceled_if_it_would() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1001));
+    let mut o = v.order(0, Side::Buy, 200, px(1000));
+    o.min_qty = Qty(150);
+    let (_, ev) = v.enter(0, o);
+    assert!(canceled(&ev).is_empty());
+    assert_eq!(v.side(BookSide::Bid).len(), 1, "does not cross: rests");
+    let mut o = v.order(0, Side::Buy, 200, px(1001));
+    o.min_qty = Qty(150);
+    let (r, ev) = v.enter(0, o);
+    assert_eq!(canceled(&ev), vec![(r.0, 200, CancelReason::CannotExecute)]);
+}
+
+#[test]
+fn post_only_is_rejected_if_it_would_take_and_rests_otherwise() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1001));
+    let mut o = v.order(0, Side::Buy, 100, px(1001));
+    o.post_only = true;
+    let (_, ev) = v.enter(0, o);
+    assert_eq!(rejection(&ev), Some(RejectReason::PostOnlyWouldTake));
+    o.price = Some(px(1000));
+    let (_, ev) = v.enter(0, o);
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+    assert_eq!(v.side(BookSide::Bid).len(), 1);
+}
+
+#[test]
+fn hidden_orders_rank_behind_displayed_and_never_reach_the_feed() {
+    let mut v = Venue::new();
+    let mut hidden = v.order(2, Side::Sell, 100, px(1000));
+    hidden.hidden = true;
+    let (_, ev) = v.enter(2, hidden);
+    assert!(!ev.iter().any(|e| matches!(e.body, EventBody::MdAdd { .. })));
+    v.limit(3, Side::Sell, 100, px(1000));
+    let (_, ev) = v.limit(0, Side::Buy, 200, px(1000));
+    let f = fills(&ev);
+    assert_eq!(
+        (f[0].0, f[0].4),
+        (3, Liquidity::Added),
+        "displayed first although later"
+    );
+    assert_eq!((f[2].0, f[2].4), (2, Liquidity::AddedHidden));
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e.body, EventBody::MdTrade { .. }))
+    );
+}
+
+#[test]
+fn reserve_order_shows_its_floor_and_refills_at_the_back() {
+    let mut v = Venue::new();
+    let mut reserve = v.order(2, Side::Sell, 300, px(1000));
+    reserve.max_floor = Qty(100);
+    let (_, ev) = v.enter(2, reserve);
+    assert!(
+        ev.iter()
+            .any(|e| matches!(e.body, EventBody::MdAdd { qty: Qty(100), .. }))
+    );
+    v.limit(3, Side::Sell, 100, px(1000));
+    // Takes the displayed 100; the refill goes behind owner 3's order.
+    let (_, ev) = v.limit(0, Side::Buy, 100, px(1000));
+    assert!(ev.iter().any(|e| matches!(
+        e.body,
+        EventBody::Restated {
+            display_qty: Qty(100),
+            ..
+        }
+    )));
+    assert_eq!(v.side(BookSide::Ask), vec![(3, 1, 100), (2, 1, 200)]);
+}
+
+fn stp_case(stp: StpMode) -> (Vec<Event>, Vec<(u16, u32, u32)>) {
+    let mut v = Venue::with(config(stp, 100, 100));
+    v.limit(1, Side::Sell, 100, px(1000)); // firm F1
+    v.limit(2, Side::Sell, 100, px(1000)); // firm F2
+    let (_, ev) = v.limit(0, Side::Buy, 100, px(1000)); // firm F1 again
+    (ev, v.side(BookSide::Ask))
+}
+
+fn aiq(events: &[Event]) -> Vec<(u16, Liquidity)> {
+    events
+        .iter()
+        .filter_map(|e| match e.body {
+            EventBody::AiqCanceled {
+                owner, liquidity, ..
+            } => Some((owner.0, liquidity)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn self_trade_prevention_cancel_resting_keeps_matching() {
+    let (ev, asks) = stp_case(StpMode::CancelResting);
+    assert_eq!(aiq(&ev), vec![(1, Liquidity::Added)]);
+    assert_eq!(fills(&ev)[0].0, 2, "then trades with the other firm");
+    assert!(asks.is_empty());
+}
+
+#[test]
+fn self_trade_prevention_cancel_incoming_stops() {
+    let (ev, asks) = stp_case(StpMode::CancelIncoming);
+    assert_eq!(aiq(&ev), vec![(0, Liquidity::Removed)]);
+    assert!(fills(&ev).is_empty());
+    assert_eq!(asks.len(), 2);
+}
+
+#[test]
+fn self_trade_prevention_cancel_both() {
+    let (ev, asks) = stp_case(StpMode::CancelBoth);
+    assert_eq!(
+        aiq(&ev),
+        vec![(1, Liquidity::Added), (0, Liquidity::Removed)]
+    );
+    assert_eq!(asks, vec![(2, 1, 100)]);
+}
+
+#[test]
+fn each_pre_trade_check_has_its_own_reason() {
+    let mut v = Venue::new();
+    let cases: Vec<(Box<dyn Fn(&mut NewOrder)>, RejectReason)> = vec![
+        (
+            Box::new(|o| o.symbol = Symbol::from_str_padded("NOPE").unwrap()),
+            RejectReason::UnknownInstrument,
+        ),
+        (Box::new(|o| o.qty = Qty(0)), RejectReason::ZeroQty),
+        (Box::new(|o| o.qty = Qty(10_001)), RejectReason::QtyAboveMax),
+        (
+            Box::new(|o| o.price = Some(Price(100_050))),
+            RejectReason::PriceOffTick,
+        ),
+        (
+            Box::new(|o| o.price = Some(Price(2_000_100))),
+            RejectReason::PriceOutOfRange,
+        ),
+        (
+            Box::new(|o| o.price = Some(px(1101))),
+            RejectReason::PriceOutsideBand,
+        ),
+        (
+            Box::new(|o| o.min_qty = Qty(101)),
+            RejectReason::InvalidMinQty,
+        ),
+        (
+            Box::new(|o| {
+                o.hidden = true;
+                o.max_floor = Qty(10)
+            }),
+            RejectReason::InvalidMaxFloor,
+        ),
+        (
+            Box::new(|o| {
+                o.post_only = true;
+                o.tif = TimeInForce::Ioc
+            }),
+            RejectReason::PostOnlyCannotRest,
+        ),
+        (
+            Box::new(|o| {
+                o.symbol = Symbol::from_str_padded("LOT").unwrap();
+                o.qty = Qty(150)
+            }),
+            RejectReason::QtyOffLot,
+        ),
+    ];
+    for (edit, reason) in cases {
+        let mut o = v.order(0, Side::Buy, 100, px(1000));
+        edit(&mut o);
+        let (_, ev) = v.enter(0, o);
+        assert_eq!(rejection(&ev), Some(reason));
+        assert_eq!(ev.len(), 1, "a reject has no other effect");
+    }
+    assert!(v.side(BookSide::Bid).is_empty());
+}
+
+#[test]
+fn unknown_and_no_longer_live_orders_are_told_apart() {
+    let mut v = Venue::new();
+    let (r, _) = v.limit(2, Side::Sell, 100, px(1000));
+    v.cancel(2, r, 0);
+    assert_eq!(
+        rejection(&v.cancel(2, r, 0)),
+        Some(RejectReason::OrderNotLive)
+    );
+    assert_eq!(
+        rejection(&v.cancel(2, UserRef(99), 0)),
+        Some(RejectReason::UnknownOrder)
+    );
+}
+
+#[test]
+fn a_session_cannot_touch_another_sessions_order() {
+    let mut v = Venue::new();
+    let (r, _) = v.limit(2, Side::Sell, 100, px(1000));
+    // Owner 3 names owner 2's reference: to owner 3 that order does not exist.
+    assert_eq!(
+        rejection(&v.cancel(3, r, 0)),
+        Some(RejectReason::UnknownOrder)
+    );
+    let (_, ev) = v.replace(3, r, 50, px(1001));
+    assert_eq!(rejection(&ev), Some(RejectReason::UnknownOrder));
+    assert_eq!(v.side(BookSide::Ask), vec![(2, 1, 100)]);
+}
+
+#[test]
+fn a_repeated_or_lower_reference_is_rejected_with_no_effect() {
+    let mut v = Venue::new();
+    let (r, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let mut again = v.order(2, Side::Sell, 100, px(1000));
+    again.user_ref = r;
+    let ev = v.run(2, CommandBody::New(again));
+    assert_eq!(rejection(&ev), Some(RejectReason::DuplicateUserRef));
+    assert_eq!(ev.len(), 1);
+    assert_eq!(v.side(BookSide::Ask).len(), 1);
+}
+
+#[test]
+fn mass_cancel_by_instrument_and_side() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1001));
+    v.limit(2, Side::Buy, 100, px(999));
+    let mut other = v.order(2, Side::Buy, 100, px(999));
+    other.symbol = Symbol::from_str_padded("LOT").unwrap();
+    v.enter(2, other);
+    let user_ref = v.next_ref(2);
+    let firm = Firm::from_str_padded("F2").unwrap();
+    let symbol = Symbol::from_str_padded("XYZ").unwrap();
+    let ev = v.run(
+        2,
+        CommandBody::MassCancel {
+            user_ref,
+            firm,
+            symbol,
+            side: Some(BookSide::Bid),
+        },
+    );
+    assert!(matches!(
+        ev.last().unwrap().body,
+        EventBody::MassCanceled { count: 1, .. }
+    ));
+    assert_eq!(v.side(BookSide::Ask).len(), 1);
+    assert_eq!(v.m.resting_orders(), 2);
+    let user_ref = v.next_ref(2);
+    let wrong = Firm::from_str_padded("F1").unwrap();
+    let ev = v.run(
+        2,
+        CommandBody::MassCancel {
+            user_ref,
+            firm: wrong,
+            symbol,
+            side: None,
+        },
+    );
+    assert_eq!(rejection(&ev), Some(RejectReason::FirmNotAuthorized));
+}
+
+#[test]
+fn cancel_on_disconnect_follows_the_users_setting() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1001));
+    v.limit(3, Side::Sell, 100, px(1002));
+    let ev = v.run(2, CommandBody::Disconnect);
+    assert_eq!(canceled(&ev), vec![(1, 100, CancelReason::Disconnect)]);
+    assert!(
+        v.run(3, CommandBody::Disconnect).is_empty(),
+        "owner 3 keeps its orders"
+    );
+    assert_eq!(v.side(BookSide::Ask), vec![(3, 1, 100)]);
+}
+
+#[test]
+fn full_pools_reject_instead_of_growing() {
+    let mut v = Venue::with(config(StpMode::CancelResting, 2, 10));
+    v.limit(2, Side::Sell, 100, px(1001));
+    v.limit(2, Side::Sell, 100, px(1002));
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(1003));
+    assert_eq!(rejection(&ev), Some(RejectReason::OrderPoolFull));
+    // An IOC never rests, so it needs no slot.
+    let mut ioc = v.order(0, Side::Buy, 100, px(1001));
+    ioc.tif = TimeInForce::Ioc;
+    let (_, ev) = v.enter(0, ioc);
+    assert_eq!(fills(&ev).len(), 2);
+
+    let mut v = Venue::with(config(StpMode::CancelResting, 10, 1));
+    v.limit(2, Side::Sell, 100, px(1001));
+    v.limit(3, Side::Sell, 100, px(1001));
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(1002));
+    assert_eq!(rejection(&ev), Some(RejectReason::LevelPoolFull));
+}
+
+#[test]
+fn the_band_follows_the_last_trade() {
+    let mut v = Venue::new();
+    // Reference $10.00, band 10%: $11.05 is outside.
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(1105));
+    assert_eq!(rejection(&ev), Some(RejectReason::PriceOutsideBand));
+    v.limit(2, Side::Sell, 100, px(1050));
+    v.limit(0, Side::Buy, 100, px(1050));
+    // Now the reference is $10.50: $11.05 is inside.
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(1105));
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+}
+
+#[test]
+fn same_commands_give_the_same_events() {
+    let run = || {
+        let mut v = Venue::new();
+        let mut all = Vec::new();
+        for i in 0..50u64 {
+            let side = if i % 3 == 0 { Side::Buy } else { Side::Sell };
+            let (_, ev) = v.limit(
+                (i % 4) as u16,
+                side,
+                100 + (i as u32 % 7) * 10,
+                px(998 + i % 5),
+            );
+            all.extend(ev);
+        }
+        all
+    };
+    assert_eq!(run(), run());
+}
