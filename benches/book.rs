@@ -266,6 +266,11 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
             }
         }
     }
+    eprintln!(
+        "mixed stream: {} commands, {} orders resting at the end",
+        s.cmds.len(),
+        matcher.resting_orders()
+    );
     (s.cmds, warmup)
 }
 

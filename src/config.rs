@@ -344,9 +344,9 @@ mod tests {
 
     #[test]
     fn errors_name_the_bad_key() {
-        let e = error_for(|s| s.replacen("tick_size = \"0.01\"", "tick_size = \"0.015\"", 1));
+        let e = error_for(|s| s.replacen("tick_size = \"0.01\"", "tick_size = \"0.00001\"", 1));
         assert!(e.contains("instruments[0].tick_size"), "{e}");
-        let e = error_for(|s| s.replacen("min_price = \"0.01\"", "min_price = \"0.015\"", 1));
+        let e = error_for(|s| s.replacen("min_price = \"0.01\"", "min_price = \"0.00015\"", 1));
         assert!(
             e.contains("instruments[0].min_price") && e.contains("decimal places"),
             "{e}"
@@ -357,7 +357,7 @@ mod tests {
         assert!(e.contains("users[0].firm"), "{e}");
         let e = error_for(|s| s.replacen("symbol = \"AAPL\"", "symbol = \"MSFT\"", 1));
         assert!(e.contains(".symbol") && e.contains("twice"), "{e}");
-        let e = error_for(|s| s.replacen("\"cancel_resting\"", "\"maybe\"", 1));
+        let e = error_for(|s| s.replacen("prevention = \"cancel_resting\"", "prevention = \"maybe\"", 1));
         assert!(e.contains("book.self_trade_prevention"), "{e}");
         let e = error_for(|s| s.replacen("max_qty = 100000", "max_qty = 1000000", 1));
         assert!(e.contains("instruments[0].max_qty"), "{e}");

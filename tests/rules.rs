@@ -8,7 +8,9 @@ use ironmatch::book::{
 use ironmatch::types::*;
 
 const XYZ: usize = 0;
-const LOT: usize = 1;
+
+/// A change to a valid order that makes one pre-trade check fail.
+type Edit = Box<dyn Fn(&mut NewOrder)>;
 
 /// Owners 0 and 1 are one firm (F1); 2 is F2; 3 is F3 without cancel-on-disconnect.
 fn config(stp: StpMode, orders_max: u32, levels_max: u32) -> BookConfig {
@@ -529,7 +531,7 @@ fn self_trade_prevention_cancel_both() {
 #[test]
 fn each_pre_trade_check_has_its_own_reason() {
     let mut v = Venue::new();
-    let cases: Vec<(Box<dyn Fn(&mut NewOrder)>, RejectReason)> = vec![
+    let cases: Vec<(Edit, RejectReason)> = vec![
         (
             Box::new(|o| o.symbol = Symbol::from_str_padded("NOPE").unwrap()),
             RejectReason::UnknownInstrument,

@@ -9,6 +9,7 @@ use rustc_hash::FxHashMap;
 use super::ladder::{Ladder, Rung};
 use super::message::*;
 use super::pool::{NIL, Pool};
+use super::ref_index::RefIndex;
 use super::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
 use crate::types::*;
 
@@ -144,7 +145,7 @@ pub struct Matcher {
     owners: Vec<Owner>,
     orders: Pool<Order>,
     levels: Pool<Level>,
-    by_ref: FxHashMap<u64, u32>,
+    by_ref: RefIndex,
     stp: StpMode,
     next_order_id: u64,
     next_match_id: u64,
@@ -196,9 +197,7 @@ impl Matcher {
                 tail: NIL,
             })
             .collect();
-        // Twice the live maximum, so hashbrown always rehashes in place and never grows.
-        let mut by_ref = FxHashMap::default();
-        by_ref.reserve(2 * config.orders_max as usize + 16);
+        let by_ref = RefIndex::with_capacity(config.orders_max);
         Matcher {
             books,
             symbols,
@@ -701,8 +700,7 @@ impl Matcher {
         self.orders[oi].level = level;
         self.link_to_level(oi, level);
         self.link_to_owner(oi);
-        let previous = self.by_ref.insert(ref_key(inc.owner, inc.user_ref), oi);
-        debug_assert!(previous.is_none(), "references are unique per owner");
+        self.by_ref.insert(ref_key(inc.owner, inc.user_ref), oi);
         if entry.hidden {
             return;
         }
@@ -819,7 +817,7 @@ impl Matcher {
         clordid: [u8; 14],
         emit: &mut Emitter<'_, impl EventSink>,
     ) -> Option<u32> {
-        if let Some(&oi) = self.by_ref.get(&ref_key(owner, user_ref)) {
+        if let Some(oi) = self.by_ref.get(ref_key(owner, user_ref)) {
             return Some(oi);
         }
         let reason = if user_ref.0 != 0 && user_ref.0 <= self.owners[usize::from(owner.0)].last_ref
@@ -1014,7 +1012,7 @@ impl Matcher {
     ) {
         let key = ref_key(inc.owner, inc.user_ref);
         self.enter(inc, entry, emit);
-        if let Some(&oi) = self.by_ref.get(&key) {
+        if let Some(oi) = self.by_ref.get(key) {
             self.orders[oi].executed += executed_before;
         }
     }
@@ -1153,7 +1151,8 @@ impl Matcher {
         let o = self.orders[oi];
         self.unlink_from_level(oi);
         self.unlink_from_owner(oi);
-        self.by_ref.remove(&ref_key(o.owner, o.user_ref));
+        let removed = self.by_ref.remove(ref_key(o.owner, o.user_ref));
+        debug_assert!(removed, "a resting order is indexed");
         self.orders.release(oi);
         if self.levels[o.level].head() == NIL {
             let ladder =
@@ -1300,7 +1299,7 @@ impl Matcher {
                 || (hidden && o.shown != 0)
                 || (!hidden && (o.shown == 0 || o.shown > o.open))
                 || key <= prev_key
-                || self.by_ref.get(&ref_key(o.owner, o.user_ref)) != Some(&oi);
+                || self.by_ref.get(ref_key(o.owner, o.user_ref)) != Some(oi);
             if bad {
                 return Err(format!(
                     "order {:?} breaks its level's invariants: {o:?}",

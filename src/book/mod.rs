@@ -36,6 +36,7 @@ mod ladder;
 mod matcher;
 pub mod message;
 mod pool;
+mod ref_index;
 pub mod reference;
 
 pub use matcher::Matcher;
