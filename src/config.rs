@@ -357,7 +357,13 @@ mod tests {
         assert!(e.contains("users[0].firm"), "{e}");
         let e = error_for(|s| s.replacen("symbol = \"AAPL\"", "symbol = \"MSFT\"", 1));
         assert!(e.contains(".symbol") && e.contains("twice"), "{e}");
-        let e = error_for(|s| s.replacen("prevention = \"cancel_resting\"", "prevention = \"maybe\"", 1));
+        let e = error_for(|s| {
+            s.replacen(
+                "prevention = \"cancel_resting\"",
+                "prevention = \"maybe\"",
+                1,
+            )
+        });
         assert!(e.contains("book.self_trade_prevention"), "{e}");
         let e = error_for(|s| s.replacen("max_qty = 100000", "max_qty = 1000000", 1));
         assert!(e.contains("instruments[0].max_qty"), "{e}");

@@ -60,6 +60,15 @@ fn main() -> ExitCode {
                     u.username, u.firm, u.cancel_on_disconnect
                 );
             }
+            let book = config.book_config().expect("validated at load");
+            let (total, per_order) = Matcher::new(&book).footprint_bytes();
+            println!(
+                "book memory: {:.1} MiB for {} order slots and {} levels ({} bytes per order slot)",
+                total as f64 / f64::from(1 << 20),
+                book.orders_max,
+                book.levels_max,
+                per_order / book.orders_max as usize
+            );
         }
     }
     ExitCode::SUCCESS

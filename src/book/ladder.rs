@@ -89,6 +89,11 @@ impl Ladder {
         self.rungs.remove(pos);
     }
 
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.rungs.capacity() * std::mem::size_of::<Rung>()
+    }
+
     /// Levels from best to worst.
     pub fn iter_best_first(&self) -> impl Iterator<Item = Rung> + '_ {
         self.rungs.iter().rev().copied()

@@ -13,7 +13,7 @@ use super::ref_index::RefIndex;
 use super::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
 use crate::types::*;
 
-/// A resting order. 80 bytes; see the README for the whole per-order cost.
+/// A resting order. See the README for the whole per-order cost.
 #[derive(Clone, Copy, Debug, Default)]
 struct Order {
     id: OrderId,
@@ -42,6 +42,9 @@ struct Order {
     cross_type: u8,
     customer_type: u8,
 }
+
+// An order slot must stay within two cache lines; growing it is a measured decision.
+const _: () = assert!(std::mem::size_of::<Order>() <= 80);
 
 /// A FIFO of orders, linked through `Order::prev/next`.
 #[derive(Clone, Copy, Debug)]
@@ -1177,6 +1180,18 @@ impl Matcher {
                 );
             }
         }
+    }
+
+    /// Bytes allocated at start-up for books, pools and the reference index, and the part
+    /// of it that grows with each order slot (order pool, free list, index).
+    pub fn footprint_bytes(&self) -> (usize, usize) {
+        let ladders: usize = self
+            .books
+            .iter()
+            .map(|b| b.sides.iter().map(Ladder::bytes).sum::<usize>())
+            .sum();
+        let per_order = self.orders.bytes() + self.by_ref.bytes();
+        (per_order + self.levels.bytes() + ladders, per_order)
     }
 
     /// Number of resting orders.

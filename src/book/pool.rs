@@ -55,6 +55,12 @@ impl<T> Pool<T> {
         self.free.len()
     }
 
+    /// Bytes allocated: the slots and the free list.
+    pub fn bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<T>()
+            + self.free.capacity() * std::mem::size_of::<u32>()
+    }
+
     /// Slots in use.
     #[inline]
     pub fn used_count(&self) -> usize {

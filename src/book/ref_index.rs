@@ -52,7 +52,7 @@ impl RefIndex {
     #[inline]
     fn home(&self, key: u64) -> usize {
         let (owner, user_ref) = (key >> 32, key & 0xFFFF_FFFF);
-        let hash = (owner << 32 | user_ref / BLOCK).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let hash = ((owner << 32) | (user_ref / BLOCK)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         // The high bits of a multiplicative hash are the well-mixed ones. A shift of 64
         // (one block) would overflow; `checked_shr` maps it to block 0.
         let block = hash.checked_shr(self.shift).unwrap_or(0) as usize;
@@ -133,6 +133,11 @@ impl RefIndex {
         self.slots[hole] = EMPTY;
         self.len -= 1;
         true
+    }
+
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.slots.capacity() * std::mem::size_of::<Slot>()
     }
 
     /// Number of keys stored.
