@@ -740,6 +740,9 @@ fn memory_is_sized_by_configuration() {
     let large = Matcher::new(&config(StpMode::CancelResting, 100_000, 100)).footprint_bytes();
     // Growing the order pool 100x grows the per-order part ~100x, and nothing else.
     let growth = large.1 as f64 / small.1 as f64;
-    assert!((80.0..=140.0).contains(&growth), "per-order memory grew {growth}x");
+    assert!(
+        (80.0..=140.0).contains(&growth),
+        "per-order memory grew {growth}x"
+    );
     assert_eq!(large.0 - large.1, small.0 - small.1);
 }
