@@ -21,6 +21,12 @@ impl Price {
     pub const MAX_LIMIT: Price = Price(1_999_999_900);
 
     /// Parses a decimal such as `"150.25"` into a price. Errors name what is wrong.
+    ///
+    /// ```
+    /// use ironmatch::types::Price;
+    /// assert_eq!(Price::parse_decimal("150.25"), Ok(Price(1_502_500)));
+    /// assert!(Price::parse_decimal("0.00001").is_err()); // more than 4 decimals
+    /// ```
     pub fn parse_decimal(text: &str) -> Result<Price, String> {
         let (whole, frac) = match text.split_once('.') {
             Some((w, f)) => (w, f),

@@ -124,6 +124,7 @@ struct Incoming {
     /// Worst price it may trade at (band edge for market orders).
     limit: Price,
     remaining: u32,
+    /// Shares executed by this order and, for a replacement, the chain before it.
     executed: u32,
 }
 
@@ -141,6 +142,45 @@ struct Entry {
 }
 
 /// The fast matcher for all instruments. See the [module docs](super) for the rules.
+///
+/// ```
+/// use ironmatch::book::flow::test_config;
+/// use ironmatch::book::{Command, CommandBody, Echo, EventBody, Matcher, NewOrder, StpMode, TimeInForce};
+/// use ironmatch::types::*;
+///
+/// let config = test_config(StpMode::CancelResting);
+/// let mut matcher = Matcher::new(&config);
+/// let order = |owner: u16, side, price| Command {
+///     ts: Timestamp(34_200_000_000_000),
+///     owner: OwnerId(owner),
+///     body: CommandBody::New(NewOrder {
+///         user_ref: UserRef(1),
+///         side,
+///         qty: Qty(10),
+///         symbol: config.instruments[0].symbol,
+///         price: Some(Price(price)),
+///         tif: TimeInForce::Day,
+///         hidden: false,
+///         post_only: false,
+///         min_qty: Qty(0),
+///         max_floor: Qty(0),
+///         firm: config.owners[usize::from(owner)].firm,
+///         echo: Echo::default(),
+///     }),
+/// };
+/// let mut events = Vec::new();
+/// matcher.apply(&order(2, Side::Sell, 1_000_000), &mut events); // a maker offers 10 @ 100.00
+/// matcher.apply(&order(3, Side::Buy, 1_000_100), &mut events); // a taker bids 100.01
+/// let fills: Vec<_> = events
+///     .iter()
+///     .filter_map(|e| match e.body {
+///         EventBody::Executed { owner, qty, price, .. } => Some((owner.0, qty.0, price)),
+///         _ => None,
+///     })
+///     .collect();
+/// // Both sides trade 10 at the resting order's price.
+/// assert_eq!(fills, [(2, 10, Price(1_000_000)), (3, 10, Price(1_000_000))]);
+/// ```
 #[derive(Debug)]
 pub struct Matcher {
     books: Vec<Book>,
@@ -663,7 +703,7 @@ impl Matcher {
         &mut self,
         inc: &Incoming,
         entry: &Entry,
-        replacing: Option<(OrderId, u32)>,
+        replacing: Option<OrderId>,
         emit: &mut Emitter<'_, impl EventSink>,
     ) {
         let side = inc.side.book_side();
@@ -679,7 +719,7 @@ impl Matcher {
             open: inc.remaining,
             shown,
             max_floor: entry.max_floor,
-            executed: replacing.map_or(0, |(_, executed)| executed) + inc.executed,
+            executed: inc.executed,
             user_ref: inc.user_ref,
             level: NIL,
             prev: NIL,
@@ -708,7 +748,7 @@ impl Matcher {
             return;
         }
         emit.event(match replacing {
-            Some((old_md_ref, _)) => EventBody::MdReplace {
+            Some(old_md_ref) => EventBody::MdReplace {
                 instrument: inc.instrument,
                 old_md_ref,
                 new_md_ref: inc.order_id,
@@ -981,7 +1021,8 @@ impl Matcher {
             firm: orig.firm,
             limit,
             remaining: new_open,
-            executed: 0,
+            // The chain's executions carry over, for the next replace's quantity.
+            executed: orig.executed,
         };
         let entry = Entry {
             tif: r.tif,
@@ -994,7 +1035,7 @@ impl Matcher {
             customer_type: orig.customer_type,
         };
         if !orig.hidden && !r.hidden && r.tif == TimeInForce::Day && !marketable {
-            return self.rest(&inc, &entry, Some((orig.md_ref, orig.executed)), emit);
+            return self.rest(&inc, &entry, Some(orig.md_ref), emit);
         }
         if !orig.hidden {
             emit.event(EventBody::MdDelete {
@@ -1002,22 +1043,7 @@ impl Matcher {
                 md_ref: orig.md_ref,
             });
         }
-        self.enter_replacement(inc, entry, orig.executed, emit);
-    }
-
-    /// `enter` for a replacement, carrying the chain's executed shares into the new order.
-    fn enter_replacement(
-        &mut self,
-        inc: Incoming,
-        entry: Entry,
-        executed_before: u32,
-        emit: &mut Emitter<'_, impl EventSink>,
-    ) {
-        let key = ref_key(inc.owner, inc.user_ref);
         self.enter(inc, entry, emit);
-        if let Some(oi) = self.by_ref.get(key) {
-            self.orders[oi].executed += executed_before;
-        }
     }
 
     fn mass_cancel(
