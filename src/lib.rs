@@ -29,3 +29,4 @@
 pub mod book;
 pub mod config;
 pub mod types;
+pub mod wire;
