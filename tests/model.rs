@@ -443,6 +443,8 @@ fn flow_exercises_every_rule() {
         RejectReason::OrderNotLive,
         RejectReason::InvalidSide,
         RejectReason::FirmNotAuthorized,
+        RejectReason::Throttled,
+        RejectReason::Unsupported,
     ];
     let cancels = [
         CancelReason::UserRequested,
@@ -455,6 +457,7 @@ fn flow_exercises_every_rule() {
     wanted.extend(cancels.iter().map(|c| format!("Canceled::{c:?}")));
     for kind in [
         "Accepted",
+        "AccountQueried",
         "Replaced",
         "Modified",
         "CancelRejected",

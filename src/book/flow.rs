@@ -154,7 +154,19 @@ impl FlowDecoder {
                     _ => Some(BookSide::Ask),
                 },
             },
-            _ => CommandBody::Disconnect,
+            _ => match src.below(4) {
+                0 => CommandBody::AccountQuery,
+                1 => CommandBody::GatewayReject {
+                    user_ref: UserRef(self.next_ref[o]),
+                    reason: if src.one_in(2) {
+                        RejectReason::Throttled
+                    } else {
+                        RejectReason::Unsupported
+                    },
+                    clordid: *b"FLOW-REJECT   ",
+                },
+                _ => CommandBody::Disconnect,
+            },
         };
         Some(Command {
             ts: Timestamp(self.ts),

@@ -280,6 +280,20 @@ impl Matcher {
                 symbol,
                 side,
             } => self.mass_cancel(cmd.owner, *user_ref, *firm, *symbol, *side, &mut emit),
+            CommandBody::AccountQuery => {
+                let next = self.owners[usize::from(cmd.owner.0)]
+                    .last_ref
+                    .saturating_add(1);
+                emit.event(EventBody::AccountQueried {
+                    owner: cmd.owner,
+                    next_user_ref: UserRef(next),
+                });
+            }
+            CommandBody::GatewayReject {
+                user_ref,
+                reason,
+                clordid,
+            } => emit.reject(cmd.owner, *user_ref, *reason, *clordid),
             CommandBody::Disconnect => {
                 if self.owners[usize::from(cmd.owner.0)]
                     .spec
@@ -1378,7 +1392,8 @@ fn consumed_ref(body: &CommandBody) -> Option<UserRef> {
         }
         CommandBody::Replace(r) => Some(r.user_ref),
         CommandBody::MassCancel { user_ref, .. } => Some(*user_ref),
-        CommandBody::Disconnect => None,
+        CommandBody::GatewayReject { user_ref, .. } => Some(*user_ref),
+        CommandBody::Disconnect | CommandBody::AccountQuery => None,
     }
 }
 

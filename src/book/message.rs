@@ -72,6 +72,19 @@ pub enum CommandBody {
     /// The owner's session went away; cancels its orders if the user has
     /// cancel-on-disconnect configured.
     Disconnect,
+    /// Asks for the next reference the owner may use (OUCH Account Query).
+    AccountQuery,
+    /// A request the gateway refused before matching (throttle, a field value ironmatch
+    /// does not offer). Sequenced like everything else so the journal holds the reply;
+    /// changes nothing and consumes no reference.
+    GatewayReject {
+        /// The request's reference.
+        user_ref: UserRef,
+        /// Why.
+        reason: RejectReason,
+        /// The request's ClOrdID, or spaces.
+        clordid: [u8; 14],
+    },
 }
 
 /// Time in force the core supports.
@@ -207,6 +220,11 @@ pub enum RejectReason {
     InvalidSide,
     /// Mass cancel names a firm that is not the owner's.
     FirmNotAuthorized,
+    /// The session's new-order throttle is exhausted (set by the gateway).
+    Throttled,
+    /// A field value ironmatch does not offer, e.g. a pegged price type or GTT (set by the
+    /// gateway).
+    Unsupported,
 }
 
 /// Why shares were canceled.
@@ -385,6 +403,13 @@ pub enum EventBody {
         display_qty: Qty,
         /// The feed reference of the new displayed part.
         md_ref: OrderId,
+    },
+    /// Answer to an account query.
+    AccountQueried {
+        /// Owner.
+        owner: OwnerId,
+        /// The next reference the owner may use.
+        next_user_ref: UserRef,
     },
     /// A mass cancel was done.
     MassCanceled {
@@ -621,6 +646,14 @@ impl std::fmt::Display for Event {
                 f,
                 "user {} ref {} reserve refilled: {} shown as feed ref {}",
                 owner.0, user_ref.0, display_qty.0, md_ref.0
+            ),
+            EventBody::AccountQueried {
+                owner,
+                next_user_ref,
+            } => write!(
+                f,
+                "user {} account query: next ref {}",
+                owner.0, next_user_ref.0
             ),
             EventBody::MassCanceled {
                 owner,

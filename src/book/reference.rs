@@ -141,9 +141,10 @@ impl ReferenceMatcher {
                 CommandBody::New(o) => Some(o.user_ref),
                 CommandBody::Cancel { user_ref, .. }
                 | CommandBody::Modify { user_ref, .. }
-                | CommandBody::MassCancel { user_ref, .. } => Some(*user_ref),
+                | CommandBody::MassCancel { user_ref, .. }
+                | CommandBody::GatewayReject { user_ref, .. } => Some(*user_ref),
                 CommandBody::Replace(r) => Some(r.user_ref),
-                CommandBody::Disconnect => None,
+                CommandBody::Disconnect | CommandBody::AccountQuery => None,
             };
             if let Some(user_ref) = user_ref {
                 self.reject(owner, user_ref, RejectReason::UnknownOwner, [b' '; 14]);
@@ -164,6 +165,18 @@ impl ReferenceMatcher {
                     symbol,
                     side,
                 } => self.mass_cancel(owner, user_ref, firm, symbol, side),
+                CommandBody::AccountQuery => {
+                    let next = UserRef(self.last_refs[usize::from(owner.0)].saturating_add(1));
+                    self.emit(EventBody::AccountQueried {
+                        owner,
+                        next_user_ref: next,
+                    });
+                }
+                CommandBody::GatewayReject {
+                    user_ref,
+                    reason,
+                    clordid,
+                } => self.reject(owner, user_ref, reason, clordid),
                 CommandBody::Disconnect => {
                     if self.config.owners[usize::from(owner.0)].cancel_on_disconnect {
                         self.cancel_all(owner, None, None, CancelReason::Disconnect);
