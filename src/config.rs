@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::book::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
+use crate::pipeline::WaitStrategy;
 use crate::types::{Firm, Price, Symbol};
 
 /// A configuration error, naming where and what.
@@ -49,6 +50,12 @@ pub struct Config {
     /// Book capacity and matching policy.
     #[serde(default)]
     pub book: BookSection,
+    /// Order entry: listening address, session timers, per-session limits.
+    #[serde(default)]
+    pub gateway: GatewaySection,
+    /// Threads, rings, wait strategy.
+    #[serde(default)]
+    pub pipeline: PipelineSection,
     /// Tradable instruments.
     pub instruments: Vec<InstrumentConfig>,
     /// Users that may log in.
@@ -73,6 +80,76 @@ impl Default for BookSection {
             orders_max: 1_000_000,
             levels_max: 65_536,
             self_trade_prevention: "cancel_resting".to_string(),
+        }
+    }
+}
+
+/// `[gateway]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewaySection {
+    /// Address to listen on for OUCH over SoupBinTCP.
+    pub listen: String,
+    /// SoupBinTCP session name (1 to 10 characters) announced in Login Accepted.
+    pub session: String,
+    /// A connection that has not logged in by then is closed.
+    pub login_timeout_ms: u64,
+    /// A Server Heartbeat goes out after this long without output.
+    pub heartbeat_interval_ms: u64,
+    /// A logged-in client silent this long is disconnected.
+    pub client_timeout_ms: u64,
+    /// Open connections at most, logged in or not.
+    pub connections_max: usize,
+    /// Largest SoupBinTCP packet accepted from a client, in bytes after the length field.
+    pub packet_len_max: usize,
+    /// Bytes queued for one session but not yet taken by its reader before it is
+    /// disconnected as a slow reader (it can log in again and resume by sequence number).
+    pub session_queue_bytes_max: usize,
+    /// Bytes reserved per user at start for its sequenced messages (replay by sequence
+    /// number); the store grows beyond it if a day needs more.
+    pub session_store_bytes: usize,
+}
+
+impl Default for GatewaySection {
+    fn default() -> GatewaySection {
+        GatewaySection {
+            listen: "127.0.0.1:15000".to_string(),
+            session: "IRONMATCH".to_string(),
+            login_timeout_ms: 5_000,
+            heartbeat_interval_ms: 1_000,
+            client_timeout_ms: 15_000,
+            connections_max: 64,
+            packet_len_max: 512,
+            session_queue_bytes_max: 4 << 20,
+            session_store_bytes: 16 << 20,
+        }
+    }
+}
+
+/// `[pipeline]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineSection {
+    /// Records each ring holds.
+    pub ring_capacity: usize,
+    /// `"spin_park"`, `"spin_yield"` or `"busy_spin"`.
+    pub wait: String,
+    /// Core to pin the gateway thread to; absent = unpinned.
+    pub gateway_core: Option<usize>,
+    /// Core to pin the matcher thread to; absent = unpinned.
+    pub matcher_core: Option<usize>,
+    /// Core to pin the journal writer thread to; absent = unpinned.
+    pub journal_core: Option<usize>,
+}
+
+impl Default for PipelineSection {
+    fn default() -> PipelineSection {
+        PipelineSection {
+            ring_capacity: 65_536,
+            wait: "spin_park".to_string(),
+            gateway_core: None,
+            matcher_core: None,
+            journal_core: None,
         }
     }
 }
@@ -111,6 +188,20 @@ pub struct UserConfig {
     pub firm: String,
     /// Cancel the user's resting orders when its session drops.
     pub cancel_on_disconnect: bool,
+    /// Sustained new orders and replaces per second (cancels are exempt).
+    #[serde(default = "default_orders_per_sec")]
+    pub orders_per_sec: u32,
+    /// Orders and replaces allowed in a burst above the sustained rate.
+    #[serde(default = "default_burst")]
+    pub burst: u32,
+}
+
+fn default_orders_per_sec() -> u32 {
+    50_000
+}
+
+fn default_burst() -> u32 {
+    5_000
 }
 
 /// OUCH quantities are below one million.
@@ -134,6 +225,7 @@ impl Config {
         })?;
         config
             .book_config()
+            .and_then(|_| config.check_runtime())
             .map_err(|(key, message)| ConfigError::Invalid {
                 path: origin.to_string(),
                 key,
@@ -207,6 +299,77 @@ impl Config {
             levels_max: self.book.levels_max,
             stp,
         })
+    }
+}
+
+impl Config {
+    /// Checks the gateway and pipeline sections.
+    fn check_runtime(&self) -> Result<(), (String, String)> {
+        let g = &self.gateway;
+        check(
+            g.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "gateway.listen",
+            || format!("{:?} is not an address like \"127.0.0.1:15000\"", g.listen),
+        )?;
+        let session_ok =
+            (1..=10).contains(&g.session.len()) && g.session.bytes().all(|b| b.is_ascii_graphic());
+        check(session_ok, "gateway.session", || {
+            "must be 1 to 10 printable ASCII characters".into()
+        })?;
+        for (key, value) in [
+            ("gateway.login_timeout_ms", g.login_timeout_ms),
+            ("gateway.heartbeat_interval_ms", g.heartbeat_interval_ms),
+            ("gateway.client_timeout_ms", g.client_timeout_ms),
+        ] {
+            check((1..=3_600_000).contains(&value), key, || {
+                "must be from 1 to 3600000".into()
+            })?;
+        }
+        check(g.connections_max >= 1, "gateway.connections_max", || {
+            "must be at least 1".into()
+        })?;
+        // The largest inbound message is an Enter Order (48 bytes with its packet type) plus
+        // its appendage; below 64 a valid order could be refused.
+        check(
+            (64..=65_535).contains(&g.packet_len_max),
+            "gateway.packet_len_max",
+            || "must be from 64 to 65535".into(),
+        )?;
+        check(
+            g.session_queue_bytes_max >= 4096,
+            "gateway.session_queue_bytes_max",
+            || "must be at least 4096".into(),
+        )?;
+        let p = &self.pipeline;
+        check(p.ring_capacity >= 16, "pipeline.ring_capacity", || {
+            "must be at least 16".into()
+        })?;
+        check(
+            WaitStrategy::parse(&p.wait).is_some(),
+            "pipeline.wait",
+            || {
+                format!(
+                    "{:?} is not one of \"spin_park\", \"spin_yield\", \"busy_spin\"",
+                    p.wait
+                )
+            },
+        )?;
+        for (i, user) in self.users.iter().enumerate() {
+            check(
+                user.orders_per_sec >= 1,
+                &format!("users[{i}].orders_per_sec"),
+                || "must be at least 1".into(),
+            )?;
+            check(user.burst >= 1, &format!("users[{i}].burst"), || {
+                "must be at least 1".into()
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The configured wait strategy.
+    pub fn wait_strategy(&self) -> WaitStrategy {
+        WaitStrategy::parse(&self.pipeline.wait).expect("validated at load")
     }
 }
 
@@ -365,6 +528,11 @@ mod tests {
             )
         });
         assert!(e.contains("book.self_trade_prevention"), "{e}");
+        let e =
+            error_for(|s| s.replacen("listen = \"127.0.0.1:15000\"", "listen = \"nowhere\"", 1));
+        assert!(e.contains("gateway.listen"), "{e}");
+        let e = error_for(|s| s.replacen("wait = \"spin_park\"", "wait = \"nap\"", 1));
+        assert!(e.contains("pipeline.wait"), "{e}");
         let e = error_for(|s| s.replacen("max_qty = 100000", "max_qty = 1000000", 1));
         assert!(e.contains("instruments[0].max_qty"), "{e}");
     }

@@ -27,6 +27,12 @@
 #![forbid(unsafe_code)]
 
 pub mod book;
+pub mod client;
 pub mod config;
+pub mod engine;
+pub mod gateway;
+pub mod journal;
+pub mod pipeline;
+pub mod server;
 pub mod types;
 pub mod wire;

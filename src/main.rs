@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ironmatch::book::{Command, CommandBody, Echo, Matcher, NewOrder, TimeInForce};
 use ironmatch::config::Config;
+use ironmatch::server::Server;
 use ironmatch::types::{OwnerId, Price, Qty, Side, Timestamp, UserRef};
 
 /// ironmatch: a low-latency order matching engine.
@@ -19,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run the engine: OUCH 5.0 over SoupBinTCP 3.0 on the configured address.
+    Serve {
+        /// Configuration file.
+        #[arg(long, default_value = "config/ironmatch.toml")]
+        config: PathBuf,
+    },
     /// Run a scripted market-maker flow through the matching core and print every event.
     Demo {
         /// Configuration file.
@@ -36,7 +43,7 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Cmd::Demo { config } | Cmd::CheckConfig { config } => config,
+        Cmd::Serve { config } | Cmd::Demo { config } | Cmd::CheckConfig { config } => config,
     };
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -46,6 +53,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Cmd::Serve { .. } => return serve(&config, path),
         Cmd::Demo { .. } => demo(&config),
         Cmd::CheckConfig { .. } => {
             for i in &config.instruments {
@@ -72,6 +80,45 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// Runs the engine until SIGINT or SIGTERM, then drains it and exits 0.
+fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
+    let server = match Server::start(config) {
+        Ok(server) => server,
+        Err(e) => {
+            eprintln!("ironmatch: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, server.shutdown_flag()) {
+            eprintln!("ironmatch: cannot handle signal {signal}: {e}");
+        }
+    }
+    let p = &config.pipeline;
+    println!(
+        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {} instruments, {} users, wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?}",
+        server.local_addr(),
+        path.display(),
+        config.instruments.len(),
+        config.users.len(),
+        p.wait,
+        p.ring_capacity,
+        p.gateway_core,
+        p.matcher_core,
+        p.journal_core,
+    );
+    match server.wait() {
+        Ok(()) => {
+            println!("ironmatch stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ironmatch: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 /// A few market makers quote the first instrument, a taker sweeps it.

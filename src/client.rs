@@ -1,0 +1,287 @@
+//! A blocking OUCH 5.0 / SoupBinTCP 3.0 client, using the same codecs as the server.
+//!
+//! For tests, tools and the load generator's control path; it allocates per message and
+//! is not meant for the latency-critical path of a trading client.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use zerocopy::big_endian::{U16, U32, U64};
+
+use crate::wire::ouch::{self, Inbound, Options, inbound};
+use crate::wire::soupbin::{self, ServerPacket, kind};
+
+/// Something the server sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// Login accepted: the session and the sequence number of the next message.
+    LoginAccepted {
+        /// Session name, trimmed.
+        session: String,
+        /// Sequence number of the next Sequenced Data message.
+        next_seq: u64,
+    },
+    /// Login rejected with its code (`A` or `S`).
+    LoginRejected(u8),
+    /// One sequenced OUCH message and its sequence number.
+    Sequenced {
+        /// Its number in the session.
+        seq: u64,
+        /// The OUCH message bytes.
+        msg: Vec<u8>,
+    },
+    /// Server Heartbeat.
+    Heartbeat,
+    /// End of Session.
+    EndOfSession,
+    /// Debug text (the server's reason before it closes a connection).
+    Debug(String),
+}
+
+/// A connection to the engine.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    next_seq: u64,
+}
+
+impl Client {
+    /// Connects.
+    pub fn connect(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            buf: Vec::with_capacity(1 << 16),
+            next_seq: 1,
+        })
+    }
+
+    /// Sends raw bytes (for tests of malformed input).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// Sends a packet of `kind` with `payload`.
+    pub fn send_packet(&mut self, packet_kind: u8, payload: &[u8]) -> io::Result<()> {
+        let mut out = Vec::with_capacity(payload.len() + 3);
+        soupbin::write_packet(&mut out, packet_kind, payload);
+        self.stream.write_all(&out)
+    }
+
+    /// Sends a Login Request and returns the server's answer.
+    pub fn login(&mut self, username: &str, password: &str, sequence: u64) -> io::Result<Received> {
+        let mut out = Vec::new();
+        soupbin::write_login_request(&mut out, username, password, "", sequence);
+        self.stream.write_all(&out)?;
+        loop {
+            match self.recv(Duration::from_secs(5))? {
+                Some(Received::Heartbeat) => {}
+                Some(r) => return Ok(r),
+                None => return Err(io::Error::new(io::ErrorKind::TimedOut, "no login answer")),
+            }
+        }
+    }
+
+    /// Sends one OUCH message as Unsequenced Data.
+    pub fn send(&mut self, msg: &Inbound<'_>) -> io::Result<()> {
+        let mut payload = Vec::with_capacity(64);
+        msg.write(&mut payload);
+        self.send_packet(kind::UNSEQUENCED, &payload)
+    }
+
+    /// Sends an Enter Order.
+    #[allow(clippy::too_many_arguments)]
+    pub fn enter(
+        &mut self,
+        user_ref: u32,
+        side: u8,
+        qty: u32,
+        symbol: &str,
+        price: u64,
+        tif: u8,
+        display: u8,
+        options: Options,
+    ) -> io::Result<()> {
+        let m = ouch::EnterOrder {
+            msg_type: inbound::ENTER,
+            user_ref: U32::new(user_ref),
+            side,
+            qty: U32::new(qty),
+            symbol: soupbin::left_justified(symbol),
+            price: U64::new(price),
+            tif,
+            display,
+            capacity: b'P',
+            iso: b'N',
+            cross_type: b'N',
+            clordid: soupbin::left_justified(&format!("C{user_ref}")),
+            appendage_len: U16::ZERO,
+        };
+        self.send(&Inbound::Enter(&m, options))
+    }
+
+    /// Sends a Day limit order, displayed, no options.
+    pub fn limit(
+        &mut self,
+        user_ref: u32,
+        side: u8,
+        qty: u32,
+        symbol: &str,
+        price: u64,
+    ) -> io::Result<()> {
+        self.enter(
+            user_ref,
+            side,
+            qty,
+            symbol,
+            price,
+            b'0',
+            b'Y',
+            Options::default(),
+        )
+    }
+
+    /// Sends a Cancel Order down to `qty` shares.
+    pub fn cancel(&mut self, user_ref: u32, qty: u32) -> io::Result<()> {
+        let m = ouch::CancelOrder {
+            msg_type: inbound::CANCEL,
+            user_ref: U32::new(user_ref),
+            qty: U32::new(qty),
+        };
+        self.send(&Inbound::Cancel(&m, Options::default()))
+    }
+
+    /// Sends a Replace Order.
+    pub fn replace(
+        &mut self,
+        orig_user_ref: u32,
+        user_ref: u32,
+        qty: u32,
+        price: u64,
+    ) -> io::Result<()> {
+        let m = ouch::ReplaceOrder {
+            msg_type: inbound::REPLACE,
+            orig_user_ref: U32::new(orig_user_ref),
+            user_ref: U32::new(user_ref),
+            qty: U32::new(qty),
+            price: U64::new(price),
+            tif: b'0',
+            display: b'Y',
+            iso: b'N',
+            clordid: soupbin::left_justified(&format!("C{user_ref}")),
+            appendage_len: U16::ZERO,
+        };
+        self.send(&Inbound::Replace(&m, Options::default()))
+    }
+
+    /// Sends a Mass Cancel Request for `firm`, all symbols.
+    pub fn mass_cancel(&mut self, user_ref: u32, firm: &str) -> io::Result<()> {
+        let m = ouch::MassCancelRequest {
+            msg_type: inbound::MASS_CANCEL,
+            user_ref: U32::new(user_ref),
+            firm: soupbin::left_justified(firm),
+            symbol: [b' '; 8],
+            appendage_len: U16::ZERO,
+        };
+        self.send(&Inbound::MassCancel(&m, Options::default()))
+    }
+
+    /// Sends a Logout Request.
+    pub fn logout(&mut self) -> io::Result<()> {
+        self.send_packet(kind::LOGOUT_REQUEST, &[])
+    }
+
+    /// The next packet, or `None` if nothing arrives within `timeout`. A closed connection
+    /// is an `UnexpectedEof` error.
+    pub fn recv(&mut self, timeout: Duration) -> io::Result<Option<Received>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(received) = self.take_packet()? {
+                return Ok(Some(received));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            let mut chunk = [0u8; 8192];
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "server closed the connection",
+                    ));
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next sequenced message, skipping heartbeats; `None` on timeout.
+    pub fn recv_message(&mut self, timeout: Duration) -> io::Result<Option<(u64, Vec<u8>)>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.recv(left)? {
+                Some(Received::Sequenced { seq, msg }) => return Ok(Some((seq, msg))),
+                Some(Received::Heartbeat) => {}
+                Some(other) => {
+                    return Err(io::Error::other(format!(
+                        "expected a sequenced message, got {other:?}"
+                    )));
+                }
+                None => return Ok(None),
+            }
+        }
+    }
+
+    fn take_packet(&mut self) -> io::Result<Option<Received>> {
+        let frame = match soupbin::next_frame(&self.buf, 65_535) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+        };
+        let len = frame.len;
+        let received = match soupbin::decode_server(&frame)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        {
+            ServerPacket::LoginAccepted(a) => {
+                let next_seq = soupbin::parse_number(&a.sequence)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                self.next_seq = next_seq;
+                Received::LoginAccepted {
+                    session: String::from_utf8_lossy(soupbin::trimmed(&a.session)).into_owned(),
+                    next_seq,
+                }
+            }
+            ServerPacket::LoginRejected(code) => Received::LoginRejected(code),
+            ServerPacket::Sequenced(msg) => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                Received::Sequenced {
+                    seq,
+                    msg: msg.to_vec(),
+                }
+            }
+            ServerPacket::Heartbeat => Received::Heartbeat,
+            ServerPacket::EndOfSession => Received::EndOfSession,
+            ServerPacket::Debug(text) => {
+                Received::Debug(String::from_utf8_lossy(text).into_owned())
+            }
+        };
+        self.buf.drain(..len);
+        Ok(Some(received))
+    }
+}

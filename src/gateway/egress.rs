@@ -1,0 +1,344 @@
+//! Core events to OUCH 5.0 outbound messages (gateway thread, egress).
+//!
+//! Pure mapping: each order event becomes one OUCH message for its owner, written into a
+//! buffer; market-data events are not order-entry messages and give `None`.
+
+use zerocopy::big_endian::{U16, U32, U64};
+
+use crate::book::{CancelReason, Event, EventBody, Liquidity, OrderAck, RejectReason, TimeInForce};
+use crate::types::{OwnerId, Symbol};
+use crate::wire::ouch::{self, Options, outbound, write_fixed, write_with_options};
+
+/// The OUCH Rejected code for a reject reason. OUCH's code set is fixed, so several of
+/// ironmatch's reasons share a code; the journal keeps the exact reason.
+pub fn reject_code(reason: RejectReason) -> u16 {
+    match reason {
+        RejectReason::UnknownInstrument => 0x0017,
+        RejectReason::ZeroQty | RejectReason::QtyOffLot => 0x0013,
+        RejectReason::QtyAboveMax => 0x001E,
+        RejectReason::PriceOffTick | RejectReason::PriceOutOfRange => 0x001D,
+        RejectReason::PriceOutsideBand => 0x0006,
+        RejectReason::InvalidMinQty => 0x000D,
+        RejectReason::InvalidMaxFloor => 0x0004,
+        RejectReason::PostOnlyCannotRest => 0x0003,
+        RejectReason::PostOnlyWouldTake => 0x0012,
+        RejectReason::UnknownOrder | RejectReason::OrderNotLive => 0x0010,
+        RejectReason::InvalidSide => 0x0009,
+        RejectReason::FirmNotAuthorized => 0x000C,
+        RejectReason::Unsupported => 0x0014,
+        RejectReason::UnknownOwner | RejectReason::OrderPoolFull | RejectReason::LevelPoolFull => {
+            0x000A
+        }
+        RejectReason::DuplicateUserRef | RejectReason::Throttled => 0x000F,
+    }
+}
+
+/// The OUCH cancel reason byte.
+pub fn cancel_code(reason: CancelReason) -> u8 {
+    match reason {
+        CancelReason::UserRequested => b'U',
+        CancelReason::Ioc => b'I',
+        CancelReason::CannotExecute => b'K',
+        CancelReason::Disconnect | CancelReason::ReplaceFailed => b'Z',
+    }
+}
+
+/// The OUCH liquidity flag.
+pub fn liquidity_code(liquidity: Liquidity) -> u8 {
+    match liquidity {
+        Liquidity::Added => b'A',
+        Liquidity::AddedHidden => b'J',
+        Liquidity::Removed => b'R',
+    }
+}
+
+fn tif_code(tif: TimeInForce) -> u8 {
+    match tif {
+        TimeInForce::Day => b'0',
+        TimeInForce::Ioc => b'3',
+    }
+}
+
+fn display_code(order: &OrderAck) -> u8 {
+    match (order.hidden, order.post_only) {
+        (true, _) => b'N',
+        (false, true) => b'P',
+        (false, false) => b'Y',
+    }
+}
+
+/// The options echoed on Accepted and Replaced.
+fn ack_options(order: &OrderAck) -> Options {
+    Options {
+        firm: Some(order.firm.0),
+        min_qty: (order.min_qty.0 > 0).then_some(order.min_qty.0),
+        max_floor: (order.max_floor.0 > 0).then_some(order.max_floor.0),
+        customer_type: (order.echo.customer_type != b' ').then_some(order.echo.customer_type),
+        post_only: order.post_only.then_some(b'P'),
+        ..Options::default()
+    }
+}
+
+/// Writes the OUCH message for `event` into `out` and returns its owner, or `None` (and
+/// writes nothing) for market-data events. `symbols[i]` is instrument `i`'s symbol.
+pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Option<OwnerId> {
+    let ts = U64::new(event.ts.0);
+    match event.body {
+        EventBody::Accepted { owner, order } => {
+            let m = ouch::OrderAccepted {
+                msg_type: outbound::ACCEPTED,
+                timestamp: ts,
+                user_ref: U32::new(order.user_ref.0),
+                side: order.side.to_byte(),
+                qty: U32::new(order.qty.0),
+                symbol: symbols[usize::from(order.instrument.0)].0,
+                price: U64::new(order.price.0),
+                tif: tif_code(order.tif),
+                display: display_code(&order),
+                order_ref: U64::new(order.order_id.0),
+                capacity: order.echo.capacity,
+                iso: order.echo.iso,
+                cross_type: order.echo.cross_type,
+                order_state: b'L',
+                clordid: order.echo.clordid,
+                appendage_len: U16::ZERO,
+            };
+            write_with_options(out, &m, &ack_options(&order));
+            Some(owner)
+        }
+        EventBody::Replaced {
+            owner,
+            orig_user_ref,
+            order,
+        } => {
+            let m = ouch::OrderReplaced {
+                msg_type: outbound::REPLACED,
+                timestamp: ts,
+                orig_user_ref: U32::new(orig_user_ref.0),
+                user_ref: U32::new(order.user_ref.0),
+                side: order.side.to_byte(),
+                qty: U32::new(order.qty.0),
+                symbol: symbols[usize::from(order.instrument.0)].0,
+                price: U64::new(order.price.0),
+                tif: tif_code(order.tif),
+                display: display_code(&order),
+                order_ref: U64::new(order.order_id.0),
+                capacity: order.echo.capacity,
+                iso: order.echo.iso,
+                cross_type: order.echo.cross_type,
+                order_state: b'L',
+                clordid: order.echo.clordid,
+                appendage_len: U16::ZERO,
+            };
+            write_with_options(out, &m, &ack_options(&order));
+            Some(owner)
+        }
+        EventBody::Rejected {
+            owner,
+            user_ref,
+            reason,
+            clordid,
+        } => {
+            let m = ouch::Rejected {
+                msg_type: outbound::REJECTED,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+                reason: U16::new(reject_code(reason)),
+                clordid,
+            };
+            write_fixed(out, &m);
+            Some(owner)
+        }
+        EventBody::Canceled {
+            owner,
+            user_ref,
+            qty,
+            reason,
+            ..
+        } => {
+            let m = ouch::OrderCanceled {
+                msg_type: outbound::CANCELED,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+                qty: U32::new(qty.0),
+                reason: cancel_code(reason),
+            };
+            write_fixed(out, &m);
+            Some(owner)
+        }
+        EventBody::AiqCanceled {
+            owner,
+            user_ref,
+            qty,
+            prevented,
+            price,
+            liquidity,
+            ..
+        } => {
+            let m = ouch::AiqCanceled {
+                msg_type: outbound::AIQ_CANCELED,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+                decrement: U32::new(qty.0),
+                reason: b'Q',
+                prevented: U32::new(prevented.0),
+                price: U64::new(price.0),
+                liquidity: liquidity_code(liquidity),
+            };
+            write_fixed(out, &m);
+            Some(owner)
+        }
+        EventBody::Executed {
+            owner,
+            user_ref,
+            qty,
+            price,
+            liquidity,
+            match_id,
+            ..
+        } => {
+            let m = ouch::OrderExecuted {
+                msg_type: outbound::EXECUTED,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+                qty: U32::new(qty.0),
+                price: U64::new(price.0),
+                liquidity: liquidity_code(liquidity),
+                match_number: U64::new(match_id.0),
+                appendage_len: U16::ZERO,
+            };
+            write_with_options(out, &m, &Options::default());
+            Some(owner)
+        }
+        EventBody::Modified {
+            owner,
+            user_ref,
+            side,
+            qty,
+        } => {
+            let m = ouch::OrderModified {
+                msg_type: outbound::MODIFIED,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+                side: side.to_byte(),
+                qty: U32::new(qty.0),
+            };
+            write_fixed(out, &m);
+            Some(owner)
+        }
+        EventBody::CancelRejected { owner, user_ref } => {
+            let m = ouch::CancelReject {
+                msg_type: outbound::CANCEL_REJECT,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+            };
+            write_fixed(out, &m);
+            Some(owner)
+        }
+        EventBody::Restated {
+            owner,
+            user_ref,
+            display_qty,
+            md_ref,
+        } => {
+            let m = ouch::OrderRestated {
+                msg_type: outbound::RESTATED,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+                reason: b'R',
+                appendage_len: U16::ZERO,
+            };
+            let options = Options {
+                display_qty: Some(display_qty.0),
+                secondary_ord_ref: Some(md_ref.0),
+                ..Options::default()
+            };
+            write_with_options(out, &m, &options);
+            Some(owner)
+        }
+        EventBody::AccountQueried {
+            owner,
+            next_user_ref,
+        } => {
+            let m = ouch::AccountQueryResponse {
+                msg_type: outbound::ACCOUNT_QUERY_RESPONSE,
+                timestamp: ts,
+                next_user_ref: U32::new(next_user_ref.0),
+            };
+            write_fixed(out, &m);
+            Some(owner)
+        }
+        EventBody::MassCanceled {
+            owner,
+            user_ref,
+            firm,
+            symbol,
+            ..
+        } => {
+            let m = ouch::MassCancelResponse {
+                msg_type: outbound::MASS_CANCEL_RESPONSE,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+                firm: firm.0,
+                symbol: symbol.0,
+                appendage_len: U16::ZERO,
+            };
+            write_with_options(out, &m, &Options::default());
+            Some(owner)
+        }
+        EventBody::MdAdd { .. }
+        | EventBody::MdExecute { .. }
+        | EventBody::MdCancel { .. }
+        | EventBody::MdDelete { .. }
+        | EventBody::MdReplace { .. }
+        | EventBody::MdTrade { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{MatchId, OrderId, Price, Qty, Timestamp, UserRef};
+    use crate::wire::ouch::{Outbound, decode_outbound};
+
+    #[test]
+    fn execution_matches_the_protocol_vector_o3() {
+        // O3 from the protocol notes: user ref 1, 40 @ 150.2500, added, match 5000001.
+        let event = Event {
+            ts: Timestamp(34_200_000_500_000),
+            body: EventBody::Executed {
+                owner: OwnerId(0),
+                user_ref: UserRef(1),
+                order_id: OrderId(7),
+                qty: Qty(40),
+                price: Price(1_502_500),
+                liquidity: Liquidity::Added,
+                match_id: MatchId(5_000_001),
+                leaves: Qty(60),
+            },
+        };
+        let mut out = Vec::new();
+        assert_eq!(encode_event(&event, &[], &mut out), Some(OwnerId(0)));
+        let expected = [
+            0x45, 0x00, 0x00, 0x1f, 0x1a, 0xce, 0xe1, 0x91, 0x20, 0x00, 0x00, 0x00, 0x01, 0x00,
+            0x00, 0x00, 0x28, 0x00, 0x00, 0x00, 0x00, 0x00, 0x16, 0xed, 0x24, 0x41, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x4c, 0x4b, 0x41, 0x00, 0x00,
+        ];
+        assert_eq!(out, expected);
+        assert!(matches!(decode_outbound(&out), Ok(Outbound::Executed(..))));
+    }
+
+    #[test]
+    fn feed_events_are_not_order_entry_messages() {
+        let event = Event {
+            ts: Timestamp(1),
+            body: EventBody::MdDelete {
+                instrument: crate::types::InstrumentId(0),
+                md_ref: OrderId(1),
+            },
+        };
+        let mut out = Vec::new();
+        assert_eq!(encode_event(&event, &[], &mut out), None);
+        assert!(out.is_empty());
+    }
+}

@@ -1,0 +1,745 @@
+//! Stages 1 and 4, the gateway thread: one `mio` poll loop owns every socket.
+//!
+//! Ingress: accept, frame SoupBinTCP, log in, decode OUCH, and push commands into the
+//! matcher's ring. It reads only while that ring has room, so a full pipeline leaves bytes
+//! in the kernel (backpressure) and nothing is dropped or queued without bound.
+//! Egress: take events that the journal writer released, encode them as OUCH, append them
+//! to their user's sequenced store, and write from that store to the user's connection.
+//! A reader that falls `session_queue_bytes_max` behind is disconnected; it can log in
+//! again with a sequence number and resume. The gateway never blocks: commands it cannot
+//! push yet (disconnects, the shutdown marker) wait in a bounded queue.
+
+mod egress;
+mod ingress;
+mod session;
+
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+
+pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
+pub use ingress::to_command;
+use session::UserSession;
+
+use crate::book::{Command, CommandBody};
+use crate::config::Config;
+use crate::pipeline::{Record, Ring, WaitStrategy};
+use crate::types::{OwnerId, Symbol, Timestamp};
+use crate::wire::ouch::decode_inbound;
+use crate::wire::soupbin::{self, ClientPacket, kind};
+
+/// Token of the listening socket.
+const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the waker that egress producers use.
+pub const WAKER: Token = Token(usize::MAX - 2);
+/// Longest poll timeout, so timers and the shutdown flag are seen promptly.
+const POLL_MAX: Duration = Duration::from_millis(20);
+/// How often timers are checked.
+const TIMER_PERIOD: Duration = Duration::from_millis(10);
+/// Idle loop rounds with zero-timeout polls before sleeping in `poll`.
+const SPIN_ROUNDS_MAX: u32 = 64;
+/// Control bytes (login replies, heartbeats, debug text) queued per connection at most.
+const CONTROL_BYTES_MAX: usize = 4096;
+/// How long a shutdown waits for clients to take their last messages.
+const FINISH_MAX: Duration = Duration::from_secs(2);
+
+/// Gateway settings taken from the configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    session: [u8; 10],
+    login_timeout: Duration,
+    heartbeat_interval: Duration,
+    client_timeout: Duration,
+    connections_max: usize,
+    packet_len_max: usize,
+    session_queue_bytes_max: usize,
+    wait: WaitStrategy,
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    /// Bytes read and not yet framed.
+    buf: Box<[u8]>,
+    len: usize,
+    /// Control packets not yet written; written before any sequenced data.
+    control: Vec<u8>,
+    user: Option<usize>,
+    opened: Instant,
+    last_rx: Instant,
+    last_tx: Instant,
+    /// Close once `control` is written (after a login reject or a protocol error).
+    closing: bool,
+    /// End of Session queued (shutdown).
+    ended: bool,
+}
+
+/// The gateway: ingress and egress on one thread.
+pub struct Gateway {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Vec<Option<Conn>>,
+    users: Vec<UserSession>,
+    symbols: Vec<Symbol>,
+    inbound: Arc<Ring<Record>>,
+    outbound: Arc<Ring<Record>>,
+    settings: Settings,
+    shutdown: Arc<AtomicBool>,
+    /// Commands waiting for room in the matcher's ring, in order.
+    deferred: VecDeque<Record>,
+    /// Connections with bytes left to frame once the matcher's ring has room.
+    waiting: Vec<usize>,
+    /// Users whose store grew in this egress round.
+    dirty: Vec<bool>,
+    started: Instant,
+}
+
+fn ns_since_midnight() -> Timestamp {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp((now.as_nanos() % 86_400_000_000_000) as u64)
+}
+
+impl Gateway {
+    /// Builds the gateway around a bound listener. `poll` must be the one the egress
+    /// ring's waker is registered with.
+    pub fn new(
+        config: &Config,
+        poll: Poll,
+        mut listener: TcpListener,
+        inbound: Arc<Ring<Record>>,
+        outbound: Arc<Ring<Record>>,
+        shutdown: Arc<AtomicBool>,
+    ) -> io::Result<Gateway> {
+        let g = &config.gateway;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let book = config.book_config().expect("validated at load");
+        let users = config
+            .users
+            .iter()
+            .zip(&book.owners)
+            .enumerate()
+            .map(|(i, (u, o))| {
+                UserSession::new(u, OwnerId(i as u16), o.firm, g.session_store_bytes)
+            })
+            .collect();
+        Ok(Gateway {
+            poll,
+            listener: Some(listener),
+            conns: (0..g.connections_max).map(|_| None).collect(),
+            users,
+            symbols: book.instruments.iter().map(|i| i.symbol).collect(),
+            inbound,
+            outbound,
+            settings: Settings {
+                session: soupbin::right_justified(&g.session),
+                login_timeout: Duration::from_millis(g.login_timeout_ms),
+                heartbeat_interval: Duration::from_millis(g.heartbeat_interval_ms),
+                client_timeout: Duration::from_millis(g.client_timeout_ms),
+                connections_max: g.connections_max,
+                packet_len_max: g.packet_len_max,
+                session_queue_bytes_max: g.session_queue_bytes_max,
+                wait: config.wait_strategy(),
+            },
+            shutdown,
+            deferred: VecDeque::with_capacity(g.connections_max + 1),
+            waiting: Vec::with_capacity(g.connections_max),
+            dirty: vec![false; config.users.len()],
+            started: Instant::now(),
+        })
+    }
+
+    /// Runs until shutdown has drained the pipeline and clients got End of Session.
+    pub fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(256);
+        let mut idle = 0u32;
+        let mut last_timers = Instant::now();
+        let mut draining = false;
+        loop {
+            let mut busy = false;
+            match self.egress() {
+                Egress::Done => return self.finish(),
+                Egress::Moved => busy = true,
+                Egress::Idle => {}
+            }
+            busy |= self.push_deferred();
+            if !draining {
+                busy |= self.serve_waiting();
+            }
+            if !draining && self.shutdown.load(Ordering::Relaxed) {
+                draining = true;
+                self.begin_drain();
+            }
+            let timeout = self.poll_timeout(busy, &mut idle);
+            self.poll.poll(&mut events, Some(timeout))?;
+            self.outbound.woke();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(i) => {
+                        if event.is_readable() && !draining {
+                            self.serve(i);
+                        }
+                        if event.is_writable() {
+                            self.flush(i);
+                        }
+                    }
+                }
+            }
+            if last_timers.elapsed() >= TIMER_PERIOD {
+                last_timers = Instant::now();
+                self.check_timers(last_timers);
+            }
+        }
+    }
+
+    fn poll_timeout(&self, busy: bool, idle: &mut u32) -> Duration {
+        if busy || !self.deferred.is_empty() {
+            *idle = 0;
+            return Duration::ZERO;
+        }
+        *idle = idle.saturating_add(1);
+        if self.settings.wait == WaitStrategy::BusySpin || *idle < SPIN_ROUNDS_MAX {
+            return Duration::ZERO;
+        }
+        // Announce the sleep to egress producers, then re-check their ring.
+        if self.outbound.prepare_sleep() {
+            POLL_MAX
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Stop accepting and reading; send the shutdown marker after the last command.
+    fn begin_drain(&mut self) {
+        if let Some(mut listener) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.waiting.clear();
+        self.deferred.push_back(Record::Shutdown);
+        eprintln!("ironmatch gateway: shutting down: draining the pipeline");
+    }
+
+    fn push_deferred(&mut self) -> bool {
+        let mut pushed = false;
+        while let Some(record) = self.deferred.front() {
+            if self.inbound.try_push(*record).is_err() {
+                break;
+            }
+            self.deferred.pop_front();
+            pushed = true;
+        }
+        if pushed {
+            self.inbound.notify();
+        }
+        pushed
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let (mut stream, peer) = match listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) => {
+                    eprintln!("ironmatch gateway: accept failed: {e}");
+                    return;
+                }
+            };
+            let Some(slot) = self.conns.iter().position(Option::is_none) else {
+                eprintln!(
+                    "ironmatch gateway: {peer}: refused, {} connections open",
+                    self.settings.connections_max
+                );
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            if let Err(e) = self.poll.registry().register(
+                &mut stream,
+                Token(slot),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                eprintln!("ironmatch gateway: {peer}: register failed: {e}");
+                continue;
+            }
+            let now = Instant::now();
+            self.conns[slot] = Some(Conn {
+                stream,
+                peer,
+                buf: vec![0; self.settings.packet_len_max + 2].into_boxed_slice(),
+                len: 0,
+                control: Vec::with_capacity(CONTROL_BYTES_MAX),
+                user: None,
+                opened: now,
+                last_rx: now,
+                last_tx: now,
+                closing: false,
+                ended: false,
+            });
+        }
+    }
+
+    /// Reads and frames a connection's input while the matcher's ring has room.
+    fn serve(&mut self, i: usize) {
+        loop {
+            match self.frame_input(i) {
+                Framed::Blocked => {
+                    if !self.waiting.contains(&i) {
+                        self.waiting.push(i);
+                    }
+                    return;
+                }
+                Framed::Closed => return,
+                Framed::NeedBytes => {}
+            }
+            let Some(conn) = self.conns[i].as_mut() else {
+                return;
+            };
+            let len = conn.len;
+            match conn.stream.read(&mut conn.buf[len..]) {
+                Ok(0) => return self.close(i, "peer closed the connection"),
+                Ok(n) => {
+                    conn.len += n;
+                    conn.last_rx = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.close(i, &format!("read failed: {e}")),
+            }
+        }
+    }
+
+    /// Connections that stopped for lack of room, served again once there is room.
+    fn serve_waiting(&mut self) -> bool {
+        if self.waiting.is_empty() || self.inbound.room() == 0 || !self.deferred.is_empty() {
+            return false;
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        for &i in &waiting {
+            self.serve(i);
+        }
+        let mut back = waiting;
+        back.clear();
+        back.append(&mut self.waiting);
+        self.waiting = back;
+        true
+    }
+
+    /// Handles every complete packet in the connection's buffer.
+    fn frame_input(&mut self, i: usize) -> Framed {
+        let Some(conn) = self.conns[i].as_mut() else {
+            return Framed::Closed;
+        };
+        // Take the buffer out so packets can be handled with `&mut self`; an empty boxed
+        // slice does not allocate.
+        let buf = std::mem::take(&mut conn.buf);
+        let len = conn.len;
+        let mut used = 0;
+        let mut pushed = false;
+        let outcome = loop {
+            if self.conns[i].as_ref().is_none_or(|c| c.closing) {
+                break Framed::Closed;
+            }
+            let frame = match soupbin::next_frame(&buf[used..len], self.settings.packet_len_max) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break Framed::NeedBytes,
+                Err(e) => {
+                    self.protocol_error(i, &format!("bad frame: {e}"));
+                    break Framed::Closed;
+                }
+            };
+            // A packet yields at most one command: take it only if it can be pushed.
+            if self.inbound.room() == 0 || !self.deferred.is_empty() {
+                break Framed::Blocked;
+            }
+            pushed |= self.on_packet(i, &frame);
+            used += frame.len;
+        };
+        if let Some(conn) = self.conns[i].as_mut() {
+            conn.buf = buf;
+            conn.buf.copy_within(used..len, 0);
+            conn.len = len - used;
+        }
+        if pushed {
+            self.inbound.notify();
+        }
+        outcome
+    }
+
+    /// Handles one packet; returns whether a command was pushed.
+    fn on_packet(&mut self, i: usize, frame: &soupbin::Frame<'_>) -> bool {
+        let packet = match soupbin::decode_client(frame) {
+            Ok(p) => p,
+            Err(e) => {
+                self.protocol_error(i, &format!("bad packet: {e}"));
+                return false;
+            }
+        };
+        let user = self.conns[i].as_ref().and_then(|c| c.user);
+        match (user, packet) {
+            (None, ClientPacket::Login(req)) => {
+                self.login(i, req);
+                false
+            }
+            (None, _) => {
+                self.protocol_error(i, "nothing but a Login Request is accepted before login");
+                false
+            }
+            (Some(_), ClientPacket::Login(_)) => {
+                self.protocol_error(i, "already logged in");
+                false
+            }
+            (Some(u), ClientPacket::Unsequenced(msg)) => self.on_message(i, u, msg),
+            (Some(_), ClientPacket::Heartbeat | ClientPacket::Debug(_)) => false,
+            (Some(_), ClientPacket::Logout) => {
+                self.close(i, "logout");
+                false
+            }
+        }
+    }
+
+    fn login(&mut self, i: usize, req: &soupbin::LoginRequest) {
+        let name = soupbin::trimmed(&req.username);
+        let found = self
+            .users
+            .iter()
+            .position(|u| u.username.as_bytes().eq_ignore_ascii_case(name));
+        let session = soupbin::trimmed(&req.requested_session);
+        let requested = soupbin::parse_number(&req.requested_sequence);
+        let verdict = match found {
+            Some(u) if self.users[u].password_matches(&req.password) => {
+                if !session.is_empty() && session != soupbin::trimmed(&self.settings.session) {
+                    Err((soupbin::REJECT_SESSION_UNAVAILABLE, "unknown session"))
+                } else if self.users[u].conn.is_some() {
+                    Err((
+                        soupbin::REJECT_SESSION_UNAVAILABLE,
+                        "user already logged in",
+                    ))
+                } else {
+                    requested
+                        .map(|seq| (u, seq))
+                        .map_err(|_| (soupbin::REJECT_SESSION_UNAVAILABLE, "bad sequence number"))
+                }
+            }
+            _ => Err((soupbin::REJECT_NOT_AUTHORIZED, "bad username or password")),
+        };
+        let Some(conn) = self.conns[i].as_mut() else {
+            return;
+        };
+        match verdict {
+            Ok((u, seq)) => {
+                let user = &mut self.users[u];
+                let first = user.start_at(seq);
+                user.conn = Some(i);
+                conn.user = Some(u);
+                soupbin::write_login_accepted(&mut conn.control, &self.settings.session, first);
+                eprintln!(
+                    "ironmatch gateway: {}: {} logged in, sending from {first}",
+                    conn.peer, user.username
+                );
+            }
+            Err((code, why)) => {
+                soupbin::write_login_rejected(&mut conn.control, code);
+                conn.closing = true;
+                eprintln!("ironmatch gateway: {}: login rejected: {why}", conn.peer);
+            }
+        }
+        self.flush(i);
+    }
+
+    /// Decodes an OUCH message and pushes its command; returns whether one was pushed.
+    fn on_message(&mut self, i: usize, u: usize, msg: &[u8]) -> bool {
+        let decoded = match decode_inbound(msg) {
+            Ok(m) => m,
+            Err(e) => {
+                self.protocol_error(i, &format!("bad OUCH message: {e}"));
+                return false;
+            }
+        };
+        let user = &mut self.users[u];
+        let now_ns = self.started.elapsed().as_nanos() as u64;
+        let body = if ingress::is_throttled(&decoded) && !user.bucket.try_take(now_ns) {
+            let (user_ref, clordid) = ingress::reject_target(&decoded);
+            CommandBody::GatewayReject {
+                user_ref,
+                reason: crate::book::RejectReason::Throttled,
+                clordid,
+            }
+        } else {
+            to_command(&decoded, user.firm)
+        };
+        let cmd = Command {
+            ts: ns_since_midnight(),
+            owner: user.owner,
+            body,
+        };
+        let pushed = self.inbound.try_push(Record::Command(cmd));
+        debug_assert!(
+            pushed.is_ok(),
+            "room was checked before the packet was taken"
+        );
+        pushed.is_ok()
+    }
+
+    /// Tells the peer why in a Debug packet, then closes after writing it.
+    fn protocol_error(&mut self, i: usize, why: &str) {
+        let Some(conn) = self.conns[i].as_mut() else {
+            return;
+        };
+        eprintln!("ironmatch gateway: {}: {why}; closing", conn.peer);
+        if conn.control.len() + why.len() < CONTROL_BYTES_MAX {
+            soupbin::write_packet(&mut conn.control, kind::DEBUG, why.as_bytes());
+        }
+        conn.closing = true;
+        self.flush(i);
+    }
+
+    /// Closes a connection now. A logged-in user's session lives on; its orders are
+    /// canceled if the user has cancel-on-disconnect (the matcher decides).
+    fn close(&mut self, i: usize, why: &str) {
+        let Some(mut conn) = self.conns[i].take() else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.waiting.retain(|w| *w != i);
+        match conn.user {
+            Some(u) => {
+                let user = &mut self.users[u];
+                user.conn = None;
+                eprintln!(
+                    "ironmatch gateway: {}: {} disconnected: {why}",
+                    conn.peer, user.username
+                );
+                self.deferred.push_back(Record::Command(Command {
+                    ts: ns_since_midnight(),
+                    owner: user.owner,
+                    body: CommandBody::Disconnect,
+                }));
+            }
+            None => eprintln!(
+                "ironmatch gateway: {}: closed before login: {why}",
+                conn.peer
+            ),
+        }
+    }
+
+    /// Writes what a connection has pending: control packets first, then sequenced data.
+    fn flush(&mut self, i: usize) {
+        let Some(conn) = self.conns[i].as_mut() else {
+            return;
+        };
+        let result =
+            write_all_nonblocking(&mut conn.stream, &mut conn.control).and_then(|progress| {
+                let mut total = progress;
+                if conn.control.is_empty()
+                    && let Some(u) = conn.user
+                {
+                    let user = &mut self.users[u];
+                    let n = write_some(&mut conn.stream, user.unsent())?;
+                    user.sent += n;
+                    total += n;
+                }
+                Ok(total)
+            });
+        match result {
+            Ok(n) => {
+                if n > 0 {
+                    conn.last_tx = Instant::now();
+                }
+                if conn.closing && conn.control.is_empty() {
+                    self.close(i, "closed by the server");
+                }
+            }
+            Err(e) => self.close(i, &format!("write failed: {e}")),
+        }
+    }
+
+    /// Moves released events into their users' stores and writes them out.
+    fn egress(&mut self) -> Egress {
+        let mut moved = false;
+        for _ in 0..crate::journal::BATCH_LEN_MAX {
+            match self.outbound.try_pop() {
+                Some(Record::Event(event)) => {
+                    moved = true;
+                    let owner = match &event.body {
+                        b if is_market_data(b) => continue,
+                        b => owner_of(b),
+                    };
+                    let u = usize::from(owner.0);
+                    let symbols = &self.symbols;
+                    self.users[u].append(|out| {
+                        encode_event(&event, symbols, out);
+                    });
+                    self.dirty[u] = true;
+                }
+                Some(Record::Shutdown) => return Egress::Done,
+                Some(Record::Command(_)) => {}
+                None => break,
+            }
+        }
+        if !moved {
+            return Egress::Idle;
+        }
+        for u in 0..self.users.len() {
+            if !std::mem::take(&mut self.dirty[u]) {
+                continue;
+            }
+            let Some(i) = self.users[u].conn else {
+                continue;
+            };
+            self.flush(i);
+            if self.users[u].conn.is_some()
+                && self.users[u].unsent().len() > self.settings.session_queue_bytes_max
+            {
+                self.close(
+                    i,
+                    "slow reader: session queue limit reached (log in again to resume)",
+                );
+            }
+        }
+        Egress::Moved
+    }
+
+    fn check_timers(&mut self, now: Instant) {
+        for i in 0..self.conns.len() {
+            let Some(conn) = self.conns[i].as_mut() else {
+                continue;
+            };
+            if conn.user.is_none() {
+                if now.duration_since(conn.opened) >= self.settings.login_timeout {
+                    self.close(i, "no login in time");
+                }
+                continue;
+            }
+            if now.duration_since(conn.last_rx) >= self.settings.client_timeout {
+                self.close(i, "client silent too long");
+                continue;
+            }
+            if now.duration_since(conn.last_tx) >= self.settings.heartbeat_interval
+                && conn.control.is_empty()
+            {
+                soupbin::write_empty(&mut conn.control, kind::SERVER_HEARTBEAT);
+                self.flush(i);
+            }
+        }
+    }
+
+    /// After the pipeline drained: every client gets its last messages and End of Session.
+    fn finish(mut self) -> io::Result<()> {
+        let deadline = Instant::now() + FINISH_MAX;
+        let mut events = Events::with_capacity(64);
+        while Instant::now() < deadline {
+            let mut open = 0;
+            for i in 0..self.conns.len() {
+                self.flush(i);
+                let Some(conn) = self.conns[i].as_mut() else {
+                    continue;
+                };
+                let caught_up = conn.user.is_none_or(|u| self.users[u].unsent().is_empty());
+                if caught_up && !conn.ended {
+                    soupbin::write_empty(&mut conn.control, kind::END_OF_SESSION);
+                    conn.ended = true;
+                    conn.closing = true;
+                    self.flush(i);
+                }
+                open += usize::from(self.conns[i].is_some());
+            }
+            if open == 0 {
+                break;
+            }
+            self.poll
+                .poll(&mut events, Some(Duration::from_millis(10)))?;
+        }
+        for i in 0..self.conns.len() {
+            self.close(i, "shutdown");
+        }
+        eprintln!("ironmatch gateway: stopped");
+        Ok(())
+    }
+}
+
+fn is_market_data(body: &crate::book::EventBody) -> bool {
+    use crate::book::EventBody as E;
+    matches!(
+        body,
+        E::MdAdd { .. }
+            | E::MdExecute { .. }
+            | E::MdCancel { .. }
+            | E::MdDelete { .. }
+            | E::MdReplace { .. }
+            | E::MdTrade { .. }
+    )
+}
+
+fn owner_of(body: &crate::book::EventBody) -> OwnerId {
+    use crate::book::EventBody as E;
+    match body {
+        E::Accepted { owner, .. }
+        | E::Rejected { owner, .. }
+        | E::Replaced { owner, .. }
+        | E::Canceled { owner, .. }
+        | E::AiqCanceled { owner, .. }
+        | E::Executed { owner, .. }
+        | E::Modified { owner, .. }
+        | E::CancelRejected { owner, .. }
+        | E::Restated { owner, .. }
+        | E::AccountQueried { owner, .. }
+        | E::MassCanceled { owner, .. } => *owner,
+        other => unreachable!("market data has no owner: {other:?}"),
+    }
+}
+
+/// Writes as much of `buf` as the socket takes and removes it from `buf`.
+fn write_all_nonblocking(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    let n = write_some(stream, buf)?;
+    buf.drain(..n);
+    Ok(n)
+}
+
+/// Writes as much of `bytes` as the socket takes now.
+fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    let mut done = 0;
+    while done < bytes.len() {
+        match stream.write(&bytes[done..]) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "socket took nothing",
+                ));
+            }
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
+
+/// What framing a connection's buffer came to.
+enum Framed {
+    /// Every complete packet handled; more bytes are needed.
+    NeedBytes,
+    /// Stopped: the matcher's ring is full.
+    Blocked,
+    /// The connection was closed.
+    Closed,
+}
+
+/// What one egress round did.
+enum Egress {
+    Idle,
+    Moved,
+    Done,
+}

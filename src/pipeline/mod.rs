@@ -1,0 +1,266 @@
+//! Rings between stages, the wait strategy, and thread pinning.
+//!
+//! Each ring is a bounded, lock-free `crossbeam` `ArrayQueue` of fixed-size [`Record`]s with
+//! one producer and one consumer. A consumer that finds its ring empty spins, then yields,
+//! then (with [`WaitStrategy::SpinPark`]) announces that it sleeps and parks; a producer
+//! wakes it only when it announced that, so a busy pipeline pays no wake-up cost at all.
+//! A producer that finds the ring full waits for room: rings apply backpressure, never
+//! drop and never grow.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crossbeam::queue::ArrayQueue;
+use crossbeam::sync::Unparker;
+
+use crate::book::{Command, Event};
+
+/// What travels through the rings: commands into the matcher, commands and events into
+/// the journal writer, events to egress. `Shutdown` follows the last record and drains
+/// the pipeline stage by stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// An input, in sequence.
+    Command(Command),
+    /// An output of the command before it.
+    Event(Event),
+    /// No more records will follow.
+    Shutdown,
+}
+
+// One record is copied per hop; keep it within two cache lines.
+const _: () = assert!(size_of::<Record>() <= 128);
+
+/// How an idle consumer waits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitStrategy {
+    /// Spin forever: lowest latency, one core per stage. Only with dedicated cores.
+    BusySpin,
+    /// Spin, then yield the core between checks.
+    SpinYield,
+    /// Spin, then yield, then sleep until woken (or a short timeout). The default: three
+    /// stages share two cores without starving each other.
+    SpinPark,
+}
+
+impl WaitStrategy {
+    /// Parses the configuration value.
+    pub fn parse(text: &str) -> Option<WaitStrategy> {
+        match text {
+            "busy_spin" => Some(WaitStrategy::BusySpin),
+            "spin_yield" => Some(WaitStrategy::SpinYield),
+            "spin_park" => Some(WaitStrategy::SpinPark),
+            _ => None,
+        }
+    }
+}
+
+/// Rounds of `spin_loop` before yielding.
+const SPINS_MAX: u32 = 200;
+/// Rounds of `yield_now` before parking.
+const YIELDS_MAX: u32 = 50;
+/// Longest park; a lost wake-up costs at most this.
+const PARK_MAX: Duration = Duration::from_millis(2);
+
+/// How a sleeping consumer is woken.
+#[derive(Debug)]
+pub enum Wake {
+    /// A thread parked with a `crossbeam` `Parker`.
+    Thread(Unparker),
+    /// A `mio` poll loop.
+    Poll(Arc<mio::Waker>),
+}
+
+/// A bounded single-producer, single-consumer ring with sleep/wake support.
+#[derive(Debug)]
+pub struct Ring<T> {
+    queue: ArrayQueue<T>,
+    /// Set by the consumer just before it sleeps; read by the producer after a batch.
+    sleeping: AtomicBool,
+    wake: Wake,
+}
+
+impl<T> Ring<T> {
+    /// A ring of `capacity` records whose consumer is woken through `wake`.
+    pub fn new(capacity: usize, wake: Wake) -> Ring<T> {
+        Ring {
+            queue: ArrayQueue::new(capacity),
+            sleeping: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    /// Adds a record, or gives it back if the ring is full.
+    #[inline]
+    pub fn try_push(&self, record: T) -> Result<(), T> {
+        self.queue.push(record)
+    }
+
+    /// Adds a record, waiting for room (backpressure). Wakes the consumer while waiting,
+    /// since it may be asleep on a ring we filled.
+    pub fn push(&self, mut record: T) {
+        let mut idle = 0u32;
+        loop {
+            match self.queue.push(record) {
+                Ok(()) => return,
+                Err(back) => {
+                    record = back;
+                    self.notify();
+                    backoff(&mut idle);
+                }
+            }
+        }
+    }
+
+    /// Takes a record if there is one.
+    #[inline]
+    pub fn try_pop(&self) -> Option<T> {
+        self.queue.pop()
+    }
+
+    /// Records waiting.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Whether no record waits.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Free slots.
+    #[inline]
+    pub fn room(&self) -> usize {
+        self.queue.capacity() - self.queue.len()
+    }
+
+    /// Called by the producer after pushing a batch: wakes the consumer if it sleeps.
+    #[inline]
+    pub fn notify(&self) {
+        // SeqCst pairs with the consumer's store-then-recheck in `prepare_sleep`: either
+        // the consumer sees our records, or we see its flag.
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.sleeping.store(false, Ordering::SeqCst);
+            match &self.wake {
+                Wake::Thread(unparker) => unparker.unpark(),
+                Wake::Poll(waker) => {
+                    // A failed wake only delays the consumer until its poll timeout.
+                    let _ = waker.wake();
+                }
+            }
+        }
+    }
+
+    /// Called by the consumer before sleeping: announces it, then re-checks the ring.
+    /// Returns false (and takes the announcement back) if records arrived meanwhile.
+    pub fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if self.queue.is_empty() {
+            true
+        } else {
+            self.sleeping.store(false, Ordering::SeqCst);
+            false
+        }
+    }
+
+    /// Called by the consumer after waking.
+    pub fn woke(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
+/// A producer waiting for room: spin, then yield, then short sleeps.
+fn backoff(idle: &mut u32) {
+    *idle = idle.saturating_add(1);
+    if *idle < SPINS_MAX {
+        std::hint::spin_loop();
+    } else if *idle < SPINS_MAX + YIELDS_MAX {
+        std::thread::yield_now();
+    } else {
+        std::thread::sleep(Duration::from_micros(50));
+    }
+}
+
+/// Waits for records on `ring` according to `strategy`, counting idle rounds in `idle`
+/// (reset it to 0 whenever records were found). `parker` is the consumer thread's own.
+pub fn idle_wait<T>(
+    ring: &Ring<T>,
+    strategy: WaitStrategy,
+    idle: &mut u32,
+    parker: &crossbeam::sync::Parker,
+) {
+    *idle = idle.saturating_add(1);
+    match strategy {
+        WaitStrategy::BusySpin => std::hint::spin_loop(),
+        _ if *idle < SPINS_MAX => std::hint::spin_loop(),
+        WaitStrategy::SpinYield => std::thread::yield_now(),
+        WaitStrategy::SpinPark if *idle < SPINS_MAX + YIELDS_MAX => std::thread::yield_now(),
+        WaitStrategy::SpinPark => {
+            if ring.prepare_sleep() {
+                parker.park_timeout(PARK_MAX);
+                ring.woke();
+            }
+        }
+    }
+}
+
+/// Pins the current thread to `core` if one is given. Returns whether it is pinned.
+pub fn pin(core: Option<usize>, stage: &str) -> bool {
+    let Some(id) = core else {
+        return false;
+    };
+    let pinned = core_affinity::set_for_current(core_affinity::CoreId { id });
+    if !pinned {
+        eprintln!("ironmatch: could not pin the {stage} thread to core {id}; running unpinned");
+    }
+    pinned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam::sync::Parker;
+
+    #[test]
+    fn records_cross_threads_in_order_with_backpressure() {
+        let parker = Parker::new();
+        let ring: Arc<Ring<u64>> = Arc::new(Ring::new(8, Wake::Thread(parker.unparker().clone())));
+        let producer = {
+            let ring = Arc::clone(&ring);
+            std::thread::spawn(move || {
+                for i in 0..100_000u64 {
+                    ring.push(i);
+                    if i % 64 == 0 {
+                        ring.notify();
+                    }
+                }
+                ring.notify();
+            })
+        };
+        let mut expected = 0u64;
+        let mut idle = 0;
+        while expected < 100_000 {
+            match ring.try_pop() {
+                Some(v) => {
+                    assert_eq!(v, expected);
+                    expected += 1;
+                    idle = 0;
+                }
+                None => idle_wait(&ring, WaitStrategy::SpinPark, &mut idle, &parker),
+            }
+        }
+        producer.join().unwrap();
+        assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn a_full_ring_gives_the_record_back() {
+        let ring: Ring<u8> = Ring::new(1, Wake::Thread(Parker::new().unparker().clone()));
+        assert_eq!(ring.try_push(1), Ok(()));
+        assert_eq!(ring.try_push(2), Err(2));
+        assert_eq!(ring.room(), 0);
+    }
+}

@@ -1,0 +1,149 @@
+//! The whole pipeline wired in one place, in order. Used by `ironmatch serve` and by tests.
+//!
+//! ```text
+//! 1 gateway (mio) ─ring─► 2 matcher ─ring─► 3 journal writer ─ring─► 4 gateway egress
+//! ```
+//! Stop: set the shutdown flag (SIGINT/SIGTERM do) or call [`Server::stop`]. The gateway
+//! stops accepting and reading, sends a shutdown marker behind the last command, and
+//! when the marker comes back out of egress every reply has been written: clients get
+//! End of Session and every thread ends.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam::sync::Parker;
+use mio::net::TcpListener;
+use mio::{Poll, Waker};
+
+use crate::book::Matcher;
+use crate::config::Config;
+use crate::engine::run_matcher;
+use crate::gateway::{self, Gateway};
+use crate::journal::run_journal;
+use crate::pipeline::{Record, Ring, Wake, pin};
+
+/// A running engine.
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds the listener and starts every stage. Returns once the engine accepts logins.
+    pub fn start(config: &Config) -> io::Result<Server> {
+        let book = config
+            .book_config()
+            .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
+        let wait = config.wait_strategy();
+        let p = &config.pipeline;
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), gateway::WAKER)?);
+        let matcher_parker = Parker::new();
+        let journal_parker = Parker::new();
+
+        // Rings: gateway -> matcher -> journal writer -> gateway egress.
+        let to_matcher: Arc<Ring<Record>> = Arc::new(Ring::new(
+            p.ring_capacity,
+            Wake::Thread(matcher_parker.unparker().clone()),
+        ));
+        let to_journal: Arc<Ring<Record>> = Arc::new(Ring::new(
+            p.ring_capacity,
+            Wake::Thread(journal_parker.unparker().clone()),
+        ));
+        let to_egress: Arc<Ring<Record>> =
+            Arc::new(Ring::new(p.ring_capacity, Wake::Poll(Arc::clone(&waker))));
+
+        let addr: SocketAddr = config.gateway.listen.parse().map_err(io::Error::other)?;
+        let listener = TcpListener::bind(addr)?;
+        let local_addr = listener.local_addr()?;
+        let mut threads = Vec::new();
+
+        // 1 + 4: the gateway owns every socket, for ingress and egress.
+        let gateway = Gateway::new(
+            config,
+            poll,
+            listener,
+            Arc::clone(&to_matcher),
+            Arc::clone(&to_egress),
+            Arc::clone(&shutdown),
+        )?;
+        let core = p.gateway_core;
+        threads.push(spawn("im-gateway", move || {
+            pin(core, "gateway");
+            if let Err(e) = gateway.run() {
+                eprintln!("ironmatch gateway: stopped on error: {e}");
+            }
+        })?);
+
+        // 2: the matcher, the single sequencer.
+        let matcher = Matcher::new(&book);
+        let (input, output, core) = (
+            Arc::clone(&to_matcher),
+            Arc::clone(&to_journal),
+            p.matcher_core,
+        );
+        threads.push(spawn("im-matcher", move || {
+            pin(core, "matcher");
+            run_matcher(matcher, &input, &output, wait, &matcher_parker);
+        })?);
+
+        // 3: the journal writer releases events to egress.
+        let (input, output, core) = (to_journal, to_egress, p.journal_core);
+        threads.push(spawn("im-journal", move || {
+            pin(core, "journal");
+            run_journal(&input, &output, wait, &journal_parker);
+        })?);
+
+        Ok(Server {
+            local_addr,
+            shutdown,
+            waker,
+            threads,
+        })
+    }
+
+    /// Where the gateway listens.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The flag that starts a graceful shutdown when set (for signal handlers).
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.shutdown)
+    }
+
+    /// Starts a graceful shutdown and waits for it.
+    pub fn stop(self) -> io::Result<()> {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+        self.wait()
+    }
+
+    /// Waits until every stage has ended. Errs if one panicked.
+    pub fn wait(self) -> io::Result<()> {
+        let mut failed = Vec::new();
+        for t in self.threads {
+            let name = t.thread().name().unwrap_or("?").to_string();
+            if t.join().is_err() {
+                failed.push(name);
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "stage threads panicked: {failed:?}"
+            )))
+        }
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name.to_string()).spawn(f)
+}
