@@ -1,6 +1,7 @@
 //! The `ironmatch` command: wiring only (load config, build, run).
 #![forbid(unsafe_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -97,7 +98,9 @@ fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
         }
     }
     let p = &config.pipeline;
-    println!(
+    // Status lines ignore write errors: a closed stdout must not stop the engine.
+    let _ = writeln!(
+        std::io::stdout(),
         "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {} instruments, {} users, wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?}",
         server.local_addr(),
         path.display(),
@@ -111,7 +114,7 @@ fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
     );
     match server.wait() {
         Ok(()) => {
-            println!("ironmatch stopped");
+            let _ = writeln!(std::io::stdout(), "ironmatch stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {

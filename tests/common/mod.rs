@@ -1,0 +1,111 @@
+//! Shared helpers for tests that run the engine on loopback.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use ironmatch::client::{Client, Received};
+use ironmatch::config::Config;
+use ironmatch::server::Server;
+use ironmatch::wire::ouch::{Outbound, decode_outbound};
+
+/// A configuration for tests: ephemeral port, short timers, small limits.
+pub fn test_config(extra_gateway: &str) -> Config {
+    let text = format!(
+        r#"
+[gateway]
+listen = "127.0.0.1:0"
+login_timeout_ms = 400
+heartbeat_interval_ms = 100
+client_timeout_ms = 1500
+session_queue_bytes_max = 4096
+session_store_bytes = 65536
+{extra_gateway}
+
+[pipeline]
+ring_capacity = 1024
+
+[[instruments]]
+symbol = "AAPL"
+tick_size = "0.01"
+lot_size = 1
+min_price = "0.01"
+max_price = "1000.00"
+max_qty = 100000
+ref_price = "150.00"
+band_bps = 1000
+
+[[users]]
+username = "MM1"
+password = "pw1"
+firm = "MMA"
+cancel_on_disconnect = true
+orders_per_sec = 100000
+burst = 100000
+
+[[users]]
+username = "MM2"
+password = "pw2"
+firm = "MMB"
+cancel_on_disconnect = true
+orders_per_sec = 100000
+burst = 100000
+
+[[users]]
+username = "MM3"
+password = "pw3"
+firm = "MMC"
+cancel_on_disconnect = false
+orders_per_sec = 100000
+burst = 100000
+
+[[users]]
+username = "SLOW"
+password = "pw4"
+firm = "SLW"
+cancel_on_disconnect = false
+orders_per_sec = 2
+burst = 3
+"#
+    );
+    Config::parse(&text, "test config").expect("test config is valid")
+}
+
+/// Starts an engine for one test.
+pub fn start() -> Server {
+    Server::start(&test_config("")).expect("engine starts")
+}
+
+/// Connects and logs in; panics unless accepted.
+pub fn login(addr: SocketAddr, user: &str, password: &str, seq: u64) -> Client {
+    let mut c = Client::connect(addr).expect("connect");
+    match c.login(user, password, seq).expect("login answer") {
+        Received::LoginAccepted { .. } => c,
+        other => panic!("login of {user} not accepted: {other:?}"),
+    }
+}
+
+/// The next sequenced message, within 5 s.
+pub fn next(c: &mut Client) -> (u64, Vec<u8>) {
+    c.recv_message(Duration::from_secs(5))
+        .expect("connection open")
+        .expect("a message within 5 s")
+}
+
+/// The OUCH type of the next message, and the message.
+pub fn next_type(c: &mut Client) -> (u8, Vec<u8>) {
+    let (_, msg) = next(c);
+    (msg[0], msg)
+}
+
+/// Decodes a message known to be valid.
+pub fn decode(msg: &[u8]) -> Outbound<'_> {
+    decode_outbound(msg).expect("the engine sends valid OUCH")
+}
+
+/// Asserts that nothing but heartbeats arrives for `wait`.
+pub fn quiet(c: &mut Client, wait: Duration) {
+    if let Some(m) = c.recv_message(wait).expect("connection open") {
+        panic!("expected nothing, got message {m:?}");
+    }
+}

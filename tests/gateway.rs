@@ -1,0 +1,492 @@
+//! Order entry over real loopback TCP: each test starts its own engine on an ephemeral
+//! port and stops it.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ironmatch::client::{Client, Received};
+use ironmatch::wire::ouch::{Options, Outbound, outbound};
+use ironmatch::wire::soupbin::{self, kind};
+
+const PX: u64 = 1_500_000; // $150.00
+
+#[test]
+fn login_accepted_rejected_and_one_session_per_user() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut first = login(addr, "MM1", "pw1", 1);
+    let mut bad = Client::connect(addr).unwrap();
+    assert_eq!(
+        bad.login("MM1", "wrong", 1).unwrap(),
+        Received::LoginRejected(b'A')
+    );
+    assert!(
+        bad.recv(Duration::from_secs(2)).is_err(),
+        "closed after a reject"
+    );
+    let mut unknown = Client::connect(addr).unwrap();
+    assert_eq!(
+        unknown.login("NOBODY", "pw1", 1).unwrap(),
+        Received::LoginRejected(b'A')
+    );
+    let mut second = Client::connect(addr).unwrap();
+    assert_eq!(
+        second.login("mm1", "pw1", 1).unwrap(),
+        Received::LoginRejected(b'S')
+    );
+    // The first session is untouched.
+    first.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut first).0, outbound::ACCEPTED);
+    server.stop().unwrap();
+}
+
+#[test]
+fn nothing_but_a_login_before_login() {
+    let server = start();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.send_packet(kind::UNSEQUENCED, b"Q").unwrap();
+    match c.recv(Duration::from_secs(2)).unwrap() {
+        Some(Received::Debug(why)) => assert!(why.contains("Login"), "{why}"),
+        other => panic!("expected a reason, got {other:?}"),
+    }
+    assert!(c.recv(Duration::from_secs(2)).is_err());
+    server.stop().unwrap();
+}
+
+#[test]
+fn silent_connections_are_dropped_and_idle_sessions_get_heartbeats() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut silent = Client::connect(addr).unwrap();
+    let mut c = login(addr, "MM1", "pw1", 1);
+    assert_eq!(
+        c.recv(Duration::from_secs(2)).unwrap(),
+        Some(Received::Heartbeat)
+    );
+    // No login within 400 ms: closed.
+    assert!(silent.recv(Duration::from_secs(3)).is_err());
+    // A logged-in client silent for 1.5 s: closed too.
+    let closed = (0..40).any(|_| c.recv(Duration::from_millis(100)).is_err());
+    assert!(closed, "a silent client is disconnected");
+    server.stop().unwrap();
+}
+
+#[test]
+fn enter_is_accepted_with_every_field_echoed() {
+    let server = start();
+    let mut c = login(server.local_addr(), "MM1", "pw1", 1);
+    let options = Options {
+        min_qty: Some(10),
+        ..Options::default()
+    };
+    c.enter(7, b'S', 300, "AAPL", PX, b'0', b'Y', options)
+        .unwrap();
+    let (seq, msg) = next(&mut c);
+    assert_eq!(seq, 1);
+    let Outbound::Accepted(a, o) = decode(&msg) else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(
+        (a.user_ref.get(), a.side, a.qty.get(), a.price.get()),
+        (7, b'S', 300, PX)
+    );
+    assert_eq!(
+        (&a.symbol, a.order_state, &a.clordid[..2]),
+        (b"AAPL    ", b'L', &b"C7"[..])
+    );
+    assert_eq!((o.firm, o.min_qty), (Some(*b"MMA "), Some(10)));
+    server.stop().unwrap();
+}
+
+#[test]
+fn two_sessions_cross_and_both_sides_hear_of_it() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut seller = login(addr, "MM1", "pw1", 1);
+    let mut buyer = login(addr, "MM2", "pw2", 1);
+    seller.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut seller).0, outbound::ACCEPTED);
+    buyer.limit(1, b'B', 60, "AAPL", PX + 100).unwrap();
+    assert_eq!(next_type(&mut buyer).0, outbound::ACCEPTED);
+    let (_, maker) = next(&mut seller);
+    let (_, taker) = next(&mut buyer);
+    let (Outbound::Executed(m, _), Outbound::Executed(t, _)) = (decode(&maker), decode(&taker))
+    else {
+        panic!("executions expected");
+    };
+    assert_eq!((m.qty.get(), m.price.get(), m.liquidity), (60, PX, b'A'));
+    assert_eq!((t.qty.get(), t.price.get(), t.liquidity), (60, PX, b'R'));
+    assert_eq!(m.match_number, t.match_number);
+    server.stop().unwrap();
+}
+
+#[test]
+fn cancel_reduce_keeps_priority_over_the_wire() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut a = login(addr, "MM1", "pw1", 1);
+    let mut b = login(addr, "MM3", "pw3", 1);
+    let mut taker = login(addr, "MM2", "pw2", 1);
+    a.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    next(&mut a);
+    b.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    next(&mut b);
+    a.cancel(1, 40).unwrap();
+    let msg = next(&mut a).1;
+    let Outbound::Canceled(c) = decode(&msg) else {
+        panic!()
+    };
+    assert_eq!((c.qty.get(), c.reason), (60, b'U'));
+    taker.limit(1, b'B', 40, "AAPL", PX).unwrap();
+    next(&mut taker);
+    assert_eq!(
+        next_type(&mut a).0,
+        outbound::EXECUTED,
+        "the reduced order still trades first"
+    );
+    quiet(&mut b, Duration::from_millis(200));
+    server.stop().unwrap();
+}
+
+#[test]
+fn replace_and_mass_cancel() {
+    let server = start();
+    let mut c = login(server.local_addr(), "MM1", "pw1", 1);
+    c.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    next(&mut c);
+    c.replace(1, 2, 150, PX - 100).unwrap();
+    let msg = next(&mut c).1;
+    let Outbound::Replaced(r, _) = decode(&msg) else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            r.orig_user_ref.get(),
+            r.user_ref.get(),
+            r.qty.get(),
+            r.price.get()
+        ),
+        (1, 2, 150, PX - 100)
+    );
+    c.limit(3, b'S', 100, "AAPL", PX + 500).unwrap();
+    next(&mut c);
+    c.mass_cancel(4, "MMA").unwrap();
+    let mut canceled = 0;
+    loop {
+        match decode(&next(&mut c).1) {
+            Outbound::Canceled(_) => canceled += 1,
+            Outbound::MassCancelResponse(m, _) => {
+                assert_eq!(m.user_ref.get(), 4);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(canceled, 2);
+    server.stop().unwrap();
+}
+
+#[test]
+fn a_repeated_reference_and_a_foreign_cancel_are_rejected_without_effect() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut a = login(addr, "MM1", "pw1", 1);
+    let mut b = login(addr, "MM2", "pw2", 1);
+    a.limit(5, b'B', 100, "AAPL", PX).unwrap();
+    next(&mut a);
+    a.limit(5, b'B', 100, "AAPL", PX).unwrap();
+    let msg = next(&mut a).1;
+    let Outbound::Rejected(r) = decode(&msg) else {
+        panic!()
+    };
+    assert_eq!(r.user_ref.get(), 5);
+    // MM2 names MM1's reference: for MM2 there is no such order.
+    b.cancel(5, 0).unwrap();
+    let msg = next(&mut b).1;
+    let Outbound::Rejected(r) = decode(&msg) else {
+        panic!()
+    };
+    assert_eq!(r.reason.get(), 0x0010);
+    // MM1's order is still there: MM2 can trade with it.
+    b.limit(6, b'S', 100, "AAPL", PX).unwrap();
+    next(&mut b);
+    assert_eq!(next_type(&mut a).0, outbound::EXECUTED);
+    server.stop().unwrap();
+}
+
+#[test]
+fn new_orders_beyond_the_throttle_are_rejected_but_cancels_pass() {
+    let server = start();
+    let mut c = login(server.local_addr(), "SLOW", "pw4", 1);
+    for r in 1..=6 {
+        c.limit(r, b'B', 100, "AAPL", PX - u64::from(r) * 100)
+            .unwrap();
+    }
+    let mut accepted = 0;
+    let mut throttled = 0;
+    for _ in 0..6 {
+        match decode(&next(&mut c).1) {
+            Outbound::Accepted(..) => accepted += 1,
+            Outbound::Rejected(r) if r.reason.get() == 0x000F => throttled += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        accepted >= 3 && throttled >= 1,
+        "burst 3 at 2/s: {accepted} accepted, {throttled} throttled"
+    );
+    c.cancel(1, 0).unwrap();
+    assert_eq!(
+        next_type(&mut c).0,
+        outbound::CANCELED,
+        "cancels are exempt"
+    );
+    server.stop().unwrap();
+}
+
+#[test]
+fn login_with_a_sequence_number_replays_exactly_the_missed_messages() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut c = login(addr, "MM1", "pw1", 1);
+    for r in 1..=5 {
+        c.limit(r, b'B', 100, "AAPL", PX - u64::from(r) * 100)
+            .unwrap();
+    }
+    let all: Vec<(u64, Vec<u8>)> = (0..5).map(|_| next(&mut c)).collect();
+    assert_eq!(all.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+    c.logout().unwrap();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(100));
+    // MM1 has cancel-on-disconnect: messages 6..10 are the cancels, sent while away.
+    let mut again = Client::connect(addr).unwrap();
+    assert_eq!(
+        again.login("MM1", "pw1", 3).unwrap(),
+        Received::LoginAccepted {
+            session: "IRONMATCH".into(),
+            next_seq: 3
+        }
+    );
+    let replayed: Vec<(u64, Vec<u8>)> = (0..8).map(|_| next(&mut again)).collect();
+    assert_eq!(&replayed[..3], &all[2..], "messages 3 to 5, byte for byte");
+    assert!(
+        replayed[3..]
+            .iter()
+            .all(|(_, m)| m[0] == outbound::CANCELED)
+    );
+    assert_eq!(replayed.last().unwrap().0, 10);
+    // Then the live stream continues the numbering.
+    again.limit(6, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next(&mut again).0, 11);
+    server.stop().unwrap();
+}
+
+#[test]
+fn malformed_and_oversize_frames_close_only_that_session() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut good = login(addr, "MM2", "pw2", 1);
+    for garbage in [
+        vec![0xFF, 0xFF, b'U'],          // longer than packet_len_max
+        vec![0x00, 0x00],                // length 0
+        vec![0x00, 0x01, b'?'],          // unknown packet type
+        vec![0x00, 0x03, b'U', b'O', 1], // truncated Enter Order
+        vec![0x00, 0x02, b'U', b'#'],    // unknown OUCH message
+    ] {
+        let mut bad = login(addr, "MM1", "pw1", 0);
+        bad.send_raw(&garbage).unwrap();
+        match bad.recv(Duration::from_secs(2)) {
+            Ok(Some(Received::Debug(why))) => assert!(!why.is_empty()),
+            other => panic!("expected a reason for {garbage:?}, got {other:?}"),
+        }
+        assert!(
+            bad.recv(Duration::from_secs(2)).is_err(),
+            "closed after {garbage:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    good.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut good).0, outbound::ACCEPTED);
+    server.stop().unwrap();
+}
+
+#[test]
+fn a_slow_reader_is_disconnected_while_others_keep_trading() {
+    let config = test_config("");
+    let server = ironmatch::server::Server::start(&config).unwrap();
+    let addr = server.local_addr();
+    // A reader with a tiny receive window, so the kernel cannot absorb its backlog.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(2048).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut slow = std::net::TcpStream::from(socket);
+    let mut login = Vec::new();
+    soupbin::write_login_request(&mut login, "MM3", "pw3", "", 1);
+    std::io::Write::write_all(&mut slow, &login).unwrap();
+    let mut fast = common::login(addr, "MM2", "pw2", 1);
+    // MM3 floods orders and never reads its acknowledgements.
+    let mut out = Vec::new();
+    for r in 1..=20_000u32 {
+        let mut payload = Vec::new();
+        let m = ironmatch::wire::ouch::EnterOrder {
+            msg_type: b'O',
+            user_ref: r.into(),
+            side: b'B',
+            qty: 1.into(),
+            symbol: *b"AAPL    ",
+            price: (PX - 10_000).into(),
+            tif: b'3',
+            display: b'Y',
+            capacity: b'P',
+            iso: b'N',
+            cross_type: b'N',
+            clordid: [b' '; 14],
+            appendage_len: 0.into(),
+        };
+        ironmatch::wire::ouch::Inbound::Enter(&m, Options::default()).write(&mut payload);
+        soupbin::write_packet(&mut out, kind::UNSEQUENCED, &payload);
+    }
+    let flood = std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut slow, &out);
+        slow
+    });
+    // Meanwhile MM2 trades normally.
+    for r in 1..=20 {
+        fast.limit(r, b'B', 1, "AAPL", PX - 100).unwrap();
+        assert_eq!(next_type(&mut fast).0, outbound::ACCEPTED);
+    }
+    let mut slow = flood.join().unwrap();
+    // The slow reader's connection was closed by the engine: reading ends in EOF or reset.
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut sink = vec![0u8; 1 << 16];
+    let closed =
+        (0..10_000).any(|_| matches!(std::io::Read::read(&mut slow, &mut sink), Ok(0) | Err(_)));
+    assert!(closed, "the slow reader is disconnected");
+    // It can log in again and resume from any sequence number.
+    let mut back = common::login(addr, "MM3", "pw3", 1);
+    assert_eq!(next(&mut back).0, 1);
+    server.stop().unwrap();
+}
+
+#[test]
+fn cancel_on_disconnect_follows_the_users_setting() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut cod = login(addr, "MM1", "pw1", 1);
+    let mut keeps = login(addr, "MM3", "pw3", 1);
+    let mut taker = login(addr, "MM2", "pw2", 1);
+    cod.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    next(&mut cod);
+    keeps.limit(1, b'S', 100, "AAPL", PX + 100).unwrap();
+    next(&mut keeps);
+    drop(cod);
+    drop(keeps);
+    std::thread::sleep(Duration::from_millis(200));
+    taker
+        .enter(
+            1,
+            b'B',
+            200,
+            "AAPL",
+            PX + 100,
+            b'3',
+            b'Y',
+            Options::default(),
+        )
+        .unwrap();
+    next(&mut taker);
+    let msg = next(&mut taker).1;
+    let Outbound::Executed(e, _) = decode(&msg) else {
+        panic!()
+    };
+    assert_eq!(
+        (e.qty.get(), e.price.get()),
+        (100, PX + 100),
+        "only MM3's order was left"
+    );
+    // The cancel waits in MM1's stream for its next login.
+    let mut back = login(addr, "MM1", "pw1", 2);
+    let msg = next(&mut back).1;
+    let Outbound::Canceled(c) = decode(&msg) else {
+        panic!()
+    };
+    assert_eq!((c.user_ref.get(), c.reason), (1, b'Z'));
+    server.stop().unwrap();
+}
+
+#[test]
+fn shutdown_drains_and_ends_every_session() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut a = login(addr, "MM1", "pw1", 1);
+    for r in 1..=50 {
+        a.limit(r, b'B', 1, "AAPL", PX - 1_000).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    server.stop().unwrap();
+    let mut acks = 0;
+    loop {
+        match a.recv(Duration::from_secs(5)) {
+            Ok(Some(Received::Sequenced { .. })) => acks += 1,
+            Ok(Some(Received::Heartbeat)) => {}
+            Ok(Some(Received::EndOfSession)) => break,
+            other => panic!("expected End of Session after the acknowledgements, got {other:?}"),
+        }
+    }
+    assert_eq!(acks, 50, "every order sent before shutdown was answered");
+}
+
+#[test]
+fn sigterm_stops_serve_with_exit_code_zero() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = std::env::temp_dir().join(format!("ironmatch-sigterm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/ironmatch.toml"
+    ))
+    .unwrap();
+    let path = dir.join("ironmatch.toml");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(shipped.replace("127.0.0.1:15000", "127.0.0.1:0").as_bytes())
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut line).unwrap();
+    let addr: std::net::SocketAddr = line
+        .split(" on ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut c = login(addr, "MM1", "mm1pass", 1);
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let ended = (0..50).any(|_| {
+        matches!(
+            c.recv(Duration::from_millis(100)),
+            Ok(Some(Received::EndOfSession))
+        )
+    });
+    assert!(ended, "End of Session before exit");
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "serve exits 0 on SIGTERM: {exit:?}");
+    line.clear();
+    stdout.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ironmatch stopped");
+    std::fs::remove_dir_all(&dir).ok();
+}
