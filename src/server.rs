@@ -18,7 +18,7 @@ use crossbeam::sync::Parker;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
-use crate::book::Matcher;
+use crate::book::{BookConfig, Matcher};
 use crate::config::Config;
 use crate::engine::run_matcher;
 use crate::gateway::{self, Gateway};
@@ -39,22 +39,17 @@ impl Server {
         let book = config
             .book_config()
             .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
-        let wait = config.wait_strategy();
         let p = &config.pipeline;
         let shutdown = Arc::new(AtomicBool::new(false));
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), gateway::WAKER)?);
         let matcher_parker = Parker::new();
-        let journal_parker = Parker::new();
 
-        // Rings: gateway -> matcher -> journal writer -> gateway egress.
+        // Rings: gateway -> matcher (here), matcher -> journal writer (in `spawn_core`),
+        // journal writer -> gateway egress (here).
         let to_matcher: Arc<Ring<Record>> = Arc::new(Ring::new(
             p.ring_capacity,
             Wake::Thread(matcher_parker.unparker().clone()),
-        ));
-        let to_journal: Arc<Ring<Record>> = Arc::new(Ring::new(
-            p.ring_capacity,
-            Wake::Thread(journal_parker.unparker().clone()),
         ));
         let to_egress: Arc<Ring<Record>> =
             Arc::new(Ring::new(p.ring_capacity, Wake::Poll(Arc::clone(&waker))));
@@ -81,24 +76,9 @@ impl Server {
             }
         })?);
 
-        // 2: the matcher, the single sequencer.
-        let matcher = Matcher::new(&book);
-        let (input, output, core) = (
-            Arc::clone(&to_matcher),
-            Arc::clone(&to_journal),
-            p.matcher_core,
-        );
-        threads.push(spawn("im-matcher", move || {
-            pin(core, "matcher");
-            run_matcher(matcher, &input, &output, wait, &matcher_parker);
-        })?);
-
-        // 3: the journal writer releases events to egress.
-        let (input, output, core) = (to_journal, to_egress, p.journal_core);
-        threads.push(spawn("im-journal", move || {
-            pin(core, "journal");
-            run_journal(&input, &output, wait, &journal_parker);
-        })?);
+        // 2 + 3: the matcher and the journal writer.
+        let core = spawn_core(&book, config, (to_matcher, matcher_parker), to_egress)?;
+        threads.extend(core.threads);
 
         Ok(Server {
             local_addr,
@@ -142,6 +122,48 @@ impl Server {
             )))
         }
     }
+}
+
+/// Stages 2 and 3, running: feed commands into `to_matcher`, take events from `to_egress`.
+pub struct CoreStages {
+    /// The stage threads; they end after a [`Record::Shutdown`] went through.
+    pub threads: Vec<JoinHandle<()>>,
+}
+
+/// Starts the matcher and the journal writer between two rings the caller provides
+/// (the gateway in `serve`, a benchmark's own loop in `pipeline/in_process`).
+/// `to_matcher` comes with the parker of the matcher thread it wakes.
+pub fn spawn_core(
+    book: &BookConfig,
+    config: &Config,
+    to_matcher: (Arc<Ring<Record>>, Parker),
+    to_egress: Arc<Ring<Record>>,
+) -> io::Result<CoreStages> {
+    let p = &config.pipeline;
+    let wait = config.wait_strategy();
+    let (to_matcher, matcher_parker) = to_matcher;
+    let journal_parker = Parker::new();
+    let to_journal: Arc<Ring<Record>> = Arc::new(Ring::new(
+        p.ring_capacity,
+        Wake::Thread(journal_parker.unparker().clone()),
+    ));
+    let mut threads = Vec::new();
+
+    // 2: the matcher, the single sequencer.
+    let matcher = Matcher::new(book);
+    let (input, output, core) = (to_matcher, Arc::clone(&to_journal), p.matcher_core);
+    threads.push(spawn("im-matcher", move || {
+        pin(core, "matcher");
+        run_matcher(matcher, &input, &output, wait, &matcher_parker);
+    })?);
+
+    // 3: the journal writer releases events to egress.
+    let (input, output, core) = (to_journal, to_egress, p.journal_core);
+    threads.push(spawn("im-journal", move || {
+        pin(core, "journal");
+        run_journal(&input, &output, wait, &journal_parker);
+    })?);
+    Ok(CoreStages { threads })
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {

@@ -1,0 +1,217 @@
+//! `pipeline/in_process`: encoded OUCH bytes in, through decoding, the rings, the matcher
+//! and the journal stage threads, to encoded OUCH bytes out. The benchmark thread plays
+//! the gateway (decode, push; pop, encode) without sockets. Each message is an Enter Order
+//! or a Cancel Order of it, so every message gets exactly one reply.
+//!
+//! Criterion reports throughput with the ring kept full. After it, a latency run sends one
+//! message at a time and prints the round-trip distribution (HdrHistogram) through the
+//! same threads. Both use the shipped configuration's wait strategy (`spin_park`).
+
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use crossbeam::sync::Parker;
+use hdrhistogram::Histogram;
+use ironmatch::book::{Command, EventBody};
+use ironmatch::config::Config;
+use ironmatch::gateway::{encode_event, to_command};
+use ironmatch::pipeline::{Record, Ring, Wake};
+use ironmatch::server::spawn_core;
+use ironmatch::types::{OwnerId, Symbol, Timestamp};
+use ironmatch::wire::ouch::{self, Inbound, Options, decode_inbound};
+use ironmatch::wire::soupbin::{self, ClientPacket, kind};
+use zerocopy::big_endian::{U16, U32, U64};
+
+struct Pipeline {
+    to_matcher: Arc<Ring<Record>>,
+    to_egress: Arc<Ring<Record>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    symbols: Vec<Symbol>,
+    firm: ironmatch::types::Firm,
+    next_ref: u32,
+    out: Vec<u8>,
+}
+
+impl Pipeline {
+    fn start() -> Pipeline {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/ironmatch.toml"
+        ))
+        .unwrap();
+        let config = Config::parse(&text, "config/ironmatch.toml").unwrap();
+        let book = config.book_config().unwrap();
+        let parker = Parker::new();
+        let to_matcher = Arc::new(Ring::new(
+            config.pipeline.ring_capacity,
+            Wake::Thread(parker.unparker().clone()),
+        ));
+        // The benchmark thread polls the egress ring itself; nobody needs to wake it.
+        let to_egress = Arc::new(Ring::new(
+            config.pipeline.ring_capacity,
+            Wake::Thread(Parker::new().unparker().clone()),
+        ));
+        let core = spawn_core(
+            &book,
+            &config,
+            (Arc::clone(&to_matcher), parker),
+            Arc::clone(&to_egress),
+        )
+        .unwrap();
+        Pipeline {
+            to_matcher,
+            to_egress,
+            threads: core.threads,
+            symbols: book.instruments.iter().map(|i| i.symbol).collect(),
+            firm: book.owners[0].firm,
+            next_ref: 0,
+            out: Vec::with_capacity(1 << 20),
+        }
+    }
+
+    /// `n` SoupBinTCP packets: Enter Order / Cancel Order pairs, passive, fresh references.
+    fn packets(&mut self, n: usize) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(n * 60);
+        let mut payload = Vec::with_capacity(64);
+        for i in 0..n {
+            payload.clear();
+            if i % 2 == 0 {
+                self.next_ref += 1;
+                let m = ouch::EnterOrder {
+                    msg_type: b'O',
+                    user_ref: U32::new(self.next_ref),
+                    side: b'B',
+                    qty: U32::new(100),
+                    symbol: *b"AAPL    ",
+                    price: U64::new(1_490_000 - u64::from(self.next_ref % 50) * 100),
+                    tif: b'0',
+                    display: b'Y',
+                    capacity: b'P',
+                    iso: b'N',
+                    cross_type: b'N',
+                    clordid: [b' '; 14],
+                    appendage_len: U16::ZERO,
+                };
+                Inbound::Enter(&m, Options::default()).write(&mut payload);
+            } else {
+                let m = ouch::CancelOrder {
+                    msg_type: b'X',
+                    user_ref: U32::new(self.next_ref),
+                    qty: U32::ZERO,
+                };
+                Inbound::Cancel(&m, Options::default()).write(&mut payload);
+            }
+            soupbin::write_packet(&mut bytes, kind::UNSEQUENCED, &payload);
+        }
+        bytes
+    }
+
+    /// Decodes one packet at the front of `bytes` and pushes its command; returns its length.
+    fn ingest(&self, bytes: &[u8]) -> usize {
+        let frame = soupbin::next_frame(bytes, 512).unwrap().unwrap();
+        let ClientPacket::Unsequenced(msg) = soupbin::decode_client(&frame).unwrap() else {
+            unreachable!()
+        };
+        let body = to_command(&decode_inbound(msg).unwrap(), self.firm);
+        let cmd = Command {
+            ts: Timestamp(0),
+            owner: OwnerId(0),
+            body,
+        };
+        while self.to_matcher.try_push(Record::Command(cmd)).is_err() {
+            std::hint::spin_loop();
+        }
+        frame.len
+    }
+
+    /// Encodes every released reply; returns how many order-entry replies were encoded.
+    fn drain(&mut self) -> usize {
+        let mut replies = 0;
+        while let Some(record) = self.to_egress.try_pop() {
+            if let Record::Event(e) = record
+                && !matches!(e.body, EventBody::MdAdd { .. } | EventBody::MdDelete { .. })
+            {
+                self.out.clear();
+                encode_event(&e, &self.symbols, &mut self.out);
+                black_box(&self.out);
+                replies += 1;
+            }
+        }
+        replies
+    }
+
+    fn stop(self) {
+        self.to_matcher.push(Record::Shutdown);
+        self.to_matcher.notify();
+        while !matches!(self.to_egress.try_pop(), Some(Record::Shutdown)) {
+            std::hint::spin_loop();
+        }
+        for t in self.threads {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn throughput(c: &mut Criterion) {
+    let mut p = Pipeline::start();
+    let mut group = c.benchmark_group("pipeline");
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("in_process", |b| {
+        b.iter_custom(|iters| {
+            let bytes = p.packets(iters as usize);
+            let start = Instant::now();
+            let (mut at, mut replies) = (0, 0);
+            while replies < iters as usize {
+                let mut pushed = 0;
+                while at < bytes.len() && p.to_matcher.room() > 0 && pushed < 256 {
+                    at += p.ingest(&bytes[at..]);
+                    pushed += 1;
+                }
+                if pushed > 0 {
+                    p.to_matcher.notify();
+                }
+                replies += p.drain();
+            }
+            start.elapsed()
+        })
+    });
+    group.finish();
+    latency(&mut p);
+    p.stop();
+}
+
+/// One message in flight at a time: the pipeline's own round trip, without sockets.
+fn latency(p: &mut Pipeline) {
+    const MESSAGES: usize = 200_000;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3).unwrap();
+    let bytes = p.packets(MESSAGES);
+    let mut at = 0;
+    for _ in 0..MESSAGES {
+        let start = Instant::now();
+        at += p.ingest(&bytes[at..]);
+        p.to_matcher.notify();
+        let deadline = start + Duration::from_secs(5);
+        while p.drain() == 0 {
+            assert!(Instant::now() < deadline, "no reply within 5 s");
+            std::hint::spin_loop();
+        }
+        histogram.record(start.elapsed().as_nanos() as u64).unwrap();
+    }
+    println!(
+        "pipeline/in_process round trip, one message in flight, {MESSAGES} messages: \
+         p50 {} ns, p90 {} ns, p99 {} ns, p99.9 {} ns, p99.99 {} ns, max {} ns",
+        histogram.value_at_quantile(0.50),
+        histogram.value_at_quantile(0.90),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.value_at_quantile(0.9999),
+        histogram.max()
+    );
+}
+
+criterion_group!(name = pipeline; config = Criterion::default().measurement_time(Duration::from_secs(5)); targets = throughput);
+criterion_main!(pipeline);
