@@ -5,7 +5,8 @@
 //!
 //! Criterion reports throughput with the ring kept full. After it, a latency run sends one
 //! message at a time and prints the round-trip distribution (HdrHistogram) through the
-//! same threads. Both use the shipped configuration's wait strategy (`spin_park`).
+//! same threads. Both use the shipped configuration's wait strategy (`spin_park`);
+//! `IRONMATCH_WAIT=busy_spin` or `spin_yield` overrides it.
 
 #![allow(missing_docs)]
 
@@ -43,7 +44,13 @@ impl Pipeline {
             "/config/ironmatch.toml"
         ))
         .unwrap();
+        // IRONMATCH_WAIT=busy_spin|spin_yield|spin_park overrides the shipped wait strategy.
+        let text = match std::env::var("IRONMATCH_WAIT") {
+            Ok(wait) => text.replace("wait = \"spin_park\"", &format!("wait = \"{wait}\"")),
+            Err(_) => text,
+        };
         let config = Config::parse(&text, "config/ironmatch.toml").unwrap();
+        eprintln!("pipeline bench: wait strategy {}", config.pipeline.wait);
         let book = config.book_config().unwrap();
         let parker = Parker::new();
         let to_matcher = Arc::new(Ring::new(

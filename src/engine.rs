@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crossbeam::sync::Parker;
 
 use crate::book::{Event, EventSink, Matcher};
-use crate::pipeline::{Record, Ring, WaitStrategy, idle_wait};
+use crate::pipeline::{Idle, Record, Ring, WaitStrategy, idle_wait};
 
 /// Commands taken from the ring before the consumer is notified.
 pub const BATCH_LEN_MAX: usize = 256;
@@ -34,7 +34,7 @@ pub fn run_matcher(
     wait: WaitStrategy,
     parker: &Parker,
 ) -> Matcher {
-    let mut idle = 0u32;
+    let mut idle = Idle::new();
     loop {
         let mut taken = 0;
         while taken < BATCH_LEN_MAX {
@@ -57,7 +57,7 @@ pub fn run_matcher(
         }
         if taken > 0 {
             output.notify();
-            idle = 0;
+            idle.reset();
         } else {
             idle_wait(input, wait, &mut idle, parker);
         }

@@ -7,7 +7,7 @@
 
 use crossbeam::sync::Parker;
 
-use crate::pipeline::{Record, Ring, WaitStrategy, idle_wait};
+use crate::pipeline::{Idle, Record, Ring, WaitStrategy, idle_wait};
 
 /// Records taken from the ring before the consumer is notified.
 pub const BATCH_LEN_MAX: usize = 1024;
@@ -19,7 +19,7 @@ pub fn run_journal(
     wait: WaitStrategy,
     parker: &Parker,
 ) {
-    let mut idle = 0u32;
+    let mut idle = Idle::new();
     loop {
         let mut taken = 0;
         while taken < BATCH_LEN_MAX {
@@ -37,7 +37,7 @@ pub fn run_journal(
         }
         if taken > 0 {
             output.notify();
-            idle = 0;
+            idle.reset();
         } else {
             idle_wait(input, wait, &mut idle, parker);
         }

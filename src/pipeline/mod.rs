@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
 use crossbeam::sync::Unparker;
@@ -184,26 +184,63 @@ fn backoff(idle: &mut u32) {
     }
 }
 
-/// Waits for records on `ring` according to `strategy`, counting idle rounds in `idle`
-/// (reset it to 0 whenever records were found). `parker` is the consumer thread's own.
+/// How long an idle consumer has been idle.
+#[derive(Clone, Copy, Debug)]
+pub struct Idle {
+    rounds: u32,
+    since: Instant,
+}
+
+impl Default for Idle {
+    fn default() -> Idle {
+        Idle::new()
+    }
+}
+
+impl Idle {
+    /// Not idle.
+    pub fn new() -> Idle {
+        Idle {
+            rounds: 0,
+            since: Instant::now(),
+        }
+    }
+
+    /// Records were found: the next wait starts a new idle period.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.rounds = 0;
+    }
+}
+
+/// Spin this long before yielding: a reply usually comes back within it.
+const SPIN_FOR: Duration = Duration::from_micros(5);
+/// Yield until this long before parking.
+const YIELD_FOR: Duration = Duration::from_micros(20);
+
+/// Waits for records on `ring` according to `strategy`. Call [`Idle::reset`] whenever
+/// records were found. `parker` is the consumer thread's own.
 pub fn idle_wait<T>(
     ring: &Ring<T>,
     strategy: WaitStrategy,
-    idle: &mut u32,
+    idle: &mut Idle,
     parker: &crossbeam::sync::Parker,
 ) {
-    *idle = idle.saturating_add(1);
-    match strategy {
-        WaitStrategy::BusySpin => std::hint::spin_loop(),
-        _ if *idle < SPINS_MAX => std::hint::spin_loop(),
-        WaitStrategy::SpinYield => std::thread::yield_now(),
-        WaitStrategy::SpinPark if *idle < SPINS_MAX + YIELDS_MAX => std::thread::yield_now(),
-        WaitStrategy::SpinPark => {
-            if ring.prepare_sleep() {
-                parker.park_timeout(PARK_MAX);
-                ring.woke();
-            }
-        }
+    if idle.rounds == 0 {
+        idle.since = Instant::now();
+    }
+    idle.rounds = idle.rounds.saturating_add(1);
+    if strategy == WaitStrategy::BusySpin {
+        return std::hint::spin_loop();
+    }
+    let idle_for = idle.since.elapsed();
+    if idle_for < SPIN_FOR {
+        std::hint::spin_loop();
+    } else if strategy == WaitStrategy::SpinYield || idle_for < YIELD_FOR {
+        std::thread::yield_now();
+    } else if ring.prepare_sleep() {
+        parker.park_timeout(PARK_MAX);
+        ring.woke();
     }
 }
 
@@ -241,13 +278,13 @@ mod tests {
             })
         };
         let mut expected = 0u64;
-        let mut idle = 0;
+        let mut idle = Idle::new();
         while expected < 100_000 {
             match ring.try_pop() {
                 Some(v) => {
                     assert_eq!(v, expected);
                     expected += 1;
-                    idle = 0;
+                    idle.reset();
                 }
                 None => idle_wait(&ring, WaitStrategy::SpinPark, &mut idle, &parker),
             }
