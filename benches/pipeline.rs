@@ -1,5 +1,6 @@
 //! `pipeline/in_process`: encoded OUCH bytes in, through decoding, the rings, the matcher
-//! and the journal stage threads, to encoded OUCH bytes out. The benchmark thread plays
+//! and the journal writer threads (writing a real journal in a temporary directory,
+//! `fsync = "never"`), to encoded OUCH bytes out. The benchmark thread plays
 //! the gateway (decode, push; pop, encode) without sockets. Each message is an Enter Order
 //! or a Cancel Order of it, so every message gets exactly one reply.
 //!
@@ -21,7 +22,7 @@ use ironmatch::book::{Command, EventBody};
 use ironmatch::config::Config;
 use ironmatch::gateway::{encode_event, to_command};
 use ironmatch::pipeline::{Record, Ring, Wake};
-use ironmatch::server::spawn_core;
+use ironmatch::server::{open_journal, spawn_core};
 use ironmatch::types::{OwnerId, Symbol, Timestamp};
 use ironmatch::wire::ouch::{self, Inbound, Options, decode_inbound};
 use ironmatch::wire::soupbin::{self, ClientPacket, kind};
@@ -62,8 +63,15 @@ impl Pipeline {
             config.pipeline.ring_capacity,
             Wake::Thread(Parker::new().unparker().clone()),
         ));
+        // A real journal writer, on a fresh directory (fsync as shipped: "never").
+        let dir = std::env::temp_dir().join(format!("ironmatch-bench-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut config = config;
+        config.journal.dir = dir.display().to_string();
+        let (matcher, writer, _) = open_journal(&config, &book, |_| {}).unwrap();
         let core = spawn_core(
-            &book,
+            matcher,
+            writer,
             &config,
             (Arc::clone(&to_matcher), parker),
             Arc::clone(&to_egress),

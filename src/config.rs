@@ -9,6 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::book::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
+use crate::journal::FsyncMode;
 use crate::pipeline::WaitStrategy;
 use crate::types::{Firm, Price, Symbol};
 
@@ -56,6 +57,9 @@ pub struct Config {
     /// Threads, rings, wait strategy.
     #[serde(default)]
     pub pipeline: PipelineSection,
+    /// Where and how the journal is written.
+    #[serde(default)]
+    pub journal: JournalSection,
     /// Tradable instruments.
     pub instruments: Vec<InstrumentConfig>,
     /// Users that may log in.
@@ -150,6 +154,29 @@ impl Default for PipelineSection {
             gateway_core: None,
             matcher_core: None,
             journal_core: None,
+        }
+    }
+}
+
+/// `[journal]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JournalSection {
+    /// Directory of the journal's segment files.
+    pub dir: String,
+    /// `"never"` (survives a process crash) or `"always"` (fdatasync per batch: survives
+    /// power loss).
+    pub fsync: String,
+    /// A segment is closed and a new one started past this size.
+    pub segment_bytes_max: u64,
+}
+
+impl Default for JournalSection {
+    fn default() -> JournalSection {
+        JournalSection {
+            dir: "./data".to_string(),
+            fsync: "never".to_string(),
+            segment_bytes_max: 256 << 20,
         }
     }
 }
@@ -340,6 +367,20 @@ impl Config {
             "gateway.session_queue_bytes_max",
             || "must be at least 4096".into(),
         )?;
+        let j = &self.journal;
+        check(!j.dir.is_empty(), "journal.dir", || {
+            "must name a directory".into()
+        })?;
+        check(
+            FsyncMode::parse(&j.fsync).is_some(),
+            "journal.fsync",
+            || format!("{:?} is not one of \"never\", \"always\"", j.fsync),
+        )?;
+        check(
+            j.segment_bytes_max >= 1 << 16,
+            "journal.segment_bytes_max",
+            || "must be at least 65536".into(),
+        )?;
         let p = &self.pipeline;
         check(p.ring_capacity >= 16, "pipeline.ring_capacity", || {
             "must be at least 16".into()
@@ -365,6 +406,11 @@ impl Config {
             })?;
         }
         Ok(())
+    }
+
+    /// The configured fsync mode.
+    pub fn fsync_mode(&self) -> FsyncMode {
+        FsyncMode::parse(&self.journal.fsync).expect("validated at load")
     }
 
     /// The configured wait strategy.

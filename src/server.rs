@@ -10,19 +10,21 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam::sync::Parker;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
-use crate::book::{BookConfig, Matcher};
+use crate::book::{BookConfig, Event, Matcher};
 use crate::config::Config;
 use crate::engine::run_matcher;
 use crate::gateway::{self, Gateway};
-use crate::journal::run_journal;
+use crate::journal::{self, Entry, Header, JournalWriter, SegmentScan, run_journal};
 use crate::pipeline::{Record, Ring, Wake, pin};
 
 /// A running engine.
@@ -60,7 +62,7 @@ impl Server {
         let mut threads = Vec::new();
 
         // 1 + 4: the gateway owns every socket, for ingress and egress.
-        let gateway = Gateway::new(
+        let mut gateway = Gateway::new(
             config,
             poll,
             listener,
@@ -68,6 +70,16 @@ impl Server {
             Arc::clone(&to_egress),
             Arc::clone(&shutdown),
         )?;
+
+        // Recovery: the journal rebuilds the books and every session's stream.
+        let (matcher, writer, scan) = open_journal(config, &book, |e| gateway.restore(e))?;
+        if scan.records > 0 {
+            eprintln!(
+                "ironmatch: recovered {} journal records from {} (next sequence {})",
+                scan.records, config.journal.dir, scan.next_seq
+            );
+        }
+
         let core = p.gateway_core;
         threads.push(spawn("im-gateway", move || {
             pin(core, "gateway");
@@ -77,7 +89,13 @@ impl Server {
         })?);
 
         // 2 + 3: the matcher and the journal writer.
-        let core = spawn_core(&book, config, (to_matcher, matcher_parker), to_egress)?;
+        let core = spawn_core(
+            matcher,
+            writer,
+            config,
+            (to_matcher, matcher_parker),
+            to_egress,
+        )?;
         threads.extend(core.threads);
 
         Ok(Server {
@@ -134,7 +152,8 @@ pub struct CoreStages {
 /// (the gateway in `serve`, a benchmark's own loop in `pipeline/in_process`).
 /// `to_matcher` comes with the parker of the matcher thread it wakes.
 pub fn spawn_core(
-    book: &BookConfig,
+    matcher: Matcher,
+    writer: JournalWriter,
     config: &Config,
     to_matcher: (Arc<Ring<Record>>, Parker),
     to_egress: Arc<Ring<Record>>,
@@ -150,20 +169,62 @@ pub fn spawn_core(
     let mut threads = Vec::new();
 
     // 2: the matcher, the single sequencer.
-    let matcher = Matcher::new(book);
     let (input, output, core) = (to_matcher, Arc::clone(&to_journal), p.matcher_core);
     threads.push(spawn("im-matcher", move || {
         pin(core, "matcher");
         run_matcher(matcher, &input, &output, wait, &matcher_parker);
     })?);
 
-    // 3: the journal writer releases events to egress.
+    // 3: the journal writer appends, then releases events to egress.
     let (input, output, core) = (to_journal, to_egress, p.journal_core);
     threads.push(spawn("im-journal", move || {
         pin(core, "journal");
-        run_journal(&input, &output, wait, &journal_parker);
+        run_journal(writer, &input, &output, wait, &journal_parker);
     })?);
     Ok(CoreStages { threads })
+}
+
+/// Recovers the journal in `config.journal.dir`: `on_event` gets every recovered event
+/// (to rebuild session streams). Returns the matcher and a writer positioned to append,
+/// with any events the crash left unjournaled already written.
+pub fn open_journal(
+    config: &Config,
+    book: &BookConfig,
+    on_event: impl FnMut(&Event),
+) -> io::Result<(Matcher, JournalWriter, SegmentScan)> {
+    let dir = Path::new(&config.journal.dir);
+    let recovery = journal::recover(dir, book, on_event).map_err(io::Error::other)?;
+    let fingerprint = journal::fingerprint(book);
+    let header = recovery.scan.header.unwrap_or_else(|| {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        Header {
+            instance: now ^ u64::from(std::process::id()).rotate_left(32),
+            first_seq: 1,
+            fingerprint,
+            created_ns: now,
+        }
+    });
+    let last = recovery
+        .scan
+        .last_segment
+        .as_ref()
+        .map(|(p, len)| (p.as_path(), *len));
+    let mut writer = JournalWriter::open(
+        dir,
+        header,
+        last,
+        recovery.scan.next_seq,
+        config.fsync_mode(),
+        config.journal.segment_bytes_max,
+    )?;
+    for event in &recovery.pending {
+        writer.stage(&Entry::Event(*event));
+    }
+    writer.commit()?;
+    Ok((recovery.matcher, writer, recovery.scan))
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {

@@ -25,7 +25,7 @@ use crate::types::{
 };
 
 /// One input to the matcher.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Command {
     /// Gateway time of receipt, nanoseconds since midnight; copied into every event.
     pub ts: Timestamp,
@@ -36,7 +36,7 @@ pub struct Command {
 }
 
 /// What a command asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CommandBody {
     /// Enter a new order.
     New(NewOrder),
@@ -88,7 +88,7 @@ pub enum CommandBody {
 }
 
 /// Time in force the core supports.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TimeInForce {
     /// Rests until canceled or the end of the day (OUCH `0`).
     Day,
@@ -97,7 +97,7 @@ pub enum TimeInForce {
 }
 
 /// Fields the venue only echoes back; carried so the gateway needs no per-order state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Echo {
     /// OUCH Capacity byte.
     pub capacity: u8,
@@ -124,7 +124,7 @@ impl Default for Echo {
 }
 
 /// A new order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewOrder {
     /// Client reference; must be above every reference the owner used before.
     pub user_ref: UserRef,
@@ -154,7 +154,7 @@ pub struct NewOrder {
 }
 
 /// A replace: cancel an order and enter a new one atomically.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReplaceOrder {
     /// The order to replace.
     pub orig_user_ref: UserRef,
@@ -180,7 +180,7 @@ pub struct ReplaceOrder {
 }
 
 /// Why a request was rejected. Each check has its own reason.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum RejectReason {
     /// The owner is not a configured user.
     UnknownOwner,
@@ -228,7 +228,7 @@ pub enum RejectReason {
 }
 
 /// Why shares were canceled.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum CancelReason {
     /// The owner asked (cancel, modify, mass cancel).
     UserRequested,
@@ -243,7 +243,7 @@ pub enum CancelReason {
 }
 
 /// Who provided and who took liquidity in an execution.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Liquidity {
     /// Resting displayed order (OUCH `A`).
     Added,
@@ -254,7 +254,7 @@ pub enum Liquidity {
 }
 
 /// What an order looks like once accepted or replaced.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OrderAck {
     /// Client reference.
     pub user_ref: UserRef,
@@ -285,7 +285,7 @@ pub struct OrderAck {
 }
 
 /// One output of the matcher.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
     /// The timestamp of the command that caused it.
     pub ts: Timestamp,
@@ -294,7 +294,7 @@ pub struct Event {
 }
 
 /// What happened. Order events go to their owner; `Md*` events feed market data.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EventBody {
     /// A new order was accepted.
     Accepted {

@@ -45,7 +45,7 @@ pub use message::*;
 use crate::types::{Firm, Price, Symbol};
 
 /// One tradable instrument and its pre-trade limits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct InstrumentSpec {
     /// Symbol, unique.
     pub symbol: Symbol,
@@ -66,7 +66,7 @@ pub struct InstrumentSpec {
 }
 
 /// A configured user as the matcher sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct OwnerSpec {
     /// The user's firm.
     pub firm: Firm,
@@ -75,7 +75,7 @@ pub struct OwnerSpec {
 }
 
 /// What self-trade prevention does when two orders of the same firm would trade.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum StpMode {
     /// Cancel the resting order, keep matching the incoming one.
     CancelResting,
@@ -86,7 +86,7 @@ pub enum StpMode {
 }
 
 /// Everything the matcher needs at start-up.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct BookConfig {
     /// Instruments; index = [`InstrumentId`](crate::types::InstrumentId).
     pub instruments: Vec<InstrumentSpec>,

@@ -157,6 +157,25 @@ impl Gateway {
         })
     }
 
+    /// Appends an event's OUCH message to its user's stream; returns the user, or `None`
+    /// for market data.
+    fn store_event(&mut self, event: &crate::book::Event) -> Option<usize> {
+        if is_market_data(&event.body) {
+            return None;
+        }
+        let u = usize::from(owner_of(&event.body).0);
+        let symbols = &self.symbols;
+        self.users[u].append(|out| {
+            encode_event(event, symbols, out);
+        });
+        Some(u)
+    }
+
+    /// Rebuilds the sessions' streams from recovered events, before serving.
+    pub fn restore(&mut self, event: &crate::book::Event) {
+        self.store_event(event);
+    }
+
     /// Runs until shutdown has drained the pipeline and clients got End of Session.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(256);
@@ -572,16 +591,9 @@ impl Gateway {
             match self.outbound.try_pop() {
                 Some(Record::Event(event)) => {
                     moved = true;
-                    let owner = match &event.body {
-                        b if is_market_data(b) => continue,
-                        b => owner_of(b),
-                    };
-                    let u = usize::from(owner.0);
-                    let symbols = &self.symbols;
-                    self.users[u].append(|out| {
-                        encode_event(&event, symbols, out);
-                    });
-                    self.dirty[u] = true;
+                    if let Some(u) = self.store_event(&event) {
+                        self.dirty[u] = true;
+                    }
                 }
                 Some(Record::Shutdown) => return Egress::Done,
                 Some(Record::Command(_)) => {}

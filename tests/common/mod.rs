@@ -9,8 +9,32 @@ use ironmatch::config::Config;
 use ironmatch::server::Server;
 use ironmatch::wire::ouch::{Outbound, decode_outbound};
 
-/// A configuration for tests: ephemeral port, short timers, small limits.
+/// A fresh directory for one test's journal, under the system's temporary directory.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let dir = std::env::temp_dir().join(format!(
+        "ironmatch-{tag}-{}-{n}-{nanos}",
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A configuration for tests: ephemeral port, short timers, small limits, and a fresh
+/// journal directory.
 pub fn test_config(extra_gateway: &str) -> Config {
+    test_config_in(&temp_dir("test"), extra_gateway)
+}
+
+/// Like [`test_config`], with the journal in `dir`.
+pub fn test_config_in(dir: &std::path::Path, extra_gateway: &str) -> Config {
+    let journal = dir.display();
     let text = format!(
         r#"
 [gateway]
@@ -24,6 +48,9 @@ session_store_bytes = 65536
 
 [pipeline]
 ring_capacity = 1024
+
+[journal]
+dir = "{journal}"
 
 [[instruments]]
 symbol = "AAPL"

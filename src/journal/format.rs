@@ -1,0 +1,287 @@
+//! Journal format, version 1: segment headers and records. See the [module docs](super)
+//! for the layout table; this file is its single implementation.
+
+use crate::book::{BookConfig, Command, Event};
+
+/// First 8 bytes of every segment.
+pub const MAGIC: [u8; 8] = *b"IRONMJNL";
+/// Format version written and understood.
+pub const VERSION: u16 = 1;
+/// Segment header size.
+pub const HEADER_LEN: usize = 64;
+/// Record framing: length, sequence, type, reserved (16 bytes) before the payload, CRC after.
+pub const RECORD_HEAD_LEN: usize = 16;
+/// CRC32C at the end of each record.
+pub const RECORD_CRC_LEN: usize = 4;
+/// Largest record: a postcard-encoded command or event is far below this.
+pub const RECORD_LEN_MAX: usize = 256;
+/// Smallest record: framing plus a one-byte payload.
+pub const RECORD_LEN_MIN: usize = RECORD_HEAD_LEN + 1 + RECORD_CRC_LEN;
+
+/// Record type byte: an input command.
+pub const TYPE_COMMAND: u8 = 1;
+/// Record type byte: an output event.
+pub const TYPE_EVENT: u8 = 2;
+
+/// What a segment header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Engine instance that created the journal.
+    pub instance: u64,
+    /// Sequence number of the segment's first record.
+    pub first_seq: u64,
+    /// Fingerprint of the book configuration the records were produced with.
+    pub fingerprint: u64,
+    /// Creation time, ns since the Unix epoch.
+    pub created_ns: u64,
+}
+
+/// A decoded record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// An input.
+    Command(Command),
+    /// An output.
+    Event(Event),
+}
+
+/// Why bytes are not a valid header or record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    /// Not enough bytes for what the length says (a torn write, if at the end).
+    #[error("truncated: {needed} bytes needed, {present} present")]
+    Truncated {
+        /// Bytes the header or record needs.
+        needed: usize,
+        /// Bytes present.
+        present: usize,
+    },
+    /// Not a journal segment.
+    #[error("bad magic")]
+    BadMagic,
+    /// A format version this build does not read.
+    #[error("format version {0} (this build reads {VERSION})")]
+    Version(u16),
+    /// A record length outside its limits.
+    #[error("record length {0} outside {RECORD_LEN_MIN}..={RECORD_LEN_MAX}")]
+    BadLength(usize),
+    /// Checksum mismatch.
+    #[error("CRC32C mismatch")]
+    Crc,
+    /// Unknown record type.
+    #[error("record type {0}")]
+    BadType(u8),
+    /// The payload does not decode.
+    #[error("payload does not decode")]
+    BadPayload,
+}
+
+/// A fingerprint of everything in the book configuration that changes matching: replaying
+/// a journal with another configuration would not reproduce its events.
+pub fn fingerprint(config: &BookConfig) -> u64 {
+    let bytes = postcard::to_allocvec(config).expect("configuration serializes");
+    let low = crc32c::crc32c(&bytes);
+    let high = crc32c::crc32c_append(low, &bytes);
+    (u64::from(high) << 32) | u64::from(low)
+}
+
+/// Encodes a segment header.
+pub fn write_header(header: &Header) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[0..8].copy_from_slice(&MAGIC);
+    h[8..10].copy_from_slice(&VERSION.to_le_bytes());
+    h[10..12].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    h[16..24].copy_from_slice(&header.instance.to_le_bytes());
+    h[24..32].copy_from_slice(&header.first_seq.to_le_bytes());
+    h[32..40].copy_from_slice(&header.fingerprint.to_le_bytes());
+    h[40..48].copy_from_slice(&header.created_ns.to_le_bytes());
+    let crc = crc32c::crc32c(&h[..60]);
+    h[60..64].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+/// Decodes a segment header.
+pub fn read_header(bytes: &[u8]) -> Result<Header, FormatError> {
+    if bytes.len() < HEADER_LEN {
+        return Err(FormatError::Truncated {
+            needed: HEADER_LEN,
+            present: bytes.len(),
+        });
+    }
+    if bytes[0..8] != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let stored = u32::from_le_bytes(bytes[60..64].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&bytes[..60]) != stored {
+        return Err(FormatError::Crc);
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != VERSION {
+        return Err(FormatError::Version(version));
+    }
+    Ok(Header {
+        instance: u64_at(bytes, 16),
+        first_seq: u64_at(bytes, 24),
+        fingerprint: u64_at(bytes, 32),
+        created_ns: u64_at(bytes, 40),
+    })
+}
+
+/// Appends one record to `out`. Never allocates if `out` has `RECORD_LEN_MAX` spare.
+pub fn write_record(out: &mut Vec<u8>, seq: u64, entry: &Entry) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; RECORD_HEAD_LEN + RECORD_LEN_MAX]);
+    let payload_area = &mut out[start + RECORD_HEAD_LEN..];
+    let (kind, payload_len) = match entry {
+        Entry::Command(c) => (
+            TYPE_COMMAND,
+            postcard::to_slice(c, payload_area).map(|p| p.len()),
+        ),
+        Entry::Event(e) => (
+            TYPE_EVENT,
+            postcard::to_slice(e, payload_area).map(|p| p.len()),
+        ),
+    };
+    let payload_len = payload_len.expect("a command or event fits in RECORD_LEN_MAX");
+    let len = RECORD_HEAD_LEN + payload_len + RECORD_CRC_LEN;
+    assert!(
+        len <= RECORD_LEN_MAX,
+        "record of {len} bytes above RECORD_LEN_MAX"
+    );
+    out.truncate(start + RECORD_HEAD_LEN + payload_len);
+    let head = &mut out[start..start + RECORD_HEAD_LEN];
+    head[0..4].copy_from_slice(&(len as u32).to_le_bytes());
+    head[4..12].copy_from_slice(&seq.to_le_bytes());
+    head[12] = kind;
+    let crc = crc32c::crc32c(&out[start..]);
+    out.extend_from_slice(&crc.to_le_bytes());
+}
+
+/// Decodes the record at the start of `bytes`: its sequence number, entry and length.
+pub fn read_record(bytes: &[u8]) -> Result<(u64, Entry, usize), FormatError> {
+    if bytes.len() < 4 {
+        return Err(FormatError::Truncated {
+            needed: 4,
+            present: bytes.len(),
+        });
+    }
+    let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
+    if !(RECORD_LEN_MIN..=RECORD_LEN_MAX).contains(&len) {
+        return Err(FormatError::BadLength(len));
+    }
+    let Some(record) = bytes.get(..len) else {
+        return Err(FormatError::Truncated {
+            needed: len,
+            present: bytes.len(),
+        });
+    };
+    let stored = u32::from_le_bytes(record[len - 4..].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&record[..len - 4]) != stored {
+        return Err(FormatError::Crc);
+    }
+    let seq = u64_at(record, 4);
+    let payload = &record[RECORD_HEAD_LEN..len - 4];
+    let entry = match record[12] {
+        TYPE_COMMAND => Entry::Command(decode_exact(payload)?),
+        TYPE_EVENT => Entry::Event(decode_exact(payload)?),
+        other => return Err(FormatError::BadType(other)),
+    };
+    Ok((seq, entry, len))
+}
+
+/// Decodes a payload that must be used up exactly.
+fn decode_exact<'a, T: serde::Deserialize<'a>>(payload: &'a [u8]) -> Result<T, FormatError> {
+    match postcard::take_from_bytes::<T>(payload) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(FormatError::BadPayload),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::{CommandBody, EventBody};
+    use crate::types::{OwnerId, Timestamp, UserRef};
+
+    fn sample() -> Vec<(u64, Entry)> {
+        vec![
+            (
+                1,
+                Entry::Command(Command {
+                    ts: Timestamp(5),
+                    owner: OwnerId(1),
+                    body: CommandBody::AccountQuery,
+                }),
+            ),
+            (
+                2,
+                Entry::Event(Event {
+                    ts: Timestamp(5),
+                    body: EventBody::AccountQueried {
+                        owner: OwnerId(1),
+                        next_user_ref: UserRef(9),
+                    },
+                }),
+            ),
+        ]
+    }
+
+    #[test]
+    fn records_round_trip() {
+        let mut out = Vec::new();
+        for (seq, entry) in sample() {
+            write_record(&mut out, seq, &entry);
+        }
+        let mut at = 0;
+        for (seq, entry) in sample() {
+            let (s, e, len) = read_record(&out[at..]).unwrap();
+            assert_eq!((s, e), (seq, entry));
+            at += len;
+        }
+        assert_eq!(at, out.len());
+    }
+
+    #[test]
+    fn header_round_trips_and_detects_damage() {
+        let header = Header {
+            instance: 7,
+            first_seq: 42,
+            fingerprint: 99,
+            created_ns: 1,
+        };
+        let mut bytes = write_header(&header);
+        assert_eq!(read_header(&bytes), Ok(header));
+        bytes[30] ^= 1;
+        assert_eq!(read_header(&bytes), Err(FormatError::Crc));
+    }
+
+    #[test]
+    fn every_bit_flip_of_a_record_is_detected() {
+        let mut out = Vec::new();
+        write_record(&mut out, 1, &sample()[0].1);
+        for bit in 0..out.len() * 8 {
+            let mut damaged = out.clone();
+            damaged[bit / 8] ^= 1 << (bit % 8);
+            assert!(
+                read_record(&damaged).is_err(),
+                "flip of bit {bit} went unnoticed"
+            );
+        }
+    }
+
+    #[test]
+    fn every_truncation_of_a_record_is_detected() {
+        let mut out = Vec::new();
+        write_record(&mut out, 1, &sample()[1].1);
+        for cut in 0..out.len() {
+            assert!(
+                read_record(&out[..cut]).is_err(),
+                "cut at {cut} went unnoticed"
+            );
+        }
+    }
+}

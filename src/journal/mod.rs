@@ -1,0 +1,59 @@
+//! Stage 3, the journal writer, and everything that reads journals: the source of truth.
+//!
+//! The writer thread takes every command and event from the matcher, appends them to
+//! segment files in batches (group commit), and only then releases the batch's events to
+//! egress. So no client hears of anything that is not in the journal: with
+//! `fsync = "never"` a fact acknowledged survives a crash of the process (`kill -9`; the
+//! bytes are in the kernel), with `fsync = "always"` it also survives a power loss (the
+//! batch was `fdatasync`ed before its events left).
+//!
+//! On start, [`recover`] reads the journal back: it re-runs every command through a fresh
+//! matcher, checks that each journaled event is the one the matcher produces again, and
+//! hands the events to the gateway to rebuild each session's numbered stream.
+//!
+//! # Format, version 1
+//! A journal is a directory of segment files named `<first sequence, 20 digits>.imj`. All
+//! integers are little-endian. This format is also the replication protocol: a standby
+//! reads the same records in the same order.
+//!
+//! Segment header, 64 bytes:
+//!
+//! | offset | size | field |
+//! |---:|---:|---|
+//! | 0 | 8 | magic `IRONMJNL` |
+//! | 8 | 2 | format version (1) |
+//! | 10 | 2 | header length (64) |
+//! | 12 | 4 | reserved, 0 |
+//! | 16 | 8 | engine instance id (chosen when the journal was created) |
+//! | 24 | 8 | sequence number of the segment's first record |
+//! | 32 | 8 | fingerprint of the book configuration (instruments, users, pools, self-trade mode) |
+//! | 40 | 8 | creation time, ns since the Unix epoch |
+//! | 48 | 12 | reserved, 0 |
+//! | 60 | 4 | CRC32C of bytes 0..60 |
+//!
+//! Then records, back to back:
+//!
+//! | offset | size | field |
+//! |---:|---:|---|
+//! | 0 | 4 | record length `L`, framing included (21..=256) |
+//! | 4 | 8 | sequence number: 1 for the journal's first record, +1 for each record |
+//! | 12 | 1 | type: 1 = command (an input, with its user, reference and gateway timestamp), 2 = event (an output of the command before it) |
+//! | 13 | 3 | reserved, 0 |
+//! | 16 | `L - 20` | payload: the [postcard 1.0](https://postcard.jamesmunns.com/wire-format) encoding of [`Command`](crate::book::Command) or [`Event`](crate::book::Event) |
+//! | `L - 4` | 4 | CRC32C of bytes `0..L-4` |
+//!
+//! A command's events follow it; they may straddle a batch (and so a crash) boundary,
+//! in which case recovery regenerates and appends the missing ones before serving.
+
+mod format;
+mod reader;
+mod writer;
+
+pub use format::{
+    Entry, FormatError, Header, fingerprint, read_header, read_record, write_header, write_record,
+};
+pub use reader::{JournalError, Recovery, SegmentScan, recover, scan_segment, segment_paths};
+pub use writer::{FsyncMode, JournalWriter, run_journal};
+
+/// Records taken from the ring per batch (one write, one optional fdatasync).
+pub const BATCH_LEN_MAX: usize = 1024;

@@ -1,0 +1,308 @@
+//! Reading journals back: the segment walk shared by recovery and `ironmatch replay`.
+//!
+//! Every header and record is checked (magic, version, CRC32C, sequence continuity,
+//! configuration fingerprint). A bad record is a *torn tail* only if it is in the last
+//! segment and no valid record follows it: the write was cut by a crash, nothing after it
+//! was acknowledged, and recovery truncates it with a warning. Anywhere else it is
+//! corruption, and the error names the file and offset.
+
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::format::{
+    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MIN, read_header, read_record,
+};
+use crate::book::{BookConfig, Event, Matcher};
+
+/// Why a journal cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// A file could not be read or repaired.
+    #[error("{path}: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: io::Error,
+    },
+    /// A segment header is damaged.
+    #[error("{path}: bad segment header: {error}")]
+    Header {
+        /// File.
+        path: PathBuf,
+        /// What is wrong.
+        error: FormatError,
+    },
+    /// A record is damaged and valid records follow it.
+    #[error(
+        "{path}: corrupt record at offset {offset}: {error} (valid records follow, so this is not a torn write)"
+    )]
+    Corrupt {
+        /// File.
+        path: PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// What is wrong.
+        error: FormatError,
+    },
+    /// Sequence numbers do not follow each other.
+    #[error("{path}: offset {offset}: sequence {found}, expected {expected}")]
+    Sequence {
+        /// File.
+        path: PathBuf,
+        /// Byte offset.
+        offset: u64,
+        /// Expected number.
+        expected: u64,
+        /// Number found.
+        found: u64,
+    },
+    /// The journal was written with another book configuration.
+    #[error(
+        "{path}: written with another book configuration (instruments, users, pools or self-trade mode changed); replaying it would not reproduce its events"
+    )]
+    Fingerprint {
+        /// File.
+        path: PathBuf,
+    },
+    /// Re-running the commands does not give the journaled events.
+    #[error("{path}: offset {offset}: sequence {seq}: {detail}")]
+    Diverged {
+        /// File.
+        path: PathBuf,
+        /// Byte offset.
+        offset: u64,
+        /// Record's sequence number.
+        seq: u64,
+        /// What differs.
+        detail: String,
+    },
+}
+
+/// Where a record is.
+#[derive(Clone, Copy, Debug)]
+pub struct Place<'a> {
+    /// Segment file.
+    pub path: &'a Path,
+    /// Byte offset in it.
+    pub offset: u64,
+    /// Sequence number.
+    pub seq: u64,
+}
+
+/// How a walk ended.
+#[derive(Clone, Debug, Default)]
+pub struct SegmentScan {
+    /// The first segment's header, if there is a segment.
+    pub header: Option<Header>,
+    /// The last segment and its valid length.
+    pub last_segment: Option<(PathBuf, u64)>,
+    /// The sequence number the next record gets.
+    pub next_seq: u64,
+    /// Records read.
+    pub records: u64,
+    /// A torn tail found in the last segment: file, offset, bytes after it.
+    pub torn: Option<(PathBuf, u64, u64)>,
+}
+
+/// Segment files in `dir`, in order.
+pub fn segment_paths(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "imj"))
+            .collect(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    paths.sort();
+    Ok(paths)
+}
+
+/// Whether any valid record starts after `from` (used to tell a torn tail from corruption).
+fn valid_record_after(bytes: &[u8], from: usize) -> bool {
+    (from + 1..bytes.len().saturating_sub(RECORD_LEN_MIN - 1))
+        .any(|o| read_record(&bytes[o..]).is_ok())
+}
+
+/// Walks every record of the journal in `dir`, calling `visit` for each. With `repair`,
+/// a torn tail is truncated; without, it is only reported. `fingerprint`, if given, must
+/// match every segment's.
+pub fn scan_segment(
+    dir: &Path,
+    fingerprint: Option<u64>,
+    repair: bool,
+    mut visit: impl FnMut(Place<'_>, &Entry) -> Result<(), JournalError>,
+) -> Result<SegmentScan, JournalError> {
+    let paths = segment_paths(dir).map_err(|source| JournalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let mut scan = SegmentScan {
+        next_seq: 1,
+        ..SegmentScan::default()
+    };
+    for (i, path) in paths.iter().enumerate() {
+        let last = i + 1 == paths.len();
+        let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        if last && bytes.len() < HEADER_LEN {
+            // A crash while creating the segment: it holds nothing.
+            eprintln!(
+                "ironmatch journal: warning: {}: {} bytes, no complete header: removing it",
+                path.display(),
+                bytes.len()
+            );
+            if repair {
+                std::fs::remove_file(path).map_err(|source| JournalError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            }
+            continue;
+        }
+        let header = read_header(&bytes).map_err(|error| JournalError::Header {
+            path: path.clone(),
+            error,
+        })?;
+        if fingerprint.is_some_and(|f| f != header.fingerprint) {
+            return Err(JournalError::Fingerprint { path: path.clone() });
+        }
+        if header.first_seq != scan.next_seq {
+            return Err(JournalError::Sequence {
+                path: path.clone(),
+                offset: 0,
+                expected: scan.next_seq,
+                found: header.first_seq,
+            });
+        }
+        scan.header.get_or_insert(header);
+        let mut offset = HEADER_LEN;
+        while offset < bytes.len() {
+            match read_record(&bytes[offset..]) {
+                Ok((seq, entry, len)) => {
+                    if seq != scan.next_seq {
+                        return Err(JournalError::Sequence {
+                            path: path.clone(),
+                            offset: offset as u64,
+                            expected: scan.next_seq,
+                            found: seq,
+                        });
+                    }
+                    visit(
+                        Place {
+                            path,
+                            offset: offset as u64,
+                            seq,
+                        },
+                        &entry,
+                    )?;
+                    scan.next_seq += 1;
+                    scan.records += 1;
+                    offset += len;
+                }
+                Err(error) if last && !valid_record_after(&bytes, offset) => {
+                    let after = (bytes.len() - offset) as u64;
+                    eprintln!(
+                        "ironmatch journal: warning: {}: torn record at offset {offset} ({error}, {after} bytes): {}",
+                        path.display(),
+                        if repair { "truncating" } else { "ignored" }
+                    );
+                    if repair {
+                        truncate(path, offset as u64)?;
+                    }
+                    scan.torn = Some((path.clone(), offset as u64, after));
+                    break;
+                }
+                Err(error) => {
+                    return Err(JournalError::Corrupt {
+                        path: path.clone(),
+                        offset: offset as u64,
+                        error,
+                    });
+                }
+            }
+        }
+        scan.last_segment = Some((path.clone(), offset as u64));
+    }
+    Ok(scan)
+}
+
+fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
+    let io = |source| JournalError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = OpenOptions::new().write(true).open(path).map_err(io)?;
+    file.set_len(len).map_err(io)?;
+    file.sync_all().map_err(io)
+}
+
+/// State rebuilt from a journal.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The matcher after every journaled command.
+    pub matcher: Matcher,
+    /// How the walk ended (where to append, the next sequence number).
+    pub scan: SegmentScan,
+    /// Events of the last command that the journal does not hold yet (its batch was cut
+    /// by the crash): they must be journaled before anything else.
+    pub pending: Vec<Event>,
+}
+
+/// Rebuilds the matcher from the journal in `dir` (repairing a torn tail), checking every
+/// journaled event against the one the matcher produces again. `on_event` gets every
+/// event in order, the pending ones last, to rebuild the sessions' streams.
+pub fn recover(
+    dir: &Path,
+    book: &BookConfig,
+    mut on_event: impl FnMut(&Event),
+) -> Result<Recovery, JournalError> {
+    let mut matcher = Matcher::new(book);
+    let mut expected: VecDeque<Event> = VecDeque::new();
+    let mut produced: Vec<Event> = Vec::new();
+    let scan = scan_segment(dir, Some(super::fingerprint(book)), true, |place, entry| {
+        let diverged = |detail: String| JournalError::Diverged {
+            path: place.path.to_path_buf(),
+            offset: place.offset,
+            seq: place.seq,
+            detail,
+        };
+        match entry {
+            Entry::Command(command) => {
+                if !expected.is_empty() {
+                    return Err(diverged(format!(
+                        "a command, but {} events of the previous one are missing",
+                        expected.len()
+                    )));
+                }
+                produced.clear();
+                matcher.apply(command, &mut produced);
+                expected.extend(produced.iter().copied());
+            }
+            Entry::Event(event) => match expected.pop_front() {
+                Some(again) if again == *event => on_event(event),
+                Some(again) => {
+                    return Err(diverged(format!(
+                        "journaled {event:?}, replay gives {again:?}"
+                    )));
+                }
+                None => return Err(diverged(format!("an event no command produced: {event:?}"))),
+            },
+        }
+        Ok(())
+    })?;
+    let pending: Vec<Event> = expected.into_iter().collect();
+    for event in &pending {
+        on_event(event);
+    }
+    Ok(Recovery {
+        matcher,
+        scan,
+        pending,
+    })
+}

@@ -1,0 +1,219 @@
+//! The journal writer stage: batches of records appended with one `write` (and, with
+//! `fsync = "always"`, one `fdatasync`), then the batch's events released to egress.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use crossbeam::sync::Parker;
+
+use super::BATCH_LEN_MAX;
+use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
+use crate::book::Event;
+use crate::pipeline::{Idle, Record, Ring, WaitStrategy, idle_wait};
+
+/// When the writer forces data to stable storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FsyncMode {
+    /// Never: acknowledged facts survive a process crash, not a power loss.
+    Never,
+    /// After every batch, before its events are released: they survive a power loss too.
+    Always,
+}
+
+impl FsyncMode {
+    /// Parses the configuration value.
+    pub fn parse(text: &str) -> Option<FsyncMode> {
+        match text {
+            "never" => Some(FsyncMode::Never),
+            "always" => Some(FsyncMode::Always),
+            _ => None,
+        }
+    }
+}
+
+/// Appends records to the current segment, rotating at a size limit.
+#[derive(Debug)]
+pub struct JournalWriter {
+    dir: PathBuf,
+    fsync: FsyncMode,
+    segment_bytes_max: u64,
+    header: Header,
+    file: File,
+    file_len: u64,
+    next_seq: u64,
+    buf: Vec<u8>,
+    events: Vec<Event>,
+}
+
+/// The file name of the segment starting at `first_seq`.
+pub fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}.imj")
+}
+
+impl JournalWriter {
+    /// A writer appending to `path` (an existing segment of `len` bytes, or a new one if
+    /// `path` is `None`), whose next record is `next_seq`.
+    pub fn open(
+        dir: &Path,
+        header: Header,
+        last_segment: Option<(&Path, u64)>,
+        next_seq: u64,
+        fsync: FsyncMode,
+        segment_bytes_max: u64,
+    ) -> io::Result<JournalWriter> {
+        std::fs::create_dir_all(dir)?;
+        let (file, file_len) = match last_segment {
+            Some((path, len)) => (OpenOptions::new().append(true).open(path)?, len),
+            None => (
+                create_segment(
+                    dir,
+                    &Header {
+                        first_seq: next_seq,
+                        ..header
+                    },
+                )?,
+                HEADER_LEN as u64,
+            ),
+        };
+        Ok(JournalWriter {
+            dir: dir.to_path_buf(),
+            fsync,
+            segment_bytes_max,
+            header,
+            file,
+            file_len,
+            next_seq,
+            buf: Vec::with_capacity(BATCH_LEN_MAX * RECORD_LEN_MAX + RECORD_LEN_MAX),
+            events: Vec::with_capacity(BATCH_LEN_MAX),
+        })
+    }
+
+    /// The sequence number the next record gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Adds a record to the current batch.
+    pub fn stage(&mut self, entry: &Entry) {
+        write_record(&mut self.buf, self.next_seq, entry);
+        self.next_seq += 1;
+    }
+
+    /// Writes the batch (rotating first if the segment would pass its limit) and, with
+    /// `fsync = "always"`, makes it durable.
+    pub fn commit(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.file_len + self.buf.len() as u64 > self.segment_bytes_max
+            && self.file_len > HEADER_LEN as u64
+        {
+            self.rotate()?;
+        }
+        self.file.write_all(&self.buf)?;
+        self.file_len += self.buf.len() as u64;
+        self.buf.clear();
+        if self.fsync == FsyncMode::Always {
+            self.file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    fn rotate(&mut self) -> io::Result<()> {
+        // The batch about to be written starts the new segment.
+        let staged = self.buf_first_seq();
+        self.file.sync_data()?;
+        self.file = create_segment(
+            &self.dir,
+            &Header {
+                first_seq: staged,
+                ..self.header
+            },
+        )?;
+        self.file_len = HEADER_LEN as u64;
+        Ok(())
+    }
+
+    /// Sequence number of the first staged record.
+    fn buf_first_seq(&self) -> u64 {
+        u64::from_le_bytes(self.buf[4..12].try_into().expect("a staged record"))
+    }
+
+    /// Runs the stage until a [`Record::Shutdown`] arrives. A write error stops the
+    /// process: nothing may be acknowledged that is not in the journal.
+    pub fn run(
+        mut self,
+        input: &Ring<Record>,
+        output: &Ring<Record>,
+        wait: WaitStrategy,
+        parker: &Parker,
+    ) {
+        let mut idle = Idle::new();
+        loop {
+            let mut taken = 0;
+            let mut shutdown = false;
+            while taken < BATCH_LEN_MAX {
+                match input.try_pop() {
+                    Some(Record::Command(c)) => self.stage(&Entry::Command(c)),
+                    Some(Record::Event(e)) => {
+                        self.stage(&Entry::Event(e));
+                        self.events.push(e);
+                    }
+                    Some(Record::Shutdown) => {
+                        shutdown = true;
+                        break;
+                    }
+                    None => break,
+                }
+                taken += 1;
+            }
+            if let Err(e) = self.commit() {
+                eprintln!(
+                    "ironmatch journal: cannot write to {}: {e}; stopping",
+                    self.dir.display()
+                );
+                std::process::exit(74);
+            }
+            // Only now may the batch's events be acknowledged.
+            for e in self.events.drain(..) {
+                output.push(Record::Event(e));
+            }
+            if shutdown {
+                output.push(Record::Shutdown);
+                output.notify();
+                return;
+            }
+            if taken > 0 {
+                output.notify();
+                idle.reset();
+            } else {
+                idle_wait(input, wait, &mut idle, parker);
+            }
+        }
+    }
+}
+
+/// Creates a segment file with its header, durably (file and directory entry).
+fn create_segment(dir: &Path, header: &Header) -> io::Result<File> {
+    let path = dir.join(segment_name(header.first_seq));
+    let mut file = OpenOptions::new()
+        .create_new(true)
+        .append(true)
+        .open(&path)?;
+    file.write_all(&write_header(header))?;
+    file.sync_all()?;
+    File::open(dir)?.sync_all()?;
+    Ok(file)
+}
+
+/// Stage 3 entry point for a writer built by the caller.
+pub fn run_journal(
+    writer: JournalWriter,
+    input: &Ring<Record>,
+    output: &Ring<Record>,
+    wait: WaitStrategy,
+    parker: &Parker,
+) {
+    writer.run(input, output, wait, parker);
+}
