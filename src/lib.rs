@@ -33,6 +33,7 @@ pub mod engine;
 pub mod gateway;
 pub mod journal;
 pub mod pipeline;
+pub mod replay;
 pub mod server;
 pub mod types;
 pub mod wire;

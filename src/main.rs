@@ -8,8 +8,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ironmatch::book::{Command, CommandBody, Echo, Matcher, NewOrder, TimeInForce};
 use ironmatch::config::Config;
+use ironmatch::replay::{self, ReplayOptions};
 use ironmatch::server::Server;
-use ironmatch::types::{OwnerId, Price, Qty, Side, Timestamp, UserRef};
+use ironmatch::types::{OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
 
 /// ironmatch: a low-latency order matching engine.
 #[derive(Parser)]
@@ -33,6 +34,33 @@ enum Cmd {
         #[arg(long, default_value = "config/ironmatch.toml")]
         config: PathBuf,
     },
+    /// Verify a journal, rebuild the books, audit an order, or export.
+    Replay {
+        /// Journal directory.
+        #[arg(long)]
+        journal: PathBuf,
+        /// Configuration the journal was written with (its fingerprint is checked).
+        #[arg(long, default_value = "config/ironmatch.toml")]
+        config: PathBuf,
+        /// Require the re-run's events to equal the journaled events, byte for byte.
+        #[arg(long)]
+        verify_determinism: bool,
+        /// Print only this instrument's book.
+        #[arg(long)]
+        book: Option<String>,
+        /// Price levels per side.
+        #[arg(long, default_value_t = 5)]
+        depth: usize,
+        /// Stop after this sequence number.
+        #[arg(long)]
+        until: Option<u64>,
+        /// Audit trail of one order: USER:REF (username and UserRefNum).
+        #[arg(long)]
+        order: Option<String>,
+        /// Machine-readable output (JSON).
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file and print what it defines.
     CheckConfig {
         /// Configuration file.
@@ -44,7 +72,10 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
-        Cmd::Serve { config } | Cmd::Demo { config } | Cmd::CheckConfig { config } => config,
+        Cmd::Serve { config }
+        | Cmd::Demo { config }
+        | Cmd::CheckConfig { config }
+        | Cmd::Replay { config, .. } => config,
     };
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -56,6 +87,44 @@ fn main() -> ExitCode {
     match cli.command {
         Cmd::Serve { .. } => return serve(&config, path),
         Cmd::Demo { .. } => demo(&config),
+        Cmd::Replay {
+            journal,
+            verify_determinism,
+            book,
+            depth,
+            until,
+            order,
+            json,
+            ..
+        } => {
+            let usernames: Vec<String> = config.users.iter().map(|u| u.username.clone()).collect();
+            let options = ReplayOptions {
+                verify_determinism,
+                until,
+                book: match book.as_deref().map(Symbol::from_str_padded) {
+                    Some(None) => {
+                        eprintln!("ironmatch: --book: not a symbol");
+                        return ExitCode::from(2);
+                    }
+                    other => other.flatten(),
+                },
+                depth,
+                order: match order.as_deref().map(|o| replay::parse_order(o, &usernames)) {
+                    Some(Err(e)) => {
+                        eprintln!("ironmatch: {e}");
+                        return ExitCode::from(2);
+                    }
+                    other => other.and_then(Result::ok),
+                },
+                json,
+            };
+            let book = config.book_config().expect("validated at load");
+            let mut out = std::io::stdout().lock();
+            if let Err(e) = replay::replay(&journal, &book, &options, &mut out) {
+                eprintln!("ironmatch replay: {e}");
+                return ExitCode::from(1);
+            }
+        }
         Cmd::CheckConfig { .. } => {
             for i in &config.instruments {
                 println!(

@@ -173,3 +173,68 @@ fn recovery_replays_to_the_same_books() {
     assert!(recovery.pending.is_empty());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn replay_verifies_summarises_audits_and_exports() {
+    let dir = temp_dir("replay");
+    let config_path = dir.join("ironmatch.toml");
+    std::fs::write(&config_path, test_config_text(&dir, "")).unwrap();
+    let config = test_config_in(&dir, "");
+    let server = Server::start(&config).unwrap();
+    let addr = server.local_addr();
+    let mut maker = login(addr, "MM3", "pw3", 1);
+    let mut taker = login(addr, "MM2", "pw2", 1);
+    maker.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    maker.limit(2, b'S', 100, "AAPL", PX + 100).unwrap();
+    next(&mut maker);
+    next(&mut maker);
+    taker.limit(1, b'B', 150, "AAPL", PX + 100).unwrap();
+    for _ in 0..3 {
+        next(&mut taker);
+    }
+    server.stop().unwrap();
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+            .args([
+                "replay",
+                "--journal",
+                dir.to_str().unwrap(),
+                "--config",
+                config_path.to_str().unwrap(),
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "replay {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let summary = run(&["--verify-determinism"]);
+    assert!(summary.contains("orders accepted 3, trades 2"), "{summary}");
+    assert!(
+        summary.contains("determinism: every journaled event equals the re-run's"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("150.0100"),
+        "the remaining ask is in the book: {summary}"
+    );
+    let audit = run(&["--order", "MM3:2"]);
+    assert!(
+        audit.contains("Accepted") && audit.contains("Executed") && audit.contains("MdExecute"),
+        "{audit}"
+    );
+    assert!(
+        !audit.contains("user_ref: UserRef(1)"),
+        "only order 2's trail: {audit}"
+    );
+    let json: serde_json::Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
+    assert_eq!(json["summary"]["trades"], 2);
+    let early = run(&["--until", "2"]);
+    assert!(early.contains("records 2 "), "{early}");
+    std::fs::remove_dir_all(&dir).ok();
+}

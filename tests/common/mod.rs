@@ -34,8 +34,14 @@ pub fn test_config(extra_gateway: &str) -> Config {
 
 /// Like [`test_config`], with the journal in `dir`.
 pub fn test_config_in(dir: &std::path::Path, extra_gateway: &str) -> Config {
+    Config::parse(&test_config_text(dir, extra_gateway), "test config")
+        .expect("test config is valid")
+}
+
+/// The text of [`test_config_in`], to write to a file for the binary.
+pub fn test_config_text(dir: &std::path::Path, extra_gateway: &str) -> String {
     let journal = dir.display();
-    let text = format!(
+    format!(
         r#"
 [gateway]
 listen = "127.0.0.1:0"
@@ -94,8 +100,7 @@ cancel_on_disconnect = false
 orders_per_sec = 2
 burst = 3
 "#
-    );
-    Config::parse(&text, "test config").expect("test config is valid")
+    )
 }
 
 /// Starts an engine for one test.

@@ -1,0 +1,351 @@
+//! `ironmatch replay`: verify a journal, rebuild the books, audit one order, export.
+//!
+//! Runs on the caller's thread, read-only (a torn tail is reported, not repaired). Every
+//! CRC and sequence number is checked; the commands are re-run through a fresh matcher
+//! built from the configuration (whose fingerprint must match the journal's).
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::time::Instant;
+
+use crate::book::{BookConfig, Command, CommandBody, Event, EventBody, Matcher};
+use crate::journal::{self, Entry, JournalError};
+use crate::types::{OrderId, OwnerId, Symbol, UserRef};
+
+/// What to do besides verifying and rebuilding.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayOptions {
+    /// Require the re-run's events to equal the journaled ones, byte for byte.
+    pub verify_determinism: bool,
+    /// Stop after this sequence number.
+    pub until: Option<u64>,
+    /// Print only this instrument's book.
+    pub book: Option<Symbol>,
+    /// Levels to print per side.
+    pub depth: usize,
+    /// Audit trail of one order: (user index, reference).
+    pub order: Option<(OwnerId, UserRef)>,
+    /// Machine-readable output.
+    pub json: bool,
+}
+
+/// Totals of a replay.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Summary {
+    /// Records read.
+    pub records: u64,
+    /// Commands among them.
+    pub commands: u64,
+    /// Events among them.
+    pub events: u64,
+    /// Orders accepted.
+    pub orders: u64,
+    /// Trades (matches).
+    pub trades: u64,
+    /// Instruments configured.
+    pub instruments: usize,
+    /// First command's timestamp, ns since midnight.
+    pub first_ts: Option<u64>,
+    /// Last command's timestamp.
+    pub last_ts: Option<u64>,
+    /// Last sequence number read.
+    pub last_seq: u64,
+    /// Whether the re-run matched every journaled event.
+    pub determinism_verified: bool,
+}
+
+fn touches_command(c: &Command, owner: OwnerId, r: UserRef) -> bool {
+    c.owner == owner
+        && match &c.body {
+            CommandBody::New(o) => o.user_ref == r,
+            CommandBody::Cancel { user_ref, .. } | CommandBody::Modify { user_ref, .. } => {
+                *user_ref == r
+            }
+            CommandBody::Replace(x) => x.user_ref == r || x.orig_user_ref == r,
+            CommandBody::Disconnect | CommandBody::MassCancel { .. } => true,
+            CommandBody::GatewayReject { user_ref, .. } => *user_ref == r,
+            CommandBody::AccountQuery => false,
+        }
+}
+
+fn touches_event(e: &Event, owner: OwnerId, r: UserRef, ids: &[OrderId]) -> bool {
+    match e.body {
+        EventBody::Accepted { owner: o, order } => o == owner && order.user_ref == r,
+        EventBody::Replaced {
+            owner: o,
+            orig_user_ref,
+            order,
+        } => o == owner && (order.user_ref == r || orig_user_ref == r),
+        EventBody::Rejected {
+            owner: o, user_ref, ..
+        }
+        | EventBody::Canceled {
+            owner: o, user_ref, ..
+        }
+        | EventBody::AiqCanceled {
+            owner: o, user_ref, ..
+        }
+        | EventBody::Executed {
+            owner: o, user_ref, ..
+        }
+        | EventBody::Modified {
+            owner: o, user_ref, ..
+        }
+        | EventBody::CancelRejected { owner: o, user_ref }
+        | EventBody::Restated {
+            owner: o, user_ref, ..
+        } => o == owner && user_ref == r,
+        EventBody::MdAdd { md_ref, .. }
+        | EventBody::MdExecute { md_ref, .. }
+        | EventBody::MdCancel { md_ref, .. }
+        | EventBody::MdDelete { md_ref, .. } => ids.contains(&md_ref),
+        EventBody::MdReplace {
+            old_md_ref,
+            new_md_ref,
+            ..
+        } => ids.contains(&old_md_ref) || ids.contains(&new_md_ref),
+        _ => false,
+    }
+}
+
+/// Replays the journal in `dir`, writing the report to `out`.
+pub fn replay(
+    dir: &Path,
+    book: &BookConfig,
+    options: &ReplayOptions,
+    out: &mut impl Write,
+) -> Result<Summary, JournalError> {
+    let mut matcher = Matcher::new(book);
+    let mut summary = Summary {
+        instruments: book.instruments.len(),
+        determinism_verified: options.verify_determinism,
+        ..Summary::default()
+    };
+    let mut produced: Vec<Event> = Vec::new();
+    let mut next_expected = 0usize;
+    let mut ids: Vec<OrderId> = Vec::new();
+    let started = Instant::now();
+    let stop_at = options.until.unwrap_or(u64::MAX);
+    let result = journal::scan_segment(
+        dir,
+        Some(journal::fingerprint(book)),
+        false,
+        |place, entry| {
+            if place.seq > stop_at {
+                return Err(JournalError::Sequence {
+                    path: place.path.to_path_buf(),
+                    offset: place.offset,
+                    expected: stop_at,
+                    found: place.seq,
+                });
+            }
+            summary.records += 1;
+            summary.last_seq = place.seq;
+            if summary.records % 1_000_000 == 0 && !options.json {
+                eprintln!(
+                    "replay: {} records, {:.1} M records/s",
+                    summary.records,
+                    summary.records as f64 / started.elapsed().as_secs_f64() / 1e6
+                );
+            }
+            match entry {
+                Entry::Command(c) => {
+                    summary.commands += 1;
+                    summary.first_ts.get_or_insert(c.ts.0);
+                    summary.last_ts = Some(c.ts.0);
+                    produced.clear();
+                    next_expected = 0;
+                    matcher.apply(c, &mut produced);
+                    if let Some((owner, r)) = options.order
+                        && touches_command(c, owner, r)
+                    {
+                        audit_line(out, options.json, place.seq, "command", c);
+                    }
+                }
+                Entry::Event(e) => {
+                    summary.events += 1;
+                    match e.body {
+                        EventBody::Accepted { .. } => summary.orders += 1,
+                        EventBody::Executed {
+                            liquidity: crate::book::Liquidity::Removed,
+                            ..
+                        } => summary.trades += 1,
+                        _ => {}
+                    }
+                    if options.verify_determinism {
+                        let again = produced.get(next_expected);
+                        if again != Some(e) {
+                            return Err(JournalError::Diverged {
+                                path: place.path.to_path_buf(),
+                                offset: place.offset,
+                                seq: place.seq,
+                                detail: format!("journaled {e:?}, the re-run gives {again:?}"),
+                            });
+                        }
+                        next_expected += 1;
+                    }
+                    if let Some((owner, r)) = options.order {
+                        if let EventBody::Accepted { owner: o, order }
+                        | EventBody::Replaced {
+                            owner: o, order, ..
+                        } = e.body
+                            && o == owner
+                            && order.user_ref == r
+                        {
+                            ids.push(order.order_id);
+                        }
+                        if let EventBody::Restated {
+                            owner: o,
+                            user_ref,
+                            md_ref,
+                            ..
+                        } = e.body
+                            && o == owner
+                            && user_ref == r
+                        {
+                            ids.push(md_ref);
+                        }
+                        if touches_event(e, owner, r, &ids) {
+                            audit_line(out, options.json, place.seq, "event", e);
+                        }
+                    }
+                }
+            }
+            Ok(())
+        },
+    );
+    match result {
+        Ok(_) => {}
+        // Reaching --until ends the walk early; that is not an error.
+        Err(JournalError::Sequence { expected, .. }) if expected == stop_at => {}
+        Err(e) => return Err(e),
+    }
+    if options.order.is_none() {
+        report(out, &summary, &matcher, book, options);
+    }
+    Ok(summary)
+}
+
+fn audit_line<T: std::fmt::Debug + serde::Serialize>(
+    out: &mut impl Write,
+    json: bool,
+    seq: u64,
+    kind: &str,
+    value: &T,
+) {
+    let _ = if json {
+        writeln!(
+            out,
+            "{{\"seq\":{seq},\"{kind}\":{}}}",
+            serde_json::to_string(value).unwrap_or_default()
+        )
+    } else {
+        writeln!(out, "{seq:>12} {kind:7} {value:?}")
+    };
+}
+
+fn report(
+    out: &mut impl Write,
+    summary: &Summary,
+    matcher: &Matcher,
+    book: &BookConfig,
+    options: &ReplayOptions,
+) {
+    let view = matcher.view();
+    let mut books = Vec::new();
+    for (i, spec) in book.instruments.iter().enumerate() {
+        if options.book.is_some_and(|s| s != spec.symbol) {
+            continue;
+        }
+        let levels = |side: usize| -> Vec<(String, u64, usize)> {
+            let mut levels: Vec<(String, u64, usize)> = Vec::new();
+            for o in &view.sides[i][side] {
+                let price = o.price.to_string();
+                if let Some(l) = levels.last_mut().filter(|l| l.0 == price) {
+                    l.1 += u64::from(o.open);
+                    l.2 += 1;
+                } else if levels.len() == options.depth {
+                    break;
+                } else {
+                    levels.push((price, u64::from(o.open), 1));
+                }
+            }
+            levels
+        };
+        books.push((spec.symbol.to_string(), levels(0), levels(1)));
+    }
+    if options.json {
+        let value = serde_json::json!({
+            "summary": summary,
+            "books": books.iter().map(|(s, b, a)| serde_json::json!({"symbol": s, "bids": b, "asks": a})).collect::<Vec<_>>(),
+        });
+        let _ = writeln!(out, "{value}");
+        return;
+    }
+    let span = |ts: Option<u64>| {
+        ts.map_or("-".to_string(), |t| {
+            format!(
+                "{:02}:{:02}:{:02}.{:09}",
+                t / 3_600_000_000_000,
+                t / 60_000_000_000 % 60,
+                t / 1_000_000_000 % 60,
+                t % 1_000_000_000
+            )
+        })
+    };
+    let _ = writeln!(
+        out,
+        "records {} (commands {}, events {}), last sequence {}\norders accepted {}, trades {}, instruments {}\ntime span {} .. {}{}",
+        summary.records,
+        summary.commands,
+        summary.events,
+        summary.last_seq,
+        summary.orders,
+        summary.trades,
+        summary.instruments,
+        span(summary.first_ts),
+        span(summary.last_ts),
+        if summary.determinism_verified {
+            "\ndeterminism: every journaled event equals the re-run's"
+        } else {
+            ""
+        }
+    );
+    for (symbol, bids, asks) in books {
+        let _ = writeln!(
+            out,
+            "\n{symbol}\n{:>14} {:>12} {:>7} | {:>14} {:>12} {:>7}",
+            "bid", "shares", "orders", "ask", "shares", "orders"
+        );
+        for k in 0..bids.len().max(asks.len()) {
+            let cell = |l: Option<&(String, u64, usize)>| {
+                l.map_or(format!("{:>14} {:>12} {:>7}", "", "", ""), |l| {
+                    format!("{:>14} {:>12} {:>7}", l.0, l.1, l.2)
+                })
+            };
+            let _ = writeln!(out, "{} | {}", cell(bids.get(k)), cell(asks.get(k)));
+        }
+    }
+}
+
+/// Parses `USER:REF` against the configured usernames.
+pub fn parse_order(text: &str, usernames: &[String]) -> io::Result<(OwnerId, UserRef)> {
+    let bad = || {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--order {text:?}: expected USER:REF, e.g. MM1:42"),
+        )
+    };
+    let (user, r) = text.split_once(':').ok_or_else(bad)?;
+    let owner = usernames
+        .iter()
+        .position(|u| u.eq_ignore_ascii_case(user))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("--order: no user {user:?} in the configuration"),
+            )
+        })?;
+    let r: u32 = r.parse().map_err(|_| bad())?;
+    Ok((OwnerId(owner as u16), UserRef(r)))
+}
