@@ -141,7 +141,7 @@ pub fn replay(
             }
             summary.records += 1;
             summary.last_seq = place.seq;
-            if summary.records % 1_000_000 == 0 && !options.json {
+            if summary.records.is_multiple_of(1_000_000) && !options.json {
                 eprintln!(
                     "replay: {} records, {:.1} M records/s",
                     summary.records,
