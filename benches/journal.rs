@@ -99,7 +99,7 @@ fn benches(c: &mut Criterion) {
             let passes = iters.div_ceil(records.len() as u64);
             let start = Instant::now();
             for _ in 0..passes {
-                let scan = journal::scan_segment(&dir, None, false, |_, entry| {
+                let scan = journal::scan_journal(&dir, None, false, None, |_, entry| {
                     black_box(entry);
                     Ok(())
                 })

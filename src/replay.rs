@@ -125,20 +125,12 @@ pub fn replay(
     let mut next_expected = 0usize;
     let mut ids: Vec<OrderId> = Vec::new();
     let started = Instant::now();
-    let stop_at = options.until.unwrap_or(u64::MAX);
-    let result = journal::scan_segment(
+    journal::scan_journal(
         dir,
         Some(journal::fingerprint(book)),
         false,
+        options.until,
         |place, entry| {
-            if place.seq > stop_at {
-                return Err(JournalError::Sequence {
-                    path: place.path.to_path_buf(),
-                    offset: place.offset,
-                    expected: stop_at,
-                    found: place.seq,
-                });
-            }
             summary.records += 1;
             summary.last_seq = place.seq;
             if summary.records.is_multiple_of(1_000_000) && !options.json {
@@ -213,13 +205,7 @@ pub fn replay(
             }
             Ok(())
         },
-    );
-    match result {
-        Ok(_) => {}
-        // Reaching --until ends the walk early; that is not an error.
-        Err(JournalError::Sequence { expected, .. }) if expected == stop_at => {}
-        Err(e) => return Err(e),
-    }
+    )?;
     if options.order.is_none() {
         report(out, &summary, &matcher, book, options);
     }

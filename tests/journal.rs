@@ -88,7 +88,7 @@ fn a_torn_last_record_is_truncated_at_every_byte_offset() {
     let (dir, book) = write_flow(40);
     let path = only_segment(&dir);
     let full = std::fs::read(&path).unwrap();
-    let scan = journal::scan_segment(&dir, None, false, |_, _| Ok(())).unwrap();
+    let scan = journal::scan_journal(&dir, None, false, None, |_, _| Ok(())).unwrap();
     // Find where the last record starts by walking the records.
     let mut at = 64;
     let mut last_start = at;
@@ -162,7 +162,7 @@ fn recovery_replays_to_the_same_books() {
     let recovery = journal::recover(&dir, &book, |_| {}).unwrap();
     // The same commands through a fresh matcher give the same books.
     let mut matcher = Matcher::new(&book);
-    journal::scan_segment(&dir, None, false, |_, entry| {
+    journal::scan_journal(&dir, None, false, None, |_, entry| {
         if let Entry::Command(c) = entry {
             matcher.apply(c, &mut Vec::new());
         }

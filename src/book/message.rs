@@ -496,6 +496,31 @@ pub enum EventBody {
     },
 }
 
+impl EventBody {
+    /// The user an order-entry event is for; `None` for market-data events.
+    pub fn owner(&self) -> Option<OwnerId> {
+        match self {
+            EventBody::Accepted { owner, .. }
+            | EventBody::Rejected { owner, .. }
+            | EventBody::Replaced { owner, .. }
+            | EventBody::Canceled { owner, .. }
+            | EventBody::AiqCanceled { owner, .. }
+            | EventBody::Executed { owner, .. }
+            | EventBody::Modified { owner, .. }
+            | EventBody::CancelRejected { owner, .. }
+            | EventBody::Restated { owner, .. }
+            | EventBody::AccountQueried { owner, .. }
+            | EventBody::MassCanceled { owner, .. } => Some(*owner),
+            EventBody::MdAdd { .. }
+            | EventBody::MdExecute { .. }
+            | EventBody::MdCancel { .. }
+            | EventBody::MdDelete { .. }
+            | EventBody::MdReplace { .. }
+            | EventBody::MdTrade { .. } => None,
+        }
+    }
+}
+
 /// Where the matcher writes events. A `Vec` works; the pipeline writes into its ring.
 pub trait EventSink {
     /// Takes one event.

@@ -160,10 +160,7 @@ impl Gateway {
     /// Appends an event's OUCH message to its user's stream; returns the user, or `None`
     /// for market data.
     fn store_event(&mut self, event: &crate::book::Event) -> Option<usize> {
-        if is_market_data(&event.body) {
-            return None;
-        }
-        let u = usize::from(owner_of(&event.body).0);
+        let u = usize::from(event.body.owner()?.0);
         let symbols = &self.symbols;
         self.users[u].append(|out| {
             encode_event(event, symbols, out);
@@ -678,37 +675,6 @@ impl Gateway {
         }
         eprintln!("ironmatch gateway: stopped");
         Ok(())
-    }
-}
-
-fn is_market_data(body: &crate::book::EventBody) -> bool {
-    use crate::book::EventBody as E;
-    matches!(
-        body,
-        E::MdAdd { .. }
-            | E::MdExecute { .. }
-            | E::MdCancel { .. }
-            | E::MdDelete { .. }
-            | E::MdReplace { .. }
-            | E::MdTrade { .. }
-    )
-}
-
-fn owner_of(body: &crate::book::EventBody) -> OwnerId {
-    use crate::book::EventBody as E;
-    match body {
-        E::Accepted { owner, .. }
-        | E::Rejected { owner, .. }
-        | E::Replaced { owner, .. }
-        | E::Canceled { owner, .. }
-        | E::AiqCanceled { owner, .. }
-        | E::Executed { owner, .. }
-        | E::Modified { owner, .. }
-        | E::CancelRejected { owner, .. }
-        | E::Restated { owner, .. }
-        | E::AccountQueried { owner, .. }
-        | E::MassCanceled { owner, .. } => *owner,
-        other => unreachable!("market data has no owner: {other:?}"),
     }
 }
 

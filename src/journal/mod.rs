@@ -52,7 +52,9 @@ mod writer;
 pub use format::{
     Entry, FormatError, Header, fingerprint, read_header, read_record, write_header, write_record,
 };
-pub use reader::{JournalError, Recovery, SegmentScan, recover, scan_segment, segment_paths};
+pub use reader::{
+    JournalError, Place, Recovery, SegmentScan, recover, scan_journal, segment_paths,
+};
 pub use writer::{FsyncMode, JournalWriter, run_journal};
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).

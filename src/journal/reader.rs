@@ -127,13 +127,14 @@ fn valid_record_after(bytes: &[u8], from: usize) -> bool {
         .any(|o| read_record(&bytes[o..]).is_ok())
 }
 
-/// Walks every record of the journal in `dir`, calling `visit` for each. With `repair`,
-/// a torn tail is truncated; without, it is only reported. `fingerprint`, if given, must
-/// match every segment's.
-pub fn scan_segment(
+/// Walks the records of the journal in `dir` in order, calling `visit` for each, up to
+/// and including sequence `until` if given. With `repair`, a torn tail is truncated;
+/// without, it is only reported. `fingerprint`, if given, must match every segment's.
+pub fn scan_journal(
     dir: &Path,
     fingerprint: Option<u64>,
     repair: bool,
+    until: Option<u64>,
     mut visit: impl FnMut(Place<'_>, &Entry) -> Result<(), JournalError>,
 ) -> Result<SegmentScan, JournalError> {
     let paths = segment_paths(dir).map_err(|source| JournalError::Io {
@@ -185,6 +186,10 @@ pub fn scan_segment(
         while offset < bytes.len() {
             match read_record(&bytes[offset..]) {
                 Ok((seq, entry, len)) => {
+                    if until.is_some_and(|u| seq > u) {
+                        scan.last_segment = Some((path.clone(), offset as u64));
+                        return Ok(scan);
+                    }
                     if seq != scan.next_seq {
                         return Err(JournalError::Sequence {
                             path: path.clone(),
@@ -265,37 +270,45 @@ pub fn recover(
     let mut matcher = Matcher::new(book);
     let mut expected: VecDeque<Event> = VecDeque::new();
     let mut produced: Vec<Event> = Vec::new();
-    let scan = scan_segment(dir, Some(super::fingerprint(book)), true, |place, entry| {
-        let diverged = |detail: String| JournalError::Diverged {
-            path: place.path.to_path_buf(),
-            offset: place.offset,
-            seq: place.seq,
-            detail,
-        };
-        match entry {
-            Entry::Command(command) => {
-                if !expected.is_empty() {
-                    return Err(diverged(format!(
-                        "a command, but {} events of the previous one are missing",
-                        expected.len()
-                    )));
+    let scan = scan_journal(
+        dir,
+        Some(super::fingerprint(book)),
+        true,
+        None,
+        |place, entry| {
+            let diverged = |detail: String| JournalError::Diverged {
+                path: place.path.to_path_buf(),
+                offset: place.offset,
+                seq: place.seq,
+                detail,
+            };
+            match entry {
+                Entry::Command(command) => {
+                    if !expected.is_empty() {
+                        return Err(diverged(format!(
+                            "a command, but {} events of the previous one are missing",
+                            expected.len()
+                        )));
+                    }
+                    produced.clear();
+                    matcher.apply(command, &mut produced);
+                    expected.extend(produced.iter().copied());
                 }
-                produced.clear();
-                matcher.apply(command, &mut produced);
-                expected.extend(produced.iter().copied());
+                Entry::Event(event) => match expected.pop_front() {
+                    Some(again) if again == *event => on_event(event),
+                    Some(again) => {
+                        return Err(diverged(format!(
+                            "journaled {event:?}, replay gives {again:?}"
+                        )));
+                    }
+                    None => {
+                        return Err(diverged(format!("an event no command produced: {event:?}")));
+                    }
+                },
             }
-            Entry::Event(event) => match expected.pop_front() {
-                Some(again) if again == *event => on_event(event),
-                Some(again) => {
-                    return Err(diverged(format!(
-                        "journaled {event:?}, replay gives {again:?}"
-                    )));
-                }
-                None => return Err(diverged(format!("an event no command produced: {event:?}"))),
-            },
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     let pending: Vec<Event> = expected.into_iter().collect();
     for event in &pending {
         on_event(event);
