@@ -229,6 +229,7 @@ fn run_both(bytes: &[u8], stp: StpMode, full_checks: bool) -> usize {
     let mut model_events: Vec<Event> = Vec::new();
     let mut audit = Audit::default();
     let mut n = 0;
+    let mut snapshots = 0usize;
     while let Some(cmd) = decoder.next(&mut src) {
         step(
             &mut fast,
@@ -240,6 +241,15 @@ fn run_both(bytes: &[u8], stp: StpMode, full_checks: bool) -> usize {
         );
         for e in &fast_events {
             audit.on(e);
+        }
+        if full_checks && n % 97 == 96 {
+            // Snapshot and restore: from here on the model checks the restored matcher,
+            // so a restore that lost any state (priority, references, counters) diverges.
+            let state = fast.state();
+            fast = Matcher::from_state(&config, &state)
+                .unwrap_or_else(|e| panic!("restore after command {n} failed: {e}"));
+            assert_eq!(fast.state(), state, "state changed by a restore at {n}");
+            snapshots += 1;
         }
         if full_checks {
             let view = fast.view();
@@ -255,6 +265,7 @@ fn run_both(bytes: &[u8], stp: StpMode, full_checks: bool) -> usize {
     let view = fast.view();
     assert_eq!(view, model.view(), "books differ at the end");
     audit.check(&view);
+    assert!(!full_checks || snapshots == n / 97, "every 97th command restores");
     n
 }
 

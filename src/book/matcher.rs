@@ -1427,3 +1427,235 @@ impl<S: EventSink> Emitter<'_, S> {
         });
     }
 }
+
+/// One resting order in a [`BookState`]: everything the order carries except its links.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RestingState {
+    /// Venue order reference.
+    pub id: OrderId,
+    /// Feed reference of the displayed part.
+    pub md_ref: OrderId,
+    /// Owner.
+    pub owner: OwnerId,
+    /// The owner's reference of the order.
+    pub user_ref: UserRef,
+    /// Instrument.
+    pub instrument: InstrumentId,
+    /// Side as entered.
+    pub side: Side,
+    /// Limit price.
+    pub price: Price,
+    /// Shares open, displayed and reserve together.
+    pub open: u32,
+    /// Shares displayed now.
+    pub shown: u32,
+    /// Reserve: displayed part at each refill (0: none).
+    pub max_floor: u32,
+    /// Shares executed by the replace chain.
+    pub executed: u32,
+    /// Firm, for self-trade prevention.
+    pub firm: Firm,
+    /// Not displayed.
+    pub hidden: bool,
+    /// OUCH capacity, echoed on replaces.
+    pub capacity: u8,
+    /// OUCH cross type, echoed on replaces.
+    pub cross_type: u8,
+    /// OUCH customer type, echoed on replaces.
+    pub customer_type: u8,
+    /// Position in its price level's queue among all orders of the state (smaller: earlier).
+    pub queue_rank: u32,
+}
+
+/// The whole state of a [`Matcher`], independent of pool layout: what a snapshot holds.
+/// [`Matcher::from_state`] of [`Matcher::state`] behaves exactly like the original.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BookState {
+    /// Next venue order reference.
+    pub next_order_id: u64,
+    /// Next match number.
+    pub next_match_id: u64,
+    /// Per owner: the last reference consumed.
+    pub last_refs: Vec<u32>,
+    /// Per instrument: centre of the price band.
+    pub references: Vec<Price>,
+    /// Resting orders, each owner's in order of entry (owner 0 first); that order is the
+    /// order of a mass cancel's events.
+    pub orders: Vec<RestingState>,
+}
+
+impl Matcher {
+    /// The matcher's state, for a snapshot. O(orders); allocates.
+    pub fn state(&self) -> BookState {
+        // Queue ranks: walk every level's queues in priority order.
+        let mut rank = 0u32;
+        let mut ranks: FxHashMap<u32, u32> = FxHashMap::default();
+        for book in &self.books {
+            for ladder in &book.sides {
+                for rung in ladder.iter_best_first() {
+                    let level = &self.levels[rung.level];
+                    for queue in [level.shown, level.hidden] {
+                        let mut oi = queue.head;
+                        while oi != NIL {
+                            ranks.insert(oi, rank);
+                            rank += 1;
+                            oi = self.orders[oi].next;
+                        }
+                    }
+                }
+            }
+        }
+        let mut orders = Vec::with_capacity(ranks.len());
+        for owner in &self.owners {
+            let mut oi = owner.head;
+            while oi != NIL {
+                let o = &self.orders[oi];
+                orders.push(RestingState {
+                    id: o.id,
+                    md_ref: o.md_ref,
+                    owner: o.owner,
+                    user_ref: o.user_ref,
+                    instrument: o.instrument,
+                    side: o.side,
+                    price: o.price,
+                    open: o.open,
+                    shown: o.shown,
+                    max_floor: o.max_floor,
+                    executed: o.executed,
+                    firm: o.firm,
+                    hidden: o.hidden,
+                    capacity: o.capacity,
+                    cross_type: o.cross_type,
+                    customer_type: o.customer_type,
+                    queue_rank: ranks[&oi],
+                });
+                oi = o.owner_next;
+            }
+        }
+        BookState {
+            next_order_id: self.next_order_id,
+            next_match_id: self.next_match_id,
+            last_refs: self.owners.iter().map(|o| o.last_ref).collect(),
+            references: self.books.iter().map(|b| b.reference).collect(),
+            orders,
+        }
+    }
+
+    /// Rebuilds a matcher for `config` from `state`. Every value is checked against the
+    /// configuration, so a state from another configuration or a damaged one gives `Err`,
+    /// never a panic or a book that breaks its invariants.
+    pub fn from_state(config: &BookConfig, state: &BookState) -> Result<Matcher, String> {
+        let mut m = Matcher::new(config);
+        if state.last_refs.len() != m.owners.len() || state.references.len() != m.books.len() {
+            return Err(format!(
+                "state for {} users and {} instruments, configuration has {} and {}",
+                state.last_refs.len(),
+                state.references.len(),
+                m.owners.len(),
+                m.books.len()
+            ));
+        }
+        if state.next_order_id == 0 || state.next_match_id == 0 {
+            return Err("order and match numbers start at 1".into());
+        }
+        m.next_order_id = state.next_order_id;
+        m.next_match_id = state.next_match_id;
+        for (owner, last_ref) in m.owners.iter_mut().zip(&state.last_refs) {
+            owner.last_ref = *last_ref;
+        }
+        for (book, reference) in m.books.iter_mut().zip(&state.references) {
+            book.reference = *reference;
+        }
+        let mut by_rank: Vec<(u32, u32)> = Vec::with_capacity(state.orders.len());
+        let mut previous_owner = 0u16;
+        for s in &state.orders {
+            let bad = |what: &str| format!("order {}: {what}", s.id.0);
+            let Some(book) = m.books.get(usize::from(s.instrument.0)) else {
+                return Err(bad("unknown instrument"));
+            };
+            let Some(owner) = m.owners.get(usize::from(s.owner.0)) else {
+                return Err(bad("unknown owner"));
+            };
+            let spec = &book.spec;
+            let shown_ok = if s.hidden {
+                s.shown == 0
+            } else if s.max_floor == 0 {
+                s.shown == s.open
+            } else {
+                s.shown <= s.max_floor && s.shown <= s.open
+            };
+            if s.owner.0 < previous_owner
+                || s.id.0 == 0
+                || s.id.0 >= state.next_order_id
+                || s.md_ref.0 >= state.next_order_id
+                || s.user_ref.0 > owner.last_ref
+                || s.open == 0
+                || !(s.hidden || s.shown > 0)
+                || !shown_ok
+                || s.price < spec.min_price
+                || s.price > spec.max_price
+                || (s.price.0 - spec.min_price.0) % spec.tick.0 != 0
+            {
+                return Err(bad("values outside what the book allows"));
+            }
+            previous_owner = s.owner.0;
+            if m.by_ref.get(ref_key(s.owner, s.user_ref)).is_some() {
+                return Err(bad("reference used twice"));
+            }
+            let order = Order {
+                id: s.id,
+                md_ref: s.md_ref,
+                price: s.price,
+                open: s.open,
+                shown: s.shown,
+                max_floor: s.max_floor,
+                executed: s.executed,
+                user_ref: s.user_ref,
+                level: NIL,
+                prev: NIL,
+                next: NIL,
+                owner_prev: NIL,
+                owner_next: NIL,
+                owner: s.owner,
+                instrument: s.instrument,
+                firm: s.firm,
+                side: s.side,
+                hidden: s.hidden,
+                capacity: s.capacity,
+                cross_type: s.cross_type,
+                customer_type: s.customer_type,
+            };
+            let Some(oi) = m.orders.try_alloc(order) else {
+                return Err(format!(
+                    "{} resting orders, the order pool holds {}",
+                    state.orders.len(),
+                    config.orders_max
+                ));
+            };
+            m.link_to_owner(oi);
+            m.by_ref.insert(ref_key(s.owner, s.user_ref), oi);
+            by_rank.push((s.queue_rank, oi));
+        }
+        // Queues: append in rank order, so each level's FIFO is as it was.
+        by_rank.sort_unstable();
+        if by_rank.windows(2).any(|w| w[0].0 == w[1].0) {
+            return Err("two orders share a queue position".into());
+        }
+        for (_, oi) in by_rank {
+            let o = m.orders[oi];
+            let side = o.side.book_side();
+            let ladder = &m.books[usize::from(o.instrument.0)].sides[side.index()];
+            if ladder.find(o.price).is_err() && m.levels.free_count() == 0 {
+                return Err(format!(
+                    "more price levels than the level pool holds ({})",
+                    config.levels_max
+                ));
+            }
+            let level = m.level_for(o.instrument, side, o.price);
+            m.orders[oi].level = level;
+            m.link_to_level(oi, level);
+        }
+        m.check_invariants()?;
+        Ok(m)
+    }
+}

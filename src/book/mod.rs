@@ -39,7 +39,7 @@ mod pool;
 mod ref_index;
 pub mod reference;
 
-pub use matcher::Matcher;
+pub use matcher::{BookState, Matcher, RestingState};
 pub use message::*;
 
 use crate::types::{Firm, Price, Symbol};
