@@ -1,7 +1,10 @@
 //! Journal benchmarks: `journal/append` (records staged and written in batches of 1,024,
 //! `fsync = "never"`, to a temporary directory) and `journal/replay` (reading records back:
 //! CRC32C, sequence check, payload decode; no matching), with `journal/baseline` (copying
-//! the same bytes). Records are the commands and events of the book flow generator.
+//! the same bytes). `journal/recover_full` and `journal/recover_snapshot`: recovery of the
+//! same 200,000 records by a full re-run, and from a snapshot covering 90% of them
+//! (throughput per journal record). Records are the commands and events of the book flow
+//! generator.
 
 #![allow(missing_docs)]
 
@@ -112,7 +115,44 @@ fn benches(c: &mut Criterion) {
         })
     });
     group.finish();
+
+    // Recovery of the same 200,000 records: a full re-run (every command re-matched, every
+    // event checked), and from a snapshot covering about 90% of them.
+    let mut group = c.benchmark_group("journal");
+    group.throughput(Throughput::Elements(records.len() as u64));
+    group.sample_size(10);
+    group.bench_function("recover_full", |b| {
+        b.iter(|| black_box(journal::recover(&dir, &book, |_| {}).unwrap().matcher))
+    });
+    let snap_dir = temp("snapshot");
+    std::fs::create_dir_all(&snap_dir).unwrap();
+    std::fs::copy(&path, snap_dir.join(path.file_name().unwrap())).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    journal::snapshot::run_snapshotter(
+        journal::snapshot::SnapshotterStart {
+            dir: snap_dir.clone(),
+            book: book.clone(),
+            instance: 1,
+            state: Matcher::new(&book).state(),
+            sessions: vec![0; book.owners.len()],
+            next_seq: 1,
+            interval: records.len() as u64 * 9 / 10,
+            last_snapshot: 0,
+        },
+        &stop,
+    );
+    let snaps = journal::snapshot::snapshot_paths(&snap_dir).unwrap();
+    std::fs::remove_file(&snaps.last().unwrap().1).unwrap();
+    group.bench_function("recover_snapshot", |b| {
+        b.iter(|| {
+            let r = journal::recover(&snap_dir, &book, |_| {}).unwrap();
+            assert!(r.snapshot.is_some());
+            black_box(r.matcher)
+        })
+    });
+    group.finish();
     std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&snap_dir).ok();
 }
 
 criterion_group!(name = journal_benches; config = Criterion::default().measurement_time(Duration::from_secs(5)); targets = benches);

@@ -68,7 +68,8 @@ impl Pipeline {
         let _ = std::fs::remove_dir_all(&dir);
         let mut config = config;
         config.journal.dir = dir.display().to_string();
-        let (matcher, writer, _) = open_journal(&config, &book, |_| {}).unwrap();
+        let opened = open_journal(&config, &book, |_| {}).unwrap();
+        let (matcher, writer) = (opened.matcher, opened.writer);
         let core = spawn_core(
             matcher,
             writer,

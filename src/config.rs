@@ -169,6 +169,8 @@ pub struct JournalSection {
     pub fsync: String,
     /// A segment is closed and a new one started past this size.
     pub segment_bytes_max: u64,
+    /// Journal records between snapshots of the books and sessions (0: no snapshots).
+    pub snapshot_interval_records: u64,
 }
 
 impl Default for JournalSection {
@@ -177,6 +179,7 @@ impl Default for JournalSection {
             dir: "./data".to_string(),
             fsync: "never".to_string(),
             segment_bytes_max: 256 << 20,
+            snapshot_interval_records: 1_000_000,
         }
     }
 }

@@ -52,6 +52,10 @@ pub struct Summary {
     pub last_seq: u64,
     /// Whether the re-run matched every journaled event.
     pub determinism_verified: bool,
+    /// Snapshots found equal to the replayed state at their sequence number.
+    pub snapshots_verified: u64,
+    /// Snapshot files that do not load (recovery skips them).
+    pub snapshots_damaged: u64,
 }
 
 fn touches_command(c: &Command, owner: OwnerId, r: UserRef) -> bool {
@@ -125,6 +129,15 @@ pub fn replay(
     let mut next_expected = 0usize;
     let mut ids: Vec<OrderId> = Vec::new();
     let started = Instant::now();
+    // Snapshots are checked against the replayed state where they were taken.
+    let mut snapshots = journal::snapshot::snapshot_paths(dir)
+        .map_err(|source| JournalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+        .into_iter()
+        .peekable();
+    let mut sessions = vec![0u64; book.owners.len()];
     journal::scan_journal(
         dir,
         Some(journal::fingerprint(book)),
@@ -203,6 +216,19 @@ pub fn replay(
                     }
                 }
             }
+            if let Entry::Event(e) = entry
+                && let Some(n) = e
+                    .body
+                    .owner()
+                    .and_then(|o| sessions.get_mut(usize::from(o.0)))
+            {
+                *n += 1;
+            }
+            while let Some((seq, path)) = snapshots.next_if(|(seq, _)| *seq <= place.seq) {
+                if seq == place.seq {
+                    check_snapshot(&path, place.seq, &matcher, &sessions, &mut summary)?;
+                }
+            }
             Ok(())
         },
     )?;
@@ -210,6 +236,44 @@ pub fn replay(
         report(out, &summary, &matcher, book, options);
     }
     Ok(summary)
+}
+
+/// Compares the snapshot at `path` with the replayed state after record `seq`.
+fn check_snapshot(
+    path: &Path,
+    seq: u64,
+    matcher: &Matcher,
+    sessions: &[u64],
+    summary: &mut Summary,
+) -> Result<(), JournalError> {
+    let loaded = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| journal::snapshot::decode_snapshot(&b).map_err(|e| e.to_string()));
+    let snapshot = match loaded {
+        Ok(s) => s,
+        Err(why) => {
+            eprintln!(
+                "replay: warning: {}: damaged snapshot ({why}); recovery skips it",
+                path.display()
+            );
+            summary.snapshots_damaged += 1;
+            return Ok(());
+        }
+    };
+    let differs = |what: &str| JournalError::Diverged {
+        path: path.to_path_buf(),
+        offset: 0,
+        seq,
+        detail: format!("the snapshot's {what} differ from the replayed state"),
+    };
+    if snapshot.body.sessions != sessions {
+        return Err(differs("session counts"));
+    }
+    if snapshot.body.book != matcher.state() {
+        return Err(differs("books"));
+    }
+    summary.snapshots_verified += 1;
+    Ok(())
 }
 
 fn audit_line<T: std::fmt::Debug + serde::Serialize>(
@@ -297,6 +361,13 @@ fn report(
             ""
         }
     );
+    if summary.snapshots_verified + summary.snapshots_damaged > 0 {
+        let _ = writeln!(
+            out,
+            "snapshots: {} equal to the replayed state, {} damaged",
+            summary.snapshots_verified, summary.snapshots_damaged
+        );
+    }
     for (symbol, bids, asks) in books {
         let _ = writeln!(
             out,

@@ -6,7 +6,8 @@
 //! Stop: set the shutdown flag (SIGINT/SIGTERM do) or call [`Server::stop`]. The gateway
 //! stops accepting and reading, sends a shutdown marker behind the last command, and
 //! when the marker comes back out of egress every reply has been written: clients get
-//! End of Session and every thread ends.
+//! End of Session and every thread ends. The snapshot thread, beside the pipeline, follows
+//! the journal files; it ends last, after a final snapshot.
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,7 +15,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crossbeam::sync::Parker;
 use mio::net::TcpListener;
@@ -24,6 +24,7 @@ use crate::book::{BookConfig, Event, Matcher};
 use crate::config::Config;
 use crate::engine::run_matcher;
 use crate::gateway::{self, Gateway};
+use crate::journal::snapshot::{self, SnapshotterStart};
 use crate::journal::{self, Entry, Header, JournalWriter, SegmentScan, run_journal};
 use crate::pipeline::{Record, Ring, Wake, pin};
 
@@ -33,6 +34,9 @@ pub struct Server {
     shutdown: Arc<AtomicBool>,
     waker: Arc<Waker>,
     threads: Vec<JoinHandle<()>>,
+    /// Set once the pipeline has ended: the snapshot thread then catches up and ends.
+    snapshot_stop: Arc<AtomicBool>,
+    snapshotter: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -72,13 +76,27 @@ impl Server {
         )?;
 
         // Recovery: the journal rebuilds the books and every session's stream.
-        let (matcher, writer, scan) = open_journal(config, &book, |e| gateway.restore(e))?;
+        let opened = open_journal(config, &book, |e| gateway.restore(e))?;
+        let scan = &opened.scan;
         if scan.records > 0 {
+            let from = match opened.snapshot {
+                Some(seq) => format!("snapshot at {seq} + {} records", scan.next_seq - 1 - seq),
+                None => "no snapshot".to_string(),
+            };
             eprintln!(
-                "ironmatch: recovered {} journal records from {} (next sequence {})",
+                "ironmatch: recovered {} journal records from {} ({from}; next sequence {})",
                 scan.records, config.journal.dir, scan.next_seq
             );
         }
+        let (matcher, writer) = (opened.matcher, opened.writer);
+        let snapshot_stop = Arc::new(AtomicBool::new(false));
+        let snapshotter = match opened.snapshotter {
+            Some(start) => Some(snapshot::spawn_snapshotter(
+                start,
+                Arc::clone(&snapshot_stop),
+            )?),
+            None => None,
+        };
 
         let core = p.gateway_core;
         threads.push(spawn("im-gateway", move || {
@@ -103,6 +121,8 @@ impl Server {
             shutdown,
             waker,
             threads,
+            snapshot_stop,
+            snapshotter,
         })
     }
 
@@ -131,6 +151,12 @@ impl Server {
             if t.join().is_err() {
                 failed.push(name);
             }
+        }
+        self.snapshot_stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.snapshotter
+            && t.join().is_err()
+        {
+            failed.push("im-snapshot".to_string());
         }
         if failed.is_empty() {
             Ok(())
@@ -184,6 +210,20 @@ pub fn spawn_core(
     Ok(CoreStages { threads })
 }
 
+/// A recovered journal, ready to append to.
+pub struct OpenedJournal {
+    /// The matcher after every journaled command.
+    pub matcher: Matcher,
+    /// The writer, positioned to append.
+    pub writer: JournalWriter,
+    /// How the walk ended.
+    pub scan: SegmentScan,
+    /// The snapshot recovery started from (its last sequence number), if any.
+    pub snapshot: Option<u64>,
+    /// Where the snapshot thread starts, if snapshots are configured.
+    pub snapshotter: Option<SnapshotterStart>,
+}
+
 /// Recovers the journal in `config.journal.dir`: `on_event` gets every recovered event
 /// (to rebuild session streams). Returns the matcher and a writer positioned to append,
 /// with any events the crash left unjournaled already written.
@@ -191,15 +231,12 @@ pub fn open_journal(
     config: &Config,
     book: &BookConfig,
     on_event: impl FnMut(&Event),
-) -> io::Result<(Matcher, JournalWriter, SegmentScan)> {
+) -> io::Result<OpenedJournal> {
     let dir = Path::new(&config.journal.dir);
     let recovery = journal::recover(dir, book, on_event).map_err(io::Error::other)?;
     let fingerprint = journal::fingerprint(book);
     let header = recovery.scan.header.unwrap_or_else(|| {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
+        let now = snapshot::now_ns();
         Header {
             instance: now ^ u64::from(std::process::id()).rotate_left(32),
             first_seq: 1,
@@ -224,7 +261,24 @@ pub fn open_journal(
         writer.stage(&Entry::Event(*event));
     }
     writer.commit()?;
-    Ok((recovery.matcher, writer, recovery.scan))
+    let interval = config.journal.snapshot_interval_records;
+    let snapshotter = (interval > 0).then(|| SnapshotterStart {
+        dir: dir.to_path_buf(),
+        book: book.clone(),
+        instance: header.instance,
+        state: recovery.matcher.state(),
+        sessions: recovery.sessions.clone(),
+        next_seq: writer.next_seq(),
+        interval,
+        last_snapshot: recovery.snapshot.unwrap_or(0),
+    });
+    Ok(OpenedJournal {
+        matcher: recovery.matcher,
+        writer,
+        scan: recovery.scan,
+        snapshot: recovery.snapshot,
+        snapshotter,
+    })
 }
 
 fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {

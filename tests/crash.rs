@@ -16,11 +16,17 @@ use ironmatch::wire::ouch::{Outbound, decode_outbound};
 
 const USERS: [(&str, &str); 3] = [("MM1", "mm1pass"), ("MM2", "mm2pass"), ("MM3", "mm3pass")];
 
+/// Starts `serve`; its stderr goes to `serve.log` beside the configuration.
 fn start(config: &Path) -> (Child, SocketAddr) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("serve.log"))
+        .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ironmatch"))
         .args(["serve", "--config", config.to_str().unwrap()])
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -117,10 +123,19 @@ fn run(cycles: u64, seed: u64) {
     ))
     .unwrap();
     let config = dir.join("ironmatch.toml");
-    let text = shipped.replace("127.0.0.1:15000", "127.0.0.1:0").replace(
-        "dir = \"./data\"",
-        &format!("dir = \"{}\"", dir.join("journal").display()),
-    );
+    // Snapshots every 2,000 records: kill -9 lands before, during and after them, and
+    // most restarts recover from one.
+    let text = shipped
+        .replace("127.0.0.1:15000", "127.0.0.1:0")
+        .replace(
+            "dir = \"./data\"",
+            &format!("dir = \"{}\"", dir.join("journal").display()),
+        )
+        .replace(
+            "snapshot_interval_records = 1000000",
+            "snapshot_interval_records = 2000",
+        );
+    assert!(text.contains("snapshot_interval_records = 2000"));
     std::fs::File::create(&config)
         .unwrap()
         .write_all(text.as_bytes())
@@ -133,9 +148,14 @@ fn run(cycles: u64, seed: u64) {
     let mut refs = [0u32; 3];
     let mut seen: Seen = vec![HashMap::new(); 3];
     let mut acks_checked = 0;
+    let mut restarts_with_snapshot = 0;
     for cycle in 0..cycles {
         let (mut child, addr) = start(&config);
         trade_until_killed(addr, &mut child, &mut rng, &mut refs, &mut seen);
+        let snapshots = ironmatch::journal::snapshot::snapshot_paths(&dir.join("journal"))
+            .unwrap()
+            .len();
+        restarts_with_snapshot += usize::from(snapshots > 0);
         let (mut child, addr) = start(&config);
         for (i, (user, password)) in USERS.iter().enumerate() {
             let stream = replay_all(addr, user, password);
@@ -169,7 +189,33 @@ fn run(cycles: u64, seed: u64) {
     }
     let total: usize = seen.iter().map(HashMap::len).sum();
     eprintln!(
-        "crash test: {cycles} kill -9 cycles, {acks_checked} acknowledgement checks (each cycle re-checks all earlier ones), {total} messages in the final streams"
+        "crash test: {cycles} kill -9 cycles, {acks_checked} acknowledgement checks (each cycle re-checks all earlier ones), {total} messages in the final streams, {restarts_with_snapshot} restarts had a snapshot to start from"
+    );
+    // Every snapshot left equals the state a full replay has at its sequence number.
+    let book = ironmatch::config::Config::parse(&text, "crash config")
+        .unwrap()
+        .book_config()
+        .unwrap();
+    let summary = ironmatch::replay::replay(
+        &dir.join("journal"),
+        &book,
+        &ironmatch::replay::ReplayOptions {
+            verify_determinism: true,
+            ..Default::default()
+        },
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert_eq!(summary.snapshots_damaged, 0);
+    assert!(restarts_with_snapshot == 0 || summary.snapshots_verified > 0);
+    eprintln!(
+        "crash test: replay verified {} records and {} snapshots",
+        summary.records, summary.snapshots_verified
+    );
+    let log = std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default();
+    assert!(
+        !log.contains("snapshots: stopped"),
+        "the snapshot thread failed:\n{log}"
     );
     std::fs::remove_dir_all(&dir).ok();
 }

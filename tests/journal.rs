@@ -48,6 +48,14 @@ fn a_restart_brings_back_books_sessions_and_references() {
 
 /// Writes `commands` flow commands and their events to a journal in a fresh directory.
 fn write_flow(commands: usize) -> (std::path::PathBuf, ironmatch::book::BookConfig) {
+    write_flow_in_segments(commands, 1 << 30)
+}
+
+/// Like [`write_flow`], rotating segments past `segment_bytes` bytes.
+fn write_flow_in_segments(
+    commands: usize,
+    segment_bytes: u64,
+) -> (std::path::PathBuf, ironmatch::book::BookConfig) {
     let dir = temp_dir("flow");
     let book = flow_config(StpMode::CancelResting);
     let header = Header {
@@ -56,7 +64,8 @@ fn write_flow(commands: usize) -> (std::path::PathBuf, ironmatch::book::BookConf
         fingerprint: journal::fingerprint(&book),
         created_ns: 0,
     };
-    let mut writer = JournalWriter::open(&dir, header, None, 1, FsyncMode::Never, 1 << 30).unwrap();
+    let mut writer =
+        JournalWriter::open(&dir, header, None, 1, FsyncMode::Never, segment_bytes).unwrap();
     let mut matcher = Matcher::new(&book);
     let mut decoder = FlowDecoder::new(&book);
     let bytes: Vec<u8> = (0..commands * 16).map(|i| (i * 7919 % 251) as u8).collect();
@@ -237,4 +246,251 @@ fn replay_verifies_summarises_audits_and_exports() {
     let early = run(&["--until", "2"]);
     assert!(early.contains("records 2 "), "{early}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Runs the snapshot thread over the journal in `dir` from its start until it has caught up
+/// (its stop flag is set from the outset, so it ends with a final snapshot).
+fn take_snapshots(dir: &std::path::Path, book: &ironmatch::book::BookConfig, interval: u64) {
+    use ironmatch::journal::snapshot::{SnapshotterStart, run_snapshotter};
+    let stop = std::sync::atomic::AtomicBool::new(true);
+    run_snapshotter(
+        SnapshotterStart {
+            dir: dir.to_path_buf(),
+            book: book.clone(),
+            instance: 1,
+            state: Matcher::new(book).state(),
+            sessions: vec![0; book.owners.len()],
+            next_seq: 1,
+            interval,
+            last_snapshot: 0,
+        },
+        &stop,
+    );
+}
+
+/// State, sessions and delivered events of a recovery of `dir`.
+fn recovered(
+    dir: &std::path::Path,
+    book: &ironmatch::book::BookConfig,
+) -> (
+    ironmatch::book::BookState,
+    Vec<u64>,
+    Vec<ironmatch::book::Event>,
+    Option<u64>,
+) {
+    let mut events = Vec::new();
+    let r = journal::recover(dir, book, |e| events.push(*e)).unwrap();
+    (r.matcher.state(), r.sessions, events, r.snapshot)
+}
+
+/// A copy of the journal in `dir` without its snapshots.
+fn without_snapshots(dir: &std::path::Path) -> std::path::PathBuf {
+    let copy = temp_dir("nosnap");
+    for path in journal::segment_paths(dir).unwrap() {
+        std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn snapshot_plus_tail_equals_full_replay() {
+    use ironmatch::journal::snapshot::{decode_snapshot, snapshot_paths};
+    let (dir, book) = write_flow(6000);
+    let full = recovered(&without_snapshots(&dir), &book);
+    assert_eq!(full.3, None);
+    assert!(
+        full.0.orders.len() > 10,
+        "the flow leaves a book to snapshot"
+    );
+    let end = journal::scan_journal(&dir, None, false, None, |_, _| Ok(()))
+        .unwrap()
+        .next_seq
+        - 1;
+
+    take_snapshots(&dir, &book, 2000);
+    let snaps = snapshot_paths(&dir).unwrap();
+    assert_eq!(snaps.len(), 2, "the two newest snapshots are kept");
+    assert_eq!(snaps[1].0, end, "a final snapshot at the end");
+    assert!(snaps[0].0 < end && snaps[0].0 >= end - 2000 - 64);
+    let s = decode_snapshot(&std::fs::read(&snaps[0].1).unwrap()).unwrap();
+    assert_eq!(s.seq, snaps[0].0);
+
+    // From the final snapshot: no tail at all.
+    let from_end = recovered(&dir, &book);
+    assert_eq!(from_end.3, Some(end));
+    assert_eq!(
+        from_end,
+        (full.0.clone(), full.1.clone(), full.2.clone(), Some(end))
+    );
+
+    // From the older one: a tail of re-run commands.
+    std::fs::remove_file(&snaps[1].1).unwrap();
+    let from_mid = recovered(&dir, &book);
+    assert_eq!(from_mid.3, Some(snaps[0].0));
+    assert_eq!(
+        (from_mid.0, from_mid.1, from_mid.2),
+        (full.0, full.1, full.2),
+        "snapshot + tail gives the state, sessions and events of a full replay"
+    );
+
+    // Replay checks every snapshot against the state it rebuilds at that point.
+    let mut out = Vec::new();
+    let summary = ironmatch::replay::replay(
+        &dir,
+        &book,
+        &ironmatch::replay::ReplayOptions::default(),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        (summary.snapshots_verified, summary.snapshots_damaged),
+        (1, 0)
+    );
+}
+
+#[test]
+fn a_damaged_snapshot_is_skipped_and_recovery_replays_more() {
+    use ironmatch::journal::snapshot::snapshot_paths;
+    let (dir, book) = write_flow(3000);
+    let full = recovered(&without_snapshots(&dir), &book);
+    take_snapshots(&dir, &book, 1000);
+    let snaps = snapshot_paths(&dir).unwrap();
+    assert_eq!(snaps.len(), 2);
+    let flip = |path: &std::path::Path, at: usize| {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = at.min(bytes.len() - 1);
+        bytes[at] ^= 0x10;
+        std::fs::write(path, bytes).unwrap();
+    };
+    // The newest damaged in its payload: the older one is used.
+    flip(&snaps[1].1, 200);
+    let r = recovered(&dir, &book);
+    assert_eq!(r.3, Some(snaps[0].0));
+    assert_eq!((&r.0, &r.1, &r.2), (&full.0, &full.1, &full.2));
+    // Both damaged (the older in its header): a full replay.
+    flip(&snaps[0].1, 30);
+    let r = recovered(&dir, &book);
+    assert_eq!(r.3, None);
+    assert_eq!((&r.0, &r.1, &r.2), (&full.0, &full.1, &full.2));
+    // Replay reports them instead of trusting them.
+    let mut out = Vec::new();
+    let summary = ironmatch::replay::replay(
+        &dir,
+        &book,
+        &ironmatch::replay::ReplayOptions::default(),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        (summary.snapshots_verified, summary.snapshots_damaged),
+        (0, 2)
+    );
+}
+
+#[test]
+fn a_snapshot_beyond_the_journal_end_is_removed() {
+    use ironmatch::journal::snapshot::snapshot_paths;
+    let (dir, book) = write_flow(2000);
+    take_snapshots(&dir, &book, 100_000);
+    let snaps = snapshot_paths(&dir).unwrap();
+    assert_eq!(snaps.len(), 1, "only the final snapshot");
+    // Lose the journal's last records (a power loss with fsync = "never"), at a record
+    // boundary, so that nothing is torn: the snapshot now covers records that are gone.
+    let path = only_segment(&dir);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut at = 64;
+    let mut starts = Vec::new();
+    while at < bytes.len() {
+        starts.push(at);
+        at += journal::read_record(&bytes[at..]).unwrap().2;
+    }
+    std::fs::write(&path, &bytes[..starts[starts.len() - 50]]).unwrap();
+    let full = recovered(&without_snapshots(&dir), &book);
+    let r = recovered(&dir, &book);
+    assert_eq!(r.3, None);
+    assert!(r.0 == full.0, "books differ");
+    assert_eq!(r.1, full.1, "session counts differ");
+    for (i, (a, b)) in r.2.iter().zip(&full.2).enumerate() {
+        assert_eq!(a, b, "event {i}");
+    }
+    assert_eq!(
+        r.2.len(),
+        full.2.len(),
+        "events differ: {:?}",
+        &r.2[full.2.len()..]
+    );
+    assert!(r.2 == full.2, "events differ");
+    assert!(
+        snapshot_paths(&dir).unwrap().is_empty(),
+        "the snapshot beyond the end is removed, since its sequence numbers will be reused"
+    );
+}
+
+#[test]
+fn serve_snapshots_while_running_and_restarts_from_one() {
+    let dir = temp_dir("snapserve");
+    let text = test_config_text(&dir, "")
+        .replace("[journal]\n", "[journal]\nsnapshot_interval_records = 40\n");
+    let config = ironmatch::config::Config::parse(&text, "test").unwrap();
+    let server = Server::start(&config).unwrap();
+    let mut c = login(server.local_addr(), "MM3", "pw3", 1);
+    for i in 1..=60u32 {
+        c.limit(i, b'S', 10, "AAPL", PX + u64::from(i) * 100)
+            .unwrap();
+    }
+    let before: Vec<(u64, Vec<u8>)> = (0..60).map(|_| next(&mut c)).collect();
+    // The snapshot thread follows the live journal: snapshots appear while serving.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while journal::snapshot::snapshot_paths(&dir).unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot while serving"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(c);
+    server.stop().unwrap();
+    let snaps = journal::snapshot::snapshot_paths(&dir).unwrap();
+    let end = journal::scan_journal(&dir, None, false, None, |_, _| Ok(()))
+        .unwrap()
+        .next_seq
+        - 1;
+    assert_eq!(snaps.last().unwrap().0, end, "a final snapshot at shutdown");
+
+    let server = Server::start(&config).unwrap();
+    let mut c = login(server.local_addr(), "MM3", "pw3", 1);
+    let after: Vec<(u64, Vec<u8>)> = (0..60).map(|_| next(&mut c)).collect();
+    assert_eq!(
+        after, before,
+        "the stream survives a restart from a snapshot"
+    );
+    c.limit(60, b'S', 10, "AAPL", PX).unwrap();
+    assert_eq!(
+        next_type(&mut c).0,
+        outbound::REJECTED,
+        "reference 60 is used"
+    );
+    let mut taker = login(server.local_addr(), "MM2", "pw2", 1);
+    taker.limit(1, b'B', 25, "AAPL", PX + 300).unwrap();
+    next(&mut taker);
+    let fills = (0..3)
+        .filter(|_| next_type(&mut taker).0 == outbound::EXECUTED)
+        .count();
+    assert_eq!(fills, 3, "the restored book trades in price order");
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn snapshots_follow_the_journal_across_segments() {
+    let (dir, book) = write_flow_in_segments(4000, 16 * 1024);
+    let segments = journal::segment_paths(&dir).unwrap().len();
+    assert!(segments > 10, "{segments} segments");
+    let full = recovered(&without_snapshots(&dir), &book);
+    take_snapshots(&dir, &book, 1500);
+    let snaps = journal::snapshot::snapshot_paths(&dir).unwrap();
+    std::fs::remove_file(&snaps[1].1).unwrap();
+    let r = recovered(&dir, &book);
+    assert_eq!(r.3, Some(snaps[0].0));
+    assert!(r == (full.0, full.1, full.2, Some(snaps[0].0)));
 }

@@ -265,7 +265,10 @@ fn run_both(bytes: &[u8], stp: StpMode, full_checks: bool) -> usize {
     let view = fast.view();
     assert_eq!(view, model.view(), "books differ at the end");
     audit.check(&view);
-    assert!(!full_checks || snapshots == n / 97, "every 97th command restores");
+    assert!(
+        !full_checks || snapshots == n / 97,
+        "every 97th command restores"
+    );
     n
 }
 

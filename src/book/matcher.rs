@@ -1469,7 +1469,7 @@ pub struct RestingState {
 
 /// The whole state of a [`Matcher`], independent of pool layout: what a snapshot holds.
 /// [`Matcher::from_state`] of [`Matcher::state`] behaves exactly like the original.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BookState {
     /// Next venue order reference.
     pub next_order_id: u64,

@@ -9,7 +9,9 @@
 //!
 //! On start, [`recover`] reads the journal back: it re-runs every command through a fresh
 //! matcher, checks that each journaled event is the one the matcher produces again, and
-//! hands the events to the gateway to rebuild each session's numbered stream.
+//! hands the events to the gateway to rebuild each session's numbered stream. With a
+//! [snapshot](snapshot) it starts from the newest one that checks out and re-runs only the
+//! commands after it; the events before it are still read for the sessions' streams.
 //!
 //! # Format, version 1
 //! A journal is a directory of segment files named `<first sequence, 20 digits>.imj`. All
@@ -45,15 +47,18 @@
 //! A command's events follow it; they may straddle a batch (and so a crash) boundary,
 //! in which case recovery regenerates and appends the missing ones before serving.
 
+mod follow;
 mod format;
 mod reader;
+pub mod snapshot;
 mod writer;
 
+pub use follow::Follower;
 pub use format::{
     Entry, FormatError, Header, fingerprint, read_header, read_record, write_header, write_record,
 };
 pub use reader::{
-    JournalError, Place, Recovery, SegmentScan, recover, scan_journal, segment_paths,
+    JournalError, Place, Recovery, Replayer, SegmentScan, recover, scan_journal, segment_paths,
 };
 pub use writer::{FsyncMode, JournalWriter, run_journal};
 

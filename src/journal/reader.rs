@@ -67,6 +67,16 @@ pub enum JournalError {
         /// File.
         path: PathBuf,
     },
+    /// A snapshot covers records the journal does not hold.
+    #[error("{path}: the snapshot covers records up to {seq}, the journal ends at {end}")]
+    Ahead {
+        /// Snapshot file.
+        path: PathBuf,
+        /// Its last record.
+        seq: u64,
+        /// The journal's last record.
+        end: u64,
+    },
     /// Re-running the commands does not give the journaled events.
     #[error("{path}: offset {offset}: sequence {seq}: {detail}")]
     Diverged {
@@ -247,6 +257,104 @@ fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
     file.sync_all().map_err(io)
 }
 
+/// Re-runs journaled commands through a matcher and checks each journaled event against
+/// the one the matcher produces again: recovery, the snapshot thread and replay share it.
+#[derive(Debug)]
+pub struct Replayer {
+    matcher: Matcher,
+    expected: VecDeque<Event>,
+    produced: Vec<Event>,
+    sessions: Vec<u64>,
+}
+
+impl Replayer {
+    /// Continues from `matcher`, whose users have sent `sessions[i]` sequenced messages.
+    pub fn new(matcher: Matcher, sessions: Vec<u64>) -> Replayer {
+        Replayer {
+            matcher,
+            expected: VecDeque::new(),
+            produced: Vec::new(),
+            sessions,
+        }
+    }
+
+    /// Takes the next record. `on_event` gets each journaled event once it is checked.
+    pub fn feed(
+        &mut self,
+        place: Place<'_>,
+        entry: &Entry,
+        on_event: &mut impl FnMut(&Event),
+    ) -> Result<(), JournalError> {
+        let diverged = |detail: String| JournalError::Diverged {
+            path: place.path.to_path_buf(),
+            offset: place.offset,
+            seq: place.seq,
+            detail,
+        };
+        match entry {
+            Entry::Command(command) => {
+                if !self.expected.is_empty() {
+                    return Err(diverged(format!(
+                        "a command, but {} events of the previous one are missing",
+                        self.expected.len()
+                    )));
+                }
+                self.produced.clear();
+                self.matcher.apply(command, &mut self.produced);
+                self.expected.extend(self.produced.iter().copied());
+            }
+            Entry::Event(event) => match self.expected.pop_front() {
+                Some(again) if again == *event => {
+                    self.count(event);
+                    on_event(event);
+                }
+                Some(again) => {
+                    return Err(diverged(format!(
+                        "journaled {event:?}, replay gives {again:?}"
+                    )));
+                }
+                None => {
+                    return Err(diverged(format!("an event no command produced: {event:?}")));
+                }
+            },
+        }
+        Ok(())
+    }
+
+    fn count(&mut self, event: &Event) {
+        if let Some(owner) = event.body.owner()
+            && let Some(n) = self.sessions.get_mut(usize::from(owner.0))
+        {
+            *n += 1;
+        }
+    }
+
+    /// Whether every event of the last command has been seen (a snapshot may be taken).
+    pub fn at_boundary(&self) -> bool {
+        self.expected.is_empty()
+    }
+
+    /// The matcher.
+    pub fn matcher(&self) -> &Matcher {
+        &self.matcher
+    }
+
+    /// Per user: sequenced messages so far.
+    pub fn sessions(&self) -> &[u64] {
+        &self.sessions
+    }
+
+    /// The matcher, the events of the last command not journaled yet (counted in the
+    /// sessions), and the sessions' counts.
+    pub fn finish(mut self) -> (Matcher, Vec<Event>, Vec<u64>) {
+        let pending: Vec<Event> = std::mem::take(&mut self.expected).into_iter().collect();
+        for event in &pending {
+            self.count(event);
+        }
+        (self.matcher, pending, self.sessions)
+    }
+}
+
 /// State rebuilt from a journal.
 #[derive(Debug)]
 pub struct Recovery {
@@ -257,59 +365,109 @@ pub struct Recovery {
     /// Events of the last command that the journal does not hold yet (its batch was cut
     /// by the crash): they must be journaled before anything else.
     pub pending: Vec<Event>,
+    /// Per user: sequenced messages, the pending events' included.
+    pub sessions: Vec<u64>,
+    /// The snapshot recovery started from (its last sequence number), if any.
+    pub snapshot: Option<u64>,
 }
 
-/// Rebuilds the matcher from the journal in `dir` (repairing a torn tail), checking every
-/// journaled event against the one the matcher produces again. `on_event` gets every
-/// event in order, the pending ones last, to rebuild the sessions' streams.
+/// Rebuilds the matcher from the journal in `dir` (repairing a torn tail): from the newest
+/// usable snapshot if there is one, re-running only the commands after it, otherwise
+/// from the start; each re-run command's events are checked against the journaled ones.
+/// `on_event` gets every journaled event in order (the sessions' streams are rebuilt from
+/// them), then the pending ones.
 pub fn recover(
     dir: &Path,
     book: &BookConfig,
     mut on_event: impl FnMut(&Event),
 ) -> Result<Recovery, JournalError> {
-    let mut matcher = Matcher::new(book);
-    let mut expected: VecDeque<Event> = VecDeque::new();
-    let mut produced: Vec<Event> = Vec::new();
+    let fingerprint = super::fingerprint(book);
+    let snapshot = usable_snapshot(dir, book, fingerprint)?;
+    let Some((snapshot, matcher)) = snapshot else {
+        return recover_from(dir, book, None, &mut on_event, true);
+    };
+    let covered = snapshot.seq;
+    let first = recover_from(
+        dir,
+        book,
+        Some((covered, matcher, snapshot.body.sessions)),
+        &mut on_event,
+        true,
+    );
+    match first {
+        Err(JournalError::Ahead { end, .. }) => {
+            // The journal ends before the snapshot: it lost records the snapshot had seen
+            // (a power loss with fsync = "never"). Those sequence numbers will be reused,
+            // so the snapshot must go. Every journaled event has been delivered already.
+            remove_snapshots_after(dir, end)?;
+            recover_from(dir, book, None, &mut on_event, false)
+        }
+        other => other,
+    }
+}
+
+fn recover_from(
+    dir: &Path,
+    book: &BookConfig,
+    snapshot: Option<(u64, Matcher, Vec<u64>)>,
+    on_event: &mut impl FnMut(&Event),
+    deliver_journaled: bool,
+) -> Result<Recovery, JournalError> {
+    // `deliver_journaled` is false on a second pass whose journaled events were delivered
+    // by the first; the pending ones are delivered either way.
+    let owners = book.owners.len();
+    let (covered, mut replayer) = match snapshot {
+        Some((seq, matcher, sessions)) => (seq, Replayer::new(matcher, sessions)),
+        None => (0, Replayer::new(Matcher::new(book), vec![0; owners])),
+    };
+    let mut prefix = vec![0u64; owners];
+    let mut ignore = |_: &Event| {};
     let scan = scan_journal(
         dir,
         Some(super::fingerprint(book)),
         true,
         None,
         |place, entry| {
-            let diverged = |detail: String| JournalError::Diverged {
-                path: place.path.to_path_buf(),
-                offset: place.offset,
-                seq: place.seq,
-                detail,
-            };
-            match entry {
-                Entry::Command(command) => {
-                    if !expected.is_empty() {
-                        return Err(diverged(format!(
-                            "a command, but {} events of the previous one are missing",
-                            expected.len()
-                        )));
-                    }
-                    produced.clear();
-                    matcher.apply(command, &mut produced);
-                    expected.extend(produced.iter().copied());
+            if place.seq > covered {
+                return if deliver_journaled {
+                    replayer.feed(place, entry, on_event)
+                } else {
+                    replayer.feed(place, entry, &mut ignore)
+                };
+            }
+            // Covered by the snapshot: only the sessions' streams need these events.
+            if let Entry::Event(event) = entry {
+                on_event(event);
+                if let Some(n) = event
+                    .body
+                    .owner()
+                    .and_then(|o| prefix.get_mut(usize::from(o.0)))
+                {
+                    *n += 1;
                 }
-                Entry::Event(event) => match expected.pop_front() {
-                    Some(again) if again == *event => on_event(event),
-                    Some(again) => {
-                        return Err(diverged(format!(
-                            "journaled {event:?}, replay gives {again:?}"
-                        )));
-                    }
-                    None => {
-                        return Err(diverged(format!("an event no command produced: {event:?}")));
-                    }
-                },
+            }
+            if place.seq == covered && prefix != replayer.sessions() {
+                return Err(JournalError::Diverged {
+                    path: place.path.to_path_buf(),
+                    offset: place.offset,
+                    seq: place.seq,
+                    detail: format!(
+                        "the snapshot counts {:?} messages per user, the journal {prefix:?}",
+                        replayer.sessions()
+                    ),
+                });
             }
             Ok(())
         },
     )?;
-    let pending: Vec<Event> = expected.into_iter().collect();
+    if scan.next_seq <= covered {
+        return Err(JournalError::Ahead {
+            path: dir.join(super::snapshot::snapshot_name(covered)),
+            seq: covered,
+            end: scan.next_seq - 1,
+        });
+    }
+    let (matcher, pending, sessions) = replayer.finish();
     for event in &pending {
         on_event(event);
     }
@@ -317,5 +475,84 @@ pub fn recover(
         matcher,
         scan,
         pending,
+        sessions,
+        snapshot: (covered > 0).then_some(covered),
     })
+}
+
+/// The newest snapshot of this journal that loads, and its matcher. Damaged ones and ones
+/// of another journal or configuration are skipped with a warning (recovery then replays
+/// more of the journal); snapshots with no journal at all are removed.
+fn usable_snapshot(
+    dir: &Path,
+    book: &BookConfig,
+    fingerprint: u64,
+) -> Result<Option<(super::snapshot::Snapshot, Matcher)>, JournalError> {
+    use super::snapshot::{decode_snapshot, snapshot_paths};
+    let io = |source| JournalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    super::snapshot::remove_partial(dir).map_err(io)?;
+    let snapshots = snapshot_paths(dir).map_err(io)?;
+    if snapshots.is_empty() {
+        return Ok(None);
+    }
+    let segments = segment_paths(dir).map_err(io)?;
+    let instance = match segments.first() {
+        Some(first) => std::fs::read(first)
+            .ok()
+            .and_then(|b| read_header(&b).ok())
+            .map(|h| h.instance),
+        None => None,
+    };
+    let Some(instance) = instance else {
+        eprintln!(
+            "ironmatch journal: warning: {}: snapshots without a journal: removing them",
+            dir.display()
+        );
+        remove_snapshots_after(dir, 0)?;
+        return Ok(None);
+    };
+    for (_, path) in snapshots.iter().rev() {
+        let loaded = std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| decode_snapshot(&b).map_err(|e| e.to_string()))
+            .and_then(|s| {
+                if s.instance != instance {
+                    Err("of another journal (engine instance differs)".to_string())
+                } else if s.fingerprint != fingerprint {
+                    Err("of another book configuration".to_string())
+                } else {
+                    Matcher::from_state(book, &s.body.book).map(|m| (s, m))
+                }
+            });
+        match loaded {
+            Ok(found) => return Ok(Some(found)),
+            Err(why) => eprintln!(
+                "ironmatch journal: warning: {}: snapshot not used: {why}",
+                path.display()
+            ),
+        }
+    }
+    Ok(None)
+}
+
+/// Removes the snapshots covering records after `seq`.
+fn remove_snapshots_after(dir: &Path, seq: u64) -> Result<(), JournalError> {
+    for (covered, path) in
+        super::snapshot::snapshot_paths(dir).map_err(|source| JournalError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?
+    {
+        if covered > seq {
+            eprintln!(
+                "ironmatch journal: warning: {}: removing a snapshot beyond the journal's end",
+                path.display()
+            );
+            std::fs::remove_file(&path).map_err(|source| JournalError::Io { path, source })?;
+        }
+    }
+    Ok(())
 }

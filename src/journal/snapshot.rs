@@ -1,0 +1,324 @@
+//! Snapshots: the books and the sessions' counts at one journal sequence number, so that
+//! recovery is snapshot + tail instead of re-running the whole day.
+//!
+//! A snapshot file `<sequence, 20 digits>.ims` sits next to the segments. The sequence
+//! number is that of the last journal record it covers, always the last event of a command.
+//! It is written to a temporary name, `fsync`ed, then renamed, so a crash leaves either the
+//! whole file or none. Layout (little-endian), 64-byte header then the payload:
+//!
+//! | offset | size | field |
+//! |---:|---:|---|
+//! | 0 | 8 | magic `IRONMSNP` |
+//! | 8 | 2 | format version (1) |
+//! | 10 | 2 | header length (64) |
+//! | 12 | 4 | reserved, 0 |
+//! | 16 | 8 | engine instance id of the journal |
+//! | 24 | 8 | sequence number of the last record covered |
+//! | 32 | 8 | fingerprint of the book configuration |
+//! | 40 | 8 | creation time, ns since the Unix epoch |
+//! | 48 | 8 | payload length |
+//! | 56 | 4 | CRC32C of the payload |
+//! | 60 | 4 | CRC32C of bytes 0..60 |
+//! | 64 | .. | payload: postcard encoding of [`SnapshotBody`] |
+//!
+//! The snapshots are made by their own thread ([`run_snapshotter`]), which follows the
+//! journal files as they grow and re-runs the commands through its own matcher: the
+//! matcher and the writer never wait for a snapshot.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::follow::Follower;
+use super::format::Entry;
+use super::reader::{JournalError, Replayer};
+use crate::book::{BookConfig, BookState, Matcher};
+
+/// First 8 bytes of every snapshot.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"IRONMSNP";
+/// Snapshot format version written and understood.
+pub const SNAPSHOT_VERSION: u16 = 1;
+const HEADER_LEN: usize = 64;
+/// Snapshots kept; older ones are removed once a newer one is written.
+pub const SNAPSHOTS_KEPT: usize = 2;
+
+/// What a snapshot holds besides its header.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotBody {
+    /// Per user: sequenced messages sent so far (events with that owner).
+    pub sessions: Vec<u64>,
+    /// The books.
+    pub book: BookState,
+}
+
+/// A snapshot read back.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Engine instance id of the journal it belongs to.
+    pub instance: u64,
+    /// Last journal record covered.
+    pub seq: u64,
+    /// Book configuration fingerprint.
+    pub fingerprint: u64,
+    /// Creation time, ns since the Unix epoch.
+    pub created_ns: u64,
+    /// Contents.
+    pub body: SnapshotBody,
+}
+
+/// Why a snapshot file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// Not readable.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// Bad magic, version or header length.
+    #[error("not an ironmatch snapshot of version {SNAPSHOT_VERSION}")]
+    Format,
+    /// A checksum does not match.
+    #[error("CRC32C mismatch ({0})")]
+    Crc(&'static str),
+    /// The payload does not decode.
+    #[error("payload does not decode")]
+    Payload,
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+}
+
+/// The file name of the snapshot covering records up to `seq`.
+pub fn snapshot_name(seq: u64) -> String {
+    format!("{seq:020}.ims")
+}
+
+/// Encodes a snapshot file's bytes.
+pub fn encode_snapshot(snapshot: &Snapshot) -> Vec<u8> {
+    let payload = postcard::to_allocvec(&snapshot.body).expect("a snapshot body serializes");
+    let mut out = vec![0u8; HEADER_LEN];
+    out[0..8].copy_from_slice(&SNAPSHOT_MAGIC);
+    out[8..10].copy_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+    out[10..12].copy_from_slice(&(HEADER_LEN as u16).to_le_bytes());
+    out[16..24].copy_from_slice(&snapshot.instance.to_le_bytes());
+    out[24..32].copy_from_slice(&snapshot.seq.to_le_bytes());
+    out[32..40].copy_from_slice(&snapshot.fingerprint.to_le_bytes());
+    out[40..48].copy_from_slice(&snapshot.created_ns.to_le_bytes());
+    out[48..56].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    out[56..60].copy_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    let crc = crc32c::crc32c(&out[..60]);
+    out[60..64].copy_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(&payload);
+    out
+}
+
+/// Decodes and checks a snapshot file's bytes.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
+    if bytes.len() < HEADER_LEN
+        || bytes[0..8] != SNAPSHOT_MAGIC
+        || u16::from_le_bytes([bytes[8], bytes[9]]) != SNAPSHOT_VERSION
+        || u16::from_le_bytes([bytes[10], bytes[11]]) as usize != HEADER_LEN
+    {
+        return Err(SnapshotError::Format);
+    }
+    if crc32c::crc32c(&bytes[..60]) != u32_at(bytes, 60) {
+        return Err(SnapshotError::Crc("header"));
+    }
+    let payload = &bytes[HEADER_LEN..];
+    if payload.len() as u64 != u64_at(bytes, 48) {
+        return Err(SnapshotError::Crc("payload length"));
+    }
+    if crc32c::crc32c(payload) != u32_at(bytes, 56) {
+        return Err(SnapshotError::Crc("payload"));
+    }
+    let body = match postcard::take_from_bytes::<SnapshotBody>(payload) {
+        Ok((body, [])) => body,
+        _ => return Err(SnapshotError::Payload),
+    };
+    Ok(Snapshot {
+        instance: u64_at(bytes, 16),
+        seq: u64_at(bytes, 24),
+        fingerprint: u64_at(bytes, 32),
+        created_ns: u64_at(bytes, 40),
+        body,
+    })
+}
+
+/// Snapshot files in `dir`, oldest first, with the sequence number their name gives.
+pub fn snapshot_paths(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
+    let mut found = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|x| x == "ims")
+            && let Some(seq) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<u64>().ok())
+        {
+            found.push((seq, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Removes temporary files of snapshots a crash cut short (`*.ims.tmp`).
+pub fn remove_partial(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path.to_str().is_some_and(|p| p.ends_with(".ims.tmp")) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `snapshot` into `dir` atomically (temporary file, fsync, rename, fsync of the
+/// directory), then removes all but the newest [`SNAPSHOTS_KEPT`]. Returns its path.
+pub fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> io::Result<PathBuf> {
+    let bytes = encode_snapshot(snapshot);
+    let path = dir.join(snapshot_name(snapshot.seq));
+    let tmp = dir.join(format!("{}.tmp", snapshot_name(snapshot.seq)));
+    {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    File::open(dir)?.sync_all()?;
+    let paths = snapshot_paths(dir)?;
+    for (_, old) in paths.iter().rev().skip(SNAPSHOTS_KEPT) {
+        std::fs::remove_file(old)?;
+    }
+    Ok(path)
+}
+
+/// Wall-clock ns since the Unix epoch (for headers only; matching never reads a clock).
+pub fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+/// What the snapshot thread starts from: the state recovery ended with.
+pub struct SnapshotterStart {
+    /// Directory of the journal.
+    pub dir: PathBuf,
+    /// Book configuration (the snapshotter runs its own matcher).
+    pub book: BookConfig,
+    /// Instance id of the journal.
+    pub instance: u64,
+    /// The matcher's state after record `next_seq - 1`.
+    pub state: BookState,
+    /// Per user: sequenced messages up to there.
+    pub sessions: Vec<u64>,
+    /// The next journal record to read.
+    pub next_seq: u64,
+    /// Records between snapshots.
+    pub interval: u64,
+    /// The last record the newest snapshot covers (0: none): the next is due `interval`
+    /// records after it, so a journal recovered without one gets one soon.
+    pub last_snapshot: u64,
+}
+
+/// How often the snapshot thread looks for new records when it has caught up.
+const FOLLOW_PERIOD: Duration = Duration::from_millis(50);
+
+/// The snapshot thread: follows the journal, re-runs its commands (checking every event,
+/// like recovery does), and writes a snapshot every `interval` records at the next
+/// command boundary. `stop` is set once the journal writer has ended: the thread then
+/// catches up, writes a last snapshot and ends. A problem stops snapshots, never the engine.
+pub fn run_snapshotter(start: SnapshotterStart, stop: &AtomicBool) {
+    if let Err(e) = snapshot_loop(start, stop) {
+        eprintln!("ironmatch snapshots: stopped, recovery will replay more of the journal: {e}");
+    }
+}
+
+fn snapshot_loop(mut start: SnapshotterStart, stop: &AtomicBool) -> Result<(), String> {
+    let matcher = Matcher::from_state(&start.book, &start.state)?;
+    start.state = BookState::default();
+    let fingerprint = super::fingerprint(&start.book);
+    let mut replayer = Replayer::new(matcher, std::mem::take(&mut start.sessions));
+    let mut follower = Follower::new(&start.dir, fingerprint, start.next_seq);
+    let mut last_snapshot = start.last_snapshot;
+    loop {
+        let read = follower
+            .poll(|place, entry: &Entry| {
+                replayer.feed(place, entry, &mut |_| {})?;
+                if replayer.at_boundary() && place.seq >= last_snapshot + start.interval {
+                    take(&start, fingerprint, &replayer, place.seq).map_err(|source| {
+                        JournalError::Io {
+                            path: start.dir.clone(),
+                            source,
+                        }
+                    })?;
+                    last_snapshot = place.seq;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        if read == 0 && stop.load(Ordering::Relaxed) {
+            // Caught up after the writer ended: a last snapshot makes the next start quick.
+            let end = follower.next_seq() - 1;
+            if replayer.at_boundary() && end > last_snapshot {
+                take(&start, fingerprint, &replayer, end)
+                    .map_err(|e| format!("{}: {e}", start.dir.display()))?;
+            }
+            return Ok(());
+        }
+        if read == 0 {
+            std::thread::sleep(FOLLOW_PERIOD);
+        }
+    }
+}
+
+/// Writes the replayer's state as the snapshot covering records up to `seq`.
+fn take(
+    start: &SnapshotterStart,
+    fingerprint: u64,
+    replayer: &Replayer,
+    seq: u64,
+) -> io::Result<()> {
+    let snapshot = Snapshot {
+        instance: start.instance,
+        seq,
+        fingerprint,
+        created_ns: now_ns(),
+        body: SnapshotBody {
+            sessions: replayer.sessions().to_vec(),
+            book: replayer.matcher().state(),
+        },
+    };
+    write_snapshot(&start.dir, &snapshot).map(|_| ())
+}
+
+/// Starts [`run_snapshotter`] on its own thread (named `im-snapshot`).
+pub fn spawn_snapshotter(
+    start: SnapshotterStart,
+    stop: Arc<AtomicBool>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("im-snapshot".into())
+        .spawn(move || run_snapshotter(start, &stop))
+}
