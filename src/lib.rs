@@ -32,6 +32,7 @@ pub mod config;
 pub mod engine;
 pub mod gateway;
 pub mod journal;
+pub mod load;
 pub mod pipeline;
 pub mod replay;
 pub mod server;

@@ -61,6 +61,49 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Drive the engine with market-maker sessions at a fixed rate and measure round trips.
+    Load {
+        /// Configuration file (users, instruments and the default address).
+        #[arg(long, default_value = "config/ironmatch.toml")]
+        config: PathBuf,
+        /// Engine address (default: the configuration's `gateway.listen`).
+        #[arg(long)]
+        connect: Option<std::net::SocketAddr>,
+        /// Sessions, one per configured user, in configuration order (default: all users).
+        #[arg(long)]
+        sessions: Option<usize>,
+        /// Messages per second, all sessions together (open loop).
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10.0)]
+        duration: f64,
+        /// Stop after this many messages (if before --duration).
+        #[arg(long)]
+        messages: Option<u64>,
+        /// Seed of the order flow.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Percent of messages that are marketable IOC orders.
+        #[arg(long, default_value_t = 3)]
+        ioc_percent: u64,
+        /// Milliseconds to wait for the last replies.
+        #[arg(long, default_value_t = 2000)]
+        drain_ms: u64,
+        /// First measure a TCP echo on loopback with the same schedule and bytes.
+        #[arg(long)]
+        baseline: bool,
+        /// Write the results as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write the engine's latency distribution (HdrHistogram percentile format, us);
+        /// the baseline's goes to the same name with `.baseline` before the extension.
+        #[arg(long)]
+        hgrm: Option<PathBuf>,
+        /// No progress lines.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Validate a configuration file and print what it defines.
     CheckConfig {
         /// Configuration file.
@@ -69,12 +112,69 @@ enum Cmd {
     },
 }
 
+/// `ironmatch load`: runs, prints the summary, writes the files; exit 1 if replies are
+/// missing, 2 on errors.
+fn load(
+    options: &ironmatch::load::LoadOptions,
+    baseline: bool,
+    json: Option<PathBuf>,
+    hgrm: Option<PathBuf>,
+) -> ExitCode {
+    use ironmatch::load;
+    let (engine, base) = match load::run(options, baseline) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ironmatch load: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = load::print_summary(&mut out, options, &engine, base.as_ref());
+    let write = |path: &std::path::Path, f: &dyn Fn(&mut std::fs::File) -> std::io::Result<()>| {
+        std::fs::File::create(path)
+            .and_then(|mut file| f(&mut file))
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let mut result = Ok(());
+    if let Some(path) = &json {
+        let value = serde_json::json!({
+            "rate": options.rate,
+            "sessions": options.users.len(),
+            "seed": options.seed,
+            "engine": engine.to_json(),
+            "baseline": base.as_ref().map(load::LoadReport::to_json),
+        });
+        result = result.and(write(path, &|f| writeln!(f, "{value:#}")));
+    }
+    if let Some(path) = &hgrm {
+        result = result.and(write(path, &|f| load::write_hgrm(&engine.latency, f)));
+        if let Some(b) = &base {
+            let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+            let ext = path
+                .extension()
+                .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+            let other = path.with_file_name(format!("{stem}.baseline{ext}"));
+            result = result.and(write(&other, &|f| load::write_hgrm(&b.latency, f)));
+        }
+    }
+    if let Err(e) = result {
+        eprintln!("ironmatch load: {e}");
+        return ExitCode::from(2);
+    }
+    if engine.missing > 0 {
+        eprintln!("ironmatch load: {} replies missing", engine.missing);
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
         Cmd::Serve { config }
         | Cmd::Demo { config }
         | Cmd::CheckConfig { config }
+        | Cmd::Load { config, .. }
         | Cmd::Replay { config, .. } => config,
     };
     let config = match Config::load(path) {
@@ -86,6 +186,67 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Cmd::Serve { .. } => return serve(&config, path),
+        Cmd::Load {
+            connect,
+            sessions,
+            rate,
+            duration,
+            messages,
+            seed,
+            ioc_percent,
+            drain_ms,
+            baseline,
+            json,
+            hgrm,
+            quiet,
+            ..
+        } => {
+            let connect = match connect {
+                Some(a) => a,
+                None => match config.gateway.listen.parse() {
+                    Ok(a) => a,
+                    Err(e) => {
+                        eprintln!("ironmatch load: gateway.listen: {e}");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            let book = config.book_config().expect("validated at load");
+            let users: Vec<(String, String)> = config
+                .users
+                .iter()
+                .take(sessions.unwrap_or(usize::MAX))
+                .map(|u| (u.username.clone(), u.password.clone()))
+                .collect();
+            if !(duration > 0.0 && duration.is_finite()) || rate == 0 || ioc_percent > 100 {
+                eprintln!(
+                    "ironmatch load: --duration must be positive, --rate above 0, --ioc-percent at most 100"
+                );
+                return ExitCode::from(2);
+            }
+            let options = ironmatch::load::LoadOptions {
+                connect,
+                users,
+                instruments: book
+                    .instruments
+                    .iter()
+                    .map(|i| ironmatch::load::LoadInstrument {
+                        symbol: i.symbol.as_str().to_string(),
+                        tick: i.tick.0,
+                        lot: i.lot,
+                        mid: i.ref_price.0,
+                    })
+                    .collect(),
+                rate,
+                duration: std::time::Duration::from_secs_f64(duration),
+                messages,
+                seed,
+                ioc_percent,
+                drain: std::time::Duration::from_millis(drain_ms),
+                progress: !quiet,
+            };
+            return load(&options, baseline, json, hgrm);
+        }
         Cmd::Demo { .. } => demo(&config),
         Cmd::Replay {
             journal,

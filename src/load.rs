@@ -1,0 +1,1072 @@
+//! `ironmatch load`: an open-loop load generator speaking OUCH 5.0 over SoupBinTCP 3.0.
+//!
+//! N market-maker sessions quote both sides of the configured instruments around a drifting
+//! mid price: most messages replace a session's own quotes, a few cancel one, a few percent
+//! are marketable IOC orders that trade against the other sessions' quotes. Seeded, so a run
+//! repeats exactly (as far as the engine's answers are the same).
+//!
+//! **Open loop.** Message `i` is due at `start + i / rate`, whatever happened before it. Its
+//! latency runs from that due time to the first reply that answers it, so a stall (in the
+//! engine, the network or this generator) shows in full in every message it delays: no
+//! coordinated omission. The generator's own lateness (send time minus due time) is
+//! reported separately, so a figure is only trusted when the generator kept up.
+//!
+//! One thread drives every session with `mio`, so on a 2-core machine the generator takes
+//! one core at most (it spins only when the next message is due within 200 µs).
+//!
+//! **Baseline.** `--baseline` runs the same schedule of the same bytes against a TCP echo
+//! server on loopback in the same process first, so every figure can be quoted as a ratio
+//! to this machine's socket round trip.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use rustc_hash::FxHashMap;
+use zerocopy::big_endian::{U16, U32, U64};
+
+use crate::wire::ouch::{
+    self, Inbound, Options, Outbound, decode_inbound, decode_outbound, inbound,
+};
+use crate::wire::soupbin::{self, ServerPacket, kind};
+
+/// One instrument to quote.
+#[derive(Clone, Debug)]
+pub struct LoadInstrument {
+    /// Symbol.
+    pub symbol: String,
+    /// Price increment, 4 implied decimals.
+    pub tick: u64,
+    /// Quantity increment.
+    pub lot: u32,
+    /// Starting mid price, 4 implied decimals.
+    pub mid: u64,
+}
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// The engine's OUCH address.
+    pub connect: SocketAddr,
+    /// Logins to use, one session each: (username, password).
+    pub users: Vec<(String, String)>,
+    /// Instruments to quote.
+    pub instruments: Vec<LoadInstrument>,
+    /// Messages per second, all sessions together.
+    pub rate: u64,
+    /// Stop sending after this long...
+    pub duration: Duration,
+    /// ... or after this many messages, whichever comes first.
+    pub messages: Option<u64>,
+    /// Seed of the flow.
+    pub seed: u64,
+    /// Percent of messages that are marketable IOC orders.
+    pub ioc_percent: u64,
+    /// How long to wait for the last replies after the last send.
+    pub drain: Duration,
+    /// Print a progress line every second (to stderr).
+    pub progress: bool,
+}
+
+/// Percentiles reported, with their labels.
+pub const PERCENTILES: [(&str, f64); 6] = [
+    ("p50", 50.0),
+    ("p90", 90.0),
+    ("p99", 99.0),
+    ("p99.9", 99.9),
+    ("p99.99", 99.99),
+    ("max", 100.0),
+];
+
+/// What a run measured.
+#[derive(Clone, Debug)]
+pub struct LoadReport {
+    /// "engine" or "baseline".
+    pub target: &'static str,
+    /// Messages sent.
+    pub sent: u64,
+    /// Messages answered.
+    pub replies: u64,
+    /// Messages never answered (within the drain time).
+    pub missing: u64,
+    /// Executions on the taking side.
+    pub trades: u64,
+    /// Rejects by OUCH reason.
+    pub rejects: BTreeMap<String, u64>,
+    /// From the first due time to the last send.
+    pub send_seconds: f64,
+    /// Round trip from due time to reply, ns.
+    pub latency: Histogram<u64>,
+    /// Lateness of each send against its due time, ns (the generator's own delay).
+    pub send_lag: Histogram<u64>,
+}
+
+impl LoadReport {
+    /// Messages answered per second of sending.
+    pub fn throughput(&self) -> f64 {
+        if self.send_seconds > 0.0 {
+            self.replies as f64 / self.send_seconds
+        } else {
+            0.0
+        }
+    }
+
+    /// Latency at `percentile`, µs.
+    pub fn latency_us(&self, percentile: f64) -> f64 {
+        if percentile >= 100.0 {
+            self.latency.max() as f64 / 1e3
+        } else {
+            self.latency.value_at_percentile(percentile) as f64 / 1e3
+        }
+    }
+
+    /// The report as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        let latency: serde_json::Map<String, serde_json::Value> = PERCENTILES
+            .iter()
+            .map(|(name, p)| ((*name).to_string(), self.latency_us(*p).into()))
+            .collect();
+        serde_json::json!({
+            "target": self.target,
+            "sent": self.sent,
+            "replies": self.replies,
+            "missing": self.missing,
+            "trades": self.trades,
+            "rejects": self.rejects,
+            "send_seconds": self.send_seconds,
+            "throughput_per_sec": self.throughput(),
+            "latency_us": latency,
+            "latency_mean_us": self.latency.mean() / 1e3,
+            "send_lag_us": {
+                "p50": self.send_lag.value_at_percentile(50.0) as f64 / 1e3,
+                "p99": self.send_lag.value_at_percentile(99.0) as f64 / 1e3,
+                "max": self.send_lag.max() as f64 / 1e3,
+            },
+        })
+    }
+}
+
+/// Writes `histogram` (ns) as an HdrHistogram percentile distribution in µs, the text format
+/// HdrHistogram's tools (and its online plotter) read.
+pub fn write_hgrm(histogram: &Histogram<u64>, out: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "{:>12} {:>14} {:>10} {:>14}\n",
+        "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
+    )?;
+    for v in histogram.iter_quantiles(5) {
+        let q = v.quantile_iterated_to();
+        let value = v.value_iterated_to() as f64 / 1e3;
+        if q < 1.0 {
+            writeln!(
+                out,
+                "{value:>12.3} {q:>14.12} {:>10} {:>14.2}",
+                v.count_since_last_iteration(),
+                1.0 / (1.0 - q)
+            )?;
+        } else {
+            writeln!(
+                out,
+                "{value:>12.3} {q:>14.12} {:>10}",
+                v.count_since_last_iteration()
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "#[Mean    = {:>12.3}, StdDeviation   = {:>12.3}]",
+        histogram.mean() / 1e3,
+        histogram.stdev() / 1e3
+    )?;
+    writeln!(
+        out,
+        "#[Max     = {:>12.3}, Total count    = {:>12}]",
+        histogram.max() as f64 / 1e3,
+        histogram.len()
+    )?;
+    writeln!(
+        out,
+        "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
+        histogram.buckets(),
+        histogram.distinct_values()
+    )
+}
+
+/// A small deterministic generator (xorshift64*), so a seed repeats a run.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// A resting quote of one session.
+#[derive(Clone, Copy, Debug)]
+struct Quote {
+    user_ref: u32,
+    open: u32,
+}
+
+/// The sending half of a session: its socket for writing and its quotes.
+struct Quoter {
+    stream: std::net::TcpStream,
+    out: Vec<u8>,
+    next_ref: u32,
+    /// Per instrument: bid and ask quote.
+    quotes: Vec<[Option<Quote>; 2]>,
+}
+
+/// The receiving half of a session.
+struct Listener {
+    stream: TcpStream,
+    inbuf: Vec<u8>,
+    /// Due times of requests not answered yet, by the UserRefNum a reply carries.
+    pending: FxHashMap<u32, VecDeque<u64>>,
+    pending_count: u64,
+    closed: bool,
+}
+
+/// Due time of a request, sent by the sender before the request itself.
+struct Due {
+    session: usize,
+    user_ref: u32,
+    due_ns: u64,
+}
+
+/// What the receiver tells the sender about its quotes.
+enum QuoteNews {
+    Executed {
+        session: usize,
+        user_ref: u32,
+        qty: u32,
+    },
+    Gone {
+        session: usize,
+        user_ref: u32,
+    },
+}
+
+/// What the sessions talk to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Engine,
+    Echo,
+}
+
+/// Runs the load against the engine. With `baseline`, first runs the same schedule against
+/// a loopback TCP echo server and returns its report too.
+pub fn run(options: &LoadOptions, baseline: bool) -> io::Result<(LoadReport, Option<LoadReport>)> {
+    let base = if baseline {
+        let (addr, stop) = spawn_echo()?;
+        let report = run_target(options, addr, Target::Echo);
+        stop();
+        Some(report?)
+    } else {
+        None
+    };
+    let engine = run_target(options, options.connect, Target::Engine)?;
+    Ok((engine, base))
+}
+
+/// Starts a TCP echo server on loopback; returns its address and a function that stops it.
+fn spawn_echo() -> io::Result<(SocketAddr, impl FnOnce())> {
+    let mut listener = TcpListener::bind("127.0.0.1:0".parse().expect("address"))?;
+    let addr = listener.local_addr()?;
+    let mut poll = Poll::new()?;
+    let waker = std::sync::Arc::new(mio::Waker::new(poll.registry(), Token(usize::MAX - 1))?);
+    poll.registry()
+        .register(&mut listener, Token(usize::MAX), Interest::READABLE)?;
+    let stop_flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop_flag);
+    let thread = std::thread::Builder::new()
+        .name("im-echo".into())
+        .spawn(move || {
+            let mut events = Events::with_capacity(64);
+            let mut conns: Vec<(TcpStream, Vec<u8>)> = Vec::new();
+            let mut buf = vec![0u8; 1 << 16];
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                if poll
+                    .poll(&mut events, Some(Duration::from_millis(100)))
+                    .is_err()
+                {
+                    return;
+                }
+                for event in events.iter() {
+                    match event.token() {
+                        Token(t) if t == usize::MAX => {
+                            while let Ok((mut s, _)) = listener.accept() {
+                                let _ = s.set_nodelay(true);
+                                let token = Token(conns.len());
+                                if poll
+                                    .registry()
+                                    .register(
+                                        &mut s,
+                                        token,
+                                        Interest::READABLE | Interest::WRITABLE,
+                                    )
+                                    .is_ok()
+                                {
+                                    conns.push((s, Vec::new()));
+                                }
+                            }
+                        }
+                        Token(t) if t == usize::MAX - 1 => {}
+                        Token(i) => {
+                            let (s, pending) = &mut conns[i];
+                            loop {
+                                match s.read(&mut buf) {
+                                    Ok(0) => break,
+                                    Ok(n) => pending.extend_from_slice(&buf[..n]),
+                                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                    Err(_) => break,
+                                }
+                            }
+                            while !pending.is_empty() {
+                                match s.write(pending) {
+                                    Ok(n) => {
+                                        pending.drain(..n);
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        })?;
+    let stop = move || {
+        stop_flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = waker.wake();
+        let _ = thread.join();
+    };
+    Ok((addr, stop))
+}
+
+/// Logs in with a blocking socket; returns the stream and the next UserRefNum to use.
+fn login(addr: SocketAddr, user: &str, password: &str) -> io::Result<(std::net::TcpStream, u32)> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut out = Vec::new();
+    // Requested sequence 0: only new messages, no replay of the day so far.
+    soupbin::write_login_request(&mut out, user, password, "", 0);
+    // Account Query: the engine tells the next UserRefNum it accepts.
+    soupbin::write_packet(&mut out, kind::UNSEQUENCED, &[inbound::ACCOUNT_QUERY]);
+    stream.write_all(&out)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut logged_in = false;
+    loop {
+        while let Some(frame) = soupbin::next_frame(&buf, 1 << 16).map_err(io::Error::other)? {
+            let len = frame.len;
+            match soupbin::decode_server(&frame).map_err(io::Error::other)? {
+                ServerPacket::LoginAccepted(_) => logged_in = true,
+                ServerPacket::LoginRejected(code) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::PermissionDenied,
+                        format!("{user}: login rejected ({})", code as char),
+                    ));
+                }
+                ServerPacket::Sequenced(msg) => {
+                    if let Ok(Outbound::AccountQueryResponse(r)) = decode_outbound(msg)
+                        && logged_in
+                    {
+                        stream.set_read_timeout(None)?;
+                        return Ok((stream, r.next_user_ref.get().max(1)));
+                    }
+                }
+                ServerPacket::Debug(text) => {
+                    return Err(io::Error::other(format!(
+                        "{user}: {}",
+                        String::from_utf8_lossy(text)
+                    )));
+                }
+                ServerPacket::EndOfSession => {
+                    return Err(io::Error::other(format!("{user}: end of session at login")));
+                }
+                ServerPacket::Heartbeat => {}
+            }
+            buf.drain(..len);
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{user}: connection closed during login"),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// The flow: what each message is. Shared mid prices drift by one tick at a time.
+struct Flow {
+    rng: Rng,
+    mids: Vec<u64>,
+    instruments: Vec<LoadInstrument>,
+    ioc_percent: u64,
+}
+
+/// OUCH reject reason codes as text.
+fn reject_name(code: u16) -> String {
+    let what = match code {
+        0x0003 => "post only cannot rest",
+        0x0004 => "invalid max floor",
+        0x0006 => "price outside band",
+        0x0009 => "invalid side",
+        0x000A => "halted / pools full / unknown user",
+        0x000C => "firm not authorized",
+        0x000D => "invalid min qty",
+        0x000F => "duplicate reference / throttled",
+        0x0010 => "order not found",
+        0x0012 => "post only would take",
+        0x0013 => "invalid quantity",
+        0x0014 => "not offered",
+        0x0017 => "unknown symbol",
+        0x001D => "invalid price",
+        0x001E => "quantity above maximum",
+        _ => "other",
+    };
+    format!("0x{code:04X} {what}")
+}
+
+impl Flow {
+    /// Appends the next message of session `s` (a SoupBinTCP packet) to its buffer and
+    /// returns the UserRefNum its reply will carry.
+    fn next_message(&mut self, s: &mut Quoter) -> u32 {
+        let i = self.rng.below(self.instruments.len() as u64) as usize;
+        let spec = &self.instruments[i];
+        let tick = spec.tick;
+        // Drift: one tick up or down now and then, kept within 20 ticks of the start.
+        if self.rng.below(8) == 0 {
+            let start = spec.mid;
+            let mid = self.mids[i];
+            self.mids[i] = if self.rng.below(2) == 0 {
+                if mid + tick <= start + 20 * tick {
+                    mid + tick
+                } else {
+                    mid - tick
+                }
+            } else if mid >= start.saturating_sub(20 * tick) + tick && mid > 3 * tick {
+                mid - tick
+            } else {
+                mid + tick
+            };
+        }
+        let mid = self.mids[i];
+        let side = self.rng.below(2) as usize;
+        let lot = spec.lot.max(1);
+        let qty = (100 * (1 + self.rng.below(5) as u32)).div_ceil(lot) * lot;
+        let roll = self.rng.below(100);
+        let mut payload = [0u8; 80];
+        let len;
+        let reply_ref;
+        if roll < self.ioc_percent {
+            // Marketable IOC: crosses the other side's quotes by a few ticks.
+            let price = if side == 0 {
+                mid + 4 * tick
+            } else {
+                mid.saturating_sub(4 * tick).max(tick)
+            };
+            let user_ref = s.take_ref();
+            len = enter(&mut payload, user_ref, side, qty, &spec.symbol, price, b'3');
+            reply_ref = user_ref;
+        } else {
+            let offset = (1 + self.rng.below(3)) * tick;
+            let price = if side == 0 {
+                mid.saturating_sub(offset).max(tick)
+            } else {
+                mid + offset
+            };
+            match s.quotes[i][side] {
+                Some(q) if roll < self.ioc_percent + 3 => {
+                    // Now and then pull the quote instead of moving it.
+                    let m = ouch::CancelOrder {
+                        msg_type: inbound::CANCEL,
+                        user_ref: U32::new(q.user_ref),
+                        qty: U32::ZERO,
+                    };
+                    len = write_inbound(&mut payload, &Inbound::Cancel(&m, Options::default()));
+                    s.quotes[i][side] = None;
+                    reply_ref = q.user_ref;
+                }
+                Some(q) => {
+                    let user_ref = s.take_ref();
+                    let m = ouch::ReplaceOrder {
+                        msg_type: inbound::REPLACE,
+                        orig_user_ref: U32::new(q.user_ref),
+                        user_ref: U32::new(user_ref),
+                        qty: U32::new(qty),
+                        price: U64::new(price),
+                        tif: b'0',
+                        display: b'Y',
+                        iso: b'N',
+                        clordid: [b' '; 14],
+                        appendage_len: U16::ZERO,
+                    };
+                    len = write_inbound(&mut payload, &Inbound::Replace(&m, Options::default()));
+                    s.quotes[i][side] = Some(Quote {
+                        user_ref,
+                        open: qty,
+                    });
+                    reply_ref = user_ref;
+                }
+                None => {
+                    let user_ref = s.take_ref();
+                    len = enter(&mut payload, user_ref, side, qty, &spec.symbol, price, b'0');
+                    s.quotes[i][side] = Some(Quote {
+                        user_ref,
+                        open: qty,
+                    });
+                    reply_ref = user_ref;
+                }
+            }
+        }
+        soupbin::write_packet(&mut s.out, kind::UNSEQUENCED, &payload[..len]);
+        reply_ref
+    }
+}
+
+fn write_inbound(payload: &mut [u8; 80], msg: &Inbound<'_>) -> usize {
+    let mut v = Vec::with_capacity(80);
+    msg.write(&mut v);
+    payload[..v.len()].copy_from_slice(&v);
+    v.len()
+}
+
+fn enter(
+    payload: &mut [u8; 80],
+    user_ref: u32,
+    side: usize,
+    qty: u32,
+    symbol: &str,
+    price: u64,
+    tif: u8,
+) -> usize {
+    let m = ouch::EnterOrder {
+        msg_type: inbound::ENTER,
+        user_ref: U32::new(user_ref),
+        side: if side == 0 { b'B' } else { b'S' },
+        qty: U32::new(qty),
+        symbol: soupbin::left_justified(symbol),
+        price: U64::new(price),
+        tif,
+        display: b'Y',
+        capacity: b'P',
+        iso: b'N',
+        cross_type: b'N',
+        clordid: [b' '; 14],
+        appendage_len: U16::ZERO,
+    };
+    write_inbound(payload, &Inbound::Enter(&m, Options::default()))
+}
+
+impl Quoter {
+    fn take_ref(&mut self) -> u32 {
+        let r = self.next_ref;
+        self.next_ref += 1;
+        r
+    }
+
+    fn apply(&mut self, news: &QuoteNews) {
+        for sides in &mut self.quotes {
+            for slot in sides.iter_mut() {
+                match (slot.as_mut(), news) {
+                    (Some(q), QuoteNews::Executed { user_ref, qty, .. })
+                        if q.user_ref == *user_ref =>
+                    {
+                        q.open = q.open.saturating_sub(*qty);
+                        if q.open == 0 {
+                            *slot = None;
+                        }
+                    }
+                    (Some(q), QuoteNews::Gone { user_ref, .. }) if q.user_ref == *user_ref => {
+                        *slot = None;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued; a full socket buffer (the engine not reading) is waited out.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            match self.stream.write(&self.out) {
+                Ok(n) => {
+                    self.out.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Listener {
+    /// Resolves the oldest request answered by a reply carrying `user_ref`.
+    fn resolve(&mut self, user_ref: u32) -> Option<u64> {
+        let queue = self.pending.get_mut(&user_ref)?;
+        let due = queue.pop_front();
+        if queue.is_empty() {
+            self.pending.remove(&user_ref);
+        }
+        if due.is_some() {
+            self.pending_count -= 1;
+        }
+        due
+    }
+}
+
+/// Counters while running.
+#[derive(Default)]
+struct Counters {
+    replies: u64,
+    trades: u64,
+    rejects: BTreeMap<String, u64>,
+}
+
+/// What the sender thread measured.
+struct Sent {
+    sent: u64,
+    send_lag: Histogram<u64>,
+    last_send: Duration,
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::<u64>::new_with_bounds(1, 600_000_000_000, 3).expect("valid bounds")
+}
+
+/// The sender: every message at its due time (sleeping when the next is far, spinning
+/// politely when it is near), the due time announced to the receiver before the message.
+#[allow(clippy::too_many_arguments)]
+fn send_all(
+    mut quoters: Vec<Quoter>,
+    mut flow: Flow,
+    total: u64,
+    rate: u64,
+    start: Instant,
+    heartbeats: bool,
+    dues: crossbeam::channel::Sender<Due>,
+    news: crossbeam::channel::Receiver<QuoteNews>,
+    sent_so_far: &std::sync::atomic::AtomicU64,
+) -> io::Result<Sent> {
+    let interval_ns = 1e9 / rate.max(1) as f64;
+    let due_ns = |i: u64| (i as f64 * interval_ns) as u64;
+    let mut send_lag = histogram();
+    let mut next_heartbeat = Duration::from_secs(1);
+    for i in 0..total {
+        let due = due_ns(i);
+        loop {
+            let now = start.elapsed().as_nanos() as u64;
+            if now >= due {
+                break;
+            }
+            let wait = due - now;
+            if wait > 150_000 {
+                std::thread::sleep(Duration::from_nanos(wait - 100_000));
+            } else {
+                std::thread::yield_now();
+            }
+        }
+        for n in news.try_iter() {
+            let session = match n {
+                QuoteNews::Executed { session, .. } | QuoteNews::Gone { session, .. } => session,
+            };
+            quoters[session].apply(&n);
+        }
+        let s = (i % quoters.len() as u64) as usize;
+        let quoter = &mut quoters[s];
+        let user_ref = flow.next_message(quoter);
+        let _ = dues.send(Due {
+            session: s,
+            user_ref,
+            due_ns: due,
+        });
+        let now = start.elapsed();
+        send_lag.saturating_record((now.as_nanos() as u64).saturating_sub(due).max(1));
+        quoter.flush()?;
+        if heartbeats && now >= next_heartbeat {
+            next_heartbeat += Duration::from_secs(1);
+            for q in &mut quoters {
+                soupbin::write_empty(&mut q.out, kind::CLIENT_HEARTBEAT);
+                q.flush()?;
+            }
+        }
+        sent_so_far.store(i + 1, std::sync::atomic::Ordering::Relaxed);
+    }
+    Ok(Sent {
+        sent: total,
+        send_lag,
+        last_send: start.elapsed(),
+    })
+}
+
+/// Files the due times the sender announced.
+fn take_dues(listeners: &mut [Listener], dues: &crossbeam::channel::Receiver<Due>) {
+    for d in dues.try_iter() {
+        let l = &mut listeners[d.session];
+        l.pending.entry(d.user_ref).or_default().push_back(d.due_ns);
+        l.pending_count += 1;
+    }
+}
+
+fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Result<LoadReport> {
+    let mut poll = Poll::new()?;
+    let mut quoters = Vec::new();
+    let mut listeners = Vec::new();
+    for (i, (user, password)) in options.users.iter().enumerate() {
+        let (std_stream, next_ref) = match target {
+            Target::Engine => login(addr, user, password)?,
+            Target::Echo => (std::net::TcpStream::connect(addr)?, 1),
+        };
+        std_stream.set_nodelay(true)?;
+        let writer = std_stream.try_clone()?;
+        std_stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(std_stream);
+        poll.registry()
+            .register(&mut stream, Token(i), Interest::READABLE)?;
+        quoters.push(Quoter {
+            stream: writer,
+            out: Vec::with_capacity(1 << 12),
+            next_ref,
+            quotes: vec![[None, None]; options.instruments.len()],
+        });
+        listeners.push(Listener {
+            stream,
+            inbuf: Vec::with_capacity(1 << 16),
+            pending: FxHashMap::default(),
+            pending_count: 0,
+            closed: false,
+        });
+    }
+    if quoters.is_empty() {
+        return Err(io::Error::other(
+            "no sessions: the configuration has no users",
+        ));
+    }
+    let flow = Flow {
+        rng: Rng::new(options.seed),
+        mids: options.instruments.iter().map(|i| i.mid).collect(),
+        instruments: options.instruments.clone(),
+        ioc_percent: options.ioc_percent,
+    };
+    let total = options
+        .messages
+        .unwrap_or(u64::MAX)
+        .min((options.duration.as_secs_f64() * options.rate as f64).ceil() as u64);
+    let label = match target {
+        Target::Engine => "engine",
+        Target::Echo => "baseline",
+    };
+    let (due_tx, due_rx) = crossbeam::channel::unbounded::<Due>();
+    let (news_tx, news_rx) = crossbeam::channel::unbounded::<QuoteNews>();
+    let sent_so_far = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let start = Instant::now();
+    let sender = {
+        let sent_so_far = std::sync::Arc::clone(&sent_so_far);
+        let rate = options.rate;
+        std::thread::Builder::new()
+            .name("im-load-send".into())
+            .spawn(move || {
+                send_all(
+                    quoters,
+                    flow,
+                    total,
+                    rate,
+                    start,
+                    target == Target::Engine,
+                    due_tx,
+                    news_rx,
+                    &sent_so_far,
+                )
+            })?
+    };
+
+    let mut latency = histogram();
+    let mut window = histogram();
+    let mut counters = Counters::default();
+    let mut next_progress = Duration::from_secs(1);
+    let mut drain_deadline: Option<Instant> = None;
+    let mut sender_done = false;
+    let mut events = Events::with_capacity(256);
+    let mut scratch = vec![0u8; 1 << 16];
+    loop {
+        poll.poll(&mut events, Some(Duration::from_millis(5)))?;
+        let recv_ns = start.elapsed().as_nanos() as u64;
+        for event in events.iter() {
+            let i = event.token().0;
+            let listener = &mut listeners[i];
+            loop {
+                match listener.stream.read(&mut scratch) {
+                    Ok(0) => {
+                        listener.closed = true;
+                        break;
+                    }
+                    Ok(n) => listener.inbuf.extend_from_slice(&scratch[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            // Due times after reading: a request's is queued before the request is
+            // written, so every reply just read has its due time filed now.
+            take_dues(&mut listeners, &due_rx);
+            let listener = &mut listeners[i];
+            let inbuf = std::mem::take(&mut listener.inbuf);
+            let mut consumed = 0;
+            while let Some(frame) =
+                soupbin::next_frame(&inbuf[consumed..], 1 << 16).map_err(io::Error::other)?
+            {
+                consumed += frame.len;
+                let answered = match target {
+                    Target::Echo => echo_reply(frame.payload),
+                    Target::Engine => engine_reply(&frame, i, listener, &mut counters, &news_tx)?,
+                };
+                if let Some(user_ref) = answered
+                    && let Some(due) = listener.resolve(user_ref)
+                {
+                    let rtt = recv_ns.saturating_sub(due).max(1);
+                    latency.saturating_record(rtt);
+                    window.saturating_record(rtt);
+                    counters.replies += 1;
+                }
+            }
+            listener.inbuf = inbuf;
+            listener.inbuf.drain(..consumed);
+        }
+        let now = start.elapsed();
+        if options.progress && now >= next_progress {
+            next_progress += Duration::from_secs(1);
+            let rejects: u64 = counters.rejects.values().sum();
+            eprintln!(
+                "load {label}: {:>4}s sent {:>10} replies {:>10} trades {:>8} rejects {:>6} last second p50 {:>8.1} us p99 {:>8.1} us",
+                now.as_secs(),
+                sent_so_far.load(std::sync::atomic::Ordering::Relaxed),
+                counters.replies,
+                counters.trades,
+                rejects,
+                window.value_at_percentile(50.0) as f64 / 1e3,
+                window.value_at_percentile(99.0) as f64 / 1e3,
+            );
+            window.reset();
+        }
+        if !sender_done && sender.is_finished() {
+            sender_done = true;
+            drain_deadline = Some(Instant::now() + options.drain);
+            take_dues(&mut listeners, &due_rx);
+        }
+        let outstanding: u64 = listeners.iter().map(|l| l.pending_count).sum();
+        if let Some(deadline) = drain_deadline
+            && (outstanding == 0 || Instant::now() >= deadline)
+        {
+            break;
+        }
+        if listeners.iter().all(|l| l.closed) && sender_done {
+            break;
+        }
+    }
+    let sent = sender
+        .join()
+        .map_err(|_| io::Error::other("the sender thread panicked"))??;
+    // Log out only now: a Logout Request right behind the last order would end the session
+    // before its replies.
+    if target == Target::Engine {
+        let mut logout = Vec::new();
+        soupbin::write_empty(&mut logout, kind::LOGOUT_REQUEST);
+        for l in &mut listeners {
+            let _ = l.stream.write(&logout);
+        }
+    }
+    let missing: u64 = listeners.iter().map(|l| l.pending_count).sum();
+    if std::env::var_os("IRONMATCH_LOAD_DEBUG").is_some() {
+        for (i, l) in listeners.iter().enumerate() {
+            let mut keys: Vec<_> = l.pending.iter().collect();
+            keys.sort();
+            for (k, v) in keys.iter().take(5) {
+                eprintln!("missing: session {i} ref {k} due {v:?}");
+            }
+        }
+    }
+    Ok(LoadReport {
+        target: label,
+        sent: sent.sent,
+        replies: counters.replies,
+        missing,
+        trades: counters.trades,
+        rejects: counters.rejects,
+        send_seconds: sent.last_send.as_secs_f64(),
+        latency,
+        send_lag: sent.send_lag,
+    })
+}
+
+/// The request an echoed packet answers: the UserRefNum its reply would carry.
+fn echo_reply(payload: &[u8]) -> Option<u32> {
+    match decode_inbound(payload).ok()? {
+        Inbound::Enter(m, _) => Some(m.user_ref.get()),
+        Inbound::Replace(m, _) => Some(m.user_ref.get()),
+        Inbound::Cancel(m, _) => Some(m.user_ref.get()),
+        _ => None,
+    }
+}
+
+/// Book-keeping for one server packet; returns the UserRefNum of the request it answers.
+fn engine_reply(
+    frame: &soupbin::Frame<'_>,
+    session: usize,
+    listener: &mut Listener,
+    counters: &mut Counters,
+    news: &crossbeam::channel::Sender<QuoteNews>,
+) -> io::Result<Option<u32>> {
+    let msg = match soupbin::decode_server(frame).map_err(io::Error::other)? {
+        ServerPacket::Sequenced(msg) => msg,
+        ServerPacket::Debug(text) => {
+            return Err(io::Error::other(format!(
+                "the engine closed a session: {}",
+                String::from_utf8_lossy(text)
+            )));
+        }
+        ServerPacket::EndOfSession => {
+            listener.closed = true;
+            return Ok(None);
+        }
+        _ => return Ok(None),
+    };
+    let gone = |user_ref| {
+        let _ = news.send(QuoteNews::Gone { session, user_ref });
+        Some(user_ref)
+    };
+    Ok(match decode_outbound(msg).map_err(io::Error::other)? {
+        Outbound::Accepted(m, _) => Some(m.user_ref.get()),
+        Outbound::Replaced(m, _) => Some(m.user_ref.get()),
+        Outbound::Canceled(m) => gone(m.user_ref.get()),
+        Outbound::Rejected(m) => {
+            *counters
+                .rejects
+                .entry(reject_name(m.reason.get()))
+                .or_default() += 1;
+            gone(m.user_ref.get())
+        }
+        Outbound::CancelReject(m) => Some(m.user_ref.get()),
+        Outbound::Executed(m, _) => {
+            let _ = news.send(QuoteNews::Executed {
+                session,
+                user_ref: m.user_ref.get(),
+                qty: m.qty.get(),
+            });
+            if m.liquidity == b'R' {
+                counters.trades += 1;
+            }
+            None
+        }
+        _ => None,
+    })
+}
+
+/// Prints the summary table: the engine's figures, and with a baseline its figures and the
+/// engine's as a multiple of them.
+pub fn print_summary(
+    out: &mut impl Write,
+    options: &LoadOptions,
+    engine: &LoadReport,
+    baseline: Option<&LoadReport>,
+) -> io::Result<()> {
+    writeln!(
+        out,
+        "\nironmatch load: {} sessions, {} instruments, rate {} msg/s, seed {}",
+        options.users.len(),
+        options.instruments.len(),
+        options.rate,
+        options.seed
+    )?;
+    let row = |out: &mut dyn Write, name: &str, e: String, b: Option<String>, r: Option<f64>| match (
+        b, r,
+    ) {
+        (Some(b), Some(r)) => writeln!(out, "{name:<22} {e:>12} {b:>12} {r:>8.2}x"),
+        (Some(b), None) => writeln!(out, "{name:<22} {e:>12} {b:>12}"),
+        _ => writeln!(out, "{name:<22} {e:>12}"),
+    };
+    match baseline {
+        Some(_) => writeln!(
+            out,
+            "{:<22} {:>12} {:>12} {:>9}",
+            "", "engine", "baseline", "ratio"
+        )?,
+        None => writeln!(out, "{:<22} {:>12}", "", "engine")?,
+    }
+    row(
+        out,
+        "messages sent",
+        engine.sent.to_string(),
+        baseline.map(|b| b.sent.to_string()),
+        None,
+    )?;
+    row(
+        out,
+        "replies",
+        engine.replies.to_string(),
+        baseline.map(|b| b.replies.to_string()),
+        None,
+    )?;
+    row(
+        out,
+        "throughput (msg/s)",
+        format!("{:.0}", engine.throughput()),
+        baseline.map(|b| format!("{:.0}", b.throughput())),
+        None,
+    )?;
+    for (name, p) in PERCENTILES {
+        let e = engine.latency_us(p);
+        let b = baseline.map(|b| b.latency_us(p));
+        row(
+            out,
+            &format!("round trip {name} (us)"),
+            format!("{e:.1}"),
+            b.map(|b| format!("{b:.1}")),
+            b.filter(|b| *b > 0.0).map(|b| e / b),
+        )?;
+    }
+    row(
+        out,
+        "generator lag p99 (us)",
+        format!(
+            "{:.1}",
+            engine.send_lag.value_at_percentile(99.0) as f64 / 1e3
+        ),
+        baseline.map(|b| format!("{:.1}", b.send_lag.value_at_percentile(99.0) as f64 / 1e3)),
+        None,
+    )?;
+    row(
+        out,
+        "replies missing",
+        engine.missing.to_string(),
+        baseline.map(|b| b.missing.to_string()),
+        None,
+    )?;
+    row(out, "trades", engine.trades.to_string(), None, None)?;
+    let rejects: u64 = engine.rejects.values().sum();
+    row(out, "rejects", rejects.to_string(), None, None)?;
+    for (reason, n) in &engine.rejects {
+        writeln!(out, "  {reason:<40} {n:>10}")?;
+    }
+    Ok(())
+}
