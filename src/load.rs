@@ -221,6 +221,8 @@ impl Rng {
 struct Quote {
     user_ref: u32,
     open: u32,
+    /// Shares executed by the replace chain: a Replace's quantity includes them.
+    executed: u32,
 }
 
 /// The sending half of a session: its socket for writing and its quotes.
@@ -512,7 +514,7 @@ impl Flow {
                         msg_type: inbound::REPLACE,
                         orig_user_ref: U32::new(q.user_ref),
                         user_ref: U32::new(user_ref),
-                        qty: U32::new(qty),
+                        qty: U32::new(q.executed + qty),
                         price: U64::new(price),
                         tif: b'0',
                         display: b'Y',
@@ -524,6 +526,7 @@ impl Flow {
                     s.quotes[i][side] = Some(Quote {
                         user_ref,
                         open: qty,
+                        executed: q.executed,
                     });
                     reply_ref = user_ref;
                 }
@@ -533,6 +536,7 @@ impl Flow {
                     s.quotes[i][side] = Some(Quote {
                         user_ref,
                         open: qty,
+                        executed: 0,
                     });
                     reply_ref = user_ref;
                 }
@@ -592,6 +596,7 @@ impl Quoter {
                         if q.user_ref == *user_ref =>
                     {
                         q.open = q.open.saturating_sub(*qty);
+                        q.executed += *qty;
                         if q.open == 0 {
                             *slot = None;
                         }
@@ -811,7 +816,6 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
     let mut scratch = vec![0u8; 1 << 16];
     loop {
         poll.poll(&mut events, Some(Duration::from_millis(5)))?;
-        let recv_ns = start.elapsed().as_nanos() as u64;
         for event in events.iter() {
             let i = event.token().0;
             let listener = &mut listeners[i];
@@ -829,6 +833,8 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
             }
             // Due times after reading: a request's is queued before the request is
             // written, so every reply just read has its due time filed now.
+            // Arrival: after the read, so no reply read here is stamped before its send.
+            let recv_ns = start.elapsed().as_nanos() as u64;
             take_dues(&mut listeners, &due_rx);
             let listener = &mut listeners[i];
             let inbuf = std::mem::take(&mut listener.inbuf);

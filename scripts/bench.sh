@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Latency by rate: builds release, starts `ironmatch serve` on a temporary journal (loopback,
+# a free port), runs `ironmatch load --baseline` at each rate, and writes per rate the JSON
+# results, the HdrHistogram distributions (engine and baseline), a summary table
+# (results.md) and a PNG plot of latency by percentile (latency.png).
+#
+# Usage: scripts/bench.sh [RATE...]            (default: 10000 50000 100000 150000)
+# Environment: DURATION seconds per rate (10), SESSIONS (all users), OUT (target/bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rates=("$@")
+[ ${#rates[@]} -gt 0 ] || rates=(10000 50000 100000 150000)
+duration=${DURATION:-10}
+out=${OUT:-target/bench}
+sessions=()
+[ -n "${SESSIONS:-}" ] && sessions=(--sessions "$SESSIONS")
+
+cargo build --release --quiet
+tmp=$(mktemp -d)
+sed -e "s#dir = \"./data\"#dir = \"$tmp/journal\"#" -e 's#"127.0.0.1:15000"#"127.0.0.1:0"#' \
+    config/ironmatch.toml >"$tmp/ironmatch.toml"
+./target/release/ironmatch serve --config "$tmp/ironmatch.toml" >"$tmp/serve.out" 2>"$tmp/serve.err" &
+server=$!
+trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$tmp"' EXIT
+addr=""
+for _ in $(seq 100); do
+    addr=$(grep -o 'on 127\.0\.0\.1:[0-9]*' "$tmp/serve.out" | cut -d' ' -f2 || true)
+    [ -n "$addr" ] && break
+    sleep 0.1
+done
+[ -n "$addr" ] || { echo "bench: the engine did not start:" >&2; cat "$tmp/serve.err" >&2; exit 1; }
+
+mkdir -p "$out"
+status=0
+for rate in "${rates[@]}"; do
+    echo "== rate $rate msg/s, $duration s, engine at $addr" >&2
+    ./target/release/ironmatch load --config "$tmp/ironmatch.toml" --connect "$addr" "${sessions[@]}" \
+        --rate "$rate" --duration "$duration" --baseline --quiet \
+        --json "$out/load-$rate.json" --hgrm "$out/load-$rate.hgrm" | tee "$out/load-$rate.txt" || status=$?
+done
+
+# The plot needs matplotlib; a private virtualenv under target/ keeps the system clean.
+python=python3
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+    [ -x target/plot-venv/bin/python ] || python3 -m venv target/plot-venv
+    target/plot-venv/bin/python -m pip install --quiet matplotlib
+    python=target/plot-venv/bin/python
+fi
+"$python" scripts/plot_latency.py "$out"
+echo "bench: results in $out (results.md, latency.png)" >&2
+exit $status
