@@ -17,6 +17,9 @@
 //! **Baseline.** `--baseline` runs the same schedule of the same bytes against a TCP echo
 //! server on loopback in the same process first, so every figure can be quoted as a ratio
 //! to this machine's socket round trip.
+//!
+//! With `IRONMATCH_LOAD_DEBUG` set, the first unanswered requests of each session are
+//! printed at the end (session, UserRefNum, due time), to look up with `replay --order`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{self, Read, Write};
