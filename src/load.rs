@@ -426,6 +426,8 @@ struct Flow {
     mids: Vec<u64>,
     instruments: Vec<LoadInstrument>,
     ioc_percent: u64,
+    /// The OUCH message being built (reused: no allocation per message).
+    payload: Vec<u8>,
 }
 
 /// OUCH reject reason codes as text.
@@ -479,8 +481,8 @@ impl Flow {
         let lot = spec.lot.max(1);
         let qty = (100 * (1 + self.rng.below(5) as u32)).div_ceil(lot) * lot;
         let roll = self.rng.below(100);
-        let mut payload = [0u8; 80];
-        let len;
+        let payload = &mut self.payload;
+        payload.clear();
         let reply_ref;
         if roll < self.ioc_percent {
             // Marketable IOC: crosses the other side's quotes by a few ticks.
@@ -490,7 +492,7 @@ impl Flow {
                 mid.saturating_sub(4 * tick).max(tick)
             };
             let user_ref = s.take_ref();
-            len = enter(&mut payload, user_ref, side, qty, &spec.symbol, price, b'3');
+            enter(payload, user_ref, side, qty, &spec.symbol, price, b'3');
             reply_ref = user_ref;
         } else {
             let offset = (1 + self.rng.below(3)) * tick;
@@ -507,7 +509,7 @@ impl Flow {
                         user_ref: U32::new(q.user_ref),
                         qty: U32::ZERO,
                     };
-                    len = write_inbound(&mut payload, &Inbound::Cancel(&m, Options::default()));
+                    Inbound::Cancel(&m, Options::default()).write(payload);
                     s.quotes[i][side] = None;
                     reply_ref = q.user_ref;
                 }
@@ -525,7 +527,7 @@ impl Flow {
                         clordid: [b' '; 14],
                         appendage_len: U16::ZERO,
                     };
-                    len = write_inbound(&mut payload, &Inbound::Replace(&m, Options::default()));
+                    Inbound::Replace(&m, Options::default()).write(payload);
                     s.quotes[i][side] = Some(Quote {
                         user_ref,
                         open: qty,
@@ -535,7 +537,7 @@ impl Flow {
                 }
                 None => {
                     let user_ref = s.take_ref();
-                    len = enter(&mut payload, user_ref, side, qty, &spec.symbol, price, b'0');
+                    enter(payload, user_ref, side, qty, &spec.symbol, price, b'0');
                     s.quotes[i][side] = Some(Quote {
                         user_ref,
                         open: qty,
@@ -545,27 +547,20 @@ impl Flow {
                 }
             }
         }
-        soupbin::write_packet(&mut s.out, kind::UNSEQUENCED, &payload[..len]);
+        soupbin::write_packet(&mut s.out, kind::UNSEQUENCED, payload);
         reply_ref
     }
 }
 
-fn write_inbound(payload: &mut [u8; 80], msg: &Inbound<'_>) -> usize {
-    let mut v = Vec::with_capacity(80);
-    msg.write(&mut v);
-    payload[..v.len()].copy_from_slice(&v);
-    v.len()
-}
-
 fn enter(
-    payload: &mut [u8; 80],
+    payload: &mut Vec<u8>,
     user_ref: u32,
     side: usize,
     qty: u32,
     symbol: &str,
     price: u64,
     tif: u8,
-) -> usize {
+) {
     let m = ouch::EnterOrder {
         msg_type: inbound::ENTER,
         user_ref: U32::new(user_ref),
@@ -581,7 +576,7 @@ fn enter(
         clordid: [b' '; 14],
         appendage_len: U16::ZERO,
     };
-    write_inbound(payload, &Inbound::Enter(&m, Options::default()))
+    Inbound::Enter(&m, Options::default()).write(payload);
 }
 
 impl Quoter {
@@ -776,6 +771,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
         mids: options.instruments.iter().map(|i| i.mid).collect(),
         instruments: options.instruments.clone(),
         ioc_percent: options.ioc_percent,
+        payload: Vec::with_capacity(128),
     };
     let total = options
         .messages

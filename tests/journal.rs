@@ -283,6 +283,13 @@ fn recovered(
     (r.matcher.state(), r.sessions, events, r.snapshot)
 }
 
+/// `ironmatch replay` of `dir`: (snapshots equal to the replayed state, damaged snapshots).
+fn replayed_snapshots(dir: &std::path::Path, book: &ironmatch::book::BookConfig) -> (u64, u64) {
+    let options = ironmatch::replay::ReplayOptions::default();
+    let summary = ironmatch::replay::replay(dir, book, &options, &mut Vec::new()).unwrap();
+    (summary.snapshots_verified, summary.snapshots_damaged)
+}
+
 /// A copy of the journal in `dir` without its snapshots.
 fn without_snapshots(dir: &std::path::Path) -> std::path::PathBuf {
     let copy = temp_dir("nosnap");
@@ -334,18 +341,7 @@ fn snapshot_plus_tail_equals_full_replay() {
     );
 
     // Replay checks every snapshot against the state it rebuilds at that point.
-    let mut out = Vec::new();
-    let summary = ironmatch::replay::replay(
-        &dir,
-        &book,
-        &ironmatch::replay::ReplayOptions::default(),
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(
-        (summary.snapshots_verified, summary.snapshots_damaged),
-        (1, 0)
-    );
+    assert_eq!(replayed_snapshots(&dir, &book), (1, 0));
 }
 
 #[test]
@@ -373,18 +369,7 @@ fn a_damaged_snapshot_is_skipped_and_recovery_replays_more() {
     assert_eq!(r.3, None);
     assert_eq!((&r.0, &r.1, &r.2), (&full.0, &full.1, &full.2));
     // Replay reports them instead of trusting them.
-    let mut out = Vec::new();
-    let summary = ironmatch::replay::replay(
-        &dir,
-        &book,
-        &ironmatch::replay::ReplayOptions::default(),
-        &mut out,
-    )
-    .unwrap();
-    assert_eq!(
-        (summary.snapshots_verified, summary.snapshots_damaged),
-        (0, 2)
-    );
+    assert_eq!(replayed_snapshots(&dir, &book), (0, 2));
 }
 
 #[test]

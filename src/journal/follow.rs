@@ -6,11 +6,11 @@
 //! next poll. A finished record with a bad checksum is corruption.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 use super::format::{Entry, FormatError, HEADER_LEN, read_header, read_record};
-use super::reader::{JournalError, Place, segment_paths};
+use super::reader::{JournalError, Place, read_header_from, segment_paths};
 use super::writer::segment_name;
 
 /// Bytes read per poll at most, so a follower far behind still returns regularly.
@@ -156,12 +156,9 @@ impl Follower {
             source,
         };
         let mut file = File::open(path).map_err(io)?;
-        let mut head = [0u8; HEADER_LEN];
-        match file.read_exact(&mut head) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(false),
-            Err(e) => return Err(io(e)),
-        }
+        let Some(head) = read_header_from(&mut file).map_err(io)? else {
+            return Ok(false);
+        };
         let header = read_header(&head).map_err(|error| JournalError::Header {
             path: path.clone(),
             error,
@@ -169,7 +166,6 @@ impl Follower {
         if header.fingerprint != self.fingerprint {
             return Err(JournalError::Fingerprint { path: path.clone() });
         }
-        file.seek(SeekFrom::Start(HEADER_LEN as u64)).map_err(io)?;
         self.segment = Some(Segment {
             path: path.clone(),
             file,

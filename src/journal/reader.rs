@@ -119,16 +119,32 @@ pub struct SegmentScan {
 
 /// Segment files in `dir`, in order.
 pub fn segment_paths(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    files_ending(dir, ".imj")
+}
+
+/// Files in `dir` whose name ends with `suffix`, sorted; none if `dir` does not exist.
+pub(super) fn files_ending(dir: &Path, suffix: &str) -> io::Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "imj"))
+            .filter(|p| p.to_str().is_some_and(|p| p.ends_with(suffix)))
             .collect(),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
         Err(e) => return Err(e),
     };
     paths.sort();
     Ok(paths)
+}
+
+/// Reads the segment header at the start of `file`, leaving the file just after it;
+/// `None` if the file is shorter than a header (a segment being created).
+pub(super) fn read_header_from(file: &mut impl io::Read) -> io::Result<Option<[u8; HEADER_LEN]>> {
+    let mut head = [0u8; HEADER_LEN];
+    match file.read_exact(&mut head) {
+        Ok(()) => Ok(Some(head)),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// Whether any valid record starts after `from` (used to tell a torn tail from corruption).
@@ -383,45 +399,44 @@ pub fn recover(
 ) -> Result<Recovery, JournalError> {
     let fingerprint = super::fingerprint(book);
     let snapshot = usable_snapshot(dir, book, fingerprint)?;
-    let Some((snapshot, matcher)) = snapshot else {
-        return recover_from(dir, book, None, &mut on_event, true);
-    };
-    let covered = snapshot.seq;
-    let first = recover_from(
-        dir,
-        book,
-        Some((covered, matcher, snapshot.body.sessions)),
-        &mut on_event,
-        true,
-    );
-    match first {
-        Err(JournalError::Ahead { end, .. }) => {
-            // The journal ends before the snapshot: it lost records the snapshot had seen
-            // (a power loss with fsync = "never"). Those sequence numbers will be reused,
-            // so the snapshot must go. Every journaled event has been delivered already.
-            remove_snapshots_after(dir, end)?;
-            recover_from(dir, book, None, &mut on_event, false)
+    let recovery = match snapshot {
+        None => recover_from(dir, book, None, &mut on_event)?,
+        Some((snapshot, matcher)) => {
+            let covered = (snapshot.seq, matcher, snapshot.body.sessions);
+            match recover_from(dir, book, Some(covered), &mut on_event) {
+                Err(JournalError::Ahead { end, .. }) => {
+                    // The journal ends before the snapshot: it lost records the snapshot
+                    // had seen (a power loss with fsync = "never"). Those sequence numbers
+                    // will be reused, so the snapshot must go. Every journaled event has
+                    // been delivered by the first pass already.
+                    remove_snapshots_after(dir, end)?;
+                    recover_from(dir, book, None, &mut |_| {})?
+                }
+                other => other?,
+            }
         }
-        other => other,
+    };
+    for event in &recovery.pending {
+        on_event(event);
     }
+    Ok(recovery)
 }
 
+/// One recovery pass, from `snapshot` (its last sequence number, matcher and session
+/// counts) or from the start. `on_event` gets the journaled events; the caller delivers
+/// the pending ones.
 fn recover_from(
     dir: &Path,
     book: &BookConfig,
     snapshot: Option<(u64, Matcher, Vec<u64>)>,
     on_event: &mut impl FnMut(&Event),
-    deliver_journaled: bool,
 ) -> Result<Recovery, JournalError> {
-    // `deliver_journaled` is false on a second pass whose journaled events were delivered
-    // by the first; the pending ones are delivered either way.
     let owners = book.owners.len();
     let (covered, mut replayer) = match snapshot {
         Some((seq, matcher, sessions)) => (seq, Replayer::new(matcher, sessions)),
         None => (0, Replayer::new(Matcher::new(book), vec![0; owners])),
     };
     let mut prefix = vec![0u64; owners];
-    let mut ignore = |_: &Event| {};
     let scan = scan_journal(
         dir,
         Some(super::fingerprint(book)),
@@ -429,11 +444,7 @@ fn recover_from(
         None,
         |place, entry| {
             if place.seq > covered {
-                return if deliver_journaled {
-                    replayer.feed(place, entry, on_event)
-                } else {
-                    replayer.feed(place, entry, &mut ignore)
-                };
+                return replayer.feed(place, entry, on_event);
             }
             // Covered by the snapshot: only the sessions' streams need these events.
             if let Entry::Event(event) = entry {
@@ -468,9 +479,6 @@ fn recover_from(
         });
     }
     let (matcher, pending, sessions) = replayer.finish();
-    for event in &pending {
-        on_event(event);
-    }
     Ok(Recovery {
         matcher,
         scan,
@@ -499,13 +507,13 @@ fn usable_snapshot(
         return Ok(None);
     }
     let segments = segment_paths(dir).map_err(io)?;
-    let instance = match segments.first() {
-        Some(first) => std::fs::read(first)
-            .ok()
-            .and_then(|b| read_header(&b).ok())
-            .map(|h| h.instance),
-        None => None,
-    };
+    // Only the first segment's header: snapshots belong to the journal it created.
+    let instance = segments
+        .first()
+        .and_then(|first| std::fs::File::open(first).ok())
+        .and_then(|mut file| read_header_from(&mut file).ok().flatten())
+        .and_then(|head| read_header(&head).ok())
+        .map(|h| h.instance);
     let Some(instance) = instance else {
         eprintln!(
             "ironmatch journal: warning: {}: snapshots without a journal: removing them",

@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::follow::Follower;
 use super::format::Entry;
-use super::reader::{JournalError, Replayer};
+use super::reader::{JournalError, Replayer, files_ending};
 use crate::book::{BookConfig, BookState, Matcher};
 
 /// First 8 bytes of every snapshot.
@@ -152,39 +152,21 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<Snapshot, SnapshotError> {
 
 /// Snapshot files in `dir`, oldest first, with the sequence number their name gives.
 pub fn snapshot_paths(dir: &Path) -> io::Result<Vec<(u64, PathBuf)>> {
-    let mut found = Vec::new();
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().is_some_and(|x| x == "ims")
-            && let Some(seq) = path
-                .file_stem()
-                .and_then(|s| s.to_str())
-                .and_then(|s| s.parse::<u64>().ok())
-        {
-            found.push((seq, path));
-        }
-    }
+    let mut found: Vec<(u64, PathBuf)> = files_ending(dir, ".ims")?
+        .into_iter()
+        .filter_map(|path| {
+            let seq = path.file_stem()?.to_str()?.parse::<u64>().ok()?;
+            Some((seq, path))
+        })
+        .collect();
     found.sort();
     Ok(found)
 }
 
 /// Removes temporary files of snapshots a crash cut short (`*.ims.tmp`).
 pub fn remove_partial(dir: &Path) -> io::Result<()> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    for entry in entries {
-        let path = entry?.path();
-        if path.to_str().is_some_and(|p| p.ends_with(".ims.tmp")) {
-            std::fs::remove_file(&path)?;
-        }
+    for path in files_ending(dir, ".ims.tmp")? {
+        std::fs::remove_file(&path)?;
     }
     Ok(())
 }
