@@ -60,6 +60,9 @@ pub struct Config {
     /// Where and how the journal is written.
     #[serde(default)]
     pub journal: JournalSection,
+    /// The ITCH 5.0 feed over MoldUDP64.
+    #[serde(default)]
+    pub marketdata: MarketDataSection,
     /// Tradable instruments.
     pub instruments: Vec<InstrumentConfig>,
     /// Users that may log in.
@@ -180,6 +183,47 @@ impl Default for JournalSection {
             fsync: "never".to_string(),
             segment_bytes_max: 256 << 20,
             snapshot_interval_records: 1_000_000,
+        }
+    }
+}
+
+/// `[marketdata]`
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MarketDataSection {
+    /// Publish the feed at all.
+    pub enabled: bool,
+    /// Where the MoldUDP64 packets go: a unicast or multicast address and port.
+    pub destination: String,
+    /// Address the retransmission request server listens on (UDP).
+    pub retransmission: String,
+    /// MoldUDP64 session name: 1 to 10 printable ASCII characters.
+    pub session: String,
+    /// Largest UDP payload sent, MoldUDP64 header included (fits one MTU by default).
+    pub packet_bytes_max: usize,
+    /// A heartbeat goes out after this long without a packet.
+    pub heartbeat_interval_ms: u64,
+    /// After shutdown, End of Session packets go out for this long (one per 100 ms) while
+    /// retransmission requests are still answered: listeners' last chance to fill gaps.
+    pub end_of_session_ms: u64,
+    /// Add Order with MPID Attribution (`F`, the entering firm) instead of `A`.
+    pub attribution: bool,
+    /// Multicast TTL (hops) when the destination is a multicast group.
+    pub multicast_ttl: u32,
+}
+
+impl Default for MarketDataSection {
+    fn default() -> MarketDataSection {
+        MarketDataSection {
+            enabled: true,
+            destination: "127.0.0.1:15001".to_string(),
+            retransmission: "127.0.0.1:15002".to_string(),
+            session: "IRONMATCH".to_string(),
+            packet_bytes_max: 1400,
+            heartbeat_interval_ms: 1_000,
+            end_of_session_ms: 1_000,
+            attribution: false,
+            multicast_ttl: 1,
         }
     }
 }
@@ -384,6 +428,7 @@ impl Config {
             "journal.segment_bytes_max",
             || "must be at least 65536".into(),
         )?;
+        self.check_marketdata()?;
         let p = &self.pipeline;
         check(p.ring_capacity >= 16, "pipeline.ring_capacity", || {
             "must be at least 16".into()
@@ -408,6 +453,46 @@ impl Config {
                 "must be at least 1".into()
             })?;
         }
+        Ok(())
+    }
+
+    fn check_marketdata(&self) -> Result<(), (String, String)> {
+        let m = &self.marketdata;
+        for (key, value) in [
+            ("marketdata.destination", &m.destination),
+            ("marketdata.retransmission", &m.retransmission),
+        ] {
+            check(value.parse::<std::net::SocketAddr>().is_ok(), key, || {
+                format!("{value:?} is not an address like \"127.0.0.1:15001\"")
+            })?;
+        }
+        check(
+            crate::wire::moldudp64::Session::from_str_padded(&m.session).is_some(),
+            "marketdata.session",
+            || "must be 1 to 10 printable ASCII characters".into(),
+        )?;
+        // The header and the largest message must fit; UDP carries at most 65 507 bytes.
+        let least = crate::wire::moldudp64::HEADER_LEN + 2 + crate::wire::itch::MESSAGE_LEN_MAX;
+        check(
+            (least..=65_507).contains(&m.packet_bytes_max),
+            "marketdata.packet_bytes_max",
+            || format!("must be from {least} to 65507"),
+        )?;
+        check(
+            (1..=3_600_000).contains(&m.heartbeat_interval_ms),
+            "marketdata.heartbeat_interval_ms",
+            || "must be from 1 to 3600000".into(),
+        )?;
+        check(
+            m.end_of_session_ms <= 60_000,
+            "marketdata.end_of_session_ms",
+            || "must be at most 60000".into(),
+        )?;
+        check(
+            (1..=255).contains(&m.multicast_ttl),
+            "marketdata.multicast_ttl",
+            || "must be from 1 to 255".into(),
+        )?;
         Ok(())
     }
 
@@ -584,6 +669,27 @@ mod tests {
         assert!(e.contains("pipeline.wait"), "{e}");
         let e = error_for(|s| s.replacen("max_qty = 100000", "max_qty = 1000000", 1));
         assert!(e.contains("instruments[0].max_qty"), "{e}");
+        let e = error_for(|s| s.replacen("packet_bytes_max = 1400", "packet_bytes_max = 40", 1));
+        assert!(e.contains("marketdata.packet_bytes_max"), "{e}");
+        let e = error_for(|s| s.replacen("session = \"IRONMATCH\"\n# Largest", "session = \"TOO LONG NAME\"\n# Largest", 1));
+        assert!(e.contains("marketdata.session"), "{e}");
+        let e = error_for(|s| s.replacen("destination = \"127.0.0.1:15001\"", "destination = \"x\"", 1));
+        assert!(e.contains("marketdata.destination"), "{e}");
+    }
+
+    #[test]
+    fn shipped_marketdata_matches_defaults() {
+        let config = Config::parse(SHIPPED, "x").unwrap();
+        let d = MarketDataSection::default();
+        let m = &config.marketdata;
+        assert_eq!(
+            (&m.destination, &m.retransmission, &m.session, m.packet_bytes_max),
+            (&d.destination, &d.retransmission, &d.session, d.packet_bytes_max)
+        );
+        assert_eq!(
+            (m.enabled, m.heartbeat_interval_ms, m.end_of_session_ms, m.attribution, m.multicast_ttl),
+            (d.enabled, d.heartbeat_interval_ms, d.end_of_session_ms, d.attribution, d.multicast_ttl)
+        );
     }
 
     #[test]

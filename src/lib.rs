@@ -14,6 +14,9 @@
 //!                     │ ring: events released only once journaled
 //!                     ▼
 //!                 [4 gateway egress]          OUCH replies as SoupBinTCP sequenced data
+//!
+//! journal files ──► [im-feed]                 ITCH 5.0 over MoldUDP64, retransmissions
+//! journal files ──► [im-snapshot]             books and sessions every N records
 //! ```
 //!
 //! ## Invariants that cross stages
@@ -30,6 +33,7 @@ pub mod book;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod feed;
 pub mod gateway;
 pub mod journal;
 pub mod load;

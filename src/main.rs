@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use ironmatch::book::{Command, CommandBody, Echo, Matcher, NewOrder, TimeInForce};
 use ironmatch::config::Config;
+use ironmatch::feed::{ListenerOptions, run_listener};
+use ironmatch::wire::moldudp64::Session;
 use ironmatch::replay::{self, ReplayOptions};
 use ironmatch::server::Server;
 use ironmatch::types::{OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
@@ -60,6 +62,46 @@ enum Cmd {
         /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
+        /// Write the day's ITCH 5.0 feed to FILE (plain ITCH file: 2-byte length, message),
+        /// the bytes the live feed carried, instead of the report.
+        #[arg(long, value_name = "FILE")]
+        itch: Option<PathBuf>,
+    },
+    /// Listen to the ITCH 5.0 / MoldUDP64 feed, fill gaps by retransmission, build every
+    /// book order by order, print top levels (every --interval seconds, on SIGUSR1, and at
+    /// End of Session).
+    Feed {
+        /// Configuration file (default addresses and session from `[marketdata]`).
+        #[arg(long, default_value = "config/ironmatch.toml")]
+        config: PathBuf,
+        /// Address to receive on (default: `marketdata.destination`); a multicast group is
+        /// joined.
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+        /// Retransmission server (default: `marketdata.retransmission`).
+        #[arg(long)]
+        request: Option<std::net::SocketAddr>,
+        /// Follow only this MoldUDP64 session (default: the first seen).
+        #[arg(long)]
+        session: Option<String>,
+        /// Print the books every this many seconds.
+        #[arg(long)]
+        interval: Option<f64>,
+        /// Price levels per side.
+        #[arg(long, default_value_t = 5)]
+        depth: usize,
+        /// Print every displayed order, in priority order.
+        #[arg(long)]
+        orders: bool,
+        /// JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Stop after this many seconds even if the session has not ended.
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Test aid: ignore every N-th live data packet, as if the network had lost it.
+        #[arg(long, value_name = "N")]
+        drop_every: Option<u64>,
     },
     /// Drive the engine with market-maker sessions at a fixed rate and measure round trips.
     Load {
@@ -175,6 +217,7 @@ fn main() -> ExitCode {
         | Cmd::Demo { config }
         | Cmd::CheckConfig { config }
         | Cmd::Load { config, .. }
+        | Cmd::Feed { config, .. }
         | Cmd::Replay { config, .. } => config,
     };
     let config = match Config::load(path) {
@@ -256,8 +299,12 @@ fn main() -> ExitCode {
             until,
             order,
             json,
+            itch,
             ..
         } => {
+            if let Some(file) = itch {
+                return export_itch(&config, &journal, &file);
+            }
             let usernames: Vec<String> = config.users.iter().map(|u| u.username.clone()).collect();
             let options = ReplayOptions {
                 verify_determinism,
@@ -286,6 +333,43 @@ fn main() -> ExitCode {
                 return ExitCode::from(1);
             }
         }
+        Cmd::Feed {
+            listen,
+            request,
+            session,
+            interval,
+            depth,
+            orders,
+            json,
+            duration,
+            drop_every,
+            ..
+        } => {
+            let m = &config.marketdata;
+            let seconds = |s: Option<f64>| {
+                s.filter(|s| *s > 0.0 && s.is_finite())
+                    .map(std::time::Duration::from_secs_f64)
+            };
+            let session = match session.as_deref().map(Session::from_str_padded) {
+                Some(None) => {
+                    eprintln!("ironmatch feed: --session: 1 to 10 printable ASCII characters");
+                    return ExitCode::from(2);
+                }
+                other => other.flatten(),
+            };
+            let options = ListenerOptions {
+                listen: listen.unwrap_or_else(|| m.destination.parse().expect("validated")),
+                request: request.unwrap_or_else(|| m.retransmission.parse().expect("validated")),
+                session,
+                interval: seconds(interval),
+                depth,
+                orders,
+                json,
+                duration: seconds(duration),
+                drop_every: drop_every.filter(|n| *n > 0),
+            };
+            return feed(&options);
+        }
         Cmd::CheckConfig { .. } => {
             for i in &config.instruments {
                 println!(
@@ -311,6 +395,65 @@ fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `ironmatch replay --itch FILE`.
+fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Path) -> ExitCode {
+    let book = config.book_config().expect("validated at load");
+    let written = std::fs::File::create(file)
+        .map_err(|e| format!("{}: {e}", file.display()))
+        .and_then(|f| {
+            let mut out = std::io::BufWriter::new(f);
+            ironmatch::feed::stream::export_itch(
+                journal,
+                &book,
+                config.marketdata.attribution,
+                &mut out,
+            )
+            .map_err(|e| e.to_string())
+        });
+    match written {
+        Ok(n) => {
+            eprintln!("ironmatch replay: {n} ITCH messages written to {}", file.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ironmatch replay: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `ironmatch feed`: exit 0 once the session ended with nothing missing, 1 if it stopped
+/// earlier or saw bad data, 2 on errors.
+fn feed(options: &ListenerOptions) -> ExitCode {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let stop = Arc::new(AtomicBool::new(false));
+    let show = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        let _ = signal_hook::flag::register(signal, Arc::clone(&stop));
+    }
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&show));
+    let mut out = std::io::stdout().lock();
+    match run_listener(options, &stop, &show, &mut out) {
+        Ok((report, _)) if report.complete && report.bad_messages == 0 && report.bad_packets == 0 => {
+            ExitCode::SUCCESS
+        }
+        Ok((report, _)) => {
+            eprintln!(
+                "ironmatch feed: ended {} ({} bad packets, {} bad messages)",
+                if report.complete { "complete" } else { "before End of Session with nothing missing" },
+                report.bad_packets,
+                report.bad_messages
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("ironmatch feed: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// Runs the engine until SIGINT or SIGTERM, then drains it and exits 0.

@@ -6,8 +6,9 @@
 //! Stop: set the shutdown flag (SIGINT/SIGTERM do) or call [`Server::stop`]. The gateway
 //! stops accepting and reading, sends a shutdown marker behind the last command, and
 //! when the marker comes back out of egress every reply has been written: clients get
-//! End of Session and every thread ends. The snapshot thread, beside the pipeline, follows
-//! the journal files; it ends last, after a final snapshot.
+//! End of Session and every thread ends. Beside the pipeline, two threads follow the
+//! journal files: the snapshot thread and the feed publisher (ITCH over MoldUDP64). They
+//! end last: a final snapshot, the feed's End of Session.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use mio::{Poll, Waker};
 use crate::book::{BookConfig, Event, Matcher};
 use crate::config::Config;
 use crate::engine::run_matcher;
+use crate::feed::{PublisherStart, spawn_publisher};
 use crate::gateway::{self, Gateway};
 use crate::journal::snapshot::{self, SnapshotterStart};
 use crate::journal::{self, Entry, Header, JournalWriter, SegmentScan, run_journal};
@@ -34,9 +36,11 @@ pub struct Server {
     shutdown: Arc<AtomicBool>,
     waker: Arc<Waker>,
     threads: Vec<JoinHandle<()>>,
-    /// Set once the pipeline has ended: the snapshot thread then catches up and ends.
-    snapshot_stop: Arc<AtomicBool>,
-    snapshotter: Option<JoinHandle<()>>,
+    /// Set once the pipeline has ended: the journal followers then catch up and end.
+    followers_stop: Arc<AtomicBool>,
+    /// The snapshot thread and the feed publisher.
+    followers: Vec<JoinHandle<()>>,
+    feed_retransmission: Option<SocketAddr>,
 }
 
 impl Server {
@@ -88,15 +92,29 @@ impl Server {
                 scan.records, config.journal.dir, scan.next_seq
             );
         }
-        let (matcher, writer) = (opened.matcher, opened.writer);
-        let snapshot_stop = Arc::new(AtomicBool::new(false));
-        let snapshotter = match opened.snapshotter {
-            Some(start) => Some(snapshot::spawn_snapshotter(
+        let (matcher, mut writer) = (opened.matcher, opened.writer);
+        let followers_stop = Arc::new(AtomicBool::new(false));
+        let mut followers = Vec::new();
+        if let Some(start) = opened.snapshotter {
+            followers.push(snapshot::spawn_snapshotter(
                 start,
-                Arc::clone(&snapshot_stop),
-            )?),
-            None => None,
-        };
+                Arc::clone(&followers_stop),
+            )?);
+        }
+        // The feed follows the journal too; the writer wakes it after each batch.
+        let mut feed_retransmission = None;
+        if config.marketdata.enabled {
+            let start = PublisherStart {
+                dir: config.journal.dir.clone().into(),
+                book: book.clone(),
+                marketdata: config.marketdata.clone(),
+                live_from: writer.next_seq(),
+            };
+            let publisher = spawn_publisher(start, Arc::clone(&followers_stop))?;
+            writer.set_follower_signal(publisher.signal);
+            feed_retransmission = Some(publisher.retransmission_addr);
+            followers.push(publisher.thread);
+        }
 
         let core = p.gateway_core;
         threads.push(spawn("im-gateway", move || {
@@ -121,14 +139,20 @@ impl Server {
             shutdown,
             waker,
             threads,
-            snapshot_stop,
-            snapshotter,
+            followers_stop,
+            followers,
+            feed_retransmission,
         })
     }
 
     /// Where the gateway listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the feed's retransmission server listens, if the feed is enabled.
+    pub fn feed_retransmission_addr(&self) -> Option<SocketAddr> {
+        self.feed_retransmission
     }
 
     /// The flag that starts a graceful shutdown when set (for signal handlers).
@@ -152,11 +176,12 @@ impl Server {
                 failed.push(name);
             }
         }
-        self.snapshot_stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.snapshotter
-            && t.join().is_err()
-        {
-            failed.push("im-snapshot".to_string());
+        self.followers_stop.store(true, Ordering::SeqCst);
+        for t in self.followers {
+            let name = t.thread().name().unwrap_or("?").to_string();
+            if t.join().is_err() {
+                failed.push(name);
+            }
         }
         if failed.is_empty() {
             Ok(())

@@ -117,16 +117,11 @@ fn replay_all(addr: SocketAddr, user: &str, password: &str) -> Vec<Vec<u8>> {
 
 fn run(cycles: u64, seed: u64) {
     let dir = common::temp_dir("crash");
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/ironmatch.toml"
-    ))
-    .unwrap();
+    let shipped = common::shipped_config_for_tests();
     let config = dir.join("ironmatch.toml");
     // Snapshots every 2,000 records: kill -9 lands before, during and after them, and
     // most restarts recover from one.
     let text = shipped
-        .replace("127.0.0.1:15000", "127.0.0.1:0")
         .replace(
             "dir = \"./data\"",
             &format!("dir = \"{}\"", dir.join("journal").display()),

@@ -457,14 +457,9 @@ fn sigterm_stops_serve_with_exit_code_zero() {
     use std::io::{BufRead, BufReader, Write};
     let dir = std::env::temp_dir().join(format!("ironmatch-sigterm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let shipped = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/ironmatch.toml"
-    ))
-    .unwrap();
     let path = dir.join("ironmatch.toml");
     let mut f = std::fs::File::create(&path).unwrap();
-    f.write_all(shipped.replace("127.0.0.1:15000", "127.0.0.1:0").as_bytes())
+    f.write_all(common::shipped_config_for_tests().as_bytes())
         .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
         .args(["serve", "--config", path.to_str().unwrap()])

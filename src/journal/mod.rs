@@ -58,7 +58,8 @@ pub use format::{
     Entry, FormatError, Header, fingerprint, read_header, read_record, write_header, write_record,
 };
 pub use reader::{
-    JournalError, Place, Recovery, Replayer, SegmentScan, recover, scan_journal, segment_paths,
+    JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,
+    segment_paths,
 };
 pub use writer::{FsyncMode, JournalWriter, run_journal};
 

@@ -122,6 +122,29 @@ pub fn segment_paths(dir: &Path) -> io::Result<Vec<PathBuf>> {
     files_ending(dir, ".imj")
 }
 
+/// The header of the journal's first segment (its creation time starts the feed's day);
+/// `None` if the journal has no complete segment yet.
+pub fn first_header(dir: &Path) -> Result<Option<Header>, JournalError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| JournalError::Io { path, source }
+    };
+    let paths = segment_paths(dir).map_err(io(dir))?;
+    let Some(path) = paths.first() else {
+        return Ok(None);
+    };
+    let mut file = std::fs::File::open(path).map_err(io(path))?;
+    let Some(head) = read_header_from(&mut file).map_err(io(path))? else {
+        return Ok(None);
+    };
+    read_header(&head)
+        .map(Some)
+        .map_err(|error| JournalError::Header {
+            path: path.clone(),
+            error,
+        })
+}
+
 /// Files in `dir` whose name ends with `suffix`, sorted; none if `dir` does not exist.
 pub(super) fn files_ending(dir: &Path, suffix: &str) -> io::Result<Vec<PathBuf>> {
     let mut paths: Vec<PathBuf> = match std::fs::read_dir(dir) {

@@ -4,13 +4,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crossbeam::sync::Parker;
 
 use super::BATCH_LEN_MAX;
 use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
 use crate::book::Event;
-use crate::pipeline::{Idle, Record, Ring, WaitStrategy, idle_wait};
+use crate::pipeline::{Idle, Record, Ring, Signal, WaitStrategy, idle_wait};
 
 /// When the writer forces data to stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +45,8 @@ pub struct JournalWriter {
     next_seq: u64,
     buf: Vec<u8>,
     events: Vec<Event>,
+    /// Woken after each batch is written (the feed publisher follows the files).
+    followers: Option<Arc<Signal>>,
 }
 
 /// The file name of the segment starting at `first_seq`.
@@ -86,7 +89,13 @@ impl JournalWriter {
             next_seq,
             buf: Vec::with_capacity(BATCH_LEN_MAX * RECORD_LEN_MAX + RECORD_LEN_MAX),
             events: Vec::with_capacity(BATCH_LEN_MAX),
+            followers: None,
         })
+    }
+
+    /// Wakes `signal`'s thread after every batch written (and at shutdown).
+    pub fn set_follower_signal(&mut self, signal: Arc<Signal>) {
+        self.followers = Some(signal);
     }
 
     /// The sequence number the next record gets.
@@ -180,11 +189,17 @@ impl JournalWriter {
                 output.push(Record::Event(e));
             }
             if shutdown {
+                if let Some(signal) = &self.followers {
+                    signal.notify();
+                }
                 output.push(Record::Shutdown);
                 output.notify();
                 return;
             }
             if taken > 0 {
+                if let Some(signal) = &self.followers {
+                    signal.notify();
+                }
                 output.notify();
                 idle.reset();
             } else {

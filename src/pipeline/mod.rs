@@ -172,6 +172,50 @@ impl<T> Ring<T> {
     }
 }
 
+/// A wake-up for a consumer that is not fed by a ring (the feed publisher follows the
+/// journal files): the producer calls [`Signal::notify`] after each batch and pays only an
+/// atomic load unless the consumer announced that it sleeps.
+#[derive(Debug)]
+pub struct Signal {
+    sleeping: AtomicBool,
+    wake: Wake,
+}
+
+impl Signal {
+    /// A signal that wakes through `wake`.
+    pub fn new(wake: Wake) -> Signal {
+        Signal {
+            sleeping: AtomicBool::new(false),
+            wake,
+        }
+    }
+
+    /// Producer side: wakes the consumer if it announced sleep.
+    #[inline]
+    pub fn notify(&self) {
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.sleeping.store(false, Ordering::SeqCst);
+            match &self.wake {
+                Wake::Thread(unparker) => unparker.unpark(),
+                Wake::Poll(waker) => {
+                    // A failed wake only delays the consumer until its poll timeout.
+                    let _ = waker.wake();
+                }
+            }
+        }
+    }
+
+    /// Consumer side, before its last check for work: from here on a producer wakes it.
+    pub fn announce_sleep(&self) {
+        self.sleeping.store(true, Ordering::SeqCst);
+    }
+
+    /// Consumer side, after waking or when it found work after all.
+    pub fn woke(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+}
+
 /// A producer waiting for room: spin, then yield, then short sleeps.
 fn backoff(idle: &mut u32) {
     *idle = idle.saturating_add(1);

@@ -1,9 +1,12 @@
-//! Wire formats: SoupBinTCP 3.0 framing and OUCH 5.0 messages.
+//! Wire formats: SoupBinTCP 3.0 framing and OUCH 5.0 messages (order entry), ITCH 5.0
+//! messages and MoldUDP64 framing (market data).
 //!
-//! Pure functions over byte slices, used by the gateway thread and by clients (the load
-//! generator and tests). Decoders take untrusted bytes and return a view or a
+//! Pure functions over byte slices, used by the gateway and feed threads and by clients
+//! (the load generator, `ironmatch feed`, tests). Decoders take untrusted bytes and return a view or a
 //! [`DecodeError`] with the reason; they never panic and never allocate.
 
+pub mod itch;
+pub mod moldudp64;
 pub mod ouch;
 pub mod soupbin;
 

@@ -58,6 +58,11 @@ ring_capacity = 1024
 [journal]
 dir = "{journal}"
 
+[marketdata]
+destination = "127.0.0.1:9"
+retransmission = "127.0.0.1:0"
+end_of_session_ms = 0
+
 [[instruments]]
 symbol = "AAPL"
 tick_size = "0.01"
@@ -101,6 +106,21 @@ orders_per_sec = 2
 burst = 3
 "#
     )
+}
+
+/// The shipped configuration as text, with every port ephemeral (the feed goes to the
+/// loopback discard port) so that tests can run side by side.
+pub fn shipped_config_for_tests() -> String {
+    let shipped = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/ironmatch.toml"
+    ))
+    .unwrap();
+    shipped
+        .replace("127.0.0.1:15000", "127.0.0.1:0")
+        .replace("127.0.0.1:15001", "127.0.0.1:9")
+        .replace("127.0.0.1:15002", "127.0.0.1:0")
+        .replace("end_of_session_ms = 1000", "end_of_session_ms = 0")
 }
 
 /// Starts an engine for one test.

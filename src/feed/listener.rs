@@ -1,0 +1,649 @@
+//! `ironmatch feed`: a MoldUDP64 listener that puts the stream back in order, fills gaps by
+//! retransmission request, and builds every instrument's order-by-order book from ITCH.
+//!
+//! Three parts, each usable alone: [`Sequencer`] (packets in, messages in sequence out,
+//! what to request), [`FeedBook`] (ITCH messages in, books out), and [`run_listener`]
+//! (sockets, timers, printing). Everything here takes untrusted bytes: bad packets and
+//! messages are counted and reported, never a panic.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rustc_hash::FxHashMap;
+
+use crate::types::Price;
+use crate::wire::DecodeError;
+use crate::wire::itch::{Body, Message};
+use crate::wire::moldudp64::{
+    COUNT_END_OF_SESSION, COUNT_HEARTBEAT, COUNT_MAX, Packet, PacketHeader, Session,
+};
+
+/// Messages held out of order while a gap is filled, at most; beyond, later ones are
+/// dropped and asked for again.
+pub const BUFFERED_MAX: usize = 1 << 20;
+
+/// What a packet was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PacketKind {
+    /// Messages (some may have been seen before).
+    Data,
+    /// Heartbeat.
+    Heartbeat,
+    /// End of Session.
+    EndOfSession,
+    /// Another session's packet, ignored.
+    OtherSession,
+}
+
+/// Puts a MoldUDP64 stream in order: delivers each message once, in sequence, and says
+/// which range is missing.
+#[derive(Debug)]
+pub struct Sequencer {
+    session: Option<Session>,
+    next: u64,
+    /// One past the highest sequence number known to exist.
+    known_end: u64,
+    buffered: BTreeMap<u64, Vec<u8>>,
+    ended: bool,
+}
+
+impl Default for Sequencer {
+    fn default() -> Sequencer {
+        Sequencer::new(None)
+    }
+}
+
+impl Sequencer {
+    /// A sequencer that follows `session`, or the first session it sees.
+    pub fn new(session: Option<Session>) -> Sequencer {
+        Sequencer {
+            session,
+            next: 1,
+            known_end: 1,
+            buffered: BTreeMap::new(),
+            ended: false,
+        }
+    }
+
+    /// The session followed, once known.
+    pub fn session(&self) -> Option<Session> {
+        self.session
+    }
+
+    /// The next sequence number to deliver.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// One past the highest sequence number known to exist.
+    pub fn known_end(&self) -> u64 {
+        self.known_end
+    }
+
+    /// End of Session seen.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// End of Session seen and every message delivered.
+    pub fn complete(&self) -> bool {
+        self.ended && self.next >= self.known_end
+    }
+
+    /// The missing range to request: its first number and how many (none if no gap).
+    pub fn gap(&self) -> Option<(u64, u16)> {
+        if self.next >= self.known_end {
+            return None;
+        }
+        let end = self
+            .buffered
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.known_end)
+            .min(self.known_end);
+        let count = (end - self.next).clamp(1, u64::from(COUNT_MAX));
+        Some((self.next, count as u16))
+    }
+
+    /// Takes one datagram; `deliver` gets each new message in sequence.
+    pub fn on_packet(
+        &mut self,
+        bytes: &[u8],
+        deliver: &mut impl FnMut(u64, &[u8]),
+    ) -> Result<PacketKind, DecodeError> {
+        let packet = Packet::parse(bytes)?;
+        let header = packet.header;
+        match self.session {
+            None => self.session = Some(header.session),
+            Some(s) if s != header.session => return Ok(PacketKind::OtherSession),
+            Some(_) => {}
+        }
+        if packet.is_heartbeat() || packet.is_end_of_session() {
+            self.known_end = self.known_end.max(header.seq);
+            self.ended |= packet.is_end_of_session();
+            return Ok(if packet.is_end_of_session() {
+                PacketKind::EndOfSession
+            } else {
+                PacketKind::Heartbeat
+            });
+        }
+        self.known_end = self.known_end.max(packet.next_seq());
+        for (seq, message) in packet.messages() {
+            if seq < self.next {
+                continue;
+            }
+            if seq > self.next {
+                if self.buffered.len() < BUFFERED_MAX {
+                    self.buffered.entry(seq).or_insert_with(|| message.to_vec());
+                }
+                continue;
+            }
+            deliver(seq, message);
+            self.next += 1;
+            while let Some(m) = self.buffered.remove(&self.next) {
+                deliver(self.next, &m);
+                self.next += 1;
+            }
+        }
+        // Anything buffered below `next` was delivered another way.
+        while let Some(entry) = self.buffered.first_entry() {
+            if *entry.key() >= self.next {
+                break;
+            }
+            entry.remove();
+        }
+        Ok(PacketKind::Data)
+    }
+}
+
+/// Why a message does not fit the book built so far.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BookError {
+    /// A message for an order the feed never added (or already removed).
+    #[error("order {0} is not on the book")]
+    UnknownOrder(u64),
+    /// An add of a reference already on the book.
+    #[error("order {0} added twice")]
+    DuplicateOrder(u64),
+    /// More shares executed or canceled than the order shows.
+    #[error("order {order_ref}: {shares} shares taken, {shown} shown")]
+    TooManyShares {
+        /// Order.
+        order_ref: u64,
+        /// Shares the message takes.
+        shares: u32,
+        /// Shares the order shows.
+        shown: u32,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct BookOrder {
+    locate: u16,
+    buy: bool,
+    price: u32,
+    shares: u32,
+    priority: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Level {
+    shares: u64,
+    /// Priority (arrival) to order reference.
+    queue: BTreeMap<u64, u64>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct InstrumentBook {
+    stock: Option<[u8; 8]>,
+    bids: BTreeMap<u32, Level>,
+    asks: BTreeMap<u32, Level>,
+    trades: u64,
+    volume: u64,
+}
+
+impl InstrumentBook {
+    fn side(&mut self, buy: bool) -> &mut BTreeMap<u32, Level> {
+        if buy { &mut self.bids } else { &mut self.asks }
+    }
+}
+
+/// One price level as printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LevelView {
+    /// Price (4 implied decimals).
+    pub price: u32,
+    /// Shares displayed at it.
+    pub shares: u64,
+    /// Orders at it.
+    pub orders: usize,
+}
+
+/// One displayed order as printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct OrderView {
+    /// Order Reference Number.
+    pub order_ref: u64,
+    /// Price (4 implied decimals).
+    pub price: u32,
+    /// Shares displayed.
+    pub shares: u32,
+}
+
+/// Every instrument's displayed book, order by order, as the ITCH messages build it.
+#[derive(Clone, Debug, Default)]
+pub struct FeedBook {
+    books: BTreeMap<u16, InstrumentBook>,
+    orders: FxHashMap<u64, BookOrder>,
+    next_priority: u64,
+}
+
+impl FeedBook {
+    /// Applies one message. On an error the book is unchanged.
+    pub fn apply(&mut self, msg: &Message) -> Result<(), BookError> {
+        match msg.body {
+            Body::StockDirectory(d) => {
+                self.books.entry(msg.locate).or_default().stock = Some(d.stock);
+            }
+            Body::AddOrder {
+                order_ref,
+                side,
+                shares,
+                price,
+                ..
+            } => self.add(msg.locate, order_ref, side == b'B', price, shares)?,
+            Body::OrderExecuted {
+                order_ref, shares, ..
+            }
+            | Body::OrderExecutedWithPrice {
+                order_ref, shares, ..
+            } => {
+                let locate = self.reduce(order_ref, shares)?;
+                let book = self.books.entry(locate).or_default();
+                book.trades += 1;
+                book.volume += u64::from(shares);
+            }
+            Body::OrderCancel { order_ref, shares } => {
+                self.reduce(order_ref, shares)?;
+            }
+            Body::OrderDelete { order_ref } => {
+                let shown = self.orders.get(&order_ref).ok_or(BookError::UnknownOrder(order_ref))?;
+                self.reduce(order_ref, shown.shares)?;
+            }
+            Body::OrderReplace {
+                old_ref,
+                new_ref,
+                shares,
+                price,
+            } => {
+                let old = *self.orders.get(&old_ref).ok_or(BookError::UnknownOrder(old_ref))?;
+                if self.orders.contains_key(&new_ref) && new_ref != old_ref {
+                    return Err(BookError::DuplicateOrder(new_ref));
+                }
+                self.reduce(old_ref, old.shares)?;
+                self.add(old.locate, new_ref, old.buy, price, shares)?;
+            }
+            Body::Trade { shares, .. } => {
+                let book = self.books.entry(msg.locate).or_default();
+                book.trades += 1;
+                book.volume += u64::from(shares);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, locate: u16, order_ref: u64, buy: bool, price: u32, shares: u32) -> Result<(), BookError> {
+        if self.orders.contains_key(&order_ref) {
+            return Err(BookError::DuplicateOrder(order_ref));
+        }
+        let priority = self.next_priority;
+        self.next_priority += 1;
+        self.orders.insert(
+            order_ref,
+            BookOrder {
+                locate,
+                buy,
+                price,
+                shares,
+                priority,
+            },
+        );
+        let level = self.books.entry(locate).or_default().side(buy).entry(price).or_default();
+        level.shares += u64::from(shares);
+        level.queue.insert(priority, order_ref);
+        Ok(())
+    }
+
+    /// Takes `shares` from an order, removing it at zero; returns its locate.
+    fn reduce(&mut self, order_ref: u64, shares: u32) -> Result<u16, BookError> {
+        let order = self.orders.get_mut(&order_ref).ok_or(BookError::UnknownOrder(order_ref))?;
+        if shares > order.shares {
+            return Err(BookError::TooManyShares {
+                order_ref,
+                shares,
+                shown: order.shares,
+            });
+        }
+        order.shares -= shares;
+        let o = *order;
+        if o.shares == 0 {
+            self.orders.remove(&order_ref);
+        }
+        let side = self.books.entry(o.locate).or_default().side(o.buy);
+        if let Some(level) = side.get_mut(&o.price) {
+            level.shares -= u64::from(shares);
+            if o.shares == 0 {
+                level.queue.remove(&o.priority);
+                if level.queue.is_empty() {
+                    side.remove(&o.price);
+                }
+            }
+        }
+        Ok(o.locate)
+    }
+
+    /// Stock Locates seen (in a Stock Directory or an order message), in order.
+    pub fn locates(&self) -> Vec<u16> {
+        self.books.keys().copied().collect()
+    }
+
+    /// The symbol of `locate` from its Stock Directory, without padding.
+    pub fn symbol(&self, locate: u16) -> Option<String> {
+        let stock = self.books.get(&locate)?.stock?;
+        Some(String::from_utf8_lossy(&stock).trim_end().to_string())
+    }
+
+    /// Up to `depth` levels per side, best first: (bids, asks).
+    pub fn top(&self, locate: u16, depth: usize) -> (Vec<LevelView>, Vec<LevelView>) {
+        let Some(book) = self.books.get(&locate) else {
+            return (Vec::new(), Vec::new());
+        };
+        let view = |(price, level): (&u32, &Level)| LevelView {
+            price: *price,
+            shares: level.shares,
+            orders: level.queue.len(),
+        };
+        (
+            book.bids.iter().rev().take(depth).map(view).collect(),
+            book.asks.iter().take(depth).map(view).collect(),
+        )
+    }
+
+    /// Every displayed order of one side, best price first, then time priority.
+    pub fn orders(&self, locate: u16, buy: bool) -> Vec<OrderView> {
+        let Some(book) = self.books.get(&locate) else {
+            return Vec::new();
+        };
+        let levels: Box<dyn Iterator<Item = (&u32, &Level)>> = if buy {
+            Box::new(book.bids.iter().rev())
+        } else {
+            Box::new(book.asks.iter())
+        };
+        levels
+            .flat_map(|(_, level)| level.queue.values())
+            .map(|r| {
+                let o = &self.orders[r];
+                OrderView {
+                    order_ref: *r,
+                    price: o.price,
+                    shares: o.shares,
+                }
+            })
+            .collect()
+    }
+
+    /// Executions (`E`, `C`, `P`) and shares traded for `locate`.
+    pub fn trades(&self, locate: u16) -> (u64, u64) {
+        self.books
+            .get(&locate)
+            .map_or((0, 0), |b| (b.trades, b.volume))
+    }
+
+    /// Displayed orders on all books.
+    pub fn order_count(&self) -> usize {
+        self.orders.len()
+    }
+}
+
+/// How `ironmatch feed` runs.
+#[derive(Clone, Debug)]
+pub struct ListenerOptions {
+    /// Address to receive the feed on (a multicast group is joined).
+    pub listen: SocketAddr,
+    /// The publisher's retransmission server.
+    pub request: SocketAddr,
+    /// Follow only this session (default: the first one seen).
+    pub session: Option<Session>,
+    /// Print every this often (none: only on SIGUSR1 and at the end).
+    pub interval: Option<Duration>,
+    /// Levels per side printed.
+    pub depth: usize,
+    /// Print every displayed order too.
+    pub orders: bool,
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// Give up after this long (none: until End of Session and no gap).
+    pub duration: Option<Duration>,
+    /// Test aid: ignore every this-many-th live packet as if the network lost it.
+    pub drop_every: Option<u64>,
+}
+
+/// What a listener run saw.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ListenerReport {
+    /// Session followed.
+    pub session: String,
+    /// Messages delivered in sequence.
+    pub messages: u64,
+    /// Next sequence number expected.
+    pub next_seq: u64,
+    /// End of Session seen and nothing missing.
+    pub complete: bool,
+    /// Packets received (live and retransmitted).
+    pub packets: u64,
+    /// Live packets ignored on purpose (`--drop-every`).
+    pub dropped: u64,
+    /// Retransmission requests sent.
+    pub requests: u64,
+    /// Packets that did not parse.
+    pub bad_packets: u64,
+    /// Messages that did not decode or did not fit the book.
+    pub bad_messages: u64,
+}
+
+/// How long a request may go unanswered before it is sent again.
+const REQUEST_RETRY: Duration = Duration::from_millis(50);
+/// Socket receive timeout: the loop's tick.
+const TICK: Duration = Duration::from_millis(10);
+/// Receive buffer asked of the kernel, so a burst is not lost while the book is updated.
+const RECV_BUFFER_BYTES: usize = 8 << 20;
+
+fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    // The kernel caps this at net.core.rmem_max; a smaller buffer only means more requests.
+    let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
+    socket.bind(&listen.into())?;
+    let socket: UdpSocket = socket.into();
+    if let SocketAddr::V4(v4) = listen
+        && v4.ip().is_multicast()
+    {
+        socket.join_multicast_v4(v4.ip(), &std::net::Ipv4Addr::UNSPECIFIED)?;
+    }
+    socket.set_read_timeout(Some(TICK))?;
+    Ok(socket)
+}
+
+/// Listens until End of Session with nothing missing (or `duration`, or `stop`), printing
+/// the books to `out` every `interval`, when `show` is set (SIGUSR1), and at the end.
+pub fn run_listener(
+    options: &ListenerOptions,
+    stop: &AtomicBool,
+    show: &Arc<AtomicBool>,
+    out: &mut impl Write,
+) -> io::Result<(ListenerReport, FeedBook)> {
+    let socket = bind(options.listen)?;
+    let mut sequencer = Sequencer::new(options.session);
+    let mut book = FeedBook::default();
+    let mut report = ListenerReport::default();
+    let mut buf = vec![0u8; 65_536];
+    let started = Instant::now();
+    let mut last_print = Instant::now();
+    let mut last_request: Option<(Instant, u64)> = None;
+    let mut live_packets = 0u64;
+    loop {
+        match socket.recv_from(&mut buf) {
+            Ok((len, from)) => {
+                let retransmitted = from == options.request;
+                let data = PacketHeader::parse(&buf[..len]).is_ok_and(|h| {
+                    h.count != COUNT_HEARTBEAT && h.count != COUNT_END_OF_SESSION
+                });
+                if data && !retransmitted {
+                    live_packets += 1;
+                    if options.drop_every.is_some_and(|n| live_packets.is_multiple_of(n)) {
+                        report.dropped += 1;
+                        continue;
+                    }
+                }
+                report.packets += 1;
+                let mut deliver = |_seq: u64, bytes: &[u8]| {
+                    let ok = Message::decode(bytes)
+                        .map_err(|e| e.to_string())
+                        .and_then(|m| book.apply(&m).map_err(|e| e.to_string()));
+                    if ok.is_err() {
+                        report.bad_messages += 1;
+                    }
+                };
+                if sequencer.on_packet(&buf[..len], &mut deliver).is_err() {
+                    report.bad_packets += 1;
+                }
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e) => return Err(e),
+        }
+        if let (Some(session), Some((first, count))) = (sequencer.session(), sequencer.gap()) {
+            let stale = last_request
+                .is_none_or(|(at, asked)| asked != first || at.elapsed() >= REQUEST_RETRY);
+            if stale {
+                let request = PacketHeader {
+                    session,
+                    seq: first,
+                    count,
+                };
+                // A lost request is sent again after REQUEST_RETRY.
+                let _ = socket.send_to(&request.to_bytes(), options.request);
+                report.requests += 1;
+                last_request = Some((Instant::now(), first));
+            }
+        }
+        let due = options
+            .interval
+            .is_some_and(|i| last_print.elapsed() >= i);
+        if due || show.swap(false, Ordering::Relaxed) {
+            fill_report(&mut report, &sequencer);
+            print_books(out, &report, &book, options)?;
+            last_print = Instant::now();
+        }
+        let timed_out = options.duration.is_some_and(|d| started.elapsed() >= d);
+        if sequencer.complete() || timed_out || stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    fill_report(&mut report, &sequencer);
+    print_books(out, &report, &book, options)?;
+    Ok((report, book))
+}
+
+fn fill_report(report: &mut ListenerReport, sequencer: &Sequencer) {
+    report.session = sequencer.session().map(|s| s.as_str()).unwrap_or_default();
+    report.next_seq = sequencer.next_seq();
+    report.messages = sequencer.next_seq() - 1;
+    report.complete = sequencer.complete();
+}
+
+fn price_text(price: u32) -> String {
+    Price(u64::from(price)).to_string()
+}
+
+/// Prints every instrument's top levels (and orders with `options.orders`).
+pub fn print_books(
+    out: &mut impl Write,
+    report: &ListenerReport,
+    book: &FeedBook,
+    options: &ListenerOptions,
+) -> io::Result<()> {
+    if options.json {
+        let instruments: Vec<serde_json::Value> = book
+            .locates()
+            .into_iter()
+            .map(|locate| {
+                let (bids, asks) = book.top(locate, options.depth);
+                let (trades, volume) = book.trades(locate);
+                let level = |l: &LevelView| {
+                    serde_json::json!({"price": price_text(l.price), "shares": l.shares, "orders": l.orders})
+                };
+                let mut v = serde_json::json!({
+                    "locate": locate,
+                    "symbol": book.symbol(locate),
+                    "bids": bids.iter().map(level).collect::<Vec<_>>(),
+                    "asks": asks.iter().map(level).collect::<Vec<_>>(),
+                    "trades": trades,
+                    "volume": volume,
+                });
+                if options.orders {
+                    let order = |o: &OrderView| {
+                        serde_json::json!({"ref": o.order_ref, "price": price_text(o.price), "shares": o.shares})
+                    };
+                    v["bid_orders"] = book.orders(locate, true).iter().map(order).collect();
+                    v["ask_orders"] = book.orders(locate, false).iter().map(order).collect();
+                }
+                v
+            })
+            .collect();
+        let line = serde_json::json!({"report": report, "instruments": instruments});
+        writeln!(out, "{line}")?;
+        return out.flush();
+    }
+    writeln!(
+        out,
+        "session {} · {} messages (next {}) · {} · {} packets, {} requests, {} dropped on purpose, {} bad packets, {} bad messages",
+        report.session,
+        report.messages,
+        report.next_seq,
+        if report.complete { "complete" } else { "live" },
+        report.packets,
+        report.requests,
+        report.dropped,
+        report.bad_packets,
+        report.bad_messages
+    )?;
+    for locate in book.locates() {
+        let (bids, asks) = book.top(locate, options.depth);
+        let (trades, volume) = book.trades(locate);
+        let symbol = book.symbol(locate).unwrap_or_else(|| format!("#{locate}"));
+        writeln!(out, "{symbol:<8} {trades} trades, {volume} shares")?;
+        for i in 0..bids.len().max(asks.len()) {
+            let cell = |l: Option<&LevelView>| {
+                l.map_or(String::new(), |l| {
+                    format!("{:>8} {:>12} ({})", l.shares, price_text(l.price), l.orders)
+                })
+            };
+            writeln!(out, "  {:<32} | {}", cell(bids.get(i)), cell(asks.get(i)))?;
+        }
+        if options.orders {
+            for (name, buy) in [("bid", true), ("ask", false)] {
+                for o in book.orders(locate, buy) {
+                    writeln!(out, "  {name} {} {} x {}", o.order_ref, o.shares, price_text(o.price))?;
+                }
+            }
+        }
+    }
+    out.flush()
+}

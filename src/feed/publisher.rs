@@ -1,0 +1,348 @@
+//! The feed publisher thread (`im-feed`): follows the journal files, turns journaled
+//! market-data events into ITCH 5.0 messages, stores them (a plain ITCH file beside the
+//! journal) and sends them in MoldUDP64 packets; answers retransmission requests from the
+//! store; heartbeats when idle; End of Session after shutdown.
+//!
+//! It never touches the matcher or its rings: the journal writer only flips an atomic
+//! after each batch (and wakes this thread if it sleeps), so publishing cannot slow
+//! matching. The stream is rebuilt from the journal's first record at every start, so a
+//! restarted engine continues the same sequence numbers; what the previous run had
+//! already published (the records journaled before this start) is stored without being
+//! sent again, then a heartbeat announces the next number and listeners that missed
+//! anything fill the gap by retransmission.
+
+use std::io;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::stream::{FeedStore, Translator};
+use crate::book::BookConfig;
+use crate::config::MarketDataSection;
+use crate::journal::{Entry, Follower, JournalError, first_header, fingerprint};
+use crate::pipeline::{Signal, Wake};
+use crate::wire::moldudp64::{
+    COUNT_MAX, HEADER_LEN, PacketBuilder, PacketHeader, Session, parse_request, status_packet,
+};
+
+/// File name of the stream's store in the journal directory.
+pub const STORE_NAME: &str = "feed.itch";
+
+const WAKE: Token = Token(0);
+const REQUESTS: Token = Token(1);
+/// Longest sleep when idle: bounds the cost of a lost wake-up.
+const SLEEP_MAX: Duration = Duration::from_millis(20);
+/// Requests answered per round at most, so a flood of them cannot stall the live stream.
+const REQUESTS_PER_ROUND_MAX: usize = 64;
+/// Interval of End of Session packets after shutdown.
+const END_OF_SESSION_PERIOD: Duration = Duration::from_millis(100);
+
+/// What the publisher needs to start.
+#[derive(Clone, Debug)]
+pub struct PublisherStart {
+    /// Journal directory (the store is written there too).
+    pub dir: PathBuf,
+    /// Book configuration: instruments and the journal's fingerprint.
+    pub book: BookConfig,
+    /// `[marketdata]`.
+    pub marketdata: MarketDataSection,
+    /// The first journal record this run writes: messages derived from records before it
+    /// were published by an earlier run and are stored, not sent.
+    pub live_from: u64,
+}
+
+/// A started publisher.
+pub struct Publisher {
+    /// The thread; it ends after the stop flag is set and End of Session went out.
+    pub thread: JoinHandle<()>,
+    /// Give it to the journal writer: it wakes the publisher after each batch.
+    pub signal: Arc<Signal>,
+    /// Where retransmission requests are answered.
+    pub retransmission_addr: SocketAddr,
+}
+
+/// Counters, printed when the publisher ends.
+#[derive(Clone, Copy, Debug, Default)]
+struct Stats {
+    packets: u64,
+    send_errors: u64,
+    requests: u64,
+    answered: u64,
+    ignored: u64,
+}
+
+struct Feed {
+    start: PublisherStart,
+    session: Session,
+    poll: Poll,
+    signal: Arc<Signal>,
+    stream: UdpSocket,
+    destination: SocketAddr,
+    requests: mio::net::UdpSocket,
+    follower: Follower,
+    translator: Translator,
+    store: FeedStore,
+    packet: PacketBuilder,
+    pending: Vec<u8>,
+    reply: Vec<u8>,
+    live: bool,
+    last_send: Instant,
+    stats: Stats,
+}
+
+/// Binds the sockets (so a port in use fails the start) and starts the `im-feed` thread.
+pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Result<Publisher> {
+    let m = &start.marketdata;
+    let session = Session::from_str_padded(&m.session)
+        .ok_or_else(|| io::Error::other("marketdata.session: invalid"))?;
+    let destination: SocketAddr = m.destination.parse().map_err(io::Error::other)?;
+    let bind: SocketAddr = if destination.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let stream = UdpSocket::bind(bind)?;
+    if let SocketAddr::V4(v4) = destination
+        && v4.ip().is_multicast()
+    {
+        stream.set_multicast_ttl_v4(m.multicast_ttl)?;
+        stream.set_multicast_loop_v4(true)?;
+    }
+    let request_addr: SocketAddr = m.retransmission.parse().map_err(io::Error::other)?;
+    let mut requests = mio::net::UdpSocket::bind(request_addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("marketdata.retransmission {request_addr}: {e}"),
+        )
+    })?;
+    let retransmission_addr = requests.local_addr()?;
+    let poll = Poll::new()?;
+    poll.registry()
+        .register(&mut requests, REQUESTS, Interest::READABLE)?;
+    let waker = Arc::new(Waker::new(poll.registry(), WAKE)?);
+    let signal = Arc::new(Signal::new(Wake::Poll(waker)));
+    let store = FeedStore::create(&start.dir.join(STORE_NAME))?;
+    let fingerprint = fingerprint(&start.book);
+    let feed = Feed {
+        session,
+        poll,
+        signal: Arc::clone(&signal),
+        stream,
+        destination,
+        requests,
+        follower: Follower::new(&start.dir, fingerprint, 1),
+        translator: Translator::new(&start.book, m.attribution),
+        store,
+        packet: PacketBuilder::new(session, m.packet_bytes_max),
+        pending: Vec::with_capacity(1 << 16),
+        reply: Vec::with_capacity(m.packet_bytes_max),
+        live: false,
+        last_send: Instant::now(),
+        stats: Stats::default(),
+        start,
+    };
+    let thread = std::thread::Builder::new()
+        .name("im-feed".into())
+        .spawn(move || feed.run(&stop))?;
+    Ok(Publisher {
+        thread,
+        signal,
+        retransmission_addr,
+    })
+}
+
+impl Feed {
+    fn run(mut self, stop: &AtomicBool) {
+        match self.publish(stop) {
+            Ok(()) => eprintln!(
+                "ironmatch feed: session {} ended at message {}: {} packets, {} retransmission \
+                 requests ({} answered, {} ignored), {} send errors",
+                self.session.as_str(),
+                self.store.messages(),
+                self.stats.packets,
+                self.stats.requests,
+                self.stats.answered,
+                self.stats.ignored,
+                self.stats.send_errors
+            ),
+            Err(e) => eprintln!("ironmatch feed: stopped (matching goes on): {e}"),
+        }
+    }
+
+    fn publish(&mut self, stop: &AtomicBool) -> Result<(), String> {
+        let header = first_header(&self.start.dir)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{}: no journal segment", self.start.dir.display()))?;
+        self.translator.preamble(header.created_ns, &mut self.pending);
+        let mut events = Events::with_capacity(64);
+        let heartbeat = Duration::from_millis(self.start.marketdata.heartbeat_interval_ms);
+        loop {
+            let read = self.pump()?;
+            self.serve_requests();
+            if read > 0 {
+                continue;
+            }
+            if stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if self.live && self.last_send.elapsed() >= heartbeat {
+                self.send_status(false);
+            }
+            self.signal.announce_sleep();
+            if self.pump()? > 0 {
+                self.signal.woke();
+                continue;
+            }
+            let due = heartbeat.saturating_sub(self.last_send.elapsed());
+            let _ = self.poll.poll(&mut events, Some(due.min(SLEEP_MAX)));
+            self.signal.woke();
+        }
+        self.end_of_session(&mut events);
+        Ok(())
+    }
+
+    /// Reads what the journal has new, publishes it; returns the records read.
+    fn pump(&mut self) -> Result<usize, String> {
+        let Feed {
+            follower,
+            translator,
+            pending,
+            ..
+        } = self;
+        let read = follower
+            .poll(|place, entry| {
+                if let Entry::Event(e) = entry {
+                    translator.event(e, pending).map_err(|e| JournalError::Diverged {
+                        path: place.path.to_path_buf(),
+                        offset: place.offset,
+                        seq: place.seq,
+                        detail: e.to_string(),
+                    })?;
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        if !self.pending.is_empty() {
+            let first = self.store.messages() + 1;
+            self.store
+                .append(&self.pending)
+                .map_err(|e| format!("{}: {e}", self.store.path().display()))?;
+            if self.live {
+                self.send_blocks(first);
+            }
+            self.pending.clear();
+        }
+        if !self.live && self.follower.next_seq() >= self.start.live_from {
+            // Caught up with what earlier runs published: announce where the stream is.
+            self.live = true;
+            self.send_status(false);
+        }
+        Ok(read)
+    }
+
+    /// Sends the pending blocks (first one numbered `first`) in as few packets as fit.
+    fn send_blocks(&mut self, first: u64) {
+        let mut packet_first = first;
+        let mut at = 0usize;
+        let pending = std::mem::take(&mut self.pending);
+        while at < pending.len() {
+            let len = 2 + usize::from(u16::from_be_bytes([pending[at], pending[at + 1]]));
+            let block = &pending[at..at + len];
+            if !self.packet.try_add_block(block) {
+                let sent = u64::from(self.packet.count());
+                self.flush_packet(packet_first);
+                packet_first += sent;
+                let fits = self.packet.try_add_block(block);
+                debug_assert!(fits, "packet_bytes_max holds the largest message");
+            }
+            at += len;
+        }
+        if self.packet.count() > 0 {
+            self.flush_packet(packet_first);
+        }
+        self.pending = pending;
+    }
+
+    fn flush_packet(&mut self, first: u64) {
+        let bytes = self.packet.finish(first);
+        match self.stream.send_to(bytes, self.destination) {
+            Ok(_) => self.stats.packets += 1,
+            Err(_) => self.stats.send_errors += 1,
+        }
+        self.packet.clear();
+        self.last_send = Instant::now();
+    }
+
+    fn send_status(&mut self, end_of_session: bool) {
+        let bytes = status_packet(self.session, self.store.messages() + 1, end_of_session);
+        match self.stream.send_to(&bytes, self.destination) {
+            Ok(_) => self.stats.packets += 1,
+            Err(_) => self.stats.send_errors += 1,
+        }
+        self.last_send = Instant::now();
+    }
+
+    /// Answers waiting requests, one packet each: the messages asked for that fit.
+    fn serve_requests(&mut self) {
+        let mut buf = [0u8; 64];
+        for _ in 0..REQUESTS_PER_ROUND_MAX {
+            let (len, from) = match self.requests.recv_from(&mut buf) {
+                Ok(got) => got,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => continue,
+            };
+            self.stats.requests += 1;
+            match parse_request(&buf[..len]) {
+                Ok(request) if request.session == self.session => self.answer(request, from),
+                _ => self.stats.ignored += 1,
+            }
+        }
+    }
+
+    fn answer(&mut self, request: PacketHeader, to: SocketAddr) {
+        let count_max = u64::from(request.count.min(COUNT_MAX));
+        let bytes_max = self.start.marketdata.packet_bytes_max - HEADER_LEN;
+        let (blocks, count) = match self.store.read(request.seq, count_max, bytes_max) {
+            Ok((blocks, count)) if count > 0 => (blocks, count),
+            // Nothing there (0, not yet sent, or an empty count): no answer, as nassau.
+            _ => {
+                self.stats.ignored += 1;
+                return;
+            }
+        };
+        let header = PacketHeader {
+            session: self.session,
+            seq: request.seq,
+            count: count as u16,
+        };
+        self.reply.clear();
+        self.reply.extend_from_slice(&header.to_bytes());
+        self.reply.extend_from_slice(blocks);
+        // A reply lost to a full socket buffer is asked for again.
+        if self.requests.send_to(&self.reply, to).is_ok() {
+            self.stats.answered += 1;
+        }
+    }
+
+    /// End of Session packets for the configured time, answering requests meanwhile.
+    fn end_of_session(&mut self, events: &mut Events) {
+        let until = Instant::now() + Duration::from_millis(self.start.marketdata.end_of_session_ms);
+        loop {
+            self.send_status(true);
+            let next = Instant::now() + END_OF_SESSION_PERIOD;
+            while Instant::now() < next.min(until) {
+                let wait = next.min(until).saturating_duration_since(Instant::now());
+                let _ = self.poll.poll(events, Some(wait));
+                self.serve_requests();
+            }
+            if Instant::now() >= until {
+                return;
+            }
+        }
+    }
+}

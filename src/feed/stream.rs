@@ -1,0 +1,463 @@
+//! The feed's message stream: journaled market-data events turned into ITCH 5.0 messages,
+//! and the store that keeps them for retransmission.
+//!
+//! The stream is a pure function of the journal (its first segment's creation time and its
+//! `Md*` events, in journal order) and the instrument list, so the publisher, a restarted
+//! publisher and `ironmatch replay --itch` all produce the same bytes. Messages are kept in
+//! file form: a 2-byte big-endian length, then the message. That is both a plain ITCH 5.0
+//! file (what Nasdaq distributes) and a run of MoldUDP64 message blocks.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use rustc_hash::FxHashMap;
+
+use crate::book::{BookConfig, Event, EventBody};
+use crate::types::{BookSide, Firm, InstrumentId, Symbol};
+use crate::wire::itch::{Body, MESSAGE_LEN_MAX, Message, StockDirectory};
+
+/// Nanoseconds in a day: timestamps are taken modulo this (ns since midnight, UTC).
+pub const DAY_NS: u64 = 86_400_000_000_000;
+
+/// One instrument as the feed names it.
+#[derive(Clone, Copy, Debug)]
+struct Listing {
+    stock: [u8; 8],
+    round_lot: u32,
+}
+
+/// A displayed order on the book, as the feed has published it.
+#[derive(Clone, Copy, Debug)]
+struct Shown {
+    price: u32,
+    shares: u32,
+}
+
+/// Why an event cannot be published: the events contradict each other (a journal this
+/// build did not write, or a bug).
+#[derive(Debug, thiserror::Error)]
+#[error("feed: {0}")]
+pub struct StreamError(pub String);
+
+/// Turns journaled events into ITCH messages in file form, keeping the set of displayed
+/// orders so that every message refers to an order the feed has shown.
+#[derive(Debug)]
+pub struct Translator {
+    listings: Vec<Listing>,
+    attribution: bool,
+    shown: FxHashMap<u64, Shown>,
+    messages: u64,
+}
+
+/// Appends `msg` in file form to `out`.
+pub fn push_framed(out: &mut Vec<u8>, msg: &Message) {
+    let mut buf = [0u8; MESSAGE_LEN_MAX];
+    let len = msg.encode(&mut buf);
+    out.extend_from_slice(&(len as u16).to_be_bytes());
+    out.extend_from_slice(&buf[..len]);
+}
+
+fn side_byte(side: BookSide) -> u8 {
+    match side {
+        BookSide::Bid => b'B',
+        BookSide::Ask => b'S',
+    }
+}
+
+impl Translator {
+    /// A translator for the instruments of `book`; Stock Locate is the instrument's index
+    /// plus one. With `attribution`, adds carry the entering firm (`F`).
+    pub fn new(book: &BookConfig, attribution: bool) -> Translator {
+        Translator {
+            listings: book
+                .instruments
+                .iter()
+                .map(|i| Listing {
+                    stock: i.symbol.0,
+                    round_lot: i.lot,
+                })
+                .collect(),
+            attribution,
+            shown: FxHashMap::default(),
+            messages: 0,
+        }
+    }
+
+    /// Messages produced so far (the stream's last sequence number).
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Displayed orders currently on the book.
+    pub fn shown_orders(&self) -> usize {
+        self.shown.len()
+    }
+
+    fn emit(&mut self, out: &mut Vec<u8>, locate: u16, ts: u64, body: Body) {
+        push_framed(
+            out,
+            &Message {
+                locate,
+                tracking: 0,
+                ts: ts % DAY_NS,
+                body,
+            },
+        );
+        self.messages += 1;
+    }
+
+    /// The start of day, stamped `ts`: System Event `O` and `S`, one Stock Directory per
+    /// instrument, one Trading Action `T` per instrument, System Event `Q`.
+    pub fn preamble(&mut self, ts: u64, out: &mut Vec<u8>) {
+        self.emit(out, 0, ts, Body::SystemEvent { code: b'O' });
+        self.emit(out, 0, ts, Body::SystemEvent { code: b'S' });
+        for (i, l) in self.listings.clone().iter().enumerate() {
+            let directory = StockDirectory {
+                stock: l.stock,
+                market_category: b' ',
+                financial_status: b' ',
+                round_lot_size: l.round_lot,
+                // The engine takes only multiples of the lot.
+                round_lots_only: b'Y',
+                issue_classification: b'Q',
+                issue_subtype: *b"Z ",
+                authenticity: b'P',
+                short_sale_threshold: b' ',
+                ipo_flag: b' ',
+                luld_tier: b' ',
+                etp_flag: b' ',
+                etp_leverage: 0,
+                inverse: b'N',
+            };
+            self.emit(out, locate(i), ts, Body::StockDirectory(directory));
+        }
+        for (i, l) in self.listings.clone().iter().enumerate() {
+            let action = Body::TradingAction {
+                stock: l.stock,
+                state: b'T',
+                reserved: b' ',
+                reason: *b"    ",
+            };
+            self.emit(out, locate(i), ts, action);
+        }
+        self.emit(out, 0, ts, Body::SystemEvent { code: b'Q' });
+    }
+
+    fn listing(&self, instrument: InstrumentId) -> Result<(u16, [u8; 8]), StreamError> {
+        let i = usize::from(instrument.0);
+        self.listings
+            .get(i)
+            .map(|l| (locate(i), l.stock))
+            .ok_or_else(|| StreamError(format!("event for unknown instrument {}", instrument.0)))
+    }
+
+    fn take(&mut self, md_ref: u64, shares: u32, what: &str) -> Result<Shown, StreamError> {
+        let Some(s) = self.shown.get_mut(&md_ref) else {
+            return Err(StreamError(format!("{what} of order {md_ref}, not on the feed")));
+        };
+        if shares > s.shares {
+            return Err(StreamError(format!(
+                "{what} of {shares} shares of order {md_ref}, which shows {}",
+                s.shares
+            )));
+        }
+        s.shares -= shares;
+        let now = *s;
+        if now.shares == 0 {
+            self.shown.remove(&md_ref);
+        }
+        Ok(now)
+    }
+
+    fn add(&mut self, md_ref: u64, price: u32, shares: u32) -> Result<(), StreamError> {
+        if shares == 0 || self.shown.insert(md_ref, Shown { price, shares }).is_some() {
+            return Err(StreamError(format!("add of order {md_ref} twice or empty")));
+        }
+        Ok(())
+    }
+
+    /// Appends the ITCH messages of one journaled event (none for order-entry events).
+    pub fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Result<(), StreamError> {
+        let ts = event.ts.0;
+        match event.body {
+            EventBody::MdAdd {
+                instrument,
+                md_ref,
+                side,
+                qty,
+                price,
+                firm,
+            } => {
+                let (loc, stock) = self.listing(instrument)?;
+                let price = price4(price.0)?;
+                self.add(md_ref.0, price, qty.0)?;
+                let attribution = self.attribution.then_some(firm_mpid(firm));
+                let body = Body::AddOrder {
+                    order_ref: md_ref.0,
+                    side: side_byte(side),
+                    shares: qty.0,
+                    stock,
+                    price,
+                    attribution,
+                };
+                self.emit(out, loc, ts, body);
+            }
+            EventBody::MdExecute {
+                instrument,
+                md_ref,
+                qty,
+                price,
+                match_id,
+            } => {
+                let (loc, _) = self.listing(instrument)?;
+                let shown = self.take(md_ref.0, qty.0, "execution")?;
+                let price = price4(price.0)?;
+                let body = if price == shown.price {
+                    Body::OrderExecuted {
+                        order_ref: md_ref.0,
+                        shares: qty.0,
+                        match_number: match_id.0,
+                    }
+                } else {
+                    Body::OrderExecutedWithPrice {
+                        order_ref: md_ref.0,
+                        shares: qty.0,
+                        match_number: match_id.0,
+                        printable: b'Y',
+                        price,
+                    }
+                };
+                self.emit(out, loc, ts, body);
+            }
+            EventBody::MdCancel {
+                instrument,
+                md_ref,
+                qty,
+            } => {
+                let (loc, _) = self.listing(instrument)?;
+                self.take(md_ref.0, qty.0, "cancel")?;
+                let body = Body::OrderCancel {
+                    order_ref: md_ref.0,
+                    shares: qty.0,
+                };
+                self.emit(out, loc, ts, body);
+            }
+            EventBody::MdDelete { instrument, md_ref } => {
+                let (loc, _) = self.listing(instrument)?;
+                if self.shown.remove(&md_ref.0).is_none() {
+                    return Err(StreamError(format!("delete of order {}, not on the feed", md_ref.0)));
+                }
+                self.emit(out, loc, ts, Body::OrderDelete { order_ref: md_ref.0 });
+            }
+            EventBody::MdReplace {
+                instrument,
+                old_md_ref,
+                new_md_ref,
+                qty,
+                price,
+            } => {
+                let (loc, _) = self.listing(instrument)?;
+                if self.shown.remove(&old_md_ref.0).is_none() {
+                    return Err(StreamError(format!(
+                        "replace of order {}, not on the feed",
+                        old_md_ref.0
+                    )));
+                }
+                let price = price4(price.0)?;
+                self.add(new_md_ref.0, price, qty.0)?;
+                let body = Body::OrderReplace {
+                    old_ref: old_md_ref.0,
+                    new_ref: new_md_ref.0,
+                    shares: qty.0,
+                    price,
+                };
+                self.emit(out, loc, ts, body);
+            }
+            EventBody::MdTrade {
+                instrument,
+                side,
+                qty,
+                price,
+                match_id,
+            } => {
+                let (loc, stock) = self.listing(instrument)?;
+                let body = Body::Trade {
+                    // The hidden order was never published: its reference means nothing.
+                    order_ref: 0,
+                    side: side_byte(side),
+                    shares: qty.0,
+                    stock,
+                    price: price4(price.0)?,
+                    match_number: match_id.0,
+                };
+                self.emit(out, loc, ts, body);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn locate(index: usize) -> u16 {
+    // The configuration limits instruments far below u16::MAX.
+    u16::try_from(index + 1).unwrap_or(u16::MAX)
+}
+
+fn price4(price: u64) -> Result<u32, StreamError> {
+    u32::try_from(price).map_err(|_| StreamError(format!("price {price} does not fit price4")))
+}
+
+fn firm_mpid(firm: Firm) -> [u8; 4] {
+    firm.0
+}
+
+/// The symbol a Stock Locate names in `book`.
+pub fn symbol_of(book: &BookConfig, locate: u16) -> Option<Symbol> {
+    book.instruments
+        .get(usize::from(locate).checked_sub(1)?)
+        .map(|i| i.symbol)
+}
+
+/// Messages between two entries of the store's sparse index.
+const INDEX_STRIDE: u64 = 64;
+
+/// The stream's messages on disk (a plain ITCH 5.0 file), with a sparse index to find a
+/// sequence number: what the retransmission server answers from. Written and read by the
+/// publisher thread only.
+#[derive(Debug)]
+pub struct FeedStore {
+    path: PathBuf,
+    file: File,
+    len: u64,
+    messages: u64,
+    /// Byte offset of message `k * INDEX_STRIDE + 1`.
+    index: Vec<u64>,
+    read_buf: Vec<u8>,
+}
+
+impl FeedStore {
+    /// Creates (or truncates) the store at `path`: the stream is always rebuilt from the
+    /// journal, so what a previous run left there is not trusted.
+    pub fn create(path: &Path) -> io::Result<FeedStore> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(FeedStore {
+            path: path.to_path_buf(),
+            file,
+            len: 0,
+            messages: 0,
+            index: Vec::new(),
+            read_buf: Vec::new(),
+        })
+    }
+
+    /// Where the store is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Messages stored: the last sequence number.
+    pub fn messages(&self) -> u64 {
+        self.messages
+    }
+
+    /// Appends framed messages (whole blocks, as [`Translator`] writes them).
+    pub fn append(&mut self, framed: &[u8]) -> io::Result<()> {
+        let mut at = 0usize;
+        while at < framed.len() {
+            if self.messages.is_multiple_of(INDEX_STRIDE) {
+                self.index.push(self.len + at as u64);
+            }
+            let len = usize::from(u16::from_be_bytes([framed[at], framed[at + 1]]));
+            at += 2 + len;
+            self.messages += 1;
+        }
+        self.file.write_all(framed)?;
+        self.len += framed.len() as u64;
+        Ok(())
+    }
+
+    /// Framed messages from sequence number `first` on, as many as fit in `bytes_max`
+    /// bytes and at most `count_max`: the blocks of one retransmission packet. Empty if
+    /// `first` is 0 or beyond the stream.
+    pub fn read(&mut self, first: u64, count_max: u64, bytes_max: usize) -> io::Result<(&[u8], u64)> {
+        if first == 0 || first > self.messages || count_max == 0 {
+            return Ok((&[], 0));
+        }
+        let slot = (first - 1) / INDEX_STRIDE;
+        let start = self.index[slot as usize];
+        let skip = (first - 1) % INDEX_STRIDE;
+        // Enough for the messages skipped and the packet, capped at the file's end.
+        let want = (skip as usize + 1) * (2 + MESSAGE_LEN_MAX) + bytes_max;
+        let end = (start + want as u64).min(self.len);
+        self.read_buf.resize((end - start) as usize, 0);
+        self.file.read_exact_at(&mut self.read_buf, start)?;
+        let buf = &self.read_buf;
+        let mut at = 0usize;
+        for _ in 0..skip {
+            at += 2 + usize::from(u16::from_be_bytes([buf[at], buf[at + 1]]));
+        }
+        let from = at;
+        let mut count = 0u64;
+        let available = self.messages - first + 1;
+        while count < count_max.min(available) && at + 2 <= buf.len() {
+            let block = 2 + usize::from(u16::from_be_bytes([buf[at], buf[at + 1]]));
+            if at + block > buf.len() || at + block - from > bytes_max {
+                break;
+            }
+            at += block;
+            count += 1;
+        }
+        Ok((&self.read_buf[from..at], count))
+    }
+}
+
+/// Writes the journal's whole feed to `out` as a plain ITCH 5.0 file: the very bytes the
+/// live feed carried (and the publisher's store holds). Returns the message count.
+pub fn export_itch(
+    dir: &Path,
+    book: &BookConfig,
+    attribution: bool,
+    out: &mut impl Write,
+) -> Result<u64, crate::journal::JournalError> {
+    use crate::journal::{Entry, JournalError, first_header, fingerprint, scan_journal};
+    let io_error = |source: io::Error| JournalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let header = first_header(dir)?.ok_or_else(|| {
+        io_error(io::Error::new(
+            io::ErrorKind::NotFound,
+            "no journal segment",
+        ))
+    })?;
+    let mut translator = Translator::new(book, attribution);
+    let mut buf = Vec::with_capacity(1 << 20);
+    translator.preamble(header.created_ns, &mut buf);
+    scan_journal(dir, Some(fingerprint(book)), false, None, |place, entry| {
+        if let Entry::Event(e) = entry {
+            translator
+                .event(e, &mut buf)
+                .map_err(|e| JournalError::Diverged {
+                    path: place.path.to_path_buf(),
+                    offset: place.offset,
+                    seq: place.seq,
+                    detail: e.to_string(),
+                })?;
+            if buf.len() >= 1 << 20 {
+                out.write_all(&buf).map_err(io_error)?;
+                buf.clear();
+            }
+        }
+        Ok(())
+    })?;
+    out.write_all(&buf).map_err(io_error)?;
+    out.flush().map_err(io_error)?;
+    Ok(translator.messages())
+}
