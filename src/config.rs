@@ -671,9 +671,21 @@ mod tests {
         assert!(e.contains("instruments[0].max_qty"), "{e}");
         let e = error_for(|s| s.replacen("packet_bytes_max = 1400", "packet_bytes_max = 40", 1));
         assert!(e.contains("marketdata.packet_bytes_max"), "{e}");
-        let e = error_for(|s| s.replacen("session = \"IRONMATCH\"\n# Largest", "session = \"TOO LONG NAME\"\n# Largest", 1));
+        let e = error_for(|s| {
+            s.replacen(
+                "session = \"IRONMATCH\"\n# Largest",
+                "session = \"TOO LONG NAME\"\n# Largest",
+                1,
+            )
+        });
         assert!(e.contains("marketdata.session"), "{e}");
-        let e = error_for(|s| s.replacen("destination = \"127.0.0.1:15001\"", "destination = \"x\"", 1));
+        let e = error_for(|s| {
+            s.replacen(
+                "destination = \"127.0.0.1:15001\"",
+                "destination = \"x\"",
+                1,
+            )
+        });
         assert!(e.contains("marketdata.destination"), "{e}");
     }
 
@@ -683,12 +695,34 @@ mod tests {
         let d = MarketDataSection::default();
         let m = &config.marketdata;
         assert_eq!(
-            (&m.destination, &m.retransmission, &m.session, m.packet_bytes_max),
-            (&d.destination, &d.retransmission, &d.session, d.packet_bytes_max)
+            (
+                &m.destination,
+                &m.retransmission,
+                &m.session,
+                m.packet_bytes_max
+            ),
+            (
+                &d.destination,
+                &d.retransmission,
+                &d.session,
+                d.packet_bytes_max
+            )
         );
         assert_eq!(
-            (m.enabled, m.heartbeat_interval_ms, m.end_of_session_ms, m.attribution, m.multicast_ttl),
-            (d.enabled, d.heartbeat_interval_ms, d.end_of_session_ms, d.attribution, d.multicast_ttl)
+            (
+                m.enabled,
+                m.heartbeat_interval_ms,
+                m.end_of_session_ms,
+                m.attribution,
+                m.multicast_ttl
+            ),
+            (
+                d.enabled,
+                d.heartbeat_interval_ms,
+                d.end_of_session_ms,
+                d.attribution,
+                d.multicast_ttl
+            )
         );
     }
 

@@ -9,10 +9,10 @@ use clap::{Parser, Subcommand};
 use ironmatch::book::{Command, CommandBody, Echo, Matcher, NewOrder, TimeInForce};
 use ironmatch::config::Config;
 use ironmatch::feed::{ListenerOptions, run_listener};
-use ironmatch::wire::moldudp64::Session;
 use ironmatch::replay::{self, ReplayOptions};
 use ironmatch::server::Server;
 use ironmatch::types::{OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
+use ironmatch::wire::moldudp64::Session;
 
 /// ironmatch: a low-latency order matching engine.
 #[derive(Parser)]
@@ -414,7 +414,10 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
         });
     match written {
         Ok(n) => {
-            eprintln!("ironmatch replay: {n} ITCH messages written to {}", file.display());
+            eprintln!(
+                "ironmatch replay: {n} ITCH messages written to {}",
+                file.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -437,13 +440,19 @@ fn feed(options: &ListenerOptions) -> ExitCode {
     let _ = signal_hook::flag::register(signal_hook::consts::SIGUSR1, Arc::clone(&show));
     let mut out = std::io::stdout().lock();
     match run_listener(options, &stop, &show, &mut out) {
-        Ok((report, _)) if report.complete && report.bad_messages == 0 && report.bad_packets == 0 => {
+        Ok((report, _))
+            if report.complete && report.bad_messages == 0 && report.bad_packets == 0 =>
+        {
             ExitCode::SUCCESS
         }
         Ok((report, _)) => {
             eprintln!(
                 "ironmatch feed: ended {} ({} bad packets, {} bad messages)",
-                if report.complete { "complete" } else { "before End of Session with nothing missing" },
+                if report.complete {
+                    "complete"
+                } else {
+                    "before End of Session with nothing missing"
+                },
                 report.bad_packets,
                 report.bad_messages
             );

@@ -46,14 +46,23 @@ fn feed_setup(tag: &str) -> FeedSetup {
     let destination = free_udp_port();
     let retransmission = free_udp_port();
     let text = test_config_text(&dir, "")
-        .replace("destination = \"127.0.0.1:9\"", &format!("destination = \"127.0.0.1:{destination}\""))
+        .replace(
+            "destination = \"127.0.0.1:9\"",
+            &format!("destination = \"127.0.0.1:{destination}\""),
+        )
         .replace(
             "retransmission = \"127.0.0.1:0\"",
             &format!("retransmission = \"127.0.0.1:{retransmission}\"\npacket_bytes_max = 600"),
         )
         .replace("end_of_session_ms = 0", "end_of_session_ms = 1500")
-        .replace("cancel_on_disconnect = true", "cancel_on_disconnect = false")
-        .replace("session_queue_bytes_max = 4096", "session_queue_bytes_max = 4194304")
+        .replace(
+            "cancel_on_disconnect = true",
+            "cancel_on_disconnect = false",
+        )
+        .replace(
+            "session_queue_bytes_max = 4096",
+            "session_queue_bytes_max = 4194304",
+        )
         + r#"
 [[instruments]]
 symbol = "MSFT"
@@ -135,10 +144,7 @@ impl Rng {
 /// and full cancels. References start at `first_ref` per user.
 fn random_flow(addr: std::net::SocketAddr, seed: u64, actions: usize, first_ref: u32) {
     let users = [("MM1", "pw1"), ("MM2", "pw2"), ("MM3", "pw3")];
-    let mut clients: Vec<Client> = users
-        .iter()
-        .map(|(u, p)| login(addr, u, p, 1))
-        .collect();
+    let mut clients: Vec<Client> = users.iter().map(|(u, p)| login(addr, u, p, 1)).collect();
     let symbols = [("AAPL", 1_500_000u64), ("MSFT", 4_200_000u64)];
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut next_ref = [first_ref; 3];
@@ -155,7 +161,11 @@ fn random_flow(addr: std::net::SocketAddr, seed: u64, actions: usize, first_ref:
             // Bids from 5 ticks below the mid to 1 above, offers the mirror image: the
             // books build up while the inside keeps trading.
             let offset = rng.below(7) * 100;
-            let price = if buy { mid - 500 + offset } else { mid - 100 + offset };
+            let price = if buy {
+                mid - 500 + offset
+            } else {
+                mid - 100 + offset
+            };
             let qty = (1 + rng.below(10) as u32) * 100;
             let kind = rng.below(100);
             let (display, tif, mut options) = match kind {
@@ -169,8 +179,17 @@ fn random_flow(addr: std::net::SocketAddr, seed: u64, actions: usize, first_ref:
             }
             next_ref[u] += 1;
             let r = next_ref[u];
-            c.enter(r, if buy { b'B' } else { b'S' }, qty, symbol, price, tif, display, options)
-                .unwrap();
+            c.enter(
+                r,
+                if buy { b'B' } else { b'S' },
+                qty,
+                symbol,
+                price,
+                tif,
+                display,
+                options,
+            )
+            .unwrap();
             if tif == b'0' {
                 open[u].push((r, s));
             }
@@ -243,7 +262,12 @@ fn engine_books(setup: &FeedSetup) -> Books {
         } else {
             o.price.0
         };
-        (o.instrument.0, side == BookSide::Ask, price_key, o.queue_rank)
+        (
+            o.instrument.0,
+            side == BookSide::Ask,
+            price_key,
+            o.queue_rank,
+        )
     });
     let mut books = Books::new();
     for i in &book.instruments {
@@ -252,12 +276,20 @@ fn engine_books(setup: &FeedSetup) -> Books {
         }
     }
     for o in shown {
-        let symbol = book.instruments[usize::from(o.instrument.0)].symbol.as_str().to_string();
-        let side = if o.side.book_side() == BookSide::Bid { "bid" } else { "ask" };
-        books
-            .get_mut(&(symbol, side))
-            .unwrap()
-            .push((o.md_ref.0, o.price.to_string(), u64::from(o.shown)));
+        let symbol = book.instruments[usize::from(o.instrument.0)]
+            .symbol
+            .as_str()
+            .to_string();
+        let side = if o.side.book_side() == BookSide::Bid {
+            "bid"
+        } else {
+            "ask"
+        };
+        books.get_mut(&(symbol, side)).unwrap().push((
+            o.md_ref.0,
+            o.price.to_string(),
+            u64::from(o.shown),
+        ));
     }
     books
 }
@@ -300,7 +332,12 @@ fn export(setup: &FeedSetup) -> Vec<u8> {
     let out = setup.dir.join("export.itch");
     let status = Command::new(env!("CARGO_BIN_EXE_ironmatch"))
         .args(["replay", "--config", setup.config_path.to_str().unwrap()])
-        .args(["--journal", &setup.config.journal.dir, "--itch", out.to_str().unwrap()])
+        .args([
+            "--journal",
+            &setup.config.journal.dir,
+            "--itch",
+            out.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(status.success());
@@ -327,21 +364,34 @@ fn listener_book_equals_engine_book_after_random_flow() {
     let counts = type_counts(&store(&setup));
     // The flow exercised every order message the engine publishes.
     for kind in ['S', 'R', 'H', 'A', 'E', 'X', 'D', 'U', 'P'] {
-        assert!(counts.get(&kind).copied().unwrap_or(0) > 0, "no {kind} message: {counts:?}");
+        assert!(
+            counts.get(&kind).copied().unwrap_or(0) > 0,
+            "no {kind} message: {counts:?}"
+        );
     }
     assert_eq!(counts[&'R'], 2, "one Stock Directory per instrument");
     let total: u64 = counts.values().sum();
     let report = &json["report"];
     assert_eq!(report["complete"], true);
-    assert_eq!(report["messages"].as_u64().unwrap(), total, "every message delivered");
+    assert_eq!(
+        report["messages"].as_u64().unwrap(),
+        total,
+        "every message delivered"
+    );
     assert_eq!(report["bad_messages"], 0);
     assert_eq!(report["bad_packets"], 0);
 
     let engine = engine_books(&setup);
     let feed = listener_books(&json);
     let resting: usize = engine.values().map(Vec::len).sum();
-    assert!(resting > 20, "the flow leaves a book to compare ({resting} orders)");
-    assert_eq!(feed, engine, "the feed's books equal the engine's, order by order");
+    assert!(
+        resting > 20,
+        "the flow leaves a book to compare ({resting} orders)"
+    );
+    assert_eq!(
+        feed, engine,
+        "the feed's books equal the engine's, order by order"
+    );
 
     // The export is the stream the live feed carried, byte for byte.
     assert_eq!(export(&setup), std::fs::read(store(&setup)).unwrap());
@@ -406,7 +456,10 @@ fn exported_itch_file_parses_with_an_independent_reader() {
     let mut attributed = 0;
     for (a, b) in ours.iter().zip(&theirs) {
         assert_eq!(a.body.kind(), b.tag);
-        assert_eq!((a.locate, a.tracking, a.ts), (b.stock_locate, b.tracking_number, b.timestamp));
+        assert_eq!(
+            (a.locate, a.tracking, a.ts),
+            (b.stock_locate, b.tracking_number, b.timestamp)
+        );
         match (&a.body, &b.body) {
             (
                 Body::AddOrder {
@@ -424,7 +477,10 @@ fn exported_itch_file_parses_with_an_independent_reader() {
                 assert_eq!(*shares, o.shares);
                 assert_eq!(std::str::from_utf8(stock).unwrap(), o.stock.as_str());
                 assert_eq!(*price, o.price.raw());
-                assert_eq!(attribution.map(|m| String::from_utf8(m.to_vec()).unwrap()), o.mpid.map(|m| m.to_string()));
+                assert_eq!(
+                    attribution.map(|m| String::from_utf8(m.to_vec()).unwrap()),
+                    o.mpid.map(|m| m.to_string())
+                );
                 attributed += usize::from(attribution.is_some());
             }
             (
@@ -438,7 +494,10 @@ fn exported_itch_file_parses_with_an_independent_reader() {
                     executed,
                     match_number: m,
                 },
-            ) => assert_eq!((*order_ref, *shares, *match_number), (*reference, *executed, *m)),
+            ) => assert_eq!(
+                (*order_ref, *shares, *match_number),
+                (*reference, *executed, *m)
+            ),
             (
                 Body::OrderCancel { order_ref, shares },
                 itchy::Body::OrderCancelled {
@@ -479,5 +538,8 @@ fn exported_itch_file_parses_with_an_independent_reader() {
             (a, b) => panic!("ironmatch decodes {a:?}, itchy {b:?}"),
         }
     }
-    assert!(attributed > 0, "attribution configured: adds carry the firm");
+    assert!(
+        attributed > 0,
+        "attribution configured: adds carry the firm"
+    );
 }

@@ -272,7 +272,10 @@ impl FeedBook {
                 self.reduce(order_ref, shares)?;
             }
             Body::OrderDelete { order_ref } => {
-                let shown = self.orders.get(&order_ref).ok_or(BookError::UnknownOrder(order_ref))?;
+                let shown = self
+                    .orders
+                    .get(&order_ref)
+                    .ok_or(BookError::UnknownOrder(order_ref))?;
                 self.reduce(order_ref, shown.shares)?;
             }
             Body::OrderReplace {
@@ -281,7 +284,10 @@ impl FeedBook {
                 shares,
                 price,
             } => {
-                let old = *self.orders.get(&old_ref).ok_or(BookError::UnknownOrder(old_ref))?;
+                let old = *self
+                    .orders
+                    .get(&old_ref)
+                    .ok_or(BookError::UnknownOrder(old_ref))?;
                 if self.orders.contains_key(&new_ref) && new_ref != old_ref {
                     return Err(BookError::DuplicateOrder(new_ref));
                 }
@@ -298,7 +304,14 @@ impl FeedBook {
         Ok(())
     }
 
-    fn add(&mut self, locate: u16, order_ref: u64, buy: bool, price: u32, shares: u32) -> Result<(), BookError> {
+    fn add(
+        &mut self,
+        locate: u16,
+        order_ref: u64,
+        buy: bool,
+        price: u32,
+        shares: u32,
+    ) -> Result<(), BookError> {
         if self.orders.contains_key(&order_ref) {
             return Err(BookError::DuplicateOrder(order_ref));
         }
@@ -314,7 +327,13 @@ impl FeedBook {
                 priority,
             },
         );
-        let level = self.books.entry(locate).or_default().side(buy).entry(price).or_default();
+        let level = self
+            .books
+            .entry(locate)
+            .or_default()
+            .side(buy)
+            .entry(price)
+            .or_default();
         level.shares += u64::from(shares);
         level.queue.insert(priority, order_ref);
         Ok(())
@@ -322,7 +341,10 @@ impl FeedBook {
 
     /// Takes `shares` from an order, removing it at zero; returns its locate.
     fn reduce(&mut self, order_ref: u64, shares: u32) -> Result<u16, BookError> {
-        let order = self.orders.get_mut(&order_ref).ok_or(BookError::UnknownOrder(order_ref))?;
+        let order = self
+            .orders
+            .get_mut(&order_ref)
+            .ok_or(BookError::UnknownOrder(order_ref))?;
         if shares > order.shares {
             return Err(BookError::TooManyShares {
                 order_ref,
@@ -466,7 +488,11 @@ const RECV_BUFFER_BYTES: usize = 8 << 20;
 
 fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     socket.set_reuse_address(true)?;
     // The kernel caps this at net.core.rmem_max; a smaller buffer only means more requests.
     let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
@@ -502,12 +528,14 @@ pub fn run_listener(
         match socket.recv_from(&mut buf) {
             Ok((len, from)) => {
                 let retransmitted = from == options.request;
-                let data = PacketHeader::parse(&buf[..len]).is_ok_and(|h| {
-                    h.count != COUNT_HEARTBEAT && h.count != COUNT_END_OF_SESSION
-                });
+                let data = PacketHeader::parse(&buf[..len])
+                    .is_ok_and(|h| h.count != COUNT_HEARTBEAT && h.count != COUNT_END_OF_SESSION);
                 if data && !retransmitted {
                     live_packets += 1;
-                    if options.drop_every.is_some_and(|n| live_packets.is_multiple_of(n)) {
+                    if options
+                        .drop_every
+                        .is_some_and(|n| live_packets.is_multiple_of(n))
+                    {
                         report.dropped += 1;
                         continue;
                     }
@@ -525,7 +553,11 @@ pub fn run_listener(
                     report.bad_packets += 1;
                 }
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => return Err(e),
         }
         if let (Some(session), Some((first, count))) = (sequencer.session(), sequencer.gap()) {
@@ -543,9 +575,7 @@ pub fn run_listener(
                 last_request = Some((Instant::now(), first));
             }
         }
-        let due = options
-            .interval
-            .is_some_and(|i| last_print.elapsed() >= i);
+        let due = options.interval.is_some_and(|i| last_print.elapsed() >= i);
         if due || show.swap(false, Ordering::Relaxed) {
             fill_report(&mut report, &sequencer);
             print_books(out, &report, &book, options)?;
@@ -640,10 +670,227 @@ pub fn print_books(
         if options.orders {
             for (name, buy) in [("bid", true), ("ask", false)] {
                 for o in book.orders(locate, buy) {
-                    writeln!(out, "  {name} {} {} x {}", o.order_ref, o.shares, price_text(o.price))?;
+                    writeln!(
+                        out,
+                        "  {name} {} {} x {}",
+                        o.order_ref,
+                        o.shares,
+                        price_text(o.price)
+                    )?;
                 }
             }
         }
     }
     out.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::moldudp64::{PacketBuilder, status_packet};
+
+    fn session() -> Session {
+        Session::from_str_padded("S1").unwrap()
+    }
+
+    /// A packet of `n` one-byte-type messages numbered from `first` (the message bytes
+    /// carry their number so delivery order can be checked).
+    fn packet(first: u64, n: u64) -> Vec<u8> {
+        let mut b = PacketBuilder::new(session(), 1400);
+        for seq in first..first + n {
+            let mut block = 9u16.to_be_bytes().to_vec();
+            block.push(b'z');
+            block.extend_from_slice(&seq.to_be_bytes());
+            assert!(b.try_add_block(&block));
+        }
+        b.finish(first).to_vec()
+    }
+
+    fn feed(s: &mut Sequencer, bytes: &[u8], got: &mut Vec<u64>) -> PacketKind {
+        s.on_packet(bytes, &mut |seq, m| {
+            assert_eq!(u64::from_be_bytes(m[1..9].try_into().unwrap()), seq);
+            got.push(seq);
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn gaps_are_reported_buffered_and_filled_in_order() {
+        let mut s = Sequencer::new(None);
+        let mut got = Vec::new();
+        feed(&mut s, &packet(1, 3), &mut got);
+        assert_eq!(s.gap(), None);
+        // 4..=6 lost; 7..=9 arrive and wait.
+        feed(&mut s, &packet(7, 3), &mut got);
+        assert_eq!(got, vec![1, 2, 3]);
+        assert_eq!(s.gap(), Some((4, 3)));
+        // A retransmission of 4..=5 (fewer than asked), then of 6.
+        feed(&mut s, &packet(4, 2), &mut got);
+        assert_eq!(s.gap(), Some((6, 1)));
+        feed(&mut s, &packet(6, 1), &mut got);
+        assert_eq!(got, (1..=9).collect::<Vec<_>>());
+        assert_eq!(s.gap(), None);
+        // Duplicates are skipped; a heartbeat announcing 12 opens a gap of 10..=11.
+        feed(&mut s, &packet(5, 4), &mut got);
+        assert_eq!(got.len(), 9);
+        assert_eq!(
+            feed(&mut s, &status_packet(session(), 12, false), &mut got),
+            PacketKind::Heartbeat
+        );
+        assert_eq!(s.gap(), Some((10, 2)));
+        assert!(!s.complete());
+        assert_eq!(
+            feed(&mut s, &status_packet(session(), 12, true), &mut got),
+            PacketKind::EndOfSession
+        );
+        assert!(!s.complete(), "ended, but 10 and 11 are missing");
+        feed(&mut s, &packet(10, 2), &mut got);
+        assert!(s.complete());
+        assert_eq!(got, (1..=11).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn other_sessions_and_bad_packets_change_nothing() {
+        let mut s = Sequencer::new(Some(session()));
+        let mut got = Vec::new();
+        let mut other = packet(1, 2);
+        other[..10].copy_from_slice(b"OTHER     ");
+        assert_eq!(feed(&mut s, &other, &mut got), PacketKind::OtherSession);
+        let mut cut = packet(1, 2);
+        cut.pop();
+        assert!(s.on_packet(&cut, &mut |_, _| got.push(0)).is_err());
+        assert!(got.is_empty());
+        assert_eq!((s.next_seq(), s.known_end()), (1, 1));
+    }
+
+    fn add(order_ref: u64, side: u8, shares: u32, price: u32) -> Message {
+        Message {
+            locate: 1,
+            tracking: 0,
+            ts: 0,
+            body: Body::AddOrder {
+                order_ref,
+                side,
+                shares,
+                stock: *b"AAPL    ",
+                price,
+                attribution: None,
+            },
+        }
+    }
+
+    fn body(b: Body) -> Message {
+        Message {
+            locate: 1,
+            tracking: 0,
+            ts: 0,
+            body: b,
+        }
+    }
+
+    #[test]
+    fn book_follows_adds_executions_cancels_replaces_and_deletes() {
+        let mut book = FeedBook::default();
+        book.apply(&add(1, b'B', 100, 1000)).unwrap();
+        book.apply(&add(2, b'B', 200, 1000)).unwrap();
+        book.apply(&add(3, b'B', 50, 900)).unwrap();
+        book.apply(&add(4, b'S', 70, 1100)).unwrap();
+        let (bids, asks) = book.top(1, 5);
+        assert_eq!(
+            bids[0],
+            LevelView {
+                price: 1000,
+                shares: 300,
+                orders: 2
+            }
+        );
+        assert_eq!(bids[1].price, 900);
+        assert_eq!(asks[0].shares, 70);
+        // A partial execution keeps priority; a replace goes to the back.
+        book.apply(&body(Body::OrderExecuted {
+            order_ref: 1,
+            shares: 40,
+            match_number: 1,
+        }))
+        .unwrap();
+        book.apply(&body(Body::OrderReplace {
+            old_ref: 1,
+            new_ref: 5,
+            shares: 60,
+            price: 1000,
+        }))
+        .unwrap();
+        let refs: Vec<u64> = book.orders(1, true).iter().map(|o| o.order_ref).collect();
+        assert_eq!(refs, vec![2, 5, 3]);
+        book.apply(&body(Body::OrderCancel {
+            order_ref: 2,
+            shares: 150,
+        }))
+        .unwrap();
+        book.apply(&body(Body::OrderDelete { order_ref: 3 }))
+            .unwrap();
+        book.apply(&body(Body::OrderExecutedWithPrice {
+            order_ref: 4,
+            shares: 70,
+            match_number: 2,
+            printable: b'Y',
+            price: 1090,
+        }))
+        .unwrap();
+        let (bids, asks) = book.top(1, 5);
+        assert_eq!(
+            bids,
+            vec![LevelView {
+                price: 1000,
+                shares: 110,
+                orders: 2
+            }]
+        );
+        assert!(asks.is_empty(), "fully executed: gone without a delete");
+        assert_eq!(book.trades(1), (2, 110));
+        assert_eq!(book.order_count(), 2);
+    }
+
+    #[test]
+    fn inconsistent_messages_are_refused_and_change_nothing() {
+        let mut book = FeedBook::default();
+        book.apply(&add(1, b'B', 100, 1000)).unwrap();
+        assert_eq!(
+            book.apply(&add(1, b'B', 5, 5)),
+            Err(BookError::DuplicateOrder(1))
+        );
+        assert_eq!(
+            book.apply(&body(Body::OrderCancel {
+                order_ref: 1,
+                shares: 101
+            })),
+            Err(BookError::TooManyShares {
+                order_ref: 1,
+                shares: 101,
+                shown: 100
+            })
+        );
+        assert_eq!(
+            book.apply(&body(Body::OrderDelete { order_ref: 9 })),
+            Err(BookError::UnknownOrder(9))
+        );
+        book.apply(&add(2, b'S', 10, 1100)).unwrap();
+        assert_eq!(
+            book.apply(&body(Body::OrderReplace {
+                old_ref: 1,
+                new_ref: 2,
+                shares: 1,
+                price: 1
+            })),
+            Err(BookError::DuplicateOrder(2))
+        );
+        assert_eq!(
+            book.top(1, 5).0,
+            vec![LevelView {
+                price: 1000,
+                shares: 100,
+                orders: 1
+            }]
+        );
+    }
 }

@@ -24,7 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::stream::{FeedStore, Translator};
 use crate::book::BookConfig;
 use crate::config::MarketDataSection;
-use crate::journal::{Entry, Follower, JournalError, first_header, fingerprint};
+use crate::journal::{Entry, Follower, JournalError, fingerprint, first_header};
 use crate::pipeline::{Signal, Wake};
 use crate::wire::moldudp64::{
     COUNT_MAX, HEADER_LEN, PacketBuilder, PacketHeader, Session, parse_request, status_packet,
@@ -178,7 +178,8 @@ impl Feed {
         let header = first_header(&self.start.dir)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{}: no journal segment", self.start.dir.display()))?;
-        self.translator.preamble(header.created_ns, &mut self.pending);
+        self.translator
+            .preamble(header.created_ns, &mut self.pending);
         let mut events = Events::with_capacity(64);
         let heartbeat = Duration::from_millis(self.start.marketdata.heartbeat_interval_ms);
         loop {
@@ -217,12 +218,14 @@ impl Feed {
         let read = follower
             .poll(|place, entry| {
                 if let Entry::Event(e) = entry {
-                    translator.event(e, pending).map_err(|e| JournalError::Diverged {
-                        path: place.path.to_path_buf(),
-                        offset: place.offset,
-                        seq: place.seq,
-                        detail: e.to_string(),
-                    })?;
+                    translator
+                        .event(e, pending)
+                        .map_err(|e| JournalError::Diverged {
+                            path: place.path.to_path_buf(),
+                            offset: place.offset,
+                            seq: place.seq,
+                            detail: e.to_string(),
+                        })?;
                 }
                 Ok(())
             })

@@ -155,7 +155,9 @@ impl Translator {
 
     fn take(&mut self, md_ref: u64, shares: u32, what: &str) -> Result<Shown, StreamError> {
         let Some(s) = self.shown.get_mut(&md_ref) else {
-            return Err(StreamError(format!("{what} of order {md_ref}, not on the feed")));
+            return Err(StreamError(format!(
+                "{what} of order {md_ref}, not on the feed"
+            )));
         };
         if shares > s.shares {
             return Err(StreamError(format!(
@@ -247,9 +249,19 @@ impl Translator {
             EventBody::MdDelete { instrument, md_ref } => {
                 let (loc, _) = self.listing(instrument)?;
                 if self.shown.remove(&md_ref.0).is_none() {
-                    return Err(StreamError(format!("delete of order {}, not on the feed", md_ref.0)));
+                    return Err(StreamError(format!(
+                        "delete of order {}, not on the feed",
+                        md_ref.0
+                    )));
                 }
-                self.emit(out, loc, ts, Body::OrderDelete { order_ref: md_ref.0 });
+                self.emit(
+                    out,
+                    loc,
+                    ts,
+                    Body::OrderDelete {
+                        order_ref: md_ref.0,
+                    },
+                );
             }
             EventBody::MdReplace {
                 instrument,
@@ -386,7 +398,12 @@ impl FeedStore {
     /// Framed messages from sequence number `first` on, as many as fit in `bytes_max`
     /// bytes and at most `count_max`: the blocks of one retransmission packet. Empty if
     /// `first` is 0 or beyond the stream.
-    pub fn read(&mut self, first: u64, count_max: u64, bytes_max: usize) -> io::Result<(&[u8], u64)> {
+    pub fn read(
+        &mut self,
+        first: u64,
+        count_max: u64,
+        bytes_max: usize,
+    ) -> io::Result<(&[u8], u64)> {
         if first == 0 || first > self.messages || count_max == 0 {
             return Ok((&[], 0));
         }
@@ -426,7 +443,7 @@ pub fn export_itch(
     attribution: bool,
     out: &mut impl Write,
 ) -> Result<u64, crate::journal::JournalError> {
-    use crate::journal::{Entry, JournalError, first_header, fingerprint, scan_journal};
+    use crate::journal::{Entry, JournalError, fingerprint, first_header, scan_journal};
     let io_error = |source: io::Error| JournalError::Io {
         path: dir.to_path_buf(),
         source,
@@ -460,4 +477,145 @@ pub fn export_itch(
     out.write_all(&buf).map_err(io_error)?;
     out.flush().map_err(io_error)?;
     Ok(translator.messages())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::flow::test_config;
+    use crate::types::{MatchId, OrderId, Price, Qty, Timestamp};
+    use crate::wire::itch::file_messages;
+
+    fn decoded(bytes: &[u8]) -> Vec<Message> {
+        file_messages(bytes)
+            .map(|m| Message::decode(m.unwrap()).unwrap())
+            .collect()
+    }
+
+    fn ev(body: EventBody) -> Event {
+        Event {
+            ts: Timestamp(DAY_NS + 5),
+            body,
+        }
+    }
+
+    #[test]
+    fn preamble_lists_every_instrument() {
+        let book = test_config(crate::book::StpMode::CancelResting);
+        let mut t = Translator::new(&book, false);
+        let mut out = Vec::new();
+        t.preamble(3 * DAY_NS + 7, &mut out);
+        let msgs = decoded(&out);
+        let n = book.instruments.len();
+        assert_eq!(msgs.len(), 3 + 2 * n);
+        assert_eq!(t.messages(), msgs.len() as u64);
+        assert!(msgs.iter().all(|m| m.ts == 7), "ns since midnight");
+        let kinds: String = msgs.iter().map(|m| m.body.kind() as char).collect();
+        assert_eq!(kinds, format!("SS{}{}S", "R".repeat(n), "H".repeat(n)));
+        assert_eq!(msgs[2].locate, 1);
+        assert_eq!(symbol_of(&book, 1), Some(book.instruments[0].symbol));
+    }
+
+    #[test]
+    fn events_become_itch_with_the_right_choices() {
+        let book = test_config(crate::book::StpMode::CancelResting);
+        let instrument = InstrumentId(0);
+        let mut t = Translator::new(&book, true);
+        let mut out = Vec::new();
+        let add = |r: u64, qty: u32, price: u64| {
+            ev(EventBody::MdAdd {
+                instrument,
+                md_ref: OrderId(r),
+                side: BookSide::Bid,
+                qty: Qty(qty),
+                price: Price(price),
+                firm: Firm(*b"MMA "),
+            })
+        };
+        t.event(&add(10, 100, 5000), &mut out).unwrap();
+        let exec = |r: u64, qty: u32, price: u64| {
+            ev(EventBody::MdExecute {
+                instrument,
+                md_ref: OrderId(r),
+                qty: Qty(qty),
+                price: Price(price),
+                match_id: MatchId(1),
+            })
+        };
+        t.event(&exec(10, 30, 5000), &mut out).unwrap();
+        t.event(&exec(10, 30, 4900), &mut out).unwrap();
+        // Hidden executions are trades without a reference; order-entry events add nothing.
+        let trade = EventBody::MdTrade {
+            instrument,
+            side: BookSide::Ask,
+            qty: Qty(5),
+            price: Price(5000),
+            match_id: MatchId(2),
+        };
+        t.event(&ev(trade), &mut out).unwrap();
+        let query = EventBody::AccountQueried {
+            owner: crate::types::OwnerId(0),
+            next_user_ref: crate::types::UserRef(1),
+        };
+        t.event(&ev(query), &mut out).unwrap();
+        // The rest executes: the order is gone, so a later delete is an error.
+        t.event(&exec(10, 40, 5000), &mut out).unwrap();
+        assert_eq!(t.shown_orders(), 0);
+        let kinds: String = decoded(&out)
+            .iter()
+            .map(|m| m.body.kind() as char)
+            .collect();
+        assert_eq!(kinds, "FECPE");
+        assert!(matches!(
+            decoded(&out)[2].body,
+            Body::OrderExecutedWithPrice { price: 4900, .. }
+        ));
+        let delete = EventBody::MdDelete {
+            instrument,
+            md_ref: OrderId(10),
+        };
+        assert!(t.event(&ev(delete), &mut out).is_err());
+        assert!(t.event(&exec(11, 1, 1), &mut out).is_err());
+        t.event(&add(12, 10, 5000), &mut out).unwrap();
+        assert!(
+            t.event(&exec(12, 11, 5000), &mut out).is_err(),
+            "more than shown"
+        );
+    }
+
+    #[test]
+    fn store_reads_any_range_within_the_packet_limit() {
+        let dir = std::env::temp_dir().join(format!("ironmatch-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut store = FeedStore::create(&dir.join("feed.itch")).unwrap();
+        // 300 messages of growing size, appended in uneven batches.
+        let mut all = Vec::new();
+        let mut batch = Vec::new();
+        for i in 1..=300u64 {
+            let len = 11 + (i % 30) as usize;
+            batch.extend_from_slice(&(len as u16).to_be_bytes());
+            batch.push(b'z');
+            batch.extend_from_slice(&i.to_be_bytes());
+            batch.extend(std::iter::repeat_n(0u8, len - 9));
+            if i % 7 == 0 || i == 300 {
+                store.append(&batch).unwrap();
+                all.extend_from_slice(&batch);
+                batch.clear();
+            }
+        }
+        assert_eq!(store.messages(), 300);
+        let blocks: Vec<&[u8]> = file_messages(&all).map(Result::unwrap).collect();
+        for first in [1u64, 2, 63, 64, 65, 128, 200, 299, 300] {
+            let (bytes, count) = store.read(first, 10, 200).unwrap();
+            let bytes = bytes.to_vec();
+            assert!(count >= 1 && bytes.len() <= 200);
+            let got: Vec<&[u8]> = file_messages(&bytes).map(Result::unwrap).collect();
+            assert_eq!(got.len() as u64, count);
+            assert_eq!(got[..], blocks[first as usize - 1..][..count as usize]);
+        }
+        assert_eq!(store.read(0, 5, 200).unwrap().1, 0);
+        assert_eq!(store.read(301, 5, 200).unwrap().1, 0);
+        assert_eq!(store.read(299, 5, 1400).unwrap().1, 2, "not past the end");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
