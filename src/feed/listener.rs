@@ -431,6 +431,30 @@ impl FeedBook {
     pub fn order_count(&self) -> usize {
         self.orders.len()
     }
+
+    /// Panics unless every level holds exactly its orders and their shares, no level is
+    /// empty, and every order is in its level's queue (for tests and fuzzing).
+    pub fn check_invariants(&self) {
+        let mut seen = 0usize;
+        for (locate, book) in &self.books {
+            for (buy, side) in [(true, &book.bids), (false, &book.asks)] {
+                for (price, level) in side {
+                    assert!(!level.queue.is_empty(), "empty level {price}");
+                    let mut shares = 0u64;
+                    for (priority, r) in &level.queue {
+                        let o = &self.orders[r];
+                        assert_eq!((o.locate, o.buy, o.price), (*locate, buy, *price));
+                        assert_eq!(o.priority, *priority);
+                        assert!(o.shares > 0);
+                        shares += u64::from(o.shares);
+                    }
+                    assert_eq!(shares, level.shares, "level {price} shares");
+                    seen += level.queue.len();
+                }
+            }
+        }
+        assert_eq!(seen, self.orders.len(), "every order in one level");
+    }
 }
 
 /// How `ironmatch feed` runs.
@@ -849,6 +873,7 @@ mod tests {
         assert!(asks.is_empty(), "fully executed: gone without a delete");
         assert_eq!(book.trades(1), (2, 110));
         assert_eq!(book.order_count(), 2);
+        book.check_invariants();
     }
 
     #[test]
