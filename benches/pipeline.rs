@@ -7,12 +7,16 @@
 //! Criterion reports throughput with the ring kept full. After it, a latency run sends one
 //! message at a time and prints the round-trip distribution (HdrHistogram) through the
 //! same threads. Both use the shipped configuration's wait strategy (`spin_park`);
-//! `IRONMATCH_WAIT=busy_spin` or `spin_yield` overrides it.
+//! `IRONMATCH_WAIT=busy_spin` or `spin_yield` overrides it. `IRONMATCH_FEED=1` also runs
+//! the ITCH feed publisher as `serve` does (following the journal, sending to the loopback
+//! discard port), to show what publishing costs the pipeline; `IRONMATCH_FEED_POLL_US`
+//! overrides its `poll_interval_us` (0: woken by the writer after every batch).
 
 #![allow(missing_docs)]
 
 use std::hint::black_box;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -20,6 +24,7 @@ use crossbeam::sync::Parker;
 use hdrhistogram::Histogram;
 use ironmatch::book::{Command, EventBody};
 use ironmatch::config::Config;
+use ironmatch::feed::{PublisherStart, spawn_publisher};
 use ironmatch::gateway::{encode_event, to_command};
 use ironmatch::pipeline::{Record, Ring, Wake};
 use ironmatch::server::{open_journal, spawn_core};
@@ -32,6 +37,8 @@ struct Pipeline {
     to_matcher: Arc<Ring<Record>>,
     to_egress: Arc<Ring<Record>>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    feed: Option<std::thread::JoinHandle<()>>,
+    feed_stop: Arc<AtomicBool>,
     symbols: Vec<Symbol>,
     firm: ironmatch::types::Firm,
     next_ref: u32,
@@ -69,7 +76,39 @@ impl Pipeline {
         let mut config = config;
         config.journal.dir = dir.display().to_string();
         let opened = open_journal(&config, &book, |_| {}).unwrap();
-        let (matcher, writer) = (opened.matcher, opened.writer);
+        let (matcher, mut writer) = (opened.matcher, opened.writer);
+        let feed_stop = Arc::new(AtomicBool::new(false));
+        let feed = std::env::var("IRONMATCH_FEED")
+            .is_ok_and(|v| v == "1")
+            .then(|| {
+                let mut marketdata = config.marketdata.clone();
+                marketdata.destination = "127.0.0.1:9".into();
+                marketdata.retransmission = "127.0.0.1:0".into();
+                marketdata.end_of_session_ms = 0;
+                if let Ok(us) = std::env::var("IRONMATCH_FEED_POLL_US") {
+                    marketdata.poll_interval_us = us.parse().unwrap();
+                }
+                eprintln!(
+                    "pipeline bench: feed poll_interval_us {}",
+                    marketdata.poll_interval_us
+                );
+                let signalled = marketdata.poll_interval_us == 0;
+                let start = PublisherStart {
+                    dir: dir.clone(),
+                    book: book.clone(),
+                    marketdata,
+                    live_from: writer.next_seq(),
+                };
+                let publisher = spawn_publisher(start, Arc::clone(&feed_stop)).unwrap();
+                if signalled {
+                    writer.set_follower_signal(publisher.signal);
+                }
+                publisher.thread
+            });
+        eprintln!(
+            "pipeline bench: feed publisher {}",
+            if feed.is_some() { "on" } else { "off" }
+        );
         let core = spawn_core(
             matcher,
             writer,
@@ -82,6 +121,8 @@ impl Pipeline {
             to_matcher,
             to_egress,
             threads: core.threads,
+            feed,
+            feed_stop,
             symbols: book.instruments.iter().map(|i| i.symbol).collect(),
             firm: book.owners[0].firm,
             next_ref: 0,
@@ -167,6 +208,10 @@ impl Pipeline {
             std::hint::spin_loop();
         }
         for t in self.threads {
+            t.join().unwrap();
+        }
+        self.feed_stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.feed {
             t.join().unwrap();
         }
     }

@@ -210,6 +210,14 @@ pub struct MarketDataSection {
     pub attribution: bool,
     /// Multicast TTL (hops) when the destination is a multicast group.
     pub multicast_ttl: u32,
+    /// How the publisher learns of new journal records. 0: the journal writer wakes it after
+    /// every batch (lowest feed latency; costs the pipeline a wake-up per batch, so give the
+    /// feed a core of its own). N: it reads the journal every N microseconds (the feed lags
+    /// by up to N; the pipeline pays nothing: the default for shared cores).
+    pub poll_interval_us: u64,
+    /// Scheduling niceness of the publisher thread (0 to 19): with few cores the pipeline
+    /// runs first and the feed waits; 0 treats them alike (dedicated cores).
+    pub thread_nice: i32,
 }
 
 impl Default for MarketDataSection {
@@ -224,6 +232,8 @@ impl Default for MarketDataSection {
             end_of_session_ms: 1_000,
             attribution: false,
             multicast_ttl: 1,
+            poll_interval_us: 1_000,
+            thread_nice: 10,
         }
     }
 }
@@ -489,6 +499,16 @@ impl Config {
             || "must be at most 60000".into(),
         )?;
         check(
+            m.poll_interval_us <= 1_000_000,
+            "marketdata.poll_interval_us",
+            || "must be at most 1000000".into(),
+        )?;
+        check(
+            (0..=19).contains(&m.thread_nice),
+            "marketdata.thread_nice",
+            || "must be from 0 to 19".into(),
+        )?;
+        check(
             (1..=255).contains(&m.multicast_ttl),
             "marketdata.multicast_ttl",
             || "must be from 1 to 255".into(),
@@ -714,14 +734,18 @@ mod tests {
                 m.heartbeat_interval_ms,
                 m.end_of_session_ms,
                 m.attribution,
-                m.multicast_ttl
+                m.multicast_ttl,
+                m.thread_nice,
+                m.poll_interval_us
             ),
             (
                 d.enabled,
                 d.heartbeat_interval_ms,
                 d.end_of_session_ms,
                 d.attribution,
-                d.multicast_ttl
+                d.multicast_ttl,
+                d.thread_nice,
+                d.poll_interval_us
             )
         );
     }

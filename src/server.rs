@@ -101,7 +101,7 @@ impl Server {
                 Arc::clone(&followers_stop),
             )?);
         }
-        // The feed follows the journal too; the writer wakes it after each batch.
+        // The feed follows the journal too (woken by the writer, or reading on a timer).
         let mut feed_retransmission = None;
         if config.marketdata.enabled {
             let start = PublisherStart {
@@ -111,7 +111,9 @@ impl Server {
                 live_from: writer.next_seq(),
             };
             let publisher = spawn_publisher(start, Arc::clone(&followers_stop))?;
-            writer.set_follower_signal(publisher.signal);
+            if config.marketdata.poll_interval_us == 0 {
+                writer.set_follower_signal(publisher.signal);
+            }
             feed_retransmission = Some(publisher.retransmission_addr);
             followers.push(publisher.thread);
         }

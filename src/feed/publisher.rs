@@ -35,7 +35,7 @@ pub const STORE_NAME: &str = "feed.itch";
 
 const WAKE: Token = Token(0);
 const REQUESTS: Token = Token(1);
-/// Longest sleep when idle: bounds the cost of a lost wake-up.
+/// Longest sleep when idle and woken by the writer: bounds the cost of a lost wake-up.
 const SLEEP_MAX: Duration = Duration::from_millis(20);
 /// Requests answered per round at most, so a flood of them cannot stall the live stream.
 const REQUESTS_PER_ROUND_MAX: usize = 64;
@@ -60,7 +60,8 @@ pub struct PublisherStart {
 pub struct Publisher {
     /// The thread; it ends after the stop flag is set and End of Session went out.
     pub thread: JoinHandle<()>,
-    /// Give it to the journal writer: it wakes the publisher after each batch.
+    /// Give it to the journal writer if `marketdata.poll_interval_us` is 0: it then wakes
+    /// the publisher after each batch.
     pub signal: Arc<Signal>,
     /// Where retransmission requests are answered.
     pub retransmission_addr: SocketAddr,
@@ -128,6 +129,7 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
     let signal = Arc::new(Signal::new(Wake::Poll(waker)));
     let store = FeedStore::create(&start.dir.join(STORE_NAME))?;
     let fingerprint = fingerprint(&start.book);
+    let nice = m.thread_nice;
     let feed = Feed {
         session,
         poll,
@@ -148,12 +150,27 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
     };
     let thread = std::thread::Builder::new()
         .name("im-feed".into())
-        .spawn(move || feed.run(&stop))?;
+        .spawn(move || {
+            lower_priority(nice);
+            feed.run(&stop)
+        })?;
     Ok(Publisher {
         thread,
         signal,
         retransmission_addr,
     })
+}
+
+/// Gives this thread the scheduling niceness `nice` (0..=19): when cores are short, the
+/// pipeline's threads run first and the feed waits.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), nice) {
+        eprintln!("ironmatch feed: cannot set niceness {nice}: {e}");
+    }
 }
 
 impl Feed {
@@ -182,6 +199,10 @@ impl Feed {
             .preamble(header.created_ns, &mut self.pending);
         let mut events = Events::with_capacity(64);
         let heartbeat = Duration::from_millis(self.start.marketdata.heartbeat_interval_ms);
+        let (signalled, sleep_max) = match self.start.marketdata.poll_interval_us {
+            0 => (true, SLEEP_MAX),
+            us => (false, Duration::from_micros(us)),
+        };
         loop {
             let read = self.pump()?;
             self.serve_requests();
@@ -194,13 +215,15 @@ impl Feed {
             if self.live && self.last_send.elapsed() >= heartbeat {
                 self.send_status(false);
             }
-            self.signal.announce_sleep();
-            if self.pump()? > 0 {
-                self.signal.woke();
-                continue;
+            if signalled {
+                self.signal.announce_sleep();
+                if self.pump()? > 0 {
+                    self.signal.woke();
+                    continue;
+                }
             }
             let due = heartbeat.saturating_sub(self.last_send.elapsed());
-            let _ = self.poll.poll(&mut events, Some(due.min(SLEEP_MAX)));
+            let _ = self.poll.poll(&mut events, Some(due.min(sleep_max)));
             self.signal.woke();
         }
         self.end_of_session(&mut events);
