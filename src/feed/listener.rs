@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
+use super::stream::DAY_NS;
 use crate::types::Price;
 use crate::wire::DecodeError;
 use crate::wire::itch::{Body, Message};
@@ -501,6 +502,11 @@ pub struct ListenerReport {
     pub bad_packets: u64,
     /// Messages that did not decode or did not fit the book.
     pub bad_messages: u64,
+    /// Feed lag of order messages received live: arrival (this host's clock) minus the
+    /// message's timestamp (the gateway's receipt of the order that caused it), in
+    /// microseconds: p50, p99, max. Meaningful on the engine's host or with synchronised
+    /// clocks.
+    pub lag_us: Option<[u64; 3]>,
 }
 
 /// How long a request may go unanswered before it is sent again.
@@ -548,6 +554,7 @@ pub fn run_listener(
     let mut last_print = Instant::now();
     let mut last_request: Option<(Instant, u64)> = None;
     let mut live_packets = 0u64;
+    let mut lag_us = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits");
     loop {
         match socket.recv_from(&mut buf) {
             Ok((len, from)) => {
@@ -565,8 +572,18 @@ pub fn run_listener(
                     }
                 }
                 report.packets += 1;
+                let arrival = ns_since_midnight();
                 let mut deliver = |_seq: u64, bytes: &[u8]| {
-                    let ok = Message::decode(bytes)
+                    let decoded = Message::decode(bytes);
+                    if let Ok(m) = &decoded
+                        && !retransmitted
+                        && m.locate != 0
+                        && !matches!(m.body, Body::StockDirectory(_) | Body::TradingAction { .. })
+                    {
+                        let lag = (arrival + DAY_NS - m.ts) % DAY_NS;
+                        let _ = lag_us.record(lag / 1_000);
+                    }
+                    let ok = decoded
                         .map_err(|e| e.to_string())
                         .and_then(|m| book.apply(&m).map_err(|e| e.to_string()));
                     if ok.is_err() {
@@ -601,7 +618,7 @@ pub fn run_listener(
         }
         let due = options.interval.is_some_and(|i| last_print.elapsed() >= i);
         if due || show.swap(false, Ordering::Relaxed) {
-            fill_report(&mut report, &sequencer);
+            fill_report(&mut report, &sequencer, &lag_us);
             print_books(out, &report, &book, options)?;
             last_print = Instant::now();
         }
@@ -610,12 +627,30 @@ pub fn run_listener(
             break;
         }
     }
-    fill_report(&mut report, &sequencer);
+    fill_report(&mut report, &sequencer, &lag_us);
     print_books(out, &report, &book, options)?;
     Ok((report, book))
 }
 
-fn fill_report(report: &mut ListenerReport, sequencer: &Sequencer) {
+fn ns_since_midnight() -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (now.as_nanos() % u128::from(DAY_NS)) as u64
+}
+
+fn fill_report(
+    report: &mut ListenerReport,
+    sequencer: &Sequencer,
+    lag_us: &hdrhistogram::Histogram<u64>,
+) {
+    report.lag_us = (!lag_us.is_empty()).then(|| {
+        [
+            lag_us.value_at_quantile(0.5),
+            lag_us.value_at_quantile(0.99),
+            lag_us.max(),
+        ]
+    });
     report.session = sequencer.session().map(|s| s.as_str()).unwrap_or_default();
     report.next_seq = sequencer.next_seq();
     report.messages = sequencer.next_seq() - 1;
@@ -664,6 +699,9 @@ pub fn print_books(
         let line = serde_json::json!({"report": report, "instruments": instruments});
         writeln!(out, "{line}")?;
         return out.flush();
+    }
+    if let Some([p50, p99, max]) = report.lag_us {
+        writeln!(out, "feed lag (us): p50 {p50}, p99 {p99}, max {max}")?;
     }
     writeln!(
         out,
