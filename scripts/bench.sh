@@ -17,7 +17,7 @@ sessions=()
 
 cargo build --release --quiet
 tmp=$(mktemp -d)
-sed -e "s#dir = \"./data\"#dir = \"$tmp/journal\"#" -e 's#"127.0.0.1:15000"#"127.0.0.1:0"#' \
+sed -e "s#dir = \"./data\"#dir = \"$tmp/journal\"#" -e 's#"127.0.0.1:15000"#"127.0.0.1:0"#' -e 's#"127.0.0.1:15002"#"127.0.0.1:0"#' \
     config/ironmatch.toml >"$tmp/ironmatch.toml"
 ./target/release/ironmatch serve --config "$tmp/ironmatch.toml" >"$tmp/serve.out" 2>"$tmp/serve.err" &
 server=$!
