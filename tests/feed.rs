@@ -543,3 +543,134 @@ fn exported_itch_file_parses_with_an_independent_reader() {
         "attribution configured: adds carry the firm"
     );
 }
+
+/// Packets from a raw socket until End of Session: (first sequence number, message count
+/// as sent, its messages).
+fn packets_until_end(socket: &UdpSocket) -> Vec<(u64, u16, Vec<Message>)> {
+    use ironmatch::wire::moldudp64::Packet;
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    loop {
+        let n = socket.recv(&mut buf).expect("a packet within 10 s");
+        let p = Packet::parse(&buf[..n]).unwrap();
+        let messages = p
+            .messages()
+            .map(|(_, m)| Message::decode(m).unwrap())
+            .collect();
+        got.push((p.header.seq, p.header.count, messages));
+        if p.is_end_of_session() {
+            return got;
+        }
+    }
+}
+
+#[test]
+fn start_of_day_goes_out_live_and_a_restart_continues_the_numbers() {
+    let setup = feed_setup("feed-restart");
+    let socket = UdpSocket::bind(
+        setup
+            .config
+            .marketdata
+            .destination
+            .parse::<std::net::SocketAddr>()
+            .unwrap(),
+    )
+    .unwrap();
+    let server = Server::start(&setup.config).unwrap();
+    let mut c = login(server.local_addr(), "MM1", "pw1", 1);
+    c.limit(1, b'B', 100, "AAPL", 1_490_000).unwrap();
+    next(&mut c);
+    server.stop().unwrap();
+    let first_run = packets_until_end(&socket);
+    // Start of day then the add, numbered from 1 with nothing skipped.
+    let (seq, count, messages) = &first_run[0];
+    assert_eq!((*seq, *count as usize), (1, messages.len()));
+    let kinds: String = first_run
+        .iter()
+        .flat_map(|(_, _, m)| m.iter().map(|m| m.body.kind() as char))
+        .collect();
+    assert_eq!(kinds, "SSRRHHSA");
+    let end = first_run.last().unwrap();
+    assert_eq!(
+        (end.0, end.1),
+        (9, 0xFFFF),
+        "End of Session announces message 9 next"
+    );
+
+    // The rest of the first run's End of Session packets (the thread has ended).
+    socket
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    while let Ok(n) = socket.recv(&mut buf) {
+        assert_eq!(&buf[18..n], &[0xFF, 0xFF]);
+    }
+
+    // A restart neither renumbers nor resends: a heartbeat says 9 comes next, then the new
+    // add is message 9.
+    let server = Server::start(&setup.config).unwrap();
+    let mut c = login(server.local_addr(), "MM1", "pw1", 1);
+    c.limit(2, b'S', 100, "AAPL", 1_510_000).unwrap();
+    while next(&mut c).0 < 2 {}
+    check_retransmission(&setup, server.feed_retransmission_addr().unwrap());
+    server.stop().unwrap();
+    let second_run = packets_until_end(&socket);
+    assert_eq!((second_run[0].0, second_run[0].1), (9, 0), "{second_run:?}");
+    let data: Vec<_> = second_run.iter().filter(|p| !p.2.is_empty()).collect();
+    assert_eq!(data.len(), 1, "{second_run:?}");
+    assert_eq!(data[0].0, 9);
+    assert!(matches!(
+        data[0].2[0].body,
+        Body::AddOrder {
+            side: b'S',
+            shares: 100,
+            price: 1_510_000,
+            ..
+        }
+    ));
+}
+
+/// The retransmission server: one packet per request with what was asked for and exists;
+/// nothing for sequence 0, numbers not yet sent, or another session.
+fn check_retransmission(setup: &FeedSetup, server: std::net::SocketAddr) {
+    use ironmatch::wire::moldudp64::{Packet, PacketHeader, Session};
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let session = Session::from_str_padded(&setup.config.marketdata.session).unwrap();
+    let ask = |session: Session, seq: u64, count: u16| {
+        let request = PacketHeader {
+            session,
+            seq,
+            count,
+        };
+        socket.send_to(&request.to_bytes(), server).unwrap();
+        let mut buf = [0u8; 2048];
+        socket.recv(&mut buf).ok().map(|n| buf[..n].to_vec())
+    };
+    // The publisher reads the journal every millisecond: the new add may take a moment.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let all = loop {
+        let answer = ask(session, 1, 100).expect("an answer");
+        let p = Packet::parse(&answer).unwrap();
+        if p.message_count() == 9 || Instant::now() > deadline {
+            break answer;
+        }
+    };
+    let p = Packet::parse(&all).unwrap();
+    assert_eq!((p.header.seq, p.message_count()), (1, 9));
+    assert!(all.len() <= setup.config.marketdata.packet_bytes_max);
+    let part = ask(session, 3, 2).expect("an answer");
+    let p = Packet::parse(&part).unwrap();
+    assert_eq!((p.header.seq, p.message_count()), (3, 2));
+    let kinds: Vec<u8> = p.messages().map(|(_, m)| m[0]).collect();
+    assert_eq!(kinds, b"RR");
+    assert_eq!(ask(session, 0, 5), None);
+    assert_eq!(ask(session, 10, 5), None, "not sent yet");
+    assert_eq!(ask(Session::from_str_padded("OTHER").unwrap(), 1, 5), None);
+    assert_eq!(ask(session, 1, 0), None);
+}

@@ -143,7 +143,8 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
         packet: PacketBuilder::new(session, m.packet_bytes_max),
         pending: Vec::with_capacity(1 << 16),
         reply: Vec::with_capacity(m.packet_bytes_max),
-        live: false,
+        // A new journal: everything, the start of day included, goes out live.
+        live: start.live_from <= 1,
         last_send: Instant::now(),
         stats: Stats::default(),
         start,
@@ -158,6 +159,18 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
         thread,
         signal,
         retransmission_addr,
+    })
+}
+
+/// The blocks (2-byte length and message) of framed bytes the translator wrote.
+fn blocks(framed: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let prefix = framed.get(at..at + 2)?;
+        let len = 2 + usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
+        let block = framed.get(at..at + len)?;
+        at += len;
+        Some(block)
     })
 }
 
@@ -232,6 +245,9 @@ impl Feed {
 
     /// Reads what the journal has new, publishes it; returns the records read.
     fn pump(&mut self) -> Result<usize, String> {
+        let live_from = self.start.live_from;
+        // Where in `pending` the messages of records this run journaled begin.
+        let mut live_offset = self.live.then_some(0);
         let Feed {
             follower,
             translator,
@@ -240,6 +256,9 @@ impl Feed {
         } = self;
         let read = follower
             .poll(|place, entry| {
+                if live_offset.is_none() && place.seq >= live_from {
+                    live_offset = Some(pending.len());
+                }
                 if let Entry::Event(e) = entry {
                     translator
                         .event(e, pending)
@@ -258,12 +277,14 @@ impl Feed {
             self.store
                 .append(&self.pending)
                 .map_err(|e| format!("{}: {e}", self.store.path().display()))?;
-            if self.live {
-                self.send_blocks(first);
+            if let Some(offset) = live_offset {
+                // Messages an earlier run published are stored, not sent again.
+                let earlier = blocks(&self.pending[..offset]).count() as u64;
+                self.send_blocks(first + earlier, offset);
             }
             self.pending.clear();
         }
-        if !self.live && self.follower.next_seq() >= self.start.live_from {
+        if !self.live && (live_offset.is_some() || self.follower.next_seq() >= live_from) {
             // Caught up with what earlier runs published: announce where the stream is.
             self.live = true;
             self.send_status(false);
@@ -271,14 +292,12 @@ impl Feed {
         Ok(read)
     }
 
-    /// Sends the pending blocks (first one numbered `first`) in as few packets as fit.
-    fn send_blocks(&mut self, first: u64) {
+    /// Sends the pending blocks from byte `offset` on (the first numbered `first`) in as
+    /// few packets as fit.
+    fn send_blocks(&mut self, first: u64, offset: usize) {
         let mut packet_first = first;
-        let mut at = 0usize;
         let pending = std::mem::take(&mut self.pending);
-        while at < pending.len() {
-            let len = 2 + usize::from(u16::from_be_bytes([pending[at], pending[at + 1]]));
-            let block = &pending[at..at + len];
+        for block in blocks(&pending[offset..]) {
             if !self.packet.try_add_block(block) {
                 let sent = u64::from(self.packet.count());
                 self.flush_packet(packet_first);
@@ -286,7 +305,6 @@ impl Feed {
                 let fits = self.packet.try_add_block(block);
                 debug_assert!(fits, "packet_bytes_max holds the largest message");
             }
-            at += len;
         }
         if self.packet.count() > 0 {
             self.flush_packet(packet_first);
