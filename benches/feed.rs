@@ -13,6 +13,7 @@ use std::hint::black_box;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ironmatch::book::flow::{ByteSource, FlowDecoder, test_config};
 use ironmatch::book::{Event, Matcher, StpMode};
+use ironmatch::feed::stream::blocks;
 use ironmatch::feed::{FeedBook, Sequencer, Translator};
 use ironmatch::wire::itch::Message;
 use ironmatch::wire::moldudp64::{PacketBuilder, Session};
@@ -45,24 +46,20 @@ fn md_events(commands: usize) -> (ironmatch::book::BookConfig, Vec<Event>) {
     (book, md)
 }
 
-/// Packs framed messages into packets; returns packets built.
-fn packetize(builder: &mut PacketBuilder, framed: &[u8]) -> u64 {
-    let (mut packets, mut at, mut seq) = (0u64, 0usize, 1u64);
-    while at < framed.len() {
-        let len = 2 + usize::from(u16::from_be_bytes([framed[at], framed[at + 1]]));
-        if !builder.try_add_block(&framed[at..at + len]) {
+/// Packs framed messages into packets, giving each to `sent`.
+fn packetize(builder: &mut PacketBuilder, framed: &[u8], mut sent: impl FnMut(&[u8])) {
+    let mut seq = 1u64;
+    for block in blocks(framed) {
+        if !builder.try_add_block(block) {
             let n = u64::from(builder.count());
-            black_box(builder.finish(seq));
+            sent(builder.finish(seq));
             builder.clear();
             seq += n;
-            packets += 1;
-            builder.try_add_block(&framed[at..at + len]);
+            builder.try_add_block(block);
         }
-        at += len;
     }
-    black_box(builder.finish(seq));
+    sent(builder.finish(seq));
     builder.clear();
-    packets + 1
 }
 
 fn benches(c: &mut Criterion) {
@@ -83,22 +80,7 @@ fn benches(c: &mut Criterion) {
     );
     let mut builder = PacketBuilder::new(session, 1400);
     let mut packets = Vec::new();
-    {
-        let (mut at, mut seq) = (0usize, 1u64);
-        while at < framed.len() {
-            let len = 2 + usize::from(u16::from_be_bytes([framed[at], framed[at + 1]]));
-            if !builder.try_add_block(&framed[at..at + len]) {
-                let n = u64::from(builder.count());
-                packets.push(builder.finish(seq).to_vec());
-                builder.clear();
-                seq += n;
-                builder.try_add_block(&framed[at..at + len]);
-            }
-            at += len;
-        }
-        packets.push(builder.finish(seq).to_vec());
-        builder.clear();
-    }
+    packetize(&mut builder, &framed, |p| packets.push(p.to_vec()));
 
     let mut group = c.benchmark_group("feed");
     group.throughput(Throughput::Elements(messages));
@@ -122,7 +104,9 @@ fn benches(c: &mut Criterion) {
             for e in black_box(&events) {
                 t.event(e, &mut out).unwrap();
             }
-            black_box(packetize(&mut builder, &out))
+            packetize(&mut builder, &out, |p| {
+                black_box(p);
+            })
         })
     });
 

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::stream::{FeedStore, Translator};
+use super::stream::{FeedStore, Translator, blocks};
 use crate::book::BookConfig;
 use crate::config::MarketDataSection;
 use crate::journal::{Entry, Follower, JournalError, fingerprint, first_header};
@@ -159,18 +159,6 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
         thread,
         signal,
         retransmission_addr,
-    })
-}
-
-/// The blocks (2-byte length and message) of framed bytes the translator wrote.
-fn blocks(framed: &[u8]) -> impl Iterator<Item = &[u8]> {
-    let mut at = 0usize;
-    std::iter::from_fn(move || {
-        let prefix = framed.get(at..at + 2)?;
-        let len = 2 + usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
-        let block = framed.get(at..at + len)?;
-        at += len;
-        Some(block)
     })
 }
 

@@ -51,6 +51,19 @@ pub struct Translator {
     messages: u64,
 }
 
+/// The blocks (2-byte length, then the message) of framed bytes as [`push_framed`] writes
+/// them; stops at a block cut short (never the case for bytes this module wrote).
+pub fn blocks(framed: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let prefix = framed.get(at..at + 2)?;
+        let len = 2 + usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
+        let block = framed.get(at..at + len)?;
+        at += len;
+        Some(block)
+    })
+}
+
 /// Appends `msg` in file form to `out`.
 pub fn push_framed(out: &mut Vec<u8>, msg: &Message) {
     let mut buf = [0u8; MESSAGE_LEN_MAX];
@@ -382,12 +395,11 @@ impl FeedStore {
     /// Appends framed messages (whole blocks, as [`Translator`] writes them).
     pub fn append(&mut self, framed: &[u8]) -> io::Result<()> {
         let mut at = 0usize;
-        while at < framed.len() {
+        for block in blocks(framed) {
             if self.messages.is_multiple_of(INDEX_STRIDE) {
                 self.index.push(self.len + at as u64);
             }
-            let len = usize::from(u16::from_be_bytes([framed[at], framed[at + 1]]));
-            at += 2 + len;
+            at += block.len();
             self.messages += 1;
         }
         self.file.write_all(framed)?;

@@ -76,9 +76,8 @@ pub enum Wake {
 #[derive(Debug)]
 pub struct Ring<T> {
     queue: ArrayQueue<T>,
-    /// Set by the consumer just before it sleeps; read by the producer after a batch.
-    sleeping: AtomicBool,
-    wake: Wake,
+    /// The consumer's sleep announcement and how to wake it.
+    signal: Signal,
 }
 
 impl<T> Ring<T> {
@@ -86,8 +85,7 @@ impl<T> Ring<T> {
     pub fn new(capacity: usize, wake: Wake) -> Ring<T> {
         Ring {
             queue: ArrayQueue::new(capacity),
-            sleeping: AtomicBool::new(false),
-            wake,
+            signal: Signal::new(wake),
         }
     }
 
@@ -140,41 +138,31 @@ impl<T> Ring<T> {
     /// Called by the producer after pushing a batch: wakes the consumer if it sleeps.
     #[inline]
     pub fn notify(&self) {
-        // SeqCst pairs with the consumer's store-then-recheck in `prepare_sleep`: either
-        // the consumer sees our records, or we see its flag.
-        if self.sleeping.load(Ordering::SeqCst) {
-            self.sleeping.store(false, Ordering::SeqCst);
-            match &self.wake {
-                Wake::Thread(unparker) => unparker.unpark(),
-                Wake::Poll(waker) => {
-                    // A failed wake only delays the consumer until its poll timeout.
-                    let _ = waker.wake();
-                }
-            }
-        }
+        self.signal.notify();
     }
 
     /// Called by the consumer before sleeping: announces it, then re-checks the ring.
     /// Returns false (and takes the announcement back) if records arrived meanwhile.
     pub fn prepare_sleep(&self) -> bool {
-        self.sleeping.store(true, Ordering::SeqCst);
+        self.signal.announce_sleep();
         if self.queue.is_empty() {
             true
         } else {
-            self.sleeping.store(false, Ordering::SeqCst);
+            self.signal.woke();
             false
         }
     }
 
     /// Called by the consumer after waking.
     pub fn woke(&self) {
-        self.sleeping.store(false, Ordering::SeqCst);
+        self.signal.woke();
     }
 }
 
-/// A wake-up for a consumer that is not fed by a ring (the feed publisher follows the
-/// journal files): the producer calls [`Signal::notify`] after each batch and pays only an
-/// atomic load unless the consumer announced that it sleeps.
+/// A consumer's sleep announcement and how to wake it: the producer calls
+/// [`Signal::notify`] after each batch and pays only an atomic load unless the consumer
+/// announced that it sleeps. Every [`Ring`] has one; the feed publisher, which follows the
+/// journal files instead of a ring, can be given one by the journal writer.
 #[derive(Debug)]
 pub struct Signal {
     sleeping: AtomicBool,
@@ -193,6 +181,8 @@ impl Signal {
     /// Producer side: wakes the consumer if it announced sleep.
     #[inline]
     pub fn notify(&self) {
+        // SeqCst pairs with the consumer's announce-then-recheck: either the consumer sees
+        // the producer's work, or the producer sees its announcement.
         if self.sleeping.load(Ordering::SeqCst) {
             self.sleeping.store(false, Ordering::SeqCst);
             match &self.wake {
