@@ -97,6 +97,7 @@ impl Pipeline {
                     dir: dir.clone(),
                     book: book.clone(),
                     marketdata,
+                    core: None,
                     live_from: writer.next_seq(),
                 };
                 let publisher = spawn_publisher(start, Arc::clone(&feed_stop)).unwrap();

@@ -24,7 +24,7 @@ server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$tmp"' EXIT
 addr=""
 for _ in $(seq 100); do
-    addr=$(grep -o 'on 127\.0\.0\.1:[0-9]*' "$tmp/serve.out" | cut -d' ' -f2 || true)
+    addr=$(grep -o 'on 127\.0\.0\.1:[0-9]*' "$tmp/serve.out" | head -1 | cut -d' ' -f2 || true)
     [ -n "$addr" ] && break
     sleep 0.1
 done

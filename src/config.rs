@@ -147,6 +147,8 @@ pub struct PipelineSection {
     pub matcher_core: Option<usize>,
     /// Core to pin the journal writer thread to; absent = unpinned.
     pub journal_core: Option<usize>,
+    /// Core to pin the feed publisher thread to; absent = unpinned.
+    pub feed_core: Option<usize>,
 }
 
 impl Default for PipelineSection {
@@ -157,6 +159,7 @@ impl Default for PipelineSection {
             gateway_core: None,
             matcher_core: None,
             journal_core: None,
+            feed_core: None,
         }
     }
 }

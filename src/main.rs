@@ -483,7 +483,7 @@ fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
     // Status lines ignore write errors: a closed stdout must not stop the engine.
     let _ = writeln!(
         std::io::stdout(),
-        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {} instruments, {} users, wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?}",
+        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {} instruments, {} users, wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?} feed {:?}; feed {}",
         server.local_addr(),
         path.display(),
         config.instruments.len(),
@@ -493,6 +493,19 @@ fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
         p.gateway_core,
         p.matcher_core,
         p.journal_core,
+        p.feed_core,
+        if config.marketdata.enabled {
+            format!(
+                "ITCH 5.0 / MoldUDP64 session {} to {}, retransmission at {}",
+                config.marketdata.session,
+                config.marketdata.destination,
+                server
+                    .feed_retransmission_addr()
+                    .map_or_else(|| "?".to_string(), |a| a.to_string())
+            )
+        } else {
+            "off".to_string()
+        },
     );
     match server.wait() {
         Ok(()) => {

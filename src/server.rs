@@ -108,6 +108,7 @@ impl Server {
                 dir: config.journal.dir.clone().into(),
                 book: book.clone(),
                 marketdata: config.marketdata.clone(),
+                core: config.pipeline.feed_core,
                 live_from: writer.next_seq(),
             };
             let publisher = spawn_publisher(start, Arc::clone(&followers_stop))?;

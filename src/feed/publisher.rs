@@ -25,7 +25,7 @@ use super::stream::{FeedStore, Translator, blocks};
 use crate::book::BookConfig;
 use crate::config::MarketDataSection;
 use crate::journal::{Entry, Follower, JournalError, fingerprint, first_header};
-use crate::pipeline::{Signal, Wake};
+use crate::pipeline::{Signal, Wake, pin};
 use crate::wire::moldudp64::{
     COUNT_MAX, HEADER_LEN, PacketBuilder, PacketHeader, Session, parse_request, status_packet,
 };
@@ -51,6 +51,8 @@ pub struct PublisherStart {
     pub book: BookConfig,
     /// `[marketdata]`.
     pub marketdata: MarketDataSection,
+    /// Core to pin the thread to (`pipeline.feed_core`).
+    pub core: Option<usize>,
     /// The first journal record this run writes: messages derived from records before it
     /// were published by an earlier run and are stored, not sent.
     pub live_from: u64,
@@ -129,7 +131,7 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
     let signal = Arc::new(Signal::new(Wake::Poll(waker)));
     let store = FeedStore::create(&start.dir.join(STORE_NAME))?;
     let fingerprint = fingerprint(&start.book);
-    let nice = m.thread_nice;
+    let (nice, core) = (m.thread_nice, start.core);
     let feed = Feed {
         session,
         poll,
@@ -152,6 +154,7 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
     let thread = std::thread::Builder::new()
         .name("im-feed".into())
         .spawn(move || {
+            pin(core, "feed");
             lower_priority(nice);
             feed.run(&stop)
         })?;
