@@ -31,7 +31,7 @@ use ironmatch::server::{open_journal, spawn_core};
 use ironmatch::types::{OwnerId, Symbol, Timestamp};
 use ironmatch::wire::ouch::{self, Inbound, Options, decode_inbound};
 use ironmatch::wire::soupbin::{self, ClientPacket, kind};
-use zerocopy::big_endian::{U16, U32, U64};
+use zerocopy::big_endian::U32;
 
 struct Pipeline {
     to_matcher: Arc<Ring<Record>>,
@@ -139,21 +139,16 @@ impl Pipeline {
             payload.clear();
             if i % 2 == 0 {
                 self.next_ref += 1;
-                let m = ouch::EnterOrder {
-                    msg_type: b'O',
-                    user_ref: U32::new(self.next_ref),
-                    side: b'B',
-                    qty: U32::new(100),
-                    symbol: *b"AAPL    ",
-                    price: U64::new(1_490_000 - u64::from(self.next_ref % 50) * 100),
-                    tif: b'0',
-                    display: b'Y',
-                    capacity: b'P',
-                    iso: b'N',
-                    cross_type: b'N',
-                    clordid: [b' '; 14],
-                    appendage_len: U16::ZERO,
-                };
+                let price = 1_490_000 - u64::from(self.next_ref % 50) * 100;
+                let m = ouch::EnterOrder::new(
+                    self.next_ref,
+                    b'B',
+                    100,
+                    *b"AAPL    ",
+                    price,
+                    b'0',
+                    b'Y',
+                );
                 Inbound::Enter(&m, Options::default()).write(&mut payload);
             } else {
                 let m = ouch::CancelOrder {

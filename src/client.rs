@@ -105,21 +105,16 @@ impl Client {
         display: u8,
         options: Options,
     ) -> io::Result<()> {
-        let m = ouch::EnterOrder {
-            msg_type: inbound::ENTER,
-            user_ref: U32::new(user_ref),
+        let mut m = ouch::EnterOrder::new(
+            user_ref,
             side,
-            qty: U32::new(qty),
-            symbol: soupbin::left_justified(symbol),
-            price: U64::new(price),
+            qty,
+            soupbin::left_justified(symbol),
+            price,
             tif,
             display,
-            capacity: b'P',
-            iso: b'N',
-            cross_type: b'N',
-            clordid: soupbin::left_justified(&format!("C{user_ref}")),
-            appendage_len: U16::ZERO,
-        };
+        );
+        m.clordid = soupbin::left_justified(&format!("C{user_ref}"));
         self.send(&Inbound::Enter(&m, options))
     }
 

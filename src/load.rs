@@ -561,21 +561,9 @@ fn enter(
     price: u64,
     tif: u8,
 ) {
-    let m = ouch::EnterOrder {
-        msg_type: inbound::ENTER,
-        user_ref: U32::new(user_ref),
-        side: if side == 0 { b'B' } else { b'S' },
-        qty: U32::new(qty),
-        symbol: soupbin::left_justified(symbol),
-        price: U64::new(price),
-        tif,
-        display: b'Y',
-        capacity: b'P',
-        iso: b'N',
-        cross_type: b'N',
-        clordid: [b' '; 14],
-        appendage_len: U16::ZERO,
-    };
+    let side = if side == 0 { b'B' } else { b'S' };
+    let symbol = soupbin::left_justified(symbol);
+    let m = ouch::EnterOrder::new(user_ref, side, qty, symbol, price, tif, b'Y');
     Inbound::Enter(&m, Options::default()).write(payload);
 }
 

@@ -209,6 +209,20 @@ pub struct InstrumentId(pub u16);
 )]
 pub struct Timestamp(pub u64);
 
+impl Timestamp {
+    /// Nanoseconds in a day: timestamps count from midnight (UTC) and wrap here.
+    pub const DAY_NS: u64 = 86_400_000_000_000;
+
+    /// The wall clock now, as nanoseconds since midnight UTC. The gateway stamps commands
+    /// with it and feed listeners measure lag with it; the matcher never calls it.
+    pub fn now() -> Timestamp {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp((since_epoch.as_nanos() % u128::from(Timestamp::DAY_NS)) as u64)
+    }
+}
+
 /// An instrument symbol: up to 8 ASCII characters, right-padded with spaces (OUCH alpha(8)).
 #[derive(
     Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,

@@ -330,21 +330,15 @@ fn a_slow_reader_is_disconnected_while_others_keep_trading() {
     let mut out = Vec::new();
     for r in 1..=20_000u32 {
         let mut payload = Vec::new();
-        let m = ironmatch::wire::ouch::EnterOrder {
-            msg_type: b'O',
-            user_ref: r.into(),
-            side: b'B',
-            qty: 1.into(),
-            symbol: *b"AAPL    ",
-            price: (PX - 10_000).into(),
-            tif: b'3',
-            display: b'Y',
-            capacity: b'P',
-            iso: b'N',
-            cross_type: b'N',
-            clordid: [b' '; 14],
-            appendage_len: 0.into(),
-        };
+        let m = ironmatch::wire::ouch::EnterOrder::new(
+            r,
+            b'B',
+            1,
+            *b"AAPL    ",
+            PX - 10_000,
+            b'3',
+            b'Y',
+        );
         ironmatch::wire::ouch::Inbound::Enter(&m, Options::default()).write(&mut payload);
         soupbin::write_packet(&mut out, kind::UNSEQUENCED, &payload);
     }

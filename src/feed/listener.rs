@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 
-use super::stream::DAY_NS;
-use crate::types::Price;
+use crate::types::{Price, Timestamp};
 use crate::wire::DecodeError;
 use crate::wire::itch::{Body, Message};
 use crate::wire::moldudp64::{
@@ -50,12 +49,6 @@ pub struct Sequencer {
     known_end: u64,
     buffered: BTreeMap<u64, Vec<u8>>,
     ended: bool,
-}
-
-impl Default for Sequencer {
-    fn default() -> Sequencer {
-        Sequencer::new(None)
-    }
 }
 
 impl Sequencer {
@@ -596,7 +589,7 @@ pub fn run_listener(
                     }
                 }
                 report.packets += 1;
-                let arrival = ns_since_midnight();
+                let arrival = Timestamp::now().0;
                 let mut deliver = |_seq: u64, bytes: &[u8]| {
                     let decoded = Message::decode(bytes);
                     if let Ok(m) = &decoded
@@ -604,7 +597,7 @@ pub fn run_listener(
                         && m.locate != 0
                         && !matches!(m.body, Body::StockDirectory(_) | Body::TradingAction { .. })
                     {
-                        let lag = (arrival + DAY_NS - m.ts) % DAY_NS;
+                        let lag = (arrival + Timestamp::DAY_NS - m.ts) % Timestamp::DAY_NS;
                         let _ = lag_us.record(lag / 1_000);
                     }
                     let ok = decoded
@@ -654,13 +647,6 @@ pub fn run_listener(
     fill_report(&mut report, &sequencer, &lag_us);
     print_books(out, &report, &book, options)?;
     Ok((report, book))
-}
-
-fn ns_since_midnight() -> u64 {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    (now.as_nanos() % u128::from(DAY_NS)) as u64
 }
 
 fn fill_report(

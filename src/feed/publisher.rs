@@ -24,7 +24,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::stream::{FeedStore, Translator, blocks};
 use crate::book::BookConfig;
 use crate::config::MarketDataSection;
-use crate::journal::{Entry, Follower, JournalError, fingerprint, first_header};
+use crate::journal::{Follower, fingerprint, first_header};
 use crate::pipeline::{Signal, Wake, pin};
 use crate::wire::moldudp64::{
     COUNT_MAX, HEADER_LEN, PacketBuilder, PacketHeader, Session, parse_request, status_packet,
@@ -250,17 +250,7 @@ impl Feed {
                 if live_offset.is_none() && place.seq >= live_from {
                     live_offset = Some(pending.len());
                 }
-                if let Entry::Event(e) = entry {
-                    translator
-                        .event(e, pending)
-                        .map_err(|e| JournalError::Diverged {
-                            path: place.path.to_path_buf(),
-                            offset: place.offset,
-                            seq: place.seq,
-                            detail: e.to_string(),
-                        })?;
-                }
-                Ok(())
+                translator.record(place, entry, pending)
             })
             .map_err(|e| e.to_string())?;
         if !self.pending.is_empty() {

@@ -15,11 +15,9 @@ use std::path::{Path, PathBuf};
 use rustc_hash::FxHashMap;
 
 use crate::book::{BookConfig, Event, EventBody};
-use crate::types::{BookSide, Firm, InstrumentId, Symbol};
+use crate::journal::{Entry, JournalError, Place};
+use crate::types::{BookSide, InstrumentId, Timestamp};
 use crate::wire::itch::{Body, MESSAGE_LEN_MAX, Message, StockDirectory};
-
-/// Nanoseconds in a day: timestamps are taken modulo this (ns since midnight, UTC).
-pub const DAY_NS: u64 = 86_400_000_000_000;
 
 /// One instrument as the feed names it.
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +112,7 @@ impl Translator {
             &Message {
                 locate,
                 tracking: 0,
-                ts: ts % DAY_NS,
+                ts: ts % Timestamp::DAY_NS,
                 body,
             },
         );
@@ -126,7 +124,8 @@ impl Translator {
     pub fn preamble(&mut self, ts: u64, out: &mut Vec<u8>) {
         self.emit(out, 0, ts, Body::SystemEvent { code: b'O' });
         self.emit(out, 0, ts, Body::SystemEvent { code: b'S' });
-        for (i, l) in self.listings.clone().iter().enumerate() {
+        for i in 0..self.listings.len() {
+            let l = self.listings[i];
             let directory = StockDirectory {
                 stock: l.stock,
                 market_category: b' ',
@@ -146,7 +145,8 @@ impl Translator {
             };
             self.emit(out, locate(i), ts, Body::StockDirectory(directory));
         }
-        for (i, l) in self.listings.clone().iter().enumerate() {
+        for i in 0..self.listings.len() {
+            let l = self.listings[i];
             let action = Body::TradingAction {
                 stock: l.stock,
                 state: b'T',
@@ -193,6 +193,25 @@ impl Translator {
         Ok(())
     }
 
+    /// Appends the ITCH messages of one journal record (none for commands and order-entry
+    /// events); an event that contradicts the feed so far is an error naming its place.
+    pub fn record(
+        &mut self,
+        place: Place<'_>,
+        entry: &Entry,
+        out: &mut Vec<u8>,
+    ) -> Result<(), JournalError> {
+        let Entry::Event(e) = entry else {
+            return Ok(());
+        };
+        self.event(e, out).map_err(|e| JournalError::Diverged {
+            path: place.path.to_path_buf(),
+            offset: place.offset,
+            seq: place.seq,
+            detail: e.to_string(),
+        })
+    }
+
     /// Appends the ITCH messages of one journaled event (none for order-entry events).
     pub fn event(&mut self, event: &Event, out: &mut Vec<u8>) -> Result<(), StreamError> {
         let ts = event.ts.0;
@@ -208,7 +227,7 @@ impl Translator {
                 let (loc, stock) = self.listing(instrument)?;
                 let price = price4(price.0)?;
                 self.add(md_ref.0, price, qty.0)?;
-                let attribution = self.attribution.then_some(firm_mpid(firm));
+                let attribution = self.attribution.then_some(firm.0);
                 let body = Body::AddOrder {
                     order_ref: md_ref.0,
                     side: side_byte(side),
@@ -334,17 +353,6 @@ fn price4(price: u64) -> Result<u32, StreamError> {
     u32::try_from(price).map_err(|_| StreamError(format!("price {price} does not fit price4")))
 }
 
-fn firm_mpid(firm: Firm) -> [u8; 4] {
-    firm.0
-}
-
-/// The symbol a Stock Locate names in `book`.
-pub fn symbol_of(book: &BookConfig, locate: u16) -> Option<Symbol> {
-    book.instruments
-        .get(usize::from(locate).checked_sub(1)?)
-        .map(|i| i.symbol)
-}
-
 /// Messages between two entries of the store's sparse index.
 const INDEX_STRIDE: u64 = 64;
 
@@ -455,7 +463,7 @@ pub fn export_itch(
     attribution: bool,
     out: &mut impl Write,
 ) -> Result<u64, crate::journal::JournalError> {
-    use crate::journal::{Entry, JournalError, fingerprint, first_header, scan_journal};
+    use crate::journal::{fingerprint, first_header, scan_journal};
     let io_error = |source: io::Error| JournalError::Io {
         path: dir.to_path_buf(),
         source,
@@ -470,19 +478,10 @@ pub fn export_itch(
     let mut buf = Vec::with_capacity(1 << 20);
     translator.preamble(header.created_ns, &mut buf);
     scan_journal(dir, Some(fingerprint(book)), false, None, |place, entry| {
-        if let Entry::Event(e) = entry {
-            translator
-                .event(e, &mut buf)
-                .map_err(|e| JournalError::Diverged {
-                    path: place.path.to_path_buf(),
-                    offset: place.offset,
-                    seq: place.seq,
-                    detail: e.to_string(),
-                })?;
-            if buf.len() >= 1 << 20 {
-                out.write_all(&buf).map_err(io_error)?;
-                buf.clear();
-            }
+        translator.record(place, entry, &mut buf)?;
+        if buf.len() >= 1 << 20 {
+            out.write_all(&buf).map_err(io_error)?;
+            buf.clear();
         }
         Ok(())
     })?;
@@ -495,7 +494,7 @@ pub fn export_itch(
 mod tests {
     use super::*;
     use crate::book::flow::test_config;
-    use crate::types::{MatchId, OrderId, Price, Qty, Timestamp};
+    use crate::types::{Firm, MatchId, OrderId, Price, Qty};
     use crate::wire::itch::file_messages;
 
     fn decoded(bytes: &[u8]) -> Vec<Message> {
@@ -506,7 +505,7 @@ mod tests {
 
     fn ev(body: EventBody) -> Event {
         Event {
-            ts: Timestamp(DAY_NS + 5),
+            ts: Timestamp(Timestamp::DAY_NS + 5),
             body,
         }
     }
@@ -516,7 +515,7 @@ mod tests {
         let book = test_config(crate::book::StpMode::CancelResting);
         let mut t = Translator::new(&book, false);
         let mut out = Vec::new();
-        t.preamble(3 * DAY_NS + 7, &mut out);
+        t.preamble(3 * Timestamp::DAY_NS + 7, &mut out);
         let msgs = decoded(&out);
         let n = book.instruments.len();
         assert_eq!(msgs.len(), 3 + 2 * n);
@@ -525,7 +524,13 @@ mod tests {
         let kinds: String = msgs.iter().map(|m| m.body.kind() as char).collect();
         assert_eq!(kinds, format!("SS{}{}S", "R".repeat(n), "H".repeat(n)));
         assert_eq!(msgs[2].locate, 1);
-        assert_eq!(symbol_of(&book, 1), Some(book.instruments[0].symbol));
+        let Body::StockDirectory(d) = msgs[2].body else {
+            panic!("a Stock Directory");
+        };
+        assert_eq!(
+            d.stock, book.instruments[0].symbol.0,
+            "locate 1 is the first instrument"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -98,13 +98,6 @@ pub struct Gateway {
     /// Users whose store grew in this egress round.
     dirty: Vec<bool>,
     started: Instant,
-}
-
-fn ns_since_midnight() -> Timestamp {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp((now.as_nanos() % 86_400_000_000_000) as u64)
 }
 
 impl Gateway {
@@ -496,7 +489,7 @@ impl Gateway {
             to_command(&decoded, user.firm)
         };
         let cmd = Command {
-            ts: ns_since_midnight(),
+            ts: Timestamp::now(),
             owner: user.owner,
             body,
         };
@@ -538,7 +531,7 @@ impl Gateway {
                     conn.peer, user.username
                 );
                 self.deferred.push_back(Record::Command(Command {
-                    ts: ns_since_midnight(),
+                    ts: Timestamp::now(),
                     owner: user.owner,
                     body: CommandBody::Disconnect,
                 }));

@@ -563,10 +563,9 @@ impl Message {
         let Some(&kind) = bytes.first() else {
             return Err(DecodeError::EmptyMessage);
         };
-        let expected = message_len(kind).unwrap_or(HEADER_LEN);
-        let length_ok = match message_len(kind) {
-            Some(n) => bytes.len() == n,
-            None => bytes.len() >= HEADER_LEN,
+        let (expected, length_ok) = match message_len(kind) {
+            Some(n) => (n, bytes.len() == n),
+            None => (HEADER_LEN, bytes.len() >= HEADER_LEN),
         };
         if !length_ok {
             return Err(DecodeError::WrongLength {

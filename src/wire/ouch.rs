@@ -88,6 +88,37 @@ EnterOrder, 47, {
     appendage_len: U16,
 });
 
+impl EnterOrder {
+    /// An Enter Order with the fields order-entry tools rarely vary filled in: principal
+    /// capacity, not an intermarket sweep, no cross, blank ClOrdID, no options (set any of
+    /// them afterwards).
+    pub fn new(
+        user_ref: u32,
+        side: u8,
+        qty: u32,
+        symbol: [u8; 8],
+        price: u64,
+        tif: u8,
+        display: u8,
+    ) -> EnterOrder {
+        EnterOrder {
+            msg_type: inbound::ENTER,
+            user_ref: U32::new(user_ref),
+            side,
+            qty: U32::new(qty),
+            symbol,
+            price: U64::new(price),
+            tif,
+            display,
+            capacity: b'P',
+            iso: b'N',
+            cross_type: b'N',
+            clordid: [b' '; 14],
+            appendage_len: U16::ZERO,
+        }
+    }
+}
+
 wire_struct!(/// Replace Order `U`, fixed 40 bytes.
 ReplaceOrder, 40, {
     /// `U`
