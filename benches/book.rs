@@ -39,6 +39,7 @@ fn config() -> BookConfig {
         .map(|i| OwnerSpec {
             firm: Firm::from_str_padded(&format!("F{i}")).unwrap(),
             cancel_on_disconnect: false,
+            stp: None,
         })
         .collect();
     BookConfig {

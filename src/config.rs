@@ -275,6 +275,10 @@ pub struct UserConfig {
     pub firm: String,
     /// Cancel the user's resting orders when its session drops.
     pub cancel_on_disconnect: bool,
+    /// Self-trade prevention for this user's incoming orders, as `[book]
+    /// self_trade_prevention`; absent = the venue's.
+    #[serde(default)]
+    pub self_trade_prevention: Option<String>,
     /// Sustained new orders and replaces per second (cancels are exempt).
     #[serde(default = "default_orders_per_sec")]
     pub orders_per_sec: u32,
@@ -323,19 +327,10 @@ impl Config {
 
     /// The matcher's view of the configuration. `Err((key, message))` if invalid.
     pub fn book_config(&self) -> Result<BookConfig, (String, String)> {
-        let stp = match self.book.self_trade_prevention.as_str() {
-            "cancel_resting" => StpMode::CancelResting,
-            "cancel_incoming" => StpMode::CancelIncoming,
-            "cancel_both" => StpMode::CancelBoth,
-            other => {
-                return Err((
-                    "book.self_trade_prevention".into(),
-                    format!(
-                        "{other:?} is not one of \"cancel_resting\", \"cancel_incoming\", \"cancel_both\""
-                    ),
-                ));
-            }
-        };
+        let stp = stp_mode(
+            &self.book.self_trade_prevention,
+            "book.self_trade_prevention",
+        )?;
         check(
             self.book.orders_max >= 1 && self.book.orders_max < u32::MAX,
             "book.orders_max",
@@ -635,10 +630,31 @@ impl UserConfig {
                 format!("{:?} must be 1 to 4 ASCII letters or digits", self.firm),
             )
         })?;
+        let stp = match &self.self_trade_prevention {
+            Some(mode) => Some(stp_mode(mode, &key("self_trade_prevention"))?),
+            None => None,
+        };
         Ok(OwnerSpec {
             firm,
             cancel_on_disconnect: self.cancel_on_disconnect,
+            stp,
         })
+    }
+}
+
+/// A self-trade prevention mode by its configuration name.
+fn stp_mode(name: &str, key: &str) -> Result<StpMode, (String, String)> {
+    match name {
+        "cancel_resting" => Ok(StpMode::CancelResting),
+        "cancel_incoming" => Ok(StpMode::CancelIncoming),
+        "cancel_both" => Ok(StpMode::CancelBoth),
+        "none" => Ok(StpMode::None),
+        other => Err((
+            key.into(),
+            format!(
+                "{other:?} is not one of \"cancel_resting\", \"cancel_incoming\", \"cancel_both\", \"none\""
+            ),
+        )),
     }
 }
 
@@ -654,6 +670,28 @@ mod tests {
         let book = config.book_config().unwrap();
         assert!(book.instruments.len() >= 3);
         assert!(book.owners.len() >= 2);
+    }
+
+    #[test]
+    fn self_trade_prevention_none_globally_and_per_user() {
+        let text = SHIPPED
+            .replacen(
+                "prevention = \"cancel_resting\"",
+                "prevention = \"none\"",
+                1,
+            )
+            .replacen(
+                "# self_trade_prevention = \"none\"",
+                "self_trade_prevention = \"cancel_both\"",
+                1,
+            );
+        let book = Config::parse(&text, "test.toml")
+            .unwrap()
+            .book_config()
+            .unwrap();
+        assert_eq!(book.stp, StpMode::None);
+        assert_eq!(book.stp_of(0), StpMode::CancelBoth);
+        assert_eq!(book.stp_of(1), StpMode::None);
     }
 
     fn error_for(edit: impl Fn(&str) -> String) -> String {
@@ -685,6 +723,14 @@ mod tests {
             )
         });
         assert!(e.contains("book.self_trade_prevention"), "{e}");
+        let e = error_for(|s| {
+            s.replacen(
+                "# self_trade_prevention = \"none\"",
+                "self_trade_prevention = \"off\"",
+                1,
+            )
+        });
+        assert!(e.contains("users[0].self_trade_prevention"), "{e}");
         let e =
             error_for(|s| s.replacen("listen = \"127.0.0.1:15000\"", "listen = \"nowhere\"", 1));
         assert!(e.contains("gateway.listen"), "{e}");

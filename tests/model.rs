@@ -6,9 +6,9 @@
 
 use std::collections::HashMap;
 
-use ironmatch::book::flow::{ByteSource, FlowDecoder, test_config};
+use ironmatch::book::flow::{ByteSource, FlowDecoder, STP_SETUPS, stp_test_config};
 use ironmatch::book::reference::{BookView, ReferenceMatcher};
-use ironmatch::book::{Command, Event, EventBody, Matcher, OrderAck, StpMode};
+use ironmatch::book::{Command, Event, EventBody, Matcher, OrderAck};
 use ironmatch::types::{BookSide, MatchId, OrderId, OwnerId, UserRef};
 use proptest::prelude::*;
 
@@ -219,8 +219,8 @@ impl Audit {
 
 /// Runs the bytes through both matchers; panics with the command index on divergence.
 /// Returns the number of commands run.
-fn run_both(bytes: &[u8], stp: StpMode, full_checks: bool) -> usize {
-    let config = test_config(stp);
+fn run_both(bytes: &[u8], stp: usize, full_checks: bool) -> usize {
+    let config = stp_test_config(stp);
     let mut fast = Matcher::new(&config);
     let mut model = ReferenceMatcher::new(&config);
     let mut decoder = FlowDecoder::new(&config);
@@ -293,12 +293,8 @@ fn step(
     }
 }
 
-fn stp_mode() -> impl Strategy<Value = StpMode> {
-    prop_oneof![
-        Just(StpMode::CancelResting),
-        Just(StpMode::CancelIncoming),
-        Just(StpMode::CancelBoth),
-    ]
+fn stp_mode() -> impl Strategy<Value = usize> {
+    0..STP_SETUPS
 }
 
 /// Random byte strings decode to random command streams; proptest shrinks a failing
@@ -344,22 +340,19 @@ fn seeded_run(seed: u64, commands_min: usize) -> usize {
     let mut state = seed;
     let mut total = 0;
     let mut chunk = vec![0u8; 64 * 1024];
-    let stps = [
-        StpMode::CancelResting,
-        StpMode::CancelIncoming,
-        StpMode::CancelBoth,
-    ];
     while total < commands_min {
         for b in chunk.chunks_mut(8) {
             let word = splitmix(&mut state).to_le_bytes();
             b.copy_from_slice(&word[..b.len()]);
         }
-        let stp = stps[(state % 3) as usize];
+        let stp = (state % STP_SETUPS as u64) as usize;
         let outcome = std::panic::catch_unwind(|| run_both(&chunk, stp, false));
         match outcome {
             Ok(n) => total += n,
             Err(e) => {
-                eprintln!("model check failed: seed {seed}, after {total} commands, STP {stp:?}");
+                eprintln!(
+                    "model check failed: seed {seed}, after {total} commands, STP setup {stp}"
+                );
                 std::panic::resume_unwind(e);
             }
         }
@@ -402,12 +395,8 @@ fn flow_exercises_every_rule() {
         b.copy_from_slice(&splitmix(&mut state).to_le_bytes()[..b.len()]);
     }
     let mut commands = 0;
-    for stp in [
-        StpMode::CancelResting,
-        StpMode::CancelIncoming,
-        StpMode::CancelBoth,
-    ] {
-        let config = test_config(stp);
+    for stp in 0..STP_SETUPS {
+        let config = stp_test_config(stp);
         let mut fast = Matcher::new(&config);
         let mut decoder = FlowDecoder::new(&config);
         let mut src = ByteSource::new(&bytes);

@@ -27,6 +27,7 @@ fn config(stp: StpMode, orders_max: u32, levels_max: u32) -> BookConfig {
     let owner = |firm: &str, cod: bool| OwnerSpec {
         firm: Firm::from_str_padded(firm).unwrap(),
         cancel_on_disconnect: cod,
+        stp: None,
     };
     BookConfig {
         instruments: vec![instrument("XYZ", 1), instrument("LOT", 100)],
@@ -516,6 +517,38 @@ fn self_trade_prevention_cancel_incoming_stops() {
     assert_eq!(aiq(&ev), vec![(0, Liquidity::Removed)]);
     assert!(fills(&ev).is_empty());
     assert_eq!(asks.len(), 2);
+}
+
+#[test]
+fn self_trade_prevention_none_lets_one_firm_trade() {
+    let (ev, asks) = stp_case(StpMode::None);
+    assert!(aiq(&ev).is_empty());
+    assert_eq!(
+        fills(&ev)[0].0,
+        1,
+        "trades with its own firm's order first, in time order"
+    );
+    assert_eq!(asks, vec![(2, 1, 100)]);
+}
+
+#[test]
+fn self_trade_prevention_follows_the_incoming_owners_own_mode() {
+    // The venue prevents; owner 0 (incoming) opted out: it trades with its own firm.
+    let mut cfg = config(StpMode::CancelBoth, 100, 100);
+    cfg.owners[0].stp = Some(StpMode::None);
+    let mut v = Venue::with(cfg.clone());
+    v.limit(1, Side::Sell, 100, px(1000));
+    let (_, ev) = v.limit(0, Side::Buy, 100, px(1000));
+    assert!(aiq(&ev).is_empty());
+    assert_eq!(fills(&ev).len(), 2);
+    // Owner 1 (incoming) still has the venue's mode against owner 0's resting order.
+    let mut v = Venue::with(cfg);
+    v.limit(0, Side::Sell, 100, px(1000));
+    let (_, ev) = v.limit(1, Side::Buy, 100, px(1000));
+    assert_eq!(
+        aiq(&ev),
+        vec![(0, Liquidity::Added), (1, Liquidity::Removed)]
+    );
 }
 
 #[test]

@@ -2,21 +2,16 @@
 //! produce identical events and books, and the fast book's invariants must hold.
 #![no_main]
 
-use ironmatch::book::flow::{ByteSource, FlowDecoder, test_config};
+use ironmatch::book::flow::{ByteSource, FlowDecoder, stp_test_config};
 use ironmatch::book::reference::ReferenceMatcher;
-use ironmatch::book::{Matcher, StpMode};
+use ironmatch::book::Matcher;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, data)) = data.split_first() else {
         return;
     };
-    let stp = match mode % 3 {
-        0 => StpMode::CancelResting,
-        1 => StpMode::CancelIncoming,
-        _ => StpMode::CancelBoth,
-    };
-    let config = test_config(stp);
+    let config = stp_test_config(usize::from(mode));
     let mut fast = Matcher::new(&config);
     let mut model = ReferenceMatcher::new(&config);
     let mut decoder = FlowDecoder::new(&config);

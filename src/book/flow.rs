@@ -25,6 +25,7 @@ pub fn test_config(stp: StpMode) -> BookConfig {
     let owner = |firm: &str, cod: bool| OwnerSpec {
         firm: Firm::from_str_padded(firm).expect("valid test firm"),
         cancel_on_disconnect: cod,
+        stp: None,
     };
     BookConfig {
         instruments: vec![
@@ -41,6 +42,31 @@ pub fn test_config(stp: StpMode) -> BookConfig {
         orders_max: 30,
         levels_max: 22,
         stp,
+    }
+}
+
+/// Self-trade prevention setups for model checking, numbered `0..STP_SETUPS`.
+pub const STP_SETUPS: usize = 5;
+
+/// [`test_config`] with self-trade prevention setup `setup % STP_SETUPS`: the four
+/// venue-wide modes, then a venue of `CancelBoth` whose owners 0 and 1 (one firm) have
+/// modes of their own (none, and cancel resting), so each side of a same-firm cross
+/// applies the incoming owner's mode.
+pub fn stp_test_config(setup: usize) -> BookConfig {
+    let modes = [
+        StpMode::CancelResting,
+        StpMode::CancelIncoming,
+        StpMode::CancelBoth,
+        StpMode::None,
+    ];
+    match modes.get(setup % STP_SETUPS) {
+        Some(&mode) => test_config(mode),
+        None => {
+            let mut config = test_config(StpMode::CancelBoth);
+            config.owners[0].stp = Some(StpMode::None);
+            config.owners[1].stp = Some(StpMode::CancelResting);
+            config
+        }
     }
 }
 

@@ -106,6 +106,8 @@ struct Book {
 #[derive(Clone, Copy, Debug)]
 struct Owner {
     spec: OwnerSpec,
+    /// Self-trade prevention for this owner's incoming orders (its own or the venue's).
+    stp: StpMode,
     last_ref: u32,
     /// The owner's resting orders in order of entry, linked through `owner_prev/next`.
     head: u32,
@@ -189,7 +191,6 @@ pub struct Matcher {
     orders: Pool<Order>,
     levels: Pool<Level>,
     by_ref: RefIndex,
-    stp: StpMode,
     next_order_id: u64,
     next_match_id: u64,
 }
@@ -235,6 +236,7 @@ impl Matcher {
             .iter()
             .map(|spec| Owner {
                 spec: *spec,
+                stp: spec.stp.unwrap_or(config.stp),
                 last_ref: 0,
                 head: NIL,
                 tail: NIL,
@@ -248,7 +250,6 @@ impl Matcher {
             orders: Pool::with_capacity(config.orders_max),
             levels: Pool::with_capacity(config.levels_max),
             by_ref,
-            stp: config.stp,
             next_order_id: 1,
             next_match_id: 1,
         }
@@ -523,6 +524,7 @@ impl Matcher {
     fn executable_qty(&self, inc: &Incoming, needed: u32) -> u32 {
         let contra = inc.side.book_side().opposite();
         let ladder = &self.books[usize::from(inc.instrument.0)].sides[contra.index()];
+        let stp = self.owners[usize::from(inc.owner.0)].stp;
         let mut total: u32 = 0;
         for rung in ladder.iter_best_first() {
             if !contra.crosses(rung.price, inc.limit) {
@@ -533,8 +535,8 @@ impl Matcher {
                 let mut oi = queue.head;
                 while oi != NIL {
                     let o = &self.orders[oi];
-                    if o.firm == inc.firm {
-                        if self.stp != StpMode::CancelResting {
+                    if o.firm == inc.firm && stp != StpMode::None {
+                        if stp != StpMode::CancelResting {
                             return total;
                         }
                     } else {
@@ -554,6 +556,7 @@ impl Matcher {
     fn sweep(&mut self, inc: &mut Incoming, emit: &mut Emitter<'_, impl EventSink>) {
         let contra = inc.side.book_side().opposite();
         let bi = usize::from(inc.instrument.0);
+        let stp = self.owners[usize::from(inc.owner.0)].stp;
         while inc.remaining > 0 {
             let Some(rung) = self.books[bi].sides[contra.index()].best() else {
                 break;
@@ -563,8 +566,8 @@ impl Matcher {
             }
             let oi = self.levels[rung.level].head();
             debug_assert!(oi != NIL, "a level on the ladder is never empty");
-            if self.orders[oi].firm == inc.firm {
-                if !self.prevent_self_trade(inc, oi, emit) {
+            if self.orders[oi].firm == inc.firm && stp != StpMode::None {
+                if !self.prevent_self_trade(inc, stp, oi, emit) {
                     break;
                 }
                 continue;
@@ -577,13 +580,14 @@ impl Matcher {
     fn prevent_self_trade(
         &mut self,
         inc: &mut Incoming,
+        stp: StpMode,
         oi: u32,
         emit: &mut Emitter<'_, impl EventSink>,
     ) -> bool {
         let resting = self.orders[oi];
         let prevented = Qty(inc.remaining.min(resting.open));
-        let cancel_resting = self.stp != StpMode::CancelIncoming;
-        let cancel_incoming = self.stp != StpMode::CancelResting;
+        let cancel_resting = stp != StpMode::CancelIncoming;
+        let cancel_incoming = stp != StpMode::CancelResting;
         if cancel_resting {
             emit.event(EventBody::AiqCanceled {
                 owner: resting.owner,

@@ -19,7 +19,9 @@
 //! - **Market orders** trade up to the edge of the price band, then the rest is canceled.
 //! - **Post only** is rejected if it would execute against any resting order.
 //! - **Self-trade prevention** between orders of the same firm, mode from configuration:
-//!   cancel the resting order (and keep matching), cancel the incoming order, or both.
+//!   cancel the resting order (and keep matching), cancel the incoming order, both, or
+//!   none (they trade). The incoming order's owner decides: its own mode if it has one,
+//!   else the venue's.
 //! - **Price band**: limit prices must lie within `band_bps` of the reference price, which
 //!   starts at the configured `ref_price` and follows the instrument's last trade.
 //! - **References**: each owner's [`UserRef`](crate::types::UserRef)s of new orders, replaces
@@ -72,6 +74,11 @@ pub struct OwnerSpec {
     pub firm: Firm,
     /// Cancel the user's orders when its session disconnects.
     pub cancel_on_disconnect: bool,
+    /// Self-trade prevention for this user's incoming orders; `None` takes the venue's
+    /// [`BookConfig::stp`]. Left out of the serialized form when `None`, so the journal
+    /// fingerprint of a configuration without overrides is what it always was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stp: Option<StpMode>,
 }
 
 /// What self-trade prevention does when two orders of the same firm would trade.
@@ -83,6 +90,8 @@ pub enum StpMode {
     CancelIncoming,
     /// Cancel both.
     CancelBoth,
+    /// No prevention: orders of the same firm trade with each other like any others.
+    None,
 }
 
 /// Everything the matcher needs at start-up.
@@ -96,8 +105,15 @@ pub struct BookConfig {
     pub orders_max: u32,
     /// Price levels at most, all instruments and sides together.
     pub levels_max: u32,
-    /// Self-trade prevention mode.
+    /// Self-trade prevention mode of owners without one of their own.
     pub stp: StpMode,
+}
+
+impl BookConfig {
+    /// The self-trade prevention mode that applies to `owner`'s incoming orders.
+    pub fn stp_of(&self, owner: usize) -> StpMode {
+        self.owners[owner].stp.unwrap_or(self.stp)
+    }
 }
 
 impl InstrumentSpec {

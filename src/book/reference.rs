@@ -444,12 +444,13 @@ impl ReferenceMatcher {
         let crossing = self.crossing_contra(&t);
         let crosses = !crossing.is_empty();
         let mut meets_min = true;
+        let stp = self.config.stp_of(usize::from(t.owner.0));
         if t.min_qty > 0 {
             let mut sum: u64 = 0;
             for &i in &crossing {
                 let o = &self.orders[i];
-                if o.firm == t.firm {
-                    if self.config.stp == StpMode::CancelResting {
+                if o.firm == t.firm && stp != StpMode::None {
+                    if stp == StpMode::CancelResting {
                         continue;
                     }
                     break;
@@ -490,9 +491,10 @@ impl ReferenceMatcher {
                 return;
             };
             let maker = self.orders[i];
-            if maker.firm == t.firm {
+            let stp = self.config.stp_of(usize::from(t.owner.0));
+            if maker.firm == t.firm && stp != StpMode::None {
                 let prevented = Qty(t.left.min(maker.view.open));
-                if self.config.stp != StpMode::CancelIncoming {
+                if stp != StpMode::CancelIncoming {
                     self.emit(EventBody::AiqCanceled {
                         owner: maker.view.owner,
                         user_ref: maker.view.user_ref,
@@ -514,7 +516,7 @@ impl ReferenceMatcher {
                     }
                     self.orders.remove(i);
                 }
-                if self.config.stp != StpMode::CancelResting {
+                if stp != StpMode::CancelResting {
                     self.emit(EventBody::AiqCanceled {
                         owner: t.owner,
                         user_ref: t.user_ref,

@@ -145,6 +145,7 @@ mod tests {
             password: "pw".into(),
             firm: "MMA".into(),
             cancel_on_disconnect: true,
+            self_trade_prevention: None,
             orders_per_sec: 10,
             burst: 2,
         };
