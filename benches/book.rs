@@ -1,5 +1,19 @@
-//! Matching-core benchmarks: `book/add`, `book/cancel`, `book/match`, `book/mixed`, and
-//! `book/baseline` (the harness alone: walking a command stream without matching).
+//! Matching-core benchmarks, each on a documented flow (four instruments, eight makers of
+//! their own firms and one taker):
+//! - `book/baseline`: the harness alone, walking a command stream without matching.
+//! - `book/add`: passive adds into a book 20 levels deep (4 orders a level).
+//! - `book/cancel`: cancels, in random order, of the orders `add` entered.
+//! - `book/match`: IOCs that each sweep 5 levels of 4 orders (20 fills).
+//! - `book/mixed`: market-maker flow: quotes 1-4 ticks from the mid (sometimes deeper), 45%
+//!   adds, 45-50% cancels of own quotes, 5-10% marketable IOCs, the mid drifting.
+//! - `book/deep`: ~2,000 resting orders over ~70 levels per instrument; 50% adds within 35
+//!   ticks of the mid (each side), 40% cancels of random live orders, 5% partial reduces, 5% marketable
+//!   IOCs of add size.
+//! - `book/wide`: a sparse book on a fine tick (0.0001): a third of the adds log-uniform up
+//!   to 5,000 ticks from the mid, the rest within 50, so thousands of ticks lie between the
+//!   best and the worst resting level; otherwise the shape of `deep`.
+//! - `book/burst`: a flash crash: an IOC sweeps 30 of 50 levels (120 fills), then makers
+//!   rebuild them order by order; sides and instruments alternate.
 //!
 //! Each bench times a pre-built command stream applied to a book in steady state; building
 //! the stream and resetting the book are not timed. Throughput is commands per second.
@@ -23,16 +37,21 @@ const TICK: u64 = 100;
 const MID: u64 = 1_000_000;
 
 fn config() -> BookConfig {
+    config_with_tick(TICK, 2_000)
+}
+
+/// Four instruments around `MID` with prices from one tick to twice `MID`.
+fn config_with_tick(tick: u64, band_bps: u32) -> BookConfig {
     let instruments = (0..INSTRUMENTS)
         .map(|i| InstrumentSpec {
             symbol: Symbol::from_str_padded(&format!("SYM{i}")).unwrap(),
-            tick: Price(TICK),
+            tick: Price(tick),
             lot: 1,
-            min_price: Price(TICK),
+            min_price: Price(tick),
             max_price: Price(MID * 2),
             max_qty: 999_999,
             ref_price: Price(MID),
-            band_bps: 2_000,
+            band_bps,
         })
         .collect();
     let owners = (0..=MAKERS)
@@ -275,6 +294,192 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
     (s.cmds, warmup)
 }
 
+/// The shape of a random flow around a fixed mid (see the module docs).
+struct Shape {
+    tick: u64,
+    /// Resting orders per instrument to start from and to hover around.
+    resting: usize,
+    /// Adds land within this many ticks of the mid...
+    near_ticks: u64,
+    /// ...except one in `far_one_in`, log-uniform up to `far_ticks` away (0 = never).
+    far_one_in: u64,
+    far_ticks: u64,
+}
+
+impl Shape {
+    fn distance(&self, rng: &mut Rng) -> u64 {
+        if self.far_one_in > 0 && rng.below(self.far_one_in) == 0 {
+            // Log-uniform: as many orders 10-100 ticks away as 100-1,000.
+            let exp =
+                (rng.below(1 << 20) as f64 / f64::from(1 << 20)) * (self.far_ticks as f64).ln();
+            (exp.exp() as u64).clamp(1, self.far_ticks)
+        } else {
+            1 + rng.below(self.near_ticks)
+        }
+    }
+}
+
+/// Live orders of a random flow, for cancels and reduces of orders really resting.
+#[derive(Default)]
+struct Live {
+    orders: Vec<(u16, UserRef, usize)>,
+    at: std::collections::HashMap<(u16, u32), usize>,
+    per_instrument: [usize; INSTRUMENTS],
+}
+
+impl Live {
+    fn add(&mut self, owner: u16, user_ref: UserRef, instrument: usize) {
+        self.at.insert((owner, user_ref.0), self.orders.len());
+        self.orders.push((owner, user_ref, instrument));
+        self.per_instrument[instrument] += 1;
+    }
+
+    fn remove(&mut self, owner: u16, user_ref: UserRef) {
+        if let Some(i) = self.at.remove(&(owner, user_ref.0)) {
+            let (_, _, instrument) = self.orders.swap_remove(i);
+            self.per_instrument[instrument] -= 1;
+            if let Some(&(o, r, _)) = self.orders.get(i) {
+                self.at.insert((o, r.0), i);
+            }
+        }
+    }
+
+    /// Follows the events of one command: orders fully executed or canceled are gone.
+    fn follow(&mut self, events: &[Event]) {
+        for e in events {
+            match e.body {
+                EventBody::Executed {
+                    owner,
+                    user_ref,
+                    leaves,
+                    ..
+                }
+                | EventBody::Canceled {
+                    owner,
+                    user_ref,
+                    leaves,
+                    ..
+                } if leaves.0 == 0 => self.remove(owner.0, user_ref),
+                EventBody::AiqCanceled {
+                    owner, user_ref, ..
+                } => self.remove(owner.0, user_ref),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A random flow of the given shape: a book built to `shape.resting` orders per
+/// instrument, then `len` timed commands (50% adds, 40% cancels of random live orders, 5%
+/// partial reduces, 5% marketable IOCs of add size). Generated against a live matcher.
+fn shaped_stream(cfg: &BookConfig, shape: &Shape, len: usize, seed: u64) -> (Vec<Command>, usize) {
+    let mut rng = Rng(seed);
+    let mut s = Stream::new(cfg);
+    let mut matcher = Matcher::new(cfg);
+    let mut events = Vec::new();
+    let mut live = Live::default();
+    let side_of = |rng: &mut Rng| {
+        if rng.below(2) == 0 {
+            Side::Buy
+        } else {
+            Side::Sell
+        }
+    };
+    let price_at = |side: Side, distance: u64| {
+        if side == Side::Buy {
+            MID - distance * shape.tick
+        } else {
+            MID + distance * shape.tick
+        }
+    };
+    let mut warmup = None;
+    while s.cmds.len() < warmup.unwrap_or(usize::MAX - len) + len {
+        let instrument = rng.below(INSTRUMENTS as u64) as usize;
+        let building = warmup.is_none();
+        let roll = if building { 0 } else { rng.below(100) };
+        let few = live.per_instrument[instrument] < shape.resting / 2;
+        let many = live.per_instrument[instrument] > shape.resting;
+        let owner = rng.below(u64::from(MAKERS)) as u16;
+        let qty = 100 * (2 + rng.below(4) as u32);
+        if (roll < 50 || few || live.orders.is_empty()) && !many {
+            let side = side_of(&mut rng);
+            let price = price_at(side, shape.distance(&mut rng));
+            let user_ref = s.order(owner, instrument, side, price, qty, TimeInForce::Day);
+            live.add(owner, user_ref, instrument);
+        } else if roll < 90 || many {
+            let (owner, user_ref, _) = live.orders[rng.below(live.orders.len() as u64) as usize];
+            s.cancel(owner, user_ref);
+        } else if roll < 95 {
+            let (owner, user_ref, _) = live.orders[rng.below(live.orders.len() as u64) as usize];
+            s.push(
+                owner,
+                CommandBody::Cancel {
+                    user_ref,
+                    qty: Qty(100),
+                },
+            );
+        } else {
+            let side = side_of(&mut rng);
+            let price = if side == Side::Buy {
+                MID + 2 * shape.tick
+            } else {
+                MID - 2 * shape.tick
+            };
+            s.order(TAKER, instrument, side, price, qty, TimeInForce::Ioc);
+        }
+        events.clear();
+        matcher.apply(s.cmds.last().unwrap(), &mut events);
+        live.follow(&events);
+        if building && live.orders.len() >= shape.resting * INSTRUMENTS {
+            warmup = Some(s.cmds.len());
+        }
+    }
+    eprintln!(
+        "shaped stream: {} commands, {} orders resting at the end",
+        s.cmds.len(),
+        matcher.resting_orders()
+    );
+    (s.cmds, warmup.unwrap_or(0))
+}
+
+/// A flash crash, over and over: a book 50 levels deep (4 orders a level); an IOC sweeps
+/// 30 levels (120 fills), then makers rebuild them order by order. Returns the stream and
+/// where the timed part starts.
+fn burst_stream(cfg: &BookConfig, rounds: usize) -> (Vec<Command>, usize) {
+    let mut s = depth_stream(cfg, 50, 4);
+    let warmup = s.cmds.len();
+    for k in 0..rounds {
+        let instrument = (k / 2) % INSTRUMENTS;
+        let side = if k % 2 == 0 { Side::Buy } else { Side::Sell };
+        let maker_side = if side == Side::Buy {
+            Side::Sell
+        } else {
+            Side::Buy
+        };
+        s.order(
+            TAKER,
+            instrument,
+            side,
+            passive(maker_side, MID, 30),
+            12_000,
+            TimeInForce::Ioc,
+        );
+        for depth in (1..=30).rev() {
+            for m in 0..4 {
+                s.order(
+                    m,
+                    instrument,
+                    maker_side,
+                    passive(maker_side, MID, depth),
+                    100,
+                    TimeInForce::Day,
+                );
+            }
+        }
+    }
+    (s.cmds, warmup)
+}
+
 /// Times `timed` after applying `setup`, resetting the matcher whenever the stream is used up.
 fn run_stream(cfg: &BookConfig, setup: &[Command], timed: &[Command], iters: u64) -> Duration {
     let mut total = Duration::ZERO;
@@ -441,6 +646,36 @@ fn benches(c: &mut Criterion) {
 
     group.bench_function("mixed", |b| {
         b.iter_custom(|iters| run_stream(&cfg, &mixed[..warmup], &mixed[warmup..], iters))
+    });
+
+    let deep_shape = Shape {
+        tick: TICK,
+        resting: 2_000,
+        near_ticks: 35,
+        far_one_in: 0,
+        far_ticks: 0,
+    };
+    let (deep, warmup) = shaped_stream(&cfg, &deep_shape, 1_000_000, 11);
+    group.bench_function("deep", |b| {
+        b.iter_custom(|iters| run_stream(&cfg, &deep[..warmup], &deep[warmup..], iters))
+    });
+
+    let wide_cfg = config_with_tick(1, 5_000);
+    let wide_shape = Shape {
+        tick: 1,
+        resting: 1_000,
+        near_ticks: 50,
+        far_one_in: 3,
+        far_ticks: 5_000,
+    };
+    let (wide, warmup) = shaped_stream(&wide_cfg, &wide_shape, 1_000_000, 13);
+    group.bench_function("wide", |b| {
+        b.iter_custom(|iters| run_stream(&wide_cfg, &wide[..warmup], &wide[warmup..], iters))
+    });
+
+    let (burst, warmup) = burst_stream(&cfg, 4_000);
+    group.bench_function("burst", |b| {
+        b.iter_custom(|iters| run_stream(&cfg, &burst[..warmup], &burst[warmup..], iters))
     });
     group.finish();
 }
