@@ -1,167 +1,267 @@
-//! One side of one book: the price levels in use, sorted with the best price last.
+//! One side of one book: its price levels, found by price without search.
 //!
-//! Market-maker flow works near the top of the book, so keeping the best level at the end
-//! makes the common inserts and removals touch only the last few entries; the search
-//! walks down from the top a few steps, then falls back to binary search.
+//! The ladder is indexed directly by the price's tick number within the instrument's
+//! configured range (`(price - min_price) / tick`), so finding, adding and removing a
+//! level is one array access. The best price is cached; when the best level goes, the next
+//! one is found through a hierarchical bitmap (one bit per tick, one bit per non-empty word
+//! above it, and so on up to a single word): at most two words per level of the hierarchy,
+//! however far apart the levels are.
+//!
+//! Memory: 4 bytes per tick of the range and side for the index, 1/8 byte for the bitmap.
+//! The index is allocated zeroed, so the operating system maps pages of it only when a
+//! level there is first used; the price ranges a book never trades at cost address space,
+//! not memory.
 
-use crate::types::{BookSide, Price};
+use crate::types::BookSide;
 
-/// A price and the pool index of its level.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rung {
-    /// The level's price.
-    pub price: Price,
-    /// Index of the level in the level pool.
-    pub level: u32,
-}
+/// "No tick": an empty side's best.
+const NONE: u32 = u32::MAX;
 
-/// Levels of one side, worst first, best last. Capacity fixed at construction.
+/// Bits in a bitmap word.
+const WORD_BITS: usize = 64;
+
+/// Levels of one side, by tick number. Capacity fixed at construction.
 #[derive(Debug)]
 pub struct Ladder {
     side: BookSide,
-    rungs: Vec<Rung>,
+    /// Per tick: index of its level in the level pool plus one; 0 = no level there.
+    slots: Vec<u32>,
+    /// `bits[0]` has one bit per tick; `bits[k + 1]` one bit per non-zero word of `bits[k]`.
+    /// The last layer is a single word.
+    bits: Vec<Vec<u64>>,
+    /// Tick of the best level, or `NONE`.
+    best: u32,
+    /// Levels on this side.
+    len: u32,
 }
 
-/// How many rungs to walk from the top before switching to binary search.
-const LINEAR_STEPS_MAX: usize = 8;
-
 impl Ladder {
-    /// An empty ladder that can hold `capacity` levels without allocating.
-    pub fn with_capacity(side: BookSide, capacity: usize) -> Ladder {
+    /// An empty ladder over `ticks` ticks (tick numbers `0..ticks`); `ticks` < `u32::MAX`.
+    pub fn new(side: BookSide, ticks: u32) -> Ladder {
+        assert!(ticks < NONE, "a ladder covers fewer than {NONE} ticks");
+        let mut bits = Vec::new();
+        let mut width = ticks.max(1) as usize;
+        loop {
+            let words = width.div_ceil(WORD_BITS);
+            bits.push(vec![0u64; words]);
+            if words == 1 {
+                break;
+            }
+            width = words;
+        }
         Ladder {
             side,
-            rungs: Vec::with_capacity(capacity),
+            slots: vec![0; ticks as usize],
+            bits,
+            best: NONE,
+            len: 0,
         }
     }
 
-    /// The best level, if any.
+    /// Tick and level of the best price, if any.
     #[inline]
-    pub fn best(&self) -> Option<Rung> {
-        self.rungs.last().copied()
+    pub fn best(&self) -> Option<(u32, u32)> {
+        (self.best != NONE).then(|| (self.best, self.slots[self.best as usize] - 1))
     }
 
-    /// `Ok(position)` of the level at `price`, or `Err(position)` where it would go.
+    /// Tick of the best price, if any.
     #[inline]
-    pub fn find(&self, price: Price) -> Result<usize, usize> {
-        let mut top = self.rungs.len();
-        for _ in 0..LINEAR_STEPS_MAX {
-            if top == 0 {
-                return Err(0);
+    pub fn best_tick(&self) -> Option<u32> {
+        (self.best != NONE).then_some(self.best)
+    }
+
+    /// The level at `tick`, if there is one.
+    #[inline]
+    pub fn get(&self, tick: u32) -> Option<u32> {
+        self.slots[tick as usize].checked_sub(1)
+    }
+
+    /// Puts `level` at `tick`, which must have none.
+    #[inline]
+    pub fn insert(&mut self, tick: u32, level: u32) {
+        debug_assert!(level < NONE - 1);
+        let slot = &mut self.slots[tick as usize];
+        assert!(*slot == 0, "tick {tick} already has a level");
+        *slot = level + 1;
+        self.len += 1;
+        let mut at = tick as usize;
+        for layer in &mut self.bits {
+            let word = &mut layer[at / WORD_BITS];
+            let was_empty = *word == 0;
+            *word |= 1 << (at % WORD_BITS);
+            if !was_empty {
+                break;
             }
-            let rung = self.rungs[top - 1];
-            if rung.price == price {
-                return Ok(top - 1);
+            at /= WORD_BITS;
+        }
+        if self.best == NONE || self.better(tick, self.best) {
+            self.best = tick;
+        }
+    }
+
+    /// Takes the level at `tick` (which must have one) off the ladder.
+    #[inline]
+    pub fn remove(&mut self, tick: u32) {
+        let slot = &mut self.slots[tick as usize];
+        assert!(*slot != 0, "tick {tick} has no level");
+        *slot = 0;
+        self.len -= 1;
+        let mut at = tick as usize;
+        for layer in &mut self.bits {
+            let word = &mut layer[at / WORD_BITS];
+            *word &= !(1 << (at % WORD_BITS));
+            if *word != 0 {
+                break;
             }
-            if !self.side.better(rung.price, price) {
-                return Err(top);
+            at /= WORD_BITS;
+        }
+        if tick == self.best {
+            self.best = self.next_worse(tick).unwrap_or(NONE);
+        }
+    }
+
+    /// Whether `a` is a better tick than `b` for orders resting on this side.
+    #[inline]
+    fn better(&self, a: u32, b: u32) -> bool {
+        match self.side {
+            BookSide::Bid => a > b,
+            BookSide::Ask => a < b,
+        }
+    }
+
+    /// The next level worse than `tick` (which need not have a level), if any.
+    #[inline]
+    pub fn next_worse(&self, tick: u32) -> Option<u32> {
+        match self.side {
+            BookSide::Bid => self.highest_below(tick),
+            BookSide::Ask => self.lowest_above(tick),
+        }
+    }
+
+    /// The highest tick with a level below `tick`.
+    fn highest_below(&self, tick: u32) -> Option<u32> {
+        let mut at = (tick as usize).checked_sub(1)?;
+        for (k, layer) in self.bits.iter().enumerate() {
+            let word = at / WORD_BITS;
+            // Bits at or below `at` within its word.
+            let masked = layer[word] & (u64::MAX >> (WORD_BITS - 1 - at % WORD_BITS));
+            if masked != 0 {
+                let mut found =
+                    word * WORD_BITS + (WORD_BITS - 1 - masked.leading_zeros() as usize);
+                for lower in self.bits[..k].iter().rev() {
+                    let w = lower[found];
+                    found = found * WORD_BITS + (WORD_BITS - 1 - w.leading_zeros() as usize);
+                }
+                return Some(found as u32);
             }
-            top -= 1;
+            at = word.checked_sub(1)?;
         }
-        let below = &self.rungs[..top];
-        let pos = below.partition_point(|r| self.side.better(price, r.price));
-        if pos < below.len() && below[pos].price == price {
-            Ok(pos)
-        } else {
-            Err(pos)
+        None
+    }
+
+    /// The lowest tick with a level above `tick`.
+    fn lowest_above(&self, tick: u32) -> Option<u32> {
+        let mut at = tick as usize + 1;
+        for (k, layer) in self.bits.iter().enumerate() {
+            let word = at / WORD_BITS;
+            if word >= layer.len() {
+                return None;
+            }
+            // Bits at or above `at` within its word.
+            let masked = layer[word] & (u64::MAX << (at % WORD_BITS));
+            if masked != 0 {
+                let mut found = word * WORD_BITS + masked.trailing_zeros() as usize;
+                for lower in self.bits[..k].iter().rev() {
+                    found = found * WORD_BITS + lower[found].trailing_zeros() as usize;
+                }
+                return Some(found as u32);
+            }
+            at = word + 1;
         }
+        None
     }
 
-    /// Inserts a level at the position `find` returned. Returns false (and changes nothing)
-    /// if the ladder is at capacity, so it never allocates.
-    #[inline]
-    pub fn try_insert(&mut self, pos: usize, rung: Rung) -> bool {
-        if self.rungs.len() == self.rungs.capacity() {
-            return false;
-        }
-        self.rungs.insert(pos, rung);
-        true
+    /// `(tick, level)` from best to worst.
+    pub fn iter_best_first(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
+        std::iter::successors(self.best_tick(), |&t| self.next_worse(t))
+            .map(|t| (t, self.slots[t as usize] - 1))
     }
 
-    /// The level at `pos` (a position `find` returned as `Ok`).
-    #[inline]
-    pub fn at(&self, pos: usize) -> Rung {
-        self.rungs[pos]
-    }
-
-    /// Removes the level at `pos`.
-    #[inline]
-    pub fn remove(&mut self, pos: usize) {
-        self.rungs.remove(pos);
-    }
-
-    /// Bytes allocated.
+    /// Bytes allocated (the index's untouched pages are not resident).
     pub fn bytes(&self) -> usize {
-        self.rungs.capacity() * std::mem::size_of::<Rung>()
-    }
-
-    /// Levels from best to worst.
-    pub fn iter_best_first(&self) -> impl Iterator<Item = Rung> + '_ {
-        self.rungs.iter().rev().copied()
+        self.slots.capacity() * std::mem::size_of::<u32>()
+            + self.bits.iter().map(|b| b.capacity() * 8).sum::<usize>()
     }
 
     /// Number of levels.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.rungs.len()
+        self.len as usize
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
-    fn build(side: BookSide, prices: &[u64]) -> Ladder {
-        let mut ladder = Ladder::with_capacity(side, 64);
-        for (i, p) in prices.iter().enumerate() {
-            let pos = ladder.find(Price(*p)).unwrap_err();
-            assert!(ladder.try_insert(
-                pos,
-                Rung {
-                    price: Price(*p),
-                    level: i as u32
+    /// Random inserts and removals agree with a sorted set, on ranges of 1 to 3 layers.
+    #[test]
+    fn agrees_with_a_sorted_set() {
+        for ticks in [1u32, 7, 64, 65, 4_096, 4_097, 300_000] {
+            for side in [BookSide::Bid, BookSide::Ask] {
+                let mut ladder = Ladder::new(side, ticks);
+                let mut model = BTreeSet::new();
+                let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ u64::from(ticks);
+                for step in 0..20_000u32 {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Clustered and far ticks, as books have them.
+                    let tick = if state.is_multiple_of(4) {
+                        (state >> 8) as u32 % ticks
+                    } else {
+                        (ticks / 2 + (state >> 8) as u32 % 40).min(ticks - 1)
+                    };
+                    if model.remove(&tick) {
+                        ladder.remove(tick);
+                    } else {
+                        model.insert(tick);
+                        ladder.insert(tick, step);
+                    }
+                    let best = match side {
+                        BookSide::Bid => model.last(),
+                        BookSide::Ask => model.first(),
+                    };
+                    assert_eq!(ladder.best_tick(), best.copied());
+                    assert_eq!(ladder.len(), model.len());
+                    if step % 251 == 0 {
+                        let mut expected: Vec<u32> = model.iter().copied().collect();
+                        if side == BookSide::Bid {
+                            expected.reverse();
+                        }
+                        let got: Vec<u32> = ladder.iter_best_first().map(|(t, _)| t).collect();
+                        assert_eq!(got, expected, "{ticks} ticks, {side:?}");
+                    }
                 }
-            ));
+            }
         }
-        ladder
     }
 
     #[test]
-    fn bids_best_is_highest_and_asks_lowest() {
-        let prices: Vec<u64> = (0..40).map(|i| (i * 37) % 41 + 100).collect();
-        let bids = build(BookSide::Bid, &prices);
-        let asks = build(BookSide::Ask, &prices);
-        let bid_order: Vec<u64> = bids.iter_best_first().map(|r| r.price.0).collect();
-        let ask_order: Vec<u64> = asks.iter_best_first().map(|r| r.price.0).collect();
-        let mut sorted = prices.clone();
-        sorted.sort_unstable();
-        assert_eq!(ask_order, sorted);
-        sorted.reverse();
-        assert_eq!(bid_order, sorted);
-        for p in &prices {
-            assert!(bids.find(Price(*p)).is_ok());
-            assert!(asks.find(Price(*p)).is_ok());
-        }
-        assert!(bids.find(Price(99)).is_err());
-        assert!(asks.find(Price(1000)).is_err());
-    }
-
-    #[test]
-    fn full_ladder_refuses_insert() {
-        let mut ladder = Ladder::with_capacity(BookSide::Bid, 1);
-        assert!(ladder.try_insert(
-            0,
-            Rung {
-                price: Price(1),
-                level: 0
-            }
-        ));
-        assert!(!ladder.try_insert(
-            1,
-            Rung {
-                price: Price(2),
-                level: 1
-            }
-        ));
-        assert_eq!(ladder.len(), 1);
+    fn levels_are_found_by_tick() {
+        let mut ladder = Ladder::new(BookSide::Ask, 10_000);
+        ladder.insert(9_999, 3);
+        ladder.insert(0, 4);
+        assert_eq!(ladder.get(9_999), Some(3));
+        assert_eq!(ladder.get(0), Some(4));
+        assert_eq!(ladder.get(5), None);
+        assert_eq!(ladder.best(), Some((0, 4)));
+        assert_eq!(ladder.next_worse(0), Some(9_999));
+        assert_eq!(ladder.next_worse(9_999), None);
+        ladder.remove(0);
+        assert_eq!(ladder.best(), Some((9_999, 3)));
+        ladder.remove(9_999);
+        assert_eq!(ladder.best(), None);
     }
 }

@@ -1,20 +1,26 @@
-//! The fast book: pooled orders in intrusive FIFO queues, levels on sorted ladders.
+//! The fast book: pooled orders in intrusive FIFO queues, levels on direct-indexed ladders.
 //!
 //! Memory is allocated once in [`Matcher::new`]; `apply` never allocates (proven by
-//! `tests/no_alloc.rs`). Orders are found by `(owner, user_ref)` through a hash map that is
+//! `tests/no_alloc.rs`). Orders are found by `(owner, user_ref)` through an index that is
 //! only ever probed, never iterated, so determinism holds.
+//!
+//! Layout, chosen by `cargo bench --bench book` (see the README): an order's hot fields
+//! (everything matching, cancels and events read) fill one 64-byte cache line; the owner
+//! list links and the fields only a replace echoes live in a parallel array. A level keeps
+//! its displayed and total quantities, so the quantity at a price is one read.
 
 use rustc_hash::FxHashMap;
 
-use super::ladder::{Ladder, Rung};
+use super::ladder::Ladder;
 use super::message::*;
 use super::pool::{NIL, Pool};
-use super::ref_index::RefIndex;
+use super::ref_index::OrderIndex;
 use super::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
 use crate::types::*;
 
-/// A resting order. See the README for the whole per-order cost.
+/// A resting order's hot part: one cache line. See the README for the whole per-order cost.
 #[derive(Clone, Copy, Debug, Default)]
+#[repr(C, align(64))]
 struct Order {
     id: OrderId,
     /// Feed reference of the displayed part (changes at each reserve refill).
@@ -24,27 +30,36 @@ struct Order {
     open: u32,
     /// Shares displayed now (0 for hidden orders).
     shown: u32,
-    max_floor: u32,
-    /// Shares executed by the whole replace chain, for replace quantities.
-    executed: u32,
-    user_ref: UserRef,
-    level: u32,
+    /// Queue neighbours in the order's level.
     prev: u32,
     next: u32,
-    owner_prev: u32,
-    owner_next: u32,
+    level: u32,
+    user_ref: UserRef,
+    firm: Firm,
+    /// Shares executed by the whole replace chain, for replace quantities.
+    executed: u32,
     owner: OwnerId,
     instrument: InstrumentId,
-    firm: Firm,
     side: Side,
     hidden: bool,
+}
+
+// One cache line per order; growing it is a measured decision.
+const _: () = assert!(std::mem::size_of::<Order>() == 64);
+
+/// A resting order's cold part, in a parallel array: touched when it joins or leaves its
+/// owner's list, and by replaces.
+#[derive(Clone, Copy, Debug, Default)]
+struct OrderCold {
+    /// The owner's resting orders in order of entry.
+    owner_prev: u32,
+    owner_next: u32,
+    /// Reserve: the displayed part at each refill (0: none).
+    max_floor: u32,
     capacity: u8,
     cross_type: u8,
     customer_type: u8,
 }
-
-// An order slot must stay within two cache lines; growing it is a measured decision.
-const _: () = assert!(std::mem::size_of::<Order>() <= 80);
 
 /// A FIFO of orders, linked through `Order::prev/next`.
 #[derive(Clone, Copy, Debug)]
@@ -62,16 +77,25 @@ const EMPTY_QUEUE: Queue = Queue {
 #[derive(Clone, Copy, Debug)]
 struct Level {
     price: Price,
+    /// Tick number of `price` on its ladder.
+    tick: u32,
     shown: Queue,
     hidden: Queue,
+    /// Shares displayed at this price (the feed's view of it).
+    shown_qty: u64,
+    /// Shares open at this price, displayed, reserve and hidden.
+    open_qty: u64,
 }
 
 impl Default for Level {
     fn default() -> Level {
         Level {
             price: Price(0),
+            tick: 0,
             shown: EMPTY_QUEUE,
             hidden: EMPTY_QUEUE,
+            shown_qty: 0,
+            open_qty: 0,
         }
     }
 }
@@ -101,6 +125,28 @@ struct Book {
     sides: [Ladder; 2],
     /// Centre of the price band: the last trade, or `ref_price` before any.
     reference: Price,
+}
+
+impl Book {
+    /// Tick number of a valid limit price (within range, on a tick).
+    #[inline]
+    fn tick_of(&self, price: Price) -> u32 {
+        ((price.0 - self.spec.min_price.0) / self.spec.tick.0) as u32
+    }
+
+    /// Price of tick number `tick`.
+    #[inline]
+    fn price_of(&self, tick: u32) -> Price {
+        Price(self.spec.min_price.0 + u64::from(tick) * self.spec.tick.0)
+    }
+
+    /// Best price and its level on `side`.
+    #[inline]
+    fn best(&self, side: BookSide) -> Option<(Price, u32)> {
+        self.sides[side.index()]
+            .best()
+            .map(|(tick, level)| (self.price_of(tick), level))
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -189,14 +235,12 @@ pub struct Matcher {
     symbols: FxHashMap<u64, u16>,
     owners: Vec<Owner>,
     orders: Pool<Order>,
+    /// Cold parts of the orders, by the same slot.
+    cold: Vec<OrderCold>,
     levels: Pool<Level>,
-    by_ref: RefIndex,
+    by_ref: OrderIndex,
     next_order_id: u64,
     next_match_id: u64,
-}
-
-fn ref_key(owner: OwnerId, user_ref: UserRef) -> u64 {
-    (u64::from(owner.0) << 32) | u64::from(user_ref.0)
 }
 
 fn ticks_in_range(spec: &InstrumentSpec) -> u64 {
@@ -214,13 +258,16 @@ impl Matcher {
             .iter()
             .map(|spec| {
                 assert!(spec.tick.0 > 0 && spec.lot > 0 && spec.min_price <= spec.max_price);
-                // A side can never hold more levels than there are ticks in range.
-                let cap = ticks_in_range(spec).min(u64::from(config.levels_max)) as usize;
+                assert!(spec.min_price.0.is_multiple_of(spec.tick.0));
+                let ticks = u32::try_from(ticks_in_range(spec))
+                    .ok()
+                    .filter(|&t| t < u32::MAX)
+                    .expect("an instrument's price range is below 2^32 - 1 ticks");
                 Book {
                     spec: *spec,
                     sides: [
-                        Ladder::with_capacity(BookSide::Bid, cap),
-                        Ladder::with_capacity(BookSide::Ask, cap),
+                        Ladder::new(BookSide::Bid, ticks),
+                        Ladder::new(BookSide::Ask, ticks),
                     ],
                     reference: spec.ref_price,
                 }
@@ -242,12 +289,13 @@ impl Matcher {
                 tail: NIL,
             })
             .collect();
-        let by_ref = RefIndex::with_capacity(config.orders_max);
+        let by_ref = OrderIndex::new(config.owners.len(), config.orders_max);
         Matcher {
             books,
             symbols,
             owners,
             orders: Pool::with_capacity(config.orders_max),
+            cold: vec![OrderCold::default(); config.orders_max as usize],
             levels: Pool::with_capacity(config.levels_max),
             by_ref,
             next_order_id: 1,
@@ -450,8 +498,8 @@ impl Matcher {
                 return Err(RejectReason::PostOnlyCannotRest);
             }
             let contra = side.book_side().opposite();
-            if let Some(best) = book.sides[contra.index()].best()
-                && contra.crosses(best.price, limit)
+            if let Some((best, _)) = book.best(contra)
+                && contra.crosses(best, limit)
             {
                 return Err(RejectReason::PostOnlyWouldTake);
             }
@@ -477,9 +525,11 @@ impl Matcher {
         if self.orders.free_count() == 0 && !replace_frees_order {
             return Err(RejectReason::OrderPoolFull);
         }
-        let ladder = &self.books[usize::from(instrument.0)].sides[side.index()];
-        if self.levels.free_count() == 0 && !replace_frees_level && ladder.find(price).is_err() {
-            return Err(RejectReason::LevelPoolFull);
+        if self.levels.free_count() == 0 && !replace_frees_level {
+            let book = &self.books[usize::from(instrument.0)];
+            if book.sides[side.index()].get(book.tick_of(price)).is_none() {
+                return Err(RejectReason::LevelPoolFull);
+            }
         }
         Ok(())
     }
@@ -487,9 +537,9 @@ impl Matcher {
     /// Matches an accepted order, then rests or cancels what is left.
     fn enter(&mut self, mut inc: Incoming, entry: Entry, emit: &mut Emitter<'_, impl EventSink>) {
         let contra = inc.side.book_side().opposite();
-        let crosses = self.books[usize::from(inc.instrument.0)].sides[contra.index()]
-            .best()
-            .is_some_and(|best| contra.crosses(best.price, inc.limit));
+        let crosses = self.books[usize::from(inc.instrument.0)]
+            .best(contra)
+            .is_some_and(|(best, _)| contra.crosses(best, inc.limit));
         let meets_min = entry.min_qty == 0
             || (crosses && self.executable_qty(&inc, entry.min_qty) >= entry.min_qty);
         if meets_min {
@@ -526,11 +576,11 @@ impl Matcher {
         let ladder = &self.books[usize::from(inc.instrument.0)].sides[contra.index()];
         let stp = self.owners[usize::from(inc.owner.0)].stp;
         let mut total: u32 = 0;
-        for rung in ladder.iter_best_first() {
-            if !contra.crosses(rung.price, inc.limit) {
+        for (_, level) in ladder.iter_best_first() {
+            let level = &self.levels[level];
+            if !contra.crosses(level.price, inc.limit) {
                 break;
             }
-            let level = &self.levels[rung.level];
             for queue in [level.shown, level.hidden] {
                 let mut oi = queue.head;
                 while oi != NIL {
@@ -558,13 +608,13 @@ impl Matcher {
         let bi = usize::from(inc.instrument.0);
         let stp = self.owners[usize::from(inc.owner.0)].stp;
         while inc.remaining > 0 {
-            let Some(rung) = self.books[bi].sides[contra.index()].best() else {
+            let Some((price, level)) = self.books[bi].best(contra) else {
                 break;
             };
-            if !contra.crosses(rung.price, inc.limit) {
+            if !contra.crosses(price, inc.limit) {
                 break;
             }
-            let oi = self.levels[rung.level].head();
+            let oi = self.levels[level].head();
             debug_assert!(oi != NIL, "a level on the ladder is never empty");
             if self.orders[oi].firm == inc.firm && stp != StpMode::None {
                 if !self.prevent_self_trade(inc, stp, oi, emit) {
@@ -639,6 +689,11 @@ impl Matcher {
         }
         o.executed += qty;
         let resting = *o;
+        let level = &mut self.levels[resting.level];
+        level.open_qty -= u64::from(qty);
+        if !resting.hidden {
+            level.shown_qty -= u64::from(qty);
+        }
         inc.remaining -= qty;
         inc.executed += qty;
         self.books[usize::from(inc.instrument.0)].reference = resting.price;
@@ -694,10 +749,12 @@ impl Matcher {
     fn refill(&mut self, oi: u32, emit: &mut Emitter<'_, impl EventSink>) {
         let md_ref = self.take_order_id();
         self.unlink_from_level(oi);
+        let max_floor = self.cold[oi as usize].max_floor;
         let o = &mut self.orders[oi];
-        o.shown = o.max_floor.min(o.open);
+        o.shown = max_floor.min(o.open);
         o.md_ref = md_ref;
         let o = *o;
+        self.levels[o.level].shown_qty += u64::from(o.shown);
         self.link_to_level(oi, o.level);
         emit.event(EventBody::Restated {
             owner: o.owner,
@@ -736,32 +793,37 @@ impl Matcher {
             price: inc.limit,
             open: inc.remaining,
             shown,
-            max_floor: entry.max_floor,
             executed: inc.executed,
             user_ref: inc.user_ref,
             level: NIL,
             prev: NIL,
             next: NIL,
-            owner_prev: NIL,
-            owner_next: NIL,
             owner: inc.owner,
             instrument: inc.instrument,
             firm: inc.firm,
             side: inc.side,
             hidden: entry.hidden,
-            capacity: entry.capacity,
-            cross_type: entry.cross_type,
-            customer_type: entry.customer_type,
         };
         let oi = self
             .orders
             .try_alloc(order)
             .expect("order pool capacity is checked before an order is accepted");
+        self.cold[oi as usize] = OrderCold {
+            owner_prev: NIL,
+            owner_next: NIL,
+            max_floor: entry.max_floor,
+            capacity: entry.capacity,
+            cross_type: entry.cross_type,
+            customer_type: entry.customer_type,
+        };
         let level = self.level_for(inc.instrument, side, inc.limit);
         self.orders[oi].level = level;
         self.link_to_level(oi, level);
+        let level = &mut self.levels[level];
+        level.open_qty += u64::from(inc.remaining);
+        level.shown_qty += u64::from(shown);
         self.link_to_owner(oi);
-        self.by_ref.insert(ref_key(inc.owner, inc.user_ref), oi);
+        self.by_ref.insert(inc.owner.0, inc.user_ref.0, oi);
         if entry.hidden {
             return;
         }
@@ -786,22 +848,22 @@ impl Matcher {
 
     /// The level at `price`, created if needed.
     fn level_for(&mut self, instrument: InstrumentId, side: BookSide, price: Price) -> u32 {
-        let ladder = &mut self.books[usize::from(instrument.0)].sides[side.index()];
-        match ladder.find(price) {
-            Ok(pos) => ladder.at(pos).level,
-            Err(pos) => {
-                let level = self
-                    .levels
-                    .try_alloc(Level {
-                        price,
-                        ..Level::default()
-                    })
-                    .expect("level pool capacity is checked before an order is accepted");
-                let inserted = ladder.try_insert(pos, Rung { price, level });
-                assert!(inserted, "a ladder holds every tick of its price range");
-                level
-            }
+        let book = &mut self.books[usize::from(instrument.0)];
+        let tick = book.tick_of(price);
+        let ladder = &mut book.sides[side.index()];
+        if let Some(level) = ladder.get(tick) {
+            return level;
         }
+        let level = self
+            .levels
+            .try_alloc(Level {
+                price,
+                tick,
+                ..Level::default()
+            })
+            .expect("level pool capacity is checked before an order is accepted");
+        ladder.insert(tick, level);
+        level
     }
 
     fn cancel(
@@ -878,7 +940,7 @@ impl Matcher {
         clordid: [u8; 14],
         emit: &mut Emitter<'_, impl EventSink>,
     ) -> Option<u32> {
-        if let Some(oi) = self.by_ref.get(ref_key(owner, user_ref)) {
+        if let Some(oi) = self.by_ref.get(owner.0, user_ref.0) {
             return Some(oi);
         }
         let reason = if user_ref.0 != 0 && user_ref.0 <= self.owners[usize::from(owner.0)].last_ref
@@ -896,9 +958,13 @@ impl Matcher {
     fn shrink(&mut self, oi: u32, new_open: u32) -> u32 {
         let o = &mut self.orders[oi];
         debug_assert!(new_open > 0 && new_open <= o.open);
+        let open_cut = o.open - new_open;
         o.open = new_open;
         let cut = o.shown.saturating_sub(new_open);
         o.shown -= cut;
+        let level = &mut self.levels[o.level];
+        level.open_qty -= u64::from(open_cut);
+        level.shown_qty -= u64::from(cut);
         cut
     }
 
@@ -957,6 +1023,7 @@ impl Matcher {
             );
         }
         let orig = self.orders[oi];
+        let orig_cold = self.cold[oi as usize];
         let new_open = r.qty.0.saturating_sub(orig.executed);
         let level_freed = {
             let level = &self.levels[orig.level];
@@ -1001,9 +1068,9 @@ impl Matcher {
         };
         self.owners[usize::from(owner.0)].last_ref = r.user_ref.0;
         let contra = orig.side.book_side().opposite();
-        let marketable = self.books[usize::from(orig.instrument.0)].sides[contra.index()]
-            .best()
-            .is_some_and(|best| contra.crosses(best.price, limit));
+        let marketable = self.books[usize::from(orig.instrument.0)]
+            .best(contra)
+            .is_some_and(|(best, _)| contra.crosses(best, limit));
         self.remove_order(oi);
         let order_id = self.take_order_id();
         emit.event(EventBody::Replaced {
@@ -1023,9 +1090,9 @@ impl Matcher {
                 max_floor: r.max_floor,
                 firm: orig.firm,
                 echo: Echo {
-                    capacity: orig.capacity,
-                    cross_type: orig.cross_type,
-                    customer_type: orig.customer_type,
+                    capacity: orig_cold.capacity,
+                    cross_type: orig_cold.cross_type,
+                    customer_type: orig_cold.customer_type,
                     ..r.echo
                 },
             },
@@ -1048,9 +1115,9 @@ impl Matcher {
             hidden: r.hidden,
             min_qty: r.min_qty.0,
             max_floor: r.max_floor.0,
-            capacity: orig.capacity,
-            cross_type: orig.cross_type,
-            customer_type: orig.customer_type,
+            capacity: orig_cold.capacity,
+            cross_type: orig_cold.cross_type,
+            customer_type: orig_cold.customer_type,
         };
         if !orig.hidden && !r.hidden && r.tif == TimeInForce::Day && !marketable {
             return self.rest(&inc, &entry, Some(orig.md_ref), emit);
@@ -1115,13 +1182,14 @@ impl Matcher {
         let mut oi = self.owners[usize::from(owner.0)].head;
         while oi != NIL {
             let o = self.orders[oi];
+            let next = self.cold[oi as usize].owner_next;
             if instrument.is_none_or(|i| i == o.instrument)
                 && side.is_none_or(|s| s == o.side.book_side())
             {
                 self.reduce(oi, 0, reason, emit);
                 count += 1;
             }
-            oi = o.owner_next;
+            oi = next;
         }
         count
     }
@@ -1169,27 +1237,26 @@ impl Matcher {
         if tail == NIL {
             owner.head = oi;
         } else {
-            self.orders[tail].owner_next = oi;
+            self.cold[tail as usize].owner_next = oi;
         }
         owner.tail = oi;
-        let o = &mut self.orders[oi];
-        o.owner_prev = tail;
-        o.owner_next = NIL;
+        let c = &mut self.cold[oi as usize];
+        c.owner_prev = tail;
+        c.owner_next = NIL;
     }
 
-    fn unlink_from_owner(&mut self, oi: u32) {
-        let o = self.orders[oi];
-        let owner = &mut self.owners[usize::from(o.owner.0)];
-        if o.owner_prev == NIL {
-            owner.head = o.owner_next;
+    fn unlink_from_owner(&mut self, oi: u32, owner: OwnerId) {
+        let c = self.cold[oi as usize];
+        let owner = &mut self.owners[usize::from(owner.0)];
+        if c.owner_prev == NIL {
+            owner.head = c.owner_next;
         } else {
-            self.orders[o.owner_prev].owner_next = o.owner_next;
+            self.cold[c.owner_prev as usize].owner_next = c.owner_next;
         }
-        let owner = &mut self.owners[usize::from(o.owner.0)];
-        if o.owner_next == NIL {
-            owner.tail = o.owner_prev;
+        if c.owner_next == NIL {
+            owner.tail = c.owner_prev;
         } else {
-            self.orders[o.owner_next].owner_prev = o.owner_prev;
+            self.cold[c.owner_next as usize].owner_prev = c.owner_prev;
         }
     }
 
@@ -1197,17 +1264,17 @@ impl Matcher {
     fn remove_order(&mut self, oi: u32) {
         let o = self.orders[oi];
         self.unlink_from_level(oi);
-        self.unlink_from_owner(oi);
-        let removed = self.by_ref.remove(ref_key(o.owner, o.user_ref));
+        self.unlink_from_owner(oi, o.owner);
+        let removed = self.by_ref.remove(o.owner.0, o.user_ref.0);
         debug_assert!(removed, "a resting order is indexed");
         self.orders.release(oi);
-        if self.levels[o.level].head() == NIL {
-            let ladder =
-                &mut self.books[usize::from(o.instrument.0)].sides[o.side.book_side().index()];
-            let pos = ladder
-                .find(o.price)
-                .expect("an order's level is on its ladder");
-            ladder.remove(pos);
+        let level = &mut self.levels[o.level];
+        level.open_qty -= u64::from(o.open);
+        level.shown_qty -= u64::from(o.shown);
+        if level.head() == NIL {
+            debug_assert!(level.open_qty == 0 && level.shown_qty == 0);
+            let tick = level.tick;
+            self.books[usize::from(o.instrument.0)].sides[o.side.book_side().index()].remove(tick);
             self.levels.release(o.level);
         }
     }
@@ -1216,12 +1283,8 @@ impl Matcher {
     #[cfg(debug_assertions)]
     fn debug_check_tops(&self) {
         for book in &self.books {
-            if let (Some(bid), Some(ask)) = (book.sides[0].best(), book.sides[1].best()) {
-                assert!(
-                    bid.price < ask.price,
-                    "{} crossed at rest",
-                    book.spec.symbol
-                );
+            if let (Some((bid, _)), Some((ask, _))) = (book.sides[0].best(), book.sides[1].best()) {
+                assert!(bid < ask, "{} crossed at rest", book.spec.symbol);
             }
         }
     }
@@ -1234,7 +1297,9 @@ impl Matcher {
             .iter()
             .map(|b| b.sides.iter().map(Ladder::bytes).sum::<usize>())
             .sum();
-        let per_order = self.orders.bytes() + self.by_ref.bytes();
+        let per_order = self.orders.bytes()
+            + self.cold.capacity() * std::mem::size_of::<OrderCold>()
+            + self.by_ref.bytes();
         (per_order + self.levels.bytes() + ladders, per_order)
     }
 
@@ -1256,8 +1321,8 @@ impl Matcher {
         for book in &self.books {
             let mut sides: [Vec<RestingView>; 2] = [Vec::new(), Vec::new()];
             for (s, ladder) in book.sides.iter().enumerate() {
-                for rung in ladder.iter_best_first() {
-                    let level = &self.levels[rung.level];
+                for (_, level) in ladder.iter_best_first() {
+                    let level = &self.levels[level];
                     for queue in [level.shown, level.hidden] {
                         let mut oi = queue.head;
                         while oi != NIL {
@@ -1290,30 +1355,33 @@ impl Matcher {
         let mut seen = 0usize;
         for book in &self.books {
             let sym = book.spec.symbol;
-            if let (Some(bid), Some(ask)) = (book.sides[0].best(), book.sides[1].best())
-                && bid.price >= ask.price
+            if let (Some((bid, _)), Some((ask, _))) =
+                (book.best(BookSide::Bid), book.best(BookSide::Ask))
+                && bid >= ask
             {
-                return Err(format!(
-                    "{sym}: crossed at rest, bid {} ask {}",
-                    bid.price, ask.price
-                ));
+                return Err(format!("{sym}: crossed at rest, bid {bid} ask {ask}"));
             }
             for (s, ladder) in book.sides.iter().enumerate() {
                 let side = if s == 0 { BookSide::Bid } else { BookSide::Ask };
                 let mut prev_price: Option<Price> = None;
-                for rung in ladder.iter_best_first() {
+                for (tick, li) in ladder.iter_best_first() {
+                    let price = book.price_of(tick);
                     if let Some(p) = prev_price
-                        && !side.better(p, rung.price)
+                        && !side.better(p, price)
                     {
-                        return Err(format!("{sym}: ladder out of order at {}", rung.price));
+                        return Err(format!("{sym}: ladder out of order at {price}"));
                     }
-                    prev_price = Some(rung.price);
-                    let level = &self.levels[rung.level];
-                    if level.price != rung.price || level.head() == NIL {
-                        return Err(format!("{sym}: level {} empty or mispriced", rung.price));
+                    prev_price = Some(price);
+                    let level = &self.levels[li];
+                    if level.price != price || level.tick != tick || level.head() == NIL {
+                        return Err(format!("{sym}: level {price} empty or mispriced"));
                     }
-                    seen += self.check_queue(level.shown, false, rung, side)?;
-                    seen += self.check_queue(level.hidden, true, rung, side)?;
+                    let (n, shown, open) = self.check_queue(level.shown, false, li, side)?;
+                    let (m, _, hidden_open) = self.check_queue(level.hidden, true, li, side)?;
+                    if level.shown_qty != shown || level.open_qty != open + hidden_open {
+                        return Err(format!("{sym}: level {price} quantities wrong: {level:?}"));
+                    }
+                    seen += n + m;
                 }
             }
         }
@@ -1333,13 +1401,16 @@ impl Matcher {
         Ok(())
     }
 
+    /// Checks one queue of level `li`; returns its orders, displayed and open shares.
     fn check_queue(
         &self,
         queue: Queue,
         hidden: bool,
-        rung: Rung,
+        li: u32,
         side: BookSide,
-    ) -> Result<usize, String> {
+    ) -> Result<(usize, u64, u64), String> {
+        let price = self.levels[li].price;
+        let (mut shown, mut open) = (0u64, 0u64);
         let mut count = 0;
         let mut prev = NIL;
         let mut prev_key = 0u64;
@@ -1350,15 +1421,15 @@ impl Matcher {
             // and an order joins the back of its queue whenever it gets one.
             let key = if hidden { o.id.0 } else { o.md_ref.0 };
             let bad = o.prev != prev
-                || o.level != rung.level
-                || o.price != rung.price
+                || o.level != li
+                || o.price != price
                 || o.hidden != hidden
                 || o.side.book_side() != side
                 || o.open == 0
                 || (hidden && o.shown != 0)
                 || (!hidden && (o.shown == 0 || o.shown > o.open))
                 || key <= prev_key
-                || self.by_ref.get(ref_key(o.owner, o.user_ref)) != Some(oi);
+                || self.by_ref.get(o.owner.0, o.user_ref.0) != Some(oi);
             if bad {
                 return Err(format!(
                     "order {:?} breaks its level's invariants: {o:?}",
@@ -1368,12 +1439,14 @@ impl Matcher {
             prev_key = key;
             prev = oi;
             count += 1;
+            shown += u64::from(o.shown);
+            open += u64::from(o.open);
             oi = o.next;
         }
         if queue.tail != prev {
-            return Err(format!("queue at {} has a wrong tail", rung.price));
+            return Err(format!("queue at {price} has a wrong tail"));
         }
-        Ok(count)
+        Ok((count, shown, open))
     }
 
     fn owner_order_count(&self, owner: usize) -> usize {
@@ -1381,7 +1454,7 @@ impl Matcher {
         let mut oi = self.owners[owner].head;
         while oi != NIL {
             count += 1;
-            oi = self.orders[oi].owner_next;
+            oi = self.cold[oi as usize].owner_next;
         }
         count
     }
@@ -1496,8 +1569,8 @@ impl Matcher {
         let mut ranks: FxHashMap<u32, u32> = FxHashMap::default();
         for book in &self.books {
             for ladder in &book.sides {
-                for rung in ladder.iter_best_first() {
-                    let level = &self.levels[rung.level];
+                for (_, level) in ladder.iter_best_first() {
+                    let level = &self.levels[level];
                     for queue in [level.shown, level.hidden] {
                         let mut oi = queue.head;
                         while oi != NIL {
@@ -1514,6 +1587,7 @@ impl Matcher {
             let mut oi = owner.head;
             while oi != NIL {
                 let o = &self.orders[oi];
+                let c = &self.cold[oi as usize];
                 orders.push(RestingState {
                     id: o.id,
                     md_ref: o.md_ref,
@@ -1524,16 +1598,16 @@ impl Matcher {
                     price: o.price,
                     open: o.open,
                     shown: o.shown,
-                    max_floor: o.max_floor,
+                    max_floor: c.max_floor,
                     executed: o.executed,
                     firm: o.firm,
                     hidden: o.hidden,
-                    capacity: o.capacity,
-                    cross_type: o.cross_type,
-                    customer_type: o.customer_type,
+                    capacity: c.capacity,
+                    cross_type: c.cross_type,
+                    customer_type: c.customer_type,
                     queue_rank: ranks[&oi],
                 });
-                oi = o.owner_next;
+                oi = c.owner_next;
             }
         }
         BookState {
@@ -1603,7 +1677,7 @@ impl Matcher {
                 return Err(bad("values outside what the book allows"));
             }
             previous_owner = s.owner.0;
-            if m.by_ref.get(ref_key(s.owner, s.user_ref)).is_some() {
+            if m.by_ref.get(s.owner.0, s.user_ref.0).is_some() {
                 return Err(bad("reference used twice"));
             }
             let order = Order {
@@ -1612,22 +1686,16 @@ impl Matcher {
                 price: s.price,
                 open: s.open,
                 shown: s.shown,
-                max_floor: s.max_floor,
                 executed: s.executed,
                 user_ref: s.user_ref,
                 level: NIL,
                 prev: NIL,
                 next: NIL,
-                owner_prev: NIL,
-                owner_next: NIL,
                 owner: s.owner,
                 instrument: s.instrument,
                 firm: s.firm,
                 side: s.side,
                 hidden: s.hidden,
-                capacity: s.capacity,
-                cross_type: s.cross_type,
-                customer_type: s.customer_type,
             };
             let Some(oi) = m.orders.try_alloc(order) else {
                 return Err(format!(
@@ -1636,8 +1704,16 @@ impl Matcher {
                     config.orders_max
                 ));
             };
+            m.cold[oi as usize] = OrderCold {
+                owner_prev: NIL,
+                owner_next: NIL,
+                max_floor: s.max_floor,
+                capacity: s.capacity,
+                cross_type: s.cross_type,
+                customer_type: s.customer_type,
+            };
             m.link_to_owner(oi);
-            m.by_ref.insert(ref_key(s.owner, s.user_ref), oi);
+            m.by_ref.insert(s.owner.0, s.user_ref.0, oi);
             by_rank.push((s.queue_rank, oi));
         }
         // Queues: append in rank order, so each level's FIFO is as it was.
@@ -1648,8 +1724,12 @@ impl Matcher {
         for (_, oi) in by_rank {
             let o = m.orders[oi];
             let side = o.side.book_side();
-            let ladder = &m.books[usize::from(o.instrument.0)].sides[side.index()];
-            if ladder.find(o.price).is_err() && m.levels.free_count() == 0 {
+            let book = &m.books[usize::from(o.instrument.0)];
+            if book.sides[side.index()]
+                .get(book.tick_of(o.price))
+                .is_none()
+                && m.levels.free_count() == 0
+            {
                 return Err(format!(
                     "more price levels than the level pool holds ({})",
                     config.levels_max
@@ -1658,6 +1738,9 @@ impl Matcher {
             let level = m.level_for(o.instrument, side, o.price);
             m.orders[oi].level = level;
             m.link_to_level(oi, level);
+            let level = &mut m.levels[level];
+            level.open_qty += u64::from(o.open);
+            level.shown_qty += u64::from(o.shown);
         }
         m.check_invariants()?;
         Ok(m)

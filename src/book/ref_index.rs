@@ -146,10 +146,160 @@ impl RefIndex {
     }
 }
 
+/// References per owner in the recent window at most; a power of two.
+pub const WINDOW_MAX: u32 = 1 << 16;
+/// References per owner in the recent window at least.
+pub const WINDOW_MIN: u32 = 64;
+
+/// A live order in the recent window: its reference, and its slot plus one (0 = empty).
+#[derive(Clone, Copy, Debug, Default)]
+struct Recent {
+    user_ref: u32,
+    slot: u32,
+}
+
+/// `(owner, user_ref) -> order slot` for the matcher, in two parts.
+///
+/// A market maker's live orders are mostly its most recent references, so each owner has a
+/// direct-mapped window of `window` entries, one per reference modulo `window`: a lookup
+/// of a recent reference is one access to a small table that stays in cache. When two
+/// live orders want the same entry, the newer reference takes it and the older one moves
+/// to the hash index behind ([`RefIndex`]), which also holds orders restored out of
+/// order. Every live order is in exactly one of the two.
+#[derive(Debug)]
+pub struct OrderIndex {
+    /// `owners * window` entries; owner `o`'s are `o * window..(o + 1) * window`.
+    recent: Vec<Recent>,
+    mask: u32,
+    shift: u32,
+    older: RefIndex,
+    len: usize,
+}
+
+impl OrderIndex {
+    /// An index for `owners` owners and up to `capacity_max` live orders. Each owner's
+    /// window covers its share of the order pool (rounded up to a power of two, within
+    /// `WINDOW_MIN..=WINDOW_MAX`), so the windows together take at most 16 bytes per order
+    /// slot, and a maker whose references run densely (as OUCH clients number them) finds
+    /// every live order in its window.
+    pub fn new(owners: usize, capacity_max: u32) -> OrderIndex {
+        let share = (capacity_max as usize).div_ceil(owners.max(1)) as u32;
+        let window = share.next_power_of_two().clamp(WINDOW_MIN, WINDOW_MAX);
+        OrderIndex {
+            recent: vec![Recent::default(); owners * window as usize],
+            mask: window - 1,
+            shift: window.trailing_zeros(),
+            older: RefIndex::with_capacity(capacity_max),
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn position(&self, owner: u16, user_ref: u32) -> usize {
+        ((usize::from(owner)) << self.shift) | (user_ref & self.mask) as usize
+    }
+
+    /// The slot of `owner`'s live order `user_ref`.
+    #[inline]
+    pub fn get(&self, owner: u16, user_ref: u32) -> Option<u32> {
+        let entry = self.recent[self.position(owner, user_ref)];
+        if entry.slot != 0 && entry.user_ref == user_ref {
+            return Some(entry.slot - 1);
+        }
+        if self.older.len() == 0 {
+            return None;
+        }
+        self.older.get(key(owner, user_ref))
+    }
+
+    /// Indexes a live order; `(owner, user_ref)` must not be live already.
+    #[inline]
+    pub fn insert(&mut self, owner: u16, user_ref: u32, slot: u32) {
+        debug_assert!(slot < u32::MAX && self.get(owner, user_ref).is_none());
+        let at = self.position(owner, user_ref);
+        let entry = self.recent[at];
+        let new = Recent {
+            user_ref,
+            slot: slot + 1,
+        };
+        if entry.slot == 0 {
+            self.recent[at] = new;
+        } else if entry.user_ref < user_ref {
+            self.older
+                .insert(key(owner, entry.user_ref), entry.slot - 1);
+            self.recent[at] = new;
+        } else {
+            self.older.insert(key(owner, user_ref), slot);
+        }
+        self.len += 1;
+    }
+
+    /// Removes a live order's entry; returns whether it was there.
+    #[inline]
+    pub fn remove(&mut self, owner: u16, user_ref: u32) -> bool {
+        let at = self.position(owner, user_ref);
+        let entry = self.recent[at];
+        let removed = if entry.slot != 0 && entry.user_ref == user_ref {
+            self.recent[at] = Recent::default();
+            true
+        } else {
+            self.older.remove(key(owner, user_ref))
+        };
+        self.len -= usize::from(removed);
+        removed
+    }
+
+    /// Live orders indexed.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Bytes allocated.
+    pub fn bytes(&self) -> usize {
+        self.recent.capacity() * std::mem::size_of::<Recent>() + self.older.bytes()
+    }
+}
+
+fn key(owner: u16, user_ref: u32) -> u64 {
+    (u64::from(owner) << 32) | u64::from(user_ref)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn order_index_agrees_with_a_hash_map() {
+        // A small window, so entries collide and move to the older index often.
+        let mut index = OrderIndex::new(3, 8);
+        assert_eq!(index.mask + 1, WINDOW_MIN);
+        let mut model: HashMap<(u16, u32), u32> = HashMap::new();
+        let mut next_ref = [0u32; 3];
+        let mut state = 11u64;
+        for step in 0..100_000u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let owner = (state % 3) as u16;
+            let live: Vec<(u16, u32)> = model.keys().copied().filter(|k| k.0 == owner).collect();
+            if (state >> 8).is_multiple_of(2) && model.len() < 8 {
+                next_ref[usize::from(owner)] += 1 + (state >> 16) as u32 % 90;
+                let r = next_ref[usize::from(owner)];
+                index.insert(owner, r, step);
+                model.insert((owner, r), step);
+            } else if !live.is_empty() {
+                let k = live[(state >> 20) as usize % live.len()];
+                assert!(index.remove(k.0, k.1));
+                model.remove(&k);
+            }
+            assert_eq!(index.len(), model.len());
+            for (k, v) in &model {
+                assert_eq!(index.get(k.0, k.1), Some(*v));
+            }
+            assert_eq!(index.get(owner, next_ref[usize::from(owner)] + 1), None);
+        }
+    }
 
     #[test]
     fn agrees_with_a_hash_map_under_churn() {
