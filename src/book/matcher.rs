@@ -11,6 +11,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::divisor::Divisor;
 use super::ladder::Ladder;
 use super::message::*;
 use super::pool::{NIL, Pool};
@@ -121,6 +122,10 @@ impl Level {
 #[derive(Debug)]
 struct Book {
     spec: InstrumentSpec,
+    /// `spec.tick` and `spec.lot`, prepared: prices and quantities are checked with no
+    /// hardware division.
+    tick: Divisor,
+    lot: Divisor,
     /// Indexed by `BookSide::index()`.
     sides: [Ladder; 2],
     /// Centre of the price band: the last trade, or `ref_price` before any.
@@ -131,7 +136,7 @@ impl Book {
     /// Tick number of a valid limit price (within range, on a tick).
     #[inline]
     fn tick_of(&self, price: Price) -> u32 {
-        ((price.0 - self.spec.min_price.0) / self.spec.tick.0) as u32
+        self.tick.exact_quotient(price.0 - self.spec.min_price.0) as u32
     }
 
     /// Price of tick number `tick`.
@@ -265,6 +270,8 @@ impl Matcher {
                     .expect("an instrument's price range is below 2^32 - 1 ticks");
                 Book {
                     spec: *spec,
+                    tick: Divisor::new(spec.tick.0),
+                    lot: Divisor::new(u64::from(spec.lot)),
                     sides: [
                         Ladder::new(BookSide::Bid, ticks),
                         Ladder::new(BookSide::Ask, ticks),
@@ -464,7 +471,7 @@ impl Matcher {
         if qty == 0 {
             return Err(RejectReason::ZeroQty);
         }
-        if !qty.is_multiple_of(spec.lot) {
+        if !book.lot.divides(u64::from(qty)) {
             return Err(RejectReason::QtyOffLot);
         }
         if qty > spec.max_qty {
@@ -476,7 +483,7 @@ impl Matcher {
                 if p < spec.min_price || p > spec.max_price {
                     return Err(RejectReason::PriceOutOfRange);
                 }
-                if p.0 % spec.tick.0 != 0 {
+                if !book.tick.divides(p.0) {
                     return Err(RejectReason::PriceOffTick);
                 }
                 if p < band_low || p > band_high {
@@ -490,7 +497,7 @@ impl Matcher {
         if min_qty > qty {
             return Err(RejectReason::InvalidMinQty);
         }
-        if !max_floor.is_multiple_of(spec.lot) || (max_floor > 0 && hidden) {
+        if !book.lot.divides(u64::from(max_floor)) || (max_floor > 0 && hidden) {
             return Err(RejectReason::InvalidMaxFloor);
         }
         if post_only {
@@ -877,9 +884,9 @@ impl Matcher {
             return;
         };
         let o = self.orders[oi];
-        if !qty
-            .0
-            .is_multiple_of(self.books[usize::from(o.instrument.0)].spec.lot)
+        if !self.books[usize::from(o.instrument.0)]
+            .lot
+            .divides(u64::from(qty.0))
         {
             return emit.reject(owner, user_ref, RejectReason::QtyOffLot, BLANK_ID);
         }
@@ -904,9 +911,9 @@ impl Matcher {
         if side.book_side() != o.side.book_side() {
             return emit.reject(owner, user_ref, RejectReason::InvalidSide, BLANK_ID);
         }
-        if !qty
-            .0
-            .is_multiple_of(self.books[usize::from(o.instrument.0)].spec.lot)
+        if !self.books[usize::from(o.instrument.0)]
+            .lot
+            .divides(u64::from(qty.0))
         {
             return emit.reject(owner, user_ref, RejectReason::QtyOffLot, BLANK_ID);
         }

@@ -33,6 +33,7 @@
 //! [`Matcher`] is the fast book; [`reference::ReferenceMatcher`] is the simple model it is
 //! tested against.
 
+mod divisor;
 pub mod flow;
 mod ladder;
 mod matcher;
