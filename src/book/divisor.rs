@@ -76,9 +76,9 @@ mod tests {
         let mut state = 3u64;
         for &d in &divisors {
             let div = Divisor::new(d);
-            let mut check = |n: u64| {
-                assert_eq!(div.divides(n), n % d == 0, "{n} / {d}");
-                if n % d == 0 {
+            let check = |n: u64| {
+                assert_eq!(div.divides(n), n.is_multiple_of(d), "{n} / {d}");
+                if n.is_multiple_of(d) {
                     assert_eq!(div.exact_quotient(n), n / d);
                 }
             };
