@@ -8,14 +8,23 @@
 //! A reader that falls `session_queue_bytes_max` behind is disconnected; it can log in
 //! again with a sequence number and resume. The gateway never blocks: commands it cannot
 //! push yet (disconnects, the shutdown marker) wait in a bounded queue.
+//!
+//! Admission (see [`admission`]): connections that have not logged in ("pending") have a
+//! budget of their own, `pending_max`, apart from the `connections_max` logged-in ones, and
+//! at most `pending_per_address_max` per IP address. A new connection beyond a budget
+//! evicts the oldest pending connection in that budget (its own address's first), after
+//! serving a Login Request already waiting in that connection's socket. So however many
+//! connections a flood opens, a member's newest connection lives long enough to log in.
+//! Pending connections are logged at a bounded rate and counted.
 
+pub mod admission;
 mod egress;
 mod ingress;
 mod session;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,8 +32,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+pub use admission::{AdmissionCounters, AdmissionStats};
 pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
-pub use ingress::to_command;
+pub use ingress::{reject_target, to_command, validate};
 use session::UserSession;
 
 use crate::book::{Command, CommandBody};
@@ -57,6 +67,8 @@ pub struct Settings {
     heartbeat_interval: Duration,
     client_timeout: Duration,
     connections_max: usize,
+    pending_max: usize,
+    pending_per_address_max: usize,
     packet_len_max: usize,
     session_queue_bytes_max: usize,
     wait: WaitStrategy,
@@ -98,6 +110,14 @@ pub struct Gateway {
     /// Users whose store grew in this egress round.
     dirty: Vec<bool>,
     started: Instant,
+    /// Read buffers and control buffers of closed connections, reused by new ones so a
+    /// flood of connections does not churn the allocator.
+    spare_bufs: Vec<Box<[u8]>>,
+    spare_controls: Vec<Vec<u8>>,
+    /// Admission counters, shared with the server.
+    counters: Arc<AdmissionCounters>,
+    /// Rate limit and summary of the pre-login log lines.
+    log: admission::LogLimiter,
 }
 
 impl Gateway {
@@ -124,10 +144,14 @@ impl Gateway {
                 UserSession::new(u, OwnerId(i as u16), o.firm, g.session_store_bytes)
             })
             .collect();
+        // Both budgets have slots from the start; `pending_max` bounds the pending ones and
+        // `connections_max` the logged-in ones, so a free slot exists whenever a budget has room.
+        let slots = g.connections_max + g.pending_max;
+        let buf_len = g.packet_len_max + 2;
         Ok(Gateway {
             poll,
             listener: Some(listener),
-            conns: (0..g.connections_max).map(|_| None).collect(),
+            conns: (0..slots).map(|_| None).collect(),
             users,
             symbols: book.instruments.iter().map(|i| i.symbol).collect(),
             inbound,
@@ -138,16 +162,31 @@ impl Gateway {
                 heartbeat_interval: Duration::from_millis(g.heartbeat_interval_ms),
                 client_timeout: Duration::from_millis(g.client_timeout_ms),
                 connections_max: g.connections_max,
+                pending_max: g.pending_max,
+                pending_per_address_max: g.pending_per_address_max,
                 packet_len_max: g.packet_len_max,
                 session_queue_bytes_max: g.session_queue_bytes_max,
                 wait: config.wait_strategy(),
             },
             shutdown,
-            deferred: VecDeque::with_capacity(g.connections_max + 1),
-            waiting: Vec::with_capacity(g.connections_max),
+            deferred: VecDeque::with_capacity(slots + 1),
+            waiting: Vec::with_capacity(slots),
             dirty: vec![false; config.users.len()],
             started: Instant::now(),
+            spare_bufs: (0..slots)
+                .map(|_| vec![0; buf_len].into_boxed_slice())
+                .collect(),
+            spare_controls: (0..slots)
+                .map(|_| Vec::with_capacity(CONTROL_BYTES_MAX))
+                .collect(),
+            counters: Arc::new(AdmissionCounters::default()),
+            log: admission::LogLimiter::new(Instant::now()),
         })
+    }
+
+    /// The admission counters, readable from any thread while the gateway runs.
+    pub fn admission_counters(&self) -> Arc<AdmissionCounters> {
+        Arc::clone(&self.counters)
     }
 
     /// Appends an event's OUCH message to its user's stream; returns the user, or `None`
@@ -253,50 +292,114 @@ impl Gateway {
         pushed
     }
 
+    /// Accepts until the kernel has no more, so its backlog never fills.
     fn accept(&mut self) {
         loop {
             let Some(listener) = &self.listener else {
                 return;
             };
-            let (mut stream, peer) = match listener.accept() {
-                Ok(pair) => pair,
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    eprintln!("ironmatch gateway: accept failed: {e}");
+                    // Out of descriptors, for instance: the pre-login timeout frees them.
+                    self.log
+                        .line(Instant::now(), format_args!("accept failed: {e}"));
                     return;
                 }
-            };
-            let Some(slot) = self.conns.iter().position(Option::is_none) else {
-                eprintln!(
-                    "ironmatch gateway: {peer}: refused, {} connections open",
-                    self.settings.connections_max
-                );
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(slot),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                eprintln!("ironmatch gateway: {peer}: register failed: {e}");
-                continue;
             }
-            let now = Instant::now();
-            self.conns[slot] = Some(Conn {
-                stream,
-                peer,
-                buf: vec![0; self.settings.packet_len_max + 2].into_boxed_slice(),
-                len: 0,
-                control: Vec::with_capacity(CONTROL_BYTES_MAX),
-                user: None,
-                opened: now,
-                last_rx: now,
-                last_tx: now,
-                closing: false,
-                ended: false,
-            });
         }
+    }
+
+    /// Admits a new connection as pending, evicting the oldest pending connection of its
+    /// address or, failing that, of all addresses, when a budget is full.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        AdmissionCounters::add(&self.counters.accepted);
+        let ip = peer.ip();
+        let (mut pending, mut same_address) = (0, 0);
+        for conn in self.conns.iter().flatten().filter(|c| c.user.is_none()) {
+            pending += 1;
+            same_address += usize::from(conn.peer.ip() == ip);
+        }
+        let room = if same_address >= self.settings.pending_per_address_max {
+            self.evict_oldest_pending(Some(ip))
+                .then(|| AdmissionCounters::add(&self.counters.evicted_same_address))
+                .is_some()
+        } else if pending >= self.settings.pending_max {
+            self.evict_oldest_pending(None)
+                .then(|| AdmissionCounters::add(&self.counters.evicted))
+                .is_some()
+        } else {
+            true
+        };
+        let slot = self.conns.iter().position(Option::is_none);
+        let (true, Some(slot)) = (room, slot) else {
+            AdmissionCounters::add(&self.counters.refused);
+            self.log
+                .line(Instant::now(), format_args!("{peer}: refused, no pending slot"));
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.log
+                .line(Instant::now(), format_args!("{peer}: register failed: {e}"));
+            return;
+        }
+        let now = Instant::now();
+        let buf_len = self.settings.packet_len_max + 2;
+        let buf = self
+            .spare_bufs
+            .pop()
+            .unwrap_or_else(|| vec![0; buf_len].into_boxed_slice());
+        let control = self
+            .spare_controls
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CONTROL_BYTES_MAX));
+        self.conns[slot] = Some(Conn {
+            stream,
+            peer,
+            buf,
+            len: 0,
+            control,
+            user: None,
+            opened: now,
+            last_rx: now,
+            last_tx: now,
+            closing: false,
+            ended: false,
+        });
+    }
+
+    /// Closes the oldest pending connection (of `ip` only, if given) to make room; returns
+    /// whether one was closed. A Login Request already in a candidate's socket is served
+    /// first: a member who sent its login is never evicted unread.
+    fn evict_oldest_pending(&mut self, ip: Option<IpAddr>) -> bool {
+        for _ in 0..admission::EVICT_TRIES_MAX {
+            let oldest = (0..self.conns.len())
+                .filter_map(|i| self.conns[i].as_ref().map(|c| (i, c)))
+                .filter(|(_, c)| c.user.is_none() && ip.is_none_or(|ip| c.peer.ip() == ip))
+                .min_by_key(|(_, c)| c.opened)
+                .map(|(i, _)| i);
+            let Some(i) = oldest else {
+                return false;
+            };
+            self.serve(i);
+            match &self.conns[i] {
+                None => return true,
+                Some(c) if c.user.is_none() => {
+                    self.close(i, "evicted by a newer connection");
+                    return true;
+                }
+                // It logged in: no longer pending; look again.
+                Some(_) => {}
+            }
+        }
+        false
     }
 
     /// Reads and frames a connection's input while the matcher's ring has room.
@@ -375,10 +478,13 @@ impl Gateway {
             pushed |= self.on_packet(i, &frame);
             used += frame.len;
         };
-        if let Some(conn) = self.conns[i].as_mut() {
-            conn.buf = buf;
-            conn.buf.copy_within(used..len, 0);
-            conn.len = len - used;
+        match self.conns[i].as_mut() {
+            Some(conn) => {
+                conn.buf = buf;
+                conn.buf.copy_within(used..len, 0);
+                conn.len = len - used;
+            }
+            None => self.recycle(buf, Vec::new()),
         }
         if pushed {
             self.inbound.notify();
@@ -435,6 +541,13 @@ impl Gateway {
                         soupbin::REJECT_SESSION_UNAVAILABLE,
                         "user already logged in",
                     ))
+                } else if self.users.iter().filter(|u| u.conn.is_some()).count()
+                    >= self.settings.connections_max
+                {
+                    Err((
+                        soupbin::REJECT_SESSION_UNAVAILABLE,
+                        "gateway.connections_max sessions logged in",
+                    ))
                 } else {
                     requested
                         .map(|seq| (u, seq))
@@ -452,6 +565,7 @@ impl Gateway {
                 let first = user.start_at(seq);
                 user.conn = Some(i);
                 conn.user = Some(u);
+                AdmissionCounters::add(&self.counters.logins);
                 soupbin::write_login_accepted(&mut conn.control, &self.settings.session, first);
                 eprintln!(
                     "ironmatch gateway: {}: {} logged in, sending from {first}",
@@ -461,7 +575,11 @@ impl Gateway {
             Err((code, why)) => {
                 soupbin::write_login_rejected(&mut conn.control, code);
                 conn.closing = true;
-                eprintln!("ironmatch gateway: {}: login rejected: {why}", conn.peer);
+                AdmissionCounters::add(&self.counters.logins_rejected);
+                self.log.line(
+                    Instant::now(),
+                    format_args!("{}: login rejected: {why}", conn.peer),
+                );
             }
         }
         self.flush(i);
@@ -486,6 +604,13 @@ impl Gateway {
                 clordid,
             }
         } else {
+            if let Err((_, field)) = ingress::validate(&decoded) {
+                let peer = self.conns[i].as_ref().map(|c| c.peer);
+                self.log.line(
+                    Instant::now(),
+                    format_args!("{peer:?}: {}: rejected: bad {field}", user.username),
+                );
+            }
             to_command(&decoded, user.firm)
         };
         let cmd = Command {
@@ -506,7 +631,12 @@ impl Gateway {
         let Some(conn) = self.conns[i].as_mut() else {
             return;
         };
-        eprintln!("ironmatch gateway: {}: {why}; closing", conn.peer);
+        if conn.user.is_some() {
+            eprintln!("ironmatch gateway: {}: {why}; closing", conn.peer);
+        } else {
+            self.log
+                .line(Instant::now(), format_args!("{}: {why}; closing", conn.peer));
+        }
         if conn.control.len() + why.len() < CONTROL_BYTES_MAX {
             soupbin::write_packet(&mut conn.control, kind::DEBUG, why.as_bytes());
         }
@@ -536,10 +666,26 @@ impl Gateway {
                     body: CommandBody::Disconnect,
                 }));
             }
-            None => eprintln!(
-                "ironmatch gateway: {}: closed before login: {why}",
-                conn.peer
+            None => self.log.line(
+                Instant::now(),
+                format_args!("{}: closed before login: {why}", conn.peer),
             ),
+        }
+        self.recycle(conn.buf, conn.control);
+    }
+
+    /// Keeps a closed connection's buffers for the next one.
+    fn recycle(&mut self, buf: Box<[u8]>, mut control: Vec<u8>) {
+        if buf.len() == self.settings.packet_len_max + 2
+            && self.spare_bufs.len() < self.spare_bufs.capacity()
+        {
+            self.spare_bufs.push(buf);
+        }
+        control.clear();
+        if control.capacity() >= CONTROL_BYTES_MAX
+            && self.spare_controls.len() < self.spare_controls.capacity()
+        {
+            self.spare_controls.push(control);
         }
     }
 
@@ -614,12 +760,15 @@ impl Gateway {
     }
 
     fn check_timers(&mut self, now: Instant) {
+        let pending = self.conns.iter().flatten().filter(|c| c.user.is_none()).count();
+        self.log.summary(now, &self.counters, pending);
         for i in 0..self.conns.len() {
             let Some(conn) = self.conns[i].as_mut() else {
                 continue;
             };
             if conn.user.is_none() {
                 if now.duration_since(conn.opened) >= self.settings.login_timeout {
+                    AdmissionCounters::add(&self.counters.login_timeouts);
                     self.close(i, "no login in time");
                 }
                 continue;
