@@ -19,6 +19,7 @@
 
 pub mod admission;
 mod egress;
+pub mod exercise;
 mod ingress;
 mod session;
 
@@ -604,11 +605,10 @@ impl Gateway {
                 clordid,
             }
         } else {
-            if let Err((_, field)) = ingress::validate(&decoded) {
-                let peer = self.conns[i].as_ref().map(|c| c.peer);
+            if let (Err((_, field)), Some(conn)) = (ingress::validate(&decoded), &self.conns[i]) {
                 self.log.line(
                     Instant::now(),
-                    format_args!("{peer:?}: {}: rejected: bad {field}", user.username),
+                    format_args!("{}: {}: rejected: bad {field}", conn.peer, user.username),
                 );
             }
             to_command(&decoded, user.firm)
