@@ -46,6 +46,8 @@ pub struct Outcome {
     pub rejected: usize,
     /// Of those, Order Accepted.
     pub accepted: usize,
+    /// Rejected messages by OUCH reason code (codes above 0x1F counted at 0).
+    pub reject_codes: [usize; 32],
     /// Commands the journal replayed.
     pub commands_replayed: u64,
 }
@@ -157,13 +159,17 @@ fn ouch_price_edge(b: u8) -> u64 {
 
 /// A new UserRefNum: mostly the next one, sometimes the same, a lower or any one.
 fn new_ref(r: &mut Bytes<'_>, last_ref: &mut u32) -> u32 {
-    *last_ref = match r.u8() {
-        0..=219 => last_ref.saturating_add(1),
-        220..=239 => *last_ref,
+    let next = last_ref.saturating_add(1);
+    let chosen = match r.u8() {
+        0..=223 => next,
+        224..=239 => *last_ref,
         240..=247 => last_ref.saturating_sub(1),
         _ => r.u32(),
     };
-    *last_ref
+    // The engine's high-water mark may have moved to `chosen`; never fall behind it, or
+    // every later message would be a repeat.
+    *last_ref = (*last_ref).max(chosen);
+    chosen
 }
 
 /// The bytes of the next structured message, or `None` when the input is used up.
@@ -180,12 +186,12 @@ fn next_message(r: &mut Bytes<'_>, last_ref: &mut u32) -> Option<Vec<u8>> {
                 r.qty(),
                 r.alpha(b"AAPL    "),
                 r.price(),
-                r.pick(b"0035"),
-                r.pick(b"YNAPLM"),
+                r.pick(b"0000333335"),
+                r.pick(b"YYYYNAPLM"),
             );
             m.capacity = r.pick(b"APRO");
             m.iso = r.pick(b"NY");
-            m.cross_type = r.pick(b"NNNO");
+            m.cross_type = r.pick(b"NNNNNNNO");
             m.clordid = r.alpha(b"FUZZ-CLORDID  ");
             let o = r.options();
             Inbound::Enter(&m, o).write(&mut out);
@@ -246,8 +252,8 @@ fn next_message(r: &mut Bytes<'_>, last_ref: &mut u32) -> Option<Vec<u8>> {
 }
 
 /// Checks that an outbound message decodes and that its alpha fields are printable ASCII;
-/// returns its type.
-fn check_outbound(msg: &[u8]) -> u8 {
+/// returns its type and, for a Rejected, its reason code.
+fn check_outbound(msg: &[u8]) -> (u8, u16) {
     let decoded = ouch::decode_outbound(msg).expect("the engine sends valid OUCH");
     let alpha_ok = match decoded {
         Outbound::Accepted(a, o) => {
@@ -270,26 +276,30 @@ fn check_outbound(msg: &[u8]) -> u8 {
         _ => true,
     };
     assert!(alpha_ok, "an alpha field outside printable ASCII: {decoded:?}");
-    msg[0]
+    let code = match decoded {
+        Outbound::Rejected(j) => j.reason.get(),
+        _ => 0,
+    };
+    (msg[0], code)
 }
 
 /// Sends an Account Query behind whatever was sent and reads up to its answer; returns the
 /// message types before it and the next expected UserRefNum.
-fn through_barrier(c: &mut Client) -> io::Result<(Vec<u8>, u32)> {
+fn through_barrier(c: &mut Client) -> io::Result<(Vec<(u8, u16)>, u32)> {
     c.send(&Inbound::AccountQuery(Options::default()))?;
     let mut types = Vec::new();
     loop {
         let (_, msg) = c
             .recv_message(ANSWER_WAIT_MAX)?
             .ok_or_else(|| io::Error::other("no answer in time"))?;
-        let kind = check_outbound(&msg);
+        let (kind, code) = check_outbound(&msg);
         if kind == ouch::outbound::ACCOUNT_QUERY_RESPONSE {
             let Ok(Outbound::AccountQueryResponse(q)) = ouch::decode_outbound(&msg) else {
                 unreachable!("checked above");
             };
             return Ok((types, q.next_user_ref.get()));
         }
-        types.push(kind);
+        types.push((kind, code));
     }
 }
 
@@ -398,17 +408,24 @@ fn run(server: &Server, data: &[u8]) -> io::Result<Outcome> {
     maker.limit(2, b'B', 500, "AAPL", MID - 500)?;
     through_barrier(&mut maker)?;
     let mut c = login(server, "FZ1", "pw1")?;
+    drive(&mut c, data, MESSAGES_MAX)
+}
+
+/// Sends up to `messages_max` structured messages from `data` on a logged-in session whose
+/// next UserRefNum is 1 and whose instrument `AAPL` trades around $150, checking each
+/// answer (see the module doc). Also used by `tests/hostile.rs` beside honest sessions.
+pub fn drive(c: &mut Client, data: &[u8], messages_max: usize) -> io::Result<Outcome> {
     let mut r = Bytes { data, pos: 0 };
     let mut last_ref = 0u32;
     let mut next_expected = 0u32;
     let mut outcome = Outcome::default();
-    while outcome.sent < MESSAGES_MAX {
+    while outcome.sent < messages_max {
         let Some(msg) = next_message(&mut r, &mut last_ref) else {
             break;
         };
         c.send_packet(crate::wire::soupbin::kind::UNSEQUENCED, &msg)?;
         outcome.sent += 1;
-        let (types, next) = through_barrier(&mut c)?;
+        let (types, next) = through_barrier(c)?;
         if types.is_empty() {
             return Err(io::Error::other(format!("no answer to {msg:02x?}")));
         }
@@ -419,14 +436,17 @@ fn run(server: &Server, data: &[u8]) -> io::Result<Outcome> {
         }
         next_expected = next;
         outcome.answers += types.len();
-        outcome.rejected += types
-            .iter()
-            .filter(|&&t| t == ouch::outbound::REJECTED)
-            .count();
-        outcome.accepted += types
-            .iter()
-            .filter(|&&t| t == ouch::outbound::ACCEPTED)
-            .count();
+        for (kind, code) in types {
+            match kind {
+                ouch::outbound::REJECTED => {
+                    outcome.rejected += 1;
+                    let at = usize::from(code);
+                    outcome.reject_codes[if at < 32 { at } else { 0 }] += 1;
+                }
+                ouch::outbound::ACCEPTED => outcome.accepted += 1,
+                _ => {}
+            }
+        }
     }
     Ok(outcome)
 }
