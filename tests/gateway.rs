@@ -510,15 +510,8 @@ fn answer_type(c: &mut Client) -> u8 {
 }
 
 fn order(user_ref: u32) -> ironmatch::wire::ouch::EnterOrder {
-    let mut m = ironmatch::wire::ouch::EnterOrder::new(
-        user_ref,
-        b'B',
-        100,
-        *b"AAPL    ",
-        PX,
-        b'0',
-        b'Y',
-    );
+    let mut m =
+        ironmatch::wire::ouch::EnterOrder::new(user_ref, b'B', 100, *b"AAPL    ", PX, b'0', b'Y');
     m.clordid = *b"VALID-ID      ";
     m
 }
@@ -636,7 +629,10 @@ fn the_user_ref_num_rule_holds_for_every_reject_kind() {
         slow.limit(6, b'B', 100, "AAPL", PX - 600).unwrap();
         answer_type(&mut slow) == outbound::ACCEPTED
     });
-    assert!(accepted, "a throttled number is not used: it is accepted once tokens return");
+    assert!(
+        accepted,
+        "a throttled number is not used: it is accepted once tokens return"
+    );
     server.stop().unwrap();
 }
 

@@ -21,11 +21,11 @@ fn gateway_session_checker_sees_every_kind_of_answer() {
     eprintln!("{outcome:?}");
     assert_eq!(outcome.sent, MESSAGES_MAX, "{outcome:?}");
     assert!(outcome.answers >= outcome.sent, "{outcome:?}");
+    assert!(outcome.accepted > 0 && outcome.rejected > 0, "{outcome:?}");
     assert!(
-        outcome.accepted > 0 && outcome.rejected > 0,
+        outcome.commands_replayed >= outcome.sent as u64,
         "{outcome:?}"
     );
-    assert!(outcome.commands_replayed >= outcome.sent as u64, "{outcome:?}");
 }
 
 proptest! {
@@ -254,10 +254,21 @@ burst = 100000
         }
         let attempts = member(addr);
 
-        assert_eq!(sellers.join().unwrap(), HONEST_ORDERS, "every honest order answered");
-        assert_eq!(buyers.join().unwrap(), HONEST_ORDERS, "every honest order answered");
+        assert_eq!(
+            sellers.join().unwrap(),
+            HONEST_ORDERS,
+            "every honest order answered"
+        );
+        assert_eq!(
+            buyers.join().unwrap(),
+            HONEST_ORDERS,
+            "every honest order answered"
+        );
         let outcome = fuzz.join().unwrap();
-        assert!(outcome.answers >= outcome.sent && outcome.sent > 0, "{outcome:?}");
+        assert!(
+            outcome.answers >= outcome.sent && outcome.sent > 0,
+            "{outcome:?}"
+        );
         assert!(slow.join().unwrap(), "a login sent too slowly is cut off");
         stop.store(true, Ordering::Relaxed);
         flooder.join().unwrap();
@@ -279,7 +290,11 @@ burst = 100000
 
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
             .args(["replay", "--journal", journal.to_str().unwrap()])
-            .args(["--config", config_path.to_str().unwrap(), "--verify-determinism"])
+            .args([
+                "--config",
+                config_path.to_str().unwrap(),
+                "--verify-determinism",
+            ])
             .output()
             .unwrap();
         let report = String::from_utf8_lossy(&out.stdout);
@@ -293,7 +308,10 @@ burst = 100000
             "{report}"
         );
         let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
-        assert!(log.contains("admission:"), "the flood is summarized in the log");
+        assert!(
+            log.contains("admission:"),
+            "the flood is summarized in the log"
+        );
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -232,7 +232,11 @@ fn next_message(r: &mut Bytes<'_>, last_ref: &mut u32) -> Option<Vec<u8>> {
         }
         _ => {
             let user_ref = new_ref(r, last_ref);
-            let usual = if r.u8() < 128 { b"        " } else { b"AAPL    " };
+            let usual = if r.u8() < 128 {
+                b"        "
+            } else {
+                b"AAPL    "
+            };
             let m = ouch::MassCancelRequest {
                 msg_type: inbound::MASS_CANCEL,
                 user_ref: U32::new(user_ref),
@@ -275,7 +279,10 @@ fn check_outbound(msg: &[u8]) -> (u8, u16) {
         Outbound::Modified(m) => is_alpha(&[m.side]),
         _ => true,
     };
-    assert!(alpha_ok, "an alpha field outside printable ASCII: {decoded:?}");
+    assert!(
+        alpha_ok,
+        "an alpha field outside printable ASCII: {decoded:?}"
+    );
     let code = match decoded {
         Outbound::Rejected(j) => j.reason.get(),
         _ => 0,

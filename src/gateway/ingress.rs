@@ -94,16 +94,30 @@ fn check_order_fields(tif_code: u8, display_code: u8, iso: u8, o: &Options) -> R
 fn check_options(o: &Options) -> Result<(), Invalid> {
     use RejectReason::Unsupported;
     if let Some(firm) = o.firm {
-        let upper = firm.iter().all(|b| matches!(b, b' ' | b'0'..=b'9' | b'A'..=b'Z'));
+        let upper = firm
+            .iter()
+            .all(|b| matches!(b, b' ' | b'0'..=b'9' | b'A'..=b'Z'));
         check(upper, RejectReason::FirmNotAuthorized, "firm option")?;
     }
     let qty_ok = |q: Option<u32>| q.is_none_or(|q| q <= QTY_MAX);
     check(qty_ok(o.min_qty), RejectReason::InvalidMinQty, "min qty")?;
-    check(qty_ok(o.max_floor), RejectReason::InvalidMaxFloor, "max floor")?;
+    check(
+        qty_ok(o.max_floor),
+        RejectReason::InvalidMaxFloor,
+        "max floor",
+    )?;
     let one_of = |v: Option<u8>, set: &[u8]| v.is_none_or(|v| set.contains(&v));
-    check(one_of(o.customer_type, b"RN "), Unsupported, "customer type")?;
+    check(
+        one_of(o.customer_type, b"RN "),
+        Unsupported,
+        "customer type",
+    )?;
     check(one_of(o.price_type, b"L"), Unsupported, "price type")?;
-    check(o.peg_offset.is_none_or(|p| p == 0), Unsupported, "peg offset")?;
+    check(
+        o.peg_offset.is_none_or(|p| p == 0),
+        Unsupported,
+        "peg offset",
+    )?;
     check(one_of(o.post_only, b"PN"), Unsupported, "post only")?;
     check(one_of(o.trade_now, b"YN "), Unsupported, "trade now")?;
     check(
@@ -145,7 +159,11 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
             check(is_alpha(&m.clordid), Unsupported, "ClOrdID")?;
             check(m.qty.get() <= QTY_MAX, QtyAboveMax, "quantity")?;
             // A market replace is not offered; between the two ranges is no price at all.
-            check(m.price.get() < MARKET_PRICE_MIN, Unsupported, "market price")?;
+            check(
+                m.price.get() < MARKET_PRICE_MIN,
+                Unsupported,
+                "market price",
+            )?;
             check(m.price.get() <= LIMIT_PRICE_MAX, PriceOutOfRange, "price")?;
             check_order_fields(m.tif, m.display, m.iso, o)?;
             check_options(o)
@@ -153,11 +171,7 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
         Inbound::Cancel(..) | Inbound::AccountQuery(_) => Ok(()),
         Inbound::Modify(m, _) => check_side(m.side, "side"),
         Inbound::MassCancel(m, o) => {
-            check(
-                is_alpha(&m.firm),
-                RejectReason::FirmNotAuthorized,
-                "firm",
-            )?;
+            check(is_alpha(&m.firm), RejectReason::FirmNotAuthorized, "firm")?;
             check(is_alpha(&m.symbol), UnknownInstrument, "symbol")?;
             o.side.map_or(Ok(()), |s| check_side(s, "side option"))
         }

@@ -337,8 +337,10 @@ impl Gateway {
         let slot = self.conns.iter().position(Option::is_none);
         let (true, Some(slot)) = (room, slot) else {
             AdmissionCounters::add(&self.counters.refused);
-            self.log
-                .line(Instant::now(), format_args!("{peer}: refused, no pending slot"));
+            self.log.line(
+                Instant::now(),
+                format_args!("{peer}: refused, no pending slot"),
+            );
             return;
         };
         let _ = stream.set_nodelay(true);
@@ -634,8 +636,10 @@ impl Gateway {
         if conn.user.is_some() {
             eprintln!("ironmatch gateway: {}: {why}; closing", conn.peer);
         } else {
-            self.log
-                .line(Instant::now(), format_args!("{}: {why}; closing", conn.peer));
+            self.log.line(
+                Instant::now(),
+                format_args!("{}: {why}; closing", conn.peer),
+            );
         }
         if conn.control.len() + why.len() < CONTROL_BYTES_MAX {
             soupbin::write_packet(&mut conn.control, kind::DEBUG, why.as_bytes());
@@ -760,7 +764,12 @@ impl Gateway {
     }
 
     fn check_timers(&mut self, now: Instant) {
-        let pending = self.conns.iter().flatten().filter(|c| c.user.is_none()).count();
+        let pending = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.user.is_none())
+            .count();
         self.log.summary(now, &self.counters, pending);
         for i in 0..self.conns.len() {
             let Some(conn) = self.conns[i].as_mut() else {
