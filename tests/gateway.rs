@@ -689,3 +689,58 @@ fn logged_in_sessions_have_their_own_budget() {
     assert_eq!(server.admission().logins_rejected, 1);
     server.stop().unwrap();
 }
+
+/// A connection from `source` (any 127.0.0.0/8 address is local on Linux).
+fn connect_from(source: [u8; 4], addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let from = std::net::SocketAddr::from((source, 0));
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// A member on its own address is never evicted by a flood from other addresses, however
+/// large and however long the member waits before sending its login: each flooding address
+/// evicts its own connections (deterministic, unlike a flood from the member's address).
+#[test]
+fn a_flood_from_other_addresses_never_evicts_a_members_connection() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("flood");
+    let text = test_config_text(&dir, "pending_max = 8\npending_per_address_max = 4")
+        .replace("login_timeout_ms = 400", "login_timeout_ms = 60000");
+    let config = ironmatch::config::Config::parse(&text, "test").unwrap();
+    let server = Server::start(&config).unwrap();
+    let addr = server.local_addr();
+    let mut flood = Vec::new();
+    for i in 0..8u8 {
+        flood.push(connect_from([127, 0, 0, 2 + i % 2], addr));
+    }
+    let mut member = connect_from([127, 0, 0, 1], addr);
+    for i in 0..200u8 {
+        flood.push(connect_from([127, 0, 0, 2 + i % 4], addr));
+    }
+    // Every flood connection is accepted (and most evicted) before the member speaks.
+    let accepted = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        server.admission().accepted >= 209
+    });
+    assert!(accepted, "{:?}", server.admission());
+    let mut login = Vec::new();
+    soupbin::write_login_request(&mut login, "MM1", "pw1", "", 1);
+    member.write_all(&login).unwrap();
+    member
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 3];
+    member.read_exact(&mut head).unwrap();
+    assert_eq!(head[2], kind::LOGIN_ACCEPTED);
+    let stats = server.admission();
+    assert_eq!((stats.logins, stats.refused), (1, 0), "{stats:?}");
+    assert!(
+        stats.evicted + stats.evicted_same_address >= 200,
+        "{stats:?}"
+    );
+    drop(flood);
+    server.stop().unwrap();
+}

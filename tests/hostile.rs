@@ -28,8 +28,16 @@ fn gateway_session_checker_sees_every_kind_of_answer() {
     );
 }
 
+/// Random inputs per run: 6, or `IRONMATCH_GATEWAY_CASES` for a longer run.
+fn cases() -> u32 {
+    std::env::var("IRONMATCH_GATEWAY_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(6)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
     #[test]
     fn gateway_session_random_fields(data in proptest::collection::vec(any::<u8>(), 0..1024)) {
         let outcome = exercise::exercise(&data);

@@ -12,9 +12,10 @@
 //! Admission (see [`admission`]): connections that have not logged in ("pending") have a
 //! budget of their own, `pending_max`, apart from the `connections_max` logged-in ones, and
 //! at most `pending_per_address_max` per IP address. A new connection beyond a budget
-//! evicts the oldest pending connection in that budget (its own address's first), after
-//! serving a Login Request already waiting in that connection's socket. So however many
-//! connections a flood opens, a member's newest connection lives long enough to log in.
+//! evicts the oldest pending connection in that budget (its own address's when that address
+//! is at its limit, else the heaviest address's), after serving a Login Request already
+//! waiting in that connection's socket. So however many connections a flood opens, it
+//! evicts its own first, and a member's newest connection lives long enough to log in.
 //! Pending connections are logged at a bounded rate and counted.
 
 pub mod admission;
@@ -313,8 +314,9 @@ impl Gateway {
         }
     }
 
-    /// Admits a new connection as pending, evicting the oldest pending connection of its
-    /// address or, failing that, of all addresses, when a budget is full.
+    /// Admits a new connection as pending. When its address is at `pending_per_address_max`,
+    /// the address's oldest pending connection is evicted; when all pending slots are taken,
+    /// the oldest pending connection of the address holding the most is.
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         AdmissionCounters::add(&self.counters.accepted);
         let ip = peer.ip();
@@ -328,7 +330,9 @@ impl Gateway {
                 .then(|| AdmissionCounters::add(&self.counters.evicted_same_address))
                 .is_some()
         } else if pending >= self.settings.pending_max {
-            self.evict_oldest_pending(None)
+            let heaviest = self.heaviest_pending_address();
+            heaviest
+                .is_some_and(|ip| self.evict_oldest_pending(Some(ip)))
                 .then(|| AdmissionCounters::add(&self.counters.evicted))
                 .is_some()
         } else {
@@ -376,6 +380,20 @@ impl Gateway {
             closing: false,
             ended: false,
         });
+    }
+
+    /// The address with the most pending connections (the earliest opened among equals): a
+    /// flood spread over many addresses then evicts its own connections before a member's.
+    fn heaviest_pending_address(&self) -> Option<IpAddr> {
+        let pending = || self.conns.iter().flatten().filter(|c| c.user.is_none());
+        pending()
+            .map(|c| {
+                let ip = c.peer.ip();
+                let count = pending().filter(|d| d.peer.ip() == ip).count();
+                (count, std::cmp::Reverse(c.opened), ip)
+            })
+            .max()
+            .map(|(_, _, ip)| ip)
     }
 
     /// Closes the oldest pending connection (of `ip` only, if given) to make room; returns
