@@ -50,6 +50,8 @@ mod live {
     use std::collections::VecDeque;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::{SocketAddr, TcpStream};
+    use std::path::Path;
+    use std::process::{Child, Command};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::thread;
@@ -215,18 +217,17 @@ burst = 100000
         exercise::drive(&mut c, &data, 200).expect("every randomized message answered")
     }
 
-    #[test]
-    fn hostile_clients_while_two_honest_sessions_trade() {
-        let dir = common::temp_dir("hostile");
-        let journal = dir.join("journal");
+    /// Starts `serve` on a configuration written to `dir`, its journal in `dir/journal` and
+    /// its stderr in `dir/stderr.log`; returns the child and where it listens.
+    fn spawn_serve(dir: &Path) -> (Child, SocketAddr) {
         let text = common::test_config_text(
-            &journal,
+            &dir.join("journal"),
             "pending_max = 16\npending_per_address_max = 8\nconnections_max = 8",
         ) + EXTRA_USERS;
         let config_path = dir.join("ironmatch.toml");
         std::fs::write(&config_path, text).unwrap();
         let stderr = std::fs::File::create(dir.join("stderr.log")).unwrap();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ironmatch"))
             .args(["serve", "--config", config_path.to_str().unwrap()])
             .stdout(std::process::Stdio::piped())
             .stderr(stderr)
@@ -235,13 +236,52 @@ burst = 100000
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         stdout.read_line(&mut line).unwrap();
-        let addr: SocketAddr = line
+        let addr = line
             .split(" on ")
             .nth(1)
             .and_then(|s| s.split(' ').next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no address in {line:?}"));
+        (child, addr)
+    }
 
+    /// SIGTERM; `serve` must exit 0, its journal replay with identical events, and its log
+    /// hold the admission summary.
+    fn stop_and_verify(mut child: Child, dir: &Path) {
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let exit = child.wait().unwrap();
+        assert!(exit.success(), "serve exits 0 on SIGTERM: {exit:?}");
+        let out = Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+            .args(["replay", "--journal", dir.join("journal").to_str().unwrap()])
+            .args(["--config", dir.join("ironmatch.toml").to_str().unwrap()])
+            .arg("--verify-determinism")
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "replay failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            report.contains("determinism: every journaled event equals the re-run's"),
+            "{report}"
+        );
+        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
+        assert!(
+            log.contains("admission:") && log.contains("evicted"),
+            "the flood is summarized in the log"
+        );
+    }
+
+    #[test]
+    fn hostile_clients_while_two_honest_sessions_trade() {
+        let dir = common::temp_dir("hostile");
+        let (child, addr) = spawn_serve(&dir);
         let stop = Arc::new(AtomicBool::new(false));
         let connects = Arc::new(AtomicUsize::new(0));
         let flooder = {
@@ -288,38 +328,7 @@ burst = 100000
              randomized session {outcome:?}"
         );
 
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let exit = child.wait().unwrap();
-        assert!(exit.success(), "serve exits 0 on SIGTERM: {exit:?}");
-
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
-            .args(["replay", "--journal", journal.to_str().unwrap()])
-            .args([
-                "--config",
-                config_path.to_str().unwrap(),
-                "--verify-determinism",
-            ])
-            .output()
-            .unwrap();
-        let report = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "replay failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            report.contains("determinism: every journaled event equals the re-run's"),
-            "{report}"
-        );
-        let log = std::fs::read_to_string(dir.join("stderr.log")).unwrap();
-        assert!(
-            log.contains("admission:"),
-            "the flood is summarized in the log"
-        );
+        stop_and_verify(child, &dir);
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -126,6 +126,11 @@ impl LogLimiter {
         if now.duration_since(self.last_summary) < LOG_WINDOW {
             return;
         }
+        self.final_summary(now, counters, pending);
+    }
+
+    /// The summary now, whatever the time (at shutdown, so nothing goes unreported).
+    pub fn final_summary(&mut self, now: Instant, counters: &AdmissionCounters, pending: usize) {
         self.last_summary = now;
         let s = counters.stats();
         let r = self.reported;

@@ -276,6 +276,9 @@ impl Gateway {
         }
         self.waiting.clear();
         self.deferred.push_back(Record::Shutdown);
+        let pending = self.pending_count();
+        self.log
+            .final_summary(Instant::now(), &self.counters, pending);
         eprintln!("ironmatch gateway: shutting down: draining the pipeline");
     }
 
@@ -781,13 +784,17 @@ impl Gateway {
         Egress::Moved
     }
 
-    fn check_timers(&mut self, now: Instant) {
-        let pending = self
-            .conns
+    /// Connections not logged in yet.
+    fn pending_count(&self) -> usize {
+        self.conns
             .iter()
             .flatten()
             .filter(|c| c.user.is_none())
-            .count();
+            .count()
+    }
+
+    fn check_timers(&mut self, now: Instant) {
+        let pending = self.pending_count();
         self.log.summary(now, &self.counters, pending);
         for i in 0..self.conns.len() {
             let Some(conn) = self.conns[i].as_mut() else {
