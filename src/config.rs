@@ -678,20 +678,6 @@ mod tests {
         assert!(book.owners.len() >= 2);
     }
 
-    #[test]
-    fn admission_budgets_are_checked_by_name() {
-        let e = error_for(|s| s.replacen("pending_max = 64", "pending_max = 0", 1));
-        assert!(e.contains("gateway.pending_max"), "{e}");
-        let e = error_for(|s| {
-            s.replacen(
-                "pending_per_address_max = 16",
-                "pending_per_address_max = 65",
-                1,
-            )
-        });
-        assert!(e.contains("gateway.pending_per_address_max"), "{e}");
-    }
-
     fn error_for(edit: impl Fn(&str) -> String) -> String {
         Config::parse(&edit(SHIPPED), "test.toml")
             .unwrap_err()
@@ -787,6 +773,20 @@ mod tests {
                 d.poll_interval_us
             )
         );
+    }
+
+    #[test]
+    fn admission_budgets_are_checked_by_name() {
+        let e = error_for(|s| s.replacen("pending_max = 64", "pending_max = 0", 1));
+        assert!(e.contains("gateway.pending_max"), "{e}");
+        let e = error_for(|s| {
+            s.replacen(
+                "pending_per_address_max = 16",
+                "pending_per_address_max = 65",
+                1,
+            )
+        });
+        assert!(e.contains("gateway.pending_per_address_max"), "{e}");
     }
 
     #[test]
