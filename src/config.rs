@@ -99,14 +99,22 @@ pub struct GatewaySection {
     pub listen: String,
     /// SoupBinTCP session name (1 to 10 characters) announced in Login Accepted.
     pub session: String,
-    /// A connection that has not logged in by then is closed.
+    /// A connection that has not logged in by then is closed (short: a member's
+    /// connector sends its Login Request at once; only a flood waits).
     pub login_timeout_ms: u64,
     /// A Server Heartbeat goes out after this long without output.
     pub heartbeat_interval_ms: u64,
     /// A logged-in client silent this long is disconnected.
     pub client_timeout_ms: u64,
-    /// Open connections at most, logged in or not.
+    /// Logged-in connections at most (pending ones have their own budget).
     pub connections_max: usize,
+    /// Connections that have not logged in yet, at most. When full, a new connection
+    /// evicts the oldest pending one, so a flood can never keep a member out.
+    pub pending_max: usize,
+    /// Pending connections from one IP address at most. A new connection from an
+    /// address at its limit evicts that address's oldest pending connection, so one
+    /// address can never evict another's.
+    pub pending_per_address_max: usize,
     /// Largest SoupBinTCP packet accepted from a client, in bytes after the length field.
     pub packet_len_max: usize,
     /// Bytes queued for one session but not yet taken by its reader before it is
@@ -122,10 +130,12 @@ impl Default for GatewaySection {
         GatewaySection {
             listen: "127.0.0.1:15000".to_string(),
             session: "IRONMATCH".to_string(),
-            login_timeout_ms: 5_000,
+            login_timeout_ms: 1_000,
             heartbeat_interval_ms: 1_000,
             client_timeout_ms: 15_000,
             connections_max: 64,
+            pending_max: 64,
+            pending_per_address_max: 16,
             packet_len_max: 512,
             session_queue_bytes_max: 4 << 20,
             session_store_bytes: 16 << 20,
@@ -410,6 +420,18 @@ impl Config {
         check(g.connections_max >= 1, "gateway.connections_max", || {
             "must be at least 1".into()
         })?;
+        // Slots are allocated at start for both budgets; a bound keeps a typo from
+        // reserving gigabytes.
+        check(
+            (1..=65_536).contains(&g.pending_max),
+            "gateway.pending_max",
+            || "must be from 1 to 65536".into(),
+        )?;
+        check(
+            (1..=g.pending_max).contains(&g.pending_per_address_max),
+            "gateway.pending_per_address_max",
+            || format!("must be from 1 to gateway.pending_max ({})", g.pending_max),
+        )?;
         // The largest inbound message is an Enter Order (48 bytes with its packet type) plus
         // its appendage; below 64 a valid order could be refused.
         check(
@@ -797,6 +819,20 @@ mod tests {
                 d.poll_interval_us
             )
         );
+    }
+
+    #[test]
+    fn admission_budgets_are_checked_by_name() {
+        let e = error_for(|s| s.replacen("pending_max = 64", "pending_max = 0", 1));
+        assert!(e.contains("gateway.pending_max"), "{e}");
+        let e = error_for(|s| {
+            s.replacen(
+                "pending_per_address_max = 16",
+                "pending_per_address_max = 65",
+                1,
+            )
+        });
+        assert!(e.contains("gateway.pending_per_address_max"), "{e}");
     }
 
     #[test]

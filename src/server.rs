@@ -41,6 +41,8 @@ pub struct Server {
     /// The snapshot thread and the feed publisher.
     followers: Vec<JoinHandle<()>>,
     feed_retransmission: Option<SocketAddr>,
+    /// The gateway's admission counters.
+    admission: Arc<gateway::AdmissionCounters>,
 }
 
 impl Server {
@@ -78,6 +80,7 @@ impl Server {
             Arc::clone(&to_egress),
             Arc::clone(&shutdown),
         )?;
+        let admission = gateway.admission_counters();
 
         // Recovery: the journal rebuilds the books and every session's stream.
         let opened = open_journal(config, &book, |e| gateway.restore(e))?;
@@ -145,7 +148,13 @@ impl Server {
             followers_stop,
             followers,
             feed_retransmission,
+            admission,
         })
+    }
+
+    /// The gateway's admission counters now (accepted, evicted, timed out, logins).
+    pub fn admission(&self) -> gateway::AdmissionStats {
+        self.admission.stats()
     }
 
     /// Where the gateway listens.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use ironmatch::client::{Client, Received};
+use ironmatch::server::Server;
 use ironmatch::wire::ouch::{Options, Outbound, outbound};
 use ironmatch::wire::soupbin::{self, kind};
 
@@ -492,4 +493,254 @@ fn sigterm_stops_serve_with_exit_code_zero() {
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ironmatch stopped");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The next message, which must be a Rejected: (UserRefNum, code, ClOrdID).
+fn rejected(c: &mut Client) -> (u32, u16, [u8; 14]) {
+    let (_, msg) = next(c);
+    match decode(&msg) {
+        Outbound::Rejected(r) => (r.user_ref.get(), r.reason.get(), r.clordid),
+        other => panic!("expected Rejected, got {other:?}"),
+    }
+}
+
+/// The type of the next message that is not an execution or a cancel.
+fn answer_type(c: &mut Client) -> u8 {
+    next_type(c).0
+}
+
+fn order(user_ref: u32) -> ironmatch::wire::ouch::EnterOrder {
+    let mut m =
+        ironmatch::wire::ouch::EnterOrder::new(user_ref, b'B', 100, *b"AAPL    ", PX, b'0', b'Y');
+    m.clordid = *b"VALID-ID      ";
+    m
+}
+
+#[test]
+fn fields_outside_their_ouch_type_are_rejected_and_never_echoed() {
+    use ironmatch::wire::ouch::{Inbound, is_alpha};
+    let server = start();
+    let mut c = login(server.local_addr(), "MM1", "pw1", 1);
+    let blank = [b' '; 14];
+    let echo = *b"VALID-ID      ";
+    let mut cases: Vec<(ironmatch::wire::ouch::EnterOrder, Options, u16, [u8; 14])> = Vec::new();
+    let mut m = order(1);
+    m.clordid[3] = 0x01;
+    cases.push((m, Options::default(), 0x0014, blank));
+    let mut m = order(1);
+    m.clordid[..2].copy_from_slice(&[0xC3, 0xA9]);
+    cases.push((m, Options::default(), 0x0014, blank));
+    let mut m = order(1);
+    m.symbol[4] = 0x00;
+    cases.push((m, Options::default(), 0x0017, echo));
+    let mut m = order(1);
+    m.side = b'X';
+    cases.push((m, Options::default(), 0x0009, echo));
+    let mut m = order(1);
+    m.capacity = 0xFF;
+    cases.push((m, Options::default(), 0x0014, echo));
+    let mut m = order(1);
+    m.qty = 1_000_000.into();
+    cases.push((m, Options::default(), 0x001E, echo));
+    let firm = Options {
+        firm: Some(*b"m\x80a "),
+        ..Options::default()
+    };
+    cases.push((order(1), firm, 0x000C, echo));
+    let customer = Options {
+        customer_type: Some(0x80),
+        ..Options::default()
+    };
+    cases.push((order(1), customer, 0x0014, echo));
+    for (m, o, code, clordid) in &cases {
+        c.send(&Inbound::Enter(m, *o)).unwrap();
+        let (user_ref, got, id) = rejected(&mut c);
+        assert_eq!((user_ref, got, id), (1, *code, *clordid), "{m:?} {o:?}");
+        assert!(is_alpha(&id));
+    }
+    // None of them reached the book or used the reference.
+    c.send(&Inbound::Enter(&order(1), Options::default()))
+        .unwrap();
+    assert_eq!(answer_type(&mut c), outbound::ACCEPTED);
+    server.stop().unwrap();
+}
+
+/// The README's rule, one reject kind at a time: a request the gateway refuses (not
+/// offered, bad field, throttle) consumes nothing; Enter Order and Mass Cancel Request
+/// answered by the matcher consume their number, accepted or rejected; a failed Replace
+/// does not; a repeated number consumes nothing.
+#[test]
+fn the_user_ref_num_rule_holds_for_every_reject_kind() {
+    use ironmatch::wire::ouch::Inbound;
+    let server = start();
+    let mut c = login(server.local_addr(), "MM1", "pw1", 1);
+    // Not offered (time in force 5): refused, not consumed.
+    c.enter(10, b'B', 100, "AAPL", PX, b'5', b'Y', Options::default())
+        .unwrap();
+    assert_eq!(rejected(&mut c).1, 0x0014);
+    c.limit(10, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(answer_type(&mut c), outbound::ACCEPTED);
+    // A bad field: refused, not consumed.
+    let mut bad = order(11);
+    bad.clordid[0] = 0x1B;
+    c.send(&Inbound::Enter(&bad, Options::default())).unwrap();
+    assert_eq!(rejected(&mut c).1, 0x0014);
+    c.limit(11, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(answer_type(&mut c), outbound::ACCEPTED);
+    // The matcher rejects an Enter (unknown symbol): consumed.
+    c.limit(12, b'B', 100, "ZZZZ", PX).unwrap();
+    assert_eq!(rejected(&mut c).1, 0x0017);
+    c.limit(12, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(rejected(&mut c).1, 0x000F, "12 was used");
+    // A failed Replace (unknown order): its new number is not consumed (OUCH).
+    c.replace(999, 13, 100, PX).unwrap();
+    assert_eq!(rejected(&mut c).1, 0x0010);
+    c.limit(13, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(answer_type(&mut c), outbound::ACCEPTED);
+    // The matcher rejects a Mass Cancel (another firm): consumed.
+    c.mass_cancel(14, "XXX").unwrap();
+    assert_eq!(rejected(&mut c).1, 0x000C);
+    c.limit(14, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(rejected(&mut c).1, 0x000F, "14 was used");
+    // A repeated number changes nothing: the next expected is still 15.
+    c.limit(3, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(rejected(&mut c).1, 0x000F);
+    c.send(&Inbound::AccountQuery(Options::default())).unwrap();
+    let (_, msg) = next(&mut c);
+    let Outbound::AccountQueryResponse(q) = decode(&msg) else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(q.next_user_ref.get(), 15);
+
+    // The throttle: refused, not consumed, so the same message can be sent again later.
+    let mut slow = login(server.local_addr(), "SLOW", "pw4", 1);
+    for r in 1..=6 {
+        slow.limit(r, b'B', 100, "AAPL", PX - u64::from(r) * 100)
+            .unwrap();
+    }
+    let answers: Vec<u8> = (0..6).map(|_| answer_type(&mut slow)).collect();
+    assert_eq!(
+        answers.last(),
+        Some(&outbound::REJECTED),
+        "burst 3: the sixth is throttled ({answers:?})"
+    );
+    let accepted = (0..30).any(|_| {
+        std::thread::sleep(Duration::from_millis(200));
+        slow.limit(6, b'B', 100, "AAPL", PX - 600).unwrap();
+        answer_type(&mut slow) == outbound::ACCEPTED
+    });
+    assert!(
+        accepted,
+        "a throttled number is not used: it is accepted once tokens return"
+    );
+    server.stop().unwrap();
+}
+
+/// Connections that never log in, far beyond the pending budget, from the member's own
+/// address: each new one evicts the oldest pending one, so the member's newest connection
+/// always lives long enough to log in (counts only).
+#[test]
+fn a_connection_flood_never_keeps_a_member_out() {
+    let server = Server::start(&test_config(
+        "pending_max = 8\npending_per_address_max = 4\nconnections_max = 4",
+    ))
+    .unwrap();
+    let addr = server.local_addr();
+    let mut flood = Vec::new();
+    for _ in 0..40 {
+        flood.push(std::net::TcpStream::connect(addr).unwrap());
+    }
+    let mut a = login(addr, "MM1", "pw1", 1);
+    for _ in 0..40 {
+        flood.push(std::net::TcpStream::connect(addr).unwrap());
+    }
+    let mut b = login(addr, "MM2", "pw2", 1);
+    a.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut a).0, outbound::ACCEPTED);
+    b.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut b).0, outbound::ACCEPTED);
+    let stats = server.admission();
+    assert_eq!(stats.logins, 2);
+    assert!(stats.accepted >= 82, "{stats:?}");
+    assert!(
+        stats.evicted_same_address >= 70,
+        "all from one address: at most 4 of them pending at once ({stats:?})"
+    );
+    assert_eq!(stats.refused, 0, "{stats:?}");
+    drop(flood);
+    server.stop().unwrap();
+}
+
+/// `connections_max` bounds logged-in sessions only; a login beyond it is refused and the
+/// sessions already in are untouched.
+#[test]
+fn logged_in_sessions_have_their_own_budget() {
+    let server = Server::start(&test_config("connections_max = 2")).unwrap();
+    let addr = server.local_addr();
+    let mut a = login(addr, "MM1", "pw1", 1);
+    let _b = login(addr, "MM2", "pw2", 1);
+    let mut c = Client::connect(addr).unwrap();
+    assert_eq!(
+        c.login("MM3", "pw3", 1).unwrap(),
+        Received::LoginRejected(b'S')
+    );
+    a.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut a).0, outbound::ACCEPTED);
+    assert_eq!(server.admission().logins_rejected, 1);
+    server.stop().unwrap();
+}
+
+/// A connection from `source` (any 127.0.0.0/8 address is local on Linux).
+fn connect_from(source: [u8; 4], addr: std::net::SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let from = std::net::SocketAddr::from((source, 0));
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
+
+/// A member on its own address is never evicted by a flood from other addresses, however
+/// large and however long the member waits before sending its login: each flooding address
+/// evicts its own connections (deterministic, unlike a flood from the member's address).
+#[test]
+fn a_flood_from_other_addresses_never_evicts_a_members_connection() {
+    use std::io::{Read, Write};
+    let dir = temp_dir("flood");
+    let text = test_config_text(&dir, "pending_max = 8\npending_per_address_max = 4")
+        .replace("login_timeout_ms = 400", "login_timeout_ms = 60000");
+    let config = ironmatch::config::Config::parse(&text, "test").unwrap();
+    let server = Server::start(&config).unwrap();
+    let addr = server.local_addr();
+    let mut flood = Vec::new();
+    for i in 0..8u8 {
+        flood.push(connect_from([127, 0, 0, 2 + i % 2], addr));
+    }
+    let mut member = connect_from([127, 0, 0, 1], addr);
+    for i in 0..200u8 {
+        flood.push(connect_from([127, 0, 0, 2 + i % 4], addr));
+    }
+    // Every flood connection is accepted (and most evicted) before the member speaks.
+    let accepted = (0..500).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        server.admission().accepted >= 209
+    });
+    assert!(accepted, "{:?}", server.admission());
+    let mut login = Vec::new();
+    soupbin::write_login_request(&mut login, "MM1", "pw1", "", 1);
+    member.write_all(&login).unwrap();
+    member
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 3];
+    member.read_exact(&mut head).unwrap();
+    assert_eq!(head[2], kind::LOGIN_ACCEPTED);
+    let stats = server.admission();
+    assert_eq!((stats.logins, stats.refused), (1, 0), "{stats:?}");
+    assert!(
+        stats.evicted + stats.evicted_same_address >= 200,
+        "{stats:?}"
+    );
+    drop(flood);
+    server.stop().unwrap();
 }

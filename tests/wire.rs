@@ -283,6 +283,52 @@ proptest! {
         prop_assert_eq!(again, out);
     }
 
+    /// The gateway's mapping of any decoded message: never a panic, and whatever it passes
+    /// on (to the book, or back in a Rejected) holds only printable ASCII in alpha fields.
+    #[test]
+    fn any_inbound_maps_to_a_command_with_only_alpha_text(bytes in proptest::collection::vec(any::<u8>(), 64), opts in options(), which in 0u8..6, masks in any::<(u16, u16, u16)>()) {
+        use ironmatch::book::CommandBody;
+        use ironmatch::wire::ouch::is_alpha;
+        // Each Enter field made valid seven times in eight, so some orders get through.
+        let valid = masks.0 | masks.1 | masks.2;
+        let mut e: EnterOrder = random(&bytes, inbound::ENTER);
+        let fields: [&mut dyn FnMut(&mut EnterOrder); 10] = [
+            &mut |e| e.side = b'B', &mut |e| e.qty = 100.into(), &mut |e| e.symbol = *b"AAPL    ",
+            &mut |e| e.price = 1_500_000.into(), &mut |e| e.tif = b'0', &mut |e| e.display = b'Y',
+            &mut |e| e.capacity = b'A', &mut |e| e.iso = b'N', &mut |e| e.cross_type = b'N',
+            &mut |e| e.clordid = *b"ID-1          ",
+        ];
+        for (bit, set) in fields.into_iter().enumerate() {
+            if valid & (1 << bit) != 0 {
+                set(&mut e);
+            }
+        }
+        let (_, r, c, m, mc): (EnterOrder, ReplaceOrder, CancelOrder, ModifyOrder, MassCancelRequest) = (
+            random(&bytes, inbound::ENTER), random(&bytes, inbound::REPLACE), random(&bytes, inbound::CANCEL),
+            random(&bytes, inbound::MODIFY), random(&bytes, inbound::MASS_CANCEL),
+        );
+        let msg = match which {
+            0 => Inbound::Enter(&e, opts),
+            1 => Inbound::Replace(&r, opts),
+            2 => Inbound::Cancel(&c, opts),
+            3 => Inbound::Modify(&m, opts),
+            4 => Inbound::MassCancel(&mc, opts),
+            _ => Inbound::AccountQuery(opts),
+        };
+        let firm = ironmatch::types::Firm::from_str_padded("MMA").unwrap();
+        match ironmatch::gateway::to_command(&msg, firm) {
+            CommandBody::New(o) => {
+                let codes = [o.echo.capacity, o.echo.iso, o.echo.cross_type, o.echo.customer_type];
+                prop_assert!(is_alpha(&o.echo.clordid) && is_alpha(&codes));
+                prop_assert!(is_alpha(&o.symbol.0) && is_alpha(&o.firm.0));
+            }
+            CommandBody::Replace(o) => prop_assert!(is_alpha(&o.echo.clordid) && is_alpha(&[o.echo.iso])),
+            CommandBody::MassCancel { firm, symbol, .. } => prop_assert!(is_alpha(&firm.0) && is_alpha(&symbol.0)),
+            CommandBody::GatewayReject { clordid, .. } => prop_assert!(is_alpha(&clordid)),
+            _ => {}
+        }
+    }
+
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
         let _ = decode_inbound(&bytes);

@@ -19,6 +19,9 @@ fuzz_target!(|data: &[u8]| {
             decode_inbound(&once).expect("own encoding decodes").write(&mut twice);
             assert_eq!(once, twice);
             let _: Inbound<'_> = decoded;
+            // The gateway's validation and mapping of what decodes must not panic either.
+            let firm = ironmatch::types::Firm::from_str_padded("ABC").expect("valid firm");
+            let _ = ironmatch::gateway::to_command(&decoded, firm);
         }
         let _ = decode_server(&frame);
         rest = &rest[frame.len..];

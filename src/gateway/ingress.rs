@@ -1,31 +1,54 @@
 //! OUCH 5.0 inbound messages to matcher commands (gateway thread, ingress).
 //!
-//! Pure mapping. A message that decodes but asks for something ironmatch does not offer
-//! (a pegged price, GTT, a cross) becomes a [`CommandBody::GatewayReject`] with the
-//! client's reference, so the refusal is sequenced and journaled like any other reply.
+//! Pure mapping. Every field is first checked against its OUCH type ([`validate`]): alpha
+//! fields are printable ASCII, enumerations hold one of their values, numbers lie in the
+//! protocol's range, and what ironmatch does not offer (a pegged price, GTT, a cross) is
+//! refused. A message that fails becomes a [`CommandBody::GatewayReject`] with the
+//! client's reference, so the refusal is sequenced and journaled like any other reply; its
+//! fields never reach a book, and a ClOrdID that is not alpha is answered as spaces, so no
+//! byte outside printable ASCII reaches an outbound message. A gateway reject changes
+//! nothing and consumes no UserRefNum (the README's "UserRefNum" rule).
 
 use crate::book::{CommandBody, Echo, NewOrder, RejectReason, ReplaceOrder, TimeInForce};
 use crate::types::{BookSide, Firm, Price, Qty, Side, Symbol, UserRef};
-use crate::wire::ouch::{Inbound, Options};
+use crate::wire::ouch::{Inbound, Options, is_alpha};
 
 /// OUCH treats a price at or above $200,000.0000 as a market order.
 pub const MARKET_PRICE_MIN: u64 = 2_000_000_000;
+/// The highest limit price OUCH accepts, $199,999.9900; prices between it and
+/// [`MARKET_PRICE_MIN`] are neither limit nor market.
+pub const LIMIT_PRICE_MAX: u64 = 1_999_999_900;
+/// OUCH quantities (shares, MinQty, MaxFloor) are below 1,000,000.
+pub const QTY_MAX: u32 = 999_999;
+/// ExpireTime (tag 15) is in seconds and below a day.
+pub const EXPIRE_TIME_MAX: u32 = 86_399;
+
+/// Why a message is refused at the gateway: the reject reason and the field at fault (for
+/// the log).
+pub type Invalid = (RejectReason, &'static str);
 
 /// Whether the message counts against the new-order throttle (cancels are exempt).
 pub fn is_throttled(msg: &Inbound<'_>) -> bool {
     matches!(msg, Inbound::Enter(..) | Inbound::Replace(..))
 }
 
-/// The reference and ClOrdID to reject a message with.
+/// The reference and ClOrdID to reject a message with. A ClOrdID that is not alpha is
+/// answered as spaces: bytes outside printable ASCII are never echoed.
 pub fn reject_target(msg: &Inbound<'_>) -> (UserRef, [u8; 14]) {
-    match msg {
-        Inbound::Enter(m, _) => (UserRef(m.user_ref.get()), m.clordid),
-        Inbound::Replace(m, _) => (UserRef(m.user_ref.get()), m.clordid),
-        Inbound::Cancel(m, _) => (UserRef(m.user_ref.get()), [b' '; 14]),
-        Inbound::Modify(m, _) => (UserRef(m.user_ref.get()), [b' '; 14]),
-        Inbound::MassCancel(m, _) => (UserRef(m.user_ref.get()), [b' '; 14]),
-        Inbound::AccountQuery(_) => (UserRef(0), [b' '; 14]),
-    }
+    let (user_ref, clordid) = match msg {
+        Inbound::Enter(m, _) => (m.user_ref.get(), m.clordid),
+        Inbound::Replace(m, _) => (m.user_ref.get(), m.clordid),
+        Inbound::Cancel(m, _) => (m.user_ref.get(), [b' '; 14]),
+        Inbound::Modify(m, _) => (m.user_ref.get(), [b' '; 14]),
+        Inbound::MassCancel(m, _) => (m.user_ref.get(), [b' '; 14]),
+        Inbound::AccountQuery(_) => (0, [b' '; 14]),
+    };
+    let clordid = if is_alpha(&clordid) {
+        clordid
+    } else {
+        [b' '; 14]
+    };
+    (UserRef(user_ref), clordid)
 }
 
 fn tif(code: u8) -> Option<TimeInForce> {
@@ -47,38 +70,135 @@ fn display(code: u8, options: &Options) -> Option<(bool, bool)> {
     }
 }
 
-/// Options that ask for something not offered.
-fn unsupported_options(options: &Options) -> bool {
-    options.price_type.is_some_and(|t| t != b'L')
-        || options.peg_offset.is_some_and(|o| o != 0)
-        || options.post_only.is_some_and(|p| p != b'P' && p != b'N')
+fn check(ok: bool, reason: RejectReason, field: &'static str) -> Result<(), Invalid> {
+    if ok { Ok(()) } else { Err((reason, field)) }
 }
 
-/// Maps a decoded message from a user of firm `user_firm` to a matcher command.
+fn check_side(code: u8, field: &'static str) -> Result<(), Invalid> {
+    check(
+        Side::from_byte(code).is_some(),
+        RejectReason::InvalidSide,
+        field,
+    )
+}
+
+/// The order fields Enter and Replace share: time in force, display, intermarket sweep.
+fn check_order_fields(tif_code: u8, display_code: u8, iso: u8, o: &Options) -> Result<(), Invalid> {
+    use RejectReason::Unsupported;
+    check(tif(tif_code).is_some(), Unsupported, "time in force")?;
+    check(display(display_code, o).is_some(), Unsupported, "display")?;
+    check(matches!(iso, b'Y' | b'N'), Unsupported, "intermarket sweep")
+}
+
+/// The options of an Enter or Replace: types, ranges, and what is offered.
+fn check_options(o: &Options) -> Result<(), Invalid> {
+    use RejectReason::Unsupported;
+    if let Some(firm) = o.firm {
+        let upper = firm
+            .iter()
+            .all(|b| matches!(b, b' ' | b'0'..=b'9' | b'A'..=b'Z'));
+        check(upper, RejectReason::FirmNotAuthorized, "firm option")?;
+    }
+    let qty_ok = |q: Option<u32>| q.is_none_or(|q| q <= QTY_MAX);
+    check(qty_ok(o.min_qty), RejectReason::InvalidMinQty, "min qty")?;
+    check(
+        qty_ok(o.max_floor),
+        RejectReason::InvalidMaxFloor,
+        "max floor",
+    )?;
+    let one_of = |v: Option<u8>, set: &[u8]| v.is_none_or(|v| set.contains(&v));
+    check(
+        one_of(o.customer_type, b"RN "),
+        Unsupported,
+        "customer type",
+    )?;
+    check(one_of(o.price_type, b"L"), Unsupported, "price type")?;
+    check(
+        o.peg_offset.is_none_or(|p| p == 0),
+        Unsupported,
+        "peg offset",
+    )?;
+    check(one_of(o.post_only, b"PN"), Unsupported, "post only")?;
+    check(one_of(o.trade_now, b"YN "), Unsupported, "trade now")?;
+    check(
+        o.expire_time.is_none_or(|t| t <= EXPIRE_TIME_MAX),
+        Unsupported,
+        "expire time",
+    )?;
+    let alpha = |v: Option<u8>| v.is_none_or(|v| is_alpha(&[v]));
+    check(
+        alpha(o.handle_inst) && alpha(o.bbo_weight) && alpha(o.reference_price_type),
+        Unsupported,
+        "alpha option",
+    )
+}
+
+/// Checks every field of a decoded message against its OUCH type and what ironmatch
+/// offers. The ClOrdID is checked first, so any later refusal can echo it.
+pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
+    use RejectReason::{PriceOutOfRange, QtyAboveMax, UnknownInstrument, Unsupported};
+    match msg {
+        Inbound::Enter(m, o) => {
+            check(is_alpha(&m.clordid), Unsupported, "ClOrdID")?;
+            check_side(m.side, "side")?;
+            check(m.qty.get() <= QTY_MAX, QtyAboveMax, "quantity")?;
+            check(is_alpha(&m.symbol), UnknownInstrument, "symbol")?;
+            let price = m.price.get();
+            let price_ok = price <= LIMIT_PRICE_MAX || price >= MARKET_PRICE_MIN;
+            check(price_ok, PriceOutOfRange, "price")?;
+            check_order_fields(m.tif, m.display, m.iso, o)?;
+            check(
+                matches!(m.capacity, b'A' | b'P' | b'R' | b'O'),
+                Unsupported,
+                "capacity",
+            )?;
+            check(m.cross_type == b'N', Unsupported, "cross type")?;
+            check_options(o)
+        }
+        Inbound::Replace(m, o) => {
+            check(is_alpha(&m.clordid), Unsupported, "ClOrdID")?;
+            check(m.qty.get() <= QTY_MAX, QtyAboveMax, "quantity")?;
+            // A market replace is not offered; between the two ranges is no price at all.
+            check(
+                m.price.get() < MARKET_PRICE_MIN,
+                Unsupported,
+                "market price",
+            )?;
+            check(m.price.get() <= LIMIT_PRICE_MAX, PriceOutOfRange, "price")?;
+            check_order_fields(m.tif, m.display, m.iso, o)?;
+            check_options(o)
+        }
+        Inbound::Cancel(..) | Inbound::AccountQuery(_) => Ok(()),
+        Inbound::Modify(m, _) => check_side(m.side, "side"),
+        Inbound::MassCancel(m, o) => {
+            check(is_alpha(&m.firm), RejectReason::FirmNotAuthorized, "firm")?;
+            check(is_alpha(&m.symbol), UnknownInstrument, "symbol")?;
+            o.side.map_or(Ok(()), |s| check_side(s, "side option"))
+        }
+    }
+}
+
+/// Maps a decoded message from a user of firm `user_firm` to a matcher command: a
+/// [`CommandBody::GatewayReject`] if [`validate`] refuses it.
 pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
-    let reject = |reason| {
+    if let Err((reason, _field)) = validate(msg) {
         let (user_ref, clordid) = reject_target(msg);
-        CommandBody::GatewayReject {
+        return CommandBody::GatewayReject {
             user_ref,
             reason,
             clordid,
-        }
-    };
+        };
+    }
+    // Validated: every enumeration below holds a value that maps.
+    let side_of = |code| Side::from_byte(code).expect("validated");
     match msg {
         Inbound::Enter(m, o) => {
-            let Some(side) = Side::from_byte(m.side) else {
-                return reject(RejectReason::InvalidSide);
-            };
-            let (Some(tif), Some((hidden, post_only))) = (tif(m.tif), display(m.display, o)) else {
-                return reject(RejectReason::Unsupported);
-            };
-            if m.cross_type != b'N' || unsupported_options(o) {
-                return reject(RejectReason::Unsupported);
-            }
+            let tif = tif(m.tif).expect("validated");
+            let (hidden, post_only) = display(m.display, o).expect("validated");
             let price = m.price.get();
             CommandBody::New(NewOrder {
                 user_ref: UserRef(m.user_ref.get()),
-                side,
+                side: side_of(m.side),
                 qty: Qty(m.qty.get()),
                 symbol: Symbol(m.symbol),
                 price: (price < MARKET_PRICE_MIN).then_some(Price(price)),
@@ -99,12 +219,8 @@ pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
             })
         }
         Inbound::Replace(m, o) => {
-            let (Some(tif), Some((hidden, post_only))) = (tif(m.tif), display(m.display, o)) else {
-                return reject(RejectReason::Unsupported);
-            };
-            if unsupported_options(o) || m.price.get() >= MARKET_PRICE_MIN {
-                return reject(RejectReason::Unsupported);
-            }
+            let tif = tif(m.tif).expect("validated");
+            let (hidden, post_only) = display(m.display, o).expect("validated");
             CommandBody::Replace(ReplaceOrder {
                 orig_user_ref: UserRef(m.orig_user_ref.get()),
                 user_ref: UserRef(m.user_ref.get()),
@@ -126,29 +242,17 @@ pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
             user_ref: UserRef(m.user_ref.get()),
             qty: Qty(m.qty.get()),
         },
-        Inbound::Modify(m, _) => match Side::from_byte(m.side) {
-            Some(side) => CommandBody::Modify {
-                user_ref: UserRef(m.user_ref.get()),
-                side,
-                qty: Qty(m.qty.get()),
-            },
-            None => reject(RejectReason::InvalidSide),
+        Inbound::Modify(m, _) => CommandBody::Modify {
+            user_ref: UserRef(m.user_ref.get()),
+            side: side_of(m.side),
+            qty: Qty(m.qty.get()),
         },
-        Inbound::MassCancel(m, o) => {
-            let side = match o.side {
-                None => None,
-                Some(code) => match Side::from_byte(code) {
-                    Some(s) => Some(s.book_side()),
-                    None => return reject(RejectReason::InvalidSide),
-                },
-            };
-            CommandBody::MassCancel {
-                user_ref: UserRef(m.user_ref.get()),
-                firm: Firm(m.firm),
-                symbol: Symbol(m.symbol),
-                side: side.map(|s: BookSide| s),
-            }
-        }
+        Inbound::MassCancel(m, o) => CommandBody::MassCancel {
+            user_ref: UserRef(m.user_ref.get()),
+            firm: Firm(m.firm),
+            symbol: Symbol(m.symbol),
+            side: o.side.map(|code| -> BookSide { side_of(code).book_side() }),
+        },
         Inbound::AccountQuery(_) => CommandBody::AccountQuery,
     }
 }
@@ -232,5 +336,73 @@ mod tests {
                 }
             );
         }
+    }
+
+    fn rejected(bytes: &[u8]) -> (RejectReason, [u8; 14]) {
+        match to_command(&decode_inbound(bytes).unwrap(), firm()) {
+            CommandBody::GatewayReject {
+                user_ref,
+                reason,
+                clordid,
+            } => {
+                assert_eq!(user_ref, UserRef(9), "the client's reference is answered");
+                (reason, clordid)
+            }
+            other => panic!("expected a gateway reject, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn fields_outside_their_ouch_type_are_rejected_and_never_echoed() {
+        let mut bad_id = enter(b'Y', b'0', 100, &[]);
+        bad_id[31] = 0x01;
+        assert_eq!(
+            rejected(&bad_id),
+            (RejectReason::Unsupported, [b' '; 14]),
+            "a ClOrdID outside printable ASCII is answered as spaces"
+        );
+        let mut high = enter(b'Y', b'0', 100, &[]);
+        high[40] = 0xC3;
+        assert_eq!(rejected(&high).1, [b' '; 14]);
+        let mut symbol = enter(b'Y', b'0', 100, &[]);
+        symbol[12] = 0x7F;
+        assert_eq!(
+            rejected(&symbol),
+            (RejectReason::UnknownInstrument, *b"MYORDER-1     ")
+        );
+        let mut side = enter(b'Y', b'0', 100, &[]);
+        side[5] = b'X';
+        assert_eq!(rejected(&side).0, RejectReason::InvalidSide);
+        let mut qty = enter(b'Y', b'0', 100, &[]);
+        qty[6..10].copy_from_slice(&1_000_000u32.to_be_bytes());
+        assert_eq!(rejected(&qty).0, RejectReason::QtyAboveMax);
+        let gap = enter(b'Y', b'0', LIMIT_PRICE_MAX + 1, &[]);
+        assert_eq!(rejected(&gap).0, RejectReason::PriceOutOfRange);
+        for (offset, value) in [(28, b'Z'), (29, b'?'), (30, b'C')] {
+            let mut m = enter(b'Y', b'0', 100, &[]);
+            m[offset] = value;
+            assert_eq!(rejected(&m).0, RejectReason::Unsupported, "offset {offset}");
+        }
+        let lower_firm = enter(b'Y', b'0', 100, &[5, 2, b'm', b'm', b'a', b' ']);
+        assert_eq!(rejected(&lower_firm).0, RejectReason::FirmNotAuthorized);
+        let min_qty = enter(b'Y', b'0', 100, &[5, 3, 0, 0x0F, 0x42, 0x40]);
+        assert_eq!(rejected(&min_qty).0, RejectReason::InvalidMinQty);
+        let customer = enter(b'Y', b'0', 100, &[2, 4, 0x80]);
+        assert_eq!(rejected(&customer).0, RejectReason::Unsupported);
+    }
+
+    #[test]
+    fn mass_cancel_and_modify_fields_are_checked() {
+        let mut mass = vec![b'C', 0, 0, 0, 9];
+        mass.extend_from_slice(b"MMA ");
+        mass.extend_from_slice(b"AAPL    ");
+        mass.extend_from_slice(&[0, 0]);
+        mass[13] = 0xFF;
+        assert_eq!(rejected(&mass).0, RejectReason::UnknownInstrument);
+        mass[13] = b' ';
+        mass[6] = 0x00;
+        assert_eq!(rejected(&mass).0, RejectReason::FirmNotAuthorized);
+        let modify = [b'M', 0, 0, 0, 9, b'Q', 0, 0, 0, 1];
+        assert_eq!(rejected(&modify).0, RejectReason::InvalidSide);
     }
 }

@@ -8,14 +8,25 @@
 //! A reader that falls `session_queue_bytes_max` behind is disconnected; it can log in
 //! again with a sequence number and resume. The gateway never blocks: commands it cannot
 //! push yet (disconnects, the shutdown marker) wait in a bounded queue.
+//!
+//! Admission (see [`admission`]): connections that have not logged in ("pending") have a
+//! budget of their own, `pending_max`, apart from the `connections_max` logged-in ones, and
+//! at most `pending_per_address_max` per IP address. A new connection beyond a budget
+//! evicts the oldest pending connection in that budget (its own address's when that address
+//! is at its limit, else the heaviest address's), after serving a Login Request already
+//! waiting in that connection's socket. So however many connections a flood opens, it
+//! evicts its own first, and a member's newest connection lives long enough to log in.
+//! Pending connections are logged at a bounded rate and counted.
 
+pub mod admission;
 mod egress;
+pub mod exercise;
 mod ingress;
 mod session;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -23,8 +34,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+pub use admission::{AdmissionCounters, AdmissionStats};
 pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
-pub use ingress::to_command;
+pub use ingress::{reject_target, to_command, validate};
 use session::UserSession;
 
 use crate::book::{Command, CommandBody};
@@ -57,6 +69,8 @@ pub struct Settings {
     heartbeat_interval: Duration,
     client_timeout: Duration,
     connections_max: usize,
+    pending_max: usize,
+    pending_per_address_max: usize,
     packet_len_max: usize,
     session_queue_bytes_max: usize,
     wait: WaitStrategy,
@@ -98,6 +112,14 @@ pub struct Gateway {
     /// Users whose store grew in this egress round.
     dirty: Vec<bool>,
     started: Instant,
+    /// Read buffers and control buffers of closed connections, reused by new ones so a
+    /// flood of connections does not churn the allocator.
+    spare_bufs: Vec<Box<[u8]>>,
+    spare_controls: Vec<Vec<u8>>,
+    /// Admission counters, shared with the server.
+    counters: Arc<AdmissionCounters>,
+    /// Rate limit and summary of the pre-login log lines.
+    log: admission::LogLimiter,
 }
 
 impl Gateway {
@@ -124,10 +146,14 @@ impl Gateway {
                 UserSession::new(u, OwnerId(i as u16), o.firm, g.session_store_bytes)
             })
             .collect();
+        // Both budgets have slots from the start; `pending_max` bounds the pending ones and
+        // `connections_max` the logged-in ones, so a free slot exists whenever a budget has room.
+        let slots = g.connections_max + g.pending_max;
+        let buf_len = g.packet_len_max + 2;
         Ok(Gateway {
             poll,
             listener: Some(listener),
-            conns: (0..g.connections_max).map(|_| None).collect(),
+            conns: (0..slots).map(|_| None).collect(),
             users,
             symbols: book.instruments.iter().map(|i| i.symbol).collect(),
             inbound,
@@ -138,16 +164,31 @@ impl Gateway {
                 heartbeat_interval: Duration::from_millis(g.heartbeat_interval_ms),
                 client_timeout: Duration::from_millis(g.client_timeout_ms),
                 connections_max: g.connections_max,
+                pending_max: g.pending_max,
+                pending_per_address_max: g.pending_per_address_max,
                 packet_len_max: g.packet_len_max,
                 session_queue_bytes_max: g.session_queue_bytes_max,
                 wait: config.wait_strategy(),
             },
             shutdown,
-            deferred: VecDeque::with_capacity(g.connections_max + 1),
-            waiting: Vec::with_capacity(g.connections_max),
+            deferred: VecDeque::with_capacity(slots + 1),
+            waiting: Vec::with_capacity(slots),
             dirty: vec![false; config.users.len()],
             started: Instant::now(),
+            spare_bufs: (0..slots)
+                .map(|_| vec![0; buf_len].into_boxed_slice())
+                .collect(),
+            spare_controls: (0..slots)
+                .map(|_| Vec::with_capacity(CONTROL_BYTES_MAX))
+                .collect(),
+            counters: Arc::new(AdmissionCounters::default()),
+            log: admission::LogLimiter::new(Instant::now()),
         })
+    }
+
+    /// The admission counters, readable from any thread while the gateway runs.
+    pub fn admission_counters(&self) -> Arc<AdmissionCounters> {
+        Arc::clone(&self.counters)
     }
 
     /// Appends an event's OUCH message to its user's stream; returns the user, or `None`
@@ -235,6 +276,9 @@ impl Gateway {
         }
         self.waiting.clear();
         self.deferred.push_back(Record::Shutdown);
+        let pending = self.pending_count();
+        self.log
+            .final_summary(Instant::now(), &self.counters, pending);
         eprintln!("ironmatch gateway: shutting down: draining the pipeline");
     }
 
@@ -253,50 +297,133 @@ impl Gateway {
         pushed
     }
 
+    /// Accepts until the kernel has no more, so its backlog never fills.
     fn accept(&mut self) {
         loop {
             let Some(listener) = &self.listener else {
                 return;
             };
-            let (mut stream, peer) = match listener.accept() {
-                Ok(pair) => pair,
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    eprintln!("ironmatch gateway: accept failed: {e}");
+                    // Out of descriptors, for instance: the pre-login timeout frees them.
+                    self.log
+                        .line(Instant::now(), format_args!("accept failed: {e}"));
                     return;
                 }
-            };
-            let Some(slot) = self.conns.iter().position(Option::is_none) else {
-                eprintln!(
-                    "ironmatch gateway: {peer}: refused, {} connections open",
-                    self.settings.connections_max
-                );
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            if let Err(e) = self.poll.registry().register(
-                &mut stream,
-                Token(slot),
-                Interest::READABLE | Interest::WRITABLE,
-            ) {
-                eprintln!("ironmatch gateway: {peer}: register failed: {e}");
-                continue;
             }
-            let now = Instant::now();
-            self.conns[slot] = Some(Conn {
-                stream,
-                peer,
-                buf: vec![0; self.settings.packet_len_max + 2].into_boxed_slice(),
-                len: 0,
-                control: Vec::with_capacity(CONTROL_BYTES_MAX),
-                user: None,
-                opened: now,
-                last_rx: now,
-                last_tx: now,
-                closing: false,
-                ended: false,
-            });
         }
+    }
+
+    /// Admits a new connection as pending. When its address is at `pending_per_address_max`,
+    /// the address's oldest pending connection is evicted; when all pending slots are taken,
+    /// the oldest pending connection of the address holding the most is.
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+        AdmissionCounters::add(&self.counters.accepted);
+        let ip = peer.ip();
+        let (mut pending, mut same_address) = (0, 0);
+        for conn in self.conns.iter().flatten().filter(|c| c.user.is_none()) {
+            pending += 1;
+            same_address += usize::from(conn.peer.ip() == ip);
+        }
+        let room = if same_address >= self.settings.pending_per_address_max {
+            self.evict_oldest_pending(Some(ip))
+                .then(|| AdmissionCounters::add(&self.counters.evicted_same_address))
+                .is_some()
+        } else if pending >= self.settings.pending_max {
+            let heaviest = self.heaviest_pending_address();
+            heaviest
+                .is_some_and(|ip| self.evict_oldest_pending(Some(ip)))
+                .then(|| AdmissionCounters::add(&self.counters.evicted))
+                .is_some()
+        } else {
+            true
+        };
+        let slot = self.conns.iter().position(Option::is_none);
+        let (true, Some(slot)) = (room, slot) else {
+            AdmissionCounters::add(&self.counters.refused);
+            self.log.line(
+                Instant::now(),
+                format_args!("{peer}: refused, no pending slot"),
+            );
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.log
+                .line(Instant::now(), format_args!("{peer}: register failed: {e}"));
+            return;
+        }
+        let now = Instant::now();
+        let buf_len = self.settings.packet_len_max + 2;
+        let buf = self
+            .spare_bufs
+            .pop()
+            .unwrap_or_else(|| vec![0; buf_len].into_boxed_slice());
+        let control = self
+            .spare_controls
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(CONTROL_BYTES_MAX));
+        self.conns[slot] = Some(Conn {
+            stream,
+            peer,
+            buf,
+            len: 0,
+            control,
+            user: None,
+            opened: now,
+            last_rx: now,
+            last_tx: now,
+            closing: false,
+            ended: false,
+        });
+    }
+
+    /// The address with the most pending connections (the earliest opened among equals): a
+    /// flood spread over many addresses then evicts its own connections before a member's.
+    fn heaviest_pending_address(&self) -> Option<IpAddr> {
+        let pending = || self.conns.iter().flatten().filter(|c| c.user.is_none());
+        pending()
+            .map(|c| {
+                let ip = c.peer.ip();
+                let count = pending().filter(|d| d.peer.ip() == ip).count();
+                (count, std::cmp::Reverse(c.opened), ip)
+            })
+            .max()
+            .map(|(_, _, ip)| ip)
+    }
+
+    /// Closes the oldest pending connection (of `ip` only, if given) to make room; returns
+    /// whether one was closed. A Login Request already in a candidate's socket is served
+    /// first: a member who sent its login is never evicted unread.
+    fn evict_oldest_pending(&mut self, ip: Option<IpAddr>) -> bool {
+        for _ in 0..admission::EVICT_TRIES_MAX {
+            let oldest = (0..self.conns.len())
+                .filter_map(|i| self.conns[i].as_ref().map(|c| (i, c)))
+                .filter(|(_, c)| c.user.is_none() && ip.is_none_or(|ip| c.peer.ip() == ip))
+                .min_by_key(|(_, c)| c.opened)
+                .map(|(i, _)| i);
+            let Some(i) = oldest else {
+                return false;
+            };
+            self.serve(i);
+            match &self.conns[i] {
+                None => return true,
+                Some(c) if c.user.is_none() => {
+                    self.close(i, "evicted by a newer connection");
+                    return true;
+                }
+                // It logged in: no longer pending; look again.
+                Some(_) => {}
+            }
+        }
+        false
     }
 
     /// Reads and frames a connection's input while the matcher's ring has room.
@@ -375,10 +502,13 @@ impl Gateway {
             pushed |= self.on_packet(i, &frame);
             used += frame.len;
         };
-        if let Some(conn) = self.conns[i].as_mut() {
-            conn.buf = buf;
-            conn.buf.copy_within(used..len, 0);
-            conn.len = len - used;
+        match self.conns[i].as_mut() {
+            Some(conn) => {
+                conn.buf = buf;
+                conn.buf.copy_within(used..len, 0);
+                conn.len = len - used;
+            }
+            None => self.recycle(buf, Vec::new()),
         }
         if pushed {
             self.inbound.notify();
@@ -435,6 +565,13 @@ impl Gateway {
                         soupbin::REJECT_SESSION_UNAVAILABLE,
                         "user already logged in",
                     ))
+                } else if self.users.iter().filter(|u| u.conn.is_some()).count()
+                    >= self.settings.connections_max
+                {
+                    Err((
+                        soupbin::REJECT_SESSION_UNAVAILABLE,
+                        "gateway.connections_max sessions logged in",
+                    ))
                 } else {
                     requested
                         .map(|seq| (u, seq))
@@ -452,6 +589,7 @@ impl Gateway {
                 let first = user.start_at(seq);
                 user.conn = Some(i);
                 conn.user = Some(u);
+                AdmissionCounters::add(&self.counters.logins);
                 soupbin::write_login_accepted(&mut conn.control, &self.settings.session, first);
                 eprintln!(
                     "ironmatch gateway: {}: {} logged in, sending from {first}",
@@ -461,7 +599,11 @@ impl Gateway {
             Err((code, why)) => {
                 soupbin::write_login_rejected(&mut conn.control, code);
                 conn.closing = true;
-                eprintln!("ironmatch gateway: {}: login rejected: {why}", conn.peer);
+                AdmissionCounters::add(&self.counters.logins_rejected);
+                self.log.line(
+                    Instant::now(),
+                    format_args!("{}: login rejected: {why}", conn.peer),
+                );
             }
         }
         self.flush(i);
@@ -486,6 +628,12 @@ impl Gateway {
                 clordid,
             }
         } else {
+            if let (Err((_, field)), Some(conn)) = (ingress::validate(&decoded), &self.conns[i]) {
+                self.log.line(
+                    Instant::now(),
+                    format_args!("{}: {}: rejected: bad {field}", conn.peer, user.username),
+                );
+            }
             to_command(&decoded, user.firm)
         };
         let cmd = Command {
@@ -506,7 +654,14 @@ impl Gateway {
         let Some(conn) = self.conns[i].as_mut() else {
             return;
         };
-        eprintln!("ironmatch gateway: {}: {why}; closing", conn.peer);
+        if conn.user.is_some() {
+            eprintln!("ironmatch gateway: {}: {why}; closing", conn.peer);
+        } else {
+            self.log.line(
+                Instant::now(),
+                format_args!("{}: {why}; closing", conn.peer),
+            );
+        }
         if conn.control.len() + why.len() < CONTROL_BYTES_MAX {
             soupbin::write_packet(&mut conn.control, kind::DEBUG, why.as_bytes());
         }
@@ -536,10 +691,26 @@ impl Gateway {
                     body: CommandBody::Disconnect,
                 }));
             }
-            None => eprintln!(
-                "ironmatch gateway: {}: closed before login: {why}",
-                conn.peer
+            None => self.log.line(
+                Instant::now(),
+                format_args!("{}: closed before login: {why}", conn.peer),
             ),
+        }
+        self.recycle(conn.buf, conn.control);
+    }
+
+    /// Keeps a closed connection's buffers for the next one.
+    fn recycle(&mut self, buf: Box<[u8]>, mut control: Vec<u8>) {
+        if buf.len() == self.settings.packet_len_max + 2
+            && self.spare_bufs.len() < self.spare_bufs.capacity()
+        {
+            self.spare_bufs.push(buf);
+        }
+        control.clear();
+        if control.capacity() >= CONTROL_BYTES_MAX
+            && self.spare_controls.len() < self.spare_controls.capacity()
+        {
+            self.spare_controls.push(control);
         }
     }
 
@@ -613,13 +784,25 @@ impl Gateway {
         Egress::Moved
     }
 
+    /// Connections not logged in yet.
+    fn pending_count(&self) -> usize {
+        self.conns
+            .iter()
+            .flatten()
+            .filter(|c| c.user.is_none())
+            .count()
+    }
+
     fn check_timers(&mut self, now: Instant) {
+        let pending = self.pending_count();
+        self.log.summary(now, &self.counters, pending);
         for i in 0..self.conns.len() {
             let Some(conn) = self.conns[i].as_mut() else {
                 continue;
             };
             if conn.user.is_none() {
                 if now.duration_since(conn.opened) >= self.settings.login_timeout {
+                    AdmissionCounters::add(&self.counters.login_timeouts);
                     self.close(i, "no login in time");
                 }
                 continue;

@@ -55,6 +55,13 @@ pub mod outbound {
     pub const MASS_CANCEL_RESPONSE: u8 = b'X';
 }
 
+/// Whether a field holds OUCH `alpha` text: printable ASCII (0x20 to 0x7E), space-padded.
+/// Decoding does not check it (a view borrows the bytes as they came); the gateway does,
+/// before any field reaches the matcher or an outbound message.
+pub fn is_alpha(field: &[u8]) -> bool {
+    field.iter().all(|b| (0x20..=0x7E).contains(b))
+}
+
 /// Appendage bytes at most in a message this codec writes; the gateway also caps inbound.
 pub const APPENDAGE_MAX: usize = 128;
 
