@@ -8,8 +8,8 @@ use std::collections::HashMap;
 
 use ironmatch::book::flow::{ByteSource, FlowDecoder, STP_SETUPS, stp_test_config};
 use ironmatch::book::reference::{BookView, ReferenceMatcher};
-use ironmatch::book::{Command, Event, EventBody, Matcher, OrderAck};
-use ironmatch::types::{BookSide, MatchId, OrderId, OwnerId, UserRef};
+use ironmatch::book::{BookConfig, Command, Event, EventBody, LevelView, Matcher, OrderAck};
+use ironmatch::types::{BookSide, MatchId, OrderId, OwnerId, Price, UserRef};
 use proptest::prelude::*;
 
 /// Follows the event stream and checks that shares are conserved and that the market-data
@@ -259,6 +259,7 @@ fn run_both(bytes: &[u8], stp: usize, full_checks: bool) -> usize {
                 "books differ after command {n}: {cmd:?}"
             );
             audit.check(&view);
+            check_queries(&fast, &config, &view, n);
         }
         n += 1;
     }
@@ -270,6 +271,55 @@ fn run_both(bytes: &[u8], stp: usize, full_checks: bool) -> usize {
         "every 97th command restores"
     );
     n
+}
+
+/// The book queries (best bid and offer, level at a price, top levels) agree with the
+/// levels aggregated from the model's book.
+fn check_queries(fast: &Matcher, config: &BookConfig, view: &BookView, n: usize) {
+    for (i, spec) in config.instruments.iter().enumerate() {
+        let instrument = fast.instrument(spec.symbol).expect("configured symbol");
+        assert_eq!(instrument.0 as usize, i);
+        let mut bbo = [None, None];
+        for side in [BookSide::Bid, BookSide::Ask] {
+            let mut levels: Vec<LevelView> = Vec::new();
+            for o in &view.sides[i][side.index()] {
+                match levels.last_mut() {
+                    Some(l) if l.price == o.price => {
+                        l.shown_qty += u64::from(o.shown);
+                        l.open_qty += u64::from(o.open);
+                    }
+                    _ => levels.push(LevelView {
+                        price: o.price,
+                        shown_qty: u64::from(o.shown),
+                        open_qty: u64::from(o.open),
+                    }),
+                }
+            }
+            let mut out = vec![LevelView::default(); levels.len() + 1];
+            let written = fast.top_levels(instrument, side, &mut out);
+            assert_eq!(&out[..written], &levels[..], "top levels after command {n}");
+            let mut two = [LevelView::default(); 2];
+            let written = fast.top_levels(instrument, side, &mut two);
+            assert_eq!(&two[..written], &levels[..levels.len().min(2)]);
+            for l in &levels {
+                assert_eq!(fast.level_at(instrument, side, l.price), Some(*l));
+            }
+            let empty = Price(spec.min_price.0 + spec.tick.0 * 3);
+            if !levels.iter().any(|l| l.price == empty) {
+                assert_eq!(fast.level_at(instrument, side, empty), None);
+            }
+            assert_eq!(
+                fast.level_at(instrument, side, Price(spec.max_price.0 + 1)),
+                None
+            );
+            bbo[side.index()] = levels.first().copied();
+        }
+        assert_eq!(
+            fast.best_bid_offer(instrument),
+            bbo,
+            "BBO after command {n}"
+        );
+    }
 }
 
 fn step(

@@ -165,6 +165,17 @@ struct Owner {
     tail: u32,
 }
 
+/// One price level as the book queries report it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LevelView {
+    /// The level's price.
+    pub price: Price,
+    /// Shares displayed (what the feed shows at this price); 0 if only hidden orders rest.
+    pub shown_qty: u64,
+    /// Shares open: displayed, reserve and hidden together.
+    pub open_qty: u64,
+}
+
 /// The order being entered while it matches.
 #[derive(Clone, Copy, Debug)]
 struct Incoming {
@@ -1313,6 +1324,62 @@ impl Matcher {
     /// Number of resting orders.
     pub fn resting_orders(&self) -> usize {
         self.orders.used_count()
+    }
+
+    /// The instrument traded as `symbol`, for the queries below.
+    pub fn instrument(&self, symbol: Symbol) -> Option<InstrumentId> {
+        self.symbols.get(&symbol.key()).map(|&i| InstrumentId(i))
+    }
+
+    /// Best bid and best offer of `instrument` (`[bid, ask]`), displayed or not. O(1).
+    /// Panics if `instrument` is not configured.
+    pub fn best_bid_offer(&self, instrument: InstrumentId) -> [Option<LevelView>; 2] {
+        let book = &self.books[usize::from(instrument.0)];
+        [BookSide::Bid, BookSide::Ask]
+            .map(|side| book.best(side).map(|(_, level)| self.level_view(level)))
+    }
+
+    /// The level of `instrument` at `price` on `side`, if orders rest there. O(1).
+    pub fn level_at(
+        &self,
+        instrument: InstrumentId,
+        side: BookSide,
+        price: Price,
+    ) -> Option<LevelView> {
+        let book = &self.books[usize::from(instrument.0)];
+        let spec = &book.spec;
+        if price < spec.min_price || price > spec.max_price || !book.tick.divides(price.0) {
+            return None;
+        }
+        book.sides[side.index()]
+            .get(book.tick_of(price))
+            .map(|level| self.level_view(level))
+    }
+
+    /// Fills `out` with the levels of `instrument` on `side`, best first; returns how many
+    /// it wrote (at most `out.len()`). O(levels written); never allocates.
+    pub fn top_levels(
+        &self,
+        instrument: InstrumentId,
+        side: BookSide,
+        out: &mut [LevelView],
+    ) -> usize {
+        let ladder = &self.books[usize::from(instrument.0)].sides[side.index()];
+        let mut written = 0;
+        for ((_, level), slot) in ladder.iter_best_first().zip(out.iter_mut()) {
+            *slot = self.level_view(level);
+            written += 1;
+        }
+        written
+    }
+
+    fn level_view(&self, level: u32) -> LevelView {
+        let level = &self.levels[level];
+        LevelView {
+            price: level.price,
+            shown_qty: level.shown_qty,
+            open_qty: level.open_qty,
+        }
     }
 
     /// A comparable picture of every book (allocates; for tests, tools and replay).

@@ -42,7 +42,7 @@ mod pool;
 mod ref_index;
 pub mod reference;
 
-pub use matcher::{BookState, Matcher, RestingState};
+pub use matcher::{BookState, LevelView, Matcher, RestingState};
 pub use message::*;
 
 use crate::types::{Firm, Price, Symbol};
