@@ -42,3 +42,8 @@ pub mod replay;
 pub mod server;
 pub mod types;
 pub mod wire;
+
+/// `docs/embedding.md`, compiled and run as a doctest so its example stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/embedding.md")]
+pub struct EmbeddingGuide;
