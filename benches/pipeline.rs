@@ -7,7 +7,10 @@
 //! Criterion reports throughput with the ring kept full. After it, a latency run sends one
 //! message at a time and prints the round-trip distribution (HdrHistogram) through the
 //! same threads. Both use the shipped configuration's wait strategy (`spin_park`);
-//! `IRONMATCH_WAIT=busy_spin` or `spin_yield` overrides it. `IRONMATCH_FEED=1` also runs
+//! `IRONMATCH_WAIT=busy_spin` or `spin_yield` overrides it. Threading as `serve` would
+//! pick (`auto`), or `IRONMATCH_THREADING=shared|dedicated`: in `shared` the benchmark
+//! thread runs the matcher and journal writer agents itself after pushing (as the shared
+//! runner does after the gateway's turn), in `dedicated` they run on a thread each. `IRONMATCH_FEED=1` also runs
 //! the ITCH feed publisher as `serve` does (following the journal, sending to the loopback
 //! discard port), to show what publishing costs the pipeline; `IRONMATCH_FEED_POLL_US`
 //! overrides its `poll_interval_us` (0: woken by the writer after every batch).
@@ -26,14 +29,16 @@ use ironmatch::book::{Command, EventBody};
 use ironmatch::config::Config;
 use ironmatch::feed::{PublisherStart, spawn_publisher};
 use ironmatch::gateway::{encode_event, to_command};
-use ironmatch::pipeline::{Record, Ring, Wake};
-use ironmatch::server::{open_journal, spawn_core};
+use ironmatch::pipeline::{Agent, CompositeAgent, Record, Ring, Threading, Wake};
+use ironmatch::server::{core_agents, open_journal, spawn_core};
 use ironmatch::types::{OwnerId, Symbol, Timestamp};
 use ironmatch::wire::ouch::{self, Inbound, Options, decode_inbound};
 use ironmatch::wire::soupbin::{self, ClientPacket, kind};
 use zerocopy::big_endian::U32;
 
 struct Pipeline {
+    /// `shared`: the matcher and journal writer, run by the benchmark thread.
+    core: Option<CompositeAgent>,
     to_matcher: Arc<Ring<Record>>,
     to_egress: Arc<Ring<Record>>,
     threads: Vec<std::thread::JoinHandle<()>>,
@@ -57,13 +62,26 @@ impl Pipeline {
             Ok(wait) => text.replace("wait = \"spin_park\"", &format!("wait = \"{wait}\"")),
             Err(_) => text,
         };
+        let text = match std::env::var("IRONMATCH_THREADING") {
+            Ok(mode) => text.replace("threading = \"auto\"", &format!("threading = \"{mode}\"")),
+            Err(_) => text,
+        };
         let config = Config::parse(&text, "config/ironmatch.toml").unwrap();
-        eprintln!("pipeline bench: wait strategy {}", config.pipeline.wait);
+        let (threading, why) = config.threading().choose();
+        eprintln!(
+            "pipeline bench: wait strategy {}, threading {} ({why})",
+            config.pipeline.wait,
+            threading.name()
+        );
         let book = config.book_config().unwrap();
         let parker = Parker::new();
         let to_matcher = Arc::new(Ring::new(
             config.pipeline.ring_capacity,
-            Wake::Thread(parker.unparker().clone()),
+            if threading == Threading::Shared {
+                Wake::None
+            } else {
+                Wake::Thread(parker.unparker().clone())
+            },
         ));
         // The benchmark thread polls the egress ring itself; nobody needs to wake it.
         let to_egress = Arc::new(Ring::new(
@@ -110,18 +128,33 @@ impl Pipeline {
             "pipeline bench: feed publisher {}",
             if feed.is_some() { "on" } else { "off" }
         );
-        let core = spawn_core(
-            matcher,
-            writer,
-            &config,
-            (Arc::clone(&to_matcher), parker),
-            Arc::clone(&to_egress),
-        )
-        .unwrap();
+        let (core, threads) = if threading == Threading::Shared {
+            let (matcher, journal, _) = core_agents(
+                matcher,
+                writer,
+                config.pipeline.ring_capacity,
+                threading,
+                Arc::clone(&to_matcher),
+                Arc::clone(&to_egress),
+            );
+            let agents: Vec<Box<dyn Agent>> = vec![Box::new(matcher), Box::new(journal)];
+            (Some(CompositeAgent::new("core", agents)), Vec::new())
+        } else {
+            let core = spawn_core(
+                matcher,
+                writer,
+                &config,
+                (Arc::clone(&to_matcher), parker),
+                Arc::clone(&to_egress),
+            )
+            .unwrap();
+            (None, core.threads)
+        };
         Pipeline {
+            core,
             to_matcher,
             to_egress,
-            threads: core.threads,
+            threads,
             feed,
             feed_stop,
             symbols: book.instruments.iter().map(|i| i.symbol).collect(),
@@ -181,6 +214,13 @@ impl Pipeline {
         frame.len
     }
 
+    /// In `shared` threading, runs the matcher and journal writer until they are idle.
+    fn run_core(&mut self) {
+        if let Some(core) = &mut self.core {
+            while core.do_work() > 0 {}
+        }
+    }
+
     /// Encodes every released reply; returns how many order-entry replies were encoded.
     fn drain(&mut self) -> usize {
         let mut replies = 0;
@@ -197,9 +237,10 @@ impl Pipeline {
         replies
     }
 
-    fn stop(self) {
+    fn stop(mut self) {
         self.to_matcher.push(Record::Shutdown);
         self.to_matcher.notify();
+        self.run_core();
         while !matches!(self.to_egress.try_pop(), Some(Record::Shutdown)) {
             std::hint::spin_loop();
         }
@@ -231,6 +272,7 @@ fn throughput(c: &mut Criterion) {
                 if pushed > 0 {
                     p.to_matcher.notify();
                 }
+                p.run_core();
                 replies += p.drain();
             }
             start.elapsed()
@@ -252,6 +294,7 @@ fn latency(p: &mut Pipeline) {
         at += p.ingest(&bytes[at..]);
         p.to_matcher.notify();
         let deadline = start + Duration::from_secs(5);
+        p.run_core();
         while p.drain() == 0 {
             assert!(Instant::now() < deadline, "no reply within 5 s");
             std::hint::spin_loop();

@@ -5,21 +5,29 @@
 # (results.md) and a PNG plot of latency by percentile (latency.png).
 #
 # Usage: scripts/bench.sh [RATE...]            (default: 10000 50000 100000 150000)
-# Environment: DURATION seconds per rate (10), SESSIONS (all users), OUT (target/bench).
+# Environment: DURATION seconds per rate (10), SESSIONS (all users), OUT (target/bench),
+# THREADING (the shipped "auto"; or "shared", "dedicated"; "omit" drops the key, for builds
+# older than it), BIN: the engine to serve (./target/release/ironmatch; e.g. an older build to
+# compare in the same session; the load generator is always this tree's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates=("$@")
 [ ${#rates[@]} -gt 0 ] || rates=(10000 50000 100000 150000)
 duration=${DURATION:-10}
 out=${OUT:-target/bench}
+threading=${THREADING:-auto}
+bin=${BIN:-./target/release/ironmatch}
 sessions=()
 [ -n "${SESSIONS:-}" ] && sessions=(--sessions "$SESSIONS")
 
 cargo build --release --quiet
 tmp=$(mktemp -d)
 sed -e "s#dir = \"./data\"#dir = \"$tmp/journal\"#" -e 's#"127.0.0.1:15000"#"127.0.0.1:0"#' -e 's#"127.0.0.1:15002"#"127.0.0.1:0"#' \
+    -e "s#^session_store_bytes = .*#session_store_bytes = ${STORE_BYTES:-134217728}#" \
+    -e "s#^segment_bytes_max = .*#segment_bytes_max = ${SEGMENT_BYTES:-1073741824}#" \
+    -e "s#^threading = \"auto\"#threading = \"$threading\"#" -e '/^threading = "omit"/d' \
     config/ironmatch.toml >"$tmp/ironmatch.toml"
-./target/release/ironmatch serve --config "$tmp/ironmatch.toml" >"$tmp/serve.out" 2>"$tmp/serve.err" &
+"$bin" serve --config "$tmp/ironmatch.toml" >"$tmp/serve.out" 2>"$tmp/serve.err" &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$tmp"' EXIT
 addr=""
@@ -29,8 +37,9 @@ for _ in $(seq 100); do
     sleep 0.1
 done
 [ -n "$addr" ] || { echo "bench: the engine did not start:" >&2; cat "$tmp/serve.err" >&2; exit 1; }
-
 mkdir -p "$out"
+head -1 "$tmp/serve.out" | tee "$out/serve.txt" >&2 || true
+
 status=0
 for rate in "${rates[@]}"; do
     echo "== rate $rate msg/s, $duration s, engine at $addr" >&2

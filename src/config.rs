@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use crate::book::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
 use crate::journal::FsyncMode;
-use crate::pipeline::WaitStrategy;
+use crate::pipeline::{Threading, WaitStrategy};
 use crate::types::{Firm, Price, Symbol};
 
 /// A configuration error, naming where and what.
@@ -149,6 +149,9 @@ impl Default for GatewaySection {
 pub struct PipelineSection {
     /// Records each ring holds.
     pub ring_capacity: usize,
+    /// `"auto"`, `"dedicated"` (a thread per stage) or `"shared"` (gateway, matcher and
+    /// journal writer in turn on one thread).
+    pub threading: String,
     /// `"spin_park"`, `"spin_yield"` or `"busy_spin"`.
     pub wait: String,
     /// Core to pin the gateway thread to; absent = unpinned.
@@ -165,6 +168,7 @@ impl Default for PipelineSection {
     fn default() -> PipelineSection {
         PipelineSection {
             ring_capacity: 65_536,
+            threading: "auto".to_string(),
             wait: "spin_park".to_string(),
             gateway_core: None,
             matcher_core: None,
@@ -464,6 +468,16 @@ impl Config {
             "must be at least 16".into()
         })?;
         check(
+            Threading::parse(&p.threading).is_some(),
+            "pipeline.threading",
+            || {
+                format!(
+                    "{:?} is not one of \"auto\", \"dedicated\", \"shared\"",
+                    p.threading
+                )
+            },
+        )?;
+        check(
             WaitStrategy::parse(&p.wait).is_some(),
             "pipeline.wait",
             || {
@@ -539,6 +553,11 @@ impl Config {
     /// The configured fsync mode.
     pub fn fsync_mode(&self) -> FsyncMode {
         FsyncMode::parse(&self.journal.fsync).expect("validated at load")
+    }
+
+    /// The configured threading mode (`auto` not resolved yet: see [`Threading::choose`]).
+    pub fn threading(&self) -> Threading {
+        Threading::parse(&self.pipeline.threading).expect("validated at load")
     }
 
     /// The configured wait strategy.
@@ -758,6 +777,8 @@ mod tests {
         assert!(e.contains("gateway.listen"), "{e}");
         let e = error_for(|s| s.replacen("wait = \"spin_park\"", "wait = \"nap\"", 1));
         assert!(e.contains("pipeline.wait"), "{e}");
+        let e = error_for(|s| s.replacen("threading = \"auto\"", "threading = \"two\"", 1));
+        assert!(e.contains("pipeline.threading"), "{e}");
         let e = error_for(|s| s.replacen("max_qty = 100000", "max_qty = 1000000", 1));
         assert!(e.contains("instruments[0].max_qty"), "{e}");
         let e = error_for(|s| s.replacen("packet_bytes_max = 1400", "packet_bytes_max = 40", 1));

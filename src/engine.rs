@@ -1,16 +1,17 @@
-//! Stage 2, the matcher thread: commands in, commands and their events out.
+//! Stage 2, the matcher: commands in, commands and their events out.
 //!
-//! Pops commands from the gateway's ring in batches, applies each to the [`Matcher`], and
-//! pushes the command followed by its events to the journal writer's ring. Events are
-//! written straight into the ring (no intermediate buffer), so a sweep producing thousands
-//! of events needs no memory: a full ring makes the matcher wait (backpressure).
+//! [`MatcherAgent`] pops commands from the gateway's ring in batches, applies each to the
+//! [`Matcher`], and pushes the command followed by its events to the journal writer's
+//! ring. Events are written straight into the ring (no intermediate buffer), so a sweep
+//! producing thousands of events needs no memory: a full ring makes the matcher wait
+//! (backpressure). Which thread runs it is the wiring's choice (see
+//! [`Threading`](crate::pipeline::Threading)): its own, or the one shared with the gateway
+//! and the journal writer, where the journal writer runs right after it in each cycle.
 
 use std::sync::Arc;
 
-use crossbeam::sync::Parker;
-
 use crate::book::{Event, EventSink, Matcher};
-use crate::pipeline::{Idle, Record, Ring, WaitStrategy, idle_wait};
+use crate::pipeline::{Agent, Record, Ring};
 
 /// Commands taken from the ring before the consumer is notified.
 pub const BATCH_LEN_MAX: usize = 256;
@@ -25,28 +26,50 @@ impl EventSink for RingSink<'_> {
     }
 }
 
-/// Runs the matcher stage until a [`Record::Shutdown`] arrives; forwards it and returns
-/// the matcher (for inspection after a drain).
-pub fn run_matcher(
-    mut matcher: Matcher,
-    input: &Ring<Record>,
-    output: &Arc<Ring<Record>>,
-    wait: WaitStrategy,
-    parker: &Parker,
-) -> Matcher {
-    let mut idle = Idle::new();
-    loop {
+/// The matcher stage as an agent. Done once a [`Record::Shutdown`] went through.
+pub struct MatcherAgent {
+    matcher: Matcher,
+    input: Arc<Ring<Record>>,
+    output: Arc<Ring<Record>>,
+    done: bool,
+}
+
+impl MatcherAgent {
+    /// The stage between `input` (from the gateway) and `output` (to the journal writer).
+    pub fn new(matcher: Matcher, input: Arc<Ring<Record>>, output: Arc<Ring<Record>>) -> Self {
+        MatcherAgent {
+            matcher,
+            input,
+            output,
+            done: false,
+        }
+    }
+
+    /// The matcher, for inspection after a drain.
+    pub fn into_matcher(self) -> Matcher {
+        self.matcher
+    }
+}
+
+impl Agent for MatcherAgent {
+    fn role(&self) -> &'static str {
+        "matcher"
+    }
+
+    /// Applies up to [`BATCH_LEN_MAX`] commands.
+    fn do_work(&mut self) -> usize {
         let mut taken = 0;
         while taken < BATCH_LEN_MAX {
-            match input.try_pop() {
+            match self.input.try_pop() {
                 Some(Record::Command(cmd)) => {
-                    output.push(Record::Command(cmd));
-                    matcher.apply(&cmd, &mut RingSink(output));
+                    self.output.push(Record::Command(cmd));
+                    self.matcher.apply(&cmd, &mut RingSink(&self.output));
                 }
                 Some(Record::Shutdown) => {
-                    output.push(Record::Shutdown);
-                    output.notify();
-                    return matcher;
+                    self.output.push(Record::Shutdown);
+                    self.done = true;
+                    taken += 1;
+                    break;
                 }
                 Some(Record::Event(e)) => {
                     panic!("the matcher's input holds only commands, got {e:?}")
@@ -56,10 +79,20 @@ pub fn run_matcher(
             taken += 1;
         }
         if taken > 0 {
-            output.notify();
-            idle.reset();
-        } else {
-            idle_wait(input, wait, &mut idle, parker);
+            self.output.notify();
         }
+        taken
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn prepare_sleep(&mut self) -> bool {
+        self.input.prepare_sleep()
+    }
+
+    fn woke(&mut self) {
+        self.input.woke();
     }
 }

@@ -19,6 +19,13 @@
 //! journal files ──► [im-snapshot]             books and sessions every N records
 //! ```
 //!
+//! Stages 1 to 4 are [agents](pipeline::agent) (a step function each); `[pipeline]
+//! threading` decides the threads: `dedicated` runs the gateway (1 + 4), the matcher and
+//! the journal writer on a thread each; `shared` runs them in turn on one thread
+//! (`im-pipeline`), a batch run to completion with no wake-up on its path; `auto` picks
+//! `shared` when the process may use fewer than 4 cores. The feed and the snapshots follow
+//! the journal files on threads of their own in every mode.
+//!
 //! ## Invariants that cross stages
 //! - The matcher is a pure function of its command stream: timestamps come inside
 //!   commands, there is no randomness and no hash-map iteration. Replaying the journaled
@@ -26,6 +33,8 @@
 //! - Commands and events are fixed-size `Copy` records; nothing on the hot path allocates
 //!   after start-up. Pools are sized by configuration; a full pool rejects, never grows.
 //! - Prices are integers with 4 implied decimals everywhere ([`types::Price`]).
+//! - Egress sees only events the journal writer released after writing their batch, in
+//!   every threading mode: no reply leaves before its journal write.
 
 #![forbid(unsafe_code)]
 

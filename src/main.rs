@@ -480,14 +480,16 @@ fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
         }
     }
     let p = &config.pipeline;
+    let (threading, why) = server.threading();
     // Status lines ignore write errors: a closed stdout must not stop the engine.
     let _ = writeln!(
         std::io::stdout(),
-        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {} instruments, {} users, wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?} feed {:?}; feed {}",
+        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {} instruments, {} users, threading {} ({why}), wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?} feed {:?}; feed {}",
         server.local_addr(),
         path.display(),
         config.instruments.len(),
         config.users.len(),
+        threading.name(),
         p.wait,
         p.ring_capacity,
         p.gateway_core,

@@ -3,6 +3,10 @@
 //! ```text
 //! 1 gateway (mio) ─ring─► 2 matcher ─ring─► 3 journal writer ─ring─► 4 gateway egress
 //! ```
+//! Each stage is an [`Agent`](crate::pipeline::Agent); `[pipeline] threading` decides the
+//! threads: `dedicated` runs the gateway (1 + 4), the matcher (2) and the journal writer
+//! (3) on a thread each; `shared` runs them in turn on one thread (a batch runs to
+//! completion, no wake-up on its path); `auto` picks from the cores the process may use.
 //! Stop: set the shutdown flag (SIGINT/SIGTERM do) or call [`Server::stop`]. The gateway
 //! stops accepting and reading, sends a shutdown marker behind the last command, and
 //! when the marker comes back out of egress every reply has been written: clients get
@@ -23,12 +27,12 @@ use mio::{Poll, Waker};
 
 use crate::book::{BookConfig, Event, Matcher};
 use crate::config::Config;
-use crate::engine::run_matcher;
+use crate::engine::MatcherAgent;
 use crate::feed::{PublisherStart, spawn_publisher};
 use crate::gateway::{self, Gateway};
 use crate::journal::snapshot::{self, SnapshotterStart};
-use crate::journal::{self, Entry, Header, JournalWriter, SegmentScan, run_journal};
-use crate::pipeline::{Record, Ring, Wake, pin};
+use crate::journal::{self, Entry, Header, JournalAgent, JournalWriter, SegmentScan};
+use crate::pipeline::{AgentRunner, CompositeAgent, IdleStrategy, Record, Ring, Threading, Wake};
 
 /// A running engine.
 pub struct Server {
@@ -43,28 +47,52 @@ pub struct Server {
     feed_retransmission: Option<SocketAddr>,
     /// The gateway's admission counters.
     admission: Arc<gateway::AdmissionCounters>,
+    /// The threading mode in use, and why.
+    threading: Threading,
+    threading_why: String,
 }
 
 impl Server {
     /// Binds the listener and starts every stage. Returns once the engine accepts logins.
     pub fn start(config: &Config) -> io::Result<Server> {
+        Server::start_with(config, None)
+    }
+
+    /// Like [`Server::start`]; while `journal_hold` is set, the journal writer holds each
+    /// batch before writing it (a stalled disk on demand, for tests).
+    pub fn start_with(
+        config: &Config,
+        journal_hold: Option<Arc<AtomicBool>>,
+    ) -> io::Result<Server> {
         let book = config
             .book_config()
             .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
         let p = &config.pipeline;
+        let (threading, threading_why) = config.threading().choose();
         let shutdown = Arc::new(AtomicBool::new(false));
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), gateway::WAKER)?);
         let matcher_parker = Parker::new();
 
-        // Rings: gateway -> matcher (here), matcher -> journal writer (in `spawn_core`),
-        // journal writer -> gateway egress (here).
+        // Rings: gateway -> matcher (here), matcher -> journal writer (in `core_agents`),
+        // journal writer -> gateway egress (here). On one thread nobody needs waking.
+        let shared = threading == Threading::Shared;
         let to_matcher: Arc<Ring<Record>> = Arc::new(Ring::new(
             p.ring_capacity,
-            Wake::Thread(matcher_parker.unparker().clone()),
+            if shared {
+                Wake::None
+            } else {
+                Wake::Thread(matcher_parker.unparker().clone())
+            },
         ));
-        let to_egress: Arc<Ring<Record>> =
-            Arc::new(Ring::new(p.ring_capacity, Wake::Poll(Arc::clone(&waker))));
+        let to_egress: Arc<Ring<Record>> = Arc::new(Ring::new(
+            p.ring_capacity,
+            if shared {
+                Wake::None
+            } else {
+                Wake::Poll(Arc::clone(&waker))
+            },
+        ));
 
         let addr: SocketAddr = config.gateway.listen.parse().map_err(io::Error::other)?;
         let listener = TcpListener::bind(addr)?;
@@ -96,6 +124,9 @@ impl Server {
             );
         }
         let (matcher, mut writer) = (opened.matcher, opened.writer);
+        if let Some(hold) = journal_hold {
+            writer.set_hold(hold);
+        }
         let followers_stop = Arc::new(AtomicBool::new(false));
         let mut followers = Vec::new();
         if let Some(start) = opened.snapshotter {
@@ -122,23 +153,40 @@ impl Server {
             followers.push(publisher.thread);
         }
 
-        let core = p.gateway_core;
-        threads.push(spawn("im-gateway", move || {
-            pin(core, "gateway");
-            if let Err(e) = gateway.run() {
-                eprintln!("ironmatch gateway: stopped on error: {e}");
-            }
-        })?);
-
-        // 2 + 3: the matcher and the journal writer.
-        let core = spawn_core(
+        // 1 + 4, 2, 3: the stages as agents; the threading mode decides the threads.
+        let wait = config.wait_strategy();
+        let (matcher, journal, journal_parker) = core_agents(
             matcher,
             writer,
-            config,
-            (to_matcher, matcher_parker),
-            to_egress,
-        )?;
-        threads.extend(core.threads);
+            p.ring_capacity,
+            threading,
+            Arc::clone(&to_matcher),
+            Arc::clone(&to_egress),
+        );
+        match threading {
+            Threading::Shared => {
+                // One thread, each batch run to completion in pipeline order; idle, it
+                // sleeps in the gateway's poll.
+                let all = CompositeAgent::new(
+                    "pipeline",
+                    vec![Box::new(gateway), Box::new(matcher), Box::new(journal)],
+                );
+                let idle = IdleStrategy::new(wait, Parker::new());
+                let runner = AgentRunner::start(Box::new(all), idle, p.gateway_core)?;
+                threads.push(runner.into_thread());
+            }
+            Threading::Dedicated | Threading::Auto => {
+                let gateway = AgentRunner::start(
+                    Box::new(gateway),
+                    IdleStrategy::new(wait, Parker::new()),
+                    p.gateway_core,
+                )?;
+                threads.push(gateway.into_thread());
+                let core =
+                    spawn_core_agents(matcher, journal, config, matcher_parker, journal_parker)?;
+                threads.extend(core.threads);
+            }
+        }
 
         Ok(Server {
             local_addr,
@@ -149,7 +197,14 @@ impl Server {
             followers,
             feed_retransmission,
             admission,
+            threading,
+            threading_why,
         })
+    }
+
+    /// The threading mode the server runs in (`auto` resolved) and why it was chosen.
+    pub fn threading(&self) -> (Threading, &str) {
+        (self.threading, &self.threading_why)
     }
 
     /// The gateway's admission counters now (accepted, evicted, timed out, logins).
@@ -211,8 +266,8 @@ pub struct CoreStages {
     pub threads: Vec<JoinHandle<()>>,
 }
 
-/// Starts the matcher and the journal writer between two rings the caller provides
-/// (the gateway in `serve`, a benchmark's own loop in `pipeline/in_process`).
+/// Starts the matcher and the journal writer, a thread each, between two rings the caller
+/// provides (the gateway in `serve`, a benchmark's own loop in `pipeline/in_process`).
 /// `to_matcher` comes with the parker of the matcher thread it wakes.
 pub fn spawn_core(
     matcher: Matcher,
@@ -221,30 +276,60 @@ pub fn spawn_core(
     to_matcher: (Arc<Ring<Record>>, Parker),
     to_egress: Arc<Ring<Record>>,
 ) -> io::Result<CoreStages> {
+    let (to_matcher, matcher_parker) = to_matcher;
+    let (matcher, journal, journal_parker) = core_agents(
+        matcher,
+        writer,
+        config.pipeline.ring_capacity,
+        Threading::Dedicated,
+        to_matcher,
+        to_egress,
+    );
+    spawn_core_agents(matcher, journal, config, matcher_parker, journal_parker)
+}
+
+/// Runs the matcher and journal agents on a pinned thread each.
+fn spawn_core_agents(
+    matcher: MatcherAgent,
+    journal: JournalAgent,
+    config: &Config,
+    matcher_parker: Parker,
+    journal_parker: Parker,
+) -> io::Result<CoreStages> {
     let p = &config.pipeline;
     let wait = config.wait_strategy();
-    let (to_matcher, matcher_parker) = to_matcher;
-    let journal_parker = Parker::new();
-    let to_journal: Arc<Ring<Record>> = Arc::new(Ring::new(
-        p.ring_capacity,
-        Wake::Thread(journal_parker.unparker().clone()),
-    ));
-    let mut threads = Vec::new();
-
     // 2: the matcher, the single sequencer.
-    let (input, output, core) = (to_matcher, Arc::clone(&to_journal), p.matcher_core);
-    threads.push(spawn("im-matcher", move || {
-        pin(core, "matcher");
-        run_matcher(matcher, &input, &output, wait, &matcher_parker);
-    })?);
-
+    let idle = IdleStrategy::new(wait, matcher_parker);
+    let matcher = AgentRunner::start(Box::new(matcher), idle, p.matcher_core)?;
     // 3: the journal writer appends, then releases events to egress.
-    let (input, output, core) = (to_journal, to_egress, p.journal_core);
-    threads.push(spawn("im-journal", move || {
-        pin(core, "journal");
-        run_journal(writer, &input, &output, wait, &journal_parker);
-    })?);
-    Ok(CoreStages { threads })
+    let idle = IdleStrategy::new(wait, journal_parker);
+    let journal = AgentRunner::start(Box::new(journal), idle, p.journal_core)?;
+    Ok(CoreStages {
+        threads: vec![matcher.into_thread(), journal.into_thread()],
+    })
+}
+
+/// Stages 2 and 3 as agents between `to_matcher` and `to_egress`, with the ring between
+/// them, and the parker its consumer (the journal writer) sleeps on when it has a thread of
+/// its own. In `shared` mode the caller runs them in turn on its own thread: the bench's
+/// loop does so for `pipeline/in_process`.
+pub fn core_agents(
+    matcher: Matcher,
+    writer: JournalWriter,
+    ring_capacity: usize,
+    threading: Threading,
+    to_matcher: Arc<Ring<Record>>,
+    to_egress: Arc<Ring<Record>>,
+) -> (MatcherAgent, JournalAgent, Parker) {
+    let journal_parker = Parker::new();
+    let wake = match threading {
+        Threading::Shared => Wake::None,
+        Threading::Dedicated | Threading::Auto => Wake::Thread(journal_parker.unparker().clone()),
+    };
+    let to_journal: Arc<Ring<Record>> = Arc::new(Ring::new(ring_capacity, wake));
+    let matcher = MatcherAgent::new(matcher, to_matcher, Arc::clone(&to_journal));
+    let journal = JournalAgent::new(writer, to_journal, to_egress);
+    (matcher, journal, journal_parker)
 }
 
 /// A recovered journal, ready to append to.
@@ -316,8 +401,4 @@ pub fn open_journal(
         snapshot: recovery.snapshot,
         snapshotter,
     })
-}
-
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name(name.to_string()).spawn(f)
 }

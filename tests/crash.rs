@@ -244,3 +244,110 @@ fn kill_minus_nine_many_cycles() {
         .unwrap_or(0x5eed_0002);
     run(200, seed);
 }
+
+/// The journal writer fails mid-write (a file-size limit, as a full disk would): the engine
+/// stops, no client was told of anything the journal does not hold, and the order whose
+/// write failed got no reply. Runs in whichever threading mode the tests run in. (A write
+/// that fails part-way may still keep the records before the limit, so this test alone
+/// cannot tell an early reply from a lucky one: `journal`'s stalled-writer test can.)
+#[test]
+fn a_failed_journal_write_lets_no_reply_out() {
+    const JOURNAL_BYTES_MAX: u64 = 16 << 10;
+    const ORDERS_MAX: u32 = 2_000;
+    let prlimit = ["/usr/bin/prlimit", "/bin/prlimit"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(prlimit) = prlimit else {
+        eprintln!("skipped: needs prlimit (util-linux) to limit the journal's file size");
+        return;
+    };
+    let dir = common::temp_dir("journalfail");
+    // No feed: its store must not reach the size limit before the journal does.
+    let text = common::test_config_text(&dir, "")
+        .replace("[marketdata]\n", "[marketdata]\nenabled = false\n");
+    let config = dir.join("ironmatch.toml");
+    std::fs::write(&config, &text).unwrap();
+    let fsize = format!("--fsize={JOURNAL_BYTES_MAX}");
+    let child = Command::new(prlimit)
+        .args([fsize.as_str(), "--core=0", "--"])
+        .arg(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails half-way, so no engine outlives it.
+    let mut child = KillOnDrop(child);
+    let mut line = String::new();
+    BufReader::new(child.0.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr: SocketAddr = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"))
+        .parse()
+        .unwrap();
+    let mut client = common::login(addr, "MM3", "pw3", 1);
+    let mut acked = Vec::new();
+    let mut unanswered = None;
+    for user_ref in 1..=ORDERS_MAX {
+        let price = 1_450_000 + u64::from(user_ref % 100) * 100;
+        if client.limit(user_ref, b'B', 10, "AAPL", price).is_err() {
+            unanswered = Some(user_ref);
+            break;
+        }
+        match client.recv_message(Duration::from_secs(5)) {
+            Ok(Some((_, msg))) => match decode_outbound(&msg).unwrap() {
+                Outbound::Accepted(m, _) => acked.push(m.user_ref.get()),
+                other => panic!("order {user_ref}: unexpected reply {other:?}"),
+            },
+            Ok(None) | Err(_) => {
+                unanswered = Some(user_ref);
+                break;
+            }
+        }
+    }
+    let unanswered = unanswered.expect("the journal reached its size limit");
+    let status = child.0.wait().unwrap();
+    assert!(!status.success(), "the engine stopped on the failed write");
+    assert!(
+        !acked.is_empty(),
+        "orders were acknowledged before the limit"
+    );
+    // Every acknowledged order is in the journal (its torn tail cut off).
+    let book = ironmatch::config::Config::parse(&text, "test")
+        .unwrap()
+        .book_config()
+        .unwrap();
+    let mut journaled = HashSet::new();
+    ironmatch::journal::recover(&dir, &book, |e| {
+        if let ironmatch::book::EventBody::Accepted { order, .. } = e.body {
+            journaled.insert(order.user_ref.0);
+        }
+    })
+    .unwrap();
+    for user_ref in &acked {
+        assert!(
+            journaled.contains(user_ref),
+            "order {user_ref} was acknowledged but is not in the journal"
+        );
+    }
+    assert!(!acked.contains(&unanswered));
+    eprintln!(
+        "journal write failed after {} acknowledged orders; order {unanswered} got no reply",
+        acked.len()
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A child process killed when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

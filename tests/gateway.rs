@@ -14,6 +14,18 @@ use ironmatch::wire::soupbin::{self, kind};
 const PX: u64 = 1_500_000; // $150.00
 
 #[test]
+fn the_engine_runs_in_the_threading_mode_the_tests_ask_for() {
+    use ironmatch::pipeline::Threading;
+    let server = common::start();
+    let (mode, why) = server.threading();
+    match Threading::parse(&common::threading()).unwrap() {
+        Threading::Auto => assert_ne!(mode, Threading::Auto, "auto is resolved: {why}"),
+        asked => assert_eq!(mode, asked, "{why}"),
+    }
+    server.stop().unwrap();
+}
+
+#[test]
 fn login_accepted_rejected_and_one_session_per_user() {
     let server = start();
     let addr = server.local_addr();

@@ -479,3 +479,45 @@ fn snapshots_follow_the_journal_across_segments() {
     assert_eq!(r.3, Some(snaps[0].0));
     assert!(r == (full.0, full.1, full.2, Some(snaps[0].0)));
 }
+
+/// A stalled journal writer holds every reply: while it cannot write, the client hears
+/// nothing and the journal does not hold the order; once it writes, the reply comes. In
+/// `shared` threading the writer and egress share a thread, in `dedicated` egress runs on
+/// while the writer stalls: either way no reply leaves before its batch is written.
+#[test]
+fn no_reply_leaves_while_the_journal_writer_stalls() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = temp_dir("stall");
+    let config = test_config_in(&dir, "");
+    let hold = Arc::new(AtomicBool::new(false));
+    let server = Server::start_with(&config, Some(Arc::clone(&hold))).unwrap();
+    let mut c = login(server.local_addr(), "MM3", "pw3", 1);
+    c.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
+
+    hold.store(true, Ordering::Release);
+    c.limit(2, b'B', 100, "AAPL", PX - 100).unwrap();
+    quiet(&mut c, std::time::Duration::from_millis(300));
+    let book = config.book_config().unwrap();
+    let journaled = |user_ref: u32| {
+        let mut found = false;
+        journal::recover(&dir, &book, |e| {
+            if let ironmatch::book::EventBody::Accepted { order, .. } = e.body {
+                found |= order.user_ref.0 == user_ref;
+            }
+        })
+        .unwrap();
+        found
+    };
+    assert!(journaled(1));
+    assert!(!journaled(2), "the stalled writer wrote nothing");
+
+    hold.store(false, Ordering::Release);
+    let (kind, msg) = next_type(&mut c);
+    assert_eq!(kind, outbound::ACCEPTED);
+    assert_eq!(u32::from_be_bytes(msg[9..13].try_into().unwrap()), 2);
+    assert!(journaled(2));
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

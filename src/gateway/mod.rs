@@ -1,4 +1,10 @@
-//! Stages 1 and 4, the gateway thread: one `mio` poll loop owns every socket.
+//! Stages 1 and 4, the gateway: one `mio` poll loop owns every socket.
+//!
+//! The [`Gateway`] is an [`Agent`]: each `do_work` is one round of the loop (egress,
+//! ingress, one poll without waiting, timers); when idle it sleeps in `poll` itself, woken
+//! by sockets, by the egress ring's waker or by the shutdown waker. It runs on its own
+//! thread (`dedicated`) or first in turn with the matcher and the journal writer on one
+//! thread (`shared`); it never decides which.
 //!
 //! Ingress: accept, frame SoupBinTCP, log in, decode OUCH, and push commands into the
 //! matcher's ring. It reads only while that ring has room, so a full pipeline leaves bytes
@@ -41,7 +47,7 @@ use session::UserSession;
 
 use crate::book::{Command, CommandBody};
 use crate::config::Config;
-use crate::pipeline::{Record, Ring, WaitStrategy};
+use crate::pipeline::{Agent, Record, Ring};
 use crate::types::{OwnerId, Symbol, Timestamp};
 use crate::wire::ouch::decode_inbound;
 use crate::wire::soupbin::{self, ClientPacket, kind};
@@ -54,8 +60,8 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 const POLL_MAX: Duration = Duration::from_millis(20);
 /// How often timers are checked.
 const TIMER_PERIOD: Duration = Duration::from_millis(10);
-/// Idle loop rounds with zero-timeout polls before sleeping in `poll`.
-const SPIN_ROUNDS_MAX: u32 = 64;
+/// Readiness events taken per poll.
+const EVENTS_MAX: usize = 256;
 /// Control bytes (login replies, heartbeats, debug text) queued per connection at most.
 const CONTROL_BYTES_MAX: usize = 4096;
 /// How long a shutdown waits for clients to take their last messages.
@@ -73,7 +79,6 @@ pub struct Settings {
     pending_per_address_max: usize,
     packet_len_max: usize,
     session_queue_bytes_max: usize,
-    wait: WaitStrategy,
 }
 
 struct Conn {
@@ -120,6 +125,17 @@ pub struct Gateway {
     counters: Arc<AdmissionCounters>,
     /// Rate limit and summary of the pre-login log lines.
     log: admission::LogLimiter,
+    /// What the last poll returned.
+    events: Events,
+    /// `events` came from a blocking poll and are still to be handled.
+    polled: bool,
+    last_timers: Instant,
+    /// Shutdown started: no more accepting or reading; the marker is on its way.
+    draining: bool,
+    /// A poll failed: the gateway drains and stops.
+    failed: bool,
+    /// The shutdown marker came back out of egress and clients got End of Session.
+    done: bool,
 }
 
 impl Gateway {
@@ -168,7 +184,6 @@ impl Gateway {
                 pending_per_address_max: g.pending_per_address_max,
                 packet_len_max: g.packet_len_max,
                 session_queue_bytes_max: g.session_queue_bytes_max,
-                wait: config.wait_strategy(),
             },
             shutdown,
             deferred: VecDeque::with_capacity(slots + 1),
@@ -183,6 +198,12 @@ impl Gateway {
                 .collect(),
             counters: Arc::new(AdmissionCounters::default()),
             log: admission::LogLimiter::new(Instant::now()),
+            events: Events::with_capacity(EVENTS_MAX),
+            polled: false,
+            last_timers: Instant::now(),
+            draining: false,
+            failed: false,
+            done: false,
         })
     }
 
@@ -207,65 +228,46 @@ impl Gateway {
         self.store_event(event);
     }
 
-    /// Runs until shutdown has drained the pipeline and clients got End of Session.
-    pub fn run(mut self) -> io::Result<()> {
-        let mut events = Events::with_capacity(256);
-        let mut idle = 0u32;
-        let mut last_timers = Instant::now();
-        let mut draining = false;
-        loop {
-            let mut busy = false;
-            match self.egress() {
-                Egress::Done => return self.finish(),
-                Egress::Moved => busy = true,
-                Egress::Idle => {}
-            }
-            busy |= self.push_deferred();
-            if !draining {
-                busy |= self.serve_waiting();
-            }
-            if !draining && self.shutdown.load(Ordering::Relaxed) {
-                draining = true;
-                self.begin_drain();
-            }
-            let timeout = self.poll_timeout(busy, &mut idle);
-            self.poll.poll(&mut events, Some(timeout))?;
-            self.outbound.woke();
-            for event in events.iter() {
-                match event.token() {
-                    LISTENER => self.accept(),
-                    WAKER => {}
-                    Token(i) => {
-                        if event.is_readable() && !draining {
-                            self.serve(i);
-                        }
-                        if event.is_writable() {
-                            self.flush(i);
-                        }
+    /// Handles what the last poll returned; returns how many readiness events there were.
+    fn handle_events(&mut self) -> usize {
+        // Taken out so handlers can borrow `self`; an empty `Events` does not allocate.
+        let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
+        let mut n = 0;
+        for event in events.iter() {
+            n += 1;
+            match event.token() {
+                LISTENER => self.accept(),
+                WAKER => {}
+                Token(i) => {
+                    if event.is_readable() && !self.draining {
+                        self.serve(i);
+                    }
+                    if event.is_writable() {
+                        self.flush(i);
                     }
                 }
             }
-            if last_timers.elapsed() >= TIMER_PERIOD {
-                last_timers = Instant::now();
-                self.check_timers(last_timers);
-            }
         }
+        self.events = events;
+        n
     }
 
-    fn poll_timeout(&self, busy: bool, idle: &mut u32) -> Duration {
-        if busy || !self.deferred.is_empty() {
-            *idle = 0;
-            return Duration::ZERO;
+    /// Polls the sockets, waiting at most `timeout`; a poll error starts a shutdown.
+    fn poll_sockets(&mut self, timeout: Duration) {
+        if self.failed {
+            return;
         }
-        *idle = idle.saturating_add(1);
-        if self.settings.wait == WaitStrategy::BusySpin || *idle < SPIN_ROUNDS_MAX {
-            return Duration::ZERO;
-        }
-        // Announce the sleep to egress producers, then re-check their ring.
-        if self.outbound.prepare_sleep() {
-            POLL_MAX
-        } else {
-            Duration::ZERO
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+            if e.kind() == io::ErrorKind::Interrupted {
+                return;
+            }
+            eprintln!("ironmatch gateway: poll failed: {e}; shutting down");
+            self.failed = true;
+            self.events.clear();
+            if !self.draining {
+                self.draining = true;
+                self.begin_drain();
+            }
         }
     }
 
@@ -428,6 +430,7 @@ impl Gateway {
 
     /// Reads and frames a connection's input while the matcher's ring has room.
     fn serve(&mut self, i: usize) {
+        let mut drained = false;
         loop {
             match self.frame_input(i) {
                 Framed::Blocked => {
@@ -437,6 +440,7 @@ impl Gateway {
                     return;
                 }
                 Framed::Closed => return,
+                Framed::NeedBytes if drained => return,
                 Framed::NeedBytes => {}
             }
             let Some(conn) = self.conns[i].as_mut() else {
@@ -448,6 +452,11 @@ impl Gateway {
                 Ok(n) => {
                     conn.len += n;
                     conn.last_rx = Instant::now();
+                    // A short read drained the socket (epoll(7)): frame what came and skip
+                    // the read that would say WouldBlock; new bytes bring a new event.
+                    if conn.len < conn.buf.len() {
+                        drained = true;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -821,7 +830,8 @@ impl Gateway {
     }
 
     /// After the pipeline drained: every client gets its last messages and End of Session.
-    fn finish(mut self) -> io::Result<()> {
+    /// Blocks up to [`FINISH_MAX`]: every other stage has ended by now.
+    fn finish(&mut self) {
         let deadline = Instant::now() + FINISH_MAX;
         let mut events = Events::with_capacity(64);
         while Instant::now() < deadline {
@@ -840,17 +850,82 @@ impl Gateway {
                 }
                 open += usize::from(self.conns[i].is_some());
             }
-            if open == 0 {
+            if open == 0 || self.failed {
                 break;
             }
-            self.poll
-                .poll(&mut events, Some(Duration::from_millis(10)))?;
+            // Readiness is not needed here: every connection is flushed each round.
+            let _ = self.poll.poll(&mut events, Some(Duration::from_millis(10)));
         }
         for i in 0..self.conns.len() {
             self.close(i, "shutdown");
         }
         eprintln!("ironmatch gateway: stopped");
-        Ok(())
+    }
+}
+
+impl Agent for Gateway {
+    fn role(&self) -> &'static str {
+        "gateway"
+    }
+
+    /// One round: released events out, deferred commands and waiting connections in, the
+    /// shutdown flag, one poll of the sockets (without waiting, unless [`Agent::block`]
+    /// already polled), the timers. Returns a measure of what it did (0 = nothing).
+    fn do_work(&mut self) -> usize {
+        let mut work = 0;
+        match self.egress() {
+            Egress::Done => {
+                self.finish();
+                self.done = true;
+                return 1;
+            }
+            Egress::Moved => work += 1,
+            Egress::Idle => {}
+        }
+        work += usize::from(self.push_deferred());
+        if !self.draining {
+            work += usize::from(self.serve_waiting());
+            if self.shutdown.load(Ordering::Relaxed) {
+                self.draining = true;
+                self.begin_drain();
+                work += 1;
+            }
+        }
+        if !std::mem::take(&mut self.polled) {
+            self.poll_sockets(Duration::ZERO);
+        }
+        work += self.handle_events();
+        let now = Instant::now();
+        if now.duration_since(self.last_timers) >= TIMER_PERIOD {
+            self.last_timers = now;
+            self.check_timers(now);
+        }
+        work
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Announces the sleep to egress producers, then re-checks their ring. Commands
+    /// waiting to be pushed keep the gateway awake: nobody would wake it for room.
+    fn prepare_sleep(&mut self) -> bool {
+        self.deferred.is_empty() && self.outbound.prepare_sleep()
+    }
+
+    fn can_block(&self) -> bool {
+        true
+    }
+
+    /// Sleeps in `poll` (woken by sockets, the egress waker, the shutdown waker); the next
+    /// `do_work` handles what it returned. Bounded by the timer period, so timers run.
+    fn block(&mut self, timeout: Duration) {
+        self.poll_sockets(timeout.min(POLL_MAX));
+        self.polled = true;
+    }
+
+    fn woke(&mut self) {
+        self.outbound.woke();
     }
 }
 

@@ -61,7 +61,7 @@ pub use reader::{
     JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,
     segment_paths,
 };
-pub use writer::{FsyncMode, JournalWriter, run_journal};
+pub use writer::{FsyncMode, JournalAgent, JournalWriter};
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).
 pub const BATCH_LEN_MAX: usize = 1024;

@@ -1,17 +1,22 @@
 //! The journal writer stage: batches of records appended with one `write` (and, with
 //! `fsync = "always"`, one `fdatasync`), then the batch's events released to egress.
+//! [`JournalAgent`] runs on its own thread or on the one shared with the gateway and the
+//! matcher; either way egress sees only events it released after their write.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use crossbeam::sync::Parker;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use super::BATCH_LEN_MAX;
 use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
 use crate::book::Event;
-use crate::pipeline::{Idle, Record, Ring, Signal, WaitStrategy, idle_wait};
+use crate::pipeline::{Agent, Record, Ring, Signal};
+
+/// How often a held writer looks at its hold flag.
+const HOLD_POLL: Duration = Duration::from_millis(1);
 
 /// When the writer forces data to stable storage.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +52,8 @@ pub struct JournalWriter {
     events: Vec<Event>,
     /// Woken after each batch is written (the feed publisher follows the files).
     followers: Option<Arc<Signal>>,
+    /// While set, the writer holds each batch before writing it (a stalled disk, for tests).
+    hold: Option<Arc<AtomicBool>>,
 }
 
 /// The file name of the segment starting at `first_seq`.
@@ -90,12 +97,19 @@ impl JournalWriter {
             buf: Vec::with_capacity(BATCH_LEN_MAX * RECORD_LEN_MAX + RECORD_LEN_MAX),
             events: Vec::with_capacity(BATCH_LEN_MAX),
             followers: None,
+            hold: None,
         })
     }
 
     /// Wakes `signal`'s thread after every batch written (and at shutdown).
     pub fn set_follower_signal(&mut self, signal: Arc<Signal>) {
         self.followers = Some(signal);
+    }
+
+    /// Makes the writer hold each batch, before writing it, while `hold` is set: a stalled
+    /// disk on demand, so tests can show that no reply leaves before its batch is written.
+    pub fn set_hold(&mut self, hold: Arc<AtomicBool>) {
+        self.hold = Some(hold);
     }
 
     /// The sequence number the next record gets.
@@ -148,64 +162,95 @@ impl JournalWriter {
     fn buf_first_seq(&self) -> u64 {
         u64::from_le_bytes(self.buf[4..12].try_into().expect("a staged record"))
     }
+}
 
-    /// Runs the stage until a [`Record::Shutdown`] arrives. A write error stops the
-    /// process: nothing may be acknowledged that is not in the journal.
-    pub fn run(
-        mut self,
-        input: &Ring<Record>,
-        output: &Ring<Record>,
-        wait: WaitStrategy,
-        parker: &Parker,
-    ) {
-        let mut idle = Idle::new();
-        loop {
-            let mut taken = 0;
-            let mut shutdown = false;
-            while taken < BATCH_LEN_MAX {
-                match input.try_pop() {
-                    Some(Record::Command(c)) => self.stage(&Entry::Command(c)),
-                    Some(Record::Event(e)) => {
-                        self.stage(&Entry::Event(e));
-                        self.events.push(e);
-                    }
-                    Some(Record::Shutdown) => {
-                        shutdown = true;
-                        break;
-                    }
-                    None => break,
-                }
-                taken += 1;
-            }
-            if let Err(e) = self.commit() {
-                eprintln!(
-                    "ironmatch journal: cannot write to {}: {e}; stopping",
-                    self.dir.display()
-                );
-                std::process::exit(74);
-            }
-            // Only now may the batch's events be acknowledged.
-            for e in self.events.drain(..) {
-                output.push(Record::Event(e));
-            }
-            if shutdown {
-                if let Some(signal) = &self.followers {
-                    signal.notify();
-                }
-                output.push(Record::Shutdown);
-                output.notify();
-                return;
-            }
-            if taken > 0 {
-                if let Some(signal) = &self.followers {
-                    signal.notify();
-                }
-                output.notify();
-                idle.reset();
-            } else {
-                idle_wait(input, wait, &mut idle, parker);
-            }
+/// The journal writer stage as an agent: each `do_work` appends one batch (one `write`,
+/// with `fsync = "always"` one `fdatasync`), and only then releases the batch's events to
+/// egress. Done once a [`Record::Shutdown`] went through.
+pub struct JournalAgent {
+    writer: JournalWriter,
+    input: Arc<Ring<Record>>,
+    output: Arc<Ring<Record>>,
+    done: bool,
+}
+
+impl JournalAgent {
+    /// The stage between `input` (from the matcher) and `output` (to egress).
+    pub fn new(writer: JournalWriter, input: Arc<Ring<Record>>, output: Arc<Ring<Record>>) -> Self {
+        JournalAgent {
+            writer,
+            input,
+            output,
+            done: false,
         }
+    }
+}
+
+impl Agent for JournalAgent {
+    fn role(&self) -> &'static str {
+        "journal"
+    }
+
+    /// Appends up to [`BATCH_LEN_MAX`] records. A write error stops the process: nothing
+    /// may be acknowledged that is not in the journal.
+    fn do_work(&mut self) -> usize {
+        let w = &mut self.writer;
+        let mut taken = 0;
+        let mut shutdown = false;
+        while taken < BATCH_LEN_MAX {
+            match self.input.try_pop() {
+                Some(Record::Command(c)) => w.stage(&Entry::Command(c)),
+                Some(Record::Event(e)) => {
+                    w.stage(&Entry::Event(e));
+                    w.events.push(e);
+                }
+                Some(Record::Shutdown) => {
+                    shutdown = true;
+                    taken += 1;
+                    break;
+                }
+                None => break,
+            }
+            taken += 1;
+        }
+        if taken == 0 {
+            return 0;
+        }
+        while w.hold.as_ref().is_some_and(|h| h.load(Ordering::Acquire)) {
+            std::thread::sleep(HOLD_POLL);
+        }
+        if let Err(e) = w.commit() {
+            eprintln!(
+                "ironmatch journal: cannot write to {}: {e}; stopping",
+                w.dir.display()
+            );
+            std::process::exit(74);
+        }
+        // Only now may the batch's events be acknowledged.
+        for e in w.events.drain(..) {
+            self.output.push(Record::Event(e));
+        }
+        if let Some(signal) = &w.followers {
+            signal.notify();
+        }
+        if shutdown {
+            self.output.push(Record::Shutdown);
+            self.done = true;
+        }
+        self.output.notify();
+        taken
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+    }
+
+    fn prepare_sleep(&mut self) -> bool {
+        self.input.prepare_sleep()
+    }
+
+    fn woke(&mut self) {
+        self.input.woke();
     }
 }
 
@@ -220,15 +265,4 @@ fn create_segment(dir: &Path, header: &Header) -> io::Result<File> {
     file.sync_all()?;
     File::open(dir)?.sync_all()?;
     Ok(file)
-}
-
-/// Stage 3 entry point for a writer built by the caller.
-pub fn run_journal(
-    writer: JournalWriter,
-    input: &Ring<Record>,
-    output: &Ring<Record>,
-    wait: WaitStrategy,
-    parker: &Parker,
-) {
-    writer.run(input, output, wait, parker);
 }

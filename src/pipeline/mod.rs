@@ -6,6 +6,10 @@
 //! wakes it only when it announced that, so a busy pipeline pays no wake-up cost at all.
 //! A producer that finds the ring full waits for room: rings apply backpressure, never
 //! drop and never grow.
+//!
+//! Stages are [agents](agent) and which thread runs which is [`Threading`]: a thread per
+//! stage (`dedicated`), or gateway, matcher and journal writer in turn on one thread
+//! (`shared`), where the rings between them need no wake-up at all ([`Wake::None`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,6 +19,9 @@ use crossbeam::queue::ArrayQueue;
 use crossbeam::sync::Unparker;
 
 use crate::book::{Command, Event};
+
+pub mod agent;
+pub use agent::{Agent, AgentRunner, CompositeAgent, IdleStrategy, run_agent};
 
 /// What travels through the rings: commands into the matcher, commands and events into
 /// the journal writer, events to egress. `Shutdown` follows the last record and drains
@@ -56,6 +63,78 @@ impl WaitStrategy {
     }
 }
 
+/// Which thread runs which stage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threading {
+    /// [`Threading::Dedicated`] with a core per stage and one to spare, else
+    /// [`Threading::Shared`]; see [`Threading::choose`].
+    Auto,
+    /// A thread per stage (gateway, matcher, journal writer): for a machine with a core per
+    /// stage, with `busy_spin` and pinning.
+    Dedicated,
+    /// Gateway, matcher and journal writer in turn on one thread, each batch run to
+    /// completion: no wake-up on the path. For small machines.
+    Shared,
+}
+
+/// Threads of the `dedicated` pipeline: gateway, matcher, journal writer.
+pub const DEDICATED_THREADS: usize = 3;
+
+impl Threading {
+    /// Parses the configuration value.
+    pub fn parse(text: &str) -> Option<Threading> {
+        match text {
+            "auto" => Some(Threading::Auto),
+            "dedicated" => Some(Threading::Dedicated),
+            "shared" => Some(Threading::Shared),
+            _ => None,
+        }
+    }
+
+    /// The configuration value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Threading::Auto => "auto",
+            Threading::Dedicated => "dedicated",
+            Threading::Shared => "shared",
+        }
+    }
+
+    /// Resolves `auto` from the cores this process may use (its CPU affinity mask):
+    /// `dedicated` needs a core per stage plus one for the feed, the snapshots and the
+    /// system; with fewer, stages on their own threads take turns on a core and every hop
+    /// pays a wake-up, so `shared` is faster. Returns the mode and why.
+    pub fn choose(self) -> (Threading, String) {
+        if self != Threading::Auto {
+            return (self, "configured".to_string());
+        }
+        let cores = usable_cores();
+        let needed = DEDICATED_THREADS + 1;
+        if cores >= needed {
+            (
+                Threading::Dedicated,
+                format!("auto: {cores} cores usable, a thread per stage needs {needed}"),
+            )
+        } else {
+            (
+                Threading::Shared,
+                format!(
+                    "auto: {cores} cores usable, fewer than the {needed} a thread per stage needs"
+                ),
+            )
+        }
+    }
+}
+
+/// Cores this process may run on (its affinity mask), at least 1.
+pub fn usable_cores() -> usize {
+    core_affinity::get_core_ids()
+        .map(|ids| ids.len())
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1)
+}
+
 /// Rounds of `spin_loop` before yielding.
 const SPINS_MAX: u32 = 200;
 /// Rounds of `yield_now` before parking.
@@ -70,6 +149,9 @@ pub enum Wake {
     Thread(Unparker),
     /// A `mio` poll loop.
     Poll(Arc<mio::Waker>),
+    /// Nobody: producer and consumer run on the same thread, so the consumer never sleeps
+    /// while the producer has work (`shared` threading).
+    None,
 }
 
 /// A bounded single-producer, single-consumer ring with sleep/wake support.
@@ -181,6 +263,9 @@ impl Signal {
     /// Producer side: wakes the consumer if it announced sleep.
     #[inline]
     pub fn notify(&self) {
+        if matches!(self.wake, Wake::None) {
+            return;
+        }
         // SeqCst pairs with the consumer's announce-then-recheck: either the consumer sees
         // the producer's work, or the producer sees its announcement.
         if self.sleeping.load(Ordering::SeqCst) {
@@ -191,6 +276,7 @@ impl Signal {
                     // A failed wake only delays the consumer until its poll timeout.
                     let _ = waker.wake();
                 }
+                Wake::None => {}
             }
         }
     }
@@ -325,6 +411,32 @@ mod tests {
         }
         producer.join().unwrap();
         assert!(ring.is_empty());
+    }
+
+    #[test]
+    fn threading_parses_and_auto_resolves_to_a_mode() {
+        assert_eq!(Threading::parse("shared"), Some(Threading::Shared));
+        assert_eq!(Threading::parse("dedicated"), Some(Threading::Dedicated));
+        assert_eq!(Threading::parse("Shared"), None);
+        assert_eq!(Threading::Shared.choose().0, Threading::Shared);
+        assert_eq!(Threading::Dedicated.choose().0, Threading::Dedicated);
+        let (mode, why) = Threading::Auto.choose();
+        let expected = if usable_cores() > DEDICATED_THREADS {
+            Threading::Dedicated
+        } else {
+            Threading::Shared
+        };
+        assert_eq!(mode, expected, "{why}");
+        assert!(why.contains("cores usable"), "{why}");
+    }
+
+    #[test]
+    fn a_ring_without_wake_notifies_nobody() {
+        let ring: Ring<u8> = Ring::new(4, Wake::None);
+        assert!(ring.prepare_sleep());
+        ring.try_push(1).unwrap();
+        ring.notify();
+        assert_eq!(ring.try_pop(), Some(1));
     }
 
     #[test]

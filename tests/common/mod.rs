@@ -26,6 +26,17 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// The threading mode tests run the engine in: `IRONMATCH_THREADING` (`shared`,
+/// `dedicated` or `auto`; CI runs the engine tests once per mode), `auto` when unset.
+pub fn threading() -> String {
+    let mode = std::env::var("IRONMATCH_THREADING").unwrap_or_else(|_| "auto".to_string());
+    assert!(
+        ironmatch::pipeline::Threading::parse(&mode).is_some(),
+        "IRONMATCH_THREADING={mode:?}: not auto, dedicated or shared"
+    );
+    mode
+}
+
 /// A configuration for tests: ephemeral port, short timers, small limits, and a fresh
 /// journal directory.
 pub fn test_config(extra_gateway: &str) -> Config {
@@ -41,6 +52,7 @@ pub fn test_config_in(dir: &std::path::Path, extra_gateway: &str) -> Config {
 /// The text of [`test_config_in`], to write to a file for the binary.
 pub fn test_config_text(dir: &std::path::Path, extra_gateway: &str) -> String {
     let journal = dir.display();
+    let threading = threading();
     format!(
         r#"
 [gateway]
@@ -54,6 +66,7 @@ session_store_bytes = 65536
 
 [pipeline]
 ring_capacity = 1024
+threading = "{threading}"
 
 [journal]
 dir = "{journal}"
@@ -121,6 +134,10 @@ pub fn shipped_config_for_tests() -> String {
         .replace("127.0.0.1:15001", "127.0.0.1:9")
         .replace("127.0.0.1:15002", "127.0.0.1:0")
         .replace("end_of_session_ms = 1000", "end_of_session_ms = 0")
+        .replace(
+            "threading = \"auto\"",
+            &format!("threading = \"{}\"", threading()),
+        )
 }
 
 /// Starts an engine for one test.
