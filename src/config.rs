@@ -120,8 +120,8 @@ pub struct GatewaySection {
     /// Bytes queued for one session but not yet taken by its reader before it is
     /// disconnected as a slow reader (it can log in again and resume by sequence number).
     pub session_queue_bytes_max: usize,
-    /// Bytes reserved per user at start for its sequenced messages (replay by sequence
-    /// number); the store grows beyond it if a day needs more.
+    /// Bytes per chunk of a user's store of sequenced messages (replay by sequence number):
+    /// the first is reserved at start, more come as the day needs them, none is copied.
     pub session_store_bytes: usize,
 }
 

@@ -735,9 +735,21 @@ impl Gateway {
                     && let Some(u) = conn.user
                 {
                     let user = &mut self.users[u];
-                    let n = write_some(&mut conn.stream, user.unsent())?;
-                    user.sent += n;
-                    total += n;
+                    // The store hands out one chunk at a time: go on while the socket
+                    // takes whole chunks.
+                    loop {
+                        let pending = user.unsent();
+                        if pending.is_empty() {
+                            break;
+                        }
+                        let n = write_some(&mut conn.stream, pending)?;
+                        let whole = n == pending.len();
+                        user.mark_sent(n);
+                        total += n;
+                        if !whole {
+                            break;
+                        }
+                    }
                 }
                 Ok(total)
             });
@@ -782,7 +794,7 @@ impl Gateway {
             };
             self.flush(i);
             if self.users[u].conn.is_some()
-                && self.users[u].unsent().len() > self.settings.session_queue_bytes_max
+                && self.users[u].unsent_len() > self.settings.session_queue_bytes_max as u64
             {
                 self.close(
                     i,
@@ -841,7 +853,7 @@ impl Gateway {
                 let Some(conn) = self.conns[i].as_mut() else {
                     continue;
                 };
-                let caught_up = conn.user.is_none_or(|u| self.users[u].unsent().is_empty());
+                let caught_up = conn.user.is_none_or(|u| self.users[u].unsent_len() == 0);
                 if caught_up && !conn.ended {
                     soupbin::write_empty(&mut conn.control, kind::END_OF_SESSION);
                     conn.ended = true;

@@ -1,5 +1,11 @@
 //! Per-user session state kept by the gateway: credentials, the throttle, and the store of
 //! every sequenced message the user was sent today (for replay by sequence number).
+//!
+//! The store grows all day, so it is kept in chunks: when one is full the next is
+//! allocated, and nothing already stored is ever copied (a single growing buffer was copied
+//! whole on the gateway thread each time it outgrew its reservation: a 26 ms stall for every
+//! session at 100,000 messages a second). A message never spans two chunks. Positions in
+//! the store are logical byte offsets over the chunks laid end to end.
 
 use crate::config::UserConfig;
 use crate::types::{Firm, OwnerId};
@@ -57,28 +63,50 @@ pub struct UserSession {
     pub owner: OwnerId,
     /// The connection logged in as this user, if any (one at a time).
     pub conn: Option<usize>,
-    /// Every sequenced message sent today, framed as SoupBinTCP Sequenced Data packets.
-    store: Vec<u8>,
-    /// Start of message `n` in `store` at index `n - 1`.
-    offsets: Vec<usize>,
-    /// Bytes of `store` already written to the current connection.
-    pub sent: usize,
+    /// Every sequenced message sent today, framed as SoupBinTCP Sequenced Data packets, in
+    /// chunks of `chunk_bytes` capacity.
+    chunks: Vec<Vec<u8>>,
+    /// Logical offset of each chunk's first byte.
+    chunk_starts: Vec<u64>,
+    chunk_bytes: usize,
+    /// Logical start of message `n` at index `n - 1`, in blocks of `OFFSETS_PER_BLOCK`.
+    offsets: Vec<Vec<u64>>,
+    /// Messages stored.
+    count: u64,
+    /// Logical bytes stored.
+    stored: u64,
+    /// Logical bytes already written to the current connection.
+    sent: u64,
+    /// The chunk that holds byte `sent` (or ends there).
+    sent_chunk: usize,
     /// New-order throttle.
     pub bucket: TokenBucket,
 }
 
+/// Longest framed message the store takes: the packet length field and type byte, and the
+/// longest OUCH message ironmatch sends (well under this).
+const MESSAGE_BYTES_MAX: usize = 3 + 512;
+/// Message offsets per block of the offset index.
+const OFFSETS_PER_BLOCK: usize = 1 << 16;
+
 impl UserSession {
-    /// A session with `store_bytes` reserved for its messages.
+    /// A session whose store grows in chunks of `store_bytes` (at least a few messages).
     pub fn new(config: &UserConfig, owner: OwnerId, firm: Firm, store_bytes: usize) -> UserSession {
+        let chunk_bytes = store_bytes.max(8 * MESSAGE_BYTES_MAX);
         UserSession {
             username: config.username.clone(),
             password: soupbin::left_justified(&config.password),
             firm,
             owner,
             conn: None,
-            store: Vec::with_capacity(store_bytes),
-            offsets: Vec::with_capacity(store_bytes / 32),
+            chunks: vec![Vec::with_capacity(chunk_bytes)],
+            chunk_starts: vec![0],
+            chunk_bytes,
+            offsets: vec![Vec::with_capacity(OFFSETS_PER_BLOCK)],
+            count: 0,
+            stored: 0,
             sent: 0,
+            sent_chunk: 0,
             bucket: TokenBucket::new(config.orders_per_sec, config.burst),
         }
     }
@@ -98,18 +126,41 @@ impl UserSession {
 
     /// Sequence number of the next message.
     pub fn next_seq(&self) -> u64 {
-        self.offsets.len() as u64 + 1
+        self.count + 1
     }
 
     /// Appends one OUCH message as the next sequenced message. `write` writes the message.
     pub fn append(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.store.len();
-        self.offsets.push(start);
-        self.store.extend_from_slice(&[0, 0, kind::SEQUENCED]);
-        write(&mut self.store);
-        let packet_len =
-            u16::try_from(self.store.len() - start - 2).expect("OUCH messages are short");
-        self.store[start..start + 2].copy_from_slice(&packet_len.to_be_bytes());
+        let full = {
+            let chunk = self.chunks.last().expect("a store has a chunk");
+            chunk.capacity() - chunk.len() < MESSAGE_BYTES_MAX
+        };
+        if full {
+            // A new chunk: what is stored stays where it is.
+            self.chunk_starts.push(self.stored);
+            self.chunks.push(Vec::with_capacity(self.chunk_bytes));
+        }
+        if self
+            .offsets
+            .last()
+            .is_some_and(|b| b.len() == OFFSETS_PER_BLOCK)
+        {
+            self.offsets.push(Vec::with_capacity(OFFSETS_PER_BLOCK));
+        }
+        self.offsets
+            .last_mut()
+            .expect("a store has an offset block")
+            .push(self.stored);
+        let chunk = self.chunks.last_mut().expect("a store has a chunk");
+        let start = chunk.len();
+        chunk.extend_from_slice(&[0, 0, kind::SEQUENCED]);
+        write(chunk);
+        let len = chunk.len() - start;
+        assert!(len <= MESSAGE_BYTES_MAX, "an OUCH message of {len} bytes");
+        let packet_len = u16::try_from(len - 2).expect("OUCH messages are short");
+        chunk[start..start + 2].copy_from_slice(&packet_len.to_be_bytes());
+        self.count += 1;
+        self.stored += len as u64;
     }
 
     /// Positions the stream for a login asking for `requested` (0 = only new messages).
@@ -122,16 +173,42 @@ impl UserSession {
             requested
         };
         self.sent = if first == next {
-            self.store.len()
+            self.stored
         } else {
-            self.offsets[(first - 1) as usize]
+            let i = (first - 1) as usize;
+            self.offsets[i / OFFSETS_PER_BLOCK][i % OFFSETS_PER_BLOCK]
         };
+        // The last chunk starting at or before `sent`.
+        self.sent_chunk = self.chunk_starts.partition_point(|&s| s <= self.sent) - 1;
         first
     }
 
-    /// Bytes not yet written to the connection.
+    /// The next bytes not yet written to the connection: the rest of the chunk the stream
+    /// is in (the next chunk's bytes come once these are written). Empty when all is sent.
     pub fn unsent(&self) -> &[u8] {
-        &self.store[self.sent..]
+        let mut c = self.sent_chunk;
+        let at_end = self.sent == self.chunk_starts[c] + self.chunks[c].len() as u64;
+        if at_end && c + 1 < self.chunks.len() {
+            c += 1;
+        }
+        &self.chunks[c][(self.sent - self.chunk_starts[c]) as usize..]
+    }
+
+    /// Records that the first `n` bytes of [`unsent`](Self::unsent) were written.
+    pub fn mark_sent(&mut self, n: usize) {
+        debug_assert!(n <= self.unsent().len());
+        let c = self.sent_chunk;
+        if self.sent == self.chunk_starts[c] + self.chunks[c].len() as u64
+            && c + 1 < self.chunks.len()
+        {
+            self.sent_chunk += 1;
+        }
+        self.sent += n as u64;
+    }
+
+    /// Bytes stored and not yet written to the connection, all chunks together.
+    pub fn unsent_len(&self) -> u64 {
+        self.stored - self.sent
     }
 }
 
@@ -176,6 +253,59 @@ mod tests {
             4,
             "beyond the end: resynchronise at the real next number"
         );
+    }
+
+    /// Many messages over many small chunks, read back from every starting number with
+    /// writes of uneven sizes: the bytes are the messages in order, nothing lost or doubled.
+    #[test]
+    fn chunks_read_back_from_any_number() {
+        let cfg = UserConfig {
+            username: "MM1".into(),
+            password: "pw".into(),
+            firm: "MMA".into(),
+            cancel_on_disconnect: true,
+            self_trade_prevention: None,
+            orders_per_sec: 10,
+            burst: 2,
+        };
+        let mut u = UserSession::new(&cfg, OwnerId(0), Firm::from_str_padded("MMA").unwrap(), 0);
+        let mut framed: Vec<Vec<u8>> = Vec::new();
+        for i in 0..3_000u32 {
+            let body: Vec<u8> = (0..(i % 300) as u8).map(|b| b'A' + b % 26).collect();
+            u.append(|out| out.extend_from_slice(&body));
+            let mut f = ((body.len() + 1) as u16).to_be_bytes().to_vec();
+            f.push(b'S');
+            f.extend_from_slice(&body);
+            framed.push(f);
+        }
+        assert!(u.chunks.len() > 10, "the test spans chunks");
+        assert_eq!(u.next_seq(), 3_001);
+        for first in [1u64, 2, 137, 1_499, 2_999, 3_000, 3_001] {
+            assert_eq!(u.start_at(first), first);
+            let expected: Vec<u8> = framed[(first - 1) as usize..].concat();
+            assert_eq!(u.unsent_len(), expected.len() as u64);
+            let mut got = Vec::new();
+            let mut step = 1usize;
+            while !u.unsent().is_empty() {
+                let n = u.unsent().len().min(step);
+                got.extend_from_slice(&u.unsent()[..n]);
+                u.mark_sent(n);
+                step = step * 7 % 1_000 + 1;
+            }
+            assert_eq!(got, expected, "from message {first}");
+            assert_eq!(u.unsent_len(), 0);
+        }
+        // New messages after everything was sent, across a chunk boundary, come out too.
+        for i in 0..200u32 {
+            u.append(|out| out.extend_from_slice(&[b'Z'; 250][..(i % 250) as usize]));
+        }
+        let mut got = 0u64;
+        while !u.unsent().is_empty() {
+            let n = u.unsent().len();
+            got += n as u64;
+            u.mark_sent(n);
+        }
+        assert_eq!(got, (0..200u64).map(|i| 3 + i % 250).sum::<u64>());
     }
 
     #[test]
