@@ -8,7 +8,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::book::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
+use crate::book::{BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, StpMode};
 use crate::journal::FsyncMode;
 use crate::pipeline::{Threading, WaitStrategy};
 use crate::types::{Firm, Price, Symbol};
@@ -617,6 +617,12 @@ impl InstrumentConfig {
             &key("ref_price"),
             || format!("{ref_price} is outside min_price..max_price"),
         )?;
+        let ticks = (max_price.0 - min_price.0) / tick.0 + 1;
+        check(ticks <= LADDER_TICKS_MAX, &key("max_price"), || {
+            format!(
+                "min_price {min_price} to max_price {max_price} is {ticks} ticks of {tick}; at most {LADDER_TICKS_MAX} (each tick has a slot in the book's ladder)"
+            )
+        })?;
         check(self.lot_size > 0, &key("lot_size"), || {
             "must be above zero".into()
         })?;
@@ -745,6 +751,14 @@ mod tests {
     fn errors_name_the_bad_key() {
         let e = error_for(|s| s.replacen("tick_size = \"0.01\"", "tick_size = \"0.00001\"", 1));
         assert!(e.contains("instruments[0].tick_size"), "{e}");
+        let e = error_for(|s| {
+            s.replacen("max_price = \"1000.00\"", "max_price = \"199999.99\"", 1)
+                .replacen("tick_size = \"0.01\"", "tick_size = \"0.0001\"", 1)
+        });
+        assert!(
+            e.contains("instruments[0].max_price") && e.contains("ticks"),
+            "{e}"
+        );
         let e = error_for(|s| s.replacen("min_price = \"0.01\"", "min_price = \"0.00015\"", 1));
         assert!(
             e.contains("instruments[0].min_price") && e.contains("decimal places"),

@@ -16,7 +16,7 @@ use super::ladder::Ladder;
 use super::message::*;
 use super::pool::{NIL, Pool};
 use super::ref_index::OrderIndex;
-use super::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
+use super::{BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, StpMode};
 use crate::types::*;
 
 /// A resting order's hot part: one cache line. See the README for the whole per-order cost.
@@ -259,10 +259,6 @@ pub struct Matcher {
     next_match_id: u64,
 }
 
-fn ticks_in_range(spec: &InstrumentSpec) -> u64 {
-    (spec.max_price.0 - spec.min_price.0) / spec.tick.0 + 1
-}
-
 impl Matcher {
     /// Allocates every pool and table for `config`. Panics on an invalid config; the
     /// configuration loader validates it first with clear errors.
@@ -275,10 +271,13 @@ impl Matcher {
             .map(|spec| {
                 assert!(spec.tick.0 > 0 && spec.lot > 0 && spec.min_price <= spec.max_price);
                 assert!(spec.min_price.0.is_multiple_of(spec.tick.0));
-                let ticks = u32::try_from(ticks_in_range(spec))
-                    .ok()
-                    .filter(|&t| t < u32::MAX)
-                    .expect("an instrument's price range is below 2^32 - 1 ticks");
+                assert!(
+                    spec.ticks() <= LADDER_TICKS_MAX,
+                    "{}: {} ticks in range, at most {LADDER_TICKS_MAX}",
+                    spec.symbol,
+                    spec.ticks()
+                );
+                let ticks = spec.ticks() as u32;
                 Book {
                     spec: *spec,
                     tick: Divisor::new(spec.tick.0),

@@ -47,6 +47,11 @@ pub use message::*;
 
 use crate::types::{Firm, Price, Symbol};
 
+/// Ticks between an instrument's lowest and highest price at most: each side's ladder
+/// indexes every tick (4 bytes of address space per tick and side, resident only where
+/// prices are used), so a range of 2^26 ticks reserves 256 MiB per side.
+pub const LADDER_TICKS_MAX: u64 = 1 << 26;
+
 /// One tradable instrument and its pre-trade limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct InstrumentSpec {
@@ -118,6 +123,11 @@ impl BookConfig {
 }
 
 impl InstrumentSpec {
+    /// Ticks from `min_price` to `max_price`, both included.
+    pub fn ticks(&self) -> u64 {
+        (self.max_price.0 - self.min_price.0) / self.tick.0 + 1
+    }
+
     /// The band edges around `reference`: `(low, high)`, inclusive.
     pub fn band(&self, reference: Price) -> (Price, Price) {
         let half = reference.0 * u64::from(self.band_bps) / 10_000;

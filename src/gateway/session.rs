@@ -217,6 +217,10 @@ mod tests {
     use super::*;
 
     fn user() -> UserSession {
+        user_with_chunks(1024)
+    }
+
+    fn user_with_chunks(store_bytes: usize) -> UserSession {
         let cfg = UserConfig {
             username: "MM1".into(),
             password: "pw".into(),
@@ -230,7 +234,7 @@ mod tests {
             &cfg,
             OwnerId(0),
             Firm::from_str_padded("MMA").unwrap(),
-            1024,
+            store_bytes,
         )
     }
 
@@ -259,16 +263,8 @@ mod tests {
     /// writes of uneven sizes: the bytes are the messages in order, nothing lost or doubled.
     #[test]
     fn chunks_read_back_from_any_number() {
-        let cfg = UserConfig {
-            username: "MM1".into(),
-            password: "pw".into(),
-            firm: "MMA".into(),
-            cancel_on_disconnect: true,
-            self_trade_prevention: None,
-            orders_per_sec: 10,
-            burst: 2,
-        };
-        let mut u = UserSession::new(&cfg, OwnerId(0), Firm::from_str_padded("MMA").unwrap(), 0);
+        // The smallest chunks the store takes.
+        let mut u = user_with_chunks(0);
         let mut framed: Vec<Vec<u8>> = Vec::new();
         for i in 0..3_000u32 {
             let body: Vec<u8> = (0..(i % 300) as u8).map(|b| b'A' + b % 26).collect();
