@@ -1,5 +1,8 @@
 //! `(owner, user_ref) -> order slot`: the index behind cancel, replace and modify.
 //!
+//! [`OrderIndex`] is what the matcher uses: per-owner windows of recent references, and
+//! behind them [`RefIndex`], a hash for the references the windows do not hold.
+//!
 //! Open addressing with linear probing and backward-shift deletion, so it never holds
 //! tombstones and never rehashes: its cost stays flat through a day of churn (a general
 //! hash map under steady insert/remove rehashes its whole table from time to time, a
