@@ -394,6 +394,7 @@ impl Config {
             orders_max: self.book.orders_max,
             levels_max: self.book.levels_max,
             stp,
+            scheduled: false,
         })
     }
 }

@@ -215,6 +215,15 @@ impl Gateway {
     /// Appends an event's OUCH message to its user's stream; returns the user, or `None`
     /// for market data.
     fn store_event(&mut self, event: &crate::book::Event) -> Option<usize> {
+        if let crate::book::EventBody::SystemEvent { event: day } = event.body
+            && let Some(code) = egress::ouch_system_event(day)
+        {
+            for (user, dirty) in self.users.iter_mut().zip(self.dirty.iter_mut()) {
+                user.append(|out| egress::encode_system_event(event.ts.0, code, out));
+                *dirty = true;
+            }
+            return None;
+        }
         let u = usize::from(event.body.owner()?.0);
         let symbols = &self.symbols;
         self.users[u].append(|out| {
