@@ -9,6 +9,7 @@
 //! and the journal writer, where the journal writer runs right after it in each cycle.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::book::{Event, EventSink, Matcher};
 use crate::pipeline::{Agent, Record, Ring};
@@ -32,6 +33,9 @@ pub struct MatcherAgent {
     input: Arc<Ring<Record>>,
     output: Arc<Ring<Record>>,
     done: bool,
+    /// The matcher's next deadline (a good-till-time expiry), ns since midnight,
+    /// `u64::MAX` if none: published after each batch for the gateway's timer.
+    deadline: Arc<AtomicU64>,
 }
 
 impl MatcherAgent {
@@ -42,7 +46,14 @@ impl MatcherAgent {
             input,
             output,
             done: false,
+            deadline: Arc::new(AtomicU64::new(u64::MAX)),
         }
+    }
+
+    /// Where the matcher publishes its next deadline (ns since midnight, `u64::MAX` for
+    /// none): the gateway sends a timer command when it has passed.
+    pub fn deadline(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.deadline)
     }
 
     /// The matcher, for inspection after a drain.
@@ -80,6 +91,10 @@ impl Agent for MatcherAgent {
         }
         if taken > 0 {
             self.output.notify();
+            let next = self.matcher.next_expiry().map_or(u64::MAX, |t| t.0);
+            if self.deadline.load(Ordering::Relaxed) != next {
+                self.deadline.store(next, Ordering::Relaxed);
+            }
         }
         taken
     }

@@ -50,6 +50,10 @@ pub struct Server {
     /// The threading mode in use, and why.
     threading: Threading,
     threading_why: String,
+    /// The trading day served, with a `[venue]`.
+    day: Option<jiff::civil::Date>,
+    /// Set when the day's End of Messages was sequenced (the engine then stops by itself).
+    day_over: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -64,6 +68,19 @@ impl Server {
         config: &Config,
         journal_hold: Option<Arc<AtomicBool>>,
     ) -> io::Result<Server> {
+        // With a trading day: the day's own journal directory and session names.
+        let schedule = config.schedule();
+        let day = schedule
+            .as_ref()
+            .map(|s| s.trading_day(jiff::Timestamp::now()));
+        let day_config;
+        let config = match day {
+            Some(day) => {
+                day_config = config.for_day(day);
+                &day_config
+            }
+            None => config,
+        };
         let book = config
             .book_config()
             .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
@@ -123,6 +140,16 @@ impl Server {
                 scan.records, config.journal.dir, scan.next_seq
             );
         }
+        let day_over = Arc::new(AtomicBool::new(false));
+        if let (Some(schedule), Some(day)) = (&schedule, day) {
+            let last = opened.matcher.last_day_event();
+            let plan = gateway::DayPlan::resume(schedule.transitions(day), last);
+            eprintln!(
+                "ironmatch: trading day {day} ({}), session {}, journal {}; last transition {last:?}",
+                schedule.tz_name, config.gateway.session, config.journal.dir
+            );
+            gateway.set_day(plan, Arc::clone(&day_over));
+        }
         let (matcher, mut writer) = (opened.matcher, opened.writer);
         if let Some(hold) = journal_hold {
             writer.set_hold(hold);
@@ -163,6 +190,7 @@ impl Server {
             Arc::clone(&to_matcher),
             Arc::clone(&to_egress),
         );
+        gateway.set_deadline(matcher.deadline());
         match threading {
             Threading::Shared => {
                 // One thread, each batch run to completion in pipeline order; idle, it
@@ -199,7 +227,20 @@ impl Server {
             admission,
             threading,
             threading_why,
+            day,
+            day_over,
         })
+    }
+
+    /// The trading day served (with a `[venue]`).
+    pub fn day(&self) -> Option<jiff::civil::Date> {
+        self.day
+    }
+
+    /// Whether the day's End of Messages was sequenced: the engine then drains and stops
+    /// by itself, and `serve` starts the next day.
+    pub fn day_over(&self) -> bool {
+        self.day_over.load(Ordering::SeqCst)
     }
 
     /// The threading mode the server runs in (`auto` resolved) and why it was chosen.

@@ -266,6 +266,8 @@ pub struct Matcher {
     next_match_id: u64,
     /// Where the trading day stands.
     phase: DayPhase,
+    /// The day's last transition, if any (the scheduler resumes after it on a restart).
+    day_event: Option<DayEvent>,
     /// The venue's kill switch: every instrument halted.
     venue_halted: bool,
     /// Good-till-time orders by expire time: `(expire_at, order id, owner, user_ref)`.
@@ -343,6 +345,7 @@ impl Matcher {
             } else {
                 DayPhase::Unscheduled
             },
+            day_event: None,
             venue_halted: false,
             expiries: BinaryHeap::with_capacity(config.orders_max as usize),
             next_expiry: u64::MAX,
@@ -1318,6 +1321,11 @@ impl Matcher {
         self.phase
     }
 
+    /// The day's last transition, if any.
+    pub fn last_day_event(&self) -> Option<DayEvent> {
+        self.day_event
+    }
+
     /// Whether the venue-wide halt is on.
     pub fn venue_halted(&self) -> bool {
         self.venue_halted
@@ -1367,6 +1375,7 @@ impl Matcher {
             VenueCommand::Timer => {}
             VenueCommand::SystemEvent(event) => {
                 self.phase = event.phase_after();
+                self.day_event = Some(event);
                 emit.event(EventBody::SystemEvent { event });
                 match event {
                     DayEvent::EndOfMarketHours => {
@@ -1908,6 +1917,8 @@ pub struct BookState {
     pub venue_halted: bool,
     /// Where the trading day stands.
     pub phase: Option<DayPhase>,
+    /// The day's last transition.
+    pub day_event: Option<DayEvent>,
     /// Resting orders, each owner's in order of entry (owner 0 first); that order is the
     /// order of a mass cancel's events.
     pub orders: Vec<RestingState>,
@@ -1982,6 +1993,7 @@ impl Matcher {
             states: self.books.iter().map(|b| b.state).collect(),
             venue_halted: self.venue_halted,
             phase: Some(self.phase),
+            day_event: self.day_event,
             orders,
         }
     }
@@ -2019,6 +2031,7 @@ impl Matcher {
         }
         m.venue_halted = state.venue_halted;
         m.phase = state.phase.ok_or("no phase of the day")?;
+        m.day_event = state.day_event;
         let mut by_rank: Vec<(u32, u32)> = Vec::with_capacity(state.orders.len());
         let mut previous_owner = 0u16;
         for s in &state.orders {

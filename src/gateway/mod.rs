@@ -34,7 +34,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -45,10 +45,11 @@ pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
 use session::UserSession;
 
-use crate::book::{Command, CommandBody};
+use crate::book::{Command, CommandBody, DayEvent, VenueCommand};
 use crate::config::Config;
 use crate::pipeline::{Agent, Record, Ring};
-use crate::types::{OwnerId, Symbol, Timestamp};
+use crate::types::{OwnerId, Symbol};
+use crate::venue::VenueClock;
 use crate::wire::ouch::decode_inbound;
 use crate::wire::soupbin::{self, ClientPacket, kind};
 
@@ -136,6 +137,44 @@ pub struct Gateway {
     failed: bool,
     /// The shutdown marker came back out of egress and clients got End of Session.
     done: bool,
+    /// Stamps commands: nanoseconds since midnight in the venue's time zone.
+    clock: VenueClock,
+    /// The trading day's transitions still to send, if the venue has a day.
+    day: Option<DayPlan>,
+    /// The matcher's next deadline (ns since midnight, `u64::MAX`: none).
+    deadline: Arc<AtomicU64>,
+    /// The deadline a timer command was last sent for.
+    timer_sent_for: u64,
+    /// Set once the day's End of Messages is sequenced: the engine then drains and stops.
+    day_over: Arc<AtomicBool>,
+}
+
+/// The day's schedule as the gateway sends it: each transition is pushed as a command when
+/// its time comes (at once if it passed while the engine was down).
+#[derive(Clone, Debug)]
+pub struct DayPlan {
+    /// When each transition happens (ns since the Unix epoch), in the order of the day.
+    pub transitions: [(i64, DayEvent); 6],
+    /// The next one to send.
+    pub next: usize,
+}
+
+impl DayPlan {
+    /// The plan for a day whose journal's last transition was `last` (`None`: a new day).
+    pub fn resume(transitions: [(i64, DayEvent); 6], last: Option<DayEvent>) -> DayPlan {
+        let next = last.map_or(0, |e| {
+            transitions
+                .iter()
+                .position(|(_, t)| *t == e)
+                .map_or(0, |i| i + 1)
+        });
+        DayPlan { transitions, next }
+    }
+
+    /// Logins are taken from the start of messages to the end of messages.
+    fn open(&self) -> bool {
+        self.next > 0 && self.next < self.transitions.len()
+    }
 }
 
 impl Gateway {
@@ -204,7 +243,62 @@ impl Gateway {
             draining: false,
             failed: false,
             done: false,
+            clock: config
+                .schedule()
+                .map_or_else(VenueClock::utc, |s| VenueClock::new(s.tz)),
+            day: None,
+            deadline: Arc::new(AtomicU64::new(u64::MAX)),
+            timer_sent_for: u64::MAX,
+            day_over: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Runs the trading day `plan` (with a `[venue]`): transitions are sequenced at their
+    /// times, logins are taken only between the day's start and end of messages, and after
+    /// the end of messages the engine drains and stops (`day_over` is set).
+    pub fn set_day(&mut self, plan: DayPlan, day_over: Arc<AtomicBool>) {
+        self.day = Some(plan);
+        self.day_over = day_over;
+        // Transitions already due (the day's start of messages at least) go first, before
+        // any login is taken.
+        self.check_clock();
+    }
+
+    /// Where the matcher publishes its next deadline: a timer command goes in when it passes.
+    pub fn set_deadline(&mut self, deadline: Arc<AtomicU64>) {
+        self.deadline = deadline;
+    }
+
+    /// Sends the day's transitions whose time has come, and a timer command when the
+    /// matcher's deadline has passed.
+    fn check_clock(&mut self) {
+        let now = crate::venue::epoch_ns();
+        let ts = self.clock.at(now);
+        if let Some(plan) = self.day.as_mut() {
+            while plan.next < plan.transitions.len() && now >= plan.transitions[plan.next].0 {
+                let event = plan.transitions[plan.next].1;
+                plan.next += 1;
+                eprintln!("ironmatch gateway: trading day: {event:?}");
+                self.deferred.push_back(Record::Command(Command {
+                    ts,
+                    owner: OwnerId(0),
+                    body: CommandBody::Venue(VenueCommand::SystemEvent(event)),
+                }));
+                if event == DayEvent::EndOfMessages {
+                    self.day_over.store(true, Ordering::SeqCst);
+                    self.shutdown.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        if deadline != u64::MAX && ts.0 >= deadline && self.timer_sent_for != deadline {
+            self.timer_sent_for = deadline;
+            self.deferred.push_back(Record::Command(Command {
+                ts,
+                owner: OwnerId(0),
+                body: CommandBody::Venue(VenueCommand::Timer),
+            }));
+        }
     }
 
     /// The admission counters, readable from any thread while the gateway runs.
@@ -574,9 +668,16 @@ impl Gateway {
             .position(|u| u.username.as_bytes().eq_ignore_ascii_case(name));
         let session = soupbin::trimmed(&req.requested_session);
         let requested = soupbin::parse_number(&req.requested_sequence);
+        let day_open = self.day.as_ref().is_none_or(DayPlan::open);
         let verdict = match found {
             Some(u) if self.users[u].password_matches(&req.password) => {
-                if !session.is_empty() && session != soupbin::trimmed(&self.settings.session) {
+                if !day_open {
+                    Err((
+                        soupbin::REJECT_SESSION_UNAVAILABLE,
+                        "the trading day has not started or has ended",
+                    ))
+                } else if !session.is_empty() && session != soupbin::trimmed(&self.settings.session)
+                {
                     Err((soupbin::REJECT_SESSION_UNAVAILABLE, "unknown session"))
                 } else if self.users[u].conn.is_some() {
                     Err((
@@ -655,7 +756,7 @@ impl Gateway {
             to_command(&decoded, user.firm)
         };
         let cmd = Command {
-            ts: Timestamp::now(),
+            ts: self.clock.now(),
             owner: user.owner,
             body,
         };
@@ -704,7 +805,7 @@ impl Gateway {
                     conn.peer, user.username
                 );
                 self.deferred.push_back(Record::Command(Command {
-                    ts: Timestamp::now(),
+                    ts: self.clock.now(),
                     owner: user.owner,
                     body: CommandBody::Disconnect,
                 }));
@@ -824,6 +925,9 @@ impl Gateway {
     }
 
     fn check_timers(&mut self, now: Instant) {
+        if !self.draining {
+            self.check_clock();
+        }
         let pending = self.pending_count();
         self.log.summary(now, &self.counters, pending);
         for i in 0..self.conns.len() {
