@@ -394,7 +394,13 @@ fn login(addr: SocketAddr, user: &str, password: &str) -> io::Result<(std::net::
                 ServerPacket::LoginRejected(code) => {
                     return Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
-                        format!("{user}: login rejected ({})", code as char),
+                        match code {
+                            b'S' => format!(
+                                "{user}: login rejected (S: session not available: outside the \
+                                 venue's trading day, or the user is logged in elsewhere)"
+                            ),
+                            _ => format!("{user}: login rejected ({})", code as char),
+                        },
                     ));
                 }
                 ServerPacket::Sequenced(msg) => {
