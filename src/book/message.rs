@@ -18,6 +18,13 @@
 //!   proceeds as a new order would.
 //! - Mass cancel and disconnect: one cancel per order in the owner's order of entry, then
 //!   (mass cancel only) `MassCanceled`.
+//! - Any command whose timestamp is at or past a good-till-time order's expire time: first
+//!   `Canceled` (expired, then the feed's `MdDelete`) for each such order, earliest expire
+//!   time first (older order first on a tie), then the command's own events.
+//! - System event: `SystemEvent`, then (end of market hours: Day orders; end of system
+//!   hours: all) one cancel per order, owner by owner, each in order of entry.
+//! - Operator: `TradingAction`s for what changed, cancels as asked (owner by owner), then
+//!   `OperatorDone`.
 
 use crate::types::{
     BookSide, Firm, InstrumentId, MatchId, OrderId, OwnerId, Price, Qty, Side, Symbol, Timestamp,

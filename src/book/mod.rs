@@ -27,6 +27,16 @@
 //! - **References**: each owner's [`UserRef`](crate::types::UserRef)s of new orders, replaces
 //!   and mass cancels must strictly increase; a repeated or lower one is rejected with no
 //!   effect. A failed replace does not consume its reference (OUCH behaviour).
+//! - **Time in force and the day**: each [`TimeInForce`] is accepted only in the phases of
+//!   the day [`TimeInForce::accepted_in`] allows (else [`RejectReason::Closed`]); the end of
+//!   market hours cancels Day orders, the end of system hours every resting order (reason
+//!   [`CancelReason::Closed`]); a good-till-time order is canceled
+//!   ([`CancelReason::Expired`]) before the first command stamped at or after its expire
+//!   time. Without a schedule ([`BookConfig::scheduled`] off) every time in force is accepted
+//!   at any time.
+//! - **Trading states**: halted or paused, new orders and replaces are rejected
+//!   ([`RejectReason::Halted`]; a replace's original stays) and nothing executes; quotation
+//!   only rejects what would cross. The venue halt applies over every instrument's state.
 //! - **Capacity**: an order that could rest (Day limit) is rejected up front when the order
 //!   pool is full, or when its price level does not exist and the level pool is full.
 //!
