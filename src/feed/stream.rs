@@ -123,7 +123,7 @@ impl Translator {
     }
 
     /// The start of day, stamped `ts`. Without a trading day (no `[venue]`): System Event
-    /// `O` and `S`, the directory (see [`Translator::directory`]), System Event `Q`. With
+    /// `O` and `S`, the directory (a Stock Directory and a Trading Action `T` per instrument), System Event `Q`. With
     /// one, nothing: the journal's System Events carry the day, and the directory follows
     /// its `O`.
     pub fn preamble(&mut self, ts: u64, out: &mut Vec<u8>) {

@@ -118,7 +118,7 @@ fn ack_options(order: &OrderAck) -> Options {
 
 /// Writes the OUCH message for `event` into `out` and returns its owner, or `None` (and
 /// writes nothing) for market-data and venue events (a System Event for every user is
-/// written by the gateway with [`encode_system_event`]). `symbols[i]` is instrument `i`'s symbol.
+/// written by the gateway with `encode_system_event`). `symbols[i]` is instrument `i`'s symbol.
 pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Option<OwnerId> {
     let ts = U64::new(event.ts.0);
     match event.body {
