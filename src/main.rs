@@ -369,6 +369,9 @@ fn main() -> ExitCode {
                 json,
                 duration: seconds(duration),
                 drop_every: drop_every.filter(|n| *n > 0),
+                clock: config.schedule().map_or_else(ironmatch::venue::VenueClock::utc, |s| {
+                    ironmatch::venue::VenueClock::new(s.tz)
+                }),
             };
             return feed(&options);
         }

@@ -496,6 +496,9 @@ pub struct ListenerOptions {
     pub duration: Option<Duration>,
     /// Test aid: ignore every this-many-th live packet as if the network lost it.
     pub drop_every: Option<u64>,
+    /// The venue's clock (its time zone), for the feed's lag: ITCH timestamps count from
+    /// midnight in it.
+    pub clock: crate::venue::VenueClock,
 }
 
 /// What a listener run saw.
@@ -568,6 +571,7 @@ pub fn run_listener(
     let mut report = ListenerReport::default();
     let mut buf = vec![0u8; 65_536];
     let started = Instant::now();
+    let mut clock = options.clock.clone();
     let mut last_print = Instant::now();
     let mut last_request: Option<(Instant, u64)> = None;
     let mut live_packets = 0u64;
@@ -589,7 +593,7 @@ pub fn run_listener(
                     }
                 }
                 report.packets += 1;
-                let arrival = Timestamp::now().0;
+                let arrival = clock.now().0;
                 let mut deliver = |_seq: u64, bytes: &[u8]| {
                     let decoded = Message::decode(bytes);
                     if let Ok(m) = &decoded
