@@ -12,7 +12,8 @@
 //! when the marker comes back out of egress every reply has been written: clients get
 //! End of Session and every thread ends. Beside the pipeline, two threads follow the
 //! journal files: the snapshot thread and the feed publisher (ITCH over MoldUDP64). They
-//! end last: a final snapshot, the feed's End of Session.
+//! end last: a final snapshot, the feed's End of Session. The operator's endpoint
+//! (`[admin]`, thread `im-admin`) reads what the stages publish and stops after them.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,8 +26,10 @@ use crossbeam::sync::Parker;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
+use crate::admin::metrics::EngineMetrics;
+use crate::admin::{AdminListener, AdminServer, EngineView};
 use crate::book::{BookConfig, Event, Matcher};
-use crate::config::Config;
+use crate::config::{ADMIN_TOKEN_ENV, Config};
 use crate::engine::MatcherAgent;
 use crate::feed::{PublisherStart, spawn_publisher};
 use crate::gateway::{self, Gateway};
@@ -50,6 +53,8 @@ pub struct Server {
     /// The threading mode in use, and why.
     threading: Threading,
     threading_why: String,
+    /// The operator's endpoint, if configured.
+    admin: Option<AdminServer>,
 }
 
 impl Server {
@@ -69,6 +74,13 @@ impl Server {
             .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
         let p = &config.pipeline;
         let (threading, threading_why) = config.threading().choose();
+        // The admin endpoint first: an address it may not use stops the engine here.
+        let env_token = std::env::var(ADMIN_TOKEN_ENV).ok();
+        let admin_listener = match config.admin.resolve(env_token.as_deref()) {
+            Ok(Some(settings)) => Some(AdminListener::bind(&settings)?),
+            Ok(None) => None,
+            Err(why) => return Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
+        };
         let shutdown = Arc::new(AtomicBool::new(false));
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), gateway::WAKER)?);
@@ -124,6 +136,14 @@ impl Server {
             );
         }
         let (matcher, mut writer) = (opened.matcher, opened.writer);
+        // What the stages publish for the endpoint; the gateway's sessions start with their
+        // recovered streams.
+        let metrics = Arc::new(EngineMetrics::new(
+            book.instruments.len(),
+            book.owners.len(),
+            p.ring_capacity,
+        ));
+        gateway.set_metrics(Arc::clone(&metrics));
         if let Some(hold) = journal_hold {
             writer.set_hold(hold);
         }
@@ -155,7 +175,7 @@ impl Server {
 
         // 1 + 4, 2, 3: the stages as agents; the threading mode decides the threads.
         let wait = config.wait_strategy();
-        let (matcher, journal, journal_parker) = core_agents(
+        let (mut matcher, mut journal, journal_parker) = core_agents(
             matcher,
             writer,
             p.ring_capacity,
@@ -163,6 +183,29 @@ impl Server {
             Arc::clone(&to_matcher),
             Arc::clone(&to_egress),
         );
+        matcher.set_metrics(Arc::clone(&metrics));
+        journal.set_metrics(Arc::clone(&metrics));
+        let admin = match admin_listener {
+            Some(listener) => Some(
+                listener.serve(EngineView {
+                    metrics,
+                    rings: vec![
+                        ("to_matcher", Arc::clone(&to_matcher)),
+                        ("to_journal", Arc::clone(journal.input())),
+                        ("to_egress", Arc::clone(&to_egress)),
+                    ],
+                    admission: Arc::clone(&admission),
+                    symbols: config
+                        .instruments
+                        .iter()
+                        .map(|i| i.symbol.clone())
+                        .collect(),
+                    users: config.users.iter().map(|u| u.username.clone()).collect(),
+                    threading: threading.name(),
+                })?,
+            ),
+            None => None,
+        };
         match threading {
             Threading::Shared => {
                 // One thread, each batch run to completion in pipeline order; idle, it
@@ -199,7 +242,13 @@ impl Server {
             admission,
             threading,
             threading_why,
+            admin,
         })
+    }
+
+    /// Where the operator's endpoint listens, if `[admin] listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// The threading mode the server runs in (`auto` resolved) and why it was chosen.
@@ -249,6 +298,10 @@ impl Server {
             if t.join().is_err() {
                 failed.push(name);
             }
+        }
+        // Last, so the endpoint can be watched while the engine drains.
+        if let Some(admin) = self.admin {
+            admin.stop();
         }
         if failed.is_empty() {
             Ok(())
