@@ -244,6 +244,47 @@ fn metrics_parse_and_count_the_traffic_sent() {
 }
 
 #[test]
+fn the_grafana_dashboard_uses_only_exported_metrics() {
+    let server = Server::start(&admin_config(None)).unwrap();
+    let text = get(server.admin_addr().unwrap(), "/metrics", None).body;
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/grafana-dashboard.json"
+    ))
+    .unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard).unwrap();
+    let mut used = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for (at, _) in expr.match_indices("ironmatch_") {
+                let name: String = expr[at..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| name.strip_suffix(suffix))
+                    .filter(|base| families.contains(base))
+                    .unwrap_or(&name);
+                assert!(
+                    families.contains(&family),
+                    "{name} in {expr:?} is not exported"
+                );
+                used += 1;
+            }
+        }
+    }
+    assert!(used > 20, "the dashboard queries the metrics");
+    server.stop().unwrap();
+}
+
+#[test]
 fn status_shows_books_sessions_and_counters() {
     let server = Server::start(&admin_config(None)).unwrap();
     let admin = server.admin_addr().unwrap();

@@ -16,8 +16,8 @@
 //! (401 with `WWW-Authenticate: Bearer` otherwise); off loopback the endpoint does not
 //! start without one (see [`AdminSection::resolve`](crate::config::AdminSection::resolve)).
 //!
-//! `tiny_http` accepts connections on a thread of its own and parses requests; `im-admin`
-//! answers them one at a time.
+//! `tiny_http` accepts and reads connections on threads of its own (an accept thread and a
+//! small pool) and parses requests; `im-admin` answers them one at a time.
 
 pub mod client;
 pub mod expose;
