@@ -436,6 +436,23 @@ fn main() -> ExitCode {
                     u.username, u.firm, u.cancel_on_disconnect
                 );
             }
+            let env_token = std::env::var(ironmatch::config::ADMIN_TOKEN_ENV).ok();
+            match config.admin.resolve(env_token.as_deref()) {
+                Ok(Some(a)) => println!(
+                    "admin endpoint http://{} ({})",
+                    a.listen,
+                    if a.token.is_some() {
+                        "bearer token required"
+                    } else {
+                        "no token"
+                    }
+                ),
+                Ok(None) => println!("admin endpoint off"),
+                Err(e) => {
+                    eprintln!("ironmatch: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             let book = config.book_config().expect("validated at load");
             let (total, per_order) = Matcher::new(&book).footprint_bytes();
             println!(

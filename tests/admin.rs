@@ -437,3 +437,44 @@ fn no_admin_section_means_no_endpoint() {
     assert_eq!(server.admin_addr(), None);
     server.stop().unwrap();
 }
+
+#[test]
+fn serve_takes_the_token_from_the_environment() {
+    use std::io::{BufRead, BufReader};
+    let dir = temp_dir("admin-env");
+    let path = dir.join("ironmatch.toml");
+    let shipped = shipped_config_for_tests().replace(
+        "dir = \"./data\"",
+        &format!("dir = {:?}", dir.join("data").display().to_string()),
+    );
+    std::fs::write(&path, shipped).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["serve", "--config"])
+        .arg(&path)
+        .env("IRONMATCH_ADMIN_TOKEN", "from-the-env")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let admin: SocketAddr = line
+        .split("admin http://")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("the start line names the admin endpoint: {line}"));
+    assert_eq!(get(admin, "/status", None).status, 401);
+    assert_eq!(get(admin, "/status", Some("from-the-env")).status, 200);
+    let m = Metrics::parse(&get(admin, "/metrics", Some("from-the-env")).body);
+    // The shipped configuration: four instruments.
+    assert_eq!(m.get("ironmatch_resting_orders", "symbol=PENNY"), 0.0);
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success(), "serve exits 0 on SIGTERM");
+}
