@@ -156,12 +156,15 @@ fn metrics_parse_and_count_the_traffic_sent() {
     // Commands: 7 new orders. Events: 5 x (Accepted, MdAdd), 1 Rejected, and for the sell
     // Accepted, 2 x Executed, MdExecute.
     let (commands, events) = (7.0, 15.0);
+    // The book's top is published every 100 ms at most, and each stage records a batch's
+    // latency once it is done with it, which may be just after the replies went out.
     let m = scrape_until(admin, None, |m| {
+        let latency = |stage: &str| {
+            m.histogram_count("ironmatch_stage_latency_seconds", &format!("stage={stage}"))
+        };
         m.get("ironmatch_resting_orders", "symbol=AAPL") == 5.0
-            && m.histogram_count(
-                "ironmatch_stage_latency_seconds",
-                "stage=journaled_to_written",
-            ) == events
+            && latency("match_to_journaled") == commands
+            && latency("journaled_to_written") == events
     });
     assert_eq!(m.get("ironmatch_resting_orders", "symbol=AAPL"), 5.0);
     let ouch_in = |t: &str, name: &str| {

@@ -14,7 +14,11 @@
 //!   [`Marks`]: after each batch, a stage pushes one mark (how many records it has sent so
 //!   far, how many this batch held, when) into a bounded queue sized so it cannot fill; the
 //!   next stage, once it has finished those records, takes the mark and adds the elapsed
-//!   time to its histogram, once per record the mark counted.
+//!   time to its histogram, once per record the mark counted. The journal writer pushes
+//!   its mark before the batch's events, so egress always finds it; the matcher can only
+//!   mark a batch once it is done with it, and on its own thread the writer may have
+//!   written the batch by then: the writer then counts it when it next finds nothing to
+//!   do, at the time of its last write (0 if that came before the mark's time).
 //!
 //! Clocks read here serve metrics only: the matcher's events never depend on them.
 

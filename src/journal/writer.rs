@@ -211,6 +211,10 @@ pub struct JournalAgent {
     /// Events released to `output` so far, for [`Mark`]s.
     released_total: u64,
     marks: MarkReader,
+    /// When the last batch was written (ns since midnight), for marks that arrive after
+    /// their records were written (the matcher marks a batch once it is done with it, and
+    /// on its own thread the writer may have written it by then).
+    last_commit_ns: u64,
 }
 
 impl JournalAgent {
@@ -225,6 +229,7 @@ impl JournalAgent {
             taken_total: 0,
             released_total: 0,
             marks: MarkReader::default(),
+            last_commit_ns: 0,
         }
     }
 
@@ -262,7 +267,21 @@ impl JournalAgent {
             now,
             &j.match_to_journaled,
         );
+        self.last_commit_ns = now;
         now
+    }
+
+    /// With nothing to write: finishes marks whose records were written before the mark
+    /// came, at the time of the last write (a mark stamped after it counts 0).
+    fn finish_late_marks(&mut self) {
+        if let Some(m) = &self.metrics {
+            self.marks.finish(
+                &m.to_journal_marks,
+                self.taken_total,
+                self.last_commit_ns,
+                &m.journal.match_to_journaled,
+            );
+        }
     }
 }
 
@@ -299,6 +318,7 @@ impl Agent for JournalAgent {
             taken += 1;
         }
         if taken == 0 {
+            self.finish_late_marks();
             return 0;
         }
         while w.hold.as_ref().is_some_and(|h| h.load(Ordering::Acquire)) {
@@ -316,12 +336,9 @@ impl Agent for JournalAgent {
         };
         self.taken_total += records;
         let journaled_ns = self.count_batch(records, &times);
-        // Only now may the batch's events be acknowledged.
+        // The mark goes before the events, so egress never takes events without it.
         let w = &mut self.writer;
         let released = w.events.len() as u64;
-        for e in w.events.drain(..) {
-            self.output.push(Record::Event(e));
-        }
         if let (Some(m), true) = (&self.metrics, released > 0) {
             self.released_total += released;
             m.to_egress_marks.push(Mark {
@@ -329,6 +346,10 @@ impl Agent for JournalAgent {
                 weight: released,
                 at_ns: journaled_ns,
             });
+        }
+        // Only now may the batch's events be acknowledged.
+        for e in w.events.drain(..) {
+            self.output.push(Record::Event(e));
         }
         if let Some(signal) = &w.followers {
             signal.notify();
