@@ -136,14 +136,18 @@ impl Server {
             );
         }
         let (matcher, mut writer) = (opened.matcher, opened.writer);
-        // What the stages publish for the endpoint; the gateway's sessions start with their
-        // recovered streams.
-        let metrics = Arc::new(EngineMetrics::new(
-            book.instruments.len(),
-            book.owners.len(),
-            p.ring_capacity,
-        ));
-        gateway.set_metrics(Arc::clone(&metrics));
+        // What the stages publish for the endpoint, only if there is one; the gateway's
+        // sessions start with their recovered streams.
+        let metrics = admin_listener.as_ref().map(|_| {
+            Arc::new(EngineMetrics::new(
+                book.instruments.len(),
+                book.owners.len(),
+                p.ring_capacity,
+            ))
+        });
+        if let Some(m) = &metrics {
+            gateway.set_metrics(Arc::clone(m));
+        }
         if let Some(hold) = journal_hold {
             writer.set_hold(hold);
         }
@@ -183,10 +187,12 @@ impl Server {
             Arc::clone(&to_matcher),
             Arc::clone(&to_egress),
         );
-        matcher.set_metrics(Arc::clone(&metrics));
-        journal.set_metrics(Arc::clone(&metrics));
-        let admin = match admin_listener {
-            Some(listener) => Some(
+        if let Some(m) = &metrics {
+            matcher.set_metrics(Arc::clone(m));
+            journal.set_metrics(Arc::clone(m));
+        }
+        let admin = match admin_listener.zip(metrics) {
+            Some((listener, metrics)) => Some(
                 listener.serve(EngineView {
                     metrics,
                     rings: vec![
