@@ -36,7 +36,8 @@ pub fn registry(view: Arc<EngineView>) -> Registry {
 #[derive(Debug)]
 struct EngineCollector(Arc<EngineView>);
 
-/// A histogram's label and its bucket bounds' scale (1e9 for nanoseconds shown in seconds).
+/// A histogram read at one moment, and what its values are divided by when shown (1e9:
+/// nanoseconds shown as seconds).
 struct Scaled<'a>(&'a HistogramSnapshot, f64);
 
 impl Scaled<'_> {
