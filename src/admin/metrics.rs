@@ -713,6 +713,39 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_never_sees_half_a_publication() {
+        let top = std::sync::Arc::new(TopOfBook::default());
+        let writer = {
+            let top = std::sync::Arc::clone(&top);
+            std::thread::spawn(move || {
+                for n in 1..=20_000u64 {
+                    top.publish(&BookTop {
+                        bid: Some((n, n, n)),
+                        ask: Some((n, n, n)),
+                        resting_orders: n,
+                        as_of_ns: n,
+                    });
+                }
+            })
+        };
+        let mut last = 0;
+        let mut reads = 0;
+        while !writer.is_finished() || reads == 0 {
+            if let Some(t) = top.read() {
+                let n = t.resting_orders;
+                assert_eq!(t.bid, (n > 0).then_some((n, n, n)));
+                assert_eq!(t.ask, t.bid);
+                assert_eq!(t.as_of_ns, n);
+                assert!(n >= last, "publications are read in order");
+                last = n;
+                reads += 1;
+            }
+        }
+        writer.join().unwrap();
+        assert_eq!(top.read().map(|t| t.resting_orders), Some(20_000));
+    }
+
+    #[test]
     fn every_ouch_type_has_one_name() {
         assert_eq!(ouch_type_of("order_executed"), Some('E'));
         assert_eq!(ouch_type_of("enter_order"), Some('O'));
