@@ -67,6 +67,7 @@ fn config_with_tick(tick: u64, band_bps: u32) -> BookConfig {
         orders_max: 1 << 18,
         levels_max: 1 << 16,
         stp: StpMode::CancelResting,
+        scheduled: false,
     }
 }
 

@@ -66,6 +66,10 @@ pub struct Config {
     /// The operator's HTTP endpoint (`/metrics`, `/status`); none when absent.
     #[serde(default)]
     pub admin: AdminSection,
+    /// The trading day: time zone and schedule. Without it the venue has no day: every
+    /// time in force is accepted at any time and timestamps count from UTC midnight.
+    #[serde(default)]
+    pub venue: Option<VenueSection>,
     /// Tradable instruments.
     pub instruments: Vec<InstrumentConfig>,
     /// Users that may log in.
@@ -204,6 +208,50 @@ impl Default for JournalSection {
             segment_bytes_max: 256 << 20,
             snapshot_interval_records: 1_000_000,
         }
+    }
+}
+
+/// `[venue]`: the trading day.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VenueSection {
+    /// IANA time zone name; timestamps count nanoseconds from midnight in it.
+    pub timezone: String,
+    /// Start of system hours, local time (`HH:MM[:SS[.fff]]`).
+    pub system_start: String,
+    /// Start of market hours.
+    pub market_open: String,
+    /// End of market hours.
+    pub market_close: String,
+    /// End of system hours.
+    pub system_end: String,
+}
+
+impl Default for VenueSection {
+    /// Nasdaq's day in New York.
+    fn default() -> VenueSection {
+        VenueSection {
+            timezone: "America/New_York".into(),
+            system_start: "04:00".into(),
+            market_open: "09:30".into(),
+            market_close: "16:00".into(),
+            system_end: "20:00".into(),
+        }
+    }
+}
+
+impl VenueSection {
+    /// The parsed schedule. `Err((key, message))` if invalid.
+    pub fn schedule(&self) -> Result<crate::venue::Schedule, (String, String)> {
+        crate::venue::Schedule::new(
+            &self.timezone,
+            [
+                ("system_start", &self.system_start),
+                ("market_open", &self.market_open),
+                ("market_close", &self.market_close),
+                ("system_end", &self.system_end),
+            ],
+        )
     }
 }
 
@@ -405,6 +453,26 @@ impl Config {
         Ok(config)
     }
 
+    /// The schedule, if the venue has a trading day (validated at load).
+    pub fn schedule(&self) -> Option<crate::venue::Schedule> {
+        self.venue
+            .as_ref()
+            .map(|v| v.schedule().expect("validated at load"))
+    }
+
+    /// The configuration of trading day `day`: its own journal directory under
+    /// `journal.dir` and its own session names (see [`crate::venue`]).
+    pub fn for_day(&self, day: jiff::civil::Date) -> Config {
+        let mut config = self.clone();
+        config.journal.dir = std::path::Path::new(&self.journal.dir)
+            .join(crate::venue::day_dir_name(day))
+            .display()
+            .to_string();
+        config.gateway.session = crate::venue::session_name(&self.gateway.session, day);
+        config.marketdata.session = crate::venue::session_name(&self.marketdata.session, day);
+        config
+    }
+
     /// The matcher's view of the configuration. `Err((key, message))` if invalid.
     pub fn book_config(&self) -> Result<BookConfig, (String, String)> {
         let stp = stp_mode(
@@ -460,6 +528,7 @@ impl Config {
             orders_max: self.book.orders_max,
             levels_max: self.book.levels_max,
             stp,
+            scheduled: self.venue.is_some(),
         })
     }
 }
@@ -467,6 +536,9 @@ impl Config {
 impl Config {
     /// Checks the gateway and pipeline sections.
     fn check_runtime(&self) -> Result<(), (String, String)> {
+        if let Some(venue) = &self.venue {
+            venue.schedule()?;
+        }
         let g = &self.gateway;
         check(
             g.listen.parse::<std::net::SocketAddr>().is_ok(),

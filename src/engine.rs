@@ -15,14 +15,16 @@
 //! [`Matcher`]: its events stay a pure function of the commands.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use crate::admin::metrics::{
-    BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns, now_ns,
+    BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns,
 };
 use crate::book::{Event, EventSink, Matcher};
 use crate::pipeline::{Agent, Record, Ring};
 use crate::types::InstrumentId;
+use crate::venue::VenueClock;
 
 /// Commands taken from the ring before the consumer is notified.
 pub const BATCH_LEN_MAX: usize = 256;
@@ -57,6 +59,11 @@ pub struct MatcherAgent {
     /// Books changed since they were last published.
     books_dirty: bool,
     books_published: Instant,
+    /// The clock for metrics: the gateway's, so that receipt to match is right.
+    clock: VenueClock,
+    /// The matcher's next deadline (a good-till-time expiry), ns since midnight,
+    /// `u64::MAX` if none: published after each batch for the gateway's timer.
+    deadline: Arc<AtomicU64>,
 }
 
 impl MatcherAgent {
@@ -71,11 +78,14 @@ impl MatcherAgent {
             pushed: 0,
             books_dirty: true,
             books_published: Instant::now(),
+            clock: VenueClock::utc(),
+            deadline: Arc::new(AtomicU64::new(u64::MAX)),
         }
     }
 
     /// Publishes counters, latencies and the books' tops into `metrics`.
     pub fn set_metrics(&mut self, metrics: Arc<EngineMetrics>) {
+        self.clock = metrics.clock.clone();
         self.metrics = Some(metrics);
     }
 
@@ -89,7 +99,7 @@ impl MatcherAgent {
         {
             return;
         }
-        let as_of_ns = now_ns();
+        let as_of_ns = self.clock.now().0;
         for (i, instrument) in m.matcher.instruments.iter().enumerate() {
             let id = InstrumentId(i as u16);
             let level =
@@ -99,11 +109,18 @@ impl MatcherAgent {
                 bid: level(bid),
                 ask: level(ask),
                 resting_orders: self.matcher.resting_orders_in(id) as u64,
+                state: self.matcher.trading_state(id).code(),
                 as_of_ns,
             });
         }
         self.books_dirty = false;
         self.books_published = Instant::now();
+    }
+
+    /// Where the matcher publishes its next deadline (ns since midnight, `u64::MAX` for
+    /// none): the gateway sends a timer command when it has passed.
+    pub fn deadline(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.deadline)
     }
 
     /// The matcher, for inspection after a drain.
@@ -133,7 +150,7 @@ impl Agent for MatcherAgent {
                     self.output.push(Record::Command(cmd));
                     let metrics = self.metrics.as_deref();
                     if let Some(m) = metrics {
-                        let now = *batch_ns.get_or_insert_with(now_ns);
+                        let now = *batch_ns.get_or_insert_with(|| self.clock.now().0);
                         m.matcher.commands.bump(command_index(&cmd.body));
                         m.matcher
                             .receipt_to_match
@@ -165,12 +182,16 @@ impl Agent for MatcherAgent {
             m.to_journal_marks.push(Mark {
                 end: self.pushed,
                 weight: commands,
-                at_ns: now_ns(),
+                at_ns: self.clock.now().0,
             });
             self.books_dirty = true;
         }
         if taken > 0 {
             self.output.notify();
+            let next = self.matcher.next_expiry().map_or(u64::MAX, |t| t.0);
+            if self.deadline.load(Ordering::Relaxed) != next {
+                self.deadline.store(next, Ordering::Relaxed);
+            }
         }
         self.publish_books(self.done);
         taken

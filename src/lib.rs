@@ -55,6 +55,7 @@ pub mod pipeline;
 pub mod replay;
 pub mod server;
 pub mod types;
+pub mod venue;
 pub mod wire;
 
 /// `docs/embedding.md`, compiled and run as a doctest so its example stays true.

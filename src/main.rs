@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
 use ironmatch::book::{Command, CommandBody, Echo, Matcher, NewOrder, TimeInForce};
@@ -535,28 +537,70 @@ fn feed(options: &ListenerOptions) -> ExitCode {
     }
 }
 
-/// Runs the engine until SIGINT or SIGTERM, then drains it and exits 0.
+/// Runs the engine until SIGINT or SIGTERM, then drains it and exits 0. With a trading
+/// day, a day that ends (End of Messages) is followed by the next one.
 fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
-    let server = match Server::start(config) {
-        Ok(server) => server,
-        Err(e) => {
-            eprintln!("ironmatch: cannot start: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let signaled = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, server.shutdown_flag()) {
+        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&signaled)) {
             eprintln!("ironmatch: cannot handle signal {signal}: {e}");
         }
     }
+    loop {
+        let server = match Server::start(config) {
+            Ok(server) => server,
+            Err(e) => {
+                eprintln!("ironmatch: cannot start: {e}");
+                return ExitCode::from(1);
+            }
+        };
+        // A signal stops the running day's server.
+        let flag = server.shutdown_flag();
+        let watch = Arc::clone(&signaled);
+        std::thread::Builder::new()
+            .name("im-signal".into())
+            .spawn(move || {
+                while !flag.load(Ordering::SeqCst) {
+                    if watch.load(Ordering::SeqCst) {
+                        flag.store(true, Ordering::SeqCst);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+            })
+            .ok();
+        let code = serve_day(config, path, server);
+        if code != ExitCode::SUCCESS || signaled.load(Ordering::SeqCst) || config.venue.is_none() {
+            return code;
+        }
+        let _ = writeln!(
+            std::io::stdout(),
+            "ironmatch: the trading day ended; starting the next"
+        );
+    }
+}
+
+/// Serves one day (or, without a `[venue]`, until stopped). Returns the exit code.
+fn serve_day(config: &Config, path: &std::path::Path, server: Server) -> ExitCode {
     let p = &config.pipeline;
     let (threading, why) = server.threading();
     // Status lines ignore write errors: a closed stdout must not stop the engine.
     let _ = writeln!(
         std::io::stdout(),
-        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {} instruments, {} users, threading {} ({why}), wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?} feed {:?}; feed {}; admin {}",
+        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {}{} instruments, {} users, threading {} ({why}), wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?} feed {:?}; feed {}; admin {}",
         server.local_addr(),
         path.display(),
+        match (server.day(), &config.venue) {
+            (Some(day), Some(venue)) => format!(
+                "trading day {day} ({}: system {}-{}, market {}-{}), sessions named {}, ",
+                venue.timezone,
+                venue.system_start,
+                venue.system_end,
+                venue.market_open,
+                venue.market_close,
+                ironmatch::venue::session_name(&config.gateway.session, day),
+            ),
+            _ => String::new(),
+        },
         config.instruments.len(),
         config.users.len(),
         threading.name(),
@@ -569,7 +613,10 @@ fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
         if config.marketdata.enabled {
             format!(
                 "ITCH 5.0 / MoldUDP64 session {} to {}, retransmission at {}",
-                config.marketdata.session,
+                server.day().map_or_else(
+                    || config.marketdata.session.clone(),
+                    |day| ironmatch::venue::session_name(&config.marketdata.session, day)
+                ),
                 config.marketdata.destination,
                 server
                     .feed_retransmission_addr()

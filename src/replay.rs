@@ -68,7 +68,7 @@ fn touches_command(c: &Command, owner: OwnerId, r: UserRef) -> bool {
             CommandBody::Replace(x) => x.user_ref == r || x.orig_user_ref == r,
             CommandBody::Disconnect | CommandBody::MassCancel { .. } => true,
             CommandBody::GatewayReject { user_ref, .. } => *user_ref == r,
-            CommandBody::AccountQuery => false,
+            CommandBody::AccountQuery | CommandBody::Venue(_) => false,
         }
 }
 

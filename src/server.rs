@@ -36,6 +36,7 @@ use crate::gateway::{self, Gateway};
 use crate::journal::snapshot::{self, SnapshotterStart};
 use crate::journal::{self, Entry, Header, JournalAgent, JournalWriter, SegmentScan};
 use crate::pipeline::{AgentRunner, CompositeAgent, IdleStrategy, Record, Ring, Threading, Wake};
+use crate::venue::VenueClock;
 
 /// A running engine.
 pub struct Server {
@@ -55,6 +56,10 @@ pub struct Server {
     threading_why: String,
     /// The operator's endpoint, if configured.
     admin: Option<AdminServer>,
+    /// The trading day served, with a `[venue]`.
+    day: Option<jiff::civil::Date>,
+    /// Set when the day's End of Messages was sequenced (the engine then stops by itself).
+    day_over: Arc<AtomicBool>,
 }
 
 impl Server {
@@ -69,6 +74,19 @@ impl Server {
         config: &Config,
         journal_hold: Option<Arc<AtomicBool>>,
     ) -> io::Result<Server> {
+        // With a trading day: the day's own journal directory and session names.
+        let schedule = config.schedule();
+        let day = schedule
+            .as_ref()
+            .map(|s| s.trading_day(jiff::Timestamp::now()));
+        let day_config;
+        let config = match day {
+            Some(day) => {
+                day_config = config.for_day(day);
+                &day_config
+            }
+            None => config,
+        };
         let book = config
             .book_config()
             .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
@@ -135,6 +153,16 @@ impl Server {
                 scan.records, config.journal.dir, scan.next_seq
             );
         }
+        let day_over = Arc::new(AtomicBool::new(false));
+        if let (Some(schedule), Some(day)) = (&schedule, day) {
+            let last = opened.matcher.last_day_event();
+            let plan = gateway::DayPlan::resume(schedule.transitions(day), last);
+            eprintln!(
+                "ironmatch: trading day {day} ({}), session {}, journal {}; last transition {last:?}",
+                schedule.tz_name, config.gateway.session, config.journal.dir
+            );
+            gateway.set_day(plan, Arc::clone(&day_over));
+        }
         let (matcher, mut writer) = (opened.matcher, opened.writer);
         // What the stages publish for the endpoint, only if there is one; the gateway's
         // sessions start with their recovered streams.
@@ -143,6 +171,9 @@ impl Server {
                 book.instruments.len(),
                 book.owners.len(),
                 p.ring_capacity,
+                config
+                    .schedule()
+                    .map_or_else(VenueClock::utc, |s| VenueClock::new(s.tz)),
             ))
         });
         if let Some(m) = &metrics {
@@ -212,6 +243,7 @@ impl Server {
             ),
             None => None,
         };
+        gateway.set_deadline(matcher.deadline());
         match threading {
             Threading::Shared => {
                 // One thread, each batch run to completion in pipeline order; idle, it
@@ -249,12 +281,25 @@ impl Server {
             threading,
             threading_why,
             admin,
+            day,
+            day_over,
         })
     }
 
     /// Where the operator's endpoint listens, if `[admin] listen` is set.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminServer::local_addr)
+    }
+
+    /// The trading day served (with a `[venue]`).
+    pub fn day(&self) -> Option<jiff::civil::Date> {
+        self.day
+    }
+
+    /// Whether the day's End of Messages was sequenced: the engine then drains and stops
+    /// by itself, and `serve` starts the next day.
+    pub fn day_over(&self) -> bool {
+        self.day_over.load(Ordering::SeqCst)
     }
 
     /// The threading mode the server runs in (`auto` resolved) and why it was chosen.

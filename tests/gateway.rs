@@ -586,8 +586,8 @@ fn the_user_ref_num_rule_holds_for_every_reject_kind() {
     use ironmatch::wire::ouch::Inbound;
     let server = start();
     let mut c = login(server.local_addr(), "MM1", "pw1", 1);
-    // Not offered (time in force 5): refused, not consumed.
-    c.enter(10, b'B', 100, "AAPL", PX, b'5', b'Y', Options::default())
+    // Not offered (time in force 7): refused, not consumed.
+    c.enter(10, b'B', 100, "AAPL", PX, b'7', b'Y', Options::default())
         .unwrap();
     assert_eq!(rejected(&mut c).1, 0x0014);
     c.limit(10, b'B', 100, "AAPL", PX).unwrap();

@@ -463,6 +463,13 @@ fn flow_exercises_every_rule() {
                         format!("AiqCanceled::{liquidity:?}")
                     }
                     EventBody::Executed { liquidity, .. } => format!("Executed::{liquidity:?}"),
+                    EventBody::TradingAction { state, .. } => format!("TradingAction::{state:?}"),
+                    EventBody::SystemEvent { event } => format!("SystemEvent::{event:?}"),
+                    EventBody::OperatorDone { outcome, .. } => format!("{outcome:?}")
+                        .split([' ', '{'])
+                        .next()
+                        .map(|o| format!("OperatorDone::{o}"))
+                        .unwrap(),
                     ref other => format!("{other:?}")
                         .split([' ', '{'])
                         .next()
@@ -498,6 +505,9 @@ fn flow_exercises_every_rule() {
         RejectReason::FirmNotAuthorized,
         RejectReason::Throttled,
         RejectReason::Unsupported,
+        RejectReason::Halted,
+        RejectReason::Closed,
+        RejectReason::InvalidExpireTime,
     ];
     let cancels = [
         CancelReason::UserRequested,
@@ -505,6 +515,10 @@ fn flow_exercises_every_rule() {
         CancelReason::CannotExecute,
         CancelReason::Disconnect,
         CancelReason::ReplaceFailed,
+        CancelReason::Closed,
+        CancelReason::Expired,
+        CancelReason::Halted,
+        CancelReason::Supervisory,
     ];
     let mut wanted: Vec<String> = rejects.iter().map(|r| format!("Rejected::{r:?}")).collect();
     wanted.extend(cancels.iter().map(|c| format!("Canceled::{c:?}")));
@@ -528,6 +542,18 @@ fn flow_exercises_every_rule() {
         "MdDelete",
         "MdReplace",
         "MdTrade",
+        "TradingAction::Trading",
+        "TradingAction::Halted",
+        "TradingAction::Paused",
+        "TradingAction::QuotationOnly",
+        "SystemEvent::StartOfMessages",
+        "SystemEvent::StartOfSystemHours",
+        "SystemEvent::StartOfMarketHours",
+        "SystemEvent::EndOfMarketHours",
+        "SystemEvent::EndOfSystemHours",
+        "OperatorDone::Done",
+        "OperatorDone::UnknownSymbol",
+        "OperatorDone::UnknownUser",
     ] {
         wanted.push(kind.to_string());
     }

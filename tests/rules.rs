@@ -2,8 +2,9 @@
 //! Every test also checks the book's structural invariants after each command.
 
 use ironmatch::book::{
-    BookConfig, CancelReason, Command, CommandBody, Echo, Event, EventBody, InstrumentSpec,
-    Liquidity, Matcher, NewOrder, OwnerSpec, RejectReason, ReplaceOrder, StpMode, TimeInForce,
+    BookConfig, CancelReason, Command, CommandBody, DayEvent, Echo, Event, EventBody,
+    InstrumentSpec, Liquidity, Matcher, NewOrder, OperatorAction, OperatorOutcome, OwnerSpec,
+    RejectReason, ReplaceOrder, StpMode, TimeInForce, TradingState, VenueCommand,
 };
 use ironmatch::types::*;
 
@@ -40,6 +41,7 @@ fn config(stp: StpMode, orders_max: u32, levels_max: u32) -> BookConfig {
         orders_max,
         levels_max,
         stp,
+        scheduled: false,
     }
 }
 
@@ -778,4 +780,286 @@ fn memory_is_sized_by_configuration() {
         "per-order memory grew {growth}x"
     );
     assert_eq!(large.0 - large.1, small.0 - small.1);
+}
+
+// ---- The trading day, halts and the operator ----
+
+impl Venue {
+    fn venue(&mut self, command: VenueCommand) -> Vec<Event> {
+        self.run(0, CommandBody::Venue(command))
+    }
+
+    fn operator(&mut self, action: OperatorAction) -> Vec<Event> {
+        self.venue(VenueCommand::Operator { request: 7, action })
+    }
+
+    fn set_state(&mut self, state: TradingState, cancel_resting: bool) -> Vec<Event> {
+        self.operator(OperatorAction::SetState {
+            symbol: self.cfg.instruments[XYZ].symbol,
+            state,
+            reason: *b"T1  ",
+            cancel_resting,
+        })
+    }
+
+    fn day(&mut self, event: DayEvent) -> Vec<Event> {
+        self.venue(VenueCommand::SystemEvent(event))
+    }
+
+    fn with_tif(
+        &mut self,
+        owner: u16,
+        side: Side,
+        price: Price,
+        tif: TimeInForce,
+    ) -> (UserRef, Vec<Event>) {
+        let mut o = self.order(owner, side, 100, price);
+        o.tif = tif;
+        self.enter(owner, o)
+    }
+}
+
+fn scheduled() -> Venue {
+    let mut cfg = config(StpMode::CancelResting, 1_000, 1_000);
+    cfg.scheduled = true;
+    Venue::with(cfg)
+}
+
+fn operator_outcome(events: &[Event]) -> Option<OperatorOutcome> {
+    events.iter().find_map(|e| match e.body {
+        EventBody::OperatorDone {
+            request: 7,
+            outcome,
+        } => Some(outcome),
+        _ => None,
+    })
+}
+
+fn trading_actions(events: &[Event]) -> Vec<(u16, TradingState)> {
+    events
+        .iter()
+        .filter_map(|e| match e.body {
+            EventBody::TradingAction {
+                instrument, state, ..
+            } => Some((instrument.0, state)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_halted_instrument_rejects_orders_and_replaces_but_takes_cancels() {
+    let mut v = Venue::new();
+    let (resting, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let events = v.set_state(TradingState::Halted, false);
+    assert_eq!(trading_actions(&events), [(0, TradingState::Halted)]);
+    assert_eq!(
+        operator_outcome(&events),
+        Some(OperatorOutcome::Done { canceled: 0 })
+    );
+    // A crossing buy: rejected as halted, nothing trades, the resting order stays.
+    let (_, events) = v.limit(3, Side::Buy, 100, px(1000));
+    assert_eq!(rejection(&events), Some(RejectReason::Halted));
+    assert!(fills(&events).is_empty());
+    // A replace is rejected and its original stays as it was (not canceled).
+    let (_, events) = v.replace(2, resting, 100, px(1001));
+    assert_eq!(rejection(&events), Some(RejectReason::Halted));
+    assert!(canceled(&events).is_empty());
+    assert_eq!(v.side(BookSide::Ask), [(2, resting.0, 100)]);
+    // Reductions and cancels are accepted.
+    assert_eq!(
+        canceled(&v.cancel(2, resting, 40)),
+        [(resting.0, 60, CancelReason::UserRequested)]
+    );
+    // Resume: the order trades again.
+    assert_eq!(
+        trading_actions(&v.set_state(TradingState::Trading, false)),
+        [(0, TradingState::Trading)]
+    );
+    let (_, events) = v.limit(3, Side::Buy, 40, px(1000));
+    assert_eq!(fills(&events).len(), 2);
+}
+
+#[test]
+fn a_halt_with_cancel_cancels_the_instruments_orders_with_reason_halted() {
+    let mut v = Venue::new();
+    let (a, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let (b, _) = v.limit(0, Side::Buy, 100, px(990));
+    let mut other = v.order(0, Side::Buy, 100, px(990));
+    other.symbol = v.cfg.instruments[1].symbol;
+    let (_, _) = v.enter(0, other);
+    let events = v.set_state(TradingState::Halted, true);
+    // Owner by owner, each in order of entry; the other instrument's order stays.
+    assert_eq!(
+        canceled(&events),
+        [
+            (b.0, 100, CancelReason::Halted),
+            (a.0, 100, CancelReason::Halted)
+        ]
+    );
+    assert_eq!(
+        operator_outcome(&events),
+        Some(OperatorOutcome::Done { canceled: 2 })
+    );
+    assert_eq!(v.m.resting_orders(), 1);
+}
+
+#[test]
+fn quotation_only_takes_orders_that_would_not_execute() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1000));
+    v.set_state(TradingState::QuotationOnly, false);
+    let (_, events) = v.limit(3, Side::Buy, 100, px(999));
+    assert!(rejection(&events).is_none(), "a bid below the offer rests");
+    let (_, events) = v.limit(3, Side::Buy, 100, px(1000));
+    assert_eq!(
+        rejection(&events),
+        Some(RejectReason::Halted),
+        "it would execute"
+    );
+    assert!(fills(&events).is_empty());
+}
+
+#[test]
+fn the_venue_halt_halts_every_instrument_and_lifts_to_each_own_state() {
+    let mut v = Venue::new();
+    v.set_state(TradingState::Paused, false);
+    let events = v.operator(OperatorAction::VenueHalt(true));
+    // XYZ was paused: now halted; LOT was trading: now halted.
+    assert_eq!(
+        trading_actions(&events),
+        [(0, TradingState::Halted), (1, TradingState::Halted)]
+    );
+    let (_, events) = v.limit(3, Side::Buy, 100, px(999));
+    assert_eq!(rejection(&events), Some(RejectReason::Halted));
+    let events = v.operator(OperatorAction::VenueHalt(false));
+    assert_eq!(
+        trading_actions(&events),
+        [(0, TradingState::Paused), (1, TradingState::Trading)]
+    );
+    assert_eq!(v.m.trading_state(InstrumentId(0)), TradingState::Paused);
+}
+
+#[test]
+fn the_operator_cancels_a_users_or_an_instruments_orders() {
+    let mut v = Venue::new();
+    let (a, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let (b, _) = v.limit(2, Side::Sell, 100, px(1001));
+    v.limit(3, Side::Buy, 100, px(990));
+    let events = v.operator(OperatorAction::CancelUser(OwnerId(2)));
+    assert_eq!(
+        canceled(&events),
+        [
+            (a.0, 100, CancelReason::Supervisory),
+            (b.0, 100, CancelReason::Supervisory)
+        ]
+    );
+    let events = v.operator(OperatorAction::CancelInstrument(
+        v.cfg.instruments[XYZ].symbol,
+    ));
+    assert_eq!(
+        operator_outcome(&events),
+        Some(OperatorOutcome::Done { canceled: 1 })
+    );
+    assert_eq!(
+        operator_outcome(&v.operator(OperatorAction::CancelUser(OwnerId(9)))),
+        Some(OperatorOutcome::UnknownUser)
+    );
+    let nope = Symbol::from_str_padded("NOPE").unwrap();
+    assert_eq!(
+        operator_outcome(&v.operator(OperatorAction::CancelInstrument(nope))),
+        Some(OperatorOutcome::UnknownSymbol)
+    );
+}
+
+#[test]
+fn each_time_in_force_is_accepted_only_in_its_hours() {
+    use TimeInForce::*;
+    let gtt = Gtt { expire_secs: 60 };
+    let tifs = [Day, Ioc, Gtx, gtt, AfterHours];
+    // Phase after each transition -> which of Day, IOC, GTX, GTT, after hours are accepted.
+    let table = [
+        (None, [false; 5]),
+        (Some(DayEvent::StartOfMessages), [false; 5]),
+        (
+            Some(DayEvent::StartOfSystemHours),
+            [false, true, true, true, false],
+        ),
+        (Some(DayEvent::StartOfMarketHours), [true; 5]),
+        (
+            Some(DayEvent::EndOfMarketHours),
+            [false, true, true, true, true],
+        ),
+        (Some(DayEvent::EndOfSystemHours), [false; 5]),
+    ];
+    let mut v = scheduled();
+    for (event, accepted) in table {
+        if let Some(event) = event {
+            v.day(event);
+        }
+        for (tif, ok) in tifs.iter().zip(accepted) {
+            let (_, events) = v.with_tif(3, Side::Buy, px(900), *tif);
+            let reason = rejection(&events);
+            assert_eq!(reason.is_none(), ok, "{tif:?} after {event:?}: {reason:?}");
+            if !ok {
+                assert_eq!(reason, Some(RejectReason::Closed));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_close_cancels_day_orders_and_the_end_of_system_hours_the_rest() {
+    use TimeInForce::*;
+    let mut v = scheduled();
+    v.day(DayEvent::StartOfSystemHours);
+    v.day(DayEvent::StartOfMarketHours);
+    let (day, _) = v.with_tif(3, Side::Buy, px(900), Day);
+    let (gtx, _) = v.with_tif(3, Side::Buy, px(901), Gtx);
+    let (after, _) = v.with_tif(3, Side::Buy, px(902), AfterHours);
+    let events = v.day(DayEvent::EndOfMarketHours);
+    assert!(matches!(
+        events[0].body,
+        EventBody::SystemEvent {
+            event: DayEvent::EndOfMarketHours
+        }
+    ));
+    assert_eq!(canceled(&events), [(day.0, 100, CancelReason::Closed)]);
+    let events = v.day(DayEvent::EndOfSystemHours);
+    assert_eq!(
+        canceled(&events),
+        [
+            (gtx.0, 100, CancelReason::Closed),
+            (after.0, 100, CancelReason::Closed)
+        ]
+    );
+    assert_eq!(v.m.resting_orders(), 0);
+}
+
+#[test]
+fn a_good_till_time_order_expires_at_its_time() {
+    let mut v = Venue::new();
+    let (early, _) = v.with_tif(2, Side::Sell, px(1000), TimeInForce::Gtt { expire_secs: 2 });
+    let (late, _) = v.with_tif(2, Side::Sell, px(1001), TimeInForce::Gtt { expire_secs: 5 });
+    assert_eq!(v.m.next_expiry(), Some(Timestamp(1 + 2_000_000_000)));
+    // Not yet: the order trades.
+    v.ts = 1_999_999_999;
+    let (_, events) = v.limit(3, Side::Buy, 10, px(1000));
+    assert_eq!(fills(&events).len(), 2);
+    // Its time has come: it expires before the next command matches, so a buy at its
+    // price finds nothing.
+    v.ts = 2_000_000_000;
+    let (_, events) = v.limit(3, Side::Buy, 10, px(1000));
+    assert_eq!(canceled(&events)[0], (early.0, 90, CancelReason::Expired));
+    assert!(fills(&events).is_empty());
+    // With no other command, a timer expires it.
+    v.ts = 10_000_000_000;
+    let events = v.venue(VenueCommand::Timer);
+    assert_eq!(canceled(&events), [(late.0, 100, CancelReason::Expired)]);
+    assert_eq!(v.m.next_expiry(), None);
+    // An expire time of 0 or a day is refused.
+    for expire_secs in [0, 86_400] {
+        let (_, events) = v.with_tif(2, Side::Sell, px(1000), TimeInForce::Gtt { expire_secs });
+        assert_eq!(rejection(&events), Some(RejectReason::InvalidExpireTime));
+    }
 }

@@ -293,6 +293,19 @@ impl EngineCollector {
             .map(|i| i.top.read().unwrap_or_default())
             .collect();
         let mut family = encoder.encode_descriptor(
+            "trading_state",
+            "1 for the trading state in force for the instrument (the venue halt counts), 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (symbol, top) in view.symbols.iter().zip(&tops) {
+            for (code, name) in STATES {
+                let labels = [("symbol", symbol.as_str()), ("state", name)];
+                ConstGauge::new(i64::from(top.state == code))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        let mut family = encoder.encode_descriptor(
             "resting_orders",
             "Orders resting in the book (displayed, reserve and hidden), as of the matcher's last publication (at most 100 ms old).",
             None,
@@ -391,6 +404,19 @@ impl EngineCollector {
     }
 }
 
+/// Trading states by their ITCH Stock Trading Action code.
+const STATES: [(u8, &str); 4] = [
+    (b'T', "trading"),
+    (b'H', "halted"),
+    (b'P', "paused"),
+    (b'Q', "quotation_only"),
+];
+
+/// The name of a trading state code (`None` before the matcher's first publication).
+fn state_name(code: u8) -> Option<&'static str> {
+    STATES.iter().find(|(c, _)| *c == code).map(|(_, n)| *n)
+}
+
 /// A price as the decimal text OUCH clients know ("150.2500").
 fn price_text(ticks: u64) -> String {
     Price(ticks).to_string()
@@ -443,8 +469,7 @@ pub fn status_json(view: &EngineView) -> Value {
             let top = i.top.read();
             json!({
                 "symbol": symbol,
-                // Halts are not part of this engine yet: every instrument trades.
-                "state": "trading",
+                "state": top.and_then(|t| state_name(t.state)),
                 "bid": level_json(top.and_then(|t| t.bid)),
                 "ask": level_json(top.and_then(|t| t.ask)),
                 "resting_orders": top.map(|t| t.resting_orders),

@@ -27,8 +27,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::book::{CancelReason, CommandBody, Event, EventBody, RejectReason};
+use crate::book::{CancelReason, CommandBody, Event, EventBody, RejectReason, VenueCommand};
 use crate::types::Timestamp;
+use crate::venue::VenueClock;
 use crate::wire::ouch::{inbound, outbound};
 
 /// How often at most the matcher publishes each book's top: often enough for a person
@@ -151,12 +152,6 @@ impl Histogram {
     }
 }
 
-/// Nanoseconds since midnight UTC now: the clock the gateway stamps commands with.
-#[inline]
-pub fn now_ns() -> u64 {
-    Timestamp::now().0
-}
-
 /// Nanoseconds from `then` to `now`, both since midnight; across midnight it wraps, and a
 /// clock that went back gives 0.
 #[inline]
@@ -267,7 +262,8 @@ pub const OUCH_INBOUND: [(u8, &str); 6] = [
 ];
 
 /// OUCH outbound message types ironmatch sends: (type letter, name).
-pub const OUCH_OUTBOUND: [(u8, &str); 11] = [
+pub const OUCH_OUTBOUND: [(u8, &str); 12] = [
+    (outbound::SYSTEM_EVENT, "system_event"),
     (outbound::ACCEPTED, "order_accepted"),
     (outbound::REPLACED, "order_replaced"),
     (outbound::CANCELED, "order_canceled"),
@@ -282,7 +278,7 @@ pub const OUCH_OUTBOUND: [(u8, &str); 11] = [
 ];
 
 /// Command kinds the matcher counts, by [`command_index`].
-pub const COMMAND_KINDS: [&str; 8] = [
+pub const COMMAND_KINDS: [&str; 11] = [
     "new_order",
     "cancel",
     "replace",
@@ -291,6 +287,9 @@ pub const COMMAND_KINDS: [&str; 8] = [
     "disconnect",
     "account_query",
     "gateway_reject",
+    "system_event",
+    "timer",
+    "operator",
 ];
 
 /// The index of a command's kind in [`COMMAND_KINDS`].
@@ -304,11 +303,14 @@ pub fn command_index(body: &CommandBody) -> usize {
         CommandBody::Disconnect => 5,
         CommandBody::AccountQuery => 6,
         CommandBody::GatewayReject { .. } => 7,
+        CommandBody::Venue(VenueCommand::SystemEvent(_)) => 8,
+        CommandBody::Venue(VenueCommand::Timer) => 9,
+        CommandBody::Venue(VenueCommand::Operator { .. }) => 10,
     }
 }
 
 /// Reject reasons, by [`reject_index`].
-pub const REJECT_REASONS: [&str; 21] = [
+pub const REJECT_REASONS: [&str; 24] = [
     "unknown_owner",
     "duplicate_user_ref",
     "unknown_instrument",
@@ -330,6 +332,9 @@ pub const REJECT_REASONS: [&str; 21] = [
     "firm_not_authorized",
     "throttled",
     "unsupported",
+    "halted",
+    "closed",
+    "invalid_expire_time",
 ];
 
 /// The index of a reject reason in [`REJECT_REASONS`].
@@ -356,16 +361,23 @@ pub fn reject_index(reason: RejectReason) -> usize {
         RejectReason::FirmNotAuthorized => 18,
         RejectReason::Throttled => 19,
         RejectReason::Unsupported => 20,
+        RejectReason::Halted => 21,
+        RejectReason::Closed => 22,
+        RejectReason::InvalidExpireTime => 23,
     }
 }
 
 /// Cancel reasons, by [`cancel_index`]; `self_trade_prevention` counts AIQ cancels.
-pub const CANCEL_REASONS: [&str; 6] = [
+pub const CANCEL_REASONS: [&str; 10] = [
     "user_requested",
     "ioc",
     "cannot_execute",
     "disconnect",
     "replace_failed",
+    "closed",
+    "expired",
+    "halted",
+    "supervisory",
     "self_trade_prevention",
 ];
 
@@ -377,6 +389,10 @@ pub fn cancel_index(reason: CancelReason) -> usize {
         CancelReason::CannotExecute => 2,
         CancelReason::Disconnect => 3,
         CancelReason::ReplaceFailed => 4,
+        CancelReason::Closed => 5,
+        CancelReason::Expired => 6,
+        CancelReason::Halted => 7,
+        CancelReason::Supervisory => 8,
     }
 }
 
@@ -483,11 +499,14 @@ pub struct BookTop {
     pub ask: Option<(u64, u64, u64)>,
     /// Resting orders (displayed, reserve and hidden).
     pub resting_orders: u64,
-    /// When it was published (ns since midnight UTC).
+    /// The trading state in force, as its ITCH Stock Trading Action code (`T`, `H`, `P`,
+    /// `Q`); 0 before the first publication.
+    pub state: u8,
+    /// When it was published (ns since midnight in the venue's time zone).
     pub as_of_ns: u64,
 }
 
-const TOP_FIELDS: usize = 8;
+const TOP_FIELDS: usize = 9;
 
 /// [`BookTop`] as atomics behind a sequence number: the matcher writes without waiting, a
 /// reader retries while a write is in progress.
@@ -510,6 +529,7 @@ impl TopOfBook {
             ask.1,
             ask.2,
             top.resting_orders,
+            u64::from(top.state),
             top.as_of_ns,
         ];
         let s = self.seq.load(Ordering::Relaxed);
@@ -540,7 +560,8 @@ impl TopOfBook {
                     bid: level(v[0], v[1], v[2]),
                     ask: level(v[3], v[4], v[5]),
                     resting_orders: v[6],
-                    as_of_ns: v[7],
+                    state: v[7] as u8,
+                    as_of_ns: v[8],
                 });
             }
         }
@@ -563,12 +584,20 @@ pub struct EngineMetrics {
     pub to_egress_marks: Marks,
     /// When the engine started.
     pub started: Instant,
+    /// The clock commands are stamped with (ns since midnight in the venue's time zone):
+    /// each stage reads its own copy of it for latencies.
+    pub clock: VenueClock,
 }
 
 impl EngineMetrics {
     /// Metrics for `instruments` instruments and `users` users, with mark queues for
-    /// rings of `ring_capacity` records.
-    pub fn new(instruments: usize, users: usize, ring_capacity: usize) -> EngineMetrics {
+    /// rings of `ring_capacity` records; stages read `clock` (the gateway's).
+    pub fn new(
+        instruments: usize,
+        users: usize,
+        ring_capacity: usize,
+        clock: VenueClock,
+    ) -> EngineMetrics {
         let marks_max = ring_capacity + crate::journal::BATCH_LEN_MAX + 1;
         EngineMetrics {
             gateway: GatewayMetrics {
@@ -598,6 +627,7 @@ impl EngineMetrics {
             to_journal_marks: Marks::new(marks_max),
             to_egress_marks: Marks::new(marks_max),
             started: Instant::now(),
+            clock,
         }
     }
 }
@@ -706,6 +736,7 @@ mod tests {
             bid: Some((1_500_000, 100, 300)),
             ask: None,
             resting_orders: 3,
+            state: b'T',
             as_of_ns: 42,
         };
         top.publish(&value);
@@ -723,6 +754,7 @@ mod tests {
                         bid: Some((n, n, n)),
                         ask: Some((n, n, n)),
                         resting_orders: n,
+                        state: b'H',
                         as_of_ns: n,
                     });
                 }
@@ -736,6 +768,7 @@ mod tests {
                 assert_eq!(t.bid, (n > 0).then_some((n, n, n)));
                 assert_eq!(t.ask, t.bid);
                 assert_eq!(t.as_of_ns, n);
+                assert_eq!(t.state, if n > 0 { b'H' } else { 0 });
                 assert!(n >= last, "publications are read in order");
                 last = n;
                 reads += 1;

@@ -59,6 +59,9 @@ pub struct AdminServer {
     thread: JoinHandle<()>,
 }
 
+/// How long binding waits for an address still in use.
+pub const BIND_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The endpoint's socket, bound early so that a busy or forbidden address stops the engine
 /// before any stage starts.
 pub struct AdminListener {
@@ -67,11 +70,28 @@ pub struct AdminListener {
 }
 
 impl AdminListener {
-    /// Binds `settings.listen`.
+    /// Binds `settings.listen`. An address in use is tried again for up to
+    /// [`BIND_WAIT_MAX`]: when `serve` starts the next trading day, the previous day's
+    /// endpoint may still be closing its socket (`tiny_http` closes it on its own thread).
     pub fn bind(settings: &AdminSettings) -> io::Result<AdminListener> {
-        let listener = TcpListener::bind(settings.listen).map_err(|e| {
-            io::Error::new(e.kind(), format!("admin.listen {}: {e}", settings.listen))
-        })?;
+        let deadline = std::time::Instant::now() + BIND_WAIT_MAX;
+        let listener = loop {
+            match TcpListener::bind(settings.listen) {
+                Ok(listener) => break listener,
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("admin.listen {}: {e}", settings.listen),
+                    ));
+                }
+            }
+        };
         Ok(AdminListener {
             listener,
             token: settings.token.clone(),

@@ -42,6 +42,7 @@ pub fn test_config(stp: StpMode) -> BookConfig {
         orders_max: 30,
         levels_max: 22,
         stp,
+        scheduled: false,
     }
 }
 
@@ -133,6 +134,10 @@ impl FlowDecoder {
             return None;
         }
         self.ts += u64::from(src.byte()) * 1_000;
+        // Now and then seconds pass, so that good-till-time orders expire.
+        if src.one_in(64) {
+            self.ts += u64::from(src.below(4)) * 1_000_000_000;
+        }
         let mut owner = src.below(self.config.owners.len() as u8);
         // Now and then, an owner the matcher does not know.
         if src.one_in(251) {
@@ -180,7 +185,40 @@ impl FlowDecoder {
                     _ => Some(BookSide::Ask),
                 },
             },
-            _ => match src.below(4) {
+            _ => match src.below(8) {
+                4 => CommandBody::Venue(VenueCommand::SystemEvent(match src.below(8) {
+                    0..=3 => DayEvent::StartOfMarketHours,
+                    4 => DayEvent::StartOfSystemHours,
+                    5 => DayEvent::EndOfMarketHours,
+                    6 => DayEvent::EndOfSystemHours,
+                    _ => DayEvent::StartOfMessages,
+                })),
+                5 => CommandBody::Venue(VenueCommand::Operator {
+                    request: self.ts,
+                    action: OperatorAction::SetState {
+                        symbol: self.symbol(src),
+                        state: match src.below(6) {
+                            0..=2 => TradingState::Trading,
+                            3 => TradingState::Halted,
+                            4 => TradingState::Paused,
+                            _ => TradingState::QuotationOnly,
+                        },
+                        reason: *b"T1  ",
+                        cancel_resting: src.one_in(4),
+                    },
+                }),
+                6 => CommandBody::Venue(VenueCommand::Operator {
+                    request: self.ts,
+                    action: match src.below(4) {
+                        0 => OperatorAction::VenueHalt(src.one_in(2)),
+                        1 => OperatorAction::VenueHalt(false),
+                        2 => OperatorAction::CancelUser(OwnerId(u16::from(
+                            src.below(self.config.owners.len() as u8 + 1),
+                        ))),
+                        _ => OperatorAction::CancelInstrument(self.symbol(src)),
+                    },
+                }),
+                7 => CommandBody::Venue(VenueCommand::Timer),
                 0 => CommandBody::AccountQuery,
                 1 => CommandBody::GatewayReject {
                     user_ref: UserRef(self.next_ref[o]),
@@ -227,6 +265,26 @@ impl FlowDecoder {
             0 => (UserRef(self.next_ref[o] + 5), instrument, side),
             1 => (UserRef(0), instrument, side),
             _ => (UserRef(r), instrument, side),
+        }
+    }
+
+    /// Mostly Day; IOC one in `ioc_one_in`; now and then GTX, GTT (seconds, some invalid)
+    /// or after hours.
+    fn tif(&self, src: &mut ByteSource<'_>, ioc_one_in: u8) -> TimeInForce {
+        if src.one_in(ioc_one_in) {
+            return TimeInForce::Ioc;
+        }
+        match src.below(16) {
+            0 => TimeInForce::Gtx,
+            1 | 2 => TimeInForce::Gtt {
+                expire_secs: match src.below(16) {
+                    0 => 0,
+                    1 => 86_400,
+                    n => u32::from(n % 4) + 1,
+                },
+            },
+            3 => TimeInForce::AfterHours,
+            _ => TimeInForce::Day,
         }
     }
 
@@ -289,11 +347,7 @@ impl FlowDecoder {
             qty: Qty(qty),
             symbol,
             price,
-            tif: if src.one_in(5) {
-                TimeInForce::Ioc
-            } else {
-                TimeInForce::Day
-            },
+            tif: self.tif(src, 5),
             hidden: src.one_in(7),
             post_only: src.one_in(9),
             min_qty: Qty(if src.one_in(8) {
@@ -326,11 +380,7 @@ impl FlowDecoder {
             user_ref: self.fresh_ref(src, o, Some((instrument, side))),
             qty: Qty(self.lot_qty(src, instrument)),
             price: self.price(src, instrument, side),
-            tif: if src.one_in(8) {
-                TimeInForce::Ioc
-            } else {
-                TimeInForce::Day
-            },
+            tif: self.tif(src, 8),
             hidden: src.one_in(7),
             post_only: src.one_in(9),
             min_qty: Qty(if src.one_in(10) {

@@ -9,6 +9,9 @@
 //! list links and the fields only a replace echoes live in a parallel array. A level keeps
 //! its displayed and total quantities, so the quantity at a price is one read.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
 use rustc_hash::FxHashMap;
 
 use super::divisor::Divisor;
@@ -60,6 +63,8 @@ struct OrderCold {
     capacity: u8,
     cross_type: u8,
     customer_type: u8,
+    /// Time in force Day: canceled at the end of market hours.
+    day_only: bool,
 }
 
 /// A FIFO of orders, linked through `Order::prev/next`.
@@ -132,6 +137,8 @@ struct Book {
     reference: Price,
     /// Orders resting in this book (displayed, reserve and hidden).
     resting: u32,
+    /// The instrument's own trading state (the venue halt is applied on top).
+    state: TradingState,
 }
 
 impl Book {
@@ -259,7 +266,22 @@ pub struct Matcher {
     by_ref: OrderIndex,
     next_order_id: u64,
     next_match_id: u64,
+    /// Where the trading day stands.
+    phase: DayPhase,
+    /// The day's last transition, if any (the scheduler resumes after it on a restart).
+    day_event: Option<DayEvent>,
+    /// The venue's kill switch: every instrument halted.
+    venue_halted: bool,
+    /// Good-till-time orders by expire time: `(expire_at, order id, owner, user_ref)`.
+    /// Entries of orders that left the book early stay until their time (or a purge when
+    /// the heap is full); an entry counts only if its order is still live.
+    expiries: BinaryHeap<Reverse<Expiry>>,
+    /// Earliest entry of `expiries` (`u64::MAX` if none): one compare per command.
+    next_expiry: u64,
 }
+
+/// A good-till-time order's expire time and identity.
+type Expiry = (u64, u64, u16, u32);
 
 impl Matcher {
     /// Allocates every pool and table for `config`. Panics on an invalid config; the
@@ -290,6 +312,7 @@ impl Matcher {
                     ],
                     reference: spec.ref_price,
                     resting: 0,
+                    state: TradingState::Trading,
                 }
             })
             .collect();
@@ -320,12 +343,27 @@ impl Matcher {
             by_ref,
             next_order_id: 1,
             next_match_id: 1,
+            phase: if config.scheduled {
+                DayPhase::Closed
+            } else {
+                DayPhase::Unscheduled
+            },
+            day_event: None,
+            venue_halted: false,
+            expiries: BinaryHeap::with_capacity(config.orders_max as usize),
+            next_expiry: u64::MAX,
         }
     }
 
     /// Applies one command, writing its events to `out`.
     pub fn apply(&mut self, cmd: &Command, out: &mut impl EventSink) {
         let mut emit = Emitter { ts: cmd.ts, out };
+        if cmd.ts.0 >= self.next_expiry {
+            self.expire_due(&mut emit);
+        }
+        if let CommandBody::Venue(venue) = &cmd.body {
+            return self.venue(venue, &mut emit);
+        }
         if usize::from(cmd.owner.0) >= self.owners.len() {
             if let Some(user_ref) = consumed_ref(&cmd.body) {
                 emit.reject(cmd.owner, user_ref, RejectReason::UnknownOwner, BLANK_ID);
@@ -363,6 +401,8 @@ impl Matcher {
                 reason,
                 clordid,
             } => emit.reject(cmd.owner, *user_ref, *reason, *clordid),
+            // Handled before the owner is looked at.
+            CommandBody::Venue(_) => {}
             CommandBody::Disconnect => {
                 if self.owners[usize::from(cmd.owner.0)]
                     .spec
@@ -402,6 +442,9 @@ impl Matcher {
             );
         };
         let instrument = InstrumentId(instrument);
+        if let Err(reason) = self.open_for(instrument, o.tif) {
+            return emit.reject(owner, o.user_ref, reason, o.echo.clordid);
+        }
         let check = self
             .validate(
                 instrument,
@@ -414,8 +457,9 @@ impl Matcher {
                 o.max_floor.0,
                 o.hidden,
             )
+            .and_then(|limit| self.quotation_check(instrument, o.side, limit))
             .and_then(|limit| {
-                let can_rest = o.tif == TimeInForce::Day && o.price.is_some();
+                let can_rest = o.tif != TimeInForce::Ioc && o.price.is_some();
                 self.check_capacity(instrument, o.side.book_side(), limit, can_rest, None)
                     .map(|()| limit)
             });
@@ -481,6 +525,11 @@ impl Matcher {
     ) -> Result<Price, RejectReason> {
         let book = &self.books[usize::from(instrument.0)];
         let spec = &book.spec;
+        if let TimeInForce::Gtt { expire_secs } = tif
+            && !(1..86_400).contains(&expire_secs)
+        {
+            return Err(RejectReason::InvalidExpireTime);
+        }
         if qty == 0 {
             return Err(RejectReason::ZeroQty);
         }
@@ -836,7 +885,12 @@ impl Matcher {
             capacity: entry.capacity,
             cross_type: entry.cross_type,
             customer_type: entry.customer_type,
+            day_only: entry.tif == TimeInForce::Day,
         };
+        if let TimeInForce::Gtt { expire_secs } = entry.tif {
+            let at = emit.ts.0 + u64::from(expire_secs) * 1_000_000_000;
+            self.add_expiry((at, inc.order_id.0, inc.owner.0, inc.user_ref.0));
+        }
         let level = self.level_for(inc.instrument, side, inc.limit);
         self.orders[oi].level = level;
         self.link_to_level(oi, level);
@@ -1044,6 +1098,10 @@ impl Matcher {
             );
         }
         let orig = self.orders[oi];
+        if let Err(reason) = self.open_for(orig.instrument, r.tif) {
+            // The original order stays as it was.
+            return emit.reject(owner, r.user_ref, reason, r.echo.clordid);
+        }
         let orig_cold = self.cold[oi as usize];
         let new_open = r.qty.0.saturating_sub(orig.executed);
         let level_freed = {
@@ -1070,7 +1128,7 @@ impl Matcher {
                 r.hidden,
             )
             .and_then(|limit| {
-                let can_rest = r.tif == TimeInForce::Day;
+                let can_rest = r.tif != TimeInForce::Ioc;
                 self.check_capacity(
                     orig.instrument,
                     orig.side.book_side(),
@@ -1087,6 +1145,10 @@ impl Matcher {
                 return self.reduce(oi, 0, CancelReason::ReplaceFailed, emit);
             }
         };
+        if let Err(reason) = self.quotation_check(orig.instrument, orig.side, limit) {
+            // Quotation only and the new order would execute: the original stays.
+            return emit.reject(owner, r.user_ref, reason, r.echo.clordid);
+        }
         self.owners[usize::from(owner.0)].last_ref = r.user_ref.0;
         let contra = orig.side.book_side().opposite();
         let marketable = self.books[usize::from(orig.instrument.0)]
@@ -1140,7 +1202,7 @@ impl Matcher {
             cross_type: orig_cold.cross_type,
             customer_type: orig_cold.customer_type,
         };
-        if !orig.hidden && !r.hidden && r.tif == TimeInForce::Day && !marketable {
+        if !orig.hidden && !r.hidden && r.tif != TimeInForce::Ioc && !marketable {
             return self.rest(&inc, &entry, Some(orig.md_ref), emit);
         }
         if !orig.hidden {
@@ -1211,6 +1273,218 @@ impl Matcher {
                 count += 1;
             }
             oi = next;
+        }
+        count
+    }
+
+    /// Whether a new order (or a replace's new order) with `tif` may enter `instrument`
+    /// now: the phase of the day, then the trading state.
+    #[inline]
+    fn open_for(&self, instrument: InstrumentId, tif: TimeInForce) -> Result<(), RejectReason> {
+        if !tif.accepted_in(self.phase) {
+            return Err(RejectReason::Closed);
+        }
+        match self.trading_state(instrument) {
+            TradingState::Trading | TradingState::QuotationOnly => Ok(()),
+            TradingState::Halted | TradingState::Paused => Err(RejectReason::Halted),
+        }
+    }
+
+    /// In quotation only, an order that would cross the book is rejected as halted.
+    #[inline]
+    fn quotation_check(
+        &self,
+        instrument: InstrumentId,
+        side: Side,
+        limit: Price,
+    ) -> Result<Price, RejectReason> {
+        let book = &self.books[usize::from(instrument.0)];
+        if book.state == TradingState::QuotationOnly && !self.venue_halted {
+            let contra = side.book_side().opposite();
+            if book
+                .best(contra)
+                .is_some_and(|(best, _)| contra.crosses(best, limit))
+            {
+                return Err(RejectReason::Halted);
+            }
+        }
+        Ok(limit)
+    }
+
+    /// The trading state in force for `instrument` (the venue halt counts).
+    pub fn trading_state(&self, instrument: InstrumentId) -> TradingState {
+        if self.venue_halted {
+            TradingState::Halted
+        } else {
+            self.books[usize::from(instrument.0)].state
+        }
+    }
+
+    /// Where the trading day stands.
+    pub fn phase(&self) -> DayPhase {
+        self.phase
+    }
+
+    /// The day's last transition, if any.
+    pub fn last_day_event(&self) -> Option<DayEvent> {
+        self.day_event
+    }
+
+    /// Whether the venue-wide halt is on.
+    pub fn venue_halted(&self) -> bool {
+        self.venue_halted
+    }
+
+    /// The earliest time (ns since midnight) a good-till-time order may expire, if any
+    /// rests: the pipeline sends a [`VenueCommand::Timer`] then if nothing else comes.
+    pub fn next_expiry(&self) -> Option<Timestamp> {
+        (self.next_expiry != u64::MAX).then_some(Timestamp(self.next_expiry))
+    }
+
+    fn add_expiry(&mut self, entry: Expiry) {
+        if self.expiries.len() == self.expiries.capacity() {
+            // Full of entries, some of orders that left early: keep the live ones. The
+            // heap holds as many entries as the pool holds orders, so there is room after.
+            let (orders, by_ref) = (&self.orders, &self.by_ref);
+            self.expiries.retain(|Reverse((_, id, owner, user_ref))| {
+                by_ref
+                    .get(*owner, *user_ref)
+                    .is_some_and(|oi| orders[oi].id.0 == *id)
+            });
+        }
+        self.expiries.push(Reverse(entry));
+        self.next_expiry = self.next_expiry.min(entry.0);
+    }
+
+    /// Cancels every good-till-time order whose time has come by the command's timestamp,
+    /// earliest first (ties: older order first).
+    fn expire_due(&mut self, emit: &mut Emitter<'_, impl EventSink>) {
+        while let Some(&Reverse((at, id, owner, user_ref))) = self.expiries.peek() {
+            if at > emit.ts.0 {
+                break;
+            }
+            self.expiries.pop();
+            if let Some(oi) = self.by_ref.get(owner, user_ref)
+                && self.orders[oi].id.0 == id
+            {
+                self.reduce(oi, 0, CancelReason::Expired, emit);
+            }
+        }
+        self.next_expiry = self.expiries.peek().map_or(u64::MAX, |e| e.0.0);
+    }
+
+    /// A command of the venue's schedule, clock or operator.
+    fn venue(&mut self, command: &VenueCommand, emit: &mut Emitter<'_, impl EventSink>) {
+        match *command {
+            VenueCommand::Timer => {}
+            VenueCommand::SystemEvent(event) => {
+                self.phase = event.phase_after();
+                self.day_event = Some(event);
+                emit.event(EventBody::SystemEvent { event });
+                match event {
+                    DayEvent::EndOfMarketHours => {
+                        self.cancel_where_emit(CancelReason::Closed, emit, |_, c| c.day_only);
+                    }
+                    DayEvent::EndOfSystemHours | DayEvent::EndOfMessages => {
+                        self.cancel_where_emit(CancelReason::Closed, emit, |_, _| true);
+                    }
+                    _ => {}
+                }
+            }
+            VenueCommand::Operator { request, action } => {
+                let outcome = self.operator(action, emit);
+                emit.event(EventBody::OperatorDone { request, outcome });
+            }
+        }
+    }
+
+    fn operator(
+        &mut self,
+        action: OperatorAction,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) -> OperatorOutcome {
+        let instrument_of = |m: &Matcher, symbol: Symbol| m.symbols.get(&symbol.key()).copied();
+        match action {
+            OperatorAction::SetState {
+                symbol,
+                state,
+                reason,
+                cancel_resting,
+            } => {
+                let Some(i) = instrument_of(self, symbol) else {
+                    return OperatorOutcome::UnknownSymbol;
+                };
+                self.books[usize::from(i)].state = state;
+                emit.event(EventBody::TradingAction {
+                    instrument: InstrumentId(i),
+                    state: self.trading_state(InstrumentId(i)),
+                    reason,
+                });
+                let canceled = if cancel_resting {
+                    self.cancel_where_emit(CancelReason::Halted, emit, |o, _| o.instrument.0 == i)
+                } else {
+                    0
+                };
+                OperatorOutcome::Done { canceled }
+            }
+            OperatorAction::VenueHalt(on) => {
+                let in_force = |halted: bool, own: TradingState| {
+                    if halted { TradingState::Halted } else { own }
+                };
+                let before = self.venue_halted;
+                for i in 0..self.books.len() {
+                    let instrument = InstrumentId(i as u16);
+                    let own = self.books[i].state;
+                    let (was, now) = (in_force(before, own), in_force(on, own));
+                    if was != now {
+                        emit.event(EventBody::TradingAction {
+                            instrument,
+                            state: now,
+                            reason: if on { *b"O1  " } else { *b"    " },
+                        });
+                    }
+                }
+                self.venue_halted = on;
+                OperatorOutcome::Done { canceled: 0 }
+            }
+            OperatorAction::CancelUser(owner) => {
+                if usize::from(owner.0) >= self.owners.len() {
+                    return OperatorOutcome::UnknownUser;
+                }
+                let canceled =
+                    self.cancel_owner_orders(owner, None, None, CancelReason::Supervisory, emit);
+                OperatorOutcome::Done { canceled }
+            }
+            OperatorAction::CancelInstrument(symbol) => {
+                let Some(i) = instrument_of(self, symbol) else {
+                    return OperatorOutcome::UnknownSymbol;
+                };
+                let canceled = self
+                    .cancel_where_emit(CancelReason::Supervisory, emit, |o, _| o.instrument.0 == i);
+                OperatorOutcome::Done { canceled }
+            }
+        }
+    }
+
+    /// Cancels every resting order `keep` selects, owner by owner (owner 0 first), each
+    /// owner's in order of entry. Returns how many.
+    fn cancel_where_emit(
+        &mut self,
+        reason: CancelReason,
+        emit: &mut Emitter<'_, impl EventSink>,
+        select: impl Fn(&Order, &OrderCold) -> bool,
+    ) -> u32 {
+        let mut count = 0;
+        for owner in 0..self.owners.len() {
+            let mut oi = self.owners[owner].head;
+            while oi != NIL {
+                let next = self.cold[oi as usize].owner_next;
+                if select(&self.orders[oi], &self.cold[oi as usize]) {
+                    self.reduce(oi, 0, reason, emit);
+                    count += 1;
+                }
+                oi = next;
+            }
         }
         count
     }
@@ -1401,6 +1675,10 @@ impl Matcher {
             last_refs: self.owners.iter().map(|o| o.last_ref).collect(),
             next_order_id: self.next_order_id,
             next_match_id: self.next_match_id,
+            states: (0..self.books.len())
+                .map(|i| self.trading_state(InstrumentId(i as u16)))
+                .collect(),
+            phase: self.phase,
         };
         for book in &self.books {
             let mut sides: [Vec<RestingView>; 2] = [Vec::new(), Vec::new()];
@@ -1562,7 +1840,7 @@ fn consumed_ref(body: &CommandBody) -> Option<UserRef> {
         CommandBody::Replace(r) => Some(r.user_ref),
         CommandBody::MassCancel { user_ref, .. } => Some(*user_ref),
         CommandBody::GatewayReject { user_ref, .. } => Some(*user_ref),
-        CommandBody::Disconnect | CommandBody::AccountQuery => None,
+        CommandBody::Disconnect | CommandBody::AccountQuery | CommandBody::Venue(_) => None,
     }
 }
 
@@ -1632,6 +1910,10 @@ pub struct RestingState {
     pub cross_type: u8,
     /// OUCH customer type, echoed on replaces.
     pub customer_type: u8,
+    /// Time in force Day (canceled at the end of market hours).
+    pub day_only: bool,
+    /// Good till time: when it expires, ns since midnight (0: not good till time).
+    pub expires_at: u64,
     /// Position in its price level's queue among all orders of the state (smaller: earlier).
     pub queue_rank: u32,
 }
@@ -1648,6 +1930,14 @@ pub struct BookState {
     pub last_refs: Vec<u32>,
     /// Per instrument: centre of the price band.
     pub references: Vec<Price>,
+    /// Per instrument: its own trading state.
+    pub states: Vec<TradingState>,
+    /// The venue-wide halt.
+    pub venue_halted: bool,
+    /// Where the trading day stands.
+    pub phase: Option<DayPhase>,
+    /// The day's last transition.
+    pub day_event: Option<DayEvent>,
     /// Resting orders, each owner's in order of entry (owner 0 first); that order is the
     /// order of a mass cancel's events.
     pub orders: Vec<RestingState>,
@@ -1674,6 +1964,16 @@ impl Matcher {
                 }
             }
         }
+        let mut expires: FxHashMap<u64, u64> = FxHashMap::default();
+        for Reverse((at, id, owner, user_ref)) in self.expiries.iter() {
+            if self
+                .by_ref
+                .get(*owner, *user_ref)
+                .is_some_and(|oi| self.orders[oi].id.0 == *id)
+            {
+                expires.insert(*id, *at);
+            }
+        }
         let mut orders = Vec::with_capacity(ranks.len());
         for owner in &self.owners {
             let mut oi = owner.head;
@@ -1697,6 +1997,8 @@ impl Matcher {
                     capacity: c.capacity,
                     cross_type: c.cross_type,
                     customer_type: c.customer_type,
+                    day_only: c.day_only,
+                    expires_at: expires.get(&o.id.0).copied().unwrap_or(0),
                     queue_rank: ranks[&oi],
                 });
                 oi = c.owner_next;
@@ -1707,6 +2009,10 @@ impl Matcher {
             next_match_id: self.next_match_id,
             last_refs: self.owners.iter().map(|o| o.last_ref).collect(),
             references: self.books.iter().map(|b| b.reference).collect(),
+            states: self.books.iter().map(|b| b.state).collect(),
+            venue_halted: self.venue_halted,
+            phase: Some(self.phase),
+            day_event: self.day_event,
             orders,
         }
     }
@@ -1716,7 +2022,10 @@ impl Matcher {
     /// never a panic or a book that breaks its invariants.
     pub fn from_state(config: &BookConfig, state: &BookState) -> Result<Matcher, String> {
         let mut m = Matcher::new(config);
-        if state.last_refs.len() != m.owners.len() || state.references.len() != m.books.len() {
+        if state.last_refs.len() != m.owners.len()
+            || state.references.len() != m.books.len()
+            || state.states.len() != m.books.len()
+        {
             return Err(format!(
                 "state for {} users and {} instruments, configuration has {} and {}",
                 state.last_refs.len(),
@@ -1733,9 +2042,15 @@ impl Matcher {
         for (owner, last_ref) in m.owners.iter_mut().zip(&state.last_refs) {
             owner.last_ref = *last_ref;
         }
-        for (book, reference) in m.books.iter_mut().zip(&state.references) {
+        for ((book, reference), trading) in
+            m.books.iter_mut().zip(&state.references).zip(&state.states)
+        {
             book.reference = *reference;
+            book.state = *trading;
         }
+        m.venue_halted = state.venue_halted;
+        m.phase = state.phase.ok_or("no phase of the day")?;
+        m.day_event = state.day_event;
         let mut by_rank: Vec<(u32, u32)> = Vec::with_capacity(state.orders.len());
         let mut previous_owner = 0u16;
         for s in &state.orders {
@@ -1803,8 +2118,12 @@ impl Matcher {
                 capacity: s.capacity,
                 cross_type: s.cross_type,
                 customer_type: s.customer_type,
+                day_only: s.day_only,
             };
             m.books[usize::from(s.instrument.0)].resting += 1;
+            if s.expires_at != 0 {
+                m.add_expiry((s.expires_at, s.id.0, s.owner.0, s.user_ref.0));
+            }
             m.link_to_owner(oi);
             m.by_ref.insert(s.owner.0, s.user_ref.0, oi);
             by_rank.push((s.queue_rank, oi));

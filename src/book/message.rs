@@ -85,15 +85,215 @@ pub enum CommandBody {
         /// The request's ClOrdID, or spaces.
         clordid: [u8; 14],
     },
+    /// A command of the venue's schedule, clock or operator (the command's owner is not
+    /// used; the gateway sends 0).
+    Venue(VenueCommand),
 }
 
-/// Time in force the core supports.
+/// Time in force (OUCH section 5.2). Which phases of the day accept each is in
+/// [`TimeInForce::accepted_in`]; what ends a resting order is in the module docs of
+/// [`crate::book`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum TimeInForce {
-    /// Rests until canceled or the end of the day (OUCH `0`).
+    /// Market hours (OUCH `0`): canceled at the end of market hours (reason closed).
     Day,
     /// Immediate or cancel (OUCH `3`); FOK is IOC with `min_qty == qty`.
     Ioc,
+    /// Extended hours (OUCH `5`): system hours, canceled at their end.
+    Gtx,
+    /// Good till time (OUCH `6`): canceled `expire_secs` seconds after entry (reason
+    /// timeout), or at the end of system hours if that comes first.
+    Gtt {
+        /// Seconds to live, 1..86 400 (OUCH ExpireTime option, tag 15).
+        expire_secs: u32,
+    },
+    /// After hours (OUCH `E`): accepted from the start of market hours, lives through the
+    /// post-market session, canceled at the end of system hours.
+    AfterHours,
+}
+
+impl TimeInForce {
+    /// Whether an order with this time in force may be entered in `phase`.
+    pub fn accepted_in(self, phase: DayPhase) -> bool {
+        match phase {
+            DayPhase::Unscheduled => true,
+            DayPhase::Closed => false,
+            DayPhase::PreMarket => !matches!(self, TimeInForce::Day | TimeInForce::AfterHours),
+            DayPhase::Market => true,
+            DayPhase::PostMarket => self != TimeInForce::Day,
+        }
+    }
+
+    /// Whether a resting order with this time in force lives past the end of market hours.
+    pub fn outlives_market_hours(self) -> bool {
+        self != TimeInForce::Day
+    }
+}
+
+/// Where the trading day stands, as the matcher sees it: set only by
+/// [`VenueCommand::SystemEvent`] commands, so replay reproduces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum DayPhase {
+    /// No schedule configured: every time in force is accepted at any time (an embedded
+    /// core, benches, the model tests).
+    Unscheduled,
+    /// Before the start of system hours, or after their end: no order is accepted.
+    Closed,
+    /// System hours before the open: IOC, GTX and GTT orders.
+    PreMarket,
+    /// Market hours: every time in force.
+    Market,
+    /// System hours after the close: IOC, GTX, GTT and after-hours orders.
+    PostMarket,
+}
+
+/// A transition of the trading day, as ITCH System Event codes name them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum DayEvent {
+    /// `O`: start of messages (the day's first record).
+    StartOfMessages,
+    /// `S`: start of system hours.
+    StartOfSystemHours,
+    /// `Q`: start of market hours.
+    StartOfMarketHours,
+    /// `M`: end of market hours: Day orders are canceled.
+    EndOfMarketHours,
+    /// `E`: end of system hours: every resting order is canceled.
+    EndOfSystemHours,
+    /// `C`: end of messages (the day's last record).
+    EndOfMessages,
+}
+
+impl DayEvent {
+    /// Every transition, in the order of the day.
+    pub const ALL: [DayEvent; 6] = [
+        DayEvent::StartOfMessages,
+        DayEvent::StartOfSystemHours,
+        DayEvent::StartOfMarketHours,
+        DayEvent::EndOfMarketHours,
+        DayEvent::EndOfSystemHours,
+        DayEvent::EndOfMessages,
+    ];
+
+    /// The ITCH System Event code.
+    pub fn code(self) -> u8 {
+        match self {
+            DayEvent::StartOfMessages => b'O',
+            DayEvent::StartOfSystemHours => b'S',
+            DayEvent::StartOfMarketHours => b'Q',
+            DayEvent::EndOfMarketHours => b'M',
+            DayEvent::EndOfSystemHours => b'E',
+            DayEvent::EndOfMessages => b'C',
+        }
+    }
+
+    /// The phase the day is in after this transition.
+    pub fn phase_after(self) -> DayPhase {
+        match self {
+            DayEvent::StartOfMessages | DayEvent::EndOfSystemHours | DayEvent::EndOfMessages => {
+                DayPhase::Closed
+            }
+            DayEvent::StartOfSystemHours => DayPhase::PreMarket,
+            DayEvent::StartOfMarketHours => DayPhase::Market,
+            DayEvent::EndOfMarketHours => DayPhase::PostMarket,
+        }
+    }
+}
+
+/// An instrument's trading state, as ITCH Stock Trading Action carries it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum TradingState {
+    /// `T`: orders are accepted and execute.
+    Trading,
+    /// `H`: halted: new orders and replaces are rejected, nothing executes; cancels and
+    /// reductions are accepted; resting orders stay unless the operator cancels them.
+    Halted,
+    /// `P`: paused (a circuit breaker): as halted.
+    Paused,
+    /// `Q`: quotation only: orders that would not execute on entry are accepted and rest;
+    /// orders that would execute are rejected as halted.
+    QuotationOnly,
+}
+
+impl TradingState {
+    /// The ITCH Stock Trading Action code.
+    pub fn code(self) -> u8 {
+        match self {
+            TradingState::Trading => b'T',
+            TradingState::Halted => b'H',
+            TradingState::Paused => b'P',
+            TradingState::QuotationOnly => b'Q',
+        }
+    }
+
+    /// The state for an ITCH code (`T`, `H`, `P`, `Q`).
+    pub fn from_code(code: u8) -> Option<TradingState> {
+        match code {
+            b'T' => Some(TradingState::Trading),
+            b'H' => Some(TradingState::Halted),
+            b'P' => Some(TradingState::Paused),
+            b'Q' => Some(TradingState::QuotationOnly),
+            _ => None,
+        }
+    }
+}
+
+/// A command of the venue itself: its schedule, its clock or its operator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum VenueCommand {
+    /// The day's schedule reached a transition.
+    SystemEvent(DayEvent),
+    /// Time passed: good-till-time orders due by the command's timestamp expire. (They
+    /// also expire before any command whose timestamp is past their time; this command
+    /// makes them expire when no other command comes.)
+    Timer,
+    /// An operator's action; its result comes back as [`EventBody::OperatorDone`] with the
+    /// same request number.
+    Operator {
+        /// The control plane's number for the request.
+        request: u64,
+        /// What to do.
+        action: OperatorAction,
+    },
+}
+
+/// What an operator can ask of the matcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OperatorAction {
+    /// Sets one instrument's trading state; with `cancel_resting`, its resting orders are
+    /// canceled too (reason halted).
+    SetState {
+        /// The instrument.
+        symbol: Symbol,
+        /// The new state.
+        state: TradingState,
+        /// ITCH reason code (4 characters, spaces if none).
+        reason: [u8; 4],
+        /// Cancel the instrument's resting orders.
+        cancel_resting: bool,
+    },
+    /// Halts (`true`) or resumes (`false`) every instrument at once: the venue's kill
+    /// switch. While on, every instrument is halted whatever its own state; when lifted,
+    /// each goes back to its own state.
+    VenueHalt(bool),
+    /// Cancels every resting order of one user (reason supervisory).
+    CancelUser(OwnerId),
+    /// Cancels every resting order of one instrument (reason supervisory).
+    CancelInstrument(Symbol),
+}
+
+/// The result of an operator's action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum OperatorOutcome {
+    /// Done; this many resting orders were canceled.
+    Done {
+        /// Orders canceled.
+        canceled: u32,
+    },
+    /// No instrument has the symbol.
+    UnknownSymbol,
+    /// No configured user has the number.
+    UnknownUser,
 }
 
 /// Fields the venue only echoes back; carried so the gateway needs no per-order state.
@@ -222,9 +422,15 @@ pub enum RejectReason {
     FirmNotAuthorized,
     /// The session's new-order throttle is exhausted (set by the gateway).
     Throttled,
-    /// A field value ironmatch does not offer, e.g. a pegged price type or GTT (set by the
+    /// A field value ironmatch does not offer, e.g. a pegged price type (set by the
     /// gateway).
     Unsupported,
+    /// The instrument is halted or paused, or (quotation only) the order would execute.
+    Halted,
+    /// The order's time in force is not accepted in this phase of the day.
+    Closed,
+    /// A good-till-time order's expire time is 0 or a day or more.
+    InvalidExpireTime,
 }
 
 /// Why shares were canceled.
@@ -240,6 +446,14 @@ pub enum CancelReason {
     Disconnect,
     /// A replace that failed validation canceled the original order (OUCH behaviour).
     ReplaceFailed,
+    /// The end of the hours its time in force allows (OUCH `E`, closed).
+    Closed,
+    /// A good-till-time order reached its expire time (OUCH `T`, timeout).
+    Expired,
+    /// The operator halted the instrument and canceled its orders (OUCH `H`, halted).
+    Halted,
+    /// The operator canceled the user's or the instrument's orders (OUCH `S`, supervisory).
+    Supervisory,
 }
 
 /// Who provided and who took liquidity in an execution.
@@ -494,6 +708,28 @@ pub enum EventBody {
         /// Match number.
         match_id: MatchId,
     },
+    /// The trading day reached a transition (ITCH System Event; OUCH System Event to every
+    /// user for the start and end of the day).
+    SystemEvent {
+        /// Which.
+        event: DayEvent,
+    },
+    /// An instrument's trading state changed or was restated (ITCH Stock Trading Action).
+    TradingAction {
+        /// Instrument.
+        instrument: InstrumentId,
+        /// The state now in force (the venue halt counts).
+        state: TradingState,
+        /// ITCH reason code, spaces if none.
+        reason: [u8; 4],
+    },
+    /// An operator's action was done (for the control plane; not on the feed).
+    OperatorDone {
+        /// The request's number.
+        request: u64,
+        /// What came of it.
+        outcome: OperatorOutcome,
+    },
 }
 
 impl EventBody {
@@ -516,7 +752,10 @@ impl EventBody {
             | EventBody::MdCancel { .. }
             | EventBody::MdDelete { .. }
             | EventBody::MdReplace { .. }
-            | EventBody::MdTrade { .. } => None,
+            | EventBody::MdTrade { .. }
+            | EventBody::SystemEvent { .. }
+            | EventBody::TradingAction { .. }
+            | EventBody::OperatorDone { .. } => None,
         }
     }
 }
@@ -751,6 +990,22 @@ impl std::fmt::Display for Event {
                 "  feed {}: hidden trade {side:?} {} @ {price} match {}",
                 instrument.0, qty.0, match_id.0
             ),
+            EventBody::SystemEvent { event } => {
+                write!(f, "venue: {event:?} ({})", char::from(event.code()))
+            }
+            EventBody::TradingAction {
+                instrument,
+                state,
+                reason,
+            } => write!(
+                f,
+                "  feed {}: trading state {state:?} reason {:?}",
+                instrument.0,
+                String::from_utf8_lossy(reason).trim_end()
+            ),
+            EventBody::OperatorDone { request, outcome } => {
+                write!(f, "operator request {request}: {outcome:?}")
+            }
         }
     }
 }

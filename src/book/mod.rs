@@ -113,6 +113,12 @@ pub struct BookConfig {
     pub levels_max: u32,
     /// Self-trade prevention mode of owners without one of their own.
     pub stp: StpMode,
+    /// The venue runs a trading day (`[venue]` in the configuration): the matcher starts
+    /// closed and follows [`VenueCommand::SystemEvent`]s. Without it every time in force is
+    /// accepted at any time. Left out of the serialized form when off, so the journal
+    /// fingerprint of an unscheduled configuration is what it always was.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub scheduled: bool,
 }
 
 impl BookConfig {

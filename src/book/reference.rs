@@ -50,6 +50,10 @@ pub struct BookView {
     pub next_order_id: u64,
     /// Next match number.
     pub next_match_id: u64,
+    /// Per instrument: the trading state in force.
+    pub states: Vec<TradingState>,
+    /// Where the trading day stands.
+    pub phase: DayPhase,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -61,6 +65,9 @@ struct RefOrder {
     max_floor: u32,
     firm: Firm,
     echo: Echo,
+    day_only: bool,
+    /// Good till time: expire time in ns since midnight; 0 for other orders.
+    expires_at: u64,
 }
 
 impl RefOrder {
@@ -95,6 +102,10 @@ pub struct ReferenceMatcher {
     next_time: u64,
     events: Vec<Event>,
     ts: Timestamp,
+    phase: DayPhase,
+    venue_halted: bool,
+    /// Per instrument: its own trading state.
+    states: Vec<TradingState>,
 }
 
 struct Taker {
@@ -128,6 +139,13 @@ impl ReferenceMatcher {
             next_time: 0,
             events: Vec::new(),
             ts: Timestamp(0),
+            phase: if config.scheduled {
+                DayPhase::Closed
+            } else {
+                DayPhase::Unscheduled
+            },
+            venue_halted: false,
+            states: vec![TradingState::Trading; config.instruments.len()],
         }
     }
 
@@ -135,8 +153,11 @@ impl ReferenceMatcher {
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
         self.ts = cmd.ts;
         self.events.clear();
+        self.expire_due();
         let owner = cmd.owner;
-        if usize::from(owner.0) >= self.config.owners.len() {
+        if let CommandBody::Venue(venue) = cmd.body {
+            self.venue(venue);
+        } else if usize::from(owner.0) >= self.config.owners.len() {
             let user_ref = match &cmd.body {
                 CommandBody::New(o) => Some(o.user_ref),
                 CommandBody::Cancel { user_ref, .. }
@@ -144,7 +165,7 @@ impl ReferenceMatcher {
                 | CommandBody::MassCancel { user_ref, .. }
                 | CommandBody::GatewayReject { user_ref, .. } => Some(*user_ref),
                 CommandBody::Replace(r) => Some(r.user_ref),
-                CommandBody::Disconnect | CommandBody::AccountQuery => None,
+                CommandBody::Disconnect | CommandBody::AccountQuery | CommandBody::Venue(_) => None,
             };
             if let Some(user_ref) = user_ref {
                 self.reject(owner, user_ref, RejectReason::UnknownOwner, [b' '; 14]);
@@ -182,9 +203,165 @@ impl ReferenceMatcher {
                         self.cancel_all(owner, None, None, CancelReason::Disconnect);
                     }
                 }
+                CommandBody::Venue(_) => unreachable!("handled above"),
             }
         }
         out.extend_from_slice(&self.events);
+    }
+
+    /// Good-till-time orders whose time has come, earliest first, then older first.
+    fn expire_due(&mut self) {
+        let mut due: Vec<(u64, OrderId)> = self
+            .orders
+            .iter()
+            .filter(|o| o.expires_at != 0 && o.expires_at <= self.ts.0)
+            .map(|o| (o.expires_at, o.view.order_id))
+            .collect();
+        due.sort();
+        for (_, id) in due {
+            let i = self
+                .orders
+                .iter()
+                .position(|o| o.view.order_id == id)
+                .unwrap_or_else(|| unreachable!());
+            self.cut(i, 0, CancelReason::Expired);
+        }
+    }
+
+    fn state_of(&self, instrument: usize) -> TradingState {
+        if self.venue_halted {
+            TradingState::Halted
+        } else {
+            self.states[instrument]
+        }
+    }
+
+    fn open_for(&self, instrument: usize, tif: TimeInForce) -> Result<(), RejectReason> {
+        if !tif.accepted_in(self.phase) {
+            return Err(RejectReason::Closed);
+        }
+        match self.state_of(instrument) {
+            TradingState::Halted | TradingState::Paused => Err(RejectReason::Halted),
+            _ => Ok(()),
+        }
+    }
+
+    /// Quotation only: an order that would cross is rejected as halted.
+    fn quotation_check(
+        &self,
+        instrument: usize,
+        side: Side,
+        limit: Price,
+    ) -> Result<(), RejectReason> {
+        let contra = side.book_side().opposite();
+        let crosses = self
+            .best(instrument, contra)
+            .is_some_and(|b| Self::crosses(contra, self.orders[b].view.price, limit));
+        if self.state_of(instrument) == TradingState::QuotationOnly && crosses {
+            return Err(RejectReason::Halted);
+        }
+        Ok(())
+    }
+
+    /// Cancels every order `select` picks, by owner, then order of entry.
+    fn cancel_selected(&mut self, reason: CancelReason, select: impl Fn(&RefOrder) -> bool) -> u32 {
+        let mut keys: Vec<(OwnerId, OrderId)> = self
+            .orders
+            .iter()
+            .filter(|o| select(o))
+            .map(|o| (o.view.owner, o.view.order_id))
+            .collect();
+        keys.sort();
+        for (_, id) in &keys {
+            let i = self
+                .orders
+                .iter()
+                .position(|o| o.view.order_id == *id)
+                .unwrap_or_else(|| unreachable!());
+            self.cut(i, 0, reason);
+        }
+        keys.len() as u32
+    }
+
+    fn venue(&mut self, command: VenueCommand) {
+        match command {
+            VenueCommand::Timer => {}
+            VenueCommand::SystemEvent(event) => {
+                self.phase = event.phase_after();
+                self.emit(EventBody::SystemEvent { event });
+                match event {
+                    DayEvent::EndOfMarketHours => {
+                        self.cancel_selected(CancelReason::Closed, |o| o.day_only);
+                    }
+                    DayEvent::EndOfSystemHours | DayEvent::EndOfMessages => {
+                        self.cancel_selected(CancelReason::Closed, |_| true);
+                    }
+                    _ => {}
+                }
+            }
+            VenueCommand::Operator { request, action } => {
+                let outcome = self.operator(action);
+                self.emit(EventBody::OperatorDone { request, outcome });
+            }
+        }
+    }
+
+    fn operator(&mut self, action: OperatorAction) -> OperatorOutcome {
+        match action {
+            OperatorAction::SetState {
+                symbol,
+                state,
+                reason,
+                cancel_resting,
+            } => {
+                let Some(i) = self.instrument_of(symbol) else {
+                    return OperatorOutcome::UnknownSymbol;
+                };
+                self.states[i] = state;
+                self.emit(EventBody::TradingAction {
+                    instrument: InstrumentId(i as u16),
+                    state: self.state_of(i),
+                    reason,
+                });
+                let canceled = if cancel_resting {
+                    self.cancel_selected(CancelReason::Halted, |o| o.instrument == i)
+                } else {
+                    0
+                };
+                OperatorOutcome::Done { canceled }
+            }
+            OperatorAction::VenueHalt(on) => {
+                let before: Vec<TradingState> =
+                    (0..self.states.len()).map(|i| self.state_of(i)).collect();
+                self.venue_halted = on;
+                for (i, was) in before.into_iter().enumerate() {
+                    let now = self.state_of(i);
+                    if now != was {
+                        self.emit(EventBody::TradingAction {
+                            instrument: InstrumentId(i as u16),
+                            state: now,
+                            reason: if on { *b"O1  " } else { *b"    " },
+                        });
+                    }
+                }
+                OperatorOutcome::Done { canceled: 0 }
+            }
+            OperatorAction::CancelUser(owner) => {
+                if usize::from(owner.0) >= self.config.owners.len() {
+                    return OperatorOutcome::UnknownUser;
+                }
+                let canceled = self.cancel_all(owner, None, None, CancelReason::Supervisory);
+                OperatorOutcome::Done { canceled }
+            }
+            OperatorAction::CancelInstrument(symbol) => {
+                let Some(i) = self.instrument_of(symbol) else {
+                    return OperatorOutcome::UnknownSymbol;
+                };
+                let canceled =
+                    self.cancel_selected(CancelReason::Supervisory, |o| o.instrument == i);
+                OperatorOutcome::Done { canceled }
+            }
+        }
     }
 
     fn emit(&mut self, body: EventBody) {
@@ -275,6 +452,11 @@ impl ReferenceMatcher {
         max_floor: u32,
         hidden: bool,
     ) -> Result<Price, RejectReason> {
+        if let TimeInForce::Gtt { expire_secs } = tif
+            && !(1..86_400).contains(&expire_secs)
+        {
+            return Err(RejectReason::InvalidExpireTime);
+        }
         let spec = &self.config.instruments[instrument];
         let reference = self.references[instrument].0;
         let half = reference * u64::from(spec.band_bps) / 10_000;
@@ -364,6 +546,9 @@ impl ReferenceMatcher {
                 o.echo.clordid,
             );
         };
+        if let Err(reason) = self.open_for(instrument, o.tif) {
+            return self.reject(owner, o.user_ref, reason, o.echo.clordid);
+        }
         let mut result = self.validate(
             instrument,
             o.side,
@@ -376,7 +561,12 @@ impl ReferenceMatcher {
             o.hidden,
         );
         if let Ok(limit) = result
-            && o.tif == TimeInForce::Day
+            && let Err(reason) = self.quotation_check(instrument, o.side, limit)
+        {
+            result = Err(reason);
+        }
+        if let Ok(limit) = result
+            && o.tif != TimeInForce::Ioc
             && o.price.is_some()
             && let Err(reason) = self.capacity(instrument, o.side, limit, None)
         {
@@ -644,6 +834,13 @@ impl ReferenceMatcher {
             max_floor: t.max_floor,
             firm: t.firm,
             echo: t.echo,
+            day_only: t.tif == TimeInForce::Day,
+            expires_at: match t.tif {
+                TimeInForce::Gtt { expire_secs } => {
+                    self.ts.0 + u64::from(expire_secs) * 1_000_000_000
+                }
+                _ => 0,
+            },
         });
         let instrument = InstrumentId(t.instrument as u16);
         if t.hidden {
@@ -785,6 +982,9 @@ impl ReferenceMatcher {
             );
         }
         let orig = self.orders[i];
+        if let Err(reason) = self.open_for(orig.instrument, r.tif) {
+            return self.reject(owner, r.user_ref, reason, r.echo.clordid);
+        }
         let open = r.qty.0.saturating_sub(orig.view.executed);
         let mut result = self.validate(
             orig.instrument,
@@ -798,7 +998,7 @@ impl ReferenceMatcher {
             r.hidden,
         );
         if let Ok(limit) = result
-            && r.tif == TimeInForce::Day
+            && r.tif != TimeInForce::Ioc
             && let Err(reason) = self.capacity(orig.instrument, orig.view.side, limit, Some(i))
         {
             result = Err(reason);
@@ -810,6 +1010,9 @@ impl ReferenceMatcher {
                 return self.cut(i, 0, CancelReason::ReplaceFailed);
             }
         };
+        if let Err(reason) = self.quotation_check(orig.instrument, orig.view.side, limit) {
+            return self.reject(owner, r.user_ref, reason, r.echo.clordid);
+        }
         self.last_refs[usize::from(owner.0)] = r.user_ref.0;
         let contra = orig.view.side.book_side().opposite();
         let marketable = self
@@ -860,7 +1063,7 @@ impl ReferenceMatcher {
             echo,
         };
         let pure_replace =
-            !orig.view.hidden && !r.hidden && r.tif == TimeInForce::Day && !marketable;
+            !orig.view.hidden && !r.hidden && r.tif != TimeInForce::Ioc && !marketable;
         if pure_replace {
             return self.rest(taker, Some(orig.view.md_ref));
         }
@@ -966,6 +1169,8 @@ impl ReferenceMatcher {
             last_refs: self.last_refs.clone(),
             next_order_id: self.next_id,
             next_match_id: self.next_match,
+            states: (0..self.states.len()).map(|i| self.state_of(i)).collect(),
+            phase: self.phase,
         }
     }
 }

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use rustc_hash::FxHashMap;
 
-use crate::book::{BookConfig, Event, EventBody};
+use crate::book::{BookConfig, DayEvent, Event, EventBody};
 use crate::journal::{Entry, JournalError, Place};
 use crate::types::{BookSide, InstrumentId, Timestamp};
 use crate::wire::itch::{Body, MESSAGE_LEN_MAX, Message, StockDirectory};
@@ -45,6 +45,8 @@ pub struct StreamError(pub String);
 pub struct Translator {
     listings: Vec<Listing>,
     attribution: bool,
+    /// A venue with a trading day: the day's System Events come from the journal.
+    scheduled: bool,
     shown: FxHashMap<u64, Shown>,
     messages: u64,
 }
@@ -91,6 +93,7 @@ impl Translator {
                 })
                 .collect(),
             attribution,
+            scheduled: book.scheduled,
             shown: FxHashMap::default(),
             messages: 0,
         }
@@ -119,11 +122,22 @@ impl Translator {
         self.messages += 1;
     }
 
-    /// The start of day, stamped `ts`: System Event `O` and `S`, one Stock Directory per
-    /// instrument, one Trading Action `T` per instrument, System Event `Q`.
+    /// The start of day, stamped `ts`. Without a trading day (no `[venue]`): System Event
+    /// `O` and `S`, the directory (see [`Translator::directory`]), System Event `Q`. With
+    /// one, nothing: the journal's System Events carry the day, and the directory follows
+    /// its `O`.
     pub fn preamble(&mut self, ts: u64, out: &mut Vec<u8>) {
+        if self.scheduled {
+            return;
+        }
         self.emit(out, 0, ts, Body::SystemEvent { code: b'O' });
         self.emit(out, 0, ts, Body::SystemEvent { code: b'S' });
+        self.directory(ts, out);
+        self.emit(out, 0, ts, Body::SystemEvent { code: b'Q' });
+    }
+
+    /// One Stock Directory per instrument, then one Trading Action `T` per instrument.
+    fn directory(&mut self, ts: u64, out: &mut Vec<u8>) {
         for i in 0..self.listings.len() {
             let l = self.listings[i];
             let directory = StockDirectory {
@@ -155,7 +169,6 @@ impl Translator {
             };
             self.emit(out, locate(i), ts, action);
         }
-        self.emit(out, 0, ts, Body::SystemEvent { code: b'Q' });
     }
 
     fn listing(&self, instrument: InstrumentId) -> Result<(u16, [u8; 8]), StreamError> {
@@ -335,6 +348,26 @@ impl Translator {
                     stock,
                     price: price4(price.0)?,
                     match_number: match_id.0,
+                };
+                self.emit(out, loc, ts, body);
+            }
+            EventBody::SystemEvent { event: day } => {
+                self.emit(out, 0, ts, Body::SystemEvent { code: day.code() });
+                if day == DayEvent::StartOfMessages {
+                    self.directory(ts, out);
+                }
+            }
+            EventBody::TradingAction {
+                instrument,
+                state,
+                reason,
+            } => {
+                let (loc, stock) = self.listing(instrument)?;
+                let body = Body::TradingAction {
+                    stock,
+                    state: state.code(),
+                    reserved: b' ',
+                    reason,
                 };
                 self.emit(out, loc, ts, body);
             }

@@ -5,7 +5,9 @@
 
 use zerocopy::big_endian::{U16, U32, U64};
 
-use crate::book::{CancelReason, Event, EventBody, Liquidity, OrderAck, RejectReason, TimeInForce};
+use crate::book::{
+    CancelReason, DayEvent, Event, EventBody, Liquidity, OrderAck, RejectReason, TimeInForce,
+};
 use crate::types::{OwnerId, Symbol};
 use crate::wire::ouch::{self, Options, outbound, write_fixed, write_with_options};
 
@@ -29,7 +31,11 @@ pub fn reject_code(reason: RejectReason) -> u16 {
         RejectReason::UnknownOwner | RejectReason::OrderPoolFull | RejectReason::LevelPoolFull => {
             0x000A
         }
-        RejectReason::DuplicateUserRef | RejectReason::Throttled => 0x000F,
+        RejectReason::DuplicateUserRef
+        | RejectReason::Throttled
+        | RejectReason::InvalidExpireTime => 0x000F,
+        RejectReason::Halted => 0x0007,
+        RejectReason::Closed => 0x0002,
     }
 }
 
@@ -40,6 +46,10 @@ pub fn cancel_code(reason: CancelReason) -> u8 {
         CancelReason::Ioc => b'I',
         CancelReason::CannotExecute => b'K',
         CancelReason::Disconnect | CancelReason::ReplaceFailed => b'Z',
+        CancelReason::Closed => b'E',
+        CancelReason::Expired => b'T',
+        CancelReason::Halted => b'H',
+        CancelReason::Supervisory => b'S',
     }
 }
 
@@ -56,7 +66,30 @@ fn tif_code(tif: TimeInForce) -> u8 {
     match tif {
         TimeInForce::Day => b'0',
         TimeInForce::Ioc => b'3',
+        TimeInForce::Gtx => b'5',
+        TimeInForce::Gtt { .. } => b'6',
+        TimeInForce::AfterHours => b'E',
     }
+}
+
+/// The OUCH System Event code for a transition of the day, if OUCH has one: `S` start of
+/// day at the start of system hours, `E` end of day at their end.
+pub fn ouch_system_event(event: DayEvent) -> Option<u8> {
+    match event {
+        DayEvent::StartOfSystemHours => Some(b'S'),
+        DayEvent::EndOfSystemHours => Some(b'E'),
+        _ => None,
+    }
+}
+
+/// Writes an OUCH System Event.
+pub fn encode_system_event(ts: u64, code: u8, out: &mut Vec<u8>) {
+    let m = ouch::SystemEvent {
+        msg_type: outbound::SYSTEM_EVENT,
+        timestamp: U64::new(ts),
+        event_code: code,
+    };
+    write_fixed(out, &m);
 }
 
 fn display_code(order: &OrderAck) -> u8 {
@@ -75,12 +108,17 @@ fn ack_options(order: &OrderAck) -> Options {
         max_floor: (order.max_floor.0 > 0).then_some(order.max_floor.0),
         customer_type: (order.echo.customer_type != b' ').then_some(order.echo.customer_type),
         post_only: order.post_only.then_some(b'P'),
+        expire_time: match order.tif {
+            TimeInForce::Gtt { expire_secs } => Some(expire_secs),
+            _ => None,
+        },
         ..Options::default()
     }
 }
 
 /// Writes the OUCH message for `event` into `out` and returns its owner, or `None` (and
-/// writes nothing) for market-data events. `symbols[i]` is instrument `i`'s symbol.
+/// writes nothing) for market-data and venue events (a System Event for every user is
+/// written by the gateway with [`encode_system_event`]). `symbols[i]` is instrument `i`'s symbol.
 pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Option<OwnerId> {
     let ts = U64::new(event.ts.0);
     match event.body {
@@ -291,7 +329,10 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
         | EventBody::MdCancel { .. }
         | EventBody::MdDelete { .. }
         | EventBody::MdReplace { .. }
-        | EventBody::MdTrade { .. } => None,
+        | EventBody::MdTrade { .. }
+        | EventBody::SystemEvent { .. }
+        | EventBody::TradingAction { .. }
+        | EventBody::OperatorDone { .. } => None,
     }
 }
 

@@ -51,10 +51,16 @@ pub fn reject_target(msg: &Inbound<'_>) -> (UserRef, [u8; 14]) {
     (UserRef(user_ref), clordid)
 }
 
-fn tif(code: u8) -> Option<TimeInForce> {
+/// The time in force of a code; GTT takes its seconds from the ExpireTime option (tag 15).
+fn tif(code: u8, options: &Options) -> Option<TimeInForce> {
     match code {
         b'0' => Some(TimeInForce::Day),
         b'3' => Some(TimeInForce::Ioc),
+        b'5' => Some(TimeInForce::Gtx),
+        b'6' => options
+            .expire_time
+            .map(|expire_secs| TimeInForce::Gtt { expire_secs }),
+        b'E' => Some(TimeInForce::AfterHours),
         _ => None,
     }
 }
@@ -85,7 +91,12 @@ fn check_side(code: u8, field: &'static str) -> Result<(), Invalid> {
 /// The order fields Enter and Replace share: time in force, display, intermarket sweep.
 fn check_order_fields(tif_code: u8, display_code: u8, iso: u8, o: &Options) -> Result<(), Invalid> {
     use RejectReason::Unsupported;
-    check(tif(tif_code).is_some(), Unsupported, "time in force")?;
+    check(
+        tif_code != b'6' || o.expire_time.is_some(),
+        RejectReason::InvalidExpireTime,
+        "expire time (tag 15) missing on a GTT order",
+    )?;
+    check(tif(tif_code, o).is_some(), Unsupported, "time in force")?;
     check(display(display_code, o).is_some(), Unsupported, "display")?;
     check(matches!(iso, b'Y' | b'N'), Unsupported, "intermarket sweep")
 }
@@ -193,7 +204,7 @@ pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
     let side_of = |code| Side::from_byte(code).expect("validated");
     match msg {
         Inbound::Enter(m, o) => {
-            let tif = tif(m.tif).expect("validated");
+            let tif = tif(m.tif, o).expect("validated");
             let (hidden, post_only) = display(m.display, o).expect("validated");
             let price = m.price.get();
             CommandBody::New(NewOrder {
@@ -219,7 +230,7 @@ pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
             })
         }
         Inbound::Replace(m, o) => {
-            let tif = tif(m.tif).expect("validated");
+            let tif = tif(m.tif, o).expect("validated");
             let (hidden, post_only) = display(m.display, o).expect("validated");
             CommandBody::Replace(ReplaceOrder {
                 orig_user_ref: UserRef(m.orig_user_ref.get()),
@@ -320,9 +331,41 @@ mod tests {
     }
 
     #[test]
+    fn every_time_in_force_maps_and_gtt_needs_its_expire_time() {
+        for (code, options, tif) in [
+            (b'0', &[][..], TimeInForce::Day),
+            (b'3', &[], TimeInForce::Ioc),
+            (b'5', &[], TimeInForce::Gtx),
+            (
+                b'6',
+                &[5, 15, 0, 0, 0x0e, 0x10],
+                TimeInForce::Gtt { expire_secs: 3600 },
+            ),
+            (b'E', &[], TimeInForce::AfterHours),
+        ] {
+            let bytes = enter(b'Y', code, 100, options);
+            let CommandBody::New(o) = to_command(&decode_inbound(&bytes).unwrap(), firm()) else {
+                panic!("{}", char::from(code))
+            };
+            assert_eq!(o.tif, tif);
+        }
+        let cmd = to_command(
+            &decode_inbound(&enter(b'Y', b'6', 100, &[])).unwrap(),
+            firm(),
+        );
+        assert!(matches!(
+            cmd,
+            CommandBody::GatewayReject {
+                reason: RejectReason::InvalidExpireTime,
+                ..
+            }
+        ));
+    }
+
+    #[test]
     fn what_is_not_offered_is_rejected_with_the_clients_reference() {
         for bytes in [
-            enter(b'Y', b'6', 100, &[]),
+            enter(b'Y', b'7', 100, &[]),
             enter(b'M', b'0', 100, &[]),
             enter(b'Y', b'0', 100, &[2, 6, b'M']),
         ] {

@@ -39,7 +39,7 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -50,11 +50,12 @@ pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
 use session::UserSession;
 
-use crate::admin::metrics::{EngineMetrics, MarkReader, now_ns};
-use crate::book::{Command, CommandBody};
+use crate::admin::metrics::{EngineMetrics, MarkReader};
+use crate::book::{Command, CommandBody, DayEvent, VenueCommand};
 use crate::config::Config;
 use crate::pipeline::{Agent, Record, Ring};
-use crate::types::{OwnerId, Symbol, Timestamp};
+use crate::types::{OwnerId, Symbol};
+use crate::venue::VenueClock;
 use crate::wire::ouch::decode_inbound;
 use crate::wire::soupbin::{self, ClientPacket, kind};
 
@@ -146,6 +147,44 @@ pub struct Gateway {
     /// Events taken from the egress ring so far, for the journal writer's marks.
     egress_taken: u64,
     marks: MarkReader,
+    /// Stamps commands: nanoseconds since midnight in the venue's time zone.
+    clock: VenueClock,
+    /// The trading day's transitions still to send, if the venue has a day.
+    day: Option<DayPlan>,
+    /// The matcher's next deadline (ns since midnight, `u64::MAX`: none).
+    deadline: Arc<AtomicU64>,
+    /// The deadline a timer command was last sent for.
+    timer_sent_for: u64,
+    /// Set once the day's End of Messages is sequenced: the engine then drains and stops.
+    day_over: Arc<AtomicBool>,
+}
+
+/// The day's schedule as the gateway sends it: each transition is pushed as a command when
+/// its time comes (at once if it passed while the engine was down).
+#[derive(Clone, Debug)]
+pub struct DayPlan {
+    /// When each transition happens (ns since the Unix epoch), in the order of the day.
+    pub transitions: [(i64, DayEvent); 6],
+    /// The next one to send.
+    pub next: usize,
+}
+
+impl DayPlan {
+    /// The plan for a day whose journal's last transition was `last` (`None`: a new day).
+    pub fn resume(transitions: [(i64, DayEvent); 6], last: Option<DayEvent>) -> DayPlan {
+        let next = last.map_or(0, |e| {
+            transitions
+                .iter()
+                .position(|(_, t)| *t == e)
+                .map_or(0, |i| i + 1)
+        });
+        DayPlan { transitions, next }
+    }
+
+    /// Logins are taken from the start of messages to the end of messages.
+    fn open(&self) -> bool {
+        self.next > 0 && self.next < self.transitions.len()
+    }
 }
 
 impl Gateway {
@@ -217,6 +256,13 @@ impl Gateway {
             metrics: None,
             egress_taken: 0,
             marks: MarkReader::default(),
+            clock: config
+                .schedule()
+                .map_or_else(VenueClock::utc, |s| VenueClock::new(s.tz)),
+            day: None,
+            deadline: Arc::new(AtomicU64::new(u64::MAX)),
+            timer_sent_for: u64::MAX,
+            day_over: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -249,6 +295,54 @@ impl Gateway {
         }
     }
 
+    /// Runs the trading day `plan` (with a `[venue]`): transitions are sequenced at their
+    /// times, logins are taken only between the day's start and end of messages, and after
+    /// the end of messages the engine drains and stops (`day_over` is set).
+    pub fn set_day(&mut self, plan: DayPlan, day_over: Arc<AtomicBool>) {
+        self.day = Some(plan);
+        self.day_over = day_over;
+        // Transitions already due (the day's start of messages at least) go first, before
+        // any login is taken.
+        self.check_clock();
+    }
+
+    /// Where the matcher publishes its next deadline: a timer command goes in when it passes.
+    pub fn set_deadline(&mut self, deadline: Arc<AtomicU64>) {
+        self.deadline = deadline;
+    }
+
+    /// Sends the day's transitions whose time has come, and a timer command when the
+    /// matcher's deadline has passed.
+    fn check_clock(&mut self) {
+        let now = crate::venue::epoch_ns();
+        let ts = self.clock.at(now);
+        if let Some(plan) = self.day.as_mut() {
+            while plan.next < plan.transitions.len() && now >= plan.transitions[plan.next].0 {
+                let event = plan.transitions[plan.next].1;
+                plan.next += 1;
+                eprintln!("ironmatch gateway: trading day: {event:?}");
+                self.deferred.push_back(Record::Command(Command {
+                    ts,
+                    owner: OwnerId(0),
+                    body: CommandBody::Venue(VenueCommand::SystemEvent(event)),
+                }));
+                if event == DayEvent::EndOfMessages {
+                    self.day_over.store(true, Ordering::SeqCst);
+                    self.shutdown.store(true, Ordering::SeqCst);
+                }
+            }
+        }
+        let deadline = self.deadline.load(Ordering::Relaxed);
+        if deadline != u64::MAX && ts.0 >= deadline && self.timer_sent_for != deadline {
+            self.timer_sent_for = deadline;
+            self.deferred.push_back(Record::Command(Command {
+                ts,
+                owner: OwnerId(0),
+                body: CommandBody::Venue(VenueCommand::Timer),
+            }));
+        }
+    }
+
     /// The admission counters, readable from any thread while the gateway runs.
     pub fn admission_counters(&self) -> Arc<AdmissionCounters> {
         Arc::clone(&self.counters)
@@ -257,6 +351,20 @@ impl Gateway {
     /// Appends an event's OUCH message to its user's stream; returns the user and the
     /// message's OUCH type, or `None` for market data.
     fn store_event(&mut self, event: &crate::book::Event) -> Option<(usize, u8)> {
+        if let crate::book::EventBody::SystemEvent { event: day } = event.body
+            && let Some(code) = egress::ouch_system_event(day)
+        {
+            for (u, (user, dirty)) in self.users.iter_mut().zip(self.dirty.iter_mut()).enumerate() {
+                user.append(|out| egress::encode_system_event(event.ts.0, code, out));
+                *dirty = true;
+                if let Some(m) = &self.metrics {
+                    m.gateway
+                        .count_out(crate::wire::ouch::outbound::SYSTEM_EVENT);
+                    m.gateway.sessions[u].messages.set(user.next_seq() - 1);
+                }
+            }
+            return None;
+        }
         let u = usize::from(event.body.owner()?.0);
         let symbols = &self.symbols;
         let mut msg_type = 0;
@@ -610,9 +718,16 @@ impl Gateway {
             .position(|u| u.username.as_bytes().eq_ignore_ascii_case(name));
         let session = soupbin::trimmed(&req.requested_session);
         let requested = soupbin::parse_number(&req.requested_sequence);
+        let day_open = self.day.as_ref().is_none_or(DayPlan::open);
         let verdict = match found {
             Some(u) if self.users[u].password_matches(&req.password) => {
-                if !session.is_empty() && session != soupbin::trimmed(&self.settings.session) {
+                if !day_open {
+                    Err((
+                        soupbin::REJECT_SESSION_UNAVAILABLE,
+                        "the trading day has not started or has ended",
+                    ))
+                } else if !session.is_empty() && session != soupbin::trimmed(&self.settings.session)
+                {
                     Err((soupbin::REJECT_SESSION_UNAVAILABLE, "unknown session"))
                 } else if self.users[u].conn.is_some() {
                     Err((
@@ -695,7 +810,7 @@ impl Gateway {
             to_command(&decoded, user.firm)
         };
         let cmd = Command {
-            ts: Timestamp::now(),
+            ts: self.clock.now(),
             owner: user.owner,
             body,
         };
@@ -744,7 +859,7 @@ impl Gateway {
                     conn.peer, user.username
                 );
                 self.deferred.push_back(Record::Command(Command {
-                    ts: Timestamp::now(),
+                    ts: self.clock.now(),
                     owner: user.owner,
                     body: CommandBody::Disconnect,
                 }));
@@ -860,12 +975,11 @@ impl Gateway {
             }
         }
         if let Some(m) = &self.metrics {
-            let g = &m.gateway;
             self.marks.finish(
                 &m.to_egress_marks,
                 self.egress_taken,
-                now_ns(),
-                &g.journaled_to_written,
+                self.clock.now().0,
+                &m.gateway.journaled_to_written,
             );
         }
         Egress::Moved
@@ -881,6 +995,9 @@ impl Gateway {
     }
 
     fn check_timers(&mut self, now: Instant) {
+        if !self.draining {
+            self.check_clock();
+        }
         let pending = self.pending_count();
         self.log.summary(now, &self.counters, pending);
         for i in 0..self.conns.len() {

@@ -16,9 +16,10 @@ use std::time::{Duration, Instant};
 
 use super::BATCH_LEN_MAX;
 use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
-use crate::admin::metrics::{EngineMetrics, Mark, MarkReader, now_ns};
+use crate::admin::metrics::{EngineMetrics, Mark, MarkReader};
 use crate::book::Event;
 use crate::pipeline::{Agent, Record, Ring, Signal};
+use crate::venue::VenueClock;
 
 /// How often a held writer looks at its hold flag.
 const HOLD_POLL: Duration = Duration::from_millis(1);
@@ -215,6 +216,8 @@ pub struct JournalAgent {
     /// their records were written (the matcher marks a batch once it is done with it, and
     /// on its own thread the writer may have written it by then).
     last_commit_ns: u64,
+    /// The clock for metrics (the gateway's).
+    clock: VenueClock,
 }
 
 impl JournalAgent {
@@ -230,11 +233,13 @@ impl JournalAgent {
             released_total: 0,
             marks: MarkReader::default(),
             last_commit_ns: 0,
+            clock: VenueClock::utc(),
         }
     }
 
     /// Publishes what it writes, and how fast, into `metrics`.
     pub fn set_metrics(&mut self, metrics: Arc<EngineMetrics>) {
+        self.clock = metrics.clock.clone();
         self.metrics = Some(metrics);
     }
 
@@ -260,7 +265,7 @@ impl JournalAgent {
         for sync in [times.rotation_sync, times.sync].into_iter().flatten() {
             j.fsync_ns.record(sync.as_nanos() as u64, 1);
         }
-        let now = now_ns();
+        let now = self.clock.now().0;
         self.marks.finish(
             &m.to_journal_marks,
             self.taken_total,

@@ -123,13 +123,19 @@ burst = 3
 
 /// The shipped configuration as text, with every port ephemeral (the feed goes to the
 /// loopback discard port, the admin endpoint to a port of its own) so that tests can run
-/// side by side.
+/// side by side, and without its `[venue]` table, so that the tests run the same at any
+/// hour (tests/day.rs runs the day).
 pub fn shipped_config_for_tests() -> String {
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/config/ironmatch.toml"
     ))
     .unwrap();
+    let venue = shipped
+        .find("\n[venue]")
+        .expect("the shipped config has a [venue]");
+    let after = venue + 1 + shipped[venue + 1..].find("\n[").expect("a table follows");
+    let shipped = format!("{}{}", &shipped[..venue], &shipped[after..]);
     shipped
         .replace("127.0.0.1:15000", "127.0.0.1:0")
         .replace("127.0.0.1:15001", "127.0.0.1:9")

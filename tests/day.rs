@@ -1,0 +1,336 @@
+//! The trading day end to end over loopback, compressed to seconds: the schedule's
+//! transitions, time in force by phase, expiries, the close, the end of the day and the
+//! next day, and a restart in the middle of the day.
+//!
+//! The venue's time zone is chosen so that its local time is around noon whatever the hour
+//! the test runs at, so that a day of a few seconds never crosses midnight.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use ironmatch::client::{Client, Received};
+use ironmatch::config::Config;
+use ironmatch::server::Server;
+use ironmatch::wire::itch::{Body, Message};
+use ironmatch::wire::ouch::{Options, Outbound, outbound};
+
+use common::{decode, temp_dir, test_config_text};
+
+const PX: u64 = 1_500_000; // 150.00
+
+/// A fixed-offset zone where it is about noon now.
+fn noon_zone() -> String {
+    let hour = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .hour();
+    let k = 12 - i32::from(hour);
+    // POSIX sign: Etc/GMT-3 is three hours ahead of UTC.
+    match k {
+        0 => "Etc/GMT".to_string(),
+        k if k > 0 => format!("Etc/GMT-{k}"),
+        k => format!("Etc/GMT+{}", -k),
+    }
+}
+
+/// The local time `secs` from now in `zone`, as the configuration writes it.
+fn local_in(zone: &str, secs: f64) -> String {
+    let tz = jiff::tz::TimeZone::get(zone).unwrap();
+    let at = jiff::Timestamp::now()
+        .checked_add(jiff::SignedDuration::from_secs_f64(secs))
+        .unwrap()
+        .to_zoned_datetime(tz);
+    let t = at.time();
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// A test configuration with a `[venue]` whose transitions are `offsets` seconds from now.
+fn day_config(dir: &std::path::Path, offsets: [f64; 4]) -> (Config, String) {
+    let zone = noon_zone();
+    let [s, q, m, e] = offsets.map(|o| local_in(&zone, o));
+    let text = format!(
+        "{}\n[venue]\ntimezone = \"{zone}\"\nsystem_start = \"{s}\"\nmarket_open = \"{q}\"\nmarket_close = \"{m}\"\nsystem_end = \"{e}\"\n",
+        // Clients here stay silent for seconds between the day's events.
+        test_config_text(dir, "").replace("client_timeout_ms = 1500", "client_timeout_ms = 30000")
+    );
+    (Config::parse(&text, "day config").unwrap(), zone)
+}
+
+fn login(server: &Server, user: &str, password: &str) -> Client {
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    match c.login(user, password, 1).unwrap() {
+        Received::LoginAccepted { .. } => c,
+        other => panic!("{user}: {other:?}"),
+    }
+}
+
+/// The next OUCH message that is not an execution.
+fn next_msg(c: &mut Client, within: Duration) -> Vec<u8> {
+    c.recv_message(within)
+        .expect("connection open")
+        .unwrap_or_else(|| panic!("a message within {within:?}"))
+        .1
+}
+
+fn gtt(secs: u32) -> Options {
+    Options {
+        expire_time: Some(secs),
+        ..Options::default()
+    }
+}
+
+/// (type, user ref, detail): reject code, cancel reason, tif, or system event code.
+fn summary(msg: &[u8]) -> (u8, u32, u16) {
+    match decode(msg) {
+        Outbound::Accepted(a, _) => (b'A', a.user_ref.get(), u16::from(a.tif)),
+        Outbound::Rejected(r) => (b'J', r.user_ref.get(), r.reason.get()),
+        Outbound::Canceled(c) => (b'C', c.user_ref.get(), u16::from(c.reason)),
+        Outbound::Executed(e, _) => (b'E', e.user_ref.get(), 0),
+        Outbound::SystemEvent(s) => (b'S', 0, u16::from(s.event_code)),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn expect(c: &mut Client, wanted: (u8, u32, u16)) {
+    let msg = next_msg(c, Duration::from_secs(5));
+    let got = summary(&msg);
+    assert_eq!(
+        (char::from(got.0), got.1, got.2),
+        (char::from(wanted.0), wanted.1, wanted.2),
+        "message {msg:?}"
+    );
+}
+
+/// The ITCH System Event codes of a day's stored feed, in order.
+fn feed_system_events(day_dir: &std::path::Path) -> Vec<u8> {
+    let bytes = std::fs::read(day_dir.join("feed.itch")).unwrap();
+    ironmatch::wire::itch::file_messages(&bytes)
+        .map(|m| Message::decode(m.unwrap()).unwrap())
+        .filter_map(|m| match m.body {
+            Body::SystemEvent { code } => Some(code),
+            _ => None,
+        })
+        .collect()
+}
+
+fn replay_verifies(day_dir: &std::path::Path, config: &Config) {
+    let summary = ironmatch::replay::replay(
+        day_dir,
+        &config.book_config().unwrap(),
+        &ironmatch::replay::ReplayOptions {
+            verify_determinism: true,
+            ..Default::default()
+        },
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert!(summary.records > 0);
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+#[test]
+fn a_compressed_day_runs_its_schedule_and_the_next_day_follows() {
+    let dir = temp_dir("day");
+    let t0 = Instant::now();
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+    let (config, zone) = day_config(&dir, [1.0, 2.5, 5.0, 7.0]);
+    let server = Server::start(&config).unwrap();
+    let day = server.day().expect("a trading day");
+    let mut mm1 = login(&server, "MM1", "pw1");
+    let mut mm2 = login(&server, "MM2", "pw2");
+
+    // Before system hours: nothing is accepted (0x0002 destination closed).
+    mm1.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    expect(&mut mm1, (b'J', 1, 0x0002));
+    mm1.enter(2, b'B', 100, "AAPL", PX, b'5', b'Y', Options::default())
+        .unwrap();
+    expect(&mut mm1, (b'J', 2, 0x0002));
+
+    // Start of system hours: OUCH System Event S, then extended-hours orders only.
+    expect(&mut mm1, (b'S', 0, u16::from(b'S')));
+    expect(&mut mm2, (b'S', 0, u16::from(b'S')));
+    mm1.enter(3, b'B', 100, "AAPL", PX, b'5', b'Y', Options::default())
+        .unwrap();
+    expect(&mut mm1, (b'A', 3, u16::from(b'5')));
+    mm1.enter(4, b'B', 100, "AAPL", PX + 100, b'6', b'Y', gtt(1))
+        .unwrap();
+    let accepted = next_msg(&mut mm1, Duration::from_secs(5));
+    let Outbound::Accepted(a, options) = decode(&accepted) else {
+        panic!("{accepted:?}")
+    };
+    assert_eq!((a.user_ref.get(), a.tif), (4, b'6'));
+    assert_eq!(
+        options.expire_time,
+        Some(1),
+        "the GTT's expire time is echoed"
+    );
+    // Its timestamp counts from midnight in the venue's zone.
+    let local = jiff::Timestamp::now().to_zoned_datetime(jiff::tz::TimeZone::get(&zone).unwrap());
+    let since_midnight = local
+        .timestamp()
+        .duration_since(local.start_of_day().unwrap().timestamp())
+        .as_nanos() as u64;
+    let stamp = a.timestamp.get();
+    assert!(
+        stamp <= since_midnight && since_midnight - stamp < 2_000_000_000,
+        "stamp {stamp} vs local {since_midnight}"
+    );
+    mm1.limit(5, b'B', 100, "AAPL", PX).unwrap();
+    expect(&mut mm1, (b'J', 5, 0x0002)); // Day: market hours only
+    mm1.enter(6, b'B', 100, "AAPL", PX, b'E', b'Y', Options::default())
+        .unwrap();
+    expect(&mut mm1, (b'J', 6, 0x0002)); // after hours: not before the open
+    // Pre-market trading: an IOC takes 10 from the GTT bid.
+    mm2.enter(
+        1,
+        b'S',
+        10,
+        "AAPL",
+        PX + 100,
+        b'3',
+        b'Y',
+        Options::default(),
+    )
+    .unwrap();
+    expect(&mut mm2, (b'A', 1, u16::from(b'3')));
+    expect(&mut mm2, (b'E', 1, 0));
+    expect(&mut mm1, (b'E', 4, 0));
+    // The GTT expires a second after entry: canceled with reason T (timeout).
+    expect(&mut mm1, (b'C', 4, u16::from(b'T')));
+
+    // Market hours: Day and after-hours orders are accepted.
+    sleep_until(at(2.7));
+    mm1.limit(7, b'B', 100, "AAPL", PX - 100).unwrap();
+    expect(&mut mm1, (b'A', 7, u16::from(b'0')));
+    mm1.enter(
+        8,
+        b'B',
+        100,
+        "AAPL",
+        PX - 200,
+        b'E',
+        b'Y',
+        Options::default(),
+    )
+    .unwrap();
+    expect(&mut mm1, (b'A', 8, u16::from(b'E')));
+
+    // The close: the Day order is canceled with reason E (closed); nothing else.
+    expect(&mut mm1, (b'C', 7, u16::from(b'E')));
+    mm1.limit(9, b'B', 100, "AAPL", PX - 100).unwrap();
+    expect(&mut mm1, (b'J', 9, 0x0002));
+    mm1.enter(
+        10,
+        b'B',
+        100,
+        "AAPL",
+        PX - 300,
+        b'E',
+        b'Y',
+        Options::default(),
+    )
+    .unwrap();
+    expect(&mut mm1, (b'A', 10, u16::from(b'E')));
+
+    // End of system hours: OUCH System Event E, every resting order canceled (closed),
+    // oldest first; then End of Session as the day ends and the engine stops.
+    expect(&mut mm1, (b'S', 0, u16::from(b'E')));
+    for r in [3, 8, 10] {
+        expect(&mut mm1, (b'C', r, u16::from(b'E')));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match mm1.recv(Duration::from_millis(100)).unwrap() {
+            Some(Received::EndOfSession) => break,
+            Some(Received::Sequenced { msg, .. }) => panic!("after the day: {msg:?}"),
+            _ if Instant::now() > deadline => panic!("no End of Session"),
+            _ => {}
+        }
+    }
+    assert!(server.day_over());
+    server.wait().unwrap();
+
+    // The day's journal replays, and its feed carries the whole day.
+    let day_dir = dir.join(day.to_string());
+    replay_verifies(&day_dir, &config);
+    assert_eq!(feed_system_events(&day_dir), b"OSQMEC");
+
+    // A restart after the end of system hours starts the next day: a new journal and
+    // session; logins wait for its start (midnight); the previous day stays as it was.
+    let server = Server::start(&config).unwrap();
+    assert_eq!(server.day(), Some(day.tomorrow().unwrap()));
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    assert_eq!(
+        c.login("MM1", "pw1", 1).unwrap(),
+        Received::LoginRejected(b'S')
+    );
+    server.stop().unwrap();
+    assert!(dir.join(day.tomorrow().unwrap().to_string()).is_dir());
+    replay_verifies(&day_dir, &config);
+    let _ = outbound::ACCEPTED;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_restart_in_the_middle_of_the_day_resumes_the_schedule() {
+    let dir = temp_dir("day-restart");
+    let t0 = Instant::now();
+    let at = |s: f64| t0 + Duration::from_secs_f64(s);
+    let (config, _) = day_config(&dir, [0.3, 0.6, 4.0, 5.5]);
+    let server = Server::start(&config).unwrap();
+    let day = server.day().unwrap();
+    sleep_until(at(0.9));
+    let mut mm1 = login(&server, "MM1", "pw1");
+    expect(&mut mm1, (b'S', 0, u16::from(b'S')));
+    mm1.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    expect(&mut mm1, (b'A', 1, u16::from(b'0')));
+    mm1.enter(
+        2,
+        b'B',
+        100,
+        "AAPL",
+        PX - 100,
+        b'5',
+        b'Y',
+        Options::default(),
+    )
+    .unwrap();
+    expect(&mut mm1, (b'A', 2, u16::from(b'5')));
+    server.stop().unwrap();
+
+    // Same day, same session: the stream resumes; the market is still open.
+    let server = Server::start(&config).unwrap();
+    assert_eq!(server.day(), Some(day));
+    let mut mm1 = login(&server, "MM1", "pw1");
+    for expected in [(b'S', 0, u16::from(b'S')), (b'A', 1, 48), (b'A', 2, 53)] {
+        expect(&mut mm1, expected);
+    }
+    mm1.limit(3, b'B', 100, "AAPL", PX - 200).unwrap();
+    expect(&mut mm1, (b'A', 3, u16::from(b'0')));
+    // The close still comes, once: both Day orders canceled.
+    expect(&mut mm1, (b'C', 1, u16::from(b'E')));
+    expect(&mut mm1, (b'C', 3, u16::from(b'E')));
+    expect(&mut mm1, (b'S', 0, u16::from(b'E')));
+    expect(&mut mm1, (b'C', 2, u16::from(b'E')));
+    server.wait().unwrap();
+    let day_dir = dir.join(day.to_string());
+    replay_verifies(&day_dir, &config);
+    assert_eq!(
+        feed_system_events(&day_dir),
+        b"OSQMEC",
+        "each transition once"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
