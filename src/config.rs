@@ -63,6 +63,9 @@ pub struct Config {
     /// The ITCH 5.0 feed over MoldUDP64.
     #[serde(default)]
     pub marketdata: MarketDataSection,
+    /// The operator's HTTP endpoint (`/metrics`, `/status`); none when absent.
+    #[serde(default)]
+    pub admin: AdminSection,
     /// The trading day: time zone and schedule. Without it the venue has no day: every
     /// time in force is accepted at any time and timestamps count from UTC midnight.
     #[serde(default)]
@@ -303,6 +306,69 @@ impl Default for MarketDataSection {
     }
 }
 
+/// `[admin]`
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSection {
+    /// Address of the HTTP endpoint; empty (the default, also when the section is absent):
+    /// no endpoint. Outside loopback a token is required.
+    pub listen: String,
+    /// Bearer token the endpoint requires; empty: none. The environment variable
+    /// [`ADMIN_TOKEN_ENV`] overrides it, so the secret can stay out of the file.
+    pub token: String,
+}
+
+/// The environment variable holding the admin endpoint's bearer token.
+pub const ADMIN_TOKEN_ENV: &str = "IRONMATCH_ADMIN_TOKEN";
+
+/// `[admin]` resolved at start: where to listen and which token to require.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// The address to bind.
+    pub listen: std::net::SocketAddr,
+    /// The bearer token required, if any.
+    pub token: Option<String>,
+}
+
+impl AdminSection {
+    /// The endpoint to start, if any, with the token from `env_token` (the value of
+    /// [`ADMIN_TOKEN_ENV`], which wins over the file's) or the file. `Err` explains why
+    /// the endpoint may not start: a non-loopback address with no token.
+    pub fn resolve(&self, env_token: Option<&str>) -> Result<Option<AdminSettings>, String> {
+        if self.listen.is_empty() {
+            return Ok(None);
+        }
+        let listen: std::net::SocketAddr = self
+            .listen
+            .parse()
+            .map_err(|e| format!("admin.listen: {:?}: {e}", self.listen))?;
+        let token = match env_token.filter(|t| !t.is_empty()) {
+            Some(t) => {
+                check_token(t).map_err(|m| format!("{ADMIN_TOKEN_ENV}: {m}"))?;
+                Some(t.to_string())
+            }
+            None => (!self.token.is_empty()).then(|| self.token.clone()),
+        };
+        if token.is_none() && !listen.ip().is_loopback() {
+            return Err(format!(
+                "admin.listen = \"{listen}\" is not a loopback address and no token is set: \
+                 the admin endpoint refuses to listen there without one (set admin.token or \
+                 {ADMIN_TOKEN_ENV}, or listen on 127.0.0.1)"
+            ));
+        }
+        Ok(Some(AdminSettings { listen, token }))
+    }
+}
+
+/// A bearer token must fit an HTTP header as it is: visible ASCII, no spaces.
+fn check_token(token: &str) -> Result<(), String> {
+    if !token.is_empty() && token.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err("a token is visible ASCII characters without spaces".into())
+    }
+}
+
 /// One `[[instruments]]` table.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -535,6 +601,7 @@ impl Config {
             || "must be at least 65536".into(),
         )?;
         self.check_marketdata()?;
+        self.check_admin()?;
         let p = &self.pipeline;
         check(p.ring_capacity >= 16, "pipeline.ring_capacity", || {
             "must be at least 16".into()
@@ -568,6 +635,24 @@ impl Config {
             check(user.burst >= 1, &format!("users[{i}].burst"), || {
                 "must be at least 1".into()
             })?;
+        }
+        Ok(())
+    }
+
+    fn check_admin(&self) -> Result<(), (String, String)> {
+        let a = &self.admin;
+        check(
+            a.listen.is_empty() || a.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "admin.listen",
+            || {
+                format!(
+                    "{:?} is not an address like \"127.0.0.1:15080\" (or \"\" for no endpoint)",
+                    a.listen
+                )
+            },
+        )?;
+        if !a.token.is_empty() {
+            check_token(&a.token).map_err(|m| ("admin.token".to_string(), m))?;
         }
         Ok(())
     }
@@ -940,6 +1025,50 @@ mod tests {
             )
         });
         assert!(e.contains("gateway.pending_per_address_max"), "{e}");
+    }
+
+    #[test]
+    fn admin_endpoint_is_optional_and_needs_a_token_off_loopback() {
+        let shipped = Config::parse(SHIPPED, "x").unwrap();
+        let on = shipped.admin.resolve(None).unwrap().unwrap();
+        assert_eq!(on.listen, "127.0.0.1:15080".parse().unwrap());
+        assert_eq!(on.token, None);
+        let absent = SHIPPED
+            .replacen("[admin]\n", "", 1)
+            .replacen("listen = \"127.0.0.1:15080\"\n", "", 1)
+            .replacen("token = \"\"\n", "", 1);
+        let config = Config::parse(&absent, "x").unwrap();
+        assert_eq!(config.admin.resolve(None), Ok(None));
+        let open = AdminSection {
+            listen: "0.0.0.0:15080".into(),
+            token: String::new(),
+        };
+        let e = open.resolve(None).unwrap_err();
+        assert!(
+            e.contains("not a loopback address") && e.contains(ADMIN_TOKEN_ENV),
+            "{e}"
+        );
+        let from_env = open.resolve(Some("s3cret")).unwrap().unwrap();
+        assert_eq!(from_env.token.as_deref(), Some("s3cret"));
+        let from_file = AdminSection {
+            token: "filetoken".into(),
+            ..open.clone()
+        };
+        assert_eq!(
+            from_file
+                .resolve(Some("envtoken"))
+                .unwrap()
+                .unwrap()
+                .token
+                .as_deref(),
+            Some("envtoken")
+        );
+        assert!(from_file.resolve(Some("bad token")).is_err());
+        let e =
+            error_for(|s| s.replacen("listen = \"127.0.0.1:15080\"", "listen = \"localhost\"", 1));
+        assert!(e.contains("admin.listen"), "{e}");
+        let e = error_for(|s| s.replacen("token = \"\"", "token = \"a b\"", 1));
+        assert!(e.contains("admin.token"), "{e}");
     }
 
     #[test]

@@ -7,23 +7,43 @@
 //! (backpressure). Which thread runs it is the wiring's choice (see
 //! [`Threading`](crate::pipeline::Threading)): its own, or the one shared with the gateway
 //! and the journal writer, where the journal writer runs right after it in each cycle.
+//!
+//! With [metrics](crate::admin::metrics) set, it counts commands and events as they pass
+//! (relaxed stores of its own counters), reads the clock once per batch for the receipt to
+//! match latency, hands a [`Mark`] per batch to the journal writer, and publishes each
+//! book's top at most every [`BOOK_PUBLISH_INTERVAL`]. The clock never reaches the
+//! [`Matcher`]: its events stay a pure function of the commands.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
+use crate::admin::metrics::{
+    BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns,
+};
 use crate::book::{Event, EventSink, Matcher};
 use crate::pipeline::{Agent, Record, Ring};
+use crate::types::InstrumentId;
+use crate::venue::VenueClock;
 
 /// Commands taken from the ring before the consumer is notified.
 pub const BATCH_LEN_MAX: usize = 256;
 
-/// Writes each event into the output ring.
-struct RingSink<'a>(&'a Ring<Record>);
+/// Writes each event into the output ring, counting it.
+struct RingSink<'a> {
+    ring: &'a Ring<Record>,
+    metrics: Option<&'a EngineMetrics>,
+    pushed: u64,
+}
 
 impl EventSink for RingSink<'_> {
     #[inline]
     fn push(&mut self, event: Event) {
-        self.0.push(Record::Event(event));
+        if let Some(m) = self.metrics {
+            m.matcher.on_event(&event);
+        }
+        self.ring.push(Record::Event(event));
+        self.pushed += 1;
     }
 }
 
@@ -33,6 +53,14 @@ pub struct MatcherAgent {
     input: Arc<Ring<Record>>,
     output: Arc<Ring<Record>>,
     done: bool,
+    metrics: Option<Arc<EngineMetrics>>,
+    /// Records pushed to `output` so far (the shutdown marker aside), for [`Mark`]s.
+    pushed: u64,
+    /// Books changed since they were last published.
+    books_dirty: bool,
+    books_published: Instant,
+    /// The clock for metrics: the gateway's, so that receipt to match is right.
+    clock: VenueClock,
     /// The matcher's next deadline (a good-till-time expiry), ns since midnight,
     /// `u64::MAX` if none: published after each batch for the gateway's timer.
     deadline: Arc<AtomicU64>,
@@ -46,8 +74,47 @@ impl MatcherAgent {
             input,
             output,
             done: false,
+            metrics: None,
+            pushed: 0,
+            books_dirty: true,
+            books_published: Instant::now(),
+            clock: VenueClock::utc(),
             deadline: Arc::new(AtomicU64::new(u64::MAX)),
         }
+    }
+
+    /// Publishes counters, latencies and the books' tops into `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<EngineMetrics>) {
+        self.clock = metrics.clock.clone();
+        self.metrics = Some(metrics);
+    }
+
+    /// Publishes each book's top if it changed and the last publication is old enough
+    /// (matcher thread, at most every [`BOOK_PUBLISH_INTERVAL`]).
+    fn publish_books(&mut self, force: bool) {
+        let Some(m) = &self.metrics else {
+            return;
+        };
+        if !self.books_dirty || !(force || self.books_published.elapsed() >= BOOK_PUBLISH_INTERVAL)
+        {
+            return;
+        }
+        let as_of_ns = self.clock.now().0;
+        for (i, instrument) in m.matcher.instruments.iter().enumerate() {
+            let id = InstrumentId(i as u16);
+            let level =
+                |l: Option<crate::book::LevelView>| l.map(|l| (l.price.0, l.shown_qty, l.open_qty));
+            let [bid, ask] = self.matcher.best_bid_offer(id);
+            instrument.top.publish(&BookTop {
+                bid: level(bid),
+                ask: level(ask),
+                resting_orders: self.matcher.resting_orders_in(id) as u64,
+                state: self.matcher.trading_state(id).code(),
+                as_of_ns,
+            });
+        }
+        self.books_dirty = false;
+        self.books_published = Instant::now();
     }
 
     /// Where the matcher publishes its next deadline (ns since midnight, `u64::MAX` for
@@ -67,14 +134,36 @@ impl Agent for MatcherAgent {
         "matcher"
     }
 
+    fn on_start(&mut self) {
+        self.publish_books(true);
+    }
+
     /// Applies up to [`BATCH_LEN_MAX`] commands.
     fn do_work(&mut self) -> usize {
         let mut taken = 0;
+        let mut commands = 0;
+        // Read once per batch, for metrics only.
+        let mut batch_ns = None;
         while taken < BATCH_LEN_MAX {
             match self.input.try_pop() {
                 Some(Record::Command(cmd)) => {
                     self.output.push(Record::Command(cmd));
-                    self.matcher.apply(&cmd, &mut RingSink(&self.output));
+                    let metrics = self.metrics.as_deref();
+                    if let Some(m) = metrics {
+                        let now = *batch_ns.get_or_insert_with(|| self.clock.now().0);
+                        m.matcher.commands.bump(command_index(&cmd.body));
+                        m.matcher
+                            .receipt_to_match
+                            .record(elapsed_ns(now, cmd.ts.0), 1);
+                    }
+                    let mut sink = RingSink {
+                        ring: &self.output,
+                        metrics,
+                        pushed: 0,
+                    };
+                    self.matcher.apply(&cmd, &mut sink);
+                    self.pushed += 1 + sink.pushed;
+                    commands += 1;
                 }
                 Some(Record::Shutdown) => {
                     self.output.push(Record::Shutdown);
@@ -89,6 +178,14 @@ impl Agent for MatcherAgent {
             }
             taken += 1;
         }
+        if let (Some(m), true) = (&self.metrics, commands > 0) {
+            m.to_journal_marks.push(Mark {
+                end: self.pushed,
+                weight: commands,
+                at_ns: self.clock.now().0,
+            });
+            self.books_dirty = true;
+        }
         if taken > 0 {
             self.output.notify();
             let next = self.matcher.next_expiry().map_or(u64::MAX, |t| t.0);
@@ -96,6 +193,7 @@ impl Agent for MatcherAgent {
                 self.deadline.store(next, Ordering::Relaxed);
             }
         }
+        self.publish_books(self.done);
         taken
     }
 

@@ -17,6 +17,7 @@
 //!
 //! journal files ──► [im-feed]                 ITCH 5.0 over MoldUDP64, retransmissions
 //! journal files ──► [im-snapshot]             books and sessions every N records
+//! stages' atomics ──► [im-admin]               HTTP: /metrics (Prometheus), /status (JSON)
 //! ```
 //!
 //! Stages 1 to 4 are [agents](pipeline::agent) (a step function each); `[pipeline]
@@ -35,9 +36,13 @@
 //! - Prices are integers with 4 implied decimals everywhere ([`types::Price`]).
 //! - Egress sees only events the journal writer released after writing their batch, in
 //!   every threading mode: no reply leaves before its journal write.
+//! - What the operator's endpoint reads, the stages publish as relaxed atomics each written
+//!   by one stage ([`admin::metrics`]); no stage waits for it, and no clock it reads for
+//!   metrics reaches the matcher.
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod book;
 pub mod client;
 pub mod config;

@@ -154,6 +154,52 @@ enum Cmd {
         #[arg(long, default_value = "config/ironmatch.toml")]
         config: PathBuf,
     },
+    /// Talk to a running engine's operator endpoint (`[admin] listen`).
+    Admin {
+        #[command(subcommand)]
+        action: AdminCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminCmd {
+    /// Instruments (state, top of book, resting orders), sessions (state, sequence
+    /// numbers) and counters, from GET /status.
+    Status {
+        /// The endpoint.
+        #[arg(long, default_value = "http://127.0.0.1:15080")]
+        url: String,
+        /// Bearer token (default: the IRONMATCH_ADMIN_TOKEN environment variable).
+        #[arg(long)]
+        token: Option<String>,
+        /// Print the endpoint's JSON as it came, for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ironmatch admin ...`: exit 0 with the answer printed, 1 if the endpoint refused or
+/// could not be reached.
+fn admin(action: AdminCmd) -> ExitCode {
+    match action {
+        AdminCmd::Status { url, token, json } => {
+            let token = token.or_else(|| {
+                std::env::var(ironmatch::config::ADMIN_TOKEN_ENV)
+                    .ok()
+                    .filter(|t| !t.is_empty())
+            });
+            match ironmatch::admin::client::status(&url, token.as_deref(), json) {
+                Ok(text) => {
+                    let _ = write!(std::io::stdout(), "{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ironmatch admin: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
 }
 
 /// `ironmatch load`: runs, prints the summary, writes the files; exit 1 if replies are
@@ -215,6 +261,12 @@ fn load(
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let path = match &cli.command {
+        Cmd::Admin { .. } => {
+            let Cmd::Admin { action } = cli.command else {
+                unreachable!()
+            };
+            return admin(action);
+        }
         Cmd::Serve { config }
         | Cmd::Demo { config }
         | Cmd::CheckConfig { config }
@@ -375,6 +427,7 @@ fn main() -> ExitCode {
             };
             return feed(&options);
         }
+        Cmd::Admin { .. } => unreachable!("handled before the configuration is read"),
         Cmd::CheckConfig { .. } => {
             for i in &config.instruments {
                 println!(
@@ -387,6 +440,23 @@ fn main() -> ExitCode {
                     "user {:6} firm {:4} cancel_on_disconnect {}",
                     u.username, u.firm, u.cancel_on_disconnect
                 );
+            }
+            let env_token = std::env::var(ironmatch::config::ADMIN_TOKEN_ENV).ok();
+            match config.admin.resolve(env_token.as_deref()) {
+                Ok(Some(a)) => println!(
+                    "admin endpoint http://{} ({})",
+                    a.listen,
+                    if a.token.is_some() {
+                        "bearer token required"
+                    } else {
+                        "no token"
+                    }
+                ),
+                Ok(None) => println!("admin endpoint off"),
+                Err(e) => {
+                    eprintln!("ironmatch: {e}");
+                    return ExitCode::from(2);
+                }
             }
             let book = config.book_config().expect("validated at load");
             let (total, per_order) = Matcher::new(&book).footprint_bytes();
@@ -519,7 +589,7 @@ fn serve_day(config: &Config, path: &std::path::Path, server: Server) -> ExitCod
     // Status lines ignore write errors: a closed stdout must not stop the engine.
     let _ = writeln!(
         std::io::stdout(),
-        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {}{} instruments, {} users, threading {} ({why}), wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?} feed {:?}; feed {}",
+        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {}{} instruments, {} users, threading {} ({why}), wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?} feed {:?}; feed {}; admin {}",
         server.local_addr(),
         path.display(),
         match (server.day(), &config.venue) {
@@ -558,6 +628,10 @@ fn serve_day(config: &Config, path: &std::path::Path, server: Server) -> ExitCod
         } else {
             "off".to_string()
         },
+        server.admin_addr().map_or_else(
+            || "off".to_string(),
+            |a| format!("http://{a} (/metrics, /status)")
+        ),
     );
     match server.wait() {
         Ok(()) => {

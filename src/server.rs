@@ -12,7 +12,8 @@
 //! when the marker comes back out of egress every reply has been written: clients get
 //! End of Session and every thread ends. Beside the pipeline, two threads follow the
 //! journal files: the snapshot thread and the feed publisher (ITCH over MoldUDP64). They
-//! end last: a final snapshot, the feed's End of Session.
+//! end last: a final snapshot, the feed's End of Session. The operator's endpoint
+//! (`[admin]`, thread `im-admin`) reads what the stages publish and stops after them.
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,14 +26,17 @@ use crossbeam::sync::Parker;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
+use crate::admin::metrics::EngineMetrics;
+use crate::admin::{AdminListener, AdminServer, EngineView};
 use crate::book::{BookConfig, Event, Matcher};
-use crate::config::Config;
+use crate::config::{ADMIN_TOKEN_ENV, Config};
 use crate::engine::MatcherAgent;
 use crate::feed::{PublisherStart, spawn_publisher};
 use crate::gateway::{self, Gateway};
 use crate::journal::snapshot::{self, SnapshotterStart};
 use crate::journal::{self, Entry, Header, JournalAgent, JournalWriter, SegmentScan};
 use crate::pipeline::{AgentRunner, CompositeAgent, IdleStrategy, Record, Ring, Threading, Wake};
+use crate::venue::VenueClock;
 
 /// A running engine.
 pub struct Server {
@@ -50,6 +54,8 @@ pub struct Server {
     /// The threading mode in use, and why.
     threading: Threading,
     threading_why: String,
+    /// The operator's endpoint, if configured.
+    admin: Option<AdminServer>,
     /// The trading day served, with a `[venue]`.
     day: Option<jiff::civil::Date>,
     /// Set when the day's End of Messages was sequenced (the engine then stops by itself).
@@ -86,6 +92,13 @@ impl Server {
             .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
         let p = &config.pipeline;
         let (threading, threading_why) = config.threading().choose();
+        // The admin endpoint first: an address it may not use stops the engine here.
+        let env_token = std::env::var(ADMIN_TOKEN_ENV).ok();
+        let admin_listener = match config.admin.resolve(env_token.as_deref()) {
+            Ok(Some(settings)) => Some(AdminListener::bind(&settings)?),
+            Ok(None) => None,
+            Err(why) => return Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
+        };
         let shutdown = Arc::new(AtomicBool::new(false));
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), gateway::WAKER)?);
@@ -151,6 +164,21 @@ impl Server {
             gateway.set_day(plan, Arc::clone(&day_over));
         }
         let (matcher, mut writer) = (opened.matcher, opened.writer);
+        // What the stages publish for the endpoint, only if there is one; the gateway's
+        // sessions start with their recovered streams.
+        let metrics = admin_listener.as_ref().map(|_| {
+            Arc::new(EngineMetrics::new(
+                book.instruments.len(),
+                book.owners.len(),
+                p.ring_capacity,
+                config
+                    .schedule()
+                    .map_or_else(VenueClock::utc, |s| VenueClock::new(s.tz)),
+            ))
+        });
+        if let Some(m) = &metrics {
+            gateway.set_metrics(Arc::clone(m));
+        }
         if let Some(hold) = journal_hold {
             writer.set_hold(hold);
         }
@@ -182,7 +210,7 @@ impl Server {
 
         // 1 + 4, 2, 3: the stages as agents; the threading mode decides the threads.
         let wait = config.wait_strategy();
-        let (matcher, journal, journal_parker) = core_agents(
+        let (mut matcher, mut journal, journal_parker) = core_agents(
             matcher,
             writer,
             p.ring_capacity,
@@ -190,6 +218,31 @@ impl Server {
             Arc::clone(&to_matcher),
             Arc::clone(&to_egress),
         );
+        if let Some(m) = &metrics {
+            matcher.set_metrics(Arc::clone(m));
+            journal.set_metrics(Arc::clone(m));
+        }
+        let admin = match admin_listener.zip(metrics) {
+            Some((listener, metrics)) => Some(
+                listener.serve(EngineView {
+                    metrics,
+                    rings: vec![
+                        ("to_matcher", Arc::clone(&to_matcher)),
+                        ("to_journal", Arc::clone(journal.input())),
+                        ("to_egress", Arc::clone(&to_egress)),
+                    ],
+                    admission: Arc::clone(&admission),
+                    symbols: config
+                        .instruments
+                        .iter()
+                        .map(|i| i.symbol.clone())
+                        .collect(),
+                    users: config.users.iter().map(|u| u.username.clone()).collect(),
+                    threading: threading.name(),
+                })?,
+            ),
+            None => None,
+        };
         gateway.set_deadline(matcher.deadline());
         match threading {
             Threading::Shared => {
@@ -227,9 +280,15 @@ impl Server {
             admission,
             threading,
             threading_why,
+            admin,
             day,
             day_over,
         })
+    }
+
+    /// Where the operator's endpoint listens, if `[admin] listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     /// The trading day served (with a `[venue]`).
@@ -290,6 +349,10 @@ impl Server {
             if t.join().is_err() {
                 failed.push(name);
             }
+        }
+        // Last, so the endpoint can be watched while the engine drains.
+        if let Some(admin) = self.admin {
+            admin.stop();
         }
         if failed.is_empty() {
             Ok(())

@@ -135,6 +135,8 @@ struct Book {
     sides: [Ladder; 2],
     /// Centre of the price band: the last trade, or `ref_price` before any.
     reference: Price,
+    /// Orders resting in this book (displayed, reserve and hidden).
+    resting: u32,
     /// The instrument's own trading state (the venue halt is applied on top).
     state: TradingState,
 }
@@ -309,6 +311,7 @@ impl Matcher {
                         Ladder::new(BookSide::Ask, ticks),
                     ],
                     reference: spec.ref_price,
+                    resting: 0,
                     state: TradingState::Trading,
                 }
             })
@@ -874,6 +877,7 @@ impl Matcher {
             .orders
             .try_alloc(order)
             .expect("order pool capacity is checked before an order is accepted");
+        self.books[usize::from(inc.instrument.0)].resting += 1;
         self.cold[oi as usize] = OrderCold {
             owner_prev: NIL,
             owner_next: NIL,
@@ -1559,6 +1563,7 @@ impl Matcher {
         let removed = self.by_ref.remove(o.owner.0, o.user_ref.0);
         debug_assert!(removed, "a resting order is indexed");
         self.orders.release(oi);
+        self.books[usize::from(o.instrument.0)].resting -= 1;
         let level = &mut self.levels[o.level];
         level.open_qty -= u64::from(o.open);
         level.shown_qty -= u64::from(o.shown);
@@ -1597,6 +1602,12 @@ impl Matcher {
     /// Number of resting orders.
     pub fn resting_orders(&self) -> usize {
         self.orders.used_count()
+    }
+
+    /// Number of orders resting in `instrument`'s book (displayed, reserve and hidden).
+    /// O(1). Panics if `instrument` is not configured.
+    pub fn resting_orders_in(&self, instrument: InstrumentId) -> usize {
+        self.books[usize::from(instrument.0)].resting as usize
     }
 
     /// The instrument traded as `symbol`, for the queries below.
@@ -1706,6 +1717,7 @@ impl Matcher {
         let mut seen = 0usize;
         for book in &self.books {
             let sym = book.spec.symbol;
+            let seen_before = seen;
             if let (Some((bid, _)), Some((ask, _))) =
                 (book.best(BookSide::Bid), book.best(BookSide::Ask))
                 && bid >= ask
@@ -1734,6 +1746,13 @@ impl Matcher {
                     }
                     seen += n + m;
                 }
+            }
+            if seen - seen_before != book.resting as usize {
+                return Err(format!(
+                    "{sym}: {} orders on the book, resting count says {}",
+                    seen - seen_before,
+                    book.resting
+                ));
             }
         }
         if seen != self.orders.used_count() || seen != self.by_ref.len() {
@@ -2101,6 +2120,7 @@ impl Matcher {
                 customer_type: s.customer_type,
                 day_only: s.day_only,
             };
+            m.books[usize::from(s.instrument.0)].resting += 1;
             if s.expires_at != 0 {
                 m.add_expiry((s.expires_at, s.id.0, s.owner.0, s.user_ref.0));
             }

@@ -23,6 +23,11 @@
 //! waiting in that connection's socket. So however many connections a flood opens, it
 //! evicts its own first, and a member's newest connection lives long enough to log in.
 //! Pending connections are logged at a bounded rate and counted.
+//!
+//! With [metrics](crate::admin::metrics) set, the gateway counts OUCH messages in and out
+//! by type, keeps each session's state and message count, and finishes the journal
+//! writer's [`Mark`](crate::admin::metrics::Mark)s after each egress round (journaled to
+//! written latency): relaxed stores of its own counters, nothing more.
 
 pub mod admission;
 mod egress;
@@ -45,6 +50,7 @@ pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
 use session::UserSession;
 
+use crate::admin::metrics::{EngineMetrics, MarkReader};
 use crate::book::{Command, CommandBody, DayEvent, VenueCommand};
 use crate::config::Config;
 use crate::pipeline::{Agent, Record, Ring};
@@ -137,6 +143,10 @@ pub struct Gateway {
     failed: bool,
     /// The shutdown marker came back out of egress and clients got End of Session.
     done: bool,
+    metrics: Option<Arc<EngineMetrics>>,
+    /// Events taken from the egress ring so far, for the journal writer's marks.
+    egress_taken: u64,
+    marks: MarkReader,
     /// Stamps commands: nanoseconds since midnight in the venue's time zone.
     clock: VenueClock,
     /// The trading day's transitions still to send, if the venue has a day.
@@ -243,6 +253,9 @@ impl Gateway {
             draining: false,
             failed: false,
             done: false,
+            metrics: None,
+            egress_taken: 0,
+            marks: MarkReader::default(),
             clock: config
                 .schedule()
                 .map_or_else(VenueClock::utc, |s| VenueClock::new(s.tz)),
@@ -251,6 +264,35 @@ impl Gateway {
             timer_sent_for: u64::MAX,
             day_over: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Publishes message counts, sessions and egress latency into `metrics`. Call after
+    /// [`restore`](Self::restore), so sessions start with their recovered message counts.
+    pub fn set_metrics(&mut self, metrics: Arc<EngineMetrics>) {
+        for (user, m) in self.users.iter().zip(metrics.gateway.sessions.iter()) {
+            m.messages.set(user.next_seq() - 1);
+            m.logged_in.set(u64::from(user.conn.is_some()));
+        }
+        self.metrics = Some(metrics);
+        self.count_sessions();
+    }
+
+    /// Publishes how many sessions are logged in.
+    fn count_sessions(&self) {
+        if let Some(m) = &self.metrics {
+            let n = self.users.iter().filter(|u| u.conn.is_some()).count();
+            m.gateway.sessions_connected.set(n as u64);
+        }
+    }
+
+    /// Publishes whether user `u` is logged in.
+    fn publish_session(&self, u: usize) {
+        if let Some(m) = &self.metrics {
+            m.gateway.sessions[u]
+                .logged_in
+                .set(u64::from(self.users[u].conn.is_some()));
+            self.count_sessions();
+        }
     }
 
     /// Runs the trading day `plan` (with a `[venue]`): transitions are sequenced at their
@@ -306,24 +348,32 @@ impl Gateway {
         Arc::clone(&self.counters)
     }
 
-    /// Appends an event's OUCH message to its user's stream; returns the user, or `None`
-    /// for market data.
-    fn store_event(&mut self, event: &crate::book::Event) -> Option<usize> {
+    /// Appends an event's OUCH message to its user's stream; returns the user and the
+    /// message's OUCH type, or `None` for market data.
+    fn store_event(&mut self, event: &crate::book::Event) -> Option<(usize, u8)> {
         if let crate::book::EventBody::SystemEvent { event: day } = event.body
             && let Some(code) = egress::ouch_system_event(day)
         {
-            for (user, dirty) in self.users.iter_mut().zip(self.dirty.iter_mut()) {
+            for (u, (user, dirty)) in self.users.iter_mut().zip(self.dirty.iter_mut()).enumerate() {
                 user.append(|out| egress::encode_system_event(event.ts.0, code, out));
                 *dirty = true;
+                if let Some(m) = &self.metrics {
+                    m.gateway
+                        .count_out(crate::wire::ouch::outbound::SYSTEM_EVENT);
+                    m.gateway.sessions[u].messages.set(user.next_seq() - 1);
+                }
             }
             return None;
         }
         let u = usize::from(event.body.owner()?.0);
         let symbols = &self.symbols;
+        let mut msg_type = 0;
         self.users[u].append(|out| {
+            let start = out.len();
             encode_event(event, symbols, out);
+            msg_type = out.get(start).copied().unwrap_or(0);
         });
-        Some(u)
+        Some((u, msg_type))
     }
 
     /// Rebuilds the sessions' streams from recovered events, before serving.
@@ -714,6 +764,7 @@ impl Gateway {
                     "ironmatch gateway: {}: {} logged in, sending from {first}",
                     conn.peer, user.username
                 );
+                self.publish_session(u);
             }
             Err((code, why)) => {
                 soupbin::write_login_rejected(&mut conn.control, code);
@@ -737,6 +788,9 @@ impl Gateway {
                 return false;
             }
         };
+        if let Some(m) = &self.metrics {
+            m.gateway.count_in(msg[0]);
+        }
         let user = &mut self.users[u];
         let now_ns = self.started.elapsed().as_nanos() as u64;
         let body = if ingress::is_throttled(&decoded) && !user.bucket.try_take(now_ns) {
@@ -809,6 +863,7 @@ impl Gateway {
                     owner: user.owner,
                     body: CommandBody::Disconnect,
                 }));
+                self.publish_session(u);
             }
             None => self.log.line(
                 Instant::now(),
@@ -883,8 +938,15 @@ impl Gateway {
             match self.outbound.try_pop() {
                 Some(Record::Event(event)) => {
                     moved = true;
-                    if let Some(u) = self.store_event(&event) {
+                    self.egress_taken += 1;
+                    if let Some((u, msg_type)) = self.store_event(&event) {
                         self.dirty[u] = true;
+                        if let Some(m) = &self.metrics {
+                            m.gateway.count_out(msg_type);
+                            m.gateway.sessions[u]
+                                .messages
+                                .set(self.users[u].next_seq() - 1);
+                        }
                     }
                 }
                 Some(Record::Shutdown) => return Egress::Done,
@@ -911,6 +973,14 @@ impl Gateway {
                     "slow reader: session queue limit reached (log in again to resume)",
                 );
             }
+        }
+        if let Some(m) = &self.metrics {
+            self.marks.finish(
+                &m.to_egress_marks,
+                self.egress_taken,
+                self.clock.now().0,
+                &m.gateway.journaled_to_written,
+            );
         }
         Egress::Moved
     }

@@ -2,18 +2,24 @@
 //! `fsync = "always"`, one `fdatasync`), then the batch's events released to egress.
 //! [`JournalAgent`] runs on its own thread or on the one shared with the gateway and the
 //! matcher; either way egress sees only events it released after their write.
+//!
+//! With [metrics](crate::admin::metrics) set, each batch adds its records, bytes, size and
+//! `write` / `fdatasync` durations, finishes the matcher's [`Mark`]s it covers (match to
+//! journaled latency) and hands a mark of its own to egress.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::BATCH_LEN_MAX;
 use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
+use crate::admin::metrics::{EngineMetrics, Mark, MarkReader};
 use crate::book::Event;
 use crate::pipeline::{Agent, Record, Ring, Signal};
+use crate::venue::VenueClock;
 
 /// How often a held writer looks at its hold flag.
 const HOLD_POLL: Duration = Duration::from_millis(1);
@@ -86,6 +92,19 @@ impl FsyncMode {
             _ => None,
         }
     }
+}
+
+/// What one [`JournalWriter::commit_timed`] wrote and how long it took.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommitTimes {
+    /// Bytes written.
+    pub bytes: u64,
+    /// The batch's `write`.
+    pub write: Duration,
+    /// The batch's `fdatasync` (`fsync = "always"` only).
+    pub sync: Option<Duration>,
+    /// The `fdatasync` that closed the previous segment, if this batch started a new one.
+    pub rotation_sync: Option<Duration>,
 }
 
 /// Appends records to the current segment, rotating at a size limit.
@@ -182,29 +201,46 @@ impl JournalWriter {
     /// Writes the batch (rotating first if the segment would pass its limit) and, with
     /// `fsync = "always"`, makes it durable.
     pub fn commit(&mut self) -> io::Result<()> {
+        self.commit_timed().map(|_| ())
+    }
+
+    /// [`commit`](Self::commit), saying how long its system calls took.
+    pub fn commit_timed(&mut self) -> io::Result<CommitTimes> {
+        let mut times = CommitTimes::default();
         if self.buf.is_empty() {
-            return Ok(());
+            return Ok(times);
         }
         if self.file_len + self.buf.len() as u64 > self.segment_bytes_max
             && self.file_len > HEADER_LEN as u64
         {
-            self.rotate()?;
+            times.rotation_sync = Some(self.rotate()?);
         }
+        let start = Instant::now();
         self.file.write_all(&self.buf)?;
+        times.write = start.elapsed();
+        times.bytes = self.buf.len() as u64;
         self.file_len += self.buf.len() as u64;
         self.buf.clear();
         match (&mut self.writeback, self.fsync) {
-            (_, FsyncMode::Always) => self.file.sync_data()?,
+            (_, FsyncMode::Always) => {
+                let start = Instant::now();
+                self.file.sync_data()?;
+                times.sync = Some(start.elapsed());
+            }
             (Some(writeback), FsyncMode::Never) => writeback.poke(&self.file, self.file_len),
             (None, FsyncMode::Never) => {}
         }
-        Ok(())
+        Ok(times)
     }
 
-    fn rotate(&mut self) -> io::Result<()> {
+    /// Closes the current segment durably and starts the next; returns how long the
+    /// closing `fdatasync` took.
+    fn rotate(&mut self) -> io::Result<Duration> {
         // The batch about to be written starts the new segment.
         let staged = self.buf_first_seq();
+        let start = Instant::now();
         self.file.sync_data()?;
+        let synced = start.elapsed();
         self.file = create_segment(
             &self.dir,
             &Header {
@@ -216,7 +252,7 @@ impl JournalWriter {
         if let Some(writeback) = &mut self.writeback {
             writeback.asked_at = 0;
         }
-        Ok(())
+        Ok(synced)
     }
 
     /// Sequence number of the first staged record.
@@ -233,6 +269,18 @@ pub struct JournalAgent {
     input: Arc<Ring<Record>>,
     output: Arc<Ring<Record>>,
     done: bool,
+    metrics: Option<Arc<EngineMetrics>>,
+    /// Records taken from `input` so far (the shutdown marker aside), for [`Mark`]s.
+    taken_total: u64,
+    /// Events released to `output` so far, for [`Mark`]s.
+    released_total: u64,
+    marks: MarkReader,
+    /// When the last batch was written (ns since midnight), for marks that arrive after
+    /// their records were written (the matcher marks a batch once it is done with it, and
+    /// on its own thread the writer may have written it by then).
+    last_commit_ns: u64,
+    /// The clock for metrics (the gateway's).
+    clock: VenueClock,
 }
 
 impl JournalAgent {
@@ -243,6 +291,64 @@ impl JournalAgent {
             input,
             output,
             done: false,
+            metrics: None,
+            taken_total: 0,
+            released_total: 0,
+            marks: MarkReader::default(),
+            last_commit_ns: 0,
+            clock: VenueClock::utc(),
+        }
+    }
+
+    /// Publishes what it writes, and how fast, into `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<EngineMetrics>) {
+        self.clock = metrics.clock.clone();
+        self.metrics = Some(metrics);
+    }
+
+    /// The ring from the matcher (its depth is a metric).
+    pub fn input(&self) -> &Arc<Ring<Record>> {
+        &self.input
+    }
+
+    /// After a batch of `records` was written as `times` says: counters, histograms,
+    /// and the matcher's marks this batch finished.
+    fn count_batch(&mut self, records: u64, times: &CommitTimes) -> u64 {
+        let Some(m) = &self.metrics else {
+            return 0;
+        };
+        if records == 0 {
+            return 0;
+        }
+        let j = &m.journal;
+        j.records.add(records);
+        j.bytes.add(times.bytes);
+        j.batch_records.record(records, 1);
+        j.write_ns.record(times.write.as_nanos() as u64, 1);
+        for sync in [times.rotation_sync, times.sync].into_iter().flatten() {
+            j.fsync_ns.record(sync.as_nanos() as u64, 1);
+        }
+        let now = self.clock.now().0;
+        self.marks.finish(
+            &m.to_journal_marks,
+            self.taken_total,
+            now,
+            &j.match_to_journaled,
+        );
+        self.last_commit_ns = now;
+        now
+    }
+
+    /// With nothing to write: finishes marks whose records were written before the mark
+    /// came, at the time of the last write (a mark stamped after it counts 0).
+    fn finish_late_marks(&mut self) {
+        if let Some(m) = &self.metrics {
+            self.marks.finish(
+                &m.to_journal_marks,
+                self.taken_total,
+                self.last_commit_ns,
+                &m.journal.match_to_journaled,
+            );
         }
     }
 }
@@ -257,13 +363,18 @@ impl Agent for JournalAgent {
     fn do_work(&mut self) -> usize {
         let w = &mut self.writer;
         let mut taken = 0;
+        let mut records = 0u64;
         let mut shutdown = false;
         while taken < BATCH_LEN_MAX {
             match self.input.try_pop() {
-                Some(Record::Command(c)) => w.stage(&Entry::Command(c)),
+                Some(Record::Command(c)) => {
+                    w.stage(&Entry::Command(c));
+                    records += 1;
+                }
                 Some(Record::Event(e)) => {
                     w.stage(&Entry::Event(e));
                     w.events.push(e);
+                    records += 1;
                 }
                 Some(Record::Shutdown) => {
                     shutdown = true;
@@ -275,17 +386,34 @@ impl Agent for JournalAgent {
             taken += 1;
         }
         if taken == 0 {
+            self.finish_late_marks();
             return 0;
         }
         while w.hold.as_ref().is_some_and(|h| h.load(Ordering::Acquire)) {
             std::thread::sleep(HOLD_POLL);
         }
-        if let Err(e) = w.commit() {
-            eprintln!(
-                "ironmatch journal: cannot write to {}: {e}; stopping",
-                w.dir.display()
-            );
-            std::process::exit(74);
+        let times = match w.commit_timed() {
+            Ok(times) => times,
+            Err(e) => {
+                eprintln!(
+                    "ironmatch journal: cannot write to {}: {e}; stopping",
+                    w.dir.display()
+                );
+                std::process::exit(74);
+            }
+        };
+        self.taken_total += records;
+        let journaled_ns = self.count_batch(records, &times);
+        // The mark goes before the events, so egress never takes events without it.
+        let w = &mut self.writer;
+        let released = w.events.len() as u64;
+        if let (Some(m), true) = (&self.metrics, released > 0) {
+            self.released_total += released;
+            m.to_egress_marks.push(Mark {
+                end: self.released_total,
+                weight: released,
+                at_ns: journaled_ns,
+            });
         }
         // Only now may the batch's events be acknowledged.
         for e in w.events.drain(..) {

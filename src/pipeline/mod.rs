@@ -211,6 +211,12 @@ impl<T> Ring<T> {
         self.queue.is_empty()
     }
 
+    /// Records it can hold.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.queue.capacity()
+    }
+
     /// Free slots.
     #[inline]
     pub fn room(&self) -> usize {

@@ -122,8 +122,9 @@ burst = 3
 }
 
 /// The shipped configuration as text, with every port ephemeral (the feed goes to the
-/// loopback discard port) so that tests can run side by side, and without its `[venue]`
-/// table, so that the tests run the same at any hour (tests/day.rs runs the day).
+/// loopback discard port, the admin endpoint to a port of its own) so that tests can run
+/// side by side, and without its `[venue]` table, so that the tests run the same at any
+/// hour (tests/day.rs runs the day).
 pub fn shipped_config_for_tests() -> String {
     let shipped = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -139,6 +140,7 @@ pub fn shipped_config_for_tests() -> String {
         .replace("127.0.0.1:15000", "127.0.0.1:0")
         .replace("127.0.0.1:15001", "127.0.0.1:9")
         .replace("127.0.0.1:15002", "127.0.0.1:0")
+        .replace("127.0.0.1:15080", "127.0.0.1:0")
         .replace("end_of_session_ms = 1000", "end_of_session_ms = 0")
         .replace(
             "threading = \"auto\"",

@@ -1,0 +1,334 @@
+//! The operator's control plane: an HTTP endpoint on its own thread (`im-admin`), beside
+//! the pipeline, and the `ironmatch admin` client.
+//!
+//! ```text
+//! gateway, matcher, journal writer ──relaxed stores──► EngineMetrics ◄──loads── im-admin
+//!                                                                     GET /metrics, /status
+//! ```
+//! What the endpoint reads, the stages publish ([`metrics`]): each counter has one writer,
+//! the stage that owns it; the books' tops are published by the matcher at most every
+//! 100 ms; ring depths are the rings' own lengths. The endpoint never takes a lock a stage
+//! could wait on, and a stage never waits for the endpoint.
+//!
+//! Routes (see [`route`]): `GET /metrics` (Prometheus text format 0.0.4, encoded by
+//! `prometheus-client`), `GET /status` (JSON). Unknown path: 404; another method: 405 with
+//! `Allow`. When a token is configured, every request needs `Authorization: Bearer TOKEN`
+//! (401 with `WWW-Authenticate: Bearer` otherwise); off loopback the endpoint does not
+//! start without one (see [`AdminSection::resolve`](crate::config::AdminSection::resolve)).
+//!
+//! `tiny_http` accepts and reads connections on threads of its own (an accept thread and a
+//! small pool) and parses requests; `im-admin` answers them one at a time.
+
+pub mod client;
+pub mod expose;
+pub mod metrics;
+
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tiny_http::{Header, Method, Request, Response};
+
+use crate::config::AdminSettings;
+use crate::gateway::AdmissionCounters;
+use crate::pipeline::{Record, Ring};
+use metrics::EngineMetrics;
+
+/// What the endpoint reads: the stages' metrics and the names that label them.
+#[derive(Debug)]
+pub struct EngineView {
+    /// Published by the stages.
+    pub metrics: Arc<EngineMetrics>,
+    /// The rings between stages, by name, for their depths.
+    pub rings: Vec<(&'static str, Arc<Ring<Record>>)>,
+    /// The gateway's admission counters.
+    pub admission: Arc<AdmissionCounters>,
+    /// Instrument symbols, in configuration order.
+    pub symbols: Vec<String>,
+    /// Usernames, in configuration order.
+    pub users: Vec<String>,
+    /// The threading mode in use.
+    pub threading: &'static str,
+}
+
+/// The running endpoint.
+pub struct AdminServer {
+    addr: SocketAddr,
+    http: Arc<tiny_http::Server>,
+    thread: JoinHandle<()>,
+}
+
+/// How long binding waits for an address still in use.
+pub const BIND_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The endpoint's socket, bound early so that a busy or forbidden address stops the engine
+/// before any stage starts.
+pub struct AdminListener {
+    listener: TcpListener,
+    token: Option<String>,
+}
+
+impl AdminListener {
+    /// Binds `settings.listen`. An address in use is tried again for up to
+    /// [`BIND_WAIT_MAX`]: when `serve` starts the next trading day, the previous day's
+    /// endpoint may still be closing its socket (`tiny_http` closes it on its own thread).
+    pub fn bind(settings: &AdminSettings) -> io::Result<AdminListener> {
+        let deadline = std::time::Instant::now() + BIND_WAIT_MAX;
+        let listener = loop {
+            match TcpListener::bind(settings.listen) {
+                Ok(listener) => break listener,
+                Err(e)
+                    if e.kind() == io::ErrorKind::AddrInUse
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("admin.listen {}: {e}", settings.listen),
+                    ));
+                }
+            }
+        };
+        Ok(AdminListener {
+            listener,
+            token: settings.token.clone(),
+        })
+    }
+
+    /// Starts answering on thread `im-admin`, reading `view`.
+    pub fn serve(self, view: EngineView) -> io::Result<AdminServer> {
+        AdminServer::start(self, view)
+    }
+}
+
+impl AdminServer {
+    fn start(bound: AdminListener, view: EngineView) -> io::Result<AdminServer> {
+        let addr = bound.listener.local_addr()?;
+        let http = tiny_http::Server::from_listener(bound.listener, None)
+            .map_err(|e| io::Error::other(format!("admin endpoint on {addr}: {e}")))?;
+        let http = Arc::new(http);
+        let handler = Handler::new(view, bound.token);
+        let requests = Arc::clone(&http);
+        let thread = std::thread::Builder::new()
+            .name("im-admin".to_string())
+            .spawn(move || {
+                // Ends when `stop` unblocks the server.
+                for request in requests.incoming_requests() {
+                    handler.answer(request);
+                }
+            })?;
+        Ok(AdminServer { addr, http, thread })
+    }
+
+    /// Where the endpoint listens (the port is known here when `listen` asked for 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops answering and closes the listener.
+    pub fn stop(self) {
+        self.http.unblock();
+        if self.thread.join().is_err() {
+            eprintln!("ironmatch admin: the endpoint's thread panicked");
+        }
+    }
+}
+
+/// A response before it is written: status, content type, body, extra headers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reply {
+    /// HTTP status code.
+    pub status: u16,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// The body.
+    pub body: String,
+    /// Other headers.
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            headers: Vec::new(),
+        }
+    }
+
+    fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// What a request asks for, once its method and path are known to be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// `GET /metrics`.
+    Metrics,
+    /// `GET /status`.
+    Status,
+}
+
+/// Methods the read routes take (HEAD: the same headers, no body).
+const READ: &[Method] = &[Method::Get, Method::Head];
+
+/// The route for `method` and `path` (query string removed), or the reply that refuses it:
+/// 404 for an unknown path, 405 (with `Allow`) for a method the path does not take. New
+/// routes (the operator's POST actions) are added to this table.
+pub fn route(method: &Method, path: &str) -> Result<Route, Reply> {
+    let (route, methods) = match path {
+        "/metrics" => (Route::Metrics, READ),
+        "/status" => (Route::Status, READ),
+        _ => return Err(Reply::text(404, format!("no such path: {path}\n"))),
+    };
+    if methods.contains(method) {
+        return Ok(route);
+    }
+    let allow: Vec<&str> = methods.iter().map(Method::as_str).collect();
+    Err(
+        Reply::text(405, format!("{method} is not allowed on {path}\n"))
+            .with_header("Allow", allow.join(", ")),
+    )
+}
+
+/// Checks `Authorization` against the configured token; `Err` is the 401 to send.
+pub fn authorize(token: Option<&str>, authorization: Option<&str>) -> Result<(), Reply> {
+    let Some(token) = token else {
+        return Ok(());
+    };
+    let given = authorization.and_then(|value| {
+        let (scheme, credentials) = value.trim().split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("bearer")
+            .then(|| credentials.trim())
+    });
+    match given {
+        Some(given) if same_bytes(given.as_bytes(), token.as_bytes()) => Ok(()),
+        Some(_) => Err(Reply::text(401, "invalid token\n").with_header(
+            "WWW-Authenticate",
+            "Bearer realm=\"ironmatch\", error=\"invalid_token\"",
+        )),
+        None => Err(Reply::text(401, "a bearer token is required\n")
+            .with_header("WWW-Authenticate", "Bearer realm=\"ironmatch\"")),
+    }
+}
+
+/// Compares in time that does not depend on where the bytes differ.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Answers requests on the admin thread.
+struct Handler {
+    view: Arc<EngineView>,
+    token: Option<String>,
+    registry: prometheus_client::registry::Registry,
+}
+
+impl Handler {
+    fn new(view: EngineView, token: Option<String>) -> Handler {
+        let view = Arc::new(view);
+        Handler {
+            registry: expose::registry(Arc::clone(&view)),
+            view,
+            token,
+        }
+    }
+
+    /// The reply to `method` on `url` with the given `Authorization` header.
+    fn reply(&self, method: &Method, url: &str, authorization: Option<&str>) -> Reply {
+        if let Err(refused) = authorize(self.token.as_deref(), authorization) {
+            return refused;
+        }
+        let path = url.split_once('?').map_or(url, |(path, _)| path);
+        match route(method, path) {
+            Ok(Route::Metrics) => {
+                let mut body = String::new();
+                match prometheus_client::encoding::prometheus_text::encode(
+                    &mut body,
+                    &self.registry,
+                ) {
+                    Ok(()) => Reply {
+                        status: 200,
+                        content_type: prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                        body,
+                        headers: Vec::new(),
+                    },
+                    Err(_) => Reply::text(500, "metrics could not be encoded\n"),
+                }
+            }
+            Ok(Route::Status) => Reply {
+                status: 200,
+                content_type: "application/json",
+                body: format!("{:#}\n", expose::status_json(&self.view)),
+                headers: Vec::new(),
+            },
+            Err(refused) => refused,
+        }
+    }
+
+    fn answer(&self, request: Request) {
+        let authorization = request
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Authorization"))
+            .map(|h| h.value.as_str().to_string());
+        let reply = self.reply(request.method(), request.url(), authorization.as_deref());
+        let mut response = Response::from_string(reply.body).with_status_code(reply.status);
+        let headers = std::iter::once(("Content-Type", reply.content_type.to_string()))
+            .chain(reply.headers)
+            .chain(std::iter::once(("Cache-Control", "no-store".to_string())));
+        for (name, value) in headers {
+            if let Ok(header) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+                response.add_header(header);
+            }
+        }
+        // A client that went away is its own loss.
+        let _ = request.respond(response);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_answer_404_and_405() {
+        assert_eq!(route(&Method::Get, "/metrics"), Ok(Route::Metrics));
+        assert_eq!(route(&Method::Head, "/status"), Ok(Route::Status));
+        assert_eq!(route(&Method::Get, "/nope").unwrap_err().status, 404);
+        let refused = route(&Method::Post, "/status").unwrap_err();
+        assert_eq!(refused.status, 405);
+        assert_eq!(refused.headers, vec![("Allow", "GET, HEAD".to_string())]);
+    }
+
+    #[test]
+    fn the_token_is_checked_when_configured() {
+        assert!(authorize(None, None).is_ok());
+        let t = Some("s3cret-token");
+        assert!(authorize(t, Some("Bearer s3cret-token")).is_ok());
+        assert!(authorize(t, Some("bearer  s3cret-token ")).is_ok());
+        for bad in [
+            None,
+            Some("Bearer nope"),
+            Some("Basic s3cret-token"),
+            Some(""),
+        ] {
+            let refused = authorize(t, bad).unwrap_err();
+            assert_eq!(refused.status, 401, "{bad:?}");
+            assert!(
+                refused
+                    .headers
+                    .iter()
+                    .any(|(n, v)| *n == "WWW-Authenticate" && v.starts_with("Bearer")),
+                "{bad:?}"
+            );
+        }
+    }
+}
