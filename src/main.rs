@@ -161,43 +161,151 @@ enum Cmd {
     },
 }
 
+/// Where the operator's endpoint is and how to talk to it.
+#[derive(clap::Args)]
+struct Endpoint {
+    /// The endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:15080")]
+    url: String,
+    /// Bearer token (default: the IRONMATCH_ADMIN_TOKEN environment variable).
+    #[arg(long)]
+    token: Option<String>,
+    /// Print the endpoint's JSON as it came, for scripts.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Subcommand)]
 enum AdminCmd {
     /// Instruments (state, top of book, resting orders), sessions (state, sequence
     /// numbers) and counters, from GET /status.
     Status {
-        /// The endpoint.
-        #[arg(long, default_value = "http://127.0.0.1:15080")]
-        url: String,
-        /// Bearer token (default: the IRONMATCH_ADMIN_TOKEN environment variable).
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Halt an instrument: new orders refused, nothing trades (ITCH Trading Action H).
+    Halt {
+        /// The instrument.
+        symbol: String,
+        /// Cancel its resting orders too (OUCH reason H).
         #[arg(long)]
-        token: Option<String>,
-        /// Print the endpoint's JSON as it came, for scripts.
+        cancel: bool,
+        /// ITCH reason code, up to 4 characters (default O1, operations halt).
         #[arg(long)]
-        json: bool,
+        reason: Option<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Pause an instrument (as halted; ITCH Trading Action P).
+    Pause {
+        /// The instrument.
+        symbol: String,
+        /// Cancel its resting orders too.
+        #[arg(long)]
+        cancel: bool,
+        /// ITCH reason code, up to 4 characters.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Resume trading in an instrument.
+    Resume {
+        /// The instrument.
+        symbol: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Halt the whole venue (the kill switch).
+    HaltAll {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Lift the venue halt: each instrument returns to its own state.
+    ResumeAll {
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Cancel every resting order of a user (OUCH reason S, supervisory).
+    CancelUser {
+        /// The username.
+        user: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Cancel every resting order of an instrument (OUCH reason S).
+    CancelInstrument {
+        /// The instrument.
+        symbol: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
+    /// Disconnect a user's session (its orders are canceled if it has cancel-on-disconnect).
+    Kick {
+        /// The username.
+        user: String,
+        #[command(flatten)]
+        endpoint: Endpoint,
     },
 }
 
 /// `ironmatch admin ...`: exit 0 with the answer printed, 1 if the endpoint refused or
 /// could not be reached.
 fn admin(action: AdminCmd) -> ExitCode {
-    match action {
-        AdminCmd::Status { url, token, json } => {
-            let token = token.or_else(|| {
-                std::env::var(ironmatch::config::ADMIN_TOKEN_ENV)
-                    .ok()
-                    .filter(|t| !t.is_empty())
-            });
-            match ironmatch::admin::client::status(&url, token.as_deref(), json) {
-                Ok(text) => {
-                    let _ = write!(std::io::stdout(), "{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("ironmatch admin: {e}");
-                    ExitCode::from(1)
-                }
-            }
+    let state_path = |verb: &str, symbol: &str, cancel: bool, reason: &Option<String>| {
+        let mut query = Vec::new();
+        if cancel {
+            query.push("cancel=true".to_string());
+        }
+        if let Some(reason) = reason {
+            query.push(format!("reason={reason}"));
+        }
+        format!("/{verb}/{symbol}?{}", query.join("&"))
+    };
+    let (endpoint, path) = match action {
+        AdminCmd::Status { endpoint } => (endpoint, None),
+        AdminCmd::Halt {
+            symbol,
+            cancel,
+            reason,
+            endpoint,
+        } => (endpoint, Some(state_path("halt", &symbol, cancel, &reason))),
+        AdminCmd::Pause {
+            symbol,
+            cancel,
+            reason,
+            endpoint,
+        } => (
+            endpoint,
+            Some(state_path("pause", &symbol, cancel, &reason)),
+        ),
+        AdminCmd::Resume { symbol, endpoint } => (endpoint, Some(format!("/resume/{symbol}"))),
+        AdminCmd::HaltAll { endpoint } => (endpoint, Some("/halt-all".to_string())),
+        AdminCmd::ResumeAll { endpoint } => (endpoint, Some("/resume-all".to_string())),
+        AdminCmd::CancelUser { user, endpoint } => (endpoint, Some(format!("/cancel-user/{user}"))),
+        AdminCmd::CancelInstrument { symbol, endpoint } => {
+            (endpoint, Some(format!("/cancel-instrument/{symbol}")))
+        }
+        AdminCmd::Kick { user, endpoint } => (endpoint, Some(format!("/kick/{user}"))),
+    };
+    let Endpoint { url, token, json } = endpoint;
+    let token = token.or_else(|| {
+        std::env::var(ironmatch::config::ADMIN_TOKEN_ENV)
+            .ok()
+            .filter(|t| !t.is_empty())
+    });
+    let result = match path {
+        None => ironmatch::admin::client::status(&url, token.as_deref(), json),
+        Some(path) => ironmatch::admin::client::action(&url, token.as_deref(), &path, json),
+    };
+    match result {
+        Ok(text) => {
+            let _ = write!(std::io::stdout(), "{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ironmatch admin: {e}");
+            ExitCode::from(1)
         }
     }
 }
@@ -421,9 +529,11 @@ fn main() -> ExitCode {
                 json,
                 duration: seconds(duration),
                 drop_every: drop_every.filter(|n| *n > 0),
-                clock: config.schedule().map_or_else(ironmatch::venue::VenueClock::utc, |s| {
-                    ironmatch::venue::VenueClock::new(s.tz)
-                }),
+                clock: config
+                    .schedule()
+                    .map_or_else(ironmatch::venue::VenueClock::utc, |s| {
+                        ironmatch::venue::VenueClock::new(s.tz)
+                    }),
             };
             return feed(&options);
         }

@@ -222,6 +222,14 @@ impl Server {
             matcher.set_metrics(Arc::clone(m));
             journal.set_metrics(Arc::clone(m));
         }
+        let actions = admin_listener.as_ref().map(|_| {
+            let wake = Arc::clone(&waker);
+            let (sender, receiver) = crate::admin::actions::queue(Arc::new(move || {
+                let _ = wake.wake();
+            }));
+            gateway.set_actions(receiver);
+            sender
+        });
         let admin = match admin_listener.zip(metrics) {
             Some((listener, metrics)) => Some(
                 listener.serve(EngineView {
@@ -239,6 +247,7 @@ impl Server {
                         .collect(),
                     users: config.users.iter().map(|u| u.username.clone()).collect(),
                     threading: threading.name(),
+                    actions,
                 })?,
             ),
             None => None,

@@ -158,6 +158,41 @@ pub fn status(url: &str, token: Option<&str>, json: bool) -> Result<String, Stri
     Ok(tables(&value))
 }
 
+/// Sends an operator action (`POST path`) and returns what was done, as a line (or the
+/// endpoint's JSON with `json`). `Err` says why it was refused.
+pub fn action(url: &str, token: Option<&str>, path: &str, json: bool) -> Result<String, String> {
+    let response = request(url, "POST", path, token).map_err(|e| format!("{url}: {e}"))?;
+    let value: Option<Value> = serde_json::from_str(&response.body).ok();
+    match (response.status, value) {
+        (200, Some(v)) if !json => {
+            let mut line = v["action"].as_str().unwrap_or("done").to_string();
+            if let Some(n) = v["canceled"].as_u64() {
+                line.push_str(&format!("; {n} resting orders canceled"));
+            }
+            if v["was_connected"] == Value::Bool(false) {
+                line.push_str(" (it was not connected)");
+            }
+            if let Some(r) = v["request"].as_u64() {
+                line.push_str(&format!(" [journaled as operator request {r}]"));
+            }
+            Ok(format!("{line}\n"))
+        }
+        (200, _) => Ok(response.body),
+        (401, _) => Err(format!(
+            "{url}: 401 unauthorized: give the endpoint's token with --token or {}",
+            crate::config::ADMIN_TOKEN_ENV
+        )),
+        (code, Some(v)) if v["error"].is_string() => Err(format!(
+            "{url}{path}: HTTP {code}: {}",
+            v["error"].as_str().unwrap_or_default()
+        )),
+        (code, _) => Err(format!(
+            "{url}{path}: HTTP {code}: {}",
+            response.body.trim()
+        )),
+    }
+}
+
 /// Left-aligned columns, two spaces apart.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();

@@ -19,6 +19,7 @@
 //! `tiny_http` accepts and reads connections on threads of its own (an accept thread and a
 //! small pool) and parses requests; `im-admin` answers them one at a time.
 
+pub mod actions;
 pub mod client;
 pub mod expose;
 pub mod metrics;
@@ -50,6 +51,8 @@ pub struct EngineView {
     pub users: Vec<String>,
     /// The threading mode in use.
     pub threading: &'static str,
+    /// Where the operator's actions go (the gateway).
+    pub actions: Option<actions::ActionSender>,
 }
 
 /// The running endpoint.
@@ -167,25 +170,36 @@ impl Reply {
 }
 
 /// What a request asks for, once its method and path are known to be served.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Route {
     /// `GET /metrics`.
     Metrics,
     /// `GET /status`.
     Status,
+    /// `POST /halt/SYMBOL` and the other actions of [`actions::parse`].
+    Action(actions::AdminAction),
 }
 
 /// Methods the read routes take (HEAD: the same headers, no body).
 const READ: &[Method] = &[Method::Get, Method::Head];
+/// Methods the action routes take.
+const WRITE: &[Method] = &[Method::Post];
 
-/// The route for `method` and `path` (query string removed), or the reply that refuses it:
-/// 404 for an unknown path, 405 (with `Allow`) for a method the path does not take. New
-/// routes (the operator's POST actions) are added to this table.
-pub fn route(method: &Method, path: &str) -> Result<Route, Reply> {
+/// The route for `method` on `path` with `query`, or the reply that refuses it: 404 for an
+/// unknown path, 405 (with `Allow`) for a method the path does not take, 400 for an action
+/// with a bad argument.
+pub fn route(method: &Method, path: &str, query: &str) -> Result<Route, Reply> {
     let (route, methods) = match path {
         "/metrics" => (Route::Metrics, READ),
         "/status" => (Route::Status, READ),
-        _ => return Err(Reply::text(404, format!("no such path: {path}\n"))),
+        _ => match actions::parse(path, query) {
+            Some(Ok(action)) => (Route::Action(action), WRITE),
+            Some(Err(why)) if *method == Method::Post => {
+                return Err(Reply::text(400, format!("{why}\n")));
+            }
+            Some(Err(_)) => (Route::Status, WRITE),
+            None => return Err(Reply::text(404, format!("no such path: {path}\n"))),
+        },
     };
     if methods.contains(method) {
         return Ok(route);
@@ -246,8 +260,8 @@ impl Handler {
         if let Err(refused) = authorize(self.token.as_deref(), authorization) {
             return refused;
         }
-        let path = url.split_once('?').map_or(url, |(path, _)| path);
-        match route(method, path) {
+        let (path, query) = url.split_once('?').unwrap_or((url, ""));
+        match route(method, path, query) {
             Ok(Route::Metrics) => {
                 let mut body = String::new();
                 match prometheus_client::encoding::prometheus_text::encode(
@@ -269,6 +283,18 @@ impl Handler {
                 body: format!("{:#}\n", expose::status_json(&self.view)),
                 headers: Vec::new(),
             },
+            Ok(Route::Action(action)) => {
+                let reply = match &self.view.actions {
+                    Some(sender) => sender.run(action),
+                    None => actions::ActionReply::refused(503, "this engine takes no actions"),
+                };
+                Reply {
+                    status: reply.status,
+                    content_type: "application/json",
+                    body: format!("{:#}\n", reply.body),
+                    headers: Vec::new(),
+                }
+            }
             Err(refused) => refused,
         }
     }
@@ -300,10 +326,19 @@ mod tests {
 
     #[test]
     fn routes_answer_404_and_405() {
-        assert_eq!(route(&Method::Get, "/metrics"), Ok(Route::Metrics));
-        assert_eq!(route(&Method::Head, "/status"), Ok(Route::Status));
-        assert_eq!(route(&Method::Get, "/nope").unwrap_err().status, 404);
-        let refused = route(&Method::Post, "/status").unwrap_err();
+        assert_eq!(route(&Method::Get, "/metrics", ""), Ok(Route::Metrics));
+        assert_eq!(route(&Method::Head, "/status", ""), Ok(Route::Status));
+        assert_eq!(route(&Method::Get, "/nope", "").unwrap_err().status, 404);
+        assert_eq!(
+            route(&Method::Get, "/halt/AAPL", "").unwrap_err().status,
+            405
+        );
+        assert_eq!(route(&Method::Post, "/halt", "").unwrap_err().status, 400);
+        assert!(matches!(
+            route(&Method::Post, "/halt-all", ""),
+            Ok(Route::Action(actions::AdminAction::VenueHalt(true)))
+        ));
+        let refused = route(&Method::Post, "/status", "").unwrap_err();
         assert_eq!(refused.status, 405);
         assert_eq!(refused.headers, vec![("Allow", "GET, HEAD".to_string())]);
     }

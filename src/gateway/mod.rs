@@ -50,8 +50,9 @@ pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
 use session::UserSession;
 
+use crate::admin::actions::{ActionReply, ActionRequest, AdminAction};
 use crate::admin::metrics::{EngineMetrics, MarkReader};
-use crate::book::{Command, CommandBody, DayEvent, VenueCommand};
+use crate::book::{Command, CommandBody, DayEvent, OperatorAction, VenueCommand};
 use crate::config::Config;
 use crate::pipeline::{Agent, Record, Ring};
 use crate::types::{OwnerId, Symbol};
@@ -157,6 +158,13 @@ pub struct Gateway {
     timer_sent_for: u64,
     /// Set once the day's End of Messages is sequenced: the engine then drains and stops.
     day_over: Arc<AtomicBool>,
+    /// The operator's actions from the admin endpoint.
+    actions: Option<crossbeam::channel::Receiver<ActionRequest>>,
+    /// Actions sequenced and waiting for their result: (request number, action, reply).
+    pending_actions: Vec<(u64, AdminAction, crossbeam::channel::Sender<ActionReply>)>,
+    /// The next operator request number (starts from the clock, so numbers are unique
+    /// across restarts too).
+    next_request: u64,
 }
 
 /// The day's schedule as the gateway sends it: each transition is pushed as a command when
@@ -263,6 +271,9 @@ impl Gateway {
             deadline: Arc::new(AtomicU64::new(u64::MAX)),
             timer_sent_for: u64::MAX,
             day_over: Arc::new(AtomicBool::new(false)),
+            actions: None,
+            pending_actions: Vec::new(),
+            next_request: crate::venue::epoch_ns().max(1) as u64,
         })
     }
 
@@ -304,6 +315,107 @@ impl Gateway {
         // Transitions already due (the day's start of messages at least) go first, before
         // any login is taken.
         self.check_clock();
+    }
+
+    /// Takes the operator's actions from `actions` (the admin endpoint's queue).
+    pub fn set_actions(&mut self, actions: crossbeam::channel::Receiver<ActionRequest>) {
+        self.actions = Some(actions);
+    }
+
+    /// Turns waiting operator actions into commands (or, for a disconnect, does it);
+    /// returns how many were taken.
+    fn take_actions(&mut self) -> usize {
+        // Taken out while the loop below closes sessions; put back after.
+        let Some(queue) = self.actions.take() else {
+            return 0;
+        };
+        let taken = self.run_actions(&queue);
+        self.actions = Some(queue);
+        taken
+    }
+
+    fn run_actions(&mut self, queue: &crossbeam::channel::Receiver<ActionRequest>) -> usize {
+        let mut taken = 0;
+        while let Ok(ActionRequest { action, reply }) = queue.try_recv() {
+            taken += 1;
+            let user = |name: &str| {
+                self.users
+                    .iter()
+                    .position(|u| u.username.eq_ignore_ascii_case(name))
+            };
+            let symbol = |name: &str| Symbol::from_str_padded(name);
+            let operator = match &action {
+                AdminAction::SetState {
+                    symbol: name,
+                    state,
+                    reason,
+                    cancel,
+                } => symbol(name).map(|symbol| {
+                    let mut code = [b' '; 4];
+                    for (c, b) in code.iter_mut().zip(reason.bytes()) {
+                        *c = b;
+                    }
+                    OperatorAction::SetState {
+                        symbol,
+                        state: *state,
+                        reason: code,
+                        cancel_resting: *cancel,
+                    }
+                }),
+                AdminAction::VenueHalt(on) => Some(OperatorAction::VenueHalt(*on)),
+                AdminAction::CancelUser(name) => {
+                    user(name).map(|u| OperatorAction::CancelUser(OwnerId(u as u16)))
+                }
+                AdminAction::CancelInstrument(name) => {
+                    symbol(name).map(OperatorAction::CancelInstrument)
+                }
+                AdminAction::Kick(name) => {
+                    let result = match user(name) {
+                        None => ActionReply::refused(404, "no such user"),
+                        Some(u) => {
+                            let connected = self.users[u].conn;
+                            if let Some(i) = connected {
+                                self.close(i, "disconnected by the operator");
+                            }
+                            ActionReply {
+                                status: 200,
+                                body: serde_json::json!({
+                                    "ok": true,
+                                    "action": crate::admin::actions::describe(&action),
+                                    "was_connected": connected.is_some(),
+                                }),
+                            }
+                        }
+                    };
+                    let _ = reply.try_send(result);
+                    continue;
+                }
+            };
+            let Some(operator) = operator else {
+                let what = match action {
+                    AdminAction::CancelUser(_) => "no such user",
+                    _ => "no such instrument",
+                };
+                let _ = reply.try_send(ActionReply::refused(404, what));
+                continue;
+            };
+            let request = self.next_request;
+            self.next_request += 1;
+            self.deferred.push_back(Record::Command(Command {
+                ts: self.clock.now(),
+                owner: OwnerId(0),
+                body: CommandBody::Venue(VenueCommand::Operator {
+                    request,
+                    action: operator,
+                }),
+            }));
+            eprintln!(
+                "ironmatch gateway: operator request {request}: {}",
+                crate::admin::actions::describe(&action)
+            );
+            self.pending_actions.push((request, action, reply));
+        }
+        taken
     }
 
     /// Where the matcher publishes its next deadline: a timer command goes in when it passes.
@@ -362,6 +474,13 @@ impl Gateway {
                         .count_out(crate::wire::ouch::outbound::SYSTEM_EVENT);
                     m.gateway.sessions[u].messages.set(user.next_seq() - 1);
                 }
+            }
+            return None;
+        }
+        if let crate::book::EventBody::OperatorDone { request, outcome } = event.body {
+            if let Some(at) = self.pending_actions.iter().position(|p| p.0 == request) {
+                let (_, action, reply) = self.pending_actions.swap_remove(at);
+                let _ = reply.try_send(ActionReply::from_outcome(&action, request, outcome));
             }
             return None;
         }
@@ -1079,6 +1198,7 @@ impl Agent for Gateway {
         }
         work += usize::from(self.push_deferred());
         if !self.draining {
+            work += self.take_actions();
             work += usize::from(self.serve_waiting());
             if self.shutdown.load(Ordering::Relaxed) {
                 self.draining = true;

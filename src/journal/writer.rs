@@ -53,10 +53,7 @@ impl Writeback {
                     }
                 }
             })?;
-        Ok(Writeback {
-            files,
-            asked_at: 0,
-        })
+        Ok(Writeback { files, asked_at: 0 })
     }
 
     /// Asks for `file` (now `len` bytes) to be written back if `WRITEBACK_BYTES` were

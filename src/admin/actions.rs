@@ -1,0 +1,291 @@
+//! The operator's actions: `POST` routes of the endpoint, carried to the gateway, which
+//! turns each into a sequenced, journaled command; the result comes back once journaled.
+//!
+//! ```text
+//! im-admin ──ActionRequest (queue + wake)──► gateway ──Venue(Operator{request})──► matcher
+//!    ▲                                                                                │
+//!    └──────── ActionReply ◄── gateway egress ◄── OperatorDone{request} (journaled) ◄─┘
+//! ```
+//! Disconnecting a session is the gateway's own: the session is closed (its `Disconnect`
+//! command is journaled, with cancel-on-disconnect as configured) and the reply says so.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam::channel::{Receiver, Sender};
+use serde_json::{Value, json};
+
+use crate::book::{OperatorOutcome, TradingState};
+
+/// How long the endpoint waits for an action's result before answering 504.
+pub const REPLY_WAIT_MAX: Duration = Duration::from_secs(5);
+
+/// Actions waiting for the gateway, at most.
+pub const QUEUE_MAX: usize = 64;
+
+/// What an operator asks for, by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminAction {
+    /// Set one instrument's trading state, optionally canceling its resting orders.
+    SetState {
+        /// Symbol as given.
+        symbol: String,
+        /// New state.
+        state: TradingState,
+        /// ITCH reason, up to 4 characters.
+        reason: String,
+        /// Cancel the instrument's resting orders (reason halted).
+        cancel: bool,
+    },
+    /// The venue-wide halt on or off.
+    VenueHalt(bool),
+    /// Cancel every resting order of a user.
+    CancelUser(String),
+    /// Cancel every resting order of an instrument.
+    CancelInstrument(String),
+    /// Disconnect a user's session.
+    Kick(String),
+}
+
+/// The result of an action: an HTTP status and a JSON body.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActionReply {
+    /// 200 done, 404 unknown symbol or user, 400 a bad argument.
+    pub status: u16,
+    /// What happened.
+    pub body: Value,
+}
+
+impl ActionReply {
+    /// A refusal before anything was sequenced.
+    pub fn refused(status: u16, why: impl Into<String>) -> ActionReply {
+        ActionReply {
+            status,
+            body: json!({ "ok": false, "error": why.into() }),
+        }
+    }
+
+    /// The reply for the matcher's outcome of `action`, with the `request` number the
+    /// journal holds.
+    pub fn from_outcome(
+        action: &AdminAction,
+        request: u64,
+        outcome: OperatorOutcome,
+    ) -> ActionReply {
+        match outcome {
+            OperatorOutcome::Done { canceled } => ActionReply {
+                status: 200,
+                body: json!({
+                    "ok": true,
+                    "request": request,
+                    "action": describe(action),
+                    "canceled": canceled,
+                }),
+            },
+            OperatorOutcome::UnknownSymbol => ActionReply::refused(404, "no such instrument"),
+            OperatorOutcome::UnknownUser => ActionReply::refused(404, "no such user"),
+        }
+    }
+}
+
+/// One line saying what an action does.
+pub fn describe(action: &AdminAction) -> String {
+    match action {
+        AdminAction::SetState {
+            symbol,
+            state,
+            reason,
+            cancel,
+        } => format!(
+            "{symbol}: {}{}{}",
+            match state {
+                TradingState::Trading => "trading",
+                TradingState::Halted => "halted",
+                TradingState::Paused => "paused",
+                TradingState::QuotationOnly => "quotation only",
+            },
+            if reason.trim().is_empty() {
+                String::new()
+            } else {
+                format!(" (reason {})", reason.trim())
+            },
+            if *cancel {
+                ", resting orders canceled"
+            } else {
+                ""
+            }
+        ),
+        AdminAction::VenueHalt(true) => "venue halted: every instrument".to_string(),
+        AdminAction::VenueHalt(false) => "venue halt lifted".to_string(),
+        AdminAction::CancelUser(user) => format!("{user}: resting orders canceled"),
+        AdminAction::CancelInstrument(symbol) => format!("{symbol}: resting orders canceled"),
+        AdminAction::Kick(user) => format!("{user}: session disconnected"),
+    }
+}
+
+/// An action on its way to the gateway, with where its reply goes.
+#[derive(Debug)]
+pub struct ActionRequest {
+    /// What to do.
+    pub action: AdminAction,
+    /// Where the result goes (the endpoint waits on it).
+    pub reply: Sender<ActionReply>,
+}
+
+/// The endpoint's side: sends actions to the gateway and wakes it.
+#[derive(Clone)]
+pub struct ActionSender {
+    queue: Sender<ActionRequest>,
+    wake: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for ActionSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ActionSender").finish_non_exhaustive()
+    }
+}
+
+/// A queue of actions: the endpoint's sender (waking the gateway with `wake`) and the
+/// gateway's receiver.
+pub fn queue(wake: Arc<dyn Fn() + Send + Sync>) -> (ActionSender, Receiver<ActionRequest>) {
+    let (queue, receiver) = crossbeam::channel::bounded(QUEUE_MAX);
+    (ActionSender { queue, wake }, receiver)
+}
+
+impl ActionSender {
+    /// Hands `action` to the gateway and waits for its result (at most
+    /// [`REPLY_WAIT_MAX`]).
+    pub fn run(&self, action: AdminAction) -> ActionReply {
+        let (reply, result) = crossbeam::channel::bounded(1);
+        if self
+            .queue
+            .try_send(ActionRequest { action, reply })
+            .is_err()
+        {
+            return ActionReply::refused(
+                503,
+                "the engine is not taking actions (stopping, or too many waiting)",
+            );
+        }
+        (self.wake)();
+        match result.recv_timeout(REPLY_WAIT_MAX) {
+            Ok(reply) => reply,
+            Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
+                ActionReply::refused(504, "no result in time; see the journal for the outcome")
+            }
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
+                ActionReply::refused(503, "the engine stopped before the action was done")
+            }
+        }
+    }
+}
+
+/// The action a `POST` path asks for: `/halt/SYMBOL`, `/resume/SYMBOL`, `/pause/SYMBOL`,
+/// `/quote-only/SYMBOL`, `/halt-all`, `/resume-all`, `/cancel-user/USER`,
+/// `/cancel-instrument/SYMBOL`, `/kick/USER`; `query` may hold `cancel=true` (halt, pause)
+/// and `reason=XXXX` (state changes). `None`: not an action path.
+pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
+    let mut cancel = false;
+    let mut reason = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        match key {
+            "cancel" => cancel = matches!(value, "true" | "1" | "yes"),
+            "reason" => reason = Some(value.to_string()),
+            _ => return Some(Err(format!("unknown parameter {key:?}"))),
+        }
+    }
+    let path = path.trim_end_matches('/');
+    let (verb, name) = match path.strip_prefix('/')?.split_once('/') {
+        Some((verb, name)) => (verb, Some(name)),
+        None => (path.strip_prefix('/')?, None),
+    };
+    let state_change = |state: TradingState, default_reason: &str| {
+        let symbol = name.filter(|n| !n.is_empty());
+        let reason = reason.clone().unwrap_or_else(|| default_reason.to_string());
+        Some(match symbol {
+            None => Err(format!("{verb} needs a symbol: POST /{verb}/SYMBOL")),
+            Some(_) if reason.len() > 4 || !reason.bytes().all(|b| b.is_ascii_graphic()) => {
+                Err(format!("reason {reason:?}: up to 4 printable characters"))
+            }
+            Some(symbol) => Ok(AdminAction::SetState {
+                symbol: symbol.to_string(),
+                state,
+                reason,
+                cancel: cancel && state != TradingState::Trading,
+            }),
+        })
+    };
+    let named = |make: fn(String) -> AdminAction, what: &str| {
+        Some(match name.filter(|n| !n.is_empty()) {
+            Some(n) => Ok(make(n.to_string())),
+            None => Err(format!(
+                "{verb} needs a {what}: POST /{verb}/{}",
+                what.to_uppercase()
+            )),
+        })
+    };
+    match (verb, name) {
+        ("halt", _) => state_change(TradingState::Halted, "O1"),
+        ("pause", _) => state_change(TradingState::Paused, "O1"),
+        ("quote-only", _) => state_change(TradingState::QuotationOnly, "O1"),
+        ("resume", _) => state_change(TradingState::Trading, ""),
+        ("halt-all", None) => Some(Ok(AdminAction::VenueHalt(true))),
+        ("resume-all", None) => Some(Ok(AdminAction::VenueHalt(false))),
+        ("cancel-user", _) => named(AdminAction::CancelUser, "user"),
+        ("cancel-instrument", _) => named(AdminAction::CancelInstrument, "symbol"),
+        ("kick", _) => named(AdminAction::Kick, "user"),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_name_the_actions() {
+        assert_eq!(
+            parse("/halt/AAPL", "cancel=true&reason=T1"),
+            Some(Ok(AdminAction::SetState {
+                symbol: "AAPL".into(),
+                state: TradingState::Halted,
+                reason: "T1".into(),
+                cancel: true
+            }))
+        );
+        assert_eq!(
+            parse("/resume/AAPL", ""),
+            Some(Ok(AdminAction::SetState {
+                symbol: "AAPL".into(),
+                state: TradingState::Trading,
+                reason: "".into(),
+                cancel: false
+            }))
+        );
+        assert_eq!(
+            parse("/halt-all", ""),
+            Some(Ok(AdminAction::VenueHalt(true)))
+        );
+        assert_eq!(
+            parse("/resume-all/", ""),
+            Some(Ok(AdminAction::VenueHalt(false)))
+        );
+        assert_eq!(
+            parse("/cancel-user/MM1", ""),
+            Some(Ok(AdminAction::CancelUser("MM1".into())))
+        );
+        assert_eq!(
+            parse("/kick/MM1", ""),
+            Some(Ok(AdminAction::Kick("MM1".into())))
+        );
+        assert!(matches!(parse("/halt", ""), Some(Err(_))));
+        assert!(matches!(
+            parse("/halt/AAPL", "reason=TOOLONG"),
+            Some(Err(_))
+        ));
+        assert!(matches!(parse("/halt/AAPL", "force=1"), Some(Err(_))));
+        assert_eq!(parse("/metrics", ""), None);
+        assert_eq!(parse("/nope/x", ""), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! The operator's actions over loopback: halts, resumes, the venue halt, cancels and
+//! disconnects through `POST` on the admin endpoint and through `ironmatch admin`, each a
+//! journaled command whose result comes back; a halt survives a restart.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use ironmatch::admin::client::{HttpResponse, request};
+use ironmatch::client::{Client, Received};
+use ironmatch::config::Config;
+use ironmatch::server::Server;
+use ironmatch::wire::itch::{Body, Message};
+use ironmatch::wire::ouch::{Outbound, outbound};
+
+const PX: u64 = 1_500_000; // $150.00
+
+fn config_in(dir: &std::path::Path) -> Config {
+    let text = test_config_text(dir, "") + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    Config::parse(&text, "operator test config").unwrap()
+}
+
+fn post(server: &Server, path: &str) -> (u16, serde_json::Value) {
+    let addr: SocketAddr = server.admin_addr().expect("admin endpoint");
+    let HttpResponse { status, body, .. } =
+        request(&format!("http://{addr}"), "POST", path, None).expect("the endpoint answers");
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The instrument's state as /status shows it, once it is `wanted` (the matcher publishes
+/// every 100 ms; a deadline only stops a wait that went wrong).
+fn wait_state(server: &Server, symbol: &str, wanted: &str) {
+    let addr = server.admin_addr().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = request(&format!("http://{addr}"), "GET", "/status", None).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+        let state = v["instruments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["symbol"] == symbol)
+            .map(|i| i["state"].clone());
+        if state == Some(serde_json::Value::from(wanted)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{symbol} never {wanted}: {state:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (type, user ref, detail) of the next message: reject code or cancel reason.
+fn next_summary(c: &mut Client) -> (u8, u32, u16) {
+    let (_, msg) = next(c);
+    match decode(&msg) {
+        Outbound::Accepted(a, _) => (b'A', a.user_ref.get(), 0),
+        Outbound::Rejected(r) => (b'J', r.user_ref.get(), r.reason.get()),
+        Outbound::Canceled(x) => (b'C', x.user_ref.get(), u16::from(x.reason)),
+        Outbound::Executed(e, _) => (b'E', e.user_ref.get(), 0),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// The feed's Stock Trading Actions: (state, reason).
+fn trading_actions(dir: &std::path::Path) -> Vec<(u8, [u8; 4])> {
+    let bytes = std::fs::read(dir.join("feed.itch")).unwrap();
+    ironmatch::wire::itch::file_messages(&bytes)
+        .map(|m| Message::decode(m.unwrap()).unwrap())
+        .filter_map(|m| match m.body {
+            Body::TradingAction { state, reason, .. } => Some((state, reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
+    let dir = temp_dir("operator");
+    let config = config_in(&dir);
+    let server = Server::start(&config).unwrap();
+    let mut mm1 = login(server.local_addr(), "MM1", "pw1", 1);
+    let mut mm2 = login(server.local_addr(), "MM2", "pw2", 1);
+    mm1.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_summary(&mut mm1), (b'A', 1, 0));
+
+    // Halt: a crossing order is refused (0x0007) and nothing trades.
+    let (status, v) = post(&server, "/halt/AAPL");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["ok"].as_bool(), v["canceled"].as_u64()),
+        (Some(true), Some(0))
+    );
+    assert!(
+        v["request"].as_u64().is_some(),
+        "journaled with a request number"
+    );
+    wait_state(&server, "AAPL", "halted");
+    mm2.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_summary(&mut mm2), (b'J', 1, 0x0007));
+    // A cancel is always accepted (MM1 reduces to 60).
+    mm1.cancel(1, 60).unwrap();
+    assert_eq!(next_summary(&mut mm1), (b'C', 1, u16::from(b'U')));
+
+    // Resume: the same order trades.
+    let (status, _) = post(&server, "/resume/AAPL");
+    assert_eq!(status, 200);
+    mm2.limit(2, b'B', 60, "AAPL", PX).unwrap();
+    assert_eq!(next_summary(&mut mm2), (b'A', 2, 0));
+    assert_eq!(next_summary(&mut mm2), (b'E', 2, 0));
+    assert_eq!(next_summary(&mut mm1), (b'E', 1, 0));
+
+    // Halt with cancel: resting orders are canceled with reason H.
+    mm1.limit(2, b'S', 100, "AAPL", PX + 100).unwrap();
+    assert_eq!(next_summary(&mut mm1), (b'A', 2, 0));
+    let (status, v) = post(&server, "/halt/AAPL?cancel=true&reason=T1");
+    assert_eq!((status, v["canceled"].as_u64()), (200, Some(1)));
+    assert_eq!(next_summary(&mut mm1), (b'C', 2, u16::from(b'H')));
+    post(&server, "/resume/AAPL");
+
+    // The venue halt (kill switch) and its lifting.
+    assert_eq!(post(&server, "/halt-all").0, 200);
+    mm2.limit(3, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_summary(&mut mm2), (b'J', 3, 0x0007));
+    assert_eq!(post(&server, "/resume-all").0, 200);
+    mm2.limit(4, b'B', 100, "AAPL", PX - 100).unwrap();
+    assert_eq!(next_summary(&mut mm2), (b'A', 4, 0));
+
+    // Cancel a user's orders (reason S), then an instrument's.
+    let (status, v) = post(&server, "/cancel-user/MM2");
+    assert_eq!((status, v["canceled"].as_u64()), (200, Some(1)));
+    assert_eq!(next_summary(&mut mm2), (b'C', 4, u16::from(b'S')));
+    mm1.limit(3, b'S', 100, "AAPL", PX + 200).unwrap();
+    assert_eq!(next_summary(&mut mm1), (b'A', 3, 0));
+    let (status, v) = post(&server, "/cancel-instrument/AAPL");
+    assert_eq!((status, v["canceled"].as_u64()), (200, Some(1)));
+    assert_eq!(next_summary(&mut mm1), (b'C', 3, u16::from(b'S')));
+
+    // Unknown names and bad arguments are refused and change nothing.
+    assert_eq!(post(&server, "/halt/NOPE").0, 404);
+    assert_eq!(post(&server, "/cancel-user/NOBODY").0, 404);
+    assert_eq!(post(&server, "/halt/AAPL?reason=TOOLONG").0, 400);
+
+    // The command-line client, as an operator runs it.
+    let admin_url = format!("http://{}", server.admin_addr().unwrap());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["admin", "halt", "AAPL", "--url", &admin_url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with("AAPL: halted (reason O1)"), "{line}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["admin", "resume", "NOPE", "--url", &admin_url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    // Kick: the session is closed by the server.
+    let (status, v) = post(&server, "/kick/MM2");
+    assert_eq!((status, v["was_connected"].as_bool()), (200, Some(true)));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match mm2.recv(Duration::from_millis(100)) {
+            Err(_) | Ok(Some(Received::EndOfSession)) => break,
+            _ if Instant::now() > deadline => panic!("MM2 still connected"),
+            _ => {}
+        }
+    }
+    server.stop().unwrap();
+
+    // The feed carried each state change with its reason.
+    let actions: Vec<(char, String)> = trading_actions(&dir)
+        .iter()
+        .map(|(s, r)| {
+            (
+                char::from(*s),
+                String::from_utf8_lossy(r).trim().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(char, String)> = [
+        ('T', ""),   // start of day
+        ('H', "O1"), // halt
+        ('T', ""),   // resume
+        ('H', "T1"), // halt with cancel, reason T1
+        ('T', ""),   // resume
+        ('H', "O1"), // venue halt
+        ('T', ""),   // venue halt lifted
+        ('H', "O1"), // ironmatch admin halt
+    ]
+    .iter()
+    .map(|(s, r)| (*s, r.to_string()))
+    .collect();
+    assert_eq!(actions, expected);
+    // Every action is in the journal: replay reproduces the session byte for byte.
+    let summary = ironmatch::replay::replay(
+        &dir,
+        &config.book_config().unwrap(),
+        &ironmatch::replay::ReplayOptions {
+            verify_determinism: true,
+            ..Default::default()
+        },
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert!(summary.records > 0);
+    let _ = outbound::ACCEPTED;
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_restart_in_the_middle_of_a_halt_keeps_the_halt() {
+    let dir = temp_dir("operator-restart");
+    let config = config_in(&dir);
+    let server = Server::start(&config).unwrap();
+    assert_eq!(post(&server, "/halt/AAPL").0, 200);
+    server.stop().unwrap();
+
+    let server = Server::start(&config).unwrap();
+    wait_state(&server, "AAPL", "halted");
+    let mut mm1 = login(server.local_addr(), "MM1", "pw1", 1);
+    mm1.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_summary(&mut mm1), (b'J', 1, 0x0007));
+    assert_eq!(post(&server, "/resume/AAPL").0, 200);
+    mm1.limit(2, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_summary(&mut mm1), (b'A', 2, 0));
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
