@@ -171,6 +171,7 @@ fn a_compressed_day_runs_its_schedule_and_the_next_day_follows() {
         panic!("{accepted:?}")
     };
     assert_eq!((a.user_ref.get(), a.tif), (4, b'6'));
+    let gtt_ref = a.order_ref.get();
     assert_eq!(
         options.expire_time,
         Some(1),
@@ -266,6 +267,18 @@ fn a_compressed_day_runs_its_schedule_and_the_next_day_follows() {
     let day_dir = dir.join(day.to_string());
     replay_verifies(&day_dir, &config);
     assert_eq!(feed_system_events(&day_dir), b"OSQMEC");
+    // The expired GTT order left the feed with an Order Delete, after its execution.
+    let bytes = std::fs::read(day_dir.join("feed.itch")).unwrap();
+    let gtt_on_feed: Vec<char> = ironmatch::wire::itch::file_messages(&bytes)
+        .map(|m| Message::decode(m.unwrap()).unwrap())
+        .filter_map(|m| match m.body {
+            Body::AddOrder { order_ref, .. } if order_ref == gtt_ref => Some('A'),
+            Body::OrderExecuted { order_ref, .. } if order_ref == gtt_ref => Some('E'),
+            Body::OrderDelete { order_ref } if order_ref == gtt_ref => Some('D'),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gtt_on_feed, ['A', 'E', 'D']);
 
     // A restart after the end of system hours starts the next day: a new journal and
     // session; logins wait for its start (midnight); the previous day stays as it was.
