@@ -1,0 +1,26 @@
+//! Arbitrary request lines for the operator's endpoint: routing, action parsing and the
+//! token check must never panic, and an action route is only ever a POST.
+#![no_main]
+
+use ironmatch::admin::{Route, authorize, route};
+use libfuzzer_sys::fuzz_target;
+use tiny_http::Method;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&m, rest)) = data.split_first() else {
+        return;
+    };
+    let text = String::from_utf8_lossy(rest);
+    let (url, authorization) = text.split_once('\n').unwrap_or((&text, ""));
+    let method = match m % 4 {
+        0 => Method::Get,
+        1 => Method::Post,
+        2 => Method::Head,
+        _ => Method::Put,
+    };
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    if let Ok(Route::Action(_)) = route(&method, path, query) {
+        assert_eq!(method, Method::Post);
+    }
+    let _ = authorize(Some("token"), Some(authorization));
+});
