@@ -33,6 +33,7 @@
 //! [`Matcher`] is the fast book; [`reference::ReferenceMatcher`] is the simple model it is
 //! tested against.
 
+mod breaker;
 mod divisor;
 pub mod flow;
 mod ladder;
@@ -42,6 +43,7 @@ mod pool;
 mod ref_index;
 pub mod reference;
 
+pub use breaker::{Bucket, WindowState};
 pub use matcher::{BookState, LevelView, Matcher, RestingState};
 pub use message::*;
 
@@ -67,10 +69,36 @@ pub struct InstrumentSpec {
     pub max_price: Price,
     /// Largest order quantity accepted.
     pub max_qty: u32,
-    /// Reference price at start of day; the band is centred on it until the first trade.
+    /// Reference price at start of day: the centre of the fat-finger range all day, and of
+    /// the band and the circuit breaker until the first trade.
     pub ref_price: Price,
-    /// Band half-width in basis points of the reference price (1..=10 000).
+    /// Price band half-width in basis points of the last trade price (0 = off, at most
+    /// 10 000): an order trades only at prices within it. See the module docs.
     pub band_bps: u32,
+    /// What becomes of a limit order's remainder that the band kept from trading.
+    pub band_remainder: BandRemainder,
+    /// Fat-finger range half-width in basis points of `ref_price` (0 = off, at most
+    /// 100 000): limit prices outside it are rejected.
+    pub fat_finger_bps: u32,
+    /// Circuit breaker half-width in basis points of the breaker reference price (0 = off,
+    /// at most 10 000): a trade outside it pauses the instrument instead.
+    pub breaker_bps: u32,
+    /// Seconds of trades the breaker reference price is the mean of (1..=3 600 when the
+    /// breaker is on).
+    pub breaker_window_secs: u32,
+    /// Seconds a breaker pause lasts (1..=86 400 when the breaker is on).
+    pub breaker_pause_secs: u32,
+}
+
+/// What becomes of the rest of a limit order that could trade further, but only outside
+/// the price band.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum BandRemainder {
+    /// Canceled ([`CancelReason::PriceBand`], OUCH `D`).
+    Cancel,
+    /// Rests at the band edge, the furthest price it could trade at ([`EventBody::Repriced`],
+    /// OUCH Order Restated `P`): at its own limit it would cross the orders beyond the band.
+    Rest,
 }
 
 /// A configured user as the matcher sees it.
@@ -134,12 +162,31 @@ impl InstrumentSpec {
         (self.max_price.0 - self.min_price.0) / self.tick.0 + 1
     }
 
-    /// The band edges around `reference`: `(low, high)`, inclusive.
-    pub fn band(&self, reference: Price) -> (Price, Price) {
-        let half = reference.0 * u64::from(self.band_bps) / 10_000;
-        (
-            Price(reference.0.saturating_sub(half)),
-            Price(reference.0 + half),
-        )
+    /// The band edges around `reference` (the last trade): `(low, high)`, inclusive;
+    /// `None` when the band is off.
+    pub fn band(&self, reference: Price) -> Option<(Price, Price)> {
+        (self.band_bps > 0).then(|| edges(reference, self.band_bps))
     }
+
+    /// The fat-finger range: `(low, high)`, inclusive, around `ref_price`; the whole price
+    /// range (`min_price..=max_price`) when it is off.
+    pub fn fat_finger(&self) -> (Price, Price) {
+        if self.fat_finger_bps == 0 {
+            (self.min_price, self.max_price)
+        } else {
+            edges(self.ref_price, self.fat_finger_bps)
+        }
+    }
+
+    /// The circuit breaker's edges around its reference price `mean`: `(low, high)`,
+    /// inclusive (a trade at an edge happens); `None` when the breaker is off.
+    pub fn breaker(&self, mean: Price) -> Option<(Price, Price)> {
+        (self.breaker_bps > 0).then(|| edges(mean, self.breaker_bps))
+    }
+}
+
+/// `centre` plus and minus `bps` basis points of it (the low edge stops at 0).
+fn edges(centre: Price, bps: u32) -> (Price, Price) {
+    let half = centre.0 * u64::from(bps) / 10_000;
+    (Price(centre.0.saturating_sub(half)), Price(centre.0 + half))
 }

@@ -50,6 +50,8 @@ pub fn cancel_code(reason: CancelReason) -> u8 {
         CancelReason::Expired => b'T',
         CancelReason::Halted => b'H',
         CancelReason::Supervisory => b'S',
+        CancelReason::PriceBand => b'D',
+        CancelReason::CircuitBreaker => b'H',
     }
 }
 
@@ -289,6 +291,25 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let options = Options {
                 display_qty: Some(display_qty.0),
                 secondary_ord_ref: Some(md_ref.0),
+                ..Options::default()
+            };
+            write_with_options(out, &m, &options);
+            Some(owner)
+        }
+        EventBody::Repriced {
+            owner,
+            user_ref,
+            price,
+        } => {
+            let m = ouch::OrderRestated {
+                msg_type: outbound::RESTATED,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+                reason: b'P',
+                appendage_len: U16::ZERO,
+            };
+            let options = Options {
+                display_price: Some(price.0),
                 ..Options::default()
             };
             write_with_options(out, &m, &options);
