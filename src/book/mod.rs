@@ -16,14 +16,48 @@
 //! - **Min quantity** applies on entry only: if less than `min_qty` can execute at once, the
 //!   order does not trade; an IOC or market order is then canceled, a Day order is canceled
 //!   if it would cross the book and otherwise rests (the minimum no longer applies).
-//! - **Market orders** trade up to the edge of the price band, then the rest is canceled.
+//! - **Market orders** trade up to the edge of the price band (with the band off, of the
+//!   fat-finger range, or of the price range if that is off too), then the rest is
+//!   canceled as an IOC remainder.
 //! - **Post only** is rejected if it would execute against any resting order.
 //! - **Self-trade prevention** between orders of the same firm, mode from configuration:
 //!   cancel the resting order (and keep matching), cancel the incoming order, both, or
 //!   none (they trade). The incoming order's owner decides: its own mode if it has one,
 //!   else the venue's.
-//! - **Price band**: limit prices must lie within `band_bps` of the reference price, which
-//!   starts at the configured `ref_price` and follows the instrument's last trade.
+//! - **Price band** (`band_bps`, 0 = off) guards what can execute: a trade prints only
+//!   within `band_bps` of the instrument's last trade price (`ref_price` before any), taken
+//!   when the order arrives and held for all of its trades. It refuses no price: a limit
+//!   order anywhere in the fat-finger range is accepted and, if it does not cross, rests at
+//!   its limit. A marketable order stops at the first price outside the band: beyond its
+//!   far edge (a buy above the upper one), or beyond its near edge (a buy facing an offer
+//!   that rests below the lower one: by price priority nothing behind that offer may trade
+//!   either). An IOC or market remainder is then canceled as usual. A remainder that would
+//!   still cross the book is canceled with reason price band when `band_remainder` is
+//!   `Cancel`; with `Rest` it rests at the band edge (rounded to a tick inside the band,
+//!   reported by [`EventBody::Repriced`]), since at its own limit it would cross the orders
+//!   beyond the band, unless even the edge would cross (the near-edge case): then it is
+//!   canceled. An order the band may reprice needs, to be accepted with the level pool
+//!   full, a level at both its limit and its band edge.
+//! - **Fat-finger range** (`fat_finger_bps`, 0 = off): a limit price further than
+//!   `fat_finger_bps` from the configured `ref_price` is rejected (`PriceOutsideBand`). It
+//!   is centred on `ref_price`, not on the last trade: fixed for the day, known to members
+//!   in advance, and a runaway market cannot drag it along (the band and the breaker follow
+//!   the market). Off, only `min_price` and `max_price` apply.
+//! - **Circuit breaker** (`breaker_bps`, 0 = off; `breaker_window_secs` N,
+//!   `breaker_pause_secs` M): a trade in second S (the command's timestamp in whole
+//!   seconds, never earlier than the instrument's last trade's) is checked against the
+//!   breaker reference price: the mean, rounded down, of the prices of the instrument's
+//!   trades in seconds S - N to S - 1 (each execution counts once, whatever its size); if
+//!   there were none, its last trade price before second S; before any trade, `ref_price`.
+//!   A trade more than `breaker_bps` from it does not happen: the instrument is paused
+//!   (trading action paused, reason `LUDP`), the incoming order's remainder is canceled
+//!   (reason circuit breaker) and the resting order stays. While paused, new orders and
+//!   replaces are rejected as halted; cancels are taken. M seconds after the trip the first
+//!   command at or past that time (any command, or a [`VenueCommand::Timer`]) resumes it
+//!   before it is applied (trading action trading, reason spaces);
+//!   [`Matcher::next_deadline`] says when. An operator's state for the instrument overrides
+//!   the pause: it holds, and no resume follows. A pause that ends under the venue halt
+//!   changes the instrument's own state silently; lifting the halt reports it.
 //! - **References**: each owner's [`UserRef`](crate::types::UserRef)s of new orders, replaces
 //!   and mass cancels must strictly increase; a repeated or lower one is rejected with no
 //!   effect. A failed replace does not consume its reference (OUCH behaviour).

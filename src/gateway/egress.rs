@@ -391,6 +391,27 @@ mod tests {
     }
 
     #[test]
+    fn a_repriced_order_is_order_restated_p_with_its_display_price() {
+        let event = Event {
+            ts: Timestamp(1),
+            body: EventBody::Repriced {
+                owner: OwnerId(2),
+                user_ref: UserRef(9),
+                price: Price(1_100_000),
+            },
+        };
+        let mut out = Vec::new();
+        assert_eq!(encode_event(&event, &[], &mut out), Some(OwnerId(2)));
+        let Ok(Outbound::Restated(m, options)) = decode_outbound(&out) else {
+            panic!("not an Order Restated: {out:?}");
+        };
+        assert_eq!((m.user_ref.get(), m.reason), (9, b'P'));
+        assert_eq!(options.display_price, Some(1_100_000));
+        assert_eq!(cancel_code(CancelReason::PriceBand), b'D');
+        assert_eq!(cancel_code(CancelReason::CircuitBreaker), b'H');
+    }
+
+    #[test]
     fn feed_events_are_not_order_entry_messages() {
         let event = Event {
             ts: Timestamp(1),
