@@ -1367,4 +1367,29 @@ fn a_restored_matcher_keeps_the_pause_and_the_trade_window() {
         restored.trading_state(InstrumentId(0)),
         TradingState::Paused
     );
+    // The original and the restored matcher resume at the same time and hold the next
+    // trades to the same breaker reference price: the same commands, the same events.
+    let mut twin = Venue {
+        cfg: v.cfg.clone(),
+        m: restored,
+        refs: v.refs,
+        ts: v.ts,
+    };
+    let mut tripped = false;
+    for (at, owner, side, cents) in [
+        (pause_end - 1, 3, Side::Buy, 1060),
+        (pause_end, 3, Side::Buy, 1060),
+        (pause_end + 1, 2, Side::Sell, 1120),
+        (pause_end + 2, 3, Side::Buy, 1120),
+    ] {
+        v.ts = at - 1;
+        twin.ts = at - 1;
+        let (_, a) = v.limit(owner, side, 100, px(cents));
+        let (_, b) = twin.limit(owner, side, 100, px(cents));
+        assert_eq!(a, b, "at {at}");
+        tripped |= canceled(&a)
+            .iter()
+            .any(|c| c.2 == CancelReason::CircuitBreaker);
+    }
+    assert!(tripped, "the last buy trips the breaker again");
 }
