@@ -1519,8 +1519,8 @@ impl Matcher {
     /// good-till-time order may expire or a circuit-breaker pause ends. Deadlines are met
     /// by the first command whose timestamp has reached them, before the command itself;
     /// the pipeline sends a [`VenueCommand::Timer`] at this time if nothing else comes.
-    /// It can only move earlier through the command the matcher is applying, so a caller
-    /// reads it after each command (or batch) and sets its timer.
+    /// It changes only in [`apply`](Self::apply), so a caller reads it after each command
+    /// (or batch) and sets its timer. Replaces `next_expiry`, which knew only expiries.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         (self.next_deadline != u64::MAX).then_some(Timestamp(self.next_deadline))
     }
