@@ -152,3 +152,57 @@ impl TradeWindow {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(second: u64) -> Timestamp {
+        Timestamp(second * NS_PER_SEC + 17)
+    }
+
+    #[test]
+    fn the_reference_is_the_mean_of_the_whole_seconds_before_this_one() {
+        let mut w = TradeWindow::new(2, Price(1_000));
+        assert_eq!(
+            w.reference(5, Price(1_000)),
+            Price(1_000),
+            "no trade: ref_price"
+        );
+        w.record(w.clock(at(5)), Price(1_000), Price(1_000));
+        w.record(w.clock(at(5)), Price(1_101), Price(1_000));
+        // Second 5 itself does not count in second 5: its last trade before it does.
+        assert_eq!(w.reference(5, Price(1_101)), Price(1_000));
+        assert_eq!(w.reference(6, Price(1_101)), Price(1_050), "rounded down");
+        w.record(w.clock(at(6)), Price(1_200), Price(1_101));
+        assert_eq!(w.reference(7, Price(1_200)), Price(1_100));
+        // Second 8: seconds 6 and 7 only.
+        assert_eq!(w.reference(8, Price(1_200)), Price(1_200));
+        // Nothing in the window: the last trade before the second.
+        assert_eq!(w.reference(30, Price(1_200)), Price(1_200));
+        w.record(w.clock(at(30)), Price(900), Price(1_200));
+        assert_eq!(w.reference(30, Price(900)), Price(1_200));
+        assert_eq!(w.reference(31, Price(900)), Price(900));
+    }
+
+    #[test]
+    fn time_never_steps_back_and_a_bucket_is_reused_after_n_plus_one_seconds() {
+        let mut w = TradeWindow::new(2, Price(1_000));
+        w.record(w.clock(at(9)), Price(1_000), Price(1_000));
+        assert_eq!(
+            w.clock(at(3)),
+            9,
+            "an earlier command counts in the last trade's second"
+        );
+        w.record(w.clock(at(3)), Price(2_000), Price(1_000));
+        assert_eq!(w.reference(10, Price(2_000)), Price(1_500));
+        // Second 12 uses second 9's bucket (3 buckets): 9's trades leave the window.
+        w.record(w.clock(at(12)), Price(3_000), Price(2_000));
+        assert_eq!(w.reference(13, Price(3_000)), Price(3_000));
+        let state = w.state();
+        let mut restored = TradeWindow::new(2, Price(1_000));
+        restored.restore(&state).unwrap();
+        assert_eq!(restored.state(), state);
+        assert!(TradeWindow::new(3, Price(1_000)).restore(&state).is_err());
+    }
+}

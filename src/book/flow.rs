@@ -162,9 +162,13 @@ impl FlowDecoder {
             return None;
         }
         self.ts += u64::from(src.byte()) * 1_000;
-        // Now and then seconds pass, so that good-till-time orders expire.
-        if src.one_in(64) {
-            self.ts += u64::from(src.below(4)) * 1_000_000_000;
+        // Now and then seconds pass, so that good-till-time orders expire and breaker
+        // pauses end; rarely the clock steps back a little (the gateway's clock may), and
+        // the breaker's window must not.
+        match src.below(128) {
+            0 | 1 => self.ts += u64::from(src.below(4)) * 1_000_000_000,
+            2 => self.ts -= u64::from(src.below(3)) * 700_000_000,
+            _ => {}
         }
         let mut owner = src.below(self.config.owners.len() as u8);
         // Now and then, an owner the matcher does not know.
