@@ -29,7 +29,8 @@ pub struct Bucket {
     pub count: u32,
 }
 
-/// A [`TradeWindow`] as a snapshot holds it.
+/// One instrument's circuit-breaker trade window (its trade prices summed per second) as a
+/// snapshot holds it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct WindowState {
     /// Second of the last trade recorded (0 before any).
