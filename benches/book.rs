@@ -25,8 +25,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ironmatch::book::{
-    BookConfig, Command, CommandBody, Echo, Event, EventBody, InstrumentSpec, Matcher, NewOrder,
-    OwnerSpec, StpMode, TimeInForce,
+    BandRemainder, BookConfig, Command, CommandBody, Echo, Event, EventBody, InstrumentSpec,
+    Matcher, NewOrder, OwnerSpec, StpMode, TimeInForce,
 };
 use ironmatch::types::{Firm, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
 
@@ -52,6 +52,11 @@ fn config_with_tick(tick: u64, band_bps: u32) -> BookConfig {
             max_qty: 999_999,
             ref_price: Price(MID),
             band_bps,
+            band_remainder: BandRemainder::Cancel,
+            fat_finger_bps: 0,
+            breaker_bps: 0,
+            breaker_window_secs: 0,
+            breaker_pause_secs: 0,
         })
         .collect();
     let owners = (0..=MAKERS)

@@ -8,7 +8,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::book::{BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, StpMode};
+use crate::book::{
+    BandRemainder, BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, StpMode,
+};
 use crate::journal::FsyncMode;
 use crate::pipeline::{Threading, WaitStrategy};
 use crate::types::{Firm, Price, Symbol};
@@ -387,8 +389,37 @@ pub struct InstrumentConfig {
     pub max_qty: u32,
     /// Reference price at start of day, decimal string.
     pub ref_price: String,
-    /// Band half-width around the reference (last trade) price, in basis points.
+    /// Price band half-width around the last trade price, in basis points (0 = off).
     pub band_bps: u32,
+    /// What becomes of a limit order's remainder the band keeps from trading: "cancel"
+    /// (default) or "rest" (at the band edge).
+    #[serde(default = "default_band_remainder")]
+    pub band_remainder: String,
+    /// Fat-finger range half-width around `ref_price`, in basis points (0 = off).
+    #[serde(default = "default_fat_finger_bps")]
+    pub fat_finger_bps: u32,
+    /// Circuit breaker half-width around the mean trade price of the window, in basis
+    /// points (0 = off, the default).
+    #[serde(default)]
+    pub breaker_bps: u32,
+    /// Seconds of trades the breaker's reference price is the mean of.
+    #[serde(default = "default_breaker_secs")]
+    pub breaker_window_secs: u32,
+    /// Seconds a breaker pause lasts.
+    #[serde(default = "default_breaker_secs")]
+    pub breaker_pause_secs: u32,
+}
+
+fn default_band_remainder() -> String {
+    "cancel".into()
+}
+
+fn default_fat_finger_bps() -> u32 {
+    5_000
+}
+
+fn default_breaker_secs() -> u32 {
+    300
 }
 
 /// One `[[users]]` table.
@@ -794,10 +825,41 @@ impl InstrumentConfig {
                 )
             },
         )?;
+        check(self.band_bps <= 10_000, &key("band_bps"), || {
+            "must be from 0 (off) to 10000 basis points".into()
+        })?;
+        let band_remainder = match self.band_remainder.as_str() {
+            "cancel" => BandRemainder::Cancel,
+            "rest" => BandRemainder::Rest,
+            other => {
+                return Err((
+                    key("band_remainder"),
+                    format!("{other:?} must be \"cancel\" or \"rest\""),
+                ));
+            }
+        };
         check(
-            (1..=10_000).contains(&self.band_bps),
-            &key("band_bps"),
-            || "must be from 1 to 10000 basis points".into(),
+            self.fat_finger_bps <= 100_000,
+            &key("fat_finger_bps"),
+            || "must be from 0 (off) to 100000 basis points".into(),
+        )?;
+        check(self.breaker_bps <= 10_000, &key("breaker_bps"), || {
+            "must be from 0 (off) to 10000 basis points".into()
+        })?;
+        let breaker_on = self.breaker_bps > 0;
+        check(
+            !breaker_on || (1..=3_600).contains(&self.breaker_window_secs),
+            &key("breaker_window_secs"),
+            || {
+                "must be from 1 to 3600 seconds while breaker_bps is above 0 (0 turns the breaker off)".into()
+            },
+        )?;
+        check(
+            !breaker_on || (1..=86_400).contains(&self.breaker_pause_secs),
+            &key("breaker_pause_secs"),
+            || {
+                "must be from 1 to 86400 seconds while breaker_bps is above 0 (0 turns the breaker off)".into()
+            },
         )?;
         Ok(InstrumentSpec {
             symbol,
@@ -808,6 +870,11 @@ impl InstrumentConfig {
             max_qty: self.max_qty,
             ref_price,
             band_bps: self.band_bps,
+            band_remainder,
+            fat_finger_bps: self.fat_finger_bps,
+            breaker_bps: self.breaker_bps,
+            breaker_window_secs: self.breaker_window_secs,
+            breaker_pause_secs: self.breaker_pause_secs,
         })
     }
 }
@@ -921,8 +988,30 @@ mod tests {
             e.contains("instruments[0].min_price") && e.contains("decimal places"),
             "{e}"
         );
-        let e = error_for(|s| s.replacen("band_bps = 1000", "band_bps = 0", 1));
+        let e = error_for(|s| s.replacen("band_bps = 1000", "band_bps = 10001", 1));
         assert!(e.contains("instruments[0].band_bps"), "{e}");
+        let e = error_for(|s| {
+            s.replacen(
+                "band_remainder = \"cancel\"",
+                "band_remainder = \"keep\"",
+                1,
+            )
+        });
+        assert!(e.contains("instruments[0].band_remainder"), "{e}");
+        let e = error_for(|s| s.replacen("fat_finger_bps = 5000", "fat_finger_bps = 100001", 1));
+        assert!(e.contains("instruments[0].fat_finger_bps"), "{e}");
+        let e = error_for(|s| s.replacen("breaker_bps = 0", "breaker_bps = 10001", 1));
+        assert!(e.contains("instruments[0].breaker_bps"), "{e}");
+        let e = error_for(|s| {
+            s.replacen("breaker_bps = 0", "breaker_bps = 500", 1)
+                .replacen("breaker_window_secs = 300", "breaker_window_secs = 0", 1)
+        });
+        assert!(e.contains("instruments[0].breaker_window_secs"), "{e}");
+        let e = error_for(|s| {
+            s.replacen("breaker_bps = 0", "breaker_bps = 500", 1)
+                .replacen("breaker_pause_secs = 300", "breaker_pause_secs = 86401", 1)
+        });
+        assert!(e.contains("instruments[0].breaker_pause_secs"), "{e}");
         let e = error_for(|s| s.replacen("firm = \"MMA\"", "firm = \"TOOLONG\"", 1));
         assert!(e.contains("users[0].firm"), "{e}");
         let e = error_for(|s| s.replacen("symbol = \"AAPL\"", "symbol = \"MSFT\"", 1));

@@ -450,7 +450,7 @@ fn reject_name(code: u16) -> String {
     let what = match code {
         0x0003 => "post only cannot rest",
         0x0004 => "invalid max floor",
-        0x0006 => "price outside band",
+        0x0006 => "price outside the fat-finger range",
         0x0009 => "invalid side",
         0x000A => "halted / pools full / unknown user",
         0x000C => "firm not authorized",

@@ -540,9 +540,24 @@ fn main() -> ExitCode {
         Cmd::Admin { .. } => unreachable!("handled before the configuration is read"),
         Cmd::CheckConfig { .. } => {
             for i in &config.instruments {
+                let off = |bps: u32, text: String| if bps == 0 { "off".into() } else { text };
                 println!(
-                    "instrument {:8} tick {} lot {} band {} bps",
-                    i.symbol, i.tick_size, i.lot_size, i.band_bps
+                    "instrument {:8} tick {} lot {}, band {}, fat finger {}, breaker {}",
+                    i.symbol,
+                    i.tick_size,
+                    i.lot_size,
+                    off(
+                        i.band_bps,
+                        format!("{} bps (remainder {})", i.band_bps, i.band_remainder)
+                    ),
+                    off(i.fat_finger_bps, format!("{} bps", i.fat_finger_bps)),
+                    off(
+                        i.breaker_bps,
+                        format!(
+                            "{} bps over {} s, pause {} s",
+                            i.breaker_bps, i.breaker_window_secs, i.breaker_pause_secs
+                        )
+                    ),
                 );
             }
             for u in &config.users {

@@ -98,6 +98,9 @@ fn touches_event(e: &Event, owner: OwnerId, r: UserRef, ids: &[OrderId]) -> bool
         | EventBody::CancelRejected { owner: o, user_ref }
         | EventBody::Restated {
             owner: o, user_ref, ..
+        }
+        | EventBody::Repriced {
+            owner: o, user_ref, ..
         } => o == owner && user_ref == r,
         EventBody::MdAdd { md_ref, .. }
         | EventBody::MdExecute { md_ref, .. }

@@ -756,3 +756,67 @@ fn a_flood_from_other_addresses_never_evicts_a_members_connection() {
     drop(flood);
     server.stop().unwrap();
 }
+
+/// The price band and the circuit breaker over the wire: a runaway sweep pauses the
+/// instrument (the taker's remainder canceled `H`, new orders rejected `0x0007`), the
+/// first order after the pause's second trades, and a remainder the band stops rests at
+/// the band edge with Order Restated `P`.
+#[test]
+fn a_runaway_sweep_pauses_and_the_band_reprices_over_the_wire() {
+    let dir = temp_dir("breaker");
+    let text = test_config_text(&dir, "").replace(
+        "band_bps = 1000",
+        "band_bps = 1000\nband_remainder = \"rest\"\nbreaker_bps = 100\n\
+         breaker_window_secs = 5\nbreaker_pause_secs = 1",
+    );
+    let config = ironmatch::config::Config::parse(&text, "test config").unwrap();
+    let server = Server::start(&config).expect("engine starts");
+    let addr = server.local_addr();
+    let mut seller = login(addr, "MM1", "pw1", 1);
+    let mut buyer = login(addr, "MM2", "pw2", 1);
+    let fill = |c: &mut Client| match decode(&next(c).1) {
+        Outbound::Executed(e, _) => e.price.get(),
+        other => panic!("expected an execution, got {other:?}"),
+    };
+    // One trade at $150.00, then offers at $151.00 and $152.00: the breaker allows 1%
+    // around $150.00, so $152.00 may not print.
+    seller.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    buyer.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    seller.limit(2, b'S', 100, "AAPL", PX + 10_000).unwrap();
+    seller.limit(3, b'S', 100, "AAPL", PX + 20_000).unwrap();
+    for _ in 0..3 {
+        assert_eq!(next_type(&mut seller).0, outbound::ACCEPTED);
+    }
+    assert_eq!(fill(&mut seller), PX);
+    assert_eq!(next_type(&mut buyer).0, outbound::ACCEPTED);
+    assert_eq!(fill(&mut buyer), PX);
+    buyer.limit(2, b'B', 200, "AAPL", PX + 20_000).unwrap();
+    assert_eq!(next_type(&mut buyer).0, outbound::ACCEPTED);
+    assert_eq!(fill(&mut buyer), PX + 10_000);
+    match decode(&next(&mut buyer).1) {
+        Outbound::Canceled(c) => assert_eq!((c.user_ref.get(), c.reason), (2, b'H')),
+        other => panic!("expected the remainder canceled, got {other:?}"),
+    }
+    buyer.limit(3, b'B', 100, "AAPL", PX + 20_000).unwrap();
+    assert_eq!(rejected(&mut buyer).1, 0x0007, "paused: halted");
+    // After the pause the order trades: the reference is now the mean of $150.00 and
+    // $151.00, and $152.00 is within 1% of it.
+    std::thread::sleep(Duration::from_millis(1_200));
+    buyer.limit(4, b'B', 100, "AAPL", PX + 20_000).unwrap();
+    assert_eq!(next_type(&mut buyer).0, outbound::ACCEPTED);
+    assert_eq!(fill(&mut buyer), PX + 20_000);
+    // The band is 10% of $152.00: up to $167.20. A bid at $170.00 facing an offer at
+    // $168.00 cannot trade; it rests at $167.20 and its owner is told.
+    seller.limit(4, b'S', 100, "AAPL", 1_680_000).unwrap();
+    buyer.limit(5, b'B', 100, "AAPL", 1_700_000).unwrap();
+    assert_eq!(next_type(&mut buyer).0, outbound::ACCEPTED);
+    match decode(&next(&mut buyer).1) {
+        Outbound::Restated(r, o) => {
+            assert_eq!((r.user_ref.get(), r.reason), (5, b'P'));
+            assert_eq!(o.display_price, Some(1_672_000));
+        }
+        other => panic!("expected Order Restated, got {other:?}"),
+    }
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -451,11 +451,16 @@ fn flow_exercises_every_rule() {
         let mut decoder = FlowDecoder::new(&config);
         let mut src = ByteSource::new(&bytes);
         let mut events = Vec::new();
+        // Per instrument: the last trade price, to see trades a band would have stopped.
+        let mut last: Vec<Price> = config.instruments.iter().map(|i| i.ref_price).collect();
         while let Some(cmd) = decoder.next(&mut src) {
             commands += 1;
             events.clear();
             fast.apply(&cmd, &mut events);
             for e in &events {
+                for key in protection_keys(&config, &cmd, e, &mut last) {
+                    *counts.entry(key.to_string()).or_default() += 1;
+                }
                 let key = match e.body {
                     EventBody::Rejected { reason, .. } => format!("Rejected::{reason:?}"),
                     EventBody::Canceled { reason, .. } => format!("Canceled::{reason:?}"),
@@ -519,6 +524,8 @@ fn flow_exercises_every_rule() {
         CancelReason::Expired,
         CancelReason::Halted,
         CancelReason::Supervisory,
+        CancelReason::PriceBand,
+        CancelReason::CircuitBreaker,
     ];
     let mut wanted: Vec<String> = rejects.iter().map(|r| format!("Rejected::{r:?}")).collect();
     wanted.extend(cancels.iter().map(|c| format!("Canceled::{c:?}")));
@@ -554,9 +561,75 @@ fn flow_exercises_every_rule() {
         "OperatorDone::Done",
         "OperatorDone::UnknownSymbol",
         "OperatorDone::UnknownUser",
+        "Repriced",
+        "Breaker::Paused",
+        "Breaker::Resumed",
+        "BandOff::TradeBeyondBand",
+        "BandOff::MarketOrderSwept",
+        "FatFingerOff::AcceptedBeyondRange",
+        "Band::PassiveBeyondBandAccepted",
     ] {
         wanted.push(kind.to_string());
     }
     let missing: Vec<&String> = wanted.iter().filter(|k| !counts.contains_key(*k)).collect();
     assert!(missing.is_empty(), "the flow never produced {missing:?}");
+}
+
+/// Keys for the price protection rules, which event kinds alone do not tell apart: a
+/// breaker pause (reason `LUDP`) and its resume by a deadline (not an operator's command),
+/// trades on a band-less instrument further from the last trade than the others' bands
+/// allow, a market order there trading, limit prices beyond the fat-finger range accepted
+/// where it is off, and a passive order accepted beyond the band where it is on.
+fn protection_keys(
+    config: &BookConfig,
+    cmd: &Command,
+    e: &Event,
+    last: &mut [Price],
+) -> Vec<&'static str> {
+    use ironmatch::book::{CommandBody, TradingState, VenueCommand};
+    let mut keys = Vec::new();
+    match e.body {
+        EventBody::TradingAction { state, reason, .. } => {
+            let operator = matches!(cmd.body, CommandBody::Venue(VenueCommand::Operator { .. }));
+            if state == TradingState::Paused && reason == *b"LUDP" {
+                keys.push("Breaker::Paused");
+            }
+            if state == TradingState::Trading && !operator {
+                keys.push("Breaker::Resumed");
+            }
+        }
+        EventBody::MdExecute {
+            instrument, price, ..
+        }
+        | EventBody::MdTrade {
+            instrument, price, ..
+        } => {
+            let i = usize::from(instrument.0);
+            let spec = &config.instruments[i];
+            // 3 ticks: the other instruments' band.
+            if spec.band_bps == 0 && price.0.abs_diff(last[i].0) > 3 * spec.tick.0 {
+                keys.push("BandOff::TradeBeyondBand");
+            }
+            if spec.band_bps == 0 && matches!(cmd.body, CommandBody::New(o) if o.price.is_none()) {
+                keys.push("BandOff::MarketOrderSwept");
+            }
+            last[i] = price;
+        }
+        EventBody::Accepted { order, .. } => {
+            let i = usize::from(order.instrument.0);
+            let spec = &config.instruments[i];
+            let (p, r) = (order.price.0, spec.ref_price.0);
+            if spec.fat_finger_bps == 0 && order.price.0 != 0 && p.abs_diff(r) > r / 5 {
+                keys.push("FatFingerOff::AcceptedBeyondRange");
+            }
+            if let Some((low, high)) = spec.band(last[i])
+                && order.price.0 != 0
+                && (order.price < low || order.price > high)
+            {
+                keys.push("Band::PassiveBeyondBandAccepted");
+            }
+        }
+        _ => {}
+    }
+    keys
 }

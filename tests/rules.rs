@@ -2,9 +2,9 @@
 //! Every test also checks the book's structural invariants after each command.
 
 use ironmatch::book::{
-    BookConfig, CancelReason, Command, CommandBody, DayEvent, Echo, Event, EventBody,
-    InstrumentSpec, Liquidity, Matcher, NewOrder, OperatorAction, OperatorOutcome, OwnerSpec,
-    RejectReason, ReplaceOrder, StpMode, TimeInForce, TradingState, VenueCommand,
+    BandRemainder, BookConfig, CancelReason, Command, CommandBody, DayEvent, Echo, Event,
+    EventBody, InstrumentSpec, Liquidity, Matcher, NewOrder, OperatorAction, OperatorOutcome,
+    OwnerSpec, RejectReason, ReplaceOrder, StpMode, TimeInForce, TradingState, VenueCommand,
 };
 use ironmatch::types::*;
 
@@ -24,6 +24,11 @@ fn config(stp: StpMode, orders_max: u32, levels_max: u32) -> BookConfig {
         max_qty: 10_000,
         ref_price: Price(100_000),
         band_bps: 1_000,
+        band_remainder: BandRemainder::Cancel,
+        fat_finger_bps: 5_000,
+        breaker_bps: 0,
+        breaker_window_secs: 0,
+        breaker_pause_secs: 0,
     };
     let owner = |firm: &str, cod: bool| OwnerSpec {
         firm: Firm::from_str_padded(firm).unwrap(),
@@ -582,7 +587,7 @@ fn each_pre_trade_check_has_its_own_reason() {
             RejectReason::PriceOutOfRange,
         ),
         (
-            Box::new(|o| o.price = Some(px(1101))),
+            Box::new(|o| o.price = Some(px(1501))),
             RejectReason::PriceOutsideBand,
         ),
         (
@@ -739,14 +744,19 @@ fn full_pools_reject_instead_of_growing() {
 #[test]
 fn the_band_follows_the_last_trade() {
     let mut v = Venue::new();
-    // Reference $10.00, band 10%: $11.05 is outside.
-    let (_, ev) = v.limit(2, Side::Sell, 100, px(1105));
-    assert_eq!(rejection(&ev), Some(RejectReason::PriceOutsideBand));
-    v.limit(2, Side::Sell, 100, px(1050));
-    v.limit(0, Side::Buy, 100, px(1050));
-    // Now the reference is $10.50: $11.05 is inside.
+    // Reference $10.00, band 10%: an offer at $11.05 rests, but cannot trade.
     let (_, ev) = v.limit(2, Side::Sell, 100, px(1105));
     assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+    let (r, ev) = v.limit(0, Side::Buy, 100, px(1105));
+    assert!(fills(&ev).is_empty());
+    assert_eq!(canceled(&ev), [(r.0, 100, CancelReason::PriceBand)]);
+    v.trade_at(px(1050));
+    // Now the reference is $10.50: $11.05 is inside the band.
+    let (_, ev) = v.limit(0, Side::Buy, 100, px(1105));
+    assert_eq!(
+        fills(&ev)[1],
+        (0, r.0 + 1, 100, px(1105), Liquidity::Removed)
+    );
 }
 
 #[test]
@@ -1041,7 +1051,7 @@ fn a_good_till_time_order_expires_at_its_time() {
     let mut v = Venue::new();
     let (early, _) = v.with_tif(2, Side::Sell, px(1000), TimeInForce::Gtt { expire_secs: 2 });
     let (late, _) = v.with_tif(2, Side::Sell, px(1001), TimeInForce::Gtt { expire_secs: 5 });
-    assert_eq!(v.m.next_expiry(), Some(Timestamp(1 + 2_000_000_000)));
+    assert_eq!(v.m.next_deadline(), Some(Timestamp(1 + 2_000_000_000)));
     // Not yet: the order trades.
     v.ts = 1_999_999_999;
     let (_, events) = v.limit(3, Side::Buy, 10, px(1000));
@@ -1056,10 +1066,330 @@ fn a_good_till_time_order_expires_at_its_time() {
     v.ts = 10_000_000_000;
     let events = v.venue(VenueCommand::Timer);
     assert_eq!(canceled(&events), [(late.0, 100, CancelReason::Expired)]);
-    assert_eq!(v.m.next_expiry(), None);
+    assert_eq!(v.m.next_deadline(), None);
     // An expire time of 0 or a day is refused.
     for expire_secs in [0, 86_400] {
         let (_, events) = v.with_tif(2, Side::Sell, px(1000), TimeInForce::Gtt { expire_secs });
         assert_eq!(rejection(&events), Some(RejectReason::InvalidExpireTime));
     }
+}
+
+// ---- Price protection: the band, the fat-finger range, the circuit breaker ----
+
+/// [`config`] with XYZ's price protection changed by `edit`.
+fn protected(edit: impl Fn(&mut InstrumentSpec)) -> Venue {
+    let mut cfg = config(StpMode::CancelResting, 1_000, 1_000);
+    edit(&mut cfg.instruments[XYZ]);
+    Venue::with(cfg)
+}
+
+/// A breaker of 5% around the mean of the last 60 seconds, pausing for 30 seconds.
+fn with_breaker() -> Venue {
+    protected(|i| {
+        i.breaker_bps = 500;
+        i.breaker_window_secs = 60;
+        i.breaker_pause_secs = 30;
+    })
+}
+
+const SEC: u64 = 1_000_000_000;
+
+impl Venue {
+    /// Owner 2 offers 100 at `price`, owner 3 takes them: one trade at `price`.
+    fn trade_at(&mut self, price: Price) {
+        self.limit(2, Side::Sell, 100, price);
+        let (_, ev) = self.limit(3, Side::Buy, 100, price);
+        assert_eq!(fills(&ev).len(), 2, "a trade at {price}");
+    }
+
+    fn market(&mut self, owner: u16, side: Side, qty: u32) -> (UserRef, Vec<Event>) {
+        let mut o = self.order(owner, side, qty, px(0));
+        o.price = None;
+        self.enter(owner, o)
+    }
+
+    /// Limit prices of one side of XYZ, best first.
+    fn prices(&self, side: BookSide) -> Vec<Price> {
+        self.m.view().sides[XYZ][side.index()]
+            .iter()
+            .map(|o| o.price)
+            .collect()
+    }
+}
+
+fn fill_prices(events: &[Event], owner: u16) -> Vec<Price> {
+    fills(events)
+        .iter()
+        .filter(|f| f.0 == owner)
+        .map(|f| f.3)
+        .collect()
+}
+
+#[test]
+fn after_a_sharp_fall_a_passive_sell_at_twice_the_last_price_is_accepted() {
+    let mut v = Venue::new();
+    // $10.00 down to $6.10, each trade within 10% of the one before.
+    for cents in [910, 820, 740, 670, 610] {
+        v.trade_at(px(cents));
+    }
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(1220));
+    assert!(rejection(&ev).is_none(), "{ev:?}");
+    assert_eq!(v.prices(BookSide::Ask), [px(1220)]);
+}
+
+#[test]
+fn a_marketable_order_trades_only_up_to_the_band() {
+    let mut v = Venue::new();
+    v.limit(2, Side::Sell, 100, px(1050));
+    v.limit(2, Side::Sell, 100, px(1100)); // the band's upper edge: 10% above $10.00
+    v.limit(2, Side::Sell, 100, px(1150));
+    // The band is taken on arrival: the buy's own trades do not move it.
+    let (r, ev) = v.limit(0, Side::Buy, 300, px(1200));
+    assert_eq!(fill_prices(&ev, 0), [px(1050), px(1100)]);
+    assert_eq!(canceled(&ev), [(r.0, 100, CancelReason::PriceBand)]);
+    assert_eq!(v.prices(BookSide::Ask), [px(1150)]);
+    assert!(v.side(BookSide::Bid).is_empty());
+    // The band now follows the last trade ($11.00: up to $12.10). An IOC's remainder is
+    // canceled as an IOC remainder.
+    v.limit(2, Side::Sell, 100, px(1220));
+    let mut ioc = v.order(0, Side::Buy, 200, px(1220));
+    ioc.tif = TimeInForce::Ioc;
+    let (r, ev) = v.enter(0, ioc);
+    assert_eq!(fill_prices(&ev, 0), [px(1150)]);
+    assert_eq!(canceled(&ev), [(r.0, 100, CancelReason::Ioc)]);
+    assert_eq!(v.prices(BookSide::Ask), [px(1220)]);
+}
+
+#[test]
+fn a_remainder_the_band_stops_rests_at_the_band_edge_when_so_configured() {
+    let mut v = protected(|i| i.band_remainder = BandRemainder::Rest);
+    v.limit(2, Side::Sell, 100, px(1050));
+    v.limit(2, Side::Sell, 100, px(1150));
+    let (r, ev) = v.limit(0, Side::Buy, 300, px(1200));
+    assert_eq!(fill_prices(&ev, 0), [px(1050)]);
+    // Reference $10.00 on arrival: the band's edge is $11.00. The rest is repriced there,
+    // the owner is told, and the feed shows it there.
+    let tail: Vec<_> = ev[ev.len() - 2..].iter().map(|e| e.body).collect();
+    assert!(matches!(
+        tail[0],
+        EventBody::Repriced { user_ref, price, .. } if user_ref == r && price == px(1100)
+    ));
+    assert!(matches!(
+        tail[1],
+        EventBody::MdAdd { qty: Qty(200), price, .. } if price == px(1100)
+    ));
+    assert_eq!(v.prices(BookSide::Bid), [px(1100)]);
+    assert_eq!(v.side(BookSide::Bid), [(0, r.0, 200)]);
+}
+
+#[test]
+fn the_band_also_stops_trades_beyond_its_other_edge() {
+    for remainder in [BandRemainder::Cancel, BandRemainder::Rest] {
+        let mut v = protected(|i| i.band_remainder = remainder);
+        // An offer below the band's lower edge ($9.00) rests: nothing bids that high.
+        v.limit(2, Side::Sell, 100, px(850));
+        // A bid that crosses it cannot trade at $8.50, and cannot rest crossing it.
+        let (r, ev) = v.limit(0, Side::Buy, 100, px(870));
+        assert!(fills(&ev).is_empty());
+        assert_eq!(canceled(&ev), [(r.0, 100, CancelReason::PriceBand)]);
+        assert!(v.side(BookSide::Bid).is_empty());
+    }
+}
+
+#[test]
+fn band_bps_0_turns_the_band_off() {
+    let mut v = protected(|i| i.band_bps = 0);
+    for cents in [1050, 1300, 1490] {
+        v.limit(2, Side::Sell, 100, px(cents));
+    }
+    let (_, ev) = v.limit(0, Side::Buy, 200, px(1300));
+    assert_eq!(fill_prices(&ev, 0), [px(1050), px(1300)]);
+    // A market order sweeps what the fat-finger range let rest.
+    v.limit(2, Side::Sell, 100, px(1500));
+    let (_, ev) = v.market(0, Side::Buy, 300);
+    assert_eq!(fill_prices(&ev, 0), [px(1490), px(1500)]);
+}
+
+#[test]
+fn the_fat_finger_range_refuses_absurd_prices_around_the_start_of_day_price() {
+    let mut v = Venue::new();
+    // ref_price $10.00, 50%: $5.00 to $15.00, both accepted.
+    for (cents, ok) in [(499, false), (500, true), (1500, true), (1501, false)] {
+        let (_, ev) = v.limit(2, Side::Sell, 100, px(cents));
+        let reason = rejection(&ev);
+        assert_eq!(reason.is_none(), ok, "{cents}: {reason:?}");
+        if !ok {
+            assert_eq!(reason, Some(RejectReason::PriceOutsideBand));
+        }
+    }
+    // It stays centred on ref_price while the last trade moves.
+    v.cancel(2, UserRef(2), 0);
+    v.cancel(2, UserRef(3), 0);
+    for cents in [1090, 1190, 1300] {
+        v.trade_at(px(cents));
+    }
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(1501));
+    assert_eq!(rejection(&ev), Some(RejectReason::PriceOutsideBand));
+    // fat_finger_bps = 0: only the price range applies.
+    let mut v = protected(|i| i.fat_finger_bps = 0);
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(19_999));
+    assert!(rejection(&ev).is_none());
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(20_001));
+    assert_eq!(rejection(&ev), Some(RejectReason::PriceOutOfRange));
+}
+
+#[test]
+fn a_runaway_sweep_pauses_the_instrument_and_it_resumes_after_m_seconds() {
+    let mut v = with_breaker();
+    v.ts = 100 * SEC;
+    v.trade_at(px(1000));
+    // A second later: the breaker's reference is $10.00 (the mean of the last 60 seconds),
+    // so trades may print from $9.50 to $10.50.
+    v.ts = 101 * SEC;
+    for cents in [1020, 1040, 1060] {
+        v.limit(2, Side::Sell, 100, px(cents));
+    }
+    let (r, ev) = v.limit(0, Side::Buy, 300, px(1060));
+    assert_eq!(fill_prices(&ev, 0), [px(1020), px(1040)]);
+    let tail: Vec<_> = ev[ev.len() - 2..].iter().map(|e| e.body).collect();
+    assert_eq!(
+        tail[0],
+        EventBody::TradingAction {
+            instrument: InstrumentId(0),
+            state: TradingState::Paused,
+            reason: *b"LUDP",
+        }
+    );
+    assert_eq!(canceled(&ev), [(r.0, 100, CancelReason::CircuitBreaker)]);
+    assert_eq!(
+        v.prices(BookSide::Ask),
+        [px(1060)],
+        "the $10.60 did not print"
+    );
+    let pause_end = v.ts + 30 * SEC;
+    assert_eq!(v.m.next_deadline(), Some(Timestamp(pause_end)));
+    // Paused: new orders are rejected as halted, cancels are taken.
+    let (_, ev) = v.limit(3, Side::Buy, 100, px(1060));
+    assert_eq!(rejection(&ev), Some(RejectReason::Halted));
+    v.limit(3, Side::Buy, 100, px(900)); // rejected too: nothing rests
+    assert!(v.side(BookSide::Bid).is_empty());
+    // Just before the end, still paused.
+    v.ts = pause_end - 2;
+    let (_, ev) = v.limit(3, Side::Buy, 100, px(1060));
+    assert_eq!(rejection(&ev), Some(RejectReason::Halted));
+    // The first command at or past the end resumes it before it is applied: the reference
+    // is now the mean of $10.00, $10.20 and $10.40, and $10.60 prints.
+    let (_, ev) = v.limit(3, Side::Buy, 100, px(1060));
+    assert_eq!(trading_actions(&ev), [(0, TradingState::Trading)]);
+    assert!(matches!(
+        ev[0].body,
+        EventBody::TradingAction { reason, .. } if reason == *b"    "
+    ));
+    assert_eq!(fill_prices(&ev, 3), [px(1060)]);
+    assert_eq!(v.m.next_deadline(), None);
+    // Without other commands, the timer resumes it.
+    v.ts += SEC;
+    v.limit(2, Side::Sell, 100, px(1140));
+    let (_, ev) = v.limit(0, Side::Buy, 100, px(1140));
+    assert_eq!(trading_actions(&ev), [(0, TradingState::Paused)]);
+    let pause_end = v.ts + 30 * SEC;
+    v.ts = pause_end + 5 * SEC;
+    let ev = v.venue(VenueCommand::Timer);
+    assert_eq!(trading_actions(&ev), [(0, TradingState::Trading)]);
+    assert_eq!(v.m.trading_state(InstrumentId(0)), TradingState::Trading);
+}
+
+#[test]
+fn the_breaker_reference_is_the_mean_of_the_last_n_whole_seconds() {
+    let mut v = protected(|i| {
+        i.breaker_bps = 500;
+        i.breaker_window_secs = 2;
+        i.breaker_pause_secs = 30;
+    });
+    v.ts = 10 * SEC;
+    v.trade_at(px(1000));
+    v.trade_at(px(1040)); // the same second: the reference ($10.00) holds all second
+    // Second 11: the mean of second 10, $10.20, so up to $10.71.
+    v.ts = 11 * SEC;
+    v.trade_at(px(1070));
+    // Second 20: no trade in seconds 18 and 19, so the last trade ($10.70) is the
+    // reference: $10.16 may not print.
+    v.ts = 20 * SEC;
+    v.limit(2, Side::Sell, 100, px(1010));
+    let (r, ev) = v.limit(3, Side::Buy, 100, px(1010));
+    assert!(fills(&ev).is_empty());
+    assert_eq!(canceled(&ev), [(r.0, 100, CancelReason::CircuitBreaker)]);
+    // breaker_bps = 0: no breaker.
+    let mut v = Venue::new();
+    v.trade_at(px(1000));
+    v.trade_at(px(1099));
+    assert_eq!(v.m.trading_state(InstrumentId(0)), TradingState::Trading);
+}
+
+#[test]
+fn an_operator_state_overrides_a_breaker_pause() {
+    let mut v = with_breaker();
+    v.ts = 100 * SEC;
+    v.trade_at(px(1000));
+    v.limit(2, Side::Sell, 100, px(1060));
+    v.limit(3, Side::Buy, 100, px(1060));
+    assert_eq!(v.m.trading_state(InstrumentId(0)), TradingState::Paused);
+    // The operator resumes it now; the pause's end no longer matters.
+    v.set_state(TradingState::Trading, false);
+    assert_eq!(v.m.next_deadline(), None);
+    let (_, ev) = v.limit(3, Side::Buy, 100, px(1000));
+    assert!(rejection(&ev).is_none());
+    // Paused by the operator: it stays paused past any breaker pause's end.
+    v.limit(2, Side::Sell, 100, px(1060));
+    v.limit(3, Side::Buy, 100, px(1060));
+    v.set_state(TradingState::Paused, false);
+    v.ts += 3_600 * SEC;
+    let ev = v.venue(VenueCommand::Timer);
+    assert!(trading_actions(&ev).is_empty());
+    assert_eq!(v.m.trading_state(InstrumentId(0)), TradingState::Paused);
+}
+
+#[test]
+fn a_restored_matcher_keeps_the_pause_and_the_trade_window() {
+    let mut v = with_breaker();
+    v.ts = 100 * SEC;
+    v.trade_at(px(1000));
+    v.ts = 101 * SEC;
+    v.trade_at(px(1040));
+    v.limit(2, Side::Sell, 100, px(1060));
+    v.limit(3, Side::Buy, 100, px(1060));
+    let pause_end = v.ts + 30 * SEC;
+    let state = v.m.state();
+    let restored = Matcher::from_state(&v.cfg, &state).unwrap();
+    assert_eq!(restored.state(), state);
+    assert_eq!(restored.next_deadline(), Some(Timestamp(pause_end)));
+    assert_eq!(
+        restored.trading_state(InstrumentId(0)),
+        TradingState::Paused
+    );
+    // The original and the restored matcher resume at the same time and hold the next
+    // trades to the same breaker reference price: the same commands, the same events.
+    let mut twin = Venue {
+        cfg: v.cfg.clone(),
+        m: restored,
+        refs: v.refs,
+        ts: v.ts,
+    };
+    let mut tripped = false;
+    for (at, owner, side, cents) in [
+        (pause_end - 1, 3, Side::Buy, 1060),
+        (pause_end, 3, Side::Buy, 1060),
+        (pause_end + 1, 2, Side::Sell, 1120),
+        (pause_end + 2, 3, Side::Buy, 1120),
+    ] {
+        v.ts = at - 1;
+        twin.ts = at - 1;
+        let (_, a) = v.limit(owner, side, 100, px(cents));
+        let (_, b) = twin.limit(owner, side, 100, px(cents));
+        assert_eq!(a, b, "at {at}");
+        tripped |= canceled(&a)
+            .iter()
+            .any(|c| c.2 == CancelReason::CircuitBreaker);
+    }
+    assert!(tripped, "the last buy trips the breaker again");
 }

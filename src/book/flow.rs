@@ -7,10 +7,17 @@
 //! repeated references, unknown orders). The same bytes always give the same commands.
 
 use super::message::*;
-use super::{BookConfig, InstrumentSpec, OwnerSpec, StpMode};
+use super::{BandRemainder, BookConfig, InstrumentSpec, OwnerSpec, StpMode};
 use crate::types::*;
 
 /// Instruments, owners and deliberately small pools for model checking.
+///
+/// Price protection differs by instrument so that every rule fires: `AAA` has a band of 3
+/// ticks that cancels what it stops, a fat-finger range of 20% and a circuit breaker
+/// (4 ticks around the mean of 2 seconds, pauses of 1 second); `BBB` a band of 3 ticks
+/// whose remainders rest at its edge and the same fat-finger range, no breaker; `CCC` no
+/// band and no fat-finger range (market orders sweep the whole book) and a breaker of 4
+/// ticks around the mean of 3 seconds, pauses of 2 seconds.
 pub fn test_config(stp: StpMode) -> BookConfig {
     let instrument = |sym: &str, tick: u64, lot: u32, reference: u64| InstrumentSpec {
         symbol: Symbol::from_str_padded(sym).expect("valid test symbol"),
@@ -20,7 +27,32 @@ pub fn test_config(stp: StpMode) -> BookConfig {
         max_price: Price(reference * 2),
         max_qty: lot * 50,
         ref_price: Price(reference),
-        band_bps: 500,
+        band_bps: 0,
+        band_remainder: BandRemainder::Cancel,
+        fat_finger_bps: 0,
+        breaker_bps: 0,
+        breaker_window_secs: 0,
+        breaker_pause_secs: 0,
+    };
+    let aaa = InstrumentSpec {
+        band_bps: 3,
+        fat_finger_bps: 2_000,
+        breaker_bps: 4,
+        breaker_window_secs: 2,
+        breaker_pause_secs: 1,
+        ..instrument("AAA", 100, 1, 1_000_000)
+    };
+    let bbb = InstrumentSpec {
+        band_bps: 6,
+        band_remainder: BandRemainder::Rest,
+        fat_finger_bps: 2_000,
+        ..instrument("BBB", 100, 100, 500_000)
+    };
+    let ccc = InstrumentSpec {
+        breaker_bps: 10,
+        breaker_window_secs: 3,
+        breaker_pause_secs: 2,
+        ..instrument("CCC", 5, 10, 20_000)
     };
     let owner = |firm: &str, cod: bool| OwnerSpec {
         firm: Firm::from_str_padded(firm).expect("valid test firm"),
@@ -28,11 +60,7 @@ pub fn test_config(stp: StpMode) -> BookConfig {
         stp: None,
     };
     BookConfig {
-        instruments: vec![
-            instrument("AAA", 100, 1, 1_000_000),
-            instrument("BBB", 100, 100, 500_000),
-            instrument("CCC", 5, 10, 20_000),
-        ],
+        instruments: vec![aaa, bbb, ccc],
         owners: vec![
             owner("F1", true),
             owner("F1", false),
@@ -134,9 +162,13 @@ impl FlowDecoder {
             return None;
         }
         self.ts += u64::from(src.byte()) * 1_000;
-        // Now and then seconds pass, so that good-till-time orders expire.
-        if src.one_in(64) {
-            self.ts += u64::from(src.below(4)) * 1_000_000_000;
+        // Now and then seconds pass, so that good-till-time orders expire and breaker
+        // pauses end; rarely the clock steps back a little (the gateway's clock may), and
+        // the breaker's window must not.
+        match src.below(128) {
+            0 | 1 => self.ts += u64::from(src.below(4)) * 1_000_000_000,
+            2 => self.ts -= u64::from(src.below(3)) * 700_000_000,
+            _ => {}
         }
         let mut owner = src.below(self.config.owners.len() as u8);
         // Now and then, an owner the matcher does not know.

@@ -14,12 +14,13 @@ use std::collections::BinaryHeap;
 
 use rustc_hash::FxHashMap;
 
+use super::breaker::{TradeWindow, WindowState};
 use super::divisor::Divisor;
 use super::ladder::Ladder;
 use super::message::*;
 use super::pool::{NIL, Pool};
 use super::ref_index::OrderIndex;
-use super::{BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, StpMode};
+use super::{BandRemainder, BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, StpMode};
 use crate::types::*;
 
 /// A resting order's hot part: one cache line. See the README for the whole per-order cost.
@@ -139,6 +140,17 @@ struct Book {
     resting: u32,
     /// The instrument's own trading state (the venue halt is applied on top).
     state: TradingState,
+    /// The fat-finger range, fixed for the day: limit prices outside it are rejected.
+    fat_finger: (Price, Price),
+    /// End of a circuit-breaker pause, ns since midnight (`u64::MAX`: none).
+    pause_until: u64,
+    /// The last seconds of trades, for the breaker's reference price.
+    window: TradeWindow,
+    /// The second `breaker_range` was computed for (`u64::MAX`: not yet): the range holds
+    /// for a whole second, since the window counts only whole seconds before it.
+    breaker_second: u64,
+    /// The prices a trade may print at without tripping the breaker, inclusive.
+    breaker_range: (Price, Price),
 }
 
 impl Book {
@@ -194,11 +206,24 @@ struct Incoming {
     instrument: InstrumentId,
     side: Side,
     firm: Firm,
-    /// Worst price it may trade at (band edge for market orders).
+    /// Its limit price, where it rests (the band or fat-finger edge for market orders).
     limit: Price,
+    /// Worst price it may trade at: `limit`, or the band edge if that comes first.
+    reach: Price,
+    /// The band's other edge: it may not trade at a price better than this either (0 for
+    /// a buy, `u64::MAX` for a sell when the band is off).
+    guard: Price,
     remaining: u32,
     /// Shares executed by this order and, for a replacement, the chain before it.
     executed: u32,
+}
+
+/// The prices an entering order rests at and may trade at (see [`Incoming`]).
+#[derive(Clone, Copy, Debug)]
+struct Prices {
+    limit: Price,
+    reach: Price,
+    guard: Price,
 }
 
 /// What happens to an entering order after matching.
@@ -276,8 +301,12 @@ pub struct Matcher {
     /// Entries of orders that left the book early stay until their time (or a purge when
     /// the heap is full); an entry counts only if its order is still live.
     expiries: BinaryHeap<Reverse<Expiry>>,
-    /// Earliest entry of `expiries` (`u64::MAX` if none): one compare per command.
+    /// Earliest entry of `expiries` (`u64::MAX` if none).
     next_expiry: u64,
+    /// Earliest end of a circuit-breaker pause (`u64::MAX` if none).
+    next_resume: u64,
+    /// `min(next_expiry, next_resume)`: one compare per command.
+    next_deadline: u64,
 }
 
 /// A good-till-time order's expire time and identity.
@@ -296,10 +325,25 @@ impl Matcher {
                 assert!(spec.tick.0 > 0 && spec.lot > 0 && spec.min_price <= spec.max_price);
                 assert!(spec.min_price.0.is_multiple_of(spec.tick.0));
                 assert!(
+                    spec.ref_price.0.is_multiple_of(spec.tick.0)
+                        && spec.ref_price >= spec.min_price
+                        && spec.ref_price <= spec.max_price,
+                    "{}: ref_price on a tick within the price range",
+                    spec.symbol
+                );
+                assert!(
                     spec.ticks() <= LADDER_TICKS_MAX,
                     "{}: {} ticks in range, at most {LADDER_TICKS_MAX}",
                     spec.symbol,
                     spec.ticks()
+                );
+                assert!(
+                    spec.breaker_bps == 0
+                        || (spec.breaker_window_secs > 0
+                            && spec.breaker_pause_secs > 0
+                            && spec.max_price.0 <= u64::from(u32::MAX)),
+                    "{}: a circuit breaker needs a window, a pause and prices below 2^32",
+                    spec.symbol
                 );
                 let ticks = spec.ticks() as u32;
                 Book {
@@ -313,6 +357,18 @@ impl Matcher {
                     reference: spec.ref_price,
                     resting: 0,
                     state: TradingState::Trading,
+                    fat_finger: spec.fat_finger(),
+                    pause_until: u64::MAX,
+                    window: TradeWindow::new(
+                        if spec.breaker_bps == 0 {
+                            0
+                        } else {
+                            spec.breaker_window_secs
+                        },
+                        spec.ref_price,
+                    ),
+                    breaker_second: u64::MAX,
+                    breaker_range: (Price(0), Price(u64::MAX)),
                 }
             })
             .collect();
@@ -352,14 +408,16 @@ impl Matcher {
             venue_halted: false,
             expiries: BinaryHeap::with_capacity(config.orders_max as usize),
             next_expiry: u64::MAX,
+            next_resume: u64::MAX,
+            next_deadline: u64::MAX,
         }
     }
 
     /// Applies one command, writing its events to `out`.
     pub fn apply(&mut self, cmd: &Command, out: &mut impl EventSink) {
         let mut emit = Emitter { ts: cmd.ts, out };
-        if cmd.ts.0 >= self.next_expiry {
-            self.expire_due(&mut emit);
+        if cmd.ts.0 >= self.next_deadline {
+            self.deadlines_due(&mut emit);
         }
         if let CommandBody::Venue(venue) = &cmd.body {
             return self.venue(venue, &mut emit);
@@ -457,14 +515,14 @@ impl Matcher {
                 o.max_floor.0,
                 o.hidden,
             )
-            .and_then(|limit| self.quotation_check(instrument, o.side, limit))
-            .and_then(|limit| {
+            .and_then(|prices| {
+                self.quotation_check(instrument, o.side, prices.limit)?;
                 let can_rest = o.tif != TimeInForce::Ioc && o.price.is_some();
-                self.check_capacity(instrument, o.side.book_side(), limit, can_rest, None)
-                    .map(|()| limit)
+                self.check_capacity(instrument, o.side.book_side(), prices, can_rest, None)?;
+                Ok(prices)
             });
-        let limit = match check {
-            Ok(limit) => limit,
+        let prices = match check {
+            Ok(prices) => prices,
             Err(reason) => return emit.reject(owner, o.user_ref, reason, o.echo.clordid),
         };
         let order_id = self.take_order_id();
@@ -491,7 +549,9 @@ impl Matcher {
             instrument,
             side: o.side,
             firm: o.firm,
-            limit,
+            limit: prices.limit,
+            reach: prices.reach,
+            guard: prices.guard,
             remaining: o.qty.0,
             executed: 0,
         };
@@ -508,8 +568,8 @@ impl Matcher {
         self.enter(incoming, entry, emit);
     }
 
-    /// Pre-trade checks shared by new orders and replaces. Returns the price limit the
-    /// order may trade at.
+    /// Pre-trade checks shared by new orders and replaces. Returns the prices the order
+    /// rests at and may trade at.
     #[allow(clippy::too_many_arguments)]
     fn validate(
         &self,
@@ -522,7 +582,7 @@ impl Matcher {
         min_qty: u32,
         max_floor: u32,
         hidden: bool,
-    ) -> Result<Price, RejectReason> {
+    ) -> Result<Prices, RejectReason> {
         let book = &self.books[usize::from(instrument.0)];
         let spec = &book.spec;
         if let TimeInForce::Gtt { expire_secs } = tif
@@ -539,8 +599,9 @@ impl Matcher {
         if qty > spec.max_qty {
             return Err(RejectReason::QtyAboveMax);
         }
-        let (band_low, band_high) = spec.band(book.reference);
-        let limit = match price {
+        let buy = side.book_side() == BookSide::Bid;
+        let band = spec.band(book.reference);
+        let (limit, reach) = match price {
             Some(p) => {
                 if p < spec.min_price || p > spec.max_price {
                     return Err(RejectReason::PriceOutOfRange);
@@ -548,13 +609,30 @@ impl Matcher {
                 if !book.tick.divides(p.0) {
                     return Err(RejectReason::PriceOffTick);
                 }
-                if p < band_low || p > band_high {
+                if p < book.fat_finger.0 || p > book.fat_finger.1 {
                     return Err(RejectReason::PriceOutsideBand);
                 }
-                p
+                // The band edge, rounded to a tick inside the band: the remainder may rest
+                // there. Rare (a limit through the band), so a plain division is fine.
+                let tick = spec.tick.0;
+                let reach = match band {
+                    Some((_, high)) if buy && p > high => Price(high.0 - high.0 % tick),
+                    Some((low, _)) if !buy && p < low => Price(low.0.div_ceil(tick) * tick),
+                    _ => p,
+                };
+                (p, reach)
             }
-            None if side.book_side() == BookSide::Bid => band_high,
-            None => band_low,
+            None => {
+                let (low, high) = band.unwrap_or(book.fat_finger);
+                let edge = if buy { high } else { low };
+                (edge, edge)
+            }
+        };
+        let guard = match band {
+            Some((low, _)) if buy => low,
+            Some((_, high)) => high,
+            None if buy => Price(0),
+            None => Price(u64::MAX),
         };
         if min_qty > qty {
             return Err(RejectReason::InvalidMinQty);
@@ -573,16 +651,22 @@ impl Matcher {
                 return Err(RejectReason::PostOnlyWouldTake);
             }
         }
-        Ok(limit)
+        Ok(Prices {
+            limit,
+            reach,
+            guard,
+        })
     }
 
-    /// Rejects an order that could rest when the pools could not hold it. `freed_level`
-    /// is the level a replace will empty (its slot becomes free).
+    /// Rejects an order that could rest when the pools could not hold it. `frees` is
+    /// `Some` for a replace, `Some(true)` if it will empty its level (its slot becomes
+    /// free). An order the band may reprice needs the level at its limit and the one at
+    /// its band edge, or a free slot (it will use one of the two).
     fn check_capacity(
         &self,
         instrument: InstrumentId,
         side: BookSide,
-        price: Price,
+        prices: Prices,
         can_rest: bool,
         frees: Option<bool>,
     ) -> Result<(), RejectReason> {
@@ -596,7 +680,11 @@ impl Matcher {
         }
         if self.levels.free_count() == 0 && !replace_frees_level {
             let book = &self.books[usize::from(instrument.0)];
-            if book.sides[side.index()].get(book.tick_of(price)).is_none() {
+            let missing = |price| book.sides[side.index()].get(book.tick_of(price)).is_none();
+            let repriced = book.spec.band_remainder == BandRemainder::Rest
+                && prices.reach != prices.limit
+                && missing(prices.reach);
+            if missing(prices.limit) || repriced {
                 return Err(RejectReason::LevelPoolFull);
             }
         }
@@ -606,7 +694,8 @@ impl Matcher {
     /// Matches an accepted order, then rests or cancels what is left.
     fn enter(&mut self, mut inc: Incoming, entry: Entry, emit: &mut Emitter<'_, impl EventSink>) {
         let contra = inc.side.book_side().opposite();
-        let crosses = self.books[usize::from(inc.instrument.0)]
+        let book = &self.books[usize::from(inc.instrument.0)];
+        let crosses = book
             .best(contra)
             .is_some_and(|(best, _)| contra.crosses(best, inc.limit));
         let meets_min = entry.min_qty == 0
@@ -622,7 +711,7 @@ impl Matcher {
         } else if !meets_min && crosses {
             Some(CancelReason::CannotExecute)
         } else {
-            None
+            self.band_stop(&mut inc, emit)
         };
         match reason {
             Some(reason) => emit.event(EventBody::Canceled {
@@ -639,6 +728,38 @@ impl Matcher {
         }
     }
 
+    /// After matching, a remainder that still crosses the book was stopped by the band
+    /// (the sweep stops at nothing else while prices cross). With `Cancel`, or when its
+    /// band edge would cross too (an order resting beyond the band's other edge blocks
+    /// it), returns the cancel reason; with `Rest`, moves its limit to the band edge and
+    /// says so. `None`: it rests.
+    #[inline]
+    fn band_stop(
+        &self,
+        inc: &mut Incoming,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) -> Option<CancelReason> {
+        let book = &self.books[usize::from(inc.instrument.0)];
+        if book.spec.band_bps == 0 {
+            return None;
+        }
+        let contra = inc.side.book_side().opposite();
+        let (best, _) = book.best(contra)?;
+        if !contra.crosses(best, inc.limit) {
+            return None;
+        }
+        if book.spec.band_remainder == BandRemainder::Cancel || contra.crosses(best, inc.reach) {
+            return Some(CancelReason::PriceBand);
+        }
+        inc.limit = inc.reach;
+        emit.event(EventBody::Repriced {
+            owner: inc.owner,
+            user_ref: inc.user_ref,
+            price: inc.reach,
+        });
+        None
+    }
+
     /// Shares an incoming order could execute now, counting up to `needed`.
     fn executable_qty(&self, inc: &Incoming, needed: u32) -> u32 {
         let contra = inc.side.book_side().opposite();
@@ -647,7 +768,7 @@ impl Matcher {
         let mut total: u32 = 0;
         for (_, level) in ladder.iter_best_first() {
             let level = &self.levels[level];
-            if !contra.crosses(level.price, inc.limit) {
+            if !contra.crosses(level.price, inc.reach) {
                 break;
             }
             for queue in [level.shown, level.hidden] {
@@ -658,6 +779,9 @@ impl Matcher {
                         if stp != StpMode::CancelResting {
                             return total;
                         }
+                    } else if contra.better(level.price, inc.guard) {
+                        // Outside the band: the sweep stops here.
+                        return total;
                     } else {
                         total = total.saturating_add(o.open);
                         if total >= needed {
@@ -671,7 +795,8 @@ impl Matcher {
         total
     }
 
-    /// Trades the incoming order against the opposite side while prices cross.
+    /// Trades the incoming order against the opposite side while prices cross, within
+    /// the band, until the circuit breaker trips.
     fn sweep(&mut self, inc: &mut Incoming, emit: &mut Emitter<'_, impl EventSink>) {
         let contra = inc.side.book_side().opposite();
         let bi = usize::from(inc.instrument.0);
@@ -680,7 +805,7 @@ impl Matcher {
             let Some((price, level)) = self.books[bi].best(contra) else {
                 break;
             };
-            if !contra.crosses(price, inc.limit) {
+            if !contra.crosses(price, inc.reach) {
                 break;
             }
             let oi = self.levels[level].head();
@@ -691,8 +816,61 @@ impl Matcher {
                 }
                 continue;
             }
-            self.trade(inc, oi, emit);
+            if contra.better(price, inc.guard) {
+                break;
+            }
+            let second = if self.books[bi].spec.breaker_bps == 0 {
+                0
+            } else {
+                let second = self.books[bi].window.clock(emit.ts);
+                if self.breaker_trips(bi, second, price) {
+                    self.pause(inc, emit);
+                    break;
+                }
+                second
+            };
+            self.trade(inc, oi, second, emit);
         }
+    }
+
+    /// Whether a trade at `price` in `second` would print outside the circuit breaker's
+    /// range (the breaker is on).
+    #[inline]
+    fn breaker_trips(&mut self, bi: usize, second: u64, price: Price) -> bool {
+        let book = &mut self.books[bi];
+        if second != book.breaker_second {
+            let mean = book.window.reference(second, book.reference);
+            book.breaker_range = book
+                .spec
+                .breaker(mean)
+                .unwrap_or((Price(0), Price(u64::MAX)));
+            book.breaker_second = second;
+        }
+        price < book.breaker_range.0 || price > book.breaker_range.1
+    }
+
+    /// The circuit breaker trips: the instrument pauses for its pause time and the rest of
+    /// the incoming order is canceled.
+    fn pause(&mut self, inc: &mut Incoming, emit: &mut Emitter<'_, impl EventSink>) {
+        let book = &mut self.books[usize::from(inc.instrument.0)];
+        book.state = TradingState::Paused;
+        book.pause_until = emit.ts.0 + u64::from(book.spec.breaker_pause_secs) * 1_000_000_000;
+        self.next_resume = self.next_resume.min(book.pause_until);
+        self.next_deadline = self.next_deadline.min(self.next_resume);
+        emit.event(EventBody::TradingAction {
+            instrument: inc.instrument,
+            state: TradingState::Paused,
+            reason: *b"LUDP",
+        });
+        emit.event(EventBody::Canceled {
+            owner: inc.owner,
+            user_ref: inc.user_ref,
+            order_id: inc.order_id,
+            qty: Qty(inc.remaining),
+            leaves: Qty(0),
+            reason: CancelReason::CircuitBreaker,
+        });
+        inc.remaining = 0;
     }
 
     /// Applies self-trade prevention; returns whether the incoming order goes on matching.
@@ -745,8 +923,15 @@ impl Matcher {
         true
     }
 
-    /// One match between the incoming order and resting order `oi`.
-    fn trade(&mut self, inc: &mut Incoming, oi: u32, emit: &mut Emitter<'_, impl EventSink>) {
+    /// One match between the incoming order and resting order `oi`, in `second` of the
+    /// instrument's trade window (unused when its breaker is off).
+    fn trade(
+        &mut self,
+        inc: &mut Incoming,
+        oi: u32,
+        second: u64,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
         let match_id = MatchId(self.next_match_id);
         self.next_match_id += 1;
         let o = &mut self.orders[oi];
@@ -765,7 +950,11 @@ impl Matcher {
         }
         inc.remaining -= qty;
         inc.executed += qty;
-        self.books[usize::from(inc.instrument.0)].reference = resting.price;
+        let book = &mut self.books[usize::from(inc.instrument.0)];
+        if book.spec.breaker_bps != 0 {
+            book.window.record(second, resting.price, book.reference);
+        }
+        book.reference = resting.price;
         emit.event(EventBody::Executed {
             owner: resting.owner,
             user_ref: resting.user_ref,
@@ -1127,24 +1316,25 @@ impl Matcher {
                 r.max_floor.0,
                 r.hidden,
             )
-            .and_then(|limit| {
+            .and_then(|prices| {
                 let can_rest = r.tif != TimeInForce::Ioc;
                 self.check_capacity(
                     orig.instrument,
                     orig.side.book_side(),
-                    limit,
+                    prices,
                     can_rest,
                     Some(level_freed),
                 )
-                .map(|()| limit)
+                .map(|()| prices)
             });
-        let limit = match check {
-            Ok(limit) => limit,
+        let prices = match check {
+            Ok(prices) => prices,
             Err(reason) => {
                 emit.reject(owner, r.user_ref, reason, r.echo.clordid);
                 return self.reduce(oi, 0, CancelReason::ReplaceFailed, emit);
             }
         };
+        let limit = prices.limit;
         if let Err(reason) = self.quotation_check(orig.instrument, orig.side, limit) {
             // Quotation only and the new order would execute: the original stays.
             return emit.reject(owner, r.user_ref, reason, r.echo.clordid);
@@ -1188,6 +1378,8 @@ impl Matcher {
             side: orig.side,
             firm: orig.firm,
             limit,
+            reach: prices.reach,
+            guard: prices.guard,
             remaining: new_open,
             // The chain's executions carry over, for the next replace's quantity.
             executed: orig.executed,
@@ -1335,10 +1527,56 @@ impl Matcher {
         self.venue_halted
     }
 
-    /// The earliest time (ns since midnight) a good-till-time order may expire, if any
-    /// rests: the pipeline sends a [`VenueCommand::Timer`] then if nothing else comes.
-    pub fn next_expiry(&self) -> Option<Timestamp> {
-        (self.next_expiry != u64::MAX).then_some(Timestamp(self.next_expiry))
+    /// The matcher's next deadline (ns since midnight), if it has one: the earliest time a
+    /// good-till-time order may expire or a circuit-breaker pause ends. Deadlines are met
+    /// by the first command whose timestamp has reached them, before the command itself;
+    /// the pipeline sends a [`VenueCommand::Timer`] at this time if nothing else comes.
+    /// It changes only in [`apply`](Self::apply), so a caller reads it after each command
+    /// (or batch) and sets its timer. Replaces `next_expiry`, which knew only expiries.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        (self.next_deadline != u64::MAX).then_some(Timestamp(self.next_deadline))
+    }
+
+    /// Meets every deadline the command's timestamp has reached: good-till-time orders
+    /// expire, then paused instruments resume.
+    fn deadlines_due(&mut self, emit: &mut Emitter<'_, impl EventSink>) {
+        if emit.ts.0 >= self.next_expiry {
+            self.expire_due(emit);
+        }
+        if emit.ts.0 >= self.next_resume {
+            self.resume_due(emit);
+        }
+        self.next_deadline = self.next_expiry.min(self.next_resume);
+    }
+
+    /// Ends every circuit-breaker pause whose time has come, in instrument order. The
+    /// trading action goes out only if the state in force changes (not under the venue
+    /// halt).
+    fn resume_due(&mut self, emit: &mut Emitter<'_, impl EventSink>) {
+        for i in 0..self.books.len() {
+            if self.books[i].pause_until <= emit.ts.0 {
+                self.books[i].pause_until = u64::MAX;
+                self.books[i].state = TradingState::Trading;
+                if !self.venue_halted {
+                    emit.event(EventBody::TradingAction {
+                        instrument: InstrumentId(i as u16),
+                        state: TradingState::Trading,
+                        reason: *b"    ",
+                    });
+                }
+            }
+        }
+        self.refresh_next_resume();
+    }
+
+    fn refresh_next_resume(&mut self) {
+        self.next_resume = self
+            .books
+            .iter()
+            .map(|b| b.pause_until)
+            .min()
+            .unwrap_or(u64::MAX);
+        self.next_deadline = self.next_expiry.min(self.next_resume);
     }
 
     fn add_expiry(&mut self, entry: Expiry) {
@@ -1354,6 +1592,7 @@ impl Matcher {
         }
         self.expiries.push(Reverse(entry));
         self.next_expiry = self.next_expiry.min(entry.0);
+        self.next_deadline = self.next_deadline.min(entry.0);
     }
 
     /// Cancels every good-till-time order whose time has come by the command's timestamp,
@@ -1414,7 +1653,12 @@ impl Matcher {
                 let Some(i) = instrument_of(self, symbol) else {
                     return OperatorOutcome::UnknownSymbol;
                 };
+                // The operator's state overrides a circuit-breaker pause (no resume later).
                 self.books[usize::from(i)].state = state;
+                if self.books[usize::from(i)].pause_until != u64::MAX {
+                    self.books[usize::from(i)].pause_until = u64::MAX;
+                    self.refresh_next_resume();
+                }
                 emit.event(EventBody::TradingAction {
                     instrument: InstrumentId(i),
                     state: self.trading_state(InstrumentId(i)),
@@ -1679,6 +1923,11 @@ impl Matcher {
                 .map(|i| self.trading_state(InstrumentId(i as u16)))
                 .collect(),
             phase: self.phase,
+            pauses: self
+                .books
+                .iter()
+                .map(|b| pause_end(b.pause_until))
+                .collect(),
         };
         for book in &self.books {
             let mut sides: [Vec<RestingView>; 2] = [Vec::new(), Vec::new()];
@@ -1830,6 +2079,15 @@ impl Matcher {
     }
 }
 
+/// A pause end as states and views carry it: 0 for none.
+fn pause_end(pause_until: u64) -> u64 {
+    if pause_until == u64::MAX {
+        0
+    } else {
+        pause_until
+    }
+}
+
 /// The reference a command consumes, for rejecting commands from unknown owners.
 fn consumed_ref(body: &CommandBody) -> Option<UserRef> {
     match body {
@@ -1932,6 +2190,10 @@ pub struct BookState {
     pub references: Vec<Price>,
     /// Per instrument: its own trading state.
     pub states: Vec<TradingState>,
+    /// Per instrument: when its circuit-breaker pause ends, ns since midnight (0: none).
+    pub pauses: Vec<u64>,
+    /// Per instrument: its circuit breaker's trade window.
+    pub windows: Vec<WindowState>,
     /// The venue-wide halt.
     pub venue_halted: bool,
     /// Where the trading day stands.
@@ -2010,6 +2272,12 @@ impl Matcher {
             last_refs: self.owners.iter().map(|o| o.last_ref).collect(),
             references: self.books.iter().map(|b| b.reference).collect(),
             states: self.books.iter().map(|b| b.state).collect(),
+            pauses: self
+                .books
+                .iter()
+                .map(|b| pause_end(b.pause_until))
+                .collect(),
+            windows: self.books.iter().map(|b| b.window.state()).collect(),
             venue_halted: self.venue_halted,
             phase: Some(self.phase),
             day_event: self.day_event,
@@ -2025,6 +2293,8 @@ impl Matcher {
         if state.last_refs.len() != m.owners.len()
             || state.references.len() != m.books.len()
             || state.states.len() != m.books.len()
+            || state.pauses.len() != m.books.len()
+            || state.windows.len() != m.books.len()
         {
             return Err(format!(
                 "state for {} users and {} instruments, configuration has {} and {}",
@@ -2042,12 +2312,22 @@ impl Matcher {
         for (owner, last_ref) in m.owners.iter_mut().zip(&state.last_refs) {
             owner.last_ref = *last_ref;
         }
-        for ((book, reference), trading) in
-            m.books.iter_mut().zip(&state.references).zip(&state.states)
-        {
-            book.reference = *reference;
-            book.state = *trading;
+        for (i, book) in m.books.iter_mut().enumerate() {
+            book.reference = state.references[i];
+            book.state = state.states[i];
+            let paused = state.pauses[i] != 0;
+            if paused && (book.spec.breaker_bps == 0 || book.state != TradingState::Paused) {
+                return Err(format!(
+                    "{}: a breaker pause it cannot have",
+                    book.spec.symbol
+                ));
+            }
+            book.pause_until = if paused { state.pauses[i] } else { u64::MAX };
+            book.window
+                .restore(&state.windows[i])
+                .map_err(|e| format!("{}: {e}", book.spec.symbol))?;
         }
+        m.refresh_next_resume();
         m.venue_halted = state.venue_halted;
         m.phase = state.phase.ok_or("no phase of the day")?;
         m.day_event = state.day_event;

@@ -9,7 +9,14 @@
 //!   (incoming side), then `MdExecute` (displayed resting order) or `MdTrade` (hidden);
 //!   when a reserve order's displayed part is used up: `Restated`, `MdAdd` (new reference).
 //!   Then either `Canceled` for an unexecuted IOC/market remainder, or `MdAdd` if the
-//!   remainder rests displayed (nothing if it rests hidden).
+//!   remainder rests displayed (nothing if it rests hidden). A remainder the price band
+//!   stopped is `Canceled` (reason price band), or `Repriced` then rests at the band edge.
+//! - Circuit breaker: a trade that would print outside the breaker's range does not
+//!   happen; instead `TradingAction` (paused, reason `LUDP`), then `Canceled` (reason
+//!   circuit breaker) for the incoming order's remainder.
+//! - Deadlines, before the command itself when its timestamp has reached them: good-till-
+//!   time orders expire (`Canceled`, earliest first), then paused instruments resume
+//!   (`TradingAction`, trading, reason spaces), in instrument order.
 //! - Self-trade prevention: `AiqCanceled` for the resting order (then `MdDelete` if it was
 //!   displayed), and/or `AiqCanceled` for the incoming order.
 //! - Cancel: `Canceled`, then `MdDelete` (all gone) or `MdCancel` (displayed part reduced).
@@ -461,6 +468,13 @@ pub enum CancelReason {
     Halted,
     /// The operator canceled the user's or the instrument's orders (OUCH `S`, supervisory).
     Supervisory,
+    /// The rest of a limit order could trade only outside the price band, and the
+    /// instrument cancels such remainders (OUCH `D`, regulatory restriction, as venues
+    /// report orders a limit up-limit down band keeps from trading).
+    PriceBand,
+    /// The order's next trade would have tripped the circuit breaker: the instrument is
+    /// paused and the rest of the order canceled (OUCH `H`, halted).
+    CircuitBreaker,
 }
 
 /// Who provided and who took liquidity in an execution.
@@ -625,6 +639,17 @@ pub enum EventBody {
         /// The feed reference of the new displayed part.
         md_ref: OrderId,
     },
+    /// The price band kept a limit order from trading further, and its remainder rests at
+    /// the band edge instead of its limit (OUCH Order Restated `P`, update of displayed
+    /// price, with the Display Price).
+    Repriced {
+        /// Owner.
+        owner: OwnerId,
+        /// The order's reference.
+        user_ref: UserRef,
+        /// The price it rests at.
+        price: Price,
+    },
     /// Answer to an account query.
     AccountQueried {
         /// Owner.
@@ -752,6 +777,7 @@ impl EventBody {
             | EventBody::Modified { owner, .. }
             | EventBody::CancelRejected { owner, .. }
             | EventBody::Restated { owner, .. }
+            | EventBody::Repriced { owner, .. }
             | EventBody::AccountQueried { owner, .. }
             | EventBody::MassCanceled { owner, .. } => Some(*owner),
             EventBody::MdAdd { .. }
@@ -917,6 +943,15 @@ impl std::fmt::Display for Event {
                 f,
                 "user {} ref {} reserve refilled: {} shown as feed ref {}",
                 owner.0, user_ref.0, display_qty.0, md_ref.0
+            ),
+            EventBody::Repriced {
+                owner,
+                user_ref,
+                price,
+            } => write!(
+                f,
+                "user {} ref {} repriced to the band edge: rests @ {price}",
+                owner.0, user_ref.0
             ),
             EventBody::AccountQueried {
                 owner,

@@ -16,14 +16,48 @@
 //! - **Min quantity** applies on entry only: if less than `min_qty` can execute at once, the
 //!   order does not trade; an IOC or market order is then canceled, a Day order is canceled
 //!   if it would cross the book and otherwise rests (the minimum no longer applies).
-//! - **Market orders** trade up to the edge of the price band, then the rest is canceled.
+//! - **Market orders** trade up to the edge of the price band (with the band off, of the
+//!   fat-finger range, or of the price range if that is off too), then the rest is
+//!   canceled as an IOC remainder.
 //! - **Post only** is rejected if it would execute against any resting order.
 //! - **Self-trade prevention** between orders of the same firm, mode from configuration:
 //!   cancel the resting order (and keep matching), cancel the incoming order, both, or
 //!   none (they trade). The incoming order's owner decides: its own mode if it has one,
 //!   else the venue's.
-//! - **Price band**: limit prices must lie within `band_bps` of the reference price, which
-//!   starts at the configured `ref_price` and follows the instrument's last trade.
+//! - **Price band** (`band_bps`, 0 = off) guards what can execute: a trade prints only
+//!   within `band_bps` of the instrument's last trade price (`ref_price` before any), taken
+//!   when the order arrives and held for all of its trades. It refuses no price: a limit
+//!   order anywhere in the fat-finger range is accepted and, if it does not cross, rests at
+//!   its limit. A marketable order stops at the first price outside the band: beyond its
+//!   far edge (a buy above the upper one), or beyond its near edge (a buy facing an offer
+//!   that rests below the lower one: by price priority nothing behind that offer may trade
+//!   either). An IOC or market remainder is then canceled as usual. A remainder that would
+//!   still cross the book is canceled with reason price band when `band_remainder` is
+//!   `Cancel`; with `Rest` it rests at the band edge (rounded to a tick inside the band,
+//!   reported by [`EventBody::Repriced`]), since at its own limit it would cross the orders
+//!   beyond the band, unless even the edge would cross (the near-edge case): then it is
+//!   canceled. An order the band may reprice needs, to be accepted with the level pool
+//!   full, a level at both its limit and its band edge.
+//! - **Fat-finger range** (`fat_finger_bps`, 0 = off): a limit price further than
+//!   `fat_finger_bps` from the configured `ref_price` is rejected (`PriceOutsideBand`). It
+//!   is centred on `ref_price`, not on the last trade: fixed for the day, known to members
+//!   in advance, and a runaway market cannot drag it along (the band and the breaker follow
+//!   the market). Off, only `min_price` and `max_price` apply.
+//! - **Circuit breaker** (`breaker_bps`, 0 = off; `breaker_window_secs` N,
+//!   `breaker_pause_secs` M): a trade in second S (the command's timestamp in whole
+//!   seconds, never earlier than the instrument's last trade's) is checked against the
+//!   breaker reference price: the mean, rounded down, of the prices of the instrument's
+//!   trades in seconds S - N to S - 1 (each execution counts once, whatever its size); if
+//!   there were none, its last trade price before second S; before any trade, `ref_price`.
+//!   A trade more than `breaker_bps` from it does not happen: the instrument is paused
+//!   (trading action paused, reason `LUDP`), the incoming order's remainder is canceled
+//!   (reason circuit breaker) and the resting order stays. While paused, new orders and
+//!   replaces are rejected as halted; cancels are taken. M seconds after the trip the first
+//!   command at or past that time (any command, or a [`VenueCommand::Timer`]) resumes it
+//!   before it is applied (trading action trading, reason spaces);
+//!   [`Matcher::next_deadline`] says when. An operator's state for the instrument overrides
+//!   the pause: it holds, and no resume follows. A pause that ends under the venue halt
+//!   changes the instrument's own state silently; lifting the halt reports it.
 //! - **References**: each owner's [`UserRef`](crate::types::UserRef)s of new orders, replaces
 //!   and mass cancels must strictly increase; a repeated or lower one is rejected with no
 //!   effect. A failed replace does not consume its reference (OUCH behaviour).
@@ -43,6 +77,7 @@
 //! [`Matcher`] is the fast book; [`reference::ReferenceMatcher`] is the simple model it is
 //! tested against.
 
+mod breaker;
 mod divisor;
 pub mod flow;
 mod ladder;
@@ -52,6 +87,7 @@ mod pool;
 mod ref_index;
 pub mod reference;
 
+pub use breaker::{Bucket, WindowState};
 pub use matcher::{BookState, LevelView, Matcher, RestingState};
 pub use message::*;
 
@@ -77,10 +113,36 @@ pub struct InstrumentSpec {
     pub max_price: Price,
     /// Largest order quantity accepted.
     pub max_qty: u32,
-    /// Reference price at start of day; the band is centred on it until the first trade.
+    /// Reference price at start of day: the centre of the fat-finger range all day, and of
+    /// the band and the circuit breaker until the first trade.
     pub ref_price: Price,
-    /// Band half-width in basis points of the reference price (1..=10 000).
+    /// Price band half-width in basis points of the last trade price (0 = off, at most
+    /// 10 000): an order trades only at prices within it. See the module docs.
     pub band_bps: u32,
+    /// What becomes of a limit order's remainder that the band kept from trading.
+    pub band_remainder: BandRemainder,
+    /// Fat-finger range half-width in basis points of `ref_price` (0 = off, at most
+    /// 100 000): limit prices outside it are rejected.
+    pub fat_finger_bps: u32,
+    /// Circuit breaker half-width in basis points of the breaker reference price (0 = off,
+    /// at most 10 000): a trade outside it pauses the instrument instead.
+    pub breaker_bps: u32,
+    /// Seconds of trades the breaker reference price is the mean of (1..=3 600 when the
+    /// breaker is on).
+    pub breaker_window_secs: u32,
+    /// Seconds a breaker pause lasts (1..=86 400 when the breaker is on).
+    pub breaker_pause_secs: u32,
+}
+
+/// What becomes of the rest of a limit order that could trade further, but only outside
+/// the price band.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum BandRemainder {
+    /// Canceled ([`CancelReason::PriceBand`], OUCH `D`).
+    Cancel,
+    /// Rests at the band edge, the furthest price it could trade at ([`EventBody::Repriced`],
+    /// OUCH Order Restated `P`): at its own limit it would cross the orders beyond the band.
+    Rest,
 }
 
 /// A configured user as the matcher sees it.
@@ -144,12 +206,31 @@ impl InstrumentSpec {
         (self.max_price.0 - self.min_price.0) / self.tick.0 + 1
     }
 
-    /// The band edges around `reference`: `(low, high)`, inclusive.
-    pub fn band(&self, reference: Price) -> (Price, Price) {
-        let half = reference.0 * u64::from(self.band_bps) / 10_000;
-        (
-            Price(reference.0.saturating_sub(half)),
-            Price(reference.0 + half),
-        )
+    /// The band edges around `reference` (the last trade): `(low, high)`, inclusive;
+    /// `None` when the band is off.
+    pub fn band(&self, reference: Price) -> Option<(Price, Price)> {
+        (self.band_bps > 0).then(|| edges(reference, self.band_bps))
     }
+
+    /// The fat-finger range: `(low, high)`, inclusive, around `ref_price`; the whole price
+    /// range (`min_price..=max_price`) when it is off.
+    pub fn fat_finger(&self) -> (Price, Price) {
+        if self.fat_finger_bps == 0 {
+            (self.min_price, self.max_price)
+        } else {
+            edges(self.ref_price, self.fat_finger_bps)
+        }
+    }
+
+    /// The circuit breaker's edges around its reference price `mean`: `(low, high)`,
+    /// inclusive (a trade at an edge happens); `None` when the breaker is off.
+    pub fn breaker(&self, mean: Price) -> Option<(Price, Price)> {
+        (self.breaker_bps > 0).then(|| edges(mean, self.breaker_bps))
+    }
+}
+
+/// `centre` plus and minus `bps` basis points of it (the low edge stops at 0).
+fn edges(centre: Price, bps: u32) -> (Price, Price) {
+    let half = centre.0 * u64::from(bps) / 10_000;
+    (Price(centre.0.saturating_sub(half)), Price(centre.0 + half))
 }

@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 
 use super::message::*;
-use super::{BookConfig, StpMode};
+use super::{BandRemainder, BookConfig, StpMode};
 use crate::types::*;
 
 /// One resting order as both matchers report it.
@@ -54,6 +54,8 @@ pub struct BookView {
     pub states: Vec<TradingState>,
     /// Where the trading day stands.
     pub phase: DayPhase,
+    /// Per instrument: when its circuit-breaker pause ends, ns since midnight (0: none).
+    pub pauses: Vec<u64>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -106,6 +108,11 @@ pub struct ReferenceMatcher {
     venue_halted: bool,
     /// Per instrument: its own trading state.
     states: Vec<TradingState>,
+    /// Per instrument: when its circuit-breaker pause ends (0: none).
+    pauses: Vec<u64>,
+    /// Per instrument with a breaker: `(second, price)` of its trades, oldest first; of
+    /// those before its window only the last is kept.
+    trades: Vec<Vec<(u64, Price)>>,
 }
 
 struct Taker {
@@ -115,7 +122,12 @@ struct Taker {
     instrument: usize,
     side: Side,
     firm: Firm,
+    /// Where it rests.
     limit: Price,
+    /// The worst price it may trade at (its limit, or the band edge before it).
+    reach: Price,
+    /// It may not trade at a better price than this either (the band's other edge).
+    guard: Price,
     left: u32,
     executed: u32,
     market: bool,
@@ -146,6 +158,8 @@ impl ReferenceMatcher {
             },
             venue_halted: false,
             states: vec![TradingState::Trading; config.instruments.len()],
+            pauses: vec![0; config.instruments.len()],
+            trades: vec![Vec::new(); config.instruments.len()],
         }
     }
 
@@ -154,6 +168,7 @@ impl ReferenceMatcher {
         self.ts = cmd.ts;
         self.events.clear();
         self.expire_due();
+        self.resume_due();
         let owner = cmd.owner;
         if let CommandBody::Venue(venue) = cmd.body {
             self.venue(venue);
@@ -225,6 +240,75 @@ impl ReferenceMatcher {
                 .position(|o| o.view.order_id == id)
                 .unwrap_or_else(|| unreachable!());
             self.cut(i, 0, CancelReason::Expired);
+        }
+    }
+
+    /// Paused instruments whose pause has ended resume, in instrument order; the trading
+    /// action goes out unless the venue halt holds them.
+    fn resume_due(&mut self) {
+        for i in 0..self.pauses.len() {
+            if self.pauses[i] != 0 && self.pauses[i] <= self.ts.0 {
+                self.pauses[i] = 0;
+                self.states[i] = TradingState::Trading;
+                if !self.venue_halted {
+                    self.emit(EventBody::TradingAction {
+                        instrument: InstrumentId(i as u16),
+                        state: TradingState::Trading,
+                        reason: *b"    ",
+                    });
+                }
+            }
+        }
+    }
+
+    /// The second a trade now counts in for `instrument`'s breaker: the command's, but
+    /// never before its last trade's.
+    fn breaker_second(&self, instrument: usize) -> u64 {
+        let last = self.trades[instrument].last().map_or(0, |t| t.0);
+        (self.ts.0 / 1_000_000_000).max(last)
+    }
+
+    /// Whether a trade at `price` now would print outside `instrument`'s breaker range:
+    /// centred on the mean price of its trades in the `N` whole seconds before this one,
+    /// else its last trade before this second, else `ref_price`.
+    fn breaker_trips(&self, instrument: usize, price: Price) -> bool {
+        let spec = &self.config.instruments[instrument];
+        if spec.breaker_bps == 0 {
+            return false;
+        }
+        let second = self.breaker_second(instrument);
+        let from = second.saturating_sub(u64::from(spec.breaker_window_secs));
+        let trades = &self.trades[instrument];
+        let window: Vec<u128> = trades
+            .iter()
+            .filter(|t| t.0 >= from && t.0 < second)
+            .map(|t| u128::from(t.1.0))
+            .collect();
+        let mean = if window.is_empty() {
+            trades
+                .iter()
+                .rev()
+                .find(|t| t.0 < second)
+                .map_or(spec.ref_price.0, |t| t.1.0)
+        } else {
+            (window.iter().sum::<u128>() / window.len() as u128) as u64
+        };
+        let half = mean * u64::from(spec.breaker_bps) / 10_000;
+        price.0 < mean.saturating_sub(half) || price.0 > mean + half
+    }
+
+    /// Keeps a trade for the breaker, forgetting trades no window will need again.
+    fn record_trade(&mut self, instrument: usize, price: Price) {
+        let spec = &self.config.instruments[instrument];
+        if spec.breaker_bps == 0 {
+            return;
+        }
+        let second = self.breaker_second(instrument);
+        let from = second.saturating_sub(u64::from(spec.breaker_window_secs));
+        let trades = &mut self.trades[instrument];
+        trades.push((second, price));
+        if let Some(last_old) = trades.iter().rposition(|t| t.0 < from) {
+            trades.drain(..last_old);
         }
     }
 
@@ -318,6 +402,7 @@ impl ReferenceMatcher {
                     return OperatorOutcome::UnknownSymbol;
                 };
                 self.states[i] = state;
+                self.pauses[i] = 0;
                 self.emit(EventBody::TradingAction {
                     instrument: InstrumentId(i as u16),
                     state: self.state_of(i),
@@ -451,19 +536,31 @@ impl ReferenceMatcher {
         min_qty: u32,
         max_floor: u32,
         hidden: bool,
-    ) -> Result<Price, RejectReason> {
+    ) -> Result<(Price, Price, Price), RejectReason> {
         if let TimeInForce::Gtt { expire_secs } = tif
             && !(1..86_400).contains(&expire_secs)
         {
             return Err(RejectReason::InvalidExpireTime);
         }
         let spec = &self.config.instruments[instrument];
+        // The band, around the last trade; off: no edges at all.
         let reference = self.references[instrument].0;
         let half = reference * u64::from(spec.band_bps) / 10_000;
-        let (low, high) = (
+        let band = (spec.band_bps > 0).then_some((
             Price(reference.saturating_sub(half)),
             Price(reference + half),
-        );
+        ));
+        // The fat-finger range, around the start-of-day price; off: the price range.
+        let ff = u64::from(spec.fat_finger_bps);
+        let centre = spec.ref_price.0;
+        let (ff_low, ff_high) = if ff == 0 {
+            (spec.min_price, spec.max_price)
+        } else {
+            (
+                Price(centre.saturating_sub(centre * ff / 10_000)),
+                Price(centre + centre * ff / 10_000),
+            )
+        };
         if qty == 0 {
             return Err(RejectReason::ZeroQty);
         }
@@ -473,15 +570,30 @@ impl ReferenceMatcher {
         if qty > spec.max_qty {
             return Err(RejectReason::QtyAboveMax);
         }
-        let limit = match price {
-            Some(p) if p < spec.min_price || p > spec.max_price => {
+        let buy = side == Side::Buy;
+        let tick = spec.tick.0;
+        let (limit, reach) = match (price, band) {
+            (Some(p), _) if p < spec.min_price || p > spec.max_price => {
                 return Err(RejectReason::PriceOutOfRange);
             }
-            Some(p) if p.0 % spec.tick.0 != 0 => return Err(RejectReason::PriceOffTick),
-            Some(p) if p < low || p > high => return Err(RejectReason::PriceOutsideBand),
-            Some(p) => p,
-            None if side == Side::Buy => high,
-            None => low,
+            (Some(p), _) if p.0 % tick != 0 => return Err(RejectReason::PriceOffTick),
+            (Some(p), _) if p < ff_low || p > ff_high => {
+                return Err(RejectReason::PriceOutsideBand);
+            }
+            // Through the band: it trades up to the band edge, a tick inside it.
+            (Some(p), Some((_, high))) if buy && p > high => (p, Price(high.0 / tick * tick)),
+            (Some(p), Some((low, _))) if !buy && p < low => (p, Price(low.0.div_ceil(tick) * tick)),
+            (Some(p), _) => (p, p),
+            (None, Some((_, high))) if buy => (high, high),
+            (None, Some((low, _))) => (low, low),
+            (None, None) if buy => (ff_high, ff_high),
+            (None, None) => (ff_low, ff_low),
+        };
+        let guard = match band {
+            Some((low, _)) if buy => low,
+            Some((_, high)) => high,
+            None if buy => Price(0),
+            None => Price(u64::MAX),
         };
         if min_qty > qty {
             return Err(RejectReason::InvalidMinQty);
@@ -500,28 +612,35 @@ impl ReferenceMatcher {
                 return Err(RejectReason::PostOnlyWouldTake);
             }
         }
-        Ok(limit)
+        Ok((limit, reach, guard))
     }
 
-    /// Capacity for an order that could rest at `price`, as if order `replacing` were gone.
+    /// Capacity for an order that could rest at `prices.0` (or, if the band may reprice
+    /// it, at its band edge `prices.1`), as if order `replacing` were gone.
     fn capacity(
         &self,
         instrument: usize,
         side: Side,
-        price: Price,
+        prices: (Price, Price, Price),
         replacing: Option<usize>,
     ) -> Result<(), RejectReason> {
         let live = self.orders.len() - usize::from(replacing.is_some());
         if live >= self.config.orders_max as usize {
             return Err(RejectReason::OrderPoolFull);
         }
-        let level_exists = (0..self.orders.len()).any(|i| {
-            Some(i) != replacing
-                && self.orders[i].instrument == instrument
-                && self.orders[i].view.side.book_side() == side.book_side()
-                && self.orders[i].view.price == price
-        });
-        if !level_exists && self.levels_in_use(replacing) >= self.config.levels_max as usize {
+        let level_exists = |price: Price| {
+            (0..self.orders.len()).any(|i| {
+                Some(i) != replacing
+                    && self.orders[i].instrument == instrument
+                    && self.orders[i].view.side.book_side() == side.book_side()
+                    && self.orders[i].view.price == price
+            })
+        };
+        let (limit, reach, _) = prices;
+        let may_reprice = self.config.instruments[instrument].band_remainder == BandRemainder::Rest
+            && reach != limit;
+        let needs_level = !level_exists(limit) || (may_reprice && !level_exists(reach));
+        if needs_level && self.levels_in_use(replacing) >= self.config.levels_max as usize {
             return Err(RejectReason::LevelPoolFull);
         }
         Ok(())
@@ -560,20 +679,20 @@ impl ReferenceMatcher {
             o.max_floor.0,
             o.hidden,
         );
-        if let Ok(limit) = result
+        if let Ok((limit, _, _)) = result
             && let Err(reason) = self.quotation_check(instrument, o.side, limit)
         {
             result = Err(reason);
         }
-        if let Ok(limit) = result
+        if let Ok(prices) = result
             && o.tif != TimeInForce::Ioc
             && o.price.is_some()
-            && let Err(reason) = self.capacity(instrument, o.side, limit, None)
+            && let Err(reason) = self.capacity(instrument, o.side, prices, None)
         {
             result = Err(reason);
         }
-        let limit = match result {
-            Ok(limit) => limit,
+        let (limit, reach, guard) = match result {
+            Ok(prices) => prices,
             Err(reason) => return self.reject(owner, o.user_ref, reason, o.echo.clordid),
         };
         let id = self.fresh_id();
@@ -603,6 +722,8 @@ impl ReferenceMatcher {
             side: o.side,
             firm: o.firm,
             limit,
+            reach,
+            guard,
             left: o.qty.0,
             executed: 0,
             market: o.price.is_none(),
@@ -623,16 +744,30 @@ impl ReferenceMatcher {
                 let o = &self.orders[i];
                 o.instrument == t.instrument
                     && o.view.side.book_side() == contra
-                    && Self::crosses(contra, o.view.price, t.limit)
+                    && Self::crosses(contra, o.view.price, t.reach)
             })
             .collect();
         v.sort_by_key(|&i| self.orders[i].priority());
         v
     }
 
+    /// Whether the band forbids a trade at `price` on the side the taker would not
+    /// expect: below its lower edge for a buy, above its upper edge for a sell.
+    fn beyond_guard(t: &Taker, price: Price) -> bool {
+        if t.side == Side::Buy {
+            price < t.guard
+        } else {
+            price > t.guard
+        }
+    }
+
     fn take_then_rest(&mut self, mut t: Taker, md_replace_of: Option<OrderId>) {
+        let contra = t.side.book_side().opposite();
+        // Whether it would cross the book at its limit, as it stands on entry.
+        let crosses = self
+            .best(t.instrument, contra)
+            .is_some_and(|b| Self::crosses(contra, self.orders[b].view.price, t.limit));
         let crossing = self.crossing_contra(&t);
-        let crosses = !crossing.is_empty();
         let mut meets_min = true;
         let stp = self.config.stp_of(usize::from(t.owner.0));
         if t.min_qty > 0 {
@@ -643,6 +778,9 @@ impl ReferenceMatcher {
                     if stp == StpMode::CancelResting {
                         continue;
                     }
+                    break;
+                }
+                if Self::beyond_guard(&t, o.view.price) {
                     break;
                 }
                 sum += u64::from(o.view.open);
@@ -660,6 +798,26 @@ impl ReferenceMatcher {
         }
         if !meets_min && crosses {
             return self.cancel_taker(&t, CancelReason::CannotExecute);
+        }
+        // Still crossing after matching: the band stopped it.
+        let spec = self.config.instruments[t.instrument];
+        let best = self
+            .best(t.instrument, contra)
+            .map(|b| self.orders[b].view.price);
+        if spec.band_bps > 0
+            && let Some(best) = best
+            && Self::crosses(contra, best, t.limit)
+        {
+            if spec.band_remainder == BandRemainder::Cancel || Self::crosses(contra, best, t.reach)
+            {
+                return self.cancel_taker(&t, CancelReason::PriceBand);
+            }
+            t.limit = t.reach;
+            self.emit(EventBody::Repriced {
+                owner: t.owner,
+                user_ref: t.user_ref,
+                price: t.reach,
+            });
         }
         self.rest(t, md_replace_of);
     }
@@ -720,6 +878,23 @@ impl ReferenceMatcher {
                 }
                 continue;
             }
+            if Self::beyond_guard(t, maker.view.price) {
+                return;
+            }
+            if self.breaker_trips(t.instrument, maker.view.price) {
+                let ts = self.ts.0;
+                let spec = &self.config.instruments[t.instrument];
+                self.states[t.instrument] = TradingState::Paused;
+                self.pauses[t.instrument] = ts + u64::from(spec.breaker_pause_secs) * 1_000_000_000;
+                self.emit(EventBody::TradingAction {
+                    instrument: InstrumentId(t.instrument as u16),
+                    state: TradingState::Paused,
+                    reason: *b"LUDP",
+                });
+                self.cancel_taker(t, CancelReason::CircuitBreaker);
+                t.left = 0;
+                return;
+            }
             self.fill(t, i);
         }
     }
@@ -738,6 +913,7 @@ impl ReferenceMatcher {
         }
         let maker = *m;
         let instrument = InstrumentId(maker.instrument as u16);
+        self.record_trade(maker.instrument, maker.view.price);
         self.references[maker.instrument] = maker.view.price;
         self.emit(EventBody::Executed {
             owner: maker.view.owner,
@@ -997,14 +1173,14 @@ impl ReferenceMatcher {
             r.max_floor.0,
             r.hidden,
         );
-        if let Ok(limit) = result
+        if let Ok(prices) = result
             && r.tif != TimeInForce::Ioc
-            && let Err(reason) = self.capacity(orig.instrument, orig.view.side, limit, Some(i))
+            && let Err(reason) = self.capacity(orig.instrument, orig.view.side, prices, Some(i))
         {
             result = Err(reason);
         }
-        let limit = match result {
-            Ok(limit) => limit,
+        let (limit, reach, guard) = match result {
+            Ok(prices) => prices,
             Err(reason) => {
                 self.reject(owner, r.user_ref, reason, r.echo.clordid);
                 return self.cut(i, 0, CancelReason::ReplaceFailed);
@@ -1053,6 +1229,8 @@ impl ReferenceMatcher {
             side: orig.view.side,
             firm: orig.firm,
             limit,
+            reach,
+            guard,
             left: open,
             executed: orig.view.executed,
             market: false,
@@ -1171,6 +1349,7 @@ impl ReferenceMatcher {
             next_match_id: self.next_match,
             states: (0..self.states.len()).map(|i| self.state_of(i)).collect(),
             phase: self.phase,
+            pauses: self.pauses.clone(),
         }
     }
 }

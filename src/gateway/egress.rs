@@ -50,6 +50,8 @@ pub fn cancel_code(reason: CancelReason) -> u8 {
         CancelReason::Expired => b'T',
         CancelReason::Halted => b'H',
         CancelReason::Supervisory => b'S',
+        CancelReason::PriceBand => b'D',
+        CancelReason::CircuitBreaker => b'H',
     }
 }
 
@@ -294,6 +296,25 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             write_with_options(out, &m, &options);
             Some(owner)
         }
+        EventBody::Repriced {
+            owner,
+            user_ref,
+            price,
+        } => {
+            let m = ouch::OrderRestated {
+                msg_type: outbound::RESTATED,
+                timestamp: ts,
+                user_ref: U32::new(user_ref.0),
+                reason: b'P',
+                appendage_len: U16::ZERO,
+            };
+            let options = Options {
+                display_price: Some(price.0),
+                ..Options::default()
+            };
+            write_with_options(out, &m, &options);
+            Some(owner)
+        }
         EventBody::AccountQueried {
             owner,
             next_user_ref,
@@ -367,6 +388,27 @@ mod tests {
         ];
         assert_eq!(out, expected);
         assert!(matches!(decode_outbound(&out), Ok(Outbound::Executed(..))));
+    }
+
+    #[test]
+    fn a_repriced_order_is_order_restated_p_with_its_display_price() {
+        let event = Event {
+            ts: Timestamp(1),
+            body: EventBody::Repriced {
+                owner: OwnerId(2),
+                user_ref: UserRef(9),
+                price: Price(1_100_000),
+            },
+        };
+        let mut out = Vec::new();
+        assert_eq!(encode_event(&event, &[], &mut out), Some(OwnerId(2)));
+        let Ok(Outbound::Restated(m, options)) = decode_outbound(&out) else {
+            panic!("not an Order Restated: {out:?}");
+        };
+        assert_eq!((m.user_ref.get(), m.reason), (9, b'P'));
+        assert_eq!(options.display_price, Some(1_100_000));
+        assert_eq!(cancel_code(CancelReason::PriceBand), b'D');
+        assert_eq!(cancel_code(CancelReason::CircuitBreaker), b'H');
     }
 
     #[test]
