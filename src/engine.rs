@@ -188,7 +188,7 @@ impl Agent for MatcherAgent {
         }
         if taken > 0 {
             self.output.notify();
-            let next = self.matcher.next_expiry().map_or(u64::MAX, |t| t.0);
+            let next = self.matcher.next_deadline().map_or(u64::MAX, |t| t.0);
             if self.deadline.load(Ordering::Relaxed) != next {
                 self.deadline.store(next, Ordering::Relaxed);
             }

@@ -466,8 +466,12 @@ fn sigterm_stops_serve_with_exit_code_zero() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("ironmatch.toml");
     let mut f = std::fs::File::create(&path).unwrap();
-    f.write_all(common::shipped_config_for_tests().as_bytes())
-        .unwrap();
+    let journal = dir.join("data");
+    let text = common::shipped_config_for_tests().replace(
+        "dir = \"./data\"",
+        &format!("dir = \"{}\"", journal.display()),
+    );
+    f.write_all(text.as_bytes()).unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
         .args(["serve", "--config", path.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())

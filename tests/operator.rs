@@ -235,3 +235,59 @@ fn a_restart_in_the_middle_of_a_halt_keeps_the_halt() {
     server.stop().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn an_automatic_pause_triggers_on_a_runaway_sweep_and_lifts_by_itself() {
+    let dir = temp_dir("breaker-feed");
+    let text = test_config_text(&dir, "").replace(
+        "band_bps = 1000",
+        "band_bps = 1000\nbreaker_bps = 100\nbreaker_window_secs = 5\nbreaker_pause_secs = 1",
+    ) + "\n[admin]\nlisten = \"127.0.0.1:0\"\n";
+    let config = Config::parse(&text, "breaker config").unwrap();
+    let server = Server::start(&config).unwrap();
+    let mut mm1 = login(server.local_addr(), "MM1", "pw1", 1);
+    let mut mm2 = login(server.local_addr(), "MM2", "pw2", 1);
+    // A trade at $150.00; then a sweep through $152.00 (2% away: outside the 1% breaker).
+    mm1.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    mm1.limit(2, b'S', 100, "AAPL", PX + 20_000).unwrap();
+    mm2.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    mm2.limit(2, b'B', 100, "AAPL", PX + 20_000).unwrap();
+    for expected in [
+        (b'A', 1, 0),
+        (b'E', 1, 0),
+        (b'A', 2, 0),
+        (b'C', 2, u16::from(b'H')),
+    ] {
+        assert_eq!(next_summary(&mut mm2), expected);
+    }
+    wait_state(&server, "AAPL", "paused");
+    // No command comes: the engine's own timer lifts the pause after a second.
+    wait_state(&server, "AAPL", "trading");
+    server.stop().unwrap();
+    let actions: Vec<(char, String)> = trading_actions(&dir)
+        .iter()
+        .map(|(s, r)| {
+            (
+                char::from(*s),
+                String::from_utf8_lossy(r).trim().to_string(),
+            )
+        })
+        .collect();
+    let expected: Vec<(char, String)> = [('T', ""), ('P', "LUDP"), ('T', "")]
+        .iter()
+        .map(|(s, r)| (*s, r.to_string()))
+        .collect();
+    assert_eq!(actions, expected);
+    let summary = ironmatch::replay::replay(
+        &dir,
+        &config.book_config().unwrap(),
+        &ironmatch::replay::ReplayOptions {
+            verify_determinism: true,
+            ..Default::default()
+        },
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert!(summary.records > 0);
+    std::fs::remove_dir_all(&dir).ok();
+}

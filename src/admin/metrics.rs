@@ -368,7 +368,7 @@ pub fn reject_index(reason: RejectReason) -> usize {
 }
 
 /// Cancel reasons, by [`cancel_index`]; `self_trade_prevention` counts AIQ cancels.
-pub const CANCEL_REASONS: [&str; 10] = [
+pub const CANCEL_REASONS: [&str; 12] = [
     "user_requested",
     "ioc",
     "cannot_execute",
@@ -378,6 +378,8 @@ pub const CANCEL_REASONS: [&str; 10] = [
     "expired",
     "halted",
     "supervisory",
+    "price_band",
+    "circuit_breaker",
     "self_trade_prevention",
 ];
 
@@ -393,6 +395,8 @@ pub fn cancel_index(reason: CancelReason) -> usize {
         CancelReason::Expired => 6,
         CancelReason::Halted => 7,
         CancelReason::Supervisory => 8,
+        CancelReason::PriceBand => 9,
+        CancelReason::CircuitBreaker => 10,
     }
 }
 
