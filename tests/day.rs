@@ -347,3 +347,77 @@ fn a_restart_in_the_middle_of_the_day_resumes_the_schedule() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `serve` itself: at the end of a compressed day it drains, says so, and starts the next
+/// day (new journal directory, new session name, the admin endpoint bound again), and
+/// SIGTERM then stops it with exit code 0.
+#[test]
+fn serve_starts_the_next_day_by_itself() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = temp_dir("day-serve");
+    let zone = noon_zone();
+    let [s, q, m, e] = [0.5, 0.8, 1.1, 1.4].map(|o| local_in(&zone, o));
+    let text = format!(
+        "{}\n[venue]\ntimezone = \"{zone}\"\nsystem_start = \"{s}\"\nmarket_open = \"{q}\"\nmarket_close = \"{m}\"\nsystem_end = \"{e}\"\n\n[admin]\nlisten = \"127.0.0.1:0\"\n",
+        test_config_text(&dir, "")
+    );
+    let path = dir.join("ironmatch.toml");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["serve", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while lines.len() < 4 && Instant::now() < deadline {
+        let mut line = String::new();
+        if stdout.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        lines.push(line.trim().to_string());
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    assert!(
+        exit.success(),
+        "serve exits 0 on SIGTERM: {exit:?} after {lines:?}"
+    );
+    let today = jiff::Timestamp::now()
+        .to_zoned_datetime(jiff::tz::TimeZone::get(&zone).unwrap())
+        .date();
+    let tomorrow = today.tomorrow().unwrap();
+    let session = |d: jiff::civil::Date| ironmatch::venue::session_name("IRONMATCH", d);
+    assert!(lines.len() == 4, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("trading day {today}")),
+        "{}",
+        lines[0]
+    );
+    assert!(lines[0].contains(&format!("sessions named {}", session(today))));
+    assert!(lines[0].contains("admin http://127.0.0.1:"), "{}", lines[0]);
+    assert_eq!(lines[1], "ironmatch stopped");
+    assert_eq!(
+        lines[2],
+        "ironmatch: the trading day ended; starting the next"
+    );
+    assert!(
+        lines[3].contains(&format!("trading day {tomorrow}")),
+        "{}",
+        lines[3]
+    );
+    assert!(lines[3].contains(&format!("sessions named {}", session(tomorrow))));
+    assert!(lines[3].contains("admin http://127.0.0.1:"), "{}", lines[3]);
+    assert!(dir.join(today.to_string()).is_dir());
+    assert!(dir.join(tomorrow.to_string()).is_dir());
+    std::fs::remove_dir_all(&dir).ok();
+}
