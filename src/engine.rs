@@ -113,6 +113,12 @@ impl MatcherAgent {
                 as_of_ns,
             });
         }
+        m.matcher
+            .day_phase
+            .set(crate::admin::metrics::phase_code(self.matcher.phase()));
+        m.matcher
+            .venue_halted
+            .set(u64::from(self.matcher.venue_halted()));
         self.books_dirty = false;
         self.books_published = Instant::now();
     }

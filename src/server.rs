@@ -248,6 +248,7 @@ impl Server {
                     users: config.users.iter().map(|u| u.username.clone()).collect(),
                     threading: threading.name(),
                     actions,
+                    day: day.map(|d| (d.to_string(), config.gateway.session.clone())),
                 })?,
             ),
             None => None,

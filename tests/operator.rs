@@ -125,8 +125,21 @@ fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
     assert_eq!(next_summary(&mut mm1), (b'C', 2, u16::from(b'H')));
     post(&server, "/resume/AAPL");
 
-    // The venue halt (kill switch) and its lifting.
+    // The venue halt (kill switch) and its lifting; /status and the tables show it.
     assert_eq!(post(&server, "/halt-all").0, 200);
+    let addr = server.admin_addr().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = request(&format!("http://{addr}"), "GET", "/status", None).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&status.body).unwrap();
+        if v["venue"]["venue_halted"] == serde_json::Value::Bool(true) {
+            assert_eq!(v["venue"]["phase"], "no schedule");
+            assert!(ironmatch::admin::client::tables(&v).contains("VENUE HALTED"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "the venue halt never shows: {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     mm2.limit(3, b'B', 100, "AAPL", PX).unwrap();
     assert_eq!(next_summary(&mut mm2), (b'J', 3, 0x0007));
     assert_eq!(post(&server, "/resume-all").0, 200);

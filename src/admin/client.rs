@@ -248,6 +248,24 @@ pub fn tables(status: &Value) -> String {
         cell(&engine["threading"]),
         engine["uptime_seconds"].as_f64().unwrap_or(0.0)
     );
+    let venue = &status["venue"];
+    if venue["trading_day"].is_string() {
+        out.truncate(out.len() - 1);
+        out.push_str(&format!(
+            "trading day {}, session {}, {}{}\n\n",
+            cell(&venue["trading_day"]),
+            cell(&venue["session"]),
+            cell(&venue["phase"]),
+            if venue["venue_halted"] == Value::Bool(true) {
+                ", VENUE HALTED"
+            } else {
+                ""
+            }
+        ));
+    } else if venue["venue_halted"] == Value::Bool(true) {
+        out.truncate(out.len() - 1);
+        out.push_str("VENUE HALTED\n\n");
+    }
     let rows: Vec<Vec<String>> = list("instruments")
         .iter()
         .map(|i| {

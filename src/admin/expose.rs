@@ -501,6 +501,12 @@ pub fn status_json(view: &EngineView) -> Value {
             "threading": view.threading,
             "uptime_seconds": m.started.elapsed().as_secs_f64(),
         },
+        "venue": {
+            "trading_day": view.day.as_ref().map(|d| d.0.clone()),
+            "session": view.day.as_ref().map(|d| d.1.clone()),
+            "phase": crate::admin::metrics::phase_name(m.matcher.day_phase.get()),
+            "venue_halted": m.matcher.venue_halted.get() == 1,
+        },
         "instruments": instruments,
         "sessions": sessions,
         "counters": {

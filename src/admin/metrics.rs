@@ -438,6 +438,34 @@ pub struct MatcherMetrics {
     pub instruments: Box<[InstrumentMetrics]>,
     /// Gateway receipt of a command (its timestamp) to the start of its matcher batch.
     pub receipt_to_match: Histogram,
+    /// Where the trading day stands: [`phase_name`] of it (0 before the first publication).
+    pub day_phase: Counter,
+    /// 1 while the venue halt is on.
+    pub venue_halted: Counter,
+}
+
+/// The matcher's phase of the day as published in [`MatcherMetrics::day_phase`].
+pub fn phase_code(phase: crate::book::DayPhase) -> u64 {
+    use crate::book::DayPhase::*;
+    match phase {
+        Unscheduled => 1,
+        Closed => 2,
+        PreMarket => 3,
+        Market => 4,
+        PostMarket => 5,
+    }
+}
+
+/// The name of a published phase code (`None` before the first publication).
+pub fn phase_name(code: u64) -> Option<&'static str> {
+    match code {
+        1 => Some("no schedule"),
+        2 => Some("closed"),
+        3 => Some("pre-market"),
+        4 => Some("market hours"),
+        5 => Some("post-market"),
+        _ => None,
+    }
 }
 
 /// One instrument, written by the matcher thread.
@@ -619,6 +647,8 @@ impl EngineMetrics {
                     .map(|_| InstrumentMetrics::default())
                     .collect(),
                 receipt_to_match: Histogram::new(&DURATION_BOUNDS_NS),
+                day_phase: Counter::default(),
+                venue_halted: Counter::default(),
             },
             journal: JournalMetrics {
                 records: Counter::default(),

@@ -53,6 +53,8 @@ pub struct EngineView {
     pub threading: &'static str,
     /// Where the operator's actions go (the gateway).
     pub actions: Option<actions::ActionSender>,
+    /// The trading day served and its session name (with a `[venue]`).
+    pub day: Option<(String, String)>,
 }
 
 /// The running endpoint.
