@@ -131,6 +131,8 @@ pub fn replay(
     let mut produced: Vec<Event> = Vec::new();
     let mut next_expected = 0usize;
     let mut ids: Vec<OrderId> = Vec::new();
+    // The last command that did not name the audited order, until one of its events does.
+    let mut cause: Option<(u64, Command)> = None;
     let started = Instant::now();
     // Snapshots are checked against the replayed state where they were taken.
     let mut snapshots = journal::snapshot::snapshot_paths(dir)
@@ -164,10 +166,15 @@ pub fn replay(
                     produced.clear();
                     next_expected = 0;
                     matcher.apply(c, &mut produced);
-                    if let Some((owner, r)) = options.order
-                        && touches_command(c, owner, r)
-                    {
-                        audit_line(out, options.json, place.seq, "command", c);
+                    cause = None;
+                    if let Some((owner, r)) = options.order {
+                        if touches_command(c, owner, r) {
+                            audit_line(out, options.json, place.seq, "command", c);
+                        } else {
+                            // Printed if one of its events touches the order: another
+                            // user's order that traded with it, a cancel by the venue.
+                            cause = Some((place.seq, *c));
+                        }
                     }
                 }
                 Entry::Event(e) => {
@@ -214,6 +221,9 @@ pub fn replay(
                             ids.push(md_ref);
                         }
                         if touches_event(e, owner, r, &ids) {
+                            if let Some((seq, c)) = cause.take() {
+                                audit_line(out, options.json, seq, "command", &c);
+                            }
                             audit_line(out, options.json, place.seq, "event", e);
                         }
                     }

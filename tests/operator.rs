@@ -225,6 +225,27 @@ fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
     )
     .unwrap();
     assert!(summary.records > 0);
+    // "What happened to MM1's order 3?": the audit names the operator's command that
+    // canceled it, then the cancel.
+    let mut audit = Vec::new();
+    ironmatch::replay::replay(
+        &dir,
+        &config.book_config().unwrap(),
+        &ironmatch::replay::ReplayOptions {
+            order: Some((ironmatch::types::OwnerId(0), ironmatch::types::UserRef(3))),
+            ..Default::default()
+        },
+        &mut audit,
+    )
+    .unwrap();
+    let audit = String::from_utf8(audit).unwrap();
+    let cause = audit
+        .find("CancelInstrument")
+        .unwrap_or_else(|| panic!("{audit}"));
+    let cancel = audit
+        .find("Supervisory")
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert!(cause < cancel, "{audit}");
     let _ = outbound::ACCEPTED;
     std::fs::remove_dir_all(&dir).ok();
 }
