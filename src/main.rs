@@ -464,6 +464,17 @@ fn main() -> ExitCode {
             itch,
             ..
         } => {
+            // With a trading day, `[journal] dir` holds one directory per day: name them
+            // rather than replay an empty journal.
+            if let Some(days) = trading_days_in(&journal) {
+                eprintln!(
+                    "ironmatch replay: {} holds the journals of trading days {}: replay one, e.g. --journal {}",
+                    journal.display(),
+                    days.join(", "),
+                    journal.join(days.last().expect("at least one")).display()
+                );
+                return ExitCode::from(2);
+            }
             if let Some(file) = itch {
                 return export_itch(&config, &journal, &file);
             }
@@ -768,6 +779,23 @@ fn serve_day(config: &Config, path: &std::path::Path, server: Server) -> ExitCod
             ExitCode::from(1)
         }
     }
+}
+
+/// The trading days whose journals `dir` holds (subdirectories named `YYYY-MM-DD`), if it
+/// holds no journal segment of its own and at least one such day.
+fn trading_days_in(dir: &std::path::Path) -> Option<Vec<String>> {
+    let entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir).ok()?.flatten().collect();
+    let name = |e: &std::fs::DirEntry| e.file_name().to_string_lossy().into_owned();
+    if entries.iter().any(|e| name(e).ends_with(".imj")) {
+        return None;
+    }
+    let mut days: Vec<String> = entries
+        .iter()
+        .filter(|e| e.path().is_dir() && name(e).parse::<jiff::civil::Date>().is_ok())
+        .map(name)
+        .collect();
+    days.sort();
+    (!days.is_empty()).then_some(days)
 }
 
 /// A few market makers quote the first instrument, a taker sweeps it.

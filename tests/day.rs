@@ -62,6 +62,21 @@ fn day_config(dir: &std::path::Path, offsets: [f64; 4]) -> (Config, String) {
     (Config::parse(&text, "day config").unwrap(), zone)
 }
 
+/// A configuration text equivalent to `config` for the binary: the test configuration of
+/// `dir` with the same `[venue]`.
+fn day_config_text(dir: &std::path::Path, config: &Config) -> String {
+    let v = config.venue.as_ref().unwrap();
+    format!(
+        "{}\n[venue]\ntimezone = \"{}\"\nsystem_start = \"{}\"\nmarket_open = \"{}\"\nmarket_close = \"{}\"\nsystem_end = \"{}\"\n",
+        test_config_text(dir, ""),
+        v.timezone,
+        v.system_start,
+        v.market_open,
+        v.market_close,
+        v.system_end
+    )
+}
+
 fn login(server: &Server, user: &str, password: &str) -> Client {
     let mut c = Client::connect(server.local_addr()).unwrap();
     match c.login(user, password, 1).unwrap() {
@@ -292,6 +307,20 @@ fn a_compressed_day_runs_its_schedule_and_the_next_day_follows() {
     server.stop().unwrap();
     assert!(dir.join(day.tomorrow().unwrap().to_string()).is_dir());
     replay_verifies(&day_dir, &config);
+    // `replay` pointed at the journal directory itself names the days it holds.
+    let config_path = dir.join("day.toml");
+    std::fs::write(&config_path, day_config_text(&dir, &config)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["replay", "--journal", dir.to_str().unwrap(), "--config"])
+        .arg(&config_path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains(&format!("trading days {day}, {}", day.tomorrow().unwrap())),
+        "{said}"
+    );
     let _ = outbound::ACCEPTED;
     std::fs::remove_dir_all(&dir).ok();
 }
