@@ -13,7 +13,7 @@ use ironmatch::client::{Client, Received};
 use ironmatch::config::Config;
 use ironmatch::server::Server;
 use ironmatch::wire::itch::{Body, Message};
-use ironmatch::wire::ouch::{Outbound, outbound};
+use ironmatch::wire::ouch::Outbound;
 
 const PX: u64 = 1_500_000; // $150.00
 
@@ -246,7 +246,6 @@ fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
         .find("Supervisory")
         .unwrap_or_else(|| panic!("{audit}"));
     assert!(cause < cancel, "{audit}");
-    let _ = outbound::ACCEPTED;
     std::fs::remove_dir_all(&dir).ok();
 }
 
