@@ -15,7 +15,7 @@ use ironmatch::server::Server;
 use ironmatch::wire::itch::{Body, Message};
 use ironmatch::wire::ouch::{Options, Outbound};
 
-use common::{decode, temp_dir, test_config_text};
+use common::{decode, replay_verifies, temp_dir, test_config_text};
 
 const PX: u64 = 1_500_000; // 150.00
 
@@ -132,20 +132,6 @@ fn feed_system_events(day_dir: &std::path::Path) -> Vec<u8> {
             _ => None,
         })
         .collect()
-}
-
-fn replay_verifies(day_dir: &std::path::Path, config: &Config) {
-    let summary = ironmatch::replay::replay(
-        day_dir,
-        &config.book_config().unwrap(),
-        &ironmatch::replay::ReplayOptions {
-            verify_determinism: true,
-            ..Default::default()
-        },
-        &mut Vec::new(),
-    )
-    .unwrap();
-    assert!(summary.records > 0);
 }
 
 fn sleep_until(t: Instant) {

@@ -69,16 +69,24 @@ fn next_summary(c: &mut Client) -> (u8, u32, u16) {
     }
 }
 
-/// The feed's Stock Trading Actions: (state, reason).
-fn trading_actions(dir: &std::path::Path) -> Vec<(u8, [u8; 4])> {
+/// The feed's Stock Trading Actions: (state, reason without its padding).
+fn trading_actions(dir: &std::path::Path) -> Vec<(char, String)> {
     let bytes = std::fs::read(dir.join("feed.itch")).unwrap();
     ironmatch::wire::itch::file_messages(&bytes)
         .map(|m| Message::decode(m.unwrap()).unwrap())
         .filter_map(|m| match m.body {
-            Body::TradingAction { state, reason, .. } => Some((state, reason)),
+            Body::TradingAction { state, reason, .. } => Some((
+                char::from(state),
+                String::from_utf8_lossy(&reason).trim().to_string(),
+            )),
             _ => None,
         })
         .collect()
+}
+
+/// (state, reason) pairs as [`trading_actions`] gives them.
+fn pairs(expected: &[(char, &str)]) -> Vec<(char, String)> {
+    expected.iter().map(|(s, r)| (*s, r.to_string())).collect()
 }
 
 #[test]
@@ -190,16 +198,8 @@ fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
     server.stop().unwrap();
 
     // The feed carried each state change with its reason.
-    let actions: Vec<(char, String)> = trading_actions(&dir)
-        .iter()
-        .map(|(s, r)| {
-            (
-                char::from(*s),
-                String::from_utf8_lossy(r).trim().to_string(),
-            )
-        })
-        .collect();
-    let expected: Vec<(char, String)> = [
+    let actions = trading_actions(&dir);
+    let expected = pairs(&[
         ('T', ""),   // start of day
         ('H', "O1"), // halt
         ('T', ""),   // resume
@@ -208,23 +208,10 @@ fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
         ('H', "O1"), // venue halt
         ('T', ""),   // venue halt lifted
         ('H', "O1"), // ironmatch admin halt
-    ]
-    .iter()
-    .map(|(s, r)| (*s, r.to_string()))
-    .collect();
+    ]);
     assert_eq!(actions, expected);
     // Every action is in the journal: replay reproduces the session byte for byte.
-    let summary = ironmatch::replay::replay(
-        &dir,
-        &config.book_config().unwrap(),
-        &ironmatch::replay::ReplayOptions {
-            verify_determinism: true,
-            ..Default::default()
-        },
-        &mut Vec::new(),
-    )
-    .unwrap();
-    assert!(summary.records > 0);
+    replay_verifies(&dir, &config);
     // "What happened to MM1's order 3?": the audit names the operator's command that
     // canceled it, then the cancel.
     let mut audit = Vec::new();
@@ -297,30 +284,8 @@ fn an_automatic_pause_triggers_on_a_runaway_sweep_and_lifts_by_itself() {
     // No command comes: the engine's own timer lifts the pause after a second.
     wait_state(&server, "AAPL", "trading");
     server.stop().unwrap();
-    let actions: Vec<(char, String)> = trading_actions(&dir)
-        .iter()
-        .map(|(s, r)| {
-            (
-                char::from(*s),
-                String::from_utf8_lossy(r).trim().to_string(),
-            )
-        })
-        .collect();
-    let expected: Vec<(char, String)> = [('T', ""), ('P', "LUDP"), ('T', "")]
-        .iter()
-        .map(|(s, r)| (*s, r.to_string()))
-        .collect();
-    assert_eq!(actions, expected);
-    let summary = ironmatch::replay::replay(
-        &dir,
-        &config.book_config().unwrap(),
-        &ironmatch::replay::ReplayOptions {
-            verify_determinism: true,
-            ..Default::default()
-        },
-        &mut Vec::new(),
-    )
-    .unwrap();
-    assert!(summary.records > 0);
+    let actions = trading_actions(&dir);
+    assert_eq!(actions, pairs(&[('T', ""), ('P', "LUDP"), ('T', "")]));
+    replay_verifies(&dir, &config);
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -186,3 +186,18 @@ pub fn quiet(c: &mut Client, wait: Duration) {
         panic!("expected nothing, got message {m:?}");
     }
 }
+
+/// Replays the journal in `dir`, checking that every journaled event equals the re-run's.
+pub fn replay_verifies(dir: &std::path::Path, config: &Config) {
+    let summary = ironmatch::replay::replay(
+        dir,
+        &config.book_config().unwrap(),
+        &ironmatch::replay::ReplayOptions {
+            verify_determinism: true,
+            ..Default::default()
+        },
+        &mut Vec::new(),
+    )
+    .expect("the journal replays with identical events");
+    assert!(summary.records > 0);
+}
