@@ -25,6 +25,7 @@ tmp=$(mktemp -d)
 # The shipped config without its [venue] table: the venue has no day, so the figures do not
 # depend on the hour the bench runs at (outside New York's hours every order is refused).
 sed -e "s#dir = \"./data\"#dir = \"$tmp/journal\"#" -e 's#"127.0.0.1:15000"#"127.0.0.1:0"#' -e 's#"127.0.0.1:15002"#"127.0.0.1:0"#' \
+    -e 's#"127.0.0.1:15080"#"127.0.0.1:0"#' \
     -e "s#^session_store_bytes = .*#session_store_bytes = ${STORE_BYTES:-134217728}#" \
     -e "s#^segment_bytes_max = .*#segment_bytes_max = ${SEGMENT_BYTES:-1073741824}#" \
     -e "s#^threading = \"auto\"#threading = \"$threading\"#" -e '/^threading = "omit"/d' \

@@ -693,22 +693,27 @@ fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-        // A signal stops the running day's server.
-        let flag = server.shutdown_flag();
-        let watch = Arc::clone(&signaled);
-        std::thread::Builder::new()
-            .name("im-signal".into())
-            .spawn(move || {
-                while !flag.load(Ordering::SeqCst) {
-                    if watch.load(Ordering::SeqCst) {
-                        flag.store(true, Ordering::SeqCst);
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-            })
-            .ok();
+        // A signal stops the running day's server (and, through `signaled`, the loop).
+        let ids: Vec<signal_hook::SigId> =
+            [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]
+                .into_iter()
+                .filter_map(|signal| {
+                    signal_hook::flag::register(signal, server.shutdown_flag()).ok()
+                })
+                .collect();
+        if signaled.load(Ordering::SeqCst) {
+            server.shutdown_flag().store(true, Ordering::SeqCst);
+        }
+        let day_over = server.day_over_flag();
         let code = serve_day(config, path, server);
-        if code != ExitCode::SUCCESS || signaled.load(Ordering::SeqCst) || config.venue.is_none() {
+        for id in ids {
+            signal_hook::low_level::unregister(id);
+        }
+        // Only a day that ended goes on to the next; any other stop ends `serve`.
+        if code != ExitCode::SUCCESS
+            || signaled.load(Ordering::SeqCst)
+            || !day_over.load(Ordering::SeqCst)
+        {
             return code;
         }
         let _ = writeln!(

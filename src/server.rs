@@ -312,6 +312,11 @@ impl Server {
         self.day_over.load(Ordering::SeqCst)
     }
 
+    /// The flag behind [`Server::day_over`], readable after [`Server::wait`].
+    pub fn day_over_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.day_over)
+    }
+
     /// The threading mode the server runs in (`auto` resolved) and why it was chosen.
     pub fn threading(&self) -> (Threading, &str) {
         (self.threading, &self.threading_why)

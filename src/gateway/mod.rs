@@ -338,6 +338,14 @@ impl Gateway {
         let mut taken = 0;
         while let Ok(ActionRequest { action, reply }) = queue.try_recv() {
             taken += 1;
+            // Like logins: nothing is sequenced before the day's start or after its end.
+            if !self.day.as_ref().is_none_or(DayPlan::open) {
+                let _ = reply.try_send(ActionReply::refused(
+                    503,
+                    "the trading day has not started or has ended",
+                ));
+                continue;
+            }
             let user = |name: &str| {
                 self.users
                     .iter()
