@@ -784,13 +784,15 @@ fn a_runaway_sweep_pauses_and_the_band_reprices_over_the_wire() {
     };
     // One trade at $150.00, then offers at $151.00 and $152.00: the breaker allows 1%
     // around $150.00, so $152.00 may not print.
+    // Each side waits for its own acknowledgements before the other side sends: the two
+    // sessions are separate connections, so their relative order is set only that way.
     seller.limit(1, b'S', 100, "AAPL", PX).unwrap();
-    buyer.limit(1, b'B', 100, "AAPL", PX).unwrap();
     seller.limit(2, b'S', 100, "AAPL", PX + 10_000).unwrap();
     seller.limit(3, b'S', 100, "AAPL", PX + 20_000).unwrap();
     for _ in 0..3 {
         assert_eq!(next_type(&mut seller).0, outbound::ACCEPTED);
     }
+    buyer.limit(1, b'B', 100, "AAPL", PX).unwrap();
     assert_eq!(fill(&mut seller), PX);
     assert_eq!(next_type(&mut buyer).0, outbound::ACCEPTED);
     assert_eq!(fill(&mut buyer), PX);
@@ -811,7 +813,10 @@ fn a_runaway_sweep_pauses_and_the_band_reprices_over_the_wire() {
     assert_eq!(fill(&mut buyer), PX + 20_000);
     // The band is 10% of $152.00: up to $167.20. A bid at $170.00 facing an offer at
     // $168.00 cannot trade; it rests at $167.20 and its owner is told.
+    assert_eq!(fill(&mut seller), PX + 10_000);
+    assert_eq!(fill(&mut seller), PX + 20_000);
     seller.limit(4, b'S', 100, "AAPL", 1_680_000).unwrap();
+    assert_eq!(next_type(&mut seller).0, outbound::ACCEPTED);
     buyer.limit(5, b'B', 100, "AAPL", 1_700_000).unwrap();
     assert_eq!(next_type(&mut buyer).0, outbound::ACCEPTED);
     match decode(&next(&mut buyer).1) {
