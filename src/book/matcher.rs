@@ -662,6 +662,7 @@ impl Matcher {
     /// `Some` for a replace, `Some(true)` if it will empty its level (its slot becomes
     /// free). An order the band may reprice needs the level at its limit and the one at
     /// its band edge, or a free slot (it will use one of the two).
+    #[inline]
     fn check_capacity(
         &self,
         instrument: InstrumentId,
@@ -670,9 +671,21 @@ impl Matcher {
         can_rest: bool,
         frees: Option<bool>,
     ) -> Result<(), RejectReason> {
-        if !can_rest {
+        if !can_rest || (self.orders.free_count() > 0 && self.levels.free_count() > 0) {
             return Ok(());
         }
+        self.check_capacity_full(instrument, side, prices, frees)
+    }
+
+    /// [`Self::check_capacity`] when a pool is full.
+    #[cold]
+    fn check_capacity_full(
+        &self,
+        instrument: InstrumentId,
+        side: BookSide,
+        prices: Prices,
+        frees: Option<bool>,
+    ) -> Result<(), RejectReason> {
         let replace_frees_order = frees.is_some();
         let replace_frees_level = frees == Some(true);
         if self.orders.free_count() == 0 && !replace_frees_order {
@@ -698,20 +711,27 @@ impl Matcher {
         let crosses = book
             .best(contra)
             .is_some_and(|(best, _)| contra.crosses(best, inc.limit));
-        let meets_min = entry.min_qty == 0
-            || (crosses && self.executable_qty(&inc, entry.min_qty) >= entry.min_qty);
-        if meets_min {
-            self.sweep(&mut inc, emit);
-        }
-        if inc.remaining == 0 {
-            return;
-        }
-        let reason = if entry.tif == TimeInForce::Ioc || entry.market {
-            Some(CancelReason::Ioc)
-        } else if !meets_min && crosses {
-            Some(CancelReason::CannotExecute)
+        let ioc = entry.tif == TimeInForce::Ioc || entry.market;
+        let reason = if !crosses {
+            // Nothing to match (the reach is never more aggressive than the limit): the
+            // common case of a passive order goes straight to the book.
+            ioc.then_some(CancelReason::Ioc)
         } else {
-            self.band_stop(&mut inc, emit)
+            let meets_min =
+                entry.min_qty == 0 || self.executable_qty(&inc, entry.min_qty) >= entry.min_qty;
+            if meets_min {
+                self.sweep(&mut inc, emit);
+            }
+            if inc.remaining == 0 {
+                return;
+            }
+            if ioc {
+                Some(CancelReason::Ioc)
+            } else if !meets_min {
+                Some(CancelReason::CannotExecute)
+            } else {
+                self.band_stop(&mut inc, emit)
+            }
         };
         match reason {
             Some(reason) => emit.event(EventBody::Canceled {
@@ -851,6 +871,8 @@ impl Matcher {
 
     /// The circuit breaker trips: the instrument pauses for its pause time and the rest of
     /// the incoming order is canceled.
+    #[cold]
+    #[inline(never)]
     fn pause(&mut self, inc: &mut Incoming, emit: &mut Emitter<'_, impl EventSink>) {
         let book = &mut self.books[usize::from(inc.instrument.0)];
         book.state = TradingState::Paused;
@@ -1406,6 +1428,8 @@ impl Matcher {
         self.enter(inc, entry, emit);
     }
 
+    #[cold]
+    #[inline(never)]
     fn mass_cancel(
         &mut self,
         owner: OwnerId,
@@ -1445,6 +1469,8 @@ impl Matcher {
     }
 
     /// Cancels the owner's orders that match the filters, oldest first. Returns how many.
+    #[cold]
+    #[inline(never)]
     fn cancel_owner_orders(
         &mut self,
         owner: OwnerId,
@@ -1539,6 +1565,8 @@ impl Matcher {
 
     /// Meets every deadline the command's timestamp has reached: good-till-time orders
     /// expire, then paused instruments resume.
+    #[cold]
+    #[inline(never)]
     fn deadlines_due(&mut self, emit: &mut Emitter<'_, impl EventSink>) {
         if emit.ts.0 >= self.next_expiry {
             self.expire_due(emit);
@@ -1613,6 +1641,8 @@ impl Matcher {
     }
 
     /// A command of the venue's schedule, clock or operator.
+    #[cold]
+    #[inline(never)]
     fn venue(&mut self, command: &VenueCommand, emit: &mut Emitter<'_, impl EventSink>) {
         match *command {
             VenueCommand::Timer => {}
@@ -1637,6 +1667,8 @@ impl Matcher {
         }
     }
 
+    #[cold]
+    #[inline(never)]
     fn operator(
         &mut self,
         action: OperatorAction,
@@ -2117,6 +2149,8 @@ impl<S: EventSink> Emitter<'_, S> {
         self.out.push(Event { ts: self.ts, body });
     }
 
+    #[cold]
+    #[inline(never)]
     fn reject(
         &mut self,
         owner: OwnerId,
