@@ -200,6 +200,9 @@ pub struct JournalSection {
     pub segment_bytes_max: u64,
     /// Journal records between snapshots of the books and sessions (0: no snapshots).
     pub snapshot_interval_records: u64,
+    /// Where snapshots come from: `"matcher"` (the matcher copies its state at the end of
+    /// a batch) or `"follower"` (a thread re-runs the journal).
+    pub snapshot_source: String,
 }
 
 impl Default for JournalSection {
@@ -209,6 +212,7 @@ impl Default for JournalSection {
             fsync: "never".to_string(),
             segment_bytes_max: 256 << 20,
             snapshot_interval_records: 1_000_000,
+            snapshot_source: "matcher".to_string(),
         }
     }
 }
@@ -627,6 +631,16 @@ impl Config {
             || format!("{:?} is not one of \"never\", \"always\"", j.fsync),
         )?;
         check(
+            crate::journal::snapshot::SnapshotSource::parse(&j.snapshot_source).is_some(),
+            "journal.snapshot_source",
+            || {
+                format!(
+                    "{:?} is not one of \"matcher\", \"follower\"",
+                    j.snapshot_source
+                )
+            },
+        )?;
+        check(
             j.segment_bytes_max >= 1 << 16,
             "journal.segment_bytes_max",
             || "must be at least 65536".into(),
@@ -741,6 +755,12 @@ impl Config {
     /// The configured fsync mode.
     pub fn fsync_mode(&self) -> FsyncMode {
         FsyncMode::parse(&self.journal.fsync).expect("validated at load")
+    }
+
+    /// Where snapshots come from.
+    pub fn snapshot_source(&self) -> crate::journal::snapshot::SnapshotSource {
+        crate::journal::snapshot::SnapshotSource::parse(&self.journal.snapshot_source)
+            .expect("validated at load")
     }
 
     /// The configured threading mode (`auto` not resolved yet: see [`Threading::choose`]).
@@ -1039,6 +1059,14 @@ mod tests {
         assert!(e.contains("pipeline.wait"), "{e}");
         let e = error_for(|s| s.replacen("threading = \"auto\"", "threading = \"two\"", 1));
         assert!(e.contains("pipeline.threading"), "{e}");
+        let e = error_for(|s| {
+            s.replacen(
+                "snapshot_source = \"matcher\"",
+                "snapshot_source = \"disk\"",
+                1,
+            )
+        });
+        assert!(e.contains("journal.snapshot_source"), "{e}");
         let e = error_for(|s| s.replacen("max_qty = 100000", "max_qty = 1000000", 1));
         assert!(e.contains("instruments[0].max_qty"), "{e}");
         let e = error_for(|s| s.replacen("packet_bytes_max = 1400", "packet_bytes_max = 40", 1));

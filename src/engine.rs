@@ -22,6 +22,7 @@ use crate::admin::metrics::{
     BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns,
 };
 use crate::book::{Event, EventSink, Matcher};
+use crate::journal::snapshot::SnapshotTaker;
 use crate::pipeline::{Agent, Record, Ring};
 use crate::types::InstrumentId;
 use crate::venue::VenueClock;
@@ -33,6 +34,7 @@ pub const BATCH_LEN_MAX: usize = 256;
 struct RingSink<'a> {
     ring: &'a Ring<Record>,
     metrics: Option<&'a EngineMetrics>,
+    snapshots: Option<&'a mut SnapshotTaker>,
     pushed: u64,
 }
 
@@ -41,6 +43,9 @@ impl EventSink for RingSink<'_> {
     fn push(&mut self, event: Event) {
         if let Some(m) = self.metrics {
             m.matcher.on_event(&event);
+        }
+        if let Some(s) = self.snapshots.as_deref_mut() {
+            s.count(&event);
         }
         self.ring.push(Record::Event(event));
         self.pushed += 1;
@@ -64,6 +69,8 @@ pub struct MatcherAgent {
     /// The matcher's next deadline (a good-till-time expiry), ns since midnight,
     /// `u64::MAX` if none: published after each batch for the gateway's timer.
     deadline: Arc<AtomicU64>,
+    /// Matcher-made snapshots, if configured.
+    snapshots: Option<SnapshotTaker>,
 }
 
 impl MatcherAgent {
@@ -80,7 +87,14 @@ impl MatcherAgent {
             books_published: Instant::now(),
             clock: VenueClock::utc(),
             deadline: Arc::new(AtomicU64::new(u64::MAX)),
+            snapshots: None,
         }
+    }
+
+    /// Takes snapshots of the matcher's state at the end of batches (see
+    /// [`SnapshotTaker`]).
+    pub fn set_snapshots(&mut self, taker: SnapshotTaker) {
+        self.snapshots = Some(taker);
     }
 
     /// Publishes counters, latencies and the books' tops into `metrics`.
@@ -165,13 +179,22 @@ impl Agent for MatcherAgent {
                     let mut sink = RingSink {
                         ring: &self.output,
                         metrics,
+                        snapshots: self.snapshots.as_mut(),
                         pushed: 0,
                     };
                     self.matcher.apply(&cmd, &mut sink);
-                    self.pushed += 1 + sink.pushed;
+                    let records = 1 + sink.pushed;
+                    self.pushed += records;
+                    if let Some(s) = &mut self.snapshots {
+                        s.pushed(records);
+                    }
                     commands += 1;
                 }
                 Some(Record::Shutdown) => {
+                    // A last snapshot makes the next start quick.
+                    if let Some(s) = &mut self.snapshots {
+                        s.take_waiting(&self.matcher, std::time::Duration::from_secs(1));
+                    }
                     self.output.push(Record::Shutdown);
                     self.done = true;
                     taken += 1;
@@ -194,6 +217,12 @@ impl Agent for MatcherAgent {
         }
         if taken > 0 {
             self.output.notify();
+            // At a command boundary: after the batch's records are on their way.
+            if let Some(s) = &mut self.snapshots
+                && s.due()
+            {
+                s.take(&self.matcher);
+            }
             let next = self.matcher.next_deadline().map_or(u64::MAX, |t| t.0);
             if self.deadline.load(Ordering::Relaxed) != next {
                 self.deadline.store(next, Ordering::Relaxed);

@@ -33,7 +33,7 @@ use crate::config::{ADMIN_TOKEN_ENV, Config};
 use crate::engine::MatcherAgent;
 use crate::feed::{PublisherStart, spawn_publisher};
 use crate::gateway::{self, Gateway};
-use crate::journal::snapshot::{self, SnapshotterStart};
+use crate::journal::snapshot::{self, SnapshotSource, SnapshotterStart};
 use crate::journal::{self, Entry, Header, JournalAgent, JournalWriter, SegmentScan};
 use crate::pipeline::{AgentRunner, CompositeAgent, IdleStrategy, Record, Ring, Threading, Wake};
 use crate::venue::VenueClock;
@@ -184,11 +184,23 @@ impl Server {
         }
         let followers_stop = Arc::new(AtomicBool::new(false));
         let mut followers = Vec::new();
+        let mut snapshot_taker = None;
         if let Some(start) = opened.snapshotter {
-            followers.push(snapshot::spawn_snapshotter(
-                start,
-                Arc::clone(&followers_stop),
-            )?);
+            match config.snapshot_source() {
+                SnapshotSource::Follower => followers.push(snapshot::spawn_snapshotter(
+                    start,
+                    Arc::clone(&followers_stop),
+                )?),
+                SnapshotSource::Matcher => {
+                    let (taker, thread) = snapshot::spawn_snapshot_writer(
+                        start,
+                        writer.written(),
+                        Arc::clone(&followers_stop),
+                    )?;
+                    snapshot_taker = Some(taker);
+                    followers.push(thread);
+                }
+            }
         }
         // The feed follows the journal too (woken by the writer, or reading on a timer).
         let mut feed_retransmission = None;
@@ -221,6 +233,9 @@ impl Server {
         if let Some(m) = &metrics {
             matcher.set_metrics(Arc::clone(m));
             journal.set_metrics(Arc::clone(m));
+        }
+        if let Some(taker) = snapshot_taker {
+            matcher.set_snapshots(taker);
         }
         let actions = admin_listener.as_ref().map(|_| {
             let wake = Arc::clone(&waker);

@@ -423,9 +423,20 @@ fn a_snapshot_beyond_the_journal_end_is_removed() {
 
 #[test]
 fn serve_snapshots_while_running_and_restarts_from_one() {
-    let dir = temp_dir("snapserve");
-    let text = test_config_text(&dir, "")
-        .replace("[journal]\n", "[journal]\nsnapshot_interval_records = 40\n");
+    serve_snapshots_from("matcher");
+}
+
+#[test]
+fn serve_snapshots_from_a_follower_and_restarts_from_one() {
+    serve_snapshots_from("follower");
+}
+
+fn serve_snapshots_from(source: &str) {
+    let dir = temp_dir(&format!("snapserve-{source}"));
+    let text = test_config_text(&dir, "").replace(
+        "[journal]\n",
+        &format!("[journal]\nsnapshot_interval_records = 40\nsnapshot_source = \"{source}\"\n"),
+    );
     let config = ironmatch::config::Config::parse(&text, "test").unwrap();
     let server = Server::start(&config).unwrap();
     let mut c = login(server.local_addr(), "MM3", "pw3", 1);
@@ -434,7 +445,7 @@ fn serve_snapshots_while_running_and_restarts_from_one() {
             .unwrap();
     }
     let before: Vec<(u64, Vec<u8>)> = (0..60).map(|_| next(&mut c)).collect();
-    // The snapshot thread follows the live journal: snapshots appear while serving.
+    // Snapshots appear while serving (taken by the matcher or the following thread).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while journal::snapshot::snapshot_paths(&dir).unwrap().is_empty() {
         assert!(

@@ -21,21 +21,28 @@
 //! | 60 | 4 | CRC32C of bytes 0..60 |
 //! | 64 | .. | payload: postcard encoding of [`SnapshotBody`] |
 //!
-//! The snapshots are made by their own thread ([`run_snapshotter`]), which follows the
-//! journal files as they grow and re-runs the commands through its own matcher: the
-//! matcher and the writer never wait for a snapshot.
+//! Where the state comes from is `[journal] snapshot_source`:
+//! - `"matcher"` (shipped): the matcher stage itself, at the end of a batch, every
+//!   `interval` records ([`SnapshotTaker`]): it copies its state, which stalls that batch
+//!   for a time proportional to the resting orders, and hands it to a thread that writes
+//!   it once the journal has written that far ([`spawn_snapshot_writer`]). Nothing else
+//!   costs anything between snapshots but a counter per event.
+//! - `"follower"`: a thread of its own ([`run_snapshotter`]) follows the journal files as
+//!   they grow and re-runs the commands through its own matcher, checking every event: the
+//!   matcher never waits for a snapshot, but the re-run costs about as much CPU again as
+//!   matching, all day (on a machine with cores to spare).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::follow::Follower;
 use super::format::Entry;
 use super::reader::{JournalError, Replayer, files_ending};
-use crate::book::{BookConfig, BookState, Matcher};
+use crate::book::{BookConfig, BookState, Event, Matcher};
 
 /// First 8 bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"IRONMSNP";
@@ -309,10 +316,174 @@ pub fn spawn_snapshotter(
     std::thread::Builder::new()
         .name("im-snapshot".into())
         .spawn(move || {
-            let tid = rustix::thread::gettid();
-            if let Err(e) = rustix::process::setpriority_process(Some(tid), SNAPSHOT_NICE) {
-                eprintln!("ironmatch snapshots: cannot set niceness {SNAPSHOT_NICE}: {e}");
-            }
+            lower_priority();
             run_snapshotter(start, &stop)
         })
+}
+
+/// Gives the calling snapshot thread niceness [`SNAPSHOT_NICE`].
+fn lower_priority() {
+    let tid = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), SNAPSHOT_NICE) {
+        eprintln!("ironmatch snapshots: cannot set niceness {SNAPSHOT_NICE}: {e}");
+    }
+}
+
+/// Where snapshots come from (`[journal] snapshot_source`; see the [module docs](self)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotSource {
+    /// The matcher stage copies its state at the end of a batch.
+    Matcher,
+    /// A thread re-runs the journal through its own matcher.
+    Follower,
+}
+
+impl SnapshotSource {
+    /// `"matcher"` or `"follower"`.
+    pub fn parse(text: &str) -> Option<SnapshotSource> {
+        match text {
+            "matcher" => Some(SnapshotSource::Matcher),
+            "follower" => Some(SnapshotSource::Follower),
+            _ => None,
+        }
+    }
+}
+
+/// The matcher stage's part of matcher-made snapshots: it counts each user's sequenced
+/// messages as the events pass and, at the end of a batch once `interval` records have
+/// gone by, copies the matcher's state for the snapshot writer thread.
+#[derive(Debug)]
+pub struct SnapshotTaker {
+    interval: u64,
+    /// Sequence number the journal gives the next record the matcher pushes.
+    next_seq: u64,
+    /// The last record the newest snapshot covers (0: none).
+    last: u64,
+    /// Per user: sequenced messages so far.
+    sessions: Vec<u64>,
+    instance: u64,
+    fingerprint: u64,
+    to_writer: crossbeam::channel::Sender<Snapshot>,
+}
+
+impl SnapshotTaker {
+    /// Counts `event` in its owner's session.
+    #[inline]
+    pub fn count(&mut self, event: &Event) {
+        if let Some(owner) = event.body.owner()
+            && let Some(n) = self.sessions.get_mut(usize::from(owner.0))
+        {
+            *n += 1;
+        }
+    }
+
+    /// `records` more records went to the journal writer.
+    #[inline]
+    pub fn pushed(&mut self, records: u64) {
+        self.next_seq += records;
+    }
+
+    /// Whether a snapshot is due (call at a command boundary: the end of a batch).
+    #[inline]
+    pub fn due(&self) -> bool {
+        self.next_seq - 1 >= self.last + self.interval
+    }
+
+    /// Copies `matcher`'s state as the snapshot covering every record pushed so far, for
+    /// the writer thread, unless there is nothing new or the writer is still busy (then
+    /// the next batch tries again). Returns whether it took one.
+    pub fn take(&mut self, matcher: &Matcher) -> bool {
+        self.take_waiting(matcher, Duration::ZERO)
+    }
+
+    /// [`take`](Self::take), waiting up to `patience` for the writer to be free (the last
+    /// snapshot, at shutdown: the writer's previous snapshot covers records already
+    /// written, so it finishes).
+    pub fn take_waiting(&mut self, matcher: &Matcher, patience: Duration) -> bool {
+        let seq = self.next_seq - 1;
+        if seq <= self.last {
+            return false;
+        }
+        let free_by = std::time::Instant::now() + patience;
+        while self.to_writer.is_full() {
+            if std::time::Instant::now() >= free_by {
+                return false;
+            }
+            std::thread::sleep(WRITTEN_POLL);
+        }
+        let snapshot = Snapshot {
+            instance: self.instance,
+            seq,
+            fingerprint: self.fingerprint,
+            created_ns: now_ns(),
+            body: SnapshotBody {
+                sessions: self.sessions.clone(),
+                book: matcher.state(),
+            },
+        };
+        match self.to_writer.try_send(snapshot) {
+            Ok(()) => {
+                self.last = seq;
+                true
+            }
+            // Full (cannot be: only this thread sends) or the writer has gone.
+            Err(_) => false,
+        }
+    }
+}
+
+/// How often the snapshot writer looks whether the journal has written a snapshot's
+/// records yet.
+const WRITTEN_POLL: Duration = Duration::from_millis(1);
+
+/// Starts matcher-made snapshots from `start` (its `state` is not used): returns the
+/// matcher's [`SnapshotTaker`] and the writer thread (`im-snapshot`, niceness
+/// [`SNAPSHOT_NICE`]). The thread writes each snapshot once `written` (the last record
+/// the journal writer has written, see
+/// [`JournalWriter::written`](super::writer::JournalWriter::written)) has reached it, so
+/// a snapshot never covers records the journal lacks after a process crash. It ends when
+/// the taker is dropped; `stop` is set once the journal writer has ended (a snapshot it
+/// never reached is dropped).
+pub fn spawn_snapshot_writer(
+    start: SnapshotterStart,
+    written: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+) -> io::Result<(SnapshotTaker, std::thread::JoinHandle<()>)> {
+    let (to_writer, from_taker) = crossbeam::channel::bounded::<Snapshot>(1);
+    let taker = SnapshotTaker {
+        interval: start.interval,
+        next_seq: start.next_seq,
+        last: start.last_snapshot,
+        sessions: start.sessions,
+        instance: start.instance,
+        fingerprint: super::fingerprint(&start.book),
+        to_writer,
+    };
+    let dir = start.dir;
+    let thread = std::thread::Builder::new()
+        .name("im-snapshot".into())
+        .spawn(move || {
+            lower_priority();
+            while let Ok(snapshot) = from_taker.recv() {
+                while written.load(Ordering::Acquire) < snapshot.seq {
+                    if stop.load(Ordering::Acquire) && written.load(Ordering::Acquire) < snapshot.seq
+                    {
+                        eprintln!(
+                            "ironmatch snapshots: the journal ended before record {}; no snapshot there",
+                            snapshot.seq
+                        );
+                        return;
+                    }
+                    std::thread::sleep(WRITTEN_POLL);
+                }
+                if let Err(e) = write_snapshot(&dir, &snapshot) {
+                    eprintln!(
+                        "ironmatch snapshots: stopped, recovery will replay more of the journal: {}: {e}",
+                        dir.display()
+                    );
+                    return;
+                }
+            }
+        })?;
+    Ok((taker, thread))
 }

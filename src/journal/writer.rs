@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::BATCH_LEN_MAX;
@@ -122,6 +122,9 @@ pub struct JournalWriter {
     hold: Option<Arc<AtomicBool>>,
     /// Background writeback of the current segment (`fsync = "never"` only).
     writeback: Option<Writeback>,
+    /// The last record written (made durable with `fsync = "always"`), for the snapshot
+    /// writer.
+    written: Arc<AtomicU64>,
 }
 
 /// The file name of the segment starting at `first_seq`.
@@ -170,6 +173,7 @@ impl JournalWriter {
                 FsyncMode::Never => Some(Writeback::start()?),
                 FsyncMode::Always => None,
             },
+            written: Arc::new(AtomicU64::new(next_seq - 1)),
         })
     }
 
@@ -182,6 +186,13 @@ impl JournalWriter {
     /// disk on demand, so tests can show that no reply leaves before its batch is written.
     pub fn set_hold(&mut self, hold: Arc<AtomicBool>) {
         self.hold = Some(hold);
+    }
+
+    /// The sequence number of the last record written (with `fsync = "always"`, made
+    /// durable), published after each batch: whoever reads it may rely on every record up
+    /// to it being in the files.
+    pub fn written(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.written)
     }
 
     /// The sequence number the next record gets.
@@ -227,6 +238,7 @@ impl JournalWriter {
             (Some(writeback), FsyncMode::Never) => writeback.poke(&self.file, self.file_len),
             (None, FsyncMode::Never) => {}
         }
+        self.written.store(self.next_seq - 1, Ordering::Release);
         Ok(times)
     }
 
