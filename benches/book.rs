@@ -12,6 +12,8 @@
 //! - `book/wide`: a sparse book on a fine tick (0.0001): a third of the adds log-uniform up
 //!   to 5,000 ticks from the mid, the rest within 50, so thousands of ticks lie between the
 //!   best and the worst resting level; otherwise the shape of `deep`.
+//! - `book/state`: the matcher's whole state for a snapshot, of the ~100,000 resting orders
+//!   `cancel` starts from (throughput: resting orders).
 //! - `book/burst`: a flash crash: an IOC sweeps 30 of 50 levels (120 fills), then makers
 //!   rebuild them order by order; sides and instruments alternate.
 //!
@@ -581,6 +583,23 @@ fn benches(c: &mut Criterion) {
     group.bench_function("cancel", |b| {
         b.iter_custom(|iters| run_stream(&cfg, &with_adds, &cancels.cmds, iters))
     });
+
+    // The matcher's state for a snapshot (`[journal] snapshot_source = "matcher"` takes it
+    // on the matcher's thread): the book `cancel` starts from, ~100,000 resting orders;
+    // throughput is resting orders.
+    {
+        let mut matcher = Matcher::new(&cfg);
+        let mut events = Vec::new();
+        for c in &with_adds {
+            events.clear();
+            matcher.apply(c, &mut events);
+        }
+        group.throughput(Throughput::Elements(matcher.resting_orders() as u64));
+        group.sample_size(20);
+        group.bench_function("state", |b| b.iter(|| black_box(matcher.state())));
+        group.throughput(Throughput::Elements(1));
+        group.sample_size(100);
+    }
 
     // Aggressive IOC orders, each sweeping 5 levels of 4 orders (20 fills) of a book
     // 20 levels deep. Only the sweep is timed; after it, untimed adds restore the levels.

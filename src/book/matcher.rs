@@ -2242,9 +2242,11 @@ pub struct BookState {
 impl Matcher {
     /// The matcher's state, for a snapshot. O(orders); allocates.
     pub fn state(&self) -> BookState {
-        // Queue ranks: walk every level's queues in priority order.
+        // Queue ranks, by order slot: walk every level's queues in priority order. (A
+        // zeroed vector over every slot: untouched pages cost nothing, and the matcher's
+        // thread takes this for snapshots, so no hashing.)
         let mut rank = 0u32;
-        let mut ranks: FxHashMap<u32, u32> = FxHashMap::default();
+        let mut ranks: Vec<u32> = vec![0; self.cold.len()];
         for book in &self.books {
             for ladder in &book.sides {
                 for (_, level) in ladder.iter_best_first() {
@@ -2252,7 +2254,7 @@ impl Matcher {
                     for queue in [level.shown, level.hidden] {
                         let mut oi = queue.head;
                         while oi != NIL {
-                            ranks.insert(oi, rank);
+                            ranks[oi as usize] = rank;
                             rank += 1;
                             oi = self.orders[oi].next;
                         }
@@ -2270,7 +2272,7 @@ impl Matcher {
                 expires.insert(*id, *at);
             }
         }
-        let mut orders = Vec::with_capacity(ranks.len());
+        let mut orders = Vec::with_capacity(rank as usize);
         for owner in &self.owners {
             let mut oi = owner.head;
             while oi != NIL {
@@ -2294,8 +2296,12 @@ impl Matcher {
                     cross_type: c.cross_type,
                     customer_type: c.customer_type,
                     day_only: c.day_only,
-                    expires_at: expires.get(&o.id.0).copied().unwrap_or(0),
-                    queue_rank: ranks[&oi],
+                    expires_at: if expires.is_empty() {
+                        0
+                    } else {
+                        expires.get(&o.id.0).copied().unwrap_or(0)
+                    },
+                    queue_rank: ranks[oi as usize],
                 });
                 oi = c.owner_next;
             }
