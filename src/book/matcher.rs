@@ -571,6 +571,7 @@ impl Matcher {
     /// Pre-trade checks shared by new orders and replaces. Returns the prices the order
     /// rests at and may trade at.
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn validate(
         &self,
         instrument: InstrumentId,
