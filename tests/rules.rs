@@ -1197,6 +1197,62 @@ fn the_band_also_stops_trades_beyond_its_other_edge() {
 }
 
 #[test]
+fn self_trade_prevention_never_reaches_beyond_the_bands_other_edge() {
+    // Owners 0 and 1 are both of firm F1. An offer of owner 1 below the band's lower edge
+    // ($9.00) cannot trade with owner 0's bid, so there is no self-trade to prevent: it
+    // stays, and the bid is stopped by the band.
+    let mut v = Venue::new();
+    let (offer, _) = v.limit(1, Side::Sell, 100, px(850));
+    let (r, ev) = v.limit(0, Side::Buy, 100, px(870));
+    assert!(aiq(&ev).is_empty(), "{ev:?}");
+    assert!(fills(&ev).is_empty());
+    assert_eq!(canceled(&ev), [(r.0, 100, CancelReason::PriceBand)]);
+    assert_eq!(v.side(BookSide::Ask), [(1, offer.0, 100)]);
+}
+
+#[test]
+fn a_minimum_quantity_counts_only_what_trades_before_the_breaker_would_pause() {
+    let setup = || {
+        let mut v = with_breaker();
+        v.ts = 100 * SEC;
+        v.trade_at(px(1000));
+        // The breaker allows $9.50 to $10.50 a second later: $10.60 may not print.
+        v.ts = 101 * SEC;
+        for cents in [1020, 1040, 1060] {
+            v.limit(2, Side::Sell, 100, px(cents));
+        }
+        v
+    };
+    // Fill or kill of 300: only 200 can print before a pause, so nothing trades, nothing
+    // pauses, the book stays.
+    let mut v = setup();
+    let mut fok = v.order(0, Side::Buy, 300, px(1060));
+    fok.tif = TimeInForce::Ioc;
+    fok.min_qty = Qty(300);
+    let (r, ev) = v.enter(0, fok);
+    assert!(fills(&ev).is_empty(), "{ev:?}");
+    assert!(trading_actions(&ev).is_empty());
+    assert_eq!(canceled(&ev), [(r.0, 300, CancelReason::Ioc)]);
+    assert_eq!(v.m.trading_state(InstrumentId(0)), TradingState::Trading);
+    assert_eq!(v.prices(BookSide::Ask), [px(1020), px(1040), px(1060)]);
+    // A day order with a minimum of 300: canceled as unable to execute.
+    let mut v = setup();
+    let mut min = v.order(0, Side::Buy, 300, px(1060));
+    min.min_qty = Qty(300);
+    let (r, ev) = v.enter(0, min);
+    assert!(fills(&ev).is_empty());
+    assert_eq!(canceled(&ev), [(r.0, 300, CancelReason::CannotExecute)]);
+    // A minimum of 200 is met: it trades 200, then the breaker pauses at $10.60.
+    let mut v = setup();
+    let mut min = v.order(0, Side::Buy, 300, px(1060));
+    min.min_qty = Qty(200);
+    let (r, ev) = v.enter(0, min);
+    assert_eq!(fill_prices(&ev, 0), [px(1020), px(1040)]);
+    assert_eq!(trading_actions(&ev), [(0, TradingState::Paused)]);
+    assert_eq!(canceled(&ev), [(r.0, 100, CancelReason::CircuitBreaker)]);
+}
+
+#[test]
 fn band_bps_0_turns_the_band_off() {
     let mut v = protected(|i| i.band_bps = 0);
     for cents in [1050, 1300, 1490] {

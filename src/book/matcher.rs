@@ -718,8 +718,8 @@ impl Matcher {
             // common case of a passive order goes straight to the book.
             ioc.then_some(CancelReason::Ioc)
         } else {
-            let meets_min =
-                entry.min_qty == 0 || self.executable_qty(&inc, entry.min_qty) >= entry.min_qty;
+            let meets_min = entry.min_qty == 0
+                || self.executable_qty(&inc, entry.min_qty, emit.ts) >= entry.min_qty;
             if meets_min {
                 self.sweep(&mut inc, emit);
             }
@@ -781,17 +781,28 @@ impl Matcher {
         None
     }
 
-    /// Shares an incoming order could execute now, counting up to `needed`.
-    fn executable_qty(&self, inc: &Incoming, needed: u32) -> u32 {
+    /// Shares an incoming order could execute now (at `ts`), counting up to `needed`: the
+    /// sweep stops at the band's other edge, at self-trade prevention that cancels the
+    /// incoming order, and where the circuit breaker would pause the instrument.
+    fn executable_qty(&self, inc: &Incoming, needed: u32, ts: Timestamp) -> u32 {
         let contra = inc.side.book_side().opposite();
-        let ladder = &self.books[usize::from(inc.instrument.0)].sides[contra.index()];
+        let book = &self.books[usize::from(inc.instrument.0)];
+        let ladder = &book.sides[contra.index()];
         let stp = self.owners[usize::from(inc.owner.0)].stp;
+        // The breaker's range holds for the whole command (it moves only with whole seconds).
+        let breaker = book
+            .spec
+            .breaker(book.window.reference(book.window.clock(ts), book.reference));
         let mut total: u32 = 0;
         for (_, level) in ladder.iter_best_first() {
             let level = &self.levels[level];
-            if !contra.crosses(level.price, inc.reach) {
+            if !contra.crosses(level.price, inc.reach) || contra.better(level.price, inc.guard) {
+                // Beyond the reach, or outside the band: the sweep stops here.
                 break;
             }
+            // A trade here would pause the instrument (self-trade prevention may still
+            // cancel the owner's own orders here without trading, and the sweep go on).
+            let trips = breaker.is_some_and(|(low, high)| level.price < low || level.price > high);
             for queue in [level.shown, level.hidden] {
                 let mut oi = queue.head;
                 while oi != NIL {
@@ -800,8 +811,7 @@ impl Matcher {
                         if stp != StpMode::CancelResting {
                             return total;
                         }
-                    } else if contra.better(level.price, inc.guard) {
-                        // Outside the band: the sweep stops here.
+                    } else if trips {
                         return total;
                     } else {
                         total = total.saturating_add(o.open);
@@ -829,6 +839,10 @@ impl Matcher {
             if !contra.crosses(price, inc.reach) {
                 break;
             }
+            // Beyond the band's other edge nothing trades, so nothing is prevented either.
+            if contra.better(price, inc.guard) {
+                break;
+            }
             let oi = self.levels[level].head();
             debug_assert!(oi != NIL, "a level on the ladder is never empty");
             if self.orders[oi].firm == inc.firm && stp != StpMode::None {
@@ -836,9 +850,6 @@ impl Matcher {
                     break;
                 }
                 continue;
-            }
-            if contra.better(price, inc.guard) {
-                break;
             }
             let second = if self.books[bi].spec.breaker_bps == 0 {
                 0

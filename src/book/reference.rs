@@ -774,13 +774,17 @@ impl ReferenceMatcher {
             let mut sum: u64 = 0;
             for &i in &crossing {
                 let o = &self.orders[i];
+                if Self::beyond_guard(&t, o.view.price) {
+                    break;
+                }
                 if o.firm == t.firm && stp != StpMode::None {
                     if stp == StpMode::CancelResting {
                         continue;
                     }
                     break;
                 }
-                if Self::beyond_guard(&t, o.view.price) {
+                // The sweep would pause the instrument here.
+                if self.breaker_trips(t.instrument, o.view.price) {
                     break;
                 }
                 sum += u64::from(o.view.open);
@@ -839,6 +843,10 @@ impl ReferenceMatcher {
                 return;
             };
             let maker = self.orders[i];
+            // Beyond the band's other edge nothing trades, so nothing is prevented either.
+            if Self::beyond_guard(t, maker.view.price) {
+                return;
+            }
             let stp = self.config.stp_of(usize::from(t.owner.0));
             if maker.firm == t.firm && stp != StpMode::None {
                 let prevented = Qty(t.left.min(maker.view.open));
@@ -877,9 +885,6 @@ impl ReferenceMatcher {
                     t.left = 0;
                 }
                 continue;
-            }
-            if Self::beyond_guard(t, maker.view.price) {
-                return;
             }
             if self.breaker_trips(t.instrument, maker.view.price) {
                 let ts = self.ts.0;
