@@ -209,6 +209,17 @@ enum AdminCmd {
         #[command(flatten)]
         endpoint: Endpoint,
     },
+    /// Quotation only: orders that would trade are refused, the rest rest (ITCH Trading
+    /// Action Q), e.g. before a resumption.
+    QuoteOnly {
+        /// The instrument.
+        symbol: String,
+        /// ITCH reason code, up to 4 characters.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        endpoint: Endpoint,
+    },
     /// Resume trading in an instrument.
     Resume {
         /// The instrument.
@@ -278,6 +289,14 @@ fn admin(action: AdminCmd) -> ExitCode {
         } => (
             endpoint,
             Some(state_path("pause", &symbol, cancel, &reason)),
+        ),
+        AdminCmd::QuoteOnly {
+            symbol,
+            reason,
+            endpoint,
+        } => (
+            endpoint,
+            Some(state_path("quote-only", &symbol, false, &reason)),
         ),
         AdminCmd::Resume { symbol, endpoint } => (endpoint, Some(format!("/resume/{symbol}"))),
         AdminCmd::HaltAll { endpoint } => (endpoint, Some("/halt-all".to_string())),

@@ -179,6 +179,13 @@ fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.starts_with("AAPL: halted (reason O1)"), "{line}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["admin", "quote-only", "AAPL", "--url", &admin_url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = String::from_utf8_lossy(&out.stdout);
+    assert!(line.starts_with("AAPL: quotation only"), "{line}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
         .args(["admin", "resume", "NOPE", "--url", &admin_url])
         .output()
         .unwrap();
@@ -208,6 +215,7 @@ fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
         ('H', "O1"), // venue halt
         ('T', ""),   // venue halt lifted
         ('H', "O1"), // ironmatch admin halt
+        ('Q', "O1"), // ironmatch admin quote-only
     ]);
     assert_eq!(actions, expected);
     // Every action is in the journal: replay reproduces the session byte for byte.

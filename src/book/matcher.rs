@@ -1881,8 +1881,11 @@ impl Matcher {
             .iter()
             .map(|b| b.sides.iter().map(Ladder::bytes).sum::<usize>())
             .sum();
+        // The expiry heap is reserved for every slot (resident only as good-till-time
+        // orders use it).
         let per_order = self.orders.bytes()
             + self.cold.capacity() * std::mem::size_of::<OrderCold>()
+            + self.expiries.capacity() * std::mem::size_of::<Reverse<Expiry>>()
             + self.by_ref.bytes();
         (per_order + self.levels.bytes() + ladders, per_order)
     }
