@@ -7,7 +7,7 @@
 # Usage: scripts/bench.sh [RATE...]            (default: 10000 50000 100000 150000)
 # Environment: DURATION seconds per rate (10), SESSIONS (all users), OUT (target/bench),
 # THREADING (the shipped "auto"; or "shared", "dedicated"; "omit" drops the key, for builds
-# older than it), SNAPSHOT_SOURCE (the shipped "matcher", or "follower"; "omit" drops the key),
+# older than it), SNAPSHOT_SOURCE (the shipped "auto", or "matcher", "follower"; "omit" drops the key),
 # BIN: the engine to serve (./target/release/ironmatch; e.g. an older build to
 # compare in the same session; the load generator is always this tree's).
 set -euo pipefail
@@ -30,7 +30,7 @@ sed -e "s#dir = \"./data\"#dir = \"$tmp/journal\"#" -e 's#"127.0.0.1:15000"#"127
     -e "s#^session_store_bytes = .*#session_store_bytes = ${STORE_BYTES:-134217728}#" \
     -e "s#^segment_bytes_max = .*#segment_bytes_max = ${SEGMENT_BYTES:-1073741824}#" \
     -e "s#^threading = \"auto\"#threading = \"$threading\"#" -e '/^threading = "omit"/d' \
-    -e "s#^snapshot_source = \"matcher\"#snapshot_source = \"${SNAPSHOT_SOURCE:-matcher}\"#" \
+    -e "s#^snapshot_source = \"auto\"#snapshot_source = \"${SNAPSHOT_SOURCE:-auto}\"#" \
     -e '/^snapshot_source = "omit"/d' \
     -e '/^\[venue\]/,/^\[marketdata\]/{/^\[marketdata\]/!d}' \
     config/ironmatch.toml >"$tmp/ironmatch.toml"

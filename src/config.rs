@@ -201,7 +201,8 @@ pub struct JournalSection {
     /// Journal records between snapshots of the books and sessions (0: no snapshots).
     pub snapshot_interval_records: u64,
     /// Where snapshots come from: `"matcher"` (the matcher copies its state at the end of
-    /// a batch) or `"follower"` (a thread re-runs the journal).
+    /// a batch), `"follower"` (a thread re-runs the journal) or `"auto"` (the follower
+    /// when each pipeline stage has its own thread, else the matcher).
     pub snapshot_source: String,
 }
 
@@ -212,7 +213,7 @@ impl Default for JournalSection {
             fsync: "never".to_string(),
             segment_bytes_max: 256 << 20,
             snapshot_interval_records: 1_000_000,
-            snapshot_source: "matcher".to_string(),
+            snapshot_source: "auto".to_string(),
         }
     }
 }
@@ -635,7 +636,7 @@ impl Config {
             "journal.snapshot_source",
             || {
                 format!(
-                    "{:?} is not one of \"matcher\", \"follower\"",
+                    "{:?} is not one of \"auto\", \"matcher\", \"follower\"",
                     j.snapshot_source
                 )
             },
@@ -1061,7 +1062,7 @@ mod tests {
         assert!(e.contains("pipeline.threading"), "{e}");
         let e = error_for(|s| {
             s.replacen(
-                "snapshot_source = \"matcher\"",
+                "snapshot_source = \"auto\"",
                 "snapshot_source = \"disk\"",
                 1,
             )

@@ -749,7 +749,7 @@ fn serve_day(config: &Config, path: &std::path::Path, server: Server) -> ExitCod
     // Status lines ignore write errors: a closed stdout must not stop the engine.
     let _ = writeln!(
         std::io::stdout(),
-        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {}{} instruments, {} users, threading {} ({why}), wait {}, rings {}, cores gateway {:?} matcher {:?} journal {:?} feed {:?}; feed {}; admin {}",
+        "ironmatch serving OUCH 5.0 / SoupBinTCP 3.0 on {} (config {}): {}{} instruments, {} users, threading {} ({why}), wait {}, rings {}, snapshots {}, cores gateway {:?} matcher {:?} journal {:?} feed {:?}; feed {}; admin {}",
         server.local_addr(),
         path.display(),
         match (server.day(), &config.venue) {
@@ -769,6 +769,16 @@ fn serve_day(config: &Config, path: &std::path::Path, server: Server) -> ExitCod
         threading.name(),
         p.wait,
         p.ring_capacity,
+        match config.journal.snapshot_interval_records {
+            0 => "off".to_string(),
+            n => format!(
+                "every {n} records from the {}",
+                config
+                    .snapshot_source()
+                    .resolve(threading != ironmatch::pipeline::Threading::Shared)
+                    .name()
+            ),
+        },
         p.gateway_core,
         p.matcher_core,
         p.journal_core,

@@ -186,11 +186,13 @@ impl Server {
         let mut followers = Vec::new();
         let mut snapshot_taker = None;
         if let Some(start) = opened.snapshotter {
-            match config.snapshot_source() {
-                SnapshotSource::Follower => followers.push(snapshot::spawn_snapshotter(
-                    start,
-                    Arc::clone(&followers_stop),
-                )?),
+            match config
+                .snapshot_source()
+                .resolve(threading != Threading::Shared)
+            {
+                SnapshotSource::Follower | SnapshotSource::Auto => followers.push(
+                    snapshot::spawn_snapshotter(start, Arc::clone(&followers_stop))?,
+                ),
                 SnapshotSource::Matcher => {
                     let (taker, thread) = snapshot::spawn_snapshot_writer(
                         start,

@@ -21,8 +21,9 @@
 //! | 60 | 4 | CRC32C of bytes 0..60 |
 //! | 64 | .. | payload: postcard encoding of [`SnapshotBody`] |
 //!
-//! Where the state comes from is `[journal] snapshot_source`:
-//! - `"matcher"` (shipped): the matcher stage itself, at the end of a batch, every
+//! Where the state comes from is `[journal] snapshot_source` (`"auto"`, shipped: the
+//! follower when each stage has a thread, the matcher when they share one):
+//! - `"matcher"`: the matcher stage itself, at the end of a batch, every
 //!   `interval` records ([`SnapshotTaker`]): it copies its state, which stalls that batch
 //!   for a time proportional to the resting orders, and hands it to a thread that writes
 //!   it once the journal has written that far ([`spawn_snapshot_writer`]). Nothing else
@@ -332,6 +333,9 @@ fn lower_priority() {
 /// Where snapshots come from (`[journal] snapshot_source`; see the [module docs](self)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotSource {
+    /// `follower` when the pipeline runs a thread per stage (there are cores to spare),
+    /// `matcher` when it shares one thread (there are not).
+    Auto,
     /// The matcher stage copies its state at the end of a batch.
     Matcher,
     /// A thread re-runs the journal through its own matcher.
@@ -339,12 +343,32 @@ pub enum SnapshotSource {
 }
 
 impl SnapshotSource {
-    /// `"matcher"` or `"follower"`.
+    /// `"auto"`, `"matcher"` or `"follower"`.
     pub fn parse(text: &str) -> Option<SnapshotSource> {
         match text {
+            "auto" => Some(SnapshotSource::Auto),
             "matcher" => Some(SnapshotSource::Matcher),
             "follower" => Some(SnapshotSource::Follower),
             _ => None,
+        }
+    }
+
+    /// The configuration's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotSource::Auto => "auto",
+            SnapshotSource::Matcher => "matcher",
+            SnapshotSource::Follower => "follower",
+        }
+    }
+
+    /// `Auto` resolved for a pipeline that has (`dedicated`) or has not (`shared`) a
+    /// thread per stage.
+    pub fn resolve(self, thread_per_stage: bool) -> SnapshotSource {
+        match self {
+            SnapshotSource::Auto if thread_per_stage => SnapshotSource::Follower,
+            SnapshotSource::Auto => SnapshotSource::Matcher,
+            other => other,
         }
     }
 }
