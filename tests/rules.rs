@@ -1406,6 +1406,21 @@ fn an_operator_state_overrides_a_breaker_pause() {
 }
 
 #[test]
+fn a_state_whose_phase_no_transition_explains_is_refused() {
+    let mut v = Venue::new();
+    v.venue(VenueCommand::SystemEvent(DayEvent::StartOfSystemHours));
+    let good = v.m.state();
+    assert!(Matcher::from_state(&v.cfg, &good).is_ok());
+    let mut bad = good.clone();
+    bad.phase = Some(ironmatch::book::DayPhase::Market);
+    let e = Matcher::from_state(&v.cfg, &bad).unwrap_err();
+    assert!(e.contains("phase"), "{e}");
+    let mut bad = good;
+    bad.day_event = None;
+    assert!(Matcher::from_state(&v.cfg, &bad).is_err());
+}
+
+#[test]
 fn a_restored_matcher_keeps_the_pause_and_the_trade_window() {
     let mut v = with_breaker();
     v.ts = 100 * SEC;

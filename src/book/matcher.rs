@@ -2384,8 +2384,19 @@ impl Matcher {
         }
         m.refresh_next_resume();
         m.venue_halted = state.venue_halted;
+        let initial_phase = m.phase;
         m.phase = state.phase.ok_or("no phase of the day")?;
         m.day_event = state.day_event;
+        // The phase changes only with the day's transitions (an embedded core without a
+        // schedule may send them too).
+        if m.day_event.is_some_and(|e| e.phase_after() != m.phase)
+            || (m.day_event.is_none() && m.phase != initial_phase)
+        {
+            return Err(format!(
+                "phase {:?} after the day's last transition {:?}",
+                m.phase, m.day_event
+            ));
+        }
         let mut by_rank: Vec<(u32, u32)> = Vec::with_capacity(state.orders.len());
         let mut previous_owner = 0u16;
         for s in &state.orders {
