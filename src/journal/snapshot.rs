@@ -410,7 +410,7 @@ impl SnapshotTaker {
     /// Whether a snapshot is due (call at a command boundary: the end of a batch).
     #[inline]
     pub fn due(&self) -> bool {
-        self.next_seq - 1 >= self.last + self.interval
+        self.next_seq > self.last + self.interval
     }
 
     /// Copies `matcher`'s state as the snapshot covering every record pushed so far, for
