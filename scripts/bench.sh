@@ -36,7 +36,7 @@ sed -e "s#dir = \"./data\"#dir = \"$tmp/journal\"#" -e 's#"127.0.0.1:15000"#"127
     config/ironmatch.toml >"$tmp/ironmatch.toml"
 "$bin" serve --config "$tmp/ironmatch.toml" >"$tmp/serve.out" 2>"$tmp/serve.err" &
 server=$!
-trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; rm -rf "$tmp"' EXIT
+trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; cp "$tmp/serve.err" "$out/serve.err" 2>/dev/null; rm -rf "$tmp"' EXIT
 addr=""
 for _ in $(seq 100); do
     addr=$(grep -o 'on 127\.0\.0\.1:[0-9]*' "$tmp/serve.out" | head -1 | cut -d' ' -f2 || true)

@@ -312,6 +312,41 @@ pub struct Matcher {
 /// A good-till-time order's expire time and identity.
 type Expiry = (u64, u64, u16, u32);
 
+/// Queue ranks of the resting orders by slot, for [`Matcher::state`].
+enum Ranks {
+    BySlot(Vec<u32>),
+    Map(FxHashMap<u32, u32>),
+}
+
+impl Ranks {
+    /// For `used` orders in a pool of `slots`.
+    fn for_pool(used: usize, slots: usize) -> Ranks {
+        if used.saturating_mul(16) >= slots {
+            Ranks::BySlot(vec![0; slots])
+        } else {
+            let mut map = FxHashMap::default();
+            map.reserve(used);
+            Ranks::Map(map)
+        }
+    }
+
+    fn set(&mut self, slot: u32, rank: u32) {
+        match self {
+            Ranks::BySlot(v) => v[slot as usize] = rank,
+            Ranks::Map(m) => {
+                m.insert(slot, rank);
+            }
+        }
+    }
+
+    fn get(&self, slot: u32) -> u32 {
+        match self {
+            Ranks::BySlot(v) => v[slot as usize],
+            Ranks::Map(m) => m[&slot],
+        }
+    }
+}
+
 impl Matcher {
     /// Allocates every pool and table for `config`. Panics on an invalid config; the
     /// configuration loader validates it first with clear errors.
@@ -2257,11 +2292,12 @@ pub struct BookState {
 impl Matcher {
     /// The matcher's state, for a snapshot. O(orders); allocates.
     pub fn state(&self) -> BookState {
-        // Queue ranks, by order slot: walk every level's queues in priority order. (A
-        // zeroed vector over every slot: untouched pages cost nothing, and the matcher's
-        // thread takes this for snapshots, so no hashing.)
+        // Queue ranks, by order slot: walk every level's queues in priority order. The
+        // matcher's thread takes this for snapshots, so it is cheap for any book: a vector
+        // over every slot when the pool is well used (no hashing), a map sized for the
+        // resting orders when few rest (no allocation the size of the pool).
         let mut rank = 0u32;
-        let mut ranks: Vec<u32> = vec![0; self.cold.len()];
+        let mut ranks = Ranks::for_pool(self.orders.used_count(), self.cold.len());
         for book in &self.books {
             for ladder in &book.sides {
                 for (_, level) in ladder.iter_best_first() {
@@ -2269,7 +2305,7 @@ impl Matcher {
                     for queue in [level.shown, level.hidden] {
                         let mut oi = queue.head;
                         while oi != NIL {
-                            ranks[oi as usize] = rank;
+                            ranks.set(oi, rank);
                             rank += 1;
                             oi = self.orders[oi].next;
                         }
@@ -2316,7 +2352,7 @@ impl Matcher {
                     } else {
                         expires.get(&o.id.0).copied().unwrap_or(0)
                     },
-                    queue_rank: ranks[oi as usize],
+                    queue_rank: ranks.get(oi),
                 });
                 oi = c.owner_next;
             }

@@ -387,7 +387,8 @@ pub struct SnapshotTaker {
     sessions: Vec<u64>,
     instance: u64,
     fingerprint: u64,
-    to_writer: crossbeam::channel::Sender<Snapshot>,
+    /// The snapshot and how long copying the state took (the matcher's pause).
+    to_writer: crossbeam::channel::Sender<(Snapshot, Duration)>,
 }
 
 impl SnapshotTaker {
@@ -435,6 +436,7 @@ impl SnapshotTaker {
             }
             std::thread::sleep(WRITTEN_POLL);
         }
+        let started = std::time::Instant::now();
         let snapshot = Snapshot {
             instance: self.instance,
             seq,
@@ -445,7 +447,7 @@ impl SnapshotTaker {
                 book: matcher.state(),
             },
         };
-        match self.to_writer.try_send(snapshot) {
+        match self.to_writer.try_send((snapshot, started.elapsed())) {
             Ok(()) => {
                 self.last = seq;
                 true
@@ -473,7 +475,7 @@ pub fn spawn_snapshot_writer(
     written: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
 ) -> io::Result<(SnapshotTaker, std::thread::JoinHandle<()>)> {
-    let (to_writer, from_taker) = crossbeam::channel::bounded::<Snapshot>(1);
+    let (to_writer, from_taker) = crossbeam::channel::bounded::<(Snapshot, Duration)>(1);
     let taker = SnapshotTaker {
         interval: start.interval,
         next_seq: start.next_seq,
@@ -488,7 +490,7 @@ pub fn spawn_snapshot_writer(
         .name("im-snapshot".into())
         .spawn(move || {
             lower_priority();
-            while let Ok(snapshot) = from_taker.recv() {
+            while let Ok((snapshot, copied_in)) = from_taker.recv() {
                 while written.load(Ordering::Acquire) < snapshot.seq {
                     if stop.load(Ordering::Acquire) && written.load(Ordering::Acquire) < snapshot.seq
                     {
@@ -500,6 +502,7 @@ pub fn spawn_snapshot_writer(
                     }
                     std::thread::sleep(WRITTEN_POLL);
                 }
+                let started = std::time::Instant::now();
                 if let Err(e) = write_snapshot(&dir, &snapshot) {
                     eprintln!(
                         "ironmatch snapshots: stopped, recovery will replay more of the journal: {}: {e}",
@@ -507,6 +510,13 @@ pub fn spawn_snapshot_writer(
                     );
                     return;
                 }
+                eprintln!(
+                    "ironmatch snapshots: record {}, {} resting orders: the matcher paused {} us to copy them, written in {} ms",
+                    snapshot.seq,
+                    snapshot.body.book.orders.len(),
+                    copied_in.as_micros(),
+                    started.elapsed().as_millis()
+                );
             }
         })?;
     Ok((taker, thread))
