@@ -241,11 +241,7 @@ async fn run(
 }
 
 /// Drains the gateway's ring into proposals until its shutdown marker.
-async fn propose(
-    raft: &Raft<TypeConfig>,
-    proposals: &Ring<Record>,
-    notify: &tokio::sync::Notify,
-) {
+async fn propose(raft: &Raft<TypeConfig>, proposals: &Ring<Record>, notify: &tokio::sync::Notify) {
     let mut dropped = 0u64;
     loop {
         let mut commands = Vec::new();

@@ -98,7 +98,11 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Node, RaftError<
 
 impl PeerClient {
     /// Sends `request` and waits for its reply, at most `ttl`.
-    async fn call(&mut self, request: &Request, ttl: Duration) -> Result<Reply, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
+    async fn call(
+        &mut self,
+        request: &Request,
+        ttl: Duration,
+    ) -> Result<Reply, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>> {
         let result = tokio::time::timeout(ttl, self.call_inner(request)).await;
         match result {
             Ok(Ok(reply)) => Ok(reply),
@@ -108,7 +112,10 @@ impl PeerClient {
             }
             Err(_) => {
                 self.stream = None;
-                let e = io::Error::new(io::ErrorKind::TimedOut, format!("node {} timed out", self.target));
+                let e = io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("node {} timed out", self.target),
+                );
                 Err(RPCError::Network(NetworkError::new(&e)))
             }
         }
@@ -154,7 +161,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcErr> {
-        match self.call(&Request::Append(rpc), option.hard_ttl()).await.map_err(plain)? {
+        match self
+            .call(&Request::Append(rpc), option.hard_ttl())
+            .await
+            .map_err(plain)?
+        {
             Reply::Append(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
@@ -164,9 +175,14 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         &mut self,
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<NodeId>, RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>>
-    {
-        match self.call(&Request::Snapshot(rpc), option.hard_ttl()).await? {
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, Node, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        match self
+            .call(&Request::Snapshot(rpc), option.hard_ttl())
+            .await?
+        {
             Reply::Snapshot(r) => Ok(r),
             other => Err(unexpected(&other)),
         }
@@ -177,7 +193,11 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcErr> {
-        match self.call(&Request::Vote(rpc), option.hard_ttl()).await.map_err(plain)? {
+        match self
+            .call(&Request::Vote(rpc), option.hard_ttl())
+            .await
+            .map_err(plain)?
+        {
             Reply::Vote(r) => Ok(r),
             other => Err(unexpected(&other)),
         }

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogState, RaftLogReader, RaftSnapshotBuilder, RaftStorage, Snapshot};
 use openraft::{
-    AnyError, Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership, Vote,
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership, Vote,
 };
 
 use super::{Node, NodeId, TypeConfig};
@@ -122,7 +122,9 @@ impl RaftStore {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().expect("the raft store's lock is never poisoned")
+        self.inner
+            .lock()
+            .expect("the raft store's lock is never poisoned")
     }
 }
 
@@ -183,9 +185,7 @@ impl Inner {
         file.sync_data()?;
         std::fs::rename(&tmp, self.dir.join("log"))?;
         File::open(&self.dir)?.sync_all()?;
-        self.log = OpenOptions::new()
-            .append(true)
-            .open(self.dir.join("log"))?;
+        self.log = OpenOptions::new().append(true).open(self.dir.join("log"))?;
         Ok(())
     }
 }
@@ -246,7 +246,12 @@ fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<
 }
 
 /// Writes a small file atomically (temporary file, rename, directory sync).
-fn write_small<T: serde::Serialize>(dir: &Path, name: &str, value: &T, sync: bool) -> io::Result<()> {
+fn write_small<T: serde::Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+    sync: bool,
+) -> io::Result<()> {
     let tmp = dir.join(format!("{name}.tmp"));
     let mut file = File::create(&tmp)?;
     file.write_all(&postcard::to_allocvec(value).map_err(io::Error::other)?)?;
@@ -335,7 +340,10 @@ impl RaftStorage<TypeConfig> for RaftStore {
         })
     }
 
-    async fn delete_conflict_logs_since(&mut self, log_id: LogId<NodeId>) -> Result<(), StoreError> {
+    async fn delete_conflict_logs_since(
+        &mut self,
+        log_id: LogId<NodeId>,
+    ) -> Result<(), StoreError> {
         let mut inner = self.lock();
         let _ = inner.entries.split_off(&log_id.index);
         inner.rewrite().map_err(|e| StoreError::IO {
@@ -469,16 +477,23 @@ mod tests {
     fn the_log_and_the_vote_survive_a_reopen_and_a_torn_tail_is_cut() {
         let dir = temp("reopen");
         run(async {
-            let mut s = RaftStore::open(&dir, FsyncMode::Never, 0, None).unwrap().store;
+            let mut s = RaftStore::open(&dir, FsyncMode::Never, 0, None)
+                .unwrap()
+                .store;
             s.save_vote(&Vote::new(3, 2)).await.unwrap();
-            s.append_to_log((1..=5).map(|i| entry(1, i, 2))).await.unwrap();
+            s.append_to_log((1..=5).map(|i| entry(1, i, 2)))
+                .await
+                .unwrap();
             s.delete_conflict_logs_since(LogId::new(CommittedLeaderId::new(1, 1), 4))
                 .await
                 .unwrap();
             s.append_to_log([entry(2, 4, 3)]).await.unwrap();
         });
         // A torn append at the end.
-        let mut f = OpenOptions::new().append(true).open(dir.join("log")).unwrap();
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join("log"))
+            .unwrap();
         f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
         drop(f);
         // The journal holds 7 commands: entries 1..3 (6) and one of entry 4's three.
@@ -494,7 +509,10 @@ mod tests {
             let (applied, _) = s.last_applied_state().await.unwrap();
             assert_eq!(applied.unwrap().index, 4);
             let got = s.try_get_log_entries(2..4).await.unwrap();
-            assert_eq!(got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(), [2, 3]);
+            assert_eq!(
+                got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+                [2, 3]
+            );
         });
         // A journal ahead of the log is refused.
         assert!(RaftStore::open(&dir, FsyncMode::Never, 100, None).is_err());

@@ -1,0 +1,347 @@
+//! A three-node cluster on loopback (`ironmatch serve` three times, `[cluster]` in each
+//! configuration): orders go through the leader, the leader is killed with kill -9 a few
+//! times (more with `--ignored`), a new leader takes over, clients log in to it with their
+//! next sequence number and get what they missed. At the end every acknowledgement a
+//! client saw is in the last leader's streams unchanged, no UserRefNum was accepted twice,
+//! every node's journal holds the same records, and each replays with identical events.
+
+mod common;
+
+use std::collections::{HashMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use ironmatch::client::Client;
+use ironmatch::config::Config;
+use ironmatch::journal::{Entry, scan_journal};
+use ironmatch::wire::ouch::{Outbound, decode_outbound};
+
+const USERS: [(&str, &str); 3] = [("MM1", "pw1"), ("MM2", "pw2"), ("MM3", "pw3")];
+/// A new leader takes logins within the election timeout plus this.
+const FAILOVER_MAX: Duration = Duration::from_secs(10);
+
+struct Node {
+    config: PathBuf,
+    journal: PathBuf,
+    raft: String,
+    child: Option<Child>,
+    gateway: Option<SocketAddr>,
+}
+
+/// A port free now on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn cluster_text(id: u64, ports: &[u16; 3]) -> String {
+    let mut text = format!(
+        "\n[cluster]\nnode_id = {id}\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nheartbeat_interval_ms = 50\n"
+    );
+    for (i, port) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "\n[[cluster.peers]]\nid = {}\nraft = \"127.0.0.1:{port}\"\n",
+            i + 1
+        ));
+    }
+    text
+}
+
+fn nodes(tag: &str) -> Vec<Node> {
+    let root = common::temp_dir(tag);
+    let ports = [free_port(), free_port(), free_port()];
+    (0..3)
+        .map(|i| {
+            let dir = root.join(format!("node{}", i + 1));
+            std::fs::create_dir_all(&dir).unwrap();
+            let journal = dir.join("journal");
+            let text = common::test_config_text(&journal, "") + &cluster_text(i + 1, &ports);
+            let config = dir.join("ironmatch.toml");
+            std::fs::write(&config, text).unwrap();
+            Node {
+                config,
+                journal,
+                raft: format!("127.0.0.1:{}", ports[i as usize]),
+                child: None,
+                gateway: None,
+            }
+        })
+        .collect()
+}
+
+/// Starts `serve` for `node`; its stderr goes to `serve.log` beside the configuration.
+fn start(node: &mut Node) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(node.config.with_file_name("serve.log"))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["serve", "--config", node.config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    node.gateway = Some(addr.parse().unwrap());
+    node.child = Some(child);
+}
+
+/// Stops `node` with SIGTERM and waits: it drains (every applied command journaled).
+fn stop(node: &mut Node) {
+    let Some(mut child) = node.child.take() else {
+        return;
+    };
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success(), "serve exits 0 on SIGTERM");
+}
+
+/// The node taking logins, once there is one (within [`FAILOVER_MAX`]).
+fn leader(nodes: &[Node]) -> usize {
+    let deadline = Instant::now() + FAILOVER_MAX;
+    loop {
+        for (i, n) in nodes.iter().enumerate() {
+            if n.child.is_some()
+                && let Ok(s) = ironmatch::cluster::status_of(&n.raft, Duration::from_millis(200))
+                && s.accepting
+            {
+                return i;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader within {FAILOVER_MAX:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until every running node has applied the same last index.
+fn converge(nodes: &[Node]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let applied: Vec<Option<u64>> = nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| {
+                ironmatch::cluster::status_of(&n.raft, Duration::from_millis(200))
+                    .ok()
+                    .and_then(|s| s.applied)
+            })
+            .collect();
+        if applied.iter().all(|a| a.is_some() && *a == applied[0]) {
+            // Applied means pushed to the matcher; give the journal writer a moment.
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nodes did not converge: {applied:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn gateways(nodes: &[Node]) -> Vec<SocketAddr> {
+    nodes.iter().filter_map(|n| n.gateway).collect()
+}
+
+struct Rng(u64);
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// Every sequenced message each user saw, by sequence number.
+type Seen = Vec<HashMap<u64, Vec<u8>>>;
+
+/// Logs every user in to the leader with its next sequence number.
+fn log_in_all(nodes: &[Node], seen: &Seen) -> Vec<Client> {
+    USERS
+        .iter()
+        .zip(seen)
+        .map(|((u, p), s)| {
+            let next = s.keys().max().map_or(1, |m| m + 1);
+            let (c, _, _) = Client::connect_any(&gateways(nodes), u, p, next, FAILOVER_MAX)
+                .unwrap_or_else(|e| panic!("{u} cannot log in to a leader: {e}"));
+            c
+        })
+        .collect()
+}
+
+/// Sends a few rounds of orders and records every message seen.
+fn trade(clients: &mut [Client], rng: &mut Rng, refs: &mut [u32], seen: &mut Seen, rounds: u64) {
+    for _ in 0..rounds {
+        for (i, c) in clients.iter_mut().enumerate() {
+            for _ in 0..1 + rng.below(6) {
+                refs[i] += 1;
+                let side = if rng.below(2) == 0 { b'B' } else { b'S' };
+                let price = 1_500_000 + (rng.below(5) * 100) - 200;
+                let _ = match rng.below(4) {
+                    0 if refs[i] > 2 => c.cancel(refs[i] - 2 - rng.below(2) as u32, 0),
+                    _ => c.limit(refs[i], side, 1 + rng.below(5) as u32 * 10, "AAPL", price),
+                };
+            }
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            while let Ok(Some((seq, msg))) = c.recv_message(Duration::from_millis(20)) {
+                if let Some(before) = seen[i].insert(seq, msg.clone()) {
+                    assert_eq!(before, msg, "{} message {seq} changed", USERS[i].0);
+                }
+            }
+        }
+    }
+}
+
+/// Logs in from sequence 1 at any leader and reads the whole stream.
+fn replay_all(nodes: &[Node], user: &str, password: &str) -> Vec<Vec<u8>> {
+    let (mut c, _, first) =
+        Client::connect_any(&gateways(nodes), user, password, 1, FAILOVER_MAX).unwrap();
+    assert_eq!(first, 1);
+    let mut all = Vec::new();
+    while let Some((seq, msg)) = c.recv_message(Duration::from_millis(300)).unwrap() {
+        assert_eq!(seq, all.len() as u64 + 1);
+        all.push(msg);
+    }
+    c.logout().ok();
+    all
+}
+
+/// Every record of the journal in `dir`.
+fn records(dir: &Path) -> Vec<Entry> {
+    let mut all = Vec::new();
+    scan_journal(dir, None, false, None, |_, e| {
+        all.push(*e);
+        Ok(())
+    })
+    .unwrap();
+    all
+}
+
+fn run(kills: usize, seed: u64) {
+    let mut nodes = nodes("cluster");
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    let mut rng = Rng(seed);
+    let mut refs = vec![0u32; USERS.len()];
+    let mut seen: Seen = vec![HashMap::new(); USERS.len()];
+    for kill in 0..kills {
+        let mut clients = log_in_all(&nodes, &seen);
+        let rounds = 2 + rng.below(6);
+        trade(&mut clients, &mut rng, &mut refs, &mut seen, rounds);
+        // Followers refuse logins with `S`.
+        let lead = leader(&nodes);
+        let follower = (lead + 1) % 3;
+        let mut c = Client::connect(nodes[follower].gateway.unwrap()).unwrap();
+        let answer = c.login("MM3", "pw3", 0).unwrap();
+        assert_eq!(
+            answer,
+            ironmatch::client::Received::LoginRejected(b'S'),
+            "kill {kill}: a follower refuses logins"
+        );
+        // kill -9 the leader while orders are in flight.
+        for (i, c) in clients.iter_mut().enumerate() {
+            refs[i] += 1;
+            let _ = c.limit(refs[i], b'B', 10, "AAPL", 1_499_000);
+        }
+        let lead = leader(&nodes);
+        let mut child = nodes[lead].child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for (i, c) in clients.iter_mut().enumerate() {
+            while let Ok(Some((seq, msg))) = c.recv_message(Duration::from_millis(20)) {
+                seen[i].insert(seq, msg);
+            }
+        }
+        drop(clients);
+        // A new leader among the other two; clients fail over and get what they missed.
+        let started = Instant::now();
+        let new = leader(&nodes);
+        assert_ne!(new, lead, "kill {kill}: the killed node cannot lead");
+        eprintln!(
+            "kill {kill}: node {} leads after {:?}",
+            new + 1,
+            started.elapsed()
+        );
+        let mut clients = log_in_all(&nodes, &seen);
+        trade(&mut clients, &mut rng, &mut refs, &mut seen, 2);
+        drop(clients);
+        // The killed node rejoins and catches up from the log.
+        start(&mut nodes[lead]);
+    }
+    let mut clients = log_in_all(&nodes, &seen);
+    trade(&mut clients, &mut rng, &mut refs, &mut seen, 3);
+    drop(clients);
+    converge(&nodes);
+
+    // Every message a client saw is in the leader's stream, unchanged; no UserRefNum was
+    // accepted twice.
+    for (i, (user, password)) in USERS.iter().enumerate() {
+        let all = replay_all(&nodes, user, password);
+        for (seq, msg) in &seen[i] {
+            let got = all.get(*seq as usize - 1);
+            assert_eq!(got, Some(msg), "{user} message {seq} lost or changed");
+        }
+        let mut accepted = HashSet::new();
+        for msg in &all {
+            if let Ok(Outbound::Accepted(a, _)) = decode_outbound(msg) {
+                assert!(
+                    accepted.insert(a.user_ref.get()),
+                    "{user}: UserRefNum {} accepted twice",
+                    a.user_ref.get()
+                );
+            }
+        }
+        assert!(!accepted.is_empty(), "{user} had orders accepted");
+    }
+    converge(&nodes);
+    for n in nodes.iter_mut() {
+        stop(n);
+    }
+    // Identical journals, record for record, each replaying with identical events.
+    let first = records(&nodes[0].journal);
+    assert!(!first.is_empty());
+    for n in &nodes[1..] {
+        let other = records(&n.journal);
+        assert_eq!(other.len(), first.len(), "journals of equal length");
+        assert!(other == first, "journals identical record for record");
+    }
+    for n in &nodes {
+        let config = Config::load(&n.config).unwrap();
+        common::replay_verifies(&n.journal, &config);
+    }
+}
+
+#[test]
+fn three_nodes_survive_kill_9_of_the_leader() {
+    run(3, 0x5eed_c105);
+}
+
+#[test]
+#[ignore = "long: 30 leader kills"]
+fn three_nodes_survive_many_leader_kills() {
+    run(30, 0xdead_beef);
+}
