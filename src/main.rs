@@ -159,6 +159,21 @@ enum Cmd {
         #[command(subcommand)]
         action: AdminCmd,
     },
+    /// A Raft cluster of engines (`[cluster]`).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Every node's role, term, last log index, applied index and lag behind the leader.
+    Status {
+        /// Configuration file with a `[cluster]` (any node's).
+        #[arg(long, default_value = "config/ironmatch.toml")]
+        config: PathBuf,
+    },
 }
 
 /// Where the operator's endpoint is and how to talk to it.
@@ -380,7 +395,10 @@ fn main() -> ExitCode {
         | Cmd::CheckConfig { config }
         | Cmd::Load { config, .. }
         | Cmd::Feed { config, .. }
-        | Cmd::Replay { config, .. } => config,
+        | Cmd::Replay { config, .. }
+        | Cmd::Cluster {
+            action: ClusterCmd::Status { config },
+        } => config,
     };
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -549,6 +567,7 @@ fn main() -> ExitCode {
             return feed(&options);
         }
         Cmd::Admin { .. } => unreachable!("handled before the configuration is read"),
+        Cmd::Cluster { .. } => return cluster_status(&config),
         Cmd::CheckConfig { .. } => {
             for i in &config.instruments {
                 let off = |bps: u32, text: String| if bps == 0 { "off".into() } else { text };
@@ -609,6 +628,67 @@ fn main() -> ExitCode {
 }
 
 /// `ironmatch replay --itch FILE`.
+/// `ironmatch cluster status`: asks every node over its Raft address.
+fn cluster_status(config: &Config) -> ExitCode {
+    let Some(cluster) = &config.cluster else {
+        eprintln!("ironmatch: the configuration has no [cluster]");
+        return ExitCode::from(2);
+    };
+    let timeout = std::time::Duration::from_millis(500);
+    let statuses: Vec<_> = cluster
+        .peers
+        .iter()
+        .map(|p| (p, ironmatch::cluster::status_of(&p.raft, timeout)))
+        .collect();
+    let newest = statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok()?.last_log)
+        .max()
+        .unwrap_or(0);
+    // The commit index as the leader sees it: the highest index a majority matched.
+    let commit = statuses.iter().find_map(|(_, s)| {
+        let s = s.as_ref().ok().filter(|s| s.role == "leader")?;
+        let mut matched: Vec<u64> = s.matched.values().map(|m| m.unwrap_or(0)).collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        matched.get(cluster.peers.len() / 2).copied()
+    });
+    println!(
+        "{:>4}  {:<21} {:<9} {:>5} {:>6} {:>9} {:>9} {:>6}  logins",
+        "node", "raft", "role", "term", "leader", "last log", "applied", "lag"
+    );
+    let mut reachable = 0;
+    for (peer, status) in &statuses {
+        match status {
+            Ok(s) => {
+                reachable += 1;
+                let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+                println!(
+                    "{:>4}  {:<21} {:<9} {:>5} {:>6} {:>9} {:>9} {:>6}  {}",
+                    peer.id,
+                    peer.raft,
+                    s.role,
+                    s.term,
+                    opt(s.leader),
+                    opt(s.last_log),
+                    opt(s.applied),
+                    newest.saturating_sub(s.applied.unwrap_or(0)),
+                    if s.accepting { "taken" } else { "refused" }
+                );
+            }
+            Err(e) => println!("{:>4}  {:<21} unreachable: {e}", peer.id, peer.raft),
+        }
+    }
+    match commit {
+        Some(c) => println!("commit index {c} (the leader's majority match)"),
+        None => println!("no leader answered"),
+    }
+    if reachable * 2 > cluster.peers.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Path) -> ExitCode {
     let book = config.book_config().expect("validated at load");
     let written = std::fs::File::create(file)
