@@ -236,6 +236,7 @@ impl Server {
                 marketdata: config.marketdata.clone(),
                 core: config.pipeline.feed_core,
                 live_from: writer.next_seq(),
+                cluster: raft.as_ref().map(|(_, _, role)| Arc::clone(role)),
             };
             let publisher = spawn_publisher(start, Arc::clone(&followers_stop))?;
             if config.marketdata.poll_interval_us == 0 {

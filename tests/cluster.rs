@@ -292,8 +292,17 @@ fn run(kills: usize, seed: u64) {
         // The killed node rejoins and catches up from the log.
         start(&mut nodes[lead]);
     }
+    // A follower wiped (journal and Raft log) and restarted catches up from the leader.
+    let lead = leader(&nodes);
+    let wiped = (lead + 1) % 3;
+    let mut child = nodes[wiped].child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_dir_all(&nodes[wiped].journal).unwrap();
     let mut clients = log_in_all(&nodes, &seen);
-    trade(&mut clients, &mut rng, &mut refs, &mut seen, 3);
+    trade(&mut clients, &mut rng, &mut refs, &mut seen, 2);
+    start(&mut nodes[wiped]);
+    trade(&mut clients, &mut rng, &mut refs, &mut seen, 2);
     drop(clients);
     converge(&nodes);
 
@@ -332,6 +341,105 @@ fn run(kills: usize, seed: u64) {
     for n in &nodes {
         let config = Config::load(&n.config).unwrap();
         common::replay_verifies(&n.journal, &config);
+    }
+}
+
+fn signal(node: &Node, sig: &str) {
+    let pid = node.child.as_ref().unwrap().id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// A leader frozen (SIGSTOP) until another is elected, then thawed (SIGCONT), sends no
+/// acknowledgement for what its clients sent meanwhile, drops their sessions, and rejoins
+/// as a follower; what it took is not in the new leader's streams.
+#[test]
+fn a_frozen_leader_acknowledges_nothing_after_it_lost_its_majority() {
+    let mut nodes = nodes("frozen");
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    let lead = leader(&nodes);
+    let addr = nodes[lead].gateway.unwrap();
+    let mut c = Client::connect(addr).unwrap();
+    assert!(matches!(
+        c.login("MM1", "pw1", 1).unwrap(),
+        ironmatch::client::Received::LoginAccepted { .. }
+    ));
+    c.limit(1, b'B', 10, "AAPL", 1_500_000).unwrap();
+    let (seq, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!((seq, msg[0]), (1, b'A'), "accepted while it leads");
+    signal(&nodes[lead], "-STOP");
+    let others: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != lead)
+        .map(|(_, n)| n)
+        .collect();
+    let deadline = Instant::now() + FAILOVER_MAX;
+    let new = loop {
+        let found = others.iter().find(|n| {
+            ironmatch::cluster::status_of(&n.raft, Duration::from_millis(200))
+                .is_ok_and(|s| s.accepting)
+        });
+        if let Some(n) = found {
+            break n.raft.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no new leader while the old one is frozen"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // Orders into the frozen leader's socket: they are read only after it thaws.
+    for r in 2..=6 {
+        c.limit(r, b'B', 10, "AAPL", 1_500_000).unwrap();
+    }
+    signal(&nodes[lead], "-CONT");
+    let mut late = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        match c.recv_message(Duration::from_millis(100)) {
+            Ok(Some(m)) => late.push(m),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(late.is_empty(), "the deposed leader acknowledged {late:?}");
+    // It rejoins as a follower of the new leader.
+    let deadline = Instant::now() + FAILOVER_MAX;
+    loop {
+        let s = ironmatch::cluster::status_of(&nodes[lead].raft, Duration::from_millis(200));
+        if s.as_ref()
+            .is_ok_and(|s| s.role == "follower" && !s.accepting)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the thawed node is not a follower: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The new leader's stream has the first order only.
+    let stream = replay_all(&nodes, "MM1", "pw1");
+    assert_eq!(stream.len(), 1, "only what was committed: {stream:?}");
+    eprintln!("new leader at {new}; the thawed node follows");
+    converge(&nodes);
+    for n in nodes.iter_mut() {
+        stop(n);
+    }
+    let first = records(&nodes[0].journal);
+    for n in &nodes[1..] {
+        assert!(
+            records(&n.journal) == first,
+            "journals identical record for record"
+        );
     }
 }
 
