@@ -735,6 +735,11 @@ impl Config {
                 || format!("{:?} is not an address like \"127.0.0.1:16001\"", p.raft),
             )?;
             check(
+                p.gateway.is_empty() || p.gateway.parse::<std::net::SocketAddr>().is_ok(),
+                &format!("cluster.peers[{i}].gateway"),
+                || format!("{:?} is not an address (or \"\" for none)", p.gateway),
+            )?;
+            check(
                 c.peers[..i].iter().all(|q| q.id != p.id),
                 &format!("cluster.peers[{i}].id"),
                 || format!("{} is listed twice", p.id),

@@ -110,9 +110,11 @@ enum Cmd {
         /// Configuration file (users, instruments and the default address).
         #[arg(long, default_value = "config/ironmatch.toml")]
         config: PathBuf,
-        /// Engine address (default: the configuration's `gateway.listen`).
-        #[arg(long)]
-        connect: Option<std::net::SocketAddr>,
+        /// Engine address, or a cluster's gateways separated by commas (the leader takes
+        /// the logins); default: the `[cluster]` peers' `gateway` addresses if set, else
+        /// `gateway.listen`.
+        #[arg(long, value_delimiter = ',')]
+        connect: Vec<std::net::SocketAddr>,
         /// Sessions, one per configured user, in configuration order (default: all users).
         #[arg(long)]
         sessions: Option<usize>,
@@ -424,16 +426,27 @@ fn main() -> ExitCode {
             quiet,
             ..
         } => {
-            let connect = match connect {
-                Some(a) => a,
-                None => match config.gateway.listen.parse() {
-                    Ok(a) => a,
+            let peers: Vec<std::net::SocketAddr> = config
+                .cluster
+                .iter()
+                .flat_map(|c| &c.peers)
+                .filter_map(|p| p.gateway.parse().ok())
+                .collect();
+            let mut connect = if !connect.is_empty() {
+                connect
+            } else if !peers.is_empty() {
+                peers
+            } else {
+                match config.gateway.listen.parse() {
+                    Ok(a) => vec![a],
                     Err(e) => {
                         eprintln!("ironmatch load: gateway.listen: {e}");
                         return ExitCode::from(2);
                     }
-                },
+                }
             };
+            let also = connect.split_off(1);
+            let connect = connect[0];
             let book = config.book_config().expect("validated at load");
             let users: Vec<(String, String)> = config
                 .users
@@ -449,6 +462,7 @@ fn main() -> ExitCode {
             }
             let options = ironmatch::load::LoadOptions {
                 connect,
+                also,
                 users,
                 instruments: book
                     .instruments
