@@ -201,6 +201,10 @@ pub struct ClusterSection {
     /// Directory of the Raft log and vote; empty: `raft` under `journal.dir`.
     #[serde(default)]
     pub dir: String,
+    /// Where this node listens for Raft; empty: its own `peers` entry's `raft` address.
+    /// (Set when other nodes reach it through another address: a proxy, a NAT.)
+    #[serde(default)]
+    pub listen: String,
     /// A follower that hears nothing from a leader for a random time in this range
     /// (milliseconds) stands for election; a leader that heard from no majority for the
     /// lower bound stops taking orders.
@@ -746,6 +750,16 @@ impl Config {
             )?;
         }
         check(
+            c.listen.is_empty() || c.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "cluster.listen",
+            || {
+                format!(
+                    "{:?} is not an address (or \"\" for the peers entry's)",
+                    c.listen
+                )
+            },
+        )?;
+        check(
             c.peers.iter().any(|p| p.id == c.node_id),
             "cluster.node_id",
             || format!("{} is not among cluster.peers", c.node_id),
@@ -779,6 +793,7 @@ impl Config {
             Path::new(&c.dir).to_path_buf()
         };
         Some(crate::cluster::ClusterSettings {
+            listen: c.listen.clone(),
             node_id: c.node_id,
             peers: c.peers.iter().map(|p| (p.id, p.raft.clone())).collect(),
             dir,

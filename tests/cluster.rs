@@ -453,3 +453,204 @@ fn three_nodes_survive_kill_9_of_the_leader() {
 fn three_nodes_survive_many_leader_kills() {
     run(30, 0xdead_beef);
 }
+
+/// A TCP proxy for the Raft traffic from one node to another, that can cut it.
+struct Link {
+    addr: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Starts a proxy to `to`; while cut, it closes what it carries and refuses new connections.
+fn link(to: String) -> Link {
+    use std::io::{Read, Write};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cut = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cut);
+    std::thread::spawn(move || {
+        for inbound in listener.incoming() {
+            let Ok(inbound) = inbound else { continue };
+            if flag.load(Ordering::SeqCst) {
+                continue;
+            }
+            let Ok(outbound) = std::net::TcpStream::connect(&to) else {
+                continue;
+            };
+            for (mut from, mut into) in [
+                (inbound.try_clone().unwrap(), outbound.try_clone().unwrap()),
+                (outbound, inbound),
+            ] {
+                let flag = Arc::clone(&flag);
+                std::thread::spawn(move || {
+                    let _ = from.set_read_timeout(Some(Duration::from_millis(10)));
+                    let mut buf = [0u8; 1 << 16];
+                    loop {
+                        if flag.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        match from.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => {
+                                if into.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => break,
+                        }
+                    }
+                    let _ = from.shutdown(std::net::Shutdown::Both);
+                    let _ = into.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        }
+    });
+    Link { addr, cut }
+}
+
+/// Three nodes whose Raft traffic goes through proxies: `links[i][j]` carries i to j.
+fn partitionable_nodes(tag: &str) -> (Vec<Node>, Vec<Vec<Option<Link>>>) {
+    let root = common::temp_dir(tag);
+    let ports = [free_port(), free_port(), free_port()];
+    let links: Vec<Vec<Option<Link>>> = (0..3)
+        .map(|i| {
+            (0..3)
+                .map(|j| (i != j).then(|| link(format!("127.0.0.1:{}", ports[j]))))
+                .collect()
+        })
+        .collect();
+    let nodes = (0..3)
+        .map(|i| {
+            let dir = root.join(format!("node{}", i + 1));
+            std::fs::create_dir_all(&dir).unwrap();
+            let journal = dir.join("journal");
+            let mut text = common::test_config_text(&journal, "");
+            text.push_str(&format!(
+                "\n[cluster]\nnode_id = {}\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nheartbeat_interval_ms = 50\n",
+                i + 1
+            ));
+            for j in 0..3 {
+                let raft = match &links[i][j] {
+                    Some(l) => l.addr.clone(),
+                    None => format!("127.0.0.1:{}", ports[j]),
+                };
+                text.push_str(&format!(
+                    "\n[[cluster.peers]]\nid = {}\nraft = \"{raft}\"\n",
+                    j + 1
+                ));
+            }
+            let config = dir.join("ironmatch.toml");
+            std::fs::write(&config, text).unwrap();
+            Node {
+                config,
+                journal,
+                raft: format!("127.0.0.1:{}", ports[i]),
+                child: None,
+                gateway: None,
+            }
+        })
+        .collect();
+    (nodes, links)
+}
+
+/// Cuts (or heals) every link to and from node `n`.
+fn isolate(links: &[Vec<Option<Link>>], n: usize, cut: bool) {
+    for (i, row) in links.iter().enumerate() {
+        for (j, l) in row.iter().enumerate() {
+            if let Some(l) = l
+                && (i == n || j == n)
+            {
+                l.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+/// A leader cut off from the other two acknowledges nothing its clients send, drops their
+/// sessions; the majority elects a leader and goes on; healed, the old leader follows, its
+/// uncommitted entries gone.
+#[test]
+fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
+    let (mut nodes, links) = partitionable_nodes("partition");
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    let lead = leader(&nodes);
+    let mut c = Client::connect(nodes[lead].gateway.unwrap()).unwrap();
+    assert!(matches!(
+        c.login("MM1", "pw1", 1).unwrap(),
+        ironmatch::client::Received::LoginAccepted { .. }
+    ));
+    c.limit(1, b'B', 10, "AAPL", 1_500_000).unwrap();
+    let (seq, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!((seq, msg[0]), (1, b'A'), "accepted while it leads");
+    isolate(&links, lead, true);
+    // Let the proxies close what they carry: orders sent before that could still reach
+    // the majority and be committed by the next leader (correctly, unacknowledged).
+    std::thread::sleep(Duration::from_millis(100));
+    for r in 2..=6 {
+        c.limit(r, b'B', 10, "AAPL", 1_500_000).unwrap();
+    }
+    let mut late = Vec::new();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        match c.recv_message(Duration::from_millis(100)) {
+            Ok(Some(m)) => late.push(m),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+    }
+    assert!(late.is_empty(), "the cut-off leader acknowledged {late:?}");
+    let status = ironmatch::cluster::status_of(&nodes[lead].raft, Duration::from_millis(500));
+    assert!(
+        status.as_ref().is_ok_and(|s| !s.accepting),
+        "the cut-off node takes no logins: {status:?}"
+    );
+    // The majority has a leader and acknowledges.
+    let majority: Vec<SocketAddr> = (0..3)
+        .filter(|i| *i != lead)
+        .map(|i| nodes[i].gateway.unwrap())
+        .collect();
+    let (mut m2, _, _) = Client::connect_any(&majority, "MM2", "pw2", 1, FAILOVER_MAX).unwrap();
+    m2.limit(1, b'S', 10, "AAPL", 1_510_000).unwrap();
+    let (_, msg) = m2.recv_message(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(msg[0], b'A', "the majority acknowledges");
+    drop(m2);
+    // Healed: the old leader follows and ends with the same journal.
+    isolate(&links, lead, false);
+    let deadline = Instant::now() + FAILOVER_MAX;
+    loop {
+        let s = ironmatch::cluster::status_of(&nodes[lead].raft, Duration::from_millis(200));
+        if s.as_ref().is_ok_and(|s| s.role == "follower") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the healed node does not follow: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    converge(&nodes);
+    let stream = replay_all(&nodes, "MM1", "pw1");
+    assert_eq!(stream.len(), 1, "only what was committed: {stream:?}");
+    converge(&nodes);
+    for n in nodes.iter_mut() {
+        stop(n);
+    }
+    let first = records(&nodes[0].journal);
+    for n in &nodes[1..] {
+        assert!(
+            records(&n.journal) == first,
+            "journals identical record for record"
+        );
+    }
+    for n in &nodes {
+        common::replay_verifies(&n.journal, &Config::load(&n.config).unwrap());
+    }
+}

@@ -116,8 +116,10 @@ impl ClusterRole {
 pub struct ClusterSettings {
     /// This node.
     pub node_id: NodeId,
-    /// Every node (this one included) and its Raft address.
+    /// Every node (this one included) and the Raft address this node reaches it at.
     pub peers: Vec<(NodeId, String)>,
+    /// Where this node listens for Raft; empty: its own entry in `peers`.
+    pub listen: String,
     /// Where the Raft log and vote live.
     pub dir: PathBuf,
     /// As the journal's.
@@ -164,6 +166,11 @@ pub fn spawn(
         .find(|(id, _)| *id == settings.node_id)
         .map(|(_, a)| a.clone())
         .ok_or_else(|| io::Error::other("cluster.node_id is not among cluster.peers"))?;
+    let own = if settings.listen.is_empty() {
+        own
+    } else {
+        settings.listen.clone()
+    };
     let listener = std::net::TcpListener::bind(&own)?;
     listener.set_nonblocking(true)?;
     let raft_addr = listener.local_addr()?;
@@ -204,7 +211,9 @@ async fn run(
     let raft: Raft<TypeConfig> = Raft::new(
         settings.node_id,
         config,
-        network::Network,
+        network::Network {
+            peers: settings.peers.iter().cloned().collect(),
+        },
         log_store,
         state_machine,
     )

@@ -73,7 +73,11 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) 
 }
 
 /// Makes a [`PeerClient`] per peer.
-pub struct Network;
+pub struct Network {
+    /// Where this node reaches each peer: its own configuration's `peers`, which win over
+    /// the addresses in the Raft membership (the same for every node).
+    pub peers: std::collections::BTreeMap<NodeId, String>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
@@ -81,7 +85,11 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Node) -> PeerClient {
         PeerClient {
             target,
-            addr: node.addr.clone(),
+            addr: self
+                .peers
+                .get(&target)
+                .cloned()
+                .unwrap_or_else(|| node.addr.clone()),
             stream: None,
         }
     }
