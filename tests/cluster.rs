@@ -31,6 +31,16 @@ struct Node {
     gateway: Option<SocketAddr>,
 }
 
+impl Drop for Node {
+    /// A failed test leaves no process behind.
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// A port free now on loopback.
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -152,10 +162,13 @@ fn converge(nodes: &[Node]) {
             std::thread::sleep(Duration::from_millis(200));
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "nodes did not converge: {applied:?}"
-        );
+        if Instant::now() >= deadline {
+            let all: Vec<_> = nodes
+                .iter()
+                .map(|n| ironmatch::cluster::status_of(&n.raft, Duration::from_millis(200)))
+                .collect();
+            panic!("nodes did not converge: {applied:?}: {all:#?}");
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
