@@ -258,6 +258,32 @@ fn run(kills: usize, seed: u64) {
     for n in nodes.iter_mut() {
         start(n);
     }
+    // `ironmatch cluster status` sees one leader taking logins and two followers.
+    leader(&nodes);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+            .args([
+                "cluster",
+                "status",
+                "--config",
+                nodes[0].config.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "cluster status: {text}");
+        let rows = |role: &str| {
+            text.lines()
+                .filter(|l| l.split_whitespace().nth(2) == Some(role))
+                .count()
+        };
+        if (rows("leader"), rows("follower")) == (1, 2) && text.contains("commit index") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "cluster status: {text}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let mut rng = Rng(seed);
     let mut refs = vec![0u32; USERS.len()];
     let mut seen: Seen = vec![HashMap::new(); USERS.len()];
