@@ -112,6 +112,7 @@ impl Pipeline {
                 );
                 let signalled = marketdata.poll_interval_us == 0;
                 let start = PublisherStart {
+                    cluster: None,
                     dir: dir.clone(),
                     book: book.clone(),
                     marketdata,

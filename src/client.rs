@@ -59,6 +59,51 @@ impl Client {
         })
     }
 
+    /// Logs in to whichever of `addrs` accepts (in a cluster, the leader: followers
+    /// refuse with `S`), trying each in turn until `within` has passed. `sequence` is the
+    /// next message the client wants (its SoupBinTCP recovery after a failover). Returns
+    /// the client, the address that took it and the first sequence number it will get.
+    pub fn connect_any(
+        addrs: &[SocketAddr],
+        username: &str,
+        password: &str,
+        sequence: u64,
+        within: Duration,
+    ) -> io::Result<(Client, SocketAddr, u64)> {
+        let deadline = Instant::now() + within;
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address given");
+        loop {
+            for &addr in addrs {
+                let attempt = Client::connect_timeout(addr, Duration::from_millis(200))
+                    .and_then(|mut c| c.login(username, password, sequence).map(|r| (c, r)));
+                match attempt {
+                    Ok((c, Received::LoginAccepted { next_seq, .. })) => {
+                        return Ok((c, addr, next_seq));
+                    }
+                    Ok((_, other)) => {
+                        last = io::Error::other(format!("{addr}: login answered {other:?}"));
+                    }
+                    Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(last);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Connects, waiting at most `timeout`.
+    pub fn connect_timeout(addr: SocketAddr, timeout: Duration) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            buf: Vec::with_capacity(1 << 16),
+            next_seq: 1,
+        })
+    }
+
     /// Sends raw bytes (for tests of malformed input).
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)

@@ -72,6 +72,9 @@ pub struct Config {
     /// time in force is accepted at any time and timestamps count from UTC midnight.
     #[serde(default)]
     pub venue: Option<VenueSection>,
+    /// Replication on Raft (see [`crate::cluster`]); none when absent: one node, as ever.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     /// Tradable instruments.
     pub instruments: Vec<InstrumentConfig>,
     /// Users that may log in.
@@ -185,6 +188,57 @@ impl Default for PipelineSection {
             feed_core: None,
         }
     }
+}
+
+/// `[cluster]`: this node's place in a Raft cluster.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's id: one of `peers`' ids.
+    pub node_id: u64,
+    /// Every node of the cluster, this one included (three, or five).
+    pub peers: Vec<PeerConfig>,
+    /// Directory of the Raft log and vote; empty: `raft` under `journal.dir`.
+    #[serde(default)]
+    pub dir: String,
+    /// Where this node listens for Raft; empty: its own `peers` entry's `raft` address.
+    /// (Set when other nodes reach it through another address: a proxy, a NAT.)
+    #[serde(default)]
+    pub listen: String,
+    /// A follower that hears nothing from a leader for a random time in this range
+    /// (milliseconds) stands for election; a leader that heard from no majority for the
+    /// lower bound stops taking orders.
+    #[serde(default = "default_election_timeout_min_ms")]
+    pub election_timeout_min_ms: u64,
+    /// Upper end of the election timeout range, ms.
+    #[serde(default = "default_election_timeout_max_ms")]
+    pub election_timeout_max_ms: u64,
+    /// How often the leader sends heartbeats, ms; well below the election timeout.
+    #[serde(default = "default_heartbeat_interval_ms")]
+    pub heartbeat_interval_ms: u64,
+}
+
+/// `[[cluster.peers]]`: one node.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The node's id (any number, unique in the cluster).
+    pub id: u64,
+    /// Where the node listens for Raft (and `ironmatch cluster status`), `host:port`.
+    pub raft: String,
+    /// Where the node's gateway listens for clients (for the tools; optional).
+    #[serde(default)]
+    pub gateway: String,
+}
+
+fn default_election_timeout_min_ms() -> u64 {
+    500
+}
+fn default_election_timeout_max_ms() -> u64 {
+    1000
+}
+fn default_heartbeat_interval_ms() -> u64 {
+    100
 }
 
 /// `[journal]`
@@ -648,6 +702,7 @@ impl Config {
         )?;
         self.check_marketdata()?;
         self.check_admin()?;
+        self.check_cluster()?;
         let p = &self.pipeline;
         check(p.ring_capacity >= 16, "pipeline.ring_capacity", || {
             "must be at least 16".into()
@@ -683,6 +738,85 @@ impl Config {
             })?;
         }
         Ok(())
+    }
+
+    fn check_cluster(&self) -> Result<(), (String, String)> {
+        let Some(c) = &self.cluster else {
+            return Ok(());
+        };
+        check((1..=7).contains(&c.peers.len()), "cluster.peers", || {
+            "must list 1 to 7 nodes, this one included".into()
+        })?;
+        for (i, p) in c.peers.iter().enumerate() {
+            check(
+                p.raft.parse::<std::net::SocketAddr>().is_ok(),
+                &format!("cluster.peers[{i}].raft"),
+                || format!("{:?} is not an address like \"127.0.0.1:16001\"", p.raft),
+            )?;
+            check(
+                p.gateway.is_empty() || p.gateway.parse::<std::net::SocketAddr>().is_ok(),
+                &format!("cluster.peers[{i}].gateway"),
+                || format!("{:?} is not an address (or \"\" for none)", p.gateway),
+            )?;
+            check(
+                c.peers[..i].iter().all(|q| q.id != p.id),
+                &format!("cluster.peers[{i}].id"),
+                || format!("{} is listed twice", p.id),
+            )?;
+        }
+        check(
+            c.listen.is_empty() || c.listen.parse::<std::net::SocketAddr>().is_ok(),
+            "cluster.listen",
+            || {
+                format!(
+                    "{:?} is not an address (or \"\" for the peers entry's)",
+                    c.listen
+                )
+            },
+        )?;
+        check(
+            c.peers.iter().any(|p| p.id == c.node_id),
+            "cluster.node_id",
+            || format!("{} is not among cluster.peers", c.node_id),
+        )?;
+        check(
+            c.heartbeat_interval_ms >= 1
+                && c.heartbeat_interval_ms < c.election_timeout_min_ms
+                && c.election_timeout_min_ms < c.election_timeout_max_ms
+                && c.election_timeout_max_ms <= 60_000,
+            "cluster.election_timeout_min_ms",
+            || {
+                "needs 1 <= heartbeat_interval_ms < election_timeout_min_ms < \
+                 election_timeout_max_ms <= 60000"
+                    .into()
+            },
+        )?;
+        // Each node would have to start each day's Raft log anew with the day's journal:
+        // not done yet.
+        check(self.venue.is_none(), "cluster", || {
+            "a cluster with a [venue] trading day is not supported yet".into()
+        })?;
+        Ok(())
+    }
+
+    /// The raft thread's settings, with `[cluster]`.
+    pub fn cluster_settings(&self) -> Option<crate::cluster::ClusterSettings> {
+        let c = self.cluster.as_ref()?;
+        let dir = if c.dir.is_empty() {
+            Path::new(&self.journal.dir).join("raft")
+        } else {
+            Path::new(&c.dir).to_path_buf()
+        };
+        Some(crate::cluster::ClusterSettings {
+            listen: c.listen.clone(),
+            node_id: c.node_id,
+            peers: c.peers.iter().map(|p| (p.id, p.raft.clone())).collect(),
+            dir,
+            fsync: self.fsync_mode(),
+            election_timeout_min_ms: c.election_timeout_min_ms,
+            election_timeout_max_ms: c.election_timeout_max_ms,
+            heartbeat_interval_ms: c.heartbeat_interval_ms,
+        })
     }
 
     fn check_admin(&self) -> Result<(), (String, String)> {

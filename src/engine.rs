@@ -30,6 +30,12 @@ use crate::venue::VenueClock;
 /// Commands taken from the ring before the consumer is notified.
 pub const BATCH_LEN_MAX: usize = 256;
 
+/// Free slots the output ring must have before another command is taken (at most a
+/// quarter of it). With `shared` threading the journal writer drains that ring only after
+/// the matcher's turn, so a batch must not fill it: a cluster node catching up applies
+/// many commands at once, and their events overflowed the ring and blocked the thread.
+const OUTPUT_ROOM_MIN: usize = 64;
+
 /// Writes each event into the output ring, counting it.
 struct RingSink<'a> {
     ring: &'a Ring<Record>,
@@ -164,7 +170,8 @@ impl Agent for MatcherAgent {
         let mut commands = 0;
         // Read once per batch, for metrics only.
         let mut batch_ns = None;
-        while taken < BATCH_LEN_MAX {
+        let room_min = OUTPUT_ROOM_MIN.min(self.output.capacity() / 4);
+        while taken < BATCH_LEN_MAX && self.output.room() >= room_min {
             match self.input.try_pop() {
                 Some(Record::Command(cmd)) => {
                     self.output.push(Record::Command(cmd));

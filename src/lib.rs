@@ -45,6 +45,7 @@
 pub mod admin;
 pub mod book;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod engine;
 pub mod feed;

@@ -58,6 +58,9 @@ pub struct LoadInstrument {
 pub struct LoadOptions {
     /// The engine's OUCH address.
     pub connect: SocketAddr,
+    /// The other nodes of a cluster: where the first login is refused (a follower answers
+    /// `S`), the next address is tried, and every session logs in to the one that took it.
+    pub also: Vec<SocketAddr>,
     /// Logins to use, one session each: (username, password).
     pub users: Vec<(String, String)>,
     /// Instruments to quote.
@@ -370,6 +373,25 @@ fn spawn_echo() -> io::Result<(SocketAddr, impl FnOnce())> {
         let _ = thread.join();
     };
     Ok((addr, stop))
+}
+
+/// Logs in at `first`, else at each of `also` in turn (a cluster's follower refuses with
+/// `S`); returns the address that took the login, the stream and the next UserRefNum.
+fn login_any(
+    first: SocketAddr,
+    also: &[SocketAddr],
+    user: &str,
+    password: &str,
+) -> io::Result<(SocketAddr, (std::net::TcpStream, u32))> {
+    let mut last = None;
+    for &addr in std::iter::once(&first).chain(also) {
+        match login(addr, user, password) {
+            Ok(logged_in) => return Ok((addr, logged_in)),
+            Err(e) if also.is_empty() => return Err(e),
+            Err(e) => last = Some(io::Error::new(e.kind(), format!("{addr}: {e}"))),
+        }
+    }
+    Err(last.expect("at least one address was tried"))
 }
 
 /// Logs in with a blocking socket; returns the stream and the next UserRefNum to use.
@@ -769,8 +791,14 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
     let mut poll = Poll::new()?;
     let mut quoters = Vec::new();
     let mut listeners = Vec::new();
+    let mut addr = addr;
     for (i, (user, password)) in options.users.iter().enumerate() {
         let (std_stream, next_ref) = match target {
+            Target::Engine if i == 0 => {
+                let (found, logged_in) = login_any(addr, &options.also, user, password)?;
+                addr = found;
+                logged_in
+            }
             Target::Engine => login(addr, user, password)?,
             Target::Echo => (std::net::TcpStream::connect(addr)?, 1),
         };

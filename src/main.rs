@@ -110,9 +110,11 @@ enum Cmd {
         /// Configuration file (users, instruments and the default address).
         #[arg(long, default_value = "config/ironmatch.toml")]
         config: PathBuf,
-        /// Engine address (default: the configuration's `gateway.listen`).
-        #[arg(long)]
-        connect: Option<std::net::SocketAddr>,
+        /// Engine address, or a cluster's gateways separated by commas (the leader takes
+        /// the logins); default: the `[cluster]` peers' `gateway` addresses if set, else
+        /// `gateway.listen`.
+        #[arg(long, value_delimiter = ',')]
+        connect: Vec<std::net::SocketAddr>,
         /// Sessions, one per configured user, in configuration order (default: all users).
         #[arg(long)]
         sessions: Option<usize>,
@@ -158,6 +160,21 @@ enum Cmd {
     Admin {
         #[command(subcommand)]
         action: AdminCmd,
+    },
+    /// A Raft cluster of engines (`[cluster]`).
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Every node's role, term, last log index, applied index and lag behind the leader.
+    Status {
+        /// Configuration file with a `[cluster]` (any node's).
+        #[arg(long, default_value = "config/ironmatch.toml")]
+        config: PathBuf,
     },
 }
 
@@ -399,7 +416,10 @@ fn main() -> ExitCode {
         | Cmd::CheckConfig { config }
         | Cmd::Load { config, .. }
         | Cmd::Feed { config, .. }
-        | Cmd::Replay { config, .. } => config,
+        | Cmd::Replay { config, .. }
+        | Cmd::Cluster {
+            action: ClusterCmd::Status { config },
+        } => config,
     };
     let config = match Config::load(path) {
         Ok(config) => config,
@@ -425,16 +445,27 @@ fn main() -> ExitCode {
             quiet,
             ..
         } => {
-            let connect = match connect {
-                Some(a) => a,
-                None => match config.gateway.listen.parse() {
-                    Ok(a) => a,
+            let peers: Vec<std::net::SocketAddr> = config
+                .cluster
+                .iter()
+                .flat_map(|c| &c.peers)
+                .filter_map(|p| p.gateway.parse().ok())
+                .collect();
+            let mut connect = if !connect.is_empty() {
+                connect
+            } else if !peers.is_empty() {
+                peers
+            } else {
+                match config.gateway.listen.parse() {
+                    Ok(a) => vec![a],
                     Err(e) => {
                         eprintln!("ironmatch load: gateway.listen: {e}");
                         return ExitCode::from(2);
                     }
-                },
+                }
             };
+            let also = connect.split_off(1);
+            let connect = connect[0];
             let book = config.book_config().expect("validated at load");
             let users: Vec<(String, String)> = config
                 .users
@@ -450,6 +481,7 @@ fn main() -> ExitCode {
             }
             let options = ironmatch::load::LoadOptions {
                 connect,
+                also,
                 users,
                 instruments: book
                     .instruments
@@ -568,6 +600,7 @@ fn main() -> ExitCode {
             return feed(&options);
         }
         Cmd::Admin { .. } => unreachable!("handled before the configuration is read"),
+        Cmd::Cluster { .. } => return cluster_status(&config),
         Cmd::CheckConfig { .. } => {
             for i in &config.instruments {
                 let off = |bps: u32, text: String| if bps == 0 { "off".into() } else { text };
@@ -628,6 +661,67 @@ fn main() -> ExitCode {
 }
 
 /// `ironmatch replay --itch FILE`.
+/// `ironmatch cluster status`: asks every node over its Raft address.
+fn cluster_status(config: &Config) -> ExitCode {
+    let Some(cluster) = &config.cluster else {
+        eprintln!("ironmatch: the configuration has no [cluster]");
+        return ExitCode::from(2);
+    };
+    let timeout = std::time::Duration::from_millis(500);
+    let statuses: Vec<_> = cluster
+        .peers
+        .iter()
+        .map(|p| (p, ironmatch::cluster::status_of(&p.raft, timeout)))
+        .collect();
+    let newest = statuses
+        .iter()
+        .filter_map(|(_, s)| s.as_ref().ok()?.last_log)
+        .max()
+        .unwrap_or(0);
+    // The commit index as the leader sees it: the highest index a majority matched.
+    let commit = statuses.iter().find_map(|(_, s)| {
+        let s = s.as_ref().ok().filter(|s| s.role == "leader")?;
+        let mut matched: Vec<u64> = s.matched.values().map(|m| m.unwrap_or(0)).collect();
+        matched.sort_unstable_by(|a, b| b.cmp(a));
+        matched.get(cluster.peers.len() / 2).copied()
+    });
+    println!(
+        "{:>4}  {:<21} {:<9} {:>5} {:>6} {:>9} {:>9} {:>6}  logins",
+        "node", "raft", "role", "term", "leader", "last log", "applied", "lag"
+    );
+    let mut reachable = 0;
+    for (peer, status) in &statuses {
+        match status {
+            Ok(s) => {
+                reachable += 1;
+                let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+                println!(
+                    "{:>4}  {:<21} {:<9} {:>5} {:>6} {:>9} {:>9} {:>6}  {}",
+                    peer.id,
+                    peer.raft,
+                    s.role,
+                    s.term,
+                    opt(s.leader),
+                    opt(s.last_log),
+                    opt(s.applied),
+                    newest.saturating_sub(s.applied.unwrap_or(0)),
+                    if s.accepting { "taken" } else { "refused" }
+                );
+            }
+            Err(e) => println!("{:>4}  {:<21} unreachable: {e}", peer.id, peer.raft),
+        }
+    }
+    match commit {
+        Some(c) => println!("commit index {c} (the leader's majority match)"),
+        None => println!("no leader answered"),
+    }
+    if reachable * 2 > cluster.peers.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
 fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Path) -> ExitCode {
     let book = config.book_config().expect("validated at load");
     let written = std::fs::File::create(file)

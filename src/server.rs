@@ -41,6 +41,8 @@ use crate::venue::VenueClock;
 /// A running engine.
 pub struct Server {
     local_addr: SocketAddr,
+    /// Where the raft thread listens, in a cluster.
+    raft_addr: Option<SocketAddr>,
     shutdown: Arc<AtomicBool>,
     waker: Arc<Waker>,
     threads: Vec<JoinHandle<()>>,
@@ -106,15 +108,22 @@ impl Server {
 
         // Rings: gateway -> matcher (here), matcher -> journal writer (in `core_agents`),
         // journal writer -> gateway egress (here). On one thread nobody needs waking.
+        // In a cluster the gateway's ring goes to the raft thread instead, which feeds the
+        // matcher's ring with committed commands (and wakes the shared thread's poll).
         let shared = threading == Threading::Shared;
+        let cluster = config.cluster_settings();
         let to_matcher: Arc<Ring<Record>> = Arc::new(Ring::new(
             p.ring_capacity,
-            if shared {
-                Wake::None
-            } else {
-                Wake::Thread(matcher_parker.unparker().clone())
+            match (shared, cluster.is_some()) {
+                (true, false) => Wake::None,
+                (true, true) => Wake::Poll(Arc::clone(&waker)),
+                (false, _) => Wake::Thread(matcher_parker.unparker().clone()),
             },
         ));
+        let proposals = cluster.as_ref().map(|_| {
+            let (notify, wake) = crate::cluster::proposer_wake();
+            (notify, Arc::new(Ring::<Record>::new(p.ring_capacity, wake)))
+        });
         let to_egress: Arc<Ring<Record>> = Arc::new(Ring::new(
             p.ring_capacity,
             if shared {
@@ -134,7 +143,9 @@ impl Server {
             config,
             poll,
             listener,
-            Arc::clone(&to_matcher),
+            proposals
+                .as_ref()
+                .map_or_else(|| Arc::clone(&to_matcher), |(_, r)| Arc::clone(r)),
             Arc::clone(&to_egress),
             Arc::clone(&shutdown),
         )?;
@@ -163,6 +174,32 @@ impl Server {
             );
             gateway.set_day(plan, Arc::clone(&day_over));
         }
+        // In a cluster: the Raft log, and which of its entries the journal holds.
+        let raft = match &cluster {
+            Some(settings) => {
+                let role = Arc::new(crate::cluster::ClusterRole::default());
+                gateway.set_cluster(Arc::clone(&role));
+                let commands = count_commands(Path::new(&config.journal.dir))?;
+                let raft = crate::cluster::store::RaftStore::open(
+                    &settings.dir,
+                    settings.fsync,
+                    commands,
+                    Some(Arc::clone(&to_matcher)),
+                )?;
+                eprintln!(
+                    "ironmatch cluster: node {}: raft log in {} ({} entries; journal holds {commands} commands, {} more to apply)",
+                    settings.node_id,
+                    settings.dir.display(),
+                    raft.entries,
+                    raft.resume.len()
+                );
+                for c in &raft.resume {
+                    to_matcher.push(Record::Command(*c));
+                }
+                Some((settings.clone(), raft.store, role))
+            }
+            None => None,
+        };
         let (matcher, mut writer) = (opened.matcher, opened.writer);
         // What the stages publish for the endpoint, only if there is one; the gateway's
         // sessions start with their recovered streams.
@@ -213,6 +250,7 @@ impl Server {
                 marketdata: config.marketdata.clone(),
                 core: config.pipeline.feed_core,
                 live_from: writer.next_seq(),
+                cluster: raft.as_ref().map(|(_, _, role)| Arc::clone(role)),
             };
             let publisher = spawn_publisher(start, Arc::clone(&followers_stop))?;
             if config.marketdata.poll_interval_us == 0 {
@@ -296,7 +334,23 @@ impl Server {
             }
         }
 
+        // R: the raft thread, last: the stages it feeds are running.
+        let mut raft_addr = None;
+        if let (Some((settings, store, role)), Some((notify, proposals))) = (raft, proposals) {
+            let node = crate::cluster::spawn(
+                settings,
+                store,
+                proposals,
+                notify,
+                Arc::clone(&to_matcher),
+                role,
+            )?;
+            raft_addr = Some(node.raft_addr);
+            threads.push(node.thread);
+        }
+
         Ok(Server {
+            raft_addr,
             local_addr,
             shutdown,
             waker,
@@ -347,6 +401,11 @@ impl Server {
     /// Where the gateway listens.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the raft thread listens, with `[cluster]`.
+    pub fn raft_addr(&self) -> Option<SocketAddr> {
+        self.raft_addr
     }
 
     /// Where the feed's retransmission server listens, if the feed is enabled.
@@ -466,6 +525,19 @@ pub fn core_agents(
     let matcher = MatcherAgent::new(matcher, to_matcher, Arc::clone(&to_journal));
     let journal = JournalAgent::new(writer, to_journal, to_egress);
     (matcher, journal, journal_parker)
+}
+
+/// Commands in the journal in `dir` (a cluster node's applied entries hold as many).
+fn count_commands(dir: &Path) -> io::Result<u64> {
+    let mut commands = 0u64;
+    journal::scan_journal(dir, None, false, None, |_, entry| {
+        if matches!(entry, Entry::Command(_)) {
+            commands += 1;
+        }
+        Ok(())
+    })
+    .map_err(io::Error::other)?;
+    Ok(commands)
 }
 
 /// A recovered journal, ready to append to.

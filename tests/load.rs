@@ -11,6 +11,7 @@ use ironmatch::server::Server;
 
 fn options(addr: std::net::SocketAddr, messages: u64) -> LoadOptions {
     LoadOptions {
+        also: Vec::new(),
         connect: addr,
         users: vec![
             ("MM1".into(), "pw1".into()),

@@ -56,6 +56,10 @@ pub struct PublisherStart {
     /// The first journal record this run writes: messages derived from records before it
     /// were published by an earlier run and are stored, not sent.
     pub live_from: u64,
+    /// In a cluster: packets go out only while this node leads (every node stores the
+    /// stream and answers retransmission requests; a new leader's heartbeat announces the
+    /// next number and listeners fill the gap by retransmission).
+    pub cluster: Option<Arc<crate::cluster::ClusterRole>>,
 }
 
 /// A started publisher.
@@ -293,7 +297,17 @@ impl Feed {
         self.pending = pending;
     }
 
+    /// Whether packets go out: alone always, in a cluster while this node leads.
+    fn sends(&self) -> bool {
+        self.start.cluster.as_ref().is_none_or(|r| r.accepting())
+    }
+
     fn flush_packet(&mut self, first: u64) {
+        if !self.sends() {
+            self.packet.clear();
+            self.last_send = Instant::now();
+            return;
+        }
         let bytes = self.packet.finish(first);
         match self.stream.send_to(bytes, self.destination) {
             Ok(_) => self.stats.packets += 1,
@@ -304,6 +318,10 @@ impl Feed {
     }
 
     fn send_status(&mut self, end_of_session: bool) {
+        if !self.sends() {
+            self.last_send = Instant::now();
+            return;
+        }
         let bytes = status_packet(self.session, self.store.messages() + 1, end_of_session);
         match self.stream.send_to(&bytes, self.destination) {
             Ok(_) => self.stats.packets += 1,

@@ -165,6 +165,10 @@ pub struct Gateway {
     /// The next operator request number (starts from the clock, so numbers are unique
     /// across restarts too).
     next_request: u64,
+    /// With `[cluster]`: whether this node may take logins (the raft thread's verdict).
+    cluster: Option<Arc<crate::cluster::ClusterRole>>,
+    /// The verdict last seen: sessions are dropped when it turns false.
+    leading: bool,
 }
 
 /// The day's schedule as the gateway sends it: each transition is pushed as a command when
@@ -274,6 +278,8 @@ impl Gateway {
             actions: None,
             pending_actions: Vec::new(),
             next_request: crate::venue::epoch_ns().max(1) as u64,
+            cluster: None,
+            leading: true,
         })
     }
 
@@ -317,6 +323,33 @@ impl Gateway {
         self.check_clock();
     }
 
+    /// Makes this gateway a cluster node's: it takes logins only while `role` says so, and
+    /// drops every session when that stops (see [`crate::cluster`]).
+    pub fn set_cluster(&mut self, role: Arc<crate::cluster::ClusterRole>) {
+        self.leading = role.accepting();
+        self.cluster = Some(role);
+    }
+
+    /// Whether this node takes logins and sends commands: alone, always; in a cluster,
+    /// while it leads with a majority.
+    fn leads(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|r| r.accepting())
+    }
+
+    /// In a cluster: drops every connection when this node stops leading.
+    fn check_leadership(&mut self) {
+        let leads = self.leads();
+        if self.leading && !leads {
+            eprintln!("ironmatch gateway: no longer the cluster's leader: dropping every session");
+            for i in 0..self.conns.len() {
+                if self.conns[i].is_some() {
+                    self.close(i, "this node no longer leads the cluster");
+                }
+            }
+        }
+        self.leading = leads;
+    }
+
     /// Takes the operator's actions from `actions` (the admin endpoint's queue).
     pub fn set_actions(&mut self, actions: crossbeam::channel::Receiver<ActionRequest>) {
         self.actions = Some(actions);
@@ -338,6 +371,13 @@ impl Gateway {
         let mut taken = 0;
         while let Ok(ActionRequest { action, reply }) = queue.try_recv() {
             taken += 1;
+            if !self.leads() {
+                let _ = reply.try_send(ActionReply::refused(
+                    503,
+                    "this node does not lead the cluster",
+                ));
+                continue;
+            }
             // Like logins: nothing is sequenced before the day's start or after its end.
             if !self.day.as_ref().is_none_or(DayPlan::open) {
                 let _ = reply.try_send(ActionReply::refused(
@@ -453,7 +493,12 @@ impl Gateway {
             }
         }
         let deadline = self.deadline.load(Ordering::Relaxed);
-        if deadline != u64::MAX && ts.0 >= deadline && self.timer_sent_for != deadline {
+        // In a cluster only the leader sends timers (every node applies them).
+        if deadline != u64::MAX
+            && ts.0 >= deadline
+            && self.timer_sent_for != deadline
+            && self.leading
+        {
             self.timer_sent_for = deadline;
             self.deferred.push_back(Record::Command(Command {
                 ts,
@@ -848,7 +893,12 @@ impl Gateway {
         let day_open = self.day.as_ref().is_none_or(DayPlan::open);
         let verdict = match found {
             Some(u) if self.users[u].password_matches(&req.password) => {
-                if !day_open {
+                if !self.leads() {
+                    Err((
+                        soupbin::REJECT_SESSION_UNAVAILABLE,
+                        "this node does not lead the cluster",
+                    ))
+                } else if !day_open {
                     Err((
                         soupbin::REJECT_SESSION_UNAVAILABLE,
                         "the trading day has not started or has ended",
@@ -1122,6 +1172,9 @@ impl Gateway {
     }
 
     fn check_timers(&mut self, now: Instant) {
+        if self.cluster.is_some() {
+            self.check_leadership();
+        }
         if !self.draining {
             self.check_clock();
         }

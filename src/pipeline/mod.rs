@@ -152,6 +152,18 @@ pub enum Wake {
     /// Nobody: producer and consumer run on the same thread, so the consumer never sleeps
     /// while the producer has work (`shared` threading).
     None,
+    /// A function (the raft thread's proposer waits on a tokio `Notify`).
+    Callback(Callback),
+}
+
+/// A wake-up function, for consumers that are neither a parked thread nor a `mio` poll.
+#[derive(Clone)]
+pub struct Callback(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Callback {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Callback")
+    }
 }
 
 /// A bounded single-producer, single-consumer ring with sleep/wake support.
@@ -282,6 +294,7 @@ impl Signal {
                     // A failed wake only delays the consumer until its poll timeout.
                     let _ = waker.wake();
                 }
+                Wake::Callback(f) => (f.0)(),
                 Wake::None => {}
             }
         }

@@ -1,0 +1,411 @@
+//! Replication: a cluster of ironmatch nodes on Raft (`openraft`), with `[cluster]`.
+//!
+//! ```text
+//! 1 gateway ─ring─► R raft thread: propose ─► Raft log (majority) ─► apply ─ring─► 2 matcher ─► 3 journal ─► 4 egress
+//! ```
+//! What is replicated is the input: the leader's gateway pushes its commands (stamped with
+//! their time, the timer commands, the operator's) into a ring that the raft thread drains;
+//! each drained batch becomes one Raft entry ([`Batch`]). Every node, leader and followers,
+//! applies committed entries in log order by pushing their commands into its matcher's
+//! ring, so every node's matcher sees the same commands and every journal holds the same
+//! records. The matcher only ever sees committed commands, and a reply leaves only after
+//! its command's events are journaled: no reply before commit on a majority plus the
+//! local journal.
+//!
+//! The raft thread (`im-raft`) runs a current-thread tokio runtime with the Raft core,
+//! the RPC listener ([`network`]), the proposer and the role watcher. The matcher stays
+//! synchronous. The role watcher publishes whether this node may take logins
+//! ([`ClusterRole::accepting`]): it is the leader, it has applied an entry of its own term
+//! (so its sessions' streams hold everything committed before), and a majority answered
+//! it within the election timeout. When that stops being true, the gateway drops every
+//! session and refuses logins with `S`; followers refuse them from the start.
+
+pub mod network;
+pub mod store;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+
+use crate::book::Command;
+use crate::journal::FsyncMode;
+use crate::pipeline::{Record, Ring};
+use network::{Reply, Request, read_frame, write_frame};
+use store::RaftStore;
+
+/// A node's id in the cluster.
+pub type NodeId = u64;
+/// What Raft knows of a node: its Raft address.
+pub type Node = BasicNode;
+
+/// One Raft entry: the commands of one gateway batch, in order.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Batch {
+    /// The commands, stamped by the leader's gateway.
+    pub commands: Vec<Command>,
+}
+
+impl std::fmt::Display for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "batch of {} commands", self.commands.len())
+    }
+}
+
+openraft::declare_raft_types!(
+    /// The cluster's Raft types.
+    pub TypeConfig:
+        D = Batch,
+        R = (),
+        NodeId = NodeId,
+        Node = Node,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = std::io::Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// Commands proposed as one entry at most (the journal writer's batch).
+pub const PROPOSAL_LEN_MAX: usize = crate::journal::BATCH_LEN_MAX;
+/// How often the role watcher looks at Raft's metrics.
+const ROLE_PERIOD: Duration = Duration::from_millis(10);
+/// Longest wait of an idle proposer (a lost wake-up costs at most this).
+const PROPOSER_SLEEP_MAX: Duration = Duration::from_millis(5);
+
+/// A node's view of itself, for `ironmatch cluster status`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStatus {
+    /// The node's id.
+    pub id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: String,
+    /// The current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Index of the last entry in its log.
+    pub last_log: Option<u64>,
+    /// Index of the last entry applied (pushed to its matcher).
+    pub applied: Option<u64>,
+    /// On the leader: each node's last replicated index.
+    pub matched: BTreeMap<NodeId, Option<u64>>,
+    /// Whether it takes logins.
+    pub accepting: bool,
+}
+
+/// What the raft thread publishes for the gateway.
+#[derive(Debug, Default)]
+pub struct ClusterRole {
+    accepting: AtomicBool,
+}
+
+impl ClusterRole {
+    /// Whether this node may take logins and acknowledge: the leader, caught up with its
+    /// term, heard from a majority within the election timeout.
+    pub fn accepting(&self) -> bool {
+        self.accepting.load(Ordering::Acquire)
+    }
+}
+
+/// Settings of the raft thread, from `[cluster]`.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// This node.
+    pub node_id: NodeId,
+    /// Every node (this one included) and the Raft address this node reaches it at.
+    pub peers: Vec<(NodeId, String)>,
+    /// Where this node listens for Raft; empty: its own entry in `peers`.
+    pub listen: String,
+    /// Where the Raft log and vote live.
+    pub dir: PathBuf,
+    /// As the journal's.
+    pub fsync: FsyncMode,
+    /// Election timeout range, ms.
+    pub election_timeout_min_ms: u64,
+    /// Upper end of the election timeout range, ms.
+    pub election_timeout_max_ms: u64,
+    /// Leader heartbeat period, ms.
+    pub heartbeat_interval_ms: u64,
+}
+
+/// The raft thread, running.
+pub struct ClusterNode {
+    /// The thread; it ends after the gateway's shutdown marker went through.
+    pub thread: JoinHandle<()>,
+    /// Where the Raft RPCs are served.
+    pub raft_addr: std::net::SocketAddr,
+}
+
+/// A wake-up for the proposer from the gateway's ring.
+pub fn proposer_wake() -> (Arc<tokio::sync::Notify>, crate::pipeline::Wake) {
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let n = Arc::clone(&notify);
+    let wake = crate::pipeline::Wake::Callback(crate::pipeline::Callback(Arc::new(move || {
+        n.notify_one()
+    })));
+    (notify, wake)
+}
+
+/// Starts the raft thread. `proposals` is the gateway's output ring (woken through
+/// `notify`), `store` the opened log whose applies feed the matcher's ring `apply`.
+pub fn spawn(
+    settings: ClusterSettings,
+    store: RaftStore,
+    proposals: Arc<Ring<Record>>,
+    notify: Arc<tokio::sync::Notify>,
+    apply: Arc<Ring<Record>>,
+    role: Arc<ClusterRole>,
+) -> io::Result<ClusterNode> {
+    let own = settings
+        .peers
+        .iter()
+        .find(|(id, _)| *id == settings.node_id)
+        .map(|(_, a)| a.clone())
+        .ok_or_else(|| io::Error::other("cluster.node_id is not among cluster.peers"))?;
+    let own = if settings.listen.is_empty() {
+        own
+    } else {
+        settings.listen.clone()
+    };
+    let listener = std::net::TcpListener::bind(&own)?;
+    listener.set_nonblocking(true)?;
+    let raft_addr = listener.local_addr()?;
+    let thread = std::thread::Builder::new()
+        .name("im-raft".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a tokio runtime");
+            runtime.block_on(run(
+                settings, store, listener, proposals, notify, apply, role,
+            ));
+        })?;
+    Ok(ClusterNode { thread, raft_addr })
+}
+
+async fn run(
+    settings: ClusterSettings,
+    store: RaftStore,
+    listener: std::net::TcpListener,
+    proposals: Arc<Ring<Record>>,
+    notify: Arc<tokio::sync::Notify>,
+    apply: Arc<Ring<Record>>,
+    role: Arc<ClusterRole>,
+) {
+    let config = openraft::Config {
+        cluster_name: "ironmatch".into(),
+        heartbeat_interval: settings.heartbeat_interval_ms,
+        election_timeout_min: settings.election_timeout_min_ms,
+        election_timeout_max: settings.election_timeout_max_ms,
+        snapshot_policy: SnapshotPolicy::Never,
+        max_payload_entries: 64,
+        ..Default::default()
+    };
+    let config = Arc::new(config.validate().expect("validated with [cluster]"));
+    let (log_store, state_machine) = openraft::storage::Adaptor::new(store);
+    let raft: Raft<TypeConfig> = Raft::new(
+        settings.node_id,
+        config,
+        network::Network {
+            peers: settings.peers.iter().cloned().collect(),
+        },
+        log_store,
+        state_machine,
+    )
+    .await
+    .expect("the raft core starts");
+    // Every node proposes the same initial membership; a node that has a log already
+    // (or that joined) is told it is initialized, which is fine.
+    let members: BTreeMap<NodeId, Node> = settings
+        .peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    if let Err(e) = raft.initialize(members).await {
+        eprintln!("ironmatch cluster: initialize: {e} (already initialized)");
+    }
+    let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
+    let server = tokio::spawn(serve(listener, raft.clone(), Arc::clone(&role)));
+    let watcher = tokio::spawn(watch_role(
+        raft.clone(),
+        settings.node_id,
+        settings.election_timeout_min_ms,
+        Arc::clone(&role),
+    ));
+    propose(&raft, &proposals, &notify).await;
+    // The gateway's shutdown marker came: no more proposals, nothing more applied.
+    role.accepting.store(false, Ordering::Release);
+    watcher.abort();
+    server.abort();
+    if let Err(e) = raft.shutdown().await {
+        eprintln!("ironmatch cluster: raft shutdown: {e}");
+    }
+    apply.push(Record::Shutdown);
+    apply.notify();
+}
+
+/// Drains the gateway's ring into proposals until its shutdown marker.
+async fn propose(raft: &Raft<TypeConfig>, proposals: &Ring<Record>, notify: &tokio::sync::Notify) {
+    let mut dropped = 0u64;
+    loop {
+        let mut commands = Vec::new();
+        let mut shutdown = false;
+        while commands.len() < PROPOSAL_LEN_MAX {
+            match proposals.try_pop() {
+                Some(Record::Command(c)) => commands.push(c),
+                Some(Record::Shutdown) => {
+                    shutdown = true;
+                    break;
+                }
+                Some(Record::Event(e)) => panic!("the gateway proposes commands only, got {e:?}"),
+                None => break,
+            }
+        }
+        if !commands.is_empty() {
+            let n = commands.len() as u64;
+            // Fire and forget: the reply to each command comes from applying it, on the
+            // leader as on every node; awaiting only the hand-over keeps entries in order.
+            if raft.client_write_ff(Batch { commands }).await.is_err() {
+                dropped += n;
+                eprintln!("ironmatch cluster: raft stopped; {dropped} commands not proposed");
+            }
+            continue;
+        }
+        if shutdown {
+            return;
+        }
+        if proposals.prepare_sleep() {
+            let _ = tokio::time::timeout(PROPOSER_SLEEP_MAX, notify.notified()).await;
+        }
+        proposals.woke();
+    }
+}
+
+/// Publishes whether this node may take logins, from Raft's metrics.
+async fn watch_role(
+    raft: Raft<TypeConfig>,
+    me: NodeId,
+    election_timeout_ms: u64,
+    role: Arc<ClusterRole>,
+) {
+    let mut was = None;
+    loop {
+        let accepting = {
+            let m = raft.metrics().borrow().clone();
+            m.state == ServerState::Leader
+                && m.current_leader == Some(me)
+                && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
+                && m.millis_since_quorum_ack
+                    .is_some_and(|ms| ms < election_timeout_ms)
+        };
+        role.accepting.store(accepting, Ordering::Release);
+        if was != Some(accepting) {
+            let m = raft.metrics().borrow().clone();
+            eprintln!(
+                "ironmatch cluster: node {me}: {:?}, term {}, leader {:?}: {}",
+                m.state,
+                m.current_term,
+                m.current_leader,
+                if accepting {
+                    "taking logins"
+                } else {
+                    "refusing logins"
+                }
+            );
+            was = Some(accepting);
+        }
+        tokio::time::sleep(ROLE_PERIOD).await;
+    }
+}
+
+/// Serves the Raft RPCs and status requests of other nodes and tools.
+async fn serve(listener: tokio::net::TcpListener, raft: Raft<TypeConfig>, role: Arc<ClusterRole>) {
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let raft = raft.clone();
+        let role = Arc::clone(&role);
+        tokio::spawn(async move {
+            while let Ok(request) = read_frame::<Request>(&mut stream).await {
+                let reply = answer(&raft, &role, request).await;
+                if write_frame(&mut stream, &reply).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+async fn answer(raft: &Raft<TypeConfig>, role: &ClusterRole, request: Request) -> Reply {
+    match request {
+        Request::Append(rpc) => match raft.append_entries(rpc).await {
+            Ok(r) => Reply::Append(r),
+            Err(e) => Reply::Failed(e.to_string()),
+        },
+        Request::Vote(rpc) => match raft.vote(rpc).await {
+            Ok(r) => Reply::Vote(r),
+            Err(e) => Reply::Failed(e.to_string()),
+        },
+        Request::Snapshot(rpc) => match raft.install_snapshot(rpc).await {
+            Ok(r) => Reply::Snapshot(r),
+            Err(e) => Reply::Failed(e.to_string()),
+        },
+        Request::Status => {
+            let m = raft.metrics().borrow().clone();
+            Reply::Status(NodeStatus {
+                id: m.id,
+                role: match m.state {
+                    ServerState::Leader => "leader",
+                    ServerState::Follower => "follower",
+                    ServerState::Candidate => "candidate",
+                    ServerState::Learner => "learner",
+                    ServerState::Shutdown => "shutdown",
+                }
+                .to_string(),
+                term: m.current_term,
+                leader: m.current_leader,
+                last_log: m.last_log_index,
+                applied: m.last_applied.map(|l| l.index),
+                matched: m
+                    .replication
+                    .as_ref()
+                    .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+                    .unwrap_or_default(),
+                accepting: role.accepting(),
+            })
+        }
+    }
+}
+
+/// Asks the node at `addr` for its status (blocking; for `ironmatch cluster status`).
+pub fn status_of(addr: &str, timeout: Duration) -> io::Result<NodeStatus> {
+    use std::io::{Read, Write};
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
+        .next()
+        .ok_or_else(|| io::Error::other("no address"))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let body = postcard::to_allocvec(&Request::Status).map_err(io::Error::other)?;
+    let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    stream.write_all(&frame)?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > network::FRAME_BYTES_MAX {
+        return Err(io::Error::other("reply too long"));
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body)?;
+    match postcard::from_bytes(&body).map_err(io::Error::other)? {
+        Reply::Status(s) => Ok(s),
+        _ => Err(io::Error::other("unexpected reply")),
+    }
+}

@@ -1,0 +1,520 @@
+//! The Raft log and the state machine adaptor, on the raft thread.
+//!
+//! The log lives in the node's raft directory: `log` holds the entries back to back (each
+//! `length u32 LE | CRC32C u32 LE | postcard of the entry`), `vote` the last vote,
+//! `purged` the last purged log id. Appends are one `write` per call and, with
+//! `fsync = "always"`, one `fdatasync` before openraft hears they are stored. A torn
+//! tail (a crash in the middle of an append) is cut off when the log is opened. The
+//! entries are also kept in memory (they are what is replicated and applied).
+//!
+//! The state machine is the pipeline itself: applying a committed entry pushes its
+//! commands into the matcher's ring, and the matcher and the journal writer do the rest.
+//! What was applied is therefore what the journal holds: on start, the journal's command
+//! count says which entry was applied last ([`RaftStore::open`]); commands of an entry
+//! whose journaling a crash cut short are handed back to be applied first.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Cursor, Write};
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{LogState, RaftLogReader, RaftSnapshotBuilder, RaftStorage, Snapshot};
+use openraft::{
+    AnyError, Entry, EntryPayload, LogId, OptionalSend, SnapshotMeta, StorageError, StorageIOError,
+    StoredMembership, Vote,
+};
+
+use super::{Node, NodeId, TypeConfig};
+use crate::book::Command;
+use crate::journal::FsyncMode;
+use crate::pipeline::{Record, Ring};
+
+/// Framing of one log record: length and CRC32C.
+const FRAME_LEN: usize = 8;
+/// Largest encoded entry read back: a batch of the journal's size at most, with room.
+const ENTRY_BYTES_MAX: usize = 1 << 20;
+
+type StoreError = StorageError<NodeId>;
+
+fn io_err(e: impl std::error::Error + 'static) -> AnyError {
+    AnyError::new(&e)
+}
+
+/// What the store holds, behind one lock (the raft thread is its only user).
+struct Inner {
+    dir: PathBuf,
+    fsync: FsyncMode,
+    log: File,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    purged: Option<LogId<NodeId>>,
+    vote: Option<Vote<NodeId>>,
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Node>,
+    /// The matcher's ring; `None` for storage tests.
+    apply: Option<Arc<Ring<Record>>>,
+    /// Commands applied so far (journaled ones included).
+    commands_applied: u64,
+}
+
+/// The log store and state machine, shared by openraft's log readers.
+#[derive(Clone)]
+pub struct RaftStore {
+    inner: Arc<Mutex<Inner>>,
+}
+
+/// A recovered store and what must be applied before anything else.
+pub struct Opened {
+    /// The store.
+    pub store: RaftStore,
+    /// Commands of the last applied entry that the journal does not hold yet.
+    pub resume: Vec<Command>,
+    /// Entries in the log.
+    pub entries: usize,
+}
+
+impl RaftStore {
+    /// Opens (or creates) the log in `dir`. `journal_commands` is how many commands the
+    /// node's journal holds: the entries that hold them are the ones applied. `apply` is
+    /// the matcher's ring (`None`: entries are only counted, for storage tests).
+    pub fn open(
+        dir: &Path,
+        fsync: FsyncMode,
+        journal_commands: u64,
+        apply: Option<Arc<Ring<Record>>>,
+    ) -> io::Result<Opened> {
+        std::fs::create_dir_all(dir)?;
+        let vote = read_small(&dir.join("vote"))?;
+        let purged: Option<LogId<NodeId>> = read_small(&dir.join("purged"))?.flatten();
+        let (entries, valid) = read_log(&dir.join("log"))?;
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("log"))?;
+        log.set_len(valid)?;
+        let mut inner = Inner {
+            dir: dir.to_path_buf(),
+            fsync,
+            log,
+            entries: entries
+                .into_iter()
+                .filter(|e| purged.is_none_or(|p| e.log_id.index > p.index))
+                .map(|e| (e.log_id.index, e))
+                .collect(),
+            purged,
+            vote,
+            last_applied: None,
+            membership: StoredMembership::default(),
+            apply,
+            commands_applied: 0,
+        };
+        let resume = inner.find_applied(journal_commands)?;
+        let entries = inner.entries.len();
+        Ok(Opened {
+            store: RaftStore {
+                inner: Arc::new(Mutex::new(inner)),
+            },
+            resume,
+            entries,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner
+            .lock()
+            .expect("the raft store's lock is never poisoned")
+    }
+}
+
+impl Inner {
+    /// Finds the entry holding the journal's last command: it and those before it are
+    /// applied. Returns the commands of that entry after the journal's last one.
+    fn find_applied(&mut self, journal_commands: u64) -> io::Result<Vec<Command>> {
+        let mut done = 0u64;
+        let mut resume = Vec::new();
+        for e in self.entries.values() {
+            if done >= journal_commands {
+                break;
+            }
+            match &e.payload {
+                EntryPayload::Normal(batch) => {
+                    let k = batch.commands.len() as u64;
+                    if done + k > journal_commands {
+                        let from = (journal_commands - done) as usize;
+                        resume.extend_from_slice(&batch.commands[from..]);
+                    }
+                    done += k;
+                }
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                }
+                EntryPayload::Blank => {}
+            }
+            self.last_applied = Some(e.log_id);
+        }
+        if done < journal_commands {
+            return Err(io::Error::other(format!(
+                "the journal holds {journal_commands} commands, the raft log in {} only {done}: \
+                 this node's journal was not written by this cluster (wipe the journal and the \
+                 raft directory to rejoin from the leader)",
+                self.dir.display()
+            )));
+        }
+        self.commands_applied = done;
+        Ok(resume)
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        match self.fsync {
+            FsyncMode::Always => self.log.sync_data(),
+            FsyncMode::Never => Ok(()),
+        }
+    }
+
+    /// Rewrites the log file from the entries in memory (after a truncation or a purge).
+    fn rewrite(&mut self) -> io::Result<()> {
+        let mut buf = Vec::new();
+        for e in self.entries.values() {
+            encode(&mut buf, e);
+        }
+        let tmp = self.dir.join("log.tmp");
+        let mut file = File::create(&tmp)?;
+        file.write_all(&buf)?;
+        file.sync_data()?;
+        std::fs::rename(&tmp, self.dir.join("log"))?;
+        File::open(&self.dir)?.sync_all()?;
+        self.log = OpenOptions::new().append(true).open(self.dir.join("log"))?;
+        Ok(())
+    }
+}
+
+fn encode(buf: &mut Vec<u8>, e: &Entry<TypeConfig>) {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; FRAME_LEN]);
+    let bytes = postcard::to_extend(e, std::mem::take(buf)).expect("an entry serializes");
+    *buf = bytes;
+    let len = (buf.len() - start - FRAME_LEN) as u32;
+    let crc = crc32c::crc32c(&buf[start + FRAME_LEN..]);
+    buf[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Reads the log's entries up to the first torn or corrupt one; returns them and the
+/// length of the valid prefix.
+fn read_log(path: &Path) -> io::Result<(Vec<Entry<TypeConfig>>, u64)> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(e),
+    };
+    let mut entries = Vec::new();
+    let mut pos = 0;
+    while pos + FRAME_LEN <= bytes.len() {
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        let body = pos + FRAME_LEN;
+        if len > ENTRY_BYTES_MAX || body + len > bytes.len() {
+            break;
+        }
+        if crc32c::crc32c(&bytes[body..body + len]) != crc {
+            break;
+        }
+        match postcard::from_bytes(&bytes[body..body + len]) {
+            Ok(e) => entries.push(e),
+            Err(_) => break,
+        }
+        pos = body + len;
+    }
+    if pos < bytes.len() {
+        eprintln!(
+            "ironmatch cluster: {}: cut a torn tail of {} bytes",
+            path.display(),
+            bytes.len() - pos
+        );
+    }
+    Ok((entries, pos as u64))
+}
+
+fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(b) => postcard::from_bytes(&b).map(Some).map_err(io::Error::other),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes a small file atomically (temporary file, rename, directory sync).
+fn write_small<T: serde::Serialize>(
+    dir: &Path,
+    name: &str,
+    value: &T,
+    sync: bool,
+) -> io::Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let mut file = File::create(&tmp)?;
+    file.write_all(&postcard::to_allocvec(value).map_err(io::Error::other)?)?;
+    if sync {
+        file.sync_data()?;
+    }
+    std::fs::rename(&tmp, dir.join(name))?;
+    if sync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+impl RaftLogReader<TypeConfig> for RaftStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        let inner = self.lock();
+        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for RaftStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StoreError> {
+        // The snapshot policy is `Never`: the log is kept whole, and a node that rejoins
+        // catches up from it. Snapshots of the matcher for Raft are not done yet.
+        Err(StoreError::IO {
+            source: StorageIOError::write_snapshot(
+                None,
+                io_err(io::Error::other("raft snapshots are not implemented")),
+            ),
+        })
+    }
+}
+
+impl RaftStorage<TypeConfig> for RaftStore {
+    type LogReader = RaftStore;
+    type SnapshotBuilder = RaftStore;
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let sync = inner.fsync == FsyncMode::Always;
+        write_small(&inner.dir, "vote", vote, sync).map_err(|e| StoreError::IO {
+            source: StorageIOError::write_vote(io_err(e)),
+        })?;
+        inner.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StoreError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StoreError> {
+        let inner = self.lock();
+        let last = inner
+            .entries
+            .values()
+            .next_back()
+            .map(|e| e.log_id)
+            .or(inner.purged);
+        Ok(LogState {
+            last_purged_log_id: inner.purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn append_to_log<I>(&mut self, entries: I) -> Result<(), StoreError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+    {
+        let mut inner = self.lock();
+        let mut buf = Vec::new();
+        for e in entries {
+            encode(&mut buf, &e);
+            inner.entries.insert(e.log_id.index, e);
+        }
+        let written = inner.log.write_all(&buf).and_then(|()| inner.sync());
+        written.map_err(|e| StoreError::IO {
+            source: StorageIOError::write_logs(io_err(e)),
+        })
+    }
+
+    async fn delete_conflict_logs_since(
+        &mut self,
+        log_id: LogId<NodeId>,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let _ = inner.entries.split_off(&log_id.index);
+        inner.rewrite().map_err(|e| StoreError::IO {
+            source: StorageIOError::write_logs(io_err(e)),
+        })
+    }
+
+    async fn purge_logs_upto(&mut self, log_id: LogId<NodeId>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let kept = inner.entries.split_off(&(log_id.index + 1));
+        inner.entries = kept;
+        inner.purged = Some(log_id);
+        let dir = inner.dir.clone();
+        write_small(&dir, "purged", &Some(log_id), true)
+            .and_then(|()| inner.rewrite())
+            .map_err(|e| StoreError::IO {
+                source: StorageIOError::write_logs(io_err(e)),
+            })
+    }
+
+    async fn last_applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<NodeId>>, StoredMembership<NodeId, Node>), StoreError> {
+        let inner = self.lock();
+        Ok((inner.last_applied, inner.membership.clone()))
+    }
+
+    /// Pushes each committed entry's commands into the matcher's ring, in order. A full
+    /// ring makes this wait (the matcher's backpressure reaches Raft).
+    async fn apply_to_state_machine(
+        &mut self,
+        entries: &[Entry<TypeConfig>],
+    ) -> Result<Vec<()>, StoreError> {
+        let ring = {
+            let mut inner = self.lock();
+            for e in entries {
+                inner.last_applied = Some(e.log_id);
+                match &e.payload {
+                    EntryPayload::Normal(batch) => {
+                        inner.commands_applied += batch.commands.len() as u64;
+                    }
+                    EntryPayload::Membership(m) => {
+                        inner.membership = StoredMembership::new(Some(e.log_id), m.clone());
+                    }
+                    EntryPayload::Blank => {}
+                }
+            }
+            inner.apply.clone()
+        };
+        if let Some(ring) = ring {
+            for e in entries {
+                if let EntryPayload::Normal(batch) = &e.payload {
+                    for c in &batch.commands {
+                        ring.push(Record::Command(*c));
+                    }
+                }
+            }
+            ring.notify();
+        }
+        Ok(vec![(); entries.len()])
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StoreError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta<NodeId, Node>,
+        _snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StoreError> {
+        Err(StoreError::IO {
+            source: StorageIOError::write_snapshot(
+                None,
+                io_err(io::Error::other("raft snapshots are not implemented")),
+            ),
+        })
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StoreError> {
+        Ok(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::CommandBody;
+    use crate::types::{OwnerId, Timestamp};
+    use openraft::CommittedLeaderId;
+
+    fn temp(tag: &str) -> PathBuf {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "ironmatch-raft-{tag}-{}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn entry(term: u64, index: u64, commands: usize) -> Entry<TypeConfig> {
+        let cmd = Command {
+            ts: Timestamp(index),
+            owner: OwnerId(0),
+            body: CommandBody::AccountQuery,
+        };
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Normal(super::super::Batch {
+                commands: vec![cmd; commands],
+            }),
+        }
+    }
+
+    fn run<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn the_log_and_the_vote_survive_a_reopen_and_a_torn_tail_is_cut() {
+        let dir = temp("reopen");
+        run(async {
+            let mut s = RaftStore::open(&dir, FsyncMode::Never, 0, None)
+                .unwrap()
+                .store;
+            s.save_vote(&Vote::new(3, 2)).await.unwrap();
+            s.append_to_log((1..=5).map(|i| entry(1, i, 2)))
+                .await
+                .unwrap();
+            s.delete_conflict_logs_since(LogId::new(CommittedLeaderId::new(1, 1), 4))
+                .await
+                .unwrap();
+            s.append_to_log([entry(2, 4, 3)]).await.unwrap();
+        });
+        // A torn append at the end.
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join("log"))
+            .unwrap();
+        f.write_all(&[9, 0, 0, 0, 1, 2]).unwrap();
+        drop(f);
+        // The journal holds 7 commands: entries 1..3 (6) and one of entry 4's three.
+        let opened = RaftStore::open(&dir, FsyncMode::Never, 7, None).unwrap();
+        assert_eq!(opened.entries, 4);
+        assert_eq!(opened.resume.len(), 2);
+        run(async {
+            let mut s = opened.store;
+            assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+            let state = s.get_log_state().await.unwrap();
+            assert_eq!(state.last_log_id.unwrap().index, 4);
+            assert_eq!(state.last_log_id.unwrap().leader_id.term, 2);
+            let (applied, _) = s.last_applied_state().await.unwrap();
+            assert_eq!(applied.unwrap().index, 4);
+            let got = s.try_get_log_entries(2..4).await.unwrap();
+            assert_eq!(
+                got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+                [2, 3]
+            );
+        });
+        // A journal ahead of the log is refused.
+        assert!(RaftStore::open(&dir, FsyncMode::Never, 100, None).is_err());
+    }
+}
