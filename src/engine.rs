@@ -171,7 +171,17 @@ impl Agent for MatcherAgent {
         // Read once per batch, for metrics only.
         let mut batch_ns = None;
         let room_min = OUTPUT_ROOM_MIN.min(self.output.capacity() / 4);
-        while taken < BATCH_LEN_MAX && self.output.room() >= room_min {
+        // The output ring's room, read once and counted down (reading it means reading the
+        // consumer's index, a cache line the journal writer's core keeps writing); read
+        // again only when the count says it may be short.
+        let mut room = self.output.room();
+        while taken < BATCH_LEN_MAX {
+            if room < room_min {
+                room = self.output.room();
+                if room < room_min {
+                    break;
+                }
+            }
             match self.input.try_pop() {
                 Some(Record::Command(cmd)) => {
                     self.output.push(Record::Command(cmd));
@@ -192,6 +202,7 @@ impl Agent for MatcherAgent {
                     self.matcher.apply(&cmd, &mut sink);
                     let records = 1 + sink.pushed;
                     self.pushed += records;
+                    room = room.saturating_sub(records as usize);
                     if let Some(s) = &mut self.snapshots {
                         s.pushed(records);
                     }

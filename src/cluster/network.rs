@@ -67,9 +67,21 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) 
     if len > FRAME_BYTES_MAX {
         return Err(io::Error::other(format!("frame of {len} bytes")));
     }
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).await?;
-    postcard::from_bytes(&body).map_err(io::Error::other)
+    // Grown as bytes arrive, so a length alone reserves nothing.
+    let mut body = Vec::new();
+    (&mut *stream)
+        .take(len as u64)
+        .read_to_end(&mut body)
+        .await?;
+    if body.len() != len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
+    decode(&body)
+}
+
+/// Decodes a frame's body (bytes from the network: anything may arrive).
+pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> io::Result<T> {
+    postcard::from_bytes(body).map_err(io::Error::other)
 }
 
 /// Makes a [`PeerClient`] per peer.

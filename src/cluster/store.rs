@@ -32,6 +32,9 @@ use crate::book::Command;
 use crate::journal::FsyncMode;
 use crate::pipeline::{Record, Ring};
 
+/// How long applying waits before trying a full matcher ring again.
+const APPLY_RETRY: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// Framing of one log record: length and CRC32C.
 const FRAME_LEN: usize = 8;
 /// Largest encoded entry read back: a batch of the journal's size at most, with room.
@@ -372,7 +375,8 @@ impl RaftStorage<TypeConfig> for RaftStore {
     }
 
     /// Pushes each committed entry's commands into the matcher's ring, in order. A full
-    /// ring makes this wait (the matcher's backpressure reaches Raft).
+    /// ring makes this wait (the matcher's backpressure reaches Raft), asleep on the
+    /// runtime, so the raft thread's other tasks (heartbeats, votes, appends) go on.
     async fn apply_to_state_machine(
         &mut self,
         entries: &[Entry<TypeConfig>],
@@ -397,7 +401,12 @@ impl RaftStorage<TypeConfig> for RaftStore {
             for e in entries {
                 if let EntryPayload::Normal(batch) = &e.payload {
                     for c in &batch.commands {
-                        ring.push(Record::Command(*c));
+                        let mut record = Record::Command(*c);
+                        while let Err(back) = ring.try_push(record) {
+                            record = back;
+                            ring.notify();
+                            tokio::time::sleep(APPLY_RETRY).await;
+                        }
                     }
                 }
             }

@@ -540,7 +540,9 @@ impl Gateway {
         let u = usize::from(event.body.owner()?.0);
         let symbols = &self.symbols;
         let mut msg_type = 0;
-        self.users[u].append(|out| {
+        // An owner the configuration does not have (the matcher's reject of a command
+        // that named one) has no session to store it in.
+        self.users.get_mut(u)?.append(|out| {
             let start = out.len();
             encode_event(event, symbols, out);
             msg_type = out.get(start).copied().unwrap_or(0);
