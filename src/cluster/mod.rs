@@ -249,10 +249,59 @@ async fn run(
     apply.notify();
 }
 
+/// Proposals whose outcome is not known yet, at most: beyond it the proposer waits for the
+/// oldest (so a leader whose commits stall stops taking the gateway's commands, and the
+/// gateway's ring fills: backpressure).
+const IN_FLIGHT_MAX: usize = 1024;
+/// How long the proposer waits for the oldest proposal when [`IN_FLIGHT_MAX`] are open.
+const IN_FLIGHT_WAIT: Duration = Duration::from_millis(50);
+
+/// A proposal's outcome, with its command count.
+type InFlight = (
+    u64,
+    tokio::sync::oneshot::Receiver<openraft::raft::ClientWriteResult<TypeConfig>>,
+);
+
+/// Counts and reports proposals Raft refused (this node is no longer the leader: their
+/// commands were never sequenced, and no reply to them was or will be sent).
+fn refused(lost: &mut u64, n: u64, why: &dyn std::fmt::Display) {
+    *lost += n;
+    eprintln!("ironmatch cluster: {n} commands not sequenced ({why}); {lost} in all since start");
+}
+
 /// Drains the gateway's ring into proposals until its shutdown marker.
 async fn propose(raft: &Raft<TypeConfig>, proposals: &Ring<Record>, notify: &tokio::sync::Notify) {
     let mut dropped = 0u64;
+    let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
     loop {
+        // Outcomes that arrived, oldest first; wait for the oldest when too many are open.
+        loop {
+            let full = in_flight.len() >= IN_FLIGHT_MAX;
+            let Some((n, rx)) = in_flight.front_mut() else {
+                break;
+            };
+            let n = *n;
+            let outcome = if full {
+                // Bounded, so a proposal Raft never answers cannot stop the proposer.
+                match tokio::time::timeout(IN_FLIGHT_WAIT, rx).await {
+                    Ok(result) => Some(result.map_err(|_| ())),
+                    Err(_) => None,
+                }
+            } else {
+                match rx.try_recv() {
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => None,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => Some(Err(())),
+                    Ok(result) => Some(Ok(result)),
+                }
+            };
+            match outcome {
+                None => break,
+                Some(Ok(Ok(_))) => {}
+                Some(Ok(Err(e))) => refused(&mut dropped, n, &e),
+                Some(Err(_)) => refused(&mut dropped, n, &"raft dropped the proposal"),
+            }
+            in_flight.pop_front();
+        }
         let mut commands = Vec::new();
         let mut shutdown = false;
         while commands.len() < PROPOSAL_LEN_MAX {
@@ -270,9 +319,9 @@ async fn propose(raft: &Raft<TypeConfig>, proposals: &Ring<Record>, notify: &tok
             let n = commands.len() as u64;
             // Fire and forget: the reply to each command comes from applying it, on the
             // leader as on every node; awaiting only the hand-over keeps entries in order.
-            if raft.client_write_ff(Batch { commands }).await.is_err() {
-                dropped += n;
-                eprintln!("ironmatch cluster: raft stopped; {dropped} commands not proposed");
+            match raft.client_write_ff(Batch { commands }).await {
+                Ok(rx) => in_flight.push_back((n, rx)),
+                Err(e) => refused(&mut dropped, n, &e),
             }
             continue;
         }
