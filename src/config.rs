@@ -796,6 +796,14 @@ impl Config {
         check(self.venue.is_none(), "cluster", || {
             "a cluster with a [venue] trading day is not supported yet".into()
         })?;
+        // At start, the rest of an entry a crash cut short goes into the matcher's ring
+        // before the matcher runs: the ring must hold a whole entry.
+        let entry_max = crate::cluster::PROPOSAL_LEN_MAX;
+        check(
+            self.pipeline.ring_capacity > entry_max,
+            "pipeline.ring_capacity",
+            || format!("must be more than {entry_max} with [cluster] (a whole Raft entry)"),
+        )?;
         Ok(())
     }
 
@@ -1222,6 +1230,15 @@ mod tests {
             )
         });
         assert!(e.contains("marketdata.destination"), "{e}");
+    }
+
+    #[test]
+    fn a_cluster_node_needs_a_ring_for_a_whole_raft_entry() {
+        let node = include_str!("../config/cluster/node1.toml");
+        assert!(Config::parse(node, "node1").is_ok());
+        let small = node.replacen("ring_capacity = 65536", "ring_capacity = 1024", 1);
+        let e = Config::parse(&small, "node1").unwrap_err().to_string();
+        assert!(e.contains("pipeline.ring_capacity"), "{e}");
     }
 
     #[test]
