@@ -800,9 +800,9 @@ impl Config {
         // before the matcher runs: the ring must hold a whole entry.
         let entry_max = crate::cluster::PROPOSAL_LEN_MAX;
         check(
-            self.pipeline.ring_capacity > entry_max,
+            self.pipeline.ring_capacity >= entry_max,
             "pipeline.ring_capacity",
-            || format!("must be more than {entry_max} with [cluster] (a whole Raft entry)"),
+            || format!("must be at least {entry_max} with [cluster] (a whole Raft entry)"),
         )?;
         Ok(())
     }
@@ -1236,7 +1236,7 @@ mod tests {
     fn a_cluster_node_needs_a_ring_for_a_whole_raft_entry() {
         let node = include_str!("../config/cluster/node1.toml");
         assert!(Config::parse(node, "node1").is_ok());
-        let small = node.replacen("ring_capacity = 65536", "ring_capacity = 1024", 1);
+        let small = node.replacen("ring_capacity = 65536", "ring_capacity = 512", 1);
         let e = Config::parse(&small, "node1").unwrap_err().to_string();
         assert!(e.contains("pipeline.ring_capacity"), "{e}");
     }
