@@ -253,6 +253,8 @@ async fn run(
 /// oldest (so a leader whose commits stall stops taking the gateway's commands, and the
 /// gateway's ring fills: backpressure).
 const IN_FLIGHT_MAX: usize = 1024;
+/// How long a stopping node waits for its last proposals to apply.
+const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
 /// How long the proposer waits for the oldest proposal when [`IN_FLIGHT_MAX`] are open.
 const IN_FLIGHT_WAIT: Duration = Duration::from_millis(50);
 
@@ -326,6 +328,23 @@ async fn propose(raft: &Raft<TypeConfig>, proposals: &Ring<Record>, notify: &tok
             continue;
         }
         if shutdown {
+            // Drain: the last proposals apply (and so are journaled and answered) before
+            // the shutdown marker follows them, unless Raft cannot commit them in time.
+            let deadline = tokio::time::Instant::now() + SHUTDOWN_DRAIN_MAX;
+            while let Some((n, rx)) = in_flight.pop_front() {
+                match tokio::time::timeout_at(deadline, rx).await {
+                    Ok(Ok(Ok(_))) => {}
+                    Ok(Ok(Err(e))) => refused(&mut dropped, n, &e),
+                    Ok(Err(_)) => refused(&mut dropped, n, &"raft dropped the proposal"),
+                    Err(_) => {
+                        eprintln!(
+                            "ironmatch cluster: stopping with {} proposals not applied after {SHUTDOWN_DRAIN_MAX:?}",
+                            in_flight.len() + 1
+                        );
+                        break;
+                    }
+                }
+            }
             return;
         }
         if proposals.prepare_sleep() {
