@@ -1047,6 +1047,26 @@ fn the_close_cancels_day_orders_and_the_end_of_system_hours_the_rest() {
 }
 
 #[test]
+fn the_end_of_system_hours_leaves_no_expiry_to_wake_for() {
+    let mut v = scheduled();
+    v.day(DayEvent::StartOfSystemHours);
+    let (gtt, _) = v.with_tif(
+        2,
+        Side::Sell,
+        px(1000),
+        TimeInForce::Gtt { expire_secs: 60 },
+    );
+    assert!(v.m.next_deadline().is_some());
+    let events = v.day(DayEvent::EndOfSystemHours);
+    assert_eq!(canceled(&events), [(gtt.0, 100, CancelReason::Closed)]);
+    assert_eq!(
+        v.m.next_deadline(),
+        None,
+        "the canceled order's expiry is gone too"
+    );
+}
+
+#[test]
 fn a_good_till_time_order_expires_at_its_time() {
     let mut v = Venue::new();
     let (early, _) = v.with_tif(2, Side::Sell, px(1000), TimeInForce::Gtt { expire_secs: 2 });

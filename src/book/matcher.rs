@@ -1703,6 +1703,11 @@ impl Matcher {
                     }
                     DayEvent::EndOfSystemHours | DayEvent::EndOfMessages => {
                         self.cancel_where_emit(CancelReason::Closed, emit, |_, _| true);
+                        // Nothing rests: every expiry left is of an order that is gone
+                        // (it would only wake the engine for nothing).
+                        self.expiries.clear();
+                        self.next_expiry = u64::MAX;
+                        self.next_deadline = self.next_resume;
                     }
                     _ => {}
                 }
