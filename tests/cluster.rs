@@ -8,10 +8,9 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use ironmatch::book::{EventBody, RejectReason};
@@ -88,27 +87,8 @@ fn nodes(tag: &str) -> Vec<Node> {
 
 /// Starts `serve` for `node`; its stderr goes to `serve.log` beside the configuration.
 fn start(node: &mut Node) {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(node.config.with_file_name("serve.log"))
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ironmatch"))
-        .args(["serve", "--config", node.config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    node.gateway = Some(addr.parse().unwrap());
+    let (child, addr) = common::spawn_serve(&node.config);
+    node.gateway = Some(addr);
     node.child = Some(child);
 }
 
@@ -178,15 +158,7 @@ fn gateways(nodes: &[Node]) -> Vec<SocketAddr> {
     nodes.iter().filter_map(|n| n.gateway).collect()
 }
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use common::Rng;
 
 /// Every sequenced message each user saw, by sequence number.
 type Seen = Vec<HashMap<u64, Vec<u8>>>;
@@ -452,15 +424,7 @@ fn a_frozen_leader_acknowledges_nothing_after_it_lost_its_majority() {
         c.limit(r, b'B', 10, "AAPL", 1_500_000).unwrap();
     }
     signal(&nodes[lead], "-CONT");
-    let mut late = Vec::new();
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        match c.recv_message(Duration::from_millis(100)) {
-            Ok(Some(m)) => late.push(m),
-            Ok(None) => {}
-            Err(_) => break,
-        }
-    }
+    let late = messages_within(&mut c, Duration::from_secs(3));
     assert!(late.is_empty(), "the deposed leader acknowledged {late:?}");
     // It rejoins as a follower of the new leader.
     let deadline = Instant::now() + FAILOVER_MAX;
@@ -648,15 +612,7 @@ fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
     for r in 2..=6 {
         c.limit(r, b'B', 10, "AAPL", 1_500_000).unwrap();
     }
-    let mut late = Vec::new();
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
-        match c.recv_message(Duration::from_millis(100)) {
-            Ok(Some(m)) => late.push(m),
-            Ok(None) => {}
-            Err(_) => break,
-        }
-    }
+    let late = messages_within(&mut c, Duration::from_secs(3));
     assert!(late.is_empty(), "the cut-off leader acknowledged {late:?}");
     let status = ironmatch::cluster::status_of(&nodes[lead].raft, Duration::from_millis(500));
     assert!(
@@ -704,4 +660,18 @@ fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
     for n in &nodes {
         common::replay_verifies(&n.journal, &Config::load(&n.config).unwrap());
     }
+}
+
+/// Every sequenced message `c` receives within `wait` (until its connection ends).
+fn messages_within(c: &mut Client, wait: Duration) -> Vec<(u64, Vec<u8>)> {
+    let mut got = Vec::new();
+    let until = Instant::now() + wait;
+    while Instant::now() < until {
+        match c.recv_message(Duration::from_millis(100)) {
+            Ok(Some(m)) => got.push(m),
+            Ok(None) => {}
+            Err(_) => break,
+        }
+    }
+    got
 }

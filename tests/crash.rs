@@ -17,39 +17,7 @@ use ironmatch::wire::ouch::{Outbound, decode_outbound};
 const USERS: [(&str, &str); 3] = [("MM1", "mm1pass"), ("MM2", "mm2pass"), ("MM3", "mm3pass")];
 
 /// Starts `serve`; its stderr goes to `serve.log` beside the configuration.
-fn start(config: &Path) -> (Child, SocketAddr) {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(config.with_file_name("serve.log"))
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ironmatch"))
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split(" on ")
-        .nth(1)
-        .and_then(|s| s.split(' ').next())
-        .unwrap_or_else(|| panic!("no address in {line:?}"));
-    (child, addr.parse().unwrap())
-}
-
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use common::{Rng, spawn_serve as start};
 
 /// Every sequenced message a user ever saw, by sequence number.
 type Seen = Vec<HashMap<u64, Vec<u8>>>;

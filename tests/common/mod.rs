@@ -201,3 +201,45 @@ pub fn replay_verifies(dir: &std::path::Path, config: &Config) {
     .expect("the journal replays with identical events");
     assert!(summary.records > 0);
 }
+
+/// Starts `ironmatch serve --config CONFIG` as a child process, its stderr appended to
+/// `serve.log` beside the configuration; returns it and the gateway address its start line
+/// names (read from its stdout).
+pub fn spawn_serve(config: &std::path::Path) -> (std::process::Child, SocketAddr) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(config.with_file_name("serve.log"))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .split(" on ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .unwrap_or_else(|| panic!("no address in {line:?}"));
+    (child, addr.parse().unwrap())
+}
+
+/// A small seeded generator (xorshift), so a failing seed reproduces.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
