@@ -20,7 +20,10 @@ use ironmatch::journal::{Entry, scan_journal};
 use ironmatch::wire::ouch::{Outbound, decode_outbound};
 
 const USERS: [(&str, &str); 3] = [("MM1", "pw1"), ("MM2", "pw2"), ("MM3", "pw3")];
-/// A new leader takes logins within the election timeout plus this.
+/// A new leader takes logins within this after a kill, or the test fails. The design's
+/// bound (the election timeout plus 1 s: 1.8 s with these nodes' 400-800 ms) is printed
+/// and measured (README), not asserted: a shared 2-core machine can stall a process for
+/// longer than that.
 const FAILOVER_MAX: Duration = Duration::from_secs(10);
 
 struct Node {
@@ -260,6 +263,9 @@ fn run(kills: usize, seed: u64) {
     let mut rng = Rng(seed);
     let mut refs = vec![0u32; USERS.len()];
     let mut seen: Seen = vec![HashMap::new(); USERS.len()];
+    // From kill -9 to a new leader taking logins: printed, not asserted beyond
+    // FAILOVER_MAX (timings do not decide a test on a shared machine).
+    let mut failovers = Vec::with_capacity(kills);
     for kill in 0..kills {
         let mut clients = log_in_all(&nodes, &seen);
         let rounds = 2 + rng.below(6);
@@ -281,6 +287,7 @@ fn run(kills: usize, seed: u64) {
         }
         let lead = leader(&nodes);
         let mut child = nodes[lead].child.take().unwrap();
+        let killed = Instant::now();
         child.kill().unwrap();
         child.wait().unwrap();
         for (i, c) in clients.iter_mut().enumerate() {
@@ -290,18 +297,25 @@ fn run(kills: usize, seed: u64) {
         }
         drop(clients);
         // A new leader among the other two; clients fail over and get what they missed.
-        let started = Instant::now();
         let new = leader(&nodes);
+        failovers.push(killed.elapsed());
         eprintln!(
-            "kill {kill}: node {} leads after {:?}",
+            "kill {kill}: node {} takes logins {:?} after the kill",
             new + 1,
-            started.elapsed()
+            killed.elapsed()
         );
         let mut clients = log_in_all(&nodes, &seen);
         trade(&mut clients, &mut rng, &mut refs, &mut seen, 2);
         drop(clients);
         // The killed node rejoins and catches up from the log.
         start(&mut nodes[lead]);
+    }
+    failovers.sort();
+    if let (Some(first), Some(last)) = (failovers.first(), failovers.last()) {
+        eprintln!(
+            "failover over {kills} kills: min {first:?}, median {:?}, max {last:?}",
+            failovers[failovers.len() / 2]
+        );
     }
     // A follower wiped (journal and Raft log) and restarted catches up from the leader.
     let lead = leader(&nodes);
