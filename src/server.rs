@@ -196,7 +196,11 @@ impl Server {
                 for c in &raft.resume {
                     to_matcher.push(Record::Command(*c));
                 }
-                Some((settings.clone(), raft.store, role))
+                // Commands the journal held at start count as released: their events are
+                // in the sessions' recovered streams.
+                let released = opened.writer.released();
+                released.commands.store(commands, Ordering::Release);
+                Some((settings.clone(), raft.store, role, released))
             }
             None => None,
         };
@@ -250,7 +254,7 @@ impl Server {
                 marketdata: config.marketdata.clone(),
                 core: config.pipeline.feed_core,
                 live_from: writer.next_seq(),
-                cluster: raft.as_ref().map(|(_, _, role)| Arc::clone(role)),
+                cluster: raft.as_ref().map(|(_, _, role, _)| Arc::clone(role)),
             };
             let publisher = spawn_publisher(start, Arc::clone(&followers_stop))?;
             if config.marketdata.poll_interval_us == 0 {
@@ -336,7 +340,9 @@ impl Server {
 
         // R: the raft thread, last: the stages it feeds are running.
         let mut raft_addr = None;
-        if let (Some((settings, store, role)), Some((notify, proposals))) = (raft, proposals) {
+        if let (Some((settings, store, role, released)), Some((notify, proposals))) =
+            (raft, proposals)
+        {
             let node = crate::cluster::spawn(
                 settings,
                 store,
@@ -344,6 +350,7 @@ impl Server {
                 notify,
                 Arc::clone(&to_matcher),
                 role,
+                released,
             )?;
             raft_addr = Some(node.raft_addr);
             threads.push(node.thread);

@@ -173,8 +173,11 @@ fn log_in_all(nodes: &[Node], seen: &Seen) -> Vec<Client> {
         .zip(seen)
         .map(|((u, p), s)| {
             let next = s.keys().max().map_or(1, |m| m + 1);
-            let (c, _, _) = Client::connect_any(&gateways(nodes), u, p, next, FAILOVER_MAX)
+            let (c, _, first) = Client::connect_any(&gateways(nodes), u, p, next, FAILOVER_MAX)
                 .unwrap_or_else(|e| panic!("{u} cannot log in to a leader: {e}"));
+            // The leader's stream holds every message the client saw (it takes logins
+            // only once its egress caught up), so it resumes exactly where asked.
+            assert_eq!(first, next, "{u}: the leader resumes at the sequence asked");
             c
         })
         .collect()

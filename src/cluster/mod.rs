@@ -16,8 +16,10 @@
 //! the RPC listener ([`network`]), the proposer and the role watcher. The matcher stays
 //! synchronous. The role watcher publishes whether this node may take logins
 //! ([`ClusterRole::accepting`]): it is the leader, it has applied an entry of its own term
-//! (so its sessions' streams hold everything committed before), and a majority answered
-//! it within the election timeout. When that stops being true, the gateway drops every
+//! and its journal writer has released the events of every command applied so far (so
+//! its sessions' streams hold everything committed before; the gateway takes them from
+//! egress's ring before answering a login), and a majority answered it within the
+//! election timeout. When that stops being true, the gateway drops every
 //! session and refuses logins with `S`; followers refuse them from the start.
 
 pub mod network;
@@ -27,7 +29,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
 
 use crate::book::Command;
 use crate::journal::FsyncMode;
+use crate::journal::Released;
 use crate::pipeline::{Record, Ring};
 use network::{Reply, Request, read_frame, write_frame};
 use store::RaftStore;
@@ -101,6 +104,9 @@ pub struct NodeStatus {
 #[derive(Debug, Default)]
 pub struct ClusterRole {
     accepting: AtomicBool,
+    /// Events the journal writer had released to egress when this node caught up as the
+    /// leader; written before `accepting` turns true.
+    egress_target: AtomicU64,
 }
 
 impl ClusterRole {
@@ -108,6 +114,13 @@ impl ClusterRole {
     /// term, heard from a majority within the election timeout.
     pub fn accepting(&self) -> bool {
         self.accepting.load(Ordering::Acquire)
+    }
+
+    /// How many events (counted since start) egress must have taken before a login is
+    /// answered: then every session's stream holds everything committed before this
+    /// node's term, which the journal writer has already put in egress's ring.
+    pub fn egress_target(&self) -> u64 {
+        self.egress_target.load(Ordering::Acquire)
     }
 }
 
@@ -151,7 +164,8 @@ pub fn proposer_wake() -> (Arc<tokio::sync::Notify>, crate::pipeline::Wake) {
 }
 
 /// Starts the raft thread. `proposals` is the gateway's output ring (woken through
-/// `notify`), `store` the opened log whose applies feed the matcher's ring `apply`.
+/// `notify`), `store` the opened log whose applies feed the matcher's ring `apply`,
+/// `released` what this node's journal writer has released to egress.
 pub fn spawn(
     settings: ClusterSettings,
     store: RaftStore,
@@ -159,6 +173,7 @@ pub fn spawn(
     notify: Arc<tokio::sync::Notify>,
     apply: Arc<Ring<Record>>,
     role: Arc<ClusterRole>,
+    released: Arc<Released>,
 ) -> io::Result<ClusterNode> {
     let own = settings
         .peers
@@ -182,21 +197,43 @@ pub fn spawn(
                 .build()
                 .expect("a tokio runtime");
             runtime.block_on(run(
-                settings, store, listener, proposals, notify, apply, role,
+                settings,
+                store,
+                listener,
+                Links {
+                    proposals,
+                    notify,
+                    apply,
+                    role,
+                    released,
+                },
             ));
         })?;
     Ok(ClusterNode { thread, raft_addr })
+}
+
+/// What the raft thread shares with the pipeline (see [`spawn`]).
+struct Links {
+    proposals: Arc<Ring<Record>>,
+    notify: Arc<tokio::sync::Notify>,
+    apply: Arc<Ring<Record>>,
+    role: Arc<ClusterRole>,
+    released: Arc<Released>,
 }
 
 async fn run(
     settings: ClusterSettings,
     store: RaftStore,
     listener: std::net::TcpListener,
-    proposals: Arc<Ring<Record>>,
-    notify: Arc<tokio::sync::Notify>,
-    apply: Arc<Ring<Record>>,
-    role: Arc<ClusterRole>,
+    links: Links,
 ) {
+    let Links {
+        proposals,
+        notify,
+        apply,
+        role,
+        released,
+    } = links;
     let config = openraft::Config {
         cluster_name: "ironmatch".into(),
         heartbeat_interval: settings.heartbeat_interval_ms,
@@ -207,6 +244,7 @@ async fn run(
         ..Default::default()
     };
     let config = Arc::new(config.validate().expect("validated with [cluster]"));
+    let applied = store.clone();
     let (log_store, state_machine) = openraft::storage::Adaptor::new(store);
     let raft: Raft<TypeConfig> = Raft::new(
         settings.node_id,
@@ -242,6 +280,11 @@ async fn run(
         settings.node_id,
         settings.election_timeout_min_ms,
         Arc::clone(&role),
+        Catchup {
+            applied,
+            released,
+            term: None,
+        },
     ));
     propose(&raft, &proposals, &notify).await;
     // The gateway's shutdown marker came: no more proposals, nothing more applied.
@@ -360,12 +403,41 @@ async fn propose(raft: &Raft<TypeConfig>, proposals: &Ring<Record>, notify: &tok
     }
 }
 
-/// Publishes whether this node may take logins, from Raft's metrics.
+/// Whether a leader's journal and egress have caught up with what it applied.
+struct Catchup {
+    applied: RaftStore,
+    released: Arc<Released>,
+    /// The term in which this node, leading, last caught up.
+    term: Option<u64>,
+}
+
+impl Catchup {
+    /// Whether this node has caught up in `term`: once every command applied so far has
+    /// its events in egress's ring (checked until true, then kept for the term, so a
+    /// pipeline busy with new commands does not drop the sessions). Sets the role's egress
+    /// target when it becomes true.
+    fn caught_up(&mut self, term: u64, role: &ClusterRole) -> bool {
+        if self.term == Some(term) {
+            return true;
+        }
+        let applied = self.applied.commands_applied();
+        if self.released.commands.load(Ordering::Acquire) < applied {
+            return false;
+        }
+        let events = self.released.events.load(Ordering::Acquire);
+        role.egress_target.store(events, Ordering::Release);
+        self.term = Some(term);
+        true
+    }
+}
+
+/// Publishes whether this node may take logins, from Raft's metrics and its own pipeline.
 async fn watch_role(
     raft: Raft<TypeConfig>,
     me: NodeId,
     election_timeout_ms: u64,
     role: Arc<ClusterRole>,
+    mut catchup: Catchup,
 ) {
     let mut was = None;
     loop {
@@ -376,6 +448,7 @@ async fn watch_role(
                 && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
                 && m.millis_since_quorum_ack
                     .is_some_and(|ms| ms < election_timeout_ms)
+                && catchup.caught_up(m.current_term, &role)
         };
         role.accepting.store(accepting, Ordering::Release);
         if was != Some(accepting) {

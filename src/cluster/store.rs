@@ -124,6 +124,11 @@ impl RaftStore {
         })
     }
 
+    /// Commands of the entries applied so far (pushed, or being pushed, to the matcher).
+    pub fn commands_applied(&self) -> u64 {
+        self.lock().commands_applied
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner
             .lock()
@@ -525,5 +530,47 @@ mod tests {
         });
         // A journal ahead of the log is refused.
         assert!(RaftStore::open(&dir, FsyncMode::Never, 100, None).is_err());
+    }
+
+    #[test]
+    fn a_leader_takes_logins_only_once_egress_holds_every_applied_command() {
+        use super::super::{Catchup, ClusterRole};
+        use crate::journal::Released;
+        use std::sync::atomic::Ordering;
+        let dir = temp("catchup");
+        run(async {
+            let mut s = RaftStore::open(&dir, FsyncMode::Never, 0, None)
+                .unwrap()
+                .store;
+            s.apply_to_state_machine(&[entry(1, 1, 3)]).await.unwrap();
+            let released = Arc::new(Released::default());
+            let role = ClusterRole::default();
+            let mut catchup = Catchup {
+                applied: s.clone(),
+                released: Arc::clone(&released),
+                term: None,
+            };
+            let set = |commands: u64, events: u64| {
+                released.events.store(events, Ordering::Release);
+                released.commands.store(commands, Ordering::Release);
+            };
+            set(2, 5);
+            assert!(
+                !catchup.caught_up(1, &role),
+                "one applied command not released"
+            );
+            set(3, 9);
+            assert!(catchup.caught_up(1, &role));
+            assert_eq!(role.egress_target(), 9);
+            // Kept for the term while new commands are applied and still in the pipeline.
+            s.apply_to_state_machine(&[entry(1, 2, 4)]).await.unwrap();
+            assert!(catchup.caught_up(1, &role));
+            assert_eq!(role.egress_target(), 9);
+            // A new term (this node led, lost, leads again) checks again.
+            assert!(!catchup.caught_up(2, &role));
+            set(7, 20);
+            assert!(catchup.caught_up(2, &role));
+            assert_eq!(role.egress_target(), 20);
+        });
     }
 }

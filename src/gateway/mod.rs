@@ -147,6 +147,8 @@ pub struct Gateway {
     metrics: Option<Arc<EngineMetrics>>,
     /// Events taken from the egress ring so far, for the journal writer's marks.
     egress_taken: u64,
+    /// Egress took the shutdown marker (it says so on every call after).
+    egress_done: bool,
     marks: MarkReader,
     /// Stamps commands: nanoseconds since midnight in the venue's time zone.
     clock: VenueClock,
@@ -267,6 +269,7 @@ impl Gateway {
             done: false,
             metrics: None,
             egress_taken: 0,
+            egress_done: false,
             marks: MarkReader::default(),
             clock: config
                 .schedule()
@@ -334,6 +337,23 @@ impl Gateway {
     /// while it leads with a majority.
     fn leads(&self) -> bool {
         self.cluster.as_ref().is_none_or(|r| r.accepting())
+    }
+
+    /// In a cluster: takes from egress's ring every event released before this node
+    /// began to lead (they are there already: see [`crate::cluster::ClusterRole::egress_target`]),
+    /// so a session logging in finds its whole stream. False if they are not (never
+    /// expected: the login is then refused and the client tries again).
+    fn streams_complete(&mut self) -> bool {
+        let Some(target) = self.cluster.as_ref().map(|r| r.egress_target()) else {
+            return true;
+        };
+        while self.egress_taken < target {
+            match self.egress() {
+                Egress::Moved => {}
+                Egress::Idle | Egress::Done => break,
+            }
+        }
+        self.egress_taken >= target
     }
 
     /// In a cluster: drops every connection when this node stops leading.
@@ -900,6 +920,11 @@ impl Gateway {
                         soupbin::REJECT_SESSION_UNAVAILABLE,
                         "this node does not lead the cluster",
                     ))
+                } else if !self.streams_complete() {
+                    Err((
+                        soupbin::REJECT_SESSION_UNAVAILABLE,
+                        "this node's session streams are not complete yet",
+                    ))
                 } else if !day_open {
                     Err((
                         soupbin::REJECT_SESSION_UNAVAILABLE,
@@ -1112,6 +1137,9 @@ impl Gateway {
 
     /// Moves released events into their users' stores and writes them out.
     fn egress(&mut self) -> Egress {
+        if self.egress_done {
+            return Egress::Done;
+        }
         let mut moved = false;
         for _ in 0..crate::journal::BATCH_LEN_MAX {
             match self.outbound.try_pop() {
@@ -1128,7 +1156,10 @@ impl Gateway {
                         }
                     }
                 }
-                Some(Record::Shutdown) => return Egress::Done,
+                Some(Record::Shutdown) => {
+                    self.egress_done = true;
+                    return Egress::Done;
+                }
                 Some(Record::Command(_)) => {}
                 None => break,
             }

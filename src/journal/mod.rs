@@ -61,7 +61,7 @@ pub use reader::{
     JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,
     segment_paths,
 };
-pub use writer::{FsyncMode, JournalAgent, JournalWriter};
+pub use writer::{FsyncMode, JournalAgent, JournalWriter, Released};
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).
 pub const BATCH_LEN_MAX: usize = 1024;

@@ -125,6 +125,8 @@ pub struct JournalWriter {
     /// The last record written (made durable with `fsync = "always"`), for the snapshot
     /// writer.
     written: Arc<AtomicU64>,
+    /// What the writer released to egress, for a cluster's new leader (see [`Released`]).
+    released: Arc<Released>,
 }
 
 /// The file name of the segment starting at `first_seq`.
@@ -174,6 +176,7 @@ impl JournalWriter {
                 FsyncMode::Always => None,
             },
             written: Arc::new(AtomicU64::new(next_seq - 1)),
+            released: Arc::new(Released::default()),
         })
     }
 
@@ -193,6 +196,11 @@ impl JournalWriter {
     /// to it being in the files.
     pub fn written(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.written)
+    }
+
+    /// What this writer has released to egress, published after each batch.
+    pub fn released(&self) -> Arc<Released> {
+        Arc::clone(&self.released)
     }
 
     /// The sequence number the next record gets.
@@ -268,6 +276,20 @@ impl JournalWriter {
     fn buf_first_seq(&self) -> u64 {
         u64::from_le_bytes(self.buf[4..12].try_into().expect("a staged record"))
     }
+}
+
+/// Counts of what the journal writer has written and released to egress, for a cluster
+/// node that becomes the leader: it takes logins only once every command it applied has
+/// its events in egress's ring (see [`crate::cluster`]), so a client logging in with its
+/// next sequence number finds its whole stream there.
+#[derive(Debug, Default)]
+pub struct Released {
+    /// Commands written whose events are in egress's ring (those the journal held at
+    /// start included, once the server sets that base).
+    pub commands: AtomicU64,
+    /// Events pushed to egress's ring since start. Stored before `commands`: who reads
+    /// `commands` first (Acquire) then this has at least those commands' events.
+    pub events: AtomicU64,
 }
 
 /// The journal writer stage as an agent: each `do_work` appends one batch (one `write`,
@@ -373,11 +395,13 @@ impl Agent for JournalAgent {
         let w = &mut self.writer;
         let mut taken = 0;
         let mut records = 0u64;
+        let mut commands = 0u64;
         let mut shutdown = false;
         while taken < BATCH_LEN_MAX {
             match self.input.try_pop() {
                 Some(Record::Command(c)) => {
                     w.stage(&Entry::Command(c));
+                    commands += 1;
                     records += 1;
                 }
                 Some(Record::Event(e)) => {
@@ -431,6 +455,8 @@ impl Agent for JournalAgent {
         for e in w.events.drain(..) {
             self.output.push(Record::Event(e));
         }
+        w.released.events.fetch_add(released, Ordering::Release);
+        w.released.commands.fetch_add(commands, Ordering::Release);
         if let Some(signal) = &w.followers {
             signal.notify();
         }
