@@ -102,6 +102,8 @@ pub struct LoadReport {
     pub replies: u64,
     /// Messages never answered (within the drain time).
     pub missing: u64,
+    /// Sessions that logged in again at a cluster's new leader.
+    pub failovers: u64,
     /// Executions on the taking side.
     pub trades: u64,
     /// Rejects by OUCH reason.
@@ -144,6 +146,7 @@ impl LoadReport {
             "sent": self.sent,
             "replies": self.replies,
             "missing": self.missing,
+            "failovers": self.failovers,
             "trades": self.trades,
             "rejects": self.rejects,
             "send_seconds": self.send_seconds,
@@ -237,6 +240,9 @@ struct Quote {
 /// The sending half of a session: its socket for writing and its quotes.
 struct Quoter {
     stream: std::net::TcpStream,
+    /// The connection failed (a cluster's leader went away): messages queue in `out` until
+    /// the receiver hands over the new leader's connection.
+    down: bool,
     out: Vec<u8>,
     next_ref: u32,
     /// Per instrument: bid and ask quote.
@@ -251,6 +257,9 @@ struct Listener {
     pending: FxHashMap<u32, VecDeque<u64>>,
     pending_count: u64,
     closed: bool,
+    /// The sequence number of the next message the engine will send this session (where
+    /// a failover's login resumes).
+    next_seq: u64,
 }
 
 /// Due time of a request, sent by the sender before the request itself.
@@ -376,13 +385,13 @@ fn spawn_echo() -> io::Result<(SocketAddr, impl FnOnce())> {
 }
 
 /// Logs in at `first`, else at each of `also` in turn (a cluster's follower refuses with
-/// `S`); returns the address that took the login, the stream and the next UserRefNum.
+/// `S`); returns the address that took the login and the session.
 fn login_any(
     first: SocketAddr,
     also: &[SocketAddr],
     user: &str,
     password: &str,
-) -> io::Result<(SocketAddr, (std::net::TcpStream, u32))> {
+) -> io::Result<(SocketAddr, LoggedIn)> {
     let mut last = None;
     for &addr in std::iter::once(&first).chain(also) {
         match login(addr, user, password) {
@@ -394,8 +403,17 @@ fn login_any(
     Err(last.expect("at least one address was tried"))
 }
 
-/// Logs in with a blocking socket; returns the stream and the next UserRefNum to use.
-fn login(addr: SocketAddr, user: &str, password: &str) -> io::Result<(std::net::TcpStream, u32)> {
+/// A session just logged in.
+struct LoggedIn {
+    stream: std::net::TcpStream,
+    /// The next UserRefNum the engine accepts.
+    next_ref: u32,
+    /// The sequence number of the next message it will send.
+    next_seq: u64,
+}
+
+/// Logs in with a blocking socket and asks for the next UserRefNum to use.
+fn login(addr: SocketAddr, user: &str, password: &str) -> io::Result<LoggedIn> {
     let mut stream = std::net::TcpStream::connect(addr)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -408,11 +426,15 @@ fn login(addr: SocketAddr, user: &str, password: &str) -> io::Result<(std::net::
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let mut logged_in = false;
+    let mut next_seq = 0u64;
     loop {
         while let Some(frame) = soupbin::next_frame(&buf, 1 << 16).map_err(io::Error::other)? {
             let len = frame.len;
             match soupbin::decode_server(&frame).map_err(io::Error::other)? {
-                ServerPacket::LoginAccepted(_) => logged_in = true,
+                ServerPacket::LoginAccepted(a) => {
+                    logged_in = true;
+                    next_seq = soupbin::parse_number(&a.sequence).unwrap_or(1);
+                }
                 ServerPacket::LoginRejected(code) => {
                     return Err(io::Error::new(
                         io::ErrorKind::PermissionDenied,
@@ -426,11 +448,16 @@ fn login(addr: SocketAddr, user: &str, password: &str) -> io::Result<(std::net::
                     ));
                 }
                 ServerPacket::Sequenced(msg) => {
+                    next_seq += 1;
                     if let Ok(Outbound::AccountQueryResponse(r)) = decode_outbound(msg)
                         && logged_in
                     {
                         stream.set_read_timeout(None)?;
-                        return Ok((stream, r.next_user_ref.get().max(1)));
+                        return Ok(LoggedIn {
+                            stream,
+                            next_ref: r.next_user_ref.get().max(1),
+                            next_seq,
+                        });
                     }
                 }
                 ServerPacket::Debug(text) => {
@@ -451,6 +478,85 @@ fn login(addr: SocketAddr, user: &str, password: &str) -> io::Result<(std::net::
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("{user}: connection closed during login"),
+            ));
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// A session logged in again after a failover, resuming its stream.
+struct Resumed {
+    addr: SocketAddr,
+    stream: std::net::TcpStream,
+    /// The sequence number of the first message to come (the one asked for, unless the
+    /// server's stream is shorter).
+    next_seq: u64,
+    /// Bytes read past the Login Accepted (the first replayed messages).
+    rest: Vec<u8>,
+}
+
+/// How long a session looks for a new leader after its connection failed.
+const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+
+/// Logs `user` in again at whichever of `addrs` takes it (a cluster's new leader; followers
+/// refuse with `S`), asking for message `next_seq` on: SoupBinTCP's own recovery.
+fn resume(addrs: &[SocketAddr], user: &str, password: &str, next_seq: u64) -> io::Result<Resumed> {
+    let deadline = Instant::now() + FAILOVER_WAIT;
+    let mut last = io::Error::other("no address");
+    loop {
+        for &addr in addrs {
+            match resume_at(addr, user, password, next_seq) {
+                Ok(r) => return Ok(r),
+                Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn resume_at(addr: SocketAddr, user: &str, password: &str, next_seq: u64) -> io::Result<Resumed> {
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut out = Vec::new();
+    soupbin::write_login_request(&mut out, user, password, "", next_seq);
+    stream.write_all(&out)?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(frame) = soupbin::next_frame(&buf, 1 << 16).map_err(io::Error::other)? {
+            let len = frame.len;
+            match soupbin::decode_server(&frame).map_err(io::Error::other)? {
+                ServerPacket::LoginAccepted(a) => {
+                    let next_seq = soupbin::parse_number(&a.sequence).map_err(io::Error::other)?;
+                    stream.set_read_timeout(None)?;
+                    return Ok(Resumed {
+                        addr,
+                        stream,
+                        next_seq,
+                        rest: buf.split_off(len),
+                    });
+                }
+                ServerPacket::LoginRejected(code) => {
+                    return Err(io::Error::other(format!(
+                        "login rejected ({})",
+                        code as char
+                    )));
+                }
+                _ => {
+                    buf.drain(..len);
+                    continue;
+                }
+            }
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed during login",
             ));
         }
         buf.extend_from_slice(&chunk[..n]);
@@ -634,6 +740,44 @@ impl Quoter {
     }
 
     /// Writes what is queued; a full socket buffer (the engine not reading) is waited out.
+    /// With `failover`, a failed connection marks the session down (what was queued is
+    /// dropped: it went to a node that is gone, and its replies will be missing) and
+    /// queues until [`Quoter::reconnect`].
+    fn flush_or_fail_over(&mut self, failover: bool) -> io::Result<()> {
+        if self.down {
+            return Ok(());
+        }
+        match self.flush() {
+            Err(_) if failover => {
+                self.down = true;
+                self.out.clear();
+                self.forget_quotes();
+                Ok(())
+            }
+            result => result,
+        }
+    }
+
+    /// The new leader's connection: what queued while down goes out now.
+    fn reconnect(&mut self, stream: std::net::TcpStream) -> io::Result<()> {
+        if !self.down {
+            // The old connection failed without a write error: what went out on it
+            // since may be lost too.
+            self.forget_quotes();
+        }
+        self.stream = stream;
+        self.down = false;
+        self.flush_or_fail_over(true)
+    }
+
+    /// Quotes entered or replaced by messages that may be lost are not replaced again (a
+    /// chain of replaces from a lost order would all be rejected): new quotes start over.
+    fn forget_quotes(&mut self) {
+        for sides in &mut self.quotes {
+            *sides = [None, None];
+        }
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         while !self.out.is_empty() {
             match self.stream.write(&self.out) {
@@ -710,8 +854,10 @@ fn send_all(
     heartbeats: bool,
     dues: crossbeam::channel::Sender<Due>,
     news: crossbeam::channel::Receiver<QuoteNews>,
+    reconnects: Option<crossbeam::channel::Receiver<(usize, std::net::TcpStream)>>,
     sent_so_far: &std::sync::atomic::AtomicU64,
 ) -> io::Result<Sent> {
+    let failover = reconnects.is_some();
     let interval_ns = 1e9 / rate.max(1) as f64;
     let due_ns = |i: u64| (i as f64 * interval_ns) as u64;
     let mut send_lag = histogram();
@@ -733,6 +879,11 @@ fn send_all(
                 std::thread::yield_now();
             }
             continue;
+        }
+        if let Some(reconnects) = &reconnects {
+            for (s, stream) in reconnects.try_iter() {
+                quoters[s].reconnect(stream)?;
+            }
         }
         for n in news.try_iter() {
             let session = match n {
@@ -758,18 +909,29 @@ fn send_all(
         }
         for (s, quoter) in quoters.iter_mut().enumerate() {
             if std::mem::take(&mut dirty[s]) {
-                quoter.flush()?;
+                quoter.flush_or_fail_over(failover)?;
             }
         }
         let now = start.elapsed();
         if heartbeats && now >= next_heartbeat {
             next_heartbeat += Duration::from_secs(1);
-            for q in &mut quoters {
+            for q in quoters.iter_mut().filter(|q| !q.down) {
                 soupbin::write_empty(&mut q.out, kind::CLIENT_HEARTBEAT);
-                q.flush()?;
+                q.flush_or_fail_over(failover)?;
             }
         }
         sent_so_far.store(i, std::sync::atomic::Ordering::Relaxed);
+    }
+    // Sessions still down at the end: their last messages go out once they are back.
+    if let Some(reconnects) = &reconnects {
+        let deadline = Instant::now() + FAILOVER_WAIT;
+        while quoters.iter().any(|q| q.down) && Instant::now() < deadline {
+            match reconnects.recv_timeout(Duration::from_millis(50)) {
+                Ok((s, stream)) => quoters[s].reconnect(stream)?,
+                Err(crossbeam::channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam::channel::RecvTimeoutError::Disconnected) => break,
+            }
+        }
     }
     Ok(Sent {
         sent: total,
@@ -793,14 +955,22 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
     let mut listeners = Vec::new();
     let mut addr = addr;
     for (i, (user, password)) in options.users.iter().enumerate() {
-        let (std_stream, next_ref) = match target {
+        let LoggedIn {
+            stream: std_stream,
+            next_ref,
+            next_seq,
+        } = match target {
             Target::Engine if i == 0 => {
                 let (found, logged_in) = login_any(addr, &options.also, user, password)?;
                 addr = found;
                 logged_in
             }
             Target::Engine => login(addr, user, password)?,
-            Target::Echo => (std::net::TcpStream::connect(addr)?, 1),
+            Target::Echo => LoggedIn {
+                stream: std::net::TcpStream::connect(addr)?,
+                next_ref: 1,
+                next_seq: 1,
+            },
         };
         std_stream.set_nodelay(true)?;
         let writer = std_stream.try_clone()?;
@@ -810,6 +980,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
             .register(&mut stream, Token(i), Interest::READABLE)?;
         quoters.push(Quoter {
             stream: writer,
+            down: false,
             out: Vec::with_capacity(1 << 12),
             next_ref,
             quotes: vec![[None, None]; options.instruments.len()],
@@ -820,6 +991,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
             pending: FxHashMap::default(),
             pending_count: 0,
             closed: false,
+            next_seq,
         });
     }
     if quoters.is_empty() {
@@ -844,6 +1016,17 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
     };
     let (due_tx, due_rx) = crossbeam::channel::unbounded::<Due>();
     let (news_tx, news_rx) = crossbeam::channel::unbounded::<QuoteNews>();
+    // With a cluster's addresses, sessions whose connection fails log in again at the
+    // new leader and the sender gets their new connections.
+    let cluster: Vec<SocketAddr> = match target {
+        Target::Engine if !options.also.is_empty() => std::iter::once(options.connect)
+            .chain(options.also.iter().copied())
+            .collect(),
+        _ => Vec::new(),
+    };
+    let (reconnect_tx, reconnect_rx) = crossbeam::channel::unbounded();
+    let reconnects = (!cluster.is_empty()).then_some(reconnect_rx);
+    let mut failovers = 0u64;
     let sent_so_far = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let sender = {
@@ -861,6 +1044,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
                     target == Target::Engine,
                     due_tx,
                     news_rx,
+                    reconnects,
                     &sent_so_far,
                 )
             })?
@@ -870,6 +1054,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
     let mut window = histogram();
     let mut counters = Counters::default();
     let mut next_progress = Duration::from_secs(1);
+    let mut next_heartbeat = Duration::ZERO;
     let mut drain_deadline: Option<Instant> = None;
     let mut sender_done = false;
     let mut events = Events::with_capacity(256);
@@ -895,6 +1080,10 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) if !cluster.is_empty() => {
+                        listener.closed = true;
+                        break;
+                    }
                     Err(e) => return Err(e),
                 }
             }
@@ -912,7 +1101,14 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
                 consumed += frame.len;
                 let answered = match target {
                     Target::Echo => echo_reply(frame.payload),
-                    Target::Engine => engine_reply(&frame, i, listener, &mut counters, &news_tx)?,
+                    Target::Engine => engine_reply(
+                        &frame,
+                        i,
+                        listener,
+                        &mut counters,
+                        &news_tx,
+                        !cluster.is_empty(),
+                    )?,
                 };
                 if let Some(user_ref) = answered
                     && let Some(due) = listener.resolve(user_ref)
@@ -925,6 +1121,37 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
             }
             listener.inbuf = inbuf;
             listener.inbuf.drain(..consumed);
+        }
+        // A cluster's leader went away: every session it held logs in at the new one.
+        let past_drain = drain_deadline.is_some_and(|d| Instant::now() >= d);
+        if !cluster.is_empty() && !past_drain {
+            for (i, listener) in listeners.iter_mut().enumerate() {
+                if !listener.closed {
+                    continue;
+                }
+                let (user, password) = &options.users[i];
+                let lost = Instant::now();
+                let r = resume(&cluster, user, password, listener.next_seq)?;
+                let _ = poll.registry().deregister(&mut listener.stream);
+                let writer = r.stream.try_clone()?;
+                r.stream.set_nonblocking(true)?;
+                listener.stream = TcpStream::from_std(r.stream);
+                poll.registry()
+                    .register(&mut listener.stream, Token(i), Interest::READABLE)?;
+                // Bytes of the old connection's last partial packet are dropped; the
+                // resumed stream starts on a packet boundary.
+                listener.inbuf = r.rest;
+                listener.next_seq = r.next_seq;
+                listener.closed = false;
+                failovers += 1;
+                eprintln!(
+                    "load: {user} logged in again at {} from message {} after {:.2?}",
+                    r.addr,
+                    r.next_seq,
+                    lost.elapsed()
+                );
+                let _ = reconnect_tx.send((i, writer));
+            }
         }
         let now = start.elapsed();
         if options.progress && now >= next_progress {
@@ -941,6 +1168,18 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
                 window.value_at_percentile(99.0) as f64 / 1e3,
             );
             window.reset();
+        }
+        // Past the last send the sender's heartbeats stop: keep the sessions alive while
+        // the last replies drain.
+        if sender_done && now >= next_heartbeat {
+            next_heartbeat = now + Duration::from_secs(1);
+            if target == Target::Engine {
+                let mut heartbeat = Vec::new();
+                soupbin::write_empty(&mut heartbeat, kind::CLIENT_HEARTBEAT);
+                for l in listeners.iter_mut().filter(|l| !l.closed) {
+                    let _ = l.stream.write(&heartbeat);
+                }
+            }
         }
         if !sender_done && sender.is_finished() {
             sender_done = true;
@@ -984,6 +1223,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
         sent: sent.sent,
         replies: counters.replies,
         missing,
+        failovers,
         trades: counters.trades,
         rejects: counters.rejects,
         send_seconds: sent.last_send.as_secs_f64(),
@@ -1009,9 +1249,18 @@ fn engine_reply(
     listener: &mut Listener,
     counters: &mut Counters,
     news: &crossbeam::channel::Sender<QuoteNews>,
+    failover: bool,
 ) -> io::Result<Option<u32>> {
     let msg = match soupbin::decode_server(frame).map_err(io::Error::other)? {
-        ServerPacket::Sequenced(msg) => msg,
+        ServerPacket::Sequenced(msg) => {
+            listener.next_seq += 1;
+            msg
+        }
+        // A cluster node that stops leading says why and closes: fail over.
+        ServerPacket::Debug(_) if failover => {
+            listener.closed = true;
+            return Ok(None);
+        }
         ServerPacket::Debug(text) => {
             return Err(io::Error::other(format!(
                 "the engine closed a session: {}",
@@ -1135,6 +1384,15 @@ pub fn print_summary(
         baseline.map(|b| b.missing.to_string()),
         None,
     )?;
+    if engine.failovers > 0 {
+        row(
+            out,
+            "sessions failed over",
+            engine.failovers.to_string(),
+            None,
+            None,
+        )?;
+    }
     row(out, "trades", engine.trades.to_string(), None, None)?;
     let rejects: u64 = engine.rejects.values().sum();
     row(out, "rejects", rejects.to_string(), None, None)?;

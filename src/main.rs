@@ -396,7 +396,15 @@ fn load(
         return ExitCode::from(2);
     }
     if engine.missing > 0 {
-        eprintln!("ironmatch load: {} replies missing", engine.missing);
+        eprintln!(
+            "ironmatch load: {} replies missing{}",
+            engine.missing,
+            if engine.failovers > 0 {
+                " (a failover loses what was in flight to the node that went away)"
+            } else {
+                ""
+            }
+        );
         return ExitCode::from(1);
     }
     ExitCode::SUCCESS

@@ -26,6 +26,13 @@ const USERS: [(&str, &str); 3] = [("MM1", "pw1"), ("MM2", "pw2"), ("MM3", "pw3")
 /// longer than that.
 const FAILOVER_MAX: Duration = Duration::from_secs(10);
 
+/// Each test runs its three nodes alone: two clusters at once on a 2-core machine starve
+/// each other's heartbeats into elections no deployment would see.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Node {
     config: PathBuf,
     journal: PathBuf,
@@ -233,6 +240,7 @@ fn records(dir: &Path) -> Vec<Entry> {
 }
 
 fn run(kills: usize, seed: u64) {
+    let _turn = one_at_a_time();
     let mut nodes = nodes("cluster");
     for n in nodes.iter_mut() {
         start(n);
@@ -400,6 +408,7 @@ fn signal(node: &Node, sig: &str) {
 /// as a follower; what it took is not in the new leader's streams.
 #[test]
 fn a_frozen_leader_acknowledges_nothing_after_it_lost_its_majority() {
+    let _turn = one_at_a_time();
     let mut nodes = nodes("frozen");
     for n in nodes.iter_mut() {
         start(n);
@@ -478,6 +487,73 @@ fn a_frozen_leader_acknowledges_nothing_after_it_lost_its_majority() {
 #[test]
 fn three_nodes_survive_kill_9_of_the_leader() {
     run(20, 0x5eed_c105);
+}
+
+/// `ironmatch load` against the cluster: the leader is killed in the middle of the run,
+/// every session logs in again at the new leader by itself and the run goes on; only what
+/// was in flight to the dead node goes unanswered.
+#[test]
+fn the_load_generator_fails_over_in_the_middle_of_a_run() {
+    let _turn = one_at_a_time();
+    use ironmatch::load::{LoadInstrument, LoadOptions};
+    let mut nodes = nodes("load-failover");
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    // Every node stands at first (each initializes the cluster): let the first terms settle.
+    leader(&nodes);
+    std::thread::sleep(Duration::from_secs(2));
+    let lead = leader(&nodes);
+    let addrs = gateways(&nodes);
+    let options = LoadOptions {
+        connect: addrs[0],
+        also: addrs[1..].to_vec(),
+        users: USERS
+            .iter()
+            .map(|(u, p)| (u.to_string(), p.to_string()))
+            .collect(),
+        instruments: vec![LoadInstrument {
+            symbol: "AAPL".into(),
+            tick: 100,
+            lot: 1,
+            mid: 1_500_000,
+        }],
+        rate: 2_000,
+        duration: Duration::from_secs(6),
+        messages: None,
+        seed: 11,
+        ioc_percent: 10,
+        drain: Duration::from_secs(5),
+        progress: false,
+    };
+    let load = std::thread::spawn(move || ironmatch::load::run(&options, false));
+    std::thread::sleep(Duration::from_secs(2));
+    let mut child = nodes[lead].child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let (report, _) = load.join().unwrap().expect("the run ends without an error");
+    eprintln!(
+        "sent {}, replies {}, missing {}, failovers {}",
+        report.sent, report.replies, report.missing, report.failovers
+    );
+    assert!(
+        report.failovers >= USERS.len() as u64,
+        "every session failed over"
+    );
+    assert_eq!(report.replies + report.missing, report.sent);
+    // In flight to the dead node at most: a few milliseconds of the flow, not the
+    // seconds after it.
+    assert!(
+        report.missing < report.sent / 10,
+        "{} of {} unanswered",
+        report.missing,
+        report.sent
+    );
+    let new = leader(&nodes);
+    assert_ne!(new, lead);
+    for n in nodes.iter_mut() {
+        stop(n);
+    }
 }
 
 #[test]
@@ -609,6 +685,7 @@ fn isolate(links: &[Vec<Option<Link>>], n: usize, cut: bool) {
 /// uncommitted entries gone.
 #[test]
 fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
+    let _turn = one_at_a_time();
     let (mut nodes, links) = partitionable_nodes("partition");
     for n in nodes.iter_mut() {
         start(n);

@@ -257,16 +257,6 @@ async fn run(
     )
     .await
     .expect("the raft core starts");
-    // Every node proposes the same initial membership; a node that has a log already
-    // (or that joined) is told it is initialized, which is fine.
-    let members: BTreeMap<NodeId, Node> = settings
-        .peers
-        .iter()
-        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
-        .collect();
-    if let Err(e) = raft.initialize(members).await {
-        eprintln!("ironmatch cluster: initialize: {e} (already initialized)");
-    }
     let listener = tokio::net::TcpListener::from_std(listener).expect("a tokio listener");
     let contact = Arc::new(Contact::new(&settings));
     let server = tokio::spawn(serve(
@@ -286,6 +276,29 @@ async fn run(
             term: None,
         },
     ));
+    // Every node proposes the same initial membership; a node that has a log already
+    // (or that joined) is told it is initialized, which is fine. They do so in turn, the
+    // lowest id first, each an election timeout after the one before: nodes started
+    // together would otherwise all stand at once in the first term, and split its votes.
+    let rank = settings
+        .peers
+        .iter()
+        .filter(|(id, _)| *id < settings.node_id)
+        .count() as u64;
+    if !raft.is_initialized().await.unwrap_or(true) {
+        tokio::time::sleep(Duration::from_millis(
+            rank * settings.election_timeout_max_ms,
+        ))
+        .await;
+    }
+    let members: BTreeMap<NodeId, Node> = settings
+        .peers
+        .iter()
+        .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
+        .collect();
+    if let Err(e) = raft.initialize(members).await {
+        eprintln!("ironmatch cluster: initialize: {e} (already initialized)");
+    }
     propose(&raft, &proposals, &notify).await;
     // The gateway's shutdown marker came: no more proposals, nothing more applied.
     role.accepting.store(false, Ordering::Release);
@@ -441,6 +454,12 @@ async fn watch_role(
 ) {
     let mut was = None;
     loop {
+        if let Err(fatal) = &raft.metrics().borrow().running_state {
+            // Raft stopped (a storage error, most likely): this node can neither lead nor
+            // follow, and nothing may be acknowledged; stop as the journal writer does.
+            eprintln!("ironmatch cluster: node {me}: raft stopped: {fatal}; stopping");
+            std::process::exit(74);
+        }
         let accepting = {
             let m = raft.metrics().borrow().clone();
             m.state == ServerState::Leader
