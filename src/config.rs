@@ -824,6 +824,9 @@ impl Config {
             election_timeout_min_ms: c.election_timeout_min_ms,
             election_timeout_max_ms: c.election_timeout_max_ms,
             heartbeat_interval_ms: c.heartbeat_interval_ms,
+            config_fingerprint: self
+                .book_config()
+                .map_or(0, |book| crate::journal::fingerprint(&book)),
         })
     }
 

@@ -556,6 +556,47 @@ fn the_load_generator_fails_over_in_the_middle_of_a_run() {
     }
 }
 
+/// A node whose configuration differs (here a lot size) is refused by the others: it never
+/// joins, applies nothing, and both sides say why; the other two go on as a cluster.
+#[test]
+fn a_node_with_another_configuration_is_refused() {
+    let _turn = one_at_a_time();
+    let mut nodes = nodes("other-config");
+    let text = std::fs::read_to_string(&nodes[2].config).unwrap();
+    std::fs::write(
+        &nodes[2].config,
+        text.replacen("lot_size = 1\n", "lot_size = 10\n", 1),
+    )
+    .unwrap();
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    let lead = leader(&nodes);
+    assert_ne!(lead, 2, "the odd node cannot lead");
+    let (mut c, _, _) = Client::connect_any(&gateways(&nodes), "MM1", "pw1", 1, FAILOVER_MAX)
+        .expect("the two alike take logins");
+    c.limit(1, b'B', 10, "AAPL", 1_500_000).unwrap();
+    let (_, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(msg[0], b'A', "the majority of two acknowledges");
+    drop(c);
+    std::thread::sleep(Duration::from_millis(500));
+    let odd = ironmatch::cluster::status_of(&nodes[2].raft, Duration::from_millis(500)).unwrap();
+    assert_eq!(odd.applied, None, "the odd node applied nothing: {odd:?}");
+    for n in nodes.iter_mut() {
+        stop(n);
+    }
+    let log =
+        |i: usize| std::fs::read_to_string(nodes[i].config.with_file_name("serve.log")).unwrap();
+    for i in [2, lead] {
+        assert!(
+            log(i).contains("its configuration differs"),
+            "node {} says why: {}",
+            i + 1,
+            log(i)
+        );
+    }
+}
+
 #[test]
 #[ignore = "long: 200 leader kills"]
 fn three_nodes_survive_many_leader_kills() {

@@ -143,6 +143,9 @@ pub struct ClusterSettings {
     pub election_timeout_max_ms: u64,
     /// Leader heartbeat period, ms.
     pub heartbeat_interval_ms: u64,
+    /// [`crate::journal::fingerprint`] of this node's book configuration: every node's
+    /// must be the same (see [`network`]).
+    pub config_fingerprint: u64,
 }
 
 /// The raft thread, running.
@@ -251,6 +254,7 @@ async fn run(
         config,
         network::Network {
             peers: settings.peers.iter().cloned().collect(),
+            config: settings.config_fingerprint,
         },
         log_store,
         state_machine,
@@ -264,6 +268,7 @@ async fn run(
         raft.clone(),
         Arc::clone(&role),
         Arc::clone(&contact),
+        settings.config_fingerprint,
     ));
     let watcher = tokio::spawn(watch_role(
         raft.clone(),
@@ -563,6 +568,26 @@ async fn stand(raft: Raft<TypeConfig>, contact: Arc<Contact>) {
     contact.standing.store(false, Ordering::Release);
 }
 
+/// Logs refused hellos, at most one line per [`REFUSAL_LOG_PERIOD`] (a refused node
+/// reconnects at every heartbeat).
+#[derive(Default)]
+struct Refusals {
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+/// See [`Refusals`].
+const REFUSAL_LOG_PERIOD: Duration = Duration::from_secs(10);
+
+impl Refusals {
+    fn log(&self, from: std::net::SocketAddr, why: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_PERIOD) {
+            eprintln!("ironmatch cluster: refused a node connecting from {from}: {why}");
+            *last = Some(std::time::Instant::now());
+        }
+    }
+}
+
 /// Tries of [`stand`] at most.
 const STAND_TRIES: usize = 4;
 
@@ -572,18 +597,40 @@ async fn serve(
     raft: Raft<TypeConfig>,
     role: Arc<ClusterRole>,
     contact: Arc<Contact>,
+    config: u64,
 ) {
+    let refusals = Arc::new(Refusals::default());
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let Ok((mut stream, from)) = listener.accept().await else {
             continue;
         };
         let _ = stream.set_nodelay(true);
         let raft = raft.clone();
         let role = Arc::clone(&role);
         let contact = Arc::clone(&contact);
+        let refusals = Arc::clone(&refusals);
         tokio::spawn(async move {
+            // Raft requests only after a hello with this node's fingerprint.
+            let mut agreed = false;
             while let Ok(request) = read_frame::<Request>(&mut stream).await {
-                let reply = answer(&raft, &role, &contact, request).await;
+                let reply = match request {
+                    Request::Hello { config: theirs } if theirs == config => {
+                        agreed = true;
+                        Reply::Hello
+                    }
+                    Request::Hello { config: theirs } => {
+                        let why = format!(
+                            "its configuration differs (book fingerprint {config:016x}, the \
+                             caller's {theirs:016x}): every node needs the same instruments, \
+                             users and rules"
+                        );
+                        refusals.log(from, &why);
+                        Reply::Failed(why)
+                    }
+                    Request::Status => answer(&raft, &role, &contact, Request::Status).await,
+                    _ if !agreed => Reply::Failed("no hello on this connection".into()),
+                    request => answer(&raft, &role, &contact, request).await,
+                };
                 if write_frame(&mut stream, &reply).await.is_err() {
                     return;
                 }
@@ -633,6 +680,8 @@ async fn answer(
             Ok(r) => Reply::Snapshot(r),
             Err(e) => Reply::Failed(e.to_string()),
         },
+        // Said once per connection, in `serve`.
+        Request::Hello { .. } => Reply::Failed("a second hello".into()),
         Request::Status => {
             let m = raft.metrics().borrow().clone();
             Reply::Status(NodeStatus {

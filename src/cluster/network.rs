@@ -1,7 +1,11 @@
 //! Raft's network: a small request/reply protocol over TCP between nodes, on the raft
 //! thread. Each frame is `length u32 LE | postcard of a [`Request`] or [`Reply`]`; a
-//! connection carries one request at a time. The same listener answers `ironmatch cluster
-//! status` ([`Request::Status`]).
+//! connection carries one request at a time. A node opens each connection with
+//! [`Request::Hello`], carrying the fingerprint of its book configuration (instruments,
+//! users, rules: what the matcher needs to apply commands as every other node does); a node
+//! with another fingerprint refuses every Raft request on that connection, so nodes that
+//! would apply the same commands differently never form a cluster. The same listener
+//! answers `ironmatch cluster status` ([`Request::Status`]) without a hello.
 
 use std::io;
 use std::time::Duration;
@@ -33,6 +37,11 @@ pub enum Request {
     Snapshot(InstallSnapshotRequest<TypeConfig>),
     /// The node's role and indexes, for `ironmatch cluster status`.
     Status,
+    /// The first request on a connection from a node: its configuration's fingerprint.
+    Hello {
+        /// [`crate::journal::fingerprint`] of the sender's book configuration.
+        config: u64,
+    },
 }
 
 /// The answer to a [`Request`].
@@ -46,6 +55,8 @@ pub enum Reply {
     Snapshot(InstallSnapshotResponse<NodeId>),
     /// To [`Request::Status`].
     Status(NodeStatus),
+    /// To [`Request::Hello`] with the same fingerprint.
+    Hello,
     /// The receiving node's Raft failed the request.
     Failed(String),
 }
@@ -89,6 +100,8 @@ pub struct Network {
     /// Where this node reaches each peer: its own configuration's `peers`, which win over
     /// the addresses in the Raft membership (the same for every node).
     pub peers: std::collections::BTreeMap<NodeId, String>,
+    /// This node's configuration fingerprint, said in each connection's hello.
+    pub config: u64,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -103,6 +116,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .cloned()
                 .unwrap_or_else(|| node.addr.clone()),
             stream: None,
+            config: self.config,
+            refused: false,
         }
     }
 }
@@ -112,6 +127,9 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     stream: Option<TcpStream>,
+    config: u64,
+    /// The peer refused this node's hello (logged once).
+    refused: bool,
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
@@ -147,6 +165,31 @@ impl PeerClient {
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             stream.set_nodelay(true)?;
+            let mut stream = stream;
+            write_frame(
+                &mut stream,
+                &Request::Hello {
+                    config: self.config,
+                },
+            )
+            .await?;
+            match read_frame::<Reply>(&mut stream).await? {
+                Reply::Hello => self.refused = false,
+                reply => {
+                    let why = match reply {
+                        Reply::Failed(why) => why,
+                        _ => "an unexpected reply to hello".to_string(),
+                    };
+                    if !self.refused {
+                        eprintln!(
+                            "ironmatch cluster: node {} at {} refused this node: {why}",
+                            self.target, self.addr
+                        );
+                        self.refused = true;
+                    }
+                    return Err(io::Error::other(why));
+                }
+            }
             self.stream = Some(stream);
         }
         let stream = self.stream.as_mut().expect("connected above");
