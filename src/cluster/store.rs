@@ -4,8 +4,12 @@
 //! `length u32 LE | CRC32C u32 LE | postcard of the entry`), `vote` the last vote,
 //! `purged` the last purged log id. Appends are one `write` per call and, with
 //! `fsync = "always"`, one `fdatasync` before openraft hears they are stored. A torn
-//! tail (a crash in the middle of an append) is cut off when the log is opened. The
-//! entries are also kept in memory (they are what is replicated and applied).
+//! tail (a crash in the middle of an append) is cut off when the log is opened; a
+//! conflicting tail (a deposed leader's unreplicated entries) is cut by truncating the
+//! file. In memory: each entry's place in the file (40 bytes an entry) and the most recent
+//! entries, up to [`CACHE_COMMANDS_MAX`] commands, what replication and applying read in
+//! the common case; older entries (a follower far behind, a node catching up) are read
+//! back from the file.
 //!
 //! The state machine is the pipeline itself: applying a committed entry pushes its
 //! commands into the matcher's ring, and the matcher and the journal writer do the rest.
@@ -39,6 +43,18 @@ const APPLY_RETRY: std::time::Duration = std::time::Duration::from_micros(500);
 const FRAME_LEN: usize = 8;
 /// Largest encoded entry read back: a batch of the journal's size at most, with room.
 const ENTRY_BYTES_MAX: usize = 1 << 20;
+/// Commands of the newest entries kept in memory (older ones are read from the file).
+pub const CACHE_COMMANDS_MAX: usize = 1 << 18;
+
+/// Where an entry is in the log file.
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    log_id: LogId<NodeId>,
+    /// Offset of its frame.
+    at: u64,
+    /// Length of its frame, header included.
+    len: u32,
+}
 
 type StoreError = StorageError<NodeId>;
 
@@ -51,7 +67,16 @@ struct Inner {
     dir: PathBuf,
     fsync: FsyncMode,
     log: File,
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    /// The log file for reading entries back.
+    reader: File,
+    /// Length of the log file.
+    log_len: u64,
+    /// Every entry in the log, oldest first: `slots[i]` has index `slots[0].log_id.index + i`.
+    slots: std::collections::VecDeque<Slot>,
+    /// The newest entries, by index.
+    cache: BTreeMap<u64, Entry<TypeConfig>>,
+    /// Commands in `cache`.
+    cached_commands: usize,
     purged: Option<LogId<NodeId>>,
     vote: Option<Vote<NodeId>>,
     last_applied: Option<LogId<NodeId>>,
@@ -97,15 +122,20 @@ impl RaftStore {
             .append(true)
             .open(dir.join("log"))?;
         log.set_len(valid)?;
+        let reader = File::open(dir.join("log"))?;
+        let entries: Vec<Placed> = entries
+            .into_iter()
+            .filter(|(e, _)| purged.is_none_or(|p| e.log_id.index > p.index))
+            .collect();
         let mut inner = Inner {
             dir: dir.to_path_buf(),
             fsync,
             log,
-            entries: entries
-                .into_iter()
-                .filter(|e| purged.is_none_or(|p| e.log_id.index > p.index))
-                .map(|e| (e.log_id.index, e))
-                .collect(),
+            reader,
+            log_len: valid,
+            slots: entries.iter().map(|(_, slot)| *slot).collect(),
+            cache: BTreeMap::new(),
+            cached_commands: 0,
             purged,
             vote,
             last_applied: None,
@@ -113,14 +143,20 @@ impl RaftStore {
             apply,
             commands_applied: 0,
         };
-        let resume = inner.find_applied(journal_commands)?;
-        let entries = inner.entries.len();
+        let resume = inner.find_applied(entries.iter().map(|(e, _)| e), journal_commands)?;
+        let count = entries.len();
+        for (e, _) in entries.into_iter().rev() {
+            if inner.cached_commands >= CACHE_COMMANDS_MAX {
+                break;
+            }
+            inner.cache_entry(e);
+        }
         Ok(Opened {
             store: RaftStore {
                 inner: Arc::new(Mutex::new(inner)),
             },
             resume,
-            entries,
+            entries: count,
         })
     }
 
@@ -139,10 +175,14 @@ impl RaftStore {
 impl Inner {
     /// Finds the entry holding the journal's last command: it and those before it are
     /// applied. Returns the commands of that entry after the journal's last one.
-    fn find_applied(&mut self, journal_commands: u64) -> io::Result<Vec<Command>> {
+    fn find_applied<'a>(
+        &mut self,
+        entries: impl Iterator<Item = &'a Entry<TypeConfig>>,
+        journal_commands: u64,
+    ) -> io::Result<Vec<Command>> {
         let mut done = 0u64;
         let mut resume = Vec::new();
-        for e in self.entries.values() {
+        for e in entries {
             if done >= journal_commands {
                 break;
             }
@@ -181,11 +221,81 @@ impl Inner {
         }
     }
 
-    /// Rewrites the log file from the entries in memory (after a truncation or a purge).
+    /// Keeps `e` in memory, dropping the oldest cached entries beyond the budget.
+    fn cache_entry(&mut self, e: Entry<TypeConfig>) {
+        self.cached_commands += commands_in(&e);
+        self.cache.insert(e.log_id.index, e);
+        while self.cached_commands > CACHE_COMMANDS_MAX && self.cache.len() > 1 {
+            let (_, old) = self.cache.pop_first().expect("more than one entry");
+            self.cached_commands -= commands_in(&old);
+        }
+    }
+
+    /// The entry at `index`, from memory or from the file.
+    fn entry(&self, index: u64) -> io::Result<Option<Entry<TypeConfig>>> {
+        if let Some(e) = self.cache.get(&index) {
+            return Ok(Some(e.clone()));
+        }
+        let Some(first) = self.slots.front().map(|s| s.log_id.index) else {
+            return Ok(None);
+        };
+        let Some(slot) = index
+            .checked_sub(first)
+            .and_then(|i| self.slots.get(i as usize))
+        else {
+            return Ok(None);
+        };
+        let mut frame = vec![0u8; slot.len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&self.reader, &mut frame, slot.at)?;
+        let crc = u32::from_le_bytes(frame[4..8].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&frame[FRAME_LEN..]) != crc {
+            return Err(io::Error::other(format!(
+                "raft log entry {index} at byte {} fails its CRC",
+                slot.at
+            )));
+        }
+        postcard::from_bytes(&frame[FRAME_LEN..])
+            .map(Some)
+            .map_err(io::Error::other)
+    }
+
+    /// Drops the entries from `index` on: the file is cut at the first one's frame.
+    fn truncate(&mut self, index: u64) -> io::Result<()> {
+        let _ = self.cache.split_off(&index);
+        self.cached_commands = self.cache.values().map(commands_in).sum();
+        let Some(first) = self.slots.front().map(|s| s.log_id.index) else {
+            return Ok(());
+        };
+        let keep = index.saturating_sub(first) as usize;
+        if keep >= self.slots.len() {
+            return Ok(());
+        }
+        let at = self.slots[keep].at;
+        self.slots.truncate(keep);
+        self.log.set_len(at)?;
+        self.log_len = at;
+        self.log.sync_data()
+    }
+
+    /// Rewrites the log file with the entries after a purge.
     fn rewrite(&mut self) -> io::Result<()> {
+        let first = self.slots.front().map(|s| s.log_id.index);
+        let last = self.slots.back().map(|s| s.log_id.index);
         let mut buf = Vec::new();
-        for e in self.entries.values() {
-            encode(&mut buf, e);
+        let mut slots = std::collections::VecDeque::new();
+        if let (Some(first), Some(last)) = (first, last) {
+            for index in first..=last {
+                let e = self
+                    .entry(index)?
+                    .ok_or_else(|| io::Error::other(format!("raft log entry {index} missing")))?;
+                let at = buf.len() as u64;
+                encode(&mut buf, &e);
+                slots.push_back(Slot {
+                    log_id: e.log_id,
+                    at,
+                    len: (buf.len() as u64 - at) as u32,
+                });
+            }
         }
         let tmp = self.dir.join("log.tmp");
         let mut file = File::create(&tmp)?;
@@ -194,7 +304,17 @@ impl Inner {
         std::fs::rename(&tmp, self.dir.join("log"))?;
         File::open(&self.dir)?.sync_all()?;
         self.log = OpenOptions::new().append(true).open(self.dir.join("log"))?;
+        self.reader = File::open(self.dir.join("log"))?;
+        self.log_len = buf.len() as u64;
+        self.slots = slots;
         Ok(())
+    }
+}
+
+fn commands_in(e: &Entry<TypeConfig>) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(batch) => batch.commands.len().max(1),
+        _ => 1,
     }
 }
 
@@ -209,9 +329,12 @@ fn encode(buf: &mut Vec<u8>, e: &Entry<TypeConfig>) {
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Reads the log's entries up to the first torn or corrupt one; returns them and the
-/// length of the valid prefix.
-fn read_log(path: &Path) -> io::Result<(Vec<Entry<TypeConfig>>, u64)> {
+/// An entry read from the log file, and where it was.
+type Placed = (Entry<TypeConfig>, Slot);
+
+/// Reads the log's entries up to the first torn or corrupt one; returns them with their
+/// places and the length of the valid prefix.
+fn read_log(path: &Path) -> io::Result<(Vec<Placed>, u64)> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
@@ -229,8 +352,15 @@ fn read_log(path: &Path) -> io::Result<(Vec<Entry<TypeConfig>>, u64)> {
         if crc32c::crc32c(&bytes[body..body + len]) != crc {
             break;
         }
-        match postcard::from_bytes(&bytes[body..body + len]) {
-            Ok(e) => entries.push(e),
+        match postcard::from_bytes::<Entry<TypeConfig>>(&bytes[body..body + len]) {
+            Ok(e) => {
+                let slot = Slot {
+                    log_id: e.log_id,
+                    at: pos as u64,
+                    len: (FRAME_LEN + len) as u32,
+                };
+                entries.push((e, slot));
+            }
             Err(_) => break,
         }
         pos = body + len;
@@ -279,7 +409,40 @@ impl RaftLogReader<TypeConfig> for RaftStore {
         range: RB,
     ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
         let inner = self.lock();
-        Ok(inner.entries.range(range).map(|(_, e)| e.clone()).collect())
+        let (Some(first), Some(last)) = (
+            inner.slots.front().map(|s| s.log_id.index),
+            inner.slots.back().map(|s| s.log_id.index),
+        ) else {
+            return Ok(Vec::new());
+        };
+        let from = match range.start_bound() {
+            std::ops::Bound::Included(&i) => i,
+            std::ops::Bound::Excluded(&i) => i + 1,
+            std::ops::Bound::Unbounded => first,
+        }
+        .max(first);
+        let to = match range.end_bound() {
+            std::ops::Bound::Included(&i) => i,
+            std::ops::Bound::Excluded(&i) => i.saturating_sub(1),
+            std::ops::Bound::Unbounded => last,
+        }
+        .min(last);
+        if range.end_bound() == std::ops::Bound::Excluded(&0) || from > to {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity((to - from + 1) as usize);
+        for index in from..=to {
+            match inner.entry(index) {
+                Ok(Some(e)) => out.push(e),
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(StoreError::IO {
+                        source: StorageIOError::read_logs(io_err(e)),
+                    });
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -316,12 +479,7 @@ impl RaftStorage<TypeConfig> for RaftStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StoreError> {
         let inner = self.lock();
-        let last = inner
-            .entries
-            .values()
-            .next_back()
-            .map(|e| e.log_id)
-            .or(inner.purged);
+        let last = inner.slots.back().map(|s| s.log_id).or(inner.purged);
         Ok(LogState {
             last_purged_log_id: inner.purged,
             last_log_id: last,
@@ -338,11 +496,19 @@ impl RaftStorage<TypeConfig> for RaftStore {
     {
         let mut inner = self.lock();
         let mut buf = Vec::new();
+        let base = inner.log_len;
         for e in entries {
+            let at = buf.len() as u64;
             encode(&mut buf, &e);
-            inner.entries.insert(e.log_id.index, e);
+            inner.slots.push_back(Slot {
+                log_id: e.log_id,
+                at: base + at,
+                len: (buf.len() as u64 - at) as u32,
+            });
+            inner.cache_entry(e);
         }
         let written = inner.log.write_all(&buf).and_then(|()| inner.sync());
+        inner.log_len += buf.len() as u64;
         written.map_err(|e| StoreError::IO {
             source: StorageIOError::write_logs(io_err(e)),
         })
@@ -353,16 +519,23 @@ impl RaftStorage<TypeConfig> for RaftStore {
         log_id: LogId<NodeId>,
     ) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let _ = inner.entries.split_off(&log_id.index);
-        inner.rewrite().map_err(|e| StoreError::IO {
+        inner.truncate(log_id.index).map_err(|e| StoreError::IO {
             source: StorageIOError::write_logs(io_err(e)),
         })
     }
 
     async fn purge_logs_upto(&mut self, log_id: LogId<NodeId>) -> Result<(), StoreError> {
         let mut inner = self.lock();
-        let kept = inner.entries.split_off(&(log_id.index + 1));
-        inner.entries = kept;
+        let kept = inner.cache.split_off(&(log_id.index + 1));
+        inner.cache = kept;
+        inner.cached_commands = inner.cache.values().map(commands_in).sum();
+        while inner
+            .slots
+            .front()
+            .is_some_and(|s| s.log_id.index <= log_id.index)
+        {
+            inner.slots.pop_front();
+        }
         inner.purged = Some(log_id);
         let dir = inner.dir.clone();
         write_small(&dir, "purged", &Some(log_id), true)
@@ -572,5 +745,44 @@ mod tests {
             assert!(catchup.caught_up(2, &role));
             assert_eq!(role.egress_target(), 20);
         });
+    }
+
+    #[test]
+    fn entries_beyond_the_memory_budget_are_read_back_from_the_file() {
+        let dir = temp("budget");
+        let per = 1_100;
+        let n = (CACHE_COMMANDS_MAX / per + 20) as u64;
+        run(async {
+            let mut s = RaftStore::open(&dir, FsyncMode::Never, 0, None)
+                .unwrap()
+                .store;
+            s.append_to_log((1..=n).map(|i| entry(1, i, per)))
+                .await
+                .unwrap();
+            {
+                let inner = s.lock();
+                assert!(inner.cached_commands <= CACHE_COMMANDS_MAX);
+                assert!(!inner.cache.contains_key(&1), "the oldest left memory");
+                assert_eq!(inner.slots.len() as u64, n);
+            }
+            // Old (from the file) and new (from memory) entries, across the boundary.
+            let got = s.try_get_log_entries(1..=n).await.unwrap();
+            assert_eq!(got.len() as u64, n);
+            for (i, e) in got.iter().enumerate() {
+                assert_eq!(*e, entry(1, i as u64 + 1, per));
+            }
+            // A conflicting tail cut inside the file part, then a new entry after it.
+            s.delete_conflict_logs_since(LogId::new(CommittedLeaderId::new(1, 1), 3))
+                .await
+                .unwrap();
+            s.append_to_log([entry(2, 3, 5)]).await.unwrap();
+            let got = s.try_get_log_entries(..).await.unwrap();
+            assert_eq!(
+                got,
+                vec![entry(1, 1, per), entry(1, 2, per), entry(2, 3, 5)]
+            );
+        });
+        let opened = RaftStore::open(&dir, FsyncMode::Never, 0, None).unwrap();
+        assert_eq!(opened.entries, 3);
     }
 }
