@@ -260,6 +260,10 @@ struct Listener {
     /// The sequence number of the next message the engine will send this session (where
     /// a failover's login resumes).
     next_seq: u64,
+    /// When bytes last arrived.
+    last_rx: Instant,
+    /// Closed for good: the engine ended the session, or no node took it back.
+    gone: bool,
 }
 
 /// Due time of a request, sent by the sender before the request itself.
@@ -497,14 +501,28 @@ struct Resumed {
 
 /// How long a session looks for a new leader after its connection failed.
 const FAILOVER_WAIT: Duration = Duration::from_secs(30);
+/// With a cluster's addresses: a session that hears nothing (the engine sends a heartbeat
+/// every `gateway.heartbeat_interval_ms`, 1 s as shipped) or whose engine reads nothing for
+/// this long counts as failed (a frozen or unreachable node sends no EOF).
+const FAILOVER_STALL: Duration = Duration::from_secs(3);
 
 /// Logs `user` in again at whichever of `addrs` takes it (a cluster's new leader; followers
 /// refuse with `S`), asking for message `next_seq` on: SoupBinTCP's own recovery.
-fn resume(addrs: &[SocketAddr], user: &str, password: &str, next_seq: u64) -> io::Result<Resumed> {
+/// `first`, if given, is tried first (where another session just logged in again).
+fn resume(
+    addrs: &[SocketAddr],
+    first: Option<SocketAddr>,
+    user: &str,
+    password: &str,
+    next_seq: u64,
+) -> io::Result<Resumed> {
     let deadline = Instant::now() + FAILOVER_WAIT;
     let mut last = io::Error::other("no address");
     loop {
-        for &addr in addrs {
+        for &addr in first
+            .iter()
+            .chain(addrs.iter().filter(|a| Some(**a) != first))
+        {
             match resume_at(addr, user, password, next_seq) {
                 Ok(r) => return Ok(r),
                 Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
@@ -520,7 +538,8 @@ fn resume(addrs: &[SocketAddr], user: &str, password: &str, next_seq: u64) -> io
 fn resume_at(addr: SocketAddr, user: &str, password: &str, next_seq: u64) -> io::Result<Resumed> {
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
     stream.set_nodelay(true)?;
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    // A frozen node still completes the TCP handshake; a live one answers in milliseconds.
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
     let mut out = Vec::new();
     soupbin::write_login_request(&mut out, user, password, "", next_seq);
     stream.write_all(&out)?;
@@ -747,7 +766,8 @@ impl Quoter {
         if self.down {
             return Ok(());
         }
-        match self.flush() {
+        let stall = failover.then_some(FAILOVER_STALL);
+        match self.flush(stall) {
             Err(_) if failover => {
                 self.down = true;
                 self.out.clear();
@@ -778,13 +798,26 @@ impl Quoter {
         }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    /// Writes all of `out`; with `stall`, a socket that takes nothing for that long (a
+    /// frozen or unreachable node) is an error.
+    fn flush(&mut self, stall: Option<Duration>) -> io::Result<()> {
+        let mut blocked_since: Option<Instant> = None;
         while !self.out.is_empty() {
             match self.stream.write(&self.out) {
                 Ok(n) => {
                     self.out.drain(..n);
+                    blocked_since = None;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let since = *blocked_since.get_or_insert_with(Instant::now);
+                    if stall.is_some_and(|stall| since.elapsed() >= stall) {
+                        return Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "the engine has not read for too long",
+                        ));
+                    }
+                    std::thread::yield_now();
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -992,6 +1025,8 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
             pending_count: 0,
             closed: false,
             next_seq,
+            last_rx: Instant::now(),
+            gone: false,
         });
     }
     if quoters.is_empty() {
@@ -1027,6 +1062,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
     let (reconnect_tx, reconnect_rx) = crossbeam::channel::unbounded();
     let reconnects = (!cluster.is_empty()).then_some(reconnect_rx);
     let mut failovers = 0u64;
+    let mut leader_hint: Option<SocketAddr> = None;
     let sent_so_far = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let start = Instant::now();
     let sender = {
@@ -1071,6 +1107,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
                         break;
                     }
                     Ok(n) => {
+                        listener.last_rx = Instant::now();
                         listener.inbuf.extend_from_slice(&scratch[..n]);
                         // A short read drained the socket (epoll(7)): spare the read that
                         // would say WouldBlock; new bytes bring a new readiness event.
@@ -1125,13 +1162,26 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
         // A cluster's leader went away: every session it held logs in at the new one.
         let past_drain = drain_deadline.is_some_and(|d| Instant::now() >= d);
         if !cluster.is_empty() && !past_drain {
+            let mut resumed = false;
             for (i, listener) in listeners.iter_mut().enumerate() {
-                if !listener.closed {
+                if !listener.closed && listener.last_rx.elapsed() >= FAILOVER_STALL {
+                    // Silent (frozen or unreachable node): no EOF will come.
+                    listener.closed = true;
+                }
+                if !listener.closed || listener.gone {
                     continue;
                 }
                 let (user, password) = &options.users[i];
                 let lost = Instant::now();
-                let r = resume(&cluster, user, password, listener.next_seq)?;
+                let r = match resume(&cluster, leader_hint, user, password, listener.next_seq) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        // The run goes on (and reports) without this session.
+                        eprintln!("load: {user}: no node took the session back: {e}");
+                        listener.gone = true;
+                        continue;
+                    }
+                };
                 let _ = poll.registry().deregister(&mut listener.stream);
                 let writer = r.stream.try_clone()?;
                 r.stream.set_nonblocking(true)?;
@@ -1141,8 +1191,10 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
                 // Bytes of the old connection's last partial packet are dropped; the
                 // resumed stream starts on a packet boundary.
                 listener.inbuf = r.rest;
+                leader_hint = Some(r.addr);
                 listener.next_seq = r.next_seq;
                 listener.closed = false;
+                listener.last_rx = Instant::now();
                 failovers += 1;
                 eprintln!(
                     "load: {user} logged in again at {} from message {} after {:.2?}",
@@ -1151,6 +1203,13 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
                     lost.elapsed()
                 );
                 let _ = reconnect_tx.send((i, writer));
+                resumed = true;
+            }
+            if resumed {
+                // The others were not read while this thread logged in again.
+                for l in listeners.iter_mut().filter(|l| !l.closed) {
+                    l.last_rx = Instant::now();
+                }
             }
         }
         let now = start.elapsed();
@@ -1269,6 +1328,7 @@ fn engine_reply(
         }
         ServerPacket::EndOfSession => {
             listener.closed = true;
+            listener.gone = true;
             return Ok(None);
         }
         _ => return Ok(None),

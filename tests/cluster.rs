@@ -494,6 +494,23 @@ fn three_nodes_survive_kill_9_of_the_leader() {
 /// was in flight to the dead node goes unanswered.
 #[test]
 fn the_load_generator_fails_over_in_the_middle_of_a_run() {
+    load_across_a_failover(false);
+}
+
+/// The same with a frozen leader (SIGSTOP: no EOF ever comes): the sessions notice the
+/// silence and fail over; what went to the frozen node meanwhile goes unanswered.
+///
+/// Ignored: the load side passes (sessions fail over after 3 s of silence), but the thawed
+/// old leader, which read thousands of buffered commands after SIGCONT, then did not stop
+/// on SIGTERM (its gateway never logged the start of draining; seen twice, not diagnosed),
+/// so the test hangs in its final `stop`. Run it with `--ignored` when working on that.
+#[test]
+#[ignore = "a thawed leader that read a frozen backlog does not stop on SIGTERM (open)"]
+fn the_load_generator_fails_over_from_a_frozen_leader() {
+    load_across_a_failover(true);
+}
+
+fn load_across_a_failover(freeze: bool) {
     let _turn = one_at_a_time();
     use ironmatch::load::{LoadInstrument, LoadOptions};
     let mut nodes = nodes("load-failover");
@@ -519,7 +536,7 @@ fn the_load_generator_fails_over_in_the_middle_of_a_run() {
             mid: 1_500_000,
         }],
         rate: 2_000,
-        duration: Duration::from_secs(6),
+        duration: Duration::from_secs(if freeze { 10 } else { 6 }),
         messages: None,
         seed: 11,
         ioc_percent: 10,
@@ -528,10 +545,30 @@ fn the_load_generator_fails_over_in_the_middle_of_a_run() {
     };
     let load = std::thread::spawn(move || ironmatch::load::run(&options, false));
     std::thread::sleep(Duration::from_secs(2));
-    let mut child = nodes[lead].child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let pid = nodes[lead].child.as_ref().unwrap().id().to_string();
+    if freeze {
+        assert!(
+            Command::new("kill")
+                .args(["-STOP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    } else {
+        let mut child = nodes[lead].child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
     let (report, _) = load.join().unwrap().expect("the run ends without an error");
+    if freeze {
+        assert!(
+            Command::new("kill")
+                .args(["-CONT", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
     eprintln!(
         "sent {}, replies {}, missing {}, failovers {}",
         report.sent, report.replies, report.missing, report.failovers
@@ -542,15 +579,21 @@ fn the_load_generator_fails_over_in_the_middle_of_a_run() {
     );
     assert_eq!(report.replies + report.missing, report.sent);
     // In flight to the dead node at most: a few milliseconds of the flow, not the
-    // seconds after it.
+    // seconds after it (a frozen one takes what is sent until the silence is noticed).
+    let bound = if freeze {
+        report.sent / 2
+    } else {
+        report.sent / 10
+    };
     assert!(
-        report.missing < report.sent / 10,
+        report.missing < bound,
         "{} of {} unanswered",
         report.missing,
         report.sent
     );
-    let new = leader(&nodes);
-    assert_ne!(new, lead);
+    if !freeze {
+        assert_ne!(leader(&nodes), lead);
+    }
     for n in nodes.iter_mut() {
         stop(n);
     }

@@ -285,28 +285,33 @@ async fn run(
     // (or that joined) is told it is initialized, which is fine. They do so in turn, the
     // lowest id first, each an election timeout after the one before: nodes started
     // together would otherwise all stand at once in the first term, and split its votes.
+    // In a task of its own: the proposer runs meanwhile (this node may lead before its turn).
     let rank = settings
         .peers
         .iter()
         .filter(|(id, _)| *id < settings.node_id)
         .count() as u64;
-    if !raft.is_initialized().await.unwrap_or(true) {
-        tokio::time::sleep(Duration::from_millis(
-            rank * settings.election_timeout_max_ms,
-        ))
-        .await;
-    }
+    let turn = Duration::from_millis(rank * settings.election_timeout_max_ms);
     let members: BTreeMap<NodeId, Node> = settings
         .peers
         .iter()
         .map(|(id, addr)| (*id, BasicNode { addr: addr.clone() }))
         .collect();
-    if let Err(e) = raft.initialize(members).await {
-        eprintln!("ironmatch cluster: initialize: {e} (already initialized)");
-    }
+    let init = tokio::spawn({
+        let raft = raft.clone();
+        async move {
+            if !raft.is_initialized().await.unwrap_or(true) {
+                tokio::time::sleep(turn).await;
+            }
+            if let Err(e) = raft.initialize(members).await {
+                eprintln!("ironmatch cluster: initialize: {e} (already initialized)");
+            }
+        }
+    });
     propose(&raft, &proposals, &notify).await;
     // The gateway's shutdown marker came: no more proposals, nothing more applied.
     role.accepting.store(false, Ordering::Release);
+    init.abort();
     watcher.abort();
     server.abort();
     if let Err(e) = raft.shutdown().await {
@@ -680,7 +685,7 @@ async fn answer(
             Ok(r) => Reply::Snapshot(r),
             Err(e) => Reply::Failed(e.to_string()),
         },
-        // Said once per connection, in `serve`.
+        // Answered in `serve`, never passed here.
         Request::Hello { .. } => Reply::Failed("a second hello".into()),
         Request::Status => {
             let m = raft.metrics().borrow().clone();

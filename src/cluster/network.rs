@@ -55,10 +55,10 @@ pub enum Reply {
     Snapshot(InstallSnapshotResponse<NodeId>),
     /// To [`Request::Status`].
     Status(NodeStatus),
-    /// To [`Request::Hello`] with the same fingerprint.
-    Hello,
     /// The receiving node's Raft failed the request.
     Failed(String),
+    /// To [`Request::Hello`] with the same fingerprint.
+    Hello,
 }
 
 /// Writes one frame.
