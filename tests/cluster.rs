@@ -501,9 +501,9 @@ fn the_load_generator_fails_over_in_the_middle_of_a_run() {
 /// silence and fail over; what went to the frozen node meanwhile goes unanswered.
 ///
 /// Ignored: the load side passes (sessions fail over after 3 s of silence), but the thawed
-/// old leader, which read thousands of buffered commands after SIGCONT, then did not stop
-/// on SIGTERM (its gateway never logged the start of draining; seen twice, not diagnosed),
-/// so the test hangs in its final `stop`. Run it with `--ignored` when working on that.
+/// old leader, which read thousands of buffered commands after SIGCONT, then did not finish
+/// stopping on SIGTERM (its gateway began draining, the process never exited; seen twice,
+/// not diagnosed), so the test hangs in its final `stop`. Run it with `--ignored` when working on that.
 #[test]
 #[ignore = "a thawed leader that read a frozen backlog does not stop on SIGTERM (open)"]
 fn the_load_generator_fails_over_from_a_frozen_leader() {
