@@ -314,9 +314,13 @@ async fn run(
     init.abort();
     watcher.abort();
     server.abort();
-    if let Err(e) = raft.shutdown().await {
-        eprintln!("ironmatch cluster: raft shutdown: {e}");
+    eprintln!("ironmatch cluster: proposals done; stopping raft");
+    match tokio::time::timeout(RAFT_STOP_MAX, raft.shutdown()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("ironmatch cluster: raft shutdown: {e}"),
+        Err(_) => eprintln!("ironmatch cluster: raft did not stop within {RAFT_STOP_MAX:?}"),
     }
+    eprintln!("ironmatch cluster: raft stopped; the pipeline drains");
     apply.push(Record::Shutdown);
     apply.notify();
 }
@@ -327,6 +331,8 @@ async fn run(
 const IN_FLIGHT_MAX: usize = 1024;
 /// How long a stopping node waits for its last proposals to apply.
 const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
+/// How long a stopping node waits for the Raft core to stop.
+const RAFT_STOP_MAX: Duration = Duration::from_secs(2);
 /// How long the proposer waits for the oldest proposal when [`IN_FLIGHT_MAX`] are open.
 const IN_FLIGHT_WAIT: Duration = Duration::from_millis(50);
 
