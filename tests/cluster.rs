@@ -545,15 +545,8 @@ fn load_across_a_failover(freeze: bool) {
     };
     let load = std::thread::spawn(move || ironmatch::load::run(&options, false));
     std::thread::sleep(Duration::from_secs(2));
-    let pid = nodes[lead].child.as_ref().unwrap().id().to_string();
     if freeze {
-        assert!(
-            Command::new("kill")
-                .args(["-STOP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(&nodes[lead], "-STOP");
     } else {
         let mut child = nodes[lead].child.take().unwrap();
         child.kill().unwrap();
@@ -561,13 +554,7 @@ fn load_across_a_failover(freeze: bool) {
     }
     let (report, _) = load.join().unwrap().expect("the run ends without an error");
     if freeze {
-        assert!(
-            Command::new("kill")
-                .args(["-CONT", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
+        signal(&nodes[lead], "-CONT");
     }
     eprintln!(
         "sent {}, replies {}, missing {}, failovers {}",

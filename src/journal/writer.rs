@@ -285,7 +285,8 @@ impl JournalWriter {
 #[derive(Debug, Default)]
 pub struct Released {
     /// Commands written whose events are in egress's ring (those the journal held at
-    /// start included, once the server sets that base).
+    /// start included: the server sets that base before the writer runs; after that the
+    /// writer is the only one to write either count).
     pub commands: AtomicU64,
     /// Events pushed to egress's ring since start. Stored before `commands`: who reads
     /// `commands` first (Acquire) then this has at least those commands' events.
@@ -455,8 +456,16 @@ impl Agent for JournalAgent {
         for e in w.events.drain(..) {
             self.output.push(Record::Event(e));
         }
-        w.released.events.fetch_add(released, Ordering::Release);
-        w.released.commands.fetch_add(commands, Ordering::Release);
+        // This thread is their only writer: a load and a store, not a locked add.
+        let r = &w.released;
+        r.events.store(
+            r.events.load(Ordering::Relaxed) + released,
+            Ordering::Release,
+        );
+        r.commands.store(
+            r.commands.load(Ordering::Relaxed) + commands,
+            Ordering::Release,
+        );
         if let Some(signal) = &w.followers {
             signal.notify();
         }
