@@ -498,14 +498,11 @@ fn the_load_generator_fails_over_in_the_middle_of_a_run() {
 }
 
 /// The same with a frozen leader (SIGSTOP: no EOF ever comes): the sessions notice the
-/// silence and fail over; what went to the frozen node meanwhile goes unanswered.
-///
-/// Ignored: the load side passes (sessions fail over after 3 s of silence), but the thawed
-/// old leader, which read thousands of buffered commands after SIGCONT, then did not finish
-/// stopping on SIGTERM (its gateway began draining, the process never exited; seen twice,
-/// not diagnosed), so the test hangs in its final `stop`. Run it with `--ignored` when working on that.
+/// silence and fail over; what went to the frozen node meanwhile goes unanswered. Thawed,
+/// the old leader reads that backlog, proposes nothing that commits, follows, and stops on
+/// SIGTERM (it once did not: the shutdown marker came with the backlog's last commands and
+/// was lost); at the end every journal is identical.
 #[test]
-#[ignore = "a thawed leader that read a frozen backlog does not stop on SIGTERM (open)"]
 fn the_load_generator_fails_over_from_a_frozen_leader() {
     load_across_a_failover(true);
 }
@@ -522,6 +519,7 @@ fn load_across_a_failover(freeze: bool) {
     std::thread::sleep(Duration::from_secs(2));
     let lead = leader(&nodes);
     let addrs = gateways(&nodes);
+    let options_rate = 2_000;
     let options = LoadOptions {
         connect: addrs[0],
         also: addrs[1..].to_vec(),
@@ -535,7 +533,7 @@ fn load_across_a_failover(freeze: bool) {
             lot: 1,
             mid: 1_500_000,
         }],
-        rate: 2_000,
+        rate: options_rate,
         duration: Duration::from_secs(if freeze { 10 } else { 6 }),
         messages: None,
         seed: 11,
@@ -543,6 +541,7 @@ fn load_across_a_failover(freeze: bool) {
         drain: Duration::from_secs(5),
         progress: false,
     };
+    let began = Instant::now();
     let load = std::thread::spawn(move || ironmatch::load::run(&options, false));
     std::thread::sleep(Duration::from_secs(2));
     if freeze {
@@ -557,8 +556,12 @@ fn load_across_a_failover(freeze: bool) {
         signal(&nodes[lead], "-CONT");
     }
     eprintln!(
-        "sent {}, replies {}, missing {}, failovers {}",
-        report.sent, report.replies, report.missing, report.failovers
+        "sent {}, replies {}, missing {}, failovers {}; the run took {:?}",
+        report.sent,
+        report.replies,
+        report.missing,
+        report.failovers,
+        began.elapsed()
     );
     assert!(
         report.failovers >= USERS.len() as u64,
@@ -566,9 +569,10 @@ fn load_across_a_failover(freeze: bool) {
     );
     assert_eq!(report.replies + report.missing, report.sent);
     // In flight to the dead node at most: a few milliseconds of the flow, not the
-    // seconds after it (a frozen one takes what is sent until the silence is noticed).
+    // seconds after it. A frozen one takes what is sent until the silence is noticed
+    // (3 s): allow 6 s of the flow there, against the 8 s after the freeze.
     let bound = if freeze {
-        report.sent / 2
+        options_rate * 6
     } else {
         report.sent / 10
     };
@@ -581,8 +585,24 @@ fn load_across_a_failover(freeze: bool) {
     if !freeze {
         assert_ne!(leader(&nodes), lead);
     }
+    converge(&nodes);
+    let running: Vec<bool> = nodes.iter().map(|n| n.child.is_some()).collect();
     for n in nodes.iter_mut() {
         stop(n);
+    }
+    // Every node still running (a killed one's journal stops where it died).
+    let alive: Vec<&Node> = nodes
+        .iter()
+        .zip(&running)
+        .filter_map(|(n, r)| r.then_some(n))
+        .collect();
+    let first = records(&alive[0].journal);
+    assert!(!first.is_empty());
+    for n in &alive[1..] {
+        assert!(
+            records(&n.journal) == first,
+            "journals identical record for record"
+        );
     }
 }
 

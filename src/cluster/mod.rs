@@ -353,6 +353,10 @@ fn refused(lost: &mut u64, n: u64, why: &dyn std::fmt::Display) {
 async fn propose(raft: &Raft<TypeConfig>, proposals: &Ring<Record>, notify: &tokio::sync::Notify) {
     let mut dropped = 0u64;
     let mut in_flight: std::collections::VecDeque<InFlight> = std::collections::VecDeque::new();
+    // Kept across rounds: the marker often comes in the same pop as the last commands, which
+    // are proposed first; forgetting it then left the proposer waiting for a marker already
+    // taken, and the node never stopped (a leader thawed with a backlog, on SIGTERM).
+    let mut shutdown = false;
     loop {
         // Outcomes that arrived, oldest first; wait for the oldest when too many are open.
         loop {
@@ -382,19 +386,7 @@ async fn propose(raft: &Raft<TypeConfig>, proposals: &Ring<Record>, notify: &tok
             }
             in_flight.pop_front();
         }
-        let mut commands = Vec::new();
-        let mut shutdown = false;
-        while commands.len() < PROPOSAL_LEN_MAX {
-            match proposals.try_pop() {
-                Some(Record::Command(c)) => commands.push(c),
-                Some(Record::Shutdown) => {
-                    shutdown = true;
-                    break;
-                }
-                Some(Record::Event(e)) => panic!("the gateway proposes commands only, got {e:?}"),
-                None => break,
-            }
-        }
+        let commands = take_commands(proposals, &mut shutdown);
         if !commands.is_empty() {
             let n = commands.len() as u64;
             // Fire and forget: the reply to each command comes from applying it, on the
@@ -430,6 +422,21 @@ async fn propose(raft: &Raft<TypeConfig>, proposals: &Ring<Record>, notify: &tok
         }
         proposals.woke();
     }
+}
+
+/// The next proposal's commands from the gateway's ring (at most [`PROPOSAL_LEN_MAX`]);
+/// sets `shutdown` when the marker comes, after which nothing more is taken.
+fn take_commands(proposals: &Ring<Record>, shutdown: &mut bool) -> Vec<Command> {
+    let mut commands = Vec::new();
+    while !*shutdown && commands.len() < PROPOSAL_LEN_MAX {
+        match proposals.try_pop() {
+            Some(Record::Command(c)) => commands.push(c),
+            Some(Record::Shutdown) => *shutdown = true,
+            Some(Record::Event(e)) => panic!("the gateway proposes commands only, got {e:?}"),
+            None => break,
+        }
+    }
+    commands
 }
 
 /// Whether a leader's journal and egress have caught up with what it applied.
@@ -743,5 +750,54 @@ pub fn status_of(addr: &str, timeout: Duration) -> io::Result<NodeStatus> {
     match postcard::from_bytes(&body).map_err(io::Error::other)? {
         Reply::Status(s) => Ok(s),
         _ => Err(io::Error::other("unexpected reply")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::CommandBody;
+    use crate::pipeline::Wake;
+    use crate::types::{OwnerId, Timestamp};
+
+    fn command(ts: u64) -> Command {
+        Command {
+            ts: Timestamp(ts),
+            owner: OwnerId(0),
+            body: CommandBody::AccountQuery,
+        }
+    }
+
+    /// The marker popped with the last commands is remembered: those commands are proposed
+    /// and the proposer then stops, whatever came after the marker in the ring.
+    #[test]
+    fn the_shutdown_marker_taken_with_commands_is_not_lost() {
+        let ring = Ring::new(16, Wake::None);
+        for ts in 1..=3 {
+            ring.try_push(Record::Command(command(ts))).unwrap();
+        }
+        ring.try_push(Record::Shutdown).unwrap();
+        ring.try_push(Record::Command(command(4))).unwrap();
+        let mut shutdown = false;
+        let first = take_commands(&ring, &mut shutdown);
+        assert_eq!(first.iter().map(|c| c.ts.0).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(shutdown, "the marker was seen");
+        assert!(take_commands(&ring, &mut shutdown).is_empty());
+        assert!(shutdown, "and is still known in the next round");
+    }
+
+    /// A full proposal leaves the rest, marker included, for the next round.
+    #[test]
+    fn a_proposal_takes_at_most_its_length() {
+        let ring = Ring::new(2 * PROPOSAL_LEN_MAX, Wake::None);
+        for ts in 0..PROPOSAL_LEN_MAX as u64 + 1 {
+            ring.try_push(Record::Command(command(ts))).unwrap();
+        }
+        ring.try_push(Record::Shutdown).unwrap();
+        let mut shutdown = false;
+        assert_eq!(take_commands(&ring, &mut shutdown).len(), PROPOSAL_LEN_MAX);
+        assert!(!shutdown);
+        assert_eq!(take_commands(&ring, &mut shutdown).len(), 1);
+        assert!(shutdown);
     }
 }
