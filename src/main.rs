@@ -740,6 +740,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
                 journal,
                 &book,
                 config.marketdata.attribution,
+                config.cluster.is_some(),
                 &mut out,
             )
             .map_err(|e| e.to_string())

@@ -606,6 +606,190 @@ fn load_across_a_failover(freeze: bool) {
     }
 }
 
+/// The feed's messages received on `socket` (sequence number to message bytes) and, per
+/// packet, its sender, until `done` holds for what was received (within 10 s).
+fn feed_until(
+    socket: &std::net::UdpSocket,
+    stream: &mut std::collections::BTreeMap<u64, Vec<u8>>,
+    senders: &mut Vec<SocketAddr>,
+    done: impl Fn(&std::collections::BTreeMap<u64, Vec<u8>>) -> bool,
+) {
+    use ironmatch::wire::moldudp64::Packet;
+    socket
+        .set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 2048];
+    while !done(stream) {
+        assert!(Instant::now() < deadline, "the feed stalled: {stream:?}");
+        let Ok((n, from)) = socket.recv_from(&mut buf) else {
+            continue;
+        };
+        senders.push(from);
+        let p = Packet::parse(&buf[..n]).unwrap();
+        for (seq, m) in p.messages() {
+            let old = stream.insert(seq, m.to_vec());
+            assert!(
+                old.is_none_or(|o| o == m),
+                "message {seq} sent twice with different contents"
+            );
+        }
+    }
+}
+
+/// Whether `stream` holds an Add Order at `price`.
+fn has_add(stream: &std::collections::BTreeMap<u64, Vec<u8>>, price: u32) -> bool {
+    use ironmatch::wire::itch::{Body, Message};
+    stream.values().any(|m| {
+        matches!(Message::decode(m).map(|m| m.body), Ok(Body::AddOrder { price: p, .. }) if p == price)
+    })
+}
+
+/// The feed in a cluster: only the leader sends; after kill -9 of the leader, the new
+/// leader's packets continue the MoldUDP64 numbers (no number sent again with other
+/// contents), and its retransmission server fills in whatever the listener missed: the
+/// stream from 1 to the last holds each order's add once.
+#[test]
+fn the_feed_continues_its_numbers_from_the_new_leader() {
+    use ironmatch::wire::moldudp64::{Packet, PacketHeader, Session};
+    let _turn = one_at_a_time();
+    let mut nodes = nodes("feed");
+    let feed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let destination = feed.local_addr().unwrap();
+    let mut retransmission = Vec::new();
+    for n in &nodes {
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        retransmission.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        let text = std::fs::read_to_string(&n.config).unwrap();
+        let text = text
+            .replacen(
+                "destination = \"127.0.0.1:9\"",
+                &format!("destination = \"{destination}\""),
+                1,
+            )
+            .replacen(
+                "retransmission = \"127.0.0.1:0\"",
+                &format!("retransmission = \"127.0.0.1:{port}\""),
+                1,
+            );
+        std::fs::write(&n.config, text).unwrap();
+    }
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    let lead = leader(&nodes);
+    let mut stream = std::collections::BTreeMap::new();
+    let mut before = Vec::new();
+    let (mut c, _, _) =
+        Client::connect_any(&gateways(&nodes), "MM1", "pw1", 1, FAILOVER_MAX).unwrap();
+    c.limit(1, b'B', 10, "AAPL", 1_500_000).unwrap();
+    let (_, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(msg[0], b'A');
+    feed_until(&feed, &mut stream, &mut before, |s| has_add(s, 1_500_000));
+    let mut child = nodes[lead].child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // What the dead leader sent before it died may still be in the socket.
+    let last_before = *stream.keys().last().unwrap();
+    let new = leader(&nodes);
+    let (mut c, _, _) =
+        Client::connect_any(&gateways(&nodes), "MM2", "pw2", 1, FAILOVER_MAX).unwrap();
+    c.limit(1, b'S', 10, "AAPL", 1_510_000).unwrap();
+    let (_, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(msg[0], b'A');
+    let mut after = Vec::new();
+    feed_until(&feed, &mut stream, &mut after, |s| has_add(s, 1_510_000));
+    let last = *stream.keys().last().unwrap();
+    assert!(last > last_before);
+    // One sender before the kill (the leader's), one other after it (the new leader's,
+    // past whatever of the old one's was still queued).
+    before.dedup();
+    assert_eq!(before.len(), 1, "only the leader sends: {before:?}");
+    let new_sender = *after.last().unwrap();
+    assert_ne!(new_sender, before[0]);
+    assert!(
+        after
+            .iter()
+            .skip_while(|a| **a == before[0])
+            .all(|a| *a == new_sender),
+        "after the failover only the new leader sends: {after:?}"
+    );
+    // Every node still running stores the same stream and answers for all of it: the
+    // listener could fill a gap from either, and gets what the old leader sent.
+    let config = Config::load(&nodes[new].config).unwrap();
+    let session = Session::from_str_padded(&config.marketdata.session).unwrap();
+    let asker = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    asker
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    for (i, server) in retransmission.iter().enumerate() {
+        if i == lead {
+            continue;
+        }
+        let mut stored = std::collections::BTreeMap::new();
+        let mut seq = 1;
+        while seq <= last {
+            let request = PacketHeader {
+                session,
+                seq,
+                count: 100,
+            };
+            asker.send_to(&request.to_bytes(), server).unwrap();
+            let mut buf = [0u8; 2048];
+            let n = asker.recv(&mut buf).expect("every node retransmits");
+            let p = Packet::parse(&buf[..n]).unwrap();
+            assert_eq!(p.header.seq, seq);
+            for (s, m) in p.messages() {
+                stored.insert(s, m.to_vec());
+                seq = s + 1;
+            }
+        }
+        for (s, m) in &stream {
+            assert_eq!(
+                stored.get(s),
+                Some(m),
+                "node {}: message {s} as sent live",
+                i + 1
+            );
+        }
+        stream.extend(stored);
+    }
+    let numbers: Vec<u64> = stream.keys().copied().filter(|s| *s <= last).collect();
+    assert_eq!(
+        numbers,
+        (1..=last).collect::<Vec<_>>(),
+        "1 to {last}, nothing missing"
+    );
+    use ironmatch::wire::itch::{Body, Message};
+    let adds: Vec<u32> = stream
+        .values()
+        .filter_map(|m| match Message::decode(m).unwrap().body {
+            Body::AddOrder { price, .. } => Some(price),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(adds, [1_500_000, 1_510_000], "each add once, in order");
+    for n in nodes.iter_mut() {
+        stop(n);
+    }
+    // `replay --itch` of any node's journal gives those very messages.
+    let book = config.book_config().unwrap();
+    for (i, n) in nodes.iter().enumerate() {
+        let mut file = Vec::new();
+        ironmatch::feed::stream::export_itch(&n.journal, &book, false, true, &mut file).unwrap();
+        let exported: Vec<&[u8]> = ironmatch::wire::itch::file_messages(&file)
+            .map(Result::unwrap)
+            .collect();
+        let live: Vec<&[u8]> = stream.values().map(Vec::as_slice).collect();
+        let upto = if i == lead { last_before } else { last } as usize;
+        assert_eq!(exported[..upto], live[..upto], "node {}: export", i + 1);
+    }
+}
+
 /// A node whose configuration differs (here a lot size) is refused by the others: it never
 /// joins, applies nothing, and both sides say why; the other two go on as a cluster.
 #[test]

@@ -177,9 +177,14 @@ fn run(cycles: u64, seed: u64) {
     );
     // The feed the last run stored (killed mid-stream) is a prefix of the journal's feed.
     let mut export = Vec::new();
-    let messages =
-        ironmatch::feed::stream::export_itch(&dir.join("journal"), &book, false, &mut export)
-            .unwrap();
+    let messages = ironmatch::feed::stream::export_itch(
+        &dir.join("journal"),
+        &book,
+        false,
+        false,
+        &mut export,
+    )
+    .unwrap();
     let store = std::fs::read(dir.join("journal").join("feed.itch")).unwrap();
     assert!(!store.is_empty() && store.len() <= export.len());
     assert!(

@@ -203,8 +203,8 @@ impl Feed {
         let header = first_header(&self.start.dir)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{}: no journal segment", self.start.dir.display()))?;
-        self.translator
-            .preamble(header.created_ns, &mut self.pending);
+        let stamp = super::stream::preamble_stamp(header.created_ns, self.start.cluster.is_some());
+        self.translator.preamble(stamp, &mut self.pending);
         let mut events = Events::with_capacity(64);
         let heartbeat = Duration::from_millis(self.start.marketdata.heartbeat_interval_ms);
         let (signalled, sleep_max) = match self.start.marketdata.poll_interval_us {

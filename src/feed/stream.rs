@@ -122,7 +122,7 @@ impl Translator {
         self.messages += 1;
     }
 
-    /// The start of day, stamped `ts`. Without a trading day (no `[venue]`): System Event
+    /// The start of day, stamped `ts` (see [`preamble_stamp`]). Without a trading day (no `[venue]`): System Event
     /// `O` and `S`, the directory (a Stock Directory and a Trading Action `T` per instrument), System Event `Q`. With
     /// one, nothing: the journal's System Events carry the day, and the directory follows
     /// its `O`.
@@ -488,12 +488,21 @@ impl FeedStore {
     }
 }
 
+/// What the start of day is stamped with, from the journal's creation time: that time on
+/// one node; in a cluster (`clustered`) midnight, ITCH time 0, because each node's journal
+/// was created at its own moment while the feed must be the same bytes on every node (a
+/// listener fills a gap from whichever node leads).
+pub fn preamble_stamp(created_ns: u64, clustered: bool) -> u64 {
+    if clustered { 0 } else { created_ns }
+}
+
 /// Writes the journal's whole feed to `out` as a plain ITCH 5.0 file: the very bytes the
 /// live feed carried (and the publisher's store holds). Returns the message count.
 pub fn export_itch(
     dir: &Path,
     book: &BookConfig,
     attribution: bool,
+    clustered: bool,
     out: &mut impl Write,
 ) -> Result<u64, crate::journal::JournalError> {
     use crate::journal::{fingerprint, first_header, scan_journal};
@@ -509,7 +518,7 @@ pub fn export_itch(
     })?;
     let mut translator = Translator::new(book, attribution);
     let mut buf = Vec::with_capacity(1 << 20);
-    translator.preamble(header.created_ns, &mut buf);
+    translator.preamble(preamble_stamp(header.created_ns, clustered), &mut buf);
     scan_journal(dir, Some(fingerprint(book)), false, None, |place, entry| {
         translator.record(place, entry, &mut buf)?;
         if buf.len() >= 1 << 20 {
