@@ -9,7 +9,8 @@
 # THREADING (the shipped "auto"; or "shared", "dedicated"; "omit" drops the key, for builds
 # older than it), SNAPSHOT_SOURCE (the shipped "auto", or "matcher", "follower"; "omit" drops the key),
 # BIN: the engine to serve (./target/release/ironmatch; e.g. an older build to
-# compare in the same session; the load generator is always this tree's).
+# compare in the same session; the load generator is always this tree's), CONFIG: the
+# configuration to start from (config/ironmatch.toml; e.g. a copy with one setting changed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rates=("$@")
@@ -33,7 +34,7 @@ sed -e "s#dir = \"./data\"#dir = \"$tmp/journal\"#" -e 's#"127.0.0.1:15000"#"127
     -e "s#^snapshot_source = \"auto\"#snapshot_source = \"${SNAPSHOT_SOURCE:-auto}\"#" \
     -e '/^snapshot_source = "omit"/d' \
     -e '/^\[venue\]/,/^\[marketdata\]/{/^\[marketdata\]/!d}' \
-    config/ironmatch.toml >"$tmp/ironmatch.toml"
+    "${CONFIG:-config/ironmatch.toml}" >"$tmp/ironmatch.toml"
 "$bin" serve --config "$tmp/ironmatch.toml" >"$tmp/serve.out" 2>"$tmp/serve.err" &
 server=$!
 trap 'kill "$server" 2>/dev/null; wait "$server" 2>/dev/null; cp "$tmp/serve.err" "$out/serve.err" 2>/dev/null; rm -rf "$tmp"' EXIT
