@@ -325,3 +325,150 @@ impl Client {
         Ok(Some(received))
     }
 }
+
+/// A session that fails over by itself, for a cluster (`[cluster]`): it keeps the
+/// addresses, the credentials and the next sequence number it is owed, and when its
+/// connection fails (end of file, a reset, the server's Debug text before it closes, End of
+/// Session, or `silence` without any packet, as from a frozen node) it logs in again at
+/// whichever address takes it, asking for that number: SoupBinTCP's own recovery, so the
+/// caller sees every sequenced message once and in order across failovers.
+///
+/// A message written to a connection that then failed may or may not have been sequenced;
+/// the stream from the new leader says which. [`FailoverClient::send_with`] sends again on
+/// the new connection only when the write itself failed; resending an order is safe under
+/// OUCH (a UserRefNum already taken is rejected, never a second order).
+#[derive(Debug)]
+pub struct FailoverClient {
+    addrs: Vec<SocketAddr>,
+    username: String,
+    password: String,
+    /// How long a new login may take before the session gives up.
+    within: Duration,
+    /// Nothing received for this long: the node is presumed gone.
+    silence: Duration,
+    client: Client,
+    address: SocketAddr,
+    last_rx: Instant,
+    /// When the session last wrote: a Client Heartbeat goes out after
+    /// [`CLIENT_HEARTBEAT_PERIOD`] without (a silent client is logged out by the server).
+    last_tx: Instant,
+    failovers: u64,
+}
+
+/// How often a waiting [`FailoverClient`] sends a Client Heartbeat (SoupBinTCP: every second
+/// without other traffic).
+const CLIENT_HEARTBEAT_PERIOD: Duration = Duration::from_secs(1);
+
+impl FailoverClient {
+    /// Logs in at whichever of `addrs` accepts (see [`Client::connect_any`]), asking for
+    /// message `sequence` on; later logins take at most `within` each, and `silence` without
+    /// a packet (the server's heartbeats included) counts as a failed connection.
+    pub fn connect(
+        addrs: &[SocketAddr],
+        username: &str,
+        password: &str,
+        sequence: u64,
+        within: Duration,
+        silence: Duration,
+    ) -> io::Result<FailoverClient> {
+        let (client, address, _) =
+            Client::connect_any(addrs, username, password, sequence, within)?;
+        Ok(FailoverClient {
+            addrs: addrs.to_vec(),
+            username: username.to_string(),
+            password: password.to_string(),
+            within,
+            silence,
+            client,
+            address,
+            last_rx: Instant::now(),
+            last_tx: Instant::now(),
+            failovers: 0,
+        })
+    }
+
+    /// The address of the node this session is logged in at.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// How many times the session logged in again.
+    pub fn failovers(&self) -> u64 {
+        self.failovers
+    }
+
+    /// The sequence number of the next message the session is owed.
+    pub fn next_seq(&self) -> u64 {
+        self.client.next_seq
+    }
+
+    /// Logs in again at whichever address takes the session, from the next message owed.
+    fn fail_over(&mut self) -> io::Result<()> {
+        let next = self.client.next_seq;
+        let (client, address, _) = Client::connect_any(
+            &self.addrs,
+            &self.username,
+            &self.password,
+            next,
+            self.within,
+        )?;
+        self.client = client;
+        self.address = address;
+        self.last_rx = Instant::now();
+        self.last_tx = Instant::now();
+        self.failovers += 1;
+        Ok(())
+    }
+
+    /// Sends through `send` (any of [`Client`]'s senders); when the write fails, fails over
+    /// and sends once more on the new connection.
+    pub fn send_with(&mut self, send: impl Fn(&mut Client) -> io::Result<()>) -> io::Result<()> {
+        self.last_tx = Instant::now();
+        match send(&mut self.client) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.fail_over()?;
+                send(&mut self.client)
+            }
+        }
+    }
+
+    /// The next sequenced message, skipping heartbeats and failing over as needed; `None`
+    /// when nothing arrives within `timeout`. An error only when no node takes the session
+    /// back within the login time.
+    pub fn recv_message(&mut self, timeout: Duration) -> io::Result<Option<(u64, Vec<u8>)>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            // Wake in time to notice the silence and to send heartbeats.
+            let wait = left.min(self.silence / 4).min(CLIENT_HEARTBEAT_PERIOD / 4);
+            if self.last_tx.elapsed() >= CLIENT_HEARTBEAT_PERIOD {
+                self.last_tx = Instant::now();
+                // A failed write shows as a failed read below.
+                let _ = self.client.send_packet(kind::CLIENT_HEARTBEAT, &[]);
+            }
+            let failed = match self.client.recv(wait) {
+                Ok(Some(Received::Sequenced { seq, msg })) => {
+                    self.last_rx = Instant::now();
+                    return Ok(Some((seq, msg)));
+                }
+                Ok(Some(Received::Heartbeat)) => {
+                    self.last_rx = Instant::now();
+                    false
+                }
+                // The server's reason before it closes, or its end of the session.
+                Ok(Some(Received::Debug(_) | Received::EndOfSession)) => true,
+                Ok(Some(Received::LoginAccepted { .. } | Received::LoginRejected(_))) => false,
+                Ok(None) => self.last_rx.elapsed() >= self.silence,
+                Err(_) => true,
+            };
+            if failed {
+                self.fail_over()?;
+                continue;
+            }
+            if left.is_zero() {
+                return Ok(None);
+            }
+        }
+    }
+}

@@ -104,6 +104,12 @@ pub struct NodeStatus {
 #[derive(Debug, Default)]
 pub struct ClusterRole {
     accepting: AtomicBool,
+    /// Until when ([`role_clock`] ns) `accepting` holds for a new login without a newer
+    /// word from the role watcher: its last look plus what was left of the election
+    /// timeout since the majority's last answer. A leader frozen (SIGSTOP) or starved with
+    /// `accepting` set thus takes no login when it runs again, before the watcher has
+    /// looked (it once did, right after SIGCONT, while already deposed).
+    fresh_until: AtomicU64,
     /// Events the journal writer had released to egress when this node caught up as the
     /// leader; written before `accepting` turns true.
     egress_target: AtomicU64,
@@ -116,12 +122,27 @@ impl ClusterRole {
         self.accepting.load(Ordering::Acquire)
     }
 
+    /// [`ClusterRole::accepting`], and the watcher's word on it still fresh: for taking a
+    /// login or an operator's action.
+    pub fn may_take_logins(&self) -> bool {
+        self.accepting() && role_clock() < self.fresh_until.load(Ordering::Acquire)
+    }
+
     /// How many events (counted since start) egress must have taken before a login is
     /// answered: then every session's stream holds everything committed before this
     /// node's term, which the journal writer has already put in egress's ring.
     pub fn egress_target(&self) -> u64 {
         self.egress_target.load(Ordering::Acquire)
     }
+}
+
+/// Nanoseconds on a monotonic clock common to the process's threads (it runs on while the
+/// process is stopped).
+fn role_clock() -> u64 {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    BASE.get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_nanos() as u64
 }
 
 /// Settings of the raft thread, from `[cluster]`.
@@ -325,9 +346,10 @@ async fn run(
     apply.notify();
 }
 
-/// Proposals whose outcome is not known yet, at most: beyond it the proposer waits for the
-/// oldest (so a leader whose commits stall stops taking the gateway's commands, and the
-/// gateway's ring fills: backpressure).
+/// Proposals whose outcome is not known yet beyond which the proposer waits (at most
+/// [`IN_FLIGHT_WAIT`]) for the oldest before proposing more: pacing, not a hard bound. A
+/// leader whose commits stall is bounded by fencing instead: it drops its sessions and takes
+/// no login once it has not heard from a majority for the election timeout.
 const IN_FLIGHT_MAX: usize = 1024;
 /// How long a stopping node waits for its last proposals to apply.
 const SHUTDOWN_DRAIN_MAX: Duration = Duration::from_secs(2);
@@ -476,22 +498,44 @@ async fn watch_role(
     mut catchup: Catchup,
 ) {
     let mut was = None;
+    let mut metrics = raft.metrics();
+    let mut last_look = role_clock();
+    // Set when this watcher did not run for an election timeout (the process was stopped
+    // or starved): Raft's metrics are then as old as the gap (`millis_since_quorum_ack`
+    // is computed when they are reported), so nothing is accepted until Raft reports anew.
+    let mut stale = false;
     loop {
+        let now = role_clock();
+        if now.saturating_sub(last_look) > election_timeout_ms * 1_000_000 {
+            stale = true;
+            metrics.borrow_and_update();
+        } else if stale && metrics.has_changed().unwrap_or(false) {
+            stale = false;
+        }
+        last_look = now;
         if let Err(fatal) = &raft.metrics().borrow().running_state {
             // Raft stopped (a storage error, most likely): this node can neither lead nor
             // follow, and nothing may be acknowledged; stop as the journal writer does.
             eprintln!("ironmatch cluster: node {me}: raft stopped: {fatal}; stopping");
             std::process::exit(74);
         }
-        let accepting = {
+        let (accepting, left_ms) = {
             let m = raft.metrics().borrow().clone();
-            m.state == ServerState::Leader
+            let left_ms = m
+                .millis_since_quorum_ack
+                .map_or(0, |ms| election_timeout_ms.saturating_sub(ms));
+            let accepting = !stale
+                && m.state == ServerState::Leader
                 && m.current_leader == Some(me)
                 && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
-                && m.millis_since_quorum_ack
-                    .is_some_and(|ms| ms < election_timeout_ms)
-                && catchup.caught_up(m.current_term, &role)
+                && left_ms > 0
+                && catchup.caught_up(m.current_term, &role);
+            (accepting, left_ms)
         };
+        if accepting {
+            role.fresh_until
+                .store(now + left_ms * 1_000_000, Ordering::Release);
+        }
         role.accepting.store(accepting, Ordering::Release);
         if was != Some(accepting) {
             let m = raft.metrics().borrow().clone();

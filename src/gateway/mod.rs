@@ -339,6 +339,13 @@ impl Gateway {
         self.cluster.as_ref().is_none_or(|r| r.accepting())
     }
 
+    /// Whether a login or an operator's action may be taken: alone always; in a cluster
+    /// while this node leads, by a fresh word of the role watcher (see
+    /// [`crate::cluster::ClusterRole::may_take_logins`]).
+    fn takes_logins(&self) -> bool {
+        self.cluster.as_ref().is_none_or(|r| r.may_take_logins())
+    }
+
     /// In a cluster: takes from egress's ring every event released before this node
     /// began to lead (they are there already: see [`crate::cluster::ClusterRole::egress_target`]),
     /// so a session logging in finds its whole stream. False if they are not (never
@@ -391,7 +398,7 @@ impl Gateway {
         let mut taken = 0;
         while let Ok(ActionRequest { action, reply }) = queue.try_recv() {
             taken += 1;
-            if !self.leads() {
+            if !self.takes_logins() {
                 let _ = reply.try_send(ActionReply::refused(
                     503,
                     "this node does not lead the cluster",
@@ -915,7 +922,7 @@ impl Gateway {
         let day_open = self.day.as_ref().is_none_or(DayPlan::open);
         let verdict = match found {
             Some(u) if self.users[u].password_matches(&req.password) => {
-                if !self.leads() {
+                if !self.takes_logins() {
                     Err((
                         soupbin::REJECT_SESSION_UNAVAILABLE,
                         "this node does not lead the cluster",
