@@ -824,10 +824,23 @@ impl Config {
             election_timeout_min_ms: c.election_timeout_min_ms,
             election_timeout_max_ms: c.election_timeout_max_ms,
             heartbeat_interval_ms: c.heartbeat_interval_ms,
-            config_fingerprint: self
-                .book_config()
-                .map_or(0, |book| crate::journal::fingerprint(&book)),
+            config_fingerprint: self.cluster_fingerprint(),
         })
+    }
+
+    /// What every node of a cluster must share: the book configuration (the journal's
+    /// [`crate::journal::fingerprint`]: instruments, users, rules) and the feed's shape (its
+    /// MoldUDP64 session and attribution), since every node stores the same feed bytes.
+    fn cluster_fingerprint(&self) -> u64 {
+        let book = self
+            .book_config()
+            .map_or(0, |book| crate::journal::fingerprint(&book));
+        let mut bytes = book.to_le_bytes().to_vec();
+        bytes.extend_from_slice(self.marketdata.session.as_bytes());
+        bytes.push(u8::from(self.marketdata.attribution));
+        let low = crc32c::crc32c(&bytes);
+        let high = crc32c::crc32c_append(low, &bytes);
+        (u64::from(high) << 32) | u64::from(low)
     }
 
     fn check_admin(&self) -> Result<(), (String, String)> {
@@ -1242,6 +1255,38 @@ mod tests {
         let small = node.replacen("ring_capacity = 65536", "ring_capacity = 512", 1);
         let e = Config::parse(&small, "node1").unwrap_err().to_string();
         assert!(e.contains("pipeline.ring_capacity"), "{e}");
+    }
+
+    /// Nodes whose books or feeds differ have different fingerprints (and refuse each other).
+    #[test]
+    fn the_cluster_fingerprint_covers_the_book_and_the_feed() {
+        let node = include_str!("../config/cluster/node1.toml");
+        let of = |text: &str| {
+            Config::parse(text, "node1")
+                .unwrap()
+                .cluster_settings()
+                .unwrap()
+                .config_fingerprint
+        };
+        let base = of(node);
+        assert_eq!(
+            base,
+            of(node),
+            "the same configuration, the same fingerprint"
+        );
+        let at = node.find("[marketdata]").expect("a [marketdata] table");
+        let (before, feed) = node.split_at(at);
+        for changed in [
+            node.replacen("attribution = false", "attribution = true", 1),
+            format!(
+                "{before}{}",
+                feed.replacen("session = \"IRONMATCH\"", "session = \"OTHER\"", 1)
+            ),
+            node.replacen("lot_size = 1\n", "lot_size = 10\n", 1),
+        ] {
+            assert_ne!(changed, node, "the test changed something");
+            assert_ne!(of(&changed), base, "{changed}");
+        }
     }
 
     #[test]

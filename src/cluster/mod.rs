@@ -164,8 +164,8 @@ pub struct ClusterSettings {
     pub election_timeout_max_ms: u64,
     /// Leader heartbeat period, ms.
     pub heartbeat_interval_ms: u64,
-    /// [`crate::journal::fingerprint`] of this node's book configuration: every node's
-    /// must be the same (see [`network`]).
+    /// Fingerprint of this node's book configuration and feed shape: every node's must be
+    /// the same (see [`network`]).
     pub config_fingerprint: u64,
 }
 
@@ -682,9 +682,10 @@ async fn serve(
                     }
                     Request::Hello { config: theirs } => {
                         let why = format!(
-                            "its configuration differs (book fingerprint {config:016x}, the \
-                             caller's {theirs:016x}): every node needs the same instruments, \
-                             users and rules"
+                            "its configuration differs (book and feed fingerprint \
+                             {config:016x}, the caller's {theirs:016x}): every node needs the \
+                             same instruments, users, rules and [marketdata] session and \
+                             attribution"
                         );
                         refusals.log(from, &why);
                         Reply::Failed(why)

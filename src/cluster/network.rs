@@ -2,9 +2,10 @@
 //! thread. Each frame is `length u32 LE | postcard of a [`Request`] or [`Reply`]`; a
 //! connection carries one request at a time. A node opens each connection with
 //! [`Request::Hello`], carrying the fingerprint of its book configuration (instruments,
-//! users, rules: what the matcher needs to apply commands as every other node does); a node
-//! with another fingerprint refuses every Raft request on that connection, so nodes that
-//! would apply the same commands differently never form a cluster. The same listener
+//! users, rules: what the matcher needs to apply commands as every other node does) and of
+//! its feed's shape (MoldUDP64 session, attribution: every node stores the same feed); a
+//! node with another fingerprint refuses every Raft request on that connection, so nodes
+//! that would apply the same commands differently never form a cluster. The same listener
 //! answers `ironmatch cluster status` ([`Request::Status`]) without a hello.
 
 use std::io;
