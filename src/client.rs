@@ -39,6 +39,9 @@ pub enum Received {
     Debug(String),
 }
 
+/// How long [`Client::connect_any`] waits for an answer to a login.
+pub const LOGIN_ANSWER_MAX: Duration = Duration::from_secs(1);
+
 /// A connection to the engine.
 #[derive(Debug)]
 pub struct Client {
@@ -63,6 +66,10 @@ impl Client {
     /// refuse with `S`), trying each in turn until `within` has passed. `sequence` is the
     /// next message the client wants (its SoupBinTCP recovery after a failover). Returns
     /// the client, the address that took it and the first sequence number it will get.
+    ///
+    /// Each address gets 200 ms to connect and [`LOGIN_ANSWER_MAX`] to answer the login: a
+    /// frozen node still completes the TCP handshake (the kernel does), a live one answers
+    /// in milliseconds.
     pub fn connect_any(
         addrs: &[SocketAddr],
         username: &str,
@@ -74,8 +81,11 @@ impl Client {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address given");
         loop {
             for &addr in addrs {
-                let attempt = Client::connect_timeout(addr, Duration::from_millis(200))
-                    .and_then(|mut c| c.login(username, password, sequence).map(|r| (c, r)));
+                let attempt =
+                    Client::connect_timeout(addr, Duration::from_millis(200)).and_then(|mut c| {
+                        c.login_within(username, password, sequence, LOGIN_ANSWER_MAX)
+                            .map(|r| (c, r))
+                    });
                 match attempt {
                     Ok((c, Received::LoginAccepted { next_seq, .. })) => {
                         return Ok((c, addr, next_seq));
@@ -104,6 +114,14 @@ impl Client {
         })
     }
 
+    /// The connection (blocking, no read timeout) and the bytes read past the last packet
+    /// taken (e.g. the first replayed messages after a Login Accepted), for a caller that
+    /// goes on with its own I/O (the load generator).
+    pub fn into_parts(self) -> io::Result<(TcpStream, Vec<u8>)> {
+        self.stream.set_read_timeout(None)?;
+        Ok((self.stream, self.buf))
+    }
+
     /// Sends raw bytes (for tests of malformed input).
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
@@ -116,13 +134,25 @@ impl Client {
         self.stream.write_all(&out)
     }
 
-    /// Sends a Login Request and returns the server's answer.
+    /// Sends a Login Request and returns the server's answer (waiting up to 5 s).
     pub fn login(&mut self, username: &str, password: &str, sequence: u64) -> io::Result<Received> {
+        self.login_within(username, password, sequence, Duration::from_secs(5))
+    }
+
+    /// Sends a Login Request and returns the server's answer, waiting at most `timeout`.
+    pub fn login_within(
+        &mut self,
+        username: &str,
+        password: &str,
+        sequence: u64,
+        timeout: Duration,
+    ) -> io::Result<Received> {
         let mut out = Vec::new();
         soupbin::write_login_request(&mut out, username, password, "", sequence);
         self.stream.write_all(&out)?;
+        let deadline = Instant::now() + timeout;
         loop {
-            match self.recv(Duration::from_secs(5))? {
+            match self.recv(deadline.saturating_duration_since(Instant::now()))? {
                 Some(Received::Heartbeat) => {}
                 Some(r) => return Ok(r),
                 None => return Err(io::Error::new(io::ErrorKind::TimedOut, "no login answer")),
@@ -405,13 +435,13 @@ impl FailoverClient {
     /// Logs in again at whichever address takes the session, from the next message owed.
     fn fail_over(&mut self) -> io::Result<()> {
         let next = self.client.next_seq;
-        let (client, address, _) = Client::connect_any(
-            &self.addrs,
-            &self.username,
-            &self.password,
-            next,
-            self.within,
-        )?;
+        // The node that just failed last.
+        let order: Vec<SocketAddr> = (self.addrs.iter().copied())
+            .filter(|a| *a != self.address)
+            .chain([self.address])
+            .collect();
+        let (client, address, _) =
+            Client::connect_any(&order, &self.username, &self.password, next, self.within)?;
         self.client = client;
         self.address = address;
         self.last_rx = Instant::now();

@@ -264,6 +264,9 @@ struct Listener {
     last_rx: Instant,
     /// Closed for good: the engine ended the session, or no node took it back.
     gone: bool,
+    /// The node it is logged in at (tried last when it fails: it may be frozen, and a
+    /// frozen node still takes the TCP handshake and lets a login wait).
+    at: SocketAddr,
 }
 
 /// Due time of a request, sent by the sender before the request itself.
@@ -508,78 +511,30 @@ const FAILOVER_STALL: Duration = Duration::from_secs(3);
 
 /// Logs `user` in again at whichever of `addrs` takes it (a cluster's new leader; followers
 /// refuse with `S`), asking for message `next_seq` on: SoupBinTCP's own recovery.
-/// `first`, if given, is tried first (where another session just logged in again).
+/// `first`, if given, is tried first (where another session just logged in again), and
+/// `failed` (where this one was) last.
 fn resume(
     addrs: &[SocketAddr],
     first: Option<SocketAddr>,
+    failed: SocketAddr,
     user: &str,
     password: &str,
     next_seq: u64,
 ) -> io::Result<Resumed> {
-    let deadline = Instant::now() + FAILOVER_WAIT;
-    let mut last = io::Error::other("no address");
-    loop {
-        for &addr in first
-            .iter()
-            .chain(addrs.iter().filter(|a| Some(**a) != first))
-        {
-            match resume_at(addr, user, password, next_seq) {
-                Ok(r) => return Ok(r),
-                Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(last);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn resume_at(addr: SocketAddr, user: &str, password: &str, next_seq: u64) -> io::Result<Resumed> {
-    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
-    stream.set_nodelay(true)?;
-    // A frozen node still completes the TCP handshake; a live one answers in milliseconds.
-    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-    let mut out = Vec::new();
-    soupbin::write_login_request(&mut out, user, password, "", next_seq);
-    stream.write_all(&out)?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(frame) = soupbin::next_frame(&buf, 1 << 16).map_err(io::Error::other)? {
-            let len = frame.len;
-            match soupbin::decode_server(&frame).map_err(io::Error::other)? {
-                ServerPacket::LoginAccepted(a) => {
-                    let next_seq = soupbin::parse_number(&a.sequence).map_err(io::Error::other)?;
-                    stream.set_read_timeout(None)?;
-                    return Ok(Resumed {
-                        addr,
-                        stream,
-                        next_seq,
-                        rest: buf.split_off(len),
-                    });
-                }
-                ServerPacket::LoginRejected(code) => {
-                    return Err(io::Error::other(format!(
-                        "login rejected ({})",
-                        code as char
-                    )));
-                }
-                _ => {
-                    buf.drain(..len);
-                    continue;
-                }
-            }
-        }
-        let n = stream.read(&mut chunk)?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "connection closed during login",
-            ));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
+    let first = first.filter(|f| *f != failed && addrs.contains(f));
+    let ordered: Vec<SocketAddr> = (first.into_iter())
+        .chain((addrs.iter().copied()).filter(|a| Some(*a) != first && *a != failed))
+        .chain([failed])
+        .collect();
+    let (client, addr, next_seq) =
+        crate::client::Client::connect_any(&ordered, user, password, next_seq, FAILOVER_WAIT)?;
+    let (stream, rest) = client.into_parts()?;
+    Ok(Resumed {
+        addr,
+        stream,
+        next_seq,
+        rest,
+    })
 }
 
 /// The flow: what each message is. Shared mid prices drift by one tick at a time.
@@ -1027,6 +982,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
             next_seq,
             last_rx: Instant::now(),
             gone: false,
+            at: addr,
         });
     }
     if quoters.is_empty() {
@@ -1173,7 +1129,14 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
                 }
                 let (user, password) = &options.users[i];
                 let lost = Instant::now();
-                let r = match resume(&cluster, leader_hint, user, password, listener.next_seq) {
+                let r = match resume(
+                    &cluster,
+                    leader_hint,
+                    listener.at,
+                    user,
+                    password,
+                    listener.next_seq,
+                ) {
                     Ok(r) => r,
                     Err(e) => {
                         // The run goes on (and reports) without this session.
@@ -1192,6 +1155,7 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
                 // resumed stream starts on a packet boundary.
                 listener.inbuf = r.rest;
                 leader_hint = Some(r.addr);
+                listener.at = r.addr;
                 listener.next_seq = r.next_seq;
                 listener.closed = false;
                 listener.last_rx = Instant::now();

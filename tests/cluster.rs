@@ -115,6 +115,25 @@ fn stop(node: &mut Node) {
     assert!(child.wait().unwrap().success(), "serve exits 0 on SIGTERM");
 }
 
+/// kill -9 of `node`, waited for.
+fn kill_9(node: &mut Node) {
+    let mut child = node.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Starts every node and lets the first terms settle (every node stands at first, since
+/// each initializes the cluster); returns the leader, which then keeps leading unless the
+/// test acts.
+fn start_settled(nodes: &mut [Node]) -> usize {
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    leader(nodes);
+    std::thread::sleep(Duration::from_secs(2));
+    leader(nodes)
+}
+
 /// The node taking logins, once there is one (within [`FAILOVER_MAX`]).
 fn leader(nodes: &[Node]) -> usize {
     let deadline = Instant::now() + FAILOVER_MAX;
@@ -297,10 +316,8 @@ fn run(kills: usize, seed: u64) {
             let _ = c.limit(refs[i], b'B', 10, "AAPL", 1_499_000);
         }
         let lead = leader(&nodes);
-        let mut child = nodes[lead].child.take().unwrap();
         let killed = Instant::now();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_9(&mut nodes[lead]);
         for (i, c) in clients.iter_mut().enumerate() {
             while let Ok(Some((seq, msg))) = c.recv_message(Duration::from_millis(20)) {
                 seen[i].insert(seq, msg);
@@ -331,9 +348,7 @@ fn run(kills: usize, seed: u64) {
     // A follower wiped (journal and Raft log) and restarted catches up from the leader.
     let lead = leader(&nodes);
     let wiped = (lead + 1) % 3;
-    let mut child = nodes[wiped].child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_9(&mut nodes[wiped]);
     std::fs::remove_dir_all(&nodes[wiped].journal).unwrap();
     let mut clients = log_in_all(&nodes, &seen);
     trade(&mut clients, &mut rng, &mut refs, &mut seen, 2);
@@ -511,13 +526,7 @@ fn load_across_a_failover(freeze: bool) {
     let _turn = one_at_a_time();
     use ironmatch::load::{LoadInstrument, LoadOptions};
     let mut nodes = nodes("load-failover");
-    for n in nodes.iter_mut() {
-        start(n);
-    }
-    // Every node stands at first (each initializes the cluster): let the first terms settle.
-    leader(&nodes);
-    std::thread::sleep(Duration::from_secs(2));
-    let lead = leader(&nodes);
+    let lead = start_settled(&mut nodes);
     let addrs = gateways(&nodes);
     let options_rate = 2_000;
     let options = LoadOptions {
@@ -547,9 +556,7 @@ fn load_across_a_failover(freeze: bool) {
     if freeze {
         signal(&nodes[lead], "-STOP");
     } else {
-        let mut child = nodes[lead].child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_9(&mut nodes[lead]);
     }
     let (report, _) = load.join().unwrap().expect("the run ends without an error");
     if freeze {
@@ -685,14 +692,8 @@ fn the_feed_continues_its_numbers_from_the_new_leader() {
             );
         std::fs::write(&n.config, text).unwrap();
     }
-    for n in nodes.iter_mut() {
-        start(n);
-    }
-    // Every node stands at first (each initializes the cluster): let the first terms settle,
-    // so that one leader sends until the kill.
-    leader(&nodes);
-    std::thread::sleep(Duration::from_secs(2));
-    let lead = leader(&nodes);
+    // Settled, so that one leader sends until the kill.
+    let lead = start_settled(&mut nodes);
     let mut stream = std::collections::BTreeMap::new();
     let mut before = Vec::new();
     let (mut c, _, _) =
@@ -701,9 +702,7 @@ fn the_feed_continues_its_numbers_from_the_new_leader() {
     let (_, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
     assert_eq!(msg[0], b'A');
     feed_until(&feed, &mut stream, &mut before, |s| has_add(s, 1_500_000));
-    let mut child = nodes[lead].child.take().unwrap();
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_9(&mut nodes[lead]);
     // What the dead leader sent before it died may still be in the socket.
     let last_before = *stream.keys().last().unwrap();
     let new = leader(&nodes);
@@ -816,11 +815,7 @@ fn a_client_session_fails_over_by_itself() {
     use ironmatch::client::FailoverClient;
     let _turn = one_at_a_time();
     let mut nodes = nodes("client-failover");
-    for n in nodes.iter_mut() {
-        start(n);
-    }
-    leader(&nodes);
-    std::thread::sleep(Duration::from_secs(2));
+    start_settled(&mut nodes);
     let addrs = gateways(&nodes);
     let mut c = FailoverClient::connect(
         &addrs,
@@ -849,9 +844,7 @@ fn a_client_session_fails_over_by_itself() {
         if freeze {
             signal(&nodes[lead], "-STOP");
         } else {
-            let mut child = nodes[lead].child.take().unwrap();
-            child.kill().unwrap();
-            child.wait().unwrap();
+            kill_9(&mut nodes[lead]);
         }
         // Nothing is owed: the session notices the failure while waiting, logs in again
         // elsewhere, and still has nothing to return.

@@ -122,10 +122,10 @@ impl Translator {
         self.messages += 1;
     }
 
-    /// The start of day, stamped `ts` (see [`preamble_stamp`]). Without a trading day (no `[venue]`): System Event
-    /// `O` and `S`, the directory (a Stock Directory and a Trading Action `T` per instrument), System Event `Q`. With
-    /// one, nothing: the journal's System Events carry the day, and the directory follows
-    /// its `O`.
+    /// The start of day, stamped `ts` (see [`preamble_stamp`]). Without a trading day (no
+    /// `[venue]`): System Event `O` and `S`, the directory (a Stock Directory and a Trading
+    /// Action `T` per instrument), System Event `Q`. With one, nothing: the journal's System
+    /// Events carry the day, and the directory follows its `O`.
     pub fn preamble(&mut self, ts: u64, out: &mut Vec<u8>) {
         if self.scheduled {
             return;
