@@ -12,6 +12,11 @@
 //! - `book/wide`: a sparse book on a fine tick (0.0001): a third of the adds log-uniform up
 //!   to 5,000 ticks from the mid, the rest within 50, so thousands of ticks lie between the
 //!   best and the worst resting level; otherwise the shape of `deep`.
+//! - `book/keyed`: the `deep` flow driven the way an embedder with order ids of its own
+//!   drives the core: every reference replaced by a scattered 64-bit key (an odd multiple
+//!   of the reference, owner bits on top: practically all above 2^32, so in the index's
+//!   hash rather than its windows),
+//!   under `RefRule::Keys`. Compare with `deep` for what caller keys cost.
 //! - `book/state`: the matcher's whole state for a snapshot, of the ~100,000 resting orders
 //!   `cancel` starts from (throughput: resting orders).
 //! - `book/burst`: a flash crash: an IOC sweeps 30 of 50 levels (120 fills), then makers
@@ -28,7 +33,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ironmatch::book::{
     BandRemainder, BookConfig, Command, CommandBody, Echo, Event, EventBody, InstrumentSpec,
-    Matcher, NewOrder, OwnerSpec, StpMode, TimeInForce,
+    Matcher, NewOrder, OwnerSpec, RefRule, StpMode, TimeInForce,
 };
 use ironmatch::types::{Firm, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
 
@@ -75,6 +80,7 @@ fn config_with_tick(tick: u64, band_bps: u32) -> BookConfig {
         levels_max: 1 << 16,
         stp: StpMode::CancelResting,
         scheduled: false,
+        refs: RefRule::Ouch,
     }
 }
 
@@ -97,7 +103,7 @@ impl Rng {
 /// Builds commands with increasing references and timestamps.
 struct Stream {
     cfg: BookConfig,
-    refs: Vec<u32>,
+    refs: Vec<u64>,
     ts: u64,
     cmds: Vec<Command>,
 }
@@ -331,7 +337,7 @@ impl Shape {
 #[derive(Default)]
 struct Live {
     orders: Vec<(u16, UserRef, usize)>,
-    at: std::collections::HashMap<(u16, u32), usize>,
+    at: std::collections::HashMap<(u16, u64), usize>,
     per_instrument: [usize; INSTRUMENTS],
 }
 
@@ -486,6 +492,33 @@ fn burst_stream(cfg: &BookConfig, rounds: usize) -> (Vec<Command>, usize) {
         }
     }
     (s.cmds, warmup)
+}
+
+/// The same commands with each owner's references turned into scattered 64-bit keys: a
+/// bijection per owner (multiplying by an odd constant), so distinct references stay
+/// distinct keys and the flow's events are the same but for the keys they carry.
+fn with_keys(cmds: &[Command]) -> Vec<Command> {
+    let key = |owner: OwnerId, r: UserRef| {
+        UserRef(r.0.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (u64::from(owner.0) << 56))
+    };
+    cmds.iter()
+        .map(|c| {
+            let mut c = *c;
+            let o = c.owner;
+            match &mut c.body {
+                CommandBody::New(n) => n.user_ref = key(o, n.user_ref),
+                CommandBody::Cancel { user_ref, .. }
+                | CommandBody::Modify { user_ref, .. }
+                | CommandBody::MassCancel { user_ref, .. } => *user_ref = key(o, *user_ref),
+                CommandBody::Replace(r) => {
+                    r.user_ref = key(o, r.user_ref);
+                    r.orig_user_ref = key(o, r.orig_user_ref);
+                }
+                _ => {}
+            }
+            c
+        })
+        .collect()
 }
 
 /// Times `timed` after applying `setup`, resetting the matcher whenever the stream is used up.
@@ -683,6 +716,15 @@ fn benches(c: &mut Criterion) {
     let (deep, warmup) = shaped_stream(&cfg, &deep_shape, 1_000_000, 11);
     group.bench_function("deep", |b| {
         b.iter_custom(|iters| run_stream(&cfg, &deep[..warmup], &deep[warmup..], iters))
+    });
+
+    let keyed_cfg = BookConfig {
+        refs: RefRule::Keys,
+        ..cfg.clone()
+    };
+    let keyed = with_keys(&deep);
+    group.bench_function("keyed", |b| {
+        b.iter_custom(|iters| run_stream(&keyed_cfg, &keyed[..warmup], &keyed[warmup..], iters))
     });
 
     let wide_cfg = config_with_tick(1, 5_000);

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::book::{
-    BandRemainder, BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, StpMode,
+    BandRemainder, BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, RefRule, StpMode,
 };
 use crate::journal::FsyncMode;
 use crate::pipeline::{Threading, WaitStrategy};
@@ -619,6 +619,7 @@ impl Config {
             levels_max: self.book.levels_max,
             stp,
             scheduled: self.venue.is_some(),
+            refs: RefRule::Ouch,
         })
     }
 }

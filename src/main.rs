@@ -953,7 +953,7 @@ fn demo(config: &Config) {
                 ts: Timestamp(ts),
                 owner: OwnerId(owner),
                 body: CommandBody::New(NewOrder {
-                    user_ref: UserRef(refs[usize::from(owner)]),
+                    user_ref: UserRef(u64::from(refs[usize::from(owner)])),
                     side,
                     qty: Qty(lots * spec.lot),
                     symbol: spec.symbol,

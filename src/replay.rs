@@ -417,5 +417,5 @@ pub fn parse_order(text: &str, usernames: &[String]) -> io::Result<(OwnerId, Use
             )
         })?;
     let r: u32 = r.parse().map_err(|_| bad())?;
-    Ok((OwnerId(owner as u16), UserRef(r)))
+    Ok((OwnerId(owner as u16), UserRef(u64::from(r))))
 }

@@ -143,7 +143,15 @@ pub struct MatchId(pub u64);
 )]
 pub struct Seq(pub u64);
 
-/// The client's transaction number (OUCH UserRefNum), strictly increasing per user.
+/// A user's reference of an order or request: OUCH's UserRefNum (32 bits, strictly
+/// increasing per user) when the commands come from OUCH sessions, or any 64-bit key of the
+/// caller's choosing when the core is embedded with [`RefRule::Keys`](crate::book::RefRule).
+///
+/// Stored with 4-byte alignment (`packed(4)`) so that the events and commands that carry
+/// it stay within their 96 bytes; read it by value (`r.0`), never by reference. Its
+/// postcard encoding is a varint, so a reference below 2^32 encodes exactly as the 32-bit
+/// one of earlier journals did.
+#[repr(C, packed(4))]
 #[derive(
     Clone,
     Copy,
@@ -157,7 +165,28 @@ pub struct Seq(pub u64);
     serde::Serialize,
     serde::Deserialize,
 )]
-pub struct UserRef(pub u32);
+pub struct UserRef(pub u64);
+
+impl UserRef {
+    /// The reference as OUCH carries it (UserRefNum, 32 bits). References of commands from
+    /// OUCH sessions always fit; a wider embedder's key is never encoded as OUCH.
+    #[inline]
+    pub fn to_ouch(self) -> u32 {
+        let value = self.0;
+        debug_assert!(
+            value <= u64::from(u32::MAX),
+            "reference {value} is not an OUCH UserRefNum"
+        );
+        value as u32
+    }
+}
+
+impl std::fmt::Display for UserRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.0;
+        value.fmt(f)
+    }
+}
 
 /// Index of a configured user (the owner of a session and of its orders).
 /// Range: `0..users.len()` of the configuration.

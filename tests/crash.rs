@@ -297,7 +297,7 @@ fn a_failed_journal_write_lets_no_reply_out() {
     let mut journaled = HashSet::new();
     ironmatch::journal::recover(&dir, &book, |e| {
         if let ironmatch::book::EventBody::Accepted { order, .. } = e.body {
-            journaled.insert(order.user_ref.0);
+            journaled.insert(order.user_ref.to_ouch());
         }
     })
     .unwrap();

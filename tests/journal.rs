@@ -521,7 +521,7 @@ fn no_reply_leaves_while_the_journal_writer_stalls() {
     c.limit(2, b'B', 100, "AAPL", PX - 100).unwrap();
     quiet(&mut c, std::time::Duration::from_millis(300));
     let book = config.book_config().unwrap();
-    let journaled = |user_ref: u32| {
+    let journaled = |user_ref: u64| {
         let mut found = false;
         journal::recover(&dir, &book, |e| {
             if let ironmatch::book::EventBody::Accepted { order, .. } = e.body {

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 
 use ironmatch::book::flow::{ByteSource, FlowDecoder, STP_SETUPS, stp_test_config};
 use ironmatch::book::reference::{BookView, ReferenceMatcher};
-use ironmatch::book::{BookConfig, Command, Event, EventBody, LevelView, Matcher, OrderAck};
+use ironmatch::book::{
+    BookConfig, Command, Event, EventBody, LevelView, Matcher, OrderAck, RefRule,
+};
 use ironmatch::types::{BookSide, MatchId, OrderId, OwnerId, Price, UserRef};
 use proptest::prelude::*;
 
@@ -453,11 +455,18 @@ fn flow_exercises_every_rule() {
         let mut events = Vec::new();
         // Per instrument: the last trade price, to see trades a band would have stopped.
         let mut last: Vec<Price> = config.instruments.iter().map(|i| i.ref_price).collect();
+        // Caller keys each owner has used, to see keys reused once their order left.
+        let mut used: std::collections::HashSet<(u16, u64)> = Default::default();
         while let Some(cmd) = decoder.next(&mut src) {
             commands += 1;
             events.clear();
             fast.apply(&cmd, &mut events);
             for e in &events {
+                if config.refs == RefRule::Keys {
+                    for key in key_kinds(e, &mut used) {
+                        *counts.entry(key.to_string()).or_default() += 1;
+                    }
+                }
                 for key in protection_keys(&config, &cmd, e, &mut last) {
                     *counts.entry(key.to_string()).or_default() += 1;
                 }
@@ -568,11 +577,39 @@ fn flow_exercises_every_rule() {
         "BandOff::MarketOrderSwept",
         "FatFingerOff::AcceptedBeyondRange",
         "Band::PassiveBeyondBandAccepted",
+        "Keys::Wide",
+        "Keys::Reused",
+        "Keys::LiveRejected",
     ] {
         wanted.push(kind.to_string());
     }
     let missing: Vec<&String> = wanted.iter().filter(|k| !counts.contains_key(*k)).collect();
     assert!(missing.is_empty(), "the flow never produced {missing:?}");
+}
+
+/// Keys for the caller-key rule ([`RefRule::Keys`]): an order accepted with a key of 2^32
+/// or more, one accepted with a key its owner used before (its order had left), and a
+/// request rejected because its key was live.
+fn key_kinds(e: &Event, used: &mut std::collections::HashSet<(u16, u64)>) -> Vec<&'static str> {
+    use ironmatch::book::RejectReason;
+    let mut keys = Vec::new();
+    match e.body {
+        EventBody::Accepted { owner, order } | EventBody::Replaced { owner, order, .. } => {
+            let key = order.user_ref.0;
+            if key > u64::from(u32::MAX) {
+                keys.push("Keys::Wide");
+            }
+            if !used.insert((owner.0, key)) {
+                keys.push("Keys::Reused");
+            }
+        }
+        EventBody::Rejected {
+            reason: RejectReason::DuplicateUserRef,
+            ..
+        } => keys.push("Keys::LiveRejected"),
+        _ => {}
+    }
+    keys
 }
 
 /// Keys for the price protection rules, which event kinds alone do not tell apart: a

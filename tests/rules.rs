@@ -4,7 +4,8 @@
 use ironmatch::book::{
     BandRemainder, BookConfig, CancelReason, Command, CommandBody, DayEvent, Echo, Event,
     EventBody, InstrumentSpec, Liquidity, Matcher, NewOrder, OperatorAction, OperatorOutcome,
-    OwnerSpec, RejectReason, ReplaceOrder, StpMode, TimeInForce, TradingState, VenueCommand,
+    OwnerSpec, RefRule, RejectReason, ReplaceOrder, StpMode, TimeInForce, TradingState,
+    VenueCommand,
 };
 use ironmatch::types::*;
 
@@ -47,13 +48,14 @@ fn config(stp: StpMode, orders_max: u32, levels_max: u32) -> BookConfig {
         levels_max,
         stp,
         scheduled: false,
+        refs: RefRule::Ouch,
     }
 }
 
 struct Venue {
     cfg: BookConfig,
     m: Matcher,
-    refs: [u32; 4],
+    refs: [u64; 4],
     ts: u64,
 }
 
@@ -158,7 +160,7 @@ impl Venue {
     }
 
     /// (owner, ref, open) of one side of XYZ, best first.
-    fn side(&self, side: BookSide) -> Vec<(u16, u32, u32)> {
+    fn side(&self, side: BookSide) -> Vec<(u16, u64, u32)> {
         self.m.view().sides[XYZ][side.index()]
             .iter()
             .map(|o| (o.owner.0, o.user_ref.0, o.open))
@@ -167,7 +169,7 @@ impl Venue {
 }
 
 /// (owner, ref, qty, price, liquidity) of every execution.
-fn fills(events: &[Event]) -> Vec<(u16, u32, u32, Price, Liquidity)> {
+fn fills(events: &[Event]) -> Vec<(u16, u64, u32, Price, Liquidity)> {
     events
         .iter()
         .filter_map(|e| match e.body {
@@ -191,7 +193,7 @@ fn rejection(events: &[Event]) -> Option<RejectReason> {
     })
 }
 
-fn canceled(events: &[Event]) -> Vec<(u32, u32, CancelReason)> {
+fn canceled(events: &[Event]) -> Vec<(u64, u32, CancelReason)> {
     events
         .iter()
         .filter_map(|e| match e.body {
@@ -490,7 +492,7 @@ fn reserve_order_shows_its_floor_and_refills_at_the_back() {
     assert_eq!(v.side(BookSide::Ask), vec![(3, 1, 100), (2, 1, 200)]);
 }
 
-fn stp_case(stp: StpMode) -> (Vec<Event>, Vec<(u16, u32, u32)>) {
+fn stp_case(stp: StpMode) -> (Vec<Event>, Vec<(u16, u64, u32)>) {
     let mut v = Venue::with(config(stp, 100, 100));
     v.limit(1, Side::Sell, 100, px(1000)); // firm F1
     v.limit(2, Side::Sell, 100, px(1000)); // firm F2
@@ -1483,4 +1485,160 @@ fn a_restored_matcher_keeps_the_pause_and_the_trade_window() {
             .any(|c| c.2 == CancelReason::CircuitBreaker);
     }
     assert!(tripped, "the last buy trips the breaker again");
+}
+
+/// A venue whose references are the caller's own keys ([`RefRule::Keys`]).
+fn keyed() -> Venue {
+    Venue::with(BookConfig {
+        refs: RefRule::Keys,
+        ..config(StpMode::CancelResting, 1_000, 1_000)
+    })
+}
+
+impl Venue {
+    /// Enters `o` with the key `key`; returns the events.
+    fn enter_key(
+        &mut self,
+        owner: u16,
+        key: u64,
+        side: Side,
+        qty: u32,
+        price: Price,
+    ) -> Vec<Event> {
+        let mut o = self.order(owner, side, qty, price);
+        o.user_ref = UserRef(key);
+        self.run(owner, CommandBody::New(o))
+    }
+}
+
+const WIDE: u64 = 0xDEAD_BEEF_0000_0001;
+
+#[test]
+fn caller_keys_take_any_64_bit_value_in_any_order() {
+    let mut v = keyed();
+    for (key, price) in [
+        (WIDE, 1000),
+        (7, 1001),
+        (0, 1002),
+        (u64::MAX, 1003),
+        (3, 1004),
+    ] {
+        let ev = v.enter_key(2, key, Side::Sell, 100, px(price));
+        assert!(
+            matches!(ev[0].body, EventBody::Accepted { order, .. } if order.user_ref == UserRef(key)),
+            "key {key:#x}: {ev:?}"
+        );
+    }
+    // Each is addressed by its key: a cancel of the wide one, a reduce of key 0.
+    let ev = v.cancel(2, UserRef(WIDE), 0);
+    assert_eq!(canceled(&ev), [(WIDE, 100, CancelReason::UserRequested)]);
+    let ev = v.cancel(2, UserRef(0), 40);
+    assert_eq!(canceled(&ev), [(0, 60, CancelReason::UserRequested)]);
+    // Another owner may use the same keys.
+    let ev = v.enter_key(3, 7, Side::Buy, 100, px(900));
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+    // Executions carry the key.
+    let ev = v.enter_key(3, WIDE, Side::Buy, 100, px(1001));
+    assert_eq!(
+        fills(&ev),
+        [
+            (2, 7, 100, px(1001), Liquidity::Added),
+            (3, WIDE, 100, px(1001), Liquidity::Removed)
+        ]
+    );
+    assert_eq!(
+        v.side(BookSide::Ask),
+        [(2, 0, 40), (2, u64::MAX, 100), (2, 3, 100)]
+    );
+}
+
+#[test]
+fn a_live_key_is_rejected_with_no_effect_and_a_key_is_free_once_its_order_left() {
+    let mut v = keyed();
+    v.enter_key(2, WIDE, Side::Sell, 100, px(1000));
+    let ev = v.enter_key(2, WIDE, Side::Sell, 50, px(1001));
+    assert_eq!(rejection(&ev), Some(RejectReason::DuplicateUserRef));
+    assert_eq!(ev.len(), 1);
+    assert_eq!(v.side(BookSide::Ask), [(2, WIDE, 100)]);
+    // A lower key than any before is fine: there is no order to the keys.
+    let ev = v.enter_key(2, 1, Side::Sell, 100, px(1002));
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+    // Filled, the order is gone and its key may be used again.
+    v.enter_key(3, 5, Side::Buy, 100, px(1000));
+    assert_eq!(v.side(BookSide::Ask), [(2, 1, 100)]);
+    let ev = v.enter_key(2, WIDE, Side::Sell, 30, px(1003));
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+    // Canceled, likewise.
+    v.cancel(2, UserRef(1), 0);
+    let ev = v.enter_key(2, 1, Side::Sell, 20, px(1004));
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+    assert_eq!(v.side(BookSide::Ask), [(2, WIDE, 30), (2, 1, 20)]);
+    // A key that is not live is unknown (no history is kept of keys).
+    let ev = v.cancel(2, UserRef(99), 0);
+    assert_eq!(rejection(&ev), Some(RejectReason::UnknownOrder));
+}
+
+#[test]
+fn a_keyed_replace_may_keep_its_key_but_not_take_a_live_one() {
+    let mut v = keyed();
+    v.enter_key(2, WIDE, Side::Sell, 100, px(1000));
+    v.enter_key(2, 9, Side::Sell, 100, px(1001));
+    let replace = |orig: u64, new: u64, price| {
+        CommandBody::Replace(ReplaceOrder {
+            orig_user_ref: UserRef(orig),
+            user_ref: UserRef(new),
+            qty: Qty(100),
+            price,
+            tif: TimeInForce::Day,
+            hidden: false,
+            post_only: false,
+            min_qty: Qty(0),
+            max_floor: Qty(0),
+            echo: Echo::default(),
+        })
+    };
+    // Onto another live key: refused, both orders stay as they were.
+    let ev = v.run(2, replace(WIDE, 9, px(1002)));
+    assert_eq!(rejection(&ev), Some(RejectReason::DuplicateUserRef));
+    assert_eq!(v.side(BookSide::Ask), [(2, WIDE, 100), (2, 9, 100)]);
+    // Keeping its own key: a new order (back of its price) under the same key.
+    let ev = v.run(2, replace(WIDE, WIDE, px(1001)));
+    assert!(matches!(
+        ev[0].body,
+        EventBody::Replaced { orig_user_ref, order, .. }
+            if orig_user_ref == UserRef(WIDE) && order.user_ref == UserRef(WIDE)
+    ));
+    assert_eq!(v.side(BookSide::Ask), [(2, 9, 100), (2, WIDE, 100)]);
+    // Onto a fresh key.
+    v.run(2, replace(9, 4, px(1001)));
+    assert_eq!(v.side(BookSide::Ask), [(2, WIDE, 100), (2, 4, 100)]);
+    assert_eq!(
+        rejection(&v.cancel(2, UserRef(9), 0)),
+        Some(RejectReason::UnknownOrder)
+    );
+}
+
+#[test]
+fn a_keyed_core_restores_from_its_state() {
+    let mut v = keyed();
+    v.enter_key(2, WIDE, Side::Sell, 100, px(1000));
+    v.enter_key(2, 3, Side::Sell, 100, px(1000));
+    v.enter_key(1, 3, Side::Buy, 100, px(990));
+    let state = v.m.state();
+    let restored = Matcher::from_state(&v.cfg, &state).unwrap();
+    assert_eq!(restored.view(), v.m.view());
+    v.m = restored;
+    assert_eq!(
+        canceled(&v.cancel(2, UserRef(WIDE), 0)),
+        [(WIDE, 100, CancelReason::UserRequested)]
+    );
+    let ev = v.enter_key(1, 3, Side::Buy, 100, px(991));
+    assert_eq!(rejection(&ev), Some(RejectReason::DuplicateUserRef));
+    // Under OUCH's rule the same state is refused: its references are above the
+    // owners' high-water marks (0), which OUCH's rule never allows.
+    let ouch = BookConfig {
+        refs: RefRule::Ouch,
+        ..v.cfg.clone()
+    };
+    assert!(Matcher::from_state(&ouch, &state).is_err());
 }

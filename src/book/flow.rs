@@ -7,7 +7,7 @@
 //! repeated references, unknown orders). The same bytes always give the same commands.
 
 use super::message::*;
-use super::{BandRemainder, BookConfig, InstrumentSpec, OwnerSpec, StpMode};
+use super::{BandRemainder, BookConfig, InstrumentSpec, OwnerSpec, RefRule, StpMode};
 use crate::types::*;
 
 /// Instruments, owners and deliberately small pools for model checking.
@@ -71,16 +71,21 @@ pub fn test_config(stp: StpMode) -> BookConfig {
         levels_max: 22,
         stp,
         scheduled: false,
+        refs: RefRule::Ouch,
     }
 }
 
-/// Self-trade prevention setups for model checking, numbered `0..STP_SETUPS`.
-pub const STP_SETUPS: usize = 5;
+/// Setups for model checking, numbered `0..STP_SETUPS`: five self-trade prevention
+/// setups under OUCH's reference rule, then the same five with caller keys
+/// ([`RefRule::Keys`]).
+pub const STP_SETUPS: usize = 10;
 
-/// [`test_config`] with self-trade prevention setup `setup % STP_SETUPS`: the four
-/// venue-wide modes, then a venue of `CancelBoth` whose owners 0 and 1 (one firm) have
+/// [`test_config`] with setup `setup % STP_SETUPS`: the four venue-wide self-trade
+/// prevention modes, then a venue of `CancelBoth` whose owners 0 and 1 (one firm) have
 /// modes of their own (none, and cancel resting), so each side of a same-firm cross
-/// applies the incoming owner's mode.
+/// applies the incoming owner's mode; setups 5 to 9 are those five with caller keys
+/// instead of OUCH references (the decoder then numbers orders with 64-bit keys, and
+/// reuses keys, live or not).
 pub fn stp_test_config(setup: usize) -> BookConfig {
     let modes = [
         StpMode::CancelResting,
@@ -88,7 +93,8 @@ pub fn stp_test_config(setup: usize) -> BookConfig {
         StpMode::CancelBoth,
         StpMode::None,
     ];
-    match modes.get(setup % STP_SETUPS) {
+    let setup = setup % STP_SETUPS;
+    let mut config = match modes.get(setup % 5) {
         Some(&mode) => test_config(mode),
         None => {
             let mut config = test_config(StpMode::CancelBoth);
@@ -96,7 +102,11 @@ pub fn stp_test_config(setup: usize) -> BookConfig {
             config.owners[1].stp = Some(StpMode::CancelResting);
             config
         }
+    };
+    if setup >= 5 {
+        config.refs = RefRule::Keys;
     }
+    config
 }
 
 /// Reads bytes one at a time; zeros once exhausted.
@@ -138,10 +148,10 @@ impl<'a> ByteSource<'a> {
 #[derive(Debug)]
 pub struct FlowDecoder {
     config: BookConfig,
-    next_ref: Vec<u32>,
+    next_ref: Vec<u64>,
     /// Recent references per owner with their instrument and side, for cancels,
     /// replaces and modifies.
-    recent: Vec<[(u32, usize, Side); 8]>,
+    recent: Vec<[(u64, usize, Side); 8]>,
     ts: u64,
 }
 
@@ -277,12 +287,16 @@ impl FlowDecoder {
         o: usize,
         order: Option<(usize, Side)>,
     ) -> UserRef {
-        // One in 16 repeats an old reference, which must be rejected with no effect.
+        // One in 16 repeats an old reference, which must be rejected with no effect (with
+        // caller keys: a recent key, rejected if its order is live, else taken anew).
         if src.one_in(16) {
-            return UserRef(self.next_ref[o].saturating_sub(u32::from(src.below(3))));
+            return match self.config.refs {
+                RefRule::Ouch => UserRef(self.next_ref[o].saturating_sub(u64::from(src.below(3)))),
+                RefRule::Keys => UserRef(self.recent[o][usize::from(src.below(8))].0),
+            };
         }
-        let r = self.next_ref[o];
-        self.next_ref[o] += 1 + u32::from(src.one_in(8));
+        let r = self.key_of(self.next_ref[o]);
+        self.next_ref[o] += 1 + u64::from(src.one_in(8));
         if let Some((instrument, side)) = order {
             let slot = usize::from(src.below(8));
             self.recent[o][slot] = (r, instrument, side);
@@ -294,9 +308,24 @@ impl FlowDecoder {
     fn known_ref(&mut self, src: &mut ByteSource<'_>, o: usize) -> (UserRef, usize, Side) {
         let (r, instrument, side) = self.recent[o][usize::from(src.below(8))];
         match src.below(16) {
-            0 => (UserRef(self.next_ref[o] + 5), instrument, side),
+            0 => (UserRef(self.key_of(self.next_ref[o] + 5)), instrument, side),
             1 => (UserRef(0), instrument, side),
             _ => (UserRef(r), instrument, side),
+        }
+    }
+
+    /// The key of the owner's `n`th reference: `n` itself under OUCH's rule; with caller
+    /// keys, small and sequential for some, spread over all 64 bits for the rest (never 0,
+    /// distinct for distinct `n` below 2^30).
+    fn key_of(&self, n: u64) -> u64 {
+        match self.config.refs {
+            RefRule::Ouch => n,
+            RefRule::Keys => match n % 4 {
+                0 => n,
+                1 => n << 33 | 1,
+                2 => u64::MAX - n,
+                _ => n << 32 | 7,
+            },
         }
     }
 

@@ -20,7 +20,9 @@ use super::ladder::Ladder;
 use super::message::*;
 use super::pool::{NIL, Pool};
 use super::ref_index::OrderIndex;
-use super::{BandRemainder, BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, StpMode};
+use super::{
+    BandRemainder, BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, RefRule, StpMode,
+};
 use crate::types::*;
 
 /// A resting order's hot part: one cache line. See the README for the whole per-order cost.
@@ -30,7 +32,6 @@ struct Order {
     id: OrderId,
     /// Feed reference of the displayed part (changes at each reserve refill).
     md_ref: OrderId,
-    price: Price,
     /// Shares still open, displayed and reserve together.
     open: u32,
     /// Shares displayed now (0 for hidden orders).
@@ -180,7 +181,8 @@ struct Owner {
     spec: OwnerSpec,
     /// Self-trade prevention for this owner's incoming orders (its own or the venue's).
     stp: StpMode,
-    last_ref: u32,
+    /// The highest reference used ([`RefRule::Ouch`]; 0 with [`RefRule::Keys`]).
+    last_ref: u64,
     /// The owner's resting orders in order of entry, linked through `owner_prev/next`.
     head: u32,
     tail: u32,
@@ -289,6 +291,8 @@ pub struct Matcher {
     cold: Vec<OrderCold>,
     levels: Pool<Level>,
     by_ref: OrderIndex,
+    /// References follow OUCH's rule ([`RefRule::Ouch`]) rather than being caller keys.
+    ouch_refs: bool,
     next_order_id: u64,
     next_match_id: u64,
     /// Where the trading day stands.
@@ -310,7 +314,7 @@ pub struct Matcher {
 }
 
 /// A good-till-time order's expire time and identity.
-type Expiry = (u64, u64, u16, u32);
+type Expiry = (u64, u64, u16, UserRef);
 
 /// Queue ranks of the resting orders by slot, for [`Matcher::state`].
 enum Ranks {
@@ -432,6 +436,7 @@ impl Matcher {
             cold: vec![OrderCold::default(); config.orders_max as usize],
             levels: Pool::with_capacity(config.levels_max),
             by_ref,
+            ouch_refs: config.refs == RefRule::Ouch,
             next_order_id: 1,
             next_match_id: 1,
             phase: if config.scheduled {
@@ -516,8 +521,7 @@ impl Matcher {
     }
 
     fn new_order(&mut self, owner: OwnerId, o: &NewOrder, emit: &mut Emitter<'_, impl EventSink>) {
-        let owner_state = &mut self.owners[usize::from(owner.0)];
-        if o.user_ref.0 <= owner_state.last_ref {
+        if !self.take_ref(owner, o.user_ref) {
             return emit.reject(
                 owner,
                 o.user_ref,
@@ -525,7 +529,6 @@ impl Matcher {
                 o.echo.clordid,
             );
         }
-        owner_state.last_ref = o.user_ref.0;
         let Some(&instrument) = self.symbols.get(&o.symbol.key()) else {
             return emit.reject(
                 owner,
@@ -896,7 +899,7 @@ impl Matcher {
                 }
                 second
             };
-            self.trade(inc, oi, second, emit);
+            self.trade(inc, oi, price, second, emit);
         }
     }
 
@@ -951,6 +954,7 @@ impl Matcher {
         emit: &mut Emitter<'_, impl EventSink>,
     ) -> bool {
         let resting = self.orders[oi];
+        let price = self.levels[resting.level].price;
         let prevented = Qty(inc.remaining.min(resting.open));
         let cancel_resting = stp != StpMode::CancelIncoming;
         let cancel_incoming = stp != StpMode::CancelResting;
@@ -961,7 +965,7 @@ impl Matcher {
                 order_id: resting.id,
                 qty: Qty(resting.open),
                 prevented,
-                price: resting.price,
+                price,
                 liquidity: if resting.hidden {
                     Liquidity::AddedHidden
                 } else {
@@ -983,7 +987,7 @@ impl Matcher {
                 order_id: inc.order_id,
                 qty: Qty(inc.remaining),
                 prevented,
-                price: resting.price,
+                price,
                 liquidity: Liquidity::Removed,
             });
             inc.remaining = 0;
@@ -992,12 +996,13 @@ impl Matcher {
         true
     }
 
-    /// One match between the incoming order and resting order `oi`, in `second` of the
-    /// instrument's trade window (unused when its breaker is off).
+    /// One match between the incoming order and resting order `oi` (at its level's `price`),
+    /// in `second` of the instrument's trade window (unused when its breaker is off).
     fn trade(
         &mut self,
         inc: &mut Incoming,
         oi: u32,
+        price: Price,
         second: u64,
         emit: &mut Emitter<'_, impl EventSink>,
     ) {
@@ -1013,6 +1018,7 @@ impl Matcher {
         o.executed += qty;
         let resting = *o;
         let level = &mut self.levels[resting.level];
+        debug_assert_eq!(level.price, price);
         level.open_qty -= u64::from(qty);
         if !resting.hidden {
             level.shown_qty -= u64::from(qty);
@@ -1021,15 +1027,15 @@ impl Matcher {
         inc.executed += qty;
         let book = &mut self.books[usize::from(inc.instrument.0)];
         if book.spec.breaker_bps != 0 {
-            book.window.record(second, resting.price, book.reference);
+            book.window.record(second, price, book.reference);
         }
-        book.reference = resting.price;
+        book.reference = price;
         emit.event(EventBody::Executed {
             owner: resting.owner,
             user_ref: resting.user_ref,
             order_id: resting.id,
             qty: Qty(qty),
-            price: resting.price,
+            price,
             liquidity: if resting.hidden {
                 Liquidity::AddedHidden
             } else {
@@ -1043,7 +1049,7 @@ impl Matcher {
             user_ref: inc.user_ref,
             order_id: inc.order_id,
             qty: Qty(qty),
-            price: resting.price,
+            price,
             liquidity: Liquidity::Removed,
             match_id,
             leaves: Qty(inc.remaining),
@@ -1053,7 +1059,7 @@ impl Matcher {
                 instrument: resting.instrument,
                 side: resting.side.book_side(),
                 qty: Qty(qty),
-                price: resting.price,
+                price,
                 match_id,
             });
         } else {
@@ -1061,7 +1067,7 @@ impl Matcher {
                 instrument: resting.instrument,
                 md_ref: resting.md_ref,
                 qty: Qty(qty),
-                price: resting.price,
+                price,
                 match_id,
             });
         }
@@ -1094,7 +1100,7 @@ impl Matcher {
             md_ref,
             side: o.side.book_side(),
             qty: Qty(o.shown),
-            price: o.price,
+            price: self.levels[o.level].price,
             firm: o.firm,
         });
     }
@@ -1117,7 +1123,6 @@ impl Matcher {
         let order = Order {
             id: inc.order_id,
             md_ref: inc.order_id,
-            price: inc.limit,
             open: inc.remaining,
             shown,
             executed: inc.executed,
@@ -1147,7 +1152,7 @@ impl Matcher {
         };
         if let TimeInForce::Gtt { expire_secs } = entry.tif {
             let at = emit.ts.0 + u64::from(expire_secs) * 1_000_000_000;
-            self.add_expiry((at, inc.order_id.0, inc.owner.0, inc.user_ref.0));
+            self.add_expiry((at, inc.order_id.0, inc.owner.0, inc.user_ref));
         }
         let level = self.level_for(inc.instrument, side, inc.limit);
         self.orders[oi].level = level;
@@ -1276,6 +1281,7 @@ impl Matcher {
         if let Some(oi) = self.by_ref.get(owner.0, user_ref.0) {
             return Some(oi);
         }
+        // With caller keys `last_ref` stays 0: a key that is not live is unknown.
         let reason = if user_ref.0 != 0 && user_ref.0 <= self.owners[usize::from(owner.0)].last_ref
         {
             RejectReason::OrderNotLive
@@ -1347,7 +1353,12 @@ impl Matcher {
         let Some(oi) = self.lookup(owner, r.orig_user_ref, r.user_ref, r.echo.clordid, emit) else {
             return;
         };
-        if r.user_ref.0 <= self.owners[usize::from(owner.0)].last_ref {
+        let fresh = if self.ouch_refs {
+            r.user_ref.0 > self.owners[usize::from(owner.0)].last_ref
+        } else {
+            r.user_ref.0 == r.orig_user_ref.0 || self.by_ref.get(owner.0, r.user_ref.0).is_none()
+        };
+        if !fresh {
             return emit.reject(
                 owner,
                 r.user_ref,
@@ -1408,7 +1419,9 @@ impl Matcher {
             // Quotation only and the new order would execute: the original stays.
             return emit.reject(owner, r.user_ref, reason, r.echo.clordid);
         }
-        self.owners[usize::from(owner.0)].last_ref = r.user_ref.0;
+        if self.ouch_refs {
+            self.owners[usize::from(owner.0)].last_ref = r.user_ref.0;
+        }
         let contra = orig.side.book_side().opposite();
         let marketable = self.books[usize::from(orig.instrument.0)]
             .best(contra)
@@ -1486,12 +1499,10 @@ impl Matcher {
         side: Option<BookSide>,
         emit: &mut Emitter<'_, impl EventSink>,
     ) {
-        let owner_state = &mut self.owners[usize::from(owner.0)];
-        if user_ref.0 <= owner_state.last_ref {
+        if self.ouch_refs && !self.take_ref(owner, user_ref) {
             return emit.reject(owner, user_ref, RejectReason::DuplicateUserRef, BLANK_ID);
         }
-        owner_state.last_ref = user_ref.0;
-        if firm != owner_state.spec.firm {
+        if firm != self.owners[usize::from(owner.0)].spec.firm {
             return emit.reject(owner, user_ref, RejectReason::FirmNotAuthorized, BLANK_ID);
         }
         let instrument = if symbol == Symbol::BLANK {
@@ -1661,7 +1672,7 @@ impl Matcher {
             let (orders, by_ref) = (&self.orders, &self.by_ref);
             self.expiries.retain(|Reverse((_, id, owner, user_ref))| {
                 by_ref
-                    .get(*owner, *user_ref)
+                    .get(*owner, user_ref.0)
                     .is_some_and(|oi| orders[oi].id.0 == *id)
             });
         }
@@ -1678,7 +1689,7 @@ impl Matcher {
                 break;
             }
             self.expiries.pop();
-            if let Some(oi) = self.by_ref.get(owner, user_ref)
+            if let Some(oi) = self.by_ref.get(owner, user_ref.0)
                 && self.orders[oi].id.0 == id
             {
                 self.reduce(oi, 0, CancelReason::Expired, emit);
@@ -1815,6 +1826,23 @@ impl Matcher {
             }
         }
         count
+    }
+
+    /// Whether `owner` may use `user_ref` for a new order (and, with OUCH's rule, uses it
+    /// up): above every reference before it ([`RefRule::Ouch`]), or not the key of a live
+    /// order ([`RefRule::Keys`]).
+    #[inline(always)]
+    fn take_ref(&mut self, owner: OwnerId, user_ref: UserRef) -> bool {
+        if self.ouch_refs {
+            let last = &mut self.owners[usize::from(owner.0)].last_ref;
+            if user_ref.0 <= *last {
+                return false;
+            }
+            *last = user_ref.0;
+            true
+        } else {
+            self.by_ref.get(owner.0, user_ref.0).is_none()
+        }
     }
 
     fn take_order_id(&mut self) -> OrderId {
@@ -2031,7 +2059,7 @@ impl Matcher {
                                 owner: o.owner,
                                 user_ref: o.user_ref,
                                 side: o.side,
-                                price: o.price,
+                                price: level.price,
                                 open: o.open,
                                 shown: o.shown,
                                 hidden: o.hidden,
@@ -2128,7 +2156,6 @@ impl Matcher {
             let key = if hidden { o.id.0 } else { o.md_ref.0 };
             let bad = o.prev != prev
                 || o.level != li
-                || o.price != price
                 || o.hidden != hidden
                 || o.side.book_side() != side
                 || o.open == 0
@@ -2274,7 +2301,7 @@ pub struct BookState {
     /// Next match number.
     pub next_match_id: u64,
     /// Per owner: the last reference consumed.
-    pub last_refs: Vec<u32>,
+    pub last_refs: Vec<u64>,
     /// Per instrument: centre of the price band.
     pub references: Vec<Price>,
     /// Per instrument: its own trading state.
@@ -2322,7 +2349,7 @@ impl Matcher {
         for Reverse((at, id, owner, user_ref)) in self.expiries.iter() {
             if self
                 .by_ref
-                .get(*owner, *user_ref)
+                .get(*owner, user_ref.0)
                 .is_some_and(|oi| self.orders[oi].id.0 == *id)
             {
                 expires.insert(*id, *at);
@@ -2341,7 +2368,7 @@ impl Matcher {
                     user_ref: o.user_ref,
                     instrument: o.instrument,
                     side: o.side,
-                    price: o.price,
+                    price: self.levels[o.level].price,
                     open: o.open,
                     shown: o.shown,
                     max_floor: c.max_floor,
@@ -2438,7 +2465,7 @@ impl Matcher {
                 m.phase, m.day_event
             ));
         }
-        let mut by_rank: Vec<(u32, u32)> = Vec::with_capacity(state.orders.len());
+        let mut by_rank: Vec<(u32, u32, Price)> = Vec::with_capacity(state.orders.len());
         let mut previous_owner = 0u16;
         for s in &state.orders {
             let bad = |what: &str| format!("order {}: {what}", s.id.0);
@@ -2460,7 +2487,7 @@ impl Matcher {
                 || s.id.0 == 0
                 || s.id.0 >= state.next_order_id
                 || s.md_ref.0 >= state.next_order_id
-                || s.user_ref.0 > owner.last_ref
+                || (m.ouch_refs && s.user_ref.0 > owner.last_ref)
                 || s.open == 0
                 || !(s.hidden || s.shown > 0)
                 || !shown_ok
@@ -2477,7 +2504,6 @@ impl Matcher {
             let order = Order {
                 id: s.id,
                 md_ref: s.md_ref,
-                price: s.price,
                 open: s.open,
                 shown: s.shown,
                 executed: s.executed,
@@ -2509,24 +2535,22 @@ impl Matcher {
             };
             m.books[usize::from(s.instrument.0)].resting += 1;
             if s.expires_at != 0 {
-                m.add_expiry((s.expires_at, s.id.0, s.owner.0, s.user_ref.0));
+                m.add_expiry((s.expires_at, s.id.0, s.owner.0, s.user_ref));
             }
             m.link_to_owner(oi);
             m.by_ref.insert(s.owner.0, s.user_ref.0, oi);
-            by_rank.push((s.queue_rank, oi));
+            by_rank.push((s.queue_rank, oi, s.price));
         }
         // Queues: append in rank order, so each level's FIFO is as it was.
         by_rank.sort_unstable();
         if by_rank.windows(2).any(|w| w[0].0 == w[1].0) {
             return Err("two orders share a queue position".into());
         }
-        for (_, oi) in by_rank {
+        for (_, oi, price) in by_rank {
             let o = m.orders[oi];
             let side = o.side.book_side();
             let book = &m.books[usize::from(o.instrument.0)];
-            if book.sides[side.index()]
-                .get(book.tick_of(o.price))
-                .is_none()
+            if book.sides[side.index()].get(book.tick_of(price)).is_none()
                 && m.levels.free_count() == 0
             {
                 return Err(format!(
@@ -2534,7 +2558,7 @@ impl Matcher {
                     config.levels_max
                 ));
             }
-            let level = m.level_for(o.instrument, side, o.price);
+            let level = m.level_for(o.instrument, side, price);
             m.orders[oi].level = level;
             m.link_to_level(oi, level);
             let level = &mut m.levels[level];

@@ -851,7 +851,7 @@ impl std::fmt::Display for Event {
                     f,
                     "user {} ref {} {verb}: order {} {:?} {} @ {} {:?}{}{}",
                     owner.0,
-                    o.user_ref.0,
+                    o.user_ref,
                     o.order_id.0,
                     o.side,
                     o.qty.0,
@@ -861,7 +861,7 @@ impl std::fmt::Display for Event {
                     if o.max_floor.0 > 0 { " reserve" } else { "" },
                 )?;
                 if let EventBody::Replaced { orig_user_ref, .. } = self.body {
-                    write!(f, " (was ref {})", orig_user_ref.0)?;
+                    write!(f, " (was ref {})", orig_user_ref)?;
                 }
                 Ok(())
             }
@@ -871,11 +871,7 @@ impl std::fmt::Display for Event {
                 reason,
                 ..
             } => {
-                write!(
-                    f,
-                    "user {} ref {} rejected: {reason:?}",
-                    owner.0, user_ref.0
-                )
+                write!(f, "user {} ref {} rejected: {reason:?}", owner.0, user_ref)
             }
             EventBody::Canceled {
                 owner,
@@ -887,7 +883,7 @@ impl std::fmt::Display for Event {
             } => write!(
                 f,
                 "user {} ref {} canceled {} ({reason:?}), {} left",
-                owner.0, user_ref.0, qty.0, leaves.0
+                owner.0, user_ref, qty.0, leaves.0
             ),
             EventBody::AiqCanceled {
                 owner,
@@ -899,7 +895,7 @@ impl std::fmt::Display for Event {
             } => write!(
                 f,
                 "user {} ref {} self-trade prevented: {} canceled, {} would have traded @ {price}",
-                owner.0, user_ref.0, qty.0, prevented.0
+                owner.0, user_ref, qty.0, prevented.0
             ),
             EventBody::Executed {
                 owner,
@@ -913,7 +909,7 @@ impl std::fmt::Display for Event {
             } => write!(
                 f,
                 "user {} ref {} executed {} @ {price} ({liquidity:?}) match {}, {} left",
-                owner.0, user_ref.0, qty.0, match_id.0, leaves.0
+                owner.0, user_ref, qty.0, match_id.0, leaves.0
             ),
             EventBody::Modified {
                 owner,
@@ -924,14 +920,14 @@ impl std::fmt::Display for Event {
                 write!(
                     f,
                     "user {} ref {} modified: {side:?} {} open",
-                    owner.0, user_ref.0, qty.0
+                    owner.0, user_ref, qty.0
                 )
             }
             EventBody::CancelRejected { owner, user_ref } => {
                 write!(
                     f,
                     "user {} ref {} cancel rejected: not a reduction",
-                    owner.0, user_ref.0
+                    owner.0, user_ref
                 )
             }
             EventBody::Restated {
@@ -942,7 +938,7 @@ impl std::fmt::Display for Event {
             } => write!(
                 f,
                 "user {} ref {} reserve refilled: {} shown as feed ref {}",
-                owner.0, user_ref.0, display_qty.0, md_ref.0
+                owner.0, user_ref, display_qty.0, md_ref.0
             ),
             EventBody::Repriced {
                 owner,
@@ -951,7 +947,7 @@ impl std::fmt::Display for Event {
             } => write!(
                 f,
                 "user {} ref {} repriced to the band edge: rests @ {price}",
-                owner.0, user_ref.0
+                owner.0, user_ref
             ),
             EventBody::AccountQueried {
                 owner,
@@ -959,7 +955,7 @@ impl std::fmt::Display for Event {
             } => write!(
                 f,
                 "user {} account query: next ref {}",
-                owner.0, next_user_ref.0
+                owner.0, next_user_ref
             ),
             EventBody::MassCanceled {
                 owner,
@@ -970,7 +966,7 @@ impl std::fmt::Display for Event {
                 write!(
                     f,
                     "user {} ref {} mass cancel: {count} orders",
-                    owner.0, user_ref.0
+                    owner.0, user_ref
                 )
             }
             EventBody::MdAdd {

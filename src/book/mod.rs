@@ -58,9 +58,13 @@
 //!   [`Matcher::next_deadline`] says when. An operator's state for the instrument overrides
 //!   the pause: it holds, and no resume follows. A pause that ends under the venue halt
 //!   changes the instrument's own state silently; lifting the halt reports it.
-//! - **References**: each owner's [`UserRef`](crate::types::UserRef)s of new orders, replaces
-//!   and mass cancels must strictly increase; a repeated or lower one is rejected with no
-//!   effect. A failed replace does not consume its reference (OUCH behaviour).
+//! - **References** follow [`BookConfig::refs`]. Under OUCH's rule ([`RefRule::Ouch`], what
+//!   the pipeline runs) each owner's [`UserRef`](crate::types::UserRef)s of new orders,
+//!   replaces and mass cancels must strictly increase; a repeated or lower one is rejected
+//!   with no effect. A failed replace does not consume its reference (OUCH behaviour).
+//!   With caller keys ([`RefRule::Keys`], for embedders) a reference is any 64-bit key
+//!   unique among its owner's live orders: a live one is rejected with no effect, and a
+//!   key is free again once its order has left the book.
 //! - **Time in force and the day**: each [`TimeInForce`] is accepted only in the phases of
 //!   the day [`TimeInForce::accepted_in`] allows (else [`RejectReason::Closed`]); the end of
 //!   market hours cancels Day orders, the end of system hours every resting order (reason
@@ -191,6 +195,40 @@ pub struct BookConfig {
     /// fingerprint of an unscheduled configuration is what it always was.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub scheduled: bool,
+    /// How users' references behave: OUCH's rule (the pipeline) or a caller's own keys
+    /// (an embedded core). Left out of the serialized form for OUCH, so the journal
+    /// fingerprint of every configuration the pipeline runs is what it always was.
+    #[serde(skip_serializing_if = "RefRule::is_ouch")]
+    pub refs: RefRule,
+}
+
+/// What a user's reference ([`UserRef`](crate::types::UserRef)) of an order is, and which
+/// rule the matcher applies to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum RefRule {
+    /// OUCH's UserRefNum: each owner's references of new orders, replaces and mass cancels
+    /// must strictly increase; a repeated or lower one is rejected
+    /// ([`RejectReason::DuplicateUserRef`]), a failed replace does not consume its
+    /// reference, a cancel of a reference used before but no longer live is
+    /// [`RejectReason::OrderNotLive`], and an account query answers the next reference.
+    /// What the pipeline runs: OUCH sessions number their messages this way.
+    #[default]
+    Ouch,
+    /// The caller's own 64-bit keys, in any order: a key must be unique among the owner's
+    /// live orders (a new order or replace with a live key is rejected as
+    /// [`RejectReason::DuplicateUserRef`]; a replace may keep its order's key), and is
+    /// free again once its order has left the book. No history is kept: a cancel of a key
+    /// that is not live is [`RejectReason::UnknownOrder`], mass cancels take any key, and
+    /// an account query answers 1. For embedding the core with the caller's order ids:
+    /// they go through the matcher's own index, no second table needed.
+    Keys,
+}
+
+impl RefRule {
+    /// Whether this is [`RefRule::Ouch`].
+    pub fn is_ouch(&self) -> bool {
+        *self == RefRule::Ouch
+    }
 }
 
 impl BookConfig {

@@ -1,7 +1,9 @@
-//! `(owner, user_ref) -> order slot`: the index behind cancel, replace and modify.
+//! `(owner, key) -> order slot`: the index behind cancel, replace and modify.
 //!
 //! [`OrderIndex`] is what the matcher uses: per-owner windows of recent references, and
-//! behind them [`RefIndex`], a hash for the references the windows do not hold.
+//! behind them [`RefIndex`], a hash for the references the windows do not hold. A key is
+//! the owner's 64-bit reference of an order: OUCH's UserRefNum (below 2^32), or any key an
+//! embedding caller chooses.
 //!
 //! Open addressing with linear probing and backward-shift deletion, so it never holds
 //! tombstones and never rehashes: its cost stays flat through a day of churn (a general
@@ -10,24 +12,31 @@
 //! least twice the order capacity, so the load stays at or below one half.
 //!
 //! Locality: a market maker's live orders are mostly its most recent references. The home
-//! slot keeps each run of [`BLOCK`] consecutive references of one owner side by side, so
-//! those orders share a few cache lines; the runs themselves are scattered by a hash so
-//! that probe sequences stay short. Measured: `book/mixed` in the README.
+//! slot keeps each run of [`BLOCK`] consecutive keys of one owner side by side, so those
+//! orders share a few cache lines; the runs themselves are scattered by a hash so that
+//! probe sequences stay short. Measured: `book/mixed` in the README.
 
-/// Consecutive references that share a run of slots.
+/// Consecutive keys that share a run of slots.
 const BLOCK: u64 = 16;
+
+/// `value` of an empty slot (order slots are below the pool size, itself below this).
+const VACANT: u32 = u32::MAX;
 
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    /// `owner << 32 | user_ref`; 0 = empty (reference 0 is never stored: it is never above
-    /// an owner's last reference, so it is always rejected).
     key: u64,
+    /// The order slot; [`VACANT`] = empty.
     value: u32,
+    owner: u16,
 }
 
-const EMPTY: Slot = Slot { key: 0, value: 0 };
+const EMPTY: Slot = Slot {
+    key: 0,
+    value: VACANT,
+    owner: 0,
+};
 
-/// A fixed-capacity map from non-zero `u64` keys to `u32` values.
+/// A fixed-capacity map from `(owner, key)` to `u32` values below `u32::MAX`.
 #[derive(Debug)]
 pub struct RefIndex {
     slots: Vec<Slot>,
@@ -53,64 +62,65 @@ impl RefIndex {
     }
 
     #[inline]
-    fn home(&self, key: u64) -> usize {
-        let (owner, user_ref) = (key >> 32, key & 0xFFFF_FFFF);
-        let hash = ((owner << 32) | (user_ref / BLOCK)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    fn home(&self, owner: u16, key: u64) -> usize {
+        // For keys below 2^32 (OUCH references) this is `owner << 32 | key / BLOCK`.
+        let hash = ((u64::from(owner) << 32) ^ (key / BLOCK)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         // The high bits of a multiplicative hash are the well-mixed ones. A shift of 64
         // (one block) would overflow; `checked_shr` maps it to block 0.
         let block = hash.checked_shr(self.shift).unwrap_or(0) as usize;
-        (block * BLOCK as usize + (user_ref % BLOCK) as usize) & self.mask
+        (block * BLOCK as usize + (key % BLOCK) as usize) & self.mask
     }
 
-    /// The value stored for `key`.
+    /// The value stored for `(owner, key)`.
     #[inline]
-    pub fn get(&self, key: u64) -> Option<u32> {
-        if key == 0 {
-            return None;
-        }
-        let mut i = self.home(key);
+    pub fn get(&self, owner: u16, key: u64) -> Option<u32> {
+        let mut i = self.home(owner, key);
         loop {
             let slot = self.slots[i];
-            if slot.key == key {
-                return Some(slot.value);
-            }
-            if slot.key == 0 {
+            if slot.value == VACANT {
                 return None;
+            }
+            if slot.key == key && slot.owner == owner {
+                return Some(slot.value);
             }
             i = (i + 1) & self.mask;
         }
     }
 
-    /// Stores `key -> value`. The key must be absent and the map below capacity; both are
-    /// guaranteed by the matcher (unique references, order pool no larger than half).
+    /// Stores `(owner, key) -> value`. The key must be absent, the value below `u32::MAX`
+    /// and the map below capacity; all are guaranteed by the matcher (keys unique among
+    /// live orders, order pool no larger than half).
     #[inline]
-    pub fn insert(&mut self, key: u64, value: u32) {
+    pub fn insert(&mut self, owner: u16, key: u64, value: u32) {
         assert!(
-            key != 0 && self.len < self.slots.len() / 2,
+            value != VACANT && self.len < self.slots.len() / 2,
             "reference index over capacity"
         );
-        let mut i = self.home(key);
-        while self.slots[i].key != 0 {
-            debug_assert!(self.slots[i].key != key, "key {key:#x} inserted twice");
+        let mut i = self.home(owner, key);
+        while self.slots[i].value != VACANT {
+            debug_assert!(
+                self.slots[i].key != key || self.slots[i].owner != owner,
+                "key {key:#x} of owner {owner} inserted twice"
+            );
             i = (i + 1) & self.mask;
         }
-        self.slots[i] = Slot { key, value };
+        self.slots[i] = Slot { key, value, owner };
         self.len += 1;
     }
 
-    /// Removes `key`; returns whether it was there.
+    /// Removes `(owner, key)`; returns whether it was there.
     #[inline]
-    pub fn remove(&mut self, key: u64) -> bool {
-        if key == 0 {
-            return false;
-        }
-        let mut i = self.home(key);
+    pub fn remove(&mut self, owner: u16, key: u64) -> bool {
+        let mut i = self.home(owner, key);
         loop {
-            match self.slots[i].key {
-                0 => return false,
-                k if k == key => break,
-                _ => i = (i + 1) & self.mask,
+            let slot = self.slots[i];
+            if slot.value == VACANT {
+                return false;
             }
+            if slot.key == key && slot.owner == owner {
+                break;
+            }
+            i = (i + 1) & self.mask;
         }
         // Backward shift: pull later entries of the probe run into the hole unless their
         // home lies cyclically after the hole (they would become unreachable).
@@ -119,10 +129,10 @@ impl RefIndex {
         loop {
             j = (j + 1) & self.mask;
             let slot = self.slots[j];
-            if slot.key == 0 {
+            if slot.value == VACANT {
                 break;
             }
-            let home = self.home(slot.key);
+            let home = self.home(slot.owner, slot.key);
             let stays = if hole <= j {
                 hole < home && home <= j
             } else {
@@ -154,21 +164,23 @@ pub const WINDOW_MAX: u32 = 1 << 16;
 /// References per owner in the recent window at least.
 pub const WINDOW_MIN: u32 = 64;
 
-/// A live order in the recent window: its reference, and its slot plus one (0 = empty).
+/// A live order in the recent window: its key (below 2^32), and its slot plus one
+/// (0 = empty).
 #[derive(Clone, Copy, Debug, Default)]
 struct Recent {
-    user_ref: u32,
+    key: u32,
     slot: u32,
 }
 
-/// `(owner, user_ref) -> order slot` for the matcher, in two parts.
+/// `(owner, key) -> order slot` for the matcher, in two parts.
 ///
 /// A market maker's live orders are mostly its most recent references, so each owner has a
-/// direct-mapped window of `window` entries, one per reference modulo `window`: a lookup
-/// of a recent reference is one access to a small table that stays in cache. When two
-/// live orders want the same entry, the newer reference takes it and the older one moves
-/// to the hash index behind ([`RefIndex`]), which also holds orders restored out of
-/// order. Every live order is in exactly one of the two.
+/// direct-mapped window of `window` entries, one per key modulo `window`: a lookup of a
+/// recent reference is one access to a small table that stays in cache. When two live
+/// orders want the same entry, the higher key takes it and the other moves to the hash
+/// index behind ([`RefIndex`]), which also holds orders restored out of order and every
+/// key of 2^32 or more (the windows store 32-bit keys, which every OUCH reference is).
+/// Every live order is in exactly one of the two.
 #[derive(Debug)]
 pub struct OrderIndex {
     /// `owners * window` entries; owner `o`'s are `o * window..(o + 1) * window`.
@@ -198,55 +210,67 @@ impl OrderIndex {
     }
 
     #[inline]
-    fn position(&self, owner: u16, user_ref: u32) -> usize {
-        ((usize::from(owner)) << self.shift) | (user_ref & self.mask) as usize
+    fn position(&self, owner: u16, key: u32) -> usize {
+        ((usize::from(owner)) << self.shift) | (key & self.mask) as usize
     }
 
-    /// The slot of `owner`'s live order `user_ref`.
+    /// The slot of `owner`'s live order `key`.
     #[inline]
-    pub fn get(&self, owner: u16, user_ref: u32) -> Option<u32> {
-        let entry = self.recent[self.position(owner, user_ref)];
-        if entry.slot != 0 && entry.user_ref == user_ref {
-            return Some(entry.slot - 1);
+    pub fn get(&self, owner: u16, key: u64) -> Option<u32> {
+        if let Ok(short) = u32::try_from(key) {
+            let entry = self.recent[self.position(owner, short)];
+            if entry.slot != 0 && entry.key == short {
+                return Some(entry.slot - 1);
+            }
         }
         if self.older.len() == 0 {
             return None;
         }
-        self.older.get(key(owner, user_ref))
+        self.older.get(owner, key)
     }
 
-    /// Indexes a live order; `(owner, user_ref)` must not be live already.
+    /// Indexes a live order; `(owner, key)` must not be live already.
     #[inline]
-    pub fn insert(&mut self, owner: u16, user_ref: u32, slot: u32) {
-        debug_assert!(slot < u32::MAX && self.get(owner, user_ref).is_none());
-        let at = self.position(owner, user_ref);
+    pub fn insert(&mut self, owner: u16, key: u64, slot: u32) {
+        debug_assert!(slot < u32::MAX - 1 && self.get(owner, key).is_none());
+        let Ok(short) = u32::try_from(key) else {
+            self.older.insert(owner, key, slot);
+            self.len += 1;
+            return;
+        };
+        let at = self.position(owner, short);
         let entry = self.recent[at];
         let new = Recent {
-            user_ref,
+            key: short,
             slot: slot + 1,
         };
         if entry.slot == 0 {
             self.recent[at] = new;
-        } else if entry.user_ref < user_ref {
+        } else if entry.key < short {
             self.older
-                .insert(key(owner, entry.user_ref), entry.slot - 1);
+                .insert(owner, u64::from(entry.key), entry.slot - 1);
             self.recent[at] = new;
         } else {
-            self.older.insert(key(owner, user_ref), slot);
+            self.older.insert(owner, key, slot);
         }
         self.len += 1;
     }
 
     /// Removes a live order's entry; returns whether it was there.
     #[inline]
-    pub fn remove(&mut self, owner: u16, user_ref: u32) -> bool {
-        let at = self.position(owner, user_ref);
-        let entry = self.recent[at];
-        let removed = if entry.slot != 0 && entry.user_ref == user_ref {
-            self.recent[at] = Recent::default();
-            true
-        } else {
-            self.older.remove(key(owner, user_ref))
+    pub fn remove(&mut self, owner: u16, key: u64) -> bool {
+        let removed = match u32::try_from(key) {
+            Ok(short) => {
+                let at = self.position(owner, short);
+                let entry = self.recent[at];
+                if entry.slot != 0 && entry.key == short {
+                    self.recent[at] = Recent::default();
+                    true
+                } else {
+                    self.older.remove(owner, key)
+                }
+            }
+            Err(_) => self.older.remove(owner, key),
         };
         self.len -= usize::from(removed);
         removed
@@ -263,31 +287,32 @@ impl OrderIndex {
     }
 }
 
-fn key(owner: u16, user_ref: u32) -> u64 {
-    (u64::from(owner) << 32) | u64::from(user_ref)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    fn xorshift(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
 
     #[test]
     fn order_index_agrees_with_a_hash_map() {
         // A small window, so entries collide and move to the older index often.
         let mut index = OrderIndex::new(3, 8);
         assert_eq!(index.mask + 1, WINDOW_MIN);
-        let mut model: HashMap<(u16, u32), u32> = HashMap::new();
-        let mut next_ref = [0u32; 3];
+        let mut model: HashMap<(u16, u64), u32> = HashMap::new();
+        let mut next_ref = [0u64; 3];
         let mut state = 11u64;
         for step in 0..100_000u32 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = xorshift(&mut state);
             let owner = (state % 3) as u16;
-            let live: Vec<(u16, u32)> = model.keys().copied().filter(|k| k.0 == owner).collect();
+            let live: Vec<(u16, u64)> = model.keys().copied().filter(|k| k.0 == owner).collect();
             if (state >> 8).is_multiple_of(2) && model.len() < 8 {
-                next_ref[usize::from(owner)] += 1 + (state >> 16) as u32 % 90;
+                next_ref[usize::from(owner)] += 1 + (state >> 16) % 90;
                 let r = next_ref[usize::from(owner)];
                 index.insert(owner, r, step);
                 model.insert((owner, r), step);
@@ -305,32 +330,72 @@ mod tests {
     }
 
     #[test]
+    fn order_index_takes_any_64_bit_key() {
+        // Keys of an embedding caller: 0, keys at and above 2^32 (which the windows do
+        // not hold), keys that differ only above bit 32, in any order, reused once free.
+        let mut index = OrderIndex::new(2, 64);
+        let mut model: HashMap<(u16, u64), u32> = HashMap::new();
+        let mut state = 5u64;
+        let pick = |r: u64| match r % 6 {
+            0 => r % 5,
+            1 => (1 << 32) + r % 7,
+            2 => ((r % 3) << 40) | 9,
+            3 => u64::MAX - r % 4,
+            4 => (r >> 8) % 64,
+            _ => r >> 3,
+        };
+        for step in 0..200_000u32 {
+            let r = xorshift(&mut state);
+            let owner = (r % 2) as u16;
+            let key = pick(r >> 1);
+            match model.get(&(owner, key)) {
+                Some(&v) => {
+                    assert_eq!(index.get(owner, key), Some(v));
+                    assert!(index.remove(owner, key));
+                    model.remove(&(owner, key));
+                    assert_eq!(index.get(owner, key), None);
+                }
+                None if model.len() < 64 => {
+                    assert_eq!(index.get(owner, key), None);
+                    index.insert(owner, key, step);
+                    model.insert((owner, key), step);
+                }
+                None => assert!(!index.remove(owner, key)),
+            }
+            assert_eq!(index.len(), model.len());
+            if step % 101 == 0 {
+                for (k, v) in &model {
+                    assert_eq!(index.get(k.0, k.1), Some(*v));
+                }
+            }
+        }
+    }
+
+    #[test]
     fn agrees_with_a_hash_map_under_churn() {
         let mut index = RefIndex::with_capacity(64);
-        let mut model: HashMap<u64, u32> = HashMap::new();
+        let mut model: HashMap<(u16, u64), u32> = HashMap::new();
         let mut state = 7u64;
         for step in 0..200_000u32 {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
+            let state = xorshift(&mut state);
             // Few owners, clustered references: the shape the matcher produces.
-            let key = ((state % 3) << 32) | (1 + (state >> 8) % 300);
+            let key = ((state % 3) as u16, (state >> 8) % 300);
             if model.contains_key(&key) {
-                assert!(index.remove(key));
+                assert!(index.remove(key.0, key.1));
                 model.remove(&key);
             } else if model.len() < 64 {
-                index.insert(key, step);
+                index.insert(key.0, key.1, step);
                 model.insert(key, step);
             }
             assert_eq!(index.len(), model.len());
             if step % 97 == 0 {
                 for (k, v) in &model {
-                    assert_eq!(index.get(*k), Some(*v));
+                    assert_eq!(index.get(k.0, k.1), Some(*v));
                 }
             }
-            assert_eq!(index.get(key), model.get(&key).copied());
+            assert_eq!(index.get(key.0, key.1), model.get(&key).copied());
         }
-        assert!(!index.remove(0xFFFF_0000_0001));
+        assert!(!index.remove(0xFFFF, 1));
     }
 
     #[test]
@@ -339,15 +404,15 @@ mod tests {
         let size = index.slots.len();
         // Find keys whose home is the last slot, to force wrap-around runs.
         let keys: Vec<u64> = (1..1_000_000u64)
-            .filter(|k| index.home(*k) == size - 1)
+            .filter(|k| index.home(1, *k) == size - 1)
             .take(5)
             .collect();
         for (v, k) in keys.iter().enumerate() {
-            index.insert(*k, v as u32);
+            index.insert(1, *k, v as u32);
         }
-        assert!(index.remove(keys[0]));
+        assert!(index.remove(1, keys[0]));
         for (v, k) in keys.iter().enumerate().skip(1) {
-            assert_eq!(index.get(*k), Some(v as u32));
+            assert_eq!(index.get(1, *k), Some(v as u32));
         }
     }
 }

@@ -9,7 +9,7 @@
 use std::cmp::Reverse;
 
 use super::message::*;
-use super::{BandRemainder, BookConfig, StpMode};
+use super::{BandRemainder, BookConfig, RefRule, StpMode};
 use crate::types::*;
 
 /// One resting order as both matchers report it.
@@ -45,7 +45,7 @@ pub struct BookView {
     /// Per instrument: band reference price.
     pub references: Vec<Price>,
     /// Per owner: last reference consumed.
-    pub last_refs: Vec<u32>,
+    pub last_refs: Vec<u64>,
     /// Next venue order reference.
     pub next_order_id: u64,
     /// Next match number.
@@ -98,7 +98,7 @@ pub struct ReferenceMatcher {
     config: BookConfig,
     orders: Vec<RefOrder>,
     references: Vec<Price>,
-    last_refs: Vec<u32>,
+    last_refs: Vec<u64>,
     next_id: u64,
     next_match: u64,
     next_time: u64,
@@ -646,9 +646,25 @@ impl ReferenceMatcher {
         Ok(())
     }
 
+    /// Whether `owner` may use `user_ref` for a new order (with OUCH's rule, using it
+    /// up): above every one before ([`RefRule::Ouch`]), or no live order's key
+    /// ([`RefRule::Keys`]).
+    fn take_ref(&mut self, owner: OwnerId, user_ref: UserRef) -> bool {
+        match self.config.refs {
+            RefRule::Ouch => {
+                let last = &mut self.last_refs[usize::from(owner.0)];
+                if user_ref.0 <= *last {
+                    return false;
+                }
+                *last = user_ref.0;
+                true
+            }
+            RefRule::Keys => self.find(owner, user_ref).is_none(),
+        }
+    }
+
     fn new_order(&mut self, owner: OwnerId, o: &NewOrder) {
-        let ow = usize::from(owner.0);
-        if o.user_ref.0 <= self.last_refs[ow] {
+        if !self.take_ref(owner, o.user_ref) {
             return self.reject(
                 owner,
                 o.user_ref,
@@ -656,7 +672,6 @@ impl ReferenceMatcher {
                 o.echo.clordid,
             );
         }
-        self.last_refs[ow] = o.user_ref.0;
         let Some(instrument) = self.instrument_of(o.symbol) else {
             return self.reject(
                 owner,
@@ -1154,7 +1169,13 @@ impl ReferenceMatcher {
         let Some(i) = self.locate(owner, r.orig_user_ref, r.user_ref, r.echo.clordid) else {
             return;
         };
-        if r.user_ref.0 <= self.last_refs[usize::from(owner.0)] {
+        let fresh = match self.config.refs {
+            RefRule::Ouch => r.user_ref.0 > self.last_refs[usize::from(owner.0)],
+            RefRule::Keys => {
+                r.user_ref.0 == r.orig_user_ref.0 || self.find(owner, r.user_ref).is_none()
+            }
+        };
+        if !fresh {
             return self.reject(
                 owner,
                 r.user_ref,
@@ -1194,7 +1215,9 @@ impl ReferenceMatcher {
         if let Err(reason) = self.quotation_check(orig.instrument, orig.view.side, limit) {
             return self.reject(owner, r.user_ref, reason, r.echo.clordid);
         }
-        self.last_refs[usize::from(owner.0)] = r.user_ref.0;
+        if self.config.refs == RefRule::Ouch {
+            self.last_refs[usize::from(owner.0)] = r.user_ref.0;
+        }
         let contra = orig.view.side.book_side().opposite();
         let marketable = self
             .best(orig.instrument, contra)
@@ -1269,10 +1292,9 @@ impl ReferenceMatcher {
         side: Option<BookSide>,
     ) {
         let ow = usize::from(owner.0);
-        if user_ref.0 <= self.last_refs[ow] {
+        if self.config.refs == RefRule::Ouch && !self.take_ref(owner, user_ref) {
             return self.reject(owner, user_ref, RejectReason::DuplicateUserRef, [b' '; 14]);
         }
-        self.last_refs[ow] = user_ref.0;
         if firm != self.config.owners[ow].firm {
             return self.reject(owner, user_ref, RejectReason::FirmNotAuthorized, [b' '; 14]);
         }

@@ -128,7 +128,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::OrderAccepted {
                 msg_type: outbound::ACCEPTED,
                 timestamp: ts,
-                user_ref: U32::new(order.user_ref.0),
+                user_ref: U32::new(order.user_ref.to_ouch()),
                 side: order.side.to_byte(),
                 qty: U32::new(order.qty.0),
                 symbol: symbols[usize::from(order.instrument.0)].0,
@@ -154,8 +154,8 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::OrderReplaced {
                 msg_type: outbound::REPLACED,
                 timestamp: ts,
-                orig_user_ref: U32::new(orig_user_ref.0),
-                user_ref: U32::new(order.user_ref.0),
+                orig_user_ref: U32::new(orig_user_ref.to_ouch()),
+                user_ref: U32::new(order.user_ref.to_ouch()),
                 side: order.side.to_byte(),
                 qty: U32::new(order.qty.0),
                 symbol: symbols[usize::from(order.instrument.0)].0,
@@ -182,7 +182,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::Rejected {
                 msg_type: outbound::REJECTED,
                 timestamp: ts,
-                user_ref: U32::new(user_ref.0),
+                user_ref: U32::new(user_ref.to_ouch()),
                 reason: U16::new(reject_code(reason)),
                 clordid,
             };
@@ -199,7 +199,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::OrderCanceled {
                 msg_type: outbound::CANCELED,
                 timestamp: ts,
-                user_ref: U32::new(user_ref.0),
+                user_ref: U32::new(user_ref.to_ouch()),
                 qty: U32::new(qty.0),
                 reason: cancel_code(reason),
             };
@@ -218,7 +218,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::AiqCanceled {
                 msg_type: outbound::AIQ_CANCELED,
                 timestamp: ts,
-                user_ref: U32::new(user_ref.0),
+                user_ref: U32::new(user_ref.to_ouch()),
                 decrement: U32::new(qty.0),
                 reason: b'Q',
                 prevented: U32::new(prevented.0),
@@ -240,7 +240,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::OrderExecuted {
                 msg_type: outbound::EXECUTED,
                 timestamp: ts,
-                user_ref: U32::new(user_ref.0),
+                user_ref: U32::new(user_ref.to_ouch()),
                 qty: U32::new(qty.0),
                 price: U64::new(price.0),
                 liquidity: liquidity_code(liquidity),
@@ -259,7 +259,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::OrderModified {
                 msg_type: outbound::MODIFIED,
                 timestamp: ts,
-                user_ref: U32::new(user_ref.0),
+                user_ref: U32::new(user_ref.to_ouch()),
                 side: side.to_byte(),
                 qty: U32::new(qty.0),
             };
@@ -270,7 +270,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::CancelReject {
                 msg_type: outbound::CANCEL_REJECT,
                 timestamp: ts,
-                user_ref: U32::new(user_ref.0),
+                user_ref: U32::new(user_ref.to_ouch()),
             };
             write_fixed(out, &m);
             Some(owner)
@@ -284,7 +284,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::OrderRestated {
                 msg_type: outbound::RESTATED,
                 timestamp: ts,
-                user_ref: U32::new(user_ref.0),
+                user_ref: U32::new(user_ref.to_ouch()),
                 reason: b'R',
                 appendage_len: U16::ZERO,
             };
@@ -304,7 +304,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::OrderRestated {
                 msg_type: outbound::RESTATED,
                 timestamp: ts,
-                user_ref: U32::new(user_ref.0),
+                user_ref: U32::new(user_ref.to_ouch()),
                 reason: b'P',
                 appendage_len: U16::ZERO,
             };
@@ -322,7 +322,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::AccountQueryResponse {
                 msg_type: outbound::ACCOUNT_QUERY_RESPONSE,
                 timestamp: ts,
-                next_user_ref: U32::new(next_user_ref.0),
+                next_user_ref: U32::new(next_user_ref.to_ouch()),
             };
             write_fixed(out, &m);
             Some(owner)
@@ -337,7 +337,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             let m = ouch::MassCancelResponse {
                 msg_type: outbound::MASS_CANCEL_RESPONSE,
                 timestamp: ts,
-                user_ref: U32::new(user_ref.0),
+                user_ref: U32::new(user_ref.to_ouch()),
                 firm: firm.0,
                 symbol: symbol.0,
                 appendage_len: U16::ZERO,

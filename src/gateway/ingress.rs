@@ -48,7 +48,7 @@ pub fn reject_target(msg: &Inbound<'_>) -> (UserRef, [u8; 14]) {
     } else {
         [b' '; 14]
     };
-    (UserRef(user_ref), clordid)
+    (UserRef(u64::from(user_ref)), clordid)
 }
 
 /// The time in force of a code; GTT takes its seconds from the ExpireTime option (tag 15).
@@ -208,7 +208,7 @@ pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
             let (hidden, post_only) = display(m.display, o).expect("validated");
             let price = m.price.get();
             CommandBody::New(NewOrder {
-                user_ref: UserRef(m.user_ref.get()),
+                user_ref: UserRef(u64::from(m.user_ref.get())),
                 side: side_of(m.side),
                 qty: Qty(m.qty.get()),
                 symbol: Symbol(m.symbol),
@@ -233,8 +233,8 @@ pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
             let tif = tif(m.tif, o).expect("validated");
             let (hidden, post_only) = display(m.display, o).expect("validated");
             CommandBody::Replace(ReplaceOrder {
-                orig_user_ref: UserRef(m.orig_user_ref.get()),
-                user_ref: UserRef(m.user_ref.get()),
+                orig_user_ref: UserRef(u64::from(m.orig_user_ref.get())),
+                user_ref: UserRef(u64::from(m.user_ref.get())),
                 qty: Qty(m.qty.get()),
                 price: Price(m.price.get()),
                 tif,
@@ -250,16 +250,16 @@ pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
             })
         }
         Inbound::Cancel(m, _) => CommandBody::Cancel {
-            user_ref: UserRef(m.user_ref.get()),
+            user_ref: UserRef(u64::from(m.user_ref.get())),
             qty: Qty(m.qty.get()),
         },
         Inbound::Modify(m, _) => CommandBody::Modify {
-            user_ref: UserRef(m.user_ref.get()),
+            user_ref: UserRef(u64::from(m.user_ref.get())),
             side: side_of(m.side),
             qty: Qty(m.qty.get()),
         },
         Inbound::MassCancel(m, o) => CommandBody::MassCancel {
-            user_ref: UserRef(m.user_ref.get()),
+            user_ref: UserRef(u64::from(m.user_ref.get())),
             firm: Firm(m.firm),
             symbol: Symbol(m.symbol),
             side: o.side.map(|code| -> BookSide { side_of(code).book_side() }),
