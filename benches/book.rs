@@ -16,7 +16,10 @@
 //!   drives the core: every reference replaced by a scattered 64-bit key (an odd multiple
 //!   of the reference, owner bits on top: practically all above 2^32, so in the index's
 //!   hash rather than its windows),
-//!   under `RefRule::Keys`. Compare with `deep` for what caller keys cost.
+//!   under `RefRule::Keys`: the worst case, no two live keys near each other. Compare
+//!   with `deep` for what caller keys cost.
+//! - `book/keyed_seq`: the same with the ids a benchmark harness or gateway usually has:
+//!   one counter shared by every owner (in order of entry), above 2^32.
 //! - `book/state`: the matcher's whole state for a snapshot, of the ~100,000 resting orders
 //!   `cancel` starts from (throughput: resting orders).
 //! - `book/burst`: a flash crash: an IOC sweeps 30 of 50 levels (120 fills), then makers
@@ -521,6 +524,40 @@ fn with_keys(cmds: &[Command]) -> Vec<Command> {
         .collect()
 }
 
+/// The same commands with each new order (or replace) numbered by one counter shared by
+/// every owner, from 2^32 + 1: the order ids of a harness or gateway with its own ids.
+/// References never entered map to ids never used.
+fn with_sequential_ids(cmds: &[Command]) -> Vec<Command> {
+    let mut ids: std::collections::HashMap<(u16, u64), u64> = Default::default();
+    let mut next = 1u64 << 32;
+    let mut fresh = |ids: &mut std::collections::HashMap<(u16, u64), u64>, o: u16, r: UserRef| {
+        next += 1;
+        ids.insert((o, r.0), next);
+        UserRef(next)
+    };
+    let known = |ids: &std::collections::HashMap<(u16, u64), u64>, o: u16, r: UserRef| {
+        UserRef(ids.get(&(o, r.0)).copied().unwrap_or(u64::MAX - r.0))
+    };
+    cmds.iter()
+        .map(|c| {
+            let mut c = *c;
+            let o = c.owner.0;
+            match &mut c.body {
+                CommandBody::New(n) => n.user_ref = fresh(&mut ids, o, n.user_ref),
+                CommandBody::Cancel { user_ref, .. }
+                | CommandBody::Modify { user_ref, .. }
+                | CommandBody::MassCancel { user_ref, .. } => *user_ref = known(&ids, o, *user_ref),
+                CommandBody::Replace(r) => {
+                    r.orig_user_ref = known(&ids, o, r.orig_user_ref);
+                    r.user_ref = fresh(&mut ids, o, r.user_ref);
+                }
+                _ => {}
+            }
+            c
+        })
+        .collect()
+}
+
 /// Times `timed` after applying `setup`, resetting the matcher whenever the stream is used up.
 fn run_stream(cfg: &BookConfig, setup: &[Command], timed: &[Command], iters: u64) -> Duration {
     let mut total = Duration::ZERO;
@@ -725,6 +762,18 @@ fn benches(c: &mut Criterion) {
     let keyed = with_keys(&deep);
     group.bench_function("keyed", |b| {
         b.iter_custom(|iters| run_stream(&keyed_cfg, &keyed[..warmup], &keyed[warmup..], iters))
+    });
+
+    let keyed_seq = with_sequential_ids(&deep);
+    group.bench_function("keyed_seq", |b| {
+        b.iter_custom(|iters| {
+            run_stream(
+                &keyed_cfg,
+                &keyed_seq[..warmup],
+                &keyed_seq[warmup..],
+                iters,
+            )
+        })
     });
 
     let wide_cfg = config_with_tick(1, 5_000);

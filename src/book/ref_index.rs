@@ -40,6 +40,11 @@ const EMPTY: Slot = Slot {
 #[derive(Debug)]
 pub struct RefIndex {
     slots: Vec<Slot>,
+    /// One bit per slot, set while it holds a key: an absent key whose home slot is free
+    /// is known absent from this small bitmap (2 bits per order slot, stays in cache)
+    /// without touching the table, which is 32 bytes per order slot and mostly cold. A new
+    /// order under caller keys asks exactly that.
+    occupied: Vec<u64>,
     mask: usize,
     /// `64 - log2(number of blocks)`: selects the top bits of the block hash.
     shift: u32,
@@ -55,6 +60,7 @@ impl RefIndex {
         let blocks = size / BLOCK as usize;
         RefIndex {
             slots: vec![EMPTY; size],
+            occupied: vec![0; size.div_ceil(64)],
             mask: size - 1,
             shift: 64 - blocks.trailing_zeros(),
             len: 0,
@@ -75,6 +81,9 @@ impl RefIndex {
     #[inline]
     pub fn get(&self, owner: u16, key: u64) -> Option<u32> {
         let mut i = self.home(owner, key);
+        if !self.is_occupied(i) {
+            return None;
+        }
         loop {
             let slot = self.slots[i];
             if slot.value == VACANT {
@@ -105,6 +114,7 @@ impl RefIndex {
             i = (i + 1) & self.mask;
         }
         self.slots[i] = Slot { key, value, owner };
+        self.occupied[i / 64] |= 1 << (i % 64);
         self.len += 1;
     }
 
@@ -144,13 +154,19 @@ impl RefIndex {
             }
         }
         self.slots[hole] = EMPTY;
+        self.occupied[hole / 64] &= !(1 << (hole % 64));
         self.len -= 1;
         true
     }
 
+    #[inline]
+    fn is_occupied(&self, i: usize) -> bool {
+        self.occupied[i / 64] & (1 << (i % 64)) != 0
+    }
+
     /// Bytes allocated.
     pub fn bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<Slot>()
+        self.slots.capacity() * std::mem::size_of::<Slot>() + self.occupied.capacity() * 8
     }
 
     /// Number of keys stored.
@@ -164,8 +180,8 @@ pub const WINDOW_MAX: u32 = 1 << 16;
 /// References per owner in the recent window at least.
 pub const WINDOW_MIN: u32 = 64;
 
-/// A live order in the recent window: its key (below 2^32), and its slot plus one
-/// (0 = empty).
+/// A live order in the recent window: the low 32 bits of its key (the high ones are the
+/// window's), and its slot plus one (0 = empty).
 #[derive(Clone, Copy, Debug, Default)]
 struct Recent {
     key: u32,
@@ -178,13 +194,18 @@ struct Recent {
 /// direct-mapped window of `window` entries, one per key modulo `window`: a lookup of a
 /// recent reference is one access to a small table that stays in cache. When two live
 /// orders want the same entry, the higher key takes it and the other moves to the hash
-/// index behind ([`RefIndex`]), which also holds orders restored out of order and every
-/// key of 2^32 or more (the windows store 32-bit keys, which every OUCH reference is).
+/// index behind ([`RefIndex`]), which also holds orders restored out of order. A window
+/// holds keys that share their high 32 bits (`high`, its owner's: 0 for every OUCH
+/// reference; a caller's first key sets it while the window is empty), so the entries
+/// stay 8 bytes; keys with other high bits go to the hash. A caller numbering its orders
+/// from a counter, with or without a prefix in the high bits, finds them in the window.
 /// Every live order is in exactly one of the two.
 #[derive(Debug)]
 pub struct OrderIndex {
     /// `owners * window` entries; owner `o`'s are `o * window..(o + 1) * window`.
     recent: Vec<Recent>,
+    /// Per owner: the high 32 bits of every key in its window, and how many it holds.
+    high: Vec<(u32, u32)>,
     mask: u32,
     shift: u32,
     older: RefIndex,
@@ -202,6 +223,7 @@ impl OrderIndex {
         let window = share.next_power_of_two().clamp(WINDOW_MIN, WINDOW_MAX);
         OrderIndex {
             recent: vec![Recent::default(); owners * window as usize],
+            high: vec![(0, 0); owners],
             mask: window - 1,
             shift: window.trailing_zeros(),
             older: RefIndex::with_capacity(capacity_max),
@@ -217,7 +239,8 @@ impl OrderIndex {
     /// The slot of `owner`'s live order `key`.
     #[inline]
     pub fn get(&self, owner: u16, key: u64) -> Option<u32> {
-        if let Ok(short) = u32::try_from(key) {
+        let (high, short) = split(key);
+        if high == self.high[usize::from(owner)].0 {
             let entry = self.recent[self.position(owner, short)];
             if entry.slot != 0 && entry.key == short {
                 return Some(entry.slot - 1);
@@ -233,11 +256,15 @@ impl OrderIndex {
     #[inline]
     pub fn insert(&mut self, owner: u16, key: u64, slot: u32) {
         debug_assert!(slot < u32::MAX - 1 && self.get(owner, key).is_none());
-        let Ok(short) = u32::try_from(key) else {
-            self.older.insert(owner, key, slot);
-            self.len += 1;
-            return;
-        };
+        self.len += 1;
+        let (high, short) = split(key);
+        let window = &mut self.high[usize::from(owner)];
+        if high != window.0 {
+            if window.1 != 0 {
+                return self.older.insert(owner, key, slot);
+            }
+            window.0 = high;
+        }
         let at = self.position(owner, short);
         let entry = self.recent[at];
         let new = Recent {
@@ -246,31 +273,29 @@ impl OrderIndex {
         };
         if entry.slot == 0 {
             self.recent[at] = new;
+            self.high[usize::from(owner)].1 += 1;
         } else if entry.key < short {
-            self.older
-                .insert(owner, u64::from(entry.key), entry.slot - 1);
+            let evicted = u64::from(high) << 32 | u64::from(entry.key);
+            self.older.insert(owner, evicted, entry.slot - 1);
             self.recent[at] = new;
         } else {
             self.older.insert(owner, key, slot);
         }
-        self.len += 1;
     }
 
     /// Removes a live order's entry; returns whether it was there.
     #[inline]
     pub fn remove(&mut self, owner: u16, key: u64) -> bool {
-        let removed = match u32::try_from(key) {
-            Ok(short) => {
-                let at = self.position(owner, short);
-                let entry = self.recent[at];
-                if entry.slot != 0 && entry.key == short {
-                    self.recent[at] = Recent::default();
-                    true
-                } else {
-                    self.older.remove(owner, key)
-                }
-            }
-            Err(_) => self.older.remove(owner, key),
+        let (high, short) = split(key);
+        let window = self.high[usize::from(owner)];
+        let at = self.position(owner, short);
+        let entry = self.recent[at];
+        let removed = if high == window.0 && entry.slot != 0 && entry.key == short {
+            self.recent[at] = Recent::default();
+            self.high[usize::from(owner)].1 -= 1;
+            true
+        } else {
+            self.older.remove(owner, key)
         };
         self.len -= usize::from(removed);
         removed
@@ -283,8 +308,16 @@ impl OrderIndex {
 
     /// Bytes allocated.
     pub fn bytes(&self) -> usize {
-        self.recent.capacity() * std::mem::size_of::<Recent>() + self.older.bytes()
+        self.recent.capacity() * std::mem::size_of::<Recent>()
+            + self.high.capacity() * std::mem::size_of::<(u32, u32)>()
+            + self.older.bytes()
     }
+}
+
+/// A key's high and low 32 bits.
+#[inline]
+fn split(key: u64) -> (u32, u32) {
+    ((key >> 32) as u32, key as u32)
 }
 
 #[cfg(test)]
@@ -394,6 +427,11 @@ mod tests {
                 }
             }
             assert_eq!(index.get(key.0, key.1), model.get(&key).copied());
+            if step % 97 == 0 {
+                for (i, slot) in index.slots.iter().enumerate() {
+                    assert_eq!(index.is_occupied(i), slot.value != VACANT, "bit {i}");
+                }
+            }
         }
         assert!(!index.remove(0xFFFF, 1));
     }
