@@ -1641,4 +1641,28 @@ fn a_keyed_core_restores_from_its_state() {
         ..v.cfg.clone()
     };
     assert!(Matcher::from_state(&ouch, &state).is_err());
+    // And a state with OUCH high-water marks is refused under caller keys.
+    let mut ouch_venue = Venue::new();
+    ouch_venue.limit(2, Side::Sell, 100, px(1000));
+    assert!(Matcher::from_state(&v.cfg, &ouch_venue.m.state()).is_err());
+}
+
+#[test]
+fn an_account_query_after_the_last_user_ref_num_answers_the_last_one() {
+    // OUCH's UserRefNum is 32 bits: once a client used the last value, the next one it
+    // is told is that value still (nothing above it can be sent).
+    let mut v = Venue::new();
+    let mut o = v.order(2, Side::Sell, 100, px(1000));
+    o.user_ref = UserRef(u64::from(u32::MAX));
+    v.run(2, CommandBody::New(o));
+    let ev = v.run(2, CommandBody::AccountQuery);
+    assert!(matches!(
+        ev[0].body,
+        EventBody::AccountQueried { next_user_ref, .. } if next_user_ref == UserRef(u64::from(u32::MAX))
+    ));
+    let ev = keyed().run(2, CommandBody::AccountQuery);
+    assert!(matches!(
+        ev[0].body,
+        EventBody::AccountQueried { next_user_ref, .. } if next_user_ref == UserRef(1)
+    ));
 }

@@ -486,9 +486,12 @@ impl Matcher {
                 side,
             } => self.mass_cancel(cmd.owner, *user_ref, *firm, *symbol, *side, &mut emit),
             CommandBody::AccountQuery => {
+                // OUCH's UserRefNum is 32 bits: past its last value the answer stays
+                // there (with caller keys `last_ref` is 0 and the answer 1).
                 let next = self.owners[usize::from(cmd.owner.0)]
                     .last_ref
-                    .saturating_add(1);
+                    .saturating_add(1)
+                    .min(u64::from(u32::MAX));
                 emit.event(EventBody::AccountQueried {
                     owner: cmd.owner,
                     next_user_ref: UserRef(next),
@@ -2432,6 +2435,9 @@ impl Matcher {
         }
         m.next_order_id = state.next_order_id;
         m.next_match_id = state.next_match_id;
+        if !m.ouch_refs && state.last_refs.iter().any(|&r| r != 0) {
+            return Err("reference high-water marks in a state for caller keys".into());
+        }
         for (owner, last_ref) in m.owners.iter_mut().zip(&state.last_refs) {
             owner.last_ref = *last_ref;
         }

@@ -202,7 +202,8 @@ impl ReferenceMatcher {
                     side,
                 } => self.mass_cancel(owner, user_ref, firm, symbol, side),
                 CommandBody::AccountQuery => {
-                    let next = UserRef(self.last_refs[usize::from(owner.0)].saturating_add(1));
+                    let last = self.last_refs[usize::from(owner.0)];
+                    let next = UserRef(last.saturating_add(1).min(u64::from(u32::MAX)));
                     self.emit(EventBody::AccountQueried {
                         owner,
                         next_user_ref: next,
