@@ -33,7 +33,7 @@ fn free_udp_port() -> u16 {
 }
 
 struct FeedSetup {
-    dir: PathBuf,
+    dir: TempDir,
     config_path: PathBuf,
     config: Config,
     retransmission: u16,

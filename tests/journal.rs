@@ -47,7 +47,7 @@ fn a_restart_brings_back_books_sessions_and_references() {
 }
 
 /// Writes `commands` flow commands and their events to a journal in a fresh directory.
-fn write_flow(commands: usize) -> (std::path::PathBuf, ironmatch::book::BookConfig) {
+fn write_flow(commands: usize) -> (TempDir, ironmatch::book::BookConfig) {
     write_flow_in_segments(commands, 1 << 30)
 }
 
@@ -55,7 +55,7 @@ fn write_flow(commands: usize) -> (std::path::PathBuf, ironmatch::book::BookConf
 fn write_flow_in_segments(
     commands: usize,
     segment_bytes: u64,
-) -> (std::path::PathBuf, ironmatch::book::BookConfig) {
+) -> (TempDir, ironmatch::book::BookConfig) {
     let dir = temp_dir("flow");
     let book = flow_config(StpMode::CancelResting);
     let header = Header {
@@ -301,7 +301,7 @@ fn replayed_snapshots(dir: &std::path::Path, book: &ironmatch::book::BookConfig)
 }
 
 /// A copy of the journal in `dir` without its snapshots.
-fn without_snapshots(dir: &std::path::Path) -> std::path::PathBuf {
+fn without_snapshots(dir: &std::path::Path) -> TempDir {
     let copy = temp_dir("nosnap");
     for path in journal::segment_paths(dir).unwrap() {
         std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();

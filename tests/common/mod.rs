@@ -10,7 +10,9 @@ use ironmatch::server::Server;
 use ironmatch::wire::ouch::{Outbound, decode_outbound};
 
 /// A fresh directory for one test's journal, under the system's temporary directory.
-pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+/// Removed when the test passes; kept, with its logs and journals, when it fails (the
+/// guard is dropped while panicking), and printed so it can be found.
+pub fn temp_dir(tag: &str) -> TempDir {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static COUNTER: AtomicUsize = AtomicUsize::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -23,7 +25,34 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
         std::process::id()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// A test's directory: see [`temp_dir`].
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::PathBuf;
+    fn deref(&self) -> &std::path::PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<std::path::Path> for TempDir {
+    fn as_ref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("test failed: its directory is kept at {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 /// The threading mode tests run the engine in: `IRONMATCH_THREADING` (`shared`,
