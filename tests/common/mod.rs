@@ -32,6 +32,17 @@ pub fn temp_dir(tag: &str) -> TempDir {
 #[derive(Debug)]
 pub struct TempDir(std::path::PathBuf);
 
+impl TempDir {
+    /// The path, the directory no longer removed: for helpers whose directory outlives
+    /// them (a cluster's nodes, a configuration's journal).
+    #[allow(dead_code)]
+    pub fn keep(self) -> std::path::PathBuf {
+        let path = self.0.clone();
+        std::mem::forget(self);
+        path
+    }
+}
+
 impl std::ops::Deref for TempDir {
     type Target = std::path::PathBuf;
     fn deref(&self) -> &std::path::PathBuf {
