@@ -144,6 +144,18 @@ impl Venue {
         price: Price,
     ) -> (UserRef, Vec<Event>) {
         let user_ref = self.next_ref(owner);
+        (user_ref, self.replace_as(owner, orig, user_ref, qty, price))
+    }
+
+    /// A Day replace of `orig` by `user_ref`, `qty` for the whole chain at `price`.
+    fn replace_as(
+        &mut self,
+        owner: u16,
+        orig: UserRef,
+        user_ref: UserRef,
+        qty: u32,
+        price: Price,
+    ) -> Vec<Event> {
         let r = ReplaceOrder {
             orig_user_ref: orig,
             user_ref,
@@ -156,7 +168,7 @@ impl Venue {
             max_floor: Qty(0),
             echo: Echo::default(),
         };
-        (user_ref, self.run(owner, CommandBody::Replace(r)))
+        self.run(owner, CommandBody::Replace(r))
     }
 
     /// (owner, ref, open) of one side of XYZ, best first.
@@ -1583,26 +1595,12 @@ fn a_keyed_replace_may_keep_its_key_but_not_take_a_live_one() {
     let mut v = keyed();
     v.enter_key(2, WIDE, Side::Sell, 100, px(1000));
     v.enter_key(2, 9, Side::Sell, 100, px(1001));
-    let replace = |orig: u64, new: u64, price| {
-        CommandBody::Replace(ReplaceOrder {
-            orig_user_ref: UserRef(orig),
-            user_ref: UserRef(new),
-            qty: Qty(100),
-            price,
-            tif: TimeInForce::Day,
-            hidden: false,
-            post_only: false,
-            min_qty: Qty(0),
-            max_floor: Qty(0),
-            echo: Echo::default(),
-        })
-    };
     // Onto another live key: refused, both orders stay as they were.
-    let ev = v.run(2, replace(WIDE, 9, px(1002)));
+    let ev = v.replace_as(2, UserRef(WIDE), UserRef(9), 100, px(1002));
     assert_eq!(rejection(&ev), Some(RejectReason::DuplicateUserRef));
     assert_eq!(v.side(BookSide::Ask), [(2, WIDE, 100), (2, 9, 100)]);
     // Keeping its own key: a new order (back of its price) under the same key.
-    let ev = v.run(2, replace(WIDE, WIDE, px(1001)));
+    let ev = v.replace_as(2, UserRef(WIDE), UserRef(WIDE), 100, px(1001));
     assert!(matches!(
         ev[0].body,
         EventBody::Replaced { orig_user_ref, order, .. }
@@ -1610,7 +1608,7 @@ fn a_keyed_replace_may_keep_its_key_but_not_take_a_live_one() {
     ));
     assert_eq!(v.side(BookSide::Ask), [(2, 9, 100), (2, WIDE, 100)]);
     // Onto a fresh key.
-    v.run(2, replace(9, 4, px(1001)));
+    v.replace_as(2, UserRef(9), UserRef(4), 100, px(1001));
     assert_eq!(v.side(BookSide::Ask), [(2, WIDE, 100), (2, 4, 100)]);
     assert_eq!(
         rejection(&v.cancel(2, UserRef(9), 0)),

@@ -35,7 +35,7 @@ pub struct TempDir(std::path::PathBuf);
 impl TempDir {
     /// The path, the directory no longer removed: for helpers whose directory outlives
     /// them (a cluster's nodes, a configuration's journal).
-    #[allow(dead_code)]
+    #[allow(dead_code)] // not every test crate has such a helper
     pub fn keep(self) -> std::path::PathBuf {
         let path = self.0.clone();
         std::mem::forget(self);
@@ -80,7 +80,7 @@ pub fn threading() -> String {
 /// A configuration for tests: ephemeral port, short timers, small limits, and a fresh
 /// journal directory.
 pub fn test_config(extra_gateway: &str) -> Config {
-    test_config_in(&temp_dir("test"), extra_gateway)
+    test_config_in(&temp_dir("test").keep(), extra_gateway)
 }
 
 /// Like [`test_config`], with the journal in `dir`.
