@@ -570,9 +570,9 @@ impl Config {
             "book.self_trade_prevention",
         )?;
         check(
-            self.book.orders_max >= 1 && self.book.orders_max < u32::MAX,
+            self.book.orders_max >= 1 && self.book.orders_max <= crate::book::ORDERS_MAX,
             "book.orders_max",
-            || format!("must be from 1 to {}", u32::MAX - 1),
+            || format!("must be from 1 to {}", crate::book::ORDERS_MAX),
         )?;
         check(
             self.book.levels_max >= 1 && self.book.levels_max < u32::MAX,

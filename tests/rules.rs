@@ -1108,6 +1108,62 @@ fn a_good_till_time_order_expires_at_its_time() {
     }
 }
 
+#[test]
+fn an_expiry_acts_only_on_its_own_order() {
+    // A pool of three slots: orders that leave early free their slot, and their expiry
+    // entries stay behind (more than the heap holds, which then purges them).
+    let gtt = |secs| TimeInForce::Gtt { expire_secs: secs };
+    let mut v = Venue::with(config(StpMode::CancelResting, 3, 10));
+    // The first order leaves early and a day order takes its slot at once: the old
+    // entry's time must not cancel the order now in that slot.
+    let (gone, _) = v.with_tif(2, Side::Sell, px(1000), gtt(1));
+    v.cancel(2, gone, 0);
+    let (day, _) = v.with_tif(2, Side::Sell, px(1001), TimeInForce::Day);
+    // Another leaves early and its slot stays free until its time: the slot still holds
+    // the gone order's line, id and all.
+    let (left, _) = v.with_tif(3, Side::Buy, px(900), gtt(1));
+    v.cancel(3, left, 0);
+    v.ts = 1_000_000_001;
+    let events = v.venue(VenueCommand::Timer);
+    assert!(canceled(&events).is_empty(), "{events:?}");
+    assert_eq!(v.m.resting_orders(), 1);
+    // A live good-till-time order, then more entries than the heap holds, each of an
+    // order that left: the purge keeps the live one, which still expires at its time.
+    let (late, _) = v.with_tif(3, Side::Buy, px(901), gtt(3));
+    for _ in 0..5 {
+        let (r, _) = v.with_tif(2, Side::Sell, px(1002), gtt(2));
+        v.cancel(2, r, 0);
+    }
+    v.ts = 5_000_000_000;
+    let events = v.venue(VenueCommand::Timer);
+    assert_eq!(canceled(&events), [(late.0, 100, CancelReason::Expired)]);
+    let resting: Vec<UserRef> = v.m.state().orders.iter().map(|o| o.user_ref).collect();
+    assert_eq!(resting, [day]);
+    assert_eq!(v.m.next_deadline(), None);
+}
+
+#[test]
+fn a_reused_key_is_not_expired_by_its_old_orders_entry() {
+    let mut v = keyed();
+    let mut gtt = v.order(2, Side::Sell, 100, px(1000));
+    gtt.user_ref = UserRef(WIDE);
+    gtt.tif = TimeInForce::Gtt { expire_secs: 1 };
+    v.run(2, CommandBody::New(gtt));
+    v.run(
+        2,
+        CommandBody::Cancel {
+            user_ref: UserRef(WIDE),
+            qty: Qty(0),
+        },
+    );
+    // The same key, a day order now (a slot of its own or the freed one).
+    v.enter_key(2, WIDE, Side::Sell, 100, px(1001));
+    v.ts = 2_000_000_000;
+    let events = v.venue(VenueCommand::Timer);
+    assert!(canceled(&events).is_empty(), "{events:?}");
+    assert_eq!(v.m.resting_orders(), 1);
+}
+
 // ---- Price protection: the band, the fat-finger range, the circuit breaker ----
 
 /// [`config`] with XYZ's price protection changed by `edit`.

@@ -301,9 +301,9 @@ pub struct Matcher {
     day_event: Option<DayEvent>,
     /// The venue's kill switch: every instrument halted.
     venue_halted: bool,
-    /// Good-till-time orders by expire time: `(expire_at, order id, owner, user_ref)`.
-    /// Entries of orders that left the book early stay until their time (or a purge when
-    /// the heap is full); an entry counts only if its order is still live.
+    /// Good-till-time orders by expire time, then order id. Entries of orders that left
+    /// the book early stay until their time (or a purge when the heap is full); an entry
+    /// counts only while its slot still holds its order ([`Matcher::holds`]).
     expiries: BinaryHeap<Reverse<Expiry>>,
     /// Earliest entry of `expiries` (`u64::MAX` if none).
     next_expiry: u64,
@@ -313,8 +313,24 @@ pub struct Matcher {
     next_deadline: u64,
 }
 
-/// A good-till-time order's expire time and identity.
-type Expiry = (u64, u64, u16, UserRef);
+/// A good-till-time order's expire time, identity and slot: 20 bytes, ordered by time,
+/// then order id (unique, so the slot never decides).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(C, packed(4))]
+struct Expiry {
+    at: u64,
+    id: u64,
+    slot: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<Expiry>() == 20);
+
+/// The `(owner, key)` the order in `slot` holds, for the reference index.
+#[inline(always)]
+fn key_of(orders: &Pool<Order>, slot: u32) -> (u16, u64) {
+    let o = &orders[slot];
+    (o.owner.0, o.user_ref.0)
+}
 
 /// Queue ranks of the resting orders by slot, for [`Matcher::state`].
 enum Ranks {
@@ -357,6 +373,12 @@ impl Matcher {
     pub fn new(config: &BookConfig) -> Matcher {
         assert!(config.instruments.len() <= usize::from(u16::MAX));
         assert!(config.owners.len() <= usize::from(u16::MAX));
+        assert!(
+            config.orders_max <= super::ORDERS_MAX,
+            "orders_max {} is above {}",
+            config.orders_max,
+            super::ORDERS_MAX
+        );
         let books: Vec<Book> = config
             .instruments
             .iter()
@@ -1155,7 +1177,11 @@ impl Matcher {
         };
         if let TimeInForce::Gtt { expire_secs } = entry.tif {
             let at = emit.ts.0 + u64::from(expire_secs) * 1_000_000_000;
-            self.add_expiry((at, inc.order_id.0, inc.owner.0, inc.user_ref));
+            self.add_expiry(Expiry {
+                at,
+                id: inc.order_id.0,
+                slot: oi,
+            });
         }
         let level = self.level_for(inc.instrument, side, inc.limit);
         self.orders[oi].level = level;
@@ -1281,7 +1307,7 @@ impl Matcher {
         clordid: [u8; 14],
         emit: &mut Emitter<'_, impl EventSink>,
     ) -> Option<u32> {
-        if let Some(oi) = self.by_ref.get(owner.0, user_ref.0) {
+        if let Some(oi) = self.indexed(owner.0, user_ref.0) {
             return Some(oi);
         }
         // With caller keys `last_ref` stays 0: a key that is not live is unknown.
@@ -1359,7 +1385,7 @@ impl Matcher {
         let fresh = if self.ouch_refs {
             r.user_ref.0 > self.owners[usize::from(owner.0)].last_ref
         } else {
-            r.user_ref.0 == r.orig_user_ref.0 || self.by_ref.get(owner.0, r.user_ref.0).is_none()
+            r.user_ref.0 == r.orig_user_ref.0 || self.indexed(owner.0, r.user_ref.0).is_none()
         };
         if !fresh {
             return emit.reject(
@@ -1672,33 +1698,28 @@ impl Matcher {
         if self.expiries.len() == self.expiries.capacity() {
             // Full of entries, some of orders that left early: keep the live ones. The
             // heap holds as many entries as the pool holds orders, so there is room after.
-            let (orders, by_ref) = (&self.orders, &self.by_ref);
-            self.expiries.retain(|Reverse((_, id, owner, user_ref))| {
-                by_ref
-                    .get(*owner, user_ref.0)
-                    .is_some_and(|oi| orders[oi].id.0 == *id)
-            });
+            let mut expiries = std::mem::take(&mut self.expiries);
+            expiries.retain(|Reverse(e)| self.holds(e.slot, e.id));
+            self.expiries = expiries;
         }
         self.expiries.push(Reverse(entry));
-        self.next_expiry = self.next_expiry.min(entry.0);
-        self.next_deadline = self.next_deadline.min(entry.0);
+        self.next_expiry = self.next_expiry.min(entry.at);
+        self.next_deadline = self.next_deadline.min(entry.at);
     }
 
     /// Cancels every good-till-time order whose time has come by the command's timestamp,
     /// earliest first (ties: older order first).
     fn expire_due(&mut self, emit: &mut Emitter<'_, impl EventSink>) {
-        while let Some(&Reverse((at, id, owner, user_ref))) = self.expiries.peek() {
+        while let Some(&Reverse(Expiry { at, id, slot })) = self.expiries.peek() {
             if at > emit.ts.0 {
                 break;
             }
             self.expiries.pop();
-            if let Some(oi) = self.by_ref.get(owner, user_ref.0)
-                && self.orders[oi].id.0 == id
-            {
-                self.reduce(oi, 0, CancelReason::Expired, emit);
+            if self.holds(slot, id) {
+                self.reduce(slot, 0, CancelReason::Expired, emit);
             }
         }
-        self.next_expiry = self.expiries.peek().map_or(u64::MAX, |e| e.0.0);
+        self.next_expiry = self.expiries.peek().map_or(u64::MAX, |e| e.0.at);
     }
 
     /// A command of the venue's schedule, clock or operator.
@@ -1844,8 +1865,23 @@ impl Matcher {
             *last = user_ref.0;
             true
         } else {
-            self.by_ref.get(owner.0, user_ref.0).is_none()
+            self.indexed(owner.0, user_ref.0).is_none()
         }
+    }
+
+    /// The slot of `owner`'s live order `key`.
+    #[inline(always)]
+    fn indexed(&self, owner: u16, key: u64) -> Option<u32> {
+        self.by_ref
+            .get(owner, key, |slot| key_of(&self.orders, slot))
+    }
+
+    /// Whether `slot` still holds live order `id`. A freed slot keeps its last order's
+    /// line until reused, so the line's id alone is not enough: the index must also name
+    /// this slot for the line's reference (it no longer does once the order left).
+    fn holds(&self, slot: u32, id: u64) -> bool {
+        let o = &self.orders[slot];
+        o.id.0 == id && self.indexed(o.owner.0, o.user_ref.0) == Some(slot)
     }
 
     fn take_order_id(&mut self) -> OrderId {
@@ -1919,7 +1955,9 @@ impl Matcher {
         let o = self.orders[oi];
         self.unlink_from_level(oi);
         self.unlink_from_owner(oi, o.owner);
-        let removed = self.by_ref.remove(o.owner.0, o.user_ref.0);
+        let removed = self
+            .by_ref
+            .remove(o.owner.0, o.user_ref.0, |slot| key_of(&self.orders, slot));
         debug_assert!(removed, "a resting order is indexed");
         self.orders.release(oi);
         self.books[usize::from(o.instrument.0)].resting -= 1;
@@ -2165,7 +2203,7 @@ impl Matcher {
                 || (hidden && o.shown != 0)
                 || (!hidden && (o.shown == 0 || o.shown > o.open))
                 || key <= prev_key
-                || self.by_ref.get(o.owner.0, o.user_ref.0) != Some(oi);
+                || self.indexed(o.owner.0, o.user_ref.0) != Some(oi);
             if bad {
                 return Err(format!(
                     "order {:?} breaks its level's invariants: {o:?}",
@@ -2349,13 +2387,9 @@ impl Matcher {
             }
         }
         let mut expires: FxHashMap<u64, u64> = FxHashMap::default();
-        for Reverse((at, id, owner, user_ref)) in self.expiries.iter() {
-            if self
-                .by_ref
-                .get(*owner, user_ref.0)
-                .is_some_and(|oi| self.orders[oi].id.0 == *id)
-            {
-                expires.insert(*id, *at);
+        for Reverse(e) in self.expiries.iter() {
+            if self.holds(e.slot, e.id) {
+                expires.insert(e.id, e.at);
             }
         }
         let mut orders = Vec::with_capacity(rank as usize);
@@ -2504,7 +2538,7 @@ impl Matcher {
                 return Err(bad("values outside what the book allows"));
             }
             previous_owner = s.owner.0;
-            if m.by_ref.get(s.owner.0, s.user_ref.0).is_some() {
+            if m.indexed(s.owner.0, s.user_ref.0).is_some() {
                 return Err(bad("reference used twice"));
             }
             let order = Order {
@@ -2541,7 +2575,11 @@ impl Matcher {
             };
             m.books[usize::from(s.instrument.0)].resting += 1;
             if s.expires_at != 0 {
-                m.add_expiry((s.expires_at, s.id.0, s.owner.0, s.user_ref));
+                m.add_expiry(Expiry {
+                    at: s.expires_at,
+                    id: s.id.0,
+                    slot: oi,
+                });
             }
             m.link_to_owner(oi);
             m.by_ref.insert(s.owner.0, s.user_ref.0, oi);

@@ -102,6 +102,10 @@ use crate::types::{Firm, Price, Symbol};
 /// prices are used), so a range of 2^26 ticks reserves 256 MiB per side.
 pub const LADDER_TICKS_MAX: u64 = 1 << 26;
 
+/// [`BookConfig::orders_max`] at most: the reference index keeps a 32-bit home per
+/// entry in a table of twice the order pool ([`Matcher::new`] panics above it).
+pub const ORDERS_MAX: u32 = 1 << 31;
+
 /// One tradable instrument and its pre-trade limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct InstrumentSpec {
@@ -183,7 +187,7 @@ pub struct BookConfig {
     pub instruments: Vec<InstrumentSpec>,
     /// Users; index = [`OwnerId`](crate::types::OwnerId).
     pub owners: Vec<OwnerSpec>,
-    /// Resting orders at most, all instruments together.
+    /// Resting orders at most, all instruments together; at most [`ORDERS_MAX`].
     pub orders_max: u32,
     /// Price levels at most, all instruments and sides together.
     pub levels_max: u32,

@@ -22,27 +22,36 @@ const BLOCK: u64 = 16;
 /// `value` of an empty slot (order slots are below the pool size, itself below this).
 const VACANT: u32 = u32::MAX;
 
+/// One entry of the table: an order slot and its key's home. The key itself is not stored:
+/// every value is a live order's slot, whose order line holds its owner and reference (the
+/// caller passes `key_of` to read them), so an entry is 8 bytes instead of 16. A probe
+/// compares homes first (a key's home is a function of the key), and reads the order line
+/// only on a home match: the line a lookup's caller reads next anyway.
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    key: u64,
     /// The order slot; [`VACANT`] = empty.
     value: u32,
-    owner: u16,
+    /// `home(owner, key)` of the stored key: backward-shift deletion needs it, and it
+    /// filters probes without reading the order line.
+    home: u32,
 }
 
 const EMPTY: Slot = Slot {
-    key: 0,
     value: VACANT,
-    owner: 0,
+    home: 0,
 };
 
-/// A fixed-capacity map from `(owner, key)` to `u32` values below `u32::MAX`.
+/// Largest table: a home must fit the entry's 32 bits.
+const TABLE_MAX: usize = 1 << 32;
+
+/// A fixed-capacity map from `(owner, key)` to `u32` values below `u32::MAX`, each value
+/// naming a record that holds its key (see [`Slot`]).
 #[derive(Debug)]
 pub struct RefIndex {
     slots: Vec<Slot>,
     /// One bit per slot, set while it holds a key: an absent key whose home slot is free
     /// is known absent from this small bitmap (2 bits per order slot, stays in cache)
-    /// without touching the table, which is 32 bytes per order slot and mostly cold. A new
+    /// without touching the table, which is 16 bytes per order slot and mostly cold. A new
     /// order under caller keys asks exactly that.
     occupied: Vec<u64>,
     mask: usize,
@@ -52,11 +61,16 @@ pub struct RefIndex {
 }
 
 impl RefIndex {
-    /// A map that holds up to `capacity_max` keys without growing.
+    /// A map that holds up to `capacity_max` keys without growing. Panics above 2^31 keys
+    /// (the configuration refuses such pools).
     pub fn with_capacity(capacity_max: u32) -> RefIndex {
         let size = (2 * capacity_max as usize)
             .next_power_of_two()
             .max(2 * BLOCK as usize);
+        assert!(
+            size <= TABLE_MAX,
+            "reference index for {capacity_max} keys is too large"
+        );
         let blocks = size / BLOCK as usize;
         RefIndex {
             slots: vec![EMPTY; size],
@@ -77,23 +91,31 @@ impl RefIndex {
         (block * BLOCK as usize + (key % BLOCK) as usize) & self.mask
     }
 
-    /// The value stored for `(owner, key)`.
+    /// Where `(owner, key)` is stored, if it is. `key_of(value)` is the key the record
+    /// named by a stored value holds.
     #[inline]
-    pub fn get(&self, owner: u16, key: u64) -> Option<u32> {
-        let mut i = self.home(owner, key);
-        if !self.is_occupied(i) {
+    fn find(&self, owner: u16, key: u64, key_of: impl Fn(u32) -> (u16, u64)) -> Option<usize> {
+        let home = self.home(owner, key);
+        if !self.is_occupied(home) {
             return None;
         }
+        let mut i = home;
         loop {
             let slot = self.slots[i];
             if slot.value == VACANT {
                 return None;
             }
-            if slot.key == key && slot.owner == owner {
-                return Some(slot.value);
+            if slot.home as usize == home && key_of(slot.value) == (owner, key) {
+                return Some(i);
             }
             i = (i + 1) & self.mask;
         }
+    }
+
+    /// The value stored for `(owner, key)`; `key_of` as for [`RefIndex::remove`].
+    #[inline]
+    pub fn get(&self, owner: u16, key: u64, key_of: impl Fn(u32) -> (u16, u64)) -> Option<u32> {
+        self.find(owner, key, key_of).map(|i| self.slots[i].value)
     }
 
     /// Stores `(owner, key) -> value`. The key must be absent, the value below `u32::MAX`
@@ -105,33 +127,27 @@ impl RefIndex {
             value != VACANT && self.len < self.slots.len() / 2,
             "reference index over capacity"
         );
-        let mut i = self.home(owner, key);
+        let home = self.home(owner, key);
+        let mut i = home;
         while self.slots[i].value != VACANT {
-            debug_assert!(
-                self.slots[i].key != key || self.slots[i].owner != owner,
-                "key {key:#x} of owner {owner} inserted twice"
-            );
             i = (i + 1) & self.mask;
         }
-        self.slots[i] = Slot { key, value, owner };
+        // `home < TABLE_MAX`, checked at construction.
+        self.slots[i] = Slot {
+            value,
+            home: home as u32,
+        };
         self.occupied[i / 64] |= 1 << (i % 64);
         self.len += 1;
     }
 
-    /// Removes `(owner, key)`; returns whether it was there.
+    /// Removes `(owner, key)`; returns whether it was there. `key_of(value)` is the key of
+    /// the record a stored value names: every stored record must still hold its key.
     #[inline]
-    pub fn remove(&mut self, owner: u16, key: u64) -> bool {
-        let mut i = self.home(owner, key);
-        loop {
-            let slot = self.slots[i];
-            if slot.value == VACANT {
-                return false;
-            }
-            if slot.key == key && slot.owner == owner {
-                break;
-            }
-            i = (i + 1) & self.mask;
-        }
+    pub fn remove(&mut self, owner: u16, key: u64, key_of: impl Fn(u32) -> (u16, u64)) -> bool {
+        let Some(i) = self.find(owner, key, key_of) else {
+            return false;
+        };
         // Backward shift: pull later entries of the probe run into the hole unless their
         // home lies cyclically after the hole (they would become unreachable).
         let mut hole = i;
@@ -142,7 +158,7 @@ impl RefIndex {
             if slot.value == VACANT {
                 break;
             }
-            let home = self.home(slot.owner, slot.key);
+            let home = slot.home as usize;
             let stays = if hole <= j {
                 hole < home && home <= j
             } else {
@@ -236,9 +252,10 @@ impl OrderIndex {
         ((usize::from(owner)) << self.shift) | (key & self.mask) as usize
     }
 
-    /// The slot of `owner`'s live order `key`.
+    /// The slot of `owner`'s live order `key`. `key_of(slot)` is the `(owner, key)` the
+    /// order in `slot` holds (read only for orders behind the windows).
     #[inline]
-    pub fn get(&self, owner: u16, key: u64) -> Option<u32> {
+    pub fn get(&self, owner: u16, key: u64, key_of: impl Fn(u32) -> (u16, u64)) -> Option<u32> {
         let (high, short) = split(key);
         if high == self.high[usize::from(owner)].0 {
             let entry = self.recent[self.position(owner, short)];
@@ -249,13 +266,13 @@ impl OrderIndex {
         if self.older.len() == 0 {
             return None;
         }
-        self.older.get(owner, key)
+        self.older.get(owner, key, key_of)
     }
 
     /// Indexes a live order; `(owner, key)` must not be live already.
     #[inline]
     pub fn insert(&mut self, owner: u16, key: u64, slot: u32) {
-        debug_assert!(slot < u32::MAX - 1 && self.get(owner, key).is_none());
+        debug_assert!(slot < u32::MAX - 1);
         self.len += 1;
         let (high, short) = split(key);
         let window = &mut self.high[usize::from(owner)];
@@ -283,9 +300,10 @@ impl OrderIndex {
         }
     }
 
-    /// Removes a live order's entry; returns whether it was there.
+    /// Removes a live order's entry; returns whether it was there. `key_of` as for
+    /// [`OrderIndex::get`]: every indexed order's slot still holds it.
     #[inline]
-    pub fn remove(&mut self, owner: u16, key: u64) -> bool {
+    pub fn remove(&mut self, owner: u16, key: u64, key_of: impl Fn(u32) -> (u16, u64)) -> bool {
         let (high, short) = split(key);
         let window = self.high[usize::from(owner)];
         let at = self.position(owner, short);
@@ -295,7 +313,7 @@ impl OrderIndex {
             self.high[usize::from(owner)].1 -= 1;
             true
         } else {
-            self.older.remove(owner, key)
+            self.older.remove(owner, key, key_of)
         };
         self.len -= usize::from(removed);
         removed
@@ -325,6 +343,17 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// `key_of` for a model map whose values are unique: the key stored for a value.
+    fn by_value(model: &HashMap<(u16, u64), u32>) -> impl Fn(u32) -> (u16, u64) + '_ {
+        |value| {
+            *model
+                .iter()
+                .find(|(_, v)| **v == value)
+                .expect("every stored value is in the model")
+                .0
+        }
+    }
+
     fn xorshift(state: &mut u64) -> u64 {
         *state ^= *state << 13;
         *state ^= *state >> 7;
@@ -351,14 +380,17 @@ mod tests {
                 model.insert((owner, r), step);
             } else if !live.is_empty() {
                 let k = live[(state >> 20) as usize % live.len()];
-                assert!(index.remove(k.0, k.1));
+                assert!(index.remove(k.0, k.1, by_value(&model)));
                 model.remove(&k);
             }
             assert_eq!(index.len(), model.len());
             for (k, v) in &model {
-                assert_eq!(index.get(k.0, k.1), Some(*v));
+                assert_eq!(index.get(k.0, k.1, by_value(&model)), Some(*v));
             }
-            assert_eq!(index.get(owner, next_ref[usize::from(owner)] + 1), None);
+            assert_eq!(
+                index.get(owner, next_ref[usize::from(owner)] + 1, by_value(&model)),
+                None
+            );
         }
     }
 
@@ -383,22 +415,22 @@ mod tests {
             let key = pick(r >> 1);
             match model.get(&(owner, key)) {
                 Some(&v) => {
-                    assert_eq!(index.get(owner, key), Some(v));
-                    assert!(index.remove(owner, key));
+                    assert_eq!(index.get(owner, key, by_value(&model)), Some(v));
+                    assert!(index.remove(owner, key, by_value(&model)));
                     model.remove(&(owner, key));
-                    assert_eq!(index.get(owner, key), None);
+                    assert_eq!(index.get(owner, key, by_value(&model)), None);
                 }
                 None if model.len() < 64 => {
-                    assert_eq!(index.get(owner, key), None);
+                    assert_eq!(index.get(owner, key, by_value(&model)), None);
                     index.insert(owner, key, step);
                     model.insert((owner, key), step);
                 }
-                None => assert!(!index.remove(owner, key)),
+                None => assert!(!index.remove(owner, key, by_value(&model))),
             }
             assert_eq!(index.len(), model.len());
             if step % 101 == 0 {
                 for (k, v) in &model {
-                    assert_eq!(index.get(k.0, k.1), Some(*v));
+                    assert_eq!(index.get(k.0, k.1, by_value(&model)), Some(*v));
                 }
             }
         }
@@ -414,7 +446,7 @@ mod tests {
             // Few owners, clustered references: the shape the matcher produces.
             let key = ((state % 3) as u16, (state >> 8) % 300);
             if model.contains_key(&key) {
-                assert!(index.remove(key.0, key.1));
+                assert!(index.remove(key.0, key.1, by_value(&model)));
                 model.remove(&key);
             } else if model.len() < 64 {
                 index.insert(key.0, key.1, step);
@@ -423,17 +455,20 @@ mod tests {
             assert_eq!(index.len(), model.len());
             if step % 97 == 0 {
                 for (k, v) in &model {
-                    assert_eq!(index.get(k.0, k.1), Some(*v));
+                    assert_eq!(index.get(k.0, k.1, by_value(&model)), Some(*v));
                 }
             }
-            assert_eq!(index.get(key.0, key.1), model.get(&key).copied());
+            assert_eq!(
+                index.get(key.0, key.1, by_value(&model)),
+                model.get(&key).copied()
+            );
             if step % 97 == 0 {
                 for (i, slot) in index.slots.iter().enumerate() {
                     assert_eq!(index.is_occupied(i), slot.value != VACANT, "bit {i}");
                 }
             }
         }
-        assert!(!index.remove(0xFFFF, 1));
+        assert!(!index.remove(0xFFFF, 1, by_value(&model)));
     }
 
     #[test]
@@ -448,9 +483,10 @@ mod tests {
         for (v, k) in keys.iter().enumerate() {
             index.insert(1, *k, v as u32);
         }
-        assert!(index.remove(1, keys[0]));
+        let key_of = |v: u32| (1, keys[v as usize]);
+        assert!(index.remove(1, keys[0], key_of));
         for (v, k) in keys.iter().enumerate().skip(1) {
-            assert_eq!(index.get(1, *k), Some(v as u32));
+            assert_eq!(index.get(1, *k, key_of), Some(v as u32));
         }
     }
 }
