@@ -736,6 +736,41 @@ fn cancel_on_disconnect_follows_the_users_setting() {
 }
 
 #[test]
+fn an_owners_orders_are_canceled_oldest_first_wherever_they_rest() {
+    // Orders of two owners spread over many slots, some canceled and their slots reused
+    // by later orders: a disconnect cancels the owner's orders in order of entry, not in
+    // the order of their slots.
+    let mut v = Venue::new();
+    let mut live = Vec::new();
+    for i in 0..300u64 {
+        let (r, _) = v.limit(2, Side::Sell, 100, px(1001 + i % 50));
+        live.push(r);
+        v.limit(3, Side::Buy, 100, px(900 - i % 50));
+    }
+    for r in live.iter().step_by(3) {
+        v.cancel(2, *r, 0);
+    }
+    live = live
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 3 != 0)
+        .map(|(_, r)| *r)
+        .collect();
+    for i in 0..60u64 {
+        v.limit(3, Side::Buy, 100, px(899 - i % 40));
+        let (r, _) = v.limit(2, Side::Sell, 100, px(1002 + i % 40));
+        live.push(r);
+    }
+    let ev = v.run(2, CommandBody::Disconnect);
+    let want: Vec<(u64, u32, CancelReason)> = live
+        .iter()
+        .map(|r| (r.0, 100, CancelReason::Disconnect))
+        .collect();
+    assert_eq!(canceled(&ev), want);
+    assert_eq!(v.m.resting_orders(), 360);
+}
+
+#[test]
 fn full_pools_reject_instead_of_growing() {
     let mut v = Venue::with(config(StpMode::CancelResting, 2, 10));
     v.limit(2, Side::Sell, 100, px(1001));

@@ -18,6 +18,7 @@ use super::breaker::{TradeWindow, WindowState};
 use super::divisor::Divisor;
 use super::ladder::Ladder;
 use super::message::*;
+use super::owners::OwnerSlots;
 use super::pool::{NIL, Pool};
 use super::ref_index::OrderIndex;
 use super::{
@@ -53,13 +54,10 @@ struct Order {
 // One cache line per order; growing it is a measured decision.
 const _: () = assert!(std::mem::size_of::<Order>() == 64);
 
-/// A resting order's cold part, in a parallel array: touched when it joins or leaves its
-/// owner's list, and by replaces.
+/// A resting order's cold part, in a parallel array: written when it rests, read by
+/// reserve refills, replaces and the close.
 #[derive(Clone, Copy, Debug, Default)]
 struct OrderCold {
-    /// The owner's resting orders in order of entry.
-    owner_prev: u32,
-    owner_next: u32,
     /// Reserve: the displayed part at each refill (0: none).
     max_floor: u32,
     capacity: u8,
@@ -183,9 +181,6 @@ struct Owner {
     stp: StpMode,
     /// The highest reference used ([`RefRule::Ouch`]; 0 with [`RefRule::Keys`]).
     last_ref: u64,
-    /// The owner's resting orders in order of entry, linked through `owner_prev/next`.
-    head: u32,
-    tail: u32,
 }
 
 /// One price level as the book queries report it.
@@ -291,6 +286,10 @@ pub struct Matcher {
     cold: Vec<OrderCold>,
     levels: Pool<Level>,
     by_ref: OrderIndex,
+    /// Each order slot's owner, for the operations on one owner's orders.
+    owner_slots: OwnerSlots,
+    /// Slots gathered by those operations (capacity for every order: never grows).
+    scratch: Vec<u32>,
     /// References follow OUCH's rule ([`RefRule::Ouch`]) rather than being caller keys.
     ouch_refs: bool,
     next_order_id: u64,
@@ -445,8 +444,6 @@ impl Matcher {
                 spec: *spec,
                 stp: spec.stp.unwrap_or(config.stp),
                 last_ref: 0,
-                head: NIL,
-                tail: NIL,
             })
             .collect();
         let by_ref = OrderIndex::new(config.owners.len(), config.orders_max);
@@ -458,6 +455,8 @@ impl Matcher {
             cold: vec![OrderCold::default(); config.orders_max as usize],
             levels: Pool::with_capacity(config.levels_max),
             by_ref,
+            owner_slots: OwnerSlots::new(config.owners.len(), config.orders_max),
+            scratch: Vec::with_capacity(config.orders_max as usize),
             ouch_refs: config.refs == RefRule::Ouch,
             next_order_id: 1,
             next_match_id: 1,
@@ -1167,8 +1166,6 @@ impl Matcher {
             .expect("order pool capacity is checked before an order is accepted");
         self.books[usize::from(inc.instrument.0)].resting += 1;
         self.cold[oi as usize] = OrderCold {
-            owner_prev: NIL,
-            owner_next: NIL,
             max_floor: entry.max_floor,
             capacity: entry.capacity,
             cross_type: entry.cross_type,
@@ -1189,7 +1186,7 @@ impl Matcher {
         let level = &mut self.levels[level];
         level.open_qty += u64::from(inc.remaining);
         level.shown_qty += u64::from(shown);
-        self.link_to_owner(oi);
+        self.owner_slots.add(oi, inc.owner.0);
         self.by_ref.insert(inc.owner.0, inc.user_ref.0, oi);
         if entry.hidden {
             return;
@@ -1567,19 +1564,29 @@ impl Matcher {
         emit: &mut Emitter<'_, impl EventSink>,
     ) -> u32 {
         let mut count = 0;
-        let mut oi = self.owners[usize::from(owner.0)].head;
-        while oi != NIL {
+        let mut slots = self.owner_orders(owner.0);
+        for &oi in &slots {
             let o = self.orders[oi];
-            let next = self.cold[oi as usize].owner_next;
             if instrument.is_none_or(|i| i == o.instrument)
                 && side.is_none_or(|s| s == o.side.book_side())
             {
                 self.reduce(oi, 0, reason, emit);
                 count += 1;
             }
-            oi = next;
         }
+        slots.clear();
+        self.scratch = slots;
         count
+    }
+
+    /// The slots of `owner`'s resting orders in order of entry (order ids grow with each
+    /// order that rests, so that is the order of their ids), in the scratch buffer taken
+    /// out of `self`: the caller puts it back, cleared.
+    fn owner_orders(&mut self, owner: u16) -> Vec<u32> {
+        let mut slots = std::mem::take(&mut self.scratch);
+        self.owner_slots.collect(owner, &mut slots);
+        slots.sort_unstable_by_key(|&oi| self.orders[oi].id);
+        slots
     }
 
     /// Whether a new order (or a replace's new order) with `tif` may enter `instrument`
@@ -1838,16 +1845,16 @@ impl Matcher {
         select: impl Fn(&Order, &OrderCold) -> bool,
     ) -> u32 {
         let mut count = 0;
-        for owner in 0..self.owners.len() {
-            let mut oi = self.owners[owner].head;
-            while oi != NIL {
-                let next = self.cold[oi as usize].owner_next;
+        for owner in 0..self.owners.len() as u16 {
+            let mut slots = self.owner_orders(owner);
+            for &oi in &slots {
                 if select(&self.orders[oi], &self.cold[oi as usize]) {
                     self.reduce(oi, 0, reason, emit);
                     count += 1;
                 }
-                oi = next;
             }
+            slots.clear();
+            self.scratch = slots;
         }
         count
     }
@@ -1921,40 +1928,11 @@ impl Matcher {
         }
     }
 
-    fn link_to_owner(&mut self, oi: u32) {
-        let owner = &mut self.owners[usize::from(self.orders[oi].owner.0)];
-        let tail = owner.tail;
-        if tail == NIL {
-            owner.head = oi;
-        } else {
-            self.cold[tail as usize].owner_next = oi;
-        }
-        owner.tail = oi;
-        let c = &mut self.cold[oi as usize];
-        c.owner_prev = tail;
-        c.owner_next = NIL;
-    }
-
-    fn unlink_from_owner(&mut self, oi: u32, owner: OwnerId) {
-        let c = self.cold[oi as usize];
-        let owner = &mut self.owners[usize::from(owner.0)];
-        if c.owner_prev == NIL {
-            owner.head = c.owner_next;
-        } else {
-            self.cold[c.owner_prev as usize].owner_next = c.owner_next;
-        }
-        if c.owner_next == NIL {
-            owner.tail = c.owner_prev;
-        } else {
-            self.cold[c.owner_next as usize].owner_prev = c.owner_prev;
-        }
-    }
-
     /// Removes a resting order everywhere, freeing its level if it was the last one.
     fn remove_order(&mut self, oi: u32) {
         let o = self.orders[oi];
         self.unlink_from_level(oi);
-        self.unlink_from_owner(oi, o.owner);
+        self.owner_slots.remove(oi);
         let removed = self
             .by_ref
             .remove(o.owner.0, o.user_ref.0, |slot| key_of(&self.orders, slot));
@@ -1995,7 +1973,9 @@ impl Matcher {
         let per_order = self.orders.bytes()
             + self.cold.capacity() * std::mem::size_of::<OrderCold>()
             + self.expiries.capacity() * std::mem::size_of::<Reverse<Expiry>>()
-            + self.by_ref.bytes();
+            + self.by_ref.bytes()
+            + self.owner_slots.bytes()
+            + self.scratch.capacity() * std::mem::size_of::<u32>();
         (per_order + self.levels.bytes() + ladders, per_order)
     }
 
@@ -2167,11 +2147,11 @@ impl Matcher {
                 self.by_ref.len()
             ));
         }
-        let owned: usize = (0..self.owners.len())
-            .map(|i| self.owner_order_count(i))
-            .sum();
+        let owned = self.owner_slots.check()?;
         if owned != seen {
-            return Err(format!("{owned} orders on owner lists, {seen} on books"));
+            return Err(format!(
+                "{owned} slots with an owner, {seen} orders on books"
+            ));
         }
         Ok(())
     }
@@ -2203,7 +2183,8 @@ impl Matcher {
                 || (hidden && o.shown != 0)
                 || (!hidden && (o.shown == 0 || o.shown > o.open))
                 || key <= prev_key
-                || self.indexed(o.owner.0, o.user_ref.0) != Some(oi);
+                || self.indexed(o.owner.0, o.user_ref.0) != Some(oi)
+                || self.owner_slots.owner_of(oi) != Some(o.owner.0);
             if bad {
                 return Err(format!(
                     "order {:?} breaks its level's invariants: {o:?}",
@@ -2221,16 +2202,6 @@ impl Matcher {
             return Err(format!("queue at {price} has a wrong tail"));
         }
         Ok((count, shown, open))
-    }
-
-    fn owner_order_count(&self, owner: usize) -> usize {
-        let mut count = 0;
-        let mut oi = self.owners[owner].head;
-        while oi != NIL {
-            count += 1;
-            oi = self.cold[oi as usize].owner_next;
-        }
-        count
     }
 }
 
@@ -2392,10 +2363,12 @@ impl Matcher {
                 expires.insert(e.id, e.at);
             }
         }
-        let mut orders = Vec::with_capacity(rank as usize);
-        for owner in &self.owners {
-            let mut oi = owner.head;
-            while oi != NIL {
+        // Owner by owner, each owner's orders in order of entry (as mass cancels take
+        // them): read in slot order, then sorted by order id.
+        let mut orders: Vec<RestingState> = Vec::with_capacity(rank as usize);
+        for owner in 0..self.owners.len() as u16 {
+            let start = orders.len();
+            self.owner_slots.for_each(owner, |oi| {
                 let o = &self.orders[oi];
                 let c = &self.cold[oi as usize];
                 orders.push(RestingState {
@@ -2423,8 +2396,8 @@ impl Matcher {
                     },
                     queue_rank: ranks.get(oi),
                 });
-                oi = c.owner_next;
-            }
+            });
+            orders[start..].sort_unstable_by_key(|r| r.id);
         }
         BookState {
             next_order_id: self.next_order_id,
@@ -2565,8 +2538,6 @@ impl Matcher {
                 ));
             };
             m.cold[oi as usize] = OrderCold {
-                owner_prev: NIL,
-                owner_next: NIL,
                 max_floor: s.max_floor,
                 capacity: s.capacity,
                 cross_type: s.cross_type,
@@ -2581,7 +2552,7 @@ impl Matcher {
                     slot: oi,
                 });
             }
-            m.link_to_owner(oi);
+            m.owner_slots.add(oi, s.owner.0);
             m.by_ref.insert(s.owner.0, s.user_ref.0, oi);
             by_rank.push((s.queue_rank, oi, s.price));
         }

@@ -87,6 +87,7 @@ pub mod flow;
 mod ladder;
 mod matcher;
 pub mod message;
+mod owners;
 mod pool;
 mod ref_index;
 pub mod reference;
