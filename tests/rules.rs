@@ -761,6 +761,22 @@ fn an_owners_orders_are_canceled_oldest_first_wherever_they_rest() {
         let (r, _) = v.limit(2, Side::Sell, 100, px(1002 + i % 40));
         live.push(r);
     }
+    // A snapshot lists each owner's orders in the same order, and restores to itself.
+    let state = v.m.state();
+    let owner2: Vec<UserRef> = state
+        .orders
+        .iter()
+        .filter(|o| o.owner.0 == 2)
+        .map(|o| o.user_ref)
+        .collect();
+    assert_eq!(owner2, live);
+    let restored = Matcher::from_state(&v.cfg, &state).unwrap();
+    assert_eq!(restored.state(), state);
+    // A state whose owner's orders are out of that order is refused.
+    let mut swapped = state.clone();
+    let at = swapped.orders.iter().position(|o| o.owner.0 == 2).unwrap();
+    swapped.orders.swap(at, at + 1);
+    assert!(Matcher::from_state(&v.cfg, &swapped).is_err());
     let ev = v.run(2, CommandBody::Disconnect);
     let want: Vec<(u64, u32, CancelReason)> = live
         .iter()

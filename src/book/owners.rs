@@ -67,16 +67,16 @@ impl OwnerSlots {
         (owner != FREE).then_some(owner)
     }
 
-    /// Appends the slots of `owner`'s orders to `out`, in slot order, and forgets the chunks
+    /// Calls `f` with each slot of `owner`'s orders, in slot order, and forgets the chunks
     /// that hold none of them any more.
-    pub fn collect(&mut self, owner: u16, out: &mut Vec<u32>) {
+    pub fn gather(&mut self, owner: u16, mut f: impl FnMut(u32)) {
         let base = usize::from(owner) * self.words;
         for w in 0..self.words {
             let mut bits = self.chunks[base + w];
             while bits != 0 {
                 let bit = bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                if !self.scan(owner, w * 64 + bit, out) {
+                if !self.scan(owner, w * 64 + bit, &mut f) {
                     self.chunks[base + w] &= !(1 << bit);
                 }
             }
@@ -91,29 +91,24 @@ impl OwnerSlots {
             while bits != 0 {
                 let chunk = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let start = chunk * CHUNK;
-                let end = (start + CHUNK).min(self.owner_of.len());
-                for (slot, &o) in self.owner_of[start..end].iter().enumerate() {
-                    if o == owner {
-                        f((start + slot) as u32);
-                    }
-                }
+                self.scan(owner, chunk, &mut f);
             }
         }
     }
 
-    /// Appends `owner`'s slots in `chunk` to `out`; returns whether there were any.
+    /// Calls `f` with `owner`'s slots in `chunk`; returns whether there were any.
     #[inline]
-    fn scan(&self, owner: u16, chunk: usize, out: &mut Vec<u32>) -> bool {
+    fn scan(&self, owner: u16, chunk: usize, f: &mut impl FnMut(u32)) -> bool {
         let start = chunk * CHUNK;
         let end = (start + CHUNK).min(self.owner_of.len());
-        let before = out.len();
+        let mut any = false;
         for (slot, &o) in self.owner_of[start..end].iter().enumerate() {
             if o == owner {
-                out.push((start + slot) as u32);
+                f((start + slot) as u32);
+                any = true;
             }
         }
-        out.len() > before
+        any
     }
 
     /// Checks that every taken slot's chunk is in its owner's map; returns how many slots
@@ -150,7 +145,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn collects_each_owners_slots_and_forgets_empty_chunks() {
+    fn gathers_each_owners_slots_and_forgets_empty_chunks() {
         let slots = 1_000u32;
         let mut owners = OwnerSlots::new(3, slots);
         let mut model: Vec<Option<u16>> = vec![None; slots as usize];
@@ -179,7 +174,7 @@ mod tests {
                     let mut kept = Vec::new();
                     owners.for_each(owner, |s| kept.push(s));
                     let mut got = Vec::new();
-                    owners.collect(owner, &mut got);
+                    owners.gather(owner, |s| got.push(s));
                     assert_eq!(got, want, "owner {owner} at step {step}");
                     assert_eq!(kept, want);
                 }
@@ -196,7 +191,7 @@ mod tests {
         }
         for owner in 0..3u16 {
             let mut got = Vec::new();
-            owners.collect(owner, &mut got);
+            owners.gather(owner, |s| got.push(s));
             assert!(got.is_empty());
         }
         assert!(owners.chunks.iter().all(|&w| w == 0));
