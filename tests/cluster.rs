@@ -51,13 +51,29 @@ impl Drop for Node {
     }
 }
 
-/// A port free now on loopback.
+/// A port free now on loopback, for a node to bind later. Not an ephemeral port (the
+/// kernel's `ip_local_port_range`, 32768-60999 by default): the kernel hands those to
+/// other tests' outgoing connections, which could take the port before the node binds it
+/// (seen once: "Address already in use"). Ports come from 20000-32767, each one once per
+/// test process (starting where the process id points), skipping any in use.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 32_768 - LOW;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id() % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..32768");
 }
 
 fn cluster_text(id: u64, ports: &[u16; 3]) -> String {
