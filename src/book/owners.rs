@@ -72,43 +72,41 @@ impl OwnerSlots {
     pub fn gather(&mut self, owner: u16, mut f: impl FnMut(u32)) {
         let base = usize::from(owner) * self.words;
         for w in 0..self.words {
-            let mut bits = self.chunks[base + w];
-            while bits != 0 {
-                let bit = bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                if !self.scan(owner, w * 64 + bit, &mut f) {
-                    self.chunks[base + w] &= !(1 << bit);
-                }
-            }
+            let empty = self.scan_word(owner, w, &mut f);
+            self.chunks[base + w] &= !empty;
         }
     }
 
     /// Calls `f` with each slot of `owner`'s orders, in slot order (forgets nothing).
     pub fn for_each(&self, owner: u16, mut f: impl FnMut(u32)) {
-        let base = usize::from(owner) * self.words;
         for w in 0..self.words {
-            let mut bits = self.chunks[base + w];
-            while bits != 0 {
-                let chunk = w * 64 + bits.trailing_zeros() as usize;
-                bits &= bits - 1;
-                self.scan(owner, chunk, &mut f);
-            }
+            self.scan_word(owner, w, &mut f);
         }
     }
 
-    /// Calls `f` with `owner`'s slots in `chunk`; returns whether there were any.
+    /// Calls `f` with `owner`'s slots in the chunks word `w` of its map names; returns the
+    /// bits of those chunks that hold none.
     #[inline]
-    fn scan(&self, owner: u16, chunk: usize, f: &mut impl FnMut(u32)) -> bool {
-        let start = chunk * CHUNK;
-        let end = (start + CHUNK).min(self.owner_of.len());
-        let mut any = false;
-        for (slot, &o) in self.owner_of[start..end].iter().enumerate() {
-            if o == owner {
-                f((start + slot) as u32);
-                any = true;
+    fn scan_word(&self, owner: u16, w: usize, f: &mut impl FnMut(u32)) -> u64 {
+        let mut bits = self.chunks[usize::from(owner) * self.words + w];
+        let mut empty = 0;
+        while bits != 0 {
+            let bit = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let start = (w * 64 + bit) * CHUNK;
+            let end = (start + CHUNK).min(self.owner_of.len());
+            let mut any = false;
+            for (slot, &o) in self.owner_of[start..end].iter().enumerate() {
+                if o == owner {
+                    f((start + slot) as u32);
+                    any = true;
+                }
+            }
+            if !any {
+                empty |= 1 << bit;
             }
         }
-        any
+        empty
     }
 
     /// Checks that every taken slot's chunk is in its owner's map; returns how many slots
