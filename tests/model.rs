@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use ironmatch::book::flow::{ByteSource, FlowDecoder, STP_SETUPS, stp_test_config};
 use ironmatch::book::reference::{BookView, ReferenceMatcher};
 use ironmatch::book::{
-    BookConfig, Command, Event, EventBody, LevelView, Matcher, OrderAck, RefRule,
+    BookConfig, Command, CommandBody, Event, EventBody, LevelView, Matcher, OrderAck, RefRule,
 };
 use ironmatch::types::{BookSide, MatchId, OrderId, OwnerId, Price, UserRef};
 use proptest::prelude::*;
@@ -460,7 +460,24 @@ fn flow_exercises_every_rule() {
         while let Some(cmd) = decoder.next(&mut src) {
             commands += 1;
             events.clear();
+            let resting_before = fast.resting_orders();
             fast.apply(&cmd, &mut events);
+            // A mass cancel, disconnect, operator cancel or close taking several orders
+            // while more orders rest than one 64-slot chunk holds (the pool hands out low
+            // slots first, so some of them sit beyond the first chunk).
+            let bulk = matches!(
+                cmd.body,
+                CommandBody::MassCancel { .. } | CommandBody::Disconnect | CommandBody::Venue(_)
+            );
+            let canceled = events
+                .iter()
+                .filter(|e| matches!(e.body, EventBody::Canceled { .. }))
+                .count();
+            if bulk && resting_before > 64 && canceled >= 2 {
+                *counts
+                    .entry("Pool::BulkCancelOver64Resting".to_string())
+                    .or_default() += 1;
+            }
             for e in &events {
                 if config.refs == RefRule::Keys {
                     for key in key_kinds(e, &mut used) {
@@ -580,6 +597,7 @@ fn flow_exercises_every_rule() {
         "Keys::Wide",
         "Keys::Reused",
         "Keys::LiveRejected",
+        "Pool::BulkCancelOver64Resting",
     ] {
         wanted.push(kind.to_string());
     }

@@ -77,23 +77,36 @@ pub fn test_config(stp: StpMode) -> BookConfig {
 
 /// Setups for model checking, numbered `0..STP_SETUPS`: five self-trade prevention
 /// setups under OUCH's reference rule, then the same five with caller keys
-/// ([`RefRule::Keys`]).
-pub const STP_SETUPS: usize = 10;
+/// ([`RefRule::Keys`]), then two with a larger order pool (see [`stp_test_config`]).
+pub const STP_SETUPS: usize = 12;
+
+/// Order slots in the large-pool setups: several of the 64-slot chunks the matcher
+/// tracks each owner's orders by, so mass cancels, disconnects and the close gather an
+/// owner's orders across chunks (the small pool fits in one).
+pub const LARGE_POOL: u32 = 200;
 
 /// [`test_config`] with setup `setup % STP_SETUPS`: the four venue-wide self-trade
 /// prevention modes, then a venue of `CancelBoth` whose owners 0 and 1 (one firm) have
 /// modes of their own (none, and cancel resting), so each side of a same-firm cross
 /// applies the incoming owner's mode; setups 5 to 9 are those five with caller keys
 /// instead of OUCH references (the decoder then numbers orders with 64-bit keys, and
-/// reuses keys, live or not).
+/// reuses keys, live or not). Setups 10 and 11 are setups 0 and 9 with an order pool of
+/// [`LARGE_POOL`] slots and room for more levels: capacity rejects get rare, an owner's
+/// orders spread over slots far apart.
 pub fn stp_test_config(setup: usize) -> BookConfig {
+    let setup = setup % STP_SETUPS;
+    if setup >= 10 {
+        let mut config = stp_test_config(if setup == 10 { 0 } else { 9 });
+        config.orders_max = LARGE_POOL;
+        config.levels_max = 64;
+        return config;
+    }
     let modes = [
         StpMode::CancelResting,
         StpMode::CancelIncoming,
         StpMode::CancelBoth,
         StpMode::None,
     ];
-    let setup = setup % STP_SETUPS;
     let mut config = match modes.get(setup % 5) {
         Some(&mode) => test_config(mode),
         None => {
@@ -153,6 +166,8 @@ pub struct FlowDecoder {
     /// replaces and modifies.
     recent: Vec<[(u64, usize, Side); 8]>,
     ts: u64,
+    /// The config's pool holds more than one 64-slot chunk ([`LARGE_POOL`] setups).
+    large_pool: bool,
 }
 
 impl FlowDecoder {
@@ -163,6 +178,7 @@ impl FlowDecoder {
             next_ref: vec![1; config.owners.len()],
             recent: vec![[(0, 0, Side::Buy); 8]; config.owners.len()],
             ts: 34_200_000_000_000,
+            large_pool: config.orders_max > 64,
         }
     }
 
@@ -188,6 +204,12 @@ impl FlowDecoder {
         let o = usize::from(owner).min(self.config.owners.len() - 1);
         let body = match src.below(32) {
             0..=15 => CommandBody::New(self.new_order(src, o)),
+            // With a large pool most of the mass cancels' share and half the cancels'
+            // go to new orders, so that the book grows past one chunk of slots before
+            // something clears it.
+            16..=21 | 29..=30 if self.large_pool && !src.one_in(3) => {
+                CommandBody::New(self.new_order(src, o))
+            }
             16..=21 => {
                 let (user_ref, instrument, _) = self.known_ref(src, o);
                 let qty = if src.one_in(2) {
