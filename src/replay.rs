@@ -416,6 +416,30 @@ pub fn parse_order(text: &str, usernames: &[String]) -> io::Result<(OwnerId, Use
                 format!("--order: no user {user:?} in the configuration"),
             )
         })?;
-    let r: u32 = r.parse().map_err(|_| bad())?;
-    Ok((OwnerId(owner as u16), UserRef(u64::from(r))))
+    // OUCH references are 32 bits; caller keys (`refs = "keys"`) use all 64.
+    let r: u64 = r.parse().map_err(|_| bad())?;
+    Ok((OwnerId(owner as u16), UserRef(r)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_named_by_user_and_reference() {
+        let users = ["MM1".to_string(), "MM2".to_string()];
+        assert_eq!(
+            parse_order("mm2:42", &users).unwrap(),
+            (OwnerId(1), UserRef(42))
+        );
+        // A caller key (`refs = "keys"`) above 32 bits.
+        assert_eq!(
+            parse_order("MM1:5000000000", &users).unwrap(),
+            (OwnerId(0), UserRef(5_000_000_000))
+        );
+        for bad in ["MM1", "MM1:", "MM1:x", "MM1:-1", "MM3:1"] {
+            let e = parse_order(bad, &users).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
+        }
+    }
 }

@@ -42,7 +42,7 @@ const EMPTY: Slot = Slot {
 };
 
 /// Largest table: a home must fit the entry's 32 bits.
-const TABLE_MAX: usize = 1 << 32;
+const TABLE_MAX: u64 = 1 << 32;
 
 /// A fixed-capacity map from `(owner, key)` to `u32` values below `u32::MAX`, each value
 /// naming a record that holds its key (see [`Slot`]).
@@ -51,7 +51,7 @@ pub struct RefIndex {
     slots: Vec<Slot>,
     /// One bit per slot, set while it holds a key: an absent key whose home slot is free
     /// is known absent from this small bitmap (2 bits per order slot, stays in cache)
-    /// without touching the table, which is 16 bytes per order slot and mostly cold. A new
+    /// without touching the table, which is 16 bytes per order slot (two 8-byte entries) and mostly cold. A new
     /// order under caller keys asks exactly that.
     occupied: Vec<u64>,
     mask: usize,
@@ -68,7 +68,7 @@ impl RefIndex {
             .next_power_of_two()
             .max(2 * BLOCK as usize);
         assert!(
-            size <= TABLE_MAX,
+            size as u64 <= TABLE_MAX,
             "reference index for {capacity_max} keys is too large"
         );
         let blocks = size / BLOCK as usize;
