@@ -899,15 +899,18 @@ impl Matcher {
     }
 
     /// Trades the incoming order against the opposite side while prices cross, within
-    /// the band, until the circuit breaker trips.
+    /// the band, until the circuit breaker trips. Level by level: the price checks are made
+    /// once per level, then its orders trade front first until it empties (it leaves the
+    /// ladder, whose best moves on) or the incoming order is done.
     fn sweep(&mut self, inc: &mut Incoming, emit: &mut Emitter<'_, impl EventSink>) {
         let contra = inc.side.book_side().opposite();
         let bi = usize::from(inc.instrument.0);
         let stp = self.owners[usize::from(inc.owner.0)].stp;
         while inc.remaining > 0 {
-            let Some((price, level)) = self.books[bi].best(contra) else {
+            let Some((tick, level)) = self.books[bi].sides[contra.index()].best() else {
                 break;
             };
+            let price = self.levels[level].price;
             if !contra.crosses(price, inc.reach) {
                 break;
             }
@@ -915,25 +918,33 @@ impl Matcher {
             if contra.better(price, inc.guard) {
                 break;
             }
-            let oi = self.levels[level].head();
-            debug_assert!(oi != NIL, "a level on the ladder is never empty");
-            if self.orders[oi].firm == inc.firm && stp != StpMode::None {
-                if !self.prevent_self_trade(inc, stp, oi, emit) {
+            loop {
+                let oi = self.levels[level].head();
+                debug_assert!(oi != NIL, "a level on the ladder is never empty");
+                if stp != StpMode::None && self.orders[oi].firm == inc.firm {
+                    if !self.prevent_self_trade(inc, stp, oi, emit) {
+                        return;
+                    }
+                } else {
+                    let second = if self.books[bi].spec.breaker_bps == 0 {
+                        0
+                    } else {
+                        let second = self.books[bi].window.clock(emit.ts);
+                        if self.breaker_trips(bi, second, price) {
+                            self.pause(inc, emit);
+                            return;
+                        }
+                        second
+                    };
+                    self.trade(inc, oi, price, second, emit);
+                }
+                // The level left the ladder with its last order: the next best follows.
+                if inc.remaining == 0
+                    || self.books[bi].sides[contra.index()].best_tick() != Some(tick)
+                {
                     break;
                 }
-                continue;
             }
-            let second = if self.books[bi].spec.breaker_bps == 0 {
-                0
-            } else {
-                let second = self.books[bi].window.clock(emit.ts);
-                if self.breaker_trips(bi, second, price) {
-                    self.pause(inc, emit);
-                    break;
-                }
-                second
-            };
-            self.trade(inc, oi, price, second, emit);
         }
     }
 
