@@ -416,9 +416,10 @@ pub fn parse_order(text: &str, usernames: &[String]) -> io::Result<(OwnerId, Use
                 format!("--order: no user {user:?} in the configuration"),
             )
         })?;
-    // OUCH references are 32 bits; caller keys (`refs = "keys"`) use all 64.
-    let r: u64 = r.parse().map_err(|_| bad())?;
-    Ok((OwnerId(owner as u16), UserRef(r)))
+    // Journals of `serve` hold OUCH references (UserRefNum, 32 bits); caller keys exist
+    // only for programs that embed the core.
+    let r: u32 = r.parse().map_err(|_| bad())?;
+    Ok((OwnerId(owner as u16), UserRef(u64::from(r))))
 }
 
 #[cfg(test)]
@@ -432,12 +433,12 @@ mod tests {
             parse_order("mm2:42", &users).unwrap(),
             (OwnerId(1), UserRef(42))
         );
-        // A caller key (`refs = "keys"`) above 32 bits.
         assert_eq!(
-            parse_order("MM1:5000000000", &users).unwrap(),
-            (OwnerId(0), UserRef(5_000_000_000))
+            parse_order("MM1:4294967295", &users).unwrap(),
+            (OwnerId(0), UserRef(u64::from(u32::MAX)))
         );
-        for bad in ["MM1", "MM1:", "MM1:x", "MM1:-1", "MM3:1"] {
+        // Beyond OUCH's 32-bit UserRefNum: no order of a `serve` journal has it.
+        for bad in ["MM1", "MM1:", "MM1:x", "MM1:-1", "MM3:1", "MM1:4294967296"] {
             let e = parse_order(bad, &users).unwrap_err();
             assert_eq!(e.kind(), io::ErrorKind::InvalidInput, "{bad}");
         }

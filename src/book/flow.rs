@@ -166,7 +166,8 @@ pub struct FlowDecoder {
     /// replaces and modifies.
     recent: Vec<[(u64, usize, Side); 8]>,
     ts: u64,
-    /// The config's pool holds more than one 64-slot chunk ([`LARGE_POOL`] setups).
+    /// A large-pool setup's config (exactly [`LARGE_POOL`] order slots): the flow adds
+    /// more than it removes. Other configs, however large, get the usual flow.
     large_pool: bool,
 }
 
@@ -178,7 +179,7 @@ impl FlowDecoder {
             next_ref: vec![1; config.owners.len()],
             recent: vec![[(0, 0, Side::Buy); 8]; config.owners.len()],
             ts: 34_200_000_000_000,
-            large_pool: config.orders_max > 64,
+            large_pool: config.orders_max == LARGE_POOL,
         }
     }
 
@@ -204,9 +205,9 @@ impl FlowDecoder {
         let o = usize::from(owner).min(self.config.owners.len() - 1);
         let body = match src.below(32) {
             0..=15 => CommandBody::New(self.new_order(src, o)),
-            // With a large pool most of the mass cancels' share and half the cancels'
-            // go to new orders, so that the book grows past one chunk of slots before
-            // something clears it.
+            // In the large-pool setups two thirds of the cancels' and mass cancels'
+            // share go to new orders, so that the book grows past one chunk of slots
+            // before something clears it.
             16..=21 | 29..=30 if self.large_pool && !src.one_in(3) => {
                 CommandBody::New(self.new_order(src, o))
             }
