@@ -448,6 +448,17 @@ fn rule_bytes() -> Vec<u8> {
     bytes
 }
 
+/// Whether a command may cancel orders gathered by owner (mass cancel, disconnect, an
+/// operator's or the day's venue command); the timer only expires single orders.
+fn gathers_owner_orders(body: &CommandBody) -> bool {
+    match body {
+        CommandBody::MassCancel { .. } | CommandBody::Disconnect => true,
+        CommandBody::Venue(VenueCommand::Timer) => false,
+        CommandBody::Venue(_) => true,
+        _ => false,
+    }
+}
+
 /// The large-pool setups on a long stream, against the model: short proptest cases keep
 /// the book small, while on these bytes the book grows past 64 orders, so bulk cancels
 /// gather users' orders from several 64-slot chunks (the test first checks, with the fast
@@ -468,13 +479,8 @@ fn large_pools_agree() {
             events.clear();
             fast.apply(&cmd, &mut events);
             most = most.max(before);
-            let gathers = match cmd.body {
-                CommandBody::MassCancel { .. } | CommandBody::Disconnect => true,
-                CommandBody::Venue(VenueCommand::Timer) => false,
-                CommandBody::Venue(_) => true,
-                _ => false,
-            };
-            if gathers && before > 64 && before - fast.resting_orders() >= 2 {
+            if gathers_owner_orders(&cmd.body) && before > 64 && before - fast.resting_orders() >= 2
+            {
                 bulk += 1;
             }
         }
@@ -534,13 +540,7 @@ fn flow_exercises_every_rule() {
                     )
                 })
                 .count();
-            let bulk = match cmd.body {
-                CommandBody::MassCancel { .. } | CommandBody::Disconnect => true,
-                CommandBody::Venue(VenueCommand::Timer) => false,
-                CommandBody::Venue(_) => true,
-                _ => false,
-            };
-            if bulk && resting_before > 64 && gathered >= 2 {
+            if gathers_owner_orders(&cmd.body) && resting_before > 64 && gathered >= 2 {
                 *counts
                     .entry("Pool::BulkCancelOver64Resting".to_string())
                     .or_default() += 1;

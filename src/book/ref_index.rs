@@ -51,8 +51,8 @@ pub struct RefIndex {
     slots: Vec<Slot>,
     /// One bit per slot, set while it holds a key: an absent key whose home slot is free
     /// is known absent from this small bitmap (2 bits per order slot, stays in cache)
-    /// without touching the table, which is 16 bytes per order slot (two 8-byte entries) and mostly cold. A new
-    /// order under caller keys asks exactly that.
+    /// without touching the table, which is 16 bytes per order slot (two 8-byte entries)
+    /// and mostly cold. A new order under caller keys asks exactly that.
     occupied: Vec<u64>,
     mask: usize,
     /// `64 - log2(number of blocks)`: selects the top bits of the block hash.
