@@ -4,10 +4,10 @@
 //! `tests/no_alloc.rs`). Orders are found by `(owner, user_ref)` through an index that is
 //! only ever probed, never iterated, so determinism holds.
 //!
-//! Layout, chosen by `cargo bench --bench book` (see the README): an order's hot fields
-//! (everything matching, cancels and events read) fill one 64-byte cache line; the owner
-//! list links and the fields only a replace echoes live in a parallel array. A level keeps
-//! its displayed and total quantities, so the quantity at a price is one read.
+//! Layout, chosen by `cargo bench --bench book` (see the README): everything about an
+//! order (what matching, cancels and events read, and the reserve size and echo bytes that
+//! refills, replaces and the close read) fills one 64-byte cache line. A level keeps its
+//! displayed and total quantities, so the quantity at a price is one read.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -26,13 +26,15 @@ use super::{
 };
 use crate::types::*;
 
-/// A resting order's hot part: one cache line. See the README for the whole per-order cost.
+/// A resting order: one cache line holds everything about it (matching, cancels, events,
+/// reserve refills, replaces and the close). See the README for the whole per-order cost.
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(64))]
 struct Order {
     id: OrderId,
     /// Feed reference of the displayed part (changes at each reserve refill).
     md_ref: OrderId,
+    user_ref: UserRef,
     /// Shares still open, displayed and reserve together.
     open: u32,
     /// Shares displayed now (0 for hidden orders).
@@ -41,30 +43,73 @@ struct Order {
     prev: u32,
     next: u32,
     level: u32,
-    user_ref: UserRef,
     firm: Firm,
     /// Shares executed by the whole replace chain, for replace quantities.
     executed: u32,
+    /// Reserve: the displayed part at each refill (0: none).
+    max_floor: u32,
     owner: OwnerId,
     instrument: InstrumentId,
-    side: Side,
-    hidden: bool,
+    /// Side, hidden and day-only, packed (see [`Order::side`]): the line has no spare byte.
+    flags: u8,
+    /// Echo bytes a replace carries over.
+    capacity: u8,
+    cross_type: u8,
+    customer_type: u8,
 }
 
 // One cache line per order; growing it is a measured decision.
 const _: () = assert!(std::mem::size_of::<Order>() == 64);
 
-/// A resting order's cold part, in a parallel array: written when it rests, read by
-/// reserve refills, replaces and the close.
-#[derive(Clone, Copy, Debug, Default)]
-struct OrderCold {
-    /// Reserve: the displayed part at each refill (0: none).
-    max_floor: u32,
-    capacity: u8,
-    cross_type: u8,
-    customer_type: u8,
-    /// Time in force Day: canceled at the end of market hours.
-    day_only: bool,
+/// `Order::flags`: the side's code in the low two bits, then these.
+const HIDDEN: u8 = 1 << 2;
+/// Time in force Day: canceled at the end of market hours.
+const DAY_ONLY: u8 = 1 << 3;
+const SIDE_BITS: u8 = 0b11;
+
+impl Order {
+    fn pack_flags(side: Side, hidden: bool, day_only: bool) -> u8 {
+        let side = match side {
+            Side::Buy => 0,
+            Side::Sell => 1,
+            Side::SellShort => 2,
+            Side::SellShortExempt => 3,
+        };
+        side | if hidden { HIDDEN } else { 0 } | if day_only { DAY_ONLY } else { 0 }
+    }
+
+    #[inline(always)]
+    fn side(&self) -> Side {
+        match self.flags & SIDE_BITS {
+            0 => Side::Buy,
+            1 => Side::Sell,
+            2 => Side::SellShort,
+            _ => Side::SellShortExempt,
+        }
+    }
+
+    /// Resting on the bid: the side's code is 0 only for a buy.
+    #[inline(always)]
+    fn book_side(&self) -> BookSide {
+        if self.flags & SIDE_BITS == 0 {
+            BookSide::Bid
+        } else {
+            BookSide::Ask
+        }
+    }
+
+    fn set_side(&mut self, side: Side) {
+        self.flags = Order::pack_flags(side, self.hidden(), self.day_only());
+    }
+
+    #[inline(always)]
+    fn hidden(&self) -> bool {
+        self.flags & HIDDEN != 0
+    }
+
+    fn day_only(&self) -> bool {
+        self.flags & DAY_ONLY != 0
+    }
 }
 
 /// A FIFO of orders, linked through `Order::prev/next`.
@@ -282,8 +327,6 @@ pub struct Matcher {
     symbols: FxHashMap<u64, u16>,
     owners: Vec<Owner>,
     orders: Pool<Order>,
-    /// Cold parts of the orders, by the same slot.
-    cold: Vec<OrderCold>,
     levels: Pool<Level>,
     by_ref: OrderIndex,
     /// Each order slot's owner, for the operations on one owner's orders.
@@ -462,7 +505,6 @@ impl Matcher {
             symbols,
             owners,
             orders: Pool::with_capacity(config.orders_max),
-            cold: vec![OrderCold::default(); config.orders_max as usize],
             levels: Pool::with_capacity(config.levels_max),
             by_ref,
             owner_slots: OwnerSlots::new(config.owners.len(), config.orders_max),
@@ -1011,13 +1053,13 @@ impl Matcher {
                 qty: Qty(resting.open),
                 prevented,
                 price,
-                liquidity: if resting.hidden {
+                liquidity: if resting.hidden() {
                     Liquidity::AddedHidden
                 } else {
                     Liquidity::Added
                 },
             });
-            if !resting.hidden {
+            if !resting.hidden() {
                 emit.event(EventBody::MdDelete {
                     instrument: resting.instrument,
                     md_ref: resting.md_ref,
@@ -1054,10 +1096,10 @@ impl Matcher {
         let match_id = MatchId(self.next_match_id);
         self.next_match_id += 1;
         let o = &mut self.orders[oi];
-        let available = if o.hidden { o.open } else { o.shown };
+        let available = if o.hidden() { o.open } else { o.shown };
         let qty = inc.remaining.min(available);
         o.open -= qty;
-        if !o.hidden {
+        if !o.hidden() {
             o.shown -= qty;
         }
         o.executed += qty;
@@ -1065,7 +1107,7 @@ impl Matcher {
         let level = &mut self.levels[resting.level];
         debug_assert_eq!(level.price, price);
         level.open_qty -= u64::from(qty);
-        if !resting.hidden {
+        if !resting.hidden() {
             level.shown_qty -= u64::from(qty);
         }
         inc.remaining -= qty;
@@ -1081,7 +1123,7 @@ impl Matcher {
             order_id: resting.id,
             qty: Qty(qty),
             price,
-            liquidity: if resting.hidden {
+            liquidity: if resting.hidden() {
                 Liquidity::AddedHidden
             } else {
                 Liquidity::Added
@@ -1099,10 +1141,10 @@ impl Matcher {
             match_id,
             leaves: Qty(inc.remaining),
         });
-        if resting.hidden {
+        if resting.hidden() {
             emit.event(EventBody::MdTrade {
                 instrument: resting.instrument,
-                side: resting.side.book_side(),
+                side: resting.book_side(),
                 qty: Qty(qty),
                 price,
                 match_id,
@@ -1118,7 +1160,7 @@ impl Matcher {
         }
         if resting.open == 0 {
             self.remove_order(oi);
-        } else if !resting.hidden && resting.shown == 0 {
+        } else if !resting.hidden() && resting.shown == 0 {
             self.refill(oi, emit);
         }
     }
@@ -1127,9 +1169,8 @@ impl Matcher {
     fn refill(&mut self, oi: u32, emit: &mut Emitter<'_, impl EventSink>) {
         let md_ref = self.take_order_id();
         self.unlink_from_level(oi);
-        let max_floor = self.cold[oi as usize].max_floor;
         let o = &mut self.orders[oi];
-        o.shown = max_floor.min(o.open);
+        o.shown = o.max_floor.min(o.open);
         o.md_ref = md_ref;
         let o = *o;
         self.levels[o.level].shown_qty += u64::from(o.shown);
@@ -1143,7 +1184,7 @@ impl Matcher {
         emit.event(EventBody::MdAdd {
             instrument: o.instrument,
             md_ref,
-            side: o.side.book_side(),
+            side: o.book_side(),
             qty: Qty(o.shown),
             price: self.levels[o.level].price,
             firm: o.firm,
@@ -1178,21 +1219,17 @@ impl Matcher {
             owner: inc.owner,
             instrument: inc.instrument,
             firm: inc.firm,
-            side: inc.side,
-            hidden: entry.hidden,
+            max_floor: entry.max_floor,
+            flags: Order::pack_flags(inc.side, entry.hidden, entry.tif == TimeInForce::Day),
+            capacity: entry.capacity,
+            cross_type: entry.cross_type,
+            customer_type: entry.customer_type,
         };
         let oi = self
             .orders
             .try_alloc(order)
             .expect("order pool capacity is checked before an order is accepted");
         self.books[usize::from(inc.instrument.0)].resting += 1;
-        self.cold[oi as usize] = OrderCold {
-            max_floor: entry.max_floor,
-            capacity: entry.capacity,
-            cross_type: entry.cross_type,
-            customer_type: entry.customer_type,
-            day_only: entry.tif == TimeInForce::Day,
-        };
         if let TimeInForce::Gtt { expire_secs } = entry.tif {
             let at = emit.ts.0 + u64::from(expire_secs) * 1_000_000_000;
             self.add_expiry(Expiry {
@@ -1290,7 +1327,7 @@ impl Matcher {
             return;
         };
         let o = self.orders[oi];
-        if side.book_side() != o.side.book_side() {
+        if side.book_side() != o.book_side() {
             return emit.reject(owner, user_ref, RejectReason::InvalidSide, BLANK_ID);
         }
         if !self.books[usize::from(o.instrument.0)]
@@ -1302,7 +1339,7 @@ impl Matcher {
         if qty.0 == 0 {
             return self.reduce(oi, 0, CancelReason::UserRequested, emit);
         }
-        self.orders[oi].side = side;
+        self.orders[oi].set_side(side);
         let new_open = qty.0.min(o.open);
         let shown_cut = self.shrink(oi, new_open);
         emit.event(EventBody::Modified {
@@ -1376,7 +1413,7 @@ impl Matcher {
             reason,
         });
         if new_open == 0 {
-            if !o.hidden {
+            if !o.hidden() {
                 emit.event(EventBody::MdDelete {
                     instrument: o.instrument,
                     md_ref: o.md_ref,
@@ -1422,12 +1459,11 @@ impl Matcher {
             // The original order stays as it was.
             return emit.reject(owner, r.user_ref, reason, r.echo.clordid);
         }
-        let orig_cold = self.cold[oi as usize];
         let new_open = r.qty.0.saturating_sub(orig.executed);
         let level_freed = {
             let level = &self.levels[orig.level];
             orig.prev == NIL && orig.next == NIL && level.head() == oi && {
-                let other = if orig.hidden {
+                let other = if orig.hidden() {
                     level.shown.head
                 } else {
                     level.hidden.head
@@ -1438,7 +1474,7 @@ impl Matcher {
         let check = self
             .validate(
                 orig.instrument,
-                orig.side,
+                orig.side(),
                 new_open,
                 Some(r.price),
                 r.tif,
@@ -1451,7 +1487,7 @@ impl Matcher {
                 let can_rest = r.tif != TimeInForce::Ioc;
                 self.check_capacity(
                     orig.instrument,
-                    orig.side.book_side(),
+                    orig.book_side(),
                     prices,
                     can_rest,
                     Some(level_freed),
@@ -1466,14 +1502,14 @@ impl Matcher {
             }
         };
         let limit = prices.limit;
-        if let Err(reason) = self.quotation_check(orig.instrument, orig.side, limit) {
+        if let Err(reason) = self.quotation_check(orig.instrument, orig.side(), limit) {
             // Quotation only and the new order would execute: the original stays.
             return emit.reject(owner, r.user_ref, reason, r.echo.clordid);
         }
         if self.ouch_refs {
             self.owners[usize::from(owner.0)].last_ref = r.user_ref.0;
         }
-        let contra = orig.side.book_side().opposite();
+        let contra = orig.book_side().opposite();
         let marketable = self.books[usize::from(orig.instrument.0)]
             .best(contra)
             .is_some_and(|(best, _)| contra.crosses(best, limit));
@@ -1486,7 +1522,7 @@ impl Matcher {
                 user_ref: r.user_ref,
                 order_id,
                 instrument: orig.instrument,
-                side: orig.side,
+                side: orig.side(),
                 qty: Qty(new_open),
                 price: r.price,
                 tif: r.tif,
@@ -1496,9 +1532,9 @@ impl Matcher {
                 max_floor: r.max_floor,
                 firm: orig.firm,
                 echo: Echo {
-                    capacity: orig_cold.capacity,
-                    cross_type: orig_cold.cross_type,
-                    customer_type: orig_cold.customer_type,
+                    capacity: orig.capacity,
+                    cross_type: orig.cross_type,
+                    customer_type: orig.customer_type,
                     ..r.echo
                 },
             },
@@ -1508,7 +1544,7 @@ impl Matcher {
             user_ref: r.user_ref,
             order_id,
             instrument: orig.instrument,
-            side: orig.side,
+            side: orig.side(),
             firm: orig.firm,
             limit,
             reach: prices.reach,
@@ -1523,14 +1559,14 @@ impl Matcher {
             hidden: r.hidden,
             min_qty: r.min_qty.0,
             max_floor: r.max_floor.0,
-            capacity: orig_cold.capacity,
-            cross_type: orig_cold.cross_type,
-            customer_type: orig_cold.customer_type,
+            capacity: orig.capacity,
+            cross_type: orig.cross_type,
+            customer_type: orig.customer_type,
         };
-        if !orig.hidden && !r.hidden && r.tif != TimeInForce::Ioc && !marketable {
+        if !orig.hidden() && !r.hidden && r.tif != TimeInForce::Ioc && !marketable {
             return self.rest(&inc, &entry, Some(orig.md_ref), emit);
         }
-        if !orig.hidden {
+        if !orig.hidden() {
             emit.event(EventBody::MdDelete {
                 instrument: orig.instrument,
                 md_ref: orig.md_ref,
@@ -1593,7 +1629,7 @@ impl Matcher {
         for &Gathered { slot: oi, .. } in &slots {
             let o = self.orders[oi];
             if instrument.is_none_or(|i| i == o.instrument)
-                && side.is_none_or(|s| s == o.side.book_side())
+                && side.is_none_or(|s| s == o.book_side())
             {
                 self.reduce(oi, 0, reason, emit);
                 count += 1;
@@ -1772,10 +1808,10 @@ impl Matcher {
                 emit.event(EventBody::SystemEvent { event });
                 match event {
                     DayEvent::EndOfMarketHours => {
-                        self.cancel_where_emit(CancelReason::Closed, emit, |_, c| c.day_only);
+                        self.cancel_where_emit(CancelReason::Closed, emit, |o| o.day_only());
                     }
                     DayEvent::EndOfSystemHours | DayEvent::EndOfMessages => {
-                        self.cancel_where_emit(CancelReason::Closed, emit, |_, _| true);
+                        self.cancel_where_emit(CancelReason::Closed, emit, |_| true);
                         // Nothing rests: every expiry left is of an order that is gone
                         // (it would only wake the engine for nothing).
                         self.expiries.clear();
@@ -1822,7 +1858,7 @@ impl Matcher {
                     reason,
                 });
                 let canceled = if cancel_resting {
-                    self.cancel_where_emit(CancelReason::Halted, emit, |o, _| o.instrument.0 == i)
+                    self.cancel_where_emit(CancelReason::Halted, emit, |o| o.instrument.0 == i)
                 } else {
                     0
                 };
@@ -1861,7 +1897,7 @@ impl Matcher {
                     return OperatorOutcome::UnknownSymbol;
                 };
                 let canceled = self
-                    .cancel_where_emit(CancelReason::Supervisory, emit, |o, _| o.instrument.0 == i);
+                    .cancel_where_emit(CancelReason::Supervisory, emit, |o| o.instrument.0 == i);
                 OperatorOutcome::Done { canceled }
             }
         }
@@ -1873,13 +1909,13 @@ impl Matcher {
         &mut self,
         reason: CancelReason,
         emit: &mut Emitter<'_, impl EventSink>,
-        select: impl Fn(&Order, &OrderCold) -> bool,
+        select: impl Fn(&Order) -> bool,
     ) -> u32 {
         let mut count = 0;
         for owner in 0..self.owners.len() as u16 {
             let mut slots = self.owner_orders(owner);
             for &Gathered { slot: oi, .. } in &slots {
-                if select(&self.orders[oi], &self.cold[oi as usize]) {
+                if select(&self.orders[oi]) {
                     self.reduce(oi, 0, reason, emit);
                     count += 1;
                 }
@@ -1930,7 +1966,7 @@ impl Matcher {
 
     /// Appends order `oi` to the back of its queue in `level`.
     fn link_to_level(&mut self, oi: u32, level: u32) {
-        let hidden = self.orders[oi].hidden;
+        let hidden = self.orders[oi].hidden();
         let queue = self.levels[level].queue(hidden);
         let tail = queue.tail;
         if tail == NIL {
@@ -1948,12 +1984,12 @@ impl Matcher {
     fn unlink_from_level(&mut self, oi: u32) {
         let o = self.orders[oi];
         if o.prev == NIL {
-            self.levels[o.level].queue(o.hidden).head = o.next;
+            self.levels[o.level].queue(o.hidden()).head = o.next;
         } else {
             self.orders[o.prev].next = o.next;
         }
         if o.next == NIL {
-            self.levels[o.level].queue(o.hidden).tail = o.prev;
+            self.levels[o.level].queue(o.hidden()).tail = o.prev;
         } else {
             self.orders[o.next].prev = o.prev;
         }
@@ -1976,7 +2012,7 @@ impl Matcher {
         if level.head() == NIL {
             debug_assert!(level.open_qty == 0 && level.shown_qty == 0);
             let tick = level.tick;
-            self.books[usize::from(o.instrument.0)].sides[o.side.book_side().index()].remove(tick);
+            self.books[usize::from(o.instrument.0)].sides[o.book_side().index()].remove(tick);
             self.levels.release(o.level);
         }
     }
@@ -2002,7 +2038,6 @@ impl Matcher {
         // The expiry heap is reserved for every slot (resident only as good-till-time
         // orders use it).
         let per_order = self.orders.bytes()
-            + self.cold.capacity() * std::mem::size_of::<OrderCold>()
             + self.expiries.capacity() * std::mem::size_of::<Reverse<Expiry>>()
             + self.by_ref.bytes()
             + self.owner_slots.bytes()
@@ -2110,11 +2145,11 @@ impl Matcher {
                                 md_ref: o.md_ref,
                                 owner: o.owner,
                                 user_ref: o.user_ref,
-                                side: o.side,
+                                side: o.side(),
                                 price: level.price,
                                 open: o.open,
                                 shown: o.shown,
-                                hidden: o.hidden,
+                                hidden: o.hidden(),
                                 executed: o.executed,
                             });
                             oi = o.next;
@@ -2208,8 +2243,8 @@ impl Matcher {
             let key = if hidden { o.id.0 } else { o.md_ref.0 };
             let bad = o.prev != prev
                 || o.level != li
-                || o.hidden != hidden
-                || o.side.book_side() != side
+                || o.hidden() != hidden
+                || o.book_side() != side
                 || o.open == 0
                 || (hidden && o.shown != 0)
                 || (!hidden && (o.shown == 0 || o.shown > o.open))
@@ -2372,7 +2407,7 @@ impl Matcher {
         // over every slot when the pool is well used (no hashing), a map sized for the
         // resting orders when few rest (no allocation the size of the pool).
         let mut rank = 0u32;
-        let mut ranks = Ranks::for_pool(self.orders.used_count(), self.cold.len());
+        let mut ranks = Ranks::for_pool(self.orders.used_count(), self.orders.capacity());
         for book in &self.books {
             for ladder in &book.sides {
                 for (_, level) in ladder.iter_best_first() {
@@ -2401,25 +2436,24 @@ impl Matcher {
             let start = orders.len();
             self.owner_slots.for_each(owner, |oi| {
                 let o = &self.orders[oi];
-                let c = &self.cold[oi as usize];
                 orders.push(RestingState {
                     id: o.id,
                     md_ref: o.md_ref,
                     owner: o.owner,
                     user_ref: o.user_ref,
                     instrument: o.instrument,
-                    side: o.side,
+                    side: o.side(),
                     price: self.levels[o.level].price,
                     open: o.open,
                     shown: o.shown,
-                    max_floor: c.max_floor,
+                    max_floor: o.max_floor,
                     executed: o.executed,
                     firm: o.firm,
-                    hidden: o.hidden,
-                    capacity: c.capacity,
-                    cross_type: c.cross_type,
-                    customer_type: c.customer_type,
-                    day_only: c.day_only,
+                    hidden: o.hidden(),
+                    capacity: o.capacity,
+                    cross_type: o.cross_type,
+                    customer_type: o.customer_type,
+                    day_only: o.day_only(),
                     expires_at: if expires.is_empty() {
                         0
                     } else {
@@ -2565,8 +2599,11 @@ impl Matcher {
                 owner: s.owner,
                 instrument: s.instrument,
                 firm: s.firm,
-                side: s.side,
-                hidden: s.hidden,
+                max_floor: s.max_floor,
+                flags: Order::pack_flags(s.side, s.hidden, s.day_only),
+                capacity: s.capacity,
+                cross_type: s.cross_type,
+                customer_type: s.customer_type,
             };
             let Some(oi) = m.orders.try_alloc(order) else {
                 return Err(format!(
@@ -2574,13 +2611,6 @@ impl Matcher {
                     state.orders.len(),
                     config.orders_max
                 ));
-            };
-            m.cold[oi as usize] = OrderCold {
-                max_floor: s.max_floor,
-                capacity: s.capacity,
-                cross_type: s.cross_type,
-                customer_type: s.customer_type,
-                day_only: s.day_only,
             };
             m.books[usize::from(s.instrument.0)].resting += 1;
             if s.expires_at != 0 {
@@ -2601,7 +2631,7 @@ impl Matcher {
         }
         for (_, oi, price) in by_rank {
             let o = m.orders[oi];
-            let side = o.side.book_side();
+            let side = o.book_side();
             let book = &m.books[usize::from(o.instrument.0)];
             if book.sides[side.index()].get(book.tick_of(price)).is_none()
                 && m.levels.free_count() == 0

@@ -61,6 +61,12 @@ impl<T> Pool<T> {
             + self.free.capacity() * std::mem::size_of::<u32>()
     }
 
+    /// Slots in all, free or not.
+    #[inline]
+    pub fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+
     /// Slots in use.
     #[inline]
     pub fn used_count(&self) -> usize {
