@@ -2652,3 +2652,40 @@ impl Matcher {
         Ok(m)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_flags_keep_side_hidden_and_day_only() {
+        let sides = [
+            Side::Buy,
+            Side::Sell,
+            Side::SellShort,
+            Side::SellShortExempt,
+        ];
+        for side in sides {
+            for hidden in [false, true] {
+                for day_only in [false, true] {
+                    let mut o = Order {
+                        flags: Order::pack_flags(side, hidden, day_only),
+                        ..Order::default()
+                    };
+                    assert_eq!(
+                        (o.side(), o.book_side(), o.hidden(), o.day_only()),
+                        (side, side.book_side(), hidden, day_only)
+                    );
+                    // A modify changes the side only.
+                    for new_side in sides {
+                        o.set_side(new_side);
+                        assert_eq!(
+                            (o.side(), o.book_side(), o.hidden(), o.day_only()),
+                            (new_side, new_side.book_side(), hidden, day_only)
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
