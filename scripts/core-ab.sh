@@ -11,7 +11,8 @@
 # -n: build only (e.g. while something else holds the machine), run later.
 # e.g. scripts/core-ab.sh -r 3 d4fbe13 main HEAD   (HEAD: the working tree's commit)
 # Worktrees and their target directories are kept under ${IRONMATCH_AB_DIR:-/tmp/ironmatch-ab}
-# and reused; a dirty working tree is not measured, only commits.
+# and reused (remove them with `git worktree remove <dir>`, then their -target directories);
+# a dirty working tree is not measured, only commits.
 set -euo pipefail
 rounds=3
 filter='book/(add|cancel|match|mixed|deep|wide|burst)$'
