@@ -38,15 +38,26 @@ mkdir -p "$dir"
 
 names=()
 bins=()
+# A worktree directory removed by hand stays registered until pruned.
+git -C "$repo" worktree prune
 for rev in "$@"; do
   sha="$(git -C "$repo" rev-parse --short=7 "$rev^{commit}")"
+  if [[ " ${names[*]} " == *" $sha "* ]]; then
+    echo "== $rev is $sha, already listed: measured once" >&2
+    continue
+  fi
   tree="$dir/$sha"
   if [ ! -d "$tree" ]; then
     git -C "$repo" worktree add --detach "$tree" "$sha" >/dev/null
   fi
   echo "== building the book bench of $rev ($sha)" >&2
-  (cd "$tree" && CARGO_TARGET_DIR="$dir/$sha-target" cargo bench --bench book --no-run 2>&1 |
-    grep -E '^(error|warning: unused)' >&2 || true)
+  log="$dir/$sha-build.log"
+  if ! (cd "$tree" && CARGO_TARGET_DIR="$dir/$sha-target" cargo bench --bench book --no-run) \
+    >"$log" 2>&1; then
+    echo "== the build of $rev ($sha) failed: $log" >&2
+    tail -n 20 "$log" >&2
+    exit 1
+  fi
   bin="$(ls -t "$dir/$sha-target"/release/deps/book-* | grep -v '\.d$' | head -n 1)"
   names+=("$sha")
   bins+=("$bin")
@@ -58,11 +69,20 @@ fi
 
 out="$dir/rounds-$(date +%Y%m%d-%H%M%S).txt"
 echo "== $rounds rounds of '$filter' on core $core; raw output in $out" >&2
+n="${#bins[@]}"
 for r in $(seq "$rounds"); do
-  for i in "${!bins[@]}"; do
+  # Each round starts with the next commit, so a drift in load over a round does not always
+  # fall on the same one.
+  for k in $(seq 0 $((n - 1))); do
+    i=$(((r - 1 + k) % n))
     echo "== round $r ${names[$i]} $(date +%T) load $(cut -d' ' -f1 /proc/loadavg)" | tee -a "$out" >&2
-    taskset -c "$core" "${bins[$i]}" --bench "$filter" --warm-up-time 1 --measurement-time 2 2>&1 |
-      grep -E '^book/' >>"$out"
+    taskset -c "$core" "${bins[$i]}" --bench "$filter" --warm-up-time 1 --measurement-time 2 \
+      >"$dir/last-run.txt" 2>&1 || {
+      echo "== ${names[$i]}'s bench binary failed: $dir/last-run.txt" >&2
+      exit 1
+    }
+    grep -E '^book/' "$dir/last-run.txt" >>"$out" ||
+      echo "== no bench of ${names[$i]} matches '$filter'" >&2
   done
 done
 
@@ -86,8 +106,8 @@ for line in open(path):
             benches.append(bench)
         rounds[bench][current].append(float(m.group(2)) * unit[m.group(3)])
 last = names[-1]
-print(f"ns per command, the rounds of each commit; then {last}'s speed-up over each"
-      f" (their median / {last}'s median)")
+print(f"ns per command (book/state: per snapshot), the rounds of each commit; then {last}'s"
+      f" speed-up over each (their median / {last}'s median)")
 for bench in benches:
     cells = [" / ".join(f"{v:.3g}" for v in rounds[bench][n]) or "-" for n in names]
     line = f"{bench:16} " + " | ".join(f"{n}: {c}" for n, c in zip(names, cells))
