@@ -194,11 +194,15 @@ burst = 100000
             .collect()
     }
 
-    /// Logs in, reconnecting a few times as a connector would: a member that shares its
-    /// address with a flood may lose a connection before its login arrives (README,
-    /// "Admission"). Returns the client and the attempts it took.
+    /// Logs in, reconnecting a few times with a growing pause as a connector would: a member
+    /// that shares its address with a flood may lose a connection before its login arrives
+    /// (README, "Admission"); attempts made back to back could all land in one burst of the
+    /// flood (seen once in CI). Returns the client and the attempts it took.
     fn login_retrying(addr: SocketAddr, user: &str, password: &str) -> (Client, usize) {
         for attempt in 1..=LOGIN_ATTEMPTS_MAX {
+            if attempt > 1 {
+                thread::sleep(Duration::from_millis(10 * attempt as u64));
+            }
             let Ok(mut c) = Client::connect(addr) else {
                 continue;
             };
@@ -305,6 +309,7 @@ burst = 100000
             thread::sleep(Duration::from_millis(5));
         }
         let attempts = member(addr);
+        let flood_on = !flooder.is_finished();
 
         assert_eq!(
             sellers.join().unwrap(),
@@ -328,8 +333,8 @@ burst = 100000
         let connects = connects.load(Ordering::Relaxed);
         assert!(connects >= 200, "the flood ran: {connects} connections");
         eprintln!(
-            "hostile: member logged in at attempt {attempts}; {connects} flood connections; \
-             randomized session {outcome:?}"
+            "hostile: member logged in and traded at attempt {attempts} (flood still running: \
+             {flood_on}); {connects} flood connections; randomized session {outcome:?}"
         );
 
         stop_and_verify(child, &dir);
