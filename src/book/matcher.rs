@@ -88,14 +88,9 @@ impl Order {
         }
     }
 
-    /// Resting on the bid: the side's code is 0 only for a buy.
     #[inline(always)]
     fn book_side(&self) -> BookSide {
-        if self.flags & SIDE_BITS == 0 {
-            BookSide::Bid
-        } else {
-            BookSide::Ask
-        }
+        self.side().book_side()
     }
 
     fn set_side(&mut self, side: Side) {
