@@ -582,6 +582,37 @@ fn run_stream(cfg: &BookConfig, setup: &[Command], timed: &[Command], iters: u64
     total
 }
 
+/// With `IRONMATCH_BOOK_ONCE=<bench>` (`add`, `cancel`, `mixed`, `deep`, `keyed`,
+/// `keyed_seq`, `wide` or `burst`), [`benches`] applies that bench's setup and then its
+/// timed commands once, in [`apply_all`], outside criterion, and stops:
+/// `scripts/core-ir.sh` counts instructions, cache misses and mispredicted branches per
+/// command under callgrind this way, measures the noise of a shared machine does not move.
+fn once(name: &str) -> bool {
+    std::env::var("IRONMATCH_BOOK_ONCE").as_deref() == Ok(name)
+}
+
+/// See [`once`]: prints how many commands [`apply_all`] applies.
+fn run_once(cfg: &BookConfig, setup: &[Command], timed: &[Command]) {
+    let mut matcher = Matcher::new(cfg);
+    let mut events: Vec<Event> = Vec::with_capacity(1 << 16);
+    for c in setup {
+        events.clear();
+        matcher.apply(c, &mut events);
+    }
+    eprintln!("apply_all: {} commands", timed.len());
+    apply_all(&mut matcher, timed, &mut events);
+}
+
+/// The timed loop of [`run_stream`], not inlined, so that callgrind can collect it alone.
+#[inline(never)]
+fn apply_all(matcher: &mut Matcher, cmds: &[Command], events: &mut Vec<Event>) {
+    for c in cmds {
+        events.clear();
+        matcher.apply(black_box(c), events);
+        black_box(&*events);
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let cfg = config();
     let mut group = c.benchmark_group("book");
@@ -626,6 +657,10 @@ fn benches(c: &mut Criterion) {
             TimeInForce::Day,
         );
     }
+    if once("add") {
+        run_once(&cfg, &setup.cmds, &adds.cmds);
+        return;
+    }
     group.bench_function("add", |b| {
         b.iter_custom(|iters| run_stream(&cfg, &setup.cmds, &adds.cmds, iters))
     });
@@ -649,6 +684,10 @@ fn benches(c: &mut Criterion) {
     }
     for (owner, user_ref) in targets {
         cancels.cancel(owner, user_ref);
+    }
+    if once("cancel") {
+        run_once(&cfg, &with_adds, &cancels.cmds);
+        return;
     }
     group.bench_function("cancel", |b| {
         b.iter_custom(|iters| run_stream(&cfg, &with_adds, &cancels.cmds, iters))
@@ -739,6 +778,10 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    if once("mixed") {
+        run_once(&cfg, &mixed[..warmup], &mixed[warmup..]);
+        return;
+    }
     group.bench_function("mixed", |b| {
         b.iter_custom(|iters| run_stream(&cfg, &mixed[..warmup], &mixed[warmup..], iters))
     });
@@ -751,6 +794,10 @@ fn benches(c: &mut Criterion) {
         far_ticks: 0,
     };
     let (deep, warmup) = shaped_stream(&cfg, &deep_shape, 1_000_000, 11);
+    if once("deep") {
+        run_once(&cfg, &deep[..warmup], &deep[warmup..]);
+        return;
+    }
     group.bench_function("deep", |b| {
         b.iter_custom(|iters| run_stream(&cfg, &deep[..warmup], &deep[warmup..], iters))
     });
@@ -760,11 +807,19 @@ fn benches(c: &mut Criterion) {
         ..cfg.clone()
     };
     let keyed = with_keys(&deep);
+    if once("keyed") {
+        run_once(&keyed_cfg, &keyed[..warmup], &keyed[warmup..]);
+        return;
+    }
     group.bench_function("keyed", |b| {
         b.iter_custom(|iters| run_stream(&keyed_cfg, &keyed[..warmup], &keyed[warmup..], iters))
     });
 
     let keyed_seq = with_sequential_ids(&deep);
+    if once("keyed_seq") {
+        run_once(&keyed_cfg, &keyed_seq[..warmup], &keyed_seq[warmup..]);
+        return;
+    }
     group.bench_function("keyed_seq", |b| {
         b.iter_custom(|iters| {
             run_stream(
@@ -785,11 +840,19 @@ fn benches(c: &mut Criterion) {
         far_ticks: 5_000,
     };
     let (wide, warmup) = shaped_stream(&wide_cfg, &wide_shape, 1_000_000, 13);
+    if once("wide") {
+        run_once(&wide_cfg, &wide[..warmup], &wide[warmup..]);
+        return;
+    }
     group.bench_function("wide", |b| {
         b.iter_custom(|iters| run_stream(&wide_cfg, &wide[..warmup], &wide[warmup..], iters))
     });
 
     let (burst, warmup) = burst_stream(&cfg, 4_000);
+    if once("burst") {
+        run_once(&cfg, &burst[..warmup], &burst[warmup..]);
+        return;
+    }
     group.bench_function("burst", |b| {
         b.iter_custom(|iters| run_stream(&cfg, &burst[..warmup], &burst[warmup..], iters))
     });
