@@ -626,7 +626,7 @@ impl Matcher {
             )
             .and_then(|prices| {
                 self.quotation_check(instrument, o.side, prices.limit)?;
-                let can_rest = o.tif != TimeInForce::Ioc && o.price.is_some();
+                let can_rest = !matches!(o.tif, TimeInForce::Ioc) && o.price.is_some();
                 self.check_capacity(instrument, o.side.book_side(), prices, can_rest, None)?;
                 Ok(prices)
             });
@@ -751,7 +751,7 @@ impl Matcher {
             return Err(RejectReason::InvalidMaxFloor);
         }
         if post_only {
-            if tif == TimeInForce::Ioc || price.is_none() {
+            if matches!(tif, TimeInForce::Ioc) || price.is_none() {
                 return Err(RejectReason::PostOnlyCannotRest);
             }
             let contra = side.book_side().opposite();
@@ -815,13 +815,14 @@ impl Matcher {
     }
 
     /// Matches an accepted order, then rests or cancels what is left.
+    #[inline(always)]
     fn enter(&mut self, mut inc: Incoming, entry: Entry, emit: &mut Emitter<'_, impl EventSink>) {
         let contra = inc.side.book_side().opposite();
         let book = &self.books[usize::from(inc.instrument.0)];
         let crosses = book
             .best(contra)
             .is_some_and(|(best, _)| contra.crosses(best, inc.limit));
-        let ioc = entry.tif == TimeInForce::Ioc || entry.market;
+        let ioc = matches!(entry.tif, TimeInForce::Ioc) || entry.market;
         let reason = if !crosses {
             // Nothing to match (the reach is never more aggressive than the limit): the
             // common case of a passive order goes straight to the book.
@@ -1188,6 +1189,7 @@ impl Matcher {
 
     /// Puts the rest of an entering order on the book. With `replacing`, the feed gets a
     /// replace of that reference instead of an add.
+    #[inline(always)]
     fn rest(
         &mut self,
         inc: &Incoming,
@@ -1215,7 +1217,11 @@ impl Matcher {
             instrument: inc.instrument,
             firm: inc.firm,
             max_floor: entry.max_floor,
-            flags: Order::pack_flags(inc.side, entry.hidden, entry.tif == TimeInForce::Day),
+            flags: Order::pack_flags(
+                inc.side,
+                entry.hidden,
+                matches!(entry.tif, TimeInForce::Day),
+            ),
             capacity: entry.capacity,
             cross_type: entry.cross_type,
             customer_type: entry.customer_type,
@@ -1268,6 +1274,7 @@ impl Matcher {
     }
 
     /// The level at `price`, created if needed.
+    #[inline(always)]
     fn level_for(&mut self, instrument: InstrumentId, side: BookSide, price: Price) -> u32 {
         let book = &mut self.books[usize::from(instrument.0)];
         let tick = book.tick_of(price);
@@ -1479,7 +1486,7 @@ impl Matcher {
                 r.hidden,
             )
             .and_then(|prices| {
-                let can_rest = r.tif != TimeInForce::Ioc;
+                let can_rest = !matches!(r.tif, TimeInForce::Ioc);
                 self.check_capacity(
                     orig.instrument,
                     orig.book_side(),
@@ -1558,7 +1565,7 @@ impl Matcher {
             cross_type: orig.cross_type,
             customer_type: orig.customer_type,
         };
-        if !orig.hidden() && !r.hidden && r.tif != TimeInForce::Ioc && !marketable {
+        if !orig.hidden() && !r.hidden && !matches!(r.tif, TimeInForce::Ioc) && !marketable {
             return self.rest(&inc, &entry, Some(orig.md_ref), emit);
         }
         if !orig.hidden() {
@@ -1960,6 +1967,7 @@ impl Matcher {
     }
 
     /// Appends order `oi` to the back of its queue in `level`.
+    #[inline(always)]
     fn link_to_level(&mut self, oi: u32, level: u32) {
         let hidden = self.orders[oi].hidden();
         let queue = self.levels[level].queue(hidden);
@@ -1976,6 +1984,7 @@ impl Matcher {
     }
 
     /// Takes order `oi` out of its queue; the level may be left empty.
+    #[inline(always)]
     fn unlink_from_level(&mut self, oi: u32) {
         let o = self.orders[oi];
         if o.prev == NIL {
@@ -1991,6 +2000,7 @@ impl Matcher {
     }
 
     /// Removes a resting order everywhere, freeing its level if it was the last one.
+    #[inline(always)]
     fn remove_order(&mut self, oi: u32) {
         let o = self.orders[oi];
         self.unlink_from_level(oi);

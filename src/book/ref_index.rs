@@ -254,7 +254,7 @@ impl OrderIndex {
 
     /// The slot of `owner`'s live order `key`. `key_of(slot)` is the `(owner, key)` the
     /// order in `slot` holds (read only for orders behind the windows).
-    #[inline]
+    #[inline(always)]
     pub fn get(&self, owner: u16, key: u64, key_of: impl Fn(u32) -> (u16, u64)) -> Option<u32> {
         let (high, short) = split(key);
         if high == self.high[usize::from(owner)].0 {
@@ -270,7 +270,7 @@ impl OrderIndex {
     }
 
     /// Indexes a live order; `(owner, key)` must not be live already.
-    #[inline]
+    #[inline(always)]
     pub fn insert(&mut self, owner: u16, key: u64, slot: u32) {
         debug_assert!(slot < u32::MAX - 1);
         self.len += 1;
@@ -302,7 +302,7 @@ impl OrderIndex {
 
     /// Removes a live order's entry; returns whether it was there. `key_of` as for
     /// [`OrderIndex::get`]: every indexed order's slot still holds it.
-    #[inline]
+    #[inline(always)]
     pub fn remove(&mut self, owner: u16, key: u64, key_of: impl Fn(u32) -> (u16, u64)) -> bool {
         let (high, short) = split(key);
         let window = self.high[usize::from(owner)];
