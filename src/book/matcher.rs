@@ -1155,7 +1155,11 @@ impl Matcher {
             });
         }
         if resting.open == 0 {
-            self.remove_order(oi);
+            debug_assert!({
+                let now = &self.orders[oi];
+                (now.prev, now.next, now.level) == (resting.prev, resting.next, resting.level)
+            });
+            self.remove_resting(oi, &resting);
         } else if !resting.hidden() && resting.shown == 0 {
             self.refill(oi, emit);
         }
@@ -1421,7 +1425,7 @@ impl Matcher {
                     md_ref: o.md_ref,
                 });
             }
-            self.remove_order(oi);
+            self.remove_resting(oi, &o);
             return;
         }
         let cut = self.shrink(oi, new_open);
@@ -1987,6 +1991,13 @@ impl Matcher {
     #[inline(always)]
     fn unlink_from_level(&mut self, oi: u32) {
         let o = self.orders[oi];
+        self.unlink(&o);
+    }
+
+    /// Takes an order out of its queue, from `o`, a copy of its line (its queue links,
+    /// level and hiddenness are what is read).
+    #[inline(always)]
+    fn unlink(&mut self, o: &Order) {
         if o.prev == NIL {
             self.levels[o.level].queue(o.hidden()).head = o.next;
         } else {
@@ -2003,7 +2014,14 @@ impl Matcher {
     #[inline(always)]
     fn remove_order(&mut self, oi: u32) {
         let o = self.orders[oi];
-        self.unlink_from_level(oi);
+        self.remove_resting(oi, &o);
+    }
+
+    /// [`Self::remove_order`] with the order's line already read: `o` is a copy of slot
+    /// `oi`'s line as it is now (a trade has just read it), so the line is not read again.
+    #[inline(always)]
+    fn remove_resting(&mut self, oi: u32, o: &Order) {
+        self.unlink(o);
         self.owner_slots.remove(oi);
         let removed = self
             .by_ref
