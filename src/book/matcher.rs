@@ -1364,6 +1364,7 @@ impl Matcher {
     }
 
     /// Finds a live order of `owner`, or rejects `reply_ref` saying why not.
+    #[inline(always)]
     fn lookup(
         &self,
         owner: OwnerId,
@@ -1402,6 +1403,7 @@ impl Matcher {
     }
 
     /// Cancels an order down to `new_open` shares (0 = all), with its events.
+    #[inline(always)]
     fn reduce(
         &mut self,
         oi: u32,
