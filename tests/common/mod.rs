@@ -33,14 +33,45 @@ pub fn temp_dir(tag: &str) -> TempDir {
 pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    /// The path, the directory no longer removed: for helpers whose directory outlives
-    /// them (a cluster's nodes, a configuration's journal).
+    /// The path, for helpers whose directory outlives them (a cluster's nodes, a
+    /// configuration's journal): the directory then lives as long as the test's thread, and
+    /// is removed when the test has passed, kept when it failed. (On a thread the test
+    /// harness did not start, such as the main thread, it is kept.)
     #[allow(dead_code)] // not every test crate has such a helper
     pub fn keep(self) -> std::path::PathBuf {
         let path = self.0.clone();
-        std::mem::forget(self);
+        let on_test_thread = std::thread::current()
+            .name()
+            .is_some_and(|name| name != "main");
+        if on_test_thread {
+            watch_for_failure();
+            HELD.with(|held| held.borrow_mut().push(self));
+        } else {
+            std::mem::forget(self);
+        }
         path
     }
+}
+
+thread_local! {
+    /// Directories [`TempDir::keep`] handed out on this test's thread, dropped with it.
+    static HELD: std::cell::RefCell<Vec<TempDir>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Whether this thread panicked: the harness catches a failed test's panic before the
+    /// thread ends, so [`HELD`]'s directories cannot ask `std::thread::panicking`.
+    static FAILED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs, once, a panic hook that marks the panicking thread failed before reporting
+/// the panic as usual.
+fn watch_for_failure() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let report = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let _ = FAILED.try_with(|failed| failed.set(true));
+            report(info);
+        }));
+    });
 }
 
 impl std::ops::Deref for TempDir {
@@ -58,7 +89,8 @@ impl AsRef<std::path::Path> for TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        if std::thread::panicking() {
+        let failed = std::thread::panicking() || FAILED.try_with(|f| f.get()).unwrap_or(true);
+        if failed {
             eprintln!("test failed: its directory is kept at {}", self.0.display());
         } else {
             let _ = std::fs::remove_dir_all(&self.0);
