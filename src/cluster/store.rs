@@ -703,6 +703,9 @@ mod tests {
         });
         // A journal ahead of the log is refused.
         assert!(RaftStore::open(&dir, FsyncMode::Never, 100, None).is_err());
+
+        // Kept only when the test fails.
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -745,6 +748,8 @@ mod tests {
             assert!(catchup.caught_up(2, &role));
             assert_eq!(role.egress_target(), 20);
         });
+
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -784,5 +789,7 @@ mod tests {
         });
         let opened = RaftStore::open(&dir, FsyncMode::Never, 0, None).unwrap();
         assert_eq!(opened.entries, 3);
+
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
