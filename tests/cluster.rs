@@ -90,7 +90,7 @@ fn cluster_text(id: u64, ports: &[u16; 3]) -> String {
 }
 
 fn nodes(tag: &str) -> Vec<Node> {
-    let root = common::temp_dir(tag).keep();
+    let root = common::temp_dir(tag).hold();
     let ports = [free_port(), free_port(), free_port()];
     (0..3)
         .map(|i| {
@@ -1009,7 +1009,7 @@ fn link(to: String) -> Link {
 
 /// Three nodes whose Raft traffic goes through proxies: `links[i][j]` carries i to j.
 fn partitionable_nodes(tag: &str) -> (Vec<Node>, Vec<Vec<Option<Link>>>) {
-    let root = common::temp_dir(tag).keep();
+    let root = common::temp_dir(tag).hold();
     let ports = [free_port(), free_port(), free_port()];
     let links: Vec<Vec<Option<Link>>> = (0..3)
         .map(|i| {

@@ -33,12 +33,22 @@ pub fn temp_dir(tag: &str) -> TempDir {
 pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    /// The path, for helpers whose directory outlives them (a cluster's nodes, a
-    /// configuration's journal): the directory then lives as long as the test's thread, and
-    /// is removed when the test has passed, kept when it failed. (On a thread the test
-    /// harness did not start, such as the main thread, it is kept.)
+    /// The path, the directory no longer removed: for helpers whose directory outlives
+    /// them and may still be written after the test (a configuration's journal, whose
+    /// in-process engine may run on until the process ends).
     #[allow(dead_code)] // not every test crate has such a helper
     pub fn keep(self) -> std::path::PathBuf {
+        let path = self.0.clone();
+        std::mem::forget(self);
+        path
+    }
+
+    /// The path, the directory living as long as the test's thread: removed when the test
+    /// has passed, kept when it failed. For directories nothing writes once the test's
+    /// locals are dropped (a cluster's nodes: processes killed and waited for when their
+    /// `Node`s drop). On a thread the test harness did not start, as [`TempDir::keep`].
+    #[allow(dead_code)]
+    pub fn hold(self) -> std::path::PathBuf {
         let path = self.0.clone();
         let on_test_thread = std::thread::current()
             .name()
@@ -54,7 +64,7 @@ impl TempDir {
 }
 
 thread_local! {
-    /// Directories [`TempDir::keep`] handed out on this test's thread, dropped with it.
+    /// Directories [`TempDir::hold`] handed out on this test's thread, dropped with it.
     static HELD: std::cell::RefCell<Vec<TempDir>> = const { std::cell::RefCell::new(Vec::new()) };
     /// Whether this thread panicked: the harness catches a failed test's panic before the
     /// thread ends, so [`HELD`]'s directories cannot ask `std::thread::panicking`.
