@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Counts what the matching core does per command, by commit: instructions, level-1 data
-# cache misses (reads and writes), last-level misses and mispredicted branches, under
+# cache misses (reads and writes), last-level misses (instruction and data) and
+# mispredicted branches (conditional, indirect), under
 # valgrind's callgrind with its cache and branch simulation. Unlike a timing, the counts
 # do not move with the load of a shared machine (two runs of one binary agree to the
 # instruction), so a change of a few percent is readable; they are a model of the CPU, not
@@ -28,6 +29,12 @@ if [ "$#" -lt 1 ]; then
   exit 2
 fi
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
+for bench in $benches; do
+  case " add cancel mixed deep keyed keyed_seq wide burst " in
+    *" $bench "*) ;;
+    *) echo "no once-mode for '$bench': add cancel mixed deep keyed keyed_seq wide burst" >&2; exit 2 ;;
+  esac
+done
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 dir="${IRONMATCH_AB_DIR:-/tmp/ironmatch-ab}"
 "$repo/scripts/core-ab.sh" -n "$@"
@@ -56,7 +63,7 @@ for bench in $benches; do
     fi
     # events: Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw Bc Bcm Bi Bim
     awk -v b="$bench" -v s="$sha" -v n="$cmds" '/^totals:/ {
-      printf "%-10s %-8s %9.1f %8.2f %8.2f %8.3f %8.2f %8.2f\n", b, s, $2/n, $6/n, $7/n, ($9+$10)/n, $12/n, $14/n
+      printf "%-10s %-8s %9.1f %8.2f %8.2f %8.3f %8.2f %8.2f\n", b, s, $2/n, $6/n, $7/n, ($8+$9+$10)/n, $12/n, $14/n
     }' "$out"
   done
 done

@@ -2020,7 +2020,8 @@ impl Matcher {
     }
 
     /// [`Self::remove_order`] with the order's line already read: `o` is a copy of slot
-    /// `oi`'s line as it is now (a trade has just read it), so the line is not read again.
+    /// `oi`'s line as it is now (a trade or a cancel has just read it), so the line is not
+    /// read again.
     #[inline(always)]
     fn remove_resting(&mut self, oi: u32, o: &Order) {
         self.unlink(o);
