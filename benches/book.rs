@@ -33,7 +33,8 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use ironmatch::book::{
     BandRemainder, BookConfig, Command, CommandBody, Echo, Event, EventBody, InstrumentSpec,
     Matcher, NewOrder, OwnerSpec, RefRule, StpMode, TimeInForce,
@@ -582,25 +583,32 @@ fn run_stream(cfg: &BookConfig, setup: &[Command], timed: &[Command], iters: u64
     total
 }
 
-/// With `IRONMATCH_BOOK_ONCE=<bench>` (`add`, `cancel`, `mixed`, `deep`, `keyed`,
-/// `keyed_seq`, `wide` or `burst`), [`benches`] applies that bench's setup and then its
-/// timed commands once, in [`apply_all`], outside criterion, and stops:
-/// `scripts/core-ir.sh` counts instructions, cache misses and mispredicted branches per
-/// command under callgrind this way, measures the noise of a shared machine does not move.
-fn once(name: &str) -> bool {
-    std::env::var("IRONMATCH_BOOK_ONCE").as_deref() == Ok(name)
-}
-
-/// See [`once`]: prints how many commands [`apply_all`] applies.
-fn run_once(cfg: &BookConfig, setup: &[Command], timed: &[Command]) {
-    let mut matcher = Matcher::new(cfg);
-    let mut events: Vec<Event> = Vec::with_capacity(1 << 16);
-    for c in setup {
-        events.clear();
-        matcher.apply(c, &mut events);
+/// A bench over a command stream: `timed` applied after `setup`, timed by [`run_stream`].
+/// With `IRONMATCH_BOOK_ONCE=<name>`, instead: `setup`, then `timed` once in [`apply_all`],
+/// outside criterion, and the process ends: `scripts/core-ir.sh` counts instructions, cache
+/// misses and mispredicted branches per command under callgrind this way, counts the noise
+/// of a shared machine does not move.
+fn bench_stream(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    cfg: &BookConfig,
+    setup: &[Command],
+    timed: &[Command],
+) {
+    if std::env::var("IRONMATCH_BOOK_ONCE").as_deref() == Ok(name) {
+        let mut matcher = Matcher::new(cfg);
+        let mut events: Vec<Event> = Vec::with_capacity(1 << 16);
+        for c in setup {
+            events.clear();
+            matcher.apply(c, &mut events);
+        }
+        eprintln!("apply_all: {} commands", timed.len());
+        apply_all(&mut matcher, timed, &mut events);
+        std::process::exit(0);
     }
-    eprintln!("apply_all: {} commands", timed.len());
-    apply_all(&mut matcher, timed, &mut events);
+    group.bench_function(name, |b| {
+        b.iter_custom(|iters| run_stream(cfg, setup, timed, iters))
+    });
 }
 
 /// The timed loop of [`run_stream`], not inlined, so that callgrind can collect it alone.
@@ -657,13 +665,7 @@ fn benches(c: &mut Criterion) {
             TimeInForce::Day,
         );
     }
-    if once("add") {
-        run_once(&cfg, &setup.cmds, &adds.cmds);
-        return;
-    }
-    group.bench_function("add", |b| {
-        b.iter_custom(|iters| run_stream(&cfg, &setup.cmds, &adds.cmds, iters))
-    });
+    bench_stream(&mut group, "add", &cfg, &setup.cmds, &adds.cmds);
 
     // Cancels, in random order, of the orders the add stream entered.
     let mut with_adds = setup.cmds.clone();
@@ -685,13 +687,7 @@ fn benches(c: &mut Criterion) {
     for (owner, user_ref) in targets {
         cancels.cancel(owner, user_ref);
     }
-    if once("cancel") {
-        run_once(&cfg, &with_adds, &cancels.cmds);
-        return;
-    }
-    group.bench_function("cancel", |b| {
-        b.iter_custom(|iters| run_stream(&cfg, &with_adds, &cancels.cmds, iters))
-    });
+    bench_stream(&mut group, "cancel", &cfg, &with_adds, &cancels.cmds);
 
     // The matcher's state for a snapshot (`[journal] snapshot_source = "matcher"` takes it
     // on the matcher's thread): the book `cancel` starts from, ~100,000 resting orders;
@@ -778,13 +774,13 @@ fn benches(c: &mut Criterion) {
         })
     });
 
-    if once("mixed") {
-        run_once(&cfg, &mixed[..warmup], &mixed[warmup..]);
-        return;
-    }
-    group.bench_function("mixed", |b| {
-        b.iter_custom(|iters| run_stream(&cfg, &mixed[..warmup], &mixed[warmup..], iters))
-    });
+    bench_stream(
+        &mut group,
+        "mixed",
+        &cfg,
+        &mixed[..warmup],
+        &mixed[warmup..],
+    );
 
     let deep_shape = Shape {
         tick: TICK,
@@ -794,42 +790,29 @@ fn benches(c: &mut Criterion) {
         far_ticks: 0,
     };
     let (deep, warmup) = shaped_stream(&cfg, &deep_shape, 1_000_000, 11);
-    if once("deep") {
-        run_once(&cfg, &deep[..warmup], &deep[warmup..]);
-        return;
-    }
-    group.bench_function("deep", |b| {
-        b.iter_custom(|iters| run_stream(&cfg, &deep[..warmup], &deep[warmup..], iters))
-    });
+    bench_stream(&mut group, "deep", &cfg, &deep[..warmup], &deep[warmup..]);
 
     let keyed_cfg = BookConfig {
         refs: RefRule::Keys,
         ..cfg.clone()
     };
     let keyed = with_keys(&deep);
-    if once("keyed") {
-        run_once(&keyed_cfg, &keyed[..warmup], &keyed[warmup..]);
-        return;
-    }
-    group.bench_function("keyed", |b| {
-        b.iter_custom(|iters| run_stream(&keyed_cfg, &keyed[..warmup], &keyed[warmup..], iters))
-    });
+    bench_stream(
+        &mut group,
+        "keyed",
+        &keyed_cfg,
+        &keyed[..warmup],
+        &keyed[warmup..],
+    );
 
     let keyed_seq = with_sequential_ids(&deep);
-    if once("keyed_seq") {
-        run_once(&keyed_cfg, &keyed_seq[..warmup], &keyed_seq[warmup..]);
-        return;
-    }
-    group.bench_function("keyed_seq", |b| {
-        b.iter_custom(|iters| {
-            run_stream(
-                &keyed_cfg,
-                &keyed_seq[..warmup],
-                &keyed_seq[warmup..],
-                iters,
-            )
-        })
-    });
+    bench_stream(
+        &mut group,
+        "keyed_seq",
+        &keyed_cfg,
+        &keyed_seq[..warmup],
+        &keyed_seq[warmup..],
+    );
 
     let wide_cfg = config_with_tick(1, 5_000);
     let wide_shape = Shape {
@@ -840,22 +823,22 @@ fn benches(c: &mut Criterion) {
         far_ticks: 5_000,
     };
     let (wide, warmup) = shaped_stream(&wide_cfg, &wide_shape, 1_000_000, 13);
-    if once("wide") {
-        run_once(&wide_cfg, &wide[..warmup], &wide[warmup..]);
-        return;
-    }
-    group.bench_function("wide", |b| {
-        b.iter_custom(|iters| run_stream(&wide_cfg, &wide[..warmup], &wide[warmup..], iters))
-    });
+    bench_stream(
+        &mut group,
+        "wide",
+        &wide_cfg,
+        &wide[..warmup],
+        &wide[warmup..],
+    );
 
     let (burst, warmup) = burst_stream(&cfg, 4_000);
-    if once("burst") {
-        run_once(&cfg, &burst[..warmup], &burst[warmup..]);
-        return;
-    }
-    group.bench_function("burst", |b| {
-        b.iter_custom(|iters| run_stream(&cfg, &burst[..warmup], &burst[warmup..], iters))
-    });
+    bench_stream(
+        &mut group,
+        "burst",
+        &cfg,
+        &burst[..warmup],
+        &burst[warmup..],
+    );
     group.finish();
 }
 

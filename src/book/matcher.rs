@@ -1155,10 +1155,6 @@ impl Matcher {
             });
         }
         if resting.open == 0 {
-            debug_assert!({
-                let now = &self.orders[oi];
-                (now.prev, now.next, now.level) == (resting.prev, resting.next, resting.level)
-            });
             self.remove_resting(oi, &resting);
         } else if !resting.hidden() && resting.shown == 0 {
             self.refill(oi, emit);
@@ -2024,6 +2020,11 @@ impl Matcher {
     /// read again.
     #[inline(always)]
     fn remove_resting(&mut self, oi: u32, o: &Order) {
+        debug_assert!({
+            let now = &self.orders[oi];
+            (now.prev, now.next, now.level, now.open, now.shown)
+                == (o.prev, o.next, o.level, o.open, o.shown)
+        });
         self.unlink(o);
         self.owner_slots.remove(oi);
         let removed = self
