@@ -173,8 +173,12 @@ struct Book {
     lot: Divisor,
     /// Indexed by `BookSide::index()`.
     sides: [Ladder; 2],
-    /// Centre of the price band: the last trade, or `ref_price` before any.
+    /// Centre of the price band: the last trade, or `ref_price` before any. Set through
+    /// [`Book::set_reference`], which keeps `band` in step.
     reference: Price,
+    /// `spec.band(reference)`, kept so that an order's checks do not compute it: the
+    /// reference moves only when a trade prints at a new price.
+    band: Option<(Price, Price)>,
     /// Orders resting in this book (displayed, reserve and hidden).
     resting: u32,
     /// The instrument's own trading state (the venue halt is applied on top).
@@ -193,6 +197,15 @@ struct Book {
 }
 
 impl Book {
+    /// Moves the band's centre to `price` (a trade printed there).
+    #[inline(always)]
+    fn set_reference(&mut self, price: Price) {
+        if self.reference != price {
+            self.reference = price;
+            self.band = self.spec.band(price);
+        }
+    }
+
     /// Tick number of a valid limit price (within range, on a tick).
     #[inline]
     fn tick_of(&self, price: Price) -> u32 {
@@ -463,6 +476,7 @@ impl Matcher {
                         Ladder::new(BookSide::Ask, ticks),
                     ],
                     reference: spec.ref_price,
+                    band: spec.band(spec.ref_price),
                     resting: 0,
                     state: TradingState::Trading,
                     fat_finger: spec.fat_finger(),
@@ -710,7 +724,8 @@ impl Matcher {
             return Err(RejectReason::QtyAboveMax);
         }
         let buy = side.book_side() == BookSide::Bid;
-        let band = spec.band(book.reference);
+        let band = book.band;
+        debug_assert_eq!(band, spec.band(book.reference));
         let (limit, reach) = match price {
             Some(p) => {
                 if p < spec.min_price || p > spec.max_price {
@@ -1112,7 +1127,7 @@ impl Matcher {
         if book.spec.breaker_bps != 0 {
             book.window.record(second, price, book.reference);
         }
-        book.reference = price;
+        book.set_reference(price);
         emit.event(EventBody::Executed {
             owner: resting.owner,
             user_ref: resting.user_ref,
@@ -2541,7 +2556,7 @@ impl Matcher {
             owner.last_ref = *last_ref;
         }
         for (i, book) in m.books.iter_mut().enumerate() {
-            book.reference = state.references[i];
+            book.set_reference(state.references[i]);
             book.state = state.states[i];
             let paused = state.pauses[i] != 0;
             if paused && (book.spec.breaker_bps == 0 || book.state != TradingState::Paused) {
