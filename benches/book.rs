@@ -36,10 +36,39 @@ use std::time::{Duration, Instant};
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use ironmatch::book::{
-    BandRemainder, BookConfig, Command, CommandBody, Echo, Event, EventBody, InstrumentSpec,
-    Matcher, NewOrder, OwnerSpec, RefRule, StpMode, TimeInForce,
+    BandRemainder, BookConfig, Command, CommandBody, Echo, Event, EventBody, EventSink, Fill,
+    InstrumentSpec, Matcher, NewOrder, OwnerSpec, RefRule, StpMode, TimeInForce,
 };
+use ironmatch::pipeline::Record;
 use ironmatch::types::{Firm, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
+
+/// Where the timed benches put the matcher's output: records as the pipeline's ring to the
+/// journal writer takes them (`engine::RingSink`), one per event and one per match
+/// (`Record::Fill`, which the journal writer expands into its three events on its own
+/// thread).
+struct Output(Vec<Record>);
+
+impl Output {
+    fn with_capacity(n: usize) -> Output {
+        Output(Vec::with_capacity(n))
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+impl EventSink for Output {
+    #[inline]
+    fn push(&mut self, event: Event) {
+        self.0.push(Record::Event(event));
+    }
+
+    #[inline]
+    fn fill(&mut self, fill: Fill) {
+        self.0.push(Record::Fill(fill));
+    }
+}
 
 const INSTRUMENTS: usize = 4;
 const MAKERS: u16 = 8;
@@ -563,7 +592,7 @@ fn with_sequential_ids(cmds: &[Command]) -> Vec<Command> {
 fn run_stream(cfg: &BookConfig, setup: &[Command], timed: &[Command], iters: u64) -> Duration {
     let mut total = Duration::ZERO;
     let mut done = 0u64;
-    let mut events: Vec<Event> = Vec::with_capacity(1 << 16);
+    let mut events = Output::with_capacity(1 << 16);
     while done < iters {
         let mut matcher = Matcher::new(cfg);
         for c in setup {
@@ -597,7 +626,7 @@ fn bench_stream(
 ) {
     if std::env::var("IRONMATCH_BOOK_ONCE").as_deref() == Ok(name) {
         let mut matcher = Matcher::new(cfg);
-        let mut events: Vec<Event> = Vec::with_capacity(1 << 16);
+        let mut events = Output::with_capacity(1 << 16);
         for c in setup {
             events.clear();
             matcher.apply(c, &mut events);
@@ -613,7 +642,7 @@ fn bench_stream(
 
 /// The timed loop of [`run_stream`], not inlined, so that callgrind can collect it alone.
 #[inline(never)]
-fn apply_all(matcher: &mut Matcher, cmds: &[Command], events: &mut Vec<Event>) {
+fn apply_all(matcher: &mut Matcher, cmds: &[Command], events: &mut Output) {
     for c in cmds {
         events.clear();
         matcher.apply(black_box(c), events);
@@ -630,7 +659,7 @@ fn benches(c: &mut Criterion) {
     let (mixed, warmup) = mixed_stream(&cfg, 1_000_000, 7);
     group.bench_function("baseline", |b| {
         b.iter_custom(|iters| {
-            let mut events: Vec<Event> = Vec::with_capacity(16);
+            let mut events = Output::with_capacity(16);
             let start = Instant::now();
             for c in mixed[warmup..].iter().cycle().take(iters as usize) {
                 events.clear();
@@ -746,7 +775,7 @@ fn benches(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             let mut done = 0u64;
-            let mut events: Vec<Event> = Vec::with_capacity(1 << 10);
+            let mut events = Output::with_capacity(1 << 10);
             while done < iters {
                 let mut matcher = Matcher::new(&cfg);
                 for c in &setup.cmds {

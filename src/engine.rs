@@ -21,7 +21,7 @@ use std::time::Instant;
 use crate::admin::metrics::{
     BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns,
 };
-use crate::book::{Event, EventSink, Matcher};
+use crate::book::{Event, EventSink, Fill, Matcher};
 use crate::journal::snapshot::SnapshotTaker;
 use crate::pipeline::{Agent, Record, Ring};
 use crate::types::InstrumentId;
@@ -36,12 +36,16 @@ pub const BATCH_LEN_MAX: usize = 256;
 /// many commands at once, and their events overflowed the ring and blocked the thread.
 const OUTPUT_ROOM_MIN: usize = 64;
 
-/// Writes each event into the output ring, counting it.
+/// Writes each event into the output ring, counting it. A match goes as one record
+/// ([`Record::Fill`]) that the journal writer expands into its three events.
 struct RingSink<'a> {
     ring: &'a Ring<Record>,
     metrics: Option<&'a EngineMetrics>,
     snapshots: Option<&'a mut SnapshotTaker>,
+    /// Records pushed into the ring.
     pushed: u64,
+    /// Journal records they make (a fill's record makes three).
+    journaled: u64,
 }
 
 impl EventSink for RingSink<'_> {
@@ -55,6 +59,24 @@ impl EventSink for RingSink<'_> {
         }
         self.ring.push(Record::Event(event));
         self.pushed += 1;
+        self.journaled += 1;
+    }
+
+    #[inline]
+    fn fill(&mut self, fill: Fill) {
+        if self.metrics.is_some() || self.snapshots.is_some() {
+            for event in fill.events() {
+                if let Some(m) = self.metrics {
+                    m.matcher.on_event(&event);
+                }
+                if let Some(s) = self.snapshots.as_deref_mut() {
+                    s.count(&event);
+                }
+            }
+        }
+        self.ring.push(Record::Fill(fill));
+        self.pushed += 1;
+        self.journaled += 3;
     }
 }
 
@@ -198,13 +220,15 @@ impl Agent for MatcherAgent {
                         metrics,
                         snapshots: self.snapshots.as_mut(),
                         pushed: 0,
+                        journaled: 0,
                     };
                     self.matcher.apply(&cmd, &mut sink);
                     let records = 1 + sink.pushed;
+                    let journaled = 1 + sink.journaled;
                     self.pushed += records;
                     room = room.saturating_sub(records as usize);
                     if let Some(s) = &mut self.snapshots {
-                        s.pushed(records);
+                        s.pushed(journaled);
                     }
                     commands += 1;
                 }
@@ -218,8 +242,8 @@ impl Agent for MatcherAgent {
                     taken += 1;
                     break;
                 }
-                Some(Record::Event(e)) => {
-                    panic!("the matcher's input holds only commands, got {e:?}")
+                Some(r @ (Record::Event(_) | Record::Fill(_))) => {
+                    panic!("the matcher's input holds only commands, got {r:?}")
                 }
                 None => break,
             }

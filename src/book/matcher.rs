@@ -1128,47 +1128,24 @@ impl Matcher {
             book.window.record(second, price, book.reference);
         }
         book.set_reference(price);
-        emit.event(EventBody::Executed {
-            owner: resting.owner,
-            user_ref: resting.user_ref,
-            order_id: resting.id,
-            qty: Qty(qty),
+        emit.fill(Fill {
+            ts: emit.ts,
             price,
-            liquidity: if resting.hidden() {
-                Liquidity::AddedHidden
-            } else {
-                Liquidity::Added
-            },
             match_id,
-            leaves: Qty(resting.open),
-        });
-        emit.event(EventBody::Executed {
-            owner: inc.owner,
-            user_ref: inc.user_ref,
-            order_id: inc.order_id,
+            resting_user_ref: resting.user_ref,
+            resting_id: resting.id,
+            resting_md_ref: resting.md_ref,
+            incoming_user_ref: inc.user_ref,
+            incoming_id: inc.order_id,
             qty: Qty(qty),
-            price,
-            liquidity: Liquidity::Removed,
-            match_id,
-            leaves: Qty(inc.remaining),
+            resting_leaves: Qty(resting.open),
+            incoming_leaves: Qty(inc.remaining),
+            resting_owner: resting.owner,
+            incoming_owner: inc.owner,
+            instrument: resting.instrument,
+            resting_side: resting.book_side(),
+            resting_hidden: resting.hidden(),
         });
-        if resting.hidden() {
-            emit.event(EventBody::MdTrade {
-                instrument: resting.instrument,
-                side: resting.book_side(),
-                qty: Qty(qty),
-                price,
-                match_id,
-            });
-        } else {
-            emit.event(EventBody::MdExecute {
-                instrument: resting.instrument,
-                md_ref: resting.md_ref,
-                qty: Qty(qty),
-                price,
-                match_id,
-            });
-        }
         if resting.open == 0 {
             self.remove_resting(oi, &resting);
         } else if !resting.hidden() && resting.shown == 0 {
@@ -2349,6 +2326,11 @@ impl<S: EventSink> Emitter<'_, S> {
     #[inline]
     fn event(&mut self, body: EventBody) {
         self.out.push(Event { ts: self.ts, body });
+    }
+
+    #[inline]
+    fn fill(&mut self, fill: Fill) {
+        self.out.fill(fill);
     }
 
     #[cold]

@@ -793,10 +793,126 @@ impl EventBody {
     }
 }
 
+/// One match, in one record: the three events it stands for (in this order, the ones
+/// the matcher journals and sends) are the resting order's
+/// [`Executed`](EventBody::Executed), the incoming order's, and the feed's
+/// [`MdExecute`](EventBody::MdExecute) (a displayed resting order) or
+/// [`MdTrade`](EventBody::MdTrade) (a hidden one). The matcher hands a match to its sink
+/// this way ([`EventSink::fill`]); the pipeline carries it to the journal writer as one
+/// record and expands it there, so the journal, the acknowledgements and the feed are the
+/// same as if the matcher had written the three events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fill {
+    /// The timestamp of the command that caused it.
+    pub ts: Timestamp,
+    /// Execution price (the resting order's).
+    pub price: Price,
+    /// Match number.
+    pub match_id: MatchId,
+    /// The resting order's reference, venue order id and feed reference.
+    pub resting_user_ref: UserRef,
+    /// The resting order's venue order id.
+    pub resting_id: OrderId,
+    /// The resting order's feed reference (unused when it is hidden).
+    pub resting_md_ref: OrderId,
+    /// The incoming order's reference.
+    pub incoming_user_ref: UserRef,
+    /// The incoming order's venue order id.
+    pub incoming_id: OrderId,
+    /// Shares matched.
+    pub qty: Qty,
+    /// Shares of the resting order still open.
+    pub resting_leaves: Qty,
+    /// Shares of the incoming order still open.
+    pub incoming_leaves: Qty,
+    /// The resting order's owner.
+    pub resting_owner: OwnerId,
+    /// The incoming order's owner.
+    pub incoming_owner: OwnerId,
+    /// Instrument.
+    pub instrument: InstrumentId,
+    /// The resting order's side of the book.
+    pub resting_side: BookSide,
+    /// Whether the resting order is hidden (its liquidity is `AddedHidden` and the feed
+    /// prints an anonymous trade).
+    pub resting_hidden: bool,
+}
+
+impl Fill {
+    /// The three events this match stands for, in order.
+    #[inline]
+    pub fn events(&self) -> [Event; 3] {
+        let ts = self.ts;
+        [
+            Event {
+                ts,
+                body: EventBody::Executed {
+                    owner: self.resting_owner,
+                    user_ref: self.resting_user_ref,
+                    order_id: self.resting_id,
+                    qty: self.qty,
+                    price: self.price,
+                    liquidity: if self.resting_hidden {
+                        Liquidity::AddedHidden
+                    } else {
+                        Liquidity::Added
+                    },
+                    match_id: self.match_id,
+                    leaves: self.resting_leaves,
+                },
+            },
+            Event {
+                ts,
+                body: EventBody::Executed {
+                    owner: self.incoming_owner,
+                    user_ref: self.incoming_user_ref,
+                    order_id: self.incoming_id,
+                    qty: self.qty,
+                    price: self.price,
+                    liquidity: Liquidity::Removed,
+                    match_id: self.match_id,
+                    leaves: self.incoming_leaves,
+                },
+            },
+            Event {
+                ts,
+                body: if self.resting_hidden {
+                    EventBody::MdTrade {
+                        instrument: self.instrument,
+                        side: self.resting_side,
+                        qty: self.qty,
+                        price: self.price,
+                        match_id: self.match_id,
+                    }
+                } else {
+                    EventBody::MdExecute {
+                        instrument: self.instrument,
+                        md_ref: self.resting_md_ref,
+                        qty: self.qty,
+                        price: self.price,
+                        match_id: self.match_id,
+                    }
+                },
+            },
+        ]
+    }
+}
+
 /// Where the matcher writes events. A `Vec` works; the pipeline writes into its ring.
 pub trait EventSink {
     /// Takes one event.
     fn push(&mut self, event: Event);
+
+    /// Takes one match: by default its three events ([`Fill::events`]), one by one. A sink
+    /// that carries events further (the pipeline's ring) may keep the match as one record
+    /// and expand it later, as long as what it finally hands on is those events in that
+    /// order.
+    #[inline]
+    fn fill(&mut self, fill: Fill) {
+        for event in fill.events() {
+            self.push(event);
+        }
+    }
 }
 
 impl EventSink for Vec<Event> {

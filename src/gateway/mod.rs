@@ -1168,6 +1168,7 @@ impl Gateway {
                     return Egress::Done;
                 }
                 Some(Record::Command(_)) => {}
+                Some(Record::Fill(f)) => panic!("fills reach egress expanded, got {f:?}"),
                 None => break,
             }
         }

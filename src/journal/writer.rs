@@ -167,8 +167,9 @@ impl JournalWriter {
             file,
             file_len,
             next_seq,
-            buf: Vec::with_capacity(BATCH_LEN_MAX * RECORD_LEN_MAX + RECORD_LEN_MAX),
-            events: Vec::with_capacity(BATCH_LEN_MAX),
+            // A batch is up to BATCH_LEN_MAX ring records, a match's three journal records.
+            buf: Vec::with_capacity(3 * BATCH_LEN_MAX * RECORD_LEN_MAX + RECORD_LEN_MAX),
+            events: Vec::with_capacity(3 * BATCH_LEN_MAX),
             followers: None,
             hold: None,
             writeback: match fsync {
@@ -343,8 +344,8 @@ impl JournalAgent {
         &self.input
     }
 
-    /// After a batch of `records` was written as `times` says: counters, histograms,
-    /// and the matcher's marks this batch finished.
+    /// After a batch of `records` journal records was written as `times` says: counters,
+    /// histograms, and the matcher's marks this batch finished.
     fn count_batch(&mut self, records: u64, times: &CommitTimes) -> u64 {
         let Some(m) = &self.metrics else {
             return 0;
@@ -395,7 +396,10 @@ impl Agent for JournalAgent {
     fn do_work(&mut self) -> usize {
         let w = &mut self.writer;
         let mut taken = 0;
+        // Ring records taken (the matcher's marks count these) and journal records
+        // written (a fill's ring record is three).
         let mut records = 0u64;
+        let mut written = 0u64;
         let mut commands = 0u64;
         let mut shutdown = false;
         while taken < BATCH_LEN_MAX {
@@ -404,11 +408,21 @@ impl Agent for JournalAgent {
                     w.stage(&Entry::Command(c));
                     commands += 1;
                     records += 1;
+                    written += 1;
                 }
                 Some(Record::Event(e)) => {
                     w.stage(&Entry::Event(e));
                     w.events.push(e);
                     records += 1;
+                    written += 1;
+                }
+                Some(Record::Fill(f)) => {
+                    for e in f.events() {
+                        w.stage(&Entry::Event(e));
+                        w.events.push(e);
+                    }
+                    records += 1;
+                    written += 3;
                 }
                 Some(Record::Shutdown) => {
                     shutdown = true;
@@ -440,7 +454,7 @@ impl Agent for JournalAgent {
         // at this one (under steady load the writer rarely idles to finish them).
         self.finish_late_marks();
         self.taken_total += records;
-        let journaled_ns = self.count_batch(records, &times);
+        let journaled_ns = self.count_batch(written, &times);
         // The mark goes before the events, so egress never takes events without it.
         let w = &mut self.writer;
         let released = w.events.len() as u64;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::ArrayQueue;
 use crossbeam::sync::Unparker;
 
-use crate::book::{Command, Event};
+use crate::book::{Command, Event, Fill};
 
 pub mod agent;
 pub use agent::{Agent, AgentRunner, CompositeAgent, IdleStrategy, run_agent};
@@ -32,6 +32,10 @@ pub enum Record {
     Command(Command),
     /// An output of the command before it.
     Event(Event),
+    /// A match, output of the command before it: three events in one record, from the
+    /// matcher to the journal writer, which expands it ([`Fill::events`]). Never
+    /// further: egress and the journal see the events.
+    Fill(Fill),
     /// No more records will follow.
     Shutdown,
 }
