@@ -37,15 +37,16 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use ironmatch::book::{
     BandRemainder, BookConfig, Command, CommandBody, Echo, Event, EventBody, EventSink, Fill,
-    InstrumentSpec, Matcher, NewOrder, OwnerSpec, RefRule, StpMode, TimeInForce,
+    InstrumentSpec, Matcher, NewOrder, OwnerSpec, RefRule, Removal, StpMode, TimeInForce,
 };
 use ironmatch::pipeline::Record;
 use ironmatch::types::{Firm, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
 
 /// Where the timed benches put the matcher's output: records as the pipeline's ring to the
-/// journal writer takes them (`engine::RingSink`), one per event and one per match
-/// (`Record::Fill`, which the journal writer expands into its three events on its own
-/// thread).
+/// journal writer takes them (`engine::RingSink`), one per event, one per match
+/// (`Record::Fill`), one for an order's acknowledgement with the feed's add of it
+/// (`Record::Rested`) and one for a displayed order's full cancel with the feed's delete
+/// (`Record::Removed`), which the journal writer expands on its own thread.
 struct Output(Vec<Record>);
 
 impl Output {
@@ -67,6 +68,16 @@ impl EventSink for Output {
     #[inline]
     fn fill(&mut self, fill: Fill) {
         self.0.push(Record::Fill(fill));
+    }
+
+    #[inline]
+    fn removed(&mut self, removal: Removal) {
+        self.0.push(Record::Removed(removal));
+    }
+
+    #[inline]
+    fn rested(&mut self, accepted: Event) {
+        self.0.push(Record::Rested(accepted));
     }
 }
 

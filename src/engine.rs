@@ -21,7 +21,7 @@ use std::time::Instant;
 use crate::admin::metrics::{
     BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns,
 };
-use crate::book::{Event, EventSink, Fill, Matcher};
+use crate::book::{Event, EventSink, Fill, Matcher, Removal, md_add_after};
 use crate::journal::snapshot::SnapshotTaker;
 use crate::pipeline::{Agent, Record, Ring};
 use crate::types::InstrumentId;
@@ -37,7 +37,9 @@ pub const BATCH_LEN_MAX: usize = 256;
 const OUTPUT_ROOM_MIN: usize = 64;
 
 /// Writes each event into the output ring, counting it. A match goes as one record
-/// ([`Record::Fill`]) that the journal writer expands into its three events.
+/// ([`Record::Fill`]) that the journal writer expands into its three events, an order's
+/// acknowledgement and the feed's add of it as another ([`Record::Rested`]), a displayed
+/// order's full cancel and the feed's delete as a third ([`Record::Removed`]).
 struct RingSink<'a> {
     ring: &'a Ring<Record>,
     metrics: Option<&'a EngineMetrics>,
@@ -77,6 +79,40 @@ impl EventSink for RingSink<'_> {
         self.ring.push(Record::Fill(fill));
         self.pushed += 1;
         self.journaled += 3;
+    }
+
+    #[inline]
+    fn removed(&mut self, removal: Removal) {
+        if self.metrics.is_some() || self.snapshots.is_some() {
+            for event in removal.events() {
+                if let Some(m) = self.metrics {
+                    m.matcher.on_event(&event);
+                }
+                if let Some(s) = self.snapshots.as_deref_mut() {
+                    s.count(&event);
+                }
+            }
+        }
+        self.ring.push(Record::Removed(removal));
+        self.pushed += 1;
+        self.journaled += 2;
+    }
+
+    #[inline]
+    fn rested(&mut self, accepted: Event) {
+        if self.metrics.is_some() || self.snapshots.is_some() {
+            for event in std::iter::once(accepted).chain(md_add_after(&accepted)) {
+                if let Some(m) = self.metrics {
+                    m.matcher.on_event(&event);
+                }
+                if let Some(s) = self.snapshots.as_deref_mut() {
+                    s.count(&event);
+                }
+            }
+        }
+        self.ring.push(Record::Rested(accepted));
+        self.pushed += 1;
+        self.journaled += 2;
     }
 }
 
@@ -242,7 +278,12 @@ impl Agent for MatcherAgent {
                     taken += 1;
                     break;
                 }
-                Some(r @ (Record::Event(_) | Record::Fill(_))) => {
+                Some(
+                    r @ (Record::Event(_)
+                    | Record::Fill(_)
+                    | Record::Rested(_)
+                    | Record::Removed(_)),
+                ) => {
                     panic!("the matcher's input holds only commands, got {r:?}")
                 }
                 None => break,

@@ -664,7 +664,6 @@ impl Matcher {
             firm: o.firm,
             echo: o.echo,
         };
-        emit.event(EventBody::Accepted { owner, order: ack });
         let incoming = Incoming {
             owner,
             user_ref: o.user_ref,
@@ -688,7 +687,7 @@ impl Matcher {
             cross_type: o.echo.cross_type,
             customer_type: o.echo.customer_type,
         };
-        self.enter(incoming, entry, emit);
+        self.enter(incoming, entry, Some(ack), emit);
     }
 
     /// Pre-trade checks shared by new orders and replaces. Returns the prices the order
@@ -829,15 +828,33 @@ impl Matcher {
         Ok(())
     }
 
-    /// Matches an accepted order, then rests or cancels what is left.
+    /// Matches an accepted order, then rests or cancels what is left. A new order comes
+    /// with its acknowledgement, `accepted`, still to be written (first of its events).
     #[inline(always)]
-    fn enter(&mut self, mut inc: Incoming, entry: Entry, emit: &mut Emitter<'_, impl EventSink>) {
+    fn enter(
+        &mut self,
+        mut inc: Incoming,
+        entry: Entry,
+        accepted: Option<OrderAck>,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
         let contra = inc.side.book_side().opposite();
         let book = &self.books[usize::from(inc.instrument.0)];
         let crosses = book
             .best(contra)
             .is_some_and(|(best, _)| contra.crosses(best, inc.limit));
         let ioc = matches!(entry.tif, TimeInForce::Ioc) || entry.market;
+        if let Some(ack) = accepted {
+            if !crosses && !ioc && !entry.hidden {
+                // The common case of a passive order: its acknowledgement and the feed's
+                // add go to the sink together.
+                return self.rest(&inc, &entry, Arrival::Accepted(ack), emit);
+            }
+            emit.event(EventBody::Accepted {
+                owner: inc.owner,
+                order: ack,
+            });
+        }
         let reason = if !crosses {
             // Nothing to match (the reach is never more aggressive than the limit): the
             // common case of a passive order goes straight to the book.
@@ -869,7 +886,7 @@ impl Matcher {
                 reason,
             }),
             None => {
-                self.rest(&inc, &entry, None, emit);
+                self.rest(&inc, &entry, Arrival::Add, emit);
             }
         }
     }
@@ -1179,14 +1196,13 @@ impl Matcher {
         });
     }
 
-    /// Puts the rest of an entering order on the book. With `replacing`, the feed gets a
-    /// replace of that reference instead of an add.
+    /// Puts the rest of an entering order on the book; `arrival` says what the feed gets.
     #[inline(always)]
     fn rest(
         &mut self,
         inc: &Incoming,
         entry: &Entry,
-        replacing: Option<OrderId>,
+        arrival: Arrival,
         emit: &mut Emitter<'_, impl EventSink>,
     ) {
         let side = inc.side.book_side();
@@ -1244,25 +1260,36 @@ impl Matcher {
         );
         self.by_ref.insert(inc.owner.0, inc.user_ref.0, oi);
         if entry.hidden {
+            if let Arrival::Accepted(ack) = arrival {
+                emit.event(EventBody::Accepted {
+                    owner: inc.owner,
+                    order: ack,
+                });
+            }
             return;
         }
-        emit.event(match replacing {
-            Some(old_md_ref) => EventBody::MdReplace {
+        let md_add = EventBody::MdAdd {
+            instrument: inc.instrument,
+            md_ref: inc.order_id,
+            side,
+            qty: Qty(shown),
+            price: inc.limit,
+            firm: inc.firm,
+        };
+        match arrival {
+            Arrival::Add => emit.event(md_add),
+            Arrival::Replace(old_md_ref) => emit.event(EventBody::MdReplace {
                 instrument: inc.instrument,
                 old_md_ref,
                 new_md_ref: inc.order_id,
                 qty: Qty(shown),
                 price: inc.limit,
-            },
-            None => EventBody::MdAdd {
-                instrument: inc.instrument,
-                md_ref: inc.order_id,
-                side,
-                qty: Qty(shown),
-                price: inc.limit,
-                firm: inc.firm,
-            },
-        });
+            }),
+            Arrival::Accepted(ack) => {
+                debug_assert_eq!(ack.md_add(), md_add, "the add the sink derives");
+                emit.rested(inc.owner, ack);
+            }
+        }
     }
 
     /// The level at `price`, created if needed.
@@ -1400,6 +1427,20 @@ impl Matcher {
         emit: &mut Emitter<'_, impl EventSink>,
     ) {
         let o = self.orders[oi];
+        if new_open == 0 && !o.hidden() {
+            emit.removed(Removal {
+                ts: emit.ts,
+                user_ref: o.user_ref,
+                order_id: o.id,
+                md_ref: o.md_ref,
+                qty: Qty(o.open),
+                owner: o.owner,
+                instrument: o.instrument,
+                reason,
+            });
+            self.remove_resting(oi, &o);
+            return;
+        }
         emit.event(EventBody::Canceled {
             owner: o.owner,
             user_ref: o.user_ref,
@@ -1409,12 +1450,6 @@ impl Matcher {
             reason,
         });
         if new_open == 0 {
-            if !o.hidden() {
-                emit.event(EventBody::MdDelete {
-                    instrument: o.instrument,
-                    md_ref: o.md_ref,
-                });
-            }
             self.remove_resting(oi, &o);
             return;
         }
@@ -1560,7 +1595,7 @@ impl Matcher {
             customer_type: orig.customer_type,
         };
         if !orig.hidden() && !r.hidden && !matches!(r.tif, TimeInForce::Ioc) && !marketable {
-            return self.rest(&inc, &entry, Some(orig.md_ref), emit);
+            return self.rest(&inc, &entry, Arrival::Replace(orig.md_ref), emit);
         }
         if !orig.hidden() {
             emit.event(EventBody::MdDelete {
@@ -1568,7 +1603,7 @@ impl Matcher {
                 md_ref: orig.md_ref,
             });
         }
-        self.enter(inc, entry, emit);
+        self.enter(inc, entry, None, emit);
     }
 
     #[cold]
@@ -2316,6 +2351,18 @@ fn consumed_ref(body: &CommandBody) -> Option<UserRef> {
 /// ClOrdID for requests that carry none.
 pub(crate) const BLANK_ID: [u8; 14] = [b' '; 14];
 
+/// What the feed gets when an order goes to the book (besides the order's own events).
+#[derive(Clone, Copy)]
+enum Arrival {
+    /// An add.
+    Add,
+    /// A replace of this feed reference.
+    Replace(OrderId),
+    /// A new order that crossed nothing: its acknowledgement, not written yet, and the add
+    /// together ([`EventSink::rested`]).
+    Accepted(OrderAck),
+}
+
 /// Stamps events with the command's time.
 struct Emitter<'a, S: EventSink> {
     ts: Timestamp,
@@ -2331,6 +2378,19 @@ impl<S: EventSink> Emitter<'_, S> {
     #[inline]
     fn fill(&mut self, fill: Fill) {
         self.out.fill(fill);
+    }
+
+    #[inline]
+    fn removed(&mut self, removal: Removal) {
+        self.out.removed(removal);
+    }
+
+    #[inline]
+    fn rested(&mut self, owner: OwnerId, order: OrderAck) {
+        self.out.rested(Event {
+            ts: self.ts,
+            body: EventBody::Accepted { owner, order },
+        });
     }
 
     #[cold]

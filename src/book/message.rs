@@ -519,6 +519,27 @@ pub struct OrderAck {
     pub echo: Echo,
 }
 
+impl OrderAck {
+    /// The feed's add of this order when it goes to the book as accepted: displayed, in
+    /// full, at its limit (its reserve shows `max_floor`). What the matcher writes right
+    /// after the [`Accepted`](EventBody::Accepted) of an order that does not cross.
+    #[inline]
+    pub fn md_add(&self) -> EventBody {
+        EventBody::MdAdd {
+            instrument: self.instrument,
+            md_ref: self.order_id,
+            side: self.side.book_side(),
+            qty: if self.max_floor.0 == 0 {
+                self.qty
+            } else {
+                Qty(self.max_floor.0.min(self.qty.0))
+            },
+            price: self.price,
+            firm: self.firm,
+        }
+    }
+}
+
 /// One output of the matcher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Event {
@@ -838,6 +859,70 @@ pub struct Fill {
     pub resting_hidden: bool,
 }
 
+/// The feed's add that follows `accepted` when the order went to the book as accepted
+/// ([`EventSink::rested`]): `None` if `accepted` is not an
+/// [`Accepted`](EventBody::Accepted).
+#[inline]
+pub fn md_add_after(accepted: &Event) -> Option<Event> {
+    match &accepted.body {
+        EventBody::Accepted { order, .. } => Some(Event {
+            ts: accepted.ts,
+            body: order.md_add(),
+        }),
+        _ => None,
+    }
+}
+
+/// A displayed order canceled in full, in one record: the owner's
+/// [`Canceled`](EventBody::Canceled) (no shares left) then the feed's
+/// [`MdDelete`](EventBody::MdDelete) ([`EventSink::removed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Removal {
+    /// The timestamp of the command that caused it.
+    pub ts: Timestamp,
+    /// The order's reference.
+    pub user_ref: UserRef,
+    /// The order.
+    pub order_id: OrderId,
+    /// Its feed reference.
+    pub md_ref: OrderId,
+    /// Shares removed (all it had open).
+    pub qty: Qty,
+    /// Owner.
+    pub owner: OwnerId,
+    /// Instrument.
+    pub instrument: InstrumentId,
+    /// Why.
+    pub reason: CancelReason,
+}
+
+impl Removal {
+    /// The two events this removal stands for, in order.
+    #[inline]
+    pub fn events(&self) -> [Event; 2] {
+        [
+            Event {
+                ts: self.ts,
+                body: EventBody::Canceled {
+                    owner: self.owner,
+                    user_ref: self.user_ref,
+                    order_id: self.order_id,
+                    qty: self.qty,
+                    leaves: Qty(0),
+                    reason: self.reason,
+                },
+            },
+            Event {
+                ts: self.ts,
+                body: EventBody::MdDelete {
+                    instrument: self.instrument,
+                    md_ref: self.md_ref,
+                },
+            },
+        ]
+    }
+}
+
 impl Fill {
     /// The three events this match stands for, in order.
     #[inline]
@@ -911,6 +996,29 @@ pub trait EventSink {
     fn fill(&mut self, fill: Fill) {
         for event in fill.events() {
             self.push(event);
+        }
+    }
+
+    /// Takes a displayed order canceled in full: by default its two events
+    /// ([`Removal::events`]), one by one; a sink that carries events further may keep
+    /// them as one record and expand it later.
+    #[inline]
+    fn removed(&mut self, removal: Removal) {
+        for event in removal.events() {
+            self.push(event);
+        }
+    }
+
+    /// Takes an order's [`Accepted`](EventBody::Accepted) when the order went to the book
+    /// as accepted, displayed and crossing nothing: by default the event and then the
+    /// feed's add it implies ([`md_add_after`]). A sink that carries events further may
+    /// keep the two as one record and expand it later, in that order.
+    #[inline]
+    fn rested(&mut self, accepted: Event) {
+        let md_add = md_add_after(&accepted);
+        self.push(accepted);
+        if let Some(md_add) = md_add {
+            self.push(md_add);
         }
     }
 }

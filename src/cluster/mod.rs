@@ -454,7 +454,9 @@ fn take_commands(proposals: &Ring<Record>, shutdown: &mut bool) -> Vec<Command> 
         match proposals.try_pop() {
             Some(Record::Command(c)) => commands.push(c),
             Some(Record::Shutdown) => *shutdown = true,
-            Some(r @ (Record::Event(_) | Record::Fill(_))) => {
+            Some(
+                r @ (Record::Event(_) | Record::Fill(_) | Record::Rested(_) | Record::Removed(_)),
+            ) => {
                 panic!("the gateway proposes commands only, got {r:?}")
             }
             None => break,

@@ -1168,7 +1168,9 @@ impl Gateway {
                     return Egress::Done;
                 }
                 Some(Record::Command(_)) => {}
-                Some(Record::Fill(f)) => panic!("fills reach egress expanded, got {f:?}"),
+                Some(r @ (Record::Fill(_) | Record::Rested(_) | Record::Removed(_))) => {
+                    panic!("matcher records reach egress expanded, got {r:?}")
+                }
                 None => break,
             }
         }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::BATCH_LEN_MAX;
 use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
 use crate::admin::metrics::{EngineMetrics, Mark, MarkReader};
-use crate::book::Event;
+use crate::book::{Event, md_add_after};
 use crate::pipeline::{Agent, Record, Ring, Signal};
 use crate::venue::VenueClock;
 
@@ -167,7 +167,8 @@ impl JournalWriter {
             file,
             file_len,
             next_seq,
-            // A batch is up to BATCH_LEN_MAX ring records, a match's three journal records.
+            // A batch is up to BATCH_LEN_MAX ring records, a match's three journal records
+            // (an accepted order's and its add, two).
             buf: Vec::with_capacity(3 * BATCH_LEN_MAX * RECORD_LEN_MAX + RECORD_LEN_MAX),
             events: Vec::with_capacity(3 * BATCH_LEN_MAX),
             followers: None,
@@ -423,6 +424,25 @@ impl Agent for JournalAgent {
                     }
                     records += 1;
                     written += 3;
+                }
+                Some(Record::Removed(r)) => {
+                    for e in r.events() {
+                        w.stage(&Entry::Event(e));
+                        w.events.push(e);
+                    }
+                    records += 1;
+                    written += 2;
+                }
+                Some(Record::Rested(e)) => {
+                    w.stage(&Entry::Event(e));
+                    w.events.push(e);
+                    written += 1;
+                    if let Some(md_add) = md_add_after(&e) {
+                        w.stage(&Entry::Event(md_add));
+                        w.events.push(md_add);
+                        written += 1;
+                    }
+                    records += 1;
                 }
                 Some(Record::Shutdown) => {
                     shutdown = true;

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::ArrayQueue;
 use crossbeam::sync::Unparker;
 
-use crate::book::{Command, Event, Fill};
+use crate::book::{Command, Event, Fill, Removal};
 
 pub mod agent;
 pub use agent::{Agent, AgentRunner, CompositeAgent, IdleStrategy, run_agent};
@@ -36,6 +36,14 @@ pub enum Record {
     /// matcher to the journal writer, which expands it ([`Fill::events`]). Never
     /// further: egress and the journal see the events.
     Fill(Fill),
+    /// An [`Accepted`](crate::book::EventBody::Accepted) followed by the feed's add of the
+    /// order ([`EventSink::rested`](crate::book::EventSink::rested)): two events in one
+    /// record, from the matcher to the journal writer, which expands it
+    /// ([`md_add_after`](crate::book::md_add_after)).
+    Rested(Event),
+    /// A displayed order canceled in full ([`Removal`]): its `Canceled` and the feed's
+    /// `MdDelete` in one record, from the matcher to the journal writer, which expands it.
+    Removed(Removal),
     /// No more records will follow.
     Shutdown,
 }
