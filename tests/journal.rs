@@ -542,3 +542,116 @@ fn no_reply_leaves_while_the_journal_writer_stalls() {
     server.stop().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The matcher's stage hands a match, an order that rests as it came and a displayed order
+/// canceled in full to the journal writer as one record each (`Record::Fill`, `Rested`,
+/// `Removed`), which the writer expands: what it journals and what it releases to egress
+/// must be exactly what the matcher writes into a plain `Vec`, in the same order.
+#[test]
+fn the_pipeline_journals_and_releases_the_matchers_events() {
+    use ironmatch::book::{Event, EventBody};
+    use ironmatch::engine::MatcherAgent;
+    use ironmatch::journal::JournalAgent;
+    use ironmatch::pipeline::{Agent, Record, Ring, Wake};
+    use std::sync::Arc;
+
+    let dir = temp_dir("pipeline");
+    let book = flow_config(StpMode::CancelResting);
+    let header = Header {
+        instance: 1,
+        first_seq: 1,
+        fingerprint: journal::fingerprint(&book),
+        created_ns: 0,
+    };
+    let writer = JournalWriter::open(&dir, header, None, 1, FsyncMode::Never, 1 << 30).unwrap();
+    let to_matcher = Arc::new(Ring::new(1 << 12, Wake::None));
+    let to_journal = Arc::new(Ring::new(1 << 12, Wake::None));
+    let to_egress = Arc::new(Ring::new(1 << 14, Wake::None));
+    let mut matcher_stage = MatcherAgent::new(
+        Matcher::new(&book),
+        Arc::clone(&to_matcher),
+        Arc::clone(&to_journal),
+    );
+    let mut journal_stage = JournalAgent::new(writer, to_journal, Arc::clone(&to_egress));
+    let mut released: Vec<Event> = Vec::new();
+    let mut run = |matcher_stage: &mut MatcherAgent, journal_stage: &mut JournalAgent| loop {
+        let worked = matcher_stage.do_work() + journal_stage.do_work();
+        while let Some(record) = to_egress.try_pop() {
+            match record {
+                Record::Event(e) => released.push(e),
+                Record::Shutdown => {}
+                other => panic!("egress got {other:?}"),
+            }
+        }
+        if worked == 0 {
+            break;
+        }
+    };
+
+    let mut reference = Matcher::new(&book);
+    let mut expected = Vec::new();
+    let mut events = Vec::new();
+    let mut decoder = FlowDecoder::new(&book);
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let bytes: Vec<u8> = (0..400_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut src = ByteSource::new(&bytes);
+    let mut commands = 0;
+    while let Some(cmd) = decoder.next(&mut src) {
+        events.clear();
+        reference.apply(&cmd, &mut events);
+        expected.push(Entry::Command(cmd));
+        expected.extend(events.iter().map(|e| Entry::Event(*e)));
+        to_matcher.push(Record::Command(cmd));
+        commands += 1;
+        if commands % 500 == 0 {
+            run(&mut matcher_stage, &mut journal_stage);
+        }
+    }
+    to_matcher.push(Record::Shutdown);
+    run(&mut matcher_stage, &mut journal_stage);
+    assert!(matcher_stage.is_done() && journal_stage.is_done());
+
+    // The flow has every kind of compact record in it, many times.
+    let count = |f: fn(&EventBody) -> bool| {
+        expected
+            .iter()
+            .filter(|e| matches!(e, Entry::Event(e) if f(&e.body)))
+            .count()
+    };
+    assert!(count(|b| matches!(b, EventBody::MdExecute { .. })) > 100);
+    assert!(count(|b| matches!(b, EventBody::MdTrade { .. })) > 10);
+    assert!(count(|b| matches!(b, EventBody::MdAdd { .. })) > 100);
+    assert!(count(|b| matches!(b, EventBody::MdDelete { .. })) > 100);
+
+    let want: Vec<Event> = expected
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Event(e) => Some(*e),
+            Entry::Command(_) => None,
+        })
+        .collect();
+    assert_eq!(released.len(), want.len(), "events released to egress");
+    assert!(
+        released == want,
+        "egress got other events than the matcher wrote"
+    );
+    let mut journaled = Vec::new();
+    journal::scan_journal(&dir, None, false, None, |_, entry| {
+        journaled.push(*entry);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(journaled.len(), expected.len(), "journal records");
+    assert!(
+        journaled == expected,
+        "the journal differs from the matcher's output"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
