@@ -426,30 +426,41 @@ impl Server {
     }
 
     /// Starts a graceful shutdown and waits for it.
-    pub fn stop(self) -> io::Result<()> {
-        self.shutdown.store(true, Ordering::SeqCst);
-        let _ = self.waker.wake();
-        self.wait()
+    pub fn stop(mut self) -> io::Result<()> {
+        self.request_stop();
+        self.join()
     }
 
     /// Waits until every stage has ended. Errs if one panicked.
-    pub fn wait(self) -> io::Result<()> {
+    pub fn wait(mut self) -> io::Result<()> {
+        self.join()
+    }
+
+    /// Asks every stage to end, after draining what it holds.
+    fn request_stop(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+
+    /// Joins the stages, then the journal's followers, then stops the operator endpoint;
+    /// afterwards the server holds no thread. Errs if one panicked.
+    fn join(&mut self) -> io::Result<()> {
         let mut failed = Vec::new();
-        for t in self.threads {
+        for t in std::mem::take(&mut self.threads) {
             let name = t.thread().name().unwrap_or("?").to_string();
             if t.join().is_err() {
                 failed.push(name);
             }
         }
         self.followers_stop.store(true, Ordering::SeqCst);
-        for t in self.followers {
+        for t in std::mem::take(&mut self.followers) {
             let name = t.thread().name().unwrap_or("?").to_string();
             if t.join().is_err() {
                 failed.push(name);
             }
         }
         // Last, so the endpoint can be watched while the engine drains.
-        if let Some(admin) = self.admin {
+        if let Some(admin) = self.admin.take() {
             admin.stop();
         }
         if failed.is_empty() {
@@ -458,6 +469,26 @@ impl Server {
             Err(io::Error::other(format!(
                 "stage threads panicked: {failed:?}"
             )))
+        }
+    }
+}
+
+impl Drop for Server {
+    /// A server dropped without [`Server::stop`] or [`Server::wait`] stops as `stop` does:
+    /// its stages drain (everything accepted is journaled and answered), then its threads
+    /// are joined, so that nothing of it runs on and its journal is closed when the drop
+    /// returns. While the dropping thread panics it only asks the engine to stop and does
+    /// not wait: what failed may be the stage it would wait for.
+    fn drop(&mut self) {
+        if self.threads.is_empty() && self.followers.is_empty() && self.admin.is_none() {
+            return;
+        }
+        self.request_stop();
+        if std::thread::panicking() {
+            return;
+        }
+        if let Err(e) = self.join() {
+            eprintln!("ironmatch: {e}");
         }
     }
 }

@@ -25,7 +25,7 @@ const PATIENCE: Duration = Duration::from_secs(20);
 
 /// The test configuration with `[admin]` on an ephemeral loopback port (and `token`).
 fn admin_config(token: Option<&str>) -> Config {
-    let mut text = test_config_text(&temp_dir("admin").keep(), "");
+    let mut text = test_config_text(&temp_dir("admin").hold(), "");
     text.push_str("\n[admin]\nlisten = \"127.0.0.1:0\"\n");
     if let Some(t) = token {
         text.push_str(&format!("token = \"{t}\"\n"));

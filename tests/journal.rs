@@ -655,3 +655,31 @@ fn the_pipeline_journals_and_releases_the_matchers_events() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A server dropped without `stop()` stops as `stop()` does: when the drop returns, its
+/// listener is closed and its journal holds what it acknowledged, complete (a restart
+/// brings the order back).
+#[test]
+fn a_dropped_server_stops_and_its_journal_is_complete() {
+    let dir = temp_dir("drop");
+    let config = test_config_in(&dir, "");
+    let server = Server::start(&config).unwrap();
+    let addr = server.local_addr();
+    let mut c = login(addr, "MM3", "pw3", 1);
+    c.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
+    drop(server);
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "the dropped server's listener still takes connections"
+    );
+    drop(c);
+
+    let server = Server::start(&config).unwrap();
+    // The order is back on the book: a buyer of another firm trades with it.
+    let mut taker = login(server.local_addr(), "MM2", "pw2", 1);
+    taker.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut taker).0, outbound::ACCEPTED);
+    assert_eq!(next_type(&mut taker).0, outbound::EXECUTED);
+    server.stop().unwrap();
+}

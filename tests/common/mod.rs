@@ -33,9 +33,8 @@ pub fn temp_dir(tag: &str) -> TempDir {
 pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    /// The path, the directory no longer removed: for helpers whose directory outlives
-    /// them and may still be written after the test (a configuration's journal, whose
-    /// in-process engine may run on until the process ends).
+    /// The path, the directory no longer removed: for a directory that may still be
+    /// written after the test's thread ended.
     #[allow(dead_code)] // not every test crate has such a helper
     pub fn keep(self) -> std::path::PathBuf {
         let path = self.0.clone();
@@ -46,7 +45,9 @@ impl TempDir {
     /// The path, the directory living as long as the test's thread: removed when the test
     /// has passed, kept when it failed. For directories nothing writes once the test's
     /// locals are dropped (a cluster's nodes: processes killed and waited for when their
-    /// `Node`s drop). On a thread the test harness did not start, as [`TempDir::keep`].
+    /// `Node`s drop; a configuration's journal: an in-process `Server` stops and joins its
+    /// threads when dropped). On a thread the test harness did not start, as
+    /// [`TempDir::keep`].
     #[allow(dead_code)]
     pub fn hold(self) -> std::path::PathBuf {
         let path = self.0.clone();
@@ -122,7 +123,7 @@ pub fn threading() -> String {
 /// A configuration for tests: ephemeral port, short timers, small limits, and a fresh
 /// journal directory.
 pub fn test_config(extra_gateway: &str) -> Config {
-    test_config_in(&temp_dir("test").keep(), extra_gateway)
+    test_config_in(&temp_dir("test").hold(), extra_gateway)
 }
 
 /// Like [`test_config`], with the journal in `dir`.
