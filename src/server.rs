@@ -473,12 +473,17 @@ impl Server {
     }
 }
 
+/// How long a dropped [`Server`] waits for its stages to end.
+pub const DROP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl Drop for Server {
     /// A server dropped without [`Server::stop`] or [`Server::wait`] stops as `stop` does:
     /// its stages drain (everything accepted is journaled and answered), then its threads
     /// are joined, so that nothing of it runs on and its journal is closed when the drop
-    /// returns. While the dropping thread panics it only asks the engine to stop and does
-    /// not wait: what failed may be the stage it would wait for.
+    /// returns. It does not wait for ever: while the dropping thread panics it only asks
+    /// the engine to stop, and stages that have not ended within [`DROP_PATIENCE`] (one
+    /// that panicked leaves the others waiting for its records) are left running, said on
+    /// stderr.
     fn drop(&mut self) {
         if self.threads.is_empty() && self.followers.is_empty() && self.admin.is_none() {
             return;
@@ -486,6 +491,17 @@ impl Drop for Server {
         self.request_stop();
         if std::thread::panicking() {
             return;
+        }
+        let deadline = std::time::Instant::now() + DROP_PATIENCE;
+        while !self.threads.iter().all(JoinHandle::is_finished) {
+            if std::time::Instant::now() >= deadline {
+                eprintln!(
+                    "ironmatch: the engine's stages did not end within {DROP_PATIENCE:?} of \
+                     its drop; left running"
+                );
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
         }
         if let Err(e) = self.join() {
             eprintln!("ironmatch: {e}");

@@ -444,7 +444,25 @@ fn serve_snapshots_from(source: &str) {
         c.limit(i, b'S', 10, "AAPL", PX + u64::from(i) * 100)
             .unwrap();
     }
-    let before: Vec<(u64, Vec<u8>)> = (0..60).map(|_| next(&mut c)).collect();
+    let mut before: Vec<(u64, Vec<u8>)> = (0..60).map(|_| next(&mut c)).collect();
+    // A full cancel, a resting bid and a match: the matcher hands each to the journal
+    // writer as one record that makes two or three journal records, and the snapshots
+    // must still cover exactly the records journaled before them.
+    c.cancel(60, 0).unwrap();
+    before.push(next(&mut c));
+    let mut bidder = login(server.local_addr(), "MM2", "pw2", 1);
+    bidder.limit(1, b'B', 10, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut bidder).0, outbound::ACCEPTED);
+    c.limit(61, b'S', 5, "AAPL", PX).unwrap();
+    before.push(next(&mut c));
+    before.push(next(&mut c));
+    let kinds: Vec<u8> = before[60..].iter().map(|(_, m)| m[0]).collect();
+    assert_eq!(
+        kinds,
+        [outbound::CANCELED, outbound::ACCEPTED, outbound::EXECUTED]
+    );
+    assert_eq!(next_type(&mut bidder).0, outbound::EXECUTED);
+    drop(bidder);
     // Snapshots appear while serving (taken by the matcher or the following thread).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while journal::snapshot::snapshot_paths(&dir).unwrap().is_empty() {
@@ -465,7 +483,7 @@ fn serve_snapshots_from(source: &str) {
 
     let server = Server::start(&config).unwrap();
     let mut c = login(server.local_addr(), "MM3", "pw3", 1);
-    let after: Vec<(u64, Vec<u8>)> = (0..60).map(|_| next(&mut c)).collect();
+    let after: Vec<(u64, Vec<u8>)> = (0..before.len()).map(|_| next(&mut c)).collect();
     assert_eq!(
         after, before,
         "the stream survives a restart from a snapshot"
@@ -476,8 +494,10 @@ fn serve_snapshots_from(source: &str) {
         outbound::REJECTED,
         "reference 60 is used"
     );
-    let mut taker = login(server.local_addr(), "MM2", "pw2", 1);
-    taker.limit(1, b'B', 25, "AAPL", PX + 300).unwrap();
+    // MM2's session: its bid's Accepted and Executed, then its cancel when it logged out
+    // (cancel on disconnect).
+    let mut taker = login(server.local_addr(), "MM2", "pw2", 4);
+    taker.limit(2, b'B', 25, "AAPL", PX + 300).unwrap();
     next(&mut taker);
     let fills = (0..3)
         .filter(|_| next_type(&mut taker).0 == outbound::EXECUTED)
@@ -546,14 +566,44 @@ fn no_reply_leaves_while_the_journal_writer_stalls() {
 /// The matcher's stage hands a match, an order that rests as it came and a displayed order
 /// canceled in full to the journal writer as one record each (`Record::Fill`, `Rested`,
 /// `Removed`), which the writer expands: what it journals and what it releases to egress
-/// must be exactly what the matcher writes into a plain `Vec`, in the same order.
+/// must be exactly what the matcher writes into a plain `Vec`, in the same order. The
+/// stages take turns on this thread as in `shared` threading, with an egress ring far
+/// smaller than a batch's events: the writer must take no more than egress has room for
+/// (its push would otherwise wait forever for a consumer that runs after it).
 #[test]
 fn the_pipeline_journals_and_releases_the_matchers_events() {
-    use ironmatch::book::{Event, EventBody};
+    use ironmatch::book::{Event, EventBody, EventSink, Fill, Removal, md_add_after};
     use ironmatch::engine::MatcherAgent;
     use ironmatch::journal::JournalAgent;
     use ironmatch::pipeline::{Agent, Record, Ring, Wake};
     use std::sync::Arc;
+
+    /// The matcher's events, expanded here, and how many groups came whole.
+    #[derive(Default)]
+    struct Groups {
+        events: Vec<Event>,
+        fills: usize,
+        rested: usize,
+        removed: usize,
+    }
+    impl EventSink for Groups {
+        fn push(&mut self, event: Event) {
+            self.events.push(event);
+        }
+        fn fill(&mut self, fill: Fill) {
+            self.fills += 1;
+            self.events.extend(fill.events());
+        }
+        fn rested(&mut self, accepted: Event) {
+            self.rested += 1;
+            self.events.push(accepted);
+            self.events.extend(md_add_after(&accepted));
+        }
+        fn removed(&mut self, removal: Removal) {
+            self.removed += 1;
+            self.events.extend(removal.events());
+        }
+    }
 
     let dir = temp_dir("pipeline");
     let book = flow_config(StpMode::CancelResting);
@@ -563,72 +613,85 @@ fn the_pipeline_journals_and_releases_the_matchers_events() {
         fingerprint: journal::fingerprint(&book),
         created_ns: 0,
     };
-    let writer = JournalWriter::open(&dir, header, None, 1, FsyncMode::Never, 1 << 30).unwrap();
-    let to_matcher = Arc::new(Ring::new(1 << 12, Wake::None));
-    let to_journal = Arc::new(Ring::new(1 << 12, Wake::None));
-    let to_egress = Arc::new(Ring::new(1 << 14, Wake::None));
-    let mut matcher_stage = MatcherAgent::new(
-        Matcher::new(&book),
-        Arc::clone(&to_matcher),
-        Arc::clone(&to_journal),
-    );
-    let mut journal_stage = JournalAgent::new(writer, to_journal, Arc::clone(&to_egress));
-    let mut released: Vec<Event> = Vec::new();
-    let mut run = |matcher_stage: &mut MatcherAgent, journal_stage: &mut JournalAgent| loop {
-        let worked = matcher_stage.do_work() + journal_stage.do_work();
-        while let Some(record) = to_egress.try_pop() {
-            match record {
-                Record::Event(e) => released.push(e),
-                Record::Shutdown => {}
-                other => panic!("egress got {other:?}"),
+    // On a thread of its own, so that a stage stuck in a push fails the test instead of
+    // hanging it.
+    let (done, finished) = std::sync::mpsc::channel();
+    let path = dir.to_path_buf();
+    std::thread::spawn(move || {
+        let writer =
+            JournalWriter::open(&path, header, None, 1, FsyncMode::Never, 1 << 30).unwrap();
+        let to_matcher = Arc::new(Ring::new(1 << 12, Wake::None));
+        let to_journal = Arc::new(Ring::new(1 << 12, Wake::None));
+        let to_egress = Arc::new(Ring::new(64, Wake::None));
+        let mut matcher_stage = MatcherAgent::new(
+            Matcher::new(&book),
+            Arc::clone(&to_matcher),
+            Arc::clone(&to_journal),
+        );
+        let mut journal_stage = JournalAgent::new(writer, to_journal, Arc::clone(&to_egress));
+        let mut released: Vec<Event> = Vec::new();
+        let mut run = |matcher_stage: &mut MatcherAgent, journal_stage: &mut JournalAgent| loop {
+            let mut worked = matcher_stage.do_work() + journal_stage.do_work();
+            while let Some(record) = to_egress.try_pop() {
+                worked += 1;
+                match record {
+                    Record::Event(e) => released.push(e),
+                    Record::Shutdown => {}
+                    other => panic!("egress got {other:?}"),
+                }
+            }
+            if worked == 0 {
+                break;
+            }
+        };
+
+        let mut reference = Matcher::new(&book);
+        let mut expected = Vec::new();
+        let mut events = Groups::default();
+        let mut decoder = FlowDecoder::new(&book);
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let bytes: Vec<u8> = (0..400_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut src = ByteSource::new(&bytes);
+        let mut commands = 0;
+        while let Some(cmd) = decoder.next(&mut src) {
+            events.events.clear();
+            reference.apply(&cmd, &mut events);
+            expected.push(Entry::Command(cmd));
+            expected.extend(events.events.iter().map(|e| Entry::Event(*e)));
+            to_matcher.push(Record::Command(cmd));
+            commands += 1;
+            if commands % 500 == 0 {
+                run(&mut matcher_stage, &mut journal_stage);
             }
         }
-        if worked == 0 {
-            break;
-        }
-    };
+        to_matcher.push(Record::Shutdown);
+        run(&mut matcher_stage, &mut journal_stage);
+        assert!(matcher_stage.is_done() && journal_stage.is_done());
+        let _ = done.send((expected, released, commands, events));
+    });
+    let (expected, released, commands, groups) = finished
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the stages ended (none stuck waiting for ring room)");
+    assert!(commands > 20_000, "{commands} commands");
 
-    let mut reference = Matcher::new(&book);
-    let mut expected = Vec::new();
-    let mut events = Vec::new();
-    let mut decoder = FlowDecoder::new(&book);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let bytes: Vec<u8> = (0..400_000)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect();
-    let mut src = ByteSource::new(&bytes);
-    let mut commands = 0;
-    while let Some(cmd) = decoder.next(&mut src) {
-        events.clear();
-        reference.apply(&cmd, &mut events);
-        expected.push(Entry::Command(cmd));
-        expected.extend(events.iter().map(|e| Entry::Event(*e)));
-        to_matcher.push(Record::Command(cmd));
-        commands += 1;
-        if commands % 500 == 0 {
-            run(&mut matcher_stage, &mut journal_stage);
-        }
-    }
-    to_matcher.push(Record::Shutdown);
-    run(&mut matcher_stage, &mut journal_stage);
-    assert!(matcher_stage.is_done() && journal_stage.is_done());
-
-    // The flow has every kind of compact record in it, many times.
-    let count = |f: fn(&EventBody) -> bool| {
-        expected
-            .iter()
-            .filter(|e| matches!(e, Entry::Event(e) if f(&e.body)))
-            .count()
-    };
-    assert!(count(|b| matches!(b, EventBody::MdExecute { .. })) > 100);
-    assert!(count(|b| matches!(b, EventBody::MdTrade { .. })) > 10);
-    assert!(count(|b| matches!(b, EventBody::MdAdd { .. })) > 100);
-    assert!(count(|b| matches!(b, EventBody::MdDelete { .. })) > 100);
+    // The flow has every kind of compact record in it, many times, hidden fills too.
+    let (fills, rested, removed) = (groups.fills, groups.rested, groups.removed);
+    assert!(
+        fills > 200 && rested > 200 && removed > 200,
+        "{fills} fills, {rested} rested, {removed} removed"
+    );
+    let hidden_fills = expected
+        .iter()
+        .filter(|e| matches!(e, Entry::Event(e) if matches!(e.body, EventBody::MdTrade { .. })))
+        .count();
+    assert!(hidden_fills > 10, "{hidden_fills} hidden fills");
 
     let want: Vec<Event> = expected
         .iter()

@@ -63,12 +63,16 @@ pub const DURATION_BOUNDS_NS: [u64; 19] = [
     1_000_000_000,
 ];
 
-/// Upper bounds of the journal batch size buckets, in records (a batch holds at most
-/// `journal::BATCH_LEN_MAX`).
-pub const BATCH_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
+/// Upper bounds of the journal batch size buckets, in journal records (a batch takes at
+/// most `journal::BATCH_LEN_MAX` records from the matcher, each up to
+/// `journal::RECORDS_PER_INPUT_MAX` journal records).
+pub const BATCH_BOUNDS: [u64; 13] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096];
 
 // The largest batch must land in a finite bucket.
-const _: () = assert!(BATCH_BOUNDS[BATCH_BOUNDS.len() - 1] >= crate::journal::BATCH_LEN_MAX as u64);
+const _: () = assert!(
+    BATCH_BOUNDS[BATCH_BOUNDS.len() - 1]
+        >= (crate::journal::BATCH_LEN_MAX * crate::journal::RECORDS_PER_INPUT_MAX) as u64
+);
 
 /// A counter with one writer.
 #[derive(Debug, Default)]

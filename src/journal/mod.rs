@@ -65,3 +65,6 @@ pub use writer::{FsyncMode, JournalAgent, JournalWriter, Released};
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).
 pub const BATCH_LEN_MAX: usize = 1024;
+
+/// Journal records one record from the matcher can make: a match (`Record::Fill`) is three.
+pub const RECORDS_PER_INPUT_MAX: usize = 3;

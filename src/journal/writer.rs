@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::BATCH_LEN_MAX;
 use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
+use super::{BATCH_LEN_MAX, RECORDS_PER_INPUT_MAX};
 use crate::admin::metrics::{EngineMetrics, Mark, MarkReader};
 use crate::book::{Event, md_add_after};
 use crate::pipeline::{Agent, Record, Ring, Signal};
@@ -167,10 +167,12 @@ impl JournalWriter {
             file,
             file_len,
             next_seq,
-            // A batch is up to BATCH_LEN_MAX ring records, a match's three journal records
-            // (an accepted order's and its add, two).
-            buf: Vec::with_capacity(3 * BATCH_LEN_MAX * RECORD_LEN_MAX + RECORD_LEN_MAX),
-            events: Vec::with_capacity(3 * BATCH_LEN_MAX),
+            // A batch is up to BATCH_LEN_MAX ring records, each up to RECORDS_PER_INPUT_MAX
+            // journal records (a match is three).
+            buf: Vec::with_capacity(
+                RECORDS_PER_INPUT_MAX * BATCH_LEN_MAX * RECORD_LEN_MAX + RECORD_LEN_MAX,
+            ),
+            events: Vec::with_capacity(RECORDS_PER_INPUT_MAX * BATCH_LEN_MAX),
             followers: None,
             hold: None,
             writeback: match fsync {
@@ -403,7 +405,15 @@ impl Agent for JournalAgent {
         let mut written = 0u64;
         let mut commands = 0u64;
         let mut shutdown = false;
+        // Every event of the batch is pushed to egress's ring below, and with `shared`
+        // threading egress drains it only after this turn: take no record whose events
+        // might not fit (one ring record makes up to RECORDS_PER_INPUT_MAX). Read once:
+        // only this thread fills that ring.
+        let room = self.output.room();
         while taken < BATCH_LEN_MAX {
+            if w.events.len() + RECORDS_PER_INPUT_MAX > room {
+                break;
+            }
             match self.input.try_pop() {
                 Some(Record::Command(c)) => {
                     w.stage(&Entry::Command(c));
