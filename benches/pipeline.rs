@@ -44,6 +44,8 @@ struct Pipeline {
     threads: Vec<std::thread::JoinHandle<()>>,
     feed: Option<std::thread::JoinHandle<()>>,
     feed_stop: Arc<AtomicBool>,
+    /// The journal's directory, removed once every thread has ended.
+    dir: std::path::PathBuf,
     symbols: Vec<Symbol>,
     firm: ironmatch::types::Firm,
     next_ref: u32,
@@ -158,6 +160,7 @@ impl Pipeline {
             threads,
             feed,
             feed_stop,
+            dir,
             symbols: book.instruments.iter().map(|i| i.symbol).collect(),
             firm: book.owners[0].firm,
             next_ref: 0,
@@ -252,6 +255,7 @@ impl Pipeline {
         if let Some(t) = self.feed {
             t.join().unwrap();
         }
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
