@@ -21,7 +21,7 @@ use std::time::Instant;
 use crate::admin::metrics::{
     BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns,
 };
-use crate::book::{Event, EventSink, Fill, Matcher, Removal, md_add_after};
+use crate::book::{Event, EventSink, Fill, Matcher, Removal};
 use crate::journal::snapshot::SnapshotTaker;
 use crate::pipeline::{Agent, Record, Ring};
 use crate::types::InstrumentId;
@@ -46,73 +46,51 @@ struct RingSink<'a> {
     snapshots: Option<&'a mut SnapshotTaker>,
     /// Records pushed into the ring.
     pushed: u64,
-    /// Journal records they make (a fill's record makes three).
+    /// Journal records they make ([`Record::journal_records`]).
     journaled: u64,
+}
+
+impl RingSink<'_> {
+    /// Pushes `record`, counting the events it stands for.
+    #[inline(always)]
+    fn push_record(&mut self, record: Record) {
+        if self.metrics.is_some() || self.snapshots.is_some() {
+            let metrics = self.metrics;
+            let mut snapshots = self.snapshots.as_deref_mut();
+            record.for_each_event(|event| {
+                if let Some(m) = metrics {
+                    m.matcher.on_event(&event);
+                }
+                if let Some(s) = snapshots.as_deref_mut() {
+                    s.count(&event);
+                }
+            });
+        }
+        self.journaled += record.journal_records();
+        self.pushed += 1;
+        self.ring.push(record);
+    }
 }
 
 impl EventSink for RingSink<'_> {
     #[inline]
     fn push(&mut self, event: Event) {
-        if let Some(m) = self.metrics {
-            m.matcher.on_event(&event);
-        }
-        if let Some(s) = self.snapshots.as_deref_mut() {
-            s.count(&event);
-        }
-        self.ring.push(Record::Event(event));
-        self.pushed += 1;
-        self.journaled += 1;
+        self.push_record(Record::Event(event));
     }
 
     #[inline]
     fn fill(&mut self, fill: Fill) {
-        if self.metrics.is_some() || self.snapshots.is_some() {
-            for event in fill.events() {
-                if let Some(m) = self.metrics {
-                    m.matcher.on_event(&event);
-                }
-                if let Some(s) = self.snapshots.as_deref_mut() {
-                    s.count(&event);
-                }
-            }
-        }
-        self.ring.push(Record::Fill(fill));
-        self.pushed += 1;
-        self.journaled += 3;
+        self.push_record(Record::Fill(fill));
     }
 
     #[inline]
     fn removed(&mut self, removal: Removal) {
-        if self.metrics.is_some() || self.snapshots.is_some() {
-            for event in removal.events() {
-                if let Some(m) = self.metrics {
-                    m.matcher.on_event(&event);
-                }
-                if let Some(s) = self.snapshots.as_deref_mut() {
-                    s.count(&event);
-                }
-            }
-        }
-        self.ring.push(Record::Removed(removal));
-        self.pushed += 1;
-        self.journaled += 2;
+        self.push_record(Record::Removed(removal));
     }
 
     #[inline]
     fn rested(&mut self, accepted: Event) {
-        if self.metrics.is_some() || self.snapshots.is_some() {
-            for event in std::iter::once(accepted).chain(md_add_after(&accepted)) {
-                if let Some(m) = self.metrics {
-                    m.matcher.on_event(&event);
-                }
-                if let Some(s) = self.snapshots.as_deref_mut() {
-                    s.count(&event);
-                }
-            }
-        }
-        self.ring.push(Record::Rested(accepted));
-        self.pushed += 1;
-        self.journaled += 2;
+        self.push_record(Record::Rested(accepted));
     }
 }
 

@@ -46,6 +46,16 @@ fn a_restart_brings_back_books_sessions_and_references() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The header of a fresh journal for `book`.
+fn first_header(book: &ironmatch::book::BookConfig) -> Header {
+    Header {
+        instance: 1,
+        first_seq: 1,
+        fingerprint: journal::fingerprint(book),
+        created_ns: 0,
+    }
+}
+
 /// Writes `commands` flow commands and their events to a journal in a fresh directory.
 fn write_flow(commands: usize) -> (TempDir, ironmatch::book::BookConfig) {
     write_flow_in_segments(commands, 1 << 30)
@@ -58,12 +68,7 @@ fn write_flow_in_segments(
 ) -> (TempDir, ironmatch::book::BookConfig) {
     let dir = temp_dir("flow");
     let book = flow_config(StpMode::CancelResting);
-    let header = Header {
-        instance: 1,
-        first_seq: 1,
-        fingerprint: journal::fingerprint(&book),
-        created_ns: 0,
-    };
+    let header = first_header(&book);
     let mut writer =
         JournalWriter::open(&dir, header, None, 1, FsyncMode::Never, segment_bytes).unwrap();
     let mut matcher = Matcher::new(&book);
@@ -607,12 +612,7 @@ fn the_pipeline_journals_and_releases_the_matchers_events() {
 
     let dir = temp_dir("pipeline");
     let book = flow_config(StpMode::CancelResting);
-    let header = Header {
-        instance: 1,
-        first_seq: 1,
-        fingerprint: journal::fingerprint(&book),
-        created_ns: 0,
-    };
+    let header = first_header(&book);
     // On a thread of its own, so that a stage stuck in a push fails the test instead of
     // hanging it.
     let (done, finished) = std::sync::mpsc::channel();
@@ -649,15 +649,8 @@ fn the_pipeline_journals_and_releases_the_matchers_events() {
         let mut expected = Vec::new();
         let mut events = Groups::default();
         let mut decoder = FlowDecoder::new(&book);
-        let mut x = 0x9E37_79B9_7F4A_7C15u64;
-        let bytes: Vec<u8> = (0..400_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let bytes: Vec<u8> = (0..400_000).map(|_| rng.below(256) as u8).collect();
         let mut src = ByteSource::new(&bytes);
         let mut commands = 0;
         while let Some(cmd) = decoder.next(&mut src) {

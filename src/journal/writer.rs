@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
 use super::{BATCH_LEN_MAX, RECORDS_PER_INPUT_MAX};
 use crate::admin::metrics::{EngineMetrics, Mark, MarkReader};
-use crate::book::{Event, md_add_after};
+use crate::book::Event;
 use crate::pipeline::{Agent, Record, Ring, Signal};
 use crate::venue::VenueClock;
 
@@ -421,38 +421,20 @@ impl Agent for JournalAgent {
                     records += 1;
                     written += 1;
                 }
-                Some(Record::Event(e)) => {
-                    w.stage(&Entry::Event(e));
-                    w.events.push(e);
-                    records += 1;
-                    written += 1;
-                }
-                Some(Record::Fill(f)) => {
-                    for e in f.events() {
+                // An event, or a group of them from the matcher (`Record::Fill`, ...),
+                // expanded here.
+                Some(
+                    record @ (Record::Event(_)
+                    | Record::Fill(_)
+                    | Record::Removed(_)
+                    | Record::Rested(_)),
+                ) => {
+                    record.for_each_event(|e| {
                         w.stage(&Entry::Event(e));
                         w.events.push(e);
-                    }
+                    });
                     records += 1;
-                    written += 3;
-                }
-                Some(Record::Removed(r)) => {
-                    for e in r.events() {
-                        w.stage(&Entry::Event(e));
-                        w.events.push(e);
-                    }
-                    records += 1;
-                    written += 2;
-                }
-                Some(Record::Rested(e)) => {
-                    w.stage(&Entry::Event(e));
-                    w.events.push(e);
-                    written += 1;
-                    if let Some(md_add) = md_add_after(&e) {
-                        w.stage(&Entry::Event(md_add));
-                        w.events.push(md_add);
-                        written += 1;
-                    }
-                    records += 1;
+                    written += record.journal_records();
                 }
                 Some(Record::Shutdown) => {
                     shutdown = true;

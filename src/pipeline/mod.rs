@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::ArrayQueue;
 use crossbeam::sync::Unparker;
 
-use crate::book::{Command, Event, Fill, Removal};
+use crate::book::{Command, Event, EventBody, Fill, Removal, md_add_after};
 
 pub mod agent;
 pub use agent::{Agent, AgentRunner, CompositeAgent, IdleStrategy, run_agent};
@@ -46,6 +46,39 @@ pub enum Record {
     Removed(Removal),
     /// No more records will follow.
     Shutdown,
+}
+
+impl Record {
+    /// Journal records this record makes: one for a command or an event, three for a
+    /// match, two for the other groups; none for the shutdown marker.
+    #[inline]
+    pub fn journal_records(&self) -> u64 {
+        match self {
+            Record::Command(_) | Record::Event(_) => 1,
+            Record::Fill(_) => 3,
+            Record::Removed(_) => 2,
+            Record::Rested(e) => 1 + u64::from(matches!(e.body, EventBody::Accepted { .. })),
+            Record::Shutdown => 0,
+        }
+    }
+
+    /// Hands `f` the events this record stands for, in order (none for a command or the
+    /// shutdown marker): the journal writer writes these, one journal record each.
+    #[inline]
+    pub fn for_each_event(&self, mut f: impl FnMut(Event)) {
+        match self {
+            Record::Event(e) => f(*e),
+            Record::Fill(fill) => fill.events().into_iter().for_each(f),
+            Record::Removed(removal) => removal.events().into_iter().for_each(f),
+            Record::Rested(accepted) => {
+                f(*accepted);
+                if let Some(md_add) = md_add_after(accepted) {
+                    f(md_add);
+                }
+            }
+            Record::Command(_) | Record::Shutdown => {}
+        }
+    }
 }
 
 // One record is copied per hop; keep it within two cache lines.

@@ -33,21 +33,12 @@ pub fn temp_dir(tag: &str) -> TempDir {
 pub struct TempDir(std::path::PathBuf);
 
 impl TempDir {
-    /// The path, the directory no longer removed: for a directory that may still be
-    /// written after the test's thread ended.
-    #[allow(dead_code)] // not every test crate has such a helper
-    pub fn keep(self) -> std::path::PathBuf {
-        let path = self.0.clone();
-        std::mem::forget(self);
-        path
-    }
-
     /// The path, the directory living as long as the test's thread: removed when the test
     /// has passed, kept when it failed. For directories nothing writes once the test's
     /// locals are dropped (a cluster's nodes: processes killed and waited for when their
     /// `Node`s drop; a configuration's journal: an in-process `Server` stops and joins its
-    /// threads when dropped). On a thread the test harness did not start, as
-    /// [`TempDir::keep`].
+    /// threads when dropped). On a thread the test harness did not start, the directory
+    /// is kept.
     #[allow(dead_code)]
     pub fn hold(self) -> std::path::PathBuf {
         let path = self.0.clone();
