@@ -37,15 +37,15 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use ironmatch::book::{
     BandRemainder, BookConfig, Command, CommandBody, Echo, Event, EventBody, EventSink, Fill,
-    InstrumentSpec, Matcher, NewOrder, OwnerSpec, RefRule, Removal, StpMode, TimeInForce,
+    InstrumentSpec, Matcher, NewOrder, OwnerSpec, RefRule, Removal, Rested, StpMode, TimeInForce,
 };
 use ironmatch::pipeline::Record;
 use ironmatch::types::{Firm, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
 
 /// Where the timed benches put the matcher's output: records as the pipeline's ring to the
 /// journal writer takes them (`engine::RingSink`), one per event, one per match
-/// (`Record::Fill`), one for an order's acknowledgement with the feed's add of it
-/// (`Record::Rested`) and one for a displayed order's full cancel with the feed's delete
+/// (`Record::Fill`), one for an order's acknowledgement with the feed's add of it (the
+/// order's ids, `Record::Rested`: the writer builds both from the command) and one for a displayed order's full cancel with the feed's delete
 /// (`Record::Removed`), which the journal writer expands on its own thread.
 struct Output(Vec<Record>);
 
@@ -76,8 +76,8 @@ impl EventSink for Output {
     }
 
     #[inline]
-    fn rested(&mut self, accepted: Event) {
-        self.0.push(Record::Rested(accepted));
+    fn rested(&mut self, _ts: Timestamp, _owner: OwnerId, _order: &NewOrder, rested: Rested) {
+        self.0.push(Record::Rested(rested));
     }
 }
 

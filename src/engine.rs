@@ -21,10 +21,10 @@ use std::time::Instant;
 use crate::admin::metrics::{
     BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns,
 };
-use crate::book::{Event, EventSink, Fill, Matcher, Removal};
+use crate::book::{Event, EventSink, Fill, Matcher, NewOrder, Removal, Rested};
 use crate::journal::snapshot::SnapshotTaker;
 use crate::pipeline::{Agent, Record, Ring};
-use crate::types::InstrumentId;
+use crate::types::{InstrumentId, OwnerId, Timestamp};
 use crate::venue::VenueClock;
 
 /// Commands taken from the ring before the consumer is notified.
@@ -51,20 +51,28 @@ struct RingSink<'a> {
 }
 
 impl RingSink<'_> {
-    /// Pushes `record`, counting the events it stands for.
+    /// Whether events are counted as they go (metrics, snapshots).
+    #[inline(always)]
+    fn counting(&self) -> bool {
+        self.metrics.is_some() || self.snapshots.is_some()
+    }
+
+    /// Counts one event in the metrics and for the snapshot taker.
+    fn count(&mut self, event: &Event) {
+        if let Some(m) = self.metrics {
+            m.matcher.on_event(event);
+        }
+        if let Some(s) = self.snapshots.as_deref_mut() {
+            s.count(event);
+        }
+    }
+
+    /// Pushes `record` (not a [`Record::Rested`]: see [`EventSink::rested`] below),
+    /// counting the events it stands for.
     #[inline(always)]
     fn push_record(&mut self, record: Record) {
-        if self.metrics.is_some() || self.snapshots.is_some() {
-            let metrics = self.metrics;
-            let mut snapshots = self.snapshots.as_deref_mut();
-            record.for_each_event(|event| {
-                if let Some(m) = metrics {
-                    m.matcher.on_event(&event);
-                }
-                if let Some(s) = snapshots.as_deref_mut() {
-                    s.count(&event);
-                }
-            });
+        if self.counting() {
+            record.for_each_event(None, |event| self.count(&event));
         }
         self.journaled += record.journal_records();
         self.pushed += 1;
@@ -89,8 +97,16 @@ impl EventSink for RingSink<'_> {
     }
 
     #[inline]
-    fn rested(&mut self, accepted: Event) {
-        self.push_record(Record::Rested(accepted));
+    fn rested(&mut self, ts: Timestamp, owner: OwnerId, order: &NewOrder, rested: Rested) {
+        if self.counting() {
+            for event in rested.events(ts, owner, order) {
+                self.count(&event);
+            }
+        }
+        let record = Record::Rested(rested);
+        self.journaled += record.journal_records();
+        self.pushed += 1;
+        self.ring.push(record);
     }
 }
 

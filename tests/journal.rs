@@ -577,10 +577,11 @@ fn no_reply_leaves_while_the_journal_writer_stalls() {
 /// (its push would otherwise wait forever for a consumer that runs after it).
 #[test]
 fn the_pipeline_journals_and_releases_the_matchers_events() {
-    use ironmatch::book::{Event, EventBody, EventSink, Fill, Removal, md_add_after};
+    use ironmatch::book::{Event, EventBody, EventSink, Fill, NewOrder, Removal, Rested};
     use ironmatch::engine::MatcherAgent;
     use ironmatch::journal::JournalAgent;
     use ironmatch::pipeline::{Agent, Record, Ring, Wake};
+    use ironmatch::types::{OwnerId, Timestamp};
     use std::sync::Arc;
 
     /// The matcher's events, expanded here, and how many groups came whole.
@@ -599,10 +600,9 @@ fn the_pipeline_journals_and_releases_the_matchers_events() {
             self.fills += 1;
             self.events.extend(fill.events());
         }
-        fn rested(&mut self, accepted: Event) {
+        fn rested(&mut self, ts: Timestamp, owner: OwnerId, order: &NewOrder, rested: Rested) {
             self.rested += 1;
-            self.events.push(accepted);
-            self.events.extend(md_add_after(&accepted));
+            self.events.extend(rested.events(ts, owner, order));
         }
         fn removed(&mut self, removal: Removal) {
             self.removed += 1;

@@ -649,21 +649,6 @@ impl Matcher {
             Err(reason) => return emit.reject(owner, o.user_ref, reason, o.echo.clordid),
         };
         let order_id = self.take_order_id();
-        let ack = OrderAck {
-            user_ref: o.user_ref,
-            order_id,
-            instrument,
-            side: o.side,
-            qty: o.qty,
-            price: o.price.unwrap_or(Price(0)),
-            tif: o.tif,
-            hidden: o.hidden,
-            post_only: o.post_only,
-            min_qty: o.min_qty,
-            max_floor: o.max_floor,
-            firm: o.firm,
-            echo: o.echo,
-        };
         let incoming = Incoming {
             owner,
             user_ref: o.user_ref,
@@ -687,7 +672,7 @@ impl Matcher {
             cross_type: o.echo.cross_type,
             customer_type: o.echo.customer_type,
         };
-        self.enter(incoming, entry, Some(ack), emit);
+        self.enter(incoming, entry, Some(o), emit);
     }
 
     /// Pre-trade checks shared by new orders and replaces. Returns the prices the order
@@ -835,7 +820,7 @@ impl Matcher {
         &mut self,
         mut inc: Incoming,
         entry: Entry,
-        accepted: Option<OrderAck>,
+        accepted: Option<&NewOrder>,
         emit: &mut Emitter<'_, impl EventSink>,
     ) {
         let contra = inc.side.book_side().opposite();
@@ -844,15 +829,15 @@ impl Matcher {
             .best(contra)
             .is_some_and(|(best, _)| contra.crosses(best, inc.limit));
         let ioc = matches!(entry.tif, TimeInForce::Ioc) || entry.market;
-        if let Some(ack) = accepted {
+        if let Some(order) = accepted {
             if !crosses && !ioc && !entry.hidden {
                 // The common case of a passive order: its acknowledgement and the feed's
-                // add go to the sink together.
-                return self.rest(&inc, &entry, Arrival::Accepted(ack), emit);
+                // add go to the sink together, as the command and two ids.
+                return self.rest(&inc, &entry, Arrival::Accepted(order), emit);
             }
             emit.event(EventBody::Accepted {
                 owner: inc.owner,
-                order: ack,
+                order: OrderAck::of_new(order, inc.order_id, inc.instrument),
             });
         }
         let reason = if !crosses {
@@ -1202,7 +1187,7 @@ impl Matcher {
         &mut self,
         inc: &Incoming,
         entry: &Entry,
-        arrival: Arrival,
+        arrival: Arrival<'_>,
         emit: &mut Emitter<'_, impl EventSink>,
     ) {
         let side = inc.side.book_side();
@@ -1260,10 +1245,10 @@ impl Matcher {
         );
         self.by_ref.insert(inc.owner.0, inc.user_ref.0, oi);
         if entry.hidden {
-            if let Arrival::Accepted(ack) = arrival {
+            if let Arrival::Accepted(order) = arrival {
                 emit.event(EventBody::Accepted {
                     owner: inc.owner,
-                    order: ack,
+                    order: OrderAck::of_new(order, inc.order_id, inc.instrument),
                 });
             }
             return;
@@ -1285,9 +1270,17 @@ impl Matcher {
                 qty: Qty(shown),
                 price: inc.limit,
             }),
-            Arrival::Accepted(ack) => {
-                debug_assert_eq!(ack.md_add(), md_add, "the add the sink derives");
-                emit.rested(inc.owner, ack);
+            Arrival::Accepted(order) => {
+                let rested = Rested {
+                    order_id: inc.order_id,
+                    instrument: inc.instrument,
+                };
+                debug_assert_eq!(
+                    rested.ack(order).md_add(),
+                    md_add,
+                    "the add the sink derives"
+                );
+                emit.rested(inc.owner, order, rested);
             }
         }
     }
@@ -2353,14 +2346,14 @@ pub(crate) const BLANK_ID: [u8; 14] = [b' '; 14];
 
 /// What the feed gets when an order goes to the book (besides the order's own events).
 #[derive(Clone, Copy)]
-enum Arrival {
+enum Arrival<'a> {
     /// An add.
     Add,
     /// A replace of this feed reference.
     Replace(OrderId),
     /// A new order that crossed nothing: its acknowledgement, not written yet, and the add
     /// together ([`EventSink::rested`]).
-    Accepted(OrderAck),
+    Accepted(&'a NewOrder),
 }
 
 /// Stamps events with the command's time.
@@ -2386,11 +2379,8 @@ impl<S: EventSink> Emitter<'_, S> {
     }
 
     #[inline]
-    fn rested(&mut self, owner: OwnerId, order: OrderAck) {
-        self.out.rested(Event {
-            ts: self.ts,
-            body: EventBody::Accepted { owner, order },
-        });
+    fn rested(&mut self, owner: OwnerId, order: &NewOrder, rested: Rested) {
+        self.out.rested(self.ts, owner, order, rested);
     }
 
     #[cold]

@@ -520,6 +520,26 @@ pub struct OrderAck {
 }
 
 impl OrderAck {
+    /// The acknowledgement of a new order given `order_id`, on `instrument`.
+    #[inline]
+    pub fn of_new(order: &NewOrder, order_id: OrderId, instrument: InstrumentId) -> OrderAck {
+        OrderAck {
+            user_ref: order.user_ref,
+            order_id,
+            instrument,
+            side: order.side,
+            qty: order.qty,
+            price: order.price.unwrap_or(Price(0)),
+            tif: order.tif,
+            hidden: order.hidden,
+            post_only: order.post_only,
+            min_qty: order.min_qty,
+            max_floor: order.max_floor,
+            firm: order.firm,
+            echo: order.echo,
+        }
+    }
+
     /// The feed's add of this order when it goes to the book as accepted: displayed, in
     /// full, at its limit (its reserve shows `max_floor`). What the matcher writes right
     /// after the [`Accepted`](EventBody::Accepted) of an order that does not cross.
@@ -859,17 +879,52 @@ pub struct Fill {
     pub resting_hidden: bool,
 }
 
-/// The feed's add that follows `accepted` when the order went to the book as accepted
-/// ([`EventSink::rested`]): `None` if `accepted` is not an
-/// [`Accepted`](EventBody::Accepted).
-#[inline]
-pub fn md_add_after(accepted: &Event) -> Option<Event> {
-    match &accepted.body {
-        EventBody::Accepted { order, .. } => Some(Event {
-            ts: accepted.ts,
-            body: order.md_add(),
-        }),
-        _ => None,
+/// A new order that went to the book as accepted: displayed, in full (a reserve shows its
+/// floor), at its limit, crossing nothing ([`EventSink::rested`]). Everything its two
+/// events say but the venue's order id and the instrument is in the command, so this is
+/// all the matcher hands on: the pipeline carries it to the journal writer as one small
+/// record and the writer builds the [`Accepted`](EventBody::Accepted) and the feed's
+/// [`MdAdd`](EventBody::MdAdd) from the command before it ([`Rested::events_after`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rested {
+    /// The venue order id given to the order (its feed reference too).
+    pub order_id: OrderId,
+    /// The instrument the order's symbol names.
+    pub instrument: InstrumentId,
+}
+
+impl Rested {
+    /// The order's acknowledgement, as the [`Accepted`](EventBody::Accepted) event carries it.
+    #[inline]
+    pub fn ack(&self, order: &NewOrder) -> OrderAck {
+        OrderAck::of_new(order, self.order_id, self.instrument)
+    }
+
+    /// The two events of `order`, entered by `owner` at `ts`: its `Accepted`, then the
+    /// feed's add.
+    #[inline]
+    pub fn events(&self, ts: Timestamp, owner: OwnerId, order: &NewOrder) -> [Event; 2] {
+        let ack = self.ack(order);
+        [
+            Event {
+                ts,
+                body: EventBody::Accepted { owner, order: ack },
+            },
+            Event {
+                ts,
+                body: ack.md_add(),
+            },
+        ]
+    }
+
+    /// The two events for the command that caused them: `None` if `command` is not a new
+    /// order (a record out of its place).
+    #[inline]
+    pub fn events_after(&self, command: &Command) -> Option<[Event; 2]> {
+        match &command.body {
+            CommandBody::New(order) => Some(self.events(command.ts, command.owner, order)),
+            _ => None,
+        }
     }
 }
 
@@ -1009,16 +1064,15 @@ pub trait EventSink {
         }
     }
 
-    /// Takes an order's [`Accepted`](EventBody::Accepted) when the order went to the book
-    /// as accepted, displayed and crossing nothing: by default the event and then the
-    /// feed's add it implies ([`md_add_after`]). A sink that carries events further may
-    /// keep the two as one record and expand it later, in that order.
+    /// Takes a new order that went to the book as accepted, displayed and crossing
+    /// nothing: `order` is the command's, entered by `owner` at `ts`. By default its two
+    /// events ([`Rested::events`]: the `Accepted`, then the feed's add), one by one. A sink
+    /// that carries events further may keep only `rested` and build the events later from
+    /// the command, in that order.
     #[inline]
-    fn rested(&mut self, accepted: Event) {
-        let md_add = md_add_after(&accepted);
-        self.push(accepted);
-        if let Some(md_add) = md_add {
-            self.push(md_add);
+    fn rested(&mut self, ts: Timestamp, owner: OwnerId, order: &NewOrder, rested: Rested) {
+        for event in rested.events(ts, owner, order) {
+            self.push(event);
         }
     }
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
 use super::{BATCH_LEN_MAX, RECORDS_PER_INPUT_MAX};
 use crate::admin::metrics::{EngineMetrics, Mark, MarkReader};
-use crate::book::Event;
+use crate::book::{Command, Event};
 use crate::pipeline::{Agent, Record, Ring, Signal};
 use crate::venue::VenueClock;
 
@@ -317,6 +317,9 @@ pub struct JournalAgent {
     last_commit_ns: u64,
     /// The clock for metrics (the gateway's).
     clock: VenueClock,
+    /// The last command taken: the records after it are its events
+    /// ([`Record::for_each_event`] builds a [`Record::Rested`]'s from it).
+    command: Option<Command>,
 }
 
 impl JournalAgent {
@@ -333,6 +336,7 @@ impl JournalAgent {
             marks: MarkReader::default(),
             last_commit_ns: 0,
             clock: VenueClock::utc(),
+            command: None,
         }
     }
 
@@ -417,6 +421,7 @@ impl Agent for JournalAgent {
             match self.input.try_pop() {
                 Some(Record::Command(c)) => {
                     w.stage(&Entry::Command(c));
+                    self.command = Some(c);
                     commands += 1;
                     records += 1;
                     written += 1;
@@ -429,7 +434,7 @@ impl Agent for JournalAgent {
                     | Record::Removed(_)
                     | Record::Rested(_)),
                 ) => {
-                    record.for_each_event(|e| {
+                    record.for_each_event(self.command.as_ref(), |e| {
                         w.stage(&Entry::Event(e));
                         w.events.push(e);
                     });

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use crossbeam::queue::ArrayQueue;
 use crossbeam::sync::Unparker;
 
-use crate::book::{Command, Event, EventBody, Fill, Removal, md_add_after};
+use crate::book::{Command, Event, Fill, Removal, Rested};
 
 pub mod agent;
 pub use agent::{Agent, AgentRunner, CompositeAgent, IdleStrategy, run_agent};
@@ -36,11 +36,12 @@ pub enum Record {
     /// matcher to the journal writer, which expands it ([`Fill::events`]). Never
     /// further: egress and the journal see the events.
     Fill(Fill),
-    /// An [`Accepted`](crate::book::EventBody::Accepted) followed by the feed's add of the
-    /// order ([`EventSink::rested`](crate::book::EventSink::rested)): two events in one
-    /// record, from the matcher to the journal writer, which expands it
-    /// ([`md_add_after`](crate::book::md_add_after)).
-    Rested(Event),
+    /// A new order that went to the book as accepted
+    /// ([`EventSink::rested`](crate::book::EventSink::rested)): its
+    /// [`Accepted`](crate::book::EventBody::Accepted) and the feed's add, from the matcher
+    /// to the journal writer as the order's two ids; the writer builds the events from the
+    /// command before it ([`Rested::events_after`]).
+    Rested(Rested),
     /// A displayed order canceled in full ([`Removal`]): its `Canceled` and the feed's
     /// `MdDelete` in one record, from the matcher to the journal writer, which expands it.
     Removed(Removal),
@@ -56,26 +57,30 @@ impl Record {
         match self {
             Record::Command(_) | Record::Event(_) => 1,
             Record::Fill(_) => 3,
-            Record::Removed(_) => 2,
-            Record::Rested(e) => 1 + u64::from(matches!(e.body, EventBody::Accepted { .. })),
+            Record::Removed(_) | Record::Rested(_) => 2,
             Record::Shutdown => 0,
         }
     }
 
     /// Hands `f` the events this record stands for, in order (none for a command or the
     /// shutdown marker): the journal writer writes these, one journal record each.
+    /// `command` is the last command before this record: a [`Record::Rested`]'s events
+    /// are built from it.
+    ///
+    /// # Panics
+    /// On a [`Record::Rested`] that does not follow a new order's command: the matcher
+    /// writes one only right after it, so a ring that says otherwise is out of order.
     #[inline]
-    pub fn for_each_event(&self, mut f: impl FnMut(Event)) {
+    pub fn for_each_event(&self, command: Option<&Command>, mut f: impl FnMut(Event)) {
         match self {
             Record::Event(e) => f(*e),
             Record::Fill(fill) => fill.events().into_iter().for_each(f),
             Record::Removed(removal) => removal.events().into_iter().for_each(f),
-            Record::Rested(accepted) => {
-                f(*accepted);
-                if let Some(md_add) = md_add_after(accepted) {
-                    f(md_add);
-                }
-            }
+            Record::Rested(rested) => command
+                .and_then(|c| rested.events_after(c))
+                .unwrap_or_else(|| panic!("{rested:?} does not follow its new order's command"))
+                .into_iter()
+                .for_each(f),
             Record::Command(_) | Record::Shutdown => {}
         }
     }
