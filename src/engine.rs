@@ -14,6 +14,7 @@
 //! book's top at most every [`BOOK_PUBLISH_INTERVAL`]. The clock never reaches the
 //! [`Matcher`]: its events stay a pure function of the commands.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -21,7 +22,7 @@ use std::time::Instant;
 use crate::admin::metrics::{
     BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns,
 };
-use crate::book::{Event, EventSink, Fill, Matcher, NewOrder, Removal, Rested};
+use crate::book::{Command, Event, EventSink, Fill, Matcher, NewOrder, Removal, Rested};
 use crate::journal::snapshot::SnapshotTaker;
 use crate::pipeline::{Agent, Record, Ring};
 use crate::types::{InstrumentId, OwnerId, Timestamp};
@@ -129,6 +130,21 @@ pub struct MatcherAgent {
     deadline: Arc<AtomicU64>,
     /// Matcher-made snapshots, if configured.
     snapshots: Option<SnapshotTaker>,
+    /// Records taken from `input` ahead of the one being applied, in order (at most
+    /// [`LOOKAHEAD`] once it is taken): the matcher warms the cache for the commands
+    /// among them ([`Matcher::prefetch`]). The agent does not sleep while it holds any.
+    ahead: VecDeque<Record>,
+}
+
+/// Records the matcher stage takes from its input ahead of the one it applies.
+const LOOKAHEAD: usize = 2;
+
+/// The command in `record`, if it is one.
+fn command_in(record: Option<&Record>) -> Option<&Command> {
+    match record {
+        Some(Record::Command(c)) => Some(c),
+        _ => None,
+    }
 }
 
 impl MatcherAgent {
@@ -146,6 +162,7 @@ impl MatcherAgent {
             clock: VenueClock::utc(),
             deadline: Arc::new(AtomicU64::new(u64::MAX)),
             snapshots: None,
+            ahead: VecDeque::with_capacity(LOOKAHEAD + 1),
         }
     }
 
@@ -234,8 +251,18 @@ impl Agent for MatcherAgent {
                     break;
                 }
             }
-            match self.input.try_pop() {
+            while self.ahead.len() <= LOOKAHEAD {
+                match self.input.try_pop() {
+                    Some(record) => self.ahead.push_back(record),
+                    None => break,
+                }
+            }
+            match self.ahead.pop_front() {
                 Some(Record::Command(cmd)) => {
+                    self.matcher.prefetch(
+                        command_in(self.ahead.front()),
+                        command_in(self.ahead.get(1)),
+                    );
                     self.output.push(Record::Command(cmd));
                     let metrics = self.metrics.as_deref();
                     if let Some(m) = metrics {
@@ -314,7 +341,8 @@ impl Agent for MatcherAgent {
     }
 
     fn prepare_sleep(&mut self) -> bool {
-        self.input.prepare_sleep()
+        // Records already taken are work: no producer will wake the agent for them.
+        self.ahead.is_empty() && self.input.prepare_sleep()
     }
 
     fn woke(&mut self) {

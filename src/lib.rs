@@ -40,7 +40,7 @@
 //!   by one stage ([`admin::metrics`]); no stage waits for it, and no clock it reads for
 //!   metrics reaches the matcher.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod book;

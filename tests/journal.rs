@@ -575,8 +575,17 @@ fn no_reply_leaves_while_the_journal_writer_stalls() {
 /// stages take turns on this thread as in `shared` threading, with an egress ring far
 /// smaller than a batch's events: the writer must take no more than egress has room for
 /// (its push would otherwise wait forever for a consumer that runs after it).
+///
+/// Twice: with the matcher's output ring roomy, and with it small enough that the matcher
+/// often stops for room while it holds records taken ahead (for its prefetch), which must
+/// still be applied, in order, once room returns.
 #[test]
 fn the_pipeline_journals_and_releases_the_matchers_events() {
+    pipeline_journals_and_releases(1 << 12);
+    pipeline_journals_and_releases(256);
+}
+
+fn pipeline_journals_and_releases(journal_ring: usize) {
     use ironmatch::book::{Event, EventBody, EventSink, Fill, NewOrder, Removal, Rested};
     use ironmatch::engine::MatcherAgent;
     use ironmatch::journal::JournalAgent;
@@ -621,7 +630,7 @@ fn the_pipeline_journals_and_releases_the_matchers_events() {
         let writer =
             JournalWriter::open(&path, header, None, 1, FsyncMode::Never, 1 << 30).unwrap();
         let to_matcher = Arc::new(Ring::new(1 << 12, Wake::None));
-        let to_journal = Arc::new(Ring::new(1 << 12, Wake::None));
+        let to_journal = Arc::new(Ring::new(journal_ring, Wake::None));
         let to_egress = Arc::new(Ring::new(64, Wake::None));
         let mut matcher_stage = MatcherAgent::new(
             Matcher::new(&book),

@@ -363,6 +363,12 @@ pub struct Matcher {
     next_deadline: u64,
 }
 
+/// Resting orders (in use order slots) below which [`Matcher::prefetch`] does nothing:
+/// 256 KiB of order lines, which stay in a core's own caches. Measured: `book/mixed` (640
+/// resting orders) ran 7-11% slower when it prefetched, `book/cancel` (100,640) about a
+/// quarter faster.
+pub const PREFETCH_ORDERS_MIN: usize = 4096;
+
 /// A good-till-time order's expire time, identity and slot: 20 bytes, ordered by time,
 /// then order id (unique, so the slot never decides).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -1369,6 +1375,56 @@ impl Matcher {
                 qty: Qty(shown_cut),
             });
         }
+    }
+
+    /// Warms the cache for the commands about to be applied, in a book too large for the
+    /// cache: `next` is the command applied after the one about to be, `after` the one
+    /// after it. For a command on a live order (cancel, modify, replace) it asks the CPU
+    /// for `next`'s order line and for `after`'s index entry (which `next`'s lookup then
+    /// finds in cache, a call later), so their memory latency overlaps the commands
+    /// before them. A hint: nothing changes, and a reference that names no live order
+    /// warms nothing useful. Below [`PREFETCH_ORDERS_MIN`] resting orders it does nothing.
+    ///
+    /// The pipeline's matcher stage calls it before each command, looking two ahead in its
+    /// input ring; an embedder applying a slice of commands does the same:
+    ///
+    /// ```
+    /// # use ironmatch::book::{flow::test_config, Command, Matcher, StpMode};
+    /// # let config = test_config(StpMode::CancelResting);
+    /// # let mut matcher = Matcher::new(&config);
+    /// # let commands: Vec<Command> = Vec::new();
+    /// let mut events = Vec::new();
+    /// for (i, cmd) in commands.iter().enumerate() {
+    ///     matcher.prefetch(commands.get(i + 1), commands.get(i + 2));
+    ///     matcher.apply(cmd, &mut events);
+    /// }
+    /// ```
+    #[inline]
+    pub fn prefetch(&self, next: Option<&Command>, after: Option<&Command>) {
+        if self.orders.used_count() < PREFETCH_ORDERS_MIN {
+            return;
+        }
+        if let Some((owner, key)) = after.and_then(|c| self.target(c)) {
+            self.by_ref.prefetch(owner, key.0);
+        }
+        if let Some((owner, key)) = next.and_then(|c| self.target(c))
+            && let Some(oi) = self.indexed(owner, key.0)
+        {
+            super::prefetch::prefetch(&self.orders[oi]);
+        }
+    }
+
+    /// The live order `cmd` names, if it names one: `(owner, reference)`.
+    #[inline(always)]
+    fn target(&self, cmd: &Command) -> Option<(u16, UserRef)> {
+        let key = match &cmd.body {
+            CommandBody::Cancel { user_ref, .. } | CommandBody::Modify { user_ref, .. } => {
+                *user_ref
+            }
+            CommandBody::Replace(r) => r.orig_user_ref,
+            _ => return None,
+        };
+        (usize::from(cmd.owner.0) < self.owners.len()).then_some((cmd.owner.0, key))
     }
 
     /// Finds a live order of `owner`, or rejects `reply_ref` saying why not.
@@ -2730,6 +2786,124 @@ impl Matcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// In a book past [`PREFETCH_ORDERS_MIN`], prefetching ahead of every command (of
+    /// cancels, modifies and replaces of live, gone and unknown orders, of unknown owners,
+    /// and of the last commands, with nothing or one command left) changes no event and no
+    /// order: the two matchers agree throughout.
+    #[test]
+    fn prefetching_ahead_changes_nothing() {
+        let mut config = super::super::flow::test_config(StpMode::CancelResting);
+        config.orders_max = 8_000;
+        config.levels_max = 1_200;
+        let symbol = config.instruments[0].symbol;
+        let tick = config.instruments[0].tick.0;
+        let firm = |owner: u16| config.owners[usize::from(owner)].firm;
+        let mut commands = Vec::new();
+        let mut ts = 34_200_000_000_000;
+        let mut command = |owner: u16, body: CommandBody| {
+            ts += 1_000;
+            commands.push(Command {
+                ts: Timestamp(ts),
+                owner: OwnerId(owner),
+                body,
+            });
+        };
+        let resting = 6_000u64;
+        for i in 0..resting {
+            let (owner, side, price) = if i % 2 == 0 {
+                (2, Side::Buy, 1_000_000 - (1 + i % 500) * tick)
+            } else {
+                (3, Side::Sell, 1_000_000 + (1 + i % 500) * tick)
+            };
+            command(
+                owner,
+                CommandBody::New(NewOrder {
+                    user_ref: UserRef(i / 2 + 1),
+                    side,
+                    qty: Qty(1 + (i % 40) as u32),
+                    symbol,
+                    price: Some(Price(price)),
+                    tif: TimeInForce::Day,
+                    hidden: i % 7 == 0,
+                    post_only: false,
+                    min_qty: Qty(0),
+                    max_floor: Qty(0),
+                    firm: firm(owner),
+                    echo: Echo::default(),
+                }),
+            );
+        }
+        let mut next_ref = [resting / 2 + 1; 2];
+        for i in 0..4_000u64 {
+            // Scattered references, some already gone, some never used.
+            let target = UserRef((i * 7_919) % (resting / 2 + 200) + 1);
+            let owner = 2 + (i % 2) as u16;
+            match i % 5 {
+                0 | 1 => command(
+                    owner,
+                    CommandBody::Cancel {
+                        user_ref: target,
+                        qty: Qty((i % 3) as u32),
+                    },
+                ),
+                2 => command(
+                    owner,
+                    CommandBody::Modify {
+                        user_ref: target,
+                        side: if owner == 2 {
+                            Side::Buy
+                        } else {
+                            Side::SellShort
+                        },
+                        qty: Qty(1),
+                    },
+                ),
+                3 => {
+                    let new_ref = &mut next_ref[usize::from(owner - 2)];
+                    *new_ref += 1;
+                    let price = if owner == 2 { 999_000 } else { 1_001_000 };
+                    command(
+                        owner,
+                        CommandBody::Replace(ReplaceOrder {
+                            orig_user_ref: target,
+                            user_ref: UserRef(*new_ref),
+                            qty: Qty(5),
+                            price: Price(price),
+                            tif: TimeInForce::Day,
+                            hidden: false,
+                            post_only: false,
+                            min_qty: Qty(0),
+                            max_floor: Qty(0),
+                            echo: Echo::default(),
+                        }),
+                    )
+                }
+                _ => command(
+                    // An owner the venue does not know.
+                    40,
+                    CommandBody::Cancel {
+                        user_ref: target,
+                        qty: Qty(0),
+                    },
+                ),
+            }
+        }
+        let mut plain = Matcher::new(&config);
+        let mut ahead = Matcher::new(&config);
+        let (mut want, mut got) = (Vec::new(), Vec::new());
+        for (i, cmd) in commands.iter().enumerate() {
+            want.clear();
+            got.clear();
+            plain.apply(cmd, &mut want);
+            ahead.prefetch(commands.get(i + 1), commands.get(i + 2));
+            ahead.apply(cmd, &mut got);
+            assert_eq!(got, want, "command {i}: {cmd:?}");
+        }
+        assert!(plain.orders.used_count() > PREFETCH_ORDERS_MIN);
+        assert_eq!(ahead.state(), plain.state());
+        ahead.check_invariants().unwrap();
+    }
 
     #[test]
     fn order_flags_keep_side_hidden_and_day_only() {

@@ -89,11 +89,12 @@ mod matcher;
 pub mod message;
 mod owners;
 mod pool;
+mod prefetch;
 mod ref_index;
 pub mod reference;
 
 pub use breaker::{Bucket, WindowState};
-pub use matcher::{BookState, LevelView, Matcher, RestingState};
+pub use matcher::{BookState, LevelView, Matcher, PREFETCH_ORDERS_MIN, RestingState};
 pub use message::*;
 
 use crate::types::{Firm, Price, Symbol};

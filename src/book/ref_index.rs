@@ -319,6 +319,15 @@ impl OrderIndex {
         removed
     }
 
+    /// Warms the window entry of `owner`'s key `key`, where a lookup looks first.
+    #[inline(always)]
+    pub fn prefetch(&self, owner: u16, key: u64) {
+        let (_, short) = split(key);
+        if let Some(entry) = self.recent.get(self.position(owner, short)) {
+            super::prefetch::prefetch(entry);
+        }
+    }
+
     /// Live orders indexed.
     pub fn len(&self) -> usize {
         self.len
