@@ -17,6 +17,7 @@ pub fn prefetch<T>(value: &T) {
     #[cfg(all(target_arch = "x86_64", target_feature = "sse"))]
     {
         let line = std::ptr::from_ref(value).cast::<i8>();
+        debug_assert!(std::arch::is_x86_feature_detected!("sse"));
         // SAFETY: `_mm_prefetch` is `unsafe` only because it needs the SSE target feature,
         // which the `cfg` above requires (every x86-64 target has it). The instruction
         // (PREFETCHT0) reads nothing the program can observe, writes nothing and never
