@@ -47,8 +47,9 @@ use ironmatch::types::{Firm, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserR
 /// Where the timed benches put the matcher's output: records as the pipeline's ring to the
 /// journal writer takes them (`engine::RingSink`), one per event, one per match
 /// (`Record::Fill`), one for an order's acknowledgement with the feed's add of it (the
-/// order's ids, `Record::Rested`: the writer builds both from the command) and one for a displayed order's full cancel with the feed's delete
-/// (`Record::Removed`), which the journal writer expands on its own thread.
+/// order's ids, `Record::Rested`: the writer builds both from the command) and one for a
+/// displayed order's full cancel with the feed's delete (`Record::Removed`), which the
+/// journal writer expands on its own thread.
 struct Output(Vec<Record>);
 
 impl Output {

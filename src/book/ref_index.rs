@@ -252,6 +252,20 @@ impl OrderIndex {
         ((usize::from(owner)) << self.shift) | (key & self.mask) as usize
     }
 
+    /// The slot of `owner`'s live order `key` if its window holds it (the hash behind is
+    /// not looked at: `None` does not mean the key is not live).
+    #[inline(always)]
+    pub fn get_recent(&self, owner: u16, key: u64) -> Option<u32> {
+        let (high, short) = split(key);
+        if high == self.high.get(usize::from(owner))?.0 {
+            let entry = self.recent.get(self.position(owner, short))?;
+            if entry.slot != 0 && entry.key == short {
+                return Some(entry.slot - 1);
+            }
+        }
+        None
+    }
+
     /// The slot of `owner`'s live order `key`. `key_of(slot)` is the `(owner, key)` the
     /// order in `slot` holds (read only for orders behind the windows).
     #[inline(always)]
@@ -319,7 +333,8 @@ impl OrderIndex {
         removed
     }
 
-    /// Warms the window entry of `owner`'s key `key`, where a lookup looks first.
+    /// Warms the window entry of `owner`'s key `key`, where a lookup looks first (for a key
+    /// behind the windows, in the hash, it warms an entry that does not help).
     #[inline(always)]
     pub fn prefetch(&self, owner: u16, key: u64) {
         let (_, short) = split(key);
