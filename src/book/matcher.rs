@@ -1385,9 +1385,9 @@ impl Matcher {
     /// before them. A hint: nothing changes, and a reference that names no live order
     /// warms nothing useful. Only references in the index's per-owner windows are
     /// followed (OUCH references, and caller keys from a counter): a key in the hash
-    /// behind them gets no prefetch of its line (not measured: `book/keyed` is the flow
-    /// where that would show). Below [`PREFETCH_ORDERS_MIN`] resting orders it does
-    /// nothing.
+    /// behind them gets no prefetch of its line (`book/keyed`, such keys: no change
+    /// measured; `book/keyed_seq`, a counter: about 6% faster). Below
+    /// [`PREFETCH_ORDERS_MIN`] resting orders it does nothing.
     ///
     /// The pipeline's matcher stage calls it before each command, looking two ahead in its
     /// input ring; an embedder applying a slice of commands does the same:
