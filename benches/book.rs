@@ -28,7 +28,8 @@
 //! Each bench times a pre-built command stream applied to a book in steady state; building
 //! the stream and resetting the book are not timed. Throughput is commands per second.
 //! Commands are applied as the pipeline's matcher stage applies them, each after
-//! `Matcher::prefetch` for the next two (which does nothing below 4,096 resting orders).
+//! `Matcher::prefetch` for the next two (which does nothing below 4,096 resting orders;
+//! `IRONMATCH_BOOK_PREFETCH=0` leaves it out).
 
 #![allow(missing_docs)]
 
@@ -652,11 +653,17 @@ fn bench_stream(
 
 /// The timed loop of [`run_stream`], not inlined, so that callgrind can collect it alone.
 /// Commands are applied as the pipeline's matcher stage applies them: each after
-/// [`Matcher::prefetch`] for the two behind it.
+/// [`Matcher::prefetch`] for the two behind it (`IRONMATCH_BOOK_PREFETCH=0`: without, to
+/// measure what the prefetch does with one binary).
 #[inline(never)]
 fn apply_all(matcher: &mut Matcher, cmds: &[Command], events: &mut Output) {
+    static PREFETCH: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let prefetch =
+        *PREFETCH.get_or_init(|| std::env::var("IRONMATCH_BOOK_PREFETCH").as_deref() != Ok("0"));
     for (i, c) in cmds.iter().enumerate() {
-        matcher.prefetch(cmds.get(i + 1), cmds.get(i + 2));
+        if prefetch {
+            matcher.prefetch(cmds.get(i + 1), cmds.get(i + 2));
+        }
         events.clear();
         matcher.apply(black_box(c), events);
         black_box(&*events);

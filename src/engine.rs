@@ -75,6 +75,12 @@ impl RingSink<'_> {
         if self.counting() {
             record.for_each_event(None, |event| self.count(&event));
         }
+        self.push_counted(record);
+    }
+
+    /// Pushes `record`, its events already counted.
+    #[inline(always)]
+    fn push_counted(&mut self, record: Record) {
         self.journaled += record.journal_records();
         self.pushed += 1;
         self.ring.push(record);
@@ -104,10 +110,7 @@ impl EventSink for RingSink<'_> {
                 self.count(&event);
             }
         }
-        let record = Record::Rested(rested);
-        self.journaled += record.journal_records();
-        self.pushed += 1;
-        self.ring.push(record);
+        self.push_counted(Record::Rested(rested));
     }
 }
 
