@@ -365,8 +365,8 @@ pub struct Matcher {
 
 /// Resting orders (in use order slots) below which [`Matcher::prefetch`] does nothing:
 /// 256 KiB of order lines, which stay in a core's own caches. Measured: `book/mixed` (640
-/// resting orders) ran 7-11% slower when it prefetched, `book/cancel` (100,640) 1.4x to
-/// 1.9x faster (see the README).
+/// resting orders) ran 7-11% slower when it prefetched, `book/cancel` (100,640) 1.2x to
+/// 1.9x faster, `book/add` above it 3-5% slower (see the README).
 pub const PREFETCH_ORDERS_MIN: usize = 4096;
 
 /// A good-till-time order's expire time, identity and slot: 20 bytes, ordered by time,
@@ -1386,7 +1386,7 @@ impl Matcher {
     /// warms nothing useful. Only references in the index's per-owner windows are
     /// followed (OUCH references, and caller keys from a counter): a key in the hash
     /// behind them gets no prefetch of its line (`book/keyed`, such keys: no change
-    /// measured; `book/keyed_seq`, a counter: about 6% faster). Below
+    /// measured; `book/keyed_seq`, a counter: 6-14% faster). Below
     /// [`PREFETCH_ORDERS_MIN`] resting orders it does nothing.
     ///
     /// The pipeline's matcher stage calls it before each command, looking two ahead in its

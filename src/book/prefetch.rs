@@ -5,7 +5,7 @@
 //! A plain read of the line does not do the same: it must complete before it retires, so
 //! the core stalls once its reorder window fills behind it. Measured on the `cancel` bench
 //! (100,640 resting orders, cancels in random order): plain reads of the next command's
-//! order line left it unchanged, the prefetch instruction made it 1.4x to 1.9x faster
+//! order line left it unchanged, the prefetch instruction made it 1.2x to 1.9x faster
 //! (see the README, "Prefetching the next commands' orders").
 #![allow(unsafe_code)]
 
