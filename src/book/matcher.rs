@@ -21,6 +21,7 @@ use super::message::*;
 use super::owners::OwnerSlots;
 use super::pool::{NIL, Pool};
 use super::ref_index::OrderIndex;
+use super::symbols::SymbolTable;
 use super::{
     BandRemainder, BookConfig, InstrumentSpec, LADDER_TICKS_MAX, OwnerSpec, RefRule, StpMode,
 };
@@ -332,7 +333,7 @@ struct Entry {
 #[derive(Debug)]
 pub struct Matcher {
     books: Vec<Book>,
-    symbols: FxHashMap<u64, u16>,
+    symbols: SymbolTable,
     owners: Vec<Owner>,
     orders: Pool<Order>,
     levels: Pool<Level>,
@@ -500,11 +501,8 @@ impl Matcher {
                 }
             })
             .collect();
-        let mut symbols = FxHashMap::default();
-        for (i, spec) in config.instruments.iter().enumerate() {
-            let dup = symbols.insert(spec.symbol.key(), i as u16);
-            assert!(dup.is_none(), "duplicate symbol {}", spec.symbol);
-        }
+        let symbols: Vec<Symbol> = config.instruments.iter().map(|spec| spec.symbol).collect();
+        let symbols = SymbolTable::new(&symbols).unwrap_or_else(|e| panic!("{e}"));
         let owners = config
             .owners
             .iter()
@@ -620,7 +618,7 @@ impl Matcher {
                 o.echo.clordid,
             );
         }
-        let Some(&instrument) = self.symbols.get(&o.symbol.key()) else {
+        let Some(instrument) = self.symbols.get(o.symbol) else {
             return emit.reject(
                 owner,
                 o.user_ref,
@@ -1681,8 +1679,8 @@ impl Matcher {
         let instrument = if symbol == Symbol::BLANK {
             None
         } else {
-            match self.symbols.get(&symbol.key()) {
-                Some(&i) => Some(InstrumentId(i)),
+            match self.symbols.get(symbol) {
+                Some(i) => Some(InstrumentId(i)),
                 None => {
                     return emit.reject(owner, user_ref, RejectReason::UnknownInstrument, BLANK_ID);
                 }
@@ -1921,7 +1919,7 @@ impl Matcher {
         action: OperatorAction,
         emit: &mut Emitter<'_, impl EventSink>,
     ) -> OperatorOutcome {
-        let instrument_of = |m: &Matcher, symbol: Symbol| m.symbols.get(&symbol.key()).copied();
+        let instrument_of = |m: &Matcher, symbol: Symbol| m.symbols.get(symbol);
         match action {
             OperatorAction::SetState {
                 symbol,
@@ -2151,7 +2149,10 @@ impl Matcher {
             + self.by_ref.bytes()
             + self.owner_slots.bytes()
             + self.scratch.capacity() * std::mem::size_of::<Gathered>();
-        (per_order + self.levels.bytes() + ladders, per_order)
+        (
+            per_order + self.levels.bytes() + ladders + self.symbols.bytes(),
+            per_order,
+        )
     }
 
     /// Number of resting orders.
@@ -2167,7 +2168,7 @@ impl Matcher {
 
     /// The instrument traded as `symbol`, for the queries below.
     pub fn instrument(&self, symbol: Symbol) -> Option<InstrumentId> {
-        self.symbols.get(&symbol.key()).map(|&i| InstrumentId(i))
+        self.symbols.get(symbol).map(InstrumentId)
     }
 
     /// Best bid and best offer of `instrument` (`[bid, ask]`), displayed or not. O(1).

@@ -91,6 +91,7 @@ mod owners;
 mod pool;
 mod prefetch;
 mod ref_index;
+mod symbols;
 pub mod reference;
 
 pub use breaker::{Bucket, WindowState};
