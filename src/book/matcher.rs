@@ -822,7 +822,7 @@ impl Matcher {
     #[inline(always)]
     fn enter(
         &mut self,
-        mut inc: Incoming,
+        inc: Incoming,
         entry: Entry,
         accepted: Option<&NewOrder>,
         emit: &mut Emitter<'_, impl EventSink>,
@@ -844,6 +844,9 @@ impl Matcher {
                 order: OrderAck::of_new(order, inc.order_id, inc.instrument),
             });
         }
+        // A copy for the matching path, whose calls take its address: the passive path
+        // above then keeps the order in registers (measured: 16 instructions an add).
+        let mut inc = inc;
         let reason = if !crosses {
             // Nothing to match (the reach is never more aggressive than the limit): the
             // common case of a passive order goes straight to the book.
@@ -1200,6 +1203,10 @@ impl Matcher {
             (false, 0) => inc.remaining,
             (false, floor) => floor.min(inc.remaining),
         };
+        // The level first (the capacity checks made room in both pools), so that the
+        // order's line is written once, already linked at the back of its queue.
+        let level = self.level_for(inc.instrument, side, inc.limit);
+        let tail = self.levels[level].queue(entry.hidden).tail;
         let order = Order {
             id: inc.order_id,
             md_ref: inc.order_id,
@@ -1207,8 +1214,8 @@ impl Matcher {
             shown,
             executed: inc.executed,
             user_ref: inc.user_ref,
-            level: NIL,
-            prev: NIL,
+            level,
+            prev: tail,
             next: NIL,
             owner: inc.owner,
             instrument: inc.instrument,
@@ -1236,10 +1243,15 @@ impl Matcher {
                 slot: oi,
             });
         }
-        let level = self.level_for(inc.instrument, side, inc.limit);
-        self.orders[oi].level = level;
-        self.link_to_level(oi, level);
+        if tail != NIL {
+            self.orders[tail].next = oi;
+        }
         let level = &mut self.levels[level];
+        let queue = level.queue(entry.hidden);
+        if tail == NIL {
+            queue.head = oi;
+        }
+        queue.tail = oi;
         level.open_qty += u64::from(inc.remaining);
         level.shown_qty += u64::from(shown);
         self.owner_slots.add(oi, inc.owner.0);
