@@ -20,15 +20,24 @@ const NONE: u32 = u32::MAX;
 /// Bits in a bitmap word.
 const WORD_BITS: usize = 64;
 
+/// Layers of a bitmap over fewer than 2^32 ticks: 64^6 > 2^32.
+const MAX_LAYERS: usize = 6;
+
 /// Levels of one side, by tick number. Capacity fixed at construction.
 #[derive(Debug)]
 pub struct Ladder {
     side: BookSide,
     /// Per tick: index of its level in the level pool plus one; 0 = no level there.
     slots: Vec<u32>,
-    /// `bits[0]` has one bit per tick; `bits[k + 1]` one bit per non-zero word of `bits[k]`.
-    /// The last layer is a single word.
-    bits: Vec<Vec<u64>>,
+    /// The bitmap's layers, one after another in one array: layer 0 has one bit per tick,
+    /// layer `k + 1` one bit per non-zero word of layer `k`; the last is a single word.
+    /// Layer `k` starts at word `start[k]`. (One array rather than one per layer: a layer's
+    /// word is found without loading the layer's own pointer, 10% of a level's removal.)
+    bits: Vec<u64>,
+    /// Where each layer starts in `bits`; `start[layers]` is `bits.len()`.
+    start: [u32; MAX_LAYERS + 1],
+    /// Layers in the bitmap (1 to [`MAX_LAYERS`]).
+    layers: usize,
     /// Tick of the best level, or `NONE`.
     best: u32,
     /// Levels on this side.
@@ -39,11 +48,13 @@ impl Ladder {
     /// An empty ladder over `ticks` ticks (tick numbers `0..ticks`); `ticks` < `u32::MAX`.
     pub fn new(side: BookSide, ticks: u32) -> Ladder {
         assert!(ticks < NONE, "a ladder covers fewer than {NONE} ticks");
-        let mut bits = Vec::new();
+        let mut start = [0u32; MAX_LAYERS + 1];
+        let mut layers = 0;
         let mut width = ticks.max(1) as usize;
         loop {
             let words = width.div_ceil(WORD_BITS);
-            bits.push(vec![0u64; words]);
+            start[layers + 1] = start[layers] + words as u32;
+            layers += 1;
             if words == 1 {
                 break;
             }
@@ -52,7 +63,9 @@ impl Ladder {
         Ladder {
             side,
             slots: vec![0; ticks as usize],
-            bits,
+            bits: vec![0; start[layers] as usize],
+            start,
+            layers,
             best: NONE,
             len: 0,
         }
@@ -85,8 +98,8 @@ impl Ladder {
         *slot = level + 1;
         self.len += 1;
         let mut at = tick as usize;
-        for layer in &mut self.bits {
-            let word = &mut layer[at / WORD_BITS];
+        for k in 0..self.layers {
+            let word = &mut self.bits[self.start[k] as usize + at / WORD_BITS];
             let was_empty = *word == 0;
             *word |= 1 << (at % WORD_BITS);
             if !was_empty {
@@ -107,8 +120,8 @@ impl Ladder {
         *slot = 0;
         self.len -= 1;
         let mut at = tick as usize;
-        for layer in &mut self.bits {
-            let word = &mut layer[at / WORD_BITS];
+        for k in 0..self.layers {
+            let word = &mut self.bits[self.start[k] as usize + at / WORD_BITS];
             *word &= !(1 << (at % WORD_BITS));
             if *word != 0 {
                 break;
@@ -141,15 +154,16 @@ impl Ladder {
     /// The highest tick with a level below `tick`.
     fn highest_below(&self, tick: u32) -> Option<u32> {
         let mut at = (tick as usize).checked_sub(1)?;
-        for (k, layer) in self.bits.iter().enumerate() {
+        for k in 0..self.layers {
             let word = at / WORD_BITS;
             // Bits at or below `at` within its word.
-            let masked = layer[word] & (u64::MAX >> (WORD_BITS - 1 - at % WORD_BITS));
+            let masked = self.bits[self.start[k] as usize + word]
+                & (u64::MAX >> (WORD_BITS - 1 - at % WORD_BITS));
             if masked != 0 {
                 let mut found =
                     word * WORD_BITS + (WORD_BITS - 1 - masked.leading_zeros() as usize);
-                for lower in self.bits[..k].iter().rev() {
-                    let w = lower[found];
+                for lower in (0..k).rev() {
+                    let w = self.bits[self.start[lower] as usize + found];
                     found = found * WORD_BITS + (WORD_BITS - 1 - w.leading_zeros() as usize);
                 }
                 return Some(found as u32);
@@ -162,17 +176,19 @@ impl Ladder {
     /// The lowest tick with a level above `tick`.
     fn lowest_above(&self, tick: u32) -> Option<u32> {
         let mut at = tick as usize + 1;
-        for (k, layer) in self.bits.iter().enumerate() {
+        for k in 0..self.layers {
             let word = at / WORD_BITS;
-            if word >= layer.len() {
+            let first = self.start[k] as usize;
+            if first + word >= self.start[k + 1] as usize {
                 return None;
             }
             // Bits at or above `at` within its word.
-            let masked = layer[word] & (u64::MAX << (at % WORD_BITS));
+            let masked = self.bits[first + word] & (u64::MAX << (at % WORD_BITS));
             if masked != 0 {
                 let mut found = word * WORD_BITS + masked.trailing_zeros() as usize;
-                for lower in self.bits[..k].iter().rev() {
-                    found = found * WORD_BITS + lower[found].trailing_zeros() as usize;
+                for lower in (0..k).rev() {
+                    let w = self.bits[self.start[lower] as usize + found];
+                    found = found * WORD_BITS + w.trailing_zeros() as usize;
                 }
                 return Some(found as u32);
             }
@@ -189,8 +205,7 @@ impl Ladder {
 
     /// Bytes allocated (the index's untouched pages are not resident).
     pub fn bytes(&self) -> usize {
-        self.slots.capacity() * std::mem::size_of::<u32>()
-            + self.bits.iter().map(|b| b.capacity() * 8).sum::<usize>()
+        self.slots.capacity() * std::mem::size_of::<u32>() + self.bits.capacity() * 8
     }
 
     /// Number of levels.

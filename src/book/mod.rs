@@ -91,8 +91,8 @@ mod owners;
 mod pool;
 mod prefetch;
 mod ref_index;
-mod symbols;
 pub mod reference;
+mod symbols;
 
 pub use breaker::{Bucket, WindowState};
 pub use matcher::{BookState, LevelView, Matcher, PREFETCH_ORDERS_MIN, RestingState};
