@@ -90,7 +90,7 @@ impl Ladder {
     }
 
     /// Puts `level` at `tick`, which must have none.
-    #[inline]
+    #[inline(always)]
     pub fn insert(&mut self, tick: u32, level: u32) {
         debug_assert!(level < NONE - 1);
         let slot = &mut self.slots[tick as usize];
@@ -113,7 +113,7 @@ impl Ladder {
     }
 
     /// Takes the level at `tick` (which must have one) off the ladder.
-    #[inline]
+    #[inline(always)]
     pub fn remove(&mut self, tick: u32) {
         let slot = &mut self.slots[tick as usize];
         assert!(*slot != 0, "tick {tick} has no level");
