@@ -180,10 +180,6 @@ struct Book {
     /// `spec.band(reference)`, kept so that an order's checks do not compute it: the
     /// reference moves only when a trade prints at a new price.
     band: Option<(Price, Price)>,
-    /// The band's edges rounded to a tick inside it, `(low, high)`, kept with `band`
-    /// (`(0, u64::MAX)` when it is off): a buy's reach is `min(limit, high)`, a sell's
-    /// `max(limit, low)`, with no division and no branch on the side.
-    reach_edges: (Price, Price),
     /// Orders resting in this book (displayed, reserve and hidden).
     resting: u32,
     /// The instrument's own trading state (the venue halt is applied on top).
@@ -208,7 +204,6 @@ impl Book {
         if self.reference != price {
             self.reference = price;
             self.band = self.spec.band(price);
-            self.reach_edges = reach_edges(&self.spec, self.band);
         }
     }
 
@@ -369,16 +364,17 @@ pub struct Matcher {
     next_deadline: u64,
 }
 
-/// The edges of `band` rounded to a tick inside it: the prices a limit through the band
-/// trades up to, where its remainder may rest. `(0, u64::MAX)` when the band is off.
-fn reach_edges(spec: &InstrumentSpec, band: Option<(Price, Price)>) -> (Price, Price) {
-    let tick = spec.tick.0;
-    band.map_or((Price(0), Price(u64::MAX)), |(low, high)| {
-        (
-            Price(low.0.div_ceil(tick) * tick),
-            Price(high.0 - high.0 % tick),
-        )
-    })
+/// A band edge rounded to a tick inside the band (down for a buy's, up for a sell's): where
+/// a limit through the band trades up to and its remainder may rest. Rare, so a plain
+/// division.
+#[cold]
+#[inline(never)]
+fn inside_tick(buy: bool, edge: Price, tick: Price) -> Price {
+    if buy {
+        Price(edge.0 - edge.0 % tick.0)
+    } else {
+        Price(edge.0.div_ceil(tick.0) * tick.0)
+    }
 }
 
 /// Resting orders (in use order slots) below which [`Matcher::prefetch`] does nothing:
@@ -501,7 +497,6 @@ impl Matcher {
                     ],
                     reference: spec.ref_price,
                     band: spec.band(spec.ref_price),
-                    reach_edges: reach_edges(spec, spec.band(spec.ref_price)),
                     resting: 0,
                     state: TradingState::Trading,
                     fat_finger: spec.fat_finger(),
@@ -744,13 +739,17 @@ impl Matcher {
                     return Err(RejectReason::PriceOutsideBand);
                 }
                 // A limit through the band trades up to the band's edge, rounded to a tick
-                // inside it (`reach_edges`, prepared), where its remainder may rest. Both
-                // candidates computed and one selected, not a branch on the side (random
-                // from order to order): measured, such a branch was mispredicted on a
-                // quarter of `book/mixed`'s commands.
-                debug_assert_eq!(book.reach_edges, reach_edges(spec, band));
-                let (low, high) = book.reach_edges;
-                let reach = std::hint::select_unpredictable(buy, p.min(high), p.max(low));
+                // inside it, where its remainder may rest. The edge on the order's side is
+                // selected, not branched to (the side is random from order to order:
+                // measured, such a branch was mispredicted on a quarter of `book/mixed`'s
+                // commands); the branch left, a limit through the band, is rare.
+                let (low, high) = band.unwrap_or((Price(0), Price(u64::MAX)));
+                let edge = std::hint::select_unpredictable(buy, p.min(high), p.max(low));
+                let reach = if edge != p {
+                    inside_tick(buy, edge, spec.tick)
+                } else {
+                    p
+                };
                 (p, reach)
             }
             None => {
