@@ -1323,6 +1323,41 @@ fn a_remainder_the_band_stops_rests_at_the_band_edge_when_so_configured() {
     assert_eq!(v.side(BookSide::Bid), [(0, r.0, 200)]);
 }
 
+/// With band edges off the tick (10.05% of $10.00: $8.995 and $11.005), a remainder through
+/// the band rests at the edge rounded to a tick inside the band, on either side.
+#[test]
+fn a_remainder_through_an_off_tick_band_edge_rests_on_the_tick_inside() {
+    let edge = |v: &mut Venue, side: Side, limit: u64, first: u64, second: u64| {
+        let contra = if side == Side::Buy {
+            Side::Sell
+        } else {
+            Side::Buy
+        };
+        v.limit(2, contra, 100, px(first));
+        v.limit(2, contra, 100, px(second));
+        let (r, ev) = v.limit(0, side, 300, px(limit));
+        assert_eq!(fill_prices(&ev, 0), [px(first)]);
+        ev.iter()
+            .find_map(|e| match e.body {
+                EventBody::Repriced {
+                    user_ref, price, ..
+                } if user_ref == r => Some(price),
+                _ => None,
+            })
+            .expect("the remainder is repriced")
+    };
+    let off_tick = |i: &mut InstrumentSpec| {
+        i.band_bps = 1_005;
+        i.band_remainder = BandRemainder::Rest;
+    };
+    let mut v = protected(off_tick);
+    assert_eq!(edge(&mut v, Side::Buy, 1200, 1050, 1150), px(1100));
+    assert_eq!(v.prices(BookSide::Bid), [px(1100)]);
+    let mut v = protected(off_tick);
+    assert_eq!(edge(&mut v, Side::Sell, 800, 950, 850), px(900));
+    assert_eq!(v.prices(BookSide::Ask), [px(900)]);
+}
+
 #[test]
 fn the_band_also_stops_trades_beyond_its_other_edge() {
     for remainder in [BandRemainder::Cancel, BandRemainder::Rest] {
