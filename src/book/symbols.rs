@@ -2,13 +2,16 @@
 //! its instrument up in.
 //!
 //! Built once from the configuration and never changed, so it is a plain open-addressed
-//! table: a power-of-two array at most an eighth full (16 bytes an entry: 128 bytes per
-//! instrument, 1.25 MiB for Nasdaq's 10,000 symbols), a multiplicative hash of the
-//! symbol's 8 bytes (the top bits of one multiplication) and linear probing. The multiplier
-//! is chosen when the table is built, among a fixed sequence of candidates, for the fewest
-//! symbols away from their home entry: none, for any set of up to a few hundred symbols.
-//! A lookup is then one multiply, one entry read and one well-predicted branch; probing
-//! past the home entry is a separate, cold path. Measured (README, "Instruments by
+//! table: a power-of-two array of 16-byte entries, a multiplicative hash of the symbol's 8
+//! bytes (the top bits of one multiplication) and linear probing. The multiplier is chosen
+//! when the table is built, among a fixed sequence of [`CANDIDATES`], for the fewest
+//! symbols away from their home entry. Up to [`SPARSE_MAX`] symbols the table has at least
+//! `n² / 4` entries (256 KiB for 256 symbols), so that a candidate leaves none away from
+//! home with a chance of about e⁻² or better and the candidates practically always find
+//! one; above, it has 8 to 16 entries per symbol (2 MiB for Nasdaq's 10,000 symbols), and
+//! a few percent of the symbols sit past their home entry. A lookup of a symbol at home is
+//! one multiply, one entry read and one well-predicted branch; probing past the home entry
+//! is a separate, cold path. Measured (README, "Instruments by
 //! symbol"): the general-purpose hash map before it took 11 more instructions a lookup, and
 //! a first version of this table with a fixed multiplier, where one of `book/mixed`'s four
 //! symbols sat one entry past its home, mispredicted the probe's branch on about half of
@@ -25,11 +28,15 @@ const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
 /// Candidate multipliers tried when the table is built.
 const CANDIDATES: u64 = 256;
 
+/// Symbols up to which the table is sized for none of them to be away from home.
+const SPARSE_MAX: usize = 256;
+
 /// Instrument ids by symbol, fixed at construction.
 #[derive(Debug)]
 pub struct SymbolTable {
     /// `(symbol key, instrument)`; `instrument == EMPTY`: a free entry. Length a power of
-    /// two, at least eight times the number of symbols (and 16).
+    /// two, at least eight times the number of symbols (and 16; `n² / 4` up to
+    /// [`SPARSE_MAX`] symbols).
     entries: Box<[(u64, u16)]>,
     /// `entries.len() - 1`.
     mask: usize,
@@ -50,7 +57,9 @@ impl SymbolTable {
                 EMPTY - 1
             ));
         }
-        let len = (symbols.len() * 8).next_power_of_two().max(16);
+        let n = symbols.len();
+        let sparse = if n <= SPARSE_MAX { n * n / 4 } else { 0 };
+        let len = (n * 8).max(sparse).next_power_of_two().max(16);
         let mut best: Option<(usize, SymbolTable)> = None;
         // Candidates: the golden ratio's multiplier, then odd numbers from a fixed
         // sequence (splitmix64), so a configuration always builds the same table.
@@ -254,6 +263,41 @@ mod tests {
             assert_eq!(table.get(*s), Some(i as u16));
         }
         assert_eq!(table.get(symbol("E1")), None);
+    }
+
+    /// Random tickers (1 to 5 letters, as exchanges list them), sets up to the sparse
+    /// limit: every symbol at its home entry; above it, all found and few displaced.
+    #[test]
+    fn random_tickers_sit_at_home_up_to_the_sparse_limit() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut ticker = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = 1 + (state % 5) as usize;
+            let name: String = (0..len)
+                .map(|i| char::from(b'A' + ((state >> (8 + 5 * i)) % 26) as u8))
+                .collect();
+            symbol(&name)
+        };
+        for n in [50usize, 128, 200, 256, 256, 256, 1_000] {
+            let mut names = Vec::new();
+            while names.len() < n {
+                let s = ticker();
+                if !names.contains(&s) {
+                    names.push(s);
+                }
+            }
+            let table = SymbolTable::new(&names).unwrap();
+            for (i, s) in names.iter().enumerate() {
+                assert_eq!(table.get(*s), Some(i as u16));
+            }
+            if n <= SPARSE_MAX {
+                assert_eq!(table.displaced(), 0, "{n} random tickers");
+            } else {
+                assert!(table.displaced() < n / 10, "{} of {n}", table.displaced());
+            }
+        }
     }
 
     #[test]
