@@ -985,6 +985,8 @@ impl Matcher {
         let contra = inc.side.book_side().opposite();
         let bi = usize::from(inc.instrument.0);
         let stp = self.owners[usize::from(inc.owner.0)].stp;
+        // Fixed for the day: read once, not per fill.
+        let breaker = self.books[bi].spec.breaker_bps != 0;
         while inc.remaining > 0 {
             let Some((tick, level)) = self.books[bi].sides[contra.index()].best() else {
                 break;
@@ -1000,12 +1002,13 @@ impl Matcher {
             loop {
                 let oi = self.levels[level].head();
                 debug_assert!(oi != NIL, "a level on the ladder is never empty");
-                if stp != StpMode::None && self.orders[oi].firm == inc.firm {
+                let emptied = if stp != StpMode::None && self.orders[oi].firm == inc.firm {
                     if !self.prevent_self_trade(inc, stp, oi, emit) {
                         return;
                     }
+                    self.books[bi].sides[contra.index()].best_tick() != Some(tick)
                 } else {
-                    let second = if self.books[bi].spec.breaker_bps == 0 {
+                    let second = if !breaker {
                         0
                     } else {
                         let second = self.books[bi].window.clock(emit.ts);
@@ -1015,12 +1018,14 @@ impl Matcher {
                         }
                         second
                     };
-                    self.trade(inc, oi, price, second, emit);
-                }
+                    self.trade(inc, oi, price, second, emit)
+                };
                 // The level left the ladder with its last order: the next best follows.
-                if inc.remaining == 0
-                    || self.books[bi].sides[contra.index()].best_tick() != Some(tick)
-                {
+                debug_assert_eq!(
+                    emptied,
+                    self.books[bi].sides[contra.index()].best_tick() != Some(tick)
+                );
+                if inc.remaining == 0 || emptied {
                     break;
                 }
             }
@@ -1122,6 +1127,7 @@ impl Matcher {
 
     /// One match between the incoming order and resting order `oi` (at its level's `price`),
     /// in `second` of the instrument's trade window (unused when its breaker is off).
+    /// Returns whether the level emptied (and left the ladder).
     fn trade(
         &mut self,
         inc: &mut Incoming,
@@ -1129,7 +1135,7 @@ impl Matcher {
         price: Price,
         second: u64,
         emit: &mut Emitter<'_, impl EventSink>,
-    ) {
+    ) -> bool {
         let match_id = MatchId(self.next_match_id);
         self.next_match_id += 1;
         let o = &mut self.orders[oi];
@@ -1173,10 +1179,12 @@ impl Matcher {
             resting_hidden: resting.hidden(),
         });
         if resting.open == 0 {
-            self.remove_resting(oi, &resting);
-        } else if !resting.hidden() && resting.shown == 0 {
+            return self.remove_filled(oi, &resting);
+        }
+        if !resting.hidden() && resting.shown == 0 {
             self.refill(oi, emit);
         }
+        false
     }
 
     /// Refills a reserve order's display and sends it to the back of its price.
@@ -2152,6 +2160,45 @@ impl Matcher {
             self.books[usize::from(o.instrument.0)].sides[o.book_side().index()].remove(tick);
             self.levels.release(o.level);
         }
+    }
+
+    /// [`Self::remove_resting`] for an order a trade has just filled in full: the head of
+    /// its queue (the sweep trades only heads), its shares already taken off its level's
+    /// totals by the trade. `o` is a copy of its line as it is now. Returns whether its
+    /// level emptied (and left the ladder).
+    #[inline(always)]
+    fn remove_filled(&mut self, oi: u32, o: &Order) -> bool {
+        debug_assert!(o.prev == NIL && o.open == 0 && o.shown == 0);
+        let next = o.next;
+        if next != NIL {
+            self.orders[next].prev = NIL;
+        }
+        let level = &mut self.levels[o.level];
+        let queue = level.queue(o.hidden());
+        debug_assert_eq!(queue.head, oi);
+        queue.head = next;
+        if next == NIL {
+            queue.tail = NIL;
+        }
+        let emptied = level.head() == NIL;
+        let tick = level.tick;
+        self.owner_slots.remove(oi);
+        let removed = self
+            .by_ref
+            .remove(o.owner.0, o.user_ref.0, |slot| key_of(&self.orders, slot));
+        debug_assert!(removed, "a resting order is indexed");
+        self.orders.release(oi);
+        let book = &mut self.books[usize::from(o.instrument.0)];
+        book.resting -= 1;
+        if emptied {
+            debug_assert!({
+                let level = &self.levels[o.level];
+                level.open_qty == 0 && level.shown_qty == 0
+            });
+            book.sides[o.book_side().index()].remove(tick);
+            self.levels.release(o.level);
+        }
+        emptied
     }
 
     /// Cheap check after each command in debug builds: no book is crossed at rest.
