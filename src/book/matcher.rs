@@ -2144,12 +2144,7 @@ impl Matcher {
                 == (o.prev, o.next, o.level, o.open, o.shown)
         });
         self.unlink(o);
-        self.owner_slots.remove(oi);
-        let removed = self
-            .by_ref
-            .remove(o.owner.0, o.user_ref.0, |slot| key_of(&self.orders, slot));
-        debug_assert!(removed, "a resting order is indexed");
-        self.orders.release(oi);
+        self.release_order(oi, o);
         self.books[usize::from(o.instrument.0)].resting -= 1;
         let level = &mut self.levels[o.level];
         level.open_qty -= u64::from(o.open);
@@ -2160,6 +2155,18 @@ impl Matcher {
             self.books[usize::from(o.instrument.0)].sides[o.book_side().index()].remove(tick);
             self.levels.release(o.level);
         }
+    }
+
+    /// Frees order `oi`'s slot, its owner's mark on it and its index entry (`o`: a copy of
+    /// its line); its queue and level are the caller's.
+    #[inline(always)]
+    fn release_order(&mut self, oi: u32, o: &Order) {
+        self.owner_slots.remove(oi);
+        let removed = self
+            .by_ref
+            .remove(o.owner.0, o.user_ref.0, |slot| key_of(&self.orders, slot));
+        debug_assert!(removed, "a resting order is indexed");
+        self.orders.release(oi);
     }
 
     /// [`Self::remove_resting`] for an order a trade has just filled in full: the head of
@@ -2182,12 +2189,7 @@ impl Matcher {
         }
         let emptied = level.head() == NIL;
         let tick = level.tick;
-        self.owner_slots.remove(oi);
-        let removed = self
-            .by_ref
-            .remove(o.owner.0, o.user_ref.0, |slot| key_of(&self.orders, slot));
-        debug_assert!(removed, "a resting order is indexed");
-        self.orders.release(oi);
+        self.release_order(oi, o);
         let book = &mut self.books[usize::from(o.instrument.0)];
         book.resting -= 1;
         if emptied {
