@@ -212,12 +212,18 @@ impl Feed {
             us => (false, Duration::from_micros(us)),
         };
         loop {
+            // Read before the journal is read: the flag is set once the writer has written
+            // everything, so a read that finds nothing after the flag was seen is at the
+            // journal's end. (Seen after the read, it could end the stream short: the
+            // writer may write the rest and the flag be set between the two, as a loaded
+            // machine showed, ending the session hundreds of messages early.)
+            let stopping = stop.load(Ordering::SeqCst);
             let read = self.pump()?;
             self.serve_requests();
             if read > 0 {
                 continue;
             }
-            if stop.load(Ordering::SeqCst) {
+            if stopping {
                 break;
             }
             if self.live && self.last_send.elapsed() >= heartbeat {

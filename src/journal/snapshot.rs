@@ -253,6 +253,9 @@ fn snapshot_loop(mut start: SnapshotterStart, stop: &AtomicBool) -> Result<(), S
     let mut follower = Follower::new(&start.dir, fingerprint, start.next_seq);
     let mut last_snapshot = start.last_snapshot;
     loop {
+        // Read before the journal is read: only a poll that finds nothing after the flag
+        // was seen is at the journal's end (see the feed publisher's loop).
+        let stopping = stop.load(Ordering::Acquire);
         let read = follower
             .poll(|place, entry: &Entry| {
                 replayer.feed(place, entry, &mut |_| {})?;
@@ -268,7 +271,7 @@ fn snapshot_loop(mut start: SnapshotterStart, stop: &AtomicBool) -> Result<(), S
                 Ok(())
             })
             .map_err(|e| e.to_string())?;
-        if read == 0 && stop.load(Ordering::Relaxed) {
+        if read == 0 && stopping {
             // Caught up after the writer ended: a last snapshot makes the next start quick.
             let end = follower.next_seq() - 1;
             if replayer.at_boundary() && end > last_snapshot {
