@@ -270,12 +270,8 @@ impl OrderIndex {
     /// order in `slot` holds (read only for orders behind the windows).
     #[inline(always)]
     pub fn get(&self, owner: u16, key: u64, key_of: impl Fn(u32) -> (u16, u64)) -> Option<u32> {
-        let (high, short) = split(key);
-        if high == self.high[usize::from(owner)].0 {
-            let entry = self.recent[self.position(owner, short)];
-            if entry.slot != 0 && entry.key == short {
-                return Some(entry.slot - 1);
-            }
+        if let Some(slot) = self.get_recent(owner, key) {
+            return Some(slot);
         }
         if self.older.len() == 0 {
             return None;
