@@ -999,6 +999,14 @@ impl Matcher {
             if contra.better(price, inc.guard) {
                 break;
             }
+            let whole = &self.levels[level];
+            if !breaker
+                && whole.open_qty == whole.shown_qty
+                && u64::from(inc.remaining) >= whole.open_qty
+                && self.take_level(inc, level, tick, price, stp, emit)
+            {
+                continue;
+            }
             loop {
                 let oi = self.levels[level].head();
                 debug_assert!(oi != NIL, "a level on the ladder is never empty");
@@ -1030,6 +1038,85 @@ impl Matcher {
                 }
             }
         }
+    }
+
+    /// Trades a whole level, queue head first, for an incoming order that takes all of it:
+    /// every order at `level` is displayed in full (no hidden order, no reserve: its open
+    /// and displayed totals are equal) and `inc` has at least that many shares left, so
+    /// each order fills in full and leaves; the circuit breaker is off. The events are
+    /// [`Self::trade`]'s, fill by fill; the level's totals, its queue and the book's count
+    /// are written once at the end instead of at each fill, and the orders' lines are not
+    /// written (their slots are freed). Stops before an order of the incoming order's firm
+    /// when self-trade prevention is on, leaving it at the head for the per-order path.
+    /// Returns whether the level emptied (and left the ladder).
+    #[inline(always)]
+    fn take_level(
+        &mut self,
+        inc: &mut Incoming,
+        level: u32,
+        tick: u32,
+        price: Price,
+        stp: StpMode,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) -> bool {
+        let mut oi = self.levels[level].shown.head;
+        let mut traded = 0u32;
+        let mut left = 0u32;
+        while oi != NIL {
+            let resting = self.orders[oi];
+            if stp != StpMode::None && resting.firm == inc.firm {
+                break;
+            }
+            debug_assert!(resting.open == resting.shown && !resting.hidden());
+            debug_assert!(resting.level == level && resting.open <= inc.remaining);
+            let qty = resting.open;
+            inc.remaining -= qty;
+            inc.executed += qty;
+            traded += qty;
+            left += 1;
+            let match_id = MatchId(self.next_match_id);
+            self.next_match_id += 1;
+            emit.fill(Fill {
+                ts: emit.ts,
+                price,
+                match_id,
+                resting_user_ref: resting.user_ref,
+                resting_id: resting.id,
+                resting_md_ref: resting.md_ref,
+                incoming_user_ref: inc.user_ref,
+                incoming_id: inc.order_id,
+                qty: Qty(qty),
+                resting_leaves: Qty(0),
+                incoming_leaves: Qty(inc.remaining),
+                resting_owner: resting.owner,
+                incoming_owner: inc.owner,
+                instrument: resting.instrument,
+                resting_side: resting.book_side(),
+                resting_hidden: false,
+            });
+            self.release_order(oi, &resting);
+            oi = resting.next;
+        }
+        if left == 0 {
+            return false;
+        }
+        let book = &mut self.books[usize::from(inc.instrument.0)];
+        book.resting -= left;
+        book.set_reference(price);
+        let lv = &mut self.levels[level];
+        lv.open_qty -= u64::from(traded);
+        lv.shown_qty -= u64::from(traded);
+        lv.shown.head = oi;
+        if oi != NIL {
+            self.orders[oi].prev = NIL;
+            return false;
+        }
+        debug_assert!(lv.open_qty == 0 && lv.hidden.head == NIL && lv.price == price);
+        lv.shown.tail = NIL;
+        let contra = inc.side.book_side().opposite();
+        self.books[usize::from(inc.instrument.0)].sides[contra.index()].remove(tick);
+        self.levels.release(level);
+        true
     }
 
     /// Whether a trade at `price` in `second` would print outside the circuit breaker's
