@@ -229,6 +229,59 @@ fn better_price_trades_first() {
     assert_eq!(fills(&ev)[0], (3, 1, 100, px(1001), Liquidity::Added));
 }
 
+/// A sweep that takes whole orders, then part of one: every fill in queue order, price
+/// by price, with the right leaves, and the rest of the book as it was. A resting order
+/// of the taker's own firm, met in the middle of a price, is canceled (self-trade
+/// prevention, cancel resting) and the sweep goes on behind it.
+#[test]
+fn a_sweep_fills_whole_orders_in_queue_order_and_the_last_one_in_part() {
+    let mut v = Venue::new();
+    let (a, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let (b, _) = v.limit(3, Side::Sell, 200, px(1000));
+    let (own, _) = v.limit(1, Side::Sell, 100, px(1000)); // firm F1, the taker's
+    let (c, _) = v.limit(2, Side::Sell, 50, px(1000));
+    let (d, _) = v.limit(3, Side::Sell, 100, px(1001));
+    let (e, _) = v.limit(2, Side::Sell, 100, px(1001));
+    let (taker, ev) = v.limit(0, Side::Buy, 400, px(1001));
+    let resting: Vec<_> = fills(&ev)
+        .into_iter()
+        .filter(|f| f.4 == Liquidity::Added)
+        .map(|f| (f.0, f.1, f.2, f.3))
+        .collect();
+    assert_eq!(
+        resting,
+        vec![
+            (2, a.0, 100, px(1000)),
+            (3, b.0, 200, px(1000)),
+            (2, c.0, 50, px(1000)),
+            (3, d.0, 50, px(1001)),
+        ]
+    );
+    assert_eq!(
+        aiq(&ev),
+        vec![(1, Liquidity::Added)],
+        "the own order: {own:?}"
+    );
+    let leaves: Vec<u32> = ev
+        .iter()
+        .filter_map(|e| match e.body {
+            EventBody::Executed {
+                owner,
+                user_ref,
+                leaves,
+                ..
+            } if (owner, user_ref) == (OwnerId(0), taker) => Some(leaves.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(leaves, vec![300, 100, 50, 0]);
+    assert_eq!(
+        v.side(BookSide::Ask),
+        vec![(3, d.0, 50), (2, e.0, 100)],
+        "the partly filled order keeps its place"
+    );
+}
+
 #[test]
 fn first_in_first_out_within_a_price() {
     let mut v = Venue::new();

@@ -999,13 +999,16 @@ impl Matcher {
             if contra.better(price, inc.guard) {
                 break;
             }
-            let whole = &self.levels[level];
-            if !breaker
-                && whole.open_qty == whole.shown_qty
-                && u64::from(inc.remaining) >= whole.open_qty
-                && self.take_level(inc, level, tick, price, stp, emit)
-            {
+            let shown_only = {
+                let level = &self.levels[level];
+                level.open_qty == level.shown_qty
+            };
+            if !breaker && shown_only && self.take_level(inc, level, tick, price, stp, emit) {
                 continue;
+            }
+            // Done at an order it does not take in full: no fill of nothing follows.
+            if inc.remaining == 0 {
+                break;
             }
             loop {
                 let oi = self.levels[level].head();
@@ -1040,15 +1043,16 @@ impl Matcher {
         }
     }
 
-    /// Trades a whole level, queue head first, for an incoming order that takes all of it:
-    /// every order at `level` is displayed in full (no hidden order, no reserve: its open
-    /// and displayed totals are equal) and `inc` has at least that many shares left, so
-    /// each order fills in full and leaves; the circuit breaker is off. The events are
-    /// [`Self::trade`]'s, fill by fill; the level's totals, its queue and the book's count
-    /// are written once at the end instead of at each fill, and the orders' lines are not
-    /// written (their slots are freed). Stops before an order of the incoming order's firm
-    /// when self-trade prevention is on, leaving it at the head for the per-order path.
-    /// Returns whether the level emptied (and left the ladder).
+    /// Trades the orders at `level` that fill in full, queue head first: every order
+    /// there is displayed in full (no hidden order, no reserve: the level's open and
+    /// displayed totals are equal) and the circuit breaker is off, so each such fill
+    /// removes its order. The events are [`Self::trade`]'s, fill by fill; the level's
+    /// totals, its queue and the book's count are written once at the end instead of at
+    /// each fill, and the filled orders' lines are not written (their slots are freed).
+    /// Stops before an order larger than what `inc` has left (the per-order path fills it
+    /// in part) and before an order of the incoming order's firm when self-trade
+    /// prevention is on (the per-order path prevents it). Returns whether the level
+    /// emptied (and left the ladder).
     #[inline(always)]
     fn take_level(
         &mut self,
@@ -1064,11 +1068,11 @@ impl Matcher {
         let mut left = 0u32;
         while oi != NIL {
             let resting = self.orders[oi];
-            if stp != StpMode::None && resting.firm == inc.firm {
+            if resting.open > inc.remaining || (stp != StpMode::None && resting.firm == inc.firm) {
                 break;
             }
             debug_assert!(resting.open == resting.shown && !resting.hidden());
-            debug_assert!(resting.level == level && resting.open <= inc.remaining);
+            debug_assert!(resting.level == level);
             let qty = resting.open;
             inc.remaining -= qty;
             inc.executed += qty;
