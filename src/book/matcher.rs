@@ -1064,26 +1064,25 @@ impl Matcher {
         emit: &mut Emitter<'_, impl EventSink>,
     ) -> bool {
         let mut oi = self.levels[level].shown.head;
-        let mut traded = 0u32;
+        // Kept in registers through the loop, written back once.
+        let mut remaining = inc.remaining;
+        let mut match_id = self.next_match_id;
         let mut left = 0u32;
+        let contra = inc.side.book_side().opposite();
         while oi != NIL {
             let resting = self.orders[oi];
-            if resting.open > inc.remaining || (stp != StpMode::None && resting.firm == inc.firm) {
+            if resting.open > remaining || (stp != StpMode::None && resting.firm == inc.firm) {
                 break;
             }
             debug_assert!(resting.open == resting.shown && !resting.hidden());
-            debug_assert!(resting.level == level);
+            debug_assert!(resting.level == level && resting.book_side() == contra);
             let qty = resting.open;
-            inc.remaining -= qty;
-            inc.executed += qty;
-            traded += qty;
+            remaining -= qty;
             left += 1;
-            let match_id = MatchId(self.next_match_id);
-            self.next_match_id += 1;
             emit.fill(Fill {
                 ts: emit.ts,
                 price,
-                match_id,
+                match_id: MatchId(match_id),
                 resting_user_ref: resting.user_ref,
                 resting_id: resting.id,
                 resting_md_ref: resting.md_ref,
@@ -1091,19 +1090,24 @@ impl Matcher {
                 incoming_id: inc.order_id,
                 qty: Qty(qty),
                 resting_leaves: Qty(0),
-                incoming_leaves: Qty(inc.remaining),
+                incoming_leaves: Qty(remaining),
                 resting_owner: resting.owner,
                 incoming_owner: inc.owner,
                 instrument: resting.instrument,
-                resting_side: resting.book_side(),
+                resting_side: contra,
                 resting_hidden: false,
             });
+            match_id += 1;
             self.release_order(oi, &resting);
             oi = resting.next;
         }
         if left == 0 {
             return false;
         }
+        let traded = inc.remaining - remaining;
+        inc.remaining = remaining;
+        inc.executed += traded;
+        self.next_match_id = match_id;
         let book = &mut self.books[usize::from(inc.instrument.0)];
         book.resting -= left;
         book.set_reference(price);
@@ -1117,7 +1121,6 @@ impl Matcher {
         }
         debug_assert!(lv.open_qty == 0 && lv.hidden.head == NIL && lv.price == price);
         lv.shown.tail = NIL;
-        let contra = inc.side.book_side().opposite();
         self.books[usize::from(inc.instrument.0)].sides[contra.index()].remove(tick);
         self.levels.release(level);
         true
@@ -2253,10 +2256,10 @@ impl Matcher {
     #[inline(always)]
     fn release_order(&mut self, oi: u32, o: &Order) {
         self.owner_slots.remove(oi);
-        let removed = self
-            .by_ref
-            .remove(o.owner.0, o.user_ref.0, |slot| key_of(&self.orders, slot));
-        debug_assert!(removed, "a resting order is indexed");
+        self.by_ref
+            .remove_live(o.owner.0, o.user_ref.0, oi, |slot| {
+                key_of(&self.orders, slot)
+            });
         self.orders.release(oi);
     }
 
