@@ -1079,24 +1079,14 @@ impl Matcher {
             let qty = resting.open;
             remaining -= qty;
             left += 1;
-            emit.fill(Fill {
-                ts: emit.ts,
+            emit.fill(fill_record(
+                emit.ts,
                 price,
-                match_id: MatchId(match_id),
-                resting_user_ref: resting.user_ref,
-                resting_id: resting.id,
-                resting_md_ref: resting.md_ref,
-                incoming_user_ref: inc.user_ref,
-                incoming_id: inc.order_id,
-                qty: Qty(qty),
-                resting_leaves: Qty(0),
-                incoming_leaves: Qty(remaining),
-                resting_owner: resting.owner,
-                incoming_owner: inc.owner,
-                instrument: resting.instrument,
-                resting_side: contra,
-                resting_hidden: false,
-            });
+                MatchId(match_id),
+                (&resting, contra, false),
+                inc,
+                (qty, 0, remaining),
+            ));
             match_id += 1;
             self.release_order(oi, &resting);
             oi = resting.next;
@@ -1254,24 +1244,14 @@ impl Matcher {
             book.window.record(second, price, book.reference);
         }
         book.set_reference(price);
-        emit.fill(Fill {
-            ts: emit.ts,
+        emit.fill(fill_record(
+            emit.ts,
             price,
             match_id,
-            resting_user_ref: resting.user_ref,
-            resting_id: resting.id,
-            resting_md_ref: resting.md_ref,
-            incoming_user_ref: inc.user_ref,
-            incoming_id: inc.order_id,
-            qty: Qty(qty),
-            resting_leaves: Qty(resting.open),
-            incoming_leaves: Qty(inc.remaining),
-            resting_owner: resting.owner,
-            incoming_owner: inc.owner,
-            instrument: resting.instrument,
-            resting_side: resting.book_side(),
-            resting_hidden: resting.hidden(),
-        });
+            (&resting, resting.book_side(), resting.hidden()),
+            inc,
+            (qty, resting.open, inc.remaining),
+        ));
         if resting.open == 0 {
             return self.remove_filled(oi, &resting);
         }
@@ -2555,6 +2535,39 @@ impl Matcher {
 }
 
 /// A pause end as states and views carry it: 0 for none.
+/// The record of a match of a resting order with `inc` at `price`. `resting` is a copy of
+/// the resting order's line with its book side and hiddenness (which a caller may know
+/// without decoding them from the line); `shares` is (shares matched, the resting order's
+/// leaves, the incoming order's leaves).
+#[inline(always)]
+fn fill_record(
+    ts: Timestamp,
+    price: Price,
+    match_id: MatchId,
+    (resting, resting_side, resting_hidden): (&Order, BookSide, bool),
+    inc: &Incoming,
+    (qty, resting_leaves, incoming_leaves): (u32, u32, u32),
+) -> Fill {
+    Fill {
+        ts,
+        price,
+        match_id,
+        resting_user_ref: resting.user_ref,
+        resting_id: resting.id,
+        resting_md_ref: resting.md_ref,
+        incoming_user_ref: inc.user_ref,
+        incoming_id: inc.order_id,
+        qty: Qty(qty),
+        resting_leaves: Qty(resting_leaves),
+        incoming_leaves: Qty(incoming_leaves),
+        resting_owner: resting.owner,
+        incoming_owner: inc.owner,
+        instrument: resting.instrument,
+        resting_side,
+        resting_hidden,
+    }
+}
+
 fn pause_end(pause_until: u64) -> u64 {
     if pause_until == u64::MAX {
         0
