@@ -282,6 +282,32 @@ fn a_sweep_fills_whole_orders_in_queue_order_and_the_last_one_in_part() {
     );
 }
 
+/// A sweep that empties whole prices, the last exactly as the incoming order runs out:
+/// the prices leave the book, the next one is the best, and the order does not rest.
+#[test]
+fn a_sweep_that_takes_whole_prices_empties_them_and_ends_at_the_last_share() {
+    let mut v = Venue::new();
+    let (a, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let (b, _) = v.limit(3, Side::Sell, 100, px(1000));
+    let (c, _) = v.limit(2, Side::Sell, 100, px(1001));
+    let (d, _) = v.limit(3, Side::Sell, 100, px(1002));
+    let (_, ev) = v.limit(0, Side::Buy, 300, px(1002));
+    let resting: Vec<_> = fills(&ev)
+        .into_iter()
+        .filter(|f| f.4 == Liquidity::Added)
+        .map(|f| (f.0, f.1, f.3))
+        .collect();
+    assert_eq!(
+        resting,
+        vec![(2, a.0, px(1000)), (3, b.0, px(1000)), (2, c.0, px(1001))]
+    );
+    assert!(canceled(&ev).is_empty());
+    assert_eq!(v.side(BookSide::Ask), vec![(3, d.0, 100)]);
+    assert!(v.side(BookSide::Bid).is_empty(), "nothing left to rest");
+    let [_, ask] = v.m.best_bid_offer(InstrumentId(XYZ as u16));
+    assert_eq!(ask.map(|l| l.price), Some(px(1002)));
+}
+
 #[test]
 fn first_in_first_out_within_a_price() {
     let mut v = Venue::new();

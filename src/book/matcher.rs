@@ -1044,8 +1044,9 @@ impl Matcher {
     }
 
     /// Trades the orders at `level` that fill in full, queue head first: every order
-    /// there is displayed in full (no hidden order, no reserve: the level's open and
-    /// displayed totals are equal) and the circuit breaker is off, so each such fill
+    /// there is displayed in full (the level's open and displayed totals are equal, and no
+    /// order's displayed shares exceed its open ones, so no order there is hidden or holds
+    /// a reserve beyond its display) and the circuit breaker is off, so each such fill
     /// removes its order. The events are [`Self::trade`]'s, fill by fill; the level's
     /// totals, its queue and the book's count are written once at the end instead of at
     /// each fill, and the filled orders' lines are not written (their slots are freed).
@@ -2534,11 +2535,10 @@ impl Matcher {
     }
 }
 
-/// A pause end as states and views carry it: 0 for none.
-/// The record of a match of a resting order with `inc` at `price`. `resting` is a copy of
-/// the resting order's line with its book side and hiddenness (which a caller may know
-/// without decoding them from the line); `shares` is (shares matched, the resting order's
-/// leaves, the incoming order's leaves).
+/// The record of a match of a resting order with `inc` at `price`. The fourth argument is
+/// a copy of the resting order's line with its book side and hiddenness (which a caller
+/// may know without decoding them from the line); the last is (shares matched, the
+/// resting order's leaves, the incoming order's leaves).
 #[inline(always)]
 fn fill_record(
     ts: Timestamp,
@@ -2568,6 +2568,7 @@ fn fill_record(
     }
 }
 
+/// A pause end as states and views carry it: 0 for none.
 fn pause_end(pause_until: u64) -> u64 {
     if pause_until == u64::MAX {
         0

@@ -330,7 +330,7 @@ impl OrderIndex {
         removed
     }
 
-    /// [`Self::remove`] for a key that is live in `slot`, as a resting order's is: if its
+    /// Removes the entry of a key that is live in `slot`, as a resting order's is: if its
     /// window holds it, it is the entry at its position that names `slot` (a live order
     /// has one slot, and one entry in the whole index), so the window's high bits and the
     /// key are not compared.
