@@ -198,6 +198,15 @@ fn fills(events: &[Event]) -> Vec<(u16, u64, u32, Price, Liquidity)> {
         .collect()
 }
 
+/// (owner, ref, qty, price) of the resting side's executions, in order.
+fn resting_fills(events: &[Event]) -> Vec<(u16, u64, u32, Price)> {
+    fills(events)
+        .into_iter()
+        .filter(|f| f.4 == Liquidity::Added)
+        .map(|f| (f.0, f.1, f.2, f.3))
+        .collect()
+}
+
 fn rejection(events: &[Event]) -> Option<RejectReason> {
     events.iter().find_map(|e| match e.body {
         EventBody::Rejected { reason, .. } => Some(reason),
@@ -243,13 +252,8 @@ fn a_sweep_fills_whole_orders_in_queue_order_and_the_last_one_in_part() {
     let (d, _) = v.limit(3, Side::Sell, 100, px(1001));
     let (e, _) = v.limit(2, Side::Sell, 100, px(1001));
     let (taker, ev) = v.limit(0, Side::Buy, 400, px(1001));
-    let resting: Vec<_> = fills(&ev)
-        .into_iter()
-        .filter(|f| f.4 == Liquidity::Added)
-        .map(|f| (f.0, f.1, f.2, f.3))
-        .collect();
     assert_eq!(
-        resting,
+        resting_fills(&ev),
         vec![
             (2, a.0, 100, px(1000)),
             (3, b.0, 200, px(1000)),
@@ -292,14 +296,13 @@ fn a_sweep_that_takes_whole_prices_empties_them_and_ends_at_the_last_share() {
     let (c, _) = v.limit(2, Side::Sell, 100, px(1001));
     let (d, _) = v.limit(3, Side::Sell, 100, px(1002));
     let (_, ev) = v.limit(0, Side::Buy, 300, px(1002));
-    let resting: Vec<_> = fills(&ev)
-        .into_iter()
-        .filter(|f| f.4 == Liquidity::Added)
-        .map(|f| (f.0, f.1, f.3))
-        .collect();
     assert_eq!(
-        resting,
-        vec![(2, a.0, px(1000)), (3, b.0, px(1000)), (2, c.0, px(1001))]
+        resting_fills(&ev),
+        vec![
+            (2, a.0, 100, px(1000)),
+            (3, b.0, 100, px(1000)),
+            (2, c.0, 100, px(1001)),
+        ]
     );
     assert!(canceled(&ev).is_empty());
     assert_eq!(v.side(BookSide::Ask), vec![(3, d.0, 100)]);
