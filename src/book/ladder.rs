@@ -83,6 +83,21 @@ impl Ladder {
         (self.best != NONE).then_some(self.best)
     }
 
+    /// Whether an incoming order on the other side, limited to tick number `tick`, would
+    /// trade with this side's best level.
+    #[inline]
+    pub fn crossed_by(&self, tick: u32) -> bool {
+        debug_assert!(tick < NONE);
+        // The side is selected, not branched to (it is random from order to order). An
+        // empty side's best is `NONE`: above every tick for asks, and 0 after the wrapping
+        // add for bids (`best + 1 > tick` is `best >= tick`), so that nothing crosses it.
+        std::hint::select_unpredictable(
+            self.side == BookSide::Ask,
+            self.best <= tick,
+            self.best.wrapping_add(1) > tick,
+        )
+    }
+
     /// The level at `tick`, if there is one.
     #[inline]
     pub fn get(&self, tick: u32) -> Option<u32> {
@@ -219,6 +234,7 @@ impl Ladder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::Price;
     use std::collections::BTreeSet;
 
     /// Random inserts and removals agree with a sorted set, on ranges of 1 to 5 layers
@@ -260,6 +276,26 @@ mod tests {
                     };
                     assert_eq!(ladder.best_tick(), best.copied());
                     assert_eq!(ladder.len(), model.len());
+                    // An incoming order limited to a tick at, next to, or far from the
+                    // best, and at both ends of the range.
+                    let near = best.map_or(tick, |&b| b);
+                    for probe in [
+                        0,
+                        ticks - 1,
+                        tick,
+                        near,
+                        near.saturating_sub(1),
+                        (near + 1).min(ticks - 1),
+                    ] {
+                        let crosses = best.is_some_and(|&b| {
+                            side.crosses(Price(u64::from(b)), Price(u64::from(probe)))
+                        });
+                        assert_eq!(
+                            ladder.crossed_by(probe),
+                            crosses,
+                            "{ticks} ticks, {side:?}, best {best:?}, limit tick {probe}"
+                        );
+                    }
                     if step % 251 == 0 {
                         let mut expected: Vec<u32> = model.iter().copied().collect();
                         if side == BookSide::Bid {
@@ -288,5 +324,10 @@ mod tests {
         assert_eq!(ladder.best(), Some((9_999, 3)));
         ladder.remove(9_999);
         assert_eq!(ladder.best(), None);
+        assert!(!ladder.crossed_by(0) && !ladder.crossed_by(9_999));
+        let mut bids = Ladder::new(BookSide::Bid, 10_000);
+        assert!(!bids.crossed_by(0) && !bids.crossed_by(9_999));
+        bids.insert(0, 1);
+        assert!(bids.crossed_by(0) && !bids.crossed_by(1));
     }
 }

@@ -186,6 +186,11 @@ struct Book {
     state: TradingState,
     /// The fat-finger range, fixed for the day: limit prices outside it are rejected.
     fat_finger: (Price, Price),
+    /// The limit prices, inclusive, a new order may have for [`Matcher::rest_plain`]: the
+    /// configured range, the fat-finger range and the band, intersected (an order
+    /// outside it may still be valid; the full checks take it). Kept by
+    /// [`Book::set_reference`] with `band`.
+    plain: (Price, Price),
     /// End of a circuit-breaker pause, ns since midnight (`u64::MAX`: none).
     pause_until: u64,
     /// The last seconds of trades, for the breaker's reference price.
@@ -204,7 +209,17 @@ impl Book {
         if self.reference != price {
             self.reference = price;
             self.band = self.spec.band(price);
+            self.plain = self.plain_range();
         }
+    }
+
+    /// [`Book::plain`] for the current band.
+    fn plain_range(&self) -> (Price, Price) {
+        let (low, high) = self.band.unwrap_or((Price(0), Price(u64::MAX)));
+        (
+            self.spec.min_price.max(self.fat_finger.0).max(low),
+            self.spec.max_price.min(self.fat_finger.1).min(high),
+        )
     }
 
     /// Tick number of a valid limit price (within range, on a tick).
@@ -487,7 +502,7 @@ impl Matcher {
                     spec.symbol
                 );
                 let ticks = spec.ticks() as u32;
-                Book {
+                let mut book = Book {
                     spec: *spec,
                     tick: Divisor::new(spec.tick.0),
                     lot: Divisor::new(u64::from(spec.lot)),
@@ -500,6 +515,7 @@ impl Matcher {
                     resting: 0,
                     state: TradingState::Trading,
                     fat_finger: spec.fat_finger(),
+                    plain: (Price(0), Price(0)),
                     pause_until: u64::MAX,
                     window: TradeWindow::new(
                         if spec.breaker_bps == 0 {
@@ -511,7 +527,9 @@ impl Matcher {
                     ),
                     breaker_second: u64::MAX,
                     breaker_range: (Price(0), Price(u64::MAX)),
-                }
+                };
+                book.plain = book.plain_range();
+                book
             })
             .collect();
         let symbols: Vec<Symbol> = config.instruments.iter().map(|spec| spec.symbol).collect();
@@ -640,6 +658,9 @@ impl Matcher {
             );
         };
         let instrument = InstrumentId(instrument);
+        if self.rest_plain(owner, o, instrument, emit) {
+            return;
+        }
         if let Err(reason) = self.open_for(instrument, o.tif) {
             return emit.reject(owner, o.user_ref, reason, o.echo.clordid);
         }
@@ -690,6 +711,118 @@ impl Matcher {
             customer_type: o.echo.customer_type,
         };
         self.enter(incoming, entry, Some(o), emit);
+    }
+
+    /// The common new order, checked with fewer tests and put on the book: a displayed
+    /// limit order with no minimum quantity, reserve or post-only, living at least the
+    /// day (not IOC or good-till-time), in an instrument that is trading, at a price that
+    /// needs no repricing and does not cross. Returns `false`, having changed nothing, for
+    /// any other order: the full checks then take it, and find the reason of a reject.
+    ///
+    /// The checks it fuses are [`Self::open_for`], [`Self::validate`],
+    /// [`Self::quotation_check`] and [`Self::check_capacity`] for such an order: the
+    /// phase and trading state in two tests, the quantity's range in one, the price's
+    /// range, fat-finger range and band in one range ([`Book::plain`]), and the crossing
+    /// test on tick numbers. Debug builds check that the full checks agree.
+    #[inline(always)]
+    fn rest_plain(
+        &mut self,
+        owner: OwnerId,
+        o: &NewOrder,
+        instrument: InstrumentId,
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) -> bool {
+        let Some(price) = o.price else {
+            return false;
+        };
+        let plain = matches!(
+            o.tif,
+            TimeInForce::Day | TimeInForce::Gtx | TimeInForce::AfterHours
+        ) & ((o.min_qty.0 | o.max_floor.0) == 0)
+            & !(o.hidden | o.post_only)
+            & !self.venue_halted
+            & matches!(self.phase, DayPhase::Unscheduled | DayPhase::Market);
+        let book = &self.books[usize::from(instrument.0)];
+        if !plain | (book.state != TradingState::Trading) {
+            return false;
+        }
+        let qty = o.qty.0;
+        // 1..=max_qty in one compare.
+        if qty.wrapping_sub(1) >= book.spec.max_qty || !book.lot.divides(u64::from(qty)) {
+            return false;
+        }
+        if price < book.plain.0 || price > book.plain.1 || !book.tick.divides(price.0) {
+            return false;
+        }
+        let side = o.side.book_side();
+        if book.sides[side.opposite().index()].crossed_by(book.tick_of(price))
+            || self.orders.free_count() == 0
+            || self.levels.free_count() == 0
+        {
+            return false;
+        }
+        #[cfg(debug_assertions)]
+        self.debug_check_plain(o, instrument);
+        let incoming = Incoming {
+            owner,
+            user_ref: o.user_ref,
+            order_id: self.take_order_id(),
+            instrument,
+            side: o.side,
+            firm: o.firm,
+            limit: price,
+            reach: price,
+            guard: price,
+            remaining: qty,
+            executed: 0,
+        };
+        let entry = Entry {
+            tif: o.tif,
+            market: false,
+            hidden: false,
+            min_qty: 0,
+            max_floor: 0,
+            capacity: o.echo.capacity,
+            cross_type: o.echo.cross_type,
+            customer_type: o.echo.customer_type,
+        };
+        self.rest(&incoming, &entry, Arrival::Accepted(o), emit);
+        true
+    }
+
+    /// That the full checks accept an order [`Self::rest_plain`] took, at its limit, and
+    /// that it does not cross.
+    #[cfg(debug_assertions)]
+    fn debug_check_plain(&self, o: &NewOrder, instrument: InstrumentId) {
+        let book = &self.books[usize::from(instrument.0)];
+        let prices = self
+            .open_for(instrument, o.tif)
+            .and_then(|()| {
+                self.validate(
+                    instrument,
+                    o.side,
+                    o.qty.0,
+                    o.price,
+                    o.tif,
+                    o.post_only,
+                    o.min_qty.0,
+                    o.max_floor.0,
+                    o.hidden,
+                )
+            })
+            .and_then(|prices| {
+                self.quotation_check(instrument, o.side, prices.limit)?;
+                self.check_capacity(instrument, o.side.book_side(), prices, true, None)?;
+                Ok((prices.limit, prices.reach))
+            });
+        assert_eq!(prices, Ok((o.price.unwrap(), o.price.unwrap())), "{o:?}");
+        let contra = o.side.book_side().opposite();
+        assert!(
+            !book
+                .best(contra)
+                .is_some_and(|(best, _)| contra.crosses(best, o.price.unwrap())),
+            "{o:?}"
+        );
     }
 
     /// Pre-trade checks shared by new orders and replaces. Returns the prices the order

@@ -42,7 +42,7 @@ impl OwnerSlots {
     }
 
     /// `slot` now holds an order of `owner`.
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, slot: u32, owner: u16) {
         let slot = slot as usize;
         debug_assert_eq!(self.owner_of[slot], FREE, "slot {slot} taken twice");

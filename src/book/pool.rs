@@ -30,7 +30,7 @@ impl<T: Default + Clone> Pool<T> {
 
 impl<T> Pool<T> {
     /// Takes a free slot, or `None` when the pool is full. Never allocates.
-    #[inline]
+    #[inline(always)]
     pub fn try_alloc(&mut self, value: T) -> Option<u32> {
         let index = self.free.pop()?;
         self.slots[index as usize] = value;
