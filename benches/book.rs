@@ -791,6 +791,27 @@ fn benches(c: &mut Criterion) {
             }
         }
     }
+    if std::env::var("IRONMATCH_BOOK_ONCE").as_deref() == Ok("match") {
+        // Once, for scripts/core-ir.sh: each sweep alone through `apply_all` (the function
+        // it collects), the restoring adds outside it.
+        let mut matcher = Matcher::new(&cfg);
+        let mut events = Output::with_capacity(1 << 10);
+        for c in &setup.cmds {
+            events.clear();
+            matcher.apply(c, &mut events);
+        }
+        eprintln!("apply_all: {} commands", sweep_at.len());
+        let mut timed = sweep_at.iter().peekable();
+        for (i, c) in sweeps.cmds.iter().enumerate() {
+            if timed.next_if_eq(&&i).is_some() {
+                apply_all(&mut matcher, std::slice::from_ref(c), &mut events);
+            } else {
+                events.clear();
+                matcher.apply(c, &mut events);
+            }
+        }
+        std::process::exit(0);
+    }
     group.bench_function("match", |b| {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;

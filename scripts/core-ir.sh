@@ -9,7 +9,7 @@
 #
 #   scripts/core-ir.sh [-b "BENCH..."] COMMIT...
 #
-# BENCH: add cancel mixed deep keyed keyed_seq wide burst (default: add cancel mixed deep
+# BENCH: add cancel match mixed deep keyed keyed_seq wide burst (default: add cancel mixed deep
 # wide burst). Each commit's `book` bench binary is built as scripts/core-ab.sh builds it
 # (and in the same place); the bench applies the flow's setup, then its timed commands once
 # in `apply_all`, the only function collected (IRONMATCH_BOOK_ONCE in benches/book.rs;

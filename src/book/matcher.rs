@@ -186,10 +186,8 @@ struct Book {
     state: TradingState,
     /// The fat-finger range, fixed for the day: limit prices outside it are rejected.
     fat_finger: (Price, Price),
-    /// The limit prices, inclusive, a new order may have for [`Matcher::rest_plain`]: the
-    /// configured range, the fat-finger range and the band, intersected (an order
-    /// outside it may still be valid; the full checks take it). Kept by
-    /// [`Book::set_reference`] with `band`.
+    /// The configured price range and the fat-finger range, intersected (both fixed for
+    /// the day): the limits, inclusive, [`Matcher::rest_plain`] takes before the band.
     plain: (Price, Price),
     /// End of a circuit-breaker pause, ns since midnight (`u64::MAX`: none).
     pause_until: u64,
@@ -209,17 +207,7 @@ impl Book {
         if self.reference != price {
             self.reference = price;
             self.band = self.spec.band(price);
-            self.plain = self.plain_range();
         }
-    }
-
-    /// [`Book::plain`] for the current band.
-    fn plain_range(&self) -> (Price, Price) {
-        let (low, high) = self.band.unwrap_or((Price(0), Price(u64::MAX)));
-        (
-            self.spec.min_price.max(self.fat_finger.0).max(low),
-            self.spec.max_price.min(self.fat_finger.1).min(high),
-        )
     }
 
     /// Tick number of a valid limit price (within range, on a tick).
@@ -502,7 +490,7 @@ impl Matcher {
                     spec.symbol
                 );
                 let ticks = spec.ticks() as u32;
-                let mut book = Book {
+                Book {
                     spec: *spec,
                     tick: Divisor::new(spec.tick.0),
                     lot: Divisor::new(u64::from(spec.lot)),
@@ -515,7 +503,10 @@ impl Matcher {
                     resting: 0,
                     state: TradingState::Trading,
                     fat_finger: spec.fat_finger(),
-                    plain: (Price(0), Price(0)),
+                    plain: (
+                        spec.min_price.max(spec.fat_finger().0),
+                        spec.max_price.min(spec.fat_finger().1),
+                    ),
                     pause_until: u64::MAX,
                     window: TradeWindow::new(
                         if spec.breaker_bps == 0 {
@@ -527,9 +518,7 @@ impl Matcher {
                     ),
                     breaker_second: u64::MAX,
                     breaker_range: (Price(0), Price(u64::MAX)),
-                };
-                book.plain = book.plain_range();
-                book
+                }
             })
             .collect();
         let symbols: Vec<Symbol> = config.instruments.iter().map(|spec| spec.symbol).collect();
@@ -722,8 +711,8 @@ impl Matcher {
     /// The checks it fuses are [`Self::open_for`], [`Self::validate`],
     /// [`Self::quotation_check`] and [`Self::check_capacity`] for such an order: the
     /// phase and trading state in two tests, the quantity's range in one, the price's
-    /// range, fat-finger range and band in one range ([`Book::plain`]), and the crossing
-    /// test on tick numbers. Debug builds check that the full checks agree.
+    /// range and fat-finger range in one range ([`Book::plain`]), then the band, and the
+    /// crossing test on tick numbers. Debug builds check that the full checks agree.
     #[inline(always)]
     fn rest_plain(
         &mut self,
@@ -752,6 +741,12 @@ impl Matcher {
             return false;
         }
         if price < book.plain.0 || price > book.plain.1 || !book.tick.divides(price.0) {
+            return false;
+        }
+        // Inside the band: a limit through it is repriced or stopped by the full path.
+        if let Some((low, high)) = book.band
+            && (price < low || price > high)
+        {
             return false;
         }
         let side = o.side.book_side();
