@@ -647,33 +647,13 @@ impl Matcher {
             );
         };
         let instrument = InstrumentId(instrument);
-        if self.rest_plain(owner, o, instrument, emit) {
-            return;
-        }
-        if let Err(reason) = self.open_for(instrument, o.tif) {
-            return emit.reject(owner, o.user_ref, reason, o.echo.clordid);
-        }
-        let check = self
-            .validate(
-                instrument,
-                o.side,
-                o.qty.0,
-                o.price,
-                o.tif,
-                o.post_only,
-                o.min_qty.0,
-                o.max_floor.0,
-                o.hidden,
-            )
-            .and_then(|prices| {
-                self.quotation_check(instrument, o.side, prices.limit)?;
-                let can_rest = !matches!(o.tif, TimeInForce::Ioc) & o.price.is_some();
-                self.check_capacity(instrument, o.side.book_side(), prices, can_rest, None)?;
-                Ok(prices)
-            });
-        let prices = match check {
-            Ok(prices) => prices,
-            Err(reason) => return emit.reject(owner, o.user_ref, reason, o.echo.clordid),
+        let prices = match self.enter_plain(owner, o, instrument, emit) {
+            Plain::Rested => return,
+            Plain::Priced(prices) => prices,
+            Plain::Full => match self.checked_prices(o, instrument) {
+                Ok(prices) => prices,
+                Err(reason) => return emit.reject(owner, o.user_ref, reason, o.echo.clordid),
+            },
         };
         let order_id = self.take_order_id();
         let incoming = Incoming {
@@ -702,62 +682,104 @@ impl Matcher {
         self.enter(incoming, entry, Some(o), emit);
     }
 
-    /// The common new order, checked with fewer tests and put on the book: a displayed
-    /// limit order with no minimum quantity, reserve or post-only, living at least the
-    /// day (not IOC or good-till-time), in an instrument that is trading, at a price that
-    /// needs no repricing and does not cross. Returns `false`, having changed nothing, for
-    /// any other order: the full checks then take it, and find the reason of a reject.
+    /// Every check of a new order, in order: the phase and trading state, then
+    /// [`Self::validate`], quotation-only crossing and the pools' room.
+    fn checked_prices(
+        &self,
+        o: &NewOrder,
+        instrument: InstrumentId,
+    ) -> Result<Prices, RejectReason> {
+        self.open_for(instrument, o.tif)?;
+        self.validate(
+            instrument,
+            o.side,
+            o.qty.0,
+            o.price,
+            o.tif,
+            o.post_only,
+            o.min_qty.0,
+            o.max_floor.0,
+            o.hidden,
+        )
+        .and_then(|prices| {
+            self.quotation_check(instrument, o.side, prices.limit)?;
+            let can_rest = !matches!(o.tif, TimeInForce::Ioc) & o.price.is_some();
+            self.check_capacity(instrument, o.side.book_side(), prices, can_rest, None)?;
+            Ok(prices)
+        })
+    }
+
+    /// The common new order, checked with fewer tests: a displayed limit order with no
+    /// minimum quantity, reserve or post-only, living at least the day or IOC (not
+    /// good-till-time), in an instrument that is trading, at a price inside the band (so
+    /// neither repriced nor limited by it), with room in the pools. Such an order that
+    /// does not trade (not IOC, not crossing) is put on the book here ([`Plain::Rested`]);
+    /// one that may trade gets its prices ([`Plain::Priced`]: its limit, and the band's
+    /// other edge as its guard) for [`Self::enter`]. Any other order, having changed
+    /// nothing, is left to the full checks ([`Plain::Full`]), which find a reject's reason.
     ///
     /// The checks it fuses are [`Self::open_for`], [`Self::validate`],
     /// [`Self::quotation_check`] and [`Self::check_capacity`] for such an order: the
     /// phase and trading state in two tests, the quantity's range in one, the price's
-    /// range and fat-finger range in one range ([`Book::plain`]), then the band, and the
-    /// crossing test on tick numbers. Debug builds check that the full checks agree.
+    /// range and fat-finger range in one range ([`Book::plain`]), then the band; the
+    /// crossing test is on tick numbers. Debug builds check that the full checks agree.
     #[inline(always)]
-    fn rest_plain(
+    fn enter_plain(
         &mut self,
         owner: OwnerId,
         o: &NewOrder,
         instrument: InstrumentId,
         emit: &mut Emitter<'_, impl EventSink>,
-    ) -> bool {
+    ) -> Plain {
         let Some(price) = o.price else {
-            return false;
+            return Plain::Full;
         };
         let plain = matches!(
             o.tif,
-            TimeInForce::Day | TimeInForce::Gtx | TimeInForce::AfterHours
+            TimeInForce::Day | TimeInForce::Ioc | TimeInForce::Gtx | TimeInForce::AfterHours
         ) & ((o.min_qty.0 | o.max_floor.0) == 0)
             & !(o.hidden | o.post_only)
             & !self.venue_halted
             & matches!(self.phase, DayPhase::Unscheduled | DayPhase::Market);
         let book = &self.books[usize::from(instrument.0)];
         if !plain | (book.state != TradingState::Trading) {
-            return false;
+            return Plain::Full;
         }
         let qty = o.qty.0;
         // 1..=max_qty in one compare.
         if qty.wrapping_sub(1) >= book.spec.max_qty || !book.lot.divides(u64::from(qty)) {
-            return false;
+            return Plain::Full;
         }
         if price < book.plain.0 || price > book.plain.1 || !book.tick.divides(price.0) {
-            return false;
+            return Plain::Full;
         }
         // Inside the band: a limit through it is repriced or stopped by the full path.
         if let Some((low, high)) = book.band
             && (price < low || price > high)
         {
-            return false;
+            return Plain::Full;
         }
-        let side = o.side.book_side();
-        if book.sides[side.opposite().index()].crossed_by(book.tick_of(price))
-            || self.orders.free_count() == 0
-            || self.levels.free_count() == 0
-        {
-            return false;
+        if self.orders.free_count() == 0 || self.levels.free_count() == 0 {
+            return Plain::Full;
         }
         #[cfg(debug_assertions)]
         self.debug_check_plain(o, instrument);
+        let side = o.side.book_side();
+        if o.tif == TimeInForce::Ioc
+            || book.sides[side.opposite().index()].crossed_by(book.tick_of(price))
+        {
+            return Plain::Priced(Prices {
+                limit: price,
+                reach: price,
+                guard: guard(book.band, side == BookSide::Bid),
+            });
+        }
+        debug_assert!(
+            !book
+                .best(side.opposite())
+                .is_some_and(|(best, _)| side.opposite().crosses(best, price)),
+            "{o:?}"
+        );
         let incoming = Incoming {
             owner,
             user_ref: o.user_ref,
@@ -782,14 +804,15 @@ impl Matcher {
             customer_type: o.echo.customer_type,
         };
         self.rest(&incoming, &entry, Arrival::Accepted(o), emit);
-        true
+        Plain::Rested
     }
 
-    /// That the full checks accept an order [`Self::rest_plain`] took, at its limit, and
-    /// that it does not cross.
+    /// That the full checks give an order [`Self::enter_plain`] took the prices it gives.
     #[cfg(debug_assertions)]
     fn debug_check_plain(&self, o: &NewOrder, instrument: InstrumentId) {
         let book = &self.books[usize::from(instrument.0)];
+        let limit = o.price.expect("a plain order has a limit");
+        let guard = guard(book.band, o.side.book_side() == BookSide::Bid);
         let prices = self
             .open_for(instrument, o.tif)
             .and_then(|()| {
@@ -808,16 +831,9 @@ impl Matcher {
             .and_then(|prices| {
                 self.quotation_check(instrument, o.side, prices.limit)?;
                 self.check_capacity(instrument, o.side.book_side(), prices, true, None)?;
-                Ok((prices.limit, prices.reach))
+                Ok((prices.limit, prices.reach, prices.guard))
             });
-        assert_eq!(prices, Ok((o.price.unwrap(), o.price.unwrap())), "{o:?}");
-        let contra = o.side.book_side().opposite();
-        assert!(
-            !book
-                .best(contra)
-                .is_some_and(|(best, _)| contra.crosses(best, o.price.unwrap())),
-            "{o:?}"
-        );
+        assert_eq!(prices, Ok((limit, limit, guard)), "{o:?}");
     }
 
     /// Pre-trade checks shared by new orders and replaces. Returns the prices the order
@@ -886,12 +902,7 @@ impl Matcher {
                 (edge, edge)
             }
         };
-        let guard = match band {
-            Some((low, _)) if buy => low,
-            Some((_, high)) => high,
-            None if buy => Price(0),
-            None => Price(u64::MAX),
-        };
+        let guard = guard(band, buy);
         if min_qty > qty {
             return Err(RejectReason::InvalidMinQty);
         }
@@ -2694,6 +2705,28 @@ fn fill_record(
         resting_side,
         resting_hidden,
     }
+}
+
+/// The band's other edge for an order on the bid side (`buy`) or the ask side: it may not
+/// trade at a better price either (0 for a buy, `u64::MAX` for a sell when the band is off).
+#[inline(always)]
+fn guard(band: Option<(Price, Price)>, buy: bool) -> Price {
+    match band {
+        Some((low, _)) if buy => low,
+        Some((_, high)) => high,
+        None if buy => Price(0),
+        None => Price(u64::MAX),
+    }
+}
+
+/// What [`Matcher::enter_plain`] did with a new order.
+enum Plain {
+    /// It is on the book, acknowledged.
+    Rested,
+    /// It may trade: [`Matcher::enter`] takes it at these prices.
+    Priced(Prices),
+    /// Nothing: it needs the full checks.
+    Full,
 }
 
 /// A pause end as states and views carry it: 0 for none.
