@@ -30,9 +30,9 @@ if [ "$#" -lt 1 ]; then
 fi
 command -v valgrind >/dev/null || { echo "valgrind is not installed" >&2; exit 1; }
 for bench in $benches; do
-  case " add cancel mixed deep keyed keyed_seq wide burst " in
+  case " add cancel match mixed deep keyed keyed_seq wide burst " in
     *" $bench "*) ;;
-    *) echo "no once-mode for '$bench': add cancel mixed deep keyed keyed_seq wide burst" >&2; exit 2 ;;
+    *) echo "no once-mode for '$bench': add cancel match mixed deep keyed keyed_seq wide burst" >&2; exit 2 ;;
   esac
 done
 repo="$(cd "$(dirname "$0")/.." && pwd)"
