@@ -814,25 +814,8 @@ impl Matcher {
         let limit = o.price.expect("a plain order has a limit");
         let guard = guard(book.band, o.side.book_side() == BookSide::Bid);
         let prices = self
-            .open_for(instrument, o.tif)
-            .and_then(|()| {
-                self.validate(
-                    instrument,
-                    o.side,
-                    o.qty.0,
-                    o.price,
-                    o.tif,
-                    o.post_only,
-                    o.min_qty.0,
-                    o.max_floor.0,
-                    o.hidden,
-                )
-            })
-            .and_then(|prices| {
-                self.quotation_check(instrument, o.side, prices.limit)?;
-                self.check_capacity(instrument, o.side.book_side(), prices, true, None)?;
-                Ok((prices.limit, prices.reach, prices.guard))
-            });
+            .checked_prices(o, instrument)
+            .map(|prices| (prices.limit, prices.reach, prices.guard));
         assert_eq!(prices, Ok((limit, limit, guard)), "{o:?}");
     }
 
