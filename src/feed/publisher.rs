@@ -271,11 +271,18 @@ impl Feed {
             if let Some(offset) = live_offset {
                 // Messages an earlier run published are stored, not sent again.
                 let earlier = blocks(&self.pending[..offset]).count() as u64;
+                if !self.live {
+                    // Caught up in this very read: the heartbeat announcing where the
+                    // stream is goes out before its first live message, however late this
+                    // thread first read the journal.
+                    self.live = true;
+                    self.announce(first + earlier, false);
+                }
                 self.send_blocks(first + earlier, offset);
             }
             self.pending.clear();
         }
-        if !self.live && (live_offset.is_some() || self.follower.next_seq() >= live_from) {
+        if !self.live && self.follower.next_seq() >= live_from {
             // Caught up with what earlier runs published: announce where the stream is.
             self.live = true;
             self.send_status(false);
@@ -324,11 +331,16 @@ impl Feed {
     }
 
     fn send_status(&mut self, end_of_session: bool) {
+        self.announce(self.store.messages() + 1, end_of_session);
+    }
+
+    /// A heartbeat (or End of Session) announcing message `next` as the next.
+    fn announce(&mut self, next: u64, end_of_session: bool) {
         if !self.sends() {
             self.last_send = Instant::now();
             return;
         }
-        let bytes = status_packet(self.session, self.store.messages() + 1, end_of_session);
+        let bytes = status_packet(self.session, next, end_of_session);
         match self.stream.send_to(&bytes, self.destination) {
             Ok(_) => self.stats.packets += 1,
             Err(_) => self.stats.send_errors += 1,
