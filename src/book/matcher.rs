@@ -187,7 +187,7 @@ struct Book {
     /// The fat-finger range, fixed for the day: limit prices outside it are rejected.
     fat_finger: (Price, Price),
     /// The configured price range and the fat-finger range, intersected (both fixed for
-    /// the day): the limits, inclusive, [`Matcher::rest_plain`] takes before the band.
+    /// the day): the limits, inclusive, [`Matcher::enter_plain`] takes before the band.
     plain: (Price, Price),
     /// End of a circuit-breaker pause, ns since midnight (`u64::MAX`: none).
     pause_until: u64,
