@@ -175,10 +175,12 @@ struct Book {
     /// Indexed by `BookSide::index()`.
     sides: [Ladder; 2],
     /// Centre of the price band: the last trade, or `ref_price` before any. Set through
-    /// [`Book::set_reference`], which keeps `band` in step.
+    /// [`Book::set_reference`], which keeps `band` in step, or during a sweep by each
+    /// trade alone, `band` following once the sweep ends ([`Matcher::sweep`]).
     reference: Price,
     /// `spec.band(reference)`, kept so that an order's checks do not compute it: the
-    /// reference moves only when a trade prints at a new price.
+    /// reference moves only when a trade prints at a new price. Stale inside a sweep,
+    /// where nothing reads it (the incoming order's band edge was fixed at its entry).
     band: Option<(Price, Price)>,
     /// Orders resting in this book (displayed, reserve and hidden).
     resting: u32,
@@ -1103,7 +1105,23 @@ impl Matcher {
     /// the band, until the circuit breaker trips. Level by level: the price checks are made
     /// once per level, then its orders trade front first until it empties (it leaves the
     /// ladder, whose best moves on) or the incoming order is done.
+    ///
+    /// Each trade moves the band's centre (`Book::reference`); the band itself is
+    /// computed once, after the last one, not at every level (a division's worth of
+    /// instructions per level swept).
     fn sweep(&mut self, inc: &mut Incoming, emit: &mut Emitter<'_, impl EventSink>) {
+        let bi = usize::from(inc.instrument.0);
+        let before = self.books[bi].reference;
+        self.sweep_levels(inc, emit);
+        let book = &mut self.books[bi];
+        if book.reference != before {
+            book.band = book.spec.band(book.reference);
+        }
+    }
+
+    /// [`Self::sweep`] but for the band, which it leaves to it.
+    #[inline(always)]
+    fn sweep_levels(&mut self, inc: &mut Incoming, emit: &mut Emitter<'_, impl EventSink>) {
         let contra = inc.side.book_side().opposite();
         let bi = usize::from(inc.instrument.0);
         let stp = self.owners[usize::from(inc.owner.0)].stp;
@@ -1223,7 +1241,7 @@ impl Matcher {
         self.next_match_id = match_id;
         let book = &mut self.books[usize::from(inc.instrument.0)];
         book.resting -= left;
-        book.set_reference(price);
+        book.reference = price;
         let lv = &mut self.levels[level];
         lv.open_qty -= u64::from(traded);
         lv.shown_qty -= u64::from(traded);
@@ -1366,7 +1384,7 @@ impl Matcher {
         if book.spec.breaker_bps != 0 {
             book.window.record(second, price, book.reference);
         }
-        book.set_reference(price);
+        book.reference = price;
         emit.fill(fill_record(
             emit.ts,
             price,
@@ -1556,9 +1574,11 @@ impl Matcher {
             return;
         };
         let o = self.orders[oi];
-        if !self.books[usize::from(o.instrument.0)]
-            .lot
-            .divides(u64::from(qty.0))
+        // A full cancel (0, on every lot) skips the lot's test: half of a quoting flow.
+        if qty.0 != 0
+            && !self.books[usize::from(o.instrument.0)]
+                .lot
+                .divides(u64::from(qty.0))
         {
             return emit.reject(owner, user_ref, RejectReason::QtyOffLot, BLANK_ID);
         }
