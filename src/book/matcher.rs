@@ -2324,23 +2324,32 @@ impl Matcher {
     #[inline(always)]
     fn unlink_from_level(&mut self, oi: u32) {
         let o = self.orders[oi];
-        self.unlink(&o);
+        self.unlink(oi, &o);
     }
 
-    /// Takes an order out of its queue, from `o`, a copy of its line (its queue links,
-    /// level and hiddenness are what is read).
+    /// Takes order `oi` out of its queue, from `o`, a copy of its line (its queue links,
+    /// level and hiddenness are what is read). Its own line's links are left undefined:
+    /// the caller frees the slot or links it again.
+    ///
+    /// Without branches on where the order sits: each of the four links is written
+    /// unconditionally, its target selected. A neighbour's link if there is one, else the
+    /// order's own line (written, then never read as such); the queue's end takes the
+    /// neighbour if it was the order, else keeps its value. A cancel's order sits anywhere in
+    /// its queue, so branches on `prev`/`next` were mispredicted: in callgrind's model 0.38
+    /// times a command of `book/mixed` and 0.25 of `book/wide`. Measured (README, "Queue
+    /// links without branches"): `wide` 1.04x, `mixed` 1.02-1.03x, for 5 to 9 more
+    /// instructions a cancel.
     #[inline(always)]
-    fn unlink(&mut self, o: &Order) {
-        if o.prev == NIL {
-            self.levels[o.level].queue(o.hidden()).head = o.next;
-        } else {
-            self.orders[o.prev].next = o.next;
-        }
-        if o.next == NIL {
-            self.levels[o.level].queue(o.hidden()).tail = o.prev;
-        } else {
-            self.orders[o.next].prev = o.prev;
-        }
+    fn unlink(&mut self, oi: u32, o: &Order) {
+        let first = o.prev == NIL;
+        let last = o.next == NIL;
+        let before = std::hint::select_unpredictable(first, oi, o.prev);
+        let after = std::hint::select_unpredictable(last, oi, o.next);
+        self.orders[before].next = o.next;
+        self.orders[after].prev = o.prev;
+        let queue = self.levels[o.level].queue(o.hidden());
+        queue.head = std::hint::select_unpredictable(first, o.next, queue.head);
+        queue.tail = std::hint::select_unpredictable(last, o.prev, queue.tail);
     }
 
     /// Removes a resting order everywhere, freeing its level if it was the last one.
@@ -2360,7 +2369,7 @@ impl Matcher {
             (now.prev, now.next, now.level, now.open, now.shown)
                 == (o.prev, o.next, o.level, o.open, o.shown)
         });
-        self.unlink(o);
+        self.unlink(oi, o);
         self.release_order(oi, o);
         self.books[usize::from(o.instrument.0)].resting -= 1;
         let level = &mut self.levels[o.level];
