@@ -2337,8 +2337,9 @@ impl Matcher {
     /// neighbour if it was the order, else keeps its value. A cancel's order sits anywhere in
     /// its queue, so branches on `prev`/`next` were mispredicted: in callgrind's model 0.38
     /// times a command of `book/mixed` and 0.25 of `book/wide`. Measured (README, "Queue
-    /// links without branches"): `wide` 1.04x, `mixed` 1.02-1.03x, for 5 to 9 more
-    /// instructions a cancel.
+    /// links without branches"): `wide` 1.04-1.06x, `mixed` 1.02-1.04x; 5 to 9 more
+    /// instructions a cancel, so a flow whose cancels hit long queues, where the branches
+    /// were predicted, may lose a few percent (`cancel` 0.95-1.02x, within its spread).
     #[inline(always)]
     fn unlink(&mut self, oi: u32, o: &Order) {
         let first = o.prev == NIL;
