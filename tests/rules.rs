@@ -888,6 +888,51 @@ fn full_pools_reject_instead_of_growing() {
     assert_eq!(rejection(&ev), Some(RejectReason::LevelPoolFull));
 }
 
+/// A level that empties gives its place in the level pool back: the pool is full only
+/// when every level in it holds orders, whatever prices were used before, and a level
+/// that comes back at a price is found again (by queries and by the next trade).
+#[test]
+fn emptied_levels_give_their_place_back_to_a_full_pool() {
+    let mut v = Venue::with(config(StpMode::CancelResting, 10, 3));
+    let sym = InstrumentId(XYZ as u16);
+    let ask_at = |v: &Venue, p| v.m.level_at(sym, BookSide::Ask, px(p)).map(|l| l.open_qty);
+    // Two levels used and emptied: the pool has all three places again.
+    let (a, _) = v.limit(2, Side::Sell, 100, px(1001));
+    let (b, _) = v.limit(2, Side::Sell, 100, px(1002));
+    v.cancel(2, a, 0);
+    v.cancel(2, b, 0);
+    assert_eq!(ask_at(&v, 1001), None);
+    assert_eq!(v.m.best_bid_offer(sym)[1], None);
+    // Back at an emptied price: on the book again, and the best offer.
+    let (_, ev) = v.limit(2, Side::Sell, 200, px(1001));
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+    assert_eq!(ask_at(&v, 1001), Some(200));
+    assert_eq!(v.m.best_bid_offer(sym)[1].map(|l| l.price), Some(px(1001)));
+    // Two new prices: the pool is full, and the emptied $10.02 is nowhere.
+    v.limit(2, Side::Sell, 100, px(1003));
+    v.limit(2, Side::Sell, 100, px(1004));
+    assert_eq!(ask_at(&v, 1002), None);
+    // Three levels holding orders: a fourth price is refused.
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(1005));
+    assert_eq!(rejection(&ev), Some(RejectReason::LevelPoolFull));
+    // A level emptied in a full pool gives its place back at once (a fill empties it
+    // here: an IOC, which never rests, so needs no level of its own).
+    let mut ioc = v.order(0, Side::Buy, 200, px(1001));
+    ioc.tif = TimeInForce::Ioc;
+    let (_, ev) = v.enter(0, ioc);
+    assert_eq!(
+        fills(&ev).len(),
+        2,
+        "one match, both sides' executions: {ev:?}"
+    );
+    assert_eq!(ask_at(&v, 1001), None);
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(1005));
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+    let (_, ev) = v.limit(2, Side::Sell, 100, px(1006));
+    assert_eq!(rejection(&ev), Some(RejectReason::LevelPoolFull));
+    assert_eq!(v.m.best_bid_offer(sym)[1].map(|l| l.price), Some(px(1003)));
+}
+
 #[test]
 fn the_band_follows_the_last_trade() {
     let mut v = Venue::new();
