@@ -2335,8 +2335,10 @@ impl Matcher {
     /// unconditionally, its target selected. A neighbour's link if there is one, else the
     /// order's own line (written, then never read as such); the queue's end takes the
     /// neighbour if it was the order, else keeps its value. A cancel's order sits anywhere in
-    /// its queue, so branches on `prev`/`next` were mispredicted: in callgrind's model 0.38
-    /// times a command of `book/mixed` and 0.25 of `book/wide`. Measured (README, "Queue
+    /// its queue, so branches on `prev`/`next` are hard to predict (callgrind's model
+    /// counted them mispredicted 0.38 times a command of `book/mixed` and 0.25 of
+    /// `book/wide`; a model that a later try found does not predict this CPU's times, so
+    /// the timings are the reason kept). Measured (README, "Queue
     /// links without branches"): `wide` 1.04-1.06x, `mixed` 1.02-1.04x; 5 to 9 more
     /// instructions a cancel, so a flow whose cancels hit long queues, where the branches
     /// were predicted, may lose a few percent (`cancel` 0.95-1.02x, within its spread).
