@@ -1,6 +1,9 @@
 //! Matching-core benchmarks, each on a documented flow (four instruments, eight makers of
 //! their own firms and one taker):
 //! - `book/baseline`: the harness alone, walking a command stream without matching.
+//! - `book/floor`: the harness reading `mixed`'s commands in full (from memory: the stream is
+//!   about 96 MB) and writing one record a command, without matching: the part of a flow's
+//!   time no change to the core removes.
 //! - `book/add`: passive adds into a book 20 levels deep (4 orders a level).
 //! - `book/cancel`: cancels, in random order, of the orders `add` entered.
 //! - `book/match`: IOCs that each sweep 5 levels of 4 orders (20 fills).
@@ -43,7 +46,9 @@ use ironmatch::book::{
     InstrumentSpec, Matcher, NewOrder, OwnerSpec, RefRule, Removal, Rested, StpMode, TimeInForce,
 };
 use ironmatch::pipeline::Record;
-use ironmatch::types::{Firm, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
+use ironmatch::types::{
+    Firm, InstrumentId, OrderId, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef,
+};
 
 /// Where the timed benches put the matcher's output: records as the pipeline's ring to the
 /// journal writer takes them (`engine::RingSink`), one per event, one per match
@@ -684,6 +689,25 @@ fn benches(c: &mut Criterion) {
             for c in mixed[warmup..].iter().cycle().take(iters as usize) {
                 events.clear();
                 black_box(c);
+                black_box(&events);
+            }
+            start.elapsed()
+        })
+    });
+
+    // The harness's floor: the same stream read in full, one record written a command, no
+    // matching. What every flow's time includes that no change to the core removes.
+    group.bench_function("floor", |b| {
+        b.iter_custom(|iters| {
+            let mut events = Output::with_capacity(16);
+            let start = Instant::now();
+            for c in mixed[warmup..].iter().cycle().take(iters as usize) {
+                events.clear();
+                let c = black_box(*c);
+                events.0.push(Record::Rested(Rested {
+                    order_id: OrderId(c.ts.0),
+                    instrument: InstrumentId(c.owner.0),
+                }));
                 black_box(&events);
             }
             start.elapsed()
