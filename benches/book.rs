@@ -2,8 +2,8 @@
 //! their own firms and one taker):
 //! - `book/baseline`: the harness alone, walking a command stream without matching.
 //! - `book/floor`: the harness reading `mixed`'s commands in full (from memory: the stream is
-//!   about 96 MB) and writing one record a command, without matching: the part of a flow's
-//!   time no change to the core removes.
+//!   about 96 MB) and writing one record a command, without matching: what the harness
+//!   costs on its own (the core's work overlaps part of it, so it is not a sum's term).
 //! - `book/add`: passive adds into a book 20 levels deep (4 orders a level).
 //! - `book/cancel`: cancels, in random order, of the orders `add` entered.
 //! - `book/match`: IOCs that each sweep 5 levels of 4 orders (20 fills).
@@ -696,7 +696,7 @@ fn benches(c: &mut Criterion) {
     });
 
     // The harness's floor: the same stream read in full, one record written a command, no
-    // matching. What every flow's time includes that no change to the core removes.
+    // matching: what the harness costs on its own (the core's work overlaps part of it).
     group.bench_function("floor", |b| {
         b.iter_custom(|iters| {
             let mut events = Output::with_capacity(16);
