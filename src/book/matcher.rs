@@ -19,7 +19,7 @@ use super::divisor::Divisor;
 use super::ladder::Ladder;
 use super::message::*;
 use super::owners::OwnerSlots;
-use super::pool::{NIL, Pool, Slot};
+use super::pool::{NIL, Pool};
 use super::ref_index::OrderIndex;
 use super::symbols::SymbolTable;
 use super::{
@@ -108,19 +108,6 @@ impl Order {
     }
 }
 
-/// A free order slot carries the pool's free list in its queue link: nothing reads a line's
-/// links once its order left the book (its removal works on a copy of the line).
-impl Slot for Order {
-    #[inline(always)]
-    fn link(&self) -> u32 {
-        self.next
-    }
-    #[inline(always)]
-    fn set_link(&mut self, next: u32) {
-        self.next = next;
-    }
-}
-
 /// A FIFO of orders, linked through `Order::prev/next`.
 #[derive(Clone, Copy, Debug)]
 struct Queue {
@@ -157,19 +144,6 @@ impl Default for Level {
             shown_qty: 0,
             open_qty: 0,
         }
-    }
-}
-
-/// A free level carries the pool's free list in its tick: a level's tick is read only
-/// while the level is on its ladder.
-impl Slot for Level {
-    #[inline(always)]
-    fn link(&self) -> u32 {
-        self.tick
-    }
-    #[inline(always)]
-    fn set_link(&mut self, next: u32) {
-        self.tick = next;
     }
 }
 
