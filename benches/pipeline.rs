@@ -14,6 +14,9 @@
 //! the ITCH feed publisher as `serve` does (following the journal, sending to the loopback
 //! discard port), to show what publishing costs the pipeline; `IRONMATCH_FEED_POLL_US`
 //! overrides its `poll_interval_us` (0: woken by the writer after every batch).
+//! `IRONMATCH_METRICS=1` (shared threading only) turns on the matcher's and journal
+//! writer's metrics as `serve` does when the admin endpoint is on, as in the shipped
+//! configuration.
 
 #![allow(missing_docs)]
 
@@ -25,6 +28,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use crossbeam::sync::Parker;
 use hdrhistogram::Histogram;
+use ironmatch::admin::metrics::EngineMetrics;
 use ironmatch::book::{Command, EventBody};
 use ironmatch::config::Config;
 use ironmatch::feed::{PublisherStart, spawn_publisher};
@@ -32,6 +36,7 @@ use ironmatch::gateway::{encode_event, to_command};
 use ironmatch::pipeline::{Agent, CompositeAgent, Record, Ring, Threading, Wake};
 use ironmatch::server::{core_agents, open_journal, spawn_core};
 use ironmatch::types::{OwnerId, Symbol, Timestamp};
+use ironmatch::venue::VenueClock;
 use ironmatch::wire::ouch::{self, Inbound, Options, decode_inbound};
 use ironmatch::wire::soupbin::{self, ClientPacket, kind};
 use zerocopy::big_endian::U32;
@@ -131,8 +136,17 @@ impl Pipeline {
             "pipeline bench: feed publisher {}",
             if feed.is_some() { "on" } else { "off" }
         );
+        let metrics = std::env::var("IRONMATCH_METRICS").is_ok_and(|v| v == "1");
+        assert!(
+            !metrics || threading == Threading::Shared,
+            "IRONMATCH_METRICS=1 is for shared threading"
+        );
+        eprintln!(
+            "pipeline bench: metrics {}",
+            if metrics { "on" } else { "off" }
+        );
         let (core, threads) = if threading == Threading::Shared {
-            let (matcher, journal, _) = core_agents(
+            let (mut matcher, mut journal, _) = core_agents(
                 matcher,
                 writer,
                 config.pipeline.ring_capacity,
@@ -140,6 +154,17 @@ impl Pipeline {
                 Arc::clone(&to_matcher),
                 Arc::clone(&to_egress),
             );
+            if metrics {
+                // As `serve` does when the admin endpoint is on (the shipped config).
+                let m = Arc::new(EngineMetrics::new(
+                    book.instruments.len(),
+                    book.owners.len(),
+                    config.pipeline.ring_capacity,
+                    VenueClock::new(jiff::tz::TimeZone::UTC),
+                ));
+                matcher.set_metrics(Arc::clone(&m));
+                journal.set_metrics(m);
+            }
             let agents: Vec<Box<dyn Agent>> = vec![Box::new(matcher), Box::new(journal)];
             (Some(CompositeAgent::new("core", agents)), Vec::new())
         } else {
