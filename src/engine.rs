@@ -93,22 +93,42 @@ impl EventSink for RingSink<'_> {
         self.push_record(Record::Event(event));
     }
 
+    // A match, a full cancel and an order that went to the book as accepted are counted
+    // from the record as their events would be, without building the events (measured:
+    // building them to count them was 20-25% more instructions per command on the
+    // matcher thread in `book/mixed`'s flow, 66% in `book/match`'s).
     #[inline]
     fn fill(&mut self, fill: Fill) {
-        self.push_record(Record::Fill(fill));
+        if self.counting() {
+            if let Some(m) = self.metrics {
+                m.matcher.on_fill(&fill);
+            }
+            if let Some(s) = self.snapshots.as_deref_mut() {
+                s.count_owner(fill.resting_owner);
+                s.count_owner(fill.incoming_owner);
+            }
+        }
+        self.push_counted(Record::Fill(fill));
     }
 
     #[inline]
     fn removed(&mut self, removal: Removal) {
-        self.push_record(Record::Removed(removal));
+        if self.counting() {
+            if let Some(m) = self.metrics {
+                m.matcher.on_removal(&removal);
+            }
+            if let Some(s) = self.snapshots.as_deref_mut() {
+                s.count_owner(removal.owner);
+            }
+        }
+        self.push_counted(Record::Removed(removal));
     }
 
     #[inline]
-    fn rested(&mut self, ts: Timestamp, owner: OwnerId, order: &NewOrder, rested: Rested) {
-        if self.counting() {
-            for event in rested.events(ts, owner, order) {
-                self.count(&event);
-            }
+    fn rested(&mut self, _ts: Timestamp, owner: OwnerId, _order: &NewOrder, rested: Rested) {
+        // Of its two events only the acknowledgement has an owner; metrics count neither.
+        if let Some(s) = self.snapshots.as_deref_mut() {
+            s.count_owner(owner);
         }
         self.push_counted(Record::Rested(rested));
     }
@@ -350,5 +370,106 @@ impl Agent for MatcherAgent {
 
     fn woke(&mut self) {
         self.input.woke();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::flow::{ByteSource, FlowDecoder, STP_SETUPS, stp_test_config};
+    use crate::pipeline::Wake;
+
+    /// Per user, events counted by owner; metrics as `/metrics` shows them.
+    fn counts(metrics: &EngineMetrics) -> Vec<(String, u64)> {
+        let m = &metrics.matcher;
+        let mut out: Vec<(String, u64)> = m
+            .rejects
+            .values()
+            .map(|(name, v)| (format!("reject {name}"), v))
+            .chain(
+                m.cancels
+                    .values()
+                    .map(|(name, v)| (format!("cancel {name}"), v)),
+            )
+            .collect();
+        for (i, instrument) in m.instruments.iter().enumerate() {
+            out.push((format!("trades {i}"), instrument.trades.get()));
+            out.push((format!("shares {i}"), instrument.shares.get()));
+        }
+        out
+    }
+
+    /// The sink counts a match, a full cancel and an order that rested from the record,
+    /// without building their events: on random flows (every order feature, self-trade
+    /// prevention in each mode, full pools) its metrics and per-session counts equal
+    /// those of counting every event the records stand for, one by one.
+    #[test]
+    fn records_are_counted_as_their_events() {
+        let mut records_seen = [0u64; 4];
+        for setup in 0..STP_SETUPS {
+            let config = stp_test_config(setup);
+            let users = config.owners.len();
+            for seed in 0..24u64 {
+                let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+                let bytes: Vec<u8> = (0..6_000)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x >> 24) as u8
+                    })
+                    .collect();
+                let clock = VenueClock::new(jiff::tz::TimeZone::UTC);
+                let direct = EngineMetrics::new(config.instruments.len(), users, 64, clock.clone());
+                let expanded = EngineMetrics::new(config.instruments.len(), users, 64, clock);
+                let mut taker = SnapshotTaker::detached(users);
+                let mut sessions = vec![0u64; users];
+                let ring = Ring::new(1 << 16, Wake::None);
+                let mut matcher = Matcher::new(&config);
+                let mut decoder = FlowDecoder::new(&config);
+                let mut src = ByteSource::new(&bytes);
+                while let Some(cmd) = decoder.next(&mut src) {
+                    let mut sink = RingSink {
+                        ring: &ring,
+                        metrics: Some(&direct),
+                        snapshots: Some(&mut taker),
+                        pushed: 0,
+                        journaled: 0,
+                    };
+                    matcher.apply(&cmd, &mut sink);
+                    while let Some(record) = ring.try_pop() {
+                        records_seen[match record {
+                            Record::Fill(_) => 0,
+                            Record::Removed(_) => 1,
+                            Record::Rested(_) => 2,
+                            _ => 3,
+                        }] += 1;
+                        record.for_each_event(Some(&cmd), |event| {
+                            expanded.matcher.on_event(&event);
+                            // An unknown owner's reject counts in no session.
+                            if let Some(n) = event
+                                .body
+                                .owner()
+                                .and_then(|owner| sessions.get_mut(usize::from(owner.0)))
+                            {
+                                *n += 1;
+                            }
+                        });
+                    }
+                }
+                assert_eq!(
+                    counts(&direct),
+                    counts(&expanded),
+                    "setup {setup}, seed {seed}"
+                );
+                assert_eq!(
+                    taker.sessions(),
+                    &sessions[..],
+                    "setup {setup}, seed {seed}"
+                );
+            }
+        }
+        // Every kind of record went through the sink, many times.
+        assert!(records_seen.iter().all(|&n| n > 1_000), "{records_seen:?}");
     }
 }

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam::queue::ArrayQueue;
 
-use crate::book::{CancelReason, CommandBody, Event, EventBody, RejectReason, VenueCommand};
+use crate::book::{
+    CancelReason, CommandBody, Event, EventBody, Fill, RejectReason, Removal, VenueCommand,
+};
 use crate::types::Timestamp;
 use crate::venue::VenueClock;
 use crate::wire::ouch::{inbound, outbound};
@@ -497,13 +499,33 @@ impl MatcherMetrics {
             }
             | EventBody::MdTrade {
                 instrument, qty, ..
-            } => {
-                if let Some(i) = self.instruments.get(usize::from(instrument.0)) {
-                    i.trades.add(1);
-                    i.shares.add(u64::from(qty.0));
-                }
-            }
+            } => self.trade(instrument, qty),
             _ => {}
+        }
+    }
+
+    /// Counts a match as [`on_event`](Self::on_event) counts its three events
+    /// ([`Fill::events`]: the feed's trade; the executions are not counted), without
+    /// building them.
+    #[inline]
+    pub fn on_fill(&self, fill: &Fill) {
+        self.trade(fill.instrument, fill.qty);
+    }
+
+    /// Counts a full cancel as [`on_event`](Self::on_event) counts its two events
+    /// ([`Removal::events`]: the cancel; the feed's delete is not counted), without
+    /// building them. An order that went to the book as accepted
+    /// ([`Rested`](crate::book::Rested)) counts nothing: neither of its events is counted.
+    #[inline]
+    pub fn on_removal(&self, removal: &Removal) {
+        self.cancels.bump(cancel_index(removal.reason));
+    }
+
+    #[inline]
+    fn trade(&self, instrument: crate::types::InstrumentId, qty: crate::types::Qty) {
+        if let Some(i) = self.instruments.get(usize::from(instrument.0)) {
+            i.trades.add(1);
+            i.shares.add(u64::from(qty.0));
         }
     }
 }

@@ -44,6 +44,7 @@ use super::follow::Follower;
 use super::format::Entry;
 use super::reader::{JournalError, Replayer, files_ending};
 use crate::book::{BookConfig, BookState, Event, Matcher};
+use crate::types::OwnerId;
 
 /// First 8 bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"IRONMSNP";
@@ -398,11 +399,41 @@ impl SnapshotTaker {
     /// Counts `event` in its owner's session.
     #[inline]
     pub fn count(&mut self, event: &Event) {
-        if let Some(owner) = event.body.owner()
-            && let Some(n) = self.sessions.get_mut(usize::from(owner.0))
-        {
+        if let Some(owner) = event.body.owner() {
+            self.count_owner(owner);
+        }
+    }
+
+    /// Counts one event of `owner`'s in its session: what [`count`](Self::count) does for
+    /// an event with an owner, for a sink that knows the owners of a record's events
+    /// without building them (a match: its two executions; a full cancel and an order
+    /// that went to the book as accepted: one each, the feed's event having none).
+    #[inline]
+    pub fn count_owner(&mut self, owner: OwnerId) {
+        if let Some(n) = self.sessions.get_mut(usize::from(owner.0)) {
             *n += 1;
         }
+    }
+
+    /// A taker whose snapshots go nowhere, counting `users` sessions from 0.
+    #[cfg(test)]
+    pub(crate) fn detached(users: usize) -> SnapshotTaker {
+        let (to_writer, _) = crossbeam::channel::bounded(1);
+        SnapshotTaker {
+            interval: u64::MAX,
+            next_seq: 1,
+            last: 0,
+            sessions: vec![0; users],
+            instance: 0,
+            fingerprint: 0,
+            to_writer,
+        }
+    }
+
+    /// Per user: sequenced messages counted so far.
+    #[cfg(test)]
+    pub(crate) fn sessions(&self) -> &[u64] {
+        &self.sessions
     }
 
     /// `records` more records went to the journal writer.
