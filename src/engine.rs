@@ -17,7 +17,6 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
 
 use crate::admin::metrics::{
     BOOK_PUBLISH_INTERVAL, BookTop, EngineMetrics, Mark, command_index, elapsed_ns,
@@ -145,7 +144,8 @@ pub struct MatcherAgent {
     pushed: u64,
     /// Books changed since they were last published.
     books_dirty: bool,
-    books_published: Instant,
+    /// When the books were last published: ns since midnight, the metrics clock's.
+    books_published_ns: u64,
     /// The clock for metrics: the gateway's, so that receipt to match is right.
     clock: VenueClock,
     /// The matcher's next deadline (a good-till-time expiry), ns since midnight,
@@ -181,7 +181,7 @@ impl MatcherAgent {
             metrics: None,
             pushed: 0,
             books_dirty: true,
-            books_published: Instant::now(),
+            books_published_ns: 0,
             clock: VenueClock::utc(),
             deadline: Arc::new(AtomicU64::new(u64::MAX)),
             snapshots: None,
@@ -202,16 +202,22 @@ impl MatcherAgent {
     }
 
     /// Publishes each book's top if it changed and the last publication is old enough
-    /// (matcher thread, at most every [`BOOK_PUBLISH_INTERVAL`]).
-    fn publish_books(&mut self, force: bool) {
+    /// (matcher thread, at most every [`BOOK_PUBLISH_INTERVAL`]). `now_ns`: the metrics
+    /// clock as the caller just read it, if it did (otherwise it is read here, only when
+    /// the books changed).
+    fn publish_books(&mut self, force: bool, now_ns: Option<u64>) {
         let Some(m) = &self.metrics else {
             return;
         };
-        if !self.books_dirty || !(force || self.books_published.elapsed() >= BOOK_PUBLISH_INTERVAL)
-        {
+        if !self.books_dirty {
             return;
         }
-        let as_of_ns = self.clock.now().0;
+        let as_of_ns = now_ns.unwrap_or_else(|| self.clock.now().0);
+        // The clock counts from midnight: a time before the last publication is a new day.
+        let since = as_of_ns.checked_sub(self.books_published_ns);
+        if !(force || since.is_none_or(|ns| ns >= BOOK_PUBLISH_INTERVAL.as_nanos() as u64)) {
+            return;
+        }
         for (i, instrument) in m.matcher.instruments.iter().enumerate() {
             let id = InstrumentId(i as u16);
             let level =
@@ -232,7 +238,7 @@ impl MatcherAgent {
             .venue_halted
             .set(u64::from(self.matcher.venue_halted()));
         self.books_dirty = false;
-        self.books_published = Instant::now();
+        self.books_published_ns = as_of_ns;
     }
 
     /// Where the matcher publishes its next deadline (ns since midnight, `u64::MAX` for
@@ -253,7 +259,7 @@ impl Agent for MatcherAgent {
     }
 
     fn on_start(&mut self) {
-        self.publish_books(true);
+        self.publish_books(true, None);
     }
 
     /// Applies up to [`BATCH_LEN_MAX`] commands.
@@ -334,12 +340,16 @@ impl Agent for MatcherAgent {
             }
             taken += 1;
         }
+        // The batch's end, for its mark and for the books' publication (one clock read).
+        let mut batch_end_ns = None;
         if let (Some(m), true) = (&self.metrics, commands > 0) {
+            let at_ns = self.clock.now().0;
             m.to_journal_marks.push(Mark {
                 end: self.pushed,
                 weight: commands,
-                at_ns: self.clock.now().0,
+                at_ns,
             });
+            batch_end_ns = Some(at_ns);
             self.books_dirty = true;
         }
         if taken > 0 {
@@ -355,7 +365,7 @@ impl Agent for MatcherAgent {
                 self.deadline.store(next, Ordering::Relaxed);
             }
         }
-        self.publish_books(self.done);
+        self.publish_books(self.done, batch_end_ns);
         taken
     }
 
