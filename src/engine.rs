@@ -51,12 +51,6 @@ struct RingSink<'a> {
 }
 
 impl RingSink<'_> {
-    /// Whether events are counted as they go (metrics, snapshots).
-    #[inline(always)]
-    fn counting(&self) -> bool {
-        self.metrics.is_some() || self.snapshots.is_some()
-    }
-
     /// Counts one event in the metrics and for the snapshot taker.
     fn count(&mut self, event: &Event) {
         if let Some(m) = self.metrics {
@@ -65,16 +59,6 @@ impl RingSink<'_> {
         if let Some(s) = self.snapshots.as_deref_mut() {
             s.count(event);
         }
-    }
-
-    /// Pushes `record` (not a [`Record::Rested`]: see [`EventSink::rested`] below),
-    /// counting the events it stands for.
-    #[inline(always)]
-    fn push_record(&mut self, record: Record) {
-        if self.counting() {
-            record.for_each_event(None, |event| self.count(&event));
-        }
-        self.push_counted(record);
     }
 
     /// Pushes `record`, its events already counted.
@@ -89,7 +73,8 @@ impl RingSink<'_> {
 impl EventSink for RingSink<'_> {
     #[inline]
     fn push(&mut self, event: Event) {
-        self.push_record(Record::Event(event));
+        self.count(&event);
+        self.push_counted(Record::Event(event));
     }
 
     // A match, a full cancel and an order that went to the book as accepted are counted
@@ -100,27 +85,23 @@ impl EventSink for RingSink<'_> {
     // 67% on `book/match`'s (see the README's "What it costs the pipeline").
     #[inline]
     fn fill(&mut self, fill: Fill) {
-        if self.counting() {
-            if let Some(m) = self.metrics {
-                m.matcher.on_fill(&fill);
-            }
-            if let Some(s) = self.snapshots.as_deref_mut() {
-                s.count_owner(fill.resting_owner);
-                s.count_owner(fill.incoming_owner);
-            }
+        if let Some(m) = self.metrics {
+            m.matcher.on_fill(&fill);
+        }
+        if let Some(s) = self.snapshots.as_deref_mut() {
+            s.count_owner(fill.resting_owner);
+            s.count_owner(fill.incoming_owner);
         }
         self.push_counted(Record::Fill(fill));
     }
 
     #[inline]
     fn removed(&mut self, removal: Removal) {
-        if self.counting() {
-            if let Some(m) = self.metrics {
-                m.matcher.on_removal(&removal);
-            }
-            if let Some(s) = self.snapshots.as_deref_mut() {
-                s.count_owner(removal.owner);
-            }
+        if let Some(m) = self.metrics {
+            m.matcher.on_removal(&removal);
+        }
+        if let Some(s) = self.snapshots.as_deref_mut() {
+            s.count_owner(removal.owner);
         }
         self.push_counted(Record::Removed(removal));
     }
