@@ -640,6 +640,16 @@ impl Matcher {
                 o.echo.clordid,
             );
         }
+        // An order is entered for its user's own firm: another firm's would take that
+        // firm's self-trade prevention (and, attributed, its name on the feed).
+        if o.firm != self.owners[usize::from(owner.0)].spec.firm {
+            return emit.reject(
+                owner,
+                o.user_ref,
+                RejectReason::FirmNotAuthorized,
+                o.echo.clordid,
+            );
+        }
         let Some(instrument) = self.symbols.get(o.symbol) else {
             return emit.reject(
                 owner,

@@ -101,14 +101,21 @@ fn check_order_fields(tif_code: u8, display_code: u8, iso: u8, o: &Options) -> R
     check(matches!(iso, b'Y' | b'N'), Unsupported, "intermarket sweep")
 }
 
+/// A firm field as OUCH writes one: alpha(4), upper case (blank: the account's firm).
+fn is_firm(firm: &[u8; 4]) -> bool {
+    firm.iter()
+        .all(|b| matches!(b, b' ' | b'0'..=b'9' | b'A'..=b'Z'))
+}
+
 /// The options of an Enter or Replace: types, ranges, and what is offered.
 fn check_options(o: &Options) -> Result<(), Invalid> {
     use RejectReason::Unsupported;
     if let Some(firm) = o.firm {
-        let upper = firm
-            .iter()
-            .all(|b| matches!(b, b' ' | b'0'..=b'9' | b'A'..=b'Z'));
-        check(upper, RejectReason::FirmNotAuthorized, "firm option")?;
+        check(
+            is_firm(&firm),
+            RejectReason::FirmNotAuthorized,
+            "firm option",
+        )?;
     }
     let qty_ok = |q: Option<u32>| q.is_none_or(|q| q <= QTY_MAX);
     check(qty_ok(o.min_qty), RejectReason::InvalidMinQty, "min qty")?;
@@ -182,7 +189,7 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
         Inbound::Cancel(..) | Inbound::AccountQuery(_) => Ok(()),
         Inbound::Modify(m, _) => check_side(m.side, "side"),
         Inbound::MassCancel(m, o) => {
-            check(is_alpha(&m.firm), RejectReason::FirmNotAuthorized, "firm")?;
+            check(is_firm(&m.firm), RejectReason::FirmNotAuthorized, "firm")?;
             check(is_alpha(&m.symbol), UnknownInstrument, "symbol")?;
             o.side.map_or(Ok(()), |s| check_side(s, "side option"))
         }
@@ -260,7 +267,12 @@ pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
         },
         Inbound::MassCancel(m, o) => CommandBody::MassCancel {
             user_ref: UserRef(u64::from(m.user_ref.get())),
-            firm: Firm(m.firm),
+            // Blank means the account's firm, as on an Enter Order.
+            firm: if m.firm == *b"    " {
+                user_firm
+            } else {
+                Firm(m.firm)
+            },
             symbol: Symbol(m.symbol),
             side: o.side.map(|code| -> BookSide { side_of(code).book_side() }),
         },
@@ -445,7 +457,29 @@ mod tests {
         mass[13] = b' ';
         mass[6] = 0x00;
         assert_eq!(rejected(&mass).0, RejectReason::FirmNotAuthorized);
+        // Upper case only, as on an Enter Order's firm option.
+        mass[5..9].copy_from_slice(b"mma ");
+        assert_eq!(rejected(&mass).0, RejectReason::FirmNotAuthorized);
         let modify = [b'M', 0, 0, 0, 9, b'Q', 0, 0, 0, 1];
         assert_eq!(rejected(&modify).0, RejectReason::InvalidSide);
+    }
+
+    #[test]
+    fn a_blank_mass_cancel_firm_is_the_accounts() {
+        let mut mass = vec![b'C', 0, 0, 0, 9];
+        mass.extend_from_slice(b"    ");
+        mass.extend_from_slice(b"AAPL    ");
+        mass.extend_from_slice(&[0, 0]);
+        let firm_of = |bytes: &[u8]| match to_command(&decode_inbound(bytes).unwrap(), firm()) {
+            CommandBody::MassCancel { firm, .. } => firm,
+            other => panic!("expected a mass cancel, got {other:?}"),
+        };
+        assert_eq!(firm_of(&mass), firm());
+        mass[5..9].copy_from_slice(b"MMB ");
+        assert_eq!(
+            firm_of(&mass),
+            Firm(*b"MMB "),
+            "any other firm goes to the matcher"
+        );
     }
 }
