@@ -1104,31 +1104,8 @@ impl Gateway {
         let Some(conn) = self.conns[i].as_mut() else {
             return;
         };
-        let result =
-            write_all_nonblocking(&mut conn.stream, &mut conn.control).and_then(|progress| {
-                let mut total = progress;
-                if conn.control.is_empty()
-                    && let Some(u) = conn.user
-                {
-                    let user = &mut self.users[u];
-                    // The store hands out one chunk at a time: go on while the socket
-                    // takes whole chunks.
-                    loop {
-                        let pending = user.unsent();
-                        if pending.is_empty() {
-                            break;
-                        }
-                        let n = write_some(&mut conn.stream, pending)?;
-                        let whole = n == pending.len();
-                        user.mark_sent(n);
-                        total += n;
-                        if !whole {
-                            break;
-                        }
-                    }
-                }
-                Ok(total)
-            });
+        let user = conn.user.map(|u| &mut self.users[u]);
+        let result = write_pending(&mut conn.stream, &mut conn.control, user);
         match result {
             Ok(n) => {
                 if n > 0 {
@@ -1185,8 +1162,9 @@ impl Gateway {
                 continue;
             };
             self.flush(i);
+            // The replay a login asked for does not count: only live messages behind it.
             if self.users[u].conn.is_some()
-                && self.users[u].unsent_len() > self.settings.session_queue_bytes_max as u64
+                && self.users[u].live_unsent_len() > self.settings.session_queue_bytes_max as u64
             {
                 self.close(
                     i,
@@ -1349,14 +1327,60 @@ impl Agent for Gateway {
 }
 
 /// Writes as much of `buf` as the socket takes and removes it from `buf`.
-fn write_all_nonblocking(stream: &mut TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+fn write_all_nonblocking(stream: &mut impl Write, buf: &mut Vec<u8>) -> io::Result<usize> {
     let n = write_some(stream, buf)?;
     buf.drain(..n);
     Ok(n)
 }
 
+/// Writes what a connection has pending, as much as the socket takes now: control packets
+/// (Login Accepted, heartbeats, Debug) first, then the user's sequenced stream. A packet of
+/// the stream the socket took part of is finished first, so that no control packet lands
+/// inside it. Returns the bytes written.
+fn write_pending(
+    out: &mut impl Write,
+    control: &mut Vec<u8>,
+    mut user: Option<&mut UserSession>,
+) -> io::Result<usize> {
+    let mut total = 0;
+    if !control.is_empty()
+        && let Some(user) = user.as_deref_mut()
+    {
+        let rest = user.packet_rest();
+        if rest > 0 {
+            let n = write_some(out, &user.unsent()[..rest])?;
+            user.mark_sent(n);
+            total += n;
+            if n < rest {
+                return Ok(total);
+            }
+        }
+    }
+    total += write_all_nonblocking(out, control)?;
+    if control.is_empty()
+        && let Some(user) = user
+    {
+        // The store hands out one chunk at a time: go on while the socket takes whole
+        // chunks.
+        loop {
+            let pending = user.unsent();
+            if pending.is_empty() {
+                break;
+            }
+            let n = write_some(out, pending)?;
+            let whole = n == pending.len();
+            user.mark_sent(n);
+            total += n;
+            if !whole {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}
+
 /// Writes as much of `bytes` as the socket takes now.
-fn write_some(stream: &mut TcpStream, bytes: &[u8]) -> io::Result<usize> {
+fn write_some(stream: &mut impl Write, bytes: &[u8]) -> io::Result<usize> {
     let mut done = 0;
     while done < bytes.len() {
         match stream.write(&bytes[done..]) {
@@ -1390,4 +1414,83 @@ enum Egress {
     Idle,
     Moved,
     Done,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UserConfig;
+    use crate::types::Firm;
+
+    /// A socket that takes `budget` more bytes, then would block.
+    struct Throttled {
+        taken: Vec<u8>,
+        budget: usize,
+    }
+
+    impl Write for Throttled {
+        fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = bytes.len().min(self.budget);
+            self.budget -= n;
+            self.taken.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The packet types of a SoupBinTCP byte stream, in order; panics if it does not frame.
+    fn packet_types(mut bytes: &[u8]) -> Vec<u8> {
+        let mut types = Vec::new();
+        while !bytes.is_empty() {
+            let len = usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+            assert!(len >= 1 && bytes.len() >= 2 + len, "torn packet: {bytes:?}");
+            types.push(bytes[2]);
+            bytes = &bytes[2 + len..];
+        }
+        types
+    }
+
+    #[test]
+    fn a_heartbeat_never_lands_inside_a_half_written_packet() {
+        let cfg = UserConfig {
+            username: "MM1".into(),
+            password: "pw".into(),
+            firm: "MMA".into(),
+            cancel_on_disconnect: true,
+            self_trade_prevention: None,
+            orders_per_sec: 10,
+            burst: 2,
+        };
+        // Every cut of the stream: the socket takes `cut` bytes, then a heartbeat is
+        // queued, then the socket drains.
+        for cut in 0..=3 * 23 {
+            let mut user = UserSession::new(&cfg, OwnerId(0), Firm(*b"MMA "), 0);
+            for m in [b'A', b'B', b'C'] {
+                user.append(|out| out.extend_from_slice(&[m; 20]));
+            }
+            user.start_at(1);
+            let mut socket = Throttled {
+                taken: Vec::new(),
+                budget: cut,
+            };
+            let mut control = Vec::new();
+            write_pending(&mut socket, &mut control, Some(&mut user)).unwrap();
+            soupbin::write_empty(&mut control, kind::SERVER_HEARTBEAT);
+            write_pending(&mut socket, &mut control, Some(&mut user)).unwrap();
+            socket.budget = usize::MAX;
+            write_pending(&mut socket, &mut control, Some(&mut user)).unwrap();
+            let types = packet_types(&socket.taken);
+            let mut sequenced = types.clone();
+            sequenced.retain(|&t| t == kind::SEQUENCED);
+            assert_eq!(sequenced.len(), 3, "cut at {cut}: {types:?}");
+            assert_eq!(types.len(), 4, "cut at {cut}: one heartbeat");
+            assert!(control.is_empty() && user.unsent().is_empty());
+        }
+    }
 }

@@ -79,6 +79,9 @@ pub struct UserSession {
     sent: u64,
     /// The chunk that holds byte `sent` (or ends there).
     sent_chunk: usize,
+    /// Logical bytes stored when the current connection logged in: what it asked to be
+    /// replayed ends here, and what follows is the live stream.
+    replay_end: u64,
     /// New-order throttle.
     pub bucket: TokenBucket,
 }
@@ -107,6 +110,7 @@ impl UserSession {
             stored: 0,
             sent: 0,
             sent_chunk: 0,
+            replay_end: 0,
             bucket: TokenBucket::new(config.orders_per_sec, config.burst),
         }
     }
@@ -180,6 +184,7 @@ impl UserSession {
         };
         // The last chunk starting at or before `sent`.
         self.sent_chunk = self.chunk_starts.partition_point(|&s| s <= self.sent) - 1;
+        self.replay_end = self.stored;
         first
     }
 
@@ -209,6 +214,33 @@ impl UserSession {
     /// Bytes stored and not yet written to the connection, all chunks together.
     pub fn unsent_len(&self) -> u64 {
         self.stored - self.sent
+    }
+
+    /// Bytes of the live stream (stored since the connection logged in) not yet written:
+    /// how far the reader is behind, leaving out the replay it asked for at login, which
+    /// may be the whole day's messages (a login asking for message 1).
+    pub fn live_unsent_len(&self) -> u64 {
+        self.stored - self.sent.max(self.replay_end)
+    }
+
+    /// Bytes left of the packet the stream is in the middle of: 0 at a packet boundary.
+    /// No other bytes may go to the connection before these (a Server Heartbeat or Debug
+    /// packet would land inside the packet and break the client's framing).
+    pub fn packet_rest(&self) -> usize {
+        if self.sent == self.stored {
+            return 0;
+        }
+        // The first message starting at or after `sent` (blocks and offsets ascend).
+        let block = self
+            .offsets
+            .partition_point(|b| b.last().is_some_and(|&start| start < self.sent));
+        let next = self.offsets.get(block).map_or(self.stored, |b| {
+            b.get(b.partition_point(|&start| start < self.sent))
+                .copied()
+                .unwrap_or(self.stored)
+        });
+        // A packet never spans two chunks, so this rest is in `unsent()`.
+        (next - self.sent) as usize
     }
 }
 
@@ -259,6 +291,37 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_replay_asked_for_at_login_is_not_a_backlog() {
+        let mut u = user_with_chunks(0);
+        for _ in 0..100 {
+            u.append(|out| out.extend_from_slice(&[b'A'; 40]));
+        }
+        assert_eq!(u.start_at(1), 1);
+        assert_eq!(u.unsent_len(), 100 * 43);
+        assert_eq!(
+            u.live_unsent_len(),
+            0,
+            "the replay is not the reader's backlog"
+        );
+        u.append(|out| out.extend_from_slice(&[b'L'; 40]));
+        assert_eq!(
+            u.live_unsent_len(),
+            43,
+            "live messages behind the replay are"
+        );
+        let n = u.unsent().len();
+        u.mark_sent(n);
+        assert_eq!(u.live_unsent_len(), 43);
+        while !u.unsent().is_empty() {
+            let n = u.unsent().len().min(50);
+            u.mark_sent(n);
+        }
+        assert_eq!((u.unsent_len(), u.live_unsent_len()), (0, 0));
+        u.append(|out| out.extend_from_slice(&[b'M'; 40]));
+        assert_eq!(u.live_unsent_len(), 43);
+    }
+
     /// Many messages over many small chunks, read back from every starting number with
     /// writes of uneven sizes: the bytes are the messages in order, nothing lost or doubled.
     #[test]
@@ -280,9 +343,23 @@ mod tests {
             assert_eq!(u.start_at(first), first);
             let expected: Vec<u8> = framed[(first - 1) as usize..].concat();
             assert_eq!(u.unsent_len(), expected.len() as u64);
+            // Where each packet of the replay starts, from its start.
+            let starts: Vec<usize> = framed[(first - 1) as usize..]
+                .iter()
+                .scan(0, |at, f| {
+                    let start = *at;
+                    *at += f.len();
+                    Some(start)
+                })
+                .collect();
             let mut got = Vec::new();
             let mut step = 1usize;
             while !u.unsent().is_empty() {
+                let next = starts
+                    .iter()
+                    .find(|&&start| start >= got.len())
+                    .map_or(expected.len(), |&start| start);
+                assert_eq!(u.packet_rest(), next - got.len(), "at byte {}", got.len());
                 let n = u.unsent().len().min(step);
                 got.extend_from_slice(&u.unsent()[..n]);
                 u.mark_sent(n);
