@@ -163,6 +163,33 @@ pub fn write_record(out: &mut Vec<u8>, seq: u64, entry: &Entry) {
 
 /// Decodes the record at the start of `bytes`: its sequence number, entry and length.
 pub fn read_record(bytes: &[u8]) -> Result<(u64, Entry, usize), FormatError> {
+    let record = frame_record(bytes)?;
+    let len = record.len();
+    let seq = u64_at(record, 4);
+    let payload = &record[RECORD_HEAD_LEN..len - 4];
+    let entry = match record[12] {
+        TYPE_COMMAND => Entry::Command(decode_exact(payload)?),
+        TYPE_EVENT => Entry::Event(decode_exact(payload)?),
+        other => return Err(FormatError::BadType(other)),
+    };
+    Ok((seq, entry, len))
+}
+
+impl FormatError {
+    /// Whether a write cut short could have left this at the end of a segment: a record
+    /// shorter than its length, a length not yet written, a checksum over bytes not all
+    /// written. A complete record whose checksum holds (a type or payload this build does
+    /// not read) never is: it was written whole.
+    pub fn may_be_torn(&self) -> bool {
+        matches!(
+            self,
+            FormatError::Truncated { .. } | FormatError::BadLength(_) | FormatError::Crc
+        )
+    }
+}
+
+/// The record at the start of `bytes`, whole and with its checksum holding, not decoded.
+pub fn frame_record(bytes: &[u8]) -> Result<&[u8], FormatError> {
     if bytes.len() < 4 {
         return Err(FormatError::Truncated {
             needed: 4,
@@ -183,14 +210,7 @@ pub fn read_record(bytes: &[u8]) -> Result<(u64, Entry, usize), FormatError> {
     if crc32c::crc32c(&record[..len - 4]) != stored {
         return Err(FormatError::Crc);
     }
-    let seq = u64_at(record, 4);
-    let payload = &record[RECORD_HEAD_LEN..len - 4];
-    let entry = match record[12] {
-        TYPE_COMMAND => Entry::Command(decode_exact(payload)?),
-        TYPE_EVENT => Entry::Event(decode_exact(payload)?),
-        other => return Err(FormatError::BadType(other)),
-    };
-    Ok((seq, entry, len))
+    Ok(record)
 }
 
 /// Decodes a payload that must be used up exactly.

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MIN, read_header, read_record,
+    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MIN, frame_record, read_header, read_record,
 };
 use crate::book::{BookConfig, Event, Matcher};
 
@@ -40,6 +40,20 @@ pub enum JournalError {
         "{path}: corrupt record at offset {offset}: {error} (valid records follow, so this is not a torn write)"
     )]
     Corrupt {
+        /// File.
+        path: PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// What is wrong.
+        error: FormatError,
+    },
+    /// A whole record, its checksum holding, that this build cannot decode: written by a
+    /// build with another record layout. Never truncated as a torn write.
+    #[error(
+        "{path}: record at offset {offset} is whole (its checksum holds) but this build cannot read it ({error}): was the journal written by another version of ironmatch? This build reads journal format version {version}; nothing was changed on disk",
+        version = super::format::VERSION
+    )]
+    Undecodable {
         /// File.
         path: PathBuf,
         /// Byte offset of the record.
@@ -170,10 +184,11 @@ pub(super) fn read_header_from(file: &mut impl io::Read) -> io::Result<Option<[u
     }
 }
 
-/// Whether any valid record starts after `from` (used to tell a torn tail from corruption).
+/// Whether any whole record (its checksum holding) starts after `from`: used to tell a
+/// torn tail from corruption.
 fn valid_record_after(bytes: &[u8], from: usize) -> bool {
     (from + 1..bytes.len().saturating_sub(RECORD_LEN_MIN - 1))
-        .any(|o| read_record(&bytes[o..]).is_ok())
+        .any(|o| frame_record(&bytes[o..]).is_ok())
 }
 
 /// Walks the records of the journal in `dir` in order, calling `visit` for each, up to
@@ -258,6 +273,15 @@ pub fn scan_journal(
                     scan.next_seq += 1;
                     scan.records += 1;
                     offset += len;
+                }
+                Err(error) if !error.may_be_torn() => {
+                    // Written whole (its checksum holds), so never torn: truncating it
+                    // would throw away facts clients were told. Refused, named.
+                    return Err(JournalError::Undecodable {
+                        path: path.clone(),
+                        offset: offset as u64,
+                        error,
+                    });
                 }
                 Err(error) if last && !valid_record_after(&bytes, offset) => {
                     let after = (bytes.len() - offset) as u64;
