@@ -125,6 +125,7 @@ impl Pipeline {
                     marketdata,
                     core: None,
                     live_from: writer.next_seq(),
+                    written: Some(writer.written()),
                 };
                 let publisher = spawn_publisher(start, Arc::clone(&feed_stop)).unwrap();
                 if signalled {

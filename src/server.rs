@@ -255,6 +255,7 @@ impl Server {
                 core: config.pipeline.feed_core,
                 live_from: writer.next_seq(),
                 cluster: raft.as_ref().map(|(_, _, role, _)| Arc::clone(role)),
+                written: Some(writer.written()),
             };
             let publisher = spawn_publisher(start, Arc::clone(&followers_stop))?;
             if config.marketdata.poll_interval_us == 0 {

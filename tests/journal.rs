@@ -171,6 +171,36 @@ fn a_whole_record_this_build_cannot_read_is_refused_not_truncated() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A follower limited to the writer's count (the feed publisher) visits nothing past it:
+/// records in the file but not yet made durable wait for the next poll.
+#[test]
+fn a_limited_follower_reads_no_further_than_the_writer_has_written() {
+    let (dir, book) = write_flow(40);
+    let scan = journal::scan_journal(&dir, None, false, None, |_, _| Ok(())).unwrap();
+    let total = scan.next_seq - 1;
+    assert!(total > 40, "{total} records");
+    let written = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut follower = journal::Follower::new(&dir, journal::fingerprint(&book), 1)
+        .limited_to(std::sync::Arc::clone(&written));
+    let mut seen = Vec::new();
+    let mut poll = |follower: &mut journal::Follower| {
+        follower
+            .poll(|place, _| {
+                seen.push(place.seq);
+                Ok(())
+            })
+            .unwrap()
+    };
+    assert_eq!(poll(&mut follower), 0, "nothing written yet");
+    for limit in [1, 7, total / 2, total] {
+        written.store(limit, std::sync::atomic::Ordering::Release);
+        while poll(&mut follower) > 0 {}
+        assert_eq!(follower.next_seq(), limit + 1);
+    }
+    assert_eq!(seen, (1..=total).collect::<Vec<u64>>());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn a_bit_flip_before_valid_records_refuses_to_start() {
     let (dir, book) = write_flow(40);

@@ -60,6 +60,10 @@ pub struct PublisherStart {
     /// stream and answers retransmission requests; a new leader's heartbeat announces the
     /// next number and listeners fill the gap by retransmission).
     pub cluster: Option<Arc<crate::cluster::ClusterRole>>,
+    /// The journal writer's count of records written (with `fsync = "always"`, made
+    /// durable): the feed publishes nothing past it, so no packet goes out for a record a
+    /// power loss could still take back. `None` follows the files as they grow.
+    pub written: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// A started publisher.
@@ -143,7 +147,12 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
         stream,
         destination,
         requests,
-        follower: Follower::new(&start.dir, fingerprint, 1),
+        follower: match &start.written {
+            Some(written) => {
+                Follower::new(&start.dir, fingerprint, 1).limited_to(Arc::clone(written))
+            }
+            None => Follower::new(&start.dir, fingerprint, 1),
+        },
         translator: Translator::new(&start.book, m.attribution),
         store,
         packet: PacketBuilder::new(session, m.packet_bytes_max),

@@ -8,6 +8,8 @@
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{Entry, FormatError, HEADER_LEN, read_header, read_record};
 use super::reader::{JournalError, Place, read_header_from, segment_paths};
@@ -30,6 +32,9 @@ pub struct Follower {
     fingerprint: u64,
     next_seq: u64,
     segment: Option<Segment>,
+    /// The writer's count of records written (and, with `fsync = "always"`, made
+    /// durable): records past it are in the file but not yet promised, and wait.
+    limit: Option<Arc<AtomicU64>>,
 }
 
 impl Follower {
@@ -40,7 +45,16 @@ impl Follower {
             fingerprint,
             next_seq,
             segment: None,
+            limit: None,
         }
+    }
+
+    /// Visits only records up to the writer's [`written`](super::JournalWriter::written)
+    /// count: a record the writer has put in the file but not yet made durable (it is
+    /// between its batch's write and fdatasync) waits for the next poll.
+    pub fn limited_to(mut self, written: Arc<AtomicU64>) -> Follower {
+        self.limit = Some(written);
+        self
     }
 
     /// The sequence number of the next record to visit.
@@ -68,9 +82,18 @@ impl Follower {
                 .take(READ_MAX)
                 .read_to_end(&mut seg.buf)
                 .map_err(io(&seg.path))?;
+            let limit = self
+                .limit
+                .as_ref()
+                .map_or(u64::MAX, |written| written.load(Ordering::Acquire));
+            let mut held = false;
             let mut pos = 0;
             while pos < seg.buf.len() {
                 match read_record(&seg.buf[pos..]) {
+                    Ok((seq, _, _)) if seq > limit => {
+                        held = true;
+                        break;
+                    }
                     Ok((seq, entry, len)) => {
                         let place = Place {
                             path: &seg.path,
@@ -104,7 +127,7 @@ impl Follower {
             }
             seg.buf.drain(..pos);
             seg.base += pos as u64;
-            if got as u64 == READ_MAX || visited > 0 {
+            if held || got as u64 == READ_MAX || visited > 0 {
                 return Ok(visited);
             }
             // Nothing new here. Has the writer moved on to the next segment? It creates

@@ -147,7 +147,16 @@ impl JournalWriter {
     ) -> io::Result<JournalWriter> {
         std::fs::create_dir_all(dir)?;
         let (file, file_len) = match last_segment {
-            Some((path, len)) => (OpenOptions::new().append(true).open(path)?, len),
+            Some((path, len)) => {
+                let file = OpenOptions::new().append(true).open(path)?;
+                if fsync == FsyncMode::Always {
+                    // A crash between a batch's write and its fdatasync leaves records in
+                    // the page cache only, and recovery has just read them as the journal:
+                    // make them durable before any of them is served again.
+                    file.sync_data()?;
+                }
+                (file, len)
+            }
             None => (
                 create_segment(
                     dir,
