@@ -160,6 +160,23 @@ pub fn replay(
             }
             match entry {
                 Entry::Command(c) => {
+                    // Every event the re-run gave for the command before must have been
+                    // journaled before this one. (Only the journal's last command may be
+                    // short of its events: a crash cut them off, and `serve` journals them
+                    // on its next start.)
+                    if options.verify_determinism && next_expected < produced.len() {
+                        return Err(JournalError::Diverged {
+                            path: place.path.to_path_buf(),
+                            offset: place.offset,
+                            seq: place.seq,
+                            detail: format!(
+                                "the command before has {} journaled events, the re-run gives {}: first missing {:?}",
+                                next_expected,
+                                produced.len(),
+                                produced[next_expected]
+                            ),
+                        });
+                    }
                     summary.commands += 1;
                     summary.first_ts.get_or_insert(c.ts.0);
                     summary.last_ts = Some(c.ts.0);

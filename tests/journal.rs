@@ -201,6 +201,75 @@ fn a_limited_follower_reads_no_further_than_the_writer_has_written() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// `replay --verify-determinism` notices an event missing from the journal, not only a
+/// different one: a command whose last event is gone, followed by the next command.
+#[test]
+fn replay_verification_notices_a_missing_event() {
+    let dir = temp_dir("missing-event");
+    let book = flow_config(StpMode::CancelResting);
+    let write = |drop_one: bool| {
+        std::fs::remove_dir_all(&dir).ok();
+        let mut writer = JournalWriter::open(
+            &dir,
+            first_header(&book),
+            None,
+            1,
+            FsyncMode::Never,
+            1 << 30,
+        )
+        .unwrap();
+        let mut matcher = Matcher::new(&book);
+        let mut decoder = FlowDecoder::new(&book);
+        let bytes: Vec<u8> = (0..40 * 16).map(|i| (i * 7919 % 251) as u8).collect();
+        let mut src = ByteSource::new(&bytes);
+        let mut events = Vec::new();
+        let mut dropped = false;
+        while let Some(cmd) = decoder.next(&mut src) {
+            events.clear();
+            matcher.apply(&cmd, &mut events);
+            writer.stage(&Entry::Command(cmd));
+            let keep = if drop_one && !dropped && events.len() >= 2 {
+                dropped = true;
+                events.len() - 1
+            } else {
+                events.len()
+            };
+            for e in &events[..keep] {
+                writer.stage(&Entry::Event(*e));
+            }
+            writer.commit().unwrap();
+        }
+        assert_eq!(
+            dropped, drop_one,
+            "the flow has a command of two events or more"
+        );
+    };
+    let verify = || {
+        ironmatch::replay::replay(
+            &dir,
+            &book,
+            &ironmatch::replay::ReplayOptions {
+                verify_determinism: true,
+                ..Default::default()
+            },
+            &mut Vec::new(),
+        )
+    };
+    write(false);
+    verify().expect("the whole journal verifies");
+    write(true);
+    match verify() {
+        Err(e @ JournalError::Diverged { .. }) => {
+            assert!(e.to_string().contains("journaled events"), "{e}");
+        }
+        other => panic!(
+            "a missing event not noticed: {:?}",
+            other.map(|s| s.records)
+        ),
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn a_bit_flip_before_valid_records_refuses_to_start() {
     let (dir, book) = write_flow(40);
