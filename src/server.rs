@@ -618,6 +618,9 @@ pub fn open_journal(
     on_event: impl FnMut(&Event),
 ) -> io::Result<OpenedJournal> {
     let dir = Path::new(&config.journal.dir);
+    // One engine per journal: a second one's recovery would take the live writer's
+    // half-written batch for a torn tail and cut it, then append beside it.
+    let lock = journal::lock_dir(dir)?;
     let recovery = journal::recover(dir, book, on_event).map_err(io::Error::other)?;
     let fingerprint = journal::fingerprint(book);
     let header = recovery.scan.header.unwrap_or_else(|| {
@@ -642,6 +645,7 @@ pub fn open_journal(
         config.fsync_mode(),
         config.journal.segment_bytes_max,
     )?;
+    writer.hold_lock(lock);
     for event in &recovery.pending {
         writer.stage(&Entry::Event(*event));
     }

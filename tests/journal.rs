@@ -270,6 +270,30 @@ fn replay_verification_notices_a_missing_event() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// One engine per journal: a second `serve` on a directory in use refuses to start before
+/// its recovery touches anything (it would cut the live writer's batch as a torn tail);
+/// once the first has stopped, the directory is free again.
+#[test]
+fn a_journal_in_use_is_refused_to_a_second_engine() {
+    let dir = temp_dir("locked");
+    let config = test_config_in(&dir, "");
+    let server = Server::start(&config).unwrap();
+    let mut c = login(server.local_addr(), "MM3", "pw3", 1);
+    c.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    next(&mut c);
+    let segment = only_segment(&dir);
+    let before = std::fs::read(&segment).unwrap();
+    let second = Server::start(&config)
+        .err()
+        .expect("a second engine on the journal");
+    assert!(second.to_string().contains("in use"), "{second}");
+    assert_eq!(std::fs::read(&segment).unwrap(), before, "nothing touched");
+    drop(c);
+    server.stop().unwrap();
+    let again = Server::start(&config).unwrap();
+    again.stop().unwrap();
+}
+
 #[test]
 fn a_bit_flip_before_valid_records_refuses_to_start() {
     let (dir, book) = write_flow(40);

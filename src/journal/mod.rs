@@ -61,7 +61,7 @@ pub use reader::{
     JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,
     segment_paths,
 };
-pub use writer::{FsyncMode, JournalAgent, JournalWriter, Released};
+pub use writer::{FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, lock_dir};
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).
 pub const BATCH_LEN_MAX: usize = 1024;

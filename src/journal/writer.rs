@@ -125,8 +125,37 @@ pub struct JournalWriter {
     /// The last record written (made durable with `fsync = "always"`), for the snapshot
     /// writer.
     written: Arc<AtomicU64>,
+    /// The journal directory's lock ([`lock_dir`]), held as long as the writer lives.
+    lock: Option<File>,
     /// What the writer released to egress, for a cluster's new leader (see [`Released`]).
     released: Arc<Released>,
+}
+
+/// The lock file in a journal directory.
+pub const LOCK_NAME: &str = "LOCK";
+
+/// Takes the journal directory's exclusive lock (an advisory `flock` on its `LOCK` file,
+/// created if need be), or fails at once, naming the directory, if another process (or
+/// another engine in this one) holds it. The lock lasts as long as the returned file; the
+/// kernel drops it when the process ends, however it ends.
+pub fn lock_dir(dir: &Path) -> io::Result<File> {
+    std::fs::create_dir_all(dir)?;
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_NAME))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+            io::ErrorKind::WouldBlock,
+            format!(
+                "journal {}: in use by another ironmatch (its {LOCK_NAME} file is locked): one engine per journal directory",
+                dir.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 /// The file name of the segment starting at `first_seq`.
@@ -190,7 +219,13 @@ impl JournalWriter {
             },
             written: Arc::new(AtomicU64::new(next_seq - 1)),
             released: Arc::new(Released::default()),
+            lock: None,
         })
+    }
+
+    /// Keeps the journal directory's lock ([`lock_dir`]) until the writer is dropped.
+    pub fn hold_lock(&mut self, lock: File) {
+        self.lock = Some(lock);
     }
 
     /// Wakes `signal`'s thread after every batch written (and at shutdown).
