@@ -803,6 +803,43 @@ fn mass_cancel_by_instrument_and_side() {
     assert_eq!(rejection(&ev), Some(RejectReason::FirmNotAuthorized));
 }
 
+/// Min quantity (FOK) against a reserve order with an order of the taker's own firm behind
+/// it, under self-trade prevention that cancels the taker: the reserve's refill goes to the
+/// back of the displayed queue, behind the own-firm order, so only its displayed part is
+/// executable before the sweep would stop. Counting its whole reserve let the FOK trade in
+/// part and then be canceled by self-trade prevention.
+#[test]
+fn min_quantity_counts_a_reserve_only_up_to_an_own_firm_order_behind_it() {
+    for stp in [StpMode::CancelIncoming, StpMode::CancelBoth] {
+        for own_hidden in [false, true] {
+            let mut v = Venue::with(config(stp, 1_000, 1_000));
+            let mut reserve = v.order(2, Side::Sell, 1_000, px(1000));
+            reserve.max_floor = Qty(100);
+            v.enter(2, reserve);
+            let mut own = v.order(0, Side::Sell, 100, px(1000));
+            own.hidden = own_hidden;
+            v.enter(0, own);
+            let mut fok = v.order(1, Side::Buy, 500, px(1000));
+            fok.tif = TimeInForce::Ioc;
+            fok.min_qty = Qty(500);
+            let (_, ev) = v.enter(1, fok);
+            let filled: u32 = fills(&ev).iter().filter(|f| f.0 == 1).map(|f| f.2).sum();
+            if own_hidden {
+                // Hidden, it ranks behind every displayed order: the reserve refills ahead
+                // of it and fills the whole 500.
+                assert_eq!(filled, 500, "{stp:?}, hidden own order: {ev:?}");
+            } else {
+                assert_eq!(filled, 0, "{stp:?}: all or nothing, here nothing: {ev:?}");
+                assert_eq!(
+                    v.side(BookSide::Ask),
+                    vec![(2, 1, 1_000), (0, 1, 100)],
+                    "{stp:?}: the book as it was"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn an_order_for_another_firm_is_refused_and_touches_nothing() {
     // User 0 (firm F1) names firm F2 on a crossing IOC: it would be F2's own order to

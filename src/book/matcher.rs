@@ -1088,7 +1088,19 @@ impl Matcher {
             // A trade here would pause the instrument (self-trade prevention may still
             // cancel the owner's own orders here without trading, and the sweep go on).
             let trips = breaker.is_some_and(|(low, high)| level.price < low || level.price > high);
-            for queue in [level.shown, level.hidden] {
+            // If the sweep will stop at a displayed order of the taker's firm here (self-trade
+            // prevention that cancels the taker), a reserve order ahead of it trades only
+            // its displayed part: its refill goes to the back of the displayed queue,
+            // behind that order.
+            let mut shown_only = false;
+            if stp != StpMode::None && stp != StpMode::CancelResting {
+                let mut oi = level.shown.head;
+                while oi != NIL && !shown_only {
+                    shown_only = self.orders[oi].firm == inc.firm;
+                    oi = self.orders[oi].next;
+                }
+            }
+            for (queue, displayed) in [(level.shown, true), (level.hidden, false)] {
                 let mut oi = queue.head;
                 while oi != NIL {
                     let o = &self.orders[oi];
@@ -1099,7 +1111,12 @@ impl Matcher {
                     } else if trips {
                         return total;
                     } else {
-                        total = total.saturating_add(o.open);
+                        let executable = if shown_only && displayed {
+                            o.shown
+                        } else {
+                            o.open
+                        };
+                        total = total.saturating_add(executable);
                         if total >= needed {
                             return total;
                         }

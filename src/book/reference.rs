@@ -795,6 +795,19 @@ impl ReferenceMatcher {
         let mut meets_min = true;
         let stp = self.config.stp_of(usize::from(t.owner.0));
         if t.min_qty > 0 {
+            // Where the sweep will stop at an order of the taker's firm (self-trade
+            // prevention that cancels the taker): if that order is displayed, a reserve
+            // order ahead of it at its price trades only its displayed part, since its
+            // refill goes to the back of the displayed queue, behind that order.
+            let stops = |o: &RefOrder| {
+                o.firm == t.firm && stp != StpMode::None && stp != StpMode::CancelResting
+            };
+            let stop_price = crossing
+                .iter()
+                .map(|&i| &self.orders[i])
+                .find(|o| stops(o))
+                .filter(|o| !o.view.hidden)
+                .map(|o| o.view.price);
             let mut sum: u64 = 0;
             for &i in &crossing {
                 let o = &self.orders[i];
@@ -811,7 +824,11 @@ impl ReferenceMatcher {
                 if self.breaker_trips(t.instrument, o.view.price) {
                     break;
                 }
-                sum += u64::from(o.view.open);
+                sum += u64::from(if Some(o.view.price) == stop_price && !o.view.hidden {
+                    o.view.shown
+                } else {
+                    o.view.open
+                });
             }
             meets_min = crosses && sum >= u64::from(t.min_qty);
         }
