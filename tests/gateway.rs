@@ -56,6 +56,22 @@ fn login_accepted_rejected_and_one_session_per_user() {
 }
 
 #[test]
+fn a_debug_packet_before_login_is_ignored() {
+    let server = start();
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.send_packet(kind::DEBUG, b"connector 1.2 starting")
+        .unwrap();
+    assert!(
+        matches!(
+            c.login("MM1", "pw1", 1).unwrap(),
+            Received::LoginAccepted { .. }
+        ),
+        "SoupBinTCP: a Debug packet is accepted and ignored"
+    );
+    server.stop().unwrap();
+}
+
+#[test]
 fn nothing_but_a_login_before_login() {
     let server = start();
     let mut c = Client::connect(server.local_addr()).unwrap();

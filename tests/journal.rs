@@ -730,6 +730,54 @@ fn no_reply_leaves_while_the_journal_writer_stalls() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A member's login goes through while the pipeline is full (the journal writer stalled,
+/// every ring full of another member's orders): a Login Request is not a command and waits
+/// for no room; it used to be held with them, then closed by the login timeout. In `shared`
+/// threading the stalled writer holds the gateway's thread too, so this runs in
+/// `dedicated` only (`.ci/run` runs the tests in both).
+#[test]
+fn a_login_goes_through_while_the_pipeline_is_full() {
+    use ironmatch::client::{Client, Received};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if threading() != "dedicated" {
+        eprintln!("skipped: needs IRONMATCH_THREADING=dedicated");
+        return;
+    }
+    let dir = temp_dir("full");
+    let config = test_config_in(&dir, "");
+    let hold = Arc::new(AtomicBool::new(true));
+    let server = Server::start_with(&config, Some(Arc::clone(&hold))).unwrap();
+    let addr = server.local_addr();
+    // More orders than the rings and batches between gateway and writer hold (about
+    // 3,300 with the test's rings of 1,024), from their own thread: once the gateway
+    // stops reading them, the client's writes may block until the writer goes on.
+    let orders = 5_000u32;
+    let flood = std::thread::spawn(move || {
+        let mut c = login(addr, "MM3", "pw3", 1);
+        for r in 1..=orders {
+            c.limit(r, b'B', 100, "AAPL", PX - 100).unwrap();
+        }
+        c
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let mut late = Client::connect(addr).unwrap();
+    let answer = late
+        .login_within("MM2", "pw2", 1, std::time::Duration::from_secs(2))
+        .unwrap();
+    assert!(
+        matches!(answer, Received::LoginAccepted { .. }),
+        "login while the pipeline is full: {answer:?}"
+    );
+    hold.store(false, Ordering::Release);
+    let mut c = flood.join().unwrap();
+    for _ in 0..orders {
+        assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
+    }
+    drop((c, late));
+    server.stop().unwrap();
+}
+
 /// The matcher's stage hands a match, an order that rests as it came and a displayed order
 /// canceled in full to the journal writer as one record each (`Record::Fill`, `Rested`,
 /// `Removed`), which the writer expands: what it journals and what it releases to egress

@@ -858,8 +858,13 @@ impl Gateway {
                     break Framed::Closed;
                 }
             };
-            // A packet yields at most one command: take it only if it can be pushed.
-            if self.inbound.room() == 0 || !self.deferred.is_empty() {
+            // A packet yields at most one command, and only Unsequenced Data does: take it
+            // only if it can be pushed. A Login Request, a heartbeat or a logout goes
+            // through: a member's login is never held behind other members' orders (and
+            // then evicted or timed out unread).
+            if frame.kind == kind::UNSEQUENCED
+                && (self.inbound.room() == 0 || !self.deferred.is_empty())
+            {
                 break Framed::Blocked;
             }
             pushed |= self.on_packet(i, &frame);
@@ -894,6 +899,8 @@ impl Gateway {
                 self.login(i, req);
                 false
             }
+            // SoupBinTCP: receivers accept and ignore Debug packets, before login too.
+            (None, ClientPacket::Debug(_)) => false,
             (None, _) => {
                 self.protocol_error(i, "nothing but a Login Request is accepted before login");
                 false
@@ -1212,7 +1219,11 @@ impl Gateway {
                 }
                 continue;
             }
-            if now.duration_since(conn.last_rx) >= self.settings.client_timeout {
+            // A connection held for lack of room in the matcher's ring is not read, so
+            // its silence is the engine's, not the client's.
+            if now.duration_since(conn.last_rx) >= self.settings.client_timeout
+                && !self.waiting.contains(&i)
+            {
                 self.close(i, "client silent too long");
                 continue;
             }
