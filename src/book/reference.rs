@@ -673,14 +673,6 @@ impl ReferenceMatcher {
                 o.echo.clordid,
             );
         }
-        if o.firm != self.config.owners[usize::from(owner.0)].firm {
-            return self.reject(
-                owner,
-                o.user_ref,
-                RejectReason::FirmNotAuthorized,
-                o.echo.clordid,
-            );
-        }
         let Some(instrument) = self.instrument_of(o.symbol) else {
             return self.reject(
                 owner,
@@ -689,6 +681,14 @@ impl ReferenceMatcher {
                 o.echo.clordid,
             );
         };
+        if o.firm != self.config.owners[usize::from(owner.0)].firm {
+            return self.reject(
+                owner,
+                o.user_ref,
+                RejectReason::FirmNotAuthorized,
+                o.echo.clordid,
+            );
+        }
         if let Err(reason) = self.open_for(instrument, o.tif) {
             return self.reject(owner, o.user_ref, reason, o.echo.clordid);
         }
