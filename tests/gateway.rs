@@ -597,6 +597,42 @@ fn fields_outside_their_ouch_type_are_rejected_and_never_echoed() {
     server.stop().unwrap();
 }
 
+/// A member cannot enter orders under another member's firm: with its Firm option naming
+/// MMB, MM1's crossing IOC would be MMB's own order to self-trade prevention and cancel
+/// MMB's resting quote without a trade. Refused (`0x0C`), nothing touched, nothing used.
+#[test]
+fn an_order_for_another_members_firm_is_refused() {
+    let server = start();
+    let mut maker = login(server.local_addr(), "MM2", "pw2", 1);
+    maker.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    assert_eq!(answer_type(&mut maker), outbound::ACCEPTED);
+    let mut c = login(server.local_addr(), "MM1", "pw1", 1);
+    let other = Options {
+        firm: Some(*b"MMB "),
+        ..Options::default()
+    };
+    c.enter(1, b'B', 100, "AAPL", PX, b'3', b'Y', other)
+        .unwrap();
+    assert_eq!(rejected(&mut c).1, 0x000C);
+    quiet(&mut maker, Duration::from_millis(200));
+    // Its own firm, named or blank, is taken; the number was not used by the refusal.
+    let own = Options {
+        firm: Some(*b"MMA "),
+        ..Options::default()
+    };
+    c.enter(1, b'B', 40, "AAPL", PX, b'3', b'Y', own).unwrap();
+    assert_eq!(answer_type(&mut c), outbound::ACCEPTED);
+    assert_eq!(answer_type(&mut c), outbound::EXECUTED);
+    let blank = Options {
+        firm: Some(*b"    "),
+        ..Options::default()
+    };
+    c.enter(2, b'B', 60, "AAPL", PX, b'3', b'Y', blank).unwrap();
+    assert_eq!(answer_type(&mut c), outbound::ACCEPTED);
+    assert_eq!(answer_type(&mut c), outbound::EXECUTED);
+    server.stop().unwrap();
+}
+
 /// The README's rule, one reject kind at a time: a request the gateway refuses (not
 /// offered, bad field, throttle) consumes nothing; Enter Order and Mass Cancel Request
 /// answered by the matcher consume their number, accepted or rejected; a failed Replace

@@ -869,7 +869,7 @@ fn pipeline_journals_and_releases(journal_ring: usize) {
         let mut events = Groups::default();
         let mut decoder = FlowDecoder::new(&book);
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let bytes: Vec<u8> = (0..480_000).map(|_| rng.below(256) as u8).collect();
+        let bytes: Vec<u8> = (0..400_000).map(|_| rng.below(256) as u8).collect();
         let mut src = ByteSource::new(&bytes);
         let mut commands = 0;
         while let Some(cmd) = decoder.next(&mut src) {

@@ -841,29 +841,6 @@ fn min_quantity_counts_a_reserve_only_up_to_an_own_firm_order_behind_it() {
 }
 
 #[test]
-fn an_order_for_another_firm_is_refused_and_touches_nothing() {
-    // User 0 (firm F1) names firm F2 on a crossing IOC: it would be F2's own order to
-    // self-trade prevention and cancel user 2's (F2) resting sell without a trade.
-    let mut v = Venue::new();
-    let (resting, _) = v.limit(2, Side::Sell, 100, px(1000));
-    let mut o = v.order(0, Side::Buy, 100, px(1000));
-    o.tif = TimeInForce::Ioc;
-    o.firm = v.cfg.owners[2].firm;
-    let (user_ref, ev) = v.enter(0, o);
-    assert_eq!(rejection(&ev), Some(RejectReason::FirmNotAuthorized));
-    assert_eq!(ev.len(), 1, "nothing but the reject: {ev:?}");
-    assert_eq!(v.side(BookSide::Ask), vec![(2, resting.0, 100)]);
-    // The number is used, as by any order the matcher rejects.
-    let mut again = v.order(0, Side::Buy, 100, px(999));
-    again.user_ref = user_ref;
-    let ev = v.run(0, CommandBody::New(again));
-    assert_eq!(rejection(&ev), Some(RejectReason::DuplicateUserRef));
-    // Its own firm trades as usual.
-    let (_, ev) = v.limit(0, Side::Buy, 100, px(1000));
-    assert_eq!(fills(&ev).len(), 2, "{ev:?}");
-}
-
-#[test]
 fn cancel_on_disconnect_follows_the_users_setting() {
     let mut v = Venue::new();
     v.limit(2, Side::Sell, 100, px(1001));

@@ -4,7 +4,7 @@
 //! instruments, owners sharing firms (so self-trade prevention fires), small pools (so
 //! capacity rejects happen), prices clustered around the reference (so orders cross), and
 //! every order feature, plus a share of bad requests (unknown symbols, off-tick prices,
-//! repeated references, unknown orders, firms not the owner's). The same bytes always give the same commands.
+//! repeated references, unknown orders). The same bytes always give the same commands.
 
 use super::message::*;
 use super::{BandRemainder, BookConfig, InstrumentSpec, OwnerSpec, RefRule, StpMode};
@@ -444,7 +444,6 @@ impl FlowDecoder {
             } else {
                 0
             }),
-            // Now and then another firm than the owner's: rejected as not authorized.
             firm: if src.one_in(16) {
                 Firm(*b"F9  ")
             } else {

@@ -652,17 +652,6 @@ impl Matcher {
         let prices = match self.enter_plain(owner, o, instrument, emit) {
             Plain::Rested => return,
             Plain::Priced(prices) => prices,
-            // An order is entered for its user's own firm: another firm's would take that
-            // firm's self-trade prevention (and, attributed, its name on the feed). The
-            // fused checks took only orders of the user's firm.
-            Plain::Full if o.firm != self.owners[usize::from(owner.0)].spec.firm => {
-                return emit.reject(
-                    owner,
-                    o.user_ref,
-                    RejectReason::FirmNotAuthorized,
-                    o.echo.clordid,
-                );
-            }
             Plain::Full => match self.checked_prices(o, instrument) {
                 Ok(prices) => prices,
                 Err(reason) => return emit.reject(owner, o.user_ref, reason, o.echo.clordid),
@@ -753,8 +742,7 @@ impl Matcher {
         ) & ((o.min_qty.0 | o.max_floor.0) == 0)
             & !(o.hidden | o.post_only)
             & !self.venue_halted
-            & matches!(self.phase, DayPhase::Unscheduled | DayPhase::Market)
-            & (o.firm == self.owners[usize::from(owner.0)].spec.firm);
+            & matches!(self.phase, DayPhase::Unscheduled | DayPhase::Market);
         let book = &self.books[usize::from(instrument.0)];
         if !plain | (book.state != TradingState::Trading) {
             return Plain::Full;

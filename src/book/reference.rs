@@ -681,14 +681,6 @@ impl ReferenceMatcher {
                 o.echo.clordid,
             );
         };
-        if o.firm != self.config.owners[usize::from(owner.0)].firm {
-            return self.reject(
-                owner,
-                o.user_ref,
-                RejectReason::FirmNotAuthorized,
-                o.echo.clordid,
-            );
-        }
         if let Err(reason) = self.open_for(instrument, o.tif) {
             return self.reject(owner, o.user_ref, reason, o.echo.clordid);
         }

@@ -196,10 +196,26 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
     }
 }
 
+/// An Enter or Replace names, in its Firm option, the user's own firm or none (blank is
+/// the user's too). Another firm's would take that firm's self-trade prevention (cancel its
+/// quotes without a trade) and, on an attributed feed, its name: not authorized. (The core
+/// trusts the firm its caller gives an order; here the caller is the member's session.)
+fn authorized(msg: &Inbound<'_>, user_firm: Firm) -> Result<(), Invalid> {
+    let option = match msg {
+        Inbound::Enter(_, o) | Inbound::Replace(_, o) => o.firm,
+        _ => None,
+    };
+    check(
+        option.is_none_or(|f| f == *b"    " || Firm(f) == user_firm),
+        RejectReason::FirmNotAuthorized,
+        "firm option (not the user's firm)",
+    )
+}
+
 /// Maps a decoded message from a user of firm `user_firm` to a matcher command: a
 /// [`CommandBody::GatewayReject`] if [`validate`] refuses it.
 pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
-    if let Err((reason, _field)) = validate(msg) {
+    if let Err((reason, _field)) = validate(msg).and_then(|()| authorized(msg, user_firm)) {
         let (user_ref, clordid) = reject_target(msg);
         return CommandBody::GatewayReject {
             user_ref,
@@ -462,6 +478,23 @@ mod tests {
         assert_eq!(rejected(&mass).0, RejectReason::FirmNotAuthorized);
         let modify = [b'M', 0, 0, 0, 9, b'Q', 0, 0, 0, 1];
         assert_eq!(rejected(&modify).0, RejectReason::InvalidSide);
+    }
+
+    #[test]
+    fn an_enter_for_another_firm_is_refused() {
+        let other = enter(b'Y', b'0', 100, &[5, 2, b'M', b'M', b'B', b' ']);
+        assert_eq!(
+            rejected(&other),
+            (RejectReason::FirmNotAuthorized, *b"MYORDER-1     ")
+        );
+        let own = enter(b'Y', b'0', 100, &[5, 2, b'M', b'M', b'A', b' ']);
+        let blank = enter(b'Y', b'0', 100, &[5, 2, b' ', b' ', b' ', b' ']);
+        for m in [own, blank, enter(b'Y', b'0', 100, &[])] {
+            match to_command(&decode_inbound(&m).unwrap(), firm()) {
+                CommandBody::New(o) => assert_eq!(o.firm, firm()),
+                other => panic!("expected a new order, got {other:?}"),
+            }
+        }
     }
 
     #[test]
