@@ -549,6 +549,28 @@ fn a_damaged_snapshot_is_skipped_and_recovery_replays_more() {
     assert_eq!(replayed_snapshots(&dir, &book), (0, 2));
 }
 
+/// A snapshot that loads (checksums hold) but disagrees with the journal: skipped like a
+/// damaged one, and recovery replays the whole journal, delivering every event once.
+#[test]
+fn a_snapshot_that_disagrees_with_the_journal_is_skipped() {
+    use ironmatch::journal::snapshot::{decode_snapshot, encode_snapshot, snapshot_paths};
+    let (dir, book) = write_flow(3000);
+    let full = recovered(&without_snapshots(&dir), &book);
+    take_snapshots(&dir, &book, 1000);
+    let snaps = snapshot_paths(&dir).unwrap();
+    let newest = &snaps[snaps.len() - 1].1;
+    let mut s = decode_snapshot(&std::fs::read(newest).unwrap()).unwrap();
+    s.body.sessions[0] += 1;
+    std::fs::write(newest, encode_snapshot(&s)).unwrap();
+    let older = &snaps[0].1;
+    let mut s = decode_snapshot(&std::fs::read(older).unwrap()).unwrap();
+    s.body.sessions[1] += 1;
+    std::fs::write(older, encode_snapshot(&s)).unwrap();
+    let r = recovered(&dir, &book);
+    assert_eq!(r.3, None, "no snapshot used");
+    assert_eq!((&r.0, &r.1, &r.2), (&full.0, &full.1, &full.2));
+}
+
 #[test]
 fn a_snapshot_beyond_the_journal_end_is_removed() {
     use ironmatch::journal::snapshot::snapshot_paths;

@@ -449,8 +449,14 @@ pub fn recover(
     let recovery = match snapshot {
         None => recover_from(dir, book, None, &mut on_event)?,
         Some((snapshot, matcher)) => {
-            let covered = (snapshot.seq, matcher, snapshot.body.sessions);
-            match recover_from(dir, book, Some(covered), &mut on_event) {
+            let seq = snapshot.seq;
+            let covered = (seq, matcher, snapshot.body.sessions);
+            let mut delivered = 0usize;
+            let mut counted = |e: &Event| {
+                delivered += 1;
+                on_event(e);
+            };
+            match recover_from(dir, book, Some(covered), &mut counted) {
                 Err(JournalError::Ahead { end, .. }) => {
                     // The journal ends before the snapshot: it lost records the snapshot
                     // had seen (a power loss with fsync = "never"). Those sequence numbers
@@ -458,6 +464,23 @@ pub fn recover(
                     // been delivered by the first pass already.
                     remove_snapshots_after(dir, end)?;
                     recover_from(dir, book, None, &mut |_| {})?
+                }
+                Err(e @ JournalError::Diverged { .. }) => {
+                    // The snapshot loads but disagrees with the journal (its session
+                    // counts, or the commands after it re-run differently): like a damaged
+                    // one, it is not used, and the journal alone decides (a divergence in
+                    // a full replay is refused). The events delivered before the
+                    // disagreement are not delivered again.
+                    eprintln!(
+                        "ironmatch journal: warning: the snapshot at {seq} disagrees with the journal ({e}): replaying the whole journal instead"
+                    );
+                    let mut seen = 0usize;
+                    recover_from(dir, book, None, &mut |e| {
+                        seen += 1;
+                        if seen > delivered {
+                            on_event(e);
+                        }
+                    })?
                 }
                 other => other?,
             }
