@@ -122,6 +122,21 @@ pub fn replay(
     options: &ReplayOptions,
     out: &mut impl Write,
 ) -> Result<Summary, JournalError> {
+    // A directory with no journal at all is a mistyped path, not an empty trading day
+    // (an engine's journal has a segment from its start).
+    let segments = journal::segment_paths(dir).map_err(|source| JournalError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    if segments.is_empty() {
+        return Err(JournalError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no journal segment (*.imj) here",
+            ),
+        });
+    }
     let mut matcher = Matcher::new(book);
     let mut summary = Summary {
         instruments: book.instruments.len(),

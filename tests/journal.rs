@@ -294,6 +294,37 @@ fn a_journal_in_use_is_refused_to_a_second_engine() {
     again.stop().unwrap();
 }
 
+/// A last segment whose length reached the disk but whose bytes did not (a power loss while
+/// it was created: all zeros) holds nothing and is removed like a header cut short.
+#[test]
+fn a_zero_filled_last_segment_is_removed() {
+    let (dir, book) = write_flow(40);
+    let first = only_segment(&dir);
+    let scan = journal::scan_journal(&dir, None, false, None, |_, _| Ok(())).unwrap();
+    let next = dir.join(format!("{:020}.imj", scan.next_seq));
+    std::fs::write(&next, [0u8; 64]).unwrap();
+    let recovery = journal::recover(&dir, &book, |_| {}).unwrap();
+    assert_eq!(recovery.scan.next_seq, scan.next_seq);
+    assert!(!next.exists(), "the empty segment is gone");
+    assert!(first.exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `replay` of a directory without a journal says so (a mistyped path), instead of
+/// reporting an empty day.
+#[test]
+fn replay_of_a_directory_without_a_journal_is_an_error() {
+    let dir = temp_dir("nojournal");
+    let book = flow_config(StpMode::CancelResting);
+    let options = ironmatch::replay::ReplayOptions::default();
+    for path in [dir.join("missing"), dir.to_path_buf()] {
+        let e = ironmatch::replay::replay(&path, &book, &options, &mut Vec::new())
+            .err()
+            .expect("no journal");
+        assert!(e.to_string().contains("no journal segment"), "{e}");
+    }
+}
+
 #[test]
 fn a_bit_flip_before_valid_records_refuses_to_start() {
     let (dir, book) = write_flow(40);

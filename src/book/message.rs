@@ -662,7 +662,8 @@ pub enum EventBody {
         /// Open shares now.
         qty: Qty,
     },
-    /// A cancel or modify asked for no reduction; the order is unchanged.
+    /// A cancel asked for no reduction; the order is unchanged. (A Modify that reduces
+    /// nothing and keeps the side is answered `Modified`, as OUCH answers it.)
     CancelRejected {
         /// Owner.
         owner: OwnerId,

@@ -215,8 +215,9 @@ pub fn scan_journal(
             path: path.clone(),
             source,
         })?;
-        if last && bytes.len() < HEADER_LEN {
-            // A crash while creating the segment: it holds nothing.
+        // A crash while creating the segment: it holds nothing (a header cut short, or
+        // the file's length reached the disk and its bytes did not: zeros).
+        if last && (bytes.len() < HEADER_LEN || bytes.iter().all(|&b| b == 0)) {
             eprintln!(
                 "ironmatch journal: warning: {}: {} bytes, no complete header: removing it",
                 path.display(),
