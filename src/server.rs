@@ -62,6 +62,9 @@ pub struct Server {
     day: Option<jiff::civil::Date>,
     /// Set when the day's End of Messages was sequenced (the engine then stops by itself).
     day_over: Arc<AtomicBool>,
+    /// The journal directory's lock, dropped once the writer and every follower (the
+    /// snapshot thread, the feed publisher) have ended.
+    journal_lock: Option<std::fs::File>,
 }
 
 impl Server {
@@ -372,6 +375,7 @@ impl Server {
             admin,
             day,
             day_over,
+            journal_lock: Some(opened.lock),
         })
     }
 
@@ -460,6 +464,8 @@ impl Server {
                 failed.push(name);
             }
         }
+        // Nothing of this engine touches the journal any more.
+        self.journal_lock = None;
         // Last, so the endpoint can be watched while the engine drains.
         if let Some(admin) = self.admin.take() {
             admin.stop();
@@ -607,6 +613,9 @@ pub struct OpenedJournal {
     pub snapshot: Option<u64>,
     /// Where the snapshot thread starts, if snapshots are configured.
     pub snapshotter: Option<SnapshotterStart>,
+    /// The journal directory's lock ([`journal::lock_dir`]): hold it until every thread
+    /// that writes or follows the journal has ended.
+    pub lock: std::fs::File,
 }
 
 /// Recovers the journal in `config.journal.dir`: `on_event` gets every recovered event
@@ -645,7 +654,6 @@ pub fn open_journal(
         config.fsync_mode(),
         config.journal.segment_bytes_max,
     )?;
-    writer.hold_lock(lock);
     for event in &recovery.pending {
         writer.stage(&Entry::Event(*event));
     }
@@ -667,5 +675,6 @@ pub fn open_journal(
         scan: recovery.scan,
         snapshot: recovery.snapshot,
         snapshotter,
+        lock,
     })
 }

@@ -589,14 +589,28 @@ fn a_snapshot_that_disagrees_with_the_journal_is_skipped() {
     let full = recovered(&without_snapshots(&dir), &book);
     take_snapshots(&dir, &book, 1000);
     let snaps = snapshot_paths(&dir).unwrap();
-    let newest = &snaps[snaps.len() - 1].1;
-    let mut s = decode_snapshot(&std::fs::read(newest).unwrap()).unwrap();
-    s.body.sessions[0] += 1;
-    std::fs::write(newest, encode_snapshot(&s)).unwrap();
-    let older = &snaps[0].1;
-    let mut s = decode_snapshot(&std::fs::read(older).unwrap()).unwrap();
-    s.body.sessions[1] += 1;
-    std::fs::write(older, encode_snapshot(&s)).unwrap();
+    let end = journal::scan_journal(&dir, None, false, None, |_, _| Ok(()))
+        .unwrap()
+        .next_seq
+        - 1;
+    let skew = |path: &std::path::Path, owner: usize| {
+        let mut s = decode_snapshot(&std::fs::read(path).unwrap()).unwrap();
+        s.body.sessions[owner] += 1;
+        std::fs::write(path, encode_snapshot(&s)).unwrap();
+    };
+    // The final snapshot, at the journal's end: the disagreement shows after every event
+    // was delivered once.
+    let (newest_seq, newest) = &snaps[snaps.len() - 1];
+    assert_eq!(*newest_seq, end);
+    skew(newest, 0);
+    let r = recovered(&dir, &book);
+    assert_eq!(r.3, None, "no snapshot used");
+    assert_eq!((&r.0, &r.1, &r.2), (&full.0, &full.1, &full.2));
+    // One in the middle: the events after it come from the full replay, once each.
+    std::fs::remove_file(newest).unwrap();
+    let (middle_seq, middle) = &snaps[0];
+    assert!(*middle_seq < end - 100, "{middle_seq} of {end}");
+    skew(middle, 1);
     let r = recovered(&dir, &book);
     assert_eq!(r.3, None, "no snapshot used");
     assert_eq!((&r.0, &r.1, &r.2), (&full.0, &full.1, &full.2));

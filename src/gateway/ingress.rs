@@ -2,7 +2,7 @@
 //!
 //! Pure mapping. Every field is first checked against its OUCH type ([`validate`]): alpha
 //! fields are printable ASCII, enumerations hold one of their values, numbers lie in the
-//! protocol's range, and what ironmatch does not offer (a pegged price, GTT, a cross) is
+//! protocol's range, and what ironmatch does not offer (a pegged price, a cross) is
 //! refused. A message that fails becomes a [`CommandBody::GatewayReject`] with the
 //! client's reference, so the refusal is sequenced and journaled like any other reply; its
 //! fields never reach a book, and a ClOrdID that is not alpha is answered as spaces, so no

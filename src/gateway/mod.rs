@@ -1076,11 +1076,21 @@ impl Gateway {
                     "ironmatch gateway: {}: {} disconnected: {why}",
                     conn.peer, user.username
                 );
-                self.deferred.push_back(Record::Command(Command {
-                    ts: self.clock.now(),
-                    owner: user.owner,
-                    body: CommandBody::Disconnect,
-                }));
+                // One Disconnect per user waits at most: while any command waits, none of
+                // the user's orders gets in, so a second one (a client reconnecting in a
+                // loop through a stall) would find nothing more to cancel, and the queue
+                // stays bounded.
+                let owner = user.owner;
+                let queued = self.deferred.iter().any(|r| {
+                    matches!(r, Record::Command(Command { owner: o, body: CommandBody::Disconnect, .. }) if *o == owner)
+                });
+                if !queued {
+                    self.deferred.push_back(Record::Command(Command {
+                        ts: self.clock.now(),
+                        owner,
+                        body: CommandBody::Disconnect,
+                    }));
+                }
                 self.publish_session(u);
             }
             None => self.log.line(

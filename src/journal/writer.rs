@@ -125,8 +125,6 @@ pub struct JournalWriter {
     /// The last record written (made durable with `fsync = "always"`), for the snapshot
     /// writer.
     written: Arc<AtomicU64>,
-    /// The journal directory's lock ([`lock_dir`]), held as long as the writer lives.
-    lock: Option<File>,
     /// What the writer released to egress, for a cluster's new leader (see [`Released`]).
     released: Arc<Released>,
 }
@@ -219,13 +217,7 @@ impl JournalWriter {
             },
             written: Arc::new(AtomicU64::new(next_seq - 1)),
             released: Arc::new(Released::default()),
-            lock: None,
         })
-    }
-
-    /// Keeps the journal directory's lock ([`lock_dir`]) until the writer is dropped.
-    pub fn hold_lock(&mut self, lock: File) {
-        self.lock = Some(lock);
     }
 
     /// Wakes `signal`'s thread after every batch written (and at shutdown).
