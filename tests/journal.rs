@@ -141,8 +141,9 @@ fn a_whole_record_this_build_cannot_read_is_refused_not_truncated() {
     let path = only_segment(&dir);
     let full = std::fs::read(&path).unwrap();
     let scan = journal::scan_journal(&dir, None, false, None, |_, _| Ok(())).unwrap();
-    for (kind, payload) in [(9u8, vec![0u8; 8]), (1, vec![0xFF; 8])] {
-        // An unknown type, then a command payload that does not decode.
+    for (kind, payload) in [(9u8, vec![0u8; 8]), (1, vec![0xFF; 8]), (1, vec![0; 400])] {
+        // An unknown type, a command payload that does not decode, a record longer than
+        // this build writes.
         let mut record = Vec::new();
         let len = 16 + payload.len() + 4;
         record.extend_from_slice(&(len as u32).to_le_bytes());

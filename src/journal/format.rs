@@ -65,6 +65,9 @@ pub enum FormatError {
     /// A record length outside its limits.
     #[error("record length {0} outside {RECORD_LEN_MIN}..={RECORD_LEN_MAX}")]
     BadLength(usize),
+    /// A whole record (its checksum holds) longer than this build writes.
+    #[error("record of {0} bytes, whole, above this build's {RECORD_LEN_MAX}")]
+    Oversize(usize),
     /// Checksum mismatch.
     #[error("CRC32C mismatch")]
     Crc,
@@ -198,6 +201,15 @@ pub fn frame_record(bytes: &[u8]) -> Result<&[u8], FormatError> {
     }
     let len = u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) as usize;
     if !(RECORD_LEN_MIN..=RECORD_LEN_MAX).contains(&len) {
+        // Longer than this build writes, yet whole with its checksum holding: written by
+        // another build, not torn.
+        if len > RECORD_LEN_MAX
+            && let Some(record) = bytes.get(..len)
+            && crc32c::crc32c(&record[..len - 4])
+                == u32::from_le_bytes(record[len - 4..].try_into().expect("4 bytes"))
+        {
+            return Err(FormatError::Oversize(len));
+        }
         return Err(FormatError::BadLength(len));
     }
     let Some(record) = bytes.get(..len) else {
