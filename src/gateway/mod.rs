@@ -1440,8 +1440,6 @@ enum Egress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::UserConfig;
-    use crate::types::Firm;
 
     /// A socket that takes `budget` more bytes, then would block.
     struct Throttled {
@@ -1479,19 +1477,10 @@ mod tests {
 
     #[test]
     fn a_heartbeat_never_lands_inside_a_half_written_packet() {
-        let cfg = UserConfig {
-            username: "MM1".into(),
-            password: "pw".into(),
-            firm: "MMA".into(),
-            cancel_on_disconnect: true,
-            self_trade_prevention: None,
-            orders_per_sec: 10,
-            burst: 2,
-        };
         // Every cut of the stream: the socket takes `cut` bytes, then a heartbeat is
         // queued, then the socket drains.
         for cut in 0..=3 * 23 {
-            let mut user = UserSession::new(&cfg, OwnerId(0), Firm(*b"MMA "), 0);
+            let mut user = session::tests::user_with_chunks(0);
             for m in [b'A', b'B', b'C'] {
                 user.append(|out| out.extend_from_slice(&[m; 20]));
             }

@@ -245,14 +245,15 @@ impl UserSession {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn user() -> UserSession {
         user_with_chunks(1024)
     }
 
-    fn user_with_chunks(store_bytes: usize) -> UserSession {
+    /// A user MM1 of firm MMA whose store grows in chunks of `store_bytes`.
+    pub(in crate::gateway) fn user_with_chunks(store_bytes: usize) -> UserSession {
         let cfg = UserConfig {
             username: "MM1".into(),
             password: "pw".into(),
