@@ -66,6 +66,16 @@ fn write_flow_in_segments(
     commands: usize,
     segment_bytes: u64,
 ) -> (TempDir, ironmatch::book::BookConfig) {
+    write_flow_keeping(commands, segment_bytes, <[ironmatch::book::Event]>::len)
+}
+
+/// Like [`write_flow_in_segments`], journaling of each command's events only the first
+/// `keep(events)`.
+fn write_flow_keeping(
+    commands: usize,
+    segment_bytes: u64,
+    mut keep: impl FnMut(&[ironmatch::book::Event]) -> usize,
+) -> (TempDir, ironmatch::book::BookConfig) {
     let dir = temp_dir("flow");
     let book = flow_config(StpMode::CancelResting);
     let header = first_header(&book);
@@ -83,7 +93,7 @@ fn write_flow_in_segments(
         events.clear();
         matcher.apply(&cmd, &mut events);
         writer.stage(&Entry::Command(cmd));
-        for e in &events {
+        for e in &events[..keep(&events)] {
             writer.stage(&Entry::Event(*e));
         }
         writer.commit().unwrap();
@@ -206,49 +216,10 @@ fn a_limited_follower_reads_no_further_than_the_writer_has_written() {
 /// different one: a command whose last event is gone, followed by the next command.
 #[test]
 fn replay_verification_notices_a_missing_event() {
-    let dir = temp_dir("missing-event");
-    let book = flow_config(StpMode::CancelResting);
-    let write = |drop_one: bool| {
-        std::fs::remove_dir_all(&dir).ok();
-        let mut writer = JournalWriter::open(
-            &dir,
-            first_header(&book),
-            None,
-            1,
-            FsyncMode::Never,
-            1 << 30,
-        )
-        .unwrap();
-        let mut matcher = Matcher::new(&book);
-        let mut decoder = FlowDecoder::new(&book);
-        let bytes: Vec<u8> = (0..40 * 16).map(|i| (i * 7919 % 251) as u8).collect();
-        let mut src = ByteSource::new(&bytes);
-        let mut events = Vec::new();
-        let mut dropped = false;
-        while let Some(cmd) = decoder.next(&mut src) {
-            events.clear();
-            matcher.apply(&cmd, &mut events);
-            writer.stage(&Entry::Command(cmd));
-            let keep = if drop_one && !dropped && events.len() >= 2 {
-                dropped = true;
-                events.len() - 1
-            } else {
-                events.len()
-            };
-            for e in &events[..keep] {
-                writer.stage(&Entry::Event(*e));
-            }
-            writer.commit().unwrap();
-        }
-        assert_eq!(
-            dropped, drop_one,
-            "the flow has a command of two events or more"
-        );
-    };
-    let verify = || {
+    let verify = |dir: &std::path::Path, book: &ironmatch::book::BookConfig| {
         ironmatch::replay::replay(
-            &dir,
-            &book,
+            dir,
+            book,
             &ironmatch::replay::ReplayOptions {
                 verify_determinism: true,
                 ..Default::default()
@@ -256,10 +227,20 @@ fn replay_verification_notices_a_missing_event() {
             &mut Vec::new(),
         )
     };
-    write(false);
-    verify().expect("the whole journal verifies");
-    write(true);
-    match verify() {
+    let (whole, book) = write_flow(40);
+    verify(&whole, &book).expect("the whole journal verifies");
+    // The first command of two events or more loses its last one.
+    let mut dropped = false;
+    let (short, _) = write_flow_keeping(40, 1 << 30, |events| {
+        if !dropped && events.len() >= 2 {
+            dropped = true;
+            events.len() - 1
+        } else {
+            events.len()
+        }
+    });
+    assert!(dropped, "the flow has a command of two events or more");
+    match verify(&short, &book) {
         Err(e @ JournalError::Diverged { .. }) => {
             assert!(e.to_string().contains("journaled events"), "{e}");
         }
@@ -268,7 +249,6 @@ fn replay_verification_notices_a_missing_event() {
             other.map(|s| s.records)
         ),
     }
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// One engine per journal: a second `serve` on a directory in use refuses to start before

@@ -203,11 +203,7 @@ pub fn frame_record(bytes: &[u8]) -> Result<&[u8], FormatError> {
     if !(RECORD_LEN_MIN..=RECORD_LEN_MAX).contains(&len) {
         // Longer than this build writes, yet whole with its checksum holding: written by
         // another build, not torn.
-        if len > RECORD_LEN_MAX
-            && let Some(record) = bytes.get(..len)
-            && crc32c::crc32c(&record[..len - 4])
-                == u32::from_le_bytes(record[len - 4..].try_into().expect("4 bytes"))
-        {
+        if len > RECORD_LEN_MAX && bytes.get(..len).is_some_and(checksum_holds) {
             return Err(FormatError::Oversize(len));
         }
         return Err(FormatError::BadLength(len));
@@ -218,11 +214,16 @@ pub fn frame_record(bytes: &[u8]) -> Result<&[u8], FormatError> {
             present: bytes.len(),
         });
     };
-    let stored = u32::from_le_bytes(record[len - 4..].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&record[..len - 4]) != stored {
+    if !checksum_holds(record) {
         return Err(FormatError::Crc);
     }
     Ok(record)
+}
+
+/// Whether a record's last 4 bytes are the CRC32C of the bytes before them.
+fn checksum_holds(record: &[u8]) -> bool {
+    let (body, stored) = record.split_at(record.len() - RECORD_CRC_LEN);
+    crc32c::crc32c(body) == u32::from_le_bytes(stored.try_into().expect("4 bytes"))
 }
 
 /// Decodes a payload that must be used up exactly.
