@@ -801,13 +801,7 @@ fn a_login_goes_through_while_the_pipeline_is_full() {
     // 3,300 with the test's rings of 1,024), from their own thread: once the gateway
     // stops reading them, the client's writes may block until the writer goes on.
     let orders = 5_000u32;
-    let flood = std::thread::spawn(move || {
-        let mut c = login(addr, "MM3", "pw3", 1);
-        for r in 1..=orders {
-            c.limit(r, b'B', 100, "AAPL", PX - 100).unwrap();
-        }
-        c
-    });
+    let flooding = flood(addr, "MM3", "pw3", orders);
     std::thread::sleep(std::time::Duration::from_millis(800));
     let mut late = Client::connect(addr).unwrap();
     let answer = late
@@ -818,12 +812,126 @@ fn a_login_goes_through_while_the_pipeline_is_full() {
         "login while the pipeline is full: {answer:?}"
     );
     hold.store(false, Ordering::Release);
-    let mut c = flood.join().unwrap();
+    let mut c = flooding.join().unwrap();
     for _ in 0..orders {
         assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
     }
     drop((c, late));
     server.stop().unwrap();
+}
+
+/// Floods the test engine with `orders` resting buys from `user` on its own thread while
+/// `hold` stalls the journal writer, so that the rings fill and the gateway stops reading
+/// that connection; returns the flooding thread, which gives the client back once every
+/// order is written.
+fn flood(
+    addr: std::net::SocketAddr,
+    user: &'static str,
+    password: &'static str,
+    orders: u32,
+) -> std::thread::JoinHandle<ironmatch::client::Client> {
+    std::thread::spawn(move || {
+        let mut c = login(addr, user, password, 1);
+        for r in 1..=orders {
+            c.limit(r, b'B', 100, "AAPL", PX - 100).unwrap();
+        }
+        c
+    })
+}
+
+/// A connection the gateway stops reading because the matcher's ring is full is not
+/// closed as "client silent too long": its silence is the engine's. The flooding user has
+/// cancel-on-disconnect, so a close would cancel its orders; the stall outlasts the test
+/// configuration's client timeout (1.5 s) and every order must still be accepted on the
+/// same connection. `dedicated` only, as the test above.
+#[test]
+fn a_connection_held_for_room_is_not_timed_out() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if threading() != "dedicated" {
+        eprintln!("skipped: needs IRONMATCH_THREADING=dedicated");
+        return;
+    }
+    let dir = temp_dir("held");
+    let config = test_config_in(&dir, "");
+    let hold = Arc::new(AtomicBool::new(true));
+    let server = Server::start_with(&config, Some(Arc::clone(&hold))).unwrap();
+    let orders = 5_000u32;
+    let flooding = flood(server.local_addr(), "MM1", "pw1", orders);
+    // Twice the client timeout, held.
+    std::thread::sleep(std::time::Duration::from_millis(3_000));
+    hold.store(false, Ordering::Release);
+    let mut c = flooding.join().unwrap();
+    for r in 1..=orders {
+        let (kind, msg) = next_type(&mut c);
+        assert_eq!(kind, outbound::ACCEPTED, "order {r}: {msg:?}");
+    }
+    quiet(&mut c, std::time::Duration::from_millis(300));
+    drop(c);
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// While the pipeline is full, a member whose client reconnects in a loop leaves at most
+/// one Disconnect waiting in the gateway (each close used to queue one more, an unbounded
+/// queue during a long stall): the journal holds one Disconnect for it, not one per close.
+/// `dedicated` only, as the tests above.
+#[test]
+fn one_disconnect_per_member_waits_while_the_pipeline_is_full() {
+    use ironmatch::book::CommandBody;
+    use ironmatch::client::{Client, Received};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    if threading() != "dedicated" {
+        eprintln!("skipped: needs IRONMATCH_THREADING=dedicated");
+        return;
+    }
+    let dir = temp_dir("redial");
+    let config = test_config_in(&dir, "");
+    let hold = Arc::new(AtomicBool::new(true));
+    let server = Server::start_with(&config, Some(Arc::clone(&hold))).unwrap();
+    let addr = server.local_addr();
+    let orders = 5_000u32;
+    let flooding = flood(addr, "MM3", "pw3", orders);
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let closes = 4;
+    for round in 0..closes {
+        let mut c = Client::connect(addr).unwrap();
+        let answer = c
+            .login_within("MM2", "pw2", 1, std::time::Duration::from_secs(2))
+            .unwrap();
+        assert!(
+            matches!(answer, Received::LoginAccepted { .. }),
+            "login {round} while the pipeline is full: {answer:?}"
+        );
+        drop(c);
+        // The gateway sees the close before the next login.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    hold.store(false, Ordering::Release);
+    let mut c = flooding.join().unwrap();
+    for _ in 0..orders {
+        assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
+    }
+    server.stop().unwrap();
+    drop(c);
+    // MM2 is the second user of the test configuration.
+    let mut disconnects = 0;
+    journal::scan_journal(&dir, None, false, None, |_, entry| {
+        if let Entry::Command(c) = entry
+            && c.owner.0 == 1
+            && c.body == CommandBody::Disconnect
+        {
+            disconnects += 1;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        disconnects, 1,
+        "Disconnects of a member closed {closes} times in a stall"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The matcher's stage hands a match, an order that rests as it came and a displayed order
