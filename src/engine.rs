@@ -156,6 +156,10 @@ fn command_in(record: Option<&Record>) -> Option<&Command> {
 impl MatcherAgent {
     /// The stage between `input` (from the gateway) and `output` (to the journal writer).
     pub fn new(matcher: Matcher, input: Arc<Ring<Record>>, output: Arc<Ring<Record>>) -> Self {
+        // A recovered matcher may already have deadlines (good-till-time expiries, a
+        // pause's end): published from the start, so the gateway times them even if no
+        // command comes after a restart.
+        let deadline = matcher.next_deadline().map_or(u64::MAX, |t| t.0);
         MatcherAgent {
             matcher,
             input,
@@ -166,7 +170,7 @@ impl MatcherAgent {
             books_dirty: true,
             books_published_ns: 0,
             clock: VenueClock::utc(),
-            deadline: Arc::new(AtomicU64::new(u64::MAX)),
+            deadline: Arc::new(AtomicU64::new(deadline)),
             snapshots: None,
             ahead: VecDeque::with_capacity(LOOKAHEAD + 1),
         }

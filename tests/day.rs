@@ -362,6 +362,40 @@ fn a_restart_in_the_middle_of_the_day_resumes_the_schedule() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A good-till-time order resting across a restart expires at its time although nothing
+/// else happens: the recovered matcher's deadline is timed from the start (it used to be
+/// published only after the first command, so on a quiet venue the order stayed on the
+/// book, and its owner got no Canceled, until some other command came). The day's close is
+/// far away, so no transition comes to wake the matcher either.
+#[test]
+fn a_good_till_time_order_expires_after_a_restart_with_no_other_command() {
+    let dir = temp_dir("day-gtt-restart");
+    let t0 = Instant::now();
+    let (config, _) = day_config(&dir, [0.2, 0.4, 120.0, 121.0]);
+    let server = Server::start(&config).unwrap();
+    sleep_until(t0 + Duration::from_secs_f64(0.6));
+    let mut mm1 = login(&server, "MM1", "pw1");
+    expect(&mut mm1, (b'S', 0, u16::from(b'S')));
+    mm1.enter(1, b'B', 100, "AAPL", PX, b'6', b'Y', gtt(2))
+        .unwrap();
+    expect(&mut mm1, (b'A', 1, u16::from(b'6')));
+    let entered = Instant::now();
+    drop(mm1);
+    server.stop().unwrap();
+
+    let server = Server::start(&config).unwrap();
+    let mut mm1 = login(&server, "MM1", "pw1");
+    for expected in [(b'S', 0, u16::from(b'S')), (b'A', 1, u16::from(b'6'))] {
+        expect(&mut mm1, expected);
+    }
+    // Due 2 s after entry; `expect` waits up to 5 s more.
+    sleep_until(entered + Duration::from_secs(2));
+    expect(&mut mm1, (b'C', 1, u16::from(b'T')));
+    drop(mm1);
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// `serve` itself: at the end of a compressed day it drains, says so, and starts the next
 /// day (new journal directory, new session name, the admin endpoint bound again), and
 /// SIGTERM then stops it with exit code 0.
