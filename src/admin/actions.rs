@@ -185,6 +185,21 @@ impl ActionSender {
 /// `/cancel-instrument/SYMBOL`, `/kick/USER`; `query` may hold `cancel=true` (halt, pause)
 /// and `reason=XXXX` (state changes). `None`: not an action path.
 pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
+    let path = path.trim_end_matches('/');
+    let (verb, name) = match path.strip_prefix('/')?.split_once('/') {
+        Some((verb, name)) => (verb, Some(name)),
+        None => (path.strip_prefix('/')?, None),
+    };
+    // Not an action path whatever its query (an unknown path is a 404, not a bad query).
+    match (verb, name) {
+        (
+            "halt" | "pause" | "quote-only" | "resume" | "cancel-user" | "cancel-instrument"
+            | "kick",
+            _,
+        )
+        | ("halt-all" | "resume-all", None) => {}
+        _ => return None,
+    }
     let mut cancel = false;
     let mut reason = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -195,11 +210,6 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
             _ => return Some(Err(format!("unknown parameter {key:?}"))),
         }
     }
-    let path = path.trim_end_matches('/');
-    let (verb, name) = match path.strip_prefix('/')?.split_once('/') {
-        Some((verb, name)) => (verb, Some(name)),
-        None => (path.strip_prefix('/')?, None),
-    };
     let state_change = |state: TradingState, default_reason: &str| {
         let symbol = name.filter(|n| !n.is_empty());
         let reason = reason.clone().unwrap_or_else(|| default_reason.to_string());

@@ -331,6 +331,20 @@ mod tests {
         assert_eq!(route(&Method::Get, "/metrics", ""), Ok(Route::Metrics));
         assert_eq!(route(&Method::Head, "/status", ""), Ok(Route::Status));
         assert_eq!(route(&Method::Get, "/nope", "").unwrap_err().status, 404);
+        // An unknown path is unknown whatever its query.
+        for method in [Method::Get, Method::Post] {
+            assert_eq!(route(&method, "/nope", "x=1").unwrap_err().status, 404);
+            assert_eq!(
+                route(&method, "/halt-all/AAPL", "").unwrap_err().status,
+                404
+            );
+        }
+        assert_eq!(
+            route(&Method::Post, "/halt/AAPL", "x=1")
+                .unwrap_err()
+                .status,
+            400
+        );
         assert_eq!(
             route(&Method::Get, "/halt/AAPL", "").unwrap_err().status,
             405

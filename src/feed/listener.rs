@@ -600,8 +600,8 @@ pub fn run_listener(
                         && !retransmitted
                         && m.locate != 0
                         && !matches!(m.body, Body::StockDirectory(_) | Body::TradingAction { .. })
+                        && let Some(lag) = lag_ns(arrival, m.ts)
                     {
-                        let lag = (arrival + Timestamp::DAY_NS - m.ts) % Timestamp::DAY_NS;
                         let _ = lag_us.record(lag / 1_000);
                     }
                     let ok = decoded
@@ -758,6 +758,14 @@ pub fn print_books(
         }
     }
     out.flush()
+}
+
+/// How long after its timestamp `ts` a message arrived at `arrival` (both nanoseconds since
+/// midnight; across midnight the arrival is the next day's). `None` for a timestamp past the
+/// day's end, which 48 bits can hold but no time of day is.
+fn lag_ns(arrival: u64, ts: u64) -> Option<u64> {
+    (ts < Timestamp::DAY_NS && arrival < Timestamp::DAY_NS)
+        .then(|| (arrival + Timestamp::DAY_NS - ts) % Timestamp::DAY_NS)
 }
 
 #[cfg(test)]
@@ -969,5 +977,14 @@ mod tests {
                 orders: 1
             }]
         );
+    }
+
+    #[test]
+    fn lag_is_measured_across_midnight_and_not_for_timestamps_past_the_day() {
+        let day = Timestamp::DAY_NS;
+        assert_eq!(lag_ns(5_000, 2_000), Some(3_000));
+        assert_eq!(lag_ns(1_000, day - 1_000), Some(2_000));
+        assert_eq!(lag_ns(1_000, (1 << 48) - 1), None);
+        assert_eq!(lag_ns(1_000, day), None);
     }
 }
