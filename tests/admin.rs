@@ -366,6 +366,51 @@ fn unknown_paths_and_methods_are_refused() {
     server.stop().unwrap();
 }
 
+/// Hostile HTTP clients cannot take the endpoint (or the engine) down: a request declaring
+/// a body of a petabyte, with or without the token, is answered and nothing reads or
+/// allocates that body (the endpoint used to allocate it when dropping the request, which
+/// aborted the process); clients that open connections and send nothing, or half a request,
+/// neither stop others from being answered nor keep the engine from stopping.
+#[test]
+fn hostile_http_clients_cannot_take_the_endpoint_down() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    let server = Server::start(&admin_config(Some(TOKEN))).unwrap();
+    let admin = server.admin_addr().unwrap();
+    // Silent and half-sent connections, held open for the whole test.
+    let mut idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(admin).unwrap()).collect();
+    for c in idle.iter_mut().take(4) {
+        c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nAuthoriz")
+            .unwrap();
+    }
+    for (auth, status) in [
+        ("", "401"),
+        ("Authorization: Bearer t0ken-for-tests\r\n", "404"),
+    ] {
+        let mut c = TcpStream::connect(admin).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        write!(
+            c,
+            "POST /x HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1000000000000000\r\n\r\nsome"
+        )
+        .unwrap();
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).unwrap();
+        assert_eq!(
+            &head[9..12],
+            status.as_bytes(),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+    }
+    // Everyone else is still answered, the engine still trades.
+    assert_eq!(get(admin, "/status", Some(TOKEN)).status, 200);
+    let (_maker, _taker) = trade(server.local_addr());
+    assert_eq!(get(admin, "/metrics", Some(TOKEN)).status, 200);
+    server.stop().unwrap();
+    drop(idle);
+}
+
 #[test]
 fn a_configured_token_is_required() {
     let server = Server::start(&admin_config(Some(TOKEN))).unwrap();

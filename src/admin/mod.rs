@@ -16,25 +16,37 @@
 //! (401 with `WWW-Authenticate: Bearer` otherwise); off loopback the endpoint does not
 //! start without one (see [`AdminSection::resolve`](crate::config::AdminSection::resolve)).
 //!
-//! `tiny_http` accepts and reads connections on threads of its own (an accept thread and a
-//! small pool) and parses requests; `im-admin` answers them one at a time.
+//! `hyper` (HTTP/1.1) serves the connections on thread `im-admin`, on a current-thread
+//! `tokio` runtime of its own; requests are answered one at a time. A request's body is
+//! never read (no route takes one), at most [`CONNECTIONS_MAX`] connections are open at
+//! once (more are closed on accept), a request's head must arrive within
+//! [`HEADER_WAIT_MAX`] and a connection lives at most [`CONNECTION_TIME_MAX`], so no client
+//! can hold the endpoint, and no header can make it allocate more than its buffer.
 
 pub mod actions;
 pub mod client;
 pub mod expose;
 pub mod metrics;
 
+use std::convert::Infallible;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
-use tiny_http::{Header, Method, Request, Response};
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::config::AdminSettings;
 use crate::gateway::AdmissionCounters;
 use crate::pipeline::{Record, Ring};
 use metrics::EngineMetrics;
+
+/// HTTP methods, as [`route`] takes them.
+pub use hyper::Method;
 
 /// What the endpoint reads: the stages' metrics and the names that label them.
 #[derive(Debug)]
@@ -60,9 +72,16 @@ pub struct EngineView {
 /// The running endpoint.
 pub struct AdminServer {
     addr: SocketAddr,
-    http: Arc<tiny_http::Server>,
+    stop: tokio::sync::oneshot::Sender<()>,
     thread: JoinHandle<()>,
 }
+
+/// Connections open at once; a connection beyond them is closed as soon as it is accepted.
+pub const CONNECTIONS_MAX: usize = 32;
+/// How long a connection may take to send a request's head.
+pub const HEADER_WAIT_MAX: Duration = Duration::from_secs(5);
+/// How long a connection may stay open, requests or not.
+pub const CONNECTION_TIME_MAX: Duration = Duration::from_secs(60);
 
 /// How long binding waits for an address still in use.
 pub const BIND_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2);
@@ -77,7 +96,7 @@ pub struct AdminListener {
 impl AdminListener {
     /// Binds `settings.listen`. An address in use is tried again for up to
     /// [`BIND_WAIT_MAX`]: when `serve` starts the next trading day, the previous day's
-    /// endpoint may still be closing its socket (`tiny_http` closes it on its own thread).
+    /// endpoint may still be closing its socket.
     pub fn bind(settings: &AdminSettings) -> io::Result<AdminListener> {
         let deadline = std::time::Instant::now() + BIND_WAIT_MAX;
         let listener = loop {
@@ -112,20 +131,26 @@ impl AdminListener {
 impl AdminServer {
     fn start(bound: AdminListener, view: EngineView) -> io::Result<AdminServer> {
         let addr = bound.listener.local_addr()?;
-        let http = tiny_http::Server::from_listener(bound.listener, None)
+        bound.listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
             .map_err(|e| io::Error::other(format!("admin endpoint on {addr}: {e}")))?;
-        let http = Arc::new(http);
-        let handler = Handler::new(view, bound.token);
-        let requests = Arc::clone(&http);
+        let listener = {
+            let _entered = runtime.enter();
+            tokio::net::TcpListener::from_std(bound.listener)
+                .map_err(|e| io::Error::new(e.kind(), format!("admin endpoint on {addr}: {e}")))?
+        };
+        let handler = Arc::new(Handler::new(view, bound.token));
+        let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("im-admin".to_string())
             .spawn(move || {
-                // Ends when `stop` unblocks the server.
-                for request in requests.incoming_requests() {
-                    handler.answer(request);
-                }
+                runtime.block_on(serve_connections(listener, handler, stopped));
+                // Dropping the runtime closes the connections still open.
             })?;
-        Ok(AdminServer { addr, http, thread })
+        Ok(AdminServer { addr, stop, thread })
     }
 
     /// Where the endpoint listens (the port is known here when `listen` asked for 0).
@@ -133,12 +158,62 @@ impl AdminServer {
         self.addr
     }
 
-    /// Stops answering and closes the listener.
+    /// Stops answering and closes the listener and every connection.
     pub fn stop(self) {
-        self.http.unblock();
+        // The thread may have ended already (a failed runtime); then there is nothing to stop.
+        let _ = self.stop.send(());
         if self.thread.join().is_err() {
             eprintln!("ironmatch admin: the endpoint's thread panicked");
         }
+    }
+}
+
+/// Accepts until `stopped`, each connection served by a task of its own within the limits
+/// of the module's documentation.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    handler: Arc<Handler>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
+    let open = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    let mut refused = 0u64;
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stopped => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, for example: wait rather than spin.
+                eprintln!("ironmatch admin: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                eprintln!(
+                    "ironmatch admin: {refused} connections closed on accept: {CONNECTIONS_MAX} open"
+                );
+            }
+            continue;
+        };
+        let handler = Arc::clone(&handler);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let response = handler.answer(&request);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_WAIT_MAX)
+                .serve_connection(TokioIo::new(stream), service);
+            // A client that went away, or took too long, is its own loss.
+            let _ = tokio::time::timeout(CONNECTION_TIME_MAX, connection).await;
+            drop(permit);
+        });
     }
 }
 
@@ -183,9 +258,9 @@ pub enum Route {
 }
 
 /// Methods the read routes take (HEAD: the same headers, no body).
-const READ: &[Method] = &[Method::Get, Method::Head];
+const READ: &[Method] = &[Method::GET, Method::HEAD];
 /// Methods the action routes take.
-const WRITE: &[Method] = &[Method::Post];
+const WRITE: &[Method] = &[Method::POST];
 
 /// The route for `method` on `path` with `query`, or the reply that refuses it: 404 for an
 /// unknown path, 405 (with `Allow`) for a method the path does not take, 400 for an action
@@ -196,7 +271,7 @@ pub fn route(method: &Method, path: &str, query: &str) -> Result<Route, Reply> {
         "/status" => (Route::Status, READ),
         _ => match actions::parse(path, query) {
             Some(Ok(action)) => (Route::Action(action), WRITE),
-            Some(Err(why)) if *method == Method::Post => {
+            Some(Err(why)) if *method == Method::POST => {
                 return Err(Reply::text(400, format!("{why}\n")));
             }
             Some(Err(_)) => (Route::Status, WRITE),
@@ -301,24 +376,29 @@ impl Handler {
         }
     }
 
-    fn answer(&self, request: Request) {
+    /// The response to `request`; its body is not read.
+    fn answer(&self, request: &hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
         let authorization = request
             .headers()
-            .iter()
-            .find(|h| h.field.equiv("Authorization"))
-            .map(|h| h.value.as_str().to_string());
-        let reply = self.reply(request.method(), request.url(), authorization.as_deref());
-        let mut response = Response::from_string(reply.body).with_status_code(reply.status);
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let url = request.uri().path_and_query().map_or("/", |p| p.as_str());
+        let reply = self.reply(request.method(), url, authorization);
+        let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
+        *response.status_mut() =
+            hyper::StatusCode::from_u16(reply.status).unwrap_or(hyper::StatusCode::OK);
         let headers = std::iter::once(("Content-Type", reply.content_type.to_string()))
             .chain(reply.headers)
             .chain(std::iter::once(("Cache-Control", "no-store".to_string())));
         for (name, value) in headers {
-            if let Ok(header) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
-                response.add_header(header);
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value),
+            ) {
+                response.headers_mut().append(name, value);
             }
         }
-        // A client that went away is its own loss.
-        let _ = request.respond(response);
+        response
     }
 }
 
@@ -328,11 +408,11 @@ mod tests {
 
     #[test]
     fn routes_answer_404_and_405() {
-        assert_eq!(route(&Method::Get, "/metrics", ""), Ok(Route::Metrics));
-        assert_eq!(route(&Method::Head, "/status", ""), Ok(Route::Status));
-        assert_eq!(route(&Method::Get, "/nope", "").unwrap_err().status, 404);
+        assert_eq!(route(&Method::GET, "/metrics", ""), Ok(Route::Metrics));
+        assert_eq!(route(&Method::HEAD, "/status", ""), Ok(Route::Status));
+        assert_eq!(route(&Method::GET, "/nope", "").unwrap_err().status, 404);
         // An unknown path is unknown whatever its query.
-        for method in [Method::Get, Method::Post] {
+        for method in [Method::GET, Method::POST] {
             assert_eq!(route(&method, "/nope", "x=1").unwrap_err().status, 404);
             assert_eq!(
                 route(&method, "/halt-all/AAPL", "").unwrap_err().status,
@@ -340,21 +420,21 @@ mod tests {
             );
         }
         assert_eq!(
-            route(&Method::Post, "/halt/AAPL", "x=1")
+            route(&Method::POST, "/halt/AAPL", "x=1")
                 .unwrap_err()
                 .status,
             400
         );
         assert_eq!(
-            route(&Method::Get, "/halt/AAPL", "").unwrap_err().status,
+            route(&Method::GET, "/halt/AAPL", "").unwrap_err().status,
             405
         );
-        assert_eq!(route(&Method::Post, "/halt", "").unwrap_err().status, 400);
+        assert_eq!(route(&Method::POST, "/halt", "").unwrap_err().status, 400);
         assert!(matches!(
-            route(&Method::Post, "/halt-all", ""),
+            route(&Method::POST, "/halt-all", ""),
             Ok(Route::Action(actions::AdminAction::VenueHalt(true)))
         ));
-        let refused = route(&Method::Post, "/status", "").unwrap_err();
+        let refused = route(&Method::POST, "/status", "").unwrap_err();
         assert_eq!(refused.status, 405);
         assert_eq!(refused.headers, vec![("Allow", "GET, HEAD".to_string())]);
     }
