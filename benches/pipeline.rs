@@ -126,6 +126,7 @@ impl Pipeline {
                     core: None,
                     live_from: writer.next_seq(),
                     written: Some(writer.written()),
+                    day_over: None,
                 };
                 let publisher = spawn_publisher(start, Arc::clone(&feed_stop)).unwrap();
                 if signalled {

@@ -259,6 +259,7 @@ impl Server {
                 live_from: writer.next_seq(),
                 cluster: raft.as_ref().map(|(_, _, role, _)| Arc::clone(role)),
                 written: Some(writer.written()),
+                day_over: (schedule.is_some() && day.is_some()).then(|| Arc::clone(&day_over)),
             };
             let publisher = spawn_publisher(start, Arc::clone(&followers_stop))?;
             if config.marketdata.poll_interval_us == 0 {

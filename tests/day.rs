@@ -362,6 +362,63 @@ fn a_restart_in_the_middle_of_the_day_resumes_the_schedule() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A stop in the middle of the day is not the end of the session: clients' connections
+/// close without End of Session, and the feed sends none, since the next start continues
+/// the same session (a connector that honours End of Session would otherwise stop
+/// reconnecting for the rest of the day). After the restart the member logs in again and
+/// the stream goes on from where it was.
+#[test]
+fn a_stop_in_the_middle_of_the_day_does_not_end_the_session() {
+    use ironmatch::wire::moldudp64::Packet;
+    let dir = temp_dir("day-stop");
+    let t0 = Instant::now();
+    let feed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (config, _) = day_config(&dir, [0.2, 0.4, 120.0, 121.0]);
+    let text = day_config_text(&dir, &config).replace(
+        "destination = \"127.0.0.1:9\"",
+        &format!("destination = \"{}\"", feed.local_addr().unwrap()),
+    );
+    let config = Config::parse(&text, "day config with a feed").unwrap();
+    let server = Server::start(&config).unwrap();
+    sleep_until(t0 + Duration::from_secs_f64(0.6));
+    let mut mm1 = login(&server, "MM1", "pw1");
+    expect(&mut mm1, (b'S', 0, u16::from(b'S')));
+    mm1.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    expect(&mut mm1, (b'A', 1, u16::from(b'0')));
+    server.stop().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match mm1.recv(Duration::from_millis(100)) {
+            Err(_) => break,
+            Ok(Some(Received::EndOfSession)) => panic!("End of Session in the middle of the day"),
+            Ok(_) if Instant::now() > deadline => panic!("the connection stays open"),
+            Ok(_) => {}
+        }
+    }
+    feed.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let mut packets = 0;
+    while let Ok(n) = feed.recv(&mut buf) {
+        let p = Packet::parse(&buf[..n]).unwrap();
+        assert!(!p.is_end_of_session(), "the feed's End of Session mid-day");
+        packets += 1;
+    }
+    assert!(packets > 0, "the feed sent the day's start and the order");
+
+    let server = Server::start(&config).unwrap();
+    let mut mm1 = Client::connect(server.local_addr()).unwrap();
+    match mm1.login("MM1", "pw1", 3).unwrap() {
+        Received::LoginAccepted { next_seq, .. } => assert_eq!(next_seq, 3),
+        other => panic!("{other:?}"),
+    }
+    mm1.limit(2, b'B', 100, "AAPL", PX - 100).unwrap();
+    expect(&mut mm1, (b'A', 2, u16::from(b'0')));
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 /// A good-till-time order resting across a restart expires at its time although nothing
 /// else happens: the recovered matcher's deadline is timed from the start (it used to be
 /// published only after the first command, so on a quiet venue the order stayed on the

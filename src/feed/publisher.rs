@@ -64,6 +64,10 @@ pub struct PublisherStart {
     /// durable): the feed publishes nothing past it, so no packet goes out for a record a
     /// power loss could still take back. `None` follows the files as they grow.
     pub written: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// With a trading day, its end-of-messages flag: End of Session goes out at the stop
+    /// only once it is set (a stop in the middle of the day ends nothing: the next start
+    /// continues the session). `None` (no trading day): at every stop.
+    pub day_over: Option<Arc<AtomicBool>>,
 }
 
 /// A started publisher.
@@ -249,7 +253,14 @@ impl Feed {
             let _ = self.poll.poll(&mut events, Some(due.min(sleep_max)));
             self.signal.woke();
         }
-        self.end_of_session(&mut events);
+        if self
+            .start
+            .day_over
+            .as_ref()
+            .is_none_or(|over| over.load(Ordering::SeqCst))
+        {
+            self.end_of_session(&mut events);
+        }
         Ok(())
     }
 

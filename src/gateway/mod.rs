@@ -326,6 +326,14 @@ impl Gateway {
         self.check_clock();
     }
 
+    /// Whether this stop ends the session: with a trading day, only once its end of
+    /// messages has passed (a stop in the middle of the day is a restart's first half:
+    /// the next start resumes the same session, so clients are not told it ended and
+    /// reconnect); without one, every stop.
+    fn session_over(&self) -> bool {
+        self.day.is_none() || self.day_over.load(Ordering::SeqCst)
+    }
+
     /// Makes this gateway a cluster node's: it takes logins only while `role` says so, and
     /// drops every session when that stops (see [`crate::cluster`]).
     pub fn set_cluster(&mut self, role: Arc<crate::cluster::ClusterRole>) {
@@ -1246,9 +1254,11 @@ impl Gateway {
         }
     }
 
-    /// After the pipeline drained: every client gets its last messages and End of Session.
+    /// After the pipeline drained: every client gets its last messages, then End of
+    /// Session if the session is over (see [`Self::session_over`]); its connection closes.
     /// Blocks up to [`FINISH_MAX`]: every other stage has ended by now.
     fn finish(&mut self) {
+        let session_over = self.session_over();
         let deadline = Instant::now() + FINISH_MAX;
         let mut events = Events::with_capacity(64);
         while Instant::now() < deadline {
@@ -1260,7 +1270,9 @@ impl Gateway {
                 };
                 let caught_up = conn.user.is_none_or(|u| self.users[u].unsent_len() == 0);
                 if caught_up && !conn.ended {
-                    soupbin::write_empty(&mut conn.control, kind::END_OF_SESSION);
+                    if session_over {
+                        soupbin::write_empty(&mut conn.control, kind::END_OF_SESSION);
+                    }
                     conn.ended = true;
                     conn.closing = true;
                     self.flush(i);
