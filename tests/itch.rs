@@ -353,6 +353,28 @@ fn m2_m3_heartbeat_and_end_of_session() {
     assert_eq!(p.messages().count(), 0);
 }
 
+/// MoldUDP64 messages may be 0 bytes long (`moldudp64.md` §4): such a block parses and
+/// takes its sequence number, so a listener neither drops the packet nor asks for it again
+/// and again (what ITCH makes of an empty message is the ITCH decoder's to say).
+#[test]
+fn a_zero_length_message_takes_its_sequence_number() {
+    let mut bytes = session().0.to_vec();
+    bytes.extend_from_slice(&40u64.to_be_bytes());
+    bytes.extend_from_slice(&3u16.to_be_bytes());
+    for block in [&b"ab"[..], &[], &b"c"[..]] {
+        bytes.extend_from_slice(&(block.len() as u16).to_be_bytes());
+        bytes.extend_from_slice(block);
+    }
+    let p = Packet::parse(&bytes).unwrap();
+    let messages: Vec<(u64, &[u8])> = p.messages().collect();
+    assert_eq!(
+        messages,
+        vec![(40, &b"ab"[..]), (41, &[][..]), (42, &b"c"[..])]
+    );
+    assert_eq!(p.next_seq(), 43);
+    assert_eq!(Message::decode(&[]), Err(DecodeError::EmptyMessage));
+}
+
 #[test]
 fn m4_request() {
     let bytes = hex(M4);

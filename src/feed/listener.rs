@@ -117,16 +117,23 @@ impl Sequencer {
             Some(s) if s != header.session => return Ok(PacketKind::OtherSession),
             Some(_) => {}
         }
-        if packet.is_heartbeat() || packet.is_end_of_session() {
-            self.known_end = self.known_end.max(header.seq);
-            self.ended |= packet.is_end_of_session();
-            return Ok(if packet.is_end_of_session() {
-                PacketKind::EndOfSession
-            } else {
-                PacketKind::Heartbeat
-            });
+        if packet.is_end_of_session() {
+            // The publisher's last word: the stream ends before `seq`, whatever a stray
+            // packet claimed before (a number near 2^64 would leave a gap for ever).
+            self.known_end = header.seq.max(self.next);
+            self.ended = true;
+            return Ok(PacketKind::EndOfSession);
         }
-        self.known_end = self.known_end.max(packet.next_seq());
+        // Past the end nothing is announced; what is missing before it still counts.
+        if packet.is_heartbeat() {
+            if !self.ended {
+                self.known_end = self.known_end.max(header.seq);
+            }
+            return Ok(PacketKind::Heartbeat);
+        }
+        if !self.ended {
+            self.known_end = self.known_end.max(packet.next_seq());
+        }
         for (seq, message) in packet.messages() {
             if seq < self.next {
                 continue;
@@ -831,6 +838,25 @@ mod tests {
         feed(&mut s, &packet(10, 2), &mut got);
         assert!(s.complete());
         assert_eq!(got, (1..=11).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn end_of_session_bounds_the_stream_whatever_came_before() {
+        let mut s = Sequencer::new(None);
+        let mut got = Vec::new();
+        feed(&mut s, &packet(1, 3), &mut got);
+        // A stray packet (another publisher misconfigured with the same session) far ahead.
+        feed(&mut s, &packet(u64::MAX - 10, 1), &mut got);
+        assert!(s.gap().is_some());
+        feed(&mut s, &packet(4, 1), &mut got);
+        feed(&mut s, &status_packet(session(), 5, true), &mut got);
+        assert_eq!(s.gap(), None);
+        assert!(s.complete());
+        // Nothing after the end reopens a gap.
+        feed(&mut s, &status_packet(session(), 9, false), &mut got);
+        feed(&mut s, &packet(7, 1), &mut got);
+        assert!(s.complete());
+        assert_eq!(got, vec![1, 2, 3, 4]);
     }
 
     #[test]

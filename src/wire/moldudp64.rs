@@ -111,10 +111,9 @@ impl<'a> Packet<'a> {
                     got: blocks.len(),
                 });
             };
+            // A message of 0 bytes is allowed (`moldudp64.md` §4): it still takes its
+            // sequence number.
             let len = usize::from(u16::from_be_bytes([prefix[0], prefix[1]]));
-            if len == 0 {
-                return Err(DecodeError::EmptyMessage);
-            }
             at += 2 + len;
         }
         if at != blocks.len() {
