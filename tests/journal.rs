@@ -785,17 +785,10 @@ fn no_reply_leaves_while_the_journal_writer_stalls() {
 /// `dedicated` only (`.ci/run` runs the tests in both).
 #[test]
 fn a_login_goes_through_while_the_pipeline_is_full() {
-    use ironmatch::client::{Client, Received};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    if threading() != "dedicated" {
-        eprintln!("skipped: needs IRONMATCH_THREADING=dedicated");
+    use std::sync::atomic::Ordering;
+    let Some((server, hold, _dir)) = stalled_server("full") else {
         return;
-    }
-    let dir = temp_dir("full");
-    let config = test_config_in(&dir, "");
-    let hold = Arc::new(AtomicBool::new(true));
-    let server = Server::start_with(&config, Some(Arc::clone(&hold))).unwrap();
+    };
     let addr = server.local_addr();
     // More orders than the rings and batches between gateway and writer hold (about
     // 3,300 with the test's rings of 1,024), from their own thread: once the gateway
@@ -803,14 +796,7 @@ fn a_login_goes_through_while_the_pipeline_is_full() {
     let orders = 5_000u32;
     let flooding = flood(addr, "MM3", "pw3", orders);
     std::thread::sleep(std::time::Duration::from_millis(800));
-    let mut late = Client::connect(addr).unwrap();
-    let answer = late
-        .login_within("MM2", "pw2", 1, std::time::Duration::from_secs(2))
-        .unwrap();
-    assert!(
-        matches!(answer, Received::LoginAccepted { .. }),
-        "login while the pipeline is full: {answer:?}"
-    );
+    let late = login_while_full(addr, "MM2", "pw2");
     hold.store(false, Ordering::Release);
     let mut c = flooding.join().unwrap();
     for _ in 0..orders {
@@ -818,6 +804,48 @@ fn a_login_goes_through_while_the_pipeline_is_full() {
     }
     drop((c, late));
     server.stop().unwrap();
+}
+
+/// An engine on a fresh journal (`tag`) whose journal writer is held while the returned
+/// flag is true, so that its rings fill; `None` unless the tests run in `dedicated`
+/// threading (in `shared` the held writer holds the gateway's thread too: `.ci/run` runs
+/// the tests in both modes).
+fn stalled_server(
+    tag: &str,
+) -> Option<(
+    Server,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    TempDir,
+)> {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    if threading() != "dedicated" {
+        eprintln!("skipped: needs IRONMATCH_THREADING=dedicated");
+        return None;
+    }
+    let dir = temp_dir(tag);
+    let config = test_config_in(&dir, "");
+    let hold = Arc::new(AtomicBool::new(true));
+    let server = Server::start_with(&config, Some(Arc::clone(&hold))).unwrap();
+    Some((server, hold, dir))
+}
+
+/// Logs `user` in while the pipeline is full: the answer must come within 2 s.
+fn login_while_full(
+    addr: std::net::SocketAddr,
+    user: &str,
+    password: &str,
+) -> ironmatch::client::Client {
+    use ironmatch::client::{Client, Received};
+    let mut c = Client::connect(addr).unwrap();
+    let answer = c
+        .login_within(user, password, 1, std::time::Duration::from_secs(2))
+        .unwrap();
+    assert!(
+        matches!(answer, Received::LoginAccepted { .. }),
+        "login of {user} while the pipeline is full: {answer:?}"
+    );
+    c
 }
 
 /// Floods the test engine with `orders` resting buys from `user` on its own thread while
@@ -846,16 +874,10 @@ fn flood(
 /// same connection. `dedicated` only, as the test above.
 #[test]
 fn a_connection_held_for_room_is_not_timed_out() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    if threading() != "dedicated" {
-        eprintln!("skipped: needs IRONMATCH_THREADING=dedicated");
+    use std::sync::atomic::Ordering;
+    let Some((server, hold, _dir)) = stalled_server("held") else {
         return;
-    }
-    let dir = temp_dir("held");
-    let config = test_config_in(&dir, "");
-    let hold = Arc::new(AtomicBool::new(true));
-    let server = Server::start_with(&config, Some(Arc::clone(&hold))).unwrap();
+    };
     let orders = 5_000u32;
     let flooding = flood(server.local_addr(), "MM1", "pw1", orders);
     // Twice the client timeout, held.
@@ -869,7 +891,6 @@ fn a_connection_held_for_room_is_not_timed_out() {
     quiet(&mut c, std::time::Duration::from_millis(300));
     drop(c);
     server.stop().unwrap();
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// While the pipeline is full, a member whose client reconnects in a loop leaves at most
@@ -879,32 +900,17 @@ fn a_connection_held_for_room_is_not_timed_out() {
 #[test]
 fn one_disconnect_per_member_waits_while_the_pipeline_is_full() {
     use ironmatch::book::CommandBody;
-    use ironmatch::client::{Client, Received};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    if threading() != "dedicated" {
-        eprintln!("skipped: needs IRONMATCH_THREADING=dedicated");
+    use std::sync::atomic::Ordering;
+    let Some((server, hold, dir)) = stalled_server("redial") else {
         return;
-    }
-    let dir = temp_dir("redial");
-    let config = test_config_in(&dir, "");
-    let hold = Arc::new(AtomicBool::new(true));
-    let server = Server::start_with(&config, Some(Arc::clone(&hold))).unwrap();
+    };
     let addr = server.local_addr();
     let orders = 5_000u32;
     let flooding = flood(addr, "MM3", "pw3", orders);
     std::thread::sleep(std::time::Duration::from_millis(800));
     let closes = 4;
-    for round in 0..closes {
-        let mut c = Client::connect(addr).unwrap();
-        let answer = c
-            .login_within("MM2", "pw2", 1, std::time::Duration::from_secs(2))
-            .unwrap();
-        assert!(
-            matches!(answer, Received::LoginAccepted { .. }),
-            "login {round} while the pipeline is full: {answer:?}"
-        );
-        drop(c);
+    for _ in 0..closes {
+        drop(login_while_full(addr, "MM2", "pw2"));
         // The gateway sees the close before the next login.
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
@@ -931,7 +937,6 @@ fn one_disconnect_per_member_waits_while_the_pipeline_is_full() {
         disconnects, 1,
         "Disconnects of a member closed {closes} times in a stall"
     );
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The matcher's stage hands a match, an order that rests as it came and a displayed order
