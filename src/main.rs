@@ -535,6 +535,19 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
             if let Some(file) = itch {
+                // The export is the whole journal's feed, nothing re-run: options of the
+                // report would be silently ignored.
+                if verify_determinism
+                    || until.is_some()
+                    || order.is_some()
+                    || book.is_some()
+                    || json
+                {
+                    eprintln!(
+                        "ironmatch replay: --itch exports the whole journal's feed; --verify-determinism, --until, --order, --book and --json do not apply to it"
+                    );
+                    return ExitCode::from(2);
+                }
                 return export_itch(&config, &journal, &file);
             }
             let usernames: Vec<String> = config.users.iter().map(|u| u.username.clone()).collect();

@@ -58,28 +58,45 @@ pub struct Summary {
     pub snapshots_damaged: u64,
 }
 
-fn touches_command(c: &Command, owner: OwnerId, r: UserRef) -> bool {
+/// Whether command `c` names the audited order: one of `owner`'s references in `chain`
+/// (the order's replace chain). A mass cancel or a disconnect is shown only as the cause of
+/// a cancel of the order, like another user's command that traded with it.
+fn touches_command(c: &Command, owner: OwnerId, chain: &[UserRef]) -> bool {
     c.owner == owner
         && match &c.body {
-            CommandBody::New(o) => o.user_ref == r,
+            CommandBody::New(o) => chain.contains(&o.user_ref),
             CommandBody::Cancel { user_ref, .. } | CommandBody::Modify { user_ref, .. } => {
-                *user_ref == r
+                chain.contains(user_ref)
             }
-            CommandBody::Replace(x) => x.user_ref == r || x.orig_user_ref == r,
-            CommandBody::Disconnect | CommandBody::MassCancel { .. } => true,
-            CommandBody::GatewayReject { user_ref, .. } => *user_ref == r,
-            CommandBody::AccountQuery | CommandBody::Venue(_) => false,
+            CommandBody::Replace(x) => {
+                chain.contains(&x.user_ref) || chain.contains(&x.orig_user_ref)
+            }
+            CommandBody::GatewayReject { user_ref, .. } => chain.contains(user_ref),
+            CommandBody::Disconnect
+            | CommandBody::MassCancel { .. }
+            | CommandBody::AccountQuery
+            | CommandBody::Venue(_) => false,
         }
 }
 
-fn touches_event(e: &Event, owner: OwnerId, r: UserRef, ids: &[OrderId]) -> bool {
+/// Whether event `e` is about the audited order: `owner`'s references in `chain`, or
+/// `replacing` (the new reference of a replace of it that did not take, whose rejection
+/// answers with it), or its venue and feed ids in `ids`.
+fn touches_event(
+    e: &Event,
+    owner: OwnerId,
+    chain: &[UserRef],
+    replacing: Option<UserRef>,
+    ids: &[OrderId],
+) -> bool {
+    let named = |r: UserRef| chain.contains(&r) || replacing == Some(r);
     match e.body {
-        EventBody::Accepted { owner: o, order } => o == owner && order.user_ref == r,
+        EventBody::Accepted { owner: o, order } => o == owner && named(order.user_ref),
         EventBody::Replaced {
             owner: o,
             orig_user_ref,
             order,
-        } => o == owner && (order.user_ref == r || orig_user_ref == r),
+        } => o == owner && (named(order.user_ref) || named(orig_user_ref)),
         EventBody::Rejected {
             owner: o, user_ref, ..
         }
@@ -101,7 +118,7 @@ fn touches_event(e: &Event, owner: OwnerId, r: UserRef, ids: &[OrderId]) -> bool
         }
         | EventBody::Repriced {
             owner: o, user_ref, ..
-        } => o == owner && user_ref == r,
+        } => o == owner && named(user_ref),
         EventBody::MdAdd { md_ref, .. }
         | EventBody::MdExecute { md_ref, .. }
         | EventBody::MdCancel { md_ref, .. }
@@ -113,6 +130,59 @@ fn touches_event(e: &Event, owner: OwnerId, r: UserRef, ids: &[OrderId]) -> bool
         } => ids.contains(&old_md_ref) || ids.contains(&new_md_ref),
         _ => false,
     }
+}
+
+/// Every reference `owner`'s order `r` had, first to last: a replace gives an order a new
+/// reference (OUCH's, unique for the day), so the journal's `Replaced` events link them
+/// into one chain, which an audit follows both ways from `r`.
+fn replace_chain(
+    dir: &Path,
+    book: &BookConfig,
+    until: Option<u64>,
+    owner: OwnerId,
+    r: UserRef,
+) -> Result<Vec<UserRef>, JournalError> {
+    let mut links: Vec<(UserRef, UserRef)> = Vec::new();
+    journal::scan_journal(
+        dir,
+        Some(journal::fingerprint(book)),
+        false,
+        until,
+        |_, entry| {
+            if let Entry::Event(Event {
+                body:
+                    EventBody::Replaced {
+                        owner: o,
+                        orig_user_ref,
+                        order,
+                    },
+                ..
+            }) = entry
+                && *o == owner
+            {
+                links.push((*orig_user_ref, order.user_ref));
+            }
+            Ok(())
+        },
+    )?;
+    let mut first = r;
+    // At most one link per step: a chain no longer than the links (a reference used
+    // twice, which OUCH forbids, cannot loop it).
+    for _ in 0..links.len() {
+        match links.iter().find(|(_, new)| *new == first) {
+            Some((orig, _)) => first = *orig,
+            None => break,
+        }
+    }
+    let mut chain = vec![first];
+    for _ in 0..links.len() {
+        let last = *chain.last().expect("not empty");
+        match links.iter().find(|(orig, _)| *orig == last) {
+            Some((_, new)) if !chain.contains(new) => chain.push(*new),
+            _ => break,
+        }
+    }
+    Ok(chain)
 }
 
 /// Replays the journal in `dir`, writing the report to `out`.
@@ -146,6 +216,13 @@ pub fn replay(
     let mut produced: Vec<Event> = Vec::new();
     let mut next_expected = 0usize;
     let mut ids: Vec<OrderId> = Vec::new();
+    // The audited order's references, over its replaces.
+    let chain = match options.order {
+        Some((owner, r)) => replace_chain(dir, book, options.until, owner, r)?,
+        None => Vec::new(),
+    };
+    // The new reference of the current command if it replaces the audited order.
+    let mut replacing: Option<UserRef> = None;
     // The last command that did not name the audited order, until one of its events does.
     let mut cause: Option<(u64, Command)> = None;
     let started = Instant::now();
@@ -199,9 +276,15 @@ pub fn replay(
                     next_expected = 0;
                     matcher.apply(c, &mut produced);
                     cause = None;
-                    if let Some((owner, r)) = options.order {
-                        if touches_command(c, owner, r) {
-                            audit_line(out, options.json, place.seq, "command", c);
+                    replacing = None;
+                    if let Some((owner, _)) = options.order {
+                        if touches_command(c, owner, &chain) {
+                            if let CommandBody::Replace(x) = &c.body
+                                && chain.contains(&x.orig_user_ref)
+                            {
+                                replacing = Some(x.user_ref);
+                            }
+                            audit_line(out, options.json, place.seq, "command", c)?;
                         } else {
                             // Printed if one of its events touches the order: another
                             // user's order that traded with it, a cancel by the venue.
@@ -231,13 +314,13 @@ pub fn replay(
                         }
                         next_expected += 1;
                     }
-                    if let Some((owner, r)) = options.order {
+                    if let Some((owner, _)) = options.order {
                         if let EventBody::Accepted { owner: o, order }
                         | EventBody::Replaced {
                             owner: o, order, ..
                         } = e.body
                             && o == owner
-                            && order.user_ref == r
+                            && chain.contains(&order.user_ref)
                         {
                             ids.push(order.order_id);
                         }
@@ -248,15 +331,26 @@ pub fn replay(
                             ..
                         } = e.body
                             && o == owner
-                            && user_ref == r
+                            && chain.contains(&user_ref)
                         {
                             ids.push(md_ref);
                         }
-                        if touches_event(e, owner, r, &ids) {
-                            if let Some((seq, c)) = cause.take() {
-                                audit_line(out, options.json, seq, "command", &c);
+                        if touches_event(e, owner, &chain, replacing, &ids) {
+                            // An expiry takes effect at whatever command comes first after
+                            // its time: that command is not its cause.
+                            let expired = matches!(
+                                e.body,
+                                EventBody::Canceled {
+                                    reason: crate::book::CancelReason::Expired,
+                                    ..
+                                }
+                            );
+                            if let Some((seq, c)) = cause.take()
+                                && !expired
+                            {
+                                audit_line(out, options.json, seq, "cause", &c)?;
                             }
-                            audit_line(out, options.json, place.seq, "event", e);
+                            audit_line(out, options.json, place.seq, "event", e)?;
                         }
                     }
                 }
@@ -277,9 +371,21 @@ pub fn replay(
             Ok(())
         },
     )?;
-    if options.order.is_none() {
-        report(out, &summary, &matcher, book, options);
+    // A snapshot past the journal's last record proves records were lost (recovery
+    // refuses such a snapshot too).
+    if options.until.is_none()
+        && let Some((seq, path)) = snapshots.next()
+    {
+        return Err(JournalError::Ahead {
+            path,
+            seq,
+            end: summary.last_seq,
+        });
     }
+    if options.order.is_none() {
+        report(out, &summary, &matcher, book, options).map_err(JournalError::Output)?;
+    }
+    out.flush().map_err(JournalError::Output)?;
     Ok(summary)
 }
 
@@ -321,14 +427,16 @@ fn check_snapshot(
     Ok(())
 }
 
+/// One line of an audit: `kind` is `command` (names the order), `cause` (a command that
+/// does not name it but caused the event after it) or `event`.
 fn audit_line<T: std::fmt::Debug + serde::Serialize>(
     out: &mut impl Write,
     json: bool,
     seq: u64,
     kind: &str,
     value: &T,
-) {
-    let _ = if json {
+) -> Result<(), JournalError> {
+    if json {
         writeln!(
             out,
             "{{\"seq\":{seq},\"{kind}\":{}}}",
@@ -336,7 +444,8 @@ fn audit_line<T: std::fmt::Debug + serde::Serialize>(
         )
     } else {
         writeln!(out, "{seq:>12} {kind:7} {value:?}")
-    };
+    }
+    .map_err(JournalError::Output)
 }
 
 fn report(
@@ -345,7 +454,7 @@ fn report(
     matcher: &Matcher,
     book: &BookConfig,
     options: &ReplayOptions,
-) {
+) -> io::Result<()> {
     let view = matcher.view();
     let mut books = Vec::new();
     for (i, spec) in book.instruments.iter().enumerate() {
@@ -374,8 +483,7 @@ fn report(
             "summary": summary,
             "books": books.iter().map(|(s, b, a)| serde_json::json!({"symbol": s, "bids": b, "asks": a})).collect::<Vec<_>>(),
         });
-        let _ = writeln!(out, "{value}");
-        return;
+        return writeln!(out, "{value}");
     }
     let span = |ts: Option<u64>| {
         ts.map_or("-".to_string(), |t| {
@@ -388,7 +496,7 @@ fn report(
             )
         })
     };
-    let _ = writeln!(
+    writeln!(
         out,
         "records {} (commands {}, events {}), last sequence {}\norders accepted {}, trades {}, instruments {}\ntime span {} .. {}{}",
         summary.records,
@@ -405,29 +513,30 @@ fn report(
         } else {
             ""
         }
-    );
+    )?;
     if summary.snapshots_verified + summary.snapshots_damaged > 0 {
-        let _ = writeln!(
+        writeln!(
             out,
             "snapshots: {} equal to the replayed state, {} damaged",
             summary.snapshots_verified, summary.snapshots_damaged
-        );
+        )?;
     }
     for (symbol, bids, asks) in books {
-        let _ = writeln!(
+        writeln!(
             out,
             "\n{symbol}\n{:>14} {:>12} {:>7} | {:>14} {:>12} {:>7}",
             "bid", "shares", "orders", "ask", "shares", "orders"
-        );
+        )?;
         for k in 0..bids.len().max(asks.len()) {
             let cell = |l: Option<&(String, u64, usize)>| {
                 l.map_or(format!("{:>14} {:>12} {:>7}", "", "", ""), |l| {
                     format!("{:>14} {:>12} {:>7}", l.0, l.1, l.2)
                 })
             };
-            let _ = writeln!(out, "{} | {}", cell(bids.get(k)), cell(asks.get(k)));
+            writeln!(out, "{} | {}", cell(bids.get(k)), cell(asks.get(k)))?;
         }
     }
+    Ok(())
 }
 
 /// Parses `USER:REF` against the configured usernames.

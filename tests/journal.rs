@@ -380,6 +380,23 @@ fn replay_verifies_summarises_audits_and_exports() {
     for _ in 0..3 {
         next(&mut taker);
     }
+    // Order 2 (50 shares left) is replaced as 3, then a replace of 3 as 4 off the tick
+    // fails: 3 is canceled and 4 rejected.
+    for _ in 0..2 {
+        next(&mut maker);
+    }
+    maker.replace(2, 3, 100, PX + 200).unwrap();
+    assert_eq!(next_type(&mut maker).0, outbound::REPLACED);
+    maker.replace(3, 4, 100, PX + 201).unwrap();
+    let mut answers = [next_type(&mut maker).0, next_type(&mut maker).0];
+    answers.sort_unstable();
+    assert_eq!(answers, {
+        let mut a = [outbound::CANCELED, outbound::REJECTED];
+        a.sort_unstable();
+        a
+    });
+    maker.limit(5, b'S', 100, "AAPL", PX + 100).unwrap();
+    assert_eq!(next_type(&mut maker).0, outbound::ACCEPTED);
     server.stop().unwrap();
 
     let run = |args: &[&str]| {
@@ -402,7 +419,7 @@ fn replay_verifies_summarises_audits_and_exports() {
         String::from_utf8(out.stdout).unwrap()
     };
     let summary = run(&["--verify-determinism"]);
-    assert!(summary.contains("orders accepted 3, trades 2"), "{summary}");
+    assert!(summary.contains("orders accepted 4, trades 2"), "{summary}");
     assert!(
         summary.contains("determinism: every journaled event equals the re-run's"),
         "{summary}"
@@ -426,14 +443,46 @@ fn replay_verifies_summarises_audits_and_exports() {
     );
     let cause = audit
         .lines()
-        .position(|l| l.contains(" command ") && l.contains("owner: OwnerId(1)"))
+        .position(|l| l.contains(" cause ") && l.contains("owner: OwnerId(1)"))
         .unwrap_or_else(|| panic!("the taker's command: {audit}"));
     let executed = audit.lines().position(|l| l.contains("Executed")).unwrap();
     assert_eq!(cause + 1, executed, "{audit}");
+    // The order's whole life over its replaces, whichever of its references is asked
+    // for: accepted as 2, traded, replaced as 3, its failed replace (the rejection
+    // answers with 4) and its cancel.
+    for order in ["MM3:2", "MM3:3"] {
+        let audit = run(&["--order", order]);
+        let has = |what: &str, r: u64| {
+            audit.lines().any(|l| {
+                l.contains(" event ")
+                    && l.contains(what)
+                    && l.contains(&format!("user_ref: UserRef({r})"))
+            })
+        };
+        assert!(has("Accepted", 2) && has("Executed", 2), "{order}: {audit}");
+        assert!(
+            audit.contains("orig_user_ref: UserRef(2)"),
+            "{order}: {audit}"
+        );
+        assert!(has("Rejected", 4), "{order}: {audit}");
+        assert!(
+            has("Canceled", 3) && audit.contains("ReplaceFailed"),
+            "{order}: {audit}"
+        );
+    }
     let json: serde_json::Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
     assert_eq!(json["summary"]["trades"], 2);
     let early = run(&["--until", "2"]);
     assert!(early.contains("records 2 "), "{early}");
+    // The ITCH export re-runs nothing: a check asked for with it is refused, not skipped.
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["replay", "--journal", dir.to_str().unwrap()])
+        .args(["--config", config_path.to_str().unwrap()])
+        .args(["--itch", dir.join("x.itch").to_str().unwrap()])
+        .arg("--verify-determinism")
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -615,6 +664,17 @@ fn a_snapshot_beyond_the_journal_end_is_removed() {
         at += journal::read_record(&bytes[at..]).unwrap().2;
     }
     std::fs::write(&path, &bytes[..starts[starts.len() - 50]]).unwrap();
+    // `replay` (read-only) reports the loss: the snapshot proves the records existed.
+    let replayed = ironmatch::replay::replay(
+        &dir,
+        &book,
+        &ironmatch::replay::ReplayOptions::default(),
+        &mut Vec::new(),
+    );
+    assert!(
+        matches!(replayed, Err(JournalError::Ahead { .. })),
+        "{replayed:?}"
+    );
     let full = recovered(&without_snapshots(&dir), &book);
     let r = recovered(&dir, &book);
     assert_eq!(r.3, None);

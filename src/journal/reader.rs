@@ -81,6 +81,9 @@ pub enum JournalError {
         /// File.
         path: PathBuf,
     },
+    /// A report (of `ironmatch replay`) could not be written out.
+    #[error("writing the report: {0}")]
+    Output(io::Error),
     /// A snapshot covers records the journal does not hold.
     #[error("{path}: the snapshot covers records up to {seq}, the journal ends at {end}")]
     Ahead {
