@@ -332,8 +332,28 @@ fn encode(buf: &mut Vec<u8>, e: &Entry<TypeConfig>) {
 /// An entry read from the log file, and where it was.
 type Placed = (Entry<TypeConfig>, Slot);
 
-/// Reads the log's entries up to the first torn or corrupt one; returns them with their
-/// places and the length of the valid prefix.
+/// The entry whose frame starts at `pos` in `bytes`, and the frame's length, if a whole
+/// frame is there, its checksum holds and it decodes.
+fn frame_at(bytes: &[u8], pos: usize) -> Option<(Entry<TypeConfig>, usize)> {
+    let header = bytes.get(pos..pos + FRAME_LEN)?;
+    let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+    if len > ENTRY_BYTES_MAX {
+        return None;
+    }
+    let body = bytes.get(pos + FRAME_LEN..pos + FRAME_LEN + len)?;
+    if crc32c::crc32c(body) != crc {
+        return None;
+    }
+    let entry = postcard::from_bytes::<Entry<TypeConfig>>(body).ok()?;
+    Some((entry, FRAME_LEN + len))
+}
+
+/// Reads the log's entries up to a torn tail (cut: an append a crash interrupted, never
+/// acknowledged); returns them with their places and the length of the valid prefix. A
+/// damaged entry with whole entries after it is not a torn append but damage to entries
+/// this node may have acknowledged to a leader: cutting them could lose a committed
+/// command, so the log is refused, as the journal refuses such a record.
 fn read_log(path: &Path) -> io::Result<(Vec<Placed>, u64)> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -342,30 +362,25 @@ fn read_log(path: &Path) -> io::Result<(Vec<Placed>, u64)> {
     };
     let mut entries = Vec::new();
     let mut pos = 0;
-    while pos + FRAME_LEN <= bytes.len() {
-        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes"));
-        let body = pos + FRAME_LEN;
-        if len > ENTRY_BYTES_MAX || body + len > bytes.len() {
-            break;
-        }
-        if crc32c::crc32c(&bytes[body..body + len]) != crc {
-            break;
-        }
-        match postcard::from_bytes::<Entry<TypeConfig>>(&bytes[body..body + len]) {
-            Ok(e) => {
-                let slot = Slot {
-                    log_id: e.log_id,
-                    at: pos as u64,
-                    len: (FRAME_LEN + len) as u32,
-                };
-                entries.push((e, slot));
-            }
-            Err(_) => break,
-        }
-        pos = body + len;
+    while let Some((e, len)) = frame_at(&bytes, pos) {
+        let slot = Slot {
+            log_id: e.log_id,
+            at: pos as u64,
+            len: len as u32,
+        };
+        entries.push((e, slot));
+        pos += len;
     }
     if pos < bytes.len() {
+        if (pos + 1..bytes.len()).any(|at| frame_at(&bytes, at).is_some()) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: damaged entry at offset {pos} with whole entries after it: not a torn append, so not cut (entries after it may have been acknowledged); to rebuild this node, remove its journal and raft directories and let it catch up from the cluster",
+                    path.display()
+                ),
+            ));
+        }
         eprintln!(
             "ironmatch cluster: {}: cut a torn tail of {} bytes",
             path.display(),
@@ -705,6 +720,47 @@ mod tests {
         assert!(RaftStore::open(&dir, FsyncMode::Never, 100, None).is_err());
 
         // Kept only when the test fails.
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_damaged_entry_with_entries_after_it_is_refused_not_cut() {
+        let dir = temp("damaged");
+        run(async {
+            let mut s = RaftStore::open(&dir, FsyncMode::Never, 0, None)
+                .unwrap()
+                .store;
+            s.append_to_log((1..=5).map(|i| entry(1, i, 2)))
+                .await
+                .unwrap();
+        });
+        let path = dir.join("log");
+        let good = std::fs::read(&path).unwrap();
+        // One bit of the second entry's body flipped: entries 3 to 5 follow it.
+        let (_, first) = frame_at(&good, 0).unwrap();
+        let mut bad = good.clone();
+        bad[first + FRAME_LEN + 3] ^= 0x10;
+        std::fs::write(&path, &bad).unwrap();
+        let refused = RaftStore::open(&dir, FsyncMode::Never, 0, None)
+            .err()
+            .unwrap();
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData, "{refused}");
+        assert_eq!(std::fs::read(&path).unwrap(), bad, "nothing was cut");
+        // The same damage in the last entry is a torn append: cut, four entries left.
+        let (_, second) = frame_at(&good, first).unwrap();
+        let mut at = first + second;
+        for _ in 0..2 {
+            at += frame_at(&good, at).unwrap().1;
+        }
+        let mut torn = good.clone();
+        torn[at + FRAME_LEN + 3] ^= 0x10;
+        std::fs::write(&path, &torn).unwrap();
+        assert_eq!(
+            RaftStore::open(&dir, FsyncMode::Never, 0, None)
+                .unwrap()
+                .entries,
+            4
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
