@@ -363,6 +363,21 @@ fn unknown_paths_and_methods_are_refused() {
     assert_eq!(r.status, 405);
     assert_eq!(r.header("Allow"), Some("GET, HEAD"));
     assert_eq!(get(admin, "/status?verbose=1", None).status, 200);
+    // HEAD: the headers of GET, no body.
+    {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(admin).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        c.write_all(b"HEAD /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut raw = String::new();
+        c.read_to_string(&mut raw).unwrap();
+        assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+        assert!(
+            raw.ends_with("\r\n\r\n"),
+            "no body after the headers: {raw}"
+        );
+    }
     server.stop().unwrap();
 }
 
