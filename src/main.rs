@@ -573,9 +573,21 @@ fn main() -> ExitCode {
             };
             let book = config.book_config().expect("validated at load");
             let mut out = std::io::stdout().lock();
-            if let Err(e) = replay::replay(&journal, &book, &options, &mut out) {
-                eprintln!("ironmatch replay: {e}");
-                return ExitCode::from(1);
+            match replay::replay(&journal, &book, &options, &mut out) {
+                Err(e) => {
+                    eprintln!("ironmatch replay: {e}");
+                    return ExitCode::from(1);
+                }
+                // An order the journal never mentions: say so, rather than print nothing.
+                Ok(summary) if summary.audited == 0 && options.order.is_some() => {
+                    eprintln!(
+                        "ironmatch replay: no command or event of order {} in {}",
+                        order.as_deref().unwrap_or_default(),
+                        journal.display()
+                    );
+                    return ExitCode::from(1);
+                }
+                Ok(_) => {}
             }
         }
         Cmd::Feed {

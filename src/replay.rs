@@ -56,6 +56,8 @@ pub struct Summary {
     pub snapshots_verified: u64,
     /// Snapshot files that do not load (recovery skips them).
     pub snapshots_damaged: u64,
+    /// Lines of the audit of `--order` (commands, causes and events).
+    pub audited: u64,
 }
 
 /// Whether command `c` names the audited order: one of `owner`'s references in `chain`
@@ -285,6 +287,7 @@ pub fn replay(
                                 replacing = Some(x.user_ref);
                             }
                             audit_line(out, options.json, place.seq, "command", c)?;
+                            summary.audited += 1;
                         } else {
                             // Printed if one of its events touches the order: another
                             // user's order that traded with it, a cancel by the venue.
@@ -349,8 +352,10 @@ pub fn replay(
                                 && !expired
                             {
                                 audit_line(out, options.json, seq, "cause", &c)?;
+                                summary.audited += 1;
                             }
                             audit_line(out, options.json, place.seq, "event", e)?;
+                            summary.audited += 1;
                         }
                     }
                 }

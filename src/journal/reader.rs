@@ -222,9 +222,14 @@ pub fn scan_journal(
         // the file's length reached the disk and its bytes did not: zeros).
         if last && (bytes.len() < HEADER_LEN || bytes.iter().all(|&b| b == 0)) {
             eprintln!(
-                "ironmatch journal: warning: {}: {} bytes, no complete header: removing it",
+                "ironmatch journal: warning: {}: {} bytes, no complete header: {}",
                 path.display(),
-                bytes.len()
+                bytes.len(),
+                if repair {
+                    "removing it"
+                } else {
+                    "skipped (read only: left as it is)"
+                }
             );
             if repair {
                 std::fs::remove_file(path).map_err(|source| JournalError::Io {
