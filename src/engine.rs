@@ -42,6 +42,8 @@ const OUTPUT_ROOM_MIN: usize = 64;
 /// order's full cancel and the feed's delete as a third ([`Record::Removed`]).
 struct RingSink<'a> {
     ring: &'a Ring<Record>,
+    /// Records that found the ring full, in order: every later record goes behind them.
+    spill: &'a mut VecDeque<Record>,
     metrics: Option<&'a EngineMetrics>,
     snapshots: Option<&'a mut SnapshotTaker>,
     /// Records pushed into the ring.
@@ -61,12 +63,23 @@ impl RingSink<'_> {
         }
     }
 
-    /// Pushes `record`, its events already counted.
+    /// Pushes `record`, its events already counted; into the spill if the ring is full
+    /// (see [`MatcherAgent`]'s `spill`) or records already wait there.
     #[inline(always)]
     fn push_counted(&mut self, record: Record) {
         self.journaled += record.journal_records();
         self.pushed += 1;
-        self.ring.push(record);
+        if !self.spill.is_empty() {
+            self.spill.push_back(record);
+        } else if let Err(record) = self.ring.try_push(record) {
+            self.spill_first(record);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn spill_first(&mut self, record: Record) {
+        self.spill.push_back(record);
     }
 }
 
@@ -140,6 +153,14 @@ pub struct MatcherAgent {
     /// [`LOOKAHEAD`] once it is taken): the matcher warms the cache for the commands
     /// among them ([`Matcher::prefetch`]). The agent does not sleep while it holds any.
     ahead: VecDeque<Record>,
+    /// Records of a command whose output did not fit in `output` (a mass cancel, the
+    /// close, a sweep of many orders: more records than the ring's room), in order, pushed
+    /// before anything else; no command is taken while any waits. The matcher never waits
+    /// for room in the middle of a command: with `shared` threading the ring's consumer
+    /// (the journal writer) runs on this thread after it, so that wait never ended. It
+    /// grows only for such a command (at most a record per resting order) and keeps its
+    /// capacity.
+    spill: VecDeque<Record>,
 }
 
 /// Records the matcher stage takes from its input ahead of the one it applies.
@@ -173,6 +194,7 @@ impl MatcherAgent {
             deadline: Arc::new(AtomicU64::new(deadline)),
             snapshots: None,
             ahead: VecDeque::with_capacity(LOOKAHEAD + 1),
+            spill: VecDeque::new(),
         }
     }
 
@@ -249,8 +271,23 @@ impl Agent for MatcherAgent {
         self.publish_books(true, None);
     }
 
-    /// Applies up to [`BATCH_LEN_MAX`] commands.
+    /// Applies up to [`BATCH_LEN_MAX`] commands, once the records of the last one that
+    /// did not fit in the output ring are all in it.
     fn do_work(&mut self) -> usize {
+        if !self.spill.is_empty() {
+            let mut moved = 0;
+            while let Some(record) = self.spill.pop_front() {
+                if let Err(record) = self.output.try_push(record) {
+                    self.spill.push_front(record);
+                    break;
+                }
+                moved += 1;
+            }
+            self.output.notify();
+            if !self.spill.is_empty() {
+                return moved;
+            }
+        }
         let mut taken = 0;
         let mut commands = 0;
         // Read once per batch, for metrics only.
@@ -279,7 +316,10 @@ impl Agent for MatcherAgent {
                         command_in(self.ahead.front()),
                         command_in(self.ahead.get(1)),
                     );
-                    self.output.push(Record::Command(cmd));
+                    // The room check above leaves room for it.
+                    if let Err(record) = self.output.try_push(Record::Command(cmd)) {
+                        self.spill.push_back(record);
+                    }
                     let metrics = self.metrics.as_deref();
                     if let Some(m) = metrics {
                         let now = *batch_ns.get_or_insert_with(|| self.clock.now().0);
@@ -290,6 +330,7 @@ impl Agent for MatcherAgent {
                     }
                     let mut sink = RingSink {
                         ring: &self.output,
+                        spill: &mut self.spill,
                         metrics,
                         snapshots: self.snapshots.as_mut(),
                         pushed: 0,
@@ -304,6 +345,10 @@ impl Agent for MatcherAgent {
                         s.pushed(journaled);
                     }
                     commands += 1;
+                    if !self.spill.is_empty() {
+                        taken += 1;
+                        break;
+                    }
                 }
                 Some(Record::Shutdown) => {
                     // A last snapshot makes the next start quick.
@@ -361,8 +406,10 @@ impl Agent for MatcherAgent {
     }
 
     fn prepare_sleep(&mut self) -> bool {
-        // Records already taken are work: no producer will wake the agent for them.
-        self.ahead.is_empty() && self.input.prepare_sleep()
+        // Records already taken are work: no producer will wake the agent for them. Nor
+        // will the journal writer for room it makes for the spill: that wait is a bounded
+        // park (dedicated threading; in shared, the writer runs before the next turn).
+        self.ahead.is_empty() && self.spill.is_empty() && self.input.prepare_sleep()
     }
 
     fn woke(&mut self) {
@@ -429,6 +476,7 @@ mod tests {
                 while let Some(cmd) = decoder.next(&mut src) {
                     let mut sink = RingSink {
                         ring: &ring,
+                        spill: &mut VecDeque::new(),
                         metrics: Some(&direct),
                         snapshots: Some(&mut taker),
                         pushed: 0,

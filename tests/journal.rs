@@ -483,6 +483,19 @@ fn replay_verifies_summarises_audits_and_exports() {
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
+    // An order the journal never mentions is said to be absent, not an empty audit.
+    let absent = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["replay", "--journal", dir.to_str().unwrap()])
+        .args(["--config", config_path.to_str().unwrap()])
+        .args(["--order", "MM3:99"])
+        .output()
+        .unwrap();
+    assert_eq!(absent.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&absent.stderr).contains("no command or event of order MM3:99"),
+        "{}",
+        String::from_utf8_lossy(&absent.stderr)
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -997,6 +1010,35 @@ fn one_disconnect_per_member_waits_while_the_pipeline_is_full() {
         disconnects, 1,
         "Disconnects of a member closed {closes} times in a stall"
     );
+}
+
+/// One command whose output is larger than the matcher's output ring (1,024 records in
+/// the test configuration) goes through: a mass cancel of 3,000 displayed orders is 3,000
+/// records. In `shared` threading the journal writer, the ring's only consumer, runs on
+/// the matcher's thread after it, so a matcher waiting for room there waited for ever
+/// (the whole engine hung, the stop too); the records beyond the ring's room now wait in
+/// the matcher stage until the writer has taken the rest. Both threading modes.
+#[test]
+fn a_command_with_more_output_than_the_ring_holds_goes_through() {
+    let dir = temp_dir("big-output");
+    let config = test_config_in(&dir, "");
+    let server = Server::start(&config).unwrap();
+    let mut c = login(server.local_addr(), "MM3", "pw3", 1);
+    let orders = 3_000u32;
+    for r in 1..=orders {
+        c.limit(r, b'B', 100, "AAPL", PX - 100 - u64::from(r % 50) * 100)
+            .unwrap();
+    }
+    for _ in 0..orders {
+        assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
+    }
+    c.mass_cancel(orders + 1, "MMC").unwrap();
+    for _ in 0..orders {
+        assert_eq!(next_type(&mut c).0, outbound::CANCELED);
+    }
+    assert_eq!(next_type(&mut c).0, outbound::MASS_CANCEL_RESPONSE);
+    drop(c);
+    server.stop().unwrap();
 }
 
 /// The matcher's stage hands a match, an order that rests as it came and a displayed order
