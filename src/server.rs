@@ -497,7 +497,10 @@ impl Drop for Server {
             return;
         }
         self.request_stop();
+        // Stages left running may still write the journal: its lock stays taken (for the
+        // process's life), so that no other engine opens the journal beside them.
         if std::thread::panicking() {
+            std::mem::forget(self.journal_lock.take());
             return;
         }
         let deadline = std::time::Instant::now() + DROP_PATIENCE;
@@ -505,8 +508,9 @@ impl Drop for Server {
             if std::time::Instant::now() >= deadline {
                 eprintln!(
                     "ironmatch: the engine's stages did not end within {DROP_PATIENCE:?} of \
-                     its drop; left running"
+                     its drop; left running, its journal locked"
                 );
+                std::mem::forget(self.journal_lock.take());
                 return;
             }
             std::thread::sleep(std::time::Duration::from_millis(1));

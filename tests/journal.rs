@@ -275,6 +275,26 @@ fn a_journal_in_use_is_refused_to_a_second_engine() {
     again.stop().unwrap();
 }
 
+/// A server dropped by a panicking thread only asks its stages to stop and returns: they
+/// may still be writing, so its journal stays locked (it used to be released with the
+/// struct, and a second engine could open the journal beside them).
+#[test]
+fn a_server_dropped_while_panicking_keeps_its_journal_locked() {
+    let dir = temp_dir("locked-panic");
+    let config = test_config_in(&dir, "");
+    let first = config.clone();
+    let dropped = std::thread::spawn(move || {
+        let _server = Server::start(&first).unwrap();
+        panic!("a test thread fails with its engine running");
+    })
+    .join();
+    assert!(dropped.is_err());
+    let second = Server::start(&config)
+        .err()
+        .expect("the journal is still locked");
+    assert!(second.to_string().contains("in use"), "{second}");
+}
+
 /// A last segment whose length reached the disk but whose bytes did not (a power loss while
 /// it was created: all zeros) holds nothing and is removed like a header cut short.
 #[test]

@@ -201,6 +201,12 @@ pub struct AgentRunner {
 impl AgentRunner {
     /// Starts a thread named `im-<role>`, pinned to `core` if given, that runs `agent`
     /// until it is done.
+    ///
+    /// A stage that panics ends the process (exit code 70, after saying so): the stages
+    /// before and after it would otherwise wait for it for ever (a producer for room on
+    /// its ring, a consumer for the shutdown marker), leaving an engine that takes logins
+    /// and acknowledges nothing and that no signal stops. What it had not journaled was not
+    /// acknowledged; the next start recovers from the journal.
     pub fn start(
         mut agent: Box<dyn Agent>,
         mut idle: IdleStrategy,
@@ -211,7 +217,14 @@ impl AgentRunner {
             .name(format!("im-{role}"))
             .spawn(move || {
                 pin(core, role);
-                run_agent(agent.as_mut(), &mut idle);
+                let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    run_agent(agent.as_mut(), &mut idle)
+                }));
+                if run.is_err() {
+                    // The panic's message went to stderr already.
+                    eprintln!("ironmatch: the {role} stage failed; stopping the engine");
+                    std::process::exit(70);
+                }
             })?;
         Ok(AgentRunner { thread })
     }
@@ -264,5 +277,55 @@ mod tests {
         let thread = runner.into_thread();
         assert_eq!(thread.thread().name(), Some("im-count"));
         thread.join().unwrap();
+    }
+
+    /// Panics at its third round.
+    struct Faulty(usize);
+
+    impl Agent for Faulty {
+        fn role(&self) -> &'static str {
+            "faulty"
+        }
+        fn do_work(&mut self) -> usize {
+            self.0 += 1;
+            assert!(self.0 < 3, "a stage's invariant broke");
+            1
+        }
+        fn is_done(&self) -> bool {
+            false
+        }
+    }
+
+    /// A stage that panics ends the process with code 70 rather than leave the others
+    /// waiting for it. Run in a child process (this test's binary again, with only this
+    /// test and an environment switch), since the process ends.
+    #[test]
+    fn a_panicking_stage_ends_the_process() {
+        if std::env::var_os("IRONMATCH_TEST_FAULTY_STAGE").is_some() {
+            let runner = AgentRunner::start(
+                Box::new(Faulty(0)),
+                IdleStrategy::new(WaitStrategy::SpinYield, crossbeam::sync::Parker::new()),
+                None,
+            )
+            .unwrap();
+            let _ = runner.into_thread().join();
+            // Not reached: the runner ended the process.
+            std::process::exit(0);
+        }
+        let child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "pipeline::agent::tests::a_panicking_stage_ends_the_process",
+                "--nocapture",
+            ])
+            .env("IRONMATCH_TEST_FAULTY_STAGE", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&child.stderr);
+        assert_eq!(child.status.code(), Some(70), "{stderr}");
+        assert!(
+            stderr.contains("the faulty stage failed; stopping the engine"),
+            "{stderr}"
+        );
     }
 }
