@@ -46,6 +46,8 @@ for _ in $(seq 100); do
 done
 [ -n "$addr" ] || { echo "bench: the engine did not start:" >&2; cat "$tmp/serve.err" >&2; exit 1; }
 mkdir -p "$out"
+# Results of an earlier run in the same directory would join this run's table and plot.
+rm -f "$out"/load-*.json "$out"/load-*.hgrm "$out"/load-*.txt
 head -1 "$tmp/serve.out" | tee "$out/serve.txt" >&2 || true
 
 status=0
