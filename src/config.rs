@@ -530,7 +530,7 @@ impl Config {
     pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
         let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_string(),
-            message: e.to_string(),
+            message: parse_error_message(text, &e),
         })?;
         config
             .book_config()
@@ -607,9 +607,13 @@ impl Config {
         for (i, user) in self.users.iter().enumerate() {
             owners.push(user.spec(&format!("users[{i}]"))?);
             check(
-                !self.users[..i].iter().any(|u| u.username == user.username),
+                // Logins and the operator's tools match usernames without regard to
+                // case, so `MM1` and `mm1` would be one user twice.
+                !self.users[..i]
+                    .iter()
+                    .any(|u| u.username.eq_ignore_ascii_case(&user.username)),
                 &format!("users[{i}].username"),
-                || format!("{:?} appears twice", user.username),
+                || format!("{:?} appears twice (usernames ignore case)", user.username),
             )?;
         }
         Ok(BookConfig {
@@ -650,9 +654,11 @@ impl Config {
                 "must be from 1 to 3600000".into()
             })?;
         }
-        check(g.connections_max >= 1, "gateway.connections_max", || {
-            "must be at least 1".into()
-        })?;
+        check(
+            (1..=65_536).contains(&g.connections_max),
+            "gateway.connections_max",
+            || "must be from 1 to 65536".into(),
+        )?;
         // Slots are allocated at start for both budgets; a bound keeps a typo from
         // reserving gigabytes.
         check(
@@ -676,6 +682,12 @@ impl Config {
             g.session_queue_bytes_max >= 4096,
             "gateway.session_queue_bytes_max",
             || "must be at least 4096".into(),
+        )?;
+        // Reserved per user at start.
+        check(
+            g.session_store_bytes <= 1 << 36,
+            "gateway.session_store_bytes",
+            || "must be at most 68719476736 (64 GiB)".into(),
         )?;
         let j = &self.journal;
         check(!j.dir.is_empty(), "journal.dir", || {
@@ -705,9 +717,12 @@ impl Config {
         self.check_admin()?;
         self.check_cluster()?;
         let p = &self.pipeline;
-        check(p.ring_capacity >= 16, "pipeline.ring_capacity", || {
-            "must be at least 16".into()
-        })?;
+        // Each ring's slots (up to 128 bytes) are allocated at start.
+        check(
+            (16..=1 << 24).contains(&p.ring_capacity),
+            "pipeline.ring_capacity",
+            || "must be from 16 to 16777216".into(),
+        )?;
         check(
             Threading::parse(&p.threading).is_some(),
             "pipeline.threading",
@@ -859,6 +874,17 @@ impl Config {
         if !a.token.is_empty() {
             check_token(&a.token).map_err(|m| ("admin.token".to_string(), m))?;
         }
+        // One socket each: the second bind would fail at start, naming neither key.
+        let fixed = |text: &str| {
+            text.parse::<std::net::SocketAddr>()
+                .ok()
+                .filter(|addr| addr.port() != 0)
+        };
+        check(
+            fixed(&a.listen).is_none() || fixed(&a.listen) != fixed(&self.gateway.listen),
+            "admin.listen",
+            || format!("{:?} is gateway.listen too", a.listen),
+        )?;
         Ok(())
     }
 
@@ -872,6 +898,15 @@ impl Config {
                 format!("{value:?} is not an address like \"127.0.0.1:15001\"")
             })?;
         }
+        // The retransmission server binds its address: the feed sent there would reach it,
+        // and no listener could bind the destination on this host.
+        check(
+            m.retransmission
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|r| r.port() == 0 || Some(r) != m.destination.parse().ok()),
+            "marketdata.retransmission",
+            || format!("{:?} is marketdata.destination too", m.retransmission),
+        )?;
         check(
             crate::wire::moldudp64::Session::from_str_padded(&m.session).is_some(),
             "marketdata.session",
@@ -1075,12 +1110,23 @@ impl UserConfig {
         check(pass_ok, &key("password"), || {
             "must be 1 to 10 printable ASCII characters without spaces (SoupBinTCP)".into()
         })?;
-        let firm = Firm::from_str_padded(&self.firm).ok_or_else(|| {
-            (
-                key("firm"),
-                format!("{:?} must be 1 to 4 ASCII letters or digits", self.firm),
-            )
-        })?;
+        // Upper case, as OUCH firms are: the gateway refuses any other in the Firm option,
+        // so a lower-case firm here could never be named by its own user.
+        let firm = Firm::from_str_padded(&self.firm)
+            .filter(|_| {
+                self.firm
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            })
+            .ok_or_else(|| {
+                (
+                    key("firm"),
+                    format!(
+                        "{:?} must be 1 to 4 upper-case ASCII letters or digits",
+                        self.firm
+                    ),
+                )
+            })?;
         let stp = match &self.self_trade_prevention {
             Some(mode) => Some(stp_mode(mode, &key("self_trade_prevention"))?),
             None => None,
@@ -1106,6 +1152,31 @@ fn stp_mode(name: &str, key: &str) -> Result<StpMode, (String, String)> {
                 "{other:?} is not one of \"cancel_resting\", \"cancel_incoming\", \"cancel_both\", \"none\""
             ),
         )),
+    }
+}
+
+/// The parser's message for `error` in `text`, which quotes the line it is about and,
+/// for a value of the wrong type, the value: on a line of a password or a token only the
+/// line number and that the value is malformed, so that no secret reaches the logs.
+fn parse_error_message(text: &str, error: &toml::de::Error) -> String {
+    let Some(span) = error.span() else {
+        return error.to_string();
+    };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text
+        .lines()
+        .nth(line_no - 1)
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if ["password", "passwd", "token", "secret"]
+        .iter()
+        .any(|word| line.contains(word))
+    {
+        format!(
+            "line {line_no}: a secret setting (a password or token) is malformed; its value is not shown"
+        )
+    } else {
+        error.to_string()
     }
 }
 
@@ -1149,6 +1220,65 @@ mod tests {
         Config::parse(&edit(SHIPPED), "test.toml")
             .unwrap_err()
             .to_string()
+    }
+
+    /// Values that would break the engine later, or that no client could use, are refused
+    /// at load, naming their key.
+    #[test]
+    fn refused_at_load_what_would_fail_later() {
+        let cases: [(&str, &str, &str); 7] = [
+            (
+                "username = \"MM2\"",
+                "username = \"mm1\"",
+                "users[1].username",
+            ),
+            ("firm = \"MMA\"", "firm = \"mma\"", "users[0].firm"),
+            (
+                "connections_max = 64",
+                "connections_max = 10000000",
+                "gateway.connections_max",
+            ),
+            (
+                "ring_capacity = 65536",
+                "ring_capacity = 1073741824",
+                "pipeline.ring_capacity",
+            ),
+            (
+                "listen = \"127.0.0.1:15080\"",
+                "listen = \"127.0.0.1:15000\"",
+                "admin.listen",
+            ),
+            (
+                "retransmission = \"127.0.0.1:15002\"",
+                "retransmission = \"127.0.0.1:15001\"",
+                "marketdata.retransmission",
+            ),
+            (
+                "session_store_bytes = 16777216",
+                "session_store_bytes = 1099511627776",
+                "gateway.session_store_bytes",
+            ),
+        ];
+        for (from, to, key) in cases {
+            assert!(SHIPPED.contains(from), "{from}");
+            let e = error_for(|s| s.replacen(from, to, 1));
+            assert!(e.contains(key), "{to}: {e}");
+        }
+    }
+
+    /// A malformed password or token is reported by line, its value not shown.
+    #[test]
+    fn a_malformed_secret_is_not_printed() {
+        let e = error_for(|s| s.replacen("password = \"mm1pass\"", "password = 9876543", 1));
+        assert!(
+            e.contains("secret setting") && !e.contains("9876543"),
+            "{e}"
+        );
+        let e = error_for(|s| s.replacen("password = \"mm1pass\"", "passwd = \"hunter2x\"", 1));
+        assert!(!e.contains("hunter2x"), "{e}");
+        // Other errors keep the parser's full message.
+        let e = error_for(|s| s.replacen("connections_max = 64", "connections_max = \"x\"", 1));
+        assert!(e.contains("connections_max"), "{e}");
     }
 
     #[test]

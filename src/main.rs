@@ -688,6 +688,10 @@ fn main() -> ExitCode {
                 book.levels_max,
                 per_order / book.orders_max as usize
             );
+            // The snapshot follower re-runs the journal through a matcher of its own.
+            println!(
+                "  and as much again for the snapshot follower, if it runs (snapshot_source \"follower\", or \"auto\" with dedicated threading)"
+            );
         }
     }
     ExitCode::SUCCESS
@@ -828,7 +832,16 @@ fn feed(options: &ListenerOptions) -> ExitCode {
 fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
     let signaled = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        if let Err(e) = signal_hook::flag::register(signal, Arc::clone(&signaled)) {
+        // A second signal, once the first has asked for a stop, ends the process at once
+        // (exit code 1): a drain that hangs, or a long recovery, can still be left. The
+        // condition is registered first, so that the first signal only sets the flag.
+        if let Err(e) = signal_hook::flag::register_conditional_shutdown(
+            signal,
+            1,
+            Arc::clone(&signaled),
+        )
+        .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&signaled)))
+        {
             eprintln!("ironmatch: cannot handle signal {signal}: {e}");
         }
     }
