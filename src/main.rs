@@ -835,12 +835,9 @@ fn serve(config: &Config, path: &std::path::Path) -> ExitCode {
         // A second signal, once the first has asked for a stop, ends the process at once
         // (exit code 1): a drain that hangs, or a long recovery, can still be left. The
         // condition is registered first, so that the first signal only sets the flag.
-        if let Err(e) = signal_hook::flag::register_conditional_shutdown(
-            signal,
-            1,
-            Arc::clone(&signaled),
-        )
-        .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&signaled)))
+        if let Err(e) =
+            signal_hook::flag::register_conditional_shutdown(signal, 1, Arc::clone(&signaled))
+                .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&signaled)))
         {
             eprintln!("ironmatch: cannot handle signal {signal}: {e}");
         }
