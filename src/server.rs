@@ -62,6 +62,8 @@ pub struct Server {
     day: Option<jiff::civil::Date>,
     /// Set when the day's End of Messages was sequenced (the engine then stops by itself).
     day_over: Arc<AtomicBool>,
+    /// Set when the gateway stopped the engine because its poll failed.
+    gateway_failed: Arc<AtomicBool>,
     /// The journal directory's lock, dropped once the writer and every follower (the
     /// snapshot thread, the feed publisher) have ended.
     journal_lock: Option<std::fs::File>,
@@ -168,6 +170,7 @@ impl Server {
             );
         }
         let day_over = Arc::new(AtomicBool::new(false));
+        let gateway_failed = gateway.failure_flag();
         if let (Some(schedule), Some(day)) = (&schedule, day) {
             let last = opened.matcher.last_day_event();
             let plan = gateway::DayPlan::resume(schedule.transitions(day), last);
@@ -376,6 +379,7 @@ impl Server {
             admin,
             day,
             day_over,
+            gateway_failed,
             journal_lock: Some(opened.lock),
         })
     }
@@ -437,7 +441,8 @@ impl Server {
         self.join()
     }
 
-    /// Waits until every stage has ended. Errs if one panicked.
+    /// Waits until every stage has ended. Errs if one panicked, or if the gateway stopped
+    /// the engine because its poll failed.
     pub fn wait(mut self) -> io::Result<()> {
         self.join()
     }
@@ -471,12 +476,17 @@ impl Server {
         if let Some(admin) = self.admin.take() {
             admin.stop();
         }
-        if failed.is_empty() {
-            Ok(())
-        } else {
+        if !failed.is_empty() {
             Err(io::Error::other(format!(
                 "stage threads panicked: {failed:?}"
             )))
+        } else if self.gateway_failed.load(Ordering::SeqCst) {
+            // Drained like an operator's stop, but a failure: `serve` exits 1 for it.
+            Err(io::Error::other(
+                "the gateway's poll of its sockets failed: the engine drained and stopped",
+            ))
+        } else {
+            Ok(())
         }
     }
 }

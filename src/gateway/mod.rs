@@ -142,6 +142,8 @@ pub struct Gateway {
     draining: bool,
     /// A poll failed: the gateway drains and stops.
     failed: bool,
+    /// Set with `failed`, for the server, whose stop then reports it.
+    failure: Arc<AtomicBool>,
     /// The shutdown marker came back out of egress and clients got End of Session.
     done: bool,
     metrics: Option<Arc<EngineMetrics>>,
@@ -266,6 +268,7 @@ impl Gateway {
             last_timers: Instant::now(),
             draining: false,
             failed: false,
+            failure: Arc::new(AtomicBool::new(false)),
             done: false,
             metrics: None,
             egress_taken: 0,
@@ -313,6 +316,12 @@ impl Gateway {
                 .set(u64::from(self.users[u].conn.is_some()));
             self.count_sessions();
         }
+    }
+
+    /// Set if the gateway stopped the engine because its poll failed (the stop is then
+    /// a failure, not an operator's).
+    pub fn failure_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.failure)
     }
 
     /// Runs the trading day `plan` (with a `[venue]`): transitions are sequenced at their
@@ -625,6 +634,7 @@ impl Gateway {
             }
             eprintln!("ironmatch gateway: poll failed: {e}; shutting down");
             self.failed = true;
+            self.failure.store(true, Ordering::SeqCst);
             self.events.clear();
             if !self.draining {
                 self.draining = true;
