@@ -72,6 +72,9 @@ const TIMER_PERIOD: Duration = Duration::from_millis(10);
 const EVENTS_MAX: usize = 256;
 /// Control bytes (login replies, heartbeats, debug text) queued per connection at most.
 const CONTROL_BYTES_MAX: usize = 4096;
+/// Operator requests sequenced and not yet answered by the matcher, at most.
+const PENDING_ACTIONS_MAX: usize = 64;
+
 /// How long a shutdown waits for clients to take their last messages.
 const FINISH_MAX: Duration = Duration::from_secs(2);
 
@@ -282,7 +285,7 @@ impl Gateway {
             timer_sent_for: u64::MAX,
             day_over: Arc::new(AtomicBool::new(false)),
             actions: None,
-            pending_actions: Vec::new(),
+            pending_actions: Vec::with_capacity(PENDING_ACTIONS_MAX),
             next_request: crate::venue::epoch_ns().max(1) as u64,
             cluster: None,
             leading: true,
@@ -491,6 +494,16 @@ impl Gateway {
                 let _ = reply.try_send(ActionReply::refused(404, what));
                 continue;
             };
+            // While the pipeline is stalled, requests would pile up here (each waits for
+            // its command to come back through the matcher): refused beyond a bound, as
+            // the endpoint's own queue refuses them.
+            if self.pending_actions.len() >= PENDING_ACTIONS_MAX {
+                let _ = reply.try_send(ActionReply::refused(
+                    503,
+                    "the engine is backed up: earlier operator requests are still waiting",
+                ));
+                continue;
+            }
             let request = self.next_request;
             self.next_request += 1;
             self.deferred.push_back(Record::Command(Command {
