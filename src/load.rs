@@ -240,6 +240,10 @@ impl Rng {
 #[derive(Clone, Copy, Debug)]
 struct Quote {
     user_ref: u32,
+    /// The reference this quote replaced, if it did: a fill of that order can still be on
+    /// its way (it traded before the replace reached the book), and the engine counts it
+    /// against this quote's quantity.
+    prev_ref: Option<u32>,
     open: u32,
     /// Shares executed by the replace chain: a Replace's quantity includes them.
     executed: u32,
@@ -294,6 +298,12 @@ enum QuoteNews {
     Gone {
         session: usize,
         user_ref: u32,
+    },
+    /// Shares taken off an order without a trade (an AIQ cancel: self-trade prevention).
+    Reduced {
+        session: usize,
+        user_ref: u32,
+        qty: u32,
     },
 }
 
@@ -655,6 +665,7 @@ impl Flow {
                     Inbound::Replace(&m, Options::default()).write(payload);
                     s.quotes[i][side] = Some(Quote {
                         user_ref,
+                        prev_ref: Some(q.user_ref),
                         open: qty,
                         executed: q.executed,
                     });
@@ -665,6 +676,7 @@ impl Flow {
                     enter(payload, user_ref, side, qty, &spec.symbol, price, b'0');
                     s.quotes[i][side] = Some(Quote {
                         user_ref,
+                        prev_ref: None,
                         open: qty,
                         executed: 0,
                     });
@@ -674,6 +686,35 @@ impl Flow {
         }
         soupbin::write_packet(&mut s.out, kind::UNSEQUENCED, payload);
         reply_ref
+    }
+}
+
+/// What the engine said of a session's orders, applied to its quotes.
+fn apply_news(quotes: &mut [[Option<Quote>; 2]], news: &QuoteNews) {
+    for sides in quotes.iter_mut() {
+        for slot in sides.iter_mut() {
+            match (slot.as_mut(), news) {
+                (Some(q), QuoteNews::Executed { user_ref, qty, .. })
+                    if q.user_ref == *user_ref || q.prev_ref == Some(*user_ref) =>
+                {
+                    q.open = q.open.saturating_sub(*qty);
+                    q.executed += *qty;
+                    if q.open == 0 {
+                        *slot = None;
+                    }
+                }
+                (Some(q), QuoteNews::Gone { user_ref, .. }) if q.user_ref == *user_ref => {
+                    *slot = None;
+                }
+                (Some(q), QuoteNews::Reduced { user_ref, qty, .. }) if q.user_ref == *user_ref => {
+                    q.open = q.open.saturating_sub(*qty);
+                    if q.open == 0 {
+                        *slot = None;
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 }
 
@@ -700,25 +741,7 @@ impl Quoter {
     }
 
     fn apply(&mut self, news: &QuoteNews) {
-        for sides in &mut self.quotes {
-            for slot in sides.iter_mut() {
-                match (slot.as_mut(), news) {
-                    (Some(q), QuoteNews::Executed { user_ref, qty, .. })
-                        if q.user_ref == *user_ref =>
-                    {
-                        q.open = q.open.saturating_sub(*qty);
-                        q.executed += *qty;
-                        if q.open == 0 {
-                            *slot = None;
-                        }
-                    }
-                    (Some(q), QuoteNews::Gone { user_ref, .. }) if q.user_ref == *user_ref => {
-                        *slot = None;
-                    }
-                    _ => {}
-                }
-            }
-        }
+        apply_news(&mut self.quotes, news);
     }
 
     /// Writes what is queued; a full socket buffer (the engine not reading) is waited out.
@@ -885,7 +908,9 @@ fn send_all(
         }
         for n in news.try_iter() {
             let session = match n {
-                QuoteNews::Executed { session, .. } | QuoteNews::Gone { session, .. } => session,
+                QuoteNews::Executed { session, .. }
+                | QuoteNews::Gone { session, .. }
+                | QuoteNews::Reduced { session, .. } => session,
             };
             quoters[session].apply(&n);
         }
@@ -1336,6 +1361,17 @@ fn engine_reply(
             }
             None
         }
+        // Not an answer to a request: a quote of this session's, canceled (in part) to
+        // prevent a trade with its own IOC. Ignored, it was replaced or canceled later
+        // and the engine refused that as "order not found".
+        Outbound::AiqCanceled(m) => {
+            let _ = news.send(QuoteNews::Reduced {
+                session,
+                user_ref: m.user_ref.get(),
+                qty: m.decrement.get(),
+            });
+            None
+        }
         _ => None,
     })
 }
@@ -1467,5 +1503,53 @@ mod tests {
         // Keeping up: the last reply a round trip after the last send.
         assert_eq!(report(1_500_000, 10.0, 9.9).throughput(), 150_000.0);
         assert_eq!(report(0, 0.0, 0.0).throughput(), 0.0);
+    }
+
+    /// A fill of the order a quote replaced, arriving after the replace was sent, counts
+    /// against the quote (the engine counts it in the chain's executed shares: a later
+    /// replace sent without it asks for too little and is refused); an AIQ cancel takes
+    /// shares off the quote (ignored, the quote stayed, and its next replace or cancel was
+    /// refused as "order not found").
+    #[test]
+    fn news_reach_the_quote_they_are_about() {
+        let quote = |user_ref, prev_ref, open, executed| Quote {
+            user_ref,
+            prev_ref,
+            open,
+            executed,
+        };
+        let mut quotes = vec![[Some(quote(11, Some(10), 100, 30)), None]];
+        apply_news(
+            &mut quotes,
+            &QuoteNews::Executed {
+                session: 0,
+                user_ref: 10,
+                qty: 20,
+            },
+        );
+        let q = quotes[0][0].as_ref().unwrap();
+        assert_eq!((q.open, q.executed), (80, 50));
+        apply_news(
+            &mut quotes,
+            &QuoteNews::Executed {
+                session: 0,
+                user_ref: 9,
+                qty: 20,
+            },
+        );
+        assert_eq!(
+            quotes[0][0].as_ref().unwrap().open,
+            80,
+            "another order's fill"
+        );
+        apply_news(
+            &mut quotes,
+            &QuoteNews::Reduced {
+                session: 0,
+                user_ref: 11,
+                qty: 80,
+            },
+        );
+        assert!(quotes[0][0].is_none(), "canceled in full by the AIQ cancel");
     }
 }
