@@ -428,27 +428,28 @@ fn a_stop_in_the_middle_of_the_day_does_not_end_the_session() {
 fn a_good_till_time_order_expires_after_a_restart_with_no_other_command() {
     let dir = temp_dir("day-gtt-restart");
     let t0 = Instant::now();
+    // MM3 has no cancel on disconnect: its order outlives its connection.
     let (config, _) = day_config(&dir, [0.2, 0.4, 120.0, 121.0]);
     let server = Server::start(&config).unwrap();
     sleep_until(t0 + Duration::from_secs_f64(0.6));
-    let mut mm1 = login(&server, "MM1", "pw1");
-    expect(&mut mm1, (b'S', 0, u16::from(b'S')));
-    mm1.enter(1, b'B', 100, "AAPL", PX, b'6', b'Y', gtt(2))
+    let mut mm3 = login(&server, "MM3", "pw3");
+    expect(&mut mm3, (b'S', 0, u16::from(b'S')));
+    mm3.enter(1, b'B', 100, "AAPL", PX, b'6', b'Y', gtt(2))
         .unwrap();
-    expect(&mut mm1, (b'A', 1, u16::from(b'6')));
+    expect(&mut mm3, (b'A', 1, u16::from(b'6')));
     let entered = Instant::now();
-    drop(mm1);
+    drop(mm3);
     server.stop().unwrap();
 
     let server = Server::start(&config).unwrap();
-    let mut mm1 = login(&server, "MM1", "pw1");
+    let mut mm3 = login(&server, "MM3", "pw3");
     for expected in [(b'S', 0, u16::from(b'S')), (b'A', 1, u16::from(b'6'))] {
-        expect(&mut mm1, expected);
+        expect(&mut mm3, expected);
     }
     // Due 2 s after entry; `expect` waits up to 5 s more.
     sleep_until(entered + Duration::from_secs(2));
-    expect(&mut mm1, (b'C', 1, u16::from(b'T')));
-    drop(mm1);
+    expect(&mut mm3, (b'C', 1, u16::from(b'T')));
+    drop(mm3);
     server.stop().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
