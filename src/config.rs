@@ -881,7 +881,7 @@ impl Config {
                 .filter(|addr| addr.port() != 0)
         };
         check(
-            fixed(&a.listen).is_none() || fixed(&a.listen) != fixed(&self.gateway.listen),
+            fixed(&a.listen).is_none_or(|addr| Some(addr) != fixed(&self.gateway.listen)),
             "admin.listen",
             || format!("{:?} is gateway.listen too", a.listen),
         )?;
@@ -1112,21 +1112,15 @@ impl UserConfig {
         })?;
         // Upper case, as OUCH firms are: the gateway refuses any other in the Firm option,
         // so a lower-case firm here could never be named by its own user.
-        let firm = Firm::from_str_padded(&self.firm)
-            .filter(|_| {
-                self.firm
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-            })
-            .ok_or_else(|| {
-                (
-                    key("firm"),
-                    format!(
-                        "{:?} must be 1 to 4 upper-case ASCII letters or digits",
-                        self.firm
-                    ),
-                )
-            })?;
+        let firm = Firm::from_str_padded(&self.firm).ok_or_else(|| {
+            (
+                key("firm"),
+                format!(
+                    "{:?} must be 1 to 4 upper-case ASCII letters or digits",
+                    self.firm
+                ),
+            )
+        })?;
         let stp = match &self.self_trade_prevention {
             Some(mode) => Some(stp_mode(mode, &key("self_trade_prevention"))?),
             None => None,

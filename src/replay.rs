@@ -10,6 +10,8 @@ use std::time::Instant;
 
 use crate::book::{BookConfig, Command, CommandBody, Event, EventBody, Matcher};
 use crate::journal::{self, Entry, JournalError};
+use rustc_hash::{FxHashMap, FxHashSet};
+
 use crate::types::{OrderId, OwnerId, Symbol, UserRef};
 
 /// What to do besides verifying and rebuilding.
@@ -63,7 +65,7 @@ pub struct Summary {
 /// Whether command `c` names the audited order: one of `owner`'s references in `chain`
 /// (the order's replace chain). A mass cancel or a disconnect is shown only as the cause of
 /// a cancel of the order, like another user's command that traded with it.
-fn touches_command(c: &Command, owner: OwnerId, chain: &[UserRef]) -> bool {
+fn touches_command(c: &Command, owner: OwnerId, chain: &FxHashSet<UserRef>) -> bool {
     c.owner == owner
         && match &c.body {
             CommandBody::New(o) => chain.contains(&o.user_ref),
@@ -87,9 +89,9 @@ fn touches_command(c: &Command, owner: OwnerId, chain: &[UserRef]) -> bool {
 fn touches_event(
     e: &Event,
     owner: OwnerId,
-    chain: &[UserRef],
+    chain: &FxHashSet<UserRef>,
     replacing: Option<UserRef>,
-    ids: &[OrderId],
+    ids: &FxHashSet<OrderId>,
 ) -> bool {
     let named = |r: UserRef| chain.contains(&r) || replacing == Some(r);
     match e.body {
@@ -134,17 +136,19 @@ fn touches_event(
     }
 }
 
-/// Every reference `owner`'s order `r` had, first to last: a replace gives an order a new
-/// reference (OUCH's, unique for the day), so the journal's `Replaced` events link them
-/// into one chain, which an audit follows both ways from `r`.
+/// Every reference `owner`'s order `r` had: a replace gives an order a new reference
+/// (OUCH's, unique for the day), so the journal's `Replaced` events link them into one
+/// chain, which an audit follows both ways from `r`. Looked up in maps: a quote replaced
+/// all day long has a chain of thousands among millions of its owner's replaces.
 fn replace_chain(
     dir: &Path,
     book: &BookConfig,
     until: Option<u64>,
     owner: OwnerId,
     r: UserRef,
-) -> Result<Vec<UserRef>, JournalError> {
-    let mut links: Vec<(UserRef, UserRef)> = Vec::new();
+) -> Result<FxHashSet<UserRef>, JournalError> {
+    let mut back: FxHashMap<UserRef, UserRef> = FxHashMap::default();
+    let mut forth: FxHashMap<UserRef, UserRef> = FxHashMap::default();
     journal::scan_journal(
         dir,
         Some(journal::fingerprint(book)),
@@ -162,26 +166,23 @@ fn replace_chain(
             }) = entry
                 && *o == owner
             {
-                links.push((*orig_user_ref, order.user_ref));
+                back.insert(order.user_ref, *orig_user_ref);
+                forth.insert(*orig_user_ref, order.user_ref);
             }
             Ok(())
         },
     )?;
-    let mut first = r;
-    // At most one link per step: a chain no longer than the links (a reference used
-    // twice, which OUCH forbids, cannot loop it).
-    for _ in 0..links.len() {
-        match links.iter().find(|(_, new)| *new == first) {
-            Some((orig, _)) => first = *orig,
-            None => break,
-        }
-    }
-    let mut chain = vec![first];
-    for _ in 0..links.len() {
-        let last = *chain.last().expect("not empty");
-        match links.iter().find(|(orig, _)| *orig == last) {
-            Some((_, new)) if !chain.contains(new) => chain.push(*new),
-            _ => break,
+    let mut chain = FxHashSet::default();
+    chain.insert(r);
+    // Each step adds a reference not seen yet, so a reference used twice (which OUCH
+    // forbids) cannot loop the walks.
+    for links in [&back, &forth] {
+        let mut at = r;
+        while let Some(&next) = links.get(&at) {
+            if !chain.insert(next) {
+                break;
+            }
+            at = next;
         }
     }
     Ok(chain)
@@ -217,11 +218,11 @@ pub fn replay(
     };
     let mut produced: Vec<Event> = Vec::new();
     let mut next_expected = 0usize;
-    let mut ids: Vec<OrderId> = Vec::new();
+    let mut ids: FxHashSet<OrderId> = FxHashSet::default();
     // The audited order's references, over its replaces.
     let chain = match options.order {
         Some((owner, r)) => replace_chain(dir, book, options.until, owner, r)?,
-        None => Vec::new(),
+        None => FxHashSet::default(),
     };
     // The new reference of the current command if it replaces the audited order.
     let mut replacing: Option<UserRef> = None;
@@ -325,7 +326,7 @@ pub fn replay(
                             && o == owner
                             && chain.contains(&order.user_ref)
                         {
-                            ids.push(order.order_id);
+                            ids.insert(order.order_id);
                         }
                         if let EventBody::Restated {
                             owner: o,
@@ -336,7 +337,7 @@ pub fn replay(
                             && o == owner
                             && chain.contains(&user_ref)
                         {
-                            ids.push(md_ref);
+                            ids.insert(md_ref);
                         }
                         if touches_event(e, owner, &chain, replacing, &ids) {
                             // An expiry takes effect at whatever command comes first after

@@ -305,15 +305,26 @@ impl fmt::Display for Symbol {
 pub struct Firm(pub [u8; 4]);
 
 impl Firm {
-    /// Builds a firm from up to 4 ASCII letters or digits, right-padded with spaces.
+    /// Builds a firm from 1 to 4 upper-case ASCII letters or digits (as OUCH writes firms),
+    /// right-padded with spaces.
     pub fn from_str_padded(text: &str) -> Option<Firm> {
         let bytes = text.as_bytes();
-        if bytes.is_empty() || bytes.len() > 4 || !bytes.iter().all(|b| b.is_ascii_alphanumeric()) {
+        if bytes.is_empty() || bytes.len() > 4 || !bytes.iter().copied().all(Firm::is_firm_byte) {
             return None;
         }
         let mut out = [b' '; 4];
         out[..bytes.len()].copy_from_slice(bytes);
         Some(Firm(out))
+    }
+
+    /// Whether `bytes`, as an OUCH Firm field carries them, are upper-case letters, digits
+    /// and padding spaces (all spaces: no firm named).
+    pub fn is_well_formed(bytes: &[u8; 4]) -> bool {
+        bytes.iter().all(|&b| b == b' ' || Firm::is_firm_byte(b))
+    }
+
+    fn is_firm_byte(b: u8) -> bool {
+        b.is_ascii_uppercase() || b.is_ascii_digit()
     }
 }
 

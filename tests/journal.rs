@@ -878,7 +878,6 @@ fn no_reply_leaves_while_the_journal_writer_stalls() {
 /// `dedicated` only (`.ci/run` runs the tests in both).
 #[test]
 fn a_login_goes_through_while_the_pipeline_is_full() {
-    use std::sync::atomic::Ordering;
     let Some((server, hold, _dir)) = stalled_server("full") else {
         return;
     };
@@ -890,11 +889,7 @@ fn a_login_goes_through_while_the_pipeline_is_full() {
     let flooding = flood(addr, "MM3", "pw3", orders);
     std::thread::sleep(std::time::Duration::from_millis(800));
     let late = login_while_full(addr, "MM2", "pw2");
-    hold.store(false, Ordering::Release);
-    let mut c = flooding.join().unwrap();
-    for _ in 0..orders {
-        assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
-    }
+    let c = release_flood(&hold, flooding, orders);
     drop((c, late));
     server.stop().unwrap();
 }
@@ -921,6 +916,22 @@ fn stalled_server(
     let hold = Arc::new(AtomicBool::new(true));
     let server = Server::start_with(&config, Some(Arc::clone(&hold))).unwrap();
     Some((server, hold, dir))
+}
+
+/// Lets the held journal writer go on, then takes the flooding client back once each of
+/// its `orders` has been accepted.
+fn release_flood(
+    hold: &std::sync::atomic::AtomicBool,
+    flooding: std::thread::JoinHandle<ironmatch::client::Client>,
+    orders: u32,
+) -> ironmatch::client::Client {
+    hold.store(false, std::sync::atomic::Ordering::Release);
+    let mut c = flooding.join().unwrap();
+    for r in 1..=orders {
+        let (kind, msg) = next_type(&mut c);
+        assert_eq!(kind, outbound::ACCEPTED, "order {r}: {msg:?}");
+    }
+    c
 }
 
 /// Logs `user` in while the pipeline is full: the answer must come within 2 s.
@@ -967,7 +978,6 @@ fn flood(
 /// same connection. `dedicated` only, as the test above.
 #[test]
 fn a_connection_held_for_room_is_not_timed_out() {
-    use std::sync::atomic::Ordering;
     let Some((server, hold, _dir)) = stalled_server("held") else {
         return;
     };
@@ -975,12 +985,7 @@ fn a_connection_held_for_room_is_not_timed_out() {
     let flooding = flood(server.local_addr(), "MM1", "pw1", orders);
     // Twice the client timeout, held.
     std::thread::sleep(std::time::Duration::from_millis(3_000));
-    hold.store(false, Ordering::Release);
-    let mut c = flooding.join().unwrap();
-    for r in 1..=orders {
-        let (kind, msg) = next_type(&mut c);
-        assert_eq!(kind, outbound::ACCEPTED, "order {r}: {msg:?}");
-    }
+    let mut c = release_flood(&hold, flooding, orders);
     quiet(&mut c, std::time::Duration::from_millis(300));
     drop(c);
     server.stop().unwrap();
@@ -993,7 +998,6 @@ fn a_connection_held_for_room_is_not_timed_out() {
 #[test]
 fn one_disconnect_per_member_waits_while_the_pipeline_is_full() {
     use ironmatch::book::CommandBody;
-    use std::sync::atomic::Ordering;
     let Some((server, hold, dir)) = stalled_server("redial") else {
         return;
     };
@@ -1007,11 +1011,7 @@ fn one_disconnect_per_member_waits_while_the_pipeline_is_full() {
         // The gateway sees the close before the next login.
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
-    hold.store(false, Ordering::Release);
-    let mut c = flooding.join().unwrap();
-    for _ in 0..orders {
-        assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
-    }
+    let c = release_flood(&hold, flooding, orders);
     server.stop().unwrap();
     drop(c);
     // MM2 is the second user of the test configuration.

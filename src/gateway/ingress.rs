@@ -101,18 +101,12 @@ fn check_order_fields(tif_code: u8, display_code: u8, iso: u8, o: &Options) -> R
     check(matches!(iso, b'Y' | b'N'), Unsupported, "intermarket sweep")
 }
 
-/// A firm field as OUCH writes one: alpha(4), upper case (blank: the account's firm).
-fn is_firm(firm: &[u8; 4]) -> bool {
-    firm.iter()
-        .all(|b| matches!(b, b' ' | b'0'..=b'9' | b'A'..=b'Z'))
-}
-
 /// The options of an Enter or Replace: types, ranges, and what is offered.
 fn check_options(o: &Options) -> Result<(), Invalid> {
     use RejectReason::Unsupported;
     if let Some(firm) = o.firm {
         check(
-            is_firm(&firm),
+            Firm::is_well_formed(&firm),
             RejectReason::FirmNotAuthorized,
             "firm option",
         )?;
@@ -189,7 +183,11 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
         Inbound::Cancel(..) | Inbound::AccountQuery(_) => Ok(()),
         Inbound::Modify(m, _) => check_side(m.side, "side"),
         Inbound::MassCancel(m, o) => {
-            check(is_firm(&m.firm), RejectReason::FirmNotAuthorized, "firm")?;
+            check(
+                Firm::is_well_formed(&m.firm),
+                RejectReason::FirmNotAuthorized,
+                "firm",
+            )?;
             check(is_alpha(&m.symbol), UnknownInstrument, "symbol")?;
             o.side.map_or(Ok(()), |s| check_side(s, "side option"))
         }

@@ -143,9 +143,8 @@ pub struct Gateway {
     last_timers: Instant,
     /// Shutdown started: no more accepting or reading; the marker is on its way.
     draining: bool,
-    /// A poll failed: the gateway drains and stops.
-    failed: bool,
-    /// Set with `failed`, for the server, whose stop then reports it.
+    /// Set when a poll failed: the gateway drains and stops, and the server's stop reports
+    /// it (only this thread writes it).
     failure: Arc<AtomicBool>,
     /// The shutdown marker came back out of egress and clients got End of Session.
     done: bool,
@@ -270,7 +269,6 @@ impl Gateway {
             polled: false,
             last_timers: Instant::now(),
             draining: false,
-            failed: false,
             failure: Arc::new(AtomicBool::new(false)),
             done: false,
             metrics: None,
@@ -325,6 +323,11 @@ impl Gateway {
     /// a failure, not an operator's).
     pub fn failure_flag(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.failure)
+    }
+
+    /// Whether a poll failed.
+    fn failed(&self) -> bool {
+        self.failure.load(Ordering::Relaxed)
     }
 
     /// Runs the trading day `plan` (with a `[venue]`): transitions are sequenced at their
@@ -638,7 +641,7 @@ impl Gateway {
 
     /// Polls the sockets, waiting at most `timeout`; a poll error starts a shutdown.
     fn poll_sockets(&mut self, timeout: Duration) {
-        if self.failed {
+        if self.failed() {
             return;
         }
         if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
@@ -646,7 +649,6 @@ impl Gateway {
                 return;
             }
             eprintln!("ironmatch gateway: poll failed: {e}; shutting down");
-            self.failed = true;
             self.failure.store(true, Ordering::SeqCst);
             self.events.clear();
             if !self.draining {
@@ -1302,7 +1304,7 @@ impl Gateway {
                 }
                 open += usize::from(self.conns[i].is_some());
             }
-            if open == 0 || self.failed {
+            if open == 0 || self.failed() {
                 break;
             }
             // Readiness is not needed here: every connection is flushed each round.
