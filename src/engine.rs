@@ -161,6 +161,13 @@ pub struct MatcherAgent {
     /// grows only for such a command (at most a record per resting order) and keeps its
     /// capacity.
     spill: VecDeque<Record>,
+    /// Commands applied since start.
+    applied: u64,
+    /// Commands since start whose records are all in `output` (a spilled command's are
+    /// not until the spill is empty), published after each batch: the journal writer
+    /// counts a command as released only when its last event is (see
+    /// [`crate::journal::Released`]).
+    completed: Arc<AtomicU64>,
 }
 
 /// Records the matcher stage takes from its input ahead of the one it applies.
@@ -195,6 +202,23 @@ impl MatcherAgent {
             snapshots: None,
             ahead: VecDeque::with_capacity(LOOKAHEAD + 1),
             spill: VecDeque::new(),
+            applied: 0,
+            completed: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// How many commands (since start) have all their records in the output ring: for
+    /// the journal writer ([`crate::journal::JournalAgent::new`]).
+    pub fn completed(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.completed)
+    }
+
+    /// Publishes [`MatcherAgent::completed`]; before the output ring's notification, so a
+    /// writer woken by it sees the count.
+    fn publish_completed(&self) {
+        let completed = self.applied - u64::from(!self.spill.is_empty());
+        if self.completed.load(Ordering::Relaxed) != completed {
+            self.completed.store(completed, Ordering::Release);
         }
     }
 
@@ -283,6 +307,7 @@ impl Agent for MatcherAgent {
                 }
                 moved += 1;
             }
+            self.publish_completed();
             self.output.notify();
             if !self.spill.is_empty() {
                 return moved;
@@ -345,6 +370,7 @@ impl Agent for MatcherAgent {
                         s.pushed(journaled);
                     }
                     commands += 1;
+                    self.applied += 1;
                     if !self.spill.is_empty() {
                         taken += 1;
                         break;
@@ -385,6 +411,7 @@ impl Agent for MatcherAgent {
             self.books_dirty = true;
         }
         if taken > 0 {
+            self.publish_completed();
             self.output.notify();
             // At a command boundary: after the batch's records are on their way.
             if let Some(s) = &mut self.snapshots

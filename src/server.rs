@@ -599,7 +599,7 @@ pub fn core_agents(
     };
     let to_journal: Arc<Ring<Record>> = Arc::new(Ring::new(ring_capacity, wake));
     let matcher = MatcherAgent::new(matcher, to_matcher, Arc::clone(&to_journal));
-    let journal = JournalAgent::new(writer, to_journal, to_egress);
+    let journal = JournalAgent::new(writer, to_journal, to_egress, matcher.completed());
     (matcher, journal, journal_parker)
 }
 

@@ -1074,17 +1074,24 @@ fn a_command_with_more_output_than_the_ring_holds_goes_through() {
 /// still be applied, in order, once room returns.
 #[test]
 fn the_pipeline_journals_and_releases_the_matchers_events() {
-    pipeline_journals_and_releases(1 << 12);
-    pipeline_journals_and_releases(256);
+    pipeline_journals_and_releases(1 << 12, 64);
+    pipeline_journals_and_releases(256, 64);
+    // The writer takes everything in its input while the matcher still holds the rest of
+    // a command in its spill.
+    pipeline_journals_and_releases(256, 1 << 13);
 }
 
-fn pipeline_journals_and_releases(journal_ring: usize) {
-    use ironmatch::book::{Event, EventBody, EventSink, Fill, NewOrder, Removal, Rested};
+fn pipeline_journals_and_releases(journal_ring: usize, egress_ring: usize) {
+    use ironmatch::book::{
+        BookConfig, Command, CommandBody, Event, EventBody, EventSink, Fill, NewOrder, Removal,
+        Rested,
+    };
     use ironmatch::engine::MatcherAgent;
     use ironmatch::journal::JournalAgent;
     use ironmatch::pipeline::{Agent, Record, Ring, Wake};
-    use ironmatch::types::{OwnerId, Timestamp};
+    use ironmatch::types::{OwnerId, Symbol, Timestamp, UserRef};
     use std::sync::Arc;
+    use std::sync::atomic::Ordering;
 
     /// The matcher's events, expanded here, and how many groups came whole.
     #[derive(Default)]
@@ -1113,7 +1120,11 @@ fn pipeline_journals_and_releases(journal_ring: usize) {
     }
 
     let dir = temp_dir("pipeline");
-    let book = flow_config(StpMode::CancelResting);
+    // Room for the 1,000 bids below.
+    let book = BookConfig {
+        orders_max: 1_100,
+        ..flow_config(StpMode::CancelResting)
+    };
     let header = first_header(&book);
     // On a thread of its own, so that a stage stuck in a push fails the test instead of
     // hanging it.
@@ -1122,18 +1133,37 @@ fn pipeline_journals_and_releases(journal_ring: usize) {
     std::thread::spawn(move || {
         let writer =
             JournalWriter::open(&path, header, None, 1, FsyncMode::Never, 1 << 30).unwrap();
+        let counts = writer.released();
         let to_matcher = Arc::new(Ring::new(1 << 12, Wake::None));
         let to_journal = Arc::new(Ring::new(journal_ring, Wake::None));
-        let to_egress = Arc::new(Ring::new(64, Wake::None));
+        let to_egress = Arc::new(Ring::new(egress_ring, Wake::None));
         let mut matcher_stage = MatcherAgent::new(
             Matcher::new(&book),
             Arc::clone(&to_matcher),
             Arc::clone(&to_journal),
         );
-        let mut journal_stage = JournalAgent::new(writer, to_journal, Arc::clone(&to_egress));
+        let mut journal_stage = JournalAgent::new(
+            writer,
+            to_journal,
+            Arc::clone(&to_egress),
+            matcher_stage.completed(),
+        );
         let mut released: Vec<Event> = Vec::new();
-        let mut run = |matcher_stage: &mut MatcherAgent, journal_stage: &mut JournalAgent| loop {
+        // `ends[k]`: the events of the first k commands. A command counts as released (what
+        // a cluster's new leader waits for before it takes logins) only once all its events
+        // went to egress: a batch often ends in the middle of a command's events here.
+        let mut ends = vec![0u64];
+        let mut run = |matcher_stage: &mut MatcherAgent,
+                       journal_stage: &mut JournalAgent,
+                       ends: &[u64]| loop {
             let mut worked = matcher_stage.do_work() + journal_stage.do_work();
+            let commands = counts.commands.load(Ordering::Acquire);
+            let events = counts.events.load(Ordering::Acquire);
+            assert!(
+                events >= ends[commands as usize],
+                "{commands} commands counted released with {events} events released, their events are {}",
+                ends[commands as usize]
+            );
             while let Some(record) = to_egress.try_pop() {
                 worked += 1;
                 match record {
@@ -1143,6 +1173,8 @@ fn pipeline_journals_and_releases(journal_ring: usize) {
                 }
             }
             if worked == 0 {
+                // Idle: every command is counted.
+                assert_eq!(commands as usize, ends.len() - 1, "commands released");
                 break;
             }
         };
@@ -1155,26 +1187,66 @@ fn pipeline_journals_and_releases(journal_ring: usize) {
         let bytes: Vec<u8> = (0..400_000).map(|_| rng.below(256) as u8).collect();
         let mut src = ByteSource::new(&bytes);
         let mut commands = 0;
-        while let Some(cmd) = decoder.next(&mut src) {
+        // Then the first owner rests 1,000 bids and each owner cancels all its orders: a
+        // command with more records than the matcher's output ring holds, which waits in
+        // the matcher's spill (with the small ring) while the writer takes its first ones.
+        let ccc = &book.instruments[2];
+        let bids = (0..1_000u64).map(|i| Command {
+            ts: Timestamp(1),
+            owner: OwnerId(0),
+            body: CommandBody::New(NewOrder {
+                user_ref: UserRef(u64::MAX - 2_000 + i),
+                side: ironmatch::types::Side::Buy,
+                qty: ironmatch::types::Qty(ccc.lot),
+                symbol: ccc.symbol,
+                price: Some(ccc.min_price),
+                tif: ironmatch::book::TimeInForce::Day,
+                hidden: false,
+                post_only: false,
+                min_qty: ironmatch::types::Qty(0),
+                max_floor: ironmatch::types::Qty(0),
+                firm: book.owners[0].firm,
+                echo: Default::default(),
+            }),
+        });
+        let mass_cancels = (0..book.owners.len()).map(|o| Command {
+            ts: Timestamp(1),
+            owner: OwnerId(o as u16),
+            body: CommandBody::MassCancel {
+                user_ref: UserRef(u64::MAX),
+                firm: book.owners[o].firm,
+                symbol: Symbol::BLANK,
+                side: None,
+            },
+        });
+        let mut mass_cancels = bids.chain(mass_cancels);
+        let mut most_resting = 0;
+        while let Some(cmd) = decoder.next(&mut src).or_else(|| {
+            most_resting = most_resting.max(reference.resting_orders());
+            mass_cancels.next()
+        }) {
             events.events.clear();
             reference.apply(&cmd, &mut events);
             expected.push(Entry::Command(cmd));
             expected.extend(events.events.iter().map(|e| Entry::Event(*e)));
             to_matcher.push(Record::Command(cmd));
+            ends.push(ends[ends.len() - 1] + events.events.len() as u64);
             commands += 1;
             if commands % 500 == 0 {
-                run(&mut matcher_stage, &mut journal_stage);
+                run(&mut matcher_stage, &mut journal_stage, &ends);
             }
         }
         to_matcher.push(Record::Shutdown);
-        run(&mut matcher_stage, &mut journal_stage);
+        run(&mut matcher_stage, &mut journal_stage, &ends);
         assert!(matcher_stage.is_done() && journal_stage.is_done());
-        let _ = done.send((expected, released, commands, events));
+        assert_eq!(reference.resting_orders(), 0);
+        let _ = done.send((expected, released, commands, events, most_resting));
     });
-    let (expected, released, commands, groups) = finished
+    let (expected, released, commands, groups, most_resting) = finished
         .recv_timeout(std::time::Duration::from_secs(120))
         .expect("the stages ended (none stuck waiting for ring room)");
     assert!(commands > 20_000, "{commands} commands");
+    assert!(most_resting >= 1_000, "{most_resting} orders resting");
 
     // The flow has every kind of compact record in it, many times, hidden fills too.
     let (fills, rested, removed) = (groups.fills, groups.rested, groups.removed);

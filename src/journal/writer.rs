@@ -324,9 +324,11 @@ impl JournalWriter {
 /// next sequence number finds its whole stream there.
 #[derive(Debug, Default)]
 pub struct Released {
-    /// Commands written whose events are in egress's ring (those the journal held at
+    /// Commands written whose events are all in egress's ring (those the journal held at
     /// start included: the server sets that base before the writer runs; after that the
-    /// writer is the only one to write either count).
+    /// writer is the only one to write either count). A batch can end between a command
+    /// and its last event: the writer counts a command once a later command's record came,
+    /// or once the matcher says all its records are out and none is left to take.
     pub commands: AtomicU64,
     /// Events pushed to egress's ring since start. Stored before `commands`: who reads
     /// `commands` first (Acquire) then this has at least those commands' events.
@@ -356,11 +358,24 @@ pub struct JournalAgent {
     /// The last command taken: the records after it are its events
     /// ([`Record::for_each_event`] builds a [`Record::Rested`]'s from it).
     command: Option<Command>,
+    /// Commands taken since start.
+    commands_taken: u64,
+    /// Of those, the ones counted in [`Released::commands`].
+    commands_released: u64,
+    /// The matcher's count of commands whose records are all in `input`
+    /// ([`crate::engine::MatcherAgent::completed`]).
+    matched: Arc<AtomicU64>,
 }
 
 impl JournalAgent {
-    /// The stage between `input` (from the matcher) and `output` (to egress).
-    pub fn new(writer: JournalWriter, input: Arc<Ring<Record>>, output: Arc<Ring<Record>>) -> Self {
+    /// The stage between `input` (from the matcher) and `output` (to egress); `matched`
+    /// is the matcher's [`crate::engine::MatcherAgent::completed`].
+    pub fn new(
+        writer: JournalWriter,
+        input: Arc<Ring<Record>>,
+        output: Arc<Ring<Record>>,
+        matched: Arc<AtomicU64>,
+    ) -> Self {
         JournalAgent {
             writer,
             input,
@@ -373,6 +388,37 @@ impl JournalAgent {
             last_commit_ns: 0,
             clock: VenueClock::utc(),
             command: None,
+            commands_taken: 0,
+            commands_released: 0,
+            matched,
+        }
+    }
+
+    /// Commands taken whose events are all released: every one but the last taken, and
+    /// the last too if the matcher counts it complete and nothing is left in `input`
+    /// (records pushed before the matcher's count are visible once it is read).
+    fn commands_complete(&self) -> u64 {
+        let matched = self.matched.load(Ordering::Acquire);
+        let last_done = matched >= self.commands_taken && self.input.is_empty();
+        self.commands_taken - u64::from(self.commands_taken > 0 && !last_done)
+    }
+
+    /// Adds the commands newly complete to [`Released::commands`]; called after a batch's
+    /// events went to egress, and when idle (the matcher's count may come after the last
+    /// record).
+    fn release_commands(&mut self) {
+        if self.commands_released == self.commands_taken {
+            return;
+        }
+        let complete = self.commands_complete();
+        if complete > self.commands_released {
+            // This thread is its only writer: a load and a store, not a locked add.
+            let r = &self.writer.released;
+            r.commands.store(
+                r.commands.load(Ordering::Relaxed) + (complete - self.commands_released),
+                Ordering::Release,
+            );
+            self.commands_released = complete;
         }
     }
 
@@ -443,7 +489,6 @@ impl Agent for JournalAgent {
         // written (a fill's ring record is three).
         let mut records = 0u64;
         let mut written = 0u64;
-        let mut commands = 0u64;
         let mut shutdown = false;
         // Every event of the batch is pushed to egress's ring below, and with `shared`
         // threading egress drains it only after this turn: take no record whose events
@@ -458,7 +503,7 @@ impl Agent for JournalAgent {
                 Some(Record::Command(c)) => {
                     w.stage(&Entry::Command(c));
                     self.command = Some(c);
-                    commands += 1;
+                    self.commands_taken += 1;
                     records += 1;
                     written += 1;
                 }
@@ -488,6 +533,7 @@ impl Agent for JournalAgent {
         }
         if taken == 0 {
             self.finish_late_marks();
+            self.release_commands();
             return 0;
         }
         while w.hold.as_ref().is_some_and(|h| h.load(Ordering::Acquire)) {
@@ -529,10 +575,8 @@ impl Agent for JournalAgent {
             r.events.load(Ordering::Relaxed) + released,
             Ordering::Release,
         );
-        r.commands.store(
-            r.commands.load(Ordering::Relaxed) + commands,
-            Ordering::Release,
-        );
+        self.release_commands();
+        let w = &self.writer;
         if let Some(signal) = &w.followers {
             signal.notify();
         }
@@ -549,7 +593,16 @@ impl Agent for JournalAgent {
     }
 
     fn prepare_sleep(&mut self) -> bool {
-        self.input.prepare_sleep()
+        if !self.input.prepare_sleep() {
+            return false;
+        }
+        // The matcher may have counted the last command complete after the last look; a
+        // wake-up lost to that race costs at most the runner's longest sleep.
+        if self.commands_complete() > self.commands_released {
+            self.input.woke();
+            return false;
+        }
+        true
     }
 
     fn woke(&mut self) {
