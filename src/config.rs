@@ -795,16 +795,30 @@ impl Config {
             "cluster.node_id",
             || format!("{} is not among cluster.peers", c.node_id),
         )?;
+        // A leader takes logins for `election_timeout_min_ms` after a majority last
+        // answered, as its Raft metrics report it (they can be a heartbeat old); a follower
+        // stands at the earliest `election_timeout_max_ms` after it last heard the leader.
+        // The gap between the two must cover that age and the answer's way back, or a
+        // deposed leader could take a login while another leads; and a lease of fewer than
+        // three heartbeats lapses between them on an ordinary delay.
+        let (heartbeat, min, max) = (
+            c.heartbeat_interval_ms,
+            c.election_timeout_min_ms,
+            c.election_timeout_max_ms,
+        );
         check(
-            c.heartbeat_interval_ms >= 1
-                && c.heartbeat_interval_ms < c.election_timeout_min_ms
-                && c.election_timeout_min_ms < c.election_timeout_max_ms
-                && c.election_timeout_max_ms <= 60_000,
+            heartbeat >= 1
+                && heartbeat.saturating_mul(3) <= min
+                && min.saturating_add(heartbeat.saturating_mul(2)) <= max
+                && max <= 60_000,
             "cluster.election_timeout_min_ms",
             || {
-                "needs 1 <= heartbeat_interval_ms < election_timeout_min_ms < \
-                 election_timeout_max_ms <= 60000"
-                    .into()
+                format!(
+                    "needs 1 <= 3 x heartbeat_interval_ms <= election_timeout_min_ms and \
+                     election_timeout_min_ms + 2 x heartbeat_interval_ms <= \
+                     election_timeout_max_ms <= 60000 (a deposed leader's login lease must \
+                     end before another can be elected); got {heartbeat}, {min}, {max}"
+                )
             },
         )?;
         // Each node would have to start each day's Raft log anew with the day's journal:
@@ -1380,6 +1394,47 @@ mod tests {
         let small = node.replacen("ring_capacity = 65536", "ring_capacity = 512", 1);
         let e = Config::parse(&small, "node1").unwrap_err().to_string();
         assert!(e.contains("pipeline.ring_capacity"), "{e}");
+    }
+
+    /// Timeouts whose login lease could outlast a new leader's election, or lapse between
+    /// heartbeats, are refused; the shipped and tested ones pass.
+    #[test]
+    fn cluster_timeouts_keep_the_login_lease_inside_the_election_timeout() {
+        let node = include_str!("../config/cluster/node1.toml");
+        let with = |min: u64, max: u64, heartbeat: u64| {
+            let text = node
+                .replacen(
+                    "election_timeout_min_ms = 500",
+                    &format!("election_timeout_min_ms = {min}"),
+                    1,
+                )
+                .replacen(
+                    "election_timeout_max_ms = 1000",
+                    &format!("election_timeout_max_ms = {max}"),
+                    1,
+                )
+                .replacen(
+                    "heartbeat_interval_ms = 100\n",
+                    &format!("heartbeat_interval_ms = {heartbeat}\n"),
+                    1,
+                );
+            Config::parse(&text, "node1").map(|c| {
+                let s = c.cluster_settings().unwrap();
+                let got = (
+                    s.election_timeout_min_ms,
+                    s.election_timeout_max_ms,
+                    s.heartbeat_interval_ms,
+                );
+                assert_eq!(got, (min, max, heartbeat));
+            })
+        };
+        assert!(with(500, 1000, 100).is_ok(), "shipped");
+        assert!(with(400, 800, 50).is_ok(), "tests/cluster.rs");
+        assert!(with(300, 500, 100).is_ok(), "the limits");
+        for (min, max, heartbeat) in [(900, 1000, 800), (300, 499, 100), (299, 1000, 100)] {
+            let e = with(min, max, heartbeat).unwrap_err().to_string();
+            assert!(e.contains("cluster.election_timeout_min_ms"), "{e}");
+        }
     }
 
     /// Nodes whose books or feeds differ have different fingerprints (and refuse each other).
