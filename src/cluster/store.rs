@@ -113,6 +113,7 @@ impl RaftStore {
         journal_commands: u64,
         apply: Option<Arc<Ring<Record>>>,
     ) -> io::Result<Opened> {
+        let created = !dir.join("log").exists();
         std::fs::create_dir_all(dir)?;
         let vote = read_small(&dir.join("vote"))?;
         let purged: Option<LogId<NodeId>> = read_small(&dir.join("purged"))?.flatten();
@@ -121,6 +122,15 @@ impl RaftStore {
             .create(true)
             .append(true)
             .open(dir.join("log"))?;
+        if created && fsync == FsyncMode::Always {
+            // The new file's entry in its directory, and the directory's in its parent
+            // (made just now with the journal's, most often), outlive a power loss: else
+            // the entries appended and synced later could vanish with their file.
+            File::open(dir)?.sync_all()?;
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                File::open(parent)?.sync_all()?;
+            }
+        }
         log.set_len(valid)?;
         let reader = File::open(dir.join("log"))?;
         let entries: Vec<Placed> = entries
