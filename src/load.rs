@@ -178,22 +178,21 @@ pub fn write_hgrm(histogram: &Histogram<u64>, out: &mut impl Write) -> io::Resul
         "{:>12} {:>14} {:>10} {:>14}\n",
         "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
     )?;
+    // TotalCount is the count of values up to the line's (cumulative), as HdrHistogram
+    // writes it.
+    let mut total = 0u64;
     for v in histogram.iter_quantiles(5) {
         let q = v.quantile_iterated_to();
         let value = v.value_iterated_to() as f64 / 1e3;
+        total += v.count_since_last_iteration();
         if q < 1.0 {
             writeln!(
                 out,
-                "{value:>12.3} {q:>14.12} {:>10} {:>14.2}",
-                v.count_since_last_iteration(),
+                "{value:>12.3} {q:>14.12} {total:>10} {:>14.2}",
                 1.0 / (1.0 - q)
             )?;
         } else {
-            writeln!(
-                out,
-                "{value:>12.3} {q:>14.12} {:>10}",
-                v.count_since_last_iteration()
-            )?;
+            writeln!(out, "{value:>12.3} {q:>14.12} {total:>10}")?;
         }
     }
     writeln!(
@@ -212,7 +211,9 @@ pub fn write_hgrm(histogram: &Histogram<u64>, out: &mut impl Write) -> io::Resul
         out,
         "#[Buckets = {:>12}, SubBuckets     = {:>12}]",
         histogram.buckets(),
-        histogram.distinct_values()
+        // HdrHistogram's sub-bucket count: enough for the significant digits, a power of
+        // two (2,048 for 3 digits).
+        (2 * 10u64.pow(u32::from(histogram.sigfig()))).next_power_of_two()
     )
 }
 
@@ -926,14 +927,15 @@ fn send_all(
             dirty[s] = true;
             i += 1;
         }
-        let sent_at = start.elapsed().as_nanos() as u64;
-        for k in first..i {
-            send_lag.saturating_record(sent_at.saturating_sub(due_ns(k)).max(1));
-        }
         for (s, quoter) in quoters.iter_mut().enumerate() {
             if std::mem::take(&mut dirty[s]) {
                 quoter.flush_or_fail_over(failover)?;
             }
+        }
+        // After the writes: a message is sent when its bytes are in the socket.
+        let sent_at = start.elapsed().as_nanos() as u64;
+        for k in first..i {
+            send_lag.saturating_record(sent_at.saturating_sub(due_ns(k)).max(1));
         }
         let now = start.elapsed();
         if heartbeats && now >= next_heartbeat {
@@ -1477,6 +1479,41 @@ pub fn print_summary(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The percentile distribution reads as HdrHistogram's: TotalCount is cumulative and
+    /// ends at the histogram's count, and the footer gives the sub-bucket count.
+    #[test]
+    fn the_hgrm_file_has_cumulative_counts() {
+        let mut h = histogram();
+        for us in 1..=1_000u64 {
+            h.record(us * 1_000).unwrap();
+        }
+        let mut out = Vec::new();
+        write_hgrm(&h, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let rows: Vec<(f64, f64, u64)> = text
+            .lines()
+            .skip(2)
+            .take_while(|l| !l.starts_with('#'))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (
+                    f[0].parse().unwrap(),
+                    f[1].parse().unwrap(),
+                    f[2].parse().unwrap(),
+                )
+            })
+            .collect();
+        assert!(rows.len() > 20, "{text}");
+        assert!(rows.windows(2).all(|w| w[0].2 <= w[1].2), "{text}");
+        assert_eq!(rows.last().unwrap().2, 1_000, "{text}");
+        let median = rows.iter().find(|r| r.1 >= 0.5).unwrap();
+        assert!(
+            (median.0 - 500.0).abs() < 1.0 && median.2 == 500,
+            "{median:?}"
+        );
+        assert!(text.contains("SubBuckets     =         2048]"), "{text}");
+    }
 
     fn report(replies: u64, send_seconds: f64, reply_seconds: f64) -> LoadReport {
         LoadReport {
