@@ -117,7 +117,6 @@ impl RaftStore {
         std::fs::create_dir_all(dir)?;
         let vote = read_small(&dir.join("vote"))?;
         let purged: Option<LogId<NodeId>> = read_small(&dir.join("purged"))?.flatten();
-        let (entries, valid) = read_log(&dir.join("log"))?;
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -131,19 +130,14 @@ impl RaftStore {
                 File::open(parent)?.sync_all()?;
             }
         }
-        log.set_len(valid)?;
         let reader = File::open(dir.join("log"))?;
-        let entries: Vec<Placed> = entries
-            .into_iter()
-            .filter(|(e, _)| purged.is_none_or(|p| e.log_id.index > p.index))
-            .collect();
         let mut inner = Inner {
             dir: dir.to_path_buf(),
             fsync,
             log,
             reader,
-            log_len: valid,
-            slots: entries.iter().map(|(_, slot)| *slot).collect(),
+            log_len: 0,
+            slots: std::collections::VecDeque::new(),
             cache: BTreeMap::new(),
             cached_commands: 0,
             purged,
@@ -153,14 +147,21 @@ impl RaftStore {
             apply,
             commands_applied: 0,
         };
-        let resume = inner.find_applied(entries.iter().map(|(e, _)| e), journal_commands)?;
-        let count = entries.len();
-        for (e, _) in entries.into_iter().rev() {
-            if inner.cached_commands >= CACHE_COMMANDS_MAX {
-                break;
+        // One pass over the file, an entry at a time: what is kept is each entry's place
+        // and the newest entries within the cache's budget, never the whole log.
+        let mut applied = FindApplied::new(journal_commands);
+        let valid = read_log(&dir.join("log"), |e, slot| {
+            if purged.is_some_and(|p| e.log_id.index <= p.index) {
+                return;
             }
+            inner.slots.push_back(slot);
+            applied.visit(&e, &mut inner);
             inner.cache_entry(e);
-        }
+        })?;
+        inner.log.set_len(valid)?;
+        inner.log_len = valid;
+        let resume = applied.finish(&mut inner)?;
+        let count = inner.slots.len();
         Ok(Opened {
             store: RaftStore {
                 inner: Arc::new(Mutex::new(inner)),
@@ -183,47 +184,6 @@ impl RaftStore {
 }
 
 impl Inner {
-    /// Finds the entry holding the journal's last command: it and those before it are
-    /// applied. Returns the commands of that entry after the journal's last one.
-    fn find_applied<'a>(
-        &mut self,
-        entries: impl Iterator<Item = &'a Entry<TypeConfig>>,
-        journal_commands: u64,
-    ) -> io::Result<Vec<Command>> {
-        let mut done = 0u64;
-        let mut resume = Vec::new();
-        for e in entries {
-            if done >= journal_commands {
-                break;
-            }
-            match &e.payload {
-                EntryPayload::Normal(batch) => {
-                    let k = batch.commands.len() as u64;
-                    if done + k > journal_commands {
-                        let from = (journal_commands - done) as usize;
-                        resume.extend_from_slice(&batch.commands[from..]);
-                    }
-                    done += k;
-                }
-                EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(e.log_id), m.clone());
-                }
-                EntryPayload::Blank => {}
-            }
-            self.last_applied = Some(e.log_id);
-        }
-        if done < journal_commands {
-            return Err(io::Error::other(format!(
-                "the journal holds {journal_commands} commands, the raft log in {} only {done}: \
-                 this node's journal was not written by this cluster (wipe the journal and the \
-                 raft directory to rejoin from the leader)",
-                self.dir.display()
-            )));
-        }
-        self.commands_applied = done;
-        Ok(resume)
-    }
-
     fn sync(&self) -> io::Result<()> {
         match self.fsync {
             FsyncMode::Always => self.log.sync_data(),
@@ -339,9 +299,6 @@ fn encode(buf: &mut Vec<u8>, e: &Entry<TypeConfig>) {
     buf[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// An entry read from the log file, and where it was.
-type Placed = (Entry<TypeConfig>, Slot);
-
 /// The entry whose frame starts at `pos` in `bytes`, and the frame's length, if a whole
 /// frame is there, its checksum holds and it decodes.
 fn frame_at(bytes: &[u8], pos: usize) -> Option<(Entry<TypeConfig>, usize)> {
@@ -359,30 +316,117 @@ fn frame_at(bytes: &[u8], pos: usize) -> Option<(Entry<TypeConfig>, usize)> {
     Some((entry, FRAME_LEN + len))
 }
 
-/// Reads the log's entries up to a torn tail (cut: an append a crash interrupted, never
-/// acknowledged); returns them with their places and the length of the valid prefix. A
-/// damaged entry with whole entries after it is not a torn append but damage to entries
-/// this node may have acknowledged to a leader: cutting them could lose a committed
-/// command, so the log is refused, as the journal refuses such a record.
-fn read_log(path: &Path) -> io::Result<(Vec<Placed>, u64)> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
-        Err(e) => return Err(e),
-    };
-    let mut entries = Vec::new();
-    let mut pos = 0;
-    while let Some((e, len)) = frame_at(&bytes, pos) {
-        let slot = Slot {
-            log_id: e.log_id,
-            at: pos as u64,
-            len: len as u32,
-        };
-        entries.push((e, slot));
-        pos += len;
+/// Finds, in the pass over the log at open, the entry holding the journal's last command:
+/// it and those before it are applied; the commands of that entry after the journal's last
+/// one are handed back to be applied first.
+struct FindApplied {
+    journal_commands: u64,
+    /// Commands of the entries visited so far.
+    done: u64,
+    resume: Vec<Command>,
+}
+
+impl FindApplied {
+    fn new(journal_commands: u64) -> Self {
+        FindApplied {
+            journal_commands,
+            done: 0,
+            resume: Vec::new(),
+        }
     }
-    if pos < bytes.len() {
-        if (pos + 1..bytes.len()).any(|at| frame_at(&bytes, at).is_some()) {
+
+    /// The log's next entry, in order.
+    fn visit(&mut self, e: &Entry<TypeConfig>, inner: &mut Inner) {
+        if self.done >= self.journal_commands {
+            return;
+        }
+        match &e.payload {
+            EntryPayload::Normal(batch) => {
+                let k = batch.commands.len() as u64;
+                if self.done + k > self.journal_commands {
+                    let from = (self.journal_commands - self.done) as usize;
+                    self.resume.extend_from_slice(&batch.commands[from..]);
+                }
+                self.done += k;
+            }
+            EntryPayload::Membership(m) => {
+                inner.membership = StoredMembership::new(Some(e.log_id), m.clone());
+            }
+            EntryPayload::Blank => {}
+        }
+        inner.last_applied = Some(e.log_id);
+    }
+
+    /// After the last entry: the commands to apply first, or an error if the journal holds
+    /// more commands than the log.
+    fn finish(self, inner: &mut Inner) -> io::Result<Vec<Command>> {
+        if self.done < self.journal_commands {
+            return Err(io::Error::other(format!(
+                "the journal holds {} commands, the raft log in {} only {}: this node's \
+                 journal was not written by this cluster (wipe the journal and the raft \
+                 directory to rejoin from the leader)",
+                self.journal_commands,
+                inner.dir.display(),
+                self.done
+            )));
+        }
+        inner.commands_applied = self.done;
+        Ok(self.resume)
+    }
+}
+
+/// Reads the log's entries in order, one at a time, handing each with its place to
+/// `visit`, up to a torn tail (cut: an append a crash interrupted, never acknowledged);
+/// returns the length of the valid prefix. A damaged entry with whole entries after it is
+/// not a torn append but damage to entries this node may have acknowledged to a leader:
+/// cutting them could lose a committed command, so the log is refused, as the journal
+/// refuses such a record.
+fn read_log(path: &Path, mut visit: impl FnMut(Entry<TypeConfig>, Slot)) -> io::Result<u64> {
+    use std::io::{Read, Seek};
+    let file = File::open(path)?;
+    let file_len = file.metadata()?.len();
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    // Fills `buf` unless the file ends first.
+    let read_full = |reader: &mut io::BufReader<File>, buf: &mut [u8]| match reader.read_exact(buf)
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    };
+    let mut pos = 0u64;
+    let mut body = Vec::new();
+    loop {
+        let mut header = [0u8; FRAME_LEN];
+        if !read_full(&mut reader, &mut header)? {
+            break;
+        }
+        let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
+        if len > ENTRY_BYTES_MAX {
+            break;
+        }
+        body.resize(len, 0);
+        if !read_full(&mut reader, &mut body)? || crc32c::crc32c(&body) != crc {
+            break;
+        }
+        let Ok(entry) = postcard::from_bytes::<Entry<TypeConfig>>(&body) else {
+            break;
+        };
+        let frame = FRAME_LEN + len;
+        let slot = Slot {
+            log_id: entry.log_id,
+            at: pos,
+            len: frame as u32,
+        };
+        visit(entry, slot);
+        pos += frame as u64;
+    }
+    if pos < file_len {
+        let mut rest = Vec::new();
+        let mut file = File::open(path)?;
+        file.seek(io::SeekFrom::Start(pos))?;
+        file.read_to_end(&mut rest)?;
+        if (1..rest.len()).any(|at| frame_at(&rest, at).is_some()) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
@@ -394,10 +438,10 @@ fn read_log(path: &Path) -> io::Result<(Vec<Placed>, u64)> {
         eprintln!(
             "ironmatch cluster: {}: cut a torn tail of {} bytes",
             path.display(),
-            bytes.len() - pos
+            rest.len()
         );
     }
-    Ok((entries, pos as u64))
+    Ok(pos)
 }
 
 fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
@@ -835,6 +879,24 @@ mod tests {
                 assert!(inner.cached_commands <= CACHE_COMMANDS_MAX);
                 assert!(!inner.cache.contains_key(&1), "the oldest left memory");
                 assert_eq!(inner.slots.len() as u64, n);
+            }
+        });
+        // Reopened with the journal holding 5 entries and 7 commands of the sixth: the
+        // open reads the file an entry at a time and keeps only the newest in memory.
+        let journal = per as u64 * 5 + 7;
+        let opened = RaftStore::open(&dir, FsyncMode::Never, journal, None).unwrap();
+        assert_eq!(opened.entries as u64, n);
+        assert_eq!(opened.resume.len(), per - 7);
+        run(async {
+            let mut s = opened.store;
+            {
+                let inner = s.lock();
+                assert!(inner.cached_commands <= CACHE_COMMANDS_MAX);
+                assert!(inner.cached_commands + per > CACHE_COMMANDS_MAX);
+                assert_eq!(inner.cache.keys().next_back(), Some(&n));
+                assert!(!inner.cache.contains_key(&1), "the oldest left memory");
+                assert_eq!(inner.commands_applied, per as u64 * 6);
+                assert_eq!(inner.last_applied.map(|l| l.index), Some(6));
             }
             // Old (from the file) and new (from memory) entries, across the boundary.
             let got = s.try_get_log_entries(1..=n).await.unwrap();
