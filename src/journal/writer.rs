@@ -37,23 +37,44 @@ struct Writeback {
     files: crossbeam::channel::Sender<File>,
     /// Segment length when writeback was last asked for.
     asked_at: u64,
+    /// The first error of a background `fdatasync`, for the writer to stop on.
+    failed: Arc<std::sync::OnceLock<(io::ErrorKind, String)>>,
 }
 
 impl Writeback {
     fn start() -> io::Result<Writeback> {
         let (files, queue) = crossbeam::channel::bounded::<File>(1);
+        let failed = Arc::new(std::sync::OnceLock::new());
+        let report = Arc::clone(&failed);
         std::thread::Builder::new()
             .name("im-writeback".into())
             .spawn(move || {
                 for file in queue {
                     if let Err(e) = file.sync_data() {
-                        // The writer's own fdatasync at the segment's end will fail too
-                        // and stop the engine; nothing is lost by going on here.
-                        eprintln!("ironmatch journal: background writeback: {e}");
+                        // The file is the writer's (a `dup`, one open file description):
+                        // Linux reports a failed writeback once per description, so the
+                        // writer's own fdatasync would not see it. It reads this instead.
+                        let _ = report.set((e.kind(), e.to_string()));
                     }
                 }
             })?;
-        Ok(Writeback { files, asked_at: 0 })
+        Ok(Writeback {
+            files,
+            asked_at: 0,
+            failed,
+        })
+    }
+
+    /// The background writeback's error, if one came: data already written may not be
+    /// on disk, nor readable back, so nothing more may be acknowledged.
+    fn error(&self) -> io::Result<()> {
+        match self.failed.get() {
+            None => Ok(()),
+            Some((kind, message)) => Err(io::Error::new(
+                *kind,
+                format!("background writeback failed: {message}"),
+            )),
+        }
     }
 
     /// Asks for `file` (now `len` bytes) to be written back if `WRITEBACK_BYTES` were
@@ -265,6 +286,9 @@ impl JournalWriter {
         let mut times = CommitTimes::default();
         if self.buf.is_empty() {
             return Ok(times);
+        }
+        if let Some(writeback) = &self.writeback {
+            writeback.error()?;
         }
         if self.file_len + self.buf.len() as u64 > self.segment_bytes_max
             && self.file_len > HEADER_LEN as u64
@@ -621,4 +645,58 @@ fn create_segment(dir: &Path, header: &Header) -> io::Result<File> {
     file.sync_all()?;
     File::open(dir)?.sync_all()?;
     Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A background writeback that fails (here an `fdatasync` on a pipe, which Linux
+    /// refuses) stops the writer at its next batch, before anything more is released: the
+    /// error went to the writeback thread alone (it was printed, and the engine went on
+    /// acknowledging).
+    #[test]
+    fn a_failed_background_writeback_stops_the_writer() {
+        let dir = std::env::temp_dir().join(format!(
+            "ironmatch-writeback-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let header = Header {
+            instance: 7,
+            first_seq: 1,
+            fingerprint: 9,
+            created_ns: 1,
+        };
+        let mut w = JournalWriter::open(&dir, header, None, 1, FsyncMode::Never, 1 << 30).unwrap();
+        let cmd = Command {
+            ts: crate::types::Timestamp(1),
+            owner: crate::types::OwnerId(0),
+            body: crate::book::CommandBody::AccountQuery,
+        };
+        w.stage(&Entry::Command(cmd));
+        w.commit_timed().unwrap();
+        let (_reader, pipe) = io::pipe().unwrap();
+        let writeback = w.writeback.as_ref().unwrap();
+        writeback
+            .files
+            .send(File::from(std::os::fd::OwnedFd::from(pipe)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while writeback.failed.get().is_none() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        w.stage(&Entry::Command(cmd));
+        let e = w.commit_timed().unwrap_err();
+        assert!(e.to_string().contains("background writeback failed"), "{e}");
+        assert_eq!(
+            w.written.load(Ordering::Acquire),
+            1,
+            "the second batch not written"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
