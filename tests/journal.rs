@@ -308,6 +308,16 @@ fn a_zero_filled_last_segment_is_removed() {
     assert_eq!(recovery.scan.next_seq, scan.next_seq);
     assert!(!next.exists(), "the empty segment is gone");
     assert!(first.exists());
+    // Zeros beyond a page are records that never reached the disk, not a creation cut
+    // short: refused, and the file left as it is.
+    std::fs::write(&next, vec![0u8; 64 << 10]).unwrap();
+    match journal::recover(&dir, &book, |_| {}) {
+        Err(e @ JournalError::Zeroed { .. }) => {
+            assert!(e.to_string().contains("65536 bytes of zeros"), "{e}")
+        }
+        other => panic!("not refused: {:?}", other.map(|r| r.scan.next_seq)),
+    }
+    assert_eq!(std::fs::metadata(&next).unwrap().len(), 64 << 10);
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -17,6 +17,10 @@ use super::format::{
 use crate::book::{BookConfig, Event, Matcher};
 
 /// Why a journal cannot be used.
+/// The largest last segment of zeros recovery takes for one whose creation a crash cut
+/// short (its header is one write and one sync): a page.
+const ZEROED_SEGMENT_MAX: usize = 4096;
+
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// A file could not be read or repaired.
@@ -80,6 +84,17 @@ pub enum JournalError {
     Fingerprint {
         /// File.
         path: PathBuf,
+    },
+    /// The last segment is zeros beyond what a crash while creating it can leave: its
+    /// records were lost (a power loss before they reached the disk), not merely torn.
+    #[error(
+        "{path}: the last segment is {len} bytes of zeros: its records never reached the disk (a power loss with fsync = \"never\"?); nothing was changed: remove the file to start without them"
+    )]
+    Zeroed {
+        /// File.
+        path: PathBuf,
+        /// Its length.
+        len: u64,
     },
     /// A report (of `ironmatch replay`) could not be written out.
     #[error("writing the report: {0}")]
@@ -219,8 +234,16 @@ pub fn scan_journal(
             source,
         })?;
         // A crash while creating the segment: it holds nothing (a header cut short, or
-        // the file's length reached the disk and its bytes did not: zeros).
-        if last && (bytes.len() < HEADER_LEN || bytes.iter().all(|&b| b == 0)) {
+        // the file's length reached the disk and its bytes did not: zeros). Zeros beyond
+        // a page are records lost, not a creation cut short: refused, not removed.
+        let zeros = bytes.iter().all(|&b| b == 0);
+        if last && zeros && bytes.len() > ZEROED_SEGMENT_MAX {
+            return Err(JournalError::Zeroed {
+                path: path.clone(),
+                len: bytes.len() as u64,
+            });
+        }
+        if last && (bytes.len() < HEADER_LEN || zeros) {
             eprintln!(
                 "ironmatch journal: warning: {}: {} bytes, no complete header: {}",
                 path.display(),

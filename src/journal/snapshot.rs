@@ -260,7 +260,9 @@ fn snapshot_loop(mut start: SnapshotterStart, stop: &AtomicBool) -> Result<(), S
         let read = follower
             .poll(|place, entry: &Entry| {
                 replayer.feed(place, entry, &mut |_| {})?;
-                if replayer.at_boundary() && place.seq >= last_snapshot + start.interval {
+                if replayer.at_boundary()
+                    && place.seq >= last_snapshot.saturating_add(start.interval)
+                {
                     take(&start, fingerprint, &replayer, place.seq).map_err(|source| {
                         JournalError::Io {
                             path: start.dir.clone(),
@@ -445,7 +447,7 @@ impl SnapshotTaker {
     /// Whether a snapshot is due (call at a command boundary: the end of a batch).
     #[inline]
     pub fn due(&self) -> bool {
-        self.next_seq > self.last + self.interval
+        self.next_seq > self.last.saturating_add(self.interval)
     }
 
     /// Copies `matcher`'s state as the snapshot covering every record pushed so far, for
