@@ -16,11 +16,11 @@ use super::format::{
 };
 use crate::book::{BookConfig, Event, Matcher};
 
-/// Why a journal cannot be used.
 /// The largest last segment of zeros recovery takes for one whose creation a crash cut
 /// short (its header is one write and one sync): a page.
 const ZEROED_SEGMENT_MAX: usize = 4096;
 
+/// Why a journal cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// A file could not be read or repaired.
