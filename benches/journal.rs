@@ -140,6 +140,7 @@ fn benches(c: &mut Criterion) {
             last_snapshot: 0,
         },
         &stop,
+        None,
     );
     let snaps = journal::snapshot::snapshot_paths(&snap_dir).unwrap();
     std::fs::remove_file(&snaps.last().unwrap().1).unwrap();

@@ -378,7 +378,8 @@ pub fn replay(
         },
     )?;
     // A snapshot past the journal's last record proves records were lost (recovery
-    // refuses such a snapshot too).
+    // removes such a snapshot, whose sequence numbers will be reused, and starts from an
+    // older one or from the journal's start).
     if options.until.is_none()
         && let Some((seq, path)) = snapshots.next()
     {

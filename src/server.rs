@@ -237,9 +237,13 @@ impl Server {
                 .snapshot_source()
                 .resolve(threading != Threading::Shared)
             {
-                SnapshotSource::Follower | SnapshotSource::Auto => followers.push(
-                    snapshot::spawn_snapshotter(start, Arc::clone(&followers_stop))?,
-                ),
+                SnapshotSource::Follower | SnapshotSource::Auto => {
+                    followers.push(snapshot::spawn_snapshotter(
+                        start,
+                        Arc::clone(&followers_stop),
+                        writer.written(),
+                    )?)
+                }
                 SnapshotSource::Matcher => {
                     let (taker, thread) = snapshot::spawn_snapshot_writer(
                         start,

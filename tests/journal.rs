@@ -532,6 +532,17 @@ fn replay_verifies_summarises_audits_and_exports() {
 /// Runs the snapshot thread over the journal in `dir` from its start until it has caught up
 /// (its stop flag is set from the outset, so it ends with a final snapshot).
 fn take_snapshots(dir: &std::path::Path, book: &ironmatch::book::BookConfig, interval: u64) {
+    take_snapshots_up_to(dir, book, interval, None);
+}
+
+/// [`take_snapshots`], reading only records up to `written` if given (the writer's count
+/// of durable records).
+fn take_snapshots_up_to(
+    dir: &std::path::Path,
+    book: &ironmatch::book::BookConfig,
+    interval: u64,
+    written: Option<u64>,
+) {
     use ironmatch::journal::snapshot::{SnapshotterStart, run_snapshotter};
     let stop = std::sync::atomic::AtomicBool::new(true);
     run_snapshotter(
@@ -546,7 +557,29 @@ fn take_snapshots(dir: &std::path::Path, book: &ironmatch::book::BookConfig, int
             last_snapshot: 0,
         },
         &stop,
+        written.map(|w| std::sync::Arc::new(std::sync::atomic::AtomicU64::new(w))),
     );
+}
+
+/// The snapshot thread reads only records the writer has made durable: a snapshot never
+/// covers a record a power loss can take (one that did was deleted at the next start,
+/// and the whole day replayed from its first record).
+#[test]
+fn the_snapshot_thread_reads_only_durable_records() {
+    use ironmatch::journal::snapshot::snapshot_paths;
+    let (dir, book) = write_flow(6000);
+    let end = journal::scan_journal(&dir, None, false, None, |_, _| Ok(()))
+        .unwrap()
+        .next_seq
+        - 1;
+    let durable = end / 2;
+    take_snapshots_up_to(&dir, &book, 1000, Some(durable));
+    let newest = snapshot_paths(&dir).unwrap().last().unwrap().0;
+    assert!(
+        newest <= durable && newest + 1000 > durable,
+        "newest snapshot at {newest}, durable up to {durable} of {end}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// State, sessions and delivered events of a recovery of `dir`.
@@ -737,6 +770,36 @@ fn a_snapshot_beyond_the_journal_end_is_removed() {
         snapshot_paths(&dir).unwrap().is_empty(),
         "the snapshot beyond the end is removed, since its sequence numbers will be reused"
     );
+}
+
+/// With an older snapshot inside the journal, recovery starts from it once the one beyond
+/// the end is removed, instead of re-running the whole day; same state and events.
+#[test]
+fn a_snapshot_beyond_the_journal_end_falls_back_to_an_older_one() {
+    use ironmatch::journal::snapshot::snapshot_paths;
+    let (dir, book) = write_flow(6000);
+    take_snapshots(&dir, &book, 2000);
+    let snaps = snapshot_paths(&dir).unwrap();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let (older, newest) = (snaps[0].0, snaps[1].0);
+    // Lose the records after the older snapshot's, at a record boundary.
+    let path = only_segment(&dir);
+    let bytes = std::fs::read(&path).unwrap();
+    let mut at = 64;
+    let mut seq = 0;
+    while seq < older + 10 {
+        at += journal::read_record(&bytes[at..]).unwrap().2;
+        seq += 1;
+    }
+    assert!(seq < newest);
+    std::fs::write(&path, &bytes[..at]).unwrap();
+    let full = recovered(&without_snapshots(&dir), &book);
+    let r = recovered(&dir, &book);
+    assert_eq!(r.3, Some(older), "recovered from the older snapshot");
+    assert!(r.0 == full.0, "books differ");
+    assert_eq!(r.1, full.1, "session counts differ");
+    assert!(r.2 == full.2, "events differ");
+    assert_eq!(snapshot_paths(&dir).unwrap().len(), 1);
 }
 
 #[test]

@@ -495,7 +495,19 @@ pub fn recover(
                     // will be reused, so the snapshot must go. Every journaled event has
                     // been delivered by the first pass already.
                     remove_snapshots_after(dir, end)?;
-                    recover_from(dir, book, None, &mut |_| {})?
+                    // An older snapshot inside the journal saves re-running the whole day.
+                    match usable_snapshot(dir, book, fingerprint)? {
+                        Some((older, matcher)) => {
+                            let covered = (older.seq, matcher, older.body.sessions);
+                            match recover_from(dir, book, Some(covered), &mut |_| {}) {
+                                Err(JournalError::Diverged { .. }) => {
+                                    recover_from(dir, book, None, &mut |_| {})?
+                                }
+                                other => other?,
+                            }
+                        }
+                        None => recover_from(dir, book, None, &mut |_| {})?,
+                    }
                 }
                 Err(e @ JournalError::Diverged { .. }) => {
                     // The snapshot loads but disagrees with the journal (its session

@@ -240,18 +240,32 @@ const FOLLOW_PERIOD: Duration = Duration::from_millis(50);
 /// like recovery does), and writes a snapshot every `interval` records at the next
 /// command boundary. `stop` is set once the journal writer has ended: the thread then
 /// catches up, writes a last snapshot and ends. A problem stops snapshots, never the engine.
-pub fn run_snapshotter(start: SnapshotterStart, stop: &AtomicBool) {
-    if let Err(e) = snapshot_loop(start, stop) {
+/// With `written` (the writer's [`written`](super::JournalWriter::written) count), it reads
+/// only records made durable, so a snapshot never covers a record a power loss can take
+/// (one that did was deleted at the next start, and the whole day replayed).
+pub fn run_snapshotter(
+    start: SnapshotterStart,
+    stop: &AtomicBool,
+    written: Option<Arc<AtomicU64>>,
+) {
+    if let Err(e) = snapshot_loop(start, stop, written) {
         eprintln!("ironmatch snapshots: stopped, recovery will replay more of the journal: {e}");
     }
 }
 
-fn snapshot_loop(mut start: SnapshotterStart, stop: &AtomicBool) -> Result<(), String> {
+fn snapshot_loop(
+    mut start: SnapshotterStart,
+    stop: &AtomicBool,
+    written: Option<Arc<AtomicU64>>,
+) -> Result<(), String> {
     let matcher = Matcher::from_state(&start.book, &start.state)?;
     start.state = BookState::default();
     let fingerprint = super::fingerprint(&start.book);
     let mut replayer = Replayer::new(matcher, std::mem::take(&mut start.sessions));
     let mut follower = Follower::new(&start.dir, fingerprint, start.next_seq);
+    if let Some(written) = written {
+        follower = follower.limited_to(written);
+    }
     let mut last_snapshot = start.last_snapshot;
     loop {
         // Read before the journal is read: only a poll that finds nothing after the flag
@@ -319,12 +333,13 @@ const SNAPSHOT_NICE: i32 = 19;
 pub fn spawn_snapshotter(
     start: SnapshotterStart,
     stop: Arc<AtomicBool>,
+    written: Arc<AtomicU64>,
 ) -> io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("im-snapshot".into())
         .spawn(move || {
             lower_priority();
-            run_snapshotter(start, &stop)
+            run_snapshotter(start, &stop, Some(written))
         })
 }
 

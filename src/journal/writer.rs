@@ -158,7 +158,7 @@ pub const LOCK_NAME: &str = "LOCK";
 /// another engine in this one) holds it. The lock lasts as long as the returned file; the
 /// kernel drops it when the process ends, however it ends.
 pub fn lock_dir(dir: &Path) -> io::Result<File> {
-    std::fs::create_dir_all(dir)?;
+    create_dir_durably(dir)?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -175,6 +175,23 @@ pub fn lock_dir(dir: &Path) -> io::Result<File> {
         )),
         Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
+}
+
+/// Creates `dir` and its missing ancestors, each one's entry synced in its parent, so
+/// that a directory made today (a trading day's journal) outlives a power loss as the
+/// segments synced in it must.
+pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .collect();
+    std::fs::create_dir_all(dir)?;
+    for created in missing.iter().rev() {
+        if let Some(parent) = created.parent().filter(|p| !p.as_os_str().is_empty()) {
+            File::open(parent)?.sync_all()?;
+        }
+    }
+    Ok(())
 }
 
 /// The file name of the segment starting at `first_seq`.
@@ -650,6 +667,22 @@ fn create_segment(dir: &Path, header: &Header) -> io::Result<File> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Nested directories are all created (and creating them again is a no-op); with
+    /// IRONMATCH_TEST_DIR set, only that (for a look under strace at the syncs).
+    #[test]
+    fn directories_are_created_with_their_ancestors() {
+        let base = std::env::var_os("IRONMATCH_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("ironmatch-mkdir-{}", std::process::id()))
+            });
+        let dir = base.join("journal").join("2026-12-07");
+        create_dir_durably(&dir).unwrap();
+        assert!(dir.is_dir());
+        create_dir_durably(&dir).unwrap();
+        let _ = std::fs::remove_dir_all(&base);
+    }
 
     /// A background writeback that fails (here an `fdatasync` on a pipe, which Linux
     /// refuses) stops the writer at its next batch, before anything more is released: the
