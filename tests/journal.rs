@@ -336,6 +336,55 @@ fn replay_of_a_directory_without_a_journal_is_an_error() {
     }
 }
 
+/// A power loss in the middle of the last batch's fdatasync can leave that batch's pages
+/// on disk in any order: a sector of zeros with records of the same batch after it. Those
+/// were never made durable, so never acknowledged with fsync = "always": recovery cuts the
+/// segment at the first damaged record (it refused to start, and the operator had to cut
+/// the file by hand). The same sector of zeros further from the end than one batch can
+/// reach is damage to synced records: refused.
+#[test]
+fn a_sector_of_zeros_in_the_last_batch_is_a_torn_write() {
+    let (dir, book) = write_flow(40_000);
+    let path = only_segment(&dir);
+    let full = std::fs::read(&path).unwrap();
+    let mut starts = Vec::new();
+    let mut at = 64;
+    while at < full.len() {
+        starts.push(at);
+        at += journal::read_record(&full[at..]).unwrap().2;
+    }
+    let batch_max = 1024 * 3 * 256;
+    assert!(full.len() > batch_max + 64 * 1024, "{} bytes", full.len());
+    let zero_sector_at = |at: usize| {
+        let sector = at / 512 * 512;
+        let mut damaged = full.clone();
+        damaged[sector..sector + 512].fill(0);
+        std::fs::write(&path, &damaged).unwrap();
+        // The record the sector starts in (the first damaged one, unless it ends where
+        // the sector starts).
+        starts.iter().rposition(|&s| s <= sector).unwrap()
+    };
+    // 20,000 bytes before the end: cut at the first record the zeros touch.
+    let first_lost = zero_sector_at(full.len() - 20_000);
+    let recovery = journal::recover(&dir, &book, |_| {}).unwrap();
+    let kept = recovery.scan.next_seq - 1;
+    assert!(
+        kept as usize == first_lost || kept as usize == first_lost + 1,
+        "{kept} records kept, the zeros at record {first_lost}"
+    );
+    assert!(std::fs::metadata(&path).unwrap().len() < full.len() as u64 - 20_000 + 512);
+    // Far from the end: refused, nothing cut.
+    std::fs::write(&path, &full).unwrap();
+    zero_sector_at(64 * 1024);
+    let len = std::fs::metadata(&path).unwrap().len();
+    match journal::recover(&dir, &book, |_| {}) {
+        Err(JournalError::Corrupt { .. }) => {}
+        other => panic!("not refused: {:?}", other.map(|r| r.scan.next_seq)),
+    }
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn a_bit_flip_before_valid_records_refuses_to_start() {
     let (dir, book) = write_flow(40);
