@@ -1093,6 +1093,73 @@ fn flood(
     })
 }
 
+/// A member that keeps its socket full takes its turn, not the whole pipeline: MM3 floods
+/// 150,000 Account Queries while the journal writer is held (so the rings are full and its
+/// socket backs up); once 10,000 are sent, MM1 sends one order. When the writer goes on,
+/// MM1's order must come among the first commands, not after MM3's flood: the gateway
+/// served the waiting connections in the same order every time room came, and the first
+/// took all of it until its socket was drained (MM1's order came after 18,820 to 21,709
+/// queries in three runs before the fix, after 1,508 to 1,988 in three runs with it).
+/// `dedicated` only, as the tests above.
+#[test]
+fn a_flooding_member_does_not_starve_the_others() {
+    use ironmatch::book::CommandBody;
+    use ironmatch::types::OwnerId;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let Some((server, hold, dir)) = stalled_server("fair") else {
+        return;
+    };
+    let addr = server.local_addr();
+    let queries = 150_000u32;
+    let sent = std::sync::Arc::new(AtomicU32::new(0));
+    let counter = std::sync::Arc::clone(&sent);
+    let flooding = std::thread::spawn(move || {
+        let mut f = login(addr, "MM3", "pw3", 1);
+        for _ in 0..queries {
+            f.send_packet(ironmatch::wire::soupbin::kind::UNSEQUENCED, b"Q\0\0")
+                .unwrap();
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        f
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sent.load(Ordering::Relaxed) < 10_000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the flood did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let mut m = login_while_full(addr, "MM1", "pw1");
+    m.limit(1, b'B', 100, "AAPL", PX - 100).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    hold.store(false, Ordering::Release);
+    let (kind, msg) = next_type(&mut m);
+    assert_eq!(kind, outbound::ACCEPTED, "{msg:?}");
+    let mut f = flooding.join().unwrap();
+    for q in 0..queries {
+        let (kind, msg) = next_type(&mut f);
+        assert_eq!(kind, outbound::ACCOUNT_QUERY_RESPONSE, "query {q}: {msg:?}");
+    }
+    drop((f, m));
+    server.stop().unwrap();
+    // Where MM1's order came among the commands.
+    let mut commands = Vec::new();
+    journal::scan_journal(&dir, None, false, None, |_, entry| {
+        if let Entry::Command(c) = entry
+            && matches!(c.body, CommandBody::AccountQuery | CommandBody::New(_))
+        {
+            commands.push(c.owner);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let queried = commands.iter().filter(|o| **o != OwnerId(0)).count();
+    assert_eq!(queried, queries as usize, "every query journaled");
+    let at = commands.iter().position(|o| *o == OwnerId(0)).unwrap();
+    assert!(at < 10_000, "MM1's order came after {at} of MM3's queries");
+}
+
 /// A connection the gateway stops reading because the matcher's ring is full is not
 /// closed as "client silent too long": its silence is the engine's. The flooding user has
 /// cancel-on-disconnect, so a close would cancel its orders; the stall outlasts the test

@@ -68,6 +68,9 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 const POLL_MAX: Duration = Duration::from_millis(20);
 /// How often timers are checked.
 const TIMER_PERIOD: Duration = Duration::from_millis(10);
+/// Commands one connection pushes in a turn before the others get theirs (see
+/// [`Gateway::serve_waiting`]).
+const TURN_COMMANDS_MAX: usize = 64;
 /// Readiness events taken per poll.
 const EVENTS_MAX: usize = 256;
 /// Control bytes (login replies, heartbeats, debug text) queued per connection at most.
@@ -123,7 +126,8 @@ pub struct Gateway {
     shutdown: Arc<AtomicBool>,
     /// Commands waiting for room in the matcher's ring, in order.
     deferred: VecDeque<Record>,
-    /// Connections with bytes left to frame once the matcher's ring has room.
+    /// Connections with bytes left to frame once the matcher's ring has room, or at the
+    /// end of their turn's budget ([`TURN_COMMANDS_MAX`]).
     waiting: Vec<usize>,
     /// Users whose store grew in this egress round.
     dirty: Vec<bool>,
@@ -815,11 +819,13 @@ impl Gateway {
         false
     }
 
-    /// Reads and frames a connection's input while the matcher's ring has room.
+    /// Reads and frames a connection's input while the matcher's ring has room, up to
+    /// [`TURN_COMMANDS_MAX`] commands; a connection with more waits its next turn.
     fn serve(&mut self, i: usize) {
         let mut drained = false;
+        let mut budget = TURN_COMMANDS_MAX;
         loop {
-            match self.frame_input(i) {
+            match self.frame_input(i, &mut budget) {
                 Framed::Blocked => {
                     if !self.waiting.contains(&i) {
                         self.waiting.push(i);
@@ -852,12 +858,16 @@ impl Gateway {
         }
     }
 
-    /// Connections that stopped for lack of room, served again once there is room.
+    /// Connections that stopped for lack of room, or at their turn's budget, served again
+    /// once there is room, each in turn, the first of the last round last: a member that
+    /// keeps its socket full takes its share, not the whole ring (it once took all of it,
+    /// every time room came, and the members behind it waited for it to stop).
     fn serve_waiting(&mut self) -> bool {
         if self.waiting.is_empty() || self.inbound.room() == 0 || !self.deferred.is_empty() {
             return false;
         }
-        let waiting = std::mem::take(&mut self.waiting);
+        let mut waiting = std::mem::take(&mut self.waiting);
+        waiting.rotate_left(1);
         for &i in &waiting {
             self.serve(i);
         }
@@ -868,8 +878,8 @@ impl Gateway {
         true
     }
 
-    /// Handles every complete packet in the connection's buffer.
-    fn frame_input(&mut self, i: usize) -> Framed {
+    /// Handles every complete packet in the connection's buffer, up to `budget` commands.
+    fn frame_input(&mut self, i: usize, budget: &mut usize) -> Framed {
         let Some(conn) = self.conns[i].as_mut() else {
             return Framed::Closed;
         };
@@ -895,10 +905,11 @@ impl Gateway {
             // only if it can be pushed. A Login Request, a heartbeat or a logout goes
             // through: a member's login is never held behind other members' orders (and
             // then evicted or timed out unread).
-            if frame.kind == kind::UNSEQUENCED
-                && (self.inbound.room() == 0 || !self.deferred.is_empty())
-            {
-                break Framed::Blocked;
+            if frame.kind == kind::UNSEQUENCED {
+                if self.inbound.room() == 0 || !self.deferred.is_empty() || *budget == 0 {
+                    break Framed::Blocked;
+                }
+                *budget -= 1;
             }
             pushed |= self.on_packet(i, &frame);
             used += frame.len;
@@ -1365,7 +1376,11 @@ impl Agent for Gateway {
     /// Announces the sleep to egress producers, then re-checks their ring. Commands
     /// waiting to be pushed keep the gateway awake: nobody would wake it for room.
     fn prepare_sleep(&mut self) -> bool {
-        self.deferred.is_empty() && self.outbound.prepare_sleep()
+        // A connection stopped at its turn's budget has bytes no readiness event will
+        // announce again: served on the next round, not after a sleep.
+        self.deferred.is_empty()
+            && (self.waiting.is_empty() || self.inbound.room() == 0)
+            && self.outbound.prepare_sleep()
     }
 
     fn can_block(&self) -> bool {
