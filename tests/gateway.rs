@@ -461,6 +461,9 @@ fn shutdown_drains_and_ends_every_session() {
     for r in 1..=50 {
         a.limit(r, b'B', 1, "AAPL", PX - 1_000).unwrap();
     }
+    // A connection that has not logged in: it is closed, with no End of Session (it has
+    // no session to end).
+    let mut pending = Client::connect(addr).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     server.stop().unwrap();
     let mut acks = 0;
@@ -473,6 +476,10 @@ fn shutdown_drains_and_ends_every_session() {
         }
     }
     assert_eq!(acks, 50, "every order sent before shutdown was answered");
+    match pending.recv(Duration::from_secs(5)) {
+        Err(_) => {}
+        other => panic!("the pending connection got {other:?}, not a close"),
+    }
 }
 
 #[test]

@@ -1306,7 +1306,9 @@ impl Gateway {
                 };
                 let caught_up = conn.user.is_none_or(|u| self.users[u].unsent_len() == 0);
                 if caught_up && !conn.ended {
-                    if session_over {
+                    // End of Session ends a logged-in session; a connection still logging
+                    // in (or refused) is just closed.
+                    if session_over && conn.user.is_some() {
                         soupbin::write_empty(&mut conn.control, kind::END_OF_SESSION);
                     }
                     conn.ended = true;
