@@ -75,6 +75,11 @@ fn touches_command(c: &Command, owner: OwnerId, chain: &FxHashSet<UserRef>) -> b
             CommandBody::Replace(x) => {
                 chain.contains(&x.user_ref) || chain.contains(&x.orig_user_ref)
             }
+            CommandBody::InvalidReplace {
+                orig_user_ref,
+                user_ref,
+                ..
+            } => chain.contains(user_ref) || chain.contains(orig_user_ref),
             CommandBody::GatewayReject { user_ref, .. } => chain.contains(user_ref),
             CommandBody::Disconnect
             | CommandBody::MassCancel { .. }
@@ -282,11 +287,17 @@ pub fn replay(
                     replacing = None;
                     if let Some((owner, _)) = options.order {
                         if touches_command(c, owner, &chain) {
-                            if let CommandBody::Replace(x) = &c.body
-                                && chain.contains(&x.orig_user_ref)
-                            {
-                                replacing = Some(x.user_ref);
-                            }
+                            replacing = match &c.body {
+                                CommandBody::Replace(x) if chain.contains(&x.orig_user_ref) => {
+                                    Some(x.user_ref)
+                                }
+                                CommandBody::InvalidReplace {
+                                    orig_user_ref,
+                                    user_ref,
+                                    ..
+                                } if chain.contains(orig_user_ref) => Some(*user_ref),
+                                _ => None,
+                            };
                             audit_line(out, options.json, place.seq, "command", c)?;
                             summary.audited += 1;
                         } else {

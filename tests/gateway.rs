@@ -199,15 +199,30 @@ fn replace_and_mass_cancel() {
         ),
         (1, 2, 150, PX - 100)
     );
-    c.limit(3, b'S', 100, "AAPL", PX + 500).unwrap();
+    // A Replace the gateway refuses (a quantity above OUCH's 999,999) is invalid, and as
+    // OUCH has it the live original is canceled after the rejection (it was left live).
+    c.limit(20, b'B', 100, "AAPL", PX - 200).unwrap();
     next(&mut c);
-    c.mass_cancel(4, "MMA").unwrap();
+    c.replace(20, 21, 2_000_000, PX - 200).unwrap();
+    let msg = next(&mut c).1;
+    let Outbound::Rejected(j) = decode(&msg) else {
+        panic!("{msg:?}")
+    };
+    assert_eq!((j.user_ref.get(), j.reason.get()), (21, 0x001E));
+    let msg = next(&mut c).1;
+    let Outbound::Canceled(x) = decode(&msg) else {
+        panic!("{msg:?}")
+    };
+    assert_eq!((x.user_ref.get(), x.qty.get(), x.reason), (20, 100, b'Z'));
+    c.limit(23, b'S', 100, "AAPL", PX + 500).unwrap();
+    next(&mut c);
+    c.mass_cancel(24, "MMA").unwrap();
     let mut canceled = 0;
     loop {
         match decode(&next(&mut c).1) {
             Outbound::Canceled(_) => canceled += 1,
             Outbound::MassCancelResponse(m, _) => {
-                assert_eq!(m.user_ref.get(), 4);
+                assert_eq!(m.user_ref.get(), 24);
                 break;
             }
             other => panic!("unexpected {other:?}"),

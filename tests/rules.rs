@@ -411,6 +411,43 @@ fn invalid_replace_cancels_the_original() {
     assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
 }
 
+/// A Replace the gateway refused (a value OUCH allows but ironmatch does not offer, say a
+/// display it has not) is an invalid replace as OUCH has it: the original, live, is
+/// canceled after the rejection, as when the matcher finds the replace invalid. It was
+/// only rejected, the original left trading at its old price. A refused replace of an
+/// order that is not live, or with a used reference, changes nothing.
+#[test]
+fn a_replace_the_gateway_refused_cancels_the_original() {
+    let mut v = Venue::new();
+    let (r, _) = v.limit(2, Side::Sell, 100, px(1000));
+    let (kept, _) = v.limit(2, Side::Sell, 100, px(1001));
+    let refused = |orig: UserRef, user_ref: UserRef| CommandBody::InvalidReplace {
+        orig_user_ref: orig,
+        user_ref,
+        reason: RejectReason::Unsupported,
+        clordid: *b"REFUSED       ",
+    };
+    // A used reference: rejected, nothing changes.
+    let ev = v.run(2, refused(kept, r));
+    assert_eq!(rejection(&ev), Some(RejectReason::DuplicateUserRef));
+    assert!(canceled(&ev).is_empty());
+    // An order that is not there: rejected, nothing changes.
+    let fresh = v.next_ref(2);
+    let ev = v.run(2, refused(UserRef(999), fresh));
+    assert_eq!(rejection(&ev), Some(RejectReason::UnknownOrder));
+    assert_eq!(v.side(BookSide::Ask).len(), 2);
+    // A live order: rejected with the gateway's reason, then canceled.
+    let ev = v.run(2, refused(r, fresh));
+    assert_eq!(rejection(&ev), Some(RejectReason::Unsupported));
+    assert_eq!(canceled(&ev), vec![(r.0, 100, CancelReason::ReplaceFailed)]);
+    assert_eq!(v.side(BookSide::Ask), vec![(2, 2, 100)]);
+    // The refused replace consumed no reference.
+    let mut o = v.order(2, Side::Sell, 100, px(1000));
+    o.user_ref = fresh;
+    let ev = v.run(2, CommandBody::New(o));
+    assert!(matches!(ev[0].body, EventBody::Accepted { .. }));
+}
+
 #[test]
 fn replace_with_a_used_reference_is_rejected_without_effect() {
     let mut v = Venue::new();

@@ -284,7 +284,7 @@ pub const OUCH_OUTBOUND: [(u8, &str); 12] = [
 ];
 
 /// Command kinds the matcher counts, by [`command_index`].
-pub const COMMAND_KINDS: [&str; 11] = [
+pub const COMMAND_KINDS: [&str; 12] = [
     "new_order",
     "cancel",
     "replace",
@@ -296,6 +296,7 @@ pub const COMMAND_KINDS: [&str; 11] = [
     "system_event",
     "timer",
     "operator",
+    "invalid_replace",
 ];
 
 /// The index of a command's kind in [`COMMAND_KINDS`].
@@ -312,6 +313,7 @@ pub fn command_index(body: &CommandBody) -> usize {
         CommandBody::Venue(VenueCommand::SystemEvent(_)) => 8,
         CommandBody::Venue(VenueCommand::Timer) => 9,
         CommandBody::Venue(VenueCommand::Operator { .. }) => 10,
+        CommandBody::InvalidReplace { .. } => 11,
     }
 }
 

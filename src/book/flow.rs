@@ -294,6 +294,15 @@ impl FlowDecoder {
                     },
                     clordid: *b"FLOW-REJECT   ",
                 },
+                3 => {
+                    let r = self.replace(src, o);
+                    CommandBody::InvalidReplace {
+                        orig_user_ref: r.orig_user_ref,
+                        user_ref: r.user_ref,
+                        reason: RejectReason::Unsupported,
+                        clordid: r.echo.clordid,
+                    }
+                }
                 _ => CommandBody::Disconnect,
             },
         };

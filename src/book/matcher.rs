@@ -582,6 +582,19 @@ impl Matcher {
                 self.cancel(cmd.owner, *user_ref, *qty, &mut emit)
             }
             CommandBody::Replace(replace) => self.replace(cmd.owner, replace, &mut emit),
+            CommandBody::InvalidReplace {
+                orig_user_ref,
+                user_ref,
+                reason,
+                clordid,
+            } => self.invalid_replace(
+                cmd.owner,
+                *orig_user_ref,
+                *user_ref,
+                *reason,
+                *clordid,
+                &mut emit,
+            ),
             CommandBody::Modify {
                 user_ref,
                 side,
@@ -1788,6 +1801,34 @@ impl Matcher {
         }
     }
 
+    /// A replace the gateway refused ([`CommandBody::InvalidReplace`]): found and fresh as
+    /// a replace must be, it is rejected and the original canceled.
+    #[cold]
+    #[inline(never)]
+    fn invalid_replace(
+        &mut self,
+        owner: OwnerId,
+        orig_user_ref: UserRef,
+        user_ref: UserRef,
+        reason: RejectReason,
+        clordid: [u8; 14],
+        emit: &mut Emitter<'_, impl EventSink>,
+    ) {
+        let Some(oi) = self.lookup(owner, orig_user_ref, user_ref, clordid, emit) else {
+            return;
+        };
+        let fresh = if self.ouch_refs {
+            user_ref.0 > self.owners[usize::from(owner.0)].last_ref
+        } else {
+            user_ref.0 == orig_user_ref.0 || self.indexed(owner.0, user_ref.0).is_none()
+        };
+        if !fresh {
+            return emit.reject(owner, user_ref, RejectReason::DuplicateUserRef, clordid);
+        }
+        emit.reject(owner, user_ref, reason, clordid);
+        self.reduce(oi, 0, CancelReason::ReplaceFailed, emit)
+    }
+
     fn replace(
         &mut self,
         owner: OwnerId,
@@ -2778,6 +2819,7 @@ fn consumed_ref(body: &CommandBody) -> Option<UserRef> {
             Some(*user_ref)
         }
         CommandBody::Replace(r) => Some(r.user_ref),
+        CommandBody::InvalidReplace { user_ref, .. } => Some(*user_ref),
         CommandBody::MassCancel { user_ref, .. } => Some(*user_ref),
         CommandBody::GatewayReject { user_ref, .. } => Some(*user_ref),
         CommandBody::Disconnect | CommandBody::AccountQuery | CommandBody::Venue(_) => None,

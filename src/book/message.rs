@@ -102,6 +102,21 @@ pub enum CommandBody {
     /// A command of the venue's schedule, clock or operator (the command's owner is not
     /// used; the gateway sends 0).
     Venue(VenueCommand),
+    /// A Replace the gateway refused (a field value out of OUCH's range, or one ironmatch
+    /// does not offer). As OUCH has it, the original order, if live, is canceled
+    /// (`ReplaceFailed`) after the rejection, as when the matcher finds a replace invalid;
+    /// an original that is not live, or a new reference already used, is rejected as a
+    /// replace is, and nothing changes. Consumes no reference.
+    InvalidReplace {
+        /// The order to replace.
+        orig_user_ref: UserRef,
+        /// The replacement's reference, answered in the rejection.
+        user_ref: UserRef,
+        /// Why.
+        reason: RejectReason,
+        /// The request's ClOrdID, or spaces.
+        clordid: [u8; 14],
+    },
 }
 
 /// Time in force (OUCH section 5.2). Which phases of the day accept each is in

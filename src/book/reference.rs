@@ -178,7 +178,8 @@ impl ReferenceMatcher {
                 CommandBody::Cancel { user_ref, .. }
                 | CommandBody::Modify { user_ref, .. }
                 | CommandBody::MassCancel { user_ref, .. }
-                | CommandBody::GatewayReject { user_ref, .. } => Some(*user_ref),
+                | CommandBody::GatewayReject { user_ref, .. }
+                | CommandBody::InvalidReplace { user_ref, .. } => Some(*user_ref),
                 CommandBody::Replace(r) => Some(r.user_ref),
                 CommandBody::Disconnect | CommandBody::AccountQuery | CommandBody::Venue(_) => None,
             };
@@ -190,6 +191,12 @@ impl ReferenceMatcher {
                 CommandBody::New(o) => self.new_order(owner, &o),
                 CommandBody::Cancel { user_ref, qty } => self.cancel(owner, user_ref, qty.0),
                 CommandBody::Replace(r) => self.replace(owner, &r),
+                CommandBody::InvalidReplace {
+                    orig_user_ref,
+                    user_ref,
+                    reason,
+                    clordid,
+                } => self.invalid_replace(owner, orig_user_ref, user_ref, reason, clordid),
                 CommandBody::Modify {
                     user_ref,
                     side,
@@ -1181,6 +1188,30 @@ impl ReferenceMatcher {
                 qty: Qty(removed_shown),
             });
         }
+    }
+
+    /// A replace the gateway refused: found and fresh as a replace must be, it is rejected
+    /// and the original canceled.
+    fn invalid_replace(
+        &mut self,
+        owner: OwnerId,
+        orig_user_ref: UserRef,
+        user_ref: UserRef,
+        reason: RejectReason,
+        clordid: [u8; 14],
+    ) {
+        let Some(i) = self.locate(owner, orig_user_ref, user_ref, clordid) else {
+            return;
+        };
+        let fresh = match self.config.refs {
+            RefRule::Ouch => user_ref.0 > self.last_refs[usize::from(owner.0)],
+            RefRule::Keys => user_ref.0 == orig_user_ref.0 || self.find(owner, user_ref).is_none(),
+        };
+        if !fresh {
+            return self.reject(owner, user_ref, RejectReason::DuplicateUserRef, clordid);
+        }
+        self.reject(owner, user_ref, reason, clordid);
+        self.cut(i, 0, CancelReason::ReplaceFailed)
     }
 
     fn replace(&mut self, owner: OwnerId, r: &ReplaceOrder) {

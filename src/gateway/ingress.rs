@@ -7,7 +7,9 @@
 //! client's reference, so the refusal is sequenced and journaled like any other reply; its
 //! fields never reach a book, and a ClOrdID that is not alpha is answered as spaces, so no
 //! byte outside printable ASCII reaches an outbound message. A gateway reject changes
-//! nothing and consumes no UserRefNum (the README's "UserRefNum" rule).
+//! nothing and consumes no UserRefNum (the README's "UserRefNum" rule), but a refused
+//! Replace becomes a [`CommandBody::InvalidReplace`]: as OUCH has it, its live original is
+//! canceled.
 
 use crate::book::{CommandBody, Echo, NewOrder, RejectReason, ReplaceOrder, TimeInForce};
 use crate::types::{BookSide, Firm, Price, Qty, Side, Symbol, UserRef};
@@ -211,10 +213,20 @@ fn authorized(msg: &Inbound<'_>, user_firm: Firm) -> Result<(), Invalid> {
 }
 
 /// Maps a decoded message from a user of firm `user_firm` to a matcher command: a
-/// [`CommandBody::GatewayReject`] if [`validate`] refuses it.
+/// [`CommandBody::GatewayReject`] if [`validate`] refuses it ([`CommandBody::InvalidReplace`]
+/// for a Replace, whose original OUCH cancels).
 pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
     if let Err((reason, _field)) = validate(msg).and_then(|()| authorized(msg, user_firm)) {
         let (user_ref, clordid) = reject_target(msg);
+        // OUCH: a live order whose replace is invalid is canceled; the matcher does it.
+        if let Inbound::Replace(m, _) = msg {
+            return CommandBody::InvalidReplace {
+                orig_user_ref: UserRef(u64::from(m.orig_user_ref.get())),
+                user_ref,
+                reason,
+                clordid,
+            };
+        }
         return CommandBody::GatewayReject {
             user_ref,
             reason,
