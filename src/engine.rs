@@ -381,6 +381,8 @@ impl Agent for MatcherAgent {
                     if let Some(s) = &mut self.snapshots {
                         s.take_waiting(&self.matcher, std::time::Duration::from_secs(1));
                     }
+                    // The last command counts as complete before the marker goes.
+                    self.publish_completed();
                     self.output.push(Record::Shutdown);
                     self.done = true;
                     taken += 1;

@@ -1142,6 +1142,20 @@ fn a_halted_instrument_rejects_orders_and_replaces_but_takes_cancels() {
     assert_eq!(rejection(&events), Some(RejectReason::Halted));
     assert!(canceled(&events).is_empty());
     assert_eq!(v.side(BookSide::Ask), [(2, resting.0, 100)]);
+    // So is a replace the gateway refused: halted first, whatever else is wrong with it.
+    let user_ref = v.next_ref(2);
+    let events = v.run(
+        2,
+        CommandBody::InvalidReplace {
+            orig_user_ref: resting,
+            user_ref,
+            reason: RejectReason::Unsupported,
+            clordid: *b"REFUSED       ",
+        },
+    );
+    assert_eq!(rejection(&events), Some(RejectReason::Halted));
+    assert!(canceled(&events).is_empty());
+    assert_eq!(v.side(BookSide::Ask), [(2, resting.0, 100)]);
     // Reductions and cancels are accepted.
     assert_eq!(
         canceled(&v.cancel(2, resting, 40)),

@@ -324,7 +324,8 @@ proptest! {
             }
             CommandBody::Replace(o) => prop_assert!(is_alpha(&o.echo.clordid) && is_alpha(&[o.echo.iso])),
             CommandBody::MassCancel { firm, symbol, .. } => prop_assert!(is_alpha(&firm.0) && is_alpha(&symbol.0)),
-            CommandBody::GatewayReject { clordid, .. } => prop_assert!(is_alpha(&clordid)),
+            CommandBody::GatewayReject { clordid, .. }
+            | CommandBody::InvalidReplace { clordid, .. } => prop_assert!(is_alpha(&clordid)),
             _ => {}
         }
     }

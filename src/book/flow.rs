@@ -295,12 +295,16 @@ impl FlowDecoder {
                     clordid: *b"FLOW-REJECT   ",
                 },
                 3 => {
+                    // A replace the gateway refused: its new reference never names an
+                    // order, so it is not kept among the recent ones.
+                    let recent = self.recent[o];
                     let r = self.replace(src, o);
+                    self.recent[o] = recent;
                     CommandBody::InvalidReplace {
                         orig_user_ref: r.orig_user_ref,
                         user_ref: r.user_ref,
                         reason: RejectReason::Unsupported,
-                        clordid: r.echo.clordid,
+                        clordid: *b"FLOW-REFUSED  ",
                     }
                 }
                 _ => CommandBody::Disconnect,

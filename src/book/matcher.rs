@@ -1802,7 +1802,9 @@ impl Matcher {
     }
 
     /// A replace the gateway refused ([`CommandBody::InvalidReplace`]): found and fresh as
-    /// a replace must be, it is rejected and the original canceled.
+    /// a replace must be, and the instrument not halted or paused (then it is rejected as
+    /// halted, the original kept, as any replace), it is rejected and the original
+    /// canceled.
     #[cold]
     #[inline(never)]
     fn invalid_replace(
@@ -1824,6 +1826,14 @@ impl Matcher {
         };
         if !fresh {
             return emit.reject(owner, user_ref, RejectReason::DuplicateUserRef, clordid);
+        }
+        // Halted or paused, a replace is refused and its original stays, whatever else
+        // is wrong with it (a replace checks this before its fields).
+        if matches!(
+            self.trading_state(self.orders[oi].instrument),
+            TradingState::Halted | TradingState::Paused
+        ) {
+            return emit.reject(owner, user_ref, RejectReason::Halted, clordid);
         }
         emit.reject(owner, user_ref, reason, clordid);
         self.reduce(oi, 0, CancelReason::ReplaceFailed, emit)

@@ -106,7 +106,8 @@ pub enum CommandBody {
     /// does not offer). As OUCH has it, the original order, if live, is canceled
     /// (`ReplaceFailed`) after the rejection, as when the matcher finds a replace invalid;
     /// an original that is not live, or a new reference already used, is rejected as a
-    /// replace is, and nothing changes. Consumes no reference.
+    /// replace is, and so is any replace in a halt or pause (`Halted`): nothing changes.
+    /// Consumes no reference.
     InvalidReplace {
         /// The order to replace.
         orig_user_ref: UserRef,

@@ -1190,8 +1190,9 @@ impl ReferenceMatcher {
         }
     }
 
-    /// A replace the gateway refused: found and fresh as a replace must be, it is rejected
-    /// and the original canceled.
+    /// A replace the gateway refused: found and fresh as a replace must be, and the
+    /// instrument neither halted nor paused (then rejected as halted, the original kept),
+    /// it is rejected and the original canceled.
     fn invalid_replace(
         &mut self,
         owner: OwnerId,
@@ -1209,6 +1210,12 @@ impl ReferenceMatcher {
         };
         if !fresh {
             return self.reject(owner, user_ref, RejectReason::DuplicateUserRef, clordid);
+        }
+        if matches!(
+            self.state_of(self.orders[i].instrument),
+            TradingState::Halted | TradingState::Paused
+        ) {
+            return self.reject(owner, user_ref, RejectReason::Halted, clordid);
         }
         self.reject(owner, user_ref, reason, clordid);
         self.cut(i, 0, CancelReason::ReplaceFailed)

@@ -114,7 +114,13 @@ impl RaftStore {
         apply: Option<Arc<Ring<Record>>>,
     ) -> io::Result<Opened> {
         let created = !dir.join("log").exists();
-        std::fs::create_dir_all(dir)?;
+        if fsync == FsyncMode::Always {
+            // Each new directory's entry synced in its parent (a `cluster.dir` whose
+            // parents are new too).
+            crate::journal::create_dir_durably(dir)?;
+        } else {
+            std::fs::create_dir_all(dir)?;
+        }
         let vote = read_small(&dir.join("vote"))?;
         let purged: Option<LogId<NodeId>> = read_small(&dir.join("purged"))?.flatten();
         let log = OpenOptions::new()
@@ -122,13 +128,9 @@ impl RaftStore {
             .append(true)
             .open(dir.join("log"))?;
         if created && fsync == FsyncMode::Always {
-            // The new file's entry in its directory, and the directory's in its parent
-            // (made just now with the journal's, most often), outlive a power loss: else
-            // the entries appended and synced later could vanish with their file.
+            // The new file's entry in its directory outlives a power loss: else the
+            // entries appended and synced later could vanish with their file.
             File::open(dir)?.sync_all()?;
-            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                File::open(parent)?.sync_all()?;
-            }
         }
         let reader = File::open(dir.join("log"))?;
         let mut inner = Inner {

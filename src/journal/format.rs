@@ -1,12 +1,17 @@
-//! Journal format, version 1: segment headers and records. See the [module docs](super)
+//! Journal format, version 2: segment headers and records. See the [module docs](super)
 //! for the layout table; this file is its single implementation.
 
 use crate::book::{BookConfig, Command, Event};
 
 /// First 8 bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"IRONMJNL";
-/// Format version written and understood.
-pub const VERSION: u16 = 1;
+/// Format version written. Version 2 added a command ([`Command`]'s
+/// `CommandBody::InvalidReplace`, at the end of its variants) with the same layout
+/// otherwise, so version 1 segments are read as they were; a build that reads only 1
+/// refuses a version 2 segment by its header instead of failing on its first new record.
+pub const VERSION: u16 = 2;
+/// The oldest format version read.
+pub const VERSION_MIN: u16 = 1;
 /// Segment header size.
 pub const HEADER_LEN: usize = 64;
 /// Record framing: length, sequence, type, reserved (16 bytes) before the payload, CRC after.
@@ -60,7 +65,7 @@ pub enum FormatError {
     #[error("bad magic")]
     BadMagic,
     /// A format version this build does not read.
-    #[error("format version {0} (this build reads {VERSION})")]
+    #[error("format version {0} (this build reads {VERSION_MIN} to {VERSION})")]
     Version(u16),
     /// A record length outside its limits.
     #[error("record length {0} outside {RECORD_LEN_MIN}..={RECORD_LEN_MAX}")]
@@ -123,7 +128,7 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, FormatError> {
         return Err(FormatError::Crc);
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
+    if !(VERSION_MIN..=VERSION).contains(&version) {
         return Err(FormatError::Version(version));
     }
     Ok(Header {

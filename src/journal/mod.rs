@@ -23,7 +23,7 @@
 //! | offset | size | field |
 //! |---:|---:|---|
 //! | 0 | 8 | magic `IRONMJNL` |
-//! | 8 | 2 | format version (1) |
+//! | 8 | 2 | format version (2, written since the `InvalidReplace` command; 1 is read too) |
 //! | 10 | 2 | header length (64) |
 //! | 12 | 4 | reserved, 0 |
 //! | 16 | 8 | engine instance id (chosen when the journal was created) |
@@ -61,7 +61,9 @@ pub use reader::{
     JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,
     segment_paths,
 };
-pub use writer::{FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, lock_dir};
+pub use writer::{
+    FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, create_dir_durably, lock_dir,
+};
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).
 pub const BATCH_LEN_MAX: usize = 1024;

@@ -54,7 +54,8 @@ pub enum JournalError {
     /// A whole record, its checksum holding, that this build cannot decode: written by a
     /// build with another record layout. Never truncated as a torn write.
     #[error(
-        "{path}: record at offset {offset} is whole (its checksum holds) but this build cannot read it ({error}): was the journal written by another version of ironmatch? This build reads journal format version {version}; nothing was changed on disk",
+        "{path}: record at offset {offset} is whole (its checksum holds) but this build cannot read it ({error}): was the journal written by another version of ironmatch? This build reads journal format versions {min} to {version}; nothing was changed on disk",
+        min = super::format::VERSION_MIN,
         version = super::format::VERSION
     )]
     Undecodable {
@@ -202,31 +203,6 @@ pub(super) fn read_header_from(file: &mut impl io::Read) -> io::Result<Option<[u
     }
 }
 
-/// The most bytes one batch of the writer appends (one `write`, then with
-/// `fsync = "always"` one `fdatasync`): what a power loss in the middle of the last
-/// batch's sync can leave half on disk.
-const BATCH_BYTES_MAX: usize =
-    super::BATCH_LEN_MAX * super::RECORDS_PER_INPUT_MAX * super::format::RECORD_LEN_MAX;
-
-/// The unit in which a disk loses data in a power loss (a sector): zeros in such units
-/// are a write that never reached it, where a flipped bit is damage.
-const SECTOR: usize = 512;
-
-/// Whether the damage at `offset` is the last batch's write cut short by a power loss:
-/// within the last batch's length of the file's end, and a sector of zeros where the
-/// record lies (records after such a gap were written by the same `write` and were never
-/// made durable, so never acknowledged with `fsync = "always"`).
-fn lost_in_last_batch(bytes: &[u8], offset: usize) -> bool {
-    if bytes.len() - offset > BATCH_BYTES_MAX {
-        return false;
-    }
-    let first = offset / SECTOR * SECTOR;
-    (first..offset + super::format::RECORD_LEN_MAX)
-        .step_by(SECTOR)
-        .filter_map(|b| bytes.get(b..b + SECTOR))
-        .any(|sector| sector.iter().all(|&x| x == 0))
-}
-
 /// Whether any whole record (its checksum holding) starts after `from`: used to tell a
 /// torn tail from corruption.
 fn valid_record_after(bytes: &[u8], from: usize) -> bool {
@@ -340,20 +316,11 @@ pub fn scan_journal(
                         error,
                     });
                 }
-                Err(error)
-                    if last
-                        && (!valid_record_after(&bytes, offset)
-                            || lost_in_last_batch(&bytes, offset)) =>
-                {
+                Err(error) if last && !valid_record_after(&bytes, offset) => {
                     let after = (bytes.len() - offset) as u64;
                     eprintln!(
-                        "ironmatch journal: warning: {}: torn record at offset {offset} ({error}, {after} bytes{}): {}",
+                        "ironmatch journal: warning: {}: torn record at offset {offset} ({error}, {after} bytes): {}",
                         path.display(),
-                        if valid_record_after(&bytes, offset) {
-                            ", a sector of zeros among them: the last batch's write, cut short by a power loss"
-                        } else {
-                            ""
-                        },
                         if repair { "truncating" } else { "ignored" }
                     );
                     if repair {

@@ -241,8 +241,8 @@ const FOLLOW_PERIOD: Duration = Duration::from_millis(50);
 /// command boundary. `stop` is set once the journal writer has ended: the thread then
 /// catches up, writes a last snapshot and ends. A problem stops snapshots, never the engine.
 /// With `written` (the writer's [`written`](super::JournalWriter::written) count), it reads
-/// only records made durable, so a snapshot never covers a record a power loss can take
-/// (one that did was deleted at the next start, and the whole day replayed).
+/// only records written (with `fsync = "always"`, made durable), so a snapshot never
+/// covers a record a power loss can take (one that did was removed at the next start).
 pub fn run_snapshotter(
     start: SnapshotterStart,
     stop: &AtomicBool,

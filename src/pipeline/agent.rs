@@ -48,7 +48,8 @@ pub trait Agent: Send {
         false
     }
 
-    /// Waits at most `timeout` for input, after a successful [`Agent::prepare_sleep`].
+    /// Waits at most `timeout` for input, after a successful [`Agent::prepare_sleep`] (or
+    /// while it has work it cannot do: see [`IdleStrategy::idle`]).
     /// Only called when [`Agent::can_block`]; the default sleeps.
     fn block(&mut self, timeout: Duration) {
         std::thread::sleep(timeout);
@@ -199,8 +200,13 @@ impl IdleStrategy {
             if stalled_for < YIELD_FOR {
                 std::thread::yield_now();
             } else {
-                self.parker
-                    .park_timeout((stalled_for / 4).clamp(STALL_SLEEP_MIN, SLEEP_MAX));
+                let sleep = (stalled_for / 4).clamp(STALL_SLEEP_MIN, SLEEP_MAX);
+                if agent.can_block() {
+                    // In its own poll: its sockets and wakers still end the sleep.
+                    agent.block(sleep);
+                } else {
+                    self.parker.park_timeout(sleep);
+                }
             }
         }
     }
