@@ -168,6 +168,8 @@ pub struct MatcherAgent {
     /// counts a command as released only when its last event is (see
     /// [`crate::journal::Released`]).
     completed: Arc<AtomicU64>,
+    /// The last value stored in `completed` (this stage is its only writer).
+    published: u64,
 }
 
 /// Records the matcher stage takes from its input ahead of the one it applies.
@@ -204,6 +206,7 @@ impl MatcherAgent {
             spill: VecDeque::new(),
             applied: 0,
             completed: Arc::new(AtomicU64::new(0)),
+            published: 0,
         }
     }
 
@@ -215,9 +218,10 @@ impl MatcherAgent {
 
     /// Publishes [`MatcherAgent::completed`]; before the output ring's notification, so a
     /// writer woken by it sees the count.
-    fn publish_completed(&self) {
+    fn publish_completed(&mut self) {
         let completed = self.applied - u64::from(!self.spill.is_empty());
-        if self.completed.load(Ordering::Relaxed) != completed {
+        if self.published != completed {
+            self.published = completed;
             self.completed.store(completed, Ordering::Release);
         }
     }
