@@ -729,6 +729,14 @@ fn each_pre_trade_check_has_its_own_reason() {
         ),
         (
             Box::new(|o| {
+                o.symbol = Symbol::from_str_padded("LOT").unwrap();
+                o.qty = Qty(300);
+                o.min_qty = Qty(150)
+            }),
+            RejectReason::InvalidMinQty,
+        ),
+        (
+            Box::new(|o| {
                 o.hidden = true;
                 o.max_floor = Qty(10)
             }),

@@ -447,8 +447,9 @@ impl FlowDecoder {
             tif: self.tif(src, 5),
             hidden: src.one_in(7),
             post_only: src.one_in(9),
+            // One in four minimums off the lot (rejected where the lot is above one).
             min_qty: Qty(if src.one_in(8) {
-                lot * u32::from(src.below(8))
+                lot * u32::from(src.below(8)) + u32::from(src.one_in(4))
             } else {
                 0
             }),

@@ -901,7 +901,8 @@ impl Matcher {
             }
         };
         let guard = guard(band, buy);
-        if min_qty > qty {
+        // A minimum quantity is in round lots, as the quantity is (OUCH: "round lot").
+        if min_qty > qty || !book.lot.divides(u64::from(min_qty)) {
             return Err(RejectReason::InvalidMinQty);
         }
         if !book.lot.divides(u64::from(max_floor)) || (max_floor > 0 && hidden) {

@@ -603,7 +603,7 @@ impl ReferenceMatcher {
             None if buy => Price(0),
             None => Price(u64::MAX),
         };
-        if min_qty > qty {
+        if min_qty > qty || !min_qty.is_multiple_of(spec.lot) {
             return Err(RejectReason::InvalidMinQty);
         }
         if !max_floor.is_multiple_of(spec.lot) || (max_floor > 0 && hidden) {

@@ -191,6 +191,19 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
                 "firm",
             )?;
             check(is_alpha(&m.symbol), UnknownInstrument, "symbol")?;
+            // ironmatch keeps no customer group and one reference sequence per user, so
+            // it cannot apply these criteria: refused, rather than canceling more than
+            // was asked (0 means none, as the option's absence).
+            check(
+                o.group_id.is_none_or(|g| g == 0),
+                Unsupported,
+                "group id criterion",
+            )?;
+            check(
+                o.user_ref_idx.is_none_or(|i| i == 0),
+                Unsupported,
+                "user ref idx criterion",
+            )?;
             o.side.map_or(Ok(()), |s| check_side(s, "side option"))
         }
     }
@@ -486,6 +499,26 @@ mod tests {
         // Upper case only, as on an Enter Order's firm option.
         mass[5..9].copy_from_slice(b"mma ");
         assert_eq!(rejected(&mass).0, RejectReason::FirmNotAuthorized);
+        mass[5..9].copy_from_slice(b"MMA ");
+        // Criteria ironmatch cannot apply are refused, not widened to the whole account;
+        // their value 0 (none) is taken.
+        let with = |options: &[u8]| {
+            let mut m = mass[..17].to_vec();
+            m.extend_from_slice(&u16::try_from(options.len()).unwrap().to_be_bytes());
+            m.extend_from_slice(options);
+            m
+        };
+        for refused in [with(&[3, 24, 0, 7]), with(&[2, 28, 1])] {
+            assert_eq!(rejected(&refused).0, RejectReason::Unsupported);
+        }
+        for taken in [
+            with(&[3, 24, 0, 0]),
+            with(&[2, 28, 0]),
+            with(&[2, 27, b'S']),
+        ] {
+            let msg = decode_inbound(&taken).unwrap();
+            assert_eq!(validate(&msg), Ok(()));
+        }
         let modify = [b'M', 0, 0, 0, 9, b'Q', 0, 0, 0, 1];
         assert_eq!(rejected(&modify).0, RejectReason::InvalidSide);
     }
