@@ -368,8 +368,11 @@ fn unknown_paths_and_methods_are_refused() {
         use std::io::{Read, Write};
         let mut c = std::net::TcpStream::connect(admin).unwrap();
         c.set_read_timeout(Some(PATIENCE)).unwrap();
-        c.write_all(b"HEAD /status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .unwrap();
+        write!(
+            c,
+            "HEAD /status HTTP/1.1\r\nHost: {admin}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut raw = String::new();
         c.read_to_string(&mut raw).unwrap();
         assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");

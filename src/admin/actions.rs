@@ -205,7 +205,18 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
         match key {
-            "cancel" => cancel = matches!(value, "true" | "1" | "yes"),
+            "cancel" => {
+                cancel = match value {
+                    "true" | "1" | "yes" => true,
+                    "false" | "0" | "no" => false,
+                    // A misspelt value must not halt without the cancel that was meant.
+                    _ => {
+                        return Some(Err(format!(
+                            "cancel={value:?}: true, 1, yes, false, 0 or no"
+                        )));
+                    }
+                }
+            }
             "reason" => reason = Some(value.to_string()),
             _ => return Some(Err(format!("unknown parameter {key:?}"))),
         }
@@ -295,6 +306,16 @@ mod tests {
             Some(Err(_))
         ));
         assert!(matches!(parse("/halt/AAPL", "force=1"), Some(Err(_))));
+        for misspelt in ["cancel=TRUE", "cancel=on", "cancel=tru"] {
+            assert!(
+                matches!(parse("/halt/AAPL", misspelt), Some(Err(_))),
+                "{misspelt}"
+            );
+        }
+        assert!(matches!(
+            parse("/halt/AAPL", "cancel=no"),
+            Some(Ok(AdminAction::SetState { cancel: false, .. }))
+        ));
         assert_eq!(parse("/metrics", ""), None);
         assert_eq!(parse("/nope/x", ""), None);
     }

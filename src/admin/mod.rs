@@ -17,7 +17,8 @@
 //! start without one (see [`AdminSection::resolve`](crate::config::AdminSection::resolve)).
 //!
 //! `hyper` (HTTP/1.1) serves the connections on thread `im-admin`, on a current-thread
-//! `tokio` runtime of its own; requests are answered one at a time. A request's body is
+//! `tokio` runtime of its own; an action's wait for the journal runs on one of the runtime's
+//! blocking threads, so other requests are answered meanwhile. A request's body is
 //! never read (no route takes one), at most [`CONNECTIONS_MAX`] connections are open at
 //! once (more are closed on accept), a request's head must arrive within
 //! [`HEADER_WAIT_MAX`] and a connection lives at most [`CONNECTION_TIME_MAX`], so no client
@@ -37,7 +38,7 @@ use std::time::Duration;
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use hyper::header::{AUTHORIZATION, HOST, HeaderName, HeaderValue, ORIGIN};
 use hyper_util::rt::{TokioIo, TokioTimer};
 
 use crate::config::AdminSettings;
@@ -148,7 +149,9 @@ impl AdminServer {
             .name("im-admin".to_string())
             .spawn(move || {
                 runtime.block_on(serve_connections(listener, handler, stopped));
-                // Dropping the runtime closes the connections still open.
+                // Closes the connections still open; an action still waiting for its
+                // result (at most REPLY_WAIT_MAX) is left to end on its own thread.
+                runtime.shutdown_timeout(Duration::from_millis(100));
             })?;
         Ok(AdminServer { addr, stop, thread })
     }
@@ -203,8 +206,8 @@ async fn serve_connections(
         let handler = Arc::clone(&handler);
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
-                let response = handler.answer(&request);
-                async move { Ok::<_, Infallible>(response) }
+                let handler = Arc::clone(&handler);
+                async move { Ok::<_, Infallible>(handler.answer(&request).await) }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -310,6 +313,44 @@ pub fn authorize(token: Option<&str>, authorization: Option<&str>) -> Result<(),
     }
 }
 
+/// Refuses what a web page could send through the operator's browser: a request with an
+/// `Origin` header (browsers add it to every cross-site `POST`, which a form can send
+/// without asking: a page could otherwise halt the venue through a browser on the engine's
+/// host or at the end of an SSH tunnel), and, with no token configured, a `Host` that is a
+/// name other than `localhost` (a page whose name was made to resolve to 127.0.0.1, DNS
+/// rebinding, could otherwise read `/status`). `ironmatch admin`, `curl` and Prometheus
+/// send no `Origin`; without a token the endpoint is on loopback, reached by address or as
+/// `localhost`. `Err` is the 403 to send.
+pub fn from_a_tool(origin: bool, host: Option<&str>, token: bool) -> Result<(), Reply> {
+    if origin {
+        return Err(Reply::text(
+            403,
+            "requests from web pages are refused (the request has an Origin header)\n",
+        ));
+    }
+    if token {
+        return Ok(());
+    }
+    let Some(host) = host else {
+        return Ok(());
+    };
+    // `name:port`, `1.2.3.4:port`, `[::1]:port`, or any of them without the port.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(rest),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    if name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err(Reply::text(
+            403,
+            format!(
+                "Host {host:?} refused: without a token the endpoint answers to its address or localhost\n"
+            ),
+        ))
+    }
+}
+
 /// Compares in time that does not depend on where the bytes differ.
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -376,14 +417,36 @@ impl Handler {
         }
     }
 
-    /// The response to `request`; its body is not read.
-    fn answer(&self, request: &hyper::Request<Incoming>) -> hyper::Response<Full<Bytes>> {
-        let authorization = request
-            .headers()
+    /// The response to `request`; its body is not read. An action waits for the journal
+    /// (up to [`actions::REPLY_WAIT_MAX`]) on a blocking thread of the runtime, so that the
+    /// endpoint goes on serving other connections meanwhile.
+    async fn answer(
+        self: Arc<Self>,
+        request: &hyper::Request<Incoming>,
+    ) -> hyper::Response<Full<Bytes>> {
+        let headers = request.headers();
+        let authorization = headers
             .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let url = request.uri().path_and_query().map_or("/", |p| p.as_str());
-        let reply = self.reply(request.method(), url, authorization);
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let url = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_string();
+        let method = request.method().clone();
+        let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+        let reply = if let Err(refused) =
+            from_a_tool(headers.contains_key(ORIGIN), host, self.token.is_some())
+        {
+            refused
+        } else if method == Method::POST {
+            tokio::task::spawn_blocking(move || self.reply(&method, &url, authorization.as_deref()))
+                .await
+                .unwrap_or_else(|_| Reply::text(500, "the action's thread failed\n"))
+        } else {
+            self.reply(&method, &url, authorization.as_deref())
+        };
         let mut response = hyper::Response::new(Full::new(Bytes::from(reply.body)));
         *response.status_mut() =
             hyper::StatusCode::from_u16(reply.status).unwrap_or(hyper::StatusCode::OK);
@@ -461,5 +524,111 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    /// An endpoint with no engine behind it: its actions go to the returned queue, which
+    /// the test answers (or not) in place of the gateway.
+    fn endpoint() -> (
+        AdminServer,
+        crossbeam::channel::Receiver<actions::ActionRequest>,
+    ) {
+        let (sender, requests) = actions::queue(Arc::new(|| {}));
+        let view = EngineView {
+            metrics: Arc::new(EngineMetrics::new(
+                1,
+                1,
+                64,
+                crate::venue::VenueClock::utc(),
+            )),
+            rings: Vec::new(),
+            admission: Arc::default(),
+            symbols: vec!["AAPL".to_string()],
+            users: vec!["MM1".to_string()],
+            threading: "shared",
+            actions: Some(sender),
+            day: None,
+        };
+        let settings = AdminSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            token: None,
+        };
+        let server = AdminListener::bind(&settings).unwrap().serve(view).unwrap();
+        (server, requests)
+    }
+
+    #[test]
+    fn the_endpoint_serves_others_while_an_action_waits_for_the_journal() {
+        let (server, requests) = endpoint();
+        let url = format!("http://{}", server.local_addr());
+        let post = {
+            let url = url.clone();
+            std::thread::spawn(move || client::request(&url, "POST", "/halt-all", None))
+        };
+        // The "gateway" holds the action until a read was served beside it: with the
+        // endpoint waiting on its own thread, the read never comes and the action ends
+        // in 504 after REPLY_WAIT_MAX.
+        let held = requests.recv_timeout(Duration::from_secs(30)).unwrap();
+        let status = client::request(&url, "GET", "/status", None).unwrap();
+        assert_eq!(status.status, 200);
+        held.reply
+            .send(actions::ActionReply::from_outcome(
+                &held.action,
+                1,
+                crate::book::OperatorOutcome::Done { canceled: 0 },
+            ))
+            .unwrap();
+        let post = post.join().unwrap().unwrap();
+        assert_eq!(post.status, 200, "{}", post.body);
+        server.stop();
+    }
+
+    #[test]
+    fn what_a_web_page_could_send_is_refused() {
+        assert_eq!(
+            from_a_tool(true, Some("127.0.0.1:8080"), true)
+                .unwrap_err()
+                .status,
+            403
+        );
+        for host in [
+            "127.0.0.1:15080",
+            "localhost:15080",
+            "[::1]:15080",
+            "LOCALHOST",
+            "10.0.0.1",
+        ] {
+            assert_eq!(from_a_tool(false, Some(host), false), Ok(()), "{host}");
+        }
+        assert_eq!(from_a_tool(false, None, false), Ok(()));
+        for host in ["evil.example:15080", "evil.example", "[evil]:1"] {
+            assert_eq!(
+                from_a_tool(false, Some(host), false).unwrap_err().status,
+                403,
+                "{host}"
+            );
+        }
+        // With a token, a browser cannot authenticate: names are fine (a scrape by host name).
+        assert_eq!(
+            from_a_tool(false, Some("engine1.example:15080"), true),
+            Ok(())
+        );
+        // Through the server: a form's POST carries an Origin and halts nothing.
+        let (server, requests) = endpoint();
+        let addr = server.local_addr();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            stream,
+            "POST /halt-all HTTP/1.1\r\nHost: {addr}\r\nOrigin: http://evil.example\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 403"), "{response}");
+        assert!(
+            requests.try_recv().is_err(),
+            "no action reached the gateway"
+        );
+        server.stop();
     }
 }
