@@ -260,14 +260,25 @@ impl FeedBook {
             } => self.add(msg.locate, order_ref, side == b'B', price, shares)?,
             Body::OrderExecuted {
                 order_ref, shares, ..
-            }
-            | Body::OrderExecutedWithPrice {
-                order_ref, shares, ..
             } => {
                 let locate = self.reduce(order_ref, shares)?;
                 let book = self.books.entry(locate).or_default();
                 book.trades += 1;
                 book.volume += u64::from(shares);
+            }
+            Body::OrderExecutedWithPrice {
+                order_ref,
+                shares,
+                printable,
+                ..
+            } => {
+                let locate = self.reduce(order_ref, shares)?;
+                // Printable `N`: not to be counted in volume (ITCH 5.0, `C`).
+                if printable == b'Y' {
+                    let book = self.books.entry(locate).or_default();
+                    book.trades += 1;
+                    book.volume += u64::from(shares);
+                }
             }
             Body::OrderCancel { order_ref, shares } => {
                 self.reduce(order_ref, shares)?;
@@ -299,6 +310,11 @@ impl FeedBook {
                 let book = self.books.entry(msg.locate).or_default();
                 book.trades += 1;
                 book.volume += u64::from(shares);
+            }
+            Body::CrossTrade { shares, .. } => {
+                let book = self.books.entry(msg.locate).or_default();
+                book.trades += 1;
+                book.volume += shares;
             }
             _ => {}
         }
@@ -421,7 +437,7 @@ impl FeedBook {
             .collect()
     }
 
-    /// Executions (`E`, `C`, `P`) and shares traded for `locate`.
+    /// Executions (`E`, printable `C`, `P`, `Q`) and shares traded for `locate`.
     pub fn trades(&self, locate: u16) -> (u64, u64) {
         self.books
             .get(&locate)
@@ -543,6 +559,22 @@ const TICK: Duration = Duration::from_millis(10);
 /// Receive buffer asked of the kernel, so a burst is not lost while the book is updated.
 const RECV_BUFFER_BYTES: usize = 8 << 20;
 
+/// Where the listener's socket binds for `listen`: a multicast group's port on every
+/// address (the group is joined), so that the retransmissions the publisher sends by
+/// unicast back to the requesting socket arrive on it too (a socket bound to the group
+/// address receives only datagrams sent to the group); any other address as it is.
+fn bind_addr(listen: SocketAddr) -> SocketAddr {
+    match listen {
+        SocketAddr::V4(v4) if v4.ip().is_multicast() => {
+            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, v4.port()))
+        }
+        SocketAddr::V6(v6) if v6.ip().is_multicast() => {
+            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, v6.port()))
+        }
+        other => other,
+    }
+}
+
 fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
@@ -553,12 +585,16 @@ fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     socket.set_reuse_address(true)?;
     // The kernel caps this at net.core.rmem_max; a smaller buffer only means more requests.
     let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
-    socket.bind(&listen.into())?;
+    socket.bind(&bind_addr(listen).into())?;
     let socket: UdpSocket = socket.into();
-    if let SocketAddr::V4(v4) = listen
-        && v4.ip().is_multicast()
-    {
-        socket.join_multicast_v4(v4.ip(), &std::net::Ipv4Addr::UNSPECIFIED)?;
+    match listen {
+        SocketAddr::V4(v4) if v4.ip().is_multicast() => {
+            socket.join_multicast_v4(v4.ip(), &std::net::Ipv4Addr::UNSPECIFIED)?;
+        }
+        SocketAddr::V6(v6) if v6.ip().is_multicast() => {
+            socket.join_multicast_v6(v6.ip(), 0)?;
+        }
+        _ => {}
     }
     socket.set_read_timeout(Some(TICK))?;
     Ok(socket)
@@ -958,8 +994,28 @@ mod tests {
         );
         assert!(asks.is_empty(), "fully executed: gone without a delete");
         assert_eq!(book.trades(1), (2, 110));
+        // A non-printable execution reduces the order but is not counted in volume.
+        book.apply(&body(Body::OrderExecutedWithPrice {
+            order_ref: 5,
+            shares: 10,
+            match_number: 3,
+            printable: b'N',
+            price: 1000,
+        }))
+        .unwrap();
+        assert_eq!(book.trades(1), (2, 110));
+        assert_eq!(book.top(1, 5).0[0].shares, 100);
         assert_eq!(book.order_count(), 2);
         book.check_invariants();
+    }
+
+    #[test]
+    fn a_multicast_listener_binds_the_groups_port_on_every_address() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(bind_addr(at("239.1.1.1:15001")), at("0.0.0.0:15001"));
+        assert_eq!(bind_addr(at("[ff15::1]:15001")), at("[::]:15001"));
+        assert_eq!(bind_addr(at("127.0.0.1:15001")), at("127.0.0.1:15001"));
+        assert_eq!(bind_addr(at("0.0.0.0:15001")), at("0.0.0.0:15001"));
     }
 
     #[test]
