@@ -554,12 +554,20 @@ fn main() -> ExitCode {
             let options = ReplayOptions {
                 verify_determinism,
                 until,
-                book: match book.as_deref().map(Symbol::from_str_padded) {
-                    Some(None) => {
-                        eprintln!("ironmatch: --book: not a symbol");
+                book: match book.as_deref() {
+                    Some(s) if !config.instruments.iter().any(|i| i.symbol == s) => {
+                        let known: Vec<&str> = config
+                            .instruments
+                            .iter()
+                            .map(|i| i.symbol.as_str())
+                            .collect();
+                        eprintln!(
+                            "ironmatch: --book {s:?}: not a configured symbol (configured: {})",
+                            known.join(", ")
+                        );
                         return ExitCode::from(2);
                     }
-                    other => other.flatten(),
+                    other => other.and_then(Symbol::from_str_padded),
                 },
                 depth,
                 order: match order.as_deref().map(|o| replay::parse_order(o, &usernames)) {

@@ -60,6 +60,20 @@ pub struct Summary {
     pub snapshots_damaged: u64,
     /// Lines of the audit of `--order` (commands, causes and events).
     pub audited: u64,
+    /// A torn tail at the end of the last segment (a write cut short by a crash, never
+    /// acknowledged): left as it is, not replayed; `serve` cuts it at its next start.
+    pub torn: Option<TornTail>,
+}
+
+/// Where a torn tail starts.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct TornTail {
+    /// The segment file.
+    pub path: String,
+    /// Offset of the first byte not replayed.
+    pub offset: u64,
+    /// Bytes from there to the file's end.
+    pub bytes: u64,
 }
 
 /// Whether command `c` names the audited order: one of `owner`'s references in `chain`
@@ -243,7 +257,7 @@ pub fn replay(
         .into_iter()
         .peekable();
     let mut sessions = vec![0u64; book.owners.len()];
-    journal::scan_journal(
+    let scan = journal::scan_journal(
         dir,
         Some(journal::fingerprint(book)),
         false,
@@ -388,6 +402,11 @@ pub fn replay(
             Ok(())
         },
     )?;
+    summary.torn = scan.torn.map(|(path, offset, bytes)| TornTail {
+        path: path.display().to_string(),
+        offset,
+        bytes,
+    });
     // A snapshot past the journal's last record proves records were lost (recovery
     // removes such a snapshot, whose sequence numbers will be reused, and starts from an
     // older one or from the journal's start).
@@ -532,6 +551,13 @@ fn report(
             ""
         }
     )?;
+    if let Some(t) = &summary.torn {
+        writeln!(
+            out,
+            "torn tail: {} from offset {} ({} bytes, a write cut short, never acknowledged): not replayed; serve cuts it at its next start",
+            t.path, t.offset, t.bytes
+        )?;
+    }
     if summary.snapshots_verified + summary.snapshots_damaged > 0 {
         writeln!(
             out,

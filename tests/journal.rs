@@ -121,6 +121,33 @@ fn a_torn_last_record_is_truncated_at_every_byte_offset() {
         last_start = at;
         at += len;
     }
+    // `replay` reads a torn tail without repairing it, and says where it is.
+    std::fs::write(&path, &full[..full.len() - 1]).unwrap();
+    let mut text = Vec::new();
+    let options = ironmatch::replay::ReplayOptions::default();
+    let summary = ironmatch::replay::replay(&dir, &book, &options, &mut text).unwrap();
+    assert_eq!(
+        summary.last_seq,
+        scan.next_seq - 2,
+        "the torn record is not replayed"
+    );
+    let torn = summary.torn.expect("the torn tail is in the summary");
+    assert_eq!(
+        (torn.offset, torn.bytes),
+        (last_start as u64, (full.len() - 1 - last_start) as u64)
+    );
+    let text = String::from_utf8(text).unwrap();
+    assert!(text.contains("torn tail:"), "{text}");
+    assert_eq!(
+        std::fs::read(&path).unwrap().len(),
+        full.len() - 1,
+        "not repaired"
+    );
+    let whole = {
+        std::fs::write(&path, &full).unwrap();
+        ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new()).unwrap()
+    };
+    assert_eq!(whole.torn, None);
     let mut recovered = 0;
     for cut in last_start..full.len() {
         std::fs::write(&path, &full[..cut]).unwrap();
@@ -565,6 +592,20 @@ fn replay_verifies_summarises_audits_and_exports() {
         String::from_utf8_lossy(&absent.stderr).contains("no command or event of order MM3:99"),
         "{}",
         String::from_utf8_lossy(&absent.stderr)
+    );
+    // A book not configured (symbols are case-sensitive) is refused, not an empty report.
+    assert!(run(&["--book", "AAPL"]).contains("150.0100"));
+    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["replay", "--journal", dir.to_str().unwrap()])
+        .args(["--config", config_path.to_str().unwrap()])
+        .args(["--book", "aapl"])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("not a configured symbol"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
     );
     std::fs::remove_dir_all(&dir).ok();
 }
