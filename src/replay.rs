@@ -58,6 +58,8 @@ pub struct Summary {
     pub snapshots_verified: u64,
     /// Snapshot files that do not load (recovery skips them).
     pub snapshots_damaged: u64,
+    /// Snapshot files of another journal or book configuration (recovery skips them).
+    pub snapshots_foreign: u64,
     /// Lines of the audit of `--order` (commands, causes and events).
     pub audited: u64,
     /// A torn tail at the end of the last segment (a write cut short by a crash, never
@@ -229,6 +231,10 @@ pub fn replay(
             ),
         });
     }
+    let owner = Owner {
+        instance: journal::first_header(dir)?.map_or(0, |h| h.instance),
+        fingerprint: journal::fingerprint(book),
+    };
     let mut matcher = Matcher::new(book);
     let mut summary = Summary {
         instruments: book.instruments.len(),
@@ -396,7 +402,7 @@ pub fn replay(
             }
             while let Some((seq, path)) = snapshots.next_if(|(seq, _)| *seq <= place.seq) {
                 if seq == place.seq {
-                    check_snapshot(&path, place.seq, &matcher, &sessions, &mut summary)?;
+                    check_snapshot(&path, owner, place.seq, &matcher, &sessions, &mut summary)?;
                 }
             }
             Ok(())
@@ -426,9 +432,18 @@ pub fn replay(
     Ok(summary)
 }
 
-/// Compares the snapshot at `path` with the replayed state after record `seq`.
+/// What a snapshot must name to belong to the journal replayed.
+#[derive(Clone, Copy)]
+struct Owner {
+    instance: u64,
+    fingerprint: u64,
+}
+
+/// Compares the snapshot at `path`, if it belongs to `journal`, with the replayed state
+/// after record `seq`.
 fn check_snapshot(
     path: &Path,
+    journal: Owner,
     seq: u64,
     matcher: &Matcher,
     sessions: &[u64],
@@ -438,7 +453,22 @@ fn check_snapshot(
         .map_err(|e| e.to_string())
         .and_then(|b| journal::snapshot::decode_snapshot(&b).map_err(|e| e.to_string()));
     let snapshot = match loaded {
+        Ok(s) if (s.instance, s.fingerprint) != (journal.instance, journal.fingerprint) => {
+            eprintln!(
+                "replay: warning: {}: snapshot of another {}; recovery skips it",
+                path.display(),
+                if s.instance != journal.instance {
+                    "journal (engine instance differs)"
+                } else {
+                    "book configuration"
+                }
+            );
+            summary.snapshots_foreign += 1;
+            return Ok(());
+        }
         Ok(s) => s,
+        // Removed since it was listed (`serve` keeps the two newest).
+        Err(_) if !path.exists() => return Ok(()),
         Err(why) => {
             eprintln!(
                 "replay: warning: {}: damaged snapshot ({why}); recovery skips it",
@@ -558,11 +588,11 @@ fn report(
             t.path, t.offset, t.bytes
         )?;
     }
-    if summary.snapshots_verified + summary.snapshots_damaged > 0 {
+    if summary.snapshots_verified + summary.snapshots_damaged + summary.snapshots_foreign > 0 {
         writeln!(
             out,
-            "snapshots: {} equal to the replayed state, {} damaged",
-            summary.snapshots_verified, summary.snapshots_damaged
+            "snapshots: {} equal to the replayed state, {} damaged, {} of another journal or configuration",
+            summary.snapshots_verified, summary.snapshots_damaged, summary.snapshots_foreign
         )?;
     }
     for (symbol, bids, asks) in books {

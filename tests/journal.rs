@@ -767,6 +767,44 @@ fn a_damaged_snapshot_is_skipped_and_recovery_replays_more() {
     assert_eq!(replayed_snapshots(&dir, &book), (0, 2));
 }
 
+/// A snapshot of another journal (engine instance) or another book configuration, left in
+/// the directory: recovery skips it, and `replay` reports it as such instead of failing on
+/// the state it does not match.
+#[test]
+fn replay_skips_snapshots_of_another_journal_as_recovery_does() {
+    use ironmatch::journal::snapshot::{decode_snapshot, encode_snapshot, snapshot_paths};
+    let (dir, book) = write_flow(3000);
+    take_snapshots(&dir, &book, 1000);
+    let snaps = snapshot_paths(&dir).unwrap();
+    assert_eq!(replayed_snapshots(&dir, &book), (2, 0));
+    let relabel = |path: &std::path::Path,
+                   edit: fn(&mut ironmatch::journal::snapshot::Snapshot)| {
+        let mut s = decode_snapshot(&std::fs::read(path).unwrap()).unwrap();
+        edit(&mut s);
+        s.body.sessions[0] += 1; // and its state no longer that of this journal
+        std::fs::write(path, encode_snapshot(&s)).unwrap();
+    };
+    relabel(&snaps[0].1, |s| s.instance ^= 1);
+    relabel(&snaps[1].1, |s| s.fingerprint ^= 1);
+    assert_eq!(recovered(&dir, &book).3, None, "recovery uses neither");
+    let options = ironmatch::replay::ReplayOptions::default();
+    let mut text = Vec::new();
+    let summary = ironmatch::replay::replay(&dir, &book, &options, &mut text).unwrap();
+    assert_eq!(
+        (
+            summary.snapshots_verified,
+            summary.snapshots_damaged,
+            summary.snapshots_foreign
+        ),
+        (0, 0, 2)
+    );
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("2 of another journal or configuration"),
+        "{text}"
+    );
+}
+
 /// A snapshot that loads (checksums hold) but disagrees with the journal: skipped like a
 /// damaged one, and recovery replays the whole journal, delivering every event once.
 #[test]
