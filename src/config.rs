@@ -347,6 +347,11 @@ pub struct MarketDataSection {
     /// Scheduling niceness of the publisher thread (0 to 19): with few cores the pipeline
     /// runs first and the feed waits; 0 treats them alike (dedicated cores).
     pub thread_nice: i32,
+    /// Retransmission bytes sent per second to one address (a bucket of one second's
+    /// worth): a request's source can be forged, so without a budget the server would
+    /// send anyone's victim 70 bytes for each 20 it receives. 0: no limit (a private
+    /// network). At least `packet_bytes_max` otherwise.
+    pub retransmission_bytes_per_second: u64,
 }
 
 impl Default for MarketDataSection {
@@ -363,6 +368,7 @@ impl Default for MarketDataSection {
             multicast_ttl: 1,
             poll_interval_us: 1_000,
             thread_nice: 10,
+            retransmission_bytes_per_second: 10_000_000,
         }
     }
 }
@@ -958,6 +964,17 @@ impl Config {
             "marketdata.multicast_ttl",
             || "must be from 1 to 255".into(),
         )?;
+        check(
+            m.retransmission_bytes_per_second == 0
+                || m.retransmission_bytes_per_second >= m.packet_bytes_max as u64,
+            "marketdata.retransmission_bytes_per_second",
+            || {
+                format!(
+                    "must be 0 (no limit) or at least packet_bytes_max ({})",
+                    m.packet_bytes_max
+                )
+            },
+        )?;
         Ok(())
     }
 
@@ -1371,6 +1388,17 @@ mod tests {
         assert!(e.contains("marketdata.packet_bytes_max"), "{e}");
         let e = error_for(|s| {
             s.replacen(
+                "retransmission_bytes_per_second = 10000000",
+                "retransmission_bytes_per_second = 1000",
+                1,
+            )
+        });
+        assert!(
+            e.contains("marketdata.retransmission_bytes_per_second"),
+            "{e}"
+        );
+        let e = error_for(|s| {
+            s.replacen(
                 "session = \"IRONMATCH\"\n# Largest",
                 "session = \"TOO LONG NAME\"\n# Largest",
                 1,
@@ -1496,7 +1524,8 @@ mod tests {
                 m.attribution,
                 m.multicast_ttl,
                 m.thread_nice,
-                m.poll_interval_us
+                m.poll_interval_us,
+                m.retransmission_bytes_per_second
             ),
             (
                 d.enabled,
@@ -1505,7 +1534,8 @@ mod tests {
                 d.attribution,
                 d.multicast_ttl,
                 d.thread_nice,
-                d.poll_interval_us
+                d.poll_interval_us,
+                d.retransmission_bytes_per_second
             )
         );
     }

@@ -89,6 +89,53 @@ struct Stats {
     requests: u64,
     answered: u64,
     ignored: u64,
+    over_budget: u64,
+}
+
+/// Addresses whose budgets are kept at once; more are refused until some are full again.
+const BUDGETS_MAX: usize = 4096;
+
+/// Each requesting address's retransmission bytes: a bucket holding at most one second's
+/// worth, refilled continuously.
+struct ReplyBudgets {
+    per_second: u64,
+    buckets: std::collections::HashMap<std::net::IpAddr, (u64, Instant)>,
+}
+
+impl ReplyBudgets {
+    fn new(per_second: u64) -> ReplyBudgets {
+        ReplyBudgets {
+            per_second,
+            buckets: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Takes `bytes` from `to`'s budget at `now`, if it holds them.
+    fn take(&mut self, to: std::net::IpAddr, bytes: u64, now: Instant) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let per_second = self.per_second;
+        let level = |(left, at): (u64, Instant)| {
+            let refill = now.saturating_duration_since(at).as_nanos() * u128::from(per_second)
+                / 1_000_000_000;
+            u64::try_from(u128::from(left) + refill).map_or(per_second, |l| l.min(per_second))
+        };
+        if !self.buckets.contains_key(&to) && self.buckets.len() >= BUDGETS_MAX {
+            // A full bucket is the same as none: forget those to make room.
+            self.buckets.retain(|_, b| level(*b) < per_second);
+            if self.buckets.len() >= BUDGETS_MAX {
+                return false;
+            }
+        }
+        let bucket = self.buckets.entry(to).or_insert((per_second, now));
+        let left = level(*bucket);
+        if left < bytes {
+            return false;
+        }
+        *bucket = (left - bytes, now);
+        true
+    }
 }
 
 struct Feed {
@@ -105,6 +152,7 @@ struct Feed {
     packet: PacketBuilder,
     pending: Vec<u8>,
     reply: Vec<u8>,
+    budgets: ReplyBudgets,
     live: bool,
     last_send: Instant,
     stats: Stats,
@@ -162,6 +210,7 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
         packet: PacketBuilder::new(session, m.packet_bytes_max),
         pending: Vec::with_capacity(1 << 16),
         reply: Vec::with_capacity(m.packet_bytes_max),
+        budgets: ReplyBudgets::new(m.retransmission_bytes_per_second),
         // A new journal: everything, the start of day included, goes out live.
         live: start.live_from <= 1,
         last_send: Instant::now(),
@@ -199,13 +248,14 @@ impl Feed {
         match self.publish(stop) {
             Ok(()) => eprintln!(
                 "ironmatch feed: session {} ended at message {}: {} packets, {} retransmission \
-                 requests ({} answered, {} ignored), {} send errors",
+                 requests ({} answered, {} ignored, {} over an address's budget), {} send errors",
                 self.session.as_str(),
                 self.store.messages(),
                 self.stats.packets,
                 self.stats.requests,
                 self.stats.answered,
                 self.stats.ignored,
+                self.stats.over_budget,
                 self.stats.send_errors
             ),
             Err(e) => eprintln!("ironmatch feed: stopped (matching goes on): {e}"),
@@ -404,6 +454,14 @@ impl Feed {
         self.reply.clear();
         self.reply.extend_from_slice(&header.to_bytes());
         self.reply.extend_from_slice(blocks);
+        if !self
+            .budgets
+            .take(to.ip(), self.reply.len() as u64, Instant::now())
+        {
+            // Asked for again later by a real listener; a forged source gets no more.
+            self.stats.over_budget += 1;
+            return;
+        }
         // A reply lost to a full socket buffer is asked for again.
         if self.requests.send_to(&self.reply, to).is_ok() {
             self.stats.answered += 1;
@@ -425,5 +483,50 @@ impl Feed {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_gets_at_most_its_budget_a_second() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let victim: std::net::IpAddr = "192.0.2.7".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.8".parse().unwrap();
+        let mut budgets = ReplyBudgets::new(3_000);
+        // A second's worth at once, then nothing until it refills.
+        assert!(budgets.take(victim, 1_400, at(0)));
+        assert!(budgets.take(victim, 1_400, at(0)));
+        assert!(!budgets.take(victim, 1_400, at(1)));
+        // Another address has its own budget.
+        assert!(budgets.take(other, 1_400, at(1)));
+        // 200 left; 1,200 more come in 400 ms.
+        assert!(!budgets.take(victim, 1_400, at(399)));
+        assert!(budgets.take(victim, 1_400, at(400)));
+        // A long pause refills to one second's worth, not more.
+        assert!(budgets.take(victim, 3_000, at(60_000)));
+        assert!(!budgets.take(victim, 1, at(60_000)));
+        // 0: no limit.
+        let mut free = ReplyBudgets::new(0);
+        assert!((0..100).all(|_| free.take(victim, 65_000, at(0))));
+    }
+
+    #[test]
+    fn the_budgets_kept_are_bounded() {
+        let t0 = Instant::now();
+        let mut budgets = ReplyBudgets::new(1_000);
+        let addr = |i: usize| std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
+        for i in 0..BUDGETS_MAX {
+            assert!(budgets.take(addr(i), 1_000, t0));
+        }
+        // Every bucket empty: a new address is refused, not given memory.
+        assert!(!budgets.take(addr(BUDGETS_MAX), 1, t0));
+        assert_eq!(budgets.buckets.len(), BUDGETS_MAX);
+        // A second later they are full again and forgotten to make room.
+        assert!(budgets.take(addr(BUDGETS_MAX), 1, t0 + Duration::from_secs(1)));
+        assert_eq!(budgets.buckets.len(), 1);
     }
 }
