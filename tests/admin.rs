@@ -395,8 +395,11 @@ fn hostile_http_clients_cannot_take_the_endpoint_down() {
     use std::net::TcpStream;
     let server = Server::start(&admin_config(Some(TOKEN))).unwrap();
     let admin = server.admin_addr().unwrap();
-    // Silent and half-sent connections, held open for the whole test.
-    let mut idle: Vec<TcpStream> = (0..8).map(|_| TcpStream::connect(admin).unwrap()).collect();
+    // Silent and half-sent connections, held open for the whole test, more than the
+    // endpoint keeps open at once.
+    let mut idle: Vec<TcpStream> = (0..ironmatch::admin::CONNECTIONS_MAX + 8)
+        .map(|_| TcpStream::connect(admin).unwrap())
+        .collect();
     for c in idle.iter_mut().take(4) {
         c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nAuthoriz")
             .unwrap();

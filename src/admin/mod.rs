@@ -20,7 +20,8 @@
 //! `tokio` runtime of its own; an action's wait for the journal runs on one of the runtime's
 //! blocking threads, so other requests are answered meanwhile. A request's body is
 //! never read (no route takes one), at most [`CONNECTIONS_MAX`] connections are open at
-//! once (more are closed on accept), a request's head must arrive within
+//! once (at the cap, the oldest one with no request being answered is closed to make room
+//! for the new one), a request's head must arrive within
 //! [`HEADER_WAIT_MAX`] and a connection lives at most [`CONNECTION_TIME_MAX`], so no client
 //! can hold the endpoint, and no header can make it allocate more than its buffer.
 
@@ -33,6 +34,7 @@ use std::convert::Infallible;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -178,8 +180,8 @@ async fn serve_connections(
     handler: Arc<Handler>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let open = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
-    let mut refused = 0u64;
+    let mut open: std::collections::VecDeque<Open> = std::collections::VecDeque::new();
+    let mut evicted = 0u64;
     loop {
         let accepted = tokio::select! {
             _ = &mut stopped => return,
@@ -194,20 +196,37 @@ async fn serve_connections(
                 continue;
             }
         };
-        let Ok(permit) = Arc::clone(&open).try_acquire_owned() else {
-            refused += 1;
-            if refused.is_power_of_two() {
+        open.retain(|c| !c.task.is_finished());
+        if open.len() >= CONNECTIONS_MAX {
+            // Full: the oldest connection with no request being answered makes room (an
+            // idle or half-sent one, or one between requests), so that connections held
+            // open by anyone cannot keep an operator out; if every one is being answered,
+            // the new one waits for none and is closed.
+            let Some(oldest) = open.iter().position(|c| !c.busy.load(Ordering::Relaxed)) else {
+                continue;
+            };
+            if let Some(c) = open.remove(oldest) {
+                c.task.abort();
+            }
+            evicted += 1;
+            if evicted.is_power_of_two() {
                 eprintln!(
-                    "ironmatch admin: {refused} connections closed on accept: {CONNECTIONS_MAX} open"
+                    "ironmatch admin: {evicted} idle connections closed to make room: {CONNECTIONS_MAX} open"
                 );
             }
-            continue;
-        };
+        }
         let handler = Arc::clone(&handler);
-        tokio::spawn(async move {
+        let busy = Arc::new(AtomicBool::new(false));
+        let in_service = Arc::clone(&busy);
+        let task = tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let handler = Arc::clone(&handler);
-                async move { Ok::<_, Infallible>(handler.answer(&request).await) }
+                let busy = Busy::mark(Arc::clone(&in_service));
+                async move {
+                    let response = handler.answer(&request).await;
+                    drop(busy);
+                    Ok::<_, Infallible>(response)
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -215,8 +234,34 @@ async fn serve_connections(
                 .serve_connection(TokioIo::new(stream), service);
             // A client that went away, or took too long, is its own loss.
             let _ = tokio::time::timeout(CONNECTION_TIME_MAX, connection).await;
-            drop(permit);
         });
+        open.push_back(Open {
+            task: task.abort_handle(),
+            busy,
+        });
+    }
+}
+
+/// An open connection, oldest first in the accept loop's list.
+struct Open {
+    task: tokio::task::AbortHandle,
+    /// Set while one of its requests is being answered.
+    busy: Arc<AtomicBool>,
+}
+
+/// Marks a connection busy while it lives (a request being answered).
+struct Busy(Arc<AtomicBool>);
+
+impl Busy {
+    fn mark(flag: Arc<AtomicBool>) -> Busy {
+        flag.store(true, Ordering::Relaxed);
+        Busy(flag)
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 
@@ -570,6 +615,19 @@ mod tests {
         let held = requests.recv_timeout(Duration::from_secs(30)).unwrap();
         let status = client::request(&url, "GET", "/status", None).unwrap();
         assert_eq!(status.status, 200);
+        // Connections held open past the cap, silent or half-sent, make room for others by
+        // the oldest idle one closing; the waiting action's connection is not closed.
+        let idle: Vec<std::net::TcpStream> = (0..CONNECTIONS_MAX + 4)
+            .map(|i| {
+                let mut c = std::net::TcpStream::connect(server.local_addr()).unwrap();
+                if i % 2 == 0 {
+                    std::io::Write::write_all(&mut c, b"GET /status HTTP/1.1\r\nHo").unwrap();
+                }
+                c
+            })
+            .collect();
+        let status = client::request(&url, "GET", "/status", None).unwrap();
+        assert_eq!(status.status, 200);
         held.reply
             .send(actions::ActionReply::from_outcome(
                 &held.action,
@@ -579,6 +637,7 @@ mod tests {
             .unwrap();
         let post = post.join().unwrap().unwrap();
         assert_eq!(post.status, 200, "{}", post.body);
+        drop(idle);
         server.stop();
     }
 
