@@ -559,22 +559,6 @@ const TICK: Duration = Duration::from_millis(10);
 /// Receive buffer asked of the kernel, so a burst is not lost while the book is updated.
 const RECV_BUFFER_BYTES: usize = 8 << 20;
 
-/// Where the listener's socket binds for `listen`: a multicast group's port on every
-/// address (the group is joined), so that the retransmissions the publisher sends by
-/// unicast back to the requesting socket arrive on it too (a socket bound to the group
-/// address receives only datagrams sent to the group); any other address as it is.
-fn bind_addr(listen: SocketAddr) -> SocketAddr {
-    match listen {
-        SocketAddr::V4(v4) if v4.ip().is_multicast() => {
-            SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, v4.port()))
-        }
-        SocketAddr::V6(v6) if v6.ip().is_multicast() => {
-            SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, v6.port()))
-        }
-        other => other,
-    }
-}
-
 fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
@@ -585,18 +569,20 @@ fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     socket.set_reuse_address(true)?;
     // The kernel caps this at net.core.rmem_max; a smaller buffer only means more requests.
     let _ = socket.set_recv_buffer_size(RECV_BUFFER_BYTES);
-    socket.bind(&bind_addr(listen).into())?;
+    // Bound to the group's address itself, a socket receives only that group's datagrams
+    // (not other groups on the port, nor unicast to it).
+    socket.bind(&listen.into())?;
     let socket: UdpSocket = socket.into();
     match listen {
         SocketAddr::V4(v4) if v4.ip().is_multicast() => {
             socket.join_multicast_v4(v4.ip(), &std::net::Ipv4Addr::UNSPECIFIED)?;
         }
         SocketAddr::V6(v6) if v6.ip().is_multicast() => {
-            socket.join_multicast_v6(v6.ip(), 0)?;
+            socket.join_multicast_v6(v6.ip(), v6.scope_id())?;
         }
         _ => {}
     }
-    socket.set_read_timeout(Some(TICK))?;
+    socket.set_nonblocking(true)?;
     Ok(socket)
 }
 
@@ -609,6 +595,24 @@ pub fn run_listener(
     out: &mut impl Write,
 ) -> io::Result<(ListenerReport, FeedBook)> {
     let socket = bind(options.listen)?;
+    // Requests go out from a socket of their own and their answers come back to it: the
+    // stream's socket may be bound to a multicast group, which a unicast answer never
+    // reaches, and another receiver bound to the stream's port could take them.
+    let requests = UdpSocket::bind(match options.request {
+        SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
+        SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
+    })?;
+    requests.set_nonblocking(true)?;
+    // Both sockets wake one poll: an answer is read as soon as it comes, not after the
+    // stream's next packet.
+    let mut socket = mio::net::UdpSocket::from_std(socket);
+    let mut requests = mio::net::UdpSocket::from_std(requests);
+    let mut poll = mio::Poll::new()?;
+    poll.registry()
+        .register(&mut socket, mio::Token(0), mio::Interest::READABLE)?;
+    poll.registry()
+        .register(&mut requests, mio::Token(1), mio::Interest::READABLE)?;
+    let mut events = mio::Events::with_capacity(4);
     let mut sequencer = Sequencer::new(options.session);
     let mut book = FeedBook::default();
     let mut report = ListenerReport::default();
@@ -620,7 +624,16 @@ pub fn run_listener(
     let mut live_packets = 0u64;
     let mut lag_us = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits");
     loop {
-        match socket.recv_from(&mut buf) {
+        // An answer waiting is taken first, then the stream; with neither, a poll of
+        // both for up to a tick (the sockets are drained before each poll: mio's events
+        // are edge-triggered).
+        let received = match requests.recv_from(&mut buf) {
+            Ok((len, from)) if from == options.request => Ok((len, from)),
+            // Not from the retransmission server: not an answer, and not a reason to wait.
+            Ok(_) => Err(io::ErrorKind::Interrupted.into()),
+            Err(_) => socket.recv_from(&mut buf),
+        };
+        match received {
             Ok((len, from)) => {
                 let retransmitted = from == options.request;
                 let data = PacketHeader::parse(&buf[..len])
@@ -658,11 +671,14 @@ pub fn run_listener(
                     report.bad_packets += 1;
                 }
             }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if let Err(e) = poll.poll(&mut events, Some(TICK))
+                    && e.kind() != io::ErrorKind::Interrupted
+                {
+                    return Err(e);
+                }
+            }
             Err(e) => return Err(e),
         }
         if let (Some(session), Some((first, count))) = (sequencer.session(), sequencer.gap()) {
@@ -675,7 +691,7 @@ pub fn run_listener(
                     count,
                 };
                 // A lost request is sent again after REQUEST_RETRY.
-                let _ = socket.send_to(&request.to_bytes(), options.request);
+                let _ = requests.send_to(&request.to_bytes(), options.request);
                 report.requests += 1;
                 last_request = Some((Instant::now(), first));
             }
@@ -1007,15 +1023,6 @@ mod tests {
         assert_eq!(book.top(1, 5).0[0].shares, 100);
         assert_eq!(book.order_count(), 2);
         book.check_invariants();
-    }
-
-    #[test]
-    fn a_multicast_listener_binds_the_groups_port_on_every_address() {
-        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
-        assert_eq!(bind_addr(at("239.1.1.1:15001")), at("0.0.0.0:15001"));
-        assert_eq!(bind_addr(at("[ff15::1]:15001")), at("[::]:15001"));
-        assert_eq!(bind_addr(at("127.0.0.1:15001")), at("127.0.0.1:15001"));
-        assert_eq!(bind_addr(at("0.0.0.0:15001")), at("0.0.0.0:15001"));
     }
 
     #[test]
