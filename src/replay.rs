@@ -417,7 +417,7 @@ pub fn replay(
     // removes such a snapshot, whose sequence numbers will be reused, and starts from an
     // older one or from the journal's start).
     if options.until.is_none()
-        && let Some((seq, path)) = snapshots.next()
+        && let Some((seq, path)) = snapshots.find(|(_, path)| !foreign(path, owner))
     {
         return Err(JournalError::Ahead {
             path,
@@ -430,6 +430,15 @@ pub fn replay(
     }
     out.flush().map_err(JournalError::Output)?;
     Ok(summary)
+}
+
+/// Whether the snapshot at `path` loads and names another journal or configuration than
+/// `journal` (it then proves nothing about this one).
+fn foreign(path: &Path, journal: Owner) -> bool {
+    std::fs::read(path)
+        .ok()
+        .and_then(|b| journal::snapshot::decode_snapshot(&b).ok())
+        .is_some_and(|s| (s.instance, s.fingerprint) != (journal.instance, journal.fingerprint))
 }
 
 /// What a snapshot must name to belong to the journal replayed.

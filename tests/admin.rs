@@ -395,12 +395,13 @@ fn hostile_http_clients_cannot_take_the_endpoint_down() {
     use std::net::TcpStream;
     let server = Server::start(&admin_config(Some(TOKEN))).unwrap();
     let admin = server.admin_addr().unwrap();
-    // Silent and half-sent connections, held open for the whole test, more than the
-    // endpoint keeps open at once.
+    // Silent and half-sent connections, more than the endpoint keeps open at once (the
+    // oldest idle ones are closed to make room for the requests below).
     let mut idle: Vec<TcpStream> = (0..ironmatch::admin::CONNECTIONS_MAX + 8)
         .map(|_| TcpStream::connect(admin).unwrap())
         .collect();
-    for c in idle.iter_mut().take(4) {
+    // Half-sent on the newest, which the endpoint keeps longest.
+    for c in idle.iter_mut().rev().take(4) {
         c.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\nAuthoriz")
             .unwrap();
     }

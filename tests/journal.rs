@@ -803,6 +803,14 @@ fn replay_skips_snapshots_of_another_journal_as_recovery_does() {
         text.contains("2 of another journal or configuration"),
         "{text}"
     );
+    // Past this journal's end, another journal's snapshot proves no loss of records here.
+    std::fs::rename(
+        &snaps[0].1,
+        dir.join(format!("{:020}.ims", snaps[1].0 + 1_000)),
+    )
+    .unwrap();
+    let summary = ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new()).unwrap();
+    assert_eq!(summary.snapshots_foreign, 1);
 }
 
 /// A snapshot that loads (checksums hold) but disagrees with the journal: skipped like a

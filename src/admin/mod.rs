@@ -79,7 +79,8 @@ pub struct AdminServer {
     thread: JoinHandle<()>,
 }
 
-/// Connections open at once; a connection beyond them is closed as soon as it is accepted.
+/// Connections open at once; at the cap, a new connection closes the oldest with no
+/// request being answered (or, if every one is being answered, is closed itself).
 pub const CONNECTIONS_MAX: usize = 32;
 /// How long a connection may take to send a request's head.
 pub const HEADER_WAIT_MAX: Duration = Duration::from_secs(5);
@@ -379,12 +380,17 @@ pub fn from_a_tool(origin: bool, host: Option<&str>, token: bool) -> Result<(), 
     let Some(host) = host else {
         return Ok(());
     };
-    // `name:port`, `1.2.3.4:port`, `[::1]:port`, or any of them without the port.
+    // `name:port`, `1.2.3.4:port`, `[::1]:port`, or any of them without the port; a name
+    // may end in a dot; `localhost` and its subdomains resolve to loopback (RFC 6761).
     let name = match host.strip_prefix('[') {
         Some(rest) => rest.split(']').next().unwrap_or(rest),
         None => host.rsplit_once(':').map_or(host, |(name, _)| name),
     };
-    if name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok() {
+    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
+    if name == "localhost"
+        || name.ends_with(".localhost")
+        || name.parse::<std::net::IpAddr>().is_ok()
+    {
         Ok(())
     } else {
         Err(Reply::text(
@@ -480,7 +486,11 @@ impl Handler {
             .map_or("/", |p| p.as_str())
             .to_string();
         let method = request.method().clone();
-        let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+        // A Host that is not text is refused where names are checked (never allowed
+        // because it could not be read).
+        let host = headers
+            .get(HOST)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
         let reply = if let Err(refused) =
             from_a_tool(headers.contains_key(ORIGIN), host, self.token.is_some())
         {
@@ -655,11 +665,19 @@ mod tests {
             "[::1]:15080",
             "LOCALHOST",
             "10.0.0.1",
+            "localhost.:15080",
+            "engine.localhost:15080",
         ] {
             assert_eq!(from_a_tool(false, Some(host), false), Ok(()), "{host}");
         }
         assert_eq!(from_a_tool(false, None, false), Ok(()));
-        for host in ["evil.example:15080", "evil.example", "[evil]:1"] {
+        for host in [
+            "evil.example:15080",
+            "evil.example",
+            "[evil]:1",
+            "(not text)",
+            "localhost.evil",
+        ] {
             assert_eq!(
                 from_a_tool(false, Some(host), false).unwrap_err().status,
                 403,

@@ -100,13 +100,20 @@ const BUDGETS_MAX: usize = 4096;
 struct ReplyBudgets {
     per_second: u64,
     buckets: std::collections::HashMap<std::net::IpAddr, (u64, Instant)>,
+    /// With every budget in use, when the kept ones may next be swept for full buckets
+    /// (a sweep walks them all: one per [`SWEEP_PERIOD`] at most).
+    next_sweep: Option<Instant>,
 }
+
+/// How often, at most, the budgets are swept for room while every one is in use.
+const SWEEP_PERIOD: Duration = Duration::from_millis(10);
 
 impl ReplyBudgets {
     fn new(per_second: u64) -> ReplyBudgets {
         ReplyBudgets {
             per_second,
             buckets: std::collections::HashMap::new(),
+            next_sweep: None,
         }
     }
 
@@ -122,9 +129,13 @@ impl ReplyBudgets {
             u64::try_from(u128::from(left) + refill).map_or(per_second, |l| l.min(per_second))
         };
         if !self.buckets.contains_key(&to) && self.buckets.len() >= BUDGETS_MAX {
+            if self.next_sweep.is_some_and(|at| now < at) {
+                return false;
+            }
             // A full bucket is the same as none: forget those to make room.
             self.buckets.retain(|_, b| level(*b) < per_second);
             if self.buckets.len() >= BUDGETS_MAX {
+                self.next_sweep = Some(now + SWEEP_PERIOD);
                 return false;
             }
         }
@@ -522,9 +533,12 @@ mod tests {
         for i in 0..BUDGETS_MAX {
             assert!(budgets.take(addr(i), 1_000, t0));
         }
-        // Every bucket empty: a new address is refused, not given memory.
+        // Every bucket empty: a new address is refused, not given memory, and the next
+        // ones are refused without another sweep for a while.
         assert!(!budgets.take(addr(BUDGETS_MAX), 1, t0));
         assert_eq!(budgets.buckets.len(), BUDGETS_MAX);
+        assert_eq!(budgets.next_sweep, Some(t0 + SWEEP_PERIOD));
+        assert!(!budgets.take(addr(BUDGETS_MAX + 1), 1, t0 + SWEEP_PERIOD / 2));
         // A second later they are full again and forgotten to make room.
         assert!(budgets.take(addr(BUDGETS_MAX), 1, t0 + Duration::from_secs(1)));
         assert_eq!(budgets.buckets.len(), 1);
