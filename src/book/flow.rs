@@ -447,9 +447,13 @@ impl FlowDecoder {
             tif: self.tif(src, 5),
             hidden: src.one_in(7),
             post_only: src.one_in(9),
-            // One in four minimums off the lot (rejected where the lot is above one).
+            // One minimum in eight a lot short of 7 by one share (off the lot, rejected,
+            // where the lot is above one); the bytes read are as before the rule.
             min_qty: Qty(if src.one_in(8) {
-                lot * u32::from(src.below(8)) + u32::from(src.one_in(4))
+                match src.below(8) {
+                    7 => lot * 7 - 1,
+                    k => lot * u32::from(k),
+                }
             } else {
                 0
             }),
