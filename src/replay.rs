@@ -231,10 +231,11 @@ pub fn replay(
             ),
         });
     }
-    let owner = Owner {
-        instance: journal::first_header(dir)?.map_or(0, |h| h.instance),
-        fingerprint: journal::fingerprint(book),
-    };
+    // What a snapshot must name to be this journal's: its instance and this configuration.
+    let owner = (
+        journal::first_header(dir)?.map_or(0, |h| h.instance),
+        journal::fingerprint(book),
+    );
     let mut matcher = Matcher::new(book);
     let mut summary = Summary {
         instruments: book.instruments.len(),
@@ -263,151 +264,145 @@ pub fn replay(
         .into_iter()
         .peekable();
     let mut sessions = vec![0u64; book.owners.len()];
-    let scan = journal::scan_journal(
-        dir,
-        Some(journal::fingerprint(book)),
-        false,
-        options.until,
-        |place, entry| {
-            summary.records += 1;
-            summary.last_seq = place.seq;
-            if summary.records.is_multiple_of(1_000_000) && !options.json {
-                eprintln!(
-                    "replay: {} records, {:.1} M records/s",
-                    summary.records,
-                    summary.records as f64 / started.elapsed().as_secs_f64() / 1e6
-                );
+    let scan = journal::scan_journal(dir, Some(owner.1), false, options.until, |place, entry| {
+        summary.records += 1;
+        summary.last_seq = place.seq;
+        if summary.records.is_multiple_of(1_000_000) && !options.json {
+            eprintln!(
+                "replay: {} records, {:.1} M records/s",
+                summary.records,
+                summary.records as f64 / started.elapsed().as_secs_f64() / 1e6
+            );
+        }
+        match entry {
+            Entry::Command(c) => {
+                // Every event the re-run gave for the command before must have been
+                // journaled before this one. (Only the journal's last command may be
+                // short of its events: a crash cut them off, and `serve` journals them
+                // on its next start.)
+                if options.verify_determinism && next_expected < produced.len() {
+                    return Err(JournalError::Diverged {
+                        path: place.path.to_path_buf(),
+                        offset: place.offset,
+                        seq: place.seq,
+                        detail: format!(
+                            "the command before has {} journaled events, the re-run gives {}: first missing {:?}",
+                            next_expected,
+                            produced.len(),
+                            produced[next_expected]
+                        ),
+                    });
+                }
+                summary.commands += 1;
+                summary.first_ts.get_or_insert(c.ts.0);
+                summary.last_ts = Some(c.ts.0);
+                produced.clear();
+                next_expected = 0;
+                matcher.apply(c, &mut produced);
+                cause = None;
+                replacing = None;
+                if let Some((owner, _)) = options.order {
+                    if touches_command(c, owner, &chain) {
+                        replacing = match &c.body {
+                            CommandBody::Replace(x) if chain.contains(&x.orig_user_ref) => {
+                                Some(x.user_ref)
+                            }
+                            CommandBody::InvalidReplace {
+                                orig_user_ref,
+                                user_ref,
+                                ..
+                            } if chain.contains(orig_user_ref) => Some(*user_ref),
+                            _ => None,
+                        };
+                        audit_line(out, options.json, place.seq, "command", c)?;
+                        summary.audited += 1;
+                    } else {
+                        // Printed if one of its events touches the order: another
+                        // user's order that traded with it, a cancel by the venue.
+                        cause = Some((place.seq, *c));
+                    }
+                }
             }
-            match entry {
-                Entry::Command(c) => {
-                    // Every event the re-run gave for the command before must have been
-                    // journaled before this one. (Only the journal's last command may be
-                    // short of its events: a crash cut them off, and `serve` journals them
-                    // on its next start.)
-                    if options.verify_determinism && next_expected < produced.len() {
+            Entry::Event(e) => {
+                summary.events += 1;
+                match e.body {
+                    EventBody::Accepted { .. } => summary.orders += 1,
+                    EventBody::Executed {
+                        liquidity: crate::book::Liquidity::Removed,
+                        ..
+                    } => summary.trades += 1,
+                    _ => {}
+                }
+                if options.verify_determinism {
+                    let again = produced.get(next_expected);
+                    if again != Some(e) {
                         return Err(JournalError::Diverged {
                             path: place.path.to_path_buf(),
                             offset: place.offset,
                             seq: place.seq,
-                            detail: format!(
-                                "the command before has {} journaled events, the re-run gives {}: first missing {:?}",
-                                next_expected,
-                                produced.len(),
-                                produced[next_expected]
-                            ),
+                            detail: format!("journaled {e:?}, the re-run gives {again:?}"),
                         });
                     }
-                    summary.commands += 1;
-                    summary.first_ts.get_or_insert(c.ts.0);
-                    summary.last_ts = Some(c.ts.0);
-                    produced.clear();
-                    next_expected = 0;
-                    matcher.apply(c, &mut produced);
-                    cause = None;
-                    replacing = None;
-                    if let Some((owner, _)) = options.order {
-                        if touches_command(c, owner, &chain) {
-                            replacing = match &c.body {
-                                CommandBody::Replace(x) if chain.contains(&x.orig_user_ref) => {
-                                    Some(x.user_ref)
-                                }
-                                CommandBody::InvalidReplace {
-                                    orig_user_ref,
-                                    user_ref,
-                                    ..
-                                } if chain.contains(orig_user_ref) => Some(*user_ref),
-                                _ => None,
-                            };
-                            audit_line(out, options.json, place.seq, "command", c)?;
-                            summary.audited += 1;
-                        } else {
-                            // Printed if one of its events touches the order: another
-                            // user's order that traded with it, a cancel by the venue.
-                            cause = Some((place.seq, *c));
-                        }
-                    }
+                    next_expected += 1;
                 }
-                Entry::Event(e) => {
-                    summary.events += 1;
-                    match e.body {
-                        EventBody::Accepted { .. } => summary.orders += 1,
-                        EventBody::Executed {
-                            liquidity: crate::book::Liquidity::Removed,
-                            ..
-                        } => summary.trades += 1,
-                        _ => {}
+                if let Some((owner, _)) = options.order {
+                    if let EventBody::Accepted { owner: o, order }
+                    | EventBody::Replaced {
+                        owner: o, order, ..
+                    } = e.body
+                        && o == owner
+                        && chain.contains(&order.user_ref)
+                    {
+                        ids.insert(order.order_id);
                     }
-                    if options.verify_determinism {
-                        let again = produced.get(next_expected);
-                        if again != Some(e) {
-                            return Err(JournalError::Diverged {
-                                path: place.path.to_path_buf(),
-                                offset: place.offset,
-                                seq: place.seq,
-                                detail: format!("journaled {e:?}, the re-run gives {again:?}"),
-                            });
-                        }
-                        next_expected += 1;
+                    if let EventBody::Restated {
+                        owner: o,
+                        user_ref,
+                        md_ref,
+                        ..
+                    } = e.body
+                        && o == owner
+                        && chain.contains(&user_ref)
+                    {
+                        ids.insert(md_ref);
                     }
-                    if let Some((owner, _)) = options.order {
-                        if let EventBody::Accepted { owner: o, order }
-                        | EventBody::Replaced {
-                            owner: o, order, ..
-                        } = e.body
-                            && o == owner
-                            && chain.contains(&order.user_ref)
-                        {
-                            ids.insert(order.order_id);
-                        }
-                        if let EventBody::Restated {
-                            owner: o,
-                            user_ref,
-                            md_ref,
-                            ..
-                        } = e.body
-                            && o == owner
-                            && chain.contains(&user_ref)
-                        {
-                            ids.insert(md_ref);
-                        }
-                        if touches_event(e, owner, &chain, replacing, &ids) {
-                            // An expiry takes effect at whatever command comes first after
-                            // its time: that command is not its cause.
-                            let expired = matches!(
-                                e.body,
-                                EventBody::Canceled {
-                                    reason: crate::book::CancelReason::Expired,
-                                    ..
-                                }
-                            );
-                            if let Some((seq, c)) = cause.take()
-                                && !expired
-                            {
-                                audit_line(out, options.json, seq, "cause", &c)?;
-                                summary.audited += 1;
+                    if touches_event(e, owner, &chain, replacing, &ids) {
+                        // An expiry takes effect at whatever command comes first after
+                        // its time: that command is not its cause.
+                        let expired = matches!(
+                            e.body,
+                            EventBody::Canceled {
+                                reason: crate::book::CancelReason::Expired,
+                                ..
                             }
-                            audit_line(out, options.json, place.seq, "event", e)?;
+                        );
+                        if let Some((seq, c)) = cause.take()
+                            && !expired
+                        {
+                            audit_line(out, options.json, seq, "cause", &c)?;
                             summary.audited += 1;
                         }
+                        audit_line(out, options.json, place.seq, "event", e)?;
+                        summary.audited += 1;
                     }
                 }
             }
-            if let Entry::Event(e) = entry
-                && let Some(n) = e
-                    .body
-                    .owner()
-                    .and_then(|o| sessions.get_mut(usize::from(o.0)))
-            {
-                *n += 1;
+        }
+        if let Entry::Event(e) = entry
+            && let Some(n) = e
+                .body
+                .owner()
+                .and_then(|o| sessions.get_mut(usize::from(o.0)))
+        {
+            *n += 1;
+        }
+        while let Some((seq, path)) = snapshots.next_if(|(seq, _)| *seq <= place.seq) {
+            if seq == place.seq {
+                check_snapshot(&path, owner, place.seq, &matcher, &sessions, &mut summary)?;
             }
-            while let Some((seq, path)) = snapshots.next_if(|(seq, _)| *seq <= place.seq) {
-                if seq == place.seq {
-                    check_snapshot(&path, owner, place.seq, &matcher, &sessions, &mut summary)?;
-                }
-            }
-            Ok(())
-        },
-    )?;
+        }
+        Ok(())
+    })?;
     summary.torn = scan.torn.map(|(path, offset, bytes)| TornTail {
         path: path.display().to_string(),
         offset,
@@ -432,27 +427,20 @@ pub fn replay(
     Ok(summary)
 }
 
-/// Whether the snapshot at `path` loads and names another journal or configuration than
-/// `journal` (it then proves nothing about this one).
-fn foreign(path: &Path, journal: Owner) -> bool {
+/// Whether the snapshot at `path` loads and is not of the journal `(instance,
+/// fingerprint)` (it then proves nothing about this one).
+fn foreign(path: &Path, (instance, fingerprint): (u64, u64)) -> bool {
     std::fs::read(path)
         .ok()
         .and_then(|b| journal::snapshot::decode_snapshot(&b).ok())
-        .is_some_and(|s| (s.instance, s.fingerprint) != (journal.instance, journal.fingerprint))
+        .is_some_and(|s| s.foreign_to(instance, fingerprint).is_some())
 }
 
-/// What a snapshot must name to belong to the journal replayed.
-#[derive(Clone, Copy)]
-struct Owner {
-    instance: u64,
-    fingerprint: u64,
-}
-
-/// Compares the snapshot at `path`, if it belongs to `journal`, with the replayed state
-/// after record `seq`.
+/// Compares the snapshot at `path`, if it belongs to the journal `(instance,
+/// fingerprint)`, with the replayed state after record `seq`.
 fn check_snapshot(
     path: &Path,
-    journal: Owner,
+    (instance, fingerprint): (u64, u64),
     seq: u64,
     matcher: &Matcher,
     sessions: &[u64],
@@ -462,20 +450,17 @@ fn check_snapshot(
         .map_err(|e| e.to_string())
         .and_then(|b| journal::snapshot::decode_snapshot(&b).map_err(|e| e.to_string()));
     let snapshot = match loaded {
-        Ok(s) if (s.instance, s.fingerprint) != (journal.instance, journal.fingerprint) => {
-            eprintln!(
-                "replay: warning: {}: snapshot of another {}; recovery skips it",
-                path.display(),
-                if s.instance != journal.instance {
-                    "journal (engine instance differs)"
-                } else {
-                    "book configuration"
-                }
-            );
-            summary.snapshots_foreign += 1;
-            return Ok(());
-        }
-        Ok(s) => s,
+        Ok(s) => match s.foreign_to(instance, fingerprint) {
+            Some(why) => {
+                eprintln!(
+                    "replay: warning: {}: snapshot {why}; recovery skips it",
+                    path.display()
+                );
+                summary.snapshots_foreign += 1;
+                return Ok(());
+            }
+            None => s,
+        },
         // Removed since it was listed (`serve` keeps the two newest).
         Err(_) if !path.exists() => return Ok(()),
         Err(why) => {

@@ -496,8 +496,9 @@ fn replay_verifies_summarises_audits_and_exports() {
     assert_eq!(next_type(&mut maker).0, outbound::ACCEPTED);
     server.stop().unwrap();
 
-    let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+    // `ironmatch replay` of this journal with `args`.
+    let output = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
             .args([
                 "replay",
                 "--journal",
@@ -507,7 +508,10 @@ fn replay_verifies_summarises_audits_and_exports() {
             ])
             .args(args)
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let run = |args: &[&str]| {
+        let out = output(args);
         assert!(
             out.status.success(),
             "replay {args:?} failed: {}",
@@ -572,21 +576,11 @@ fn replay_verifies_summarises_audits_and_exports() {
     let early = run(&["--until", "2"]);
     assert!(early.contains("records 2 "), "{early}");
     // The ITCH export re-runs nothing: a check asked for with it is refused, not skipped.
-    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
-        .args(["replay", "--journal", dir.to_str().unwrap()])
-        .args(["--config", config_path.to_str().unwrap()])
-        .args(["--itch", dir.join("x.itch").to_str().unwrap()])
-        .arg("--verify-determinism")
-        .output()
-        .unwrap();
+    let itch = dir.join("x.itch");
+    let refused = output(&["--itch", itch.to_str().unwrap(), "--verify-determinism"]);
     assert_eq!(refused.status.code(), Some(2));
     // An order the journal never mentions is said to be absent, not an empty audit.
-    let absent = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
-        .args(["replay", "--journal", dir.to_str().unwrap()])
-        .args(["--config", config_path.to_str().unwrap()])
-        .args(["--order", "MM3:99"])
-        .output()
-        .unwrap();
+    let absent = output(&["--order", "MM3:99"]);
     assert_eq!(absent.status.code(), Some(1));
     assert!(
         String::from_utf8_lossy(&absent.stderr).contains("no command or event of order MM3:99"),
@@ -595,12 +589,7 @@ fn replay_verifies_summarises_audits_and_exports() {
     );
     // A book not configured (symbols are case-sensitive) is refused, not an empty report.
     assert!(run(&["--book", "AAPL"]).contains("150.0100"));
-    let unknown = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
-        .args(["replay", "--journal", dir.to_str().unwrap()])
-        .args(["--config", config_path.to_str().unwrap()])
-        .args(["--book", "aapl"])
-        .output()
-        .unwrap();
+    let unknown = output(&["--book", "aapl"]);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&unknown.stderr).contains("not a configured symbol"),

@@ -366,8 +366,8 @@ pub fn authorize(token: Option<&str>, authorization: Option<&str>) -> Result<(),
 /// name other than `localhost` (a page whose name was made to resolve to 127.0.0.1, DNS
 /// rebinding, could otherwise read `/status`). `ironmatch admin`, `curl` and Prometheus
 /// send no `Origin`; without a token the endpoint is on loopback, reached by address or as
-/// `localhost`. `Err` is the 403 to send.
-pub fn from_a_tool(origin: bool, host: Option<&str>, token: bool) -> Result<(), Reply> {
+/// `localhost`; a `Host` that is not text is refused. `Err` is the 403 to send.
+pub fn from_a_tool(origin: bool, host: Option<&[u8]>, token: bool) -> Result<(), Reply> {
     if origin {
         return Err(Reply::text(
             403,
@@ -380,6 +380,8 @@ pub fn from_a_tool(origin: bool, host: Option<&str>, token: bool) -> Result<(), 
     let Some(host) = host else {
         return Ok(());
     };
+    let host = String::from_utf8_lossy(host);
+    let host = host.as_ref();
     // `name:port`, `1.2.3.4:port`, `[::1]:port`, or any of them without the port; a name
     // may end in a dot; `localhost` and its subdomains resolve to loopback (RFC 6761).
     let name = match host.strip_prefix('[') {
@@ -486,11 +488,7 @@ impl Handler {
             .map_or("/", |p| p.as_str())
             .to_string();
         let method = request.method().clone();
-        // A Host that is not text is refused where names are checked (never allowed
-        // because it could not be read).
-        let host = headers
-            .get(HOST)
-            .map(|v| v.to_str().unwrap_or("(not text)"));
+        let host = headers.get(HOST).map(HeaderValue::as_bytes);
         let reply = if let Err(refused) =
             from_a_tool(headers.contains_key(ORIGIN), host, self.token.is_some())
         {
@@ -619,9 +617,9 @@ mod tests {
             let url = url.clone();
             std::thread::spawn(move || client::request(&url, "POST", "/halt-all", None))
         };
-        // The "gateway" holds the action until a read was served beside it: with the
-        // endpoint waiting on its own thread, the read never comes and the action ends
-        // in 504 after REPLY_WAIT_MAX.
+        // The "gateway" holds the action until a read was served beside it: were the
+        // endpoint's one thread waiting for the action, the read would never come and the
+        // action would end in 504 after REPLY_WAIT_MAX.
         let held = requests.recv_timeout(Duration::from_secs(30)).unwrap();
         let status = client::request(&url, "GET", "/status", None).unwrap();
         assert_eq!(status.status, 200);
@@ -654,7 +652,7 @@ mod tests {
     #[test]
     fn what_a_web_page_could_send_is_refused() {
         assert_eq!(
-            from_a_tool(true, Some("127.0.0.1:8080"), true)
+            from_a_tool(true, Some(b"127.0.0.1:8080"), true)
                 .unwrap_err()
                 .status,
             403
@@ -668,7 +666,11 @@ mod tests {
             "localhost.:15080",
             "engine.localhost:15080",
         ] {
-            assert_eq!(from_a_tool(false, Some(host), false), Ok(()), "{host}");
+            assert_eq!(
+                from_a_tool(false, Some(host.as_bytes()), false),
+                Ok(()),
+                "{host}"
+            );
         }
         assert_eq!(from_a_tool(false, None, false), Ok(()));
         for host in [
@@ -679,14 +681,23 @@ mod tests {
             "localhost.evil",
         ] {
             assert_eq!(
-                from_a_tool(false, Some(host), false).unwrap_err().status,
+                from_a_tool(false, Some(host.as_bytes()), false)
+                    .unwrap_err()
+                    .status,
                 403,
                 "{host}"
             );
         }
+        // A Host that is not text.
+        assert_eq!(
+            from_a_tool(false, Some(b"local\xffhost"), false)
+                .unwrap_err()
+                .status,
+            403
+        );
         // With a token, a browser cannot authenticate: names are fine (a scrape by host name).
         assert_eq!(
-            from_a_tool(false, Some("engine1.example:15080"), true),
+            from_a_tool(false, Some(b"engine1.example:15080"), true),
             Ok(())
         );
         // Through the server: a form's POST carries an Origin and halts nothing.

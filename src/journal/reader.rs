@@ -641,14 +641,9 @@ fn usable_snapshot(
         let loaded = std::fs::read(path)
             .map_err(|e| e.to_string())
             .and_then(|b| decode_snapshot(&b).map_err(|e| e.to_string()))
-            .and_then(|s| {
-                if s.instance != instance {
-                    Err("of another journal (engine instance differs)".to_string())
-                } else if s.fingerprint != fingerprint {
-                    Err("of another book configuration".to_string())
-                } else {
-                    Matcher::from_state(book, &s.body.book).map(|m| (s, m))
-                }
+            .and_then(|s| match s.foreign_to(instance, fingerprint) {
+                Some(why) => Err(why.to_string()),
+                None => Matcher::from_state(book, &s.body.book).map(|m| (s, m)),
             });
         match loaded {
             Ok(found) => return Ok(Some(found)),

@@ -78,6 +78,20 @@ pub struct Snapshot {
     pub body: SnapshotBody,
 }
 
+impl Snapshot {
+    /// Why the snapshot does not belong to the journal of engine `instance` with book
+    /// configuration `fingerprint`, if it does not (recovery and `replay` skip it then).
+    pub fn foreign_to(&self, instance: u64, fingerprint: u64) -> Option<&'static str> {
+        if self.instance != instance {
+            Some("of another journal (engine instance differs)")
+        } else if self.fingerprint != fingerprint {
+            Some("of another book configuration")
+        } else {
+            None
+        }
+    }
+}
+
 /// Why a snapshot file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
