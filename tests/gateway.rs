@@ -327,6 +327,64 @@ fn login_with_a_sequence_number_replays_exactly_the_missed_messages() {
     server.stop().unwrap();
 }
 
+/// A day's stream many times the store's chunk (65,536 bytes in the tests' configuration),
+/// so most of it is written out to the store's file: a login from message 1, one from the
+/// middle, and one after a restart (the store rebuilt from the journal) each get the
+/// messages sent live, byte for byte.
+#[test]
+fn a_replay_of_more_than_the_store_keeps_in_memory_is_exact() {
+    let dir = temp_dir("store").hold();
+    let config = test_config_in(&dir, "");
+    let server = Server::start(&config).unwrap();
+    let addr = server.local_addr();
+    // MM3 has no cancel-on-disconnect: its stream is only its own orders' messages.
+    let mut c = login(addr, "MM3", "pw3", 1);
+    let mut live = Vec::new();
+    for batch in 0..30u32 {
+        for r in batch * 100 + 1..=batch * 100 + 100 {
+            c.limit(r, b'B', 100, "AAPL", PX - u64::from(r % 50) * 100)
+                .unwrap();
+            c.cancel(r, 0).unwrap();
+        }
+        for _ in 0..200 {
+            live.push(next(&mut c));
+        }
+    }
+    let bytes: usize = live.iter().map(|(_, m)| m.len() + 3).sum();
+    assert!(bytes > 4 * 65_536, "{bytes} bytes: the stream spans chunks");
+    assert!(live.iter().enumerate().all(|(i, m)| m.0 == i as u64 + 1));
+    c.logout().unwrap();
+    drop(c);
+    let replayed = |addr, from: u64| {
+        let mut again = Client::connect(addr).unwrap();
+        assert_eq!(
+            again.login("MM3", "pw3", from).unwrap(),
+            Received::LoginAccepted {
+                session: "IRONMATCH".into(),
+                next_seq: from
+            }
+        );
+        let got: Vec<(u64, Vec<u8>)> = (from..=live.len() as u64)
+            .map(|_| next(&mut again))
+            .collect();
+        quiet(&mut again, Duration::from_millis(200));
+        got
+    };
+    for from in [1, 2_345] {
+        assert!(
+            replayed(addr, from) == live[from as usize - 1..],
+            "the replay from {from} differs from the live stream"
+        );
+    }
+    server.stop().unwrap();
+    let server = Server::start(&config).unwrap();
+    assert!(
+        replayed(server.local_addr(), 1) == live,
+        "after a restart, the replay from 1 differs from the live stream"
+    );
+    server.stop().unwrap();
+}
+
 #[test]
 fn malformed_and_oversize_frames_close_only_that_session() {
     let server = start();

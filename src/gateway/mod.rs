@@ -34,6 +34,7 @@ mod egress;
 pub mod exercise;
 mod ingress;
 mod session;
+mod store;
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -49,6 +50,7 @@ pub use admission::{AdmissionCounters, AdmissionStats};
 pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
 use session::UserSession;
+use store::{SessionStore, Spiller};
 
 use crate::admin::actions::{ActionReply, ActionRequest, AdminAction};
 use crate::admin::metrics::{EngineMetrics, MarkReader};
@@ -224,15 +226,20 @@ impl Gateway {
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let book = config.book_config().expect("validated at load");
+        // Full chunks of the sessions' stores go to files beside the journal.
+        let spiller = Spiller::start()?;
+        let store_dir = std::path::Path::new(&config.journal.dir);
         let users = config
             .users
             .iter()
             .zip(&book.owners)
             .enumerate()
             .map(|(i, (u, o))| {
-                UserSession::new(u, OwnerId(i as u16), o.firm, g.session_store_bytes)
+                let store =
+                    SessionStore::new(g.session_store_bytes, Some(spiller.file_in(store_dir)?));
+                Ok(UserSession::new(u, OwnerId(i as u16), o.firm, store))
             })
-            .collect();
+            .collect::<io::Result<_>>()?;
         // Both budgets have slots from the start; `pending_max` bounds the pending ones and
         // `connections_max` the logged-in ones, so a free slot exists whenever a budget has room.
         let slots = g.connections_max + g.pending_max;
@@ -298,7 +305,7 @@ impl Gateway {
     /// [`restore`](Self::restore), so sessions start with their recovered message counts.
     pub fn set_metrics(&mut self, metrics: Arc<EngineMetrics>) {
         for (user, m) in self.users.iter().zip(metrics.gateway.sessions.iter()) {
-            m.messages.set(user.next_seq() - 1);
+            m.messages.set(user.store.next_seq() - 1);
             m.logged_in.set(u64::from(user.conn.is_some()));
         }
         self.metrics = Some(metrics);
@@ -584,12 +591,15 @@ impl Gateway {
             && let Some(code) = egress::ouch_system_event(day)
         {
             for (u, (user, dirty)) in self.users.iter_mut().zip(self.dirty.iter_mut()).enumerate() {
-                user.append(|out| egress::encode_system_event(event.ts.0, code, out));
+                user.store
+                    .append(|out| egress::encode_system_event(event.ts.0, code, out));
                 *dirty = true;
                 if let Some(m) = &self.metrics {
                     m.gateway
                         .count_out(crate::wire::ouch::outbound::SYSTEM_EVENT);
-                    m.gateway.sessions[u].messages.set(user.next_seq() - 1);
+                    m.gateway.sessions[u]
+                        .messages
+                        .set(user.store.next_seq() - 1);
                 }
             }
             return None;
@@ -606,7 +616,7 @@ impl Gateway {
         let mut msg_type = 0;
         // An owner the configuration does not have (the matcher's reject of a command
         // that named one) has no session to store it in.
-        self.users.get_mut(u)?.append(|out| {
+        self.users.get_mut(u)?.store.append(|out| {
             let start = out.len();
             encode_event(event, symbols, out);
             msg_type = out.get(start).copied().unwrap_or(0);
@@ -1014,10 +1024,27 @@ impl Gateway {
         let Some(conn) = self.conns[i].as_mut() else {
             return;
         };
+        // Positioning the stream reads the store's file for a replay of written-out
+        // messages; if that fails the session cannot be served.
+        let verdict = verdict.and_then(|(u, seq)| {
+            self.users[u]
+                .store
+                .start_at(seq)
+                .map(|first| (u, first))
+                .map_err(|e| {
+                    eprintln!(
+                        "ironmatch gateway: {}: session store of {} unreadable: {e}",
+                        conn.peer, self.users[u].username
+                    );
+                    (
+                        soupbin::REJECT_SESSION_UNAVAILABLE,
+                        "session store unreadable",
+                    )
+                })
+        });
         match verdict {
-            Ok((u, seq)) => {
+            Ok((u, first)) => {
                 let user = &mut self.users[u];
-                let first = user.start_at(seq);
                 user.conn = Some(i);
                 conn.user = Some(u);
                 AdmissionCounters::add(&self.counters.logins);
@@ -1165,8 +1192,8 @@ impl Gateway {
         let Some(conn) = self.conns[i].as_mut() else {
             return;
         };
-        let user = conn.user.map(|u| &mut self.users[u]);
-        let result = write_pending(&mut conn.stream, &mut conn.control, user);
+        let store = conn.user.map(|u| &mut self.users[u].store);
+        let result = write_pending(&mut conn.stream, &mut conn.control, store);
         match result {
             Ok(n) => {
                 if n > 0 {
@@ -1197,7 +1224,7 @@ impl Gateway {
                             m.gateway.count_out(msg_type);
                             m.gateway.sessions[u]
                                 .messages
-                                .set(self.users[u].next_seq() - 1);
+                                .set(self.users[u].store.next_seq() - 1);
                         }
                     }
                 }
@@ -1225,7 +1252,8 @@ impl Gateway {
             self.flush(i);
             // The replay a login asked for does not count: only live messages behind it.
             if self.users[u].conn.is_some()
-                && self.users[u].live_unsent_len() > self.settings.session_queue_bytes_max as u64
+                && self.users[u].store.live_unsent_len()
+                    > self.settings.session_queue_bytes_max as u64
             {
                 self.close(
                     i,
@@ -1304,7 +1332,9 @@ impl Gateway {
                 let Some(conn) = self.conns[i].as_mut() else {
                     continue;
                 };
-                let caught_up = conn.user.is_none_or(|u| self.users[u].unsent_len() == 0);
+                let caught_up = conn
+                    .user
+                    .is_none_or(|u| self.users[u].store.unsent_len() == 0);
                 if caught_up && !conn.ended {
                     // End of Session ends a logged-in session; a connection still logging
                     // in (or refused) is just closed.
@@ -1415,16 +1445,16 @@ fn write_all_nonblocking(stream: &mut impl Write, buf: &mut Vec<u8>) -> io::Resu
 fn write_pending(
     out: &mut impl Write,
     control: &mut Vec<u8>,
-    mut user: Option<&mut UserSession>,
+    mut store: Option<&mut SessionStore>,
 ) -> io::Result<usize> {
     let mut total = 0;
     if !control.is_empty()
-        && let Some(user) = user.as_deref_mut()
+        && let Some(stream) = store.as_deref_mut()
     {
-        let rest = user.packet_rest();
+        let rest = stream.packet_rest();
         if rest > 0 {
-            let n = write_some(out, &user.unsent()[..rest])?;
-            user.mark_sent(n);
+            let n = write_some(out, &stream.unsent()[..rest])?;
+            stream.mark_sent(n)?;
             total += n;
             if n < rest {
                 return Ok(total);
@@ -1433,18 +1463,18 @@ fn write_pending(
     }
     total += write_all_nonblocking(out, control)?;
     if control.is_empty()
-        && let Some(user) = user
+        && let Some(store) = store
     {
         // The store hands out one chunk at a time: go on while the socket takes whole
         // chunks.
         loop {
-            let pending = user.unsent();
+            let pending = store.unsent();
             if pending.is_empty() {
                 break;
             }
             let n = write_some(out, pending)?;
             let whole = n == pending.len();
-            user.mark_sent(n);
+            store.mark_sent(n)?;
             total += n;
             if !whole {
                 break;
@@ -1534,11 +1564,11 @@ mod tests {
         // Every cut of the stream: the socket takes `cut` bytes, then a heartbeat is
         // queued, then the socket drains.
         for cut in 0..=3 * 23 {
-            let mut user = session::tests::user_with_chunks(0);
+            let mut user = SessionStore::new(0, None);
             for m in [b'A', b'B', b'C'] {
                 user.append(|out| out.extend_from_slice(&[m; 20]));
             }
-            user.start_at(1);
+            user.start_at(1).unwrap();
             let mut socket = Throttled {
                 taken: Vec::new(),
                 budget: cut,
