@@ -58,14 +58,23 @@ enum Chunk {
     Written,
 }
 
+/// Work for the store's thread.
+enum Job {
+    /// A chunk to write out.
+    Write(Write),
+    /// A written chunk's memory to free there rather than on the gateway thread (a free of
+    /// a chunk's megabytes can unmap them: a stall the gateway's connections would see).
+    Free(Arc<Handed>),
+}
+
 /// A chunk to write at `offset` of `file`.
-struct Job {
+struct Write {
     file: Arc<File>,
     offset: u64,
     chunk: Arc<Handed>,
 }
 
-impl Job {
+impl Write {
     /// Writes the chunk and says so to its store.
     fn run(&self) -> io::Result<()> {
         let written = self.file.write_all_at(&self.chunk.bytes, self.offset);
@@ -91,6 +100,13 @@ impl Spiller {
             .spawn(move || {
                 let mut reported = false;
                 for job in queue {
+                    let job = match job {
+                        Job::Write(job) => job,
+                        Job::Free(chunk) => {
+                            drop(chunk);
+                            continue;
+                        }
+                    };
                     if let Err(e) = job.run()
                         && !std::mem::replace(&mut reported, true)
                     {
@@ -349,11 +365,11 @@ impl SessionStore {
             bytes: std::mem::take(chunk),
             state: AtomicU8::new(PENDING),
         });
-        let job = Job {
+        let job = Job::Write(Write {
             file: Arc::clone(&spill.file),
             offset: self.chunk_starts[c],
             chunk: Arc::clone(&handed),
-        };
+        });
         if spill.jobs.send(job).is_ok() {
             self.handed.push(c);
         } else {
@@ -366,7 +382,7 @@ impl SessionStore {
     /// Frees the memory of the chunks the thread has written, but for the one the stream
     /// is in (its bytes stay where [`unsent`](Self::unsent) finds them).
     fn reap(&mut self) {
-        let (chunks, streaming) = (&mut self.chunks, self.sent_chunk);
+        let (chunks, streaming, spill) = (&mut self.chunks, self.sent_chunk, &self.spill);
         self.handed.retain(|&c| {
             let Chunk::Handed(handed) = &chunks[c] else {
                 return false;
@@ -375,7 +391,12 @@ impl SessionStore {
                 _ if c == streaming => true,
                 PENDING => true,
                 WRITTEN => {
-                    chunks[c] = Chunk::Written;
+                    if let (Chunk::Handed(handed), Some(spill)) =
+                        (std::mem::replace(&mut chunks[c], Chunk::Written), spill)
+                    {
+                        // If the thread is gone, the chunk is freed here.
+                        let _ = spill.jobs.send(Job::Free(handed));
+                    }
                     false
                 }
                 // A failed write keeps the chunk in memory: readable, never lost.
@@ -519,6 +540,9 @@ mod tests {
                 // The thread catches up now and then, after the stream entered its chunk.
                 if got.len() % 3 == 0 {
                     for job in queue.try_iter() {
+                        let Job::Write(job) = job else {
+                            continue;
+                        };
                         if fail {
                             job.chunk.state.store(FAILED, Ordering::Release);
                         } else {
