@@ -134,8 +134,8 @@ pub struct GatewaySection {
     pub session_queue_bytes_max: usize,
     /// Bytes per chunk of a user's store of sequenced messages (replay by sequence number):
     /// the first is reserved at start, more come as the day needs them, none is copied.
-    /// Memory holds the chunk being filled and the one being read; full chunks are
-    /// written out to a file in the journal directory.
+    /// Memory holds about three chunks a user (being filled, being read, being written);
+    /// full chunks are written out to a file in the journal directory.
     pub session_store_bytes: usize,
 }
 

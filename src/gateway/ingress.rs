@@ -147,6 +147,17 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     )
 }
 
+/// ironmatch keeps one UserRefNum sequence per user: a message naming another order-flow
+/// channel (UserRefIdx other than 0, OUCH's tag 28) is refused rather than numbered, or
+/// answered, as if it were channel 0's.
+fn one_channel(o: &Options) -> Result<(), Invalid> {
+    check(
+        o.user_ref_idx.is_none_or(|i| i == 0),
+        RejectReason::Unsupported,
+        "user ref idx",
+    )
+}
+
 /// Checks every field of a decoded message against its OUCH type and what ironmatch
 /// offers. The ClOrdID is checked first, so any later refusal can echo it.
 pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
@@ -167,7 +178,8 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
                 "capacity",
             )?;
             check(m.cross_type == b'N', Unsupported, "cross type")?;
-            check_options(o)
+            check_options(o)?;
+            one_channel(o)
         }
         Inbound::Replace(m, o) => {
             check(is_alpha(&m.clordid), Unsupported, "ClOrdID")?;
@@ -180,10 +192,14 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
             )?;
             check(m.price.get() <= LIMIT_PRICE_MAX, PriceOutOfRange, "price")?;
             check_order_fields(m.tif, m.display, m.iso, o)?;
-            check_options(o)
+            check_options(o)?;
+            one_channel(o)
         }
-        Inbound::Cancel(..) | Inbound::AccountQuery(_) => Ok(()),
-        Inbound::Modify(m, _) => check_side(m.side, "side"),
+        Inbound::Cancel(_, o) | Inbound::AccountQuery(o) => one_channel(o),
+        Inbound::Modify(m, o) => {
+            check_side(m.side, "side")?;
+            one_channel(o)
+        }
         Inbound::MassCancel(m, o) => {
             check(
                 Firm::is_well_formed(&m.firm),
@@ -199,11 +215,7 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
                 Unsupported,
                 "group id criterion",
             )?;
-            check(
-                o.user_ref_idx.is_none_or(|i| i == 0),
-                Unsupported,
-                "user ref idx criterion",
-            )?;
+            one_channel(o)?;
             o.side.map_or(Ok(()), |s| check_side(s, "side option"))
         }
     }
@@ -429,6 +441,44 @@ mod tests {
                     clordid: *b"MYORDER-1     "
                 }
             );
+        }
+    }
+
+    /// A UserRefIdx (tag 28) other than 0 on any message is refused; 0 is channel 0.
+    #[test]
+    fn another_reference_channel_is_refused_on_every_message() {
+        let mut cancel = vec![b'X', 0, 0, 0, 9, 0, 0, 0, 0];
+        let mut modify = vec![b'M', 0, 0, 0, 9, b'S', 0, 0, 0, 50];
+        let mut query = vec![b'Q'];
+        for m in [&mut cancel, &mut modify, &mut query] {
+            m.extend_from_slice(&[0, 3, 2, 28, 0]);
+        }
+        let mut replace = vec![b'U', 0, 0, 0, 9, 0, 0, 0, 10, 0, 0, 0, 100];
+        replace.extend_from_slice(&100u64.to_be_bytes());
+        replace.extend_from_slice(b"0YNMYORDER-1     ");
+        replace.extend_from_slice(&[0, 3, 2, 28, 0]);
+        for (name, base) in [
+            ("enter", enter(b'Y', b'0', 100, &[2, 28, 0])),
+            ("replace", replace),
+            ("cancel", cancel),
+            ("modify", modify),
+            ("account query", query),
+        ] {
+            for (idx, refused) in [(0u8, false), (1, true), (255, true)] {
+                let mut bytes = base.clone();
+                *bytes.last_mut().unwrap() = idx;
+                let msg = decode_inbound(&bytes).unwrap_or_else(|e| panic!("{name}: {e:?}"));
+                let verdict = validate(&msg);
+                if refused {
+                    assert_eq!(
+                        verdict,
+                        Err((RejectReason::Unsupported, "user ref idx")),
+                        "{name} on channel {idx}"
+                    );
+                } else {
+                    assert_eq!(verdict, Ok(()), "{name} on channel 0");
+                }
+            }
         }
     }
 

@@ -8,10 +8,16 @@
 //!
 //! Memory stays bounded however long the day and whatever a member sends: a full chunk
 //! that no connection is reading is written to a file of the user's own ([`Spiller`]) by a
-//! thread beside the gateway, and freed once written. In memory stay the chunk being filled
-//! and the one the connection is reading; a replay of older messages reads the file through
-//! a window of [`WINDOW_BYTES`]. Message positions are kept for one message in
-//! [`MARK_EVERY`], so the index takes an eighth of a byte per message, not eight.
+//! thread beside the gateway, and freed once written. In memory stay the chunk being filled,
+//! the one the stream is in (also while no connection is logged in), and chunks still being
+//! written: three chunks a user when the disk keeps up. A replay of older messages reads
+//! the file through a window of [`WINDOW_BYTES`], on the gateway thread (fast from the page
+//! cache; a cold read waits for the disk, and the other sessions with it). Message
+//! positions are kept for one message in [`MARK_EVERY`], so the index takes an eighth of a
+//! byte per message, not eight.
+//!
+//! A chunk whose write fails stays in memory (the first failure is logged): the files
+//! share the journal's disk, and a disk that fails them fails the journal too.
 
 use std::fs::File;
 use std::io;
@@ -212,6 +218,9 @@ impl SessionStore {
             self.reap();
             self.advance();
             self.release(self.chunks.len() - 2);
+        } else if !self.handed.is_empty() {
+            // Free written chunks as soon as they are seen written, not at the next chunk.
+            self.reap();
         }
         if self.count.is_multiple_of(MARK_EVERY) {
             self.marks.push(self.stored);
@@ -440,32 +449,38 @@ impl SessionStore {
         Ok(())
     }
 
-    /// The logical offset of message `seq` (1 to the count).
+    /// The logical offset of message `seq` (1 to the count): from the last kept position
+    /// before it, walking packet lengths. In written-out chunks the walk reads the file
+    /// once for all the messages between two kept positions (twice where a chunk ends
+    /// among them).
     fn offset_of(&self, seq: u64) -> io::Result<u64> {
         let i = seq - 1;
         let mut at = self.marks[(i / MARK_EVERY) as usize];
+        // Bytes of the file from `read.0`.
+        let mut read: (u64, Vec<u8>) = (0, Vec::new());
         for _ in 0..i % MARK_EVERY {
-            at += 2 + u64::from(self.length_at(at)?);
+            let c = self.chunk_starts.partition_point(|&s| s <= at) - 1;
+            let in_chunk = (at - self.chunk_starts[c]) as usize;
+            let field = match &self.chunks[c] {
+                Chunk::Memory(chunk) => &chunk[in_chunk..],
+                Chunk::Handed(handed) => &handed.bytes[in_chunk..],
+                Chunk::Written => {
+                    let (from, bytes) = &mut read;
+                    if !(*from <= at && at + 2 <= *from + bytes.len() as u64) {
+                        let Some(spill) = &self.spill else {
+                            unreachable!("only a store with a file writes chunks out")
+                        };
+                        let len = (self.end(c) - at).min(MARK_EVERY * MESSAGE_BYTES_MAX as u64);
+                        bytes.resize(len as usize, 0);
+                        spill.file.read_exact_at(bytes, at)?;
+                        *from = at;
+                    }
+                    &read.1[(at - read.0) as usize..]
+                }
+            };
+            at += 2 + u64::from(u16::from_be_bytes([field[0], field[1]]));
         }
         Ok(at)
-    }
-
-    /// The packet length field at logical offset `at`, a packet's start.
-    fn length_at(&self, at: u64) -> io::Result<u16> {
-        let c = self.chunk_starts.partition_point(|&s| s <= at) - 1;
-        let i = (at - self.chunk_starts[c]) as usize;
-        let mut field = [0u8; 2];
-        match &self.chunks[c] {
-            Chunk::Memory(chunk) => field.copy_from_slice(&chunk[i..i + 2]),
-            Chunk::Handed(handed) => field.copy_from_slice(&handed.bytes[i..i + 2]),
-            Chunk::Written => {
-                let Some(spill) = &self.spill else {
-                    unreachable!("only a store with a file writes chunks out")
-                };
-                spill.file.read_exact_at(&mut field, at)?;
-            }
-        }
-        Ok(u16::from_be_bytes(field))
     }
 }
 
