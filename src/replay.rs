@@ -81,6 +81,12 @@ pub struct TornTail {
 /// Whether command `c` names the audited order: one of `owner`'s references in `chain`
 /// (the order's replace chain). A mass cancel or a disconnect is shown only as the cause of
 /// a cancel of the order, like another user's command that traded with it.
+///
+/// A replace is the order's only if it replaces one of the chain's references: a replace
+/// that took gave its new reference a link in the chain from the one it replaced, so a
+/// replace naming a chain's reference only as its new one did not take (OUCH leaves the
+/// reference of a failed replace free, and a later order may use it) or named a reference
+/// in use. It is another order's, and so are its events ([`foreign_replace`]).
 fn touches_command(c: &Command, owner: OwnerId, chain: &FxHashSet<UserRef>) -> bool {
     c.owner == owner
         && match &c.body {
@@ -88,19 +94,31 @@ fn touches_command(c: &Command, owner: OwnerId, chain: &FxHashSet<UserRef>) -> b
             CommandBody::Cancel { user_ref, .. } | CommandBody::Modify { user_ref, .. } => {
                 chain.contains(user_ref)
             }
-            CommandBody::Replace(x) => {
-                chain.contains(&x.user_ref) || chain.contains(&x.orig_user_ref)
-            }
-            CommandBody::InvalidReplace {
-                orig_user_ref,
-                user_ref,
-                ..
-            } => chain.contains(user_ref) || chain.contains(orig_user_ref),
+            CommandBody::Replace(x) => chain.contains(&x.orig_user_ref),
+            CommandBody::InvalidReplace { orig_user_ref, .. } => chain.contains(orig_user_ref),
             CommandBody::GatewayReject { user_ref, .. } => chain.contains(user_ref),
             CommandBody::Disconnect
             | CommandBody::MassCancel { .. }
             | CommandBody::AccountQuery
             | CommandBody::Venue(_) => false,
+        }
+}
+
+/// Whether command `c` is a replace of another of `owner`'s orders naming one of the
+/// chain's references as its new one (see [`touches_command`]): its answers (a rejection
+/// with that reference) are not the audited order's.
+fn foreign_replace(c: &Command, owner: OwnerId, chain: &FxHashSet<UserRef>) -> bool {
+    c.owner == owner
+        && match &c.body {
+            CommandBody::Replace(x) => {
+                chain.contains(&x.user_ref) && !chain.contains(&x.orig_user_ref)
+            }
+            CommandBody::InvalidReplace {
+                orig_user_ref,
+                user_ref,
+                ..
+            } => chain.contains(user_ref) && !chain.contains(orig_user_ref),
+            _ => false,
         }
 }
 
@@ -254,6 +272,9 @@ pub fn replay(
     let mut replacing: Option<UserRef> = None;
     // The last command that did not name the audited order, until one of its events does.
     let mut cause: Option<(u64, Command)> = None;
+    // Whether the current command is another order's replace naming the audited order's
+    // reference as its new one: none of its events is the audited order's.
+    let mut other_order = false;
     let started = Instant::now();
     // Snapshots are checked against the replayed state where they were taken.
     let mut snapshots = journal::snapshot::snapshot_paths(dir)
@@ -301,7 +322,9 @@ pub fn replay(
                 matcher.apply(c, &mut produced);
                 cause = None;
                 replacing = None;
+                other_order = false;
                 if let Some((owner, _)) = options.order {
+                    other_order = foreign_replace(c, owner, &chain);
                     if touches_command(c, owner, &chain) {
                         replacing = match &c.body {
                             CommandBody::Replace(x) if chain.contains(&x.orig_user_ref) => {
@@ -366,7 +389,7 @@ pub fn replay(
                     {
                         ids.insert(md_ref);
                     }
-                    if touches_event(e, owner, &chain, replacing, &ids) {
+                    if !other_order && touches_event(e, owner, &chain, replacing, &ids) {
                         // An expiry takes effect at whatever command comes first after
                         // its time: that command is not its cause.
                         let expired = matches!(

@@ -492,6 +492,9 @@ fn replay_verifies_summarises_audits_and_exports() {
         a.sort_unstable();
         a
     });
+    // The failed replace left reference 4 free (OUCH): a later order takes it.
+    maker.limit(4, b'S', 100, "AAPL", PX + 300).unwrap();
+    assert_eq!(next_type(&mut maker).0, outbound::ACCEPTED);
     maker.limit(5, b'S', 100, "AAPL", PX + 100).unwrap();
     assert_eq!(next_type(&mut maker).0, outbound::ACCEPTED);
     server.stop().unwrap();
@@ -520,7 +523,7 @@ fn replay_verifies_summarises_audits_and_exports() {
         String::from_utf8(out.stdout).unwrap()
     };
     let summary = run(&["--verify-determinism"]);
-    assert!(summary.contains("orders accepted 4, trades 2"), "{summary}");
+    assert!(summary.contains("orders accepted 5, trades 2"), "{summary}");
     assert!(
         summary.contains("determinism: every journaled event equals the re-run's"),
         "{summary}"
@@ -570,6 +573,22 @@ fn replay_verifies_summarises_audits_and_exports() {
             has("Canceled", 3) && audit.contains("ReplaceFailed"),
             "{order}: {audit}"
         );
+        assert!(
+            !has("Accepted", 4),
+            "the later order 4 is not: {order}: {audit}"
+        );
+    }
+    // The later order 4's audit is that order's alone: its entry, acceptance and add to
+    // the feed, not the failed replace that named 4 before it, nor that replace's
+    // rejection.
+    let audit = run(&["--order", "MM3:4"]);
+    let lines: Vec<&str> = audit.lines().collect();
+    assert_eq!(lines.len(), 3, "{audit}");
+    for (line, what) in lines.iter().zip([" command ", " event ", " event "]) {
+        assert!(line.contains(what), "{audit}");
+    }
+    for (line, what) in lines.iter().zip(["New(", "Accepted", "MdAdd"]) {
+        assert!(line.contains(what), "{audit}");
     }
     let json: serde_json::Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
     assert_eq!(json["summary"]["trades"], 2);
