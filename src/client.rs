@@ -294,6 +294,9 @@ impl Client {
                 {
                     return Ok(None);
                 }
+                // A signal (a read with a timeout is never restarted): read on until the
+                // deadline.
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }

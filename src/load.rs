@@ -386,6 +386,7 @@ fn spawn_echo() -> io::Result<(SocketAddr, impl FnOnce())> {
                                         }
                                     }
                                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                                     Err(_) => break,
                                 }
                             }
@@ -499,7 +500,10 @@ fn login(addr: SocketAddr, user: &str, password: &str) -> io::Result<LoggedIn> {
             }
             buf.drain(..len);
         }
-        let n = stream.read(&mut chunk)?;
+        let n = match stream.read(&mut chunk) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => read?,
+        };
         if n == 0 {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
