@@ -218,6 +218,26 @@ pub struct ClusterSection {
     /// How often the leader sends heartbeats, ms; well below the election timeout.
     #[serde(default = "default_heartbeat_interval_ms")]
     pub heartbeat_interval_ms: u64,
+    /// The cluster's shared secret (at least 16 bytes; every node the same): connections
+    /// between nodes are authenticated with it and every frame sealed. Empty: none, allowed
+    /// only on loopback. [`CLUSTER_SECRET_ENV`] overrides it, so it can stay out of the file.
+    #[serde(default)]
+    pub secret: String,
+}
+
+/// The environment variable holding the cluster secret.
+pub const CLUSTER_SECRET_ENV: &str = "IRONMATCH_CLUSTER_SECRET";
+
+/// Shortest cluster secret taken, in bytes.
+pub const CLUSTER_SECRET_MIN: usize = 16;
+
+impl ClusterSection {
+    /// The secret in force: `env`'s (the value of [`CLUSTER_SECRET_ENV`]) if set, else the
+    /// file's; `None` if neither is.
+    pub fn secret<'a>(&'a self, env: Option<&'a str>) -> Option<&'a str> {
+        env.filter(|s| !s.is_empty())
+            .or((!self.secret.is_empty()).then_some(self.secret.as_str()))
+    }
 }
 
 /// `[[cluster.peers]]`: one node.
@@ -803,6 +823,34 @@ impl Config {
             "cluster.node_id",
             || format!("{} is not among cluster.peers", c.node_id),
         )?;
+        let env = std::env::var(CLUSTER_SECRET_ENV).ok();
+        let secret = c.secret(env.as_deref());
+        check(
+            secret.is_none_or(|s| s.len() >= CLUSTER_SECRET_MIN),
+            "cluster.secret",
+            || format!("at least {CLUSTER_SECRET_MIN} bytes (or {CLUSTER_SECRET_ENV})"),
+        )?;
+        // Any address a node listens on for Raft off loopback takes a secret, as the
+        // admin endpoint takes a token: the port votes and appends orders.
+        let listens = std::iter::once(c.listen.as_str())
+            .chain(c.peers.iter().map(|p| p.raft.as_str()))
+            .filter_map(|a| a.parse::<std::net::SocketAddr>().ok());
+        check(
+            secret.is_some() || listens.clone().all(|a| a.ip().is_loopback()),
+            "cluster.secret",
+            || {
+                format!(
+                    "required when a node's Raft address is not loopback ({}): anything \
+                     that reaches the port could vote and append orders; set \
+                     cluster.secret or {CLUSTER_SECRET_ENV}, the same on every node",
+                    listens
+                        .filter(|a| !a.ip().is_loopback())
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        )?;
         // A leader takes logins for `election_timeout_min_ms` after a majority last
         // answered, as its Raft metrics report it (they can be a heartbeat old); a follower
         // stands at the earliest `election_timeout_max_ms` after it last heard the leader.
@@ -863,6 +911,9 @@ impl Config {
             election_timeout_max_ms: c.election_timeout_max_ms,
             heartbeat_interval_ms: c.heartbeat_interval_ms,
             config_fingerprint: self.cluster_fingerprint(),
+            secret: c
+                .secret(std::env::var(CLUSTER_SECRET_ENV).ok().as_deref())
+                .map(|s| std::sync::Arc::from(s.as_bytes())),
         })
     }
 
@@ -1424,6 +1475,30 @@ mod tests {
         let small = node.replacen("ring_capacity = 65536", "ring_capacity = 512", 1);
         let e = Config::parse(&small, "node1").unwrap_err().to_string();
         assert!(e.contains("pipeline.ring_capacity"), "{e}");
+    }
+
+    /// A cluster secret has at least 16 bytes, and one is required when a node's Raft
+    /// address is not loopback.
+    #[test]
+    fn a_cluster_secret_is_long_enough_and_required_off_loopback() {
+        let node = include_str!("../config/cluster/node1.toml");
+        let with =
+            |secret: &str| node.replacen("secret = \"\"", &format!("secret = \"{secret}\""), 1);
+        let settings = |text: &str| Config::parse(text, "node1").map(|c| c.cluster_settings());
+        let none = settings(node).unwrap().unwrap();
+        assert!(none.secret.is_none(), "loopback: none needed");
+        let some = settings(&with("sixteen bytes ok")).unwrap().unwrap();
+        assert_eq!(some.secret.as_deref(), Some(&b"sixteen bytes ok"[..]));
+        let e = settings(&with("fifteen bytes..")).unwrap_err().to_string();
+        assert!(e.contains("cluster.secret") && e.contains("16"), "{e}");
+        let off = node.replace("raft = \"127.0.0.1:15121\"", "raft = \"10.0.0.2:15121\"");
+        let e = settings(&off).unwrap_err().to_string();
+        assert!(
+            e.contains("cluster.secret") && e.contains("10.0.0.2:15121"),
+            "{e}"
+        );
+        let off_with = off.replacen("secret = \"\"", "secret = \"sixteen bytes ok\"", 1);
+        assert!(settings(&off_with).is_ok());
     }
 
     /// Timeouts whose login lease could outlast a new leader's election, or lapse between

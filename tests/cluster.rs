@@ -941,6 +941,60 @@ fn a_node_with_another_configuration_is_refused() {
     }
 }
 
+/// Nodes with the same cluster secret form a cluster over authenticated, sealed
+/// connections; a node with another secret is refused both ways and applies nothing.
+#[test]
+fn a_node_with_another_cluster_secret_is_refused() {
+    let _turn = one_at_a_time();
+    let mut nodes = nodes("other-secret");
+    for (i, n) in nodes.iter().enumerate() {
+        let secret = if i == 2 {
+            "not the cluster's secret"
+        } else {
+            "the cluster's own secret"
+        };
+        let text = std::fs::read_to_string(&n.config).unwrap();
+        std::fs::write(
+            &n.config,
+            text.replacen(
+                "\n[cluster]\n",
+                &format!("\n[cluster]\nsecret = \"{secret}\"\n"),
+                1,
+            ),
+        )
+        .unwrap();
+    }
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    let lead = leader(&nodes);
+    assert_ne!(lead, 2, "the odd node cannot lead");
+    let (mut c, _, _) = Client::connect_any(&gateways(&nodes), "MM1", "pw1", 1, FAILOVER_MAX)
+        .expect("the two alike take logins");
+    c.limit(1, b'B', 10, "AAPL", 1_500_000).unwrap();
+    let (_, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(msg[0], b'A', "the majority of two acknowledges");
+    drop(c);
+    std::thread::sleep(Duration::from_millis(500));
+    let odd = ironmatch::cluster::status_of(&nodes[2].raft, Duration::from_millis(500)).unwrap();
+    assert_eq!(odd.applied, None, "the odd node applied nothing: {odd:?}");
+    for n in nodes.iter_mut() {
+        stop(n);
+    }
+    let log =
+        |i: usize| std::fs::read_to_string(nodes[i].config.with_file_name("serve.log")).unwrap();
+    assert!(
+        log(lead).contains("refused this node: its proof of the cluster secret does not hold"),
+        "the leader says why: {}",
+        log(lead)
+    );
+    assert!(
+        log(2).contains("without giving its own (its secret differs)"),
+        "node 3 says why: {}",
+        log(2)
+    );
+}
+
 #[test]
 #[ignore = "long: 200 leader kills"]
 fn three_nodes_survive_many_leader_kills() {

@@ -39,7 +39,7 @@ use crate::book::Command;
 use crate::journal::FsyncMode;
 use crate::journal::Released;
 use crate::pipeline::{Record, Ring};
-use network::{Reply, Request, read_frame, write_frame};
+use network::{End, Reply, Request, Seal, read_frame, write_frame};
 use store::RaftStore;
 
 /// A node's id in the cluster.
@@ -167,6 +167,9 @@ pub struct ClusterSettings {
     /// Fingerprint of this node's book configuration and feed shape: every node's must be
     /// the same (see [`network`]).
     pub config_fingerprint: u64,
+    /// The cluster secret, if set: every node's must be the same, and every connection
+    /// between nodes is authenticated and sealed with it (see [`network`]).
+    pub secret: Option<Arc<[u8]>>,
 }
 
 /// The raft thread, running.
@@ -276,6 +279,7 @@ async fn run(
         network::Network {
             peers: settings.peers.iter().cloned().collect(),
             config: settings.config_fingerprint,
+            secret: settings.secret.clone(),
         },
         log_store,
         state_machine,
@@ -290,6 +294,7 @@ async fn run(
         Arc::clone(&role),
         Arc::clone(&contact),
         settings.config_fingerprint,
+        settings.secret.clone(),
     ));
     let watcher = tokio::spawn(watch_role(
         raft.clone(),
@@ -664,6 +669,7 @@ async fn serve(
     role: Arc<ClusterRole>,
     contact: Arc<Contact>,
     config: u64,
+    secret: Option<Arc<[u8]>>,
 ) {
     let refusals = Arc::new(Refusals::default());
     loop {
@@ -675,32 +681,103 @@ async fn serve(
         let role = Arc::clone(&role);
         let contact = Arc::clone(&contact);
         let refusals = Arc::clone(&refusals);
+        let secret = secret.clone();
         tokio::spawn(async move {
-            // Raft requests only after a hello with this node's fingerprint.
+            // Raft requests only after a hello with this node's fingerprint (and, with a
+            // secret, a proof of it: then every frame is sealed).
             let mut agreed = false;
-            while let Ok(request) = read_frame::<Request>(&mut stream).await {
-                let reply = match request {
-                    Request::Hello { config: theirs } if theirs == config => {
-                        agreed = true;
-                        Reply::Hello
+            let mut seal: Option<Seal> = None;
+            // Both nonces of a sealed hello answered, until the caller's proof.
+            let mut challenged: Option<([u8; network::NONCE_LEN], [u8; network::NONCE_LEN])> = None;
+            let differs = |theirs: u64| {
+                format!(
+                    "its configuration differs (book and feed fingerprint \
+                     {config:016x}, the caller's {theirs:016x}): every node needs the \
+                     same instruments, users, rules and [marketdata] session and \
+                     attribution"
+                )
+            };
+            while let Ok(request) = read_frame::<Request>(&mut stream, seal.as_mut()).await {
+                let reply = match (request, &secret) {
+                    (Request::Hello { .. }, Some(_)) => {
+                        let why = "it has no cluster secret and this node requires one \
+                                   ([cluster] secret or IRONMATCH_CLUSTER_SECRET)";
+                        refusals.log(from, why);
+                        Reply::Failed(why.into())
                     }
-                    Request::Hello { config: theirs } => {
-                        let why = format!(
-                            "its configuration differs (book and feed fingerprint \
-                             {config:016x}, the caller's {theirs:016x}): every node needs the \
-                             same instruments, users, rules and [marketdata] session and \
-                             attribution"
-                        );
+                    (Request::SealedHello { .. }, None) => {
+                        let why = "it has a cluster secret and this node has none";
+                        refusals.log(from, why);
+                        Reply::Failed(why.into())
+                    }
+                    (
+                        Request::Hello { config: theirs }
+                        | Request::SealedHello { config: theirs, .. },
+                        _,
+                    ) if theirs != config => {
+                        let why = differs(theirs);
                         refusals.log(from, &why);
                         Reply::Failed(why)
                     }
-                    Request::Status => answer(&raft, &role, &contact, Request::Status).await,
+                    (Request::Hello { .. }, None) => {
+                        agreed = true;
+                        Reply::Hello
+                    }
+                    (Request::SealedHello { nonce: theirs, .. }, Some(key)) if !agreed => {
+                        match network::nonce() {
+                            Ok(ours) => {
+                                challenged = Some((theirs, ours));
+                                Reply::Challenge {
+                                    nonce: ours,
+                                    proof: network::proof(key, End::Node, config, &theirs, &ours),
+                                }
+                            }
+                            Err(e) => Reply::Failed(format!("no nonce: {e}")),
+                        }
+                    }
+                    (Request::Proof { proof }, Some(key)) => match challenged.take() {
+                        Some((caller, node))
+                            if network::proof_holds(
+                                key,
+                                End::Caller,
+                                config,
+                                &caller,
+                                &node,
+                                &proof,
+                            ) =>
+                        {
+                            agreed = true;
+                            // This answer is the connection's first sealed frame.
+                            seal = Some(Seal::new(key, End::Node, &caller, &node));
+                            Reply::Hello
+                        }
+                        _ => {
+                            let why =
+                                "its proof of the cluster secret does not hold (another secret)";
+                            refusals.log(from, why);
+                            Reply::Failed(why.into())
+                        }
+                    },
+                    (Request::Status, _) => answer(&raft, &role, &contact, Request::Status).await,
                     _ if !agreed => Reply::Failed("no hello on this connection".into()),
-                    request => answer(&raft, &role, &contact, request).await,
+                    (request, _) => answer(&raft, &role, &contact, request).await,
                 };
-                if write_frame(&mut stream, &reply).await.is_err() {
-                    return;
+                let refused = matches!(reply, Reply::Failed(_)) && !agreed;
+                if write_frame(&mut stream, &reply, seal.as_mut())
+                    .await
+                    .is_err()
+                    || refused && secret.is_some()
+                {
+                    break;
                 }
+            }
+            // A caller refuses a node whose proof does not hold without proving itself:
+            // this side's only sign of a secret that differs.
+            if challenged.is_some() {
+                refusals.log(
+                    from,
+                    "it left after this node's proof of the cluster secret without giving its own (its secret differs)",
+                );
             }
         });
     }
@@ -748,7 +825,9 @@ async fn answer(
             Err(e) => Reply::Failed(e.to_string()),
         },
         // Answered in `serve`, never passed here.
-        Request::Hello { .. } => Reply::Failed("a second hello".into()),
+        Request::Hello { .. } | Request::SealedHello { .. } | Request::Proof { .. } => {
+            Reply::Failed("a second hello".into())
+        }
         Request::Status => {
             let m = raft.metrics().borrow().clone();
             Reply::Status(NodeStatus {

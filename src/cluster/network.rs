@@ -7,16 +7,28 @@
 //! node with another fingerprint refuses every Raft request on that connection, so nodes
 //! that would apply the same commands differently never form a cluster. The same listener
 //! answers `ironmatch cluster status` ([`Request::Status`]) without a hello.
+//!
+//! With a cluster secret (`[cluster] secret`), a connection is authenticated both ways
+//! before any Raft request: the caller's [`Request::SealedHello`] carries a fresh nonce, the
+//! node answers [`Reply::Challenge`] with its own nonce and a proof that it knows the secret
+//! (HMAC-SHA256 over both nonces and the fingerprint), and the caller answers
+//! [`Request::Proof`] with its own. From there every frame, both ways, ends with an
+//! HMAC-SHA256 tag under a key of this connection (derived from the secret and both
+//! nonces) over its direction, its number on the connection and its bytes: a frame
+//! altered, replayed, reordered or injected ends the connection. The frames are not
+//! encrypted (the order flow is readable on the wire); the secret itself never crosses it.
 
 use std::io;
 use std::time::Duration;
 
+use hmac::{Hmac, Mac};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -43,6 +55,19 @@ pub enum Request {
         /// [`crate::journal::fingerprint`] of the sender's book configuration.
         config: u64,
     },
+    /// The first request on a connection from a node that has a cluster secret.
+    SealedHello {
+        /// As [`Request::Hello`]'s.
+        config: u64,
+        /// The caller's fresh nonce.
+        nonce: [u8; NONCE_LEN],
+    },
+    /// The caller's proof that it knows the secret, after [`Reply::Challenge`].
+    Proof {
+        /// HMAC-SHA256 under the secret of the client's label, the fingerprint and both
+        /// nonces.
+        proof: [u8; TAG_LEN],
+    },
 }
 
 /// The answer to a [`Request`].
@@ -58,21 +83,157 @@ pub enum Reply {
     Status(NodeStatus),
     /// The receiving node's Raft failed the request.
     Failed(String),
-    /// To [`Request::Hello`] with the same fingerprint.
+    /// To [`Request::Hello`] with the same fingerprint, or to a valid [`Request::Proof`]
+    /// (then sealed: the connection's first authenticated frame).
     Hello,
+    /// To [`Request::SealedHello`] with the same fingerprint.
+    Challenge {
+        /// The node's fresh nonce.
+        nonce: [u8; NONCE_LEN],
+        /// HMAC-SHA256 under the secret of the node's label, the fingerprint and both
+        /// nonces.
+        proof: [u8; TAG_LEN],
+    },
 }
 
-/// Writes one frame.
-pub async fn write_frame<T: serde::Serialize>(stream: &mut TcpStream, value: &T) -> io::Result<()> {
+/// Bytes of a handshake nonce.
+pub const NONCE_LEN: usize = 16;
+/// Bytes of an HMAC-SHA256 tag.
+pub const TAG_LEN: usize = 32;
+
+/// HMAC-SHA256 under `key` of `parts` laid end to end.
+fn tag(key: &[u8], parts: &[&[u8]]) -> [u8; TAG_LEN] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// Whether `given` is the tag of `parts` under `key`, compared in constant time.
+fn tag_holds(key: &[u8], parts: &[&[u8]], given: &[u8]) -> bool {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
+    for part in parts {
+        mac.update(part);
+    }
+    mac.verify_slice(given).is_ok()
+}
+
+/// A fresh nonce from the operating system.
+pub fn nonce() -> io::Result<[u8; NONCE_LEN]> {
+    let mut nonce = [0u8; NONCE_LEN];
+    getrandom::fill(&mut nonce).map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(nonce)
+}
+
+/// Which end of a connection: the caller (client) or the node it called (server).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum End {
+    /// Opened the connection, sends requests.
+    Caller,
+    /// Accepted it, sends replies.
+    Node,
+}
+
+impl End {
+    fn label(self) -> &'static [u8] {
+        match self {
+            End::Caller => b"ironmatch raft caller",
+            End::Node => b"ironmatch raft node",
+        }
+    }
+}
+
+/// The proof `end` gives of knowing `secret` in the handshake of a connection.
+pub fn proof(
+    secret: &[u8],
+    end: End,
+    config: u64,
+    caller: &[u8; NONCE_LEN],
+    node: &[u8; NONCE_LEN],
+) -> [u8; TAG_LEN] {
+    tag(secret, &[end.label(), &config.to_le_bytes(), caller, node])
+}
+
+/// Whether `given` is `end`'s proof (see [`proof`]).
+pub fn proof_holds(
+    secret: &[u8],
+    end: End,
+    config: u64,
+    caller: &[u8; NONCE_LEN],
+    node: &[u8; NONCE_LEN],
+    given: &[u8; TAG_LEN],
+) -> bool {
+    tag_holds(
+        secret,
+        &[end.label(), &config.to_le_bytes(), caller, node],
+        given,
+    )
+}
+
+/// The tags of one authenticated connection's frames: its key (from the secret and both
+/// nonces) and how many frames each way it has sealed and opened.
+pub struct Seal {
+    key: [u8; TAG_LEN],
+    end: End,
+    sent: u64,
+    received: u64,
+}
+
+impl Seal {
+    /// The seal of `end` of the connection whose handshake had these nonces.
+    pub fn new(secret: &[u8], end: End, caller: &[u8; NONCE_LEN], node: &[u8; NONCE_LEN]) -> Seal {
+        Seal {
+            key: tag(secret, &[b"ironmatch raft connection", caller, node]),
+            end,
+            sent: 0,
+            received: 0,
+        }
+    }
+
+    /// The tag of the next frame this end sends.
+    fn seal(&mut self, body: &[u8]) -> [u8; TAG_LEN] {
+        let n = self.sent;
+        self.sent += 1;
+        tag(&self.key, &[self.end.label(), &n.to_le_bytes(), body])
+    }
+
+    /// Whether `given` is the tag of the next frame from the other end.
+    fn open(&mut self, body: &[u8], given: &[u8]) -> bool {
+        let from = match self.end {
+            End::Caller => End::Node,
+            End::Node => End::Caller,
+        };
+        let n = self.received;
+        self.received += 1;
+        tag_holds(&self.key, &[from.label(), &n.to_le_bytes(), body], given)
+    }
+}
+
+/// Writes one frame, with its tag at the end if the connection is sealed (the length
+/// counts the tag).
+pub async fn write_frame<T: serde::Serialize>(
+    stream: &mut TcpStream,
+    value: &T,
+    seal: Option<&mut Seal>,
+) -> io::Result<()> {
     let body = postcard::to_allocvec(value).map_err(io::Error::other)?;
-    let mut frame = Vec::with_capacity(body.len() + 4);
-    frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let tag = seal.map(|s| s.seal(&body));
+    let len = body.len() + tag.map_or(0, |t| t.len());
+    let mut frame = Vec::with_capacity(len + 4);
+    frame.extend_from_slice(&(len as u32).to_le_bytes());
     frame.extend_from_slice(&body);
+    if let Some(tag) = tag {
+        frame.extend_from_slice(&tag);
+    }
     stream.write_all(&frame).await
 }
 
-/// Reads one frame.
-pub async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> io::Result<T> {
+/// Reads one frame; on a sealed connection, one whose tag holds.
+pub async fn read_frame<T: serde::de::DeserializeOwned>(
+    stream: &mut TcpStream,
+    seal: Option<&mut Seal>,
+) -> io::Result<T> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
@@ -88,12 +249,35 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) 
     if body.len() != len {
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
+    if let Some(seal) = seal {
+        let Some(at) = len.checked_sub(TAG_LEN) else {
+            return Err(io::Error::other("a sealed frame shorter than its tag"));
+        };
+        let (body, given) = body.split_at(at);
+        if !seal.open(body, given) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a frame's tag does not hold (altered, replayed or not from the cluster)",
+            ));
+        }
+        return decode(body);
+    }
     decode(&body)
 }
 
 /// Decodes a frame's body (bytes from the network: anything may arrive).
 pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> io::Result<T> {
     postcard::from_bytes(body).map_err(io::Error::other)
+}
+
+/// The caller's proof in a handshake (see [`proof`]).
+fn proof_of(
+    secret: &[u8],
+    config: u64,
+    caller: &[u8; NONCE_LEN],
+    node: &[u8; NONCE_LEN],
+) -> [u8; TAG_LEN] {
+    proof(secret, End::Caller, config, caller, node)
 }
 
 /// Makes a [`PeerClient`] per peer.
@@ -103,6 +287,8 @@ pub struct Network {
     pub peers: std::collections::BTreeMap<NodeId, String>,
     /// This node's configuration fingerprint, said in each connection's hello.
     pub config: u64,
+    /// The cluster secret, if set: every connection is authenticated and sealed.
+    pub secret: Option<std::sync::Arc<[u8]>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -118,6 +304,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .unwrap_or_else(|| node.addr.clone()),
             stream: None,
             config: self.config,
+            secret: self.secret.clone(),
             refused: false,
         }
     }
@@ -127,8 +314,9 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    stream: Option<TcpStream>,
+    stream: Option<(TcpStream, Option<Seal>)>,
     config: u64,
+    secret: Option<std::sync::Arc<[u8]>>,
     /// The peer refused this node's hello (logged once).
     refused: bool,
 }
@@ -167,14 +355,47 @@ impl PeerClient {
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             stream.set_nodelay(true)?;
             let mut stream = stream;
-            write_frame(
-                &mut stream,
-                &Request::Hello {
-                    config: self.config,
-                },
-            )
-            .await?;
-            match read_frame::<Reply>(&mut stream).await? {
+            let mut seal = None;
+            let answer = match &self.secret {
+                None => {
+                    let hello = Request::Hello {
+                        config: self.config,
+                    };
+                    write_frame(&mut stream, &hello, None).await?;
+                    read_frame::<Reply>(&mut stream, None).await?
+                }
+                Some(secret) => {
+                    let ours = nonce()?;
+                    let hello = Request::SealedHello {
+                        config: self.config,
+                        nonce: ours,
+                    };
+                    write_frame(&mut stream, &hello, None).await?;
+                    match read_frame::<Reply>(&mut stream, None).await? {
+                        Reply::Challenge { nonce, proof } => {
+                            let theirs = nonce;
+                            if !proof_holds(secret, End::Node, self.config, &ours, &theirs, &proof)
+                            {
+                                // Not a node of this cluster: it cannot prove the secret.
+                                Reply::Failed("its proof of the cluster secret does not hold (another secret)".into())
+                            } else {
+                                let proof = Request::Proof {
+                                    proof: proof_of(secret, self.config, &ours, &theirs),
+                                };
+                                write_frame(&mut stream, &proof, None).await?;
+                                let mut sealed = Seal::new(secret, End::Caller, &ours, &theirs);
+                                let answer =
+                                    read_frame::<Reply>(&mut stream, Some(&mut sealed)).await;
+                                seal = Some(sealed);
+                                // A refusal of the proof comes unsealed: the node has no key.
+                                answer.unwrap_or_else(|e| Reply::Failed(format!("no sealed answer to this node's proof ({e}): another cluster secret")))
+                            }
+                        }
+                        reply => reply,
+                    }
+                }
+            };
+            match answer {
                 Reply::Hello => self.refused = false,
                 reply => {
                     let why = match reply {
@@ -191,11 +412,11 @@ impl PeerClient {
                     return Err(io::Error::other(why));
                 }
             }
-            self.stream = Some(stream);
+            self.stream = Some((stream, seal));
         }
-        let stream = self.stream.as_mut().expect("connected above");
-        write_frame(stream, request).await?;
-        read_frame(stream).await
+        let (stream, seal) = self.stream.as_mut().expect("connected above");
+        write_frame(stream, request, seal.as_mut()).await?;
+        read_frame(stream, seal.as_mut()).await
     }
 }
 
@@ -264,6 +485,126 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         {
             Reply::Vote(r) => Ok(r),
             other => Err(unexpected(&other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs `f` on a current-thread runtime with two connected loopback sockets.
+    fn with_pair<F: std::future::Future<Output = ()>>(f: impl FnOnce(TcpStream, TcpStream) -> F) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let caller = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (node, _) = listener.accept().await.unwrap();
+            f(caller, node).await;
+        });
+    }
+
+    const SECRET: &[u8] = b"a cluster secret for tests";
+
+    #[test]
+    fn proofs_hold_only_for_their_secret_end_and_nonces() {
+        let (a, b) = ([1u8; NONCE_LEN], [2u8; NONCE_LEN]);
+        let p = proof(SECRET, End::Node, 7, &a, &b);
+        assert!(proof_holds(SECRET, End::Node, 7, &a, &b, &p));
+        assert!(!proof_holds(
+            b"another secret of the same..",
+            End::Node,
+            7,
+            &a,
+            &b,
+            &p
+        ));
+        assert!(
+            !proof_holds(SECRET, End::Caller, 7, &a, &b, &p),
+            "a node's proof is not a caller's (no reflection)"
+        );
+        assert!(!proof_holds(SECRET, End::Node, 8, &a, &b, &p));
+        assert!(!proof_holds(SECRET, End::Node, 7, &b, &a, &p));
+        assert_ne!(nonce().unwrap(), nonce().unwrap());
+    }
+
+    /// Sealed frames pass both ways; one altered, replayed or sealed under another key
+    /// does not.
+    #[test]
+    fn sealed_frames_pass_and_tampered_ones_fail() {
+        let (a, b) = ([3u8; NONCE_LEN], [4u8; NONCE_LEN]);
+        with_pair(|mut caller, mut node| async move {
+            let mut out = Seal::new(SECRET, End::Caller, &a, &b);
+            let mut inn = Seal::new(SECRET, End::Node, &a, &b);
+            write_frame(&mut caller, &Request::Status, Some(&mut out))
+                .await
+                .unwrap();
+            assert!(matches!(
+                read_frame::<Request>(&mut node, Some(&mut inn)).await,
+                Ok(Request::Status)
+            ));
+            write_frame(&mut node, &Reply::Hello, Some(&mut inn))
+                .await
+                .unwrap();
+            assert!(matches!(
+                read_frame::<Reply>(&mut caller, Some(&mut out)).await,
+                Ok(Reply::Hello)
+            ));
+            // The next frame's bytes, as sealed: sent altered, then twice as they are.
+            let mut copy = Seal::new(SECRET, End::Caller, &a, &b);
+            copy.sent = out.sent;
+            let body = postcard::to_allocvec(&Request::Hello { config: 9 }).unwrap();
+            let tag = copy.seal(&body);
+            let mut frame = ((body.len() + TAG_LEN) as u32).to_le_bytes().to_vec();
+            frame.extend_from_slice(&body);
+            frame.extend_from_slice(&tag);
+            let mut altered = frame.clone();
+            altered[5] ^= 1;
+            caller.write_all(&altered).await.unwrap();
+            let e = read_frame::<Request>(&mut node, Some(&mut inn.clone_for_test()))
+                .await
+                .err()
+                .expect("an altered frame fails");
+            assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+            caller.write_all(&frame).await.unwrap();
+            caller.write_all(&frame).await.unwrap();
+            assert!(matches!(
+                read_frame::<Request>(&mut node, Some(&mut inn)).await,
+                Ok(Request::Hello { config: 9 })
+            ));
+            assert!(
+                read_frame::<Request>(&mut node, Some(&mut inn))
+                    .await
+                    .is_err(),
+                "a replayed frame fails"
+            );
+            // Under another connection's key.
+            let mut other = Seal::new(SECRET, End::Caller, &b, &a);
+            let mut inn = Seal::new(SECRET, End::Node, &a, &b);
+            write_frame(&mut caller, &Request::Status, Some(&mut other))
+                .await
+                .unwrap();
+            assert!(
+                read_frame::<Request>(&mut node, Some(&mut inn))
+                    .await
+                    .is_err()
+            );
+        });
+    }
+
+    impl Seal {
+        fn clone_for_test(&self) -> Seal {
+            Seal {
+                key: self.key,
+                end: self.end,
+                sent: self.sent,
+                received: self.received,
+            }
         }
     }
 }
