@@ -995,6 +995,70 @@ fn a_node_with_another_cluster_secret_is_refused() {
     );
 }
 
+/// With a secret, a node answers a sealed hello only if it is meant for it and comes from
+/// another node of the cluster (a handshake relayed to a third node, or back to its caller,
+/// is refused), and an unauthenticated connection cannot send a large frame.
+#[test]
+fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
+    use ironmatch::cluster::network::{NONCE_LEN, Reply, Request, decode};
+    use std::io::{Read, Write};
+    let _turn = one_at_a_time();
+    let mut nodes = nodes("relay");
+    let text = std::fs::read_to_string(&nodes[0].config).unwrap().replacen(
+        "\n[cluster]\n",
+        "\n[cluster]\nsecret = \"the cluster's own secret\"\n",
+        1,
+    );
+    std::fs::write(&nodes[0].config, &text).unwrap();
+    let config = ironmatch::config::Config::parse(&text, "node 1")
+        .unwrap()
+        .cluster_settings()
+        .unwrap()
+        .config_fingerprint;
+    start(&mut nodes[0]);
+    let connect = || {
+        let s = std::net::TcpStream::connect(&nodes[0].raft).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    let ask = |request: &Request| -> Reply {
+        let mut s = connect();
+        let body = postcard::to_allocvec(request).unwrap();
+        s.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+        s.write_all(&body).unwrap();
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+        decode(&body).unwrap()
+    };
+    let hello = |caller, node| Request::SealedHello {
+        config,
+        caller,
+        node,
+        nonce: [7; NONCE_LEN],
+    };
+    assert!(
+        matches!(ask(&hello(2, 1)), Reply::Challenge { .. }),
+        "node 2 to node 1 is challenged"
+    );
+    for (caller, node) in [(2, 3), (1, 1), (9, 1)] {
+        match ask(&hello(caller, node)) {
+            Reply::Failed(why) => assert!(why.contains("this is node 1"), "{why}"),
+            _ => panic!("node {caller} to node {node} must be refused"),
+        }
+    }
+    // A length of a megabyte before any hello: the node closes the connection.
+    let mut s = connect();
+    s.write_all(&(1u32 << 20).to_le_bytes()).unwrap();
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(s.read(&mut byte), Ok(0) | Err(_)),
+        "the connection is closed"
+    );
+    stop(&mut nodes[0]);
+}
+
 #[test]
 #[ignore = "long: 200 leader kills"]
 fn three_nodes_survive_many_leader_kills() {

@@ -40,6 +40,9 @@ use crate::journal::FsyncMode;
 use crate::journal::Released;
 use crate::pipeline::{Record, Ring};
 use network::{End, Reply, Request, Seal, read_frame, write_frame};
+
+/// How long a connection may take to agree its hello.
+const HANDSHAKE_MAX: Duration = Duration::from_secs(5);
 use store::RaftStore;
 
 /// A node's id in the cluster.
@@ -280,6 +283,7 @@ async fn run(
             peers: settings.peers.iter().cloned().collect(),
             config: settings.config_fingerprint,
             secret: settings.secret.clone(),
+            id: settings.node_id,
         },
         log_store,
         state_machine,
@@ -293,8 +297,12 @@ async fn run(
         raft.clone(),
         Arc::clone(&role),
         Arc::clone(&contact),
-        settings.config_fingerprint,
-        settings.secret.clone(),
+        Peering {
+            config: settings.config_fingerprint,
+            secret: settings.secret.clone(),
+            me: settings.node_id,
+            members: settings.peers.iter().map(|(id, _)| *id).collect(),
+        },
     ));
     let watcher = tokio::spawn(watch_role(
         raft.clone(),
@@ -662,16 +670,35 @@ impl Refusals {
 /// Tries of [`stand`] at most.
 const STAND_TRIES: usize = 4;
 
+/// Who may connect to this node's Raft port: nodes of the same configuration, and with a
+/// secret, nodes that prove it (see [`network`]).
+struct Peering {
+    /// This node's configuration fingerprint.
+    config: u64,
+    /// The cluster secret, if set.
+    secret: Option<Arc<[u8]>>,
+    /// This node.
+    me: NodeId,
+    /// Every node of the cluster.
+    members: Vec<NodeId>,
+}
+
 /// Serves the Raft RPCs and status requests of other nodes and tools.
 async fn serve(
     listener: tokio::net::TcpListener,
     raft: Raft<TypeConfig>,
     role: Arc<ClusterRole>,
     contact: Arc<Contact>,
-    config: u64,
-    secret: Option<Arc<[u8]>>,
+    peering: Peering,
 ) {
+    let Peering {
+        config,
+        secret,
+        me,
+        members,
+    } = peering;
     let refusals = Arc::new(Refusals::default());
+    let members: Arc<[NodeId]> = members.into_iter().filter(|&id| id != me).collect();
     loop {
         let Ok((mut stream, from)) = listener.accept().await else {
             continue;
@@ -682,13 +709,15 @@ async fn serve(
         let contact = Arc::clone(&contact);
         let refusals = Arc::clone(&refusals);
         let secret = secret.clone();
+        let members = Arc::clone(&members);
         tokio::spawn(async move {
             // Raft requests only after a hello with this node's fingerprint (and, with a
             // secret, a proof of it: then every frame is sealed).
             let mut agreed = false;
             let mut seal: Option<Seal> = None;
-            // Both nonces of a sealed hello answered, until the caller's proof.
-            let mut challenged: Option<([u8; network::NONCE_LEN], [u8; network::NONCE_LEN])> = None;
+            // The handshake of a sealed hello answered, until the caller's proof.
+            let mut challenged: Option<network::Transcript> = None;
+            let opened = tokio::time::Instant::now();
             let differs = |theirs: u64| {
                 format!(
                     "its configuration differs (book and feed fingerprint \
@@ -697,7 +726,24 @@ async fn serve(
                      attribution"
                 )
             };
-            while let Ok(request) = read_frame::<Request>(&mut stream, seal.as_mut()).await {
+            loop {
+                // Before its hello is agreed a connection sends a few small frames, within
+                // a few seconds: nothing unauthenticated holds memory or a socket for long.
+                let request = if agreed {
+                    read_frame::<Request>(&mut stream, seal.as_mut()).await
+                } else {
+                    let read = network::read_frame_within::<Request>(
+                        &mut stream,
+                        None,
+                        network::HELLO_BYTES_MAX,
+                    );
+                    tokio::time::timeout_at(opened + HANDSHAKE_MAX, read)
+                        .await
+                        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+                };
+                let Ok(request) = request else {
+                    break;
+                };
                 let reply = match (request, &secret) {
                     (Request::Hello { .. }, Some(_)) => {
                         let why = "it has no cluster secret and this node requires one \
@@ -723,32 +769,41 @@ async fn serve(
                         agreed = true;
                         Reply::Hello
                     }
-                    (Request::SealedHello { nonce: theirs, .. }, Some(key)) if !agreed => {
+                    (Request::SealedHello { caller, node, .. }, Some(_))
+                        if node != me || caller == me || !members.contains(&caller) =>
+                    {
+                        // A handshake relayed to another node, or back to its caller.
+                        let why = format!(
+                            "its hello is from node {caller} to node {node}; this is node {me} \
+                             and the others are {members:?}"
+                        );
+                        refusals.log(from, &why);
+                        Reply::Failed(why)
+                    }
+                    (Request::SealedHello { caller, nonce, .. }, Some(key)) if !agreed => {
                         match network::nonce() {
                             Ok(ours) => {
-                                challenged = Some((theirs, ours));
+                                let transcript = network::Transcript {
+                                    config,
+                                    caller,
+                                    node: me,
+                                    caller_nonce: nonce,
+                                    node_nonce: ours,
+                                };
+                                challenged = Some(transcript);
                                 Reply::Challenge {
                                     nonce: ours,
-                                    proof: network::proof(key, End::Node, config, &theirs, &ours),
+                                    proof: transcript.proof(key, End::Node),
                                 }
                             }
                             Err(e) => Reply::Failed(format!("no nonce: {e}")),
                         }
                     }
                     (Request::Proof { proof }, Some(key)) => match challenged.take() {
-                        Some((caller, node))
-                            if network::proof_holds(
-                                key,
-                                End::Caller,
-                                config,
-                                &caller,
-                                &node,
-                                &proof,
-                            ) =>
-                        {
+                        Some(transcript) if transcript.proof_holds(key, End::Caller, &proof) => {
                             agreed = true;
                             // This answer is the connection's first sealed frame.
-                            seal = Some(Seal::new(key, End::Node, &caller, &node));
+                            seal = Some(transcript.seal(key, End::Node));
                             Reply::Hello
                         }
                         _ => {

@@ -36,6 +36,9 @@ use super::{Node, NodeId, NodeStatus, TypeConfig};
 
 /// Largest frame accepted: a batch of entries with room.
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
+/// Largest frame accepted before a connection's hello is agreed (a hello, a proof or a
+/// status request: a few dozen bytes).
+pub const HELLO_BYTES_MAX: usize = 256;
 /// How long a connection attempt to a peer may take.
 const CONNECT_MAX: Duration = Duration::from_millis(200);
 
@@ -59,13 +62,16 @@ pub enum Request {
     SealedHello {
         /// As [`Request::Hello`]'s.
         config: u64,
+        /// The calling node.
+        caller: NodeId,
+        /// The node it means to reach.
+        node: NodeId,
         /// The caller's fresh nonce.
         nonce: [u8; NONCE_LEN],
     },
     /// The caller's proof that it knows the secret, after [`Reply::Challenge`].
     Proof {
-        /// HMAC-SHA256 under the secret of the client's label, the fingerprint and both
-        /// nonces.
+        /// [`Transcript::proof`] of the caller.
         proof: [u8; TAG_LEN],
     },
 }
@@ -86,12 +92,11 @@ pub enum Reply {
     /// To [`Request::Hello`] with the same fingerprint, or to a valid [`Request::Proof`]
     /// (then sealed: the connection's first authenticated frame).
     Hello,
-    /// To [`Request::SealedHello`] with the same fingerprint.
+    /// To [`Request::SealedHello`] with the same fingerprint, to this node from another.
     Challenge {
         /// The node's fresh nonce.
         nonce: [u8; NONCE_LEN],
-        /// HMAC-SHA256 under the secret of the node's label, the fingerprint and both
-        /// nonces.
+        /// [`Transcript::proof`] of the node.
         proof: [u8; TAG_LEN],
     },
 }
@@ -144,31 +149,60 @@ impl End {
     }
 }
 
-/// The proof `end` gives of knowing `secret` in the handshake of a connection.
-pub fn proof(
-    secret: &[u8],
-    end: End,
-    config: u64,
-    caller: &[u8; NONCE_LEN],
-    node: &[u8; NONCE_LEN],
-) -> [u8; TAG_LEN] {
-    tag(secret, &[end.label(), &config.to_le_bytes(), caller, node])
+/// What a handshake's proofs and its connection's key cover: the configuration, which
+/// node called which (so a handshake relayed to another node, or back to the caller's own
+/// listener, does not hold), and both fresh nonces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Transcript {
+    /// The configuration fingerprint both ends have.
+    pub config: u64,
+    /// The calling node.
+    pub caller: NodeId,
+    /// The node called.
+    pub node: NodeId,
+    /// The caller's nonce.
+    pub caller_nonce: [u8; NONCE_LEN],
+    /// The called node's nonce.
+    pub node_nonce: [u8; NONCE_LEN],
 }
 
-/// Whether `given` is `end`'s proof (see [`proof`]).
-pub fn proof_holds(
-    secret: &[u8],
-    end: End,
-    config: u64,
-    caller: &[u8; NONCE_LEN],
-    node: &[u8; NONCE_LEN],
-    given: &[u8; TAG_LEN],
-) -> bool {
-    tag_holds(
-        secret,
-        &[end.label(), &config.to_le_bytes(), caller, node],
-        given,
-    )
+impl Transcript {
+    fn parts<'a>(&self, label: &'a [u8], bytes: &'a mut [u8; 24]) -> [&'a [u8]; 2] {
+        bytes[..8].copy_from_slice(&self.config.to_le_bytes());
+        bytes[8..16].copy_from_slice(&self.caller.to_le_bytes());
+        bytes[16..].copy_from_slice(&self.node.to_le_bytes());
+        [label, &bytes[..]]
+    }
+
+    /// The proof `end` gives of knowing `secret`.
+    pub fn proof(&self, secret: &[u8], end: End) -> [u8; TAG_LEN] {
+        let mut ids = [0u8; 24];
+        let [label, ids] = self.parts(end.label(), &mut ids);
+        tag(secret, &[label, ids, &self.caller_nonce, &self.node_nonce])
+    }
+
+    /// Whether `given` is `end`'s proof.
+    pub fn proof_holds(&self, secret: &[u8], end: End, given: &[u8; TAG_LEN]) -> bool {
+        let mut ids = [0u8; 24];
+        let [label, ids] = self.parts(end.label(), &mut ids);
+        tag_holds(
+            secret,
+            &[label, ids, &self.caller_nonce, &self.node_nonce],
+            given,
+        )
+    }
+
+    /// The seal of `end` of this connection.
+    pub fn seal(&self, secret: &[u8], end: End) -> Seal {
+        let mut ids = [0u8; 24];
+        let [label, ids] = self.parts(b"ironmatch raft connection", &mut ids);
+        Seal {
+            key: tag(secret, &[label, ids, &self.caller_nonce, &self.node_nonce]),
+            end,
+            sent: 0,
+            received: 0,
+        }
+    }
 }
 
 /// The tags of one authenticated connection's frames: its key (from the secret and both
@@ -181,16 +215,6 @@ pub struct Seal {
 }
 
 impl Seal {
-    /// The seal of `end` of the connection whose handshake had these nonces.
-    pub fn new(secret: &[u8], end: End, caller: &[u8; NONCE_LEN], node: &[u8; NONCE_LEN]) -> Seal {
-        Seal {
-            key: tag(secret, &[b"ironmatch raft connection", caller, node]),
-            end,
-            sent: 0,
-            received: 0,
-        }
-    }
-
     /// The tag of the next frame this end sends.
     fn seal(&mut self, body: &[u8]) -> [u8; TAG_LEN] {
         let n = self.sent;
@@ -234,10 +258,19 @@ pub async fn read_frame<T: serde::de::DeserializeOwned>(
     stream: &mut TcpStream,
     seal: Option<&mut Seal>,
 ) -> io::Result<T> {
+    read_frame_within(stream, seal, FRAME_BYTES_MAX).await
+}
+
+/// Reads one frame of at most `limit` bytes (see [`read_frame`]).
+pub async fn read_frame_within<T: serde::de::DeserializeOwned>(
+    stream: &mut TcpStream,
+    seal: Option<&mut Seal>,
+    limit: usize,
+) -> io::Result<T> {
     let mut len = [0u8; 4];
     stream.read_exact(&mut len).await?;
     let len = u32::from_le_bytes(len) as usize;
-    if len > FRAME_BYTES_MAX {
+    if len > limit {
         return Err(io::Error::other(format!("frame of {len} bytes")));
     }
     // Grown as bytes arrive, so a length alone reserves nothing.
@@ -270,16 +303,6 @@ pub fn decode<T: serde::de::DeserializeOwned>(body: &[u8]) -> io::Result<T> {
     postcard::from_bytes(body).map_err(io::Error::other)
 }
 
-/// The caller's proof in a handshake (see [`proof`]).
-fn proof_of(
-    secret: &[u8],
-    config: u64,
-    caller: &[u8; NONCE_LEN],
-    node: &[u8; NONCE_LEN],
-) -> [u8; TAG_LEN] {
-    proof(secret, End::Caller, config, caller, node)
-}
-
 /// Makes a [`PeerClient`] per peer.
 pub struct Network {
     /// Where this node reaches each peer: its own configuration's `peers`, which win over
@@ -289,6 +312,8 @@ pub struct Network {
     pub config: u64,
     /// The cluster secret, if set: every connection is authenticated and sealed.
     pub secret: Option<std::sync::Arc<[u8]>>,
+    /// This node.
+    pub id: NodeId,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -305,6 +330,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             stream: None,
             config: self.config,
             secret: self.secret.clone(),
+            id: self.id,
             refused: false,
         }
     }
@@ -317,6 +343,8 @@ pub struct PeerClient {
     stream: Option<(TcpStream, Option<Seal>)>,
     config: u64,
     secret: Option<std::sync::Arc<[u8]>>,
+    /// This node.
+    id: NodeId,
     /// The peer refused this node's hello (logged once).
     refused: bool,
 }
@@ -365,38 +393,66 @@ impl PeerClient {
                     read_frame::<Reply>(&mut stream, None).await?
                 }
                 Some(secret) => {
-                    let ours = nonce()?;
+                    let mut transcript = Transcript {
+                        config: self.config,
+                        caller: self.id,
+                        node: self.target,
+                        caller_nonce: nonce()?,
+                        node_nonce: [0; NONCE_LEN],
+                    };
                     let hello = Request::SealedHello {
                         config: self.config,
-                        nonce: ours,
+                        caller: self.id,
+                        node: self.target,
+                        nonce: transcript.caller_nonce,
                     };
                     write_frame(&mut stream, &hello, None).await?;
-                    match read_frame::<Reply>(&mut stream, None).await? {
+                    // Only a challenge answers a sealed hello: anything else (an unsealed
+                    // Hello from something posing as the peer) would leave the connection
+                    // unauthenticated.
+                    match read_frame_within::<Reply>(&mut stream, None, HELLO_BYTES_MAX).await? {
                         Reply::Challenge { nonce, proof } => {
-                            let theirs = nonce;
-                            if !proof_holds(secret, End::Node, self.config, &ours, &theirs, &proof)
-                            {
-                                // Not a node of this cluster: it cannot prove the secret.
-                                Reply::Failed("its proof of the cluster secret does not hold (another secret)".into())
+                            transcript.node_nonce = nonce;
+                            if !transcript.proof_holds(secret, End::Node, &proof) {
+                                // Not this cluster's node, or not the node dialled.
+                                Reply::Failed(
+                                    "its proof of the cluster secret does not hold (another \
+                                     secret, or not the node this one dialled)"
+                                        .into(),
+                                )
                             } else {
                                 let proof = Request::Proof {
-                                    proof: proof_of(secret, self.config, &ours, &theirs),
+                                    proof: transcript.proof(secret, End::Caller),
                                 };
                                 write_frame(&mut stream, &proof, None).await?;
-                                let mut sealed = Seal::new(secret, End::Caller, &ours, &theirs);
-                                let answer =
-                                    read_frame::<Reply>(&mut stream, Some(&mut sealed)).await;
-                                seal = Some(sealed);
-                                // A refusal of the proof comes unsealed: the node has no key.
-                                answer.unwrap_or_else(|e| Reply::Failed(format!("no sealed answer to this node's proof ({e}): another cluster secret")))
+                                let mut sealed = transcript.seal(secret, End::Caller);
+                                // The acceptance is the node's first sealed frame; a refusal
+                                // comes unsealed (the node has no key) and fails here.
+                                match read_frame::<Reply>(&mut stream, Some(&mut sealed)).await {
+                                    Ok(Reply::Hello) => {
+                                        seal = Some(sealed);
+                                        Reply::Hello
+                                    }
+                                    Ok(_) => Reply::Failed(
+                                        "an unexpected answer to this node's proof".into(),
+                                    ),
+                                    Err(e) => Reply::Failed(format!(
+                                        "no sealed answer to this node's proof ({e}): another cluster secret"
+                                    )),
+                                }
                             }
                         }
-                        reply => reply,
+                        Reply::Failed(why) => Reply::Failed(why),
+                        _ => Reply::Failed(
+                            "it answered a sealed hello without a challenge (not a node with \
+                             the cluster secret)"
+                                .into(),
+                        ),
                     }
                 }
             };
             match answer {
-                Reply::Hello => self.refused = false,
+                Reply::Hello if self.secret.is_none() || seal.is_some() => self.refused = false,
                 reply => {
                     let why = match reply {
                         Reply::Failed(why) => why,
@@ -511,25 +567,35 @@ mod tests {
 
     const SECRET: &[u8] = b"a cluster secret for tests";
 
+    fn transcript(caller_nonce: [u8; NONCE_LEN], node_nonce: [u8; NONCE_LEN]) -> Transcript {
+        Transcript {
+            config: 7,
+            caller: 1,
+            node: 2,
+            caller_nonce,
+            node_nonce,
+        }
+    }
+
+    /// A proof holds for its secret, its end, and the transcript it was made for: not for
+    /// another secret, the other end (no reflection), another configuration, other nodes
+    /// (no relay to a third node or back to the caller) or other nonces.
     #[test]
-    fn proofs_hold_only_for_their_secret_end_and_nonces() {
-        let (a, b) = ([1u8; NONCE_LEN], [2u8; NONCE_LEN]);
-        let p = proof(SECRET, End::Node, 7, &a, &b);
-        assert!(proof_holds(SECRET, End::Node, 7, &a, &b, &p));
-        assert!(!proof_holds(
-            b"another secret of the same..",
-            End::Node,
-            7,
-            &a,
-            &b,
-            &p
-        ));
-        assert!(
-            !proof_holds(SECRET, End::Caller, 7, &a, &b, &p),
-            "a node's proof is not a caller's (no reflection)"
-        );
-        assert!(!proof_holds(SECRET, End::Node, 8, &a, &b, &p));
-        assert!(!proof_holds(SECRET, End::Node, 7, &b, &a, &p));
+    fn proofs_hold_only_for_their_secret_end_and_transcript() {
+        let t = transcript([1; NONCE_LEN], [2; NONCE_LEN]);
+        let p = t.proof(SECRET, End::Node);
+        assert!(t.proof_holds(SECRET, End::Node, &p));
+        assert!(!t.proof_holds(b"another secret of the same..", End::Node, &p));
+        assert!(!t.proof_holds(SECRET, End::Caller, &p));
+        for other in [
+            Transcript { config: 8, ..t },
+            Transcript { node: 3, ..t },
+            Transcript { node: 1, ..t },
+            Transcript { caller: 3, ..t },
+            transcript([2; NONCE_LEN], [1; NONCE_LEN]),
+        ] {
+            assert!(!other.proof_holds(SECRET, End::Node, &p), "{other:?}");
+        }
         assert_ne!(nonce().unwrap(), nonce().unwrap());
     }
 
@@ -537,10 +603,10 @@ mod tests {
     /// does not.
     #[test]
     fn sealed_frames_pass_and_tampered_ones_fail() {
-        let (a, b) = ([3u8; NONCE_LEN], [4u8; NONCE_LEN]);
+        let t = transcript([3; NONCE_LEN], [4; NONCE_LEN]);
         with_pair(|mut caller, mut node| async move {
-            let mut out = Seal::new(SECRET, End::Caller, &a, &b);
-            let mut inn = Seal::new(SECRET, End::Node, &a, &b);
+            let mut out = t.seal(SECRET, End::Caller);
+            let mut inn = t.seal(SECRET, End::Node);
             write_frame(&mut caller, &Request::Status, Some(&mut out))
                 .await
                 .unwrap();
@@ -556,7 +622,7 @@ mod tests {
                 Ok(Reply::Hello)
             ));
             // The next frame's bytes, as sealed: sent altered, then twice as they are.
-            let mut copy = Seal::new(SECRET, End::Caller, &a, &b);
+            let mut copy = t.seal(SECRET, End::Caller);
             copy.sent = out.sent;
             let body = postcard::to_allocvec(&Request::Hello { config: 9 }).unwrap();
             let tag = copy.seal(&body);
@@ -584,8 +650,8 @@ mod tests {
                 "a replayed frame fails"
             );
             // Under another connection's key.
-            let mut other = Seal::new(SECRET, End::Caller, &b, &a);
-            let mut inn = Seal::new(SECRET, End::Node, &a, &b);
+            let mut other = Transcript { node: 3, ..t }.seal(SECRET, End::Caller);
+            let mut inn = t.seal(SECRET, End::Node);
             write_frame(&mut caller, &Request::Status, Some(&mut other))
                 .await
                 .unwrap();
@@ -594,6 +660,50 @@ mod tests {
                     .await
                     .is_err()
             );
+        });
+    }
+
+    /// Something posing as the peer that answers a sealed hello with an unsealed Hello
+    /// (or anything but a challenge) does not get an unauthenticated connection.
+    #[test]
+    fn a_peer_without_a_challenge_is_refused() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for answer in [Reply::Hello, Reply::Failed("no".into())] {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap().to_string();
+                let fake = tokio::spawn(async move {
+                    let (mut s, _) = listener.accept().await.unwrap();
+                    let hello = read_frame::<Request>(&mut s, None).await.unwrap();
+                    assert!(matches!(
+                        hello,
+                        Request::SealedHello {
+                            caller: 1,
+                            node: 2,
+                            ..
+                        }
+                    ));
+                    write_frame(&mut s, &answer, None).await.unwrap();
+                    // Whatever comes next, it must not be a request sent in the clear.
+                    read_frame::<Request>(&mut s, None).await.is_ok()
+                });
+                let mut client = PeerClient {
+                    target: 2,
+                    addr,
+                    stream: None,
+                    config: 7,
+                    secret: Some(SECRET.into()),
+                    id: 1,
+                    refused: false,
+                };
+                assert!(client.call_inner(&Request::Status).await.is_err());
+                assert!(client.stream.is_none(), "no connection kept");
+                drop(client);
+                assert!(!fake.await.unwrap(), "no request followed");
+            }
         });
     }
 
