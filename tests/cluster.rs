@@ -76,9 +76,13 @@ fn free_port() -> u16 {
     panic!("no free port in {LOW}..32768");
 }
 
+/// The secret of the tests' clusters: their nodes authenticate each other and seal every
+/// frame, as a deployment off loopback must.
+const SECRET_LINE: &str = "secret = \"the cluster's own secret\"\n";
+
 fn cluster_text(id: u64, ports: &[u16; 3]) -> String {
     let mut text = format!(
-        "\n[cluster]\nnode_id = {id}\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nheartbeat_interval_ms = 50\n"
+        "\n[cluster]\n{SECRET_LINE}node_id = {id}\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nheartbeat_interval_ms = 50\n"
     );
     for (i, port) in ports.iter().enumerate() {
         text.push_str(&format!(
@@ -906,6 +910,11 @@ fn a_client_session_fails_over_by_itself() {
 fn a_node_with_another_configuration_is_refused() {
     let _turn = one_at_a_time();
     let mut nodes = nodes("other-config");
+    // Without a secret: the hello without a challenge.
+    for n in &nodes {
+        let text = std::fs::read_to_string(&n.config).unwrap();
+        std::fs::write(&n.config, text.replacen(SECRET_LINE, "", 1)).unwrap();
+    }
     let text = std::fs::read_to_string(&nodes[2].config).unwrap();
     std::fs::write(
         &nodes[2].config,
@@ -956,11 +965,7 @@ fn a_node_with_another_cluster_secret_is_refused() {
         let text = std::fs::read_to_string(&n.config).unwrap();
         std::fs::write(
             &n.config,
-            text.replacen(
-                "\n[cluster]\n",
-                &format!("\n[cluster]\nsecret = \"{secret}\"\n"),
-                1,
-            ),
+            text.replacen(SECRET_LINE, &format!("secret = \"{secret}\"\n"), 1),
         )
         .unwrap();
     }
@@ -1004,12 +1009,7 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
     use std::io::{Read, Write};
     let _turn = one_at_a_time();
     let mut nodes = nodes("relay");
-    let text = std::fs::read_to_string(&nodes[0].config).unwrap().replacen(
-        "\n[cluster]\n",
-        "\n[cluster]\nsecret = \"the cluster's own secret\"\n",
-        1,
-    );
-    std::fs::write(&nodes[0].config, &text).unwrap();
+    let text = std::fs::read_to_string(&nodes[0].config).unwrap();
     let config = ironmatch::config::Config::parse(&text, "node 1")
         .unwrap()
         .cluster_settings()
@@ -1143,7 +1143,7 @@ fn partitionable_nodes(tag: &str) -> (Vec<Node>, Vec<Vec<Option<Link>>>) {
             let journal = dir.join("journal");
             let mut text = common::test_config_text(&journal, "");
             text.push_str(&format!(
-                "\n[cluster]\nnode_id = {}\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nheartbeat_interval_ms = 50\n",
+                "\n[cluster]\n{SECRET_LINE}node_id = {}\nelection_timeout_min_ms = 400\nelection_timeout_max_ms = 800\nheartbeat_interval_ms = 50\n",
                 i + 1
             ));
             for j in 0..3 {
