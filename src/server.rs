@@ -86,6 +86,9 @@ impl Server {
         let day = schedule
             .as_ref()
             .map(|s| s.trading_day(jiff::Timestamp::now()));
+        if let (Some(schedule), Some(day)) = (&schedule, day) {
+            close_earlier_day(config, schedule, day);
+        }
         let day_config;
         let config = match day {
             Some(day) => {
@@ -620,6 +623,132 @@ fn count_commands(dir: &Path) -> io::Result<u64> {
     Ok(commands)
 }
 
+/// Ends the journal of the last trading day before `today` if the engine was down at that
+/// day's end: the transitions it missed (end of market hours, of system hours, of
+/// messages) are applied at their scheduled times with what they do (Day orders canceled
+/// at the close, every resting order at the end of system hours) and journaled, as if the
+/// engine had run to the end. So that day's journal ends as every day's does, and the
+/// audit of an order resting at the crash shows its end-of-day cancel. Nothing is sent: the
+/// day's sessions and feed are over (`replay --itch` exports the records).
+///
+/// A day that cannot be ended (another book configuration since, a damaged journal) is
+/// left as it is, with a warning: today's start does not wait on yesterday's journal.
+fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: jiff::civil::Date) {
+    let root = Path::new(&base.journal.dir);
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    let Some(day) = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str()?.parse::<jiff::civil::Date>().ok())
+        .filter(|d| *d < today)
+        .max()
+    else {
+        return;
+    };
+    let config = base.for_day(day);
+    let dir = Path::new(&config.journal.dir);
+    if journal::segment_paths(dir).map_or(true, |s| s.is_empty()) || ends_the_day(dir) {
+        return;
+    }
+    match end_day(&config, schedule, day) {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "ironmatch: trading day {day}: the engine was down at its end; its journal ({}) now ends with the {n} transitions it missed",
+            dir.display()
+        ),
+        Err(e) => eprintln!(
+            "ironmatch: warning: trading day {day}: its journal ({}) could not be ended ({e}); left as it is",
+            dir.display()
+        ),
+    }
+}
+
+/// Whether the journal in `dir` ends with the day's End of Messages, read from the last
+/// bytes of its last segment only (a day's journal is not re-run to learn that it ended):
+/// from the first offset whose records follow one another to the end of the file, each
+/// with its checksum. A tail that does not read so (torn by a crash) is not an end.
+fn ends_the_day(dir: &Path) -> bool {
+    use crate::book::{DayEvent, EventBody};
+    use std::io::{Read, Seek};
+    /// Bytes read from the end: many records.
+    const TAIL: u64 = 64 << 10;
+    let Some(last) = journal::segment_paths(dir).ok().and_then(|mut s| s.pop()) else {
+        return false;
+    };
+    let mut bytes = Vec::new();
+    let read = std::fs::File::open(&last).and_then(|mut f| {
+        let len = f.metadata()?.len();
+        f.seek(io::SeekFrom::Start(
+            len.saturating_sub(TAIL).max(journal::HEADER_LEN as u64),
+        ))?;
+        f.read_to_end(&mut bytes)
+    });
+    if read.is_err() {
+        return false;
+    }
+    for start in 0..bytes.len() {
+        let (mut at, mut last) = (start, None);
+        while let Ok((_, entry, len)) = journal::read_record(&bytes[at..]) {
+            last = Some(entry);
+            at += len;
+        }
+        if at == bytes.len() && last.is_some() {
+            return matches!(
+                last,
+                Some(Entry::Event(Event {
+                    body: EventBody::SystemEvent {
+                        event: DayEvent::EndOfMessages
+                    },
+                    ..
+                }))
+            );
+        }
+    }
+    false
+}
+
+/// Applies and journals the transitions of `day` after the last one its journal holds (see
+/// [`close_earlier_day`]); returns how many.
+fn end_day(
+    config: &Config,
+    schedule: &crate::venue::Schedule,
+    day: jiff::civil::Date,
+) -> io::Result<usize> {
+    use crate::book::{Command, CommandBody, VenueCommand};
+    let book = config
+        .book_config()
+        .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
+    let OpenedJournal {
+        mut matcher,
+        mut writer,
+        lock,
+        ..
+    } = open_journal(config, &book, |_| {})?;
+    let plan = gateway::DayPlan::resume(schedule.transitions(day), matcher.last_day_event());
+    let missed = &plan.transitions[plan.next..];
+    let mut clock = VenueClock::new(schedule.tz.clone());
+    let mut events = Vec::new();
+    for &(at, event) in missed {
+        let command = Command {
+            ts: clock.at(at),
+            owner: crate::types::OwnerId(0),
+            body: CommandBody::Venue(VenueCommand::SystemEvent(event)),
+        };
+        events.clear();
+        matcher.apply(&command, &mut events);
+        writer.stage(&Entry::Command(command));
+        for event in &events {
+            writer.stage(&Entry::Event(*event));
+        }
+        writer.commit()?;
+    }
+    drop(writer);
+    drop(lock);
+    Ok(missed.len())
+}
+
 /// A recovered journal, ready to append to.
 pub struct OpenedJournal {
     /// The matcher after every journaled command.
@@ -696,4 +825,65 @@ pub fn open_journal(
         snapshotter,
         lock,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::{Command, CommandBody, DayEvent, EventBody, VenueCommand};
+    use crate::types::{OwnerId, Timestamp};
+
+    /// A journal's last record says whether its day ended, read from its tail alone; a
+    /// record after the end, or a torn tail, is not an end.
+    #[test]
+    fn a_day_ends_with_its_end_of_messages_record() {
+        let dir = std::env::temp_dir().join(format!(
+            "ironmatch-ends-the-day-{}-{}",
+            std::process::id(),
+            crate::venue::epoch_ns()
+        ));
+        let header = Header {
+            instance: 1,
+            first_seq: 1,
+            fingerprint: 2,
+            created_ns: 3,
+        };
+        let mut writer =
+            JournalWriter::open(&dir, header, None, 1, journal::FsyncMode::Never, 1 << 20).unwrap();
+        let day = |event| {
+            let command = Command {
+                ts: Timestamp(5),
+                owner: OwnerId(0),
+                body: CommandBody::Venue(VenueCommand::SystemEvent(event)),
+            };
+            let event = Event {
+                ts: Timestamp(5),
+                body: EventBody::SystemEvent { event },
+            };
+            [Entry::Command(command), Entry::Event(event)]
+        };
+        // Many records before, so the tail read starts inside one.
+        for _ in 0..2_000 {
+            for entry in day(DayEvent::StartOfSystemHours) {
+                writer.stage(&entry);
+            }
+        }
+        writer.commit().unwrap();
+        assert!(!ends_the_day(&dir), "not ended yet");
+        for entry in day(DayEvent::EndOfMessages) {
+            writer.stage(&entry);
+        }
+        writer.commit().unwrap();
+        assert!(ends_the_day(&dir), "ended");
+        let segment = journal::segment_paths(&dir).unwrap().pop().unwrap();
+        let len = std::fs::metadata(&segment).unwrap().len();
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        file.set_len(len - 3).unwrap();
+        assert!(!ends_the_day(&dir), "a torn tail is not an end");
+        drop(writer);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -904,6 +904,32 @@ fn a_client_session_fails_over_by_itself() {
     assert_eq!(logins, 3, "one login, then one per failover");
 }
 
+/// Starts the three nodes, of which the third is configured apart: the first two lead,
+/// acknowledge an order as a majority and apply it, the third applies nothing. Returns the
+/// leader and a reader of each node's log, after every node stopped.
+fn the_odd_node_is_left_out(nodes: &mut [Node]) -> (usize, impl Fn(usize) -> String + '_) {
+    for n in nodes.iter_mut() {
+        start(n);
+    }
+    let lead = leader(nodes);
+    assert_ne!(lead, 2, "the odd node cannot lead");
+    let (mut c, _, _) = Client::connect_any(&gateways(nodes), "MM1", "pw1", 1, FAILOVER_MAX)
+        .expect("the two alike take logins");
+    c.limit(1, b'B', 10, "AAPL", 1_500_000).unwrap();
+    let (_, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
+    assert_eq!(msg[0], b'A', "the majority of two acknowledges");
+    drop(c);
+    std::thread::sleep(Duration::from_millis(500));
+    let odd = ironmatch::cluster::status_of(&nodes[2].raft, Duration::from_millis(500)).unwrap();
+    assert_eq!(odd.applied, None, "the odd node applied nothing: {odd:?}");
+    for n in nodes.iter_mut() {
+        stop(n);
+    }
+    let log =
+        |i: usize| std::fs::read_to_string(nodes[i].config.with_file_name("serve.log")).unwrap();
+    (lead, log)
+}
+
 /// A node whose configuration differs (here a lot size) is refused by the others: it never
 /// joins, applies nothing, and both sides say why; the other two go on as a cluster.
 #[test]
@@ -921,25 +947,7 @@ fn a_node_with_another_configuration_is_refused() {
         text.replacen("lot_size = 1\n", "lot_size = 10\n", 1),
     )
     .unwrap();
-    for n in nodes.iter_mut() {
-        start(n);
-    }
-    let lead = leader(&nodes);
-    assert_ne!(lead, 2, "the odd node cannot lead");
-    let (mut c, _, _) = Client::connect_any(&gateways(&nodes), "MM1", "pw1", 1, FAILOVER_MAX)
-        .expect("the two alike take logins");
-    c.limit(1, b'B', 10, "AAPL", 1_500_000).unwrap();
-    let (_, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
-    assert_eq!(msg[0], b'A', "the majority of two acknowledges");
-    drop(c);
-    std::thread::sleep(Duration::from_millis(500));
-    let odd = ironmatch::cluster::status_of(&nodes[2].raft, Duration::from_millis(500)).unwrap();
-    assert_eq!(odd.applied, None, "the odd node applied nothing: {odd:?}");
-    for n in nodes.iter_mut() {
-        stop(n);
-    }
-    let log =
-        |i: usize| std::fs::read_to_string(nodes[i].config.with_file_name("serve.log")).unwrap();
+    let (lead, log) = the_odd_node_is_left_out(&mut nodes);
     for i in [2, lead] {
         assert!(
             log(i).contains("its configuration differs"),
@@ -969,25 +977,7 @@ fn a_node_with_another_cluster_secret_is_refused() {
         )
         .unwrap();
     }
-    for n in nodes.iter_mut() {
-        start(n);
-    }
-    let lead = leader(&nodes);
-    assert_ne!(lead, 2, "the odd node cannot lead");
-    let (mut c, _, _) = Client::connect_any(&gateways(&nodes), "MM1", "pw1", 1, FAILOVER_MAX)
-        .expect("the two alike take logins");
-    c.limit(1, b'B', 10, "AAPL", 1_500_000).unwrap();
-    let (_, msg) = c.recv_message(Duration::from_secs(5)).unwrap().unwrap();
-    assert_eq!(msg[0], b'A', "the majority of two acknowledges");
-    drop(c);
-    std::thread::sleep(Duration::from_millis(500));
-    let odd = ironmatch::cluster::status_of(&nodes[2].raft, Duration::from_millis(500)).unwrap();
-    assert_eq!(odd.applied, None, "the odd node applied nothing: {odd:?}");
-    for n in nodes.iter_mut() {
-        stop(n);
-    }
-    let log =
-        |i: usize| std::fs::read_to_string(nodes[i].config.with_file_name("serve.log")).unwrap();
+    let (lead, log) = the_odd_node_is_left_out(&mut nodes);
     assert!(
         log(lead).contains("refused this node: its proof of the cluster secret does not hold"),
         "the leader says why: {}",

@@ -527,3 +527,78 @@ fn serve_starts_the_next_day_by_itself() {
     assert!(dir.join(tomorrow.to_string()).is_dir());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The engine is down at the end of a day: the next start (the next day) first ends that
+/// day's journal with the transitions it missed, at their scheduled times, with what they
+/// do: the close cancels the Day order that rested at the stop, the end of system hours
+/// the GTX one. The day's journal then ends as a day that ran to its end, and replays.
+#[test]
+fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
+    use ironmatch::book::{DayEvent, EventBody};
+    use ironmatch::journal::{Entry, scan_journal};
+    let dir = temp_dir("day-down");
+    let t0 = Instant::now();
+    let (config, _) = day_config(&dir, [0.3, 0.6, 2.0, 2.5]);
+    let server = Server::start(&config).unwrap();
+    let day = server.day().unwrap();
+    sleep_until(t0 + Duration::from_secs_f64(0.9));
+    let mut mm1 = login(&server, "MM1", "pw1");
+    expect(&mut mm1, (b'S', 0, u16::from(b'S')));
+    mm1.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    expect(&mut mm1, (b'A', 1, u16::from(b'0')));
+    mm1.enter(
+        2,
+        b'B',
+        100,
+        "AAPL",
+        PX - 100,
+        b'5',
+        b'Y',
+        Options::default(),
+    )
+    .unwrap();
+    expect(&mut mm1, (b'A', 2, u16::from(b'5')));
+    // Down from before the close until after the day's end.
+    server.stop().unwrap();
+    drop(mm1);
+    let day_dir = dir.join(day.to_string());
+    let events = || {
+        let mut events = Vec::new();
+        scan_journal(&day_dir, None, false, None, |_, entry| {
+            if let Entry::Event(e) = entry {
+                events.push(e.body);
+            }
+            Ok(())
+        })
+        .unwrap();
+        events
+    };
+    let before = events().len();
+    sleep_until(t0 + Duration::from_secs_f64(3.0));
+    let server = Server::start(&config).unwrap();
+    assert_eq!(server.day(), Some(day.tomorrow().unwrap()), "the next day");
+    server.stop().unwrap();
+
+    let after = events();
+    let ended: Vec<String> = after[before..]
+        .iter()
+        .filter_map(|e| match *e {
+            EventBody::SystemEvent { event } => Some(format!("{event:?}")),
+            EventBody::Canceled { user_ref, .. } => Some(format!("Canceled {}", { user_ref.0 })),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            format!("{:?}", DayEvent::EndOfMarketHours),
+            "Canceled 1".to_string(),
+            format!("{:?}", DayEvent::EndOfSystemHours),
+            "Canceled 2".to_string(),
+            format!("{:?}", DayEvent::EndOfMessages),
+        ],
+        "the day's end, as the journal now has it"
+    );
+    replay_verifies(&day_dir, &config);
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -55,7 +55,8 @@ mod writer;
 
 pub use follow::Follower;
 pub use format::{
-    Entry, FormatError, Header, fingerprint, read_header, read_record, write_header, write_record,
+    Entry, FormatError, HEADER_LEN, Header, fingerprint, read_header, read_record, write_header,
+    write_record,
 };
 pub use reader::{
     JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,
