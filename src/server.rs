@@ -638,37 +638,44 @@ fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: ji
     let Ok(entries) = std::fs::read_dir(root) else {
         return;
     };
-    let Some(day) = entries
+    let mut days: Vec<jiff::civil::Date> = entries
         .flatten()
         .filter(|e| e.path().is_dir())
         .filter_map(|e| e.file_name().to_str()?.parse::<jiff::civil::Date>().ok())
         .filter(|d| *d < today)
-        .max()
-    else {
-        return;
-    };
-    let config = base.for_day(day);
-    let dir = Path::new(&config.journal.dir);
-    if journal::segment_paths(dir).map_or(true, |s| s.is_empty()) || ends_the_day(dir) {
-        return;
-    }
-    match end_day(&config, schedule, day) {
-        Ok(0) => {}
-        Ok(n) => eprintln!(
-            "ironmatch: trading day {day}: the engine was down at its end; its journal ({}) now ends with the {n} transitions it missed",
-            dir.display()
-        ),
-        Err(e) => eprintln!(
-            "ironmatch: warning: trading day {day}: its journal ({}) could not be ended ({e}); left as it is",
-            dir.display()
-        ),
+        .collect();
+    // Newest first, back to the last day that ended: each day before it was seen by the
+    // start after it (a day that could not be ended is tried again, with its warning).
+    days.sort_unstable_by(|a, b| b.cmp(a));
+    for day in days {
+        let config = base.for_day(day);
+        let dir = Path::new(&config.journal.dir);
+        if journal::segment_paths(dir).map_or(true, |s| s.is_empty()) {
+            continue;
+        }
+        if ends_the_day(dir) {
+            return;
+        }
+        match end_day(&config, schedule, day) {
+            Ok(0) => {}
+            Ok(n) => eprintln!(
+                "ironmatch: trading day {day}: the engine was down at its end; its journal ({}) now ends with the {n} transitions it missed",
+                dir.display()
+            ),
+            Err(e) => eprintln!(
+                "ironmatch: warning: trading day {day}: its journal ({}) could not be ended ({e}); left as it is",
+                dir.display()
+            ),
+        }
     }
 }
 
-/// Whether the journal in `dir` ends with the day's End of Messages, read from the last
-/// bytes of its last segment only (a day's journal is not re-run to learn that it ended):
-/// from the first offset whose records follow one another to the end of the file, each
-/// with its checksum. A tail that does not read so (torn by a crash) is not an end.
+/// Whether the journal in `dir` holds the day's End of Messages near its end, read from
+/// the last bytes of its last segment only (a day's journal is not re-run to learn that it
+/// ended): from the first offset whose records follow one another to the end of the file,
+/// each with its checksum. A few records may follow the end (a timer, a disconnect or an
+/// operator's command taken in the same round). A tail that does not read so (torn by a
+/// crash) is not an end.
 fn ends_the_day(dir: &Path) -> bool {
     use crate::book::{DayEvent, EventBody};
     use std::io::{Read, Seek};
@@ -689,21 +696,22 @@ fn ends_the_day(dir: &Path) -> bool {
         return false;
     }
     for start in 0..bytes.len() {
-        let (mut at, mut last) = (start, None);
+        let (mut at, mut ended, mut any) = (start, false, false);
         while let Ok((_, entry, len)) = journal::read_record(&bytes[at..]) {
-            last = Some(entry);
-            at += len;
-        }
-        if at == bytes.len() && last.is_some() {
-            return matches!(
-                last,
-                Some(Entry::Event(Event {
+            any = true;
+            ended |= matches!(
+                entry,
+                Entry::Event(Event {
                     body: EventBody::SystemEvent {
                         event: DayEvent::EndOfMessages
                     },
                     ..
-                }))
+                })
             );
+            at += len;
+        }
+        if at == bytes.len() && any {
+            return ended;
         }
     }
     false
@@ -720,21 +728,29 @@ fn end_day(
     let book = config
         .book_config()
         .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
+    // The latest time the journal holds: no record goes before it (the schedule may have
+    // been changed since, and a transition never goes back in time).
+    let mut latest = crate::types::Timestamp(0);
     let OpenedJournal {
         mut matcher,
         mut writer,
         lock,
         ..
-    } = open_journal(config, &book, |_| {})?;
-    let plan = gateway::DayPlan::resume(schedule.transitions(day), matcher.last_day_event());
+    } = open_journal(config, &book, |e| latest = latest.max(e.ts))?;
+    // A day that never opened (only its header: the engine started it and stopped) is
+    // left as it is: it had no session to end.
+    let Some(last) = matcher.last_day_event() else {
+        return Ok(0);
+    };
+    let plan = gateway::DayPlan::resume(schedule.transitions(day), Some(last));
     let missed = &plan.transitions[plan.next..];
     let mut clock = VenueClock::new(schedule.tz.clone());
     let mut events = Vec::new();
-    for &(at, event) in missed {
+    let mut journal = |matcher: &mut Matcher, body: CommandBody, ts| -> io::Result<()> {
         let command = Command {
-            ts: clock.at(at),
+            ts,
             owner: crate::types::OwnerId(0),
-            body: CommandBody::Venue(VenueCommand::SystemEvent(event)),
+            body,
         };
         events.clear();
         matcher.apply(&command, &mut events);
@@ -742,7 +758,23 @@ fn end_day(
         for event in &events {
             writer.stage(&Entry::Event(*event));
         }
-        writer.commit()?;
+        writer.commit()
+    };
+    for &(at, event) in missed {
+        let ts = clock.at(at).max(latest);
+        // As the live engine does: a timer at each deadline that comes first (a
+        // good-till-time order's expiry, a paused instrument's resumption), at its time.
+        let mut met = None;
+        while let Some(deadline) = matcher.next_deadline().filter(|d| *d <= ts) {
+            if met.is_some_and(|m| deadline <= m) {
+                break; // a deadline the timer did not move: met by the transition itself
+            }
+            met = Some(deadline);
+            let timer = CommandBody::Venue(VenueCommand::Timer);
+            journal(&mut matcher, timer, deadline.max(latest))?;
+        }
+        let transition = CommandBody::Venue(VenueCommand::SystemEvent(event));
+        journal(&mut matcher, transition, ts)?;
     }
     drop(writer);
     drop(lock);
@@ -875,6 +907,14 @@ mod tests {
         }
         writer.commit().unwrap();
         assert!(ends_the_day(&dir), "ended");
+        // A timer taken in the same round as the end follows it: still ended.
+        writer.stage(&Entry::Command(Command {
+            ts: Timestamp(6),
+            owner: OwnerId(0),
+            body: CommandBody::Venue(VenueCommand::Timer),
+        }));
+        writer.commit().unwrap();
+        assert!(ends_the_day(&dir), "ended, a record after");
         let segment = journal::segment_paths(&dir).unwrap().pop().unwrap();
         let len = std::fs::metadata(&segment).unwrap().len();
         let file = std::fs::OpenOptions::new()

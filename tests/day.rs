@@ -538,7 +538,7 @@ fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
     use ironmatch::journal::{Entry, scan_journal};
     let dir = temp_dir("day-down");
     let t0 = Instant::now();
-    let (config, _) = day_config(&dir, [0.3, 0.6, 2.0, 2.5]);
+    let (config, _) = day_config(&dir, [0.3, 0.6, 3.0, 3.5]);
     let server = Server::start(&config).unwrap();
     let day = server.day().unwrap();
     sleep_until(t0 + Duration::from_secs_f64(0.9));
@@ -558,7 +558,11 @@ fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
     )
     .unwrap();
     expect(&mut mm1, (b'A', 2, u16::from(b'5')));
-    // Down from before the close until after the day's end.
+    // Good for a second: it expires while the engine is down, before the close.
+    mm1.enter(3, b'B', 100, "AAPL", PX - 200, b'6', b'Y', gtt(1))
+        .unwrap();
+    expect(&mut mm1, (b'A', 3, u16::from(b'6')));
+    // Down from before the expiry and the close until after the day's end.
     server.stop().unwrap();
     drop(mm1);
     let day_dir = dir.join(day.to_string());
@@ -566,7 +570,7 @@ fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
         let mut events = Vec::new();
         scan_journal(&day_dir, None, false, None, |_, entry| {
             if let Entry::Event(e) = entry {
-                events.push(e.body);
+                events.push((e.ts.0, e.body));
             }
             Ok(())
         })
@@ -574,23 +578,26 @@ fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
         events
     };
     let before = events().len();
-    sleep_until(t0 + Duration::from_secs_f64(3.0));
+    sleep_until(t0 + Duration::from_secs_f64(4.0));
     let server = Server::start(&config).unwrap();
     assert_eq!(server.day(), Some(day.tomorrow().unwrap()), "the next day");
     server.stop().unwrap();
 
     let after = events();
-    let ended: Vec<String> = after[before..]
+    let (ended, times): (Vec<String>, Vec<u64>) = after[before..]
         .iter()
-        .filter_map(|e| match *e {
-            EventBody::SystemEvent { event } => Some(format!("{event:?}")),
-            EventBody::Canceled { user_ref, .. } => Some(format!("Canceled {}", { user_ref.0 })),
+        .filter_map(|(ts, e)| match *e {
+            EventBody::SystemEvent { event } => Some((format!("{event:?}"), *ts)),
+            EventBody::Canceled { user_ref, .. } => {
+                Some((format!("Canceled {}", { user_ref.0 }), *ts))
+            }
             _ => None,
         })
-        .collect();
+        .unzip();
     assert_eq!(
         ended,
         [
+            "Canceled 3".to_string(),
             format!("{:?}", DayEvent::EndOfMarketHours),
             "Canceled 1".to_string(),
             format!("{:?}", DayEvent::EndOfSystemHours),
@@ -598,6 +605,10 @@ fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
             format!("{:?}", DayEvent::EndOfMessages),
         ],
         "the day's end, as the journal now has it"
+    );
+    assert!(
+        times[0] < times[1] && times.windows(2).all(|w| w[0] <= w[1]),
+        "the expiry at its own time, before the close; times in order: {times:?}"
     );
     replay_verifies(&day_dir, &config);
     std::fs::remove_dir_all(&dir).ok();
