@@ -724,7 +724,7 @@ fn end_day(
     schedule: &crate::venue::Schedule,
     day: jiff::civil::Date,
 ) -> io::Result<usize> {
-    use crate::book::{Command, CommandBody, VenueCommand};
+    use crate::book::{CommandBody, VenueCommand};
     let book = config
         .book_config()
         .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
@@ -746,19 +746,8 @@ fn end_day(
     let missed = &plan.transitions[plan.next..];
     let mut clock = VenueClock::new(schedule.tz.clone());
     let mut events = Vec::new();
-    let mut journal = |matcher: &mut Matcher, body: CommandBody, ts| -> io::Result<()> {
-        let command = Command {
-            ts,
-            owner: crate::types::OwnerId(0),
-            body,
-        };
-        events.clear();
-        matcher.apply(&command, &mut events);
-        writer.stage(&Entry::Command(command));
-        for event in &events {
-            writer.stage(&Entry::Event(*event));
-        }
-        writer.commit()
+    let mut journal = |matcher: &mut Matcher, body: CommandBody, ts| {
+        apply_and_journal(matcher, &mut writer, &mut events, body, ts)
     };
     for &(at, event) in missed {
         let ts = clock.at(at).max(latest);
@@ -779,6 +768,28 @@ fn end_day(
     drop(writer);
     drop(lock);
     Ok(missed.len())
+}
+
+/// Applies a venue command of time `ts` and journals it with its events, as one batch.
+fn apply_and_journal(
+    matcher: &mut Matcher,
+    writer: &mut JournalWriter,
+    events: &mut Vec<Event>,
+    body: crate::book::CommandBody,
+    ts: crate::types::Timestamp,
+) -> io::Result<()> {
+    let command = crate::book::Command {
+        ts,
+        owner: crate::types::OwnerId(0),
+        body,
+    };
+    events.clear();
+    matcher.apply(&command, events);
+    writer.stage(&Entry::Command(command));
+    for event in events.iter() {
+        writer.stage(&Entry::Event(*event));
+    }
+    writer.commit()
 }
 
 /// A recovered journal, ready to append to.
@@ -864,6 +875,80 @@ mod tests {
     use super::*;
     use crate::book::{Command, CommandBody, DayEvent, EventBody, VenueCommand};
     use crate::types::{OwnerId, Timestamp};
+
+    /// Of two earlier days, the older stopped in its market hours and the newer never
+    /// opened (a header only: the engine started it before its midnight and was stopped).
+    /// The newer is left as it is, the older ended with the transitions it missed at their
+    /// scheduled times, and a second start changes nothing.
+    #[test]
+    fn earlier_days_are_ended_and_a_day_never_opened_is_left() {
+        let root = std::env::temp_dir().join(format!(
+            "ironmatch-earlier-days-{}-{}",
+            std::process::id(),
+            crate::venue::epoch_ns()
+        ));
+        let text = include_str!("../config/ironmatch.toml")
+            .replace("dir = \"./data\"", &format!("dir = \"{}\"", root.display()));
+        let config = Config::parse(&text, "shipped").unwrap();
+        let schedule = config.schedule().unwrap();
+        let book = config.book_config().unwrap();
+        let date = |d| jiff::civil::date(2026, 12, d);
+        let (stopped, never, today) = (date(1), date(2), date(3));
+        {
+            let opened = open_journal(&config.for_day(stopped), &book, |_| {}).unwrap();
+            let (mut matcher, mut writer) = (opened.matcher, opened.writer);
+            let mut clock = VenueClock::new(schedule.tz.clone());
+            let mut events = Vec::new();
+            for (at, event) in &schedule.transitions(stopped)[..3] {
+                let body = CommandBody::Venue(VenueCommand::SystemEvent(*event));
+                apply_and_journal(&mut matcher, &mut writer, &mut events, body, clock.at(*at))
+                    .unwrap();
+            }
+        }
+        drop(open_journal(&config.for_day(never), &book, |_| {}).unwrap());
+        let day_dir = |day| root.join(crate::venue::day_dir_name(day));
+        let system_events = |day| {
+            let mut seen = Vec::new();
+            journal::scan_journal(&day_dir(day), None, false, None, |_, entry| {
+                if let Entry::Event(Event {
+                    ts,
+                    body: EventBody::SystemEvent { event },
+                }) = entry
+                {
+                    seen.push((*event, *ts));
+                }
+                Ok(())
+            })
+            .unwrap();
+            seen
+        };
+        close_earlier_day(&config, &schedule, today);
+        assert_eq!(
+            system_events(never),
+            [],
+            "a day never opened is left as it is"
+        );
+        let mut clock = VenueClock::new(schedule.tz.clone());
+        let expected: Vec<(DayEvent, Timestamp)> = schedule
+            .transitions(stopped)
+            .iter()
+            .map(|(at, event)| (*event, clock.at(*at)))
+            .collect();
+        assert_eq!(
+            system_events(stopped),
+            expected,
+            "the day ended at its times"
+        );
+        assert!(ends_the_day(&day_dir(stopped)));
+        let segment = journal::segment_paths(&day_dir(stopped))
+            .unwrap()
+            .pop()
+            .unwrap();
+        let len = std::fs::metadata(&segment).unwrap().len();
+        close_earlier_day(&config, &schedule, today);
+        assert_eq!(std::fs::metadata(&segment).unwrap().len(), len, "once");
+        std::fs::remove_dir_all(&root).ok();
+    }
 
     /// A journal's last record says whether its day ended, read from its tail alone; a
     /// record after the end, or a torn tail, is not an end.
