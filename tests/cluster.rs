@@ -995,7 +995,7 @@ fn a_node_with_another_cluster_secret_is_refused() {
 /// is refused), and an unauthenticated connection cannot send a large frame.
 #[test]
 fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
-    use ironmatch::cluster::network::{NONCE_LEN, Reply, Request, decode};
+    use ironmatch::cluster::network::{HELLO_BYTES_MAX, NONCE_LEN, Reply, Request, decode};
     use std::io::{Read, Write};
     let _turn = one_at_a_time();
     let mut nodes = nodes("relay");
@@ -1045,6 +1045,17 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
     assert!(
         matches!(s.read(&mut byte), Ok(0) | Err(_)),
         "the connection is closed"
+    );
+    // A status request (answered without a hello) padded past the limit: closed unread,
+    // not answered.
+    let mut s = connect();
+    let mut body = postcard::to_allocvec(&Request::Status).unwrap();
+    body.resize(HELLO_BYTES_MAX + 1, 0);
+    s.write_all(&(body.len() as u32).to_le_bytes()).unwrap();
+    s.write_all(&body).unwrap();
+    assert!(
+        matches!(s.read(&mut byte), Ok(0) | Err(_)),
+        "a frame over the limit is not answered"
     );
     stop(&mut nodes[0]);
 }

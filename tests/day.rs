@@ -310,15 +310,18 @@ fn a_compressed_day_runs_its_schedule_and_the_next_day_follows() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-#[test]
-fn a_restart_in_the_middle_of_the_day_resumes_the_schedule() {
-    let dir = temp_dir("day-restart");
+/// A compressed day of `offsets` (see [`day_config`]) in `dir`: once its market opened,
+/// MM1 has a Day order (1, bid at 150.00) and a GTX order (2, bid at 149.99) resting.
+/// Returns the configuration, the engine, its day and MM1's session.
+fn day_with_two_orders(
+    dir: &std::path::Path,
+    offsets: [f64; 4],
+) -> (Config, Server, jiff::civil::Date, Client) {
     let t0 = Instant::now();
-    let at = |s: f64| t0 + Duration::from_secs_f64(s);
-    let (config, _) = day_config(&dir, [0.3, 0.6, 4.0, 5.5]);
+    let (config, _) = day_config(dir, offsets);
     let server = Server::start(&config).unwrap();
     let day = server.day().unwrap();
-    sleep_until(at(0.9));
+    sleep_until(t0 + Duration::from_secs_f64(0.9));
     let mut mm1 = login(&server, "MM1", "pw1");
     expect(&mut mm1, (b'S', 0, u16::from(b'S')));
     mm1.limit(1, b'B', 100, "AAPL", PX).unwrap();
@@ -335,6 +338,13 @@ fn a_restart_in_the_middle_of_the_day_resumes_the_schedule() {
     )
     .unwrap();
     expect(&mut mm1, (b'A', 2, u16::from(b'5')));
+    (config, server, day, mm1)
+}
+
+#[test]
+fn a_restart_in_the_middle_of_the_day_resumes_the_schedule() {
+    let dir = temp_dir("day-restart");
+    let (config, server, day, _) = day_with_two_orders(&dir, [0.3, 0.6, 4.0, 5.5]);
     server.stop().unwrap();
 
     // Same day, same session: the stream resumes; the market is still open.
@@ -538,26 +548,7 @@ fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
     use ironmatch::journal::{Entry, scan_journal};
     let dir = temp_dir("day-down");
     let t0 = Instant::now();
-    let (config, _) = day_config(&dir, [0.3, 0.6, 3.0, 3.5]);
-    let server = Server::start(&config).unwrap();
-    let day = server.day().unwrap();
-    sleep_until(t0 + Duration::from_secs_f64(0.9));
-    let mut mm1 = login(&server, "MM1", "pw1");
-    expect(&mut mm1, (b'S', 0, u16::from(b'S')));
-    mm1.limit(1, b'B', 100, "AAPL", PX).unwrap();
-    expect(&mut mm1, (b'A', 1, u16::from(b'0')));
-    mm1.enter(
-        2,
-        b'B',
-        100,
-        "AAPL",
-        PX - 100,
-        b'5',
-        b'Y',
-        Options::default(),
-    )
-    .unwrap();
-    expect(&mut mm1, (b'A', 2, u16::from(b'5')));
+    let (config, server, day, mut mm1) = day_with_two_orders(&dir, [0.3, 0.6, 3.0, 3.5]);
     // Good for a second: it expires while the engine is down, before the close.
     mm1.enter(3, b'B', 100, "AAPL", PX - 200, b'6', b'Y', gtt(1))
         .unwrap();

@@ -106,22 +106,23 @@ pub const NONCE_LEN: usize = 16;
 /// Bytes of an HMAC-SHA256 tag.
 pub const TAG_LEN: usize = 32;
 
-/// HMAC-SHA256 under `key` of `parts` laid end to end.
-fn tag(key: &[u8], parts: &[&[u8]]) -> [u8; TAG_LEN] {
+/// HMAC-SHA256 under `key`, fed `parts` laid end to end.
+fn mac(key: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
     for part in parts {
         mac.update(part);
     }
-    mac.finalize().into_bytes().into()
+    mac
+}
+
+/// The tag of `parts` under `key`.
+fn tag(key: &[u8], parts: &[&[u8]]) -> [u8; TAG_LEN] {
+    mac(key, parts).finalize().into_bytes().into()
 }
 
 /// Whether `given` is the tag of `parts` under `key`, compared in constant time.
 fn tag_holds(key: &[u8], parts: &[&[u8]], given: &[u8]) -> bool {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.verify_slice(given).is_ok()
+    mac(key, parts).verify_slice(given).is_ok()
 }
 
 /// A fresh nonce from the operating system.
@@ -167,37 +168,39 @@ pub struct Transcript {
 }
 
 impl Transcript {
-    fn parts<'a>(&self, label: &'a [u8], bytes: &'a mut [u8; 24]) -> [&'a [u8]; 2] {
-        bytes[..8].copy_from_slice(&self.config.to_le_bytes());
-        bytes[8..16].copy_from_slice(&self.caller.to_le_bytes());
-        bytes[16..].copy_from_slice(&self.node.to_le_bytes());
-        [label, &bytes[..]]
+    /// The MAC under `key` of `label` and the whole transcript.
+    fn mac(&self, key: &[u8], label: &[u8]) -> Hmac<Sha256> {
+        mac(
+            key,
+            &[
+                label,
+                &self.config.to_le_bytes(),
+                &self.caller.to_le_bytes(),
+                &self.node.to_le_bytes(),
+                &self.caller_nonce,
+                &self.node_nonce,
+            ],
+        )
     }
 
     /// The proof `end` gives of knowing `secret`.
     pub fn proof(&self, secret: &[u8], end: End) -> [u8; TAG_LEN] {
-        let mut ids = [0u8; 24];
-        let [label, ids] = self.parts(end.label(), &mut ids);
-        tag(secret, &[label, ids, &self.caller_nonce, &self.node_nonce])
+        self.mac(secret, end.label()).finalize().into_bytes().into()
     }
 
-    /// Whether `given` is `end`'s proof.
+    /// Whether `given` is `end`'s proof, compared in constant time.
     pub fn proof_holds(&self, secret: &[u8], end: End, given: &[u8; TAG_LEN]) -> bool {
-        let mut ids = [0u8; 24];
-        let [label, ids] = self.parts(end.label(), &mut ids);
-        tag_holds(
-            secret,
-            &[label, ids, &self.caller_nonce, &self.node_nonce],
-            given,
-        )
+        self.mac(secret, end.label()).verify_slice(given).is_ok()
     }
 
     /// The seal of `end` of this connection.
     pub fn seal(&self, secret: &[u8], end: End) -> Seal {
-        let mut ids = [0u8; 24];
-        let [label, ids] = self.parts(b"ironmatch raft connection", &mut ids);
         Seal {
-            key: tag(secret, &[label, ids, &self.caller_nonce, &self.node_nonce]),
+            key: self
+                .mac(secret, b"ironmatch raft connection")
+                .finalize()
+                .into_bytes()
+                .into(),
             end,
             sent: 0,
             received: 0,
