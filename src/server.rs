@@ -150,6 +150,7 @@ impl Server {
         let mut gateway = Gateway::new(
             config,
             poll,
+            Arc::clone(&waker),
             listener,
             proposals
                 .as_ref()

@@ -177,6 +177,8 @@ pub struct Gateway {
     /// The next operator request number (starts from the clock, so numbers are unique
     /// across restarts too).
     next_request: u64,
+    /// Set by the session stores' thread when a read of a store file is done.
+    store_read_done: Arc<AtomicBool>,
     /// With `[cluster]`: whether this node may take logins (the raft thread's verdict).
     cluster: Option<Arc<crate::cluster::ClusterRole>>,
     /// The verdict last seen: sessions are dropped when it turns false.
@@ -213,10 +215,13 @@ impl DayPlan {
 
 impl Gateway {
     /// Builds the gateway around a bound listener. `poll` must be the one the egress
-    /// ring's waker is registered with.
+    /// ring's waker, `waker`, is registered with ([`WAKER`]); the session stores' thread
+    /// wakes the gateway with it too, when a replay's read is done.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: &Config,
         poll: Poll,
+        waker: Arc<mio::Waker>,
         mut listener: TcpListener,
         inbound: Arc<Ring<Record>>,
         outbound: Arc<Ring<Record>>,
@@ -227,7 +232,7 @@ impl Gateway {
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let book = config.book_config().expect("validated at load");
         // Full chunks of the sessions' stores go to files beside the journal.
-        let spiller = Spiller::start()?;
+        let spiller = Spiller::start(Some(waker))?;
         let store_dir = std::path::Path::new(&config.journal.dir);
         let users = config
             .users
@@ -296,6 +301,7 @@ impl Gateway {
             actions: None,
             pending_actions: Vec::with_capacity(PENDING_ACTIONS_MAX),
             next_request: crate::venue::epoch_ns().max(1) as u64,
+            store_read_done: spiller.read_done(),
             cluster: None,
             leading: true,
         })
@@ -1024,24 +1030,9 @@ impl Gateway {
         let Some(conn) = self.conns[i].as_mut() else {
             return;
         };
-        // Positioning the stream reads the store's file for a replay of written-out
-        // messages; if that fails the session cannot be served.
-        let verdict = verdict.and_then(|(u, seq)| {
-            self.users[u]
-                .store
-                .start_at(seq)
-                .map(|first| (u, first))
-                .map_err(|e| {
-                    eprintln!(
-                        "ironmatch gateway: {}: session store of {} unreadable: {e}",
-                        conn.peer, self.users[u].username
-                    );
-                    (
-                        soupbin::REJECT_SESSION_UNAVAILABLE,
-                        "session store unreadable",
-                    )
-                })
-        });
+        // Positioning the stream reads nothing here: a replay of written-out messages
+        // starts once the store's thread has read them ([`Self::poll_store_reads`]).
+        let verdict = verdict.map(|(u, seq)| (u, self.users[u].store.start_at(seq)));
         match verdict {
             Ok((u, first)) => {
                 let user = &mut self.users[u];
@@ -1207,6 +1198,35 @@ impl Gateway {
         }
     }
 
+    /// Takes the windows the session stores' thread has read for replays, writing them
+    /// out; a failed read closes its connection. Returns the connections written to.
+    fn poll_store_reads(&mut self) -> usize {
+        let mut written = 0;
+        for u in 0..self.users.len() {
+            let Some(i) = self.users[u].conn else {
+                continue;
+            };
+            if !self.users[u].store.reading() {
+                continue;
+            }
+            match self.users[u].store.poll_read() {
+                Ok(true) => {
+                    self.flush(i);
+                    written += 1;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    eprintln!(
+                        "ironmatch gateway: session store of {} unreadable: {e}",
+                        self.users[u].username
+                    );
+                    self.close(i, "session store unreadable");
+                }
+            }
+        }
+        written
+    }
+
     /// Moves released events into their users' stores and writes them out.
     fn egress(&mut self) -> Egress {
         if self.egress_done {
@@ -1327,6 +1347,9 @@ impl Gateway {
         let mut events = Events::with_capacity(64);
         while Instant::now() < deadline {
             let mut open = 0;
+            if self.store_read_done.swap(false, Ordering::Acquire) {
+                self.poll_store_reads();
+            }
             for i in 0..self.conns.len() {
                 self.flush(i);
                 let Some(conn) = self.conns[i].as_mut() else {
@@ -1380,6 +1403,9 @@ impl Agent for Gateway {
             Egress::Idle => {}
         }
         work += usize::from(self.push_deferred());
+        if self.store_read_done.swap(false, Ordering::Acquire) {
+            work += self.poll_store_reads();
+        }
         if !self.draining {
             work += self.take_actions();
             work += usize::from(self.serve_waiting());
@@ -1568,7 +1594,7 @@ mod tests {
             for m in [b'A', b'B', b'C'] {
                 user.append(|out| out.extend_from_slice(&[m; 20]));
             }
-            user.start_at(1).unwrap();
+            user.start_at(1);
             let mut socket = Throttled {
                 taken: Vec::new(),
                 budget: cut,

@@ -10,11 +10,18 @@
 //! that no connection is reading is written to a file of the user's own ([`Spiller`]) by a
 //! thread beside the gateway, and freed once written. In memory stay the chunk being filled,
 //! the one the stream is in (also while no connection is logged in), and chunks still being
-//! written: three chunks a user when the disk keeps up. A replay of older messages reads
-//! the file through a window of [`WINDOW_BYTES`], on the gateway thread (fast from the page
-//! cache; a cold read waits for the disk, and the other sessions with it). Message
-//! positions are kept for one message in [`MARK_EVERY`], so the index takes an eighth of a
-//! byte per message, not eight.
+//! written: three chunks a user when the disk keeps up. Message positions are kept for one
+//! message in [`MARK_EVERY`], so the index takes an eighth of a byte per message, not eight.
+//!
+//! A replay of older messages reads the file through windows of [`WINDOW_BYTES`], and the
+//! reads are the same thread's too: the gateway asks for a window and goes on serving the
+//! other sessions; the thread reads it and wakes the gateway, which then writes it out. The
+//! window after it is read while one is being sent, so a replay from the page cache does not
+//! wait, and one from the disk waits for the disk without holding up any other session
+//! (until 2026-12-06 these reads ran on the gateway thread, and a cold read stalled every
+//! session). A login that asks for a message in a written-out chunk is answered at once;
+//! its stream starts once the window holding that message is read. A failed read closes
+//! the connection ([`SessionStore::poll_read`]).
 //!
 //! A chunk whose write fails stays in memory (the first failure is logged): the files
 //! share the journal's disk, and a disk that fails them fails the journal too.
@@ -24,9 +31,9 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
-use crossbeam::channel::{Sender, unbounded};
+use crossbeam::channel::{Receiver, Sender, TryRecvError, bounded, unbounded};
 
 use crate::wire::soupbin::kind;
 
@@ -71,6 +78,8 @@ enum Job {
     /// A written chunk's memory to free there rather than on the gateway thread (a free of
     /// a chunk's megabytes can unmap them: a stall the gateway's connections would see).
     Free(Arc<Handed>),
+    /// A window of a store file to read for a replay.
+    Read(Read),
 }
 
 /// A chunk to write at `offset` of `file`.
@@ -90,57 +99,128 @@ impl Write {
     }
 }
 
-/// The thread that writes full chunks out, one for all the sessions of a gateway. It ends
-/// when the last store holding its queue is dropped.
+/// A window to read: `len` bytes of `file` from `at`, a packet's start.
+struct Read {
+    file: Arc<File>,
+    at: u64,
+    len: usize,
+    reply: Sender<Window>,
+}
+
+impl Read {
+    /// Reads the window, ending it at its last whole packet.
+    fn run(self) -> Window {
+        let Read { file, at, len, .. } = self;
+        let mut buf = vec![0; len];
+        let bytes = file.read_exact_at(&mut buf, at).map(|()| {
+            let mut end = 0;
+            while end + 2 <= len {
+                let packet = 2 + usize::from(u16::from_be_bytes([buf[end], buf[end + 1]]));
+                if end + packet > len {
+                    break;
+                }
+                end += packet;
+            }
+            buf.truncate(end);
+            buf
+        });
+        Window { at, bytes }
+    }
+}
+
+/// A window read (or not) for a store: the bytes from `at` to the last whole packet.
+#[derive(Debug)]
+struct Window {
+    at: u64,
+    bytes: io::Result<Vec<u8>>,
+}
+
+/// The thread that writes full chunks out and reads windows back, one for all the
+/// sessions of a gateway. It ends when the last store holding its queue is dropped.
 #[derive(Clone, Debug)]
 pub struct Spiller {
     jobs: Sender<Job>,
+    /// Set when a read is done, before `wake` is called.
+    read_done: Arc<AtomicBool>,
 }
 
 impl Spiller {
-    /// Starts the writing thread.
-    pub fn start() -> io::Result<Spiller> {
+    /// Starts the thread. After each read it sets [`Self::read_done`] and calls `wake`
+    /// (the gateway's `mio` waker), so that the gateway collects the window
+    /// ([`SessionStore::poll_read`]).
+    pub fn start(wake: Option<Arc<mio::Waker>>) -> io::Result<Spiller> {
         let (jobs, queue) = unbounded::<Job>();
+        let read_done = Arc::new(AtomicBool::new(false));
+        let done = Arc::clone(&read_done);
         std::thread::Builder::new()
             .name("ironmatch-store".into())
             .spawn(move || {
                 let mut reported = false;
                 for job in queue {
-                    let job = match job {
-                        Job::Write(job) => job,
-                        Job::Free(chunk) => {
-                            drop(chunk);
-                            continue;
+                    match job {
+                        Job::Write(job) => {
+                            if let Err(e) = job.run()
+                                && !std::mem::replace(&mut reported, true)
+                            {
+                                eprintln!(
+                                    "ironmatch gateway: session store: writing a chunk out failed ({e}); such chunks stay in memory"
+                                );
+                            }
                         }
-                    };
-                    if let Err(e) = job.run()
-                        && !std::mem::replace(&mut reported, true)
-                    {
-                        eprintln!(
-                            "ironmatch gateway: session store: writing a chunk out failed ({e}); such chunks stay in memory"
-                        );
+                        Job::Free(chunk) => drop(chunk),
+                        Job::Read(read) => {
+                            let reply = read.reply.clone();
+                            // The store may be gone (its user's session ended): nobody
+                            // waits for the window then.
+                            if reply.send(read.run()).is_ok() {
+                                done.store(true, Ordering::Release);
+                                if let Some(wake) = &wake {
+                                    // A failed wake delays the window to the gateway's
+                                    // next round (its poll timeout at most).
+                                    let _ = wake.wake();
+                                }
+                            }
+                        }
                     }
                 }
             })?;
-        Ok(Spiller { jobs })
+        Ok(Spiller { jobs, read_done })
+    }
+
+    /// Set when a read is done; the gateway clears it and collects what its sessions read.
+    pub fn read_done(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.read_done)
     }
 
     /// A store file in `dir` for one session: an unnamed file (it leaves nothing behind
     /// when the engine stops, however it stops), rebuilt from the journal at each start.
     pub fn file_in(&self, dir: &Path) -> io::Result<SpillFile> {
         std::fs::create_dir_all(dir)?;
-        Ok(SpillFile {
-            file: Arc::new(tempfile::tempfile_in(dir)?),
-            jobs: self.jobs.clone(),
-        })
+        Ok(SpillFile::new(
+            tempfile::tempfile_in(dir)?,
+            self.jobs.clone(),
+        ))
     }
 }
 
-/// One session's store file and the queue of the thread that writes it.
+/// One session's store file, the queue of the thread that writes and reads it, and where
+/// that thread answers the session's reads.
 #[derive(Debug)]
 pub struct SpillFile {
     file: Arc<File>,
     jobs: Sender<Job>,
+    /// One read is in flight at a time: its window comes back here.
+    windows: (Sender<Window>, Receiver<Window>),
+}
+
+impl SpillFile {
+    fn new(file: File, jobs: Sender<Job>) -> SpillFile {
+        SpillFile {
+            file: Arc::new(file),
+            jobs,
+            windows: bounded(1),
+        }
+    }
 }
 
 /// The sequenced messages of one user, framed as SoupBinTCP Sequenced Data packets, and
@@ -158,18 +238,29 @@ pub struct SessionStore {
     count: u64,
     /// Logical bytes stored.
     stored: u64,
-    /// Logical bytes already written to the current connection.
+    /// Logical bytes already written to the current connection (or passed over to reach
+    /// the message its login asked for).
     sent: u64,
     /// The chunk that holds byte `sent` (or ends there when it is the last).
     sent_chunk: usize,
     /// Logical start of the first packet at or after `sent`.
     next_packet: u64,
+    /// Messages still to pass over from `sent` before the stream starts: a login's
+    /// message is found from the kept position before it, and in a written-out chunk
+    /// only once the window there is read.
+    skip: u64,
     /// Logical bytes stored when the current connection logged in: what it asked to be
     /// replayed ends here, and what follows is the live stream.
     replay_end: u64,
     /// Bytes of a written-out chunk from `window_start`, ending at a packet boundary.
     window: Vec<u8>,
     window_start: u64,
+    /// A window read ahead (or a failed read), not yet taken as `window`.
+    ready: Option<Window>,
+    /// Whether a read is in flight (its window comes back through the spill file).
+    reading: bool,
+    /// A read failed: the connection cannot be served.
+    failed: Option<io::Error>,
     /// Where full chunks go; `None`: they stay in memory.
     spill: Option<SpillFile>,
     /// Chunks handed to the thread and not yet seen written.
@@ -191,9 +282,13 @@ impl SessionStore {
             sent: 0,
             sent_chunk: 0,
             next_packet: 0,
+            skip: 0,
             replay_end: 0,
             window: Vec::new(),
             window_start: 0,
+            ready: None,
+            reading: false,
+            failed: None,
             spill,
             handed: Vec::new(),
         }
@@ -216,7 +311,7 @@ impl SessionStore {
             self.chunks
                 .push(Chunk::Memory(Vec::with_capacity(self.chunk_bytes)));
             self.reap();
-            self.advance();
+            self.settle();
             self.release(self.chunks.len() - 2);
         } else if !self.handed.is_empty() {
             // Free written chunks as soon as they are seen written, not at the next chunk.
@@ -240,37 +335,54 @@ impl SessionStore {
     }
 
     /// Positions the stream for a login asking for `requested` (0 = only new messages).
-    /// Returns the sequence number of the first message the client will get, or the
-    /// error reading the store file.
-    pub fn start_at(&mut self, requested: u64) -> io::Result<u64> {
+    /// Returns the sequence number of the first message the client will get. Nothing is
+    /// read here: a message in a written-out chunk is reached once its window is read.
+    pub fn start_at(&mut self, requested: u64) -> u64 {
         let next = self.next_seq();
         let first = if requested == 0 || requested > next {
             next
         } else {
             requested
         };
-        let sent = if first == next {
-            self.stored
+        let (sent, skip) = if first == next {
+            (self.stored, 0)
         } else {
-            self.offset_of(first)?
+            let i = first - 1;
+            (self.marks[(i / MARK_EVERY) as usize], i % MARK_EVERY)
         };
         let was = self.sent_chunk;
         self.sent = sent;
         self.next_packet = sent;
+        self.skip = skip;
         // The last chunk starting at or before `sent`.
         self.sent_chunk = self.chunk_starts.partition_point(|&s| s <= sent) - 1;
         self.replay_end = self.stored;
+        self.failed = None;
         self.window.clear();
+        // A window read ahead may hold the new position (kept if so); a failed read is
+        // tried again.
+        if matches!(self.ready, Some(Window { bytes: Err(_), .. })) {
+            self.ready = None;
+        }
         self.reap();
         self.release(was);
-        self.fill_window()?;
-        Ok(first)
+        self.settle();
+        first
     }
 
     /// The next bytes not yet written to the connection: the rest of the chunk (or of the
     /// window on a written-out chunk) the stream is in, ending at a packet boundary. Empty
-    /// when all is sent.
+    /// when all is sent, and while the stream waits for a window to be read.
     pub fn unsent(&self) -> &[u8] {
+        if self.skip > 0 {
+            return &[];
+        }
+        self.at_sent()
+    }
+
+    /// The stored bytes from `sent` on that are at hand: the rest of its chunk or of the
+    /// window there (empty at the end, or where the window is not read yet).
+    fn at_sent(&self) -> &[u8] {
         if self.sent == self.stored {
             return &[];
         }
@@ -279,12 +391,18 @@ impl SessionStore {
         match &self.chunks[c] {
             Chunk::Memory(chunk) => &chunk[from(self.chunk_starts[c])..],
             Chunk::Handed(handed) => &handed.bytes[from(self.chunk_starts[c])..],
-            Chunk::Written => &self.window[from(self.window_start)..],
+            Chunk::Written if self.in_window(self.sent) => &self.window[from(self.window_start)..],
+            Chunk::Written => &[],
         }
     }
 
+    /// Whether byte `at` is in the window.
+    fn in_window(&self, at: u64) -> bool {
+        self.window_start <= at && at < self.window_start + self.window.len() as u64
+    }
+
     /// Records that the first `n` bytes of [`unsent`](Self::unsent) were written. An
-    /// error is the store file's: the connection cannot be served.
+    /// error is a failed read of the store file: the connection cannot be served.
     pub fn mark_sent(&mut self, n: usize) -> io::Result<()> {
         let sent = self.sent + n as u64;
         let next_packet = {
@@ -301,8 +419,29 @@ impl SessionStore {
         };
         self.sent = sent;
         self.next_packet = next_packet;
-        self.advance();
-        self.fill_window()
+        self.settle();
+        self.failed.take().map_or(Ok(()), Err)
+    }
+
+    /// Whether a read of the store file is in flight: [`poll_read`](Self::poll_read) takes
+    /// its window once the thread has read it.
+    pub fn reading(&self) -> bool {
+        self.reading
+    }
+
+    /// Takes the window a read brought, if it is done. `Ok(true)`: the stream has bytes
+    /// to write now ([`unsent`](Self::unsent)). An error is the read's: the connection
+    /// cannot be served.
+    pub fn poll_read(&mut self) -> io::Result<bool> {
+        if !self.reading {
+            return Ok(false);
+        }
+        let had = !self.unsent().is_empty();
+        self.settle();
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(!had && !self.unsent().is_empty()),
+        }
     }
 
     /// Bytes stored and not yet written to the connection, all chunks together.
@@ -325,7 +464,7 @@ impl SessionStore {
         (self.next_packet - self.sent) as usize
     }
 
-    /// Bytes the store holds in memory: chunks (by capacity), the window and the index.
+    /// Bytes the store holds in memory: chunks (by capacity), the windows and the index.
     #[cfg(test)]
     fn resident_bytes(&self) -> usize {
         let chunks: usize = self
@@ -337,8 +476,13 @@ impl SessionStore {
                 Chunk::Written => 0,
             })
             .sum();
+        let ready = match &self.ready {
+            Some(Window { bytes: Ok(b), .. }) => b.capacity(),
+            _ => 0,
+        };
         chunks
             + self.window.capacity()
+            + ready
             + self.marks.capacity() * 8
             + self.chunk_starts.capacity() * 8
             + self.chunks.capacity() * std::mem::size_of::<Chunk>()
@@ -349,12 +493,121 @@ impl SessionStore {
         self.chunk_starts.get(c + 1).copied().unwrap_or(self.stored)
     }
 
-    /// Moves the stream to the next chunk while it is at the end of one that is not the
-    /// last, handing the chunks it leaves to the writing thread.
-    fn advance(&mut self) {
-        while self.sent_chunk + 1 < self.chunks.len() && self.sent == self.end(self.sent_chunk) {
-            self.sent_chunk += 1;
-            self.release(self.sent_chunk - 1);
+    /// Brings the stream to where it can go on: moves it to the next chunk at the end of
+    /// one, passes over the messages a login skips, takes a window that was read, asks
+    /// for the one it needs, and for the one after it. Never waits.
+    fn settle(&mut self) {
+        self.receive();
+        loop {
+            // Onto the next chunk at the end of one that is not the last, handing the
+            // chunks left behind to the writing thread.
+            while self.sent_chunk + 1 < self.chunks.len() && self.sent == self.end(self.sent_chunk)
+            {
+                self.sent_chunk += 1;
+                self.release(self.sent_chunk - 1);
+            }
+            if self.sent < self.stored
+                && matches!(self.chunks[self.sent_chunk], Chunk::Written)
+                && !self.in_window(self.sent)
+                && !self.take_ready()
+            {
+                if self.failed.is_some() {
+                    return;
+                }
+                // Ask for the window (unless a read is in flight) and wait for it; a read
+                // done here (the thread is gone) is there at once.
+                self.request(self.sent);
+                if !self.take_ready() {
+                    return;
+                }
+            }
+            if self.skip == 0 {
+                break;
+            }
+            let bytes = self.at_sent();
+            debug_assert!(bytes.len() >= 2, "a skipped message is stored");
+            let len = 2 + u64::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+            self.sent += len;
+            self.next_packet = self.sent;
+            self.skip -= 1;
+        }
+        // Read the next window ahead while this one is sent.
+        if self.in_window(self.sent) {
+            self.request(self.window_start + self.window.len() as u64);
+        }
+    }
+
+    /// Takes the window read ahead as the window if it holds `sent`; drops it if it does
+    /// not (a read for an earlier login's position). A failed read becomes the error the
+    /// next [`mark_sent`](Self::mark_sent) or [`poll_read`](Self::poll_read) returns.
+    fn take_ready(&mut self) -> bool {
+        let Some(ready) = self.ready.take() else {
+            return false;
+        };
+        match ready.bytes {
+            Err(e) => {
+                self.failed = Some(io::Error::new(
+                    e.kind(),
+                    format!("reading the session store file: {e}"),
+                ));
+                false
+            }
+            Ok(bytes) if ready.at <= self.sent && self.sent < ready.at + bytes.len() as u64 => {
+                self.window = bytes;
+                self.window_start = ready.at;
+                true
+            }
+            Ok(_) => false,
+        }
+    }
+
+    /// Collects the read in flight, if it is done.
+    fn receive(&mut self) {
+        if !self.reading {
+            return;
+        }
+        let Some(spill) = &self.spill else {
+            return;
+        };
+        match spill.windows.1.try_recv() {
+            Ok(window) => {
+                self.reading = false;
+                self.ready = Some(window);
+            }
+            Err(TryRecvError::Empty) => {}
+            Err(TryRecvError::Disconnected) => unreachable!("the store holds both ends"),
+        }
+    }
+
+    /// Asks the thread for the window from `at` (a packet's start) if `at` is in a
+    /// written-out chunk and no read is in flight or ready. Without the thread (it is
+    /// gone), reads here.
+    fn request(&mut self, at: u64) {
+        if self.reading || self.ready.is_some() || at >= self.stored {
+            return;
+        }
+        let c = self.chunk_starts.partition_point(|&s| s <= at) - 1;
+        if !matches!(self.chunks[c], Chunk::Written) {
+            return;
+        }
+        let Some(spill) = &self.spill else {
+            unreachable!("only a store with a file writes chunks out")
+        };
+        let len = (self.end(c) - at).min(WINDOW_BYTES as u64) as usize;
+        let read = Read {
+            file: Arc::clone(&spill.file),
+            at,
+            len,
+            reply: spill.windows.0.clone(),
+        };
+        match spill.jobs.send(Job::Read(read)) {
+            Ok(()) => self.reading = true,
+            Err(crossbeam::channel::SendError(job)) => {
+                let Job::Read(read) = job else {
+                    unreachable!("the job sent")
+                };
+                self.ready = Some(read.run());
+            }
         }
     }
 
@@ -413,75 +666,6 @@ impl SessionStore {
             }
         });
     }
-
-    /// Reads the written-out bytes the stream is at into the window, if it is not there.
-    fn fill_window(&mut self) -> io::Result<()> {
-        let c = self.sent_chunk;
-        if self.sent == self.stored || !matches!(self.chunks[c], Chunk::Written) {
-            return Ok(());
-        }
-        let window_end = self.window_start + self.window.len() as u64;
-        if self.window_start <= self.sent && self.sent < window_end {
-            return Ok(());
-        }
-        let Some(spill) = &self.spill else {
-            unreachable!("only a store with a file writes chunks out")
-        };
-        let len = (self.end(c) - self.sent).min(WINDOW_BYTES as u64) as usize;
-        self.window.resize(len, 0);
-        self.window_start = self.sent;
-        if let Err(e) = spill.file.read_exact_at(&mut self.window, self.sent) {
-            self.window.clear();
-            return Err(e);
-        }
-        // End the window at the last whole packet, walking from the next packet's start
-        // (the stream may be in the middle of a packet).
-        let mut at = (self.next_packet - self.sent) as usize;
-        while at + 2 <= len {
-            let packet =
-                2 + usize::from(u16::from_be_bytes([self.window[at], self.window[at + 1]]));
-            if at + packet > len {
-                break;
-            }
-            at += packet;
-        }
-        self.window.truncate(at);
-        Ok(())
-    }
-
-    /// The logical offset of message `seq` (1 to the count): from the last kept position
-    /// before it, walking packet lengths. In written-out chunks the walk reads the file
-    /// once for all the messages between two kept positions (twice where a chunk ends
-    /// among them).
-    fn offset_of(&self, seq: u64) -> io::Result<u64> {
-        let i = seq - 1;
-        let mut at = self.marks[(i / MARK_EVERY) as usize];
-        // Bytes of the file from `read.0`.
-        let mut read: (u64, Vec<u8>) = (0, Vec::new());
-        for _ in 0..i % MARK_EVERY {
-            let c = self.chunk_starts.partition_point(|&s| s <= at) - 1;
-            let in_chunk = (at - self.chunk_starts[c]) as usize;
-            let field = match &self.chunks[c] {
-                Chunk::Memory(chunk) => &chunk[in_chunk..],
-                Chunk::Handed(handed) => &handed.bytes[in_chunk..],
-                Chunk::Written => {
-                    let (from, bytes) = &mut read;
-                    if !(*from <= at && at + 2 <= *from + bytes.len() as u64) {
-                        let Some(spill) = &self.spill else {
-                            unreachable!("only a store with a file writes chunks out")
-                        };
-                        let len = (self.end(c) - at).min(MARK_EVERY * MESSAGE_BYTES_MAX as u64);
-                        bytes.resize(len as usize, 0);
-                        spill.file.read_exact_at(bytes, at)?;
-                        *from = at;
-                    }
-                    &read.1[(at - read.0) as usize..]
-                }
-            };
-            at += 2 + u64::from(u16::from_be_bytes([field[0], field[1]]));
-        }
-        Ok(at)
-    }
 }
 
 #[cfg(test)]
@@ -496,7 +680,7 @@ mod tests {
     /// A store in chunks of `chunk_bytes` writing full chunks to an unnamed file in the
     /// system's temporary directory.
     fn spilling(chunk_bytes: usize) -> SessionStore {
-        let spiller = Spiller::start().unwrap();
+        let spiller = Spiller::start(None).unwrap();
         let file = spiller.file_in(&std::env::temp_dir()).unwrap();
         SessionStore::new(chunk_bytes, Some(file))
     }
@@ -514,6 +698,14 @@ mod tests {
             }
         }
 
+        /// Waits for the reads in flight (the thread's), taking their windows.
+        fn wait_read(&mut self) {
+            while self.reading() {
+                self.poll_read().unwrap();
+                std::thread::yield_now();
+            }
+        }
+
         /// Chunks only in the file.
         fn written_out(&self) -> usize {
             self.chunks
@@ -527,10 +719,7 @@ mod tests {
     /// runs the jobs it receives.
     fn held(chunk_bytes: usize) -> (SessionStore, crossbeam::channel::Receiver<Job>) {
         let (jobs, queue) = unbounded();
-        let file = SpillFile {
-            file: Arc::new(tempfile::tempfile().unwrap()),
-            jobs,
-        };
+        let file = SpillFile::new(tempfile::tempfile().unwrap(), jobs);
         (SessionStore::new(chunk_bytes, Some(file)), queue)
     }
 
@@ -545,19 +734,29 @@ mod tests {
             for (body, _) in &all[..1_000] {
                 u.append(|out| out.extend_from_slice(body));
             }
-            assert_eq!(u.start_at(1).unwrap(), 1);
+            assert_eq!(u.start_at(1), 1);
             let mut got = Vec::new();
             let mut rest = all[1_000..].iter();
-            while !u.unsent().is_empty() {
+            let mut writes = Vec::new();
+            let mut rounds = 0;
+            while u.unsent_len() > 0 {
+                rounds += 1;
+                assert!(rounds < 100_000, "the stream stopped at byte {}", got.len());
+                // Reads are done at once; writes wait.
+                for job in queue.try_iter() {
+                    match job {
+                        Job::Write(job) => writes.push(job),
+                        Job::Read(read) => read.reply.clone().send(read.run()).unwrap(),
+                        Job::Free(_) => {}
+                    }
+                }
+                u.poll_read().unwrap();
                 let n = u.unsent().len().min(700);
                 got.extend_from_slice(&u.unsent()[..n]);
                 u.mark_sent(n).unwrap();
                 // The thread catches up now and then, after the stream entered its chunk.
                 if got.len() % 3 == 0 {
-                    for job in queue.try_iter() {
-                        let Job::Write(job) = job else {
-                            continue;
-                        };
+                    for job in writes.drain(..) {
                         if fail {
                             job.chunk.state.store(FAILED, Ordering::Release);
                         } else {
@@ -581,6 +780,113 @@ mod tests {
         }
     }
 
+    /// Runs the read jobs waiting in `queue` (the writes too), answering each read with
+    /// what the file gives, or with an error when `fail`. Returns the reads run.
+    fn run_jobs(queue: &crossbeam::channel::Receiver<Job>, fail: bool) -> usize {
+        let mut reads = 0;
+        for job in queue.try_iter() {
+            match job {
+                Job::Write(job) => job.run().unwrap(),
+                Job::Read(read) => {
+                    reads += 1;
+                    let window = if fail {
+                        Window {
+                            at: read.at,
+                            bytes: Err(io::Error::other("a bad sector")),
+                        }
+                    } else {
+                        read.reply.clone().send(read.run()).unwrap();
+                        continue;
+                    };
+                    read.reply.send(window).unwrap();
+                }
+                Job::Free(_) => {}
+            }
+        }
+        reads
+    }
+
+    /// A login into written-out chunks is answered at once; nothing is read on the
+    /// caller's thread: the stream starts once the thread has read the window, and the
+    /// window after it is asked for as soon as that one is taken.
+    #[test]
+    fn a_replay_of_written_out_chunks_waits_for_the_thread_not_on_it() {
+        let all = messages(3_000);
+        let framed: Vec<u8> = all.iter().flat_map(|(_, f)| f.clone()).collect();
+        let (mut u, queue) = held(0);
+        for (body, _) in &all {
+            u.append(|out| out.extend_from_slice(body));
+        }
+        // The stream leaves the first chunk (a login for new messages only): every full
+        // chunk is written out.
+        assert_eq!(u.start_at(0), 3_001);
+        run_jobs(&queue, false);
+        u.reap();
+        assert!(
+            matches!(u.chunks[0], Chunk::Written) && u.written_out() > 10,
+            "the test reads from the file"
+        );
+        assert_eq!(u.start_at(1), 1);
+        assert!(u.reading(), "a read is asked for");
+        assert!(
+            u.unsent().is_empty(),
+            "nothing to send before the window is read"
+        );
+        assert!(!u.poll_read().unwrap(), "the read is not done");
+        assert_eq!(run_jobs(&queue, false), 1);
+        assert!(u.poll_read().unwrap(), "the window is there");
+        assert!(u.reading(), "the next window is asked for at once");
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        while u.unsent_len() > 0 {
+            rounds += 1;
+            assert!(rounds < 100_000, "the stream stopped at byte {}", got.len());
+            let n = u.unsent().len();
+            got.extend_from_slice(&u.unsent()[..n]);
+            u.mark_sent(n).unwrap();
+            run_jobs(&queue, false);
+            u.poll_read().unwrap();
+        }
+        assert!(got == framed, "the stream read back differs");
+        // From a message in the middle of a written-out chunk: found from the kept
+        // position before it once that window is read.
+        assert_eq!(u.start_at(1_000), 1_000);
+        assert_eq!(u.unsent_len(), framed.len() as u64 - u.marks[15]);
+        // The walk from there may cross into the next chunk, another read.
+        let mut reads = 0;
+        while u.unsent().is_empty() {
+            assert!(u.reading(), "a read is asked for");
+            reads += run_jobs(&queue, false);
+            assert!(reads <= 3, "{reads} reads to reach message 1,000");
+            u.poll_read().unwrap();
+        }
+        let from: usize = all[..999].iter().map(|(_, f)| f.len()).sum();
+        assert_eq!(u.unsent_len(), (framed.len() - from) as u64);
+        assert!(framed[from..].starts_with(u.unsent()));
+    }
+
+    /// A read that fails is the connection's error, once; a later login tries again.
+    #[test]
+    fn a_failed_read_is_an_error_and_a_later_login_reads_again() {
+        let all = messages(2_000);
+        let (mut u, queue) = held(0);
+        for (body, _) in &all {
+            u.append(|out| out.extend_from_slice(body));
+        }
+        u.start_at(0);
+        run_jobs(&queue, false);
+        u.reap();
+        assert_eq!(u.start_at(1), 1);
+        assert_eq!(run_jobs(&queue, true), 1);
+        let e = u.poll_read().unwrap_err();
+        assert!(e.to_string().contains("a bad sector"), "{e}");
+        assert!(u.unsent().is_empty());
+        assert_eq!(u.start_at(1), 1);
+        assert_eq!(run_jobs(&queue, false), 1);
+        assert!(u.poll_read().unwrap(), "read again at the next login");
+        assert_eq!(u.unsent()[..2], all[0].1[..2]);
+    }
+
     #[test]
     fn replay_starts_where_asked() {
         let mut u = store();
@@ -588,15 +894,15 @@ mod tests {
             u.append(|out| out.extend_from_slice(m));
         }
         assert_eq!(u.next_seq(), 4);
-        assert_eq!(u.start_at(2).unwrap(), 2);
+        assert_eq!(u.start_at(2), 2);
         assert_eq!(
             u.unsent(),
             &[0, 3, b'S', b'B', b'2', 0, 3, b'S', b'C', b'3']
         );
-        assert_eq!(u.start_at(0).unwrap(), 4);
+        assert_eq!(u.start_at(0), 4);
         assert!(u.unsent().is_empty());
         assert_eq!(
-            u.start_at(99).unwrap(),
+            u.start_at(99),
             4,
             "beyond the end: resynchronise at the real next number"
         );
@@ -608,7 +914,7 @@ mod tests {
         for _ in 0..100 {
             u.append(|out| out.extend_from_slice(&[b'A'; 40]));
         }
-        assert_eq!(u.start_at(1).unwrap(), 1);
+        assert_eq!(u.start_at(1), 1);
         assert_eq!(u.unsent_len(), 100 * 43);
         assert_eq!(
             u.live_unsent_len(),
@@ -649,7 +955,8 @@ mod tests {
     /// Reads the whole stream from message `first` with writes of uneven sizes, checking
     /// at each step where the packet being written ends.
     fn read_back(u: &mut SessionStore, first: u64, framed: &[Vec<u8>]) {
-        assert_eq!(u.start_at(first).unwrap(), first);
+        assert_eq!(u.start_at(first), first);
+        u.wait_read();
         let expected: Vec<u8> = framed[(first - 1) as usize..].concat();
         assert_eq!(u.unsent_len(), expected.len() as u64);
         // Where each packet of the replay starts, from its start.
@@ -663,7 +970,11 @@ mod tests {
             .collect();
         let mut got = Vec::new();
         let mut step = 1usize;
-        while !u.unsent().is_empty() {
+        loop {
+            u.wait_read();
+            if u.unsent().is_empty() {
+                break;
+            }
             let next = starts
                 .iter()
                 .find(|&&start| start >= got.len())
@@ -732,7 +1043,8 @@ mod tests {
         let chunk = 8 * MESSAGE_BYTES_MAX;
         let mut u = spilling(chunk);
         let all = messages(20_000);
-        let bound = 3 * chunk + WINDOW_BYTES + 4096;
+        // Beside the chunks: the window being sent and the one read ahead.
+        let bound = 3 * chunk + 2 * WINDOW_BYTES + 4096;
         let mut peak = 0;
         for (body, _) in &all {
             u.append(|out| out.extend_from_slice(body));
@@ -748,10 +1060,14 @@ mod tests {
             "{peak} bytes in memory for {stored} stored"
         );
         // A reader from message 1, one packet at a time while more is stored.
-        u.start_at(1).unwrap();
+        u.start_at(1);
         let mut got = Vec::new();
         let mut more = 0;
-        while !u.unsent().is_empty() {
+        loop {
+            u.wait_read();
+            if u.unsent().is_empty() {
+                break;
+            }
             let n = u.unsent().len().min(300);
             got.extend_from_slice(&u.unsent()[..n]);
             u.mark_sent(n).unwrap();
