@@ -1185,6 +1185,15 @@ impl Gateway {
         };
         let store = conn.user.map(|u| &mut self.users[u].store);
         let result = write_pending(&mut conn.stream, &mut conn.control, store);
+        if let Some(u) = conn.user
+            && let Some(e) = self.users[u].store.take_failed()
+        {
+            eprintln!(
+                "ironmatch gateway: session store of {} unreadable: {e}",
+                self.users[u].username
+            );
+            return self.close(i, "session store unreadable");
+        }
         match result {
             Ok(n) => {
                 if n > 0 {
@@ -1206,7 +1215,7 @@ impl Gateway {
             let Some(i) = self.users[u].conn else {
                 continue;
             };
-            if !self.users[u].store.reading() {
+            if !self.users[u].store.waiting() {
                 continue;
             }
             match self.users[u].store.poll_read() {
@@ -1270,10 +1279,12 @@ impl Gateway {
                 continue;
             };
             self.flush(i);
-            // The replay a login asked for does not count: only live messages behind it.
+            // The replay a login asked for does not count: only live messages behind it,
+            // and not while the stream waits for the store file (the server's disk).
             if self.users[u].conn.is_some()
                 && self.users[u].store.live_unsent_len()
                     > self.settings.session_queue_bytes_max as u64
+                && !self.users[u].store.waiting_for_read()
             {
                 self.close(
                     i,
@@ -1480,7 +1491,7 @@ fn write_pending(
         let rest = stream.packet_rest();
         if rest > 0 {
             let n = write_some(out, &stream.unsent()[..rest])?;
-            stream.mark_sent(n)?;
+            stream.mark_sent(n);
             total += n;
             if n < rest {
                 return Ok(total);
@@ -1500,7 +1511,7 @@ fn write_pending(
             }
             let n = write_some(out, pending)?;
             let whole = n == pending.len();
-            store.mark_sent(n)?;
+            store.mark_sent(n);
             total += n;
             if !whole {
                 break;

@@ -104,13 +104,21 @@ struct Read {
     file: Arc<File>,
     at: u64,
     len: usize,
+    /// The login it was asked for (see [`SessionStore::login`]).
+    login: u64,
     reply: Sender<Window>,
 }
 
 impl Read {
     /// Reads the window, ending it at its last whole packet.
     fn run(self) -> Window {
-        let Read { file, at, len, .. } = self;
+        let Read {
+            file,
+            at,
+            len,
+            login,
+            ..
+        } = self;
         let mut buf = vec![0; len];
         let bytes = file.read_exact_at(&mut buf, at).map(|()| {
             let mut end = 0;
@@ -124,7 +132,7 @@ impl Read {
             buf.truncate(end);
             buf
         });
-        Window { at, bytes }
+        Window { at, login, bytes }
     }
 }
 
@@ -132,6 +140,7 @@ impl Read {
 #[derive(Debug)]
 struct Window {
     at: u64,
+    login: u64,
     bytes: io::Result<Vec<u8>>,
 }
 
@@ -259,7 +268,10 @@ pub struct SessionStore {
     ready: Option<Window>,
     /// Whether a read is in flight (its window comes back through the spill file).
     reading: bool,
-    /// A read failed: the connection cannot be served.
+    /// Logins so far: a read's failure counts only for the login that asked for it (an
+    /// earlier login's failed read is dropped and read again).
+    login: u64,
+    /// A read failed: the connection cannot be served ([`Self::take_failed`]).
     failed: Option<io::Error>,
     /// Where full chunks go; `None`: they stay in memory.
     spill: Option<SpillFile>,
@@ -288,6 +300,7 @@ impl SessionStore {
             window_start: 0,
             ready: None,
             reading: false,
+            login: 0,
             failed: None,
             spill,
             handed: Vec::new(),
@@ -357,13 +370,9 @@ impl SessionStore {
         // The last chunk starting at or before `sent`.
         self.sent_chunk = self.chunk_starts.partition_point(|&s| s <= sent) - 1;
         self.replay_end = self.stored;
+        self.login += 1;
         self.failed = None;
         self.window.clear();
-        // A window read ahead may hold the new position (kept if so); a failed read is
-        // tried again.
-        if matches!(self.ready, Some(Window { bytes: Err(_), .. })) {
-            self.ready = None;
-        }
         self.reap();
         self.release(was);
         self.settle();
@@ -401,9 +410,10 @@ impl SessionStore {
         self.window_start <= at && at < self.window_start + self.window.len() as u64
     }
 
-    /// Records that the first `n` bytes of [`unsent`](Self::unsent) were written. An
-    /// error is a failed read of the store file: the connection cannot be served.
-    pub fn mark_sent(&mut self, n: usize) -> io::Result<()> {
+    /// Records that the first `n` bytes of [`unsent`](Self::unsent) were written. A read
+    /// it asks for that fails (without the thread, it reads here) is for
+    /// [`take_failed`](Self::take_failed).
+    pub fn mark_sent(&mut self, n: usize) {
         let sent = self.sent + n as u64;
         let next_packet = {
             let unsent = self.unsent();
@@ -420,20 +430,32 @@ impl SessionStore {
         self.sent = sent;
         self.next_packet = next_packet;
         self.settle();
-        self.failed.take().map_or(Ok(()), Err)
     }
 
-    /// Whether a read of the store file is in flight: [`poll_read`](Self::poll_read) takes
-    /// its window once the thread has read it.
-    pub fn reading(&self) -> bool {
-        self.reading
+    /// Whether the store waits on its file: a read in flight
+    /// ([`poll_read`](Self::poll_read) takes its window once the thread has read it), or
+    /// a failed read not yet reported.
+    pub fn waiting(&self) -> bool {
+        self.reading || self.failed.is_some()
+    }
+
+    /// Whether the stream has bytes to send that are not at hand yet: it waits for a read
+    /// of the store file (the server's disk, not the client, holds it up).
+    pub fn waiting_for_read(&self) -> bool {
+        self.sent < self.stored && self.unsent().is_empty()
+    }
+
+    /// The error of a failed read of the store file, once: the connection cannot be
+    /// served (its next login reads again).
+    pub fn take_failed(&mut self) -> Option<io::Error> {
+        self.failed.take()
     }
 
     /// Takes the window a read brought, if it is done. `Ok(true)`: the stream has bytes
-    /// to write now ([`unsent`](Self::unsent)). An error is the read's: the connection
-    /// cannot be served.
+    /// to write now ([`unsent`](Self::unsent)). An error is a failed read's (as
+    /// [`take_failed`](Self::take_failed)): the connection cannot be served.
     pub fn poll_read(&mut self) -> io::Result<bool> {
-        if !self.reading {
+        if !self.waiting() {
             return Ok(false);
         }
         let had = !self.unsent().is_empty();
@@ -538,13 +560,15 @@ impl SessionStore {
     }
 
     /// Takes the window read ahead as the window if it holds `sent`; drops it if it does
-    /// not (a read for an earlier login's position). A failed read becomes the error the
-    /// next [`mark_sent`](Self::mark_sent) or [`poll_read`](Self::poll_read) returns.
+    /// not (a read for an earlier login's position). A failed read of this login becomes
+    /// the error [`take_failed`](Self::take_failed) and [`poll_read`](Self::poll_read)
+    /// return; an earlier login's is dropped (the window is read again).
     fn take_ready(&mut self) -> bool {
         let Some(ready) = self.ready.take() else {
             return false;
         };
         match ready.bytes {
+            Err(_) if ready.login != self.login => false,
             Err(e) => {
                 self.failed = Some(io::Error::new(
                     e.kind(),
@@ -598,6 +622,7 @@ impl SessionStore {
             file: Arc::clone(&spill.file),
             at,
             len,
+            login: self.login,
             reply: spill.windows.0.clone(),
         };
         match spill.jobs.send(Job::Read(read)) {
@@ -700,7 +725,7 @@ mod tests {
 
         /// Waits for the reads in flight (the thread's), taking their windows.
         fn wait_read(&mut self) {
-            while self.reading() {
+            while self.waiting() {
                 self.poll_read().unwrap();
                 std::thread::yield_now();
             }
@@ -753,7 +778,7 @@ mod tests {
                 u.poll_read().unwrap();
                 let n = u.unsent().len().min(700);
                 got.extend_from_slice(&u.unsent()[..n]);
-                u.mark_sent(n).unwrap();
+                u.mark_sent(n);
                 // The thread catches up now and then, after the stream entered its chunk.
                 if got.len() % 3 == 0 {
                     for job in writes.drain(..) {
@@ -792,6 +817,7 @@ mod tests {
                     let window = if fail {
                         Window {
                             at: read.at,
+                            login: read.login,
                             bytes: Err(io::Error::other("a bad sector")),
                         }
                     } else {
@@ -827,7 +853,7 @@ mod tests {
             "the test reads from the file"
         );
         assert_eq!(u.start_at(1), 1);
-        assert!(u.reading(), "a read is asked for");
+        assert!(u.reading, "a read is asked for");
         assert!(
             u.unsent().is_empty(),
             "nothing to send before the window is read"
@@ -835,7 +861,7 @@ mod tests {
         assert!(!u.poll_read().unwrap(), "the read is not done");
         assert_eq!(run_jobs(&queue, false), 1);
         assert!(u.poll_read().unwrap(), "the window is there");
-        assert!(u.reading(), "the next window is asked for at once");
+        assert!(u.reading, "the next window is asked for at once");
         let mut got = Vec::new();
         let mut rounds = 0;
         while u.unsent_len() > 0 {
@@ -843,7 +869,7 @@ mod tests {
             assert!(rounds < 100_000, "the stream stopped at byte {}", got.len());
             let n = u.unsent().len();
             got.extend_from_slice(&u.unsent()[..n]);
-            u.mark_sent(n).unwrap();
+            u.mark_sent(n);
             run_jobs(&queue, false);
             u.poll_read().unwrap();
         }
@@ -855,7 +881,7 @@ mod tests {
         // The walk from there may cross into the next chunk, another read.
         let mut reads = 0;
         while u.unsent().is_empty() {
-            assert!(u.reading(), "a read is asked for");
+            assert!(u.reading, "a read is asked for");
             reads += run_jobs(&queue, false);
             assert!(reads <= 3, "{reads} reads to reach message 1,000");
             u.poll_read().unwrap();
@@ -881,10 +907,57 @@ mod tests {
         let e = u.poll_read().unwrap_err();
         assert!(e.to_string().contains("a bad sector"), "{e}");
         assert!(u.unsent().is_empty());
+        assert!(!u.poll_read().unwrap(), "reported once");
+        assert!(u.take_failed().is_none(), "reported once");
         assert_eq!(u.start_at(1), 1);
         assert_eq!(run_jobs(&queue, false), 1);
         assert!(u.poll_read().unwrap(), "read again at the next login");
         assert_eq!(u.unsent()[..2], all[0].1[..2]);
+    }
+
+    /// A read that fails while its connection is gone (nobody polls it) is dropped at
+    /// the next login, which reads again; a failure taken up by an append (a new chunk
+    /// settles the stream) is still reported.
+    #[test]
+    fn a_failed_read_is_reported_to_its_login_only_and_never_lost() {
+        let all = messages(2_000);
+        let framed: Vec<u8> = all.iter().flat_map(|(_, f)| f.clone()).collect();
+        let (mut u, queue) = held(0);
+        for (body, _) in &all {
+            u.append(|out| out.extend_from_slice(body));
+        }
+        u.start_at(0);
+        run_jobs(&queue, false);
+        u.reap();
+        // A login, a read asked for, the client gone; the read fails unseen.
+        u.start_at(1);
+        assert_eq!(run_jobs(&queue, true), 1);
+        // The next login: the earlier login's failure is not its own.
+        assert_eq!(u.start_at(1), 1);
+        assert!(u.take_failed().is_none(), "an earlier login's failure");
+        assert!(u.reading, "read again");
+        assert_eq!(run_jobs(&queue, false), 1);
+        assert!(u.poll_read().unwrap());
+        assert!(framed.starts_with(u.unsent()));
+        // This login's read fails, and an append settles the stream before the gateway
+        // polls: the failure waits to be reported.
+        u.start_at(2);
+        // The read ahead for the login before is in flight: it fails, not this login's.
+        assert_eq!(run_jobs(&queue, true), 1);
+        assert!(
+            !u.poll_read().unwrap(),
+            "an earlier login's failure is dropped"
+        );
+        assert!(u.reading, "and the window read again");
+        assert_eq!(run_jobs(&queue, true), 1);
+        for _ in 0..20 {
+            u.append(|out| out.extend_from_slice(&[b'N'; 300]));
+        }
+        assert!(u.waiting(), "a failure to report");
+        assert!(u.waiting_for_read());
+        let e = u.poll_read().unwrap_err();
+        assert!(e.to_string().contains("a bad sector"), "{e}");
+        assert!(!u.waiting());
     }
 
     #[test]
@@ -928,11 +1001,11 @@ mod tests {
             "live messages behind the replay are"
         );
         let n = u.unsent().len();
-        u.mark_sent(n).unwrap();
+        u.mark_sent(n);
         assert_eq!(u.live_unsent_len(), 43);
         while !u.unsent().is_empty() {
             let n = u.unsent().len().min(50);
-            u.mark_sent(n).unwrap();
+            u.mark_sent(n);
         }
         assert_eq!((u.unsent_len(), u.live_unsent_len()), (0, 0));
         u.append(|out| out.extend_from_slice(&[b'M'; 40]));
@@ -987,7 +1060,7 @@ mod tests {
             );
             let n = u.unsent().len().min(step);
             got.extend_from_slice(&u.unsent()[..n]);
-            u.mark_sent(n).unwrap();
+            u.mark_sent(n);
             step = step * 7 % 1_000 + 1;
         }
         assert_eq!(got.len(), expected.len(), "from message {first}");
@@ -1029,7 +1102,7 @@ mod tests {
             while !u.unsent().is_empty() {
                 let n = u.unsent().len();
                 got += n as u64;
-                u.mark_sent(n).unwrap();
+                u.mark_sent(n);
             }
             assert_eq!(got, (0..200u64).map(|i| 3 + i % 250).sum::<u64>());
         }
@@ -1070,7 +1143,7 @@ mod tests {
             }
             let n = u.unsent().len().min(300);
             got.extend_from_slice(&u.unsent()[..n]);
-            u.mark_sent(n).unwrap();
+            u.mark_sent(n);
             if more < 2_000 {
                 u.append(|out| out.extend_from_slice(b"live"));
                 more += 1;
