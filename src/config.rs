@@ -361,6 +361,10 @@ pub struct MarketDataSection {
     pub attribution: bool,
     /// Multicast TTL (hops) when the destination is a multicast group.
     pub multicast_ttl: u32,
+    /// IPv4 address of the local interface the feed leaves from (a multicast group's
+    /// packets go out on it, `IP_MULTICAST_IF`, and the socket is bound to it), and that
+    /// `ironmatch feed` joins the group on; empty: the kernel's route for the destination.
+    pub multicast_interface: String,
     /// How the publisher learns of new journal records. 0: the journal writer wakes it after
     /// every batch (lowest feed latency; costs the pipeline a wake-up per batch, so give the
     /// feed a core of its own). N: it reads the journal every N microseconds (the feed lags
@@ -388,10 +392,18 @@ impl Default for MarketDataSection {
             end_of_session_ms: 1_000,
             attribution: false,
             multicast_ttl: 1,
+            multicast_interface: String::new(),
             poll_interval_us: 1_000,
             thread_nice: 10,
             retransmission_bytes_per_second: 10_000_000,
         }
+    }
+}
+
+impl MarketDataSection {
+    /// The interface the feed leaves from and is joined on, if one is set (validated at load).
+    pub fn interface(&self) -> Option<std::net::Ipv4Addr> {
+        self.multicast_interface.parse().ok()
     }
 }
 
@@ -1018,6 +1030,20 @@ impl Config {
             || "must be from 1 to 255".into(),
         )?;
         check(
+            m.multicast_interface.is_empty()
+                || (m.multicast_interface.parse::<std::net::Ipv4Addr>().is_ok()
+                    && m.destination
+                        .parse::<std::net::SocketAddr>()
+                        .is_ok_and(|d| d.is_ipv4())),
+            "marketdata.multicast_interface",
+            || {
+                format!(
+                    "must be empty or an IPv4 address of this host, with an IPv4 destination (got {:?})",
+                    m.multicast_interface
+                )
+            },
+        )?;
+        check(
             m.retransmission_bytes_per_second == 0
                 || m.retransmission_bytes_per_second >= m.packet_bytes_max as u64,
             "marketdata.retransmission_bytes_per_second",
@@ -1466,6 +1492,26 @@ mod tests {
             )
         });
         assert!(e.contains("marketdata.destination"), "{e}");
+        // The feed's interface is an IPv4 address, for an IPv4 destination.
+        for (interface, destination) in [
+            ("eth0", "127.0.0.1:15001"),
+            ("::1", "127.0.0.1:15001"),
+            ("127.0.0.1", "[ff02::1:3]:15001"),
+        ] {
+            let e = error_for(|s| {
+                s.replacen(
+                    "multicast_interface = \"\"",
+                    &format!("multicast_interface = \"{interface}\""),
+                    1,
+                )
+                .replacen(
+                    "destination = \"127.0.0.1:15001\"",
+                    &format!("destination = \"{destination}\""),
+                    1,
+                )
+            });
+            assert!(e.contains("marketdata.multicast_interface"), "{e}");
+        }
     }
 
     #[test]

@@ -83,6 +83,10 @@ enum Cmd {
         /// Retransmission server (default: `marketdata.retransmission`).
         #[arg(long)]
         request: Option<std::net::SocketAddr>,
+        /// IPv4 address of the local interface to join a multicast group on (default:
+        /// `marketdata.multicast_interface`, else the kernel's choice).
+        #[arg(long)]
+        interface: Option<std::net::Ipv4Addr>,
         /// Follow only this MoldUDP64 session (default: the first seen).
         #[arg(long)]
         session: Option<String>,
@@ -601,6 +605,7 @@ fn main() -> ExitCode {
         Cmd::Feed {
             listen,
             request,
+            interface,
             session,
             interval,
             depth,
@@ -624,6 +629,7 @@ fn main() -> ExitCode {
             };
             let options = ListenerOptions {
                 listen: listen.unwrap_or_else(|| m.destination.parse().expect("validated")),
+                interface: interface.or_else(|| m.interface()),
                 request: request.unwrap_or_else(|| m.retransmission.parse().expect("validated")),
                 session,
                 interval: seconds(interval),

@@ -503,6 +503,8 @@ pub fn exercise<'a>(datagrams: impl IntoIterator<Item = &'a [u8]>) {
 pub struct ListenerOptions {
     /// Address to receive the feed on (a multicast group is joined).
     pub listen: SocketAddr,
+    /// The local interface an IPv4 group is joined on (`None`: the kernel's choice).
+    pub interface: Option<std::net::Ipv4Addr>,
     /// The publisher's retransmission server.
     pub request: SocketAddr,
     /// Follow only this session (default: the first one seen).
@@ -559,7 +561,7 @@ const TICK: Duration = Duration::from_millis(10);
 /// Receive buffer asked of the kernel, so a burst is not lost while the book is updated.
 const RECV_BUFFER_BYTES: usize = 8 << 20;
 
-fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
+fn bind(listen: SocketAddr, interface: Option<std::net::Ipv4Addr>) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(listen),
@@ -575,7 +577,10 @@ fn bind(listen: SocketAddr) -> io::Result<UdpSocket> {
     let socket: UdpSocket = socket.into();
     match listen {
         SocketAddr::V4(v4) if v4.ip().is_multicast() => {
-            socket.join_multicast_v4(v4.ip(), &std::net::Ipv4Addr::UNSPECIFIED)?;
+            let on = interface.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
+            socket.join_multicast_v4(v4.ip(), &on).map_err(|e| {
+                io::Error::new(e.kind(), format!("joining {} on {on}: {e}", v4.ip()))
+            })?;
         }
         SocketAddr::V6(v6) if v6.ip().is_multicast() => {
             socket.join_multicast_v6(v6.ip(), v6.scope_id())?;
@@ -594,7 +599,7 @@ pub fn run_listener(
     show: &Arc<AtomicBool>,
     out: &mut impl Write,
 ) -> io::Result<(ListenerReport, FeedBook)> {
-    let socket = bind(options.listen)?;
+    let socket = bind(options.listen, options.interface)?;
     // Requests go out from a socket of their own and their answers come back to it: the
     // stream's socket may be bound to a multicast group, which a unicast answer never
     // reaches, and another receiver bound to the stream's port could take them.

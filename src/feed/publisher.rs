@@ -169,24 +169,44 @@ struct Feed {
     stats: Stats,
 }
 
+/// The socket the feed is sent from: bound to `[marketdata] multicast_interface` if set
+/// (an address not of this host fails here, naming the key), else to any address; for a
+/// multicast destination, with its TTL, loopback on (listeners on this host hear it) and,
+/// with an interface, `IP_MULTICAST_IF` set to it, so the group's packets leave there
+/// rather than by the kernel's route.
+fn feed_socket(m: &MarketDataSection, destination: SocketAddr) -> io::Result<UdpSocket> {
+    let interface = m.interface();
+    let bind: SocketAddr = match (destination, interface) {
+        (SocketAddr::V4(_), Some(interface)) => SocketAddr::from((interface, 0)),
+        (SocketAddr::V4(_), None) => "0.0.0.0:0".parse().expect("literal"),
+        (SocketAddr::V6(_), _) => "[::]:0".parse().expect("literal"),
+    };
+    let stream = UdpSocket::bind(bind).map_err(|e| match interface {
+        Some(interface) => io::Error::new(
+            e.kind(),
+            format!("marketdata.multicast_interface {interface}: {e}"),
+        ),
+        None => e,
+    })?;
+    if let SocketAddr::V4(v4) = destination
+        && v4.ip().is_multicast()
+    {
+        stream.set_multicast_ttl_v4(m.multicast_ttl)?;
+        stream.set_multicast_loop_v4(true)?;
+        if let Some(interface) = interface {
+            socket2::SockRef::from(&stream).set_multicast_if_v4(&interface)?;
+        }
+    }
+    Ok(stream)
+}
+
 /// Binds the sockets (so a port in use fails the start) and starts the `im-feed` thread.
 pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Result<Publisher> {
     let m = &start.marketdata;
     let session = Session::from_str_padded(&m.session)
         .ok_or_else(|| io::Error::other("marketdata.session: invalid"))?;
     let destination: SocketAddr = m.destination.parse().map_err(io::Error::other)?;
-    let bind: SocketAddr = if destination.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let stream = UdpSocket::bind(bind)?;
-    if let SocketAddr::V4(v4) = destination
-        && v4.ip().is_multicast()
-    {
-        stream.set_multicast_ttl_v4(m.multicast_ttl)?;
-        stream.set_multicast_loop_v4(true)?;
-    }
+    let stream = feed_socket(m, destination)?;
     let request_addr: SocketAddr = m.retransmission.parse().map_err(io::Error::other)?;
     let mut requests = mio::net::UdpSocket::bind(request_addr).map_err(|e| {
         io::Error::new(
@@ -500,6 +520,49 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With an interface, the feed's socket is bound to it and a group's packets leave
+    /// there (`IP_MULTICAST_IF`); without, the kernel routes them; an address not of this
+    /// host fails the start, naming the key. Nothing is sent.
+    #[test]
+    fn the_feed_leaves_from_its_configured_interface() {
+        use std::net::{IpAddr, Ipv4Addr};
+        let group: SocketAddr = "239.192.7.7:15001".parse().unwrap();
+        let m = MarketDataSection {
+            multicast_interface: "127.0.0.1".into(),
+            multicast_ttl: 3,
+            ..MarketDataSection::default()
+        };
+        let s = feed_socket(&m, group).unwrap();
+        assert_eq!(
+            socket2::SockRef::from(&s).multicast_if_v4().unwrap(),
+            Ipv4Addr::LOCALHOST
+        );
+        assert_eq!(
+            s.local_addr().unwrap().ip(),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(s.multicast_ttl_v4().unwrap(), 3);
+        let s = feed_socket(&MarketDataSection::default(), group).unwrap();
+        assert_eq!(
+            socket2::SockRef::from(&s).multicast_if_v4().unwrap(),
+            Ipv4Addr::UNSPECIFIED
+        );
+        assert_eq!(
+            s.local_addr().unwrap().ip(),
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        );
+        let m = MarketDataSection {
+            multicast_interface: "203.0.113.9".into(),
+            ..MarketDataSection::default()
+        };
+        let e = feed_socket(&m, group).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("marketdata.multicast_interface 203.0.113.9"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn an_address_gets_at_most_its_budget_a_second() {
