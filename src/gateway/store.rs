@@ -20,8 +20,9 @@
 //! wait, and one from the disk waits for the disk without holding up any other session
 //! (until 2026-12-06 these reads ran on the gateway thread, and a cold read stalled every
 //! session). A login that asks for a message in a written-out chunk is answered at once;
-//! its stream starts once the window holding that message is read. A failed read closes
-//! the connection ([`SessionStore::poll_read`]).
+//! its stream starts once the window holding that message is read. A failed read the
+//! stream waits for closes the connection ([`SessionStore::poll_read`]); a failed read
+//! ahead is tried again when the stream gets there.
 //!
 //! A chunk whose write fails stays in memory (the first failure is logged): the files
 //! share the journal's disk, and a disk that fails them fails the journal too.
@@ -106,6 +107,8 @@ struct Read {
     len: usize,
     /// The login it was asked for (see [`SessionStore::login`]).
     login: u64,
+    /// Read ahead of the stream, not waited for.
+    ahead: bool,
     reply: Sender<Window>,
 }
 
@@ -117,6 +120,7 @@ impl Read {
             at,
             len,
             login,
+            ahead,
             ..
         } = self;
         let mut buf = vec![0; len];
@@ -132,7 +136,12 @@ impl Read {
             buf.truncate(end);
             buf
         });
-        Window { at, login, bytes }
+        Window {
+            at,
+            login,
+            ahead,
+            bytes,
+        }
     }
 }
 
@@ -141,6 +150,7 @@ impl Read {
 struct Window {
     at: u64,
     login: u64,
+    ahead: bool,
     bytes: io::Result<Vec<u8>>,
 }
 
@@ -538,7 +548,7 @@ impl SessionStore {
                 }
                 // Ask for the window (unless a read is in flight) and wait for it; a read
                 // done here (the thread is gone) is there at once.
-                self.request(self.sent);
+                self.request(self.sent, false);
                 if !self.take_ready() {
                     return;
                 }
@@ -555,20 +565,21 @@ impl SessionStore {
         }
         // Read the next window ahead while this one is sent.
         if self.in_window(self.sent) {
-            self.request(self.window_start + self.window.len() as u64);
+            self.request(self.window_start + self.window.len() as u64, true);
         }
     }
 
     /// Takes the window read ahead as the window if it holds `sent`; drops it if it does
-    /// not (a read for an earlier login's position). A failed read of this login becomes
-    /// the error [`take_failed`](Self::take_failed) and [`poll_read`](Self::poll_read)
-    /// return; an earlier login's is dropped (the window is read again).
+    /// not (a read for an earlier login's position). A failed read the stream waited for
+    /// becomes the error [`take_failed`](Self::take_failed) and
+    /// [`poll_read`](Self::poll_read) return; an earlier login's, or one read ahead, is
+    /// dropped (the window is read again when the stream needs it).
     fn take_ready(&mut self) -> bool {
         let Some(ready) = self.ready.take() else {
             return false;
         };
         match ready.bytes {
-            Err(_) if ready.login != self.login => false,
+            Err(_) if ready.login != self.login || ready.ahead => false,
             Err(e) => {
                 self.failed = Some(io::Error::new(
                     e.kind(),
@@ -603,10 +614,10 @@ impl SessionStore {
         }
     }
 
-    /// Asks the thread for the window from `at` (a packet's start) if `at` is in a
-    /// written-out chunk and no read is in flight or ready. Without the thread (it is
-    /// gone), reads here.
-    fn request(&mut self, at: u64) {
+    /// Asks the thread for the window from `at` (a packet's start; `ahead`: ahead of the
+    /// stream) if `at` is in a written-out chunk and no read is in flight or ready.
+    /// Without the thread (it is gone), reads here.
+    fn request(&mut self, at: u64, ahead: bool) {
         if self.reading || self.ready.is_some() || at >= self.stored {
             return;
         }
@@ -623,6 +634,7 @@ impl SessionStore {
             at,
             len,
             login: self.login,
+            ahead,
             reply: spill.windows.0.clone(),
         };
         match spill.jobs.send(Job::Read(read)) {
@@ -818,6 +830,7 @@ mod tests {
                         Window {
                             at: read.at,
                             login: read.login,
+                            ahead: read.ahead,
                             bytes: Err(io::Error::other("a bad sector")),
                         }
                     } else {
@@ -958,6 +971,158 @@ mod tests {
         let e = u.poll_read().unwrap_err();
         assert!(e.to_string().contains("a bad sector"), "{e}");
         assert!(!u.waiting());
+    }
+
+    /// What one step of [`any_interleaving_gives_each_login_its_exact_stream`] does.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// A message of this many bytes (modulo 300) is stored.
+        Append(u16),
+        /// A login asks for this number (modulo the messages stored + 2; 0: new only).
+        Login(u16),
+        /// The socket takes up to this many bytes.
+        Send(u16),
+        /// The thread writes the chunks handed to it (or the writes fail).
+        Writes(bool),
+        /// The thread answers the reads asked of it (or they fail).
+        Reads(bool),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0u16..300).prop_map(Step::Append),
+            1 => any::<u16>().prop_map(Step::Login),
+            4 => (1u16..3_000).prop_map(Step::Send),
+            2 => any::<bool>().prop_map(Step::Writes),
+            3 => prop_oneof![9 => Just(false), 1 => Just(true)].prop_map(Step::Reads),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Appends, logins, sends, and the thread's writes and reads (some failing) in any
+        /// order: each connection gets exactly the messages from the number its login
+        /// asked for, in order, nothing lost or doubled, with no packet cut by a control
+        /// packet; a failed read ends the connection (as the gateway closes it), and the
+        /// next login gets its stream whole.
+        #[test]
+        fn any_interleaving_gives_each_login_its_exact_stream(
+            steps in proptest::collection::vec(step(), 1..400),
+        ) {
+            let (mut u, queue) = held(0);
+            let mut framed: Vec<Vec<u8>> = Vec::new();
+            let (mut writes, mut reads) = (Vec::new(), Vec::new());
+            // The connection: the first number it was sent, and the bytes it got.
+            let mut conn: Option<(u64, Vec<u8>)> = None;
+            let take_jobs = |writes: &mut Vec<Write>, reads: &mut Vec<Read>| {
+                for job in queue.try_iter() {
+                    match job {
+                        Job::Write(w) => writes.push(w),
+                        Job::Read(r) => reads.push(r),
+                        Job::Free(_) => {}
+                    }
+                }
+            };
+            let send = |u: &mut SessionStore, conn: &mut Option<(u64, Vec<u8>)>, n: usize| {
+                let Some((_, got)) = conn.as_mut() else {
+                    return;
+                };
+                let unsent = u.unsent();
+                assert!(u.packet_rest() <= unsent.len(), "a packet's rest is at hand");
+                let k = n.min(unsent.len());
+                got.extend_from_slice(&unsent[..k]);
+                u.mark_sent(k);
+                if u.take_failed().is_some() {
+                    *conn = None;
+                }
+            };
+            for step in steps {
+                take_jobs(&mut writes, &mut reads);
+                match step {
+                    Step::Append(len) => {
+                        let body: Vec<u8> = (0..len % 300).map(|b| b'A' + (b % 26) as u8).collect();
+                        u.append(|out| out.extend_from_slice(&body));
+                        let mut f = ((body.len() + 1) as u16).to_be_bytes().to_vec();
+                        f.push(b'S');
+                        f.extend_from_slice(&body);
+                        framed.push(f);
+                    }
+                    Step::Login(seq) => {
+                        let count = framed.len() as u64;
+                        let asked = u64::from(seq) % (count + 2);
+                        let first = u.start_at(asked);
+                        let expected = if asked == 0 || asked > count + 1 { count + 1 } else { asked };
+                        assert_eq!(first, expected);
+                        conn = Some((first, Vec::new()));
+                    }
+                    Step::Send(n) => send(&mut u, &mut conn, usize::from(n)),
+                    Step::Writes(fail) => {
+                        for w in writes.drain(..) {
+                            if fail {
+                                w.chunk.state.store(FAILED, Ordering::Release);
+                            } else {
+                                w.run().unwrap();
+                            }
+                        }
+                    }
+                    Step::Reads(fail) => {
+                        for r in reads.drain(..) {
+                            let (at, login, ahead) = (r.at, r.login, r.ahead);
+                            let reply = r.reply.clone();
+                            let window = if fail {
+                                Window {
+                                    at,
+                                    login,
+                                    ahead,
+                                    bytes: Err(io::Error::other("bad sector")),
+                                }
+                            } else {
+                                r.run()
+                            };
+                            reply.send(window).unwrap();
+                        }
+                        // The gateway polls the stores of its connections.
+                        if conn.is_some() && u.waiting() && u.poll_read().is_err() {
+                            conn = None;
+                        }
+                    }
+                }
+                if let Some((first, got)) = &conn {
+                    let expected = framed[(*first - 1) as usize..].concat();
+                    assert!(expected.starts_with(got), "from {first}: the bytes differ");
+                    if u.skip == 0 {
+                        assert_eq!(u.unsent_len(), (expected.len() - got.len()) as u64);
+                    }
+                }
+            }
+            // Then nothing fails: a connection (a new login from 1 if the last one ended,
+            // or has a failure to report) gets the rest of its stream.
+            if u.take_failed().is_some() {
+                conn = None;
+            }
+            if conn.is_none() {
+                u.start_at(1);
+                conn = Some((1, Vec::new()));
+            }
+            let mut rounds = 0;
+            while u.unsent_len() > 0 {
+                rounds += 1;
+                assert!(rounds < 10_000, "the stream stopped");
+                take_jobs(&mut writes, &mut reads);
+                for w in writes.drain(..) {
+                    w.run().unwrap();
+                }
+                for r in reads.drain(..) {
+                    r.reply.clone().send(r.run()).unwrap();
+                }
+                u.poll_read().unwrap();
+                send(&mut u, &mut conn, usize::MAX);
+                assert!(conn.is_some(), "no read fails now");
+            }
+            let (first, got) = conn.unwrap();
+            let expected = framed[(first - 1) as usize..].concat();
+            assert!(got == expected, "from {first}: the stream differs");
+        }
     }
 
     #[test]
