@@ -775,6 +775,14 @@ fn cluster_status(config: &Config) -> ExitCode {
 
 fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Path) -> ExitCode {
     let book = config.book_config().expect("validated at load");
+    // The journal's own feed settings, if its feed kept them: the export is what was sent.
+    let attribution = match ironmatch::feed::FeedSettings::read(journal) {
+        Ok(kept) => kept.map_or(config.marketdata.attribution, |k| k.attribution),
+        Err(e) => {
+            eprintln!("ironmatch replay: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let written = std::fs::File::create(file)
         .map_err(|e| format!("{}: {e}", file.display()))
         .and_then(|f| {
@@ -782,7 +790,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
             ironmatch::feed::stream::export_itch(
                 journal,
                 &book,
-                config.marketdata.attribution,
+                attribution,
                 config.cluster.is_some(),
                 &mut out,
             )

@@ -431,6 +431,49 @@ fn lost_packets_are_recovered_by_retransmission_across_a_restart() {
     assert_eq!(export(&setup), std::fs::read(store(&setup)).unwrap());
 }
 
+/// A journal's feed keeps the settings it started with: a restart with `attribution` on
+/// rebuilds and extends an anonymous feed still anonymous (no firm disclosed by a
+/// retransmission or an export of what went out without), as the export does.
+#[test]
+fn a_restart_with_other_feed_settings_keeps_the_journals() {
+    let setup = feed_setup("feed-settings");
+    let server = Server::start(&setup.config).unwrap();
+    random_flow(server.local_addr(), 31, 300, 0);
+    server.stop().unwrap();
+    let first = type_counts(&store(&setup));
+    assert!(first[&'A'] > 0 && !first.contains_key(&'F'), "{first:?}");
+    let kept = ironmatch::feed::FeedSettings::read(Path::new(&setup.config.journal.dir))
+        .unwrap()
+        .unwrap();
+    assert!(!kept.attribution);
+
+    // The same journal, attribution now on in the configuration (and its file).
+    let mut config = setup.config.clone();
+    config.marketdata.attribution = true;
+    let text = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &setup.config_path,
+        text.replacen("[marketdata]\n", "[marketdata]\nattribution = true\n", 1),
+    )
+    .unwrap();
+    let server = Server::start(&config).unwrap();
+    random_flow(server.local_addr(), 32, 300, 100_000);
+    server.stop().unwrap();
+    let second = type_counts(&store(&setup));
+    assert!(second[&'A'] > first[&'A'], "{second:?}");
+    assert!(!second.contains_key(&'F'), "firms disclosed: {second:?}");
+    assert_eq!(export(&setup), std::fs::read(store(&setup)).unwrap());
+
+    // A new journal takes the configuration's.
+    let mut fresh = config.clone();
+    fresh.journal.dir = setup.dir.join("next").display().to_string();
+    let server = Server::start(&fresh).unwrap();
+    random_flow(server.local_addr(), 33, 300, 0);
+    server.stop().unwrap();
+    let next = type_counts(&Path::new(&fresh.journal.dir).join("feed.itch"));
+    assert!(next[&'F'] > 0 && !next.contains_key(&'A'), "{next:?}");
+}
+
 /// The exported file, read by `itchy` (an independent ITCH 5.0 parser), message for
 /// message against ironmatch's own decoder.
 #[test]

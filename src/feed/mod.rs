@@ -16,5 +16,7 @@ pub mod publisher;
 pub mod stream;
 
 pub use listener::{FeedBook, ListenerOptions, ListenerReport, Sequencer, run_listener};
-pub use publisher::{Publisher, PublisherStart, STORE_NAME, spawn_publisher};
+pub use publisher::{
+    FeedSettings, Publisher, PublisherStart, SETTINGS_NAME, STORE_NAME, spawn_publisher,
+};
 pub use stream::{FeedStore, Translator};

@@ -13,7 +13,7 @@
 
 use std::io;
 use std::net::{SocketAddr, UdpSocket};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
@@ -41,6 +41,77 @@ const SLEEP_MAX: Duration = Duration::from_millis(20);
 const REQUESTS_PER_ROUND_MAX: usize = 64;
 /// Interval of End of Session packets after shutdown.
 const END_OF_SESSION_PERIOD: Duration = Duration::from_millis(100);
+
+/// The file in a journal directory that fixes its feed's settings (see [`FeedSettings`]).
+pub const SETTINGS_NAME: &str = "feed.settings";
+
+/// What a journal's feed keeps from the run that started it: its MoldUDP64 session and
+/// whether adds carry the entering firm. Every later run on the journal (a restart in the
+/// day) rebuilds the stream with these, whatever the configuration says now, so that a
+/// retransmission or an export is what listeners were sent live; in particular a feed
+/// that was anonymous never discloses firms afterwards. A changed configuration applies
+/// from the next journal (the next trading day).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeedSettings {
+    /// MoldUDP64 session name, as configured for the journal (with a trading day, the
+    /// day's name).
+    pub session: String,
+    /// Add Order with MPID Attribution (`F`) instead of anonymous adds (`A`).
+    pub attribution: bool,
+}
+
+impl FeedSettings {
+    /// The configured settings.
+    pub fn of(m: &MarketDataSection) -> FeedSettings {
+        FeedSettings {
+            session: m.session.clone(),
+            attribution: m.attribution,
+        }
+    }
+
+    /// The settings written in journal directory `dir`, if any. A file that is not
+    /// settings is an error naming it.
+    pub fn read(dir: &Path) -> io::Result<Option<FeedSettings>> {
+        let path = dir.join(SETTINGS_NAME);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        };
+        toml::from_str(&text).map(Some).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: {e} (it fixes the journal's feed; remove it to take the configuration's)",
+                    path.display()
+                ),
+            )
+        })
+    }
+
+    /// The settings of the journal in `dir`: those written there by the run that started
+    /// it, or `m`'s, written now (to a temporary file renamed over, so a crash leaves the
+    /// file whole or absent). The second value says whether the configuration differs from
+    /// what the journal keeps.
+    pub fn pin(dir: &Path, m: &MarketDataSection) -> io::Result<(FeedSettings, bool)> {
+        let configured = FeedSettings::of(m);
+        if let Some(kept) = FeedSettings::read(dir)? {
+            let differs = kept != configured;
+            return Ok((kept, differs));
+        }
+        std::fs::create_dir_all(dir)?;
+        let text = toml::to_string(&configured).map_err(io::Error::other)?;
+        let tmp = dir.join(format!("{SETTINGS_NAME}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, text.as_bytes())?;
+            f.sync_all()?;
+        }
+        std::fs::rename(&tmp, dir.join(SETTINGS_NAME))?;
+        std::fs::File::open(dir)?.sync_all()?;
+        Ok((configured, false))
+    }
+}
 
 /// What the publisher needs to start.
 #[derive(Clone, Debug)]
@@ -203,7 +274,14 @@ fn feed_socket(m: &MarketDataSection, destination: SocketAddr) -> io::Result<Udp
 /// Binds the sockets (so a port in use fails the start) and starts the `im-feed` thread.
 pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Result<Publisher> {
     let m = &start.marketdata;
-    let session = Session::from_str_padded(&m.session)
+    let (settings, differs) = FeedSettings::pin(&start.dir, m)?;
+    if differs {
+        eprintln!(
+            "ironmatch feed: [marketdata] session {:?} and attribution = {} differ from what this journal's feed was started with (session {:?}, attribution = {}): the journal's are kept, so that retransmissions are what was sent; the configuration's apply from the next journal",
+            m.session, m.attribution, settings.session, settings.attribution
+        );
+    }
+    let session = Session::from_str_padded(&settings.session)
         .ok_or_else(|| io::Error::other("marketdata.session: invalid"))?;
     let destination: SocketAddr = m.destination.parse().map_err(io::Error::other)?;
     let stream = feed_socket(m, destination)?;
@@ -236,7 +314,7 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
             }
             None => Follower::new(&start.dir, fingerprint, 1),
         },
-        translator: Translator::new(&start.book, m.attribution),
+        translator: Translator::new(&start.book, settings.attribution),
         store,
         packet: PacketBuilder::new(session, m.packet_bytes_max),
         pending: Vec::with_capacity(1 << 16),
@@ -520,6 +598,40 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The first run on a journal writes its feed's settings; later runs get those
+    /// back, told whether the configuration differs; a damaged file is an error naming it.
+    #[test]
+    fn a_journals_feed_settings_are_those_it_started_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let day = dir.path().join("2026-12-06");
+        let m = MarketDataSection {
+            session: "IR20261206".into(),
+            attribution: false,
+            ..MarketDataSection::default()
+        };
+        assert_eq!(FeedSettings::read(&day).unwrap(), None);
+        assert_eq!(
+            FeedSettings::pin(&day, &m).unwrap(),
+            (FeedSettings::of(&m), false)
+        );
+        let changed = MarketDataSection {
+            session: "XX20261206".into(),
+            attribution: true,
+            ..MarketDataSection::default()
+        };
+        assert_eq!(
+            FeedSettings::pin(&day, &changed).unwrap(),
+            (FeedSettings::of(&m), true)
+        );
+        assert_eq!(
+            FeedSettings::read(&day).unwrap(),
+            Some(FeedSettings::of(&m))
+        );
+        std::fs::write(day.join(SETTINGS_NAME), "attribution = 3").unwrap();
+        let e = FeedSettings::pin(&day, &m).unwrap_err();
+        assert!(e.to_string().contains(SETTINGS_NAME), "{e}");
+    }
 
     /// With an interface, the feed's socket is bound to it and a group's packets leave
     /// there (`IP_MULTICAST_IF`); without, the kernel routes them; an address not of this
