@@ -1031,7 +1031,10 @@ impl Config {
         )?;
         check(
             m.multicast_interface.is_empty()
-                || (m.multicast_interface.parse::<std::net::Ipv4Addr>().is_ok()
+                || (m
+                    .multicast_interface
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_ok_and(|ip| !ip.is_unspecified() && !ip.is_multicast())
                     && m.destination
                         .parse::<std::net::SocketAddr>()
                         .is_ok_and(|d| d.is_ipv4())),
@@ -1497,6 +1500,7 @@ mod tests {
             ("eth0", "127.0.0.1:15001"),
             ("::1", "127.0.0.1:15001"),
             ("127.0.0.1", "[ff02::1:3]:15001"),
+            ("0.0.0.0", "127.0.0.1:15001"),
         ] {
             let e = error_for(|s| {
                 s.replacen(

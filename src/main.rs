@@ -83,8 +83,8 @@ enum Cmd {
         /// Retransmission server (default: `marketdata.retransmission`).
         #[arg(long)]
         request: Option<std::net::SocketAddr>,
-        /// IPv4 address of the local interface to join a multicast group on (default:
-        /// `marketdata.multicast_interface`, else the kernel's choice).
+        /// IPv4 address of the local interface to join an IPv4 multicast group on (default:
+        /// the kernel's choice; `marketdata.multicast_interface` is the publisher's).
         #[arg(long)]
         interface: Option<std::net::Ipv4Addr>,
         /// Follow only this MoldUDP64 session (default: the first seen).
@@ -629,7 +629,7 @@ fn main() -> ExitCode {
             };
             let options = ListenerOptions {
                 listen: listen.unwrap_or_else(|| m.destination.parse().expect("validated")),
-                interface: interface.or_else(|| m.interface()),
+                interface,
                 request: request.unwrap_or_else(|| m.retransmission.parse().expect("validated")),
                 session,
                 interval: seconds(interval),
@@ -946,10 +946,7 @@ fn serve_day(config: &Config, path: &std::path::Path, server: Server) -> ExitCod
         if config.marketdata.enabled {
             format!(
                 "ITCH 5.0 / MoldUDP64 session {} to {}, retransmission at {}",
-                server.day().map_or_else(
-                    || config.marketdata.session.clone(),
-                    |day| ironmatch::venue::session_name(&config.marketdata.session, day)
-                ),
+                server.feed_session().unwrap_or("?"),
                 config.marketdata.destination,
                 server
                     .feed_retransmission_addr()

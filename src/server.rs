@@ -51,6 +51,7 @@ pub struct Server {
     /// The snapshot thread and the feed publisher.
     followers: Vec<JoinHandle<()>>,
     feed_retransmission: Option<SocketAddr>,
+    feed_session: Option<String>,
     /// The gateway's admission counters.
     admission: Arc<gateway::AdmissionCounters>,
     /// The threading mode in use, and why.
@@ -261,6 +262,7 @@ impl Server {
         }
         // The feed follows the journal too (woken by the writer, or reading on a timer).
         let mut feed_retransmission = None;
+        let mut feed_session = None;
         if config.marketdata.enabled {
             let start = PublisherStart {
                 dir: config.journal.dir.clone().into(),
@@ -277,6 +279,7 @@ impl Server {
                 writer.set_follower_signal(publisher.signal);
             }
             feed_retransmission = Some(publisher.retransmission_addr);
+            feed_session = Some(publisher.session.clone());
             followers.push(publisher.thread);
         }
 
@@ -381,6 +384,7 @@ impl Server {
             followers_stop,
             followers,
             feed_retransmission,
+            feed_session,
             admission,
             threading,
             threading_why,
@@ -431,6 +435,11 @@ impl Server {
     /// Where the raft thread listens, with `[cluster]`.
     pub fn raft_addr(&self) -> Option<SocketAddr> {
         self.raft_addr
+    }
+
+    /// The MoldUDP64 session the feed publishes (the journal's), if the feed is enabled.
+    pub fn feed_session(&self) -> Option<&str> {
+        self.feed_session.as_deref()
     }
 
     /// Where the feed's retransmission server listens, if the feed is enabled.

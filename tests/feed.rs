@@ -447,17 +447,49 @@ fn a_restart_with_other_feed_settings_keeps_the_journals() {
         .unwrap();
     assert!(!kept.attribution);
 
-    // The same journal, attribution now on in the configuration (and its file).
+    // The same journal, attribution on and another session in the configuration (and its
+    // file).
     let mut config = setup.config.clone();
     config.marketdata.attribution = true;
+    config.marketdata.session = "OTHER".into();
     let text = std::fs::read_to_string(&setup.config_path).unwrap();
     std::fs::write(
         &setup.config_path,
-        text.replacen("[marketdata]\n", "[marketdata]\nattribution = true\n", 1),
+        text.replacen(
+            "[marketdata]\n",
+            "[marketdata]\nattribution = true\nsession = \"OTHER\"\n",
+            1,
+        ),
     )
     .unwrap();
     let server = Server::start(&config).unwrap();
+    assert_eq!(server.feed_session(), Some(kept.session.as_str()));
     random_flow(server.local_addr(), 32, 300, 100_000);
+    // Retransmissions answer in the journal's session, not the configuration's.
+    {
+        use ironmatch::wire::moldudp64::{PacketHeader, Session};
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        let ask = |session: &str| {
+            let request = PacketHeader {
+                session: Session::from_str_padded(session).unwrap(),
+                seq: 1,
+                count: 1,
+            };
+            socket
+                .send_to(
+                    &request.to_bytes(),
+                    server.feed_retransmission_addr().unwrap(),
+                )
+                .unwrap();
+            let mut buf = [0u8; 2048];
+            socket.recv(&mut buf).is_ok()
+        };
+        assert!(ask(&kept.session), "the journal's session is answered");
+        assert!(!ask("OTHER"), "the configuration's is not the feed's");
+    }
     server.stop().unwrap();
     let second = type_counts(&store(&setup));
     assert!(second[&'A'] > first[&'A'], "{second:?}");

@@ -503,7 +503,8 @@ pub fn exercise<'a>(datagrams: impl IntoIterator<Item = &'a [u8]>) {
 pub struct ListenerOptions {
     /// Address to receive the feed on (a multicast group is joined).
     pub listen: SocketAddr,
-    /// The local interface an IPv4 group is joined on (`None`: the kernel's choice).
+    /// The local interface an IPv4 group is joined on (`None`: the kernel's choice); only
+    /// with an IPv4 multicast `listen`.
     pub interface: Option<std::net::Ipv4Addr>,
     /// The publisher's retransmission server.
     pub request: SocketAddr,
@@ -563,6 +564,12 @@ const RECV_BUFFER_BYTES: usize = 8 << 20;
 
 fn bind(listen: SocketAddr, interface: Option<std::net::Ipv4Addr>) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
+    if interface.is_some() && !matches!(listen, SocketAddr::V4(v4) if v4.ip().is_multicast()) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--interface is for an IPv4 multicast group; {listen} is not one"),
+        ));
+    }
     let socket = Socket::new(
         Domain::for_address(listen),
         Type::DGRAM,
@@ -579,7 +586,10 @@ fn bind(listen: SocketAddr, interface: Option<std::net::Ipv4Addr>) -> io::Result
         SocketAddr::V4(v4) if v4.ip().is_multicast() => {
             let on = interface.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED);
             socket.join_multicast_v4(v4.ip(), &on).map_err(|e| {
-                io::Error::new(e.kind(), format!("joining {} on {on}: {e}", v4.ip()))
+                io::Error::new(
+                    e.kind(),
+                    format!("joining {} on {on} (--interface): {e}", v4.ip()),
+                )
             })?;
         }
         SocketAddr::V6(v6) if v6.ip().is_multicast() => {

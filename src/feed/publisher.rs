@@ -47,10 +47,11 @@ pub const SETTINGS_NAME: &str = "feed.settings";
 
 /// What a journal's feed keeps from the run that started it: its MoldUDP64 session and
 /// whether adds carry the entering firm. Every later run on the journal (a restart in the
-/// day) rebuilds the stream with these, whatever the configuration says now, so that a
-/// retransmission or an export is what listeners were sent live; in particular a feed
-/// that was anonymous never discloses firms afterwards. A changed configuration applies
-/// from the next journal (the next trading day).
+/// day) rebuilds the stream with these, so that a retransmission or an export is what
+/// listeners were sent live; in particular a feed that was anonymous never discloses firms
+/// afterwards. On one node, a configuration that differs is warned about and applies from
+/// the next journal (the next trading day; without `[venue]`, a new journal directory);
+/// in a cluster, whose nodes must store the same feed, it stops the start.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FeedSettings {
     /// MoldUDP64 session name, as configured for the journal (with a trading day, the
@@ -58,6 +59,20 @@ pub struct FeedSettings {
     pub session: String,
     /// Add Order with MPID Attribution (`F`) instead of anonymous adds (`A`).
     pub attribution: bool,
+}
+
+/// Where a journal's feed settings came from ([`FeedSettings::pin`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pinned {
+    /// The configuration's, written for a journal with no record yet.
+    New,
+    /// Those the journal kept, the same as the configuration's.
+    Kept,
+    /// Those the journal kept; the configuration's differ (a warning on one node).
+    KeptOverConfiguration,
+    /// The configuration's, for a journal with records but no settings (written by a
+    /// build before `feed.settings`), written now.
+    Assumed,
 }
 
 impl FeedSettings {
@@ -70,7 +85,7 @@ impl FeedSettings {
     }
 
     /// The settings written in journal directory `dir`, if any. A file that is not
-    /// settings is an error naming it.
+    /// settings (or names an invalid session) is an error naming it.
     pub fn read(dir: &Path) -> io::Result<Option<FeedSettings>> {
         let path = dir.join(SETTINGS_NAME);
         let text = match std::fs::read_to_string(&path) {
@@ -78,28 +93,50 @@ impl FeedSettings {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
         };
-        toml::from_str(&text).map(Some).map_err(|e| {
+        let bad = |why: String| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "{}: {e} (it fixes the journal's feed; remove it to take the configuration's)",
+                    "{}: {why} (it fixes the journal's feed; remove it to take the configuration's)",
                     path.display()
                 ),
             )
-        })
+        };
+        let settings: FeedSettings = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if Session::from_str_padded(&settings.session).is_none() {
+            return Err(bad(format!(
+                "session {:?} is not 1 to 10 printable characters",
+                settings.session
+            )));
+        }
+        Ok(Some(settings))
     }
 
-    /// The settings of the journal in `dir`: those written there by the run that started
-    /// it, or `m`'s, written now (to a temporary file renamed over, so a crash leaves the
-    /// file whole or absent). The second value says whether the configuration differs from
-    /// what the journal keeps.
-    pub fn pin(dir: &Path, m: &MarketDataSection) -> io::Result<(FeedSettings, bool)> {
+    /// The settings of the journal in `dir`. `journal_new`: the journal has no record yet,
+    /// so nothing was published from it: the configuration's are written (over whatever a
+    /// start that failed before its first record left). Otherwise those the journal kept;
+    /// for a journal with records but no file, the configuration's, written now. In a
+    /// `cluster`, a configuration that differs from what the journal kept is an error.
+    pub fn pin(
+        dir: &Path,
+        m: &MarketDataSection,
+        journal_new: bool,
+        cluster: bool,
+    ) -> io::Result<(FeedSettings, Pinned)> {
         let configured = FeedSettings::of(m);
-        if let Some(kept) = FeedSettings::read(dir)? {
-            let differs = kept != configured;
-            return Ok((kept, differs));
+        if !journal_new {
+            match FeedSettings::read(dir)? {
+                Some(kept) if kept == configured => return Ok((kept, Pinned::Kept)),
+                Some(kept) if cluster => {
+                    return Err(io::Error::other(format!(
+                        "[marketdata] session {:?} and attribution = {} differ from what this node's journal's feed keeps (session {:?}, attribution = {}), and the nodes of a cluster must store the same feed: set them back (a new setting needs a new cluster journal)",
+                        configured.session, configured.attribution, kept.session, kept.attribution
+                    )));
+                }
+                Some(kept) => return Ok((kept, Pinned::KeptOverConfiguration)),
+                None => {}
+            }
         }
-        std::fs::create_dir_all(dir)?;
         let text = toml::to_string(&configured).map_err(io::Error::other)?;
         let tmp = dir.join(format!("{SETTINGS_NAME}.tmp"));
         {
@@ -109,7 +146,12 @@ impl FeedSettings {
         }
         std::fs::rename(&tmp, dir.join(SETTINGS_NAME))?;
         std::fs::File::open(dir)?.sync_all()?;
-        Ok((configured, false))
+        let pinned = if journal_new {
+            Pinned::New
+        } else {
+            Pinned::Assumed
+        };
+        Ok((configured, pinned))
     }
 }
 
@@ -150,6 +192,8 @@ pub struct Publisher {
     pub signal: Arc<Signal>,
     /// Where retransmission requests are answered.
     pub retransmission_addr: SocketAddr,
+    /// The MoldUDP64 session it publishes (the journal's, see [`FeedSettings`]).
+    pub session: String,
 }
 
 /// Counters, printed when the publisher ends.
@@ -265,7 +309,14 @@ fn feed_socket(m: &MarketDataSection, destination: SocketAddr) -> io::Result<Udp
         stream.set_multicast_ttl_v4(m.multicast_ttl)?;
         stream.set_multicast_loop_v4(true)?;
         if let Some(interface) = interface {
-            socket2::SockRef::from(&stream).set_multicast_if_v4(&interface)?;
+            socket2::SockRef::from(&stream)
+                .set_multicast_if_v4(&interface)
+                .map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!("marketdata.multicast_interface {interface}: {e}"),
+                    )
+                })?;
         }
     }
     Ok(stream)
@@ -274,12 +325,18 @@ fn feed_socket(m: &MarketDataSection, destination: SocketAddr) -> io::Result<Udp
 /// Binds the sockets (so a port in use fails the start) and starts the `im-feed` thread.
 pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Result<Publisher> {
     let m = &start.marketdata;
-    let (settings, differs) = FeedSettings::pin(&start.dir, m)?;
-    if differs {
-        eprintln!(
+    let (settings, pinned) =
+        FeedSettings::pin(&start.dir, m, start.live_from <= 1, start.cluster.is_some())?;
+    match pinned {
+        Pinned::KeptOverConfiguration => eprintln!(
             "ironmatch feed: [marketdata] session {:?} and attribution = {} differ from what this journal's feed was started with (session {:?}, attribution = {}): the journal's are kept, so that retransmissions are what was sent; the configuration's apply from the next journal",
             m.session, m.attribution, settings.session, settings.attribution
-        );
+        ),
+        Pinned::Assumed => eprintln!(
+            "ironmatch feed: this journal's feed was started by a build that did not keep its settings; the configuration's (session {:?}, attribution = {}) are taken for it from now on",
+            settings.session, settings.attribution
+        ),
+        Pinned::New | Pinned::Kept => {}
     }
     let session = Session::from_str_padded(&settings.session)
         .ok_or_else(|| io::Error::other("marketdata.session: invalid"))?;
@@ -337,6 +394,7 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
         thread,
         signal,
         retransmission_addr,
+        session: settings.session.clone(),
     })
 }
 
@@ -599,38 +657,62 @@ impl Feed {
 mod tests {
     use super::*;
 
-    /// The first run on a journal writes its feed's settings; later runs get those
-    /// back, told whether the configuration differs; a damaged file is an error naming it.
+    /// A journal with no record takes the configuration's settings (written, over what a
+    /// failed start left); one with records keeps its own, told whether the configuration
+    /// differs, which a cluster refuses; one with records and no file (an older build's)
+    /// takes the configuration's; a damaged file, or one naming an invalid session, is an
+    /// error naming it.
     #[test]
     fn a_journals_feed_settings_are_those_it_started_with() {
         let dir = tempfile::tempdir().unwrap();
-        let day = dir.path().join("2026-12-06");
-        let m = MarketDataSection {
-            session: "IR20261206".into(),
-            attribution: false,
+        let day = dir.path();
+        let m = |session: &str, attribution| MarketDataSection {
+            session: session.into(),
+            attribution,
             ..MarketDataSection::default()
         };
-        assert_eq!(FeedSettings::read(&day).unwrap(), None);
+        let (first, other) = (m("IR20261206", false), m("XX20261206", true));
+        assert_eq!(FeedSettings::read(day).unwrap(), None);
         assert_eq!(
-            FeedSettings::pin(&day, &m).unwrap(),
-            (FeedSettings::of(&m), false)
+            FeedSettings::pin(day, &other, true, false).unwrap(),
+            (FeedSettings::of(&other), Pinned::New)
         );
-        let changed = MarketDataSection {
-            session: "XX20261206".into(),
-            attribution: true,
-            ..MarketDataSection::default()
-        };
+        // A start that failed before its first record: the next one's settings count.
         assert_eq!(
-            FeedSettings::pin(&day, &changed).unwrap(),
-            (FeedSettings::of(&m), true)
+            FeedSettings::pin(day, &first, true, false).unwrap(),
+            (FeedSettings::of(&first), Pinned::New)
         );
         assert_eq!(
-            FeedSettings::read(&day).unwrap(),
-            Some(FeedSettings::of(&m))
+            FeedSettings::pin(day, &first, false, true).unwrap(),
+            (FeedSettings::of(&first), Pinned::Kept)
         );
-        std::fs::write(day.join(SETTINGS_NAME), "attribution = 3").unwrap();
-        let e = FeedSettings::pin(&day, &m).unwrap_err();
-        assert!(e.to_string().contains(SETTINGS_NAME), "{e}");
+        assert_eq!(
+            FeedSettings::pin(day, &other, false, false).unwrap(),
+            (FeedSettings::of(&first), Pinned::KeptOverConfiguration)
+        );
+        let e = FeedSettings::pin(day, &other, false, true).unwrap_err();
+        assert!(e.to_string().contains("must store the same feed"), "{e}");
+        assert_eq!(
+            FeedSettings::read(day).unwrap(),
+            Some(FeedSettings::of(&first))
+        );
+        std::fs::remove_file(day.join(SETTINGS_NAME)).unwrap();
+        assert_eq!(
+            FeedSettings::pin(day, &other, false, false).unwrap(),
+            (FeedSettings::of(&other), Pinned::Assumed)
+        );
+        assert_eq!(
+            FeedSettings::read(day).unwrap(),
+            Some(FeedSettings::of(&other))
+        );
+        for bad in [
+            "attribution = 3",
+            "session = \"ELEVEN CHARS\"\nattribution = true",
+        ] {
+            std::fs::write(day.join(SETTINGS_NAME), bad).unwrap();
+            let e = FeedSettings::pin(day, &first, false, false).unwrap_err();
+            assert!(e.to_string().contains(SETTINGS_NAME), "{e}");
+        }
     }
 
     /// With an interface, the feed's socket is bound to it and a group's packets leave
