@@ -21,42 +21,18 @@ Usage: scripts/replay-stall.py [--bin BIN] [--queries QUERIES] [--store-bytes BY
 """
 
 import argparse
-import json
 import os
 import pathlib
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
 
-ROOT = pathlib.Path(__file__).resolve().parent.parent
+from loopback_engine import ROOT, config_text, connect
 ANSWER_BYTES = 16  # 2-byte length, 'S', 13-byte Account Query Response
 BLOCK = 10_000  # queries per send
-
-
-def config_text(journal, store_bytes):
-    text = (ROOT / "config" / "ironmatch.toml").read_text()
-    start = text.index("\n[venue]")
-    end = start + 1 + text[start + 1 :].index("\n[")
-    text = text[:start] + text[end:]
-    text = text.replace('dir = "./data"', f'dir = "{journal}"')
-    text = text.replace("127.0.0.1:15080", "127.0.0.1:0").replace("127.0.0.1:15001", "127.0.0.1:9")
-    text = text.replace("127.0.0.1:15002", "127.0.0.1:0")
-    return re.sub(r"(?m)^session_store_bytes = \d+", f"session_store_bytes = {store_bytes}", text)
-
-
-def connect(port, deadline):
-    while True:
-        try:
-            return socket.create_connection(("127.0.0.1", port))
-        except ConnectionRefusedError:
-            if time.time() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def login(port, seq):

@@ -845,26 +845,50 @@ mod tests {
         reads
     }
 
-    /// A login into written-out chunks is answered at once; nothing is read on the
-    /// caller's thread: the stream starts once the thread has read the window, and the
-    /// window after it is asked for as soon as that one is taken.
-    #[test]
-    fn a_replay_of_written_out_chunks_waits_for_the_thread_not_on_it() {
-        let all = messages(3_000);
+    /// A store held as [`held`], with its thread's queue, the messages in it (as
+    /// [`messages`] gives them) and those framed end to end.
+    struct WrittenOut {
+        u: SessionStore,
+        queue: crossbeam::channel::Receiver<Job>,
+        all: Vec<(Vec<u8>, Vec<u8>)>,
+        framed: Vec<u8>,
+    }
+
+    /// A store held as [`held`] with `n` of [`messages`] in it and its full chunks
+    /// written out (the stream left them: a login for new messages only).
+    fn written_out_store(n: u32) -> WrittenOut {
+        let all = messages(n);
         let framed: Vec<u8> = all.iter().flat_map(|(_, f)| f.clone()).collect();
         let (mut u, queue) = held(0);
         for (body, _) in &all {
             u.append(|out| out.extend_from_slice(body));
         }
-        // The stream leaves the first chunk (a login for new messages only): every full
-        // chunk is written out.
-        assert_eq!(u.start_at(0), 3_001);
+        assert_eq!(u.start_at(0), u64::from(n) + 1);
         run_jobs(&queue, false);
         u.reap();
         assert!(
             matches!(u.chunks[0], Chunk::Written) && u.written_out() > 10,
             "the test reads from the file"
         );
+        WrittenOut {
+            u,
+            queue,
+            all,
+            framed,
+        }
+    }
+
+    /// A login into written-out chunks is answered at once; nothing is read on the
+    /// caller's thread: the stream starts once the thread has read the window, and the
+    /// window after it is asked for as soon as that one is taken.
+    #[test]
+    fn a_replay_of_written_out_chunks_waits_for_the_thread_not_on_it() {
+        let WrittenOut {
+            mut u,
+            queue,
+            all,
+            framed,
+        } = written_out_store(3_000);
         assert_eq!(u.start_at(1), 1);
         assert!(u.reading, "a read is asked for");
         assert!(
@@ -907,14 +931,9 @@ mod tests {
     /// A read that fails is the connection's error, once; a later login tries again.
     #[test]
     fn a_failed_read_is_an_error_and_a_later_login_reads_again() {
-        let all = messages(2_000);
-        let (mut u, queue) = held(0);
-        for (body, _) in &all {
-            u.append(|out| out.extend_from_slice(body));
-        }
-        u.start_at(0);
-        run_jobs(&queue, false);
-        u.reap();
+        let WrittenOut {
+            mut u, queue, all, ..
+        } = written_out_store(2_000);
         assert_eq!(u.start_at(1), 1);
         assert_eq!(run_jobs(&queue, true), 1);
         let e = u.poll_read().unwrap_err();
@@ -933,15 +952,12 @@ mod tests {
     /// settles the stream) is still reported.
     #[test]
     fn a_failed_read_is_reported_to_its_login_only_and_never_lost() {
-        let all = messages(2_000);
-        let framed: Vec<u8> = all.iter().flat_map(|(_, f)| f.clone()).collect();
-        let (mut u, queue) = held(0);
-        for (body, _) in &all {
-            u.append(|out| out.extend_from_slice(body));
-        }
-        u.start_at(0);
-        run_jobs(&queue, false);
-        u.reap();
+        let WrittenOut {
+            mut u,
+            queue,
+            framed,
+            ..
+        } = written_out_store(2_000);
         // A login, a read asked for, the client gone; the read fails unseen.
         u.start_at(1);
         assert_eq!(run_jobs(&queue, true), 1);
