@@ -10,7 +10,8 @@
 //! that no connection is reading is written to a file of the user's own ([`Spiller`]) by a
 //! thread beside the gateway, and freed once written. In memory stay the chunk being filled,
 //! the one the stream is in (also while no connection is logged in), and chunks still being
-//! written: three chunks a user when the disk keeps up. Message positions are kept for one
+//! written: three chunks a user when the disk keeps up, and two windows of
+//! [`WINDOW_BYTES`] while a replay reads the file. Message positions are kept for one
 //! message in [`MARK_EVERY`], so the index takes an eighth of a byte per message, not eight.
 //!
 //! A replay of older messages reads the file through windows of [`WINDOW_BYTES`], and the
