@@ -718,11 +718,15 @@ fn cluster_status(config: &Config) -> ExitCode {
         eprintln!("ironmatch: the configuration has no [cluster]");
         return ExitCode::from(2);
     };
+    let settings = config
+        .cluster_settings()
+        .expect("a configuration with [cluster] has its settings");
     let timeout = std::time::Duration::from_millis(500);
+    // With a cluster secret, each node is asked over the handshake of a member.
     let statuses: Vec<_> = cluster
         .peers
         .iter()
-        .map(|p| (p, ironmatch::cluster::status_of(&p.raft, timeout)))
+        .map(|p| (p, ironmatch::cluster::status_of(&settings, p.id, timeout)))
         .collect();
     let newest = statuses
         .iter()

@@ -160,7 +160,7 @@ fn leader(nodes: &[Node]) -> usize {
     loop {
         for (i, n) in nodes.iter().enumerate() {
             if n.child.is_some()
-                && let Ok(s) = ironmatch::cluster::status_of(&n.raft, Duration::from_millis(200))
+                && let Ok(s) = status(n, Duration::from_millis(200))
                 && s.accepting
             {
                 return i;
@@ -182,7 +182,7 @@ fn converge(nodes: &[Node]) {
             .iter()
             .filter(|n| n.child.is_some())
             .map(|n| {
-                ironmatch::cluster::status_of(&n.raft, Duration::from_millis(200))
+                status(n, Duration::from_millis(200))
                     .ok()
                     .and_then(|s| s.applied)
             })
@@ -195,12 +195,23 @@ fn converge(nodes: &[Node]) {
         if Instant::now() >= deadline {
             let all: Vec<_> = nodes
                 .iter()
-                .map(|n| ironmatch::cluster::status_of(&n.raft, Duration::from_millis(200)))
+                .map(|n| status(n, Duration::from_millis(200)))
                 .collect();
             panic!("nodes did not converge: {applied:?}: {all:#?}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `node`'s status, asked as `ironmatch cluster status` with its configuration asks (with
+/// the cluster secret: over a member's handshake).
+fn status(node: &Node, timeout: Duration) -> std::io::Result<ironmatch::cluster::NodeStatus> {
+    let text = std::fs::read_to_string(&node.config)?;
+    let settings = Config::parse(&text, "node")
+        .map_err(|e| std::io::Error::other(format!("{e:?}")))?
+        .cluster_settings()
+        .expect("the node has [cluster]");
+    ironmatch::cluster::status_of(&settings, settings.node_id, timeout)
 }
 
 fn gateways(nodes: &[Node]) -> Vec<SocketAddr> {
@@ -467,10 +478,9 @@ fn a_frozen_leader_acknowledges_nothing_after_it_lost_its_majority() {
         .collect();
     let deadline = Instant::now() + FAILOVER_MAX;
     let new = loop {
-        let found = others.iter().find(|n| {
-            ironmatch::cluster::status_of(&n.raft, Duration::from_millis(200))
-                .is_ok_and(|s| s.accepting)
-        });
+        let found = others
+            .iter()
+            .find(|n| status(n, Duration::from_millis(200)).is_ok_and(|s| s.accepting));
         if let Some(n) = found {
             break n.raft.clone();
         }
@@ -490,7 +500,7 @@ fn a_frozen_leader_acknowledges_nothing_after_it_lost_its_majority() {
     // It rejoins as a follower of the new leader.
     let deadline = Instant::now() + FAILOVER_MAX;
     loop {
-        let s = ironmatch::cluster::status_of(&nodes[lead].raft, Duration::from_millis(200));
+        let s = status(&nodes[lead], Duration::from_millis(200));
         if s.as_ref()
             .is_ok_and(|s| s.role == "follower" && !s.accepting)
         {
@@ -612,7 +622,7 @@ fn load_across_a_failover(freeze: bool) {
     assert_ne!(leader(&nodes), lead, "another node leads");
     if freeze {
         // The thawed node follows.
-        let s = ironmatch::cluster::status_of(&nodes[lead].raft, Duration::from_millis(500));
+        let s = status(&nodes[lead], Duration::from_millis(500));
         assert!(
             s.as_ref()
                 .is_ok_and(|s| s.role == "follower" && !s.accepting),
@@ -920,7 +930,7 @@ fn the_odd_node_is_left_out(nodes: &mut [Node]) -> (usize, impl Fn(usize) -> Str
     assert_eq!(msg[0], b'A', "the majority of two acknowledges");
     drop(c);
     std::thread::sleep(Duration::from_millis(500));
-    let odd = ironmatch::cluster::status_of(&nodes[2].raft, Duration::from_millis(500)).unwrap();
+    let odd = status(&nodes[2], Duration::from_millis(500)).unwrap();
     assert_eq!(odd.applied, None, "the odd node applied nothing: {odd:?}");
     for n in nodes.iter_mut() {
         stop(n);
@@ -992,7 +1002,8 @@ fn a_node_with_another_cluster_secret_is_refused() {
 
 /// With a secret, a node answers a sealed hello only if it is meant for it and comes from
 /// another node of the cluster (a handshake relayed to a third node, or back to its caller,
-/// is refused), and an unauthenticated connection cannot send a large frame.
+/// is refused), and an unauthenticated connection can neither ask for the node's status
+/// nor send a large frame.
 #[test]
 fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
     use ironmatch::cluster::network::{HELLO_BYTES_MAX, NONCE_LEN, Reply, Request, decode};
@@ -1038,6 +1049,14 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
             _ => panic!("node {caller} to node {node} must be refused"),
         }
     }
+    // A status request without the handshake: a node with a secret answers nothing
+    // unauthenticated; `ironmatch cluster status` asks over a member's handshake.
+    match ask(&Request::Status) {
+        Reply::Failed(why) => assert!(why.contains("without the cluster's handshake"), "{why}"),
+        _ => panic!("an unauthenticated status request must be refused"),
+    }
+    let asked = status(&nodes[0], Duration::from_secs(5)).expect("asked as a member");
+    assert_eq!(asked.id, 1);
     // A length of a megabyte before any hello: the node closes the connection.
     let mut s = connect();
     s.write_all(&(1u32 << 20).to_le_bytes()).unwrap();
@@ -1046,8 +1065,7 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
         matches!(s.read(&mut byte), Ok(0) | Err(_)),
         "the connection is closed"
     );
-    // A status request (answered without a hello) padded past the limit: closed unread,
-    // not answered.
+    // A status request padded past the limit: closed unread, not answered.
     let mut s = connect();
     let mut body = postcard::to_allocvec(&Request::Status).unwrap();
     body.resize(HELLO_BYTES_MAX + 1, 0);
@@ -1212,10 +1230,10 @@ fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
     }
     let late = messages_within(&mut c, Duration::from_secs(3));
     assert!(late.is_empty(), "the cut-off leader acknowledged {late:?}");
-    let status = ironmatch::cluster::status_of(&nodes[lead].raft, Duration::from_millis(500));
+    let cut_off = status(&nodes[lead], Duration::from_millis(500));
     assert!(
-        status.as_ref().is_ok_and(|s| !s.accepting),
-        "the cut-off node takes no logins: {status:?}"
+        cut_off.as_ref().is_ok_and(|s| !s.accepting),
+        "the cut-off node takes no logins: {cut_off:?}"
     );
     // The majority has a leader and acknowledges.
     let majority: Vec<SocketAddr> = (0..3)
@@ -1231,7 +1249,7 @@ fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
     isolate(&links, lead, false);
     let deadline = Instant::now() + FAILOVER_MAX;
     loop {
-        let s = ironmatch::cluster::status_of(&nodes[lead].raft, Duration::from_millis(200));
+        let s = status(&nodes[lead], Duration::from_millis(200));
         if s.as_ref().is_ok_and(|s| s.role == "follower") {
             break;
         }

@@ -813,6 +813,15 @@ async fn serve(
                             Reply::Failed(why.into())
                         }
                     },
+                    // With a secret, nothing is answered before the handshake: the tool
+                    // asks as a member ([`network::sealed_status`]).
+                    (Request::Status, Some(_)) if !agreed => {
+                        let why = "a status request without the cluster's handshake: this \
+                                   node has a cluster secret ([cluster] secret or \
+                                   IRONMATCH_CLUSTER_SECRET for `ironmatch cluster status`)";
+                        refusals.log(from, why);
+                        Reply::Failed(why.into())
+                    }
                     (Request::Status, _) => answer(&raft, &role, &contact, Request::Status).await,
                     _ if !agreed => Reply::Failed("no hello on this connection".into()),
                     (request, _) => answer(&raft, &role, &contact, request).await,
@@ -910,8 +919,46 @@ async fn answer(
     }
 }
 
-/// Asks the node at `addr` for its status (blocking; for `ironmatch cluster status`).
-pub fn status_of(addr: &str, timeout: Duration) -> io::Result<NodeStatus> {
+/// Asks node `node` of the cluster `settings` describe for its status (blocking; for
+/// `ironmatch cluster status`), at the address `settings.peers` gives it. Without a
+/// cluster secret the request goes alone; with one, over the handshake of a member (this
+/// node, or another member when asking this node itself), so that a node with a secret
+/// answers nothing unauthenticated.
+pub fn status_of(
+    settings: &ClusterSettings,
+    node: NodeId,
+    timeout: Duration,
+) -> io::Result<NodeStatus> {
+    let addr = settings
+        .peers
+        .iter()
+        .find(|(id, _)| *id == node)
+        .map(|(_, addr)| addr.as_str())
+        .ok_or_else(|| io::Error::other(format!("node {node} is not a peer of the cluster")))?;
+    let Some(secret) = &settings.secret else {
+        return plain_status_of(addr, timeout);
+    };
+    let caller = std::iter::once(settings.node_id)
+        .chain(settings.peers.iter().map(|(id, _)| *id))
+        .find(|&id| id != node)
+        .ok_or_else(|| io::Error::other("a cluster of one node has no member to ask as"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let secret = Arc::clone(secret);
+    runtime.block_on(async {
+        tokio::time::timeout(
+            timeout,
+            network::sealed_status(addr, node, caller, settings.config_fingerprint, secret),
+        )
+        .await
+        .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    })
+}
+
+/// Asks the node at `addr`, which has no cluster secret, for its status: the request
+/// alone, without a hello.
+fn plain_status_of(addr: &str, timeout: Duration) -> io::Result<NodeStatus> {
     use std::io::{Read, Write};
     let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)?
         .next()
@@ -932,6 +979,7 @@ pub fn status_of(addr: &str, timeout: Duration) -> io::Result<NodeStatus> {
     stream.read_exact(&mut body)?;
     match postcard::from_bytes(&body).map_err(io::Error::other)? {
         Reply::Status(s) => Ok(s),
+        Reply::Failed(why) => Err(io::Error::other(why)),
         _ => Err(io::Error::other("unexpected reply")),
     }
 }

@@ -6,7 +6,9 @@
 //! its feed's shape (MoldUDP64 session, attribution: every node stores the same feed); a
 //! node with another fingerprint refuses every Raft request on that connection, so nodes
 //! that would apply the same commands differently never form a cluster. The same listener
-//! answers `ironmatch cluster status` ([`Request::Status`]) without a hello.
+//! answers `ironmatch cluster status` ([`Request::Status`]): without a hello when the
+//! cluster has no secret, and only after the handshake below when it has one
+//! ([`sealed_status`]).
 //!
 //! With a cluster secret (`[cluster] secret`), a connection is authenticated both ways
 //! before any Raft request: the caller's [`Request::SealedHello`] carries a fresh nonce, the
@@ -350,6 +352,34 @@ pub struct PeerClient {
     id: NodeId,
     /// The peer refused this node's hello (logged once).
     refused: bool,
+}
+
+/// Asks node `target` at `addr` for its status over an authenticated, sealed connection,
+/// as node `caller` (another member of the cluster): what `ironmatch cluster status` does
+/// when the cluster has a secret, since a node with a secret answers nothing
+/// unauthenticated. The caller's refusal is returned, not logged.
+pub async fn sealed_status(
+    addr: &str,
+    target: NodeId,
+    caller: NodeId,
+    config: u64,
+    secret: std::sync::Arc<[u8]>,
+) -> io::Result<NodeStatus> {
+    let mut client = PeerClient {
+        target,
+        addr: addr.to_string(),
+        stream: None,
+        config,
+        secret: Some(secret),
+        id: caller,
+        // A refusal is the tool's answer to print, not a line of a node's log.
+        refused: true,
+    };
+    match client.call_inner(&Request::Status).await? {
+        Reply::Status(status) => Ok(status),
+        Reply::Failed(why) => Err(io::Error::other(why)),
+        _ => Err(io::Error::other("an unexpected reply to a status request")),
+    }
 }
 
 type RpcErr<E = openraft::error::Infallible> = RPCError<NodeId, Node, RaftError<NodeId, E>>;
