@@ -8,7 +8,7 @@ use std::fmt;
 /// A price in units of 1/10 000 of the currency (4 implied decimals, as OUCH carries it).
 ///
 /// Range: `0..=Price::MAX_LIMIT.0` for a limit price. OUCH treats any price at or above
-/// $200,000.0000 as a market order; the gateway maps that to [`crate::book::OrdKind::Market`].
+/// $200,000.0000 as a market order; the gateway maps that to a market order (`NewOrder::price` `None`).
 #[derive(
     Clone,
     Copy,

@@ -26,10 +26,12 @@
 //! ahead is tried again when the stream gets there.
 //!
 //! A chunk whose write fails stays in memory (the first failure is logged): the files
-//! share the journal's disk, and a disk that fails them fails the journal too.
+//! share the journal's disk, and a disk that fails them fails the journal too. Should the
+//! thread die (a panic: nothing in it is meant to), the read it held is seen dropped, not
+//! waited for, and reads are done on the gateway's thread from then on ([`Exit`]).
 
 use std::fs::File;
-use std::io;
+use std::io::{self, Write as _};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -146,6 +148,32 @@ impl Read {
     }
 }
 
+/// The store thread's end. If it ends by a panic (nothing in it is meant to), its queue and
+/// the read in hand are dropped first; this then wakes the gateway, whose sessions find
+/// their reads dropped and do them on the gateway's thread from then on (as writes fail,
+/// chunks stay in memory): slower, but no session waits forever for a window.
+struct Exit {
+    read_done: Arc<AtomicBool>,
+    wake: Option<Arc<mio::Waker>>,
+}
+
+impl Drop for Exit {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        // Not `eprintln!`, which panics if stderr fails: a panic while panicking aborts.
+        let _ = writeln!(
+            io::stderr(),
+            "ironmatch gateway: the session store's thread stopped; store files are read on the gateway's thread and new chunks stay in memory"
+        );
+        self.read_done.store(true, Ordering::Release);
+        if let Some(wake) = &self.wake {
+            let _ = wake.wake();
+        }
+    }
+}
+
 /// A window read (or not) for a store: the bytes from `at` to the last whole packet.
 #[derive(Debug)]
 struct Window {
@@ -175,6 +203,11 @@ impl Spiller {
         std::thread::Builder::new()
             .name("ironmatch-store".into())
             .spawn(move || {
+                // Declared first, so dropped last: after the queue and a job in hand.
+                let _exit = Exit {
+                    read_done: Arc::clone(&done),
+                    wake: wake.clone(),
+                };
                 let mut reported = false;
                 for job in queue {
                     match job {
@@ -224,13 +257,14 @@ impl Spiller {
 }
 
 /// One session's store file, the queue of the thread that writes and reads it, and where
-/// that thread answers the session's reads.
+/// that thread answers the session's read in flight.
 #[derive(Debug)]
 pub struct SpillFile {
     file: Arc<File>,
     jobs: Sender<Job>,
-    /// One read is in flight at a time: its window comes back here.
-    windows: (Sender<Window>, Receiver<Window>),
+    /// One read is in flight at a time: its window comes back here. The read alone holds
+    /// the sending end, so a read the thread dropped (it died) is seen, not waited for.
+    window: Option<Receiver<Window>>,
 }
 
 impl SpillFile {
@@ -238,7 +272,7 @@ impl SpillFile {
         SpillFile {
             file: Arc::new(file),
             jobs,
-            windows: bounded(1),
+            window: None,
         }
     }
 }
@@ -602,16 +636,21 @@ impl SessionStore {
         if !self.reading {
             return;
         }
-        let Some(spill) = &self.spill else {
+        let Some(receiver) = self.spill.as_ref().and_then(|s| s.window.as_ref()) else {
             return;
         };
-        match spill.windows.1.try_recv() {
+        match receiver.try_recv() {
             Ok(window) => {
                 self.reading = false;
                 self.ready = Some(window);
             }
-            Err(TryRecvError::Empty) => {}
-            Err(TryRecvError::Disconnected) => unreachable!("the store holds both ends"),
+            Err(TryRecvError::Empty) => return,
+            // The thread dropped the read: it died. The window is asked for again, and
+            // read here ([`Self::request`]: the thread's queue is gone with it).
+            Err(TryRecvError::Disconnected) => self.reading = false,
+        }
+        if let Some(spill) = &mut self.spill {
+            spill.window = None;
         }
     }
 
@@ -626,20 +665,24 @@ impl SessionStore {
         if !matches!(self.chunks[c], Chunk::Written) {
             return;
         }
-        let Some(spill) = &self.spill else {
+        let len = (self.end(c) - at).min(WINDOW_BYTES as u64) as usize;
+        let Some(spill) = &mut self.spill else {
             unreachable!("only a store with a file writes chunks out")
         };
-        let len = (self.end(c) - at).min(WINDOW_BYTES as u64) as usize;
+        let (reply, window) = bounded(1);
         let read = Read {
             file: Arc::clone(&spill.file),
             at,
             len,
             login: self.login,
             ahead,
-            reply: spill.windows.0.clone(),
+            reply,
         };
         match spill.jobs.send(Job::Read(read)) {
-            Ok(()) => self.reading = true,
+            Ok(()) => {
+                spill.window = Some(window);
+                self.reading = true;
+            }
             Err(crossbeam::channel::SendError(job)) => {
                 let Job::Read(read) = job else {
                     unreachable!("the job sent")
@@ -927,6 +970,60 @@ mod tests {
         let from: usize = all[..999].iter().map(|(_, f)| f.len()).sum();
         assert_eq!(u.unsent_len(), (framed.len() - from) as u64);
         assert!(framed[from..].starts_with(u.unsent()));
+    }
+
+    /// The store's thread dying with a read in hand drops the read and the thread's queue:
+    /// the stream does not wait for that read forever; the window is read on the caller's
+    /// thread, and so are the rest, to the end of the replay, exact.
+    #[test]
+    fn a_read_dropped_by_a_dead_thread_is_done_here() {
+        let WrittenOut {
+            mut u,
+            queue,
+            framed,
+            ..
+        } = written_out_store(2_000);
+        assert_eq!(u.start_at(1), 1);
+        assert!(u.reading, "a read is asked for");
+        drop(queue);
+        assert!(u.waiting());
+        assert!(u.poll_read().unwrap(), "the window is read here");
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        while u.unsent_len() > 0 {
+            rounds += 1;
+            assert!(rounds < 100_000, "the stream stopped at byte {}", got.len());
+            let n = u.unsent().len();
+            got.extend_from_slice(&u.unsent()[..n]);
+            u.mark_sent(n);
+            u.poll_read().unwrap();
+        }
+        assert!(got == framed, "the stream read back differs");
+    }
+
+    /// A store thread that ends by a panic says so to the gateway: the flag its sessions'
+    /// reads are collected on is set (and its waker woken), so they find their reads gone.
+    #[test]
+    fn a_store_thread_that_panics_flags_the_gateway() {
+        let read_done = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&read_done);
+        let ended = std::thread::spawn(move || {
+            let _exit = Exit {
+                read_done: flag,
+                wake: None,
+            };
+            panic!("a store thread's panic, on purpose");
+        })
+        .join();
+        assert!(ended.is_err());
+        assert!(read_done.load(Ordering::Acquire));
+        // An orderly end (the last store dropped) flags nothing.
+        let quiet = Arc::new(AtomicBool::new(false));
+        drop(Exit {
+            read_done: Arc::clone(&quiet),
+            wake: None,
+        });
+        assert!(!quiet.load(Ordering::Acquire));
     }
 
     /// A read that fails is the connection's error, once; a later login tries again.

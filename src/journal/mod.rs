@@ -10,7 +10,7 @@
 //! On start, [`recover`] reads the journal back: it re-runs every command through a fresh
 //! matcher, checks that each journaled event is the one the matcher produces again, and
 //! hands the events to the gateway to rebuild each session's numbered stream. With a
-//! [snapshot](snapshot) it starts from the newest one that checks out and re-runs only the
+//! [snapshot] it starts from the newest one that checks out and re-runs only the
 //! commands after it; the events before it are still read for the sessions' streams.
 //!
 //! # Format, version 1

@@ -340,7 +340,7 @@ fn take(
 /// Scheduling niceness of the snapshot thread: the lowest priority. It only has to keep up
 /// on average, so when cores are short (2 of them, `shared` threading beside a load
 /// generator) the pipeline runs first: the follower stays off the hot path in every mode.
-const SNAPSHOT_NICE: i32 = 19;
+pub const SNAPSHOT_NICE: i32 = 19;
 
 /// Starts [`run_snapshotter`] on its own thread (named `im-snapshot`, niceness
 /// [`SNAPSHOT_NICE`]).
