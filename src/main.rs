@@ -722,7 +722,7 @@ fn cluster_status(config: &Config) -> ExitCode {
         .cluster_settings()
         .expect("a configuration with [cluster] has its settings");
     let timeout = std::time::Duration::from_millis(500);
-    // With a cluster secret, each node is asked over the handshake of a member.
+    // With a cluster secret, each node is asked over a handshake proving it.
     let statuses: Vec<_> = cluster
         .peers
         .iter()
@@ -762,6 +762,10 @@ fn cluster_status(config: &Config) -> ExitCode {
                     newest.saturating_sub(s.applied.unwrap_or(0)),
                     if s.accepting { "taken" } else { "refused" }
                 );
+            }
+            // A node that answered with a refusal (another secret, say) is not unreachable.
+            Err(e) if e.kind() == std::io::ErrorKind::Other => {
+                println!("{:>4}  {:<21} refused: {e}", peer.id, peer.raft)
             }
             Err(e) => println!("{:>4}  {:<21} unreachable: {e}", peer.id, peer.raft),
         }

@@ -1043,20 +1043,30 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
         matches!(ask(&hello(2, 1)), Reply::Challenge { .. }),
         "node 2 to node 1 is challenged"
     );
-    for (caller, node) in [(2, 3), (1, 1), (9, 1)] {
+    for (caller, node) in [(2, 3), (9, 1)] {
         match ask(&hello(caller, node)) {
             Reply::Failed(why) => assert!(why.contains("this is node 1"), "{why}"),
             _ => panic!("node {caller} to node {node} must be refused"),
         }
     }
     // A status request without the handshake: a node with a secret answers nothing
-    // unauthenticated; `ironmatch cluster status` asks over a member's handshake.
+    // unauthenticated.
     match ask(&Request::Status) {
         Reply::Failed(why) => assert!(why.contains("without the cluster's handshake"), "{why}"),
         _ => panic!("an unauthenticated status request must be refused"),
     }
-    let asked = status(&nodes[0], Duration::from_secs(5)).expect("asked as a member");
+    // `ironmatch cluster status` proves the secret in a handshake from node 1 to itself:
+    // answered the status, and nothing else, whatever its configuration.
+    let asked = status(&nodes[0], Duration::from_secs(5)).expect("asked with the secret");
     assert_eq!(asked.id, 1);
+    for tool_config in [config, config ^ 1] {
+        let (status, vote) = as_the_status_tool(&nodes[0].raft, tool_config);
+        assert!(matches!(status, Reply::Status(_)), "the status is answered");
+        match vote {
+            Reply::Failed(why) => assert!(why.contains("status only"), "{why}"),
+            _ => panic!("a status connection must not reach Raft"),
+        }
+    }
     // A length of a megabyte before any hello: the node closes the connection.
     let mut s = connect();
     s.write_all(&(1u32 << 20).to_le_bytes()).unwrap();
@@ -1076,6 +1086,66 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
         "a frame over the limit is not answered"
     );
     stop(&mut nodes[0]);
+}
+
+/// Opens a sealed connection to the node at `addr` as `ironmatch cluster status` does (a
+/// handshake from node 1 to itself, with the tests' secret and the fingerprint `config`),
+/// then asks for the status and for a vote: the replies.
+fn as_the_status_tool(
+    addr: &str,
+    config: u64,
+) -> (
+    ironmatch::cluster::network::Reply,
+    ironmatch::cluster::network::Reply,
+) {
+    use ironmatch::cluster::network::{
+        End, NONCE_LEN, Reply, Request, Transcript, nonce, read_frame, write_frame,
+    };
+    let secret: &[u8] = b"the cluster's own secret";
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut t = Transcript {
+            config,
+            caller: 1,
+            node: 1,
+            caller_nonce: nonce().unwrap(),
+            node_nonce: [0; NONCE_LEN],
+        };
+        let hello = Request::SealedHello {
+            config,
+            caller: 1,
+            node: 1,
+            nonce: t.caller_nonce,
+        };
+        write_frame(&mut s, &hello, None).await.unwrap();
+        let Reply::Challenge { nonce, proof } = read_frame(&mut s, None).await.unwrap() else {
+            panic!("a handshake from the node to itself is challenged");
+        };
+        t.node_nonce = nonce;
+        assert!(t.proof_holds(secret, End::Node, &proof));
+        let proof = Request::Proof {
+            proof: t.proof(secret, End::Caller),
+        };
+        write_frame(&mut s, &proof, None).await.unwrap();
+        let mut seal = t.seal(secret, End::Caller);
+        let agreed = read_frame(&mut s, Some(&mut seal)).await.unwrap();
+        assert!(matches!(agreed, Reply::Hello), "the proof is taken");
+        write_frame(&mut s, &Request::Status, Some(&mut seal))
+            .await
+            .unwrap();
+        let status = read_frame(&mut s, Some(&mut seal)).await.unwrap();
+        let vote = Request::Vote(openraft::raft::VoteRequest {
+            vote: openraft::Vote::new(99, 1),
+            last_log_id: None,
+        });
+        write_frame(&mut s, &vote, Some(&mut seal)).await.unwrap();
+        let voted = read_frame(&mut s, Some(&mut seal)).await.unwrap();
+        (status, voted)
+    })
 }
 
 #[test]

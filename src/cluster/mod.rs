@@ -717,6 +717,9 @@ async fn serve(
             let mut seal: Option<Seal> = None;
             // The handshake of a sealed hello answered, until the caller's proof.
             let mut challenged: Option<network::Transcript> = None;
+            // A tool's connection (its sealed hello from this node to this node): it may
+            // ask for the status only.
+            let mut status_only = false;
             let opened = tokio::time::Instant::now();
             let differs = |theirs: u64| {
                 format!(
@@ -756,6 +759,40 @@ async fn serve(
                         refusals.log(from, why);
                         Reply::Failed(why.into())
                     }
+                    // `ironmatch cluster status` proves the secret as this node itself
+                    // ([`network::sealed_status`]), with its own configuration's
+                    // fingerprint (the transcript covers it): answered with the status
+                    // only, whatever its configuration, so that a node configured apart
+                    // still shows. A handshake of this node's relayed back to it is no
+                    // more than that.
+                    (
+                        Request::SealedHello {
+                            config: theirs,
+                            caller,
+                            node,
+                            nonce,
+                        },
+                        Some(key),
+                    ) if caller == me && node == me && !agreed && challenged.is_none() => {
+                        match network::nonce() {
+                            Ok(ours) => {
+                                let transcript = network::Transcript {
+                                    config: theirs,
+                                    caller,
+                                    node: me,
+                                    caller_nonce: nonce,
+                                    node_nonce: ours,
+                                };
+                                challenged = Some(transcript);
+                                status_only = true;
+                                Reply::Challenge {
+                                    nonce: ours,
+                                    proof: transcript.proof(key, End::Node),
+                                }
+                            }
+                            Err(e) => Reply::Failed(format!("no nonce: {e}")),
+                        }
+                    }
                     (
                         Request::Hello { config: theirs }
                         | Request::SealedHello { config: theirs, .. },
@@ -770,7 +807,7 @@ async fn serve(
                         Reply::Hello
                     }
                     (Request::SealedHello { caller, node, .. }, Some(_))
-                        if node != me || caller == me || !members.contains(&caller) =>
+                        if node != me || !members.contains(&caller) =>
                     {
                         // A handshake relayed to another node, or back to its caller.
                         let why = format!(
@@ -824,6 +861,9 @@ async fn serve(
                     }
                     (Request::Status, _) => answer(&raft, &role, &contact, Request::Status).await,
                     _ if !agreed => Reply::Failed("no hello on this connection".into()),
+                    _ if status_only => {
+                        Reply::Failed("a status connection asks for the status only".into())
+                    }
                     (request, _) => answer(&raft, &role, &contact, request).await,
                 };
                 let refused = matches!(reply, Reply::Failed(_)) && !agreed;
@@ -920,10 +960,11 @@ async fn answer(
 }
 
 /// Asks node `node` of the cluster `settings` describe for its status (blocking; for
-/// `ironmatch cluster status`), at the address `settings.peers` gives it. Without a
-/// cluster secret the request goes alone; with one, over the handshake of a member (this
-/// node, or another member when asking this node itself), so that a node with a secret
-/// answers nothing unauthenticated.
+/// `ironmatch cluster status`), at the address `settings.peers` gives it, within
+/// `timeout`. Without a cluster secret the request goes alone; with one, over a handshake
+/// proving the secret ([`network::sealed_status`]), since a node with a secret answers
+/// nothing unauthenticated. A node's refusal is an error of kind `Other` (its reason);
+/// not reaching it, of another kind.
 pub fn status_of(
     settings: &ClusterSettings,
     node: NodeId,
@@ -938,10 +979,6 @@ pub fn status_of(
     let Some(secret) = &settings.secret else {
         return plain_status_of(addr, timeout);
     };
-    let caller = std::iter::once(settings.node_id)
-        .chain(settings.peers.iter().map(|(id, _)| *id))
-        .find(|&id| id != node)
-        .ok_or_else(|| io::Error::other("a cluster of one node has no member to ask as"))?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -949,7 +986,7 @@ pub fn status_of(
     runtime.block_on(async {
         tokio::time::timeout(
             timeout,
-            network::sealed_status(addr, node, caller, settings.config_fingerprint, secret),
+            network::sealed_status(addr, node, settings.config_fingerprint, secret, timeout),
         )
         .await
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))

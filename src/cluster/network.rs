@@ -8,7 +8,7 @@
 //! that would apply the same commands differently never form a cluster. The same listener
 //! answers `ironmatch cluster status` ([`Request::Status`]): without a hello when the
 //! cluster has no secret, and only after the handshake below when it has one
-//! ([`sealed_status`]).
+//! ([`sealed_status`]: a handshake from the node to itself, answered the status only).
 //!
 //! With a cluster secret (`[cluster] secret`), a connection is authenticated both ways
 //! before any Raft request: the caller's [`Request::SealedHello`] carries a fresh nonce, the
@@ -153,8 +153,9 @@ impl End {
 }
 
 /// What a handshake's proofs and its connection's key cover: the configuration, which
-/// node called which (so a handshake relayed to another node, or back to the caller's own
-/// listener, does not hold), and both fresh nonces.
+/// node called which (so a handshake relayed to another node does not hold, and one back to
+/// the caller's own listener is taken as a status tool's: answered the status only), and
+/// both fresh nonces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Transcript {
     /// The configuration fingerprint both ends have.
@@ -337,6 +338,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             secret: self.secret.clone(),
             id: self.id,
             refused: false,
+            connect_max: CONNECT_MAX,
         }
     }
 }
@@ -352,18 +354,23 @@ pub struct PeerClient {
     id: NodeId,
     /// The peer refused this node's hello (logged once).
     refused: bool,
+    /// How long opening the connection may take.
+    connect_max: Duration,
 }
 
-/// Asks node `target` at `addr` for its status over an authenticated, sealed connection,
-/// as node `caller` (another member of the cluster): what `ironmatch cluster status` does
-/// when the cluster has a secret, since a node with a secret answers nothing
-/// unauthenticated. The caller's refusal is returned, not logged.
+/// Asks node `target` at `addr` for its status over an authenticated, sealed connection:
+/// what `ironmatch cluster status` does when the cluster has a secret, since a node with
+/// a secret answers nothing unauthenticated. The handshake is a node's, from `target` to
+/// itself: the node takes such a connection as a tool's and answers it the status only,
+/// whatever the `config` fingerprint the tool has (the transcript covers it), so that a
+/// node configured apart still shows. `connect_max` bounds the connection's opening. A
+/// refusal is returned as an error of kind `Other`, not logged.
 pub async fn sealed_status(
     addr: &str,
     target: NodeId,
-    caller: NodeId,
     config: u64,
     secret: std::sync::Arc<[u8]>,
+    connect_max: Duration,
 ) -> io::Result<NodeStatus> {
     let mut client = PeerClient {
         target,
@@ -371,9 +378,10 @@ pub async fn sealed_status(
         stream: None,
         config,
         secret: Some(secret),
-        id: caller,
+        id: target,
         // A refusal is the tool's answer to print, not a line of a node's log.
         refused: true,
+        connect_max,
     };
     match client.call_inner(&Request::Status).await? {
         Reply::Status(status) => Ok(status),
@@ -411,7 +419,7 @@ impl PeerClient {
 
     async fn call_inner(&mut self, request: &Request) -> io::Result<Reply> {
         if self.stream.is_none() {
-            let stream = tokio::time::timeout(CONNECT_MAX, TcpStream::connect(&self.addr))
+            let stream = tokio::time::timeout(self.connect_max, TcpStream::connect(&self.addr))
                 .await
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             stream.set_nodelay(true)?;
@@ -731,6 +739,7 @@ mod tests {
                     secret: Some(SECRET.into()),
                     id: 1,
                     refused: false,
+                    connect_max: CONNECT_MAX,
                 };
                 assert!(client.call_inner(&Request::Status).await.is_err());
                 assert!(client.stream.is_none(), "no connection kept");

@@ -84,6 +84,9 @@ enum Job {
     Free(Arc<Handed>),
     /// A window of a store file to read for a replay.
     Read(Read),
+    /// The thread panics (a test of what follows its death).
+    #[cfg(test)]
+    Panic,
 }
 
 /// A chunk to write at `offset` of `file`.
@@ -221,6 +224,8 @@ impl Spiller {
                             }
                         }
                         Job::Free(chunk) => drop(chunk),
+                        #[cfg(test)]
+                        Job::Panic => panic!("the store thread's death, asked for by a test"),
                         Job::Read(read) => {
                             let reply = read.reply.clone();
                             // The store may be gone (its user's session ended): nobody
@@ -828,7 +833,7 @@ mod tests {
                     match job {
                         Job::Write(job) => writes.push(job),
                         Job::Read(read) => read.reply.clone().send(read.run()).unwrap(),
-                        Job::Free(_) => {}
+                        Job::Free(_) | Job::Panic => {}
                     }
                 }
                 u.poll_read().unwrap();
@@ -883,7 +888,7 @@ mod tests {
                     };
                     read.reply.send(window).unwrap();
                 }
-                Job::Free(_) => {}
+                Job::Free(_) | Job::Panic => {}
             }
         }
         reads
@@ -999,6 +1004,31 @@ mod tests {
             u.poll_read().unwrap();
         }
         assert!(got == framed, "the stream read back differs");
+    }
+
+    /// The store's own thread, dying: its queue is gone (a job sent is refused, so reads
+    /// and writes are done or kept on the caller's side) by the time it flags the gateway.
+    #[test]
+    fn the_store_thread_flags_its_death_after_its_queue_is_gone() {
+        let spiller = Spiller::start(None).unwrap();
+        let read_done = spiller.read_done();
+        spiller.jobs.send(Job::Panic).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !read_done.load(Ordering::Acquire) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the thread's death is flagged"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let chunk = Arc::new(Handed {
+            bytes: Vec::new(),
+            state: AtomicU8::new(PENDING),
+        });
+        assert!(
+            spiller.jobs.send(Job::Free(chunk)).is_err(),
+            "the queue went before the flag"
+        );
     }
 
     /// A store thread that ends by a panic says so to the gateway: the flag its sessions'
@@ -1133,7 +1163,7 @@ mod tests {
                     match job {
                         Job::Write(w) => writes.push(w),
                         Job::Read(r) => reads.push(r),
-                        Job::Free(_) => {}
+                        Job::Free(_) | Job::Panic => {}
                     }
                 }
             };

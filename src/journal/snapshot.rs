@@ -340,10 +340,10 @@ fn take(
 /// Scheduling niceness of the snapshot thread: the lowest priority. It only has to keep up
 /// on average, so when cores are short (2 of them, `shared` threading beside a load
 /// generator) the pipeline runs first: the follower stays off the hot path in every mode.
-pub const SNAPSHOT_NICE: i32 = 19;
+const SNAPSHOT_NICE: i32 = 19;
 
-/// Starts [`run_snapshotter`] on its own thread (named `im-snapshot`, niceness
-/// [`SNAPSHOT_NICE`]).
+/// Starts [`run_snapshotter`] on its own thread (named `im-snapshot`, niceness 19, the
+/// lowest priority).
 pub fn spawn_snapshotter(
     start: SnapshotterStart,
     stop: Arc<AtomicBool>,
@@ -528,8 +528,8 @@ impl SnapshotTaker {
 const WRITTEN_POLL: Duration = Duration::from_millis(1);
 
 /// Starts matcher-made snapshots from `start` (its `state` is not used): returns the
-/// matcher's [`SnapshotTaker`] and the writer thread (`im-snapshot`, niceness
-/// [`SNAPSHOT_NICE`]). The thread writes each snapshot once `written` (the last record
+/// matcher's [`SnapshotTaker`] and the writer thread (`im-snapshot`, niceness 19, the
+/// lowest priority). The thread writes each snapshot once `written` (the last record
 /// the journal writer has written, see
 /// [`JournalWriter::written`](super::writer::JournalWriter::written)) has reached it, so
 /// a snapshot never covers records the journal lacks after a process crash. It ends when
