@@ -16,7 +16,12 @@
 //! overrides its `poll_interval_us` (0: woken by the writer after every batch).
 //! `IRONMATCH_METRICS=1` (shared threading only) turns on the matcher's and journal
 //! writer's metrics as `serve` does when the admin endpoint is on, as in the shipped
-//! configuration.
+//! configuration. The replies go into the user's session store as the gateway's egress
+//! puts them (framed as Sequenced Data, chunks of `session_store_bytes` written out by
+//! the store's thread to a file in the journal's directory), and each drain then takes
+//! what is unsent and marks it sent, as a flush to a socket that takes everything does;
+//! `IRONMATCH_STORE=0` encodes each reply into a buffer instead (the bench before
+//! 2026-12-06), to show what the store costs the egress path.
 
 #![allow(missing_docs)]
 
@@ -32,7 +37,7 @@ use ironmatch::admin::metrics::EngineMetrics;
 use ironmatch::book::{Command, EventBody};
 use ironmatch::config::Config;
 use ironmatch::feed::{PublisherStart, spawn_publisher};
-use ironmatch::gateway::{encode_event, to_command};
+use ironmatch::gateway::{SessionStore, Spiller, encode_event, to_command};
 use ironmatch::pipeline::{Agent, CompositeAgent, Record, Ring, Threading, Wake};
 use ironmatch::server::{core_agents, open_journal, spawn_core};
 use ironmatch::types::{OwnerId, Symbol, Timestamp};
@@ -55,6 +60,8 @@ struct Pipeline {
     firm: ironmatch::types::Firm,
     next_ref: u32,
     out: Vec<u8>,
+    /// The user's session store, as the gateway keeps it (`None`: `IRONMATCH_STORE=0`).
+    store: Option<SessionStore>,
 }
 
 impl Pipeline {
@@ -147,6 +154,15 @@ impl Pipeline {
             "pipeline bench: metrics {}",
             if metrics { "on" } else { "off" }
         );
+        let store = (std::env::var("IRONMATCH_STORE").as_deref() != Ok("0")).then(|| {
+            let spiller = Spiller::start(None).unwrap();
+            let file = spiller.file_in(&dir.join("sessions")).unwrap();
+            SessionStore::new(config.gateway.session_store_bytes, Some(file))
+        });
+        eprintln!(
+            "pipeline bench: session store {}",
+            if store.is_some() { "on" } else { "off" }
+        );
         let (core, threads) = if threading == Threading::Shared {
             let (mut matcher, mut journal, _) = core_agents(
                 matcher,
@@ -192,6 +208,7 @@ impl Pipeline {
             firm: book.owners[0].firm,
             next_ref: 0,
             out: Vec::with_capacity(1 << 20),
+            store,
         }
     }
 
@@ -252,17 +269,33 @@ impl Pipeline {
         }
     }
 
-    /// Encodes every released reply; returns how many order-entry replies were encoded.
+    /// Encodes every released reply (into the session store, then sent: see the module
+    /// docs); returns how many order-entry replies were encoded.
     fn drain(&mut self) -> usize {
         let mut replies = 0;
+        let symbols = &self.symbols;
         while let Some(record) = self.to_egress.try_pop() {
             if let Record::Event(e) = record
                 && !matches!(e.body, EventBody::MdAdd { .. } | EventBody::MdDelete { .. })
             {
-                self.out.clear();
-                encode_event(&e, &self.symbols, &mut self.out);
-                black_box(&self.out);
+                match &mut self.store {
+                    Some(store) => store.append(|out| {
+                        encode_event(&e, symbols, out);
+                    }),
+                    None => {
+                        self.out.clear();
+                        encode_event(&e, symbols, &mut self.out);
+                        black_box(&self.out);
+                    }
+                }
                 replies += 1;
+            }
+        }
+        if let Some(store) = &mut self.store {
+            // The flush: a socket that takes every byte (chunk by chunk).
+            while !store.unsent().is_empty() {
+                let n = black_box(store.unsent()).len();
+                store.mark_sent(n);
             }
         }
         replies

@@ -50,7 +50,7 @@ pub use admission::{AdmissionCounters, AdmissionStats};
 pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
 use session::UserSession;
-use store::{SessionStore, Spiller};
+pub use store::{SessionStore, SpillFile, Spiller};
 
 use crate::admin::actions::{ActionReply, ActionRequest, AdminAction};
 use crate::admin::metrics::{EngineMetrics, MarkReader};
