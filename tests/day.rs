@@ -344,8 +344,12 @@ fn day_with_two_orders(
 #[test]
 fn a_restart_in_the_middle_of_the_day_resumes_the_schedule() {
     let dir = temp_dir("day-restart");
-    let (config, server, day, _) = day_with_two_orders(&dir, [0.3, 0.6, 4.0, 5.5]);
+    let (config, server, day, mm1) = day_with_two_orders(&dir, [0.3, 0.6, 4.0, 5.5]);
+    // The member stays connected through the stop: a client gone first would have its
+    // Day orders canceled on disconnect (MM1 cancels on disconnect), if the gateway saw
+    // the close before the stop (a race that failed this test once in CI).
     server.stop().unwrap();
+    drop(mm1);
 
     // Same day, same session: the stream resumes; the market is still open.
     let server = Server::start(&config).unwrap();

@@ -927,6 +927,23 @@ mod tests {
         }
     }
 
+    /// Sends `u`'s stream to its end, as a socket that takes every byte would, with
+    /// `between` (the store thread's work, say) and a poll for reads after each write.
+    fn stream_to_end(u: &mut SessionStore, mut between: impl FnMut()) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut rounds = 0;
+        while u.unsent_len() > 0 {
+            rounds += 1;
+            assert!(rounds < 100_000, "the stream stopped at byte {}", got.len());
+            let n = u.unsent().len();
+            got.extend_from_slice(&u.unsent()[..n]);
+            u.mark_sent(n);
+            between();
+            u.poll_read().unwrap();
+        }
+        got
+    }
+
     /// A login into written-out chunks is answered at once; nothing is read on the
     /// caller's thread: the stream starts once the thread has read the window, and the
     /// window after it is asked for as soon as that one is taken.
@@ -948,17 +965,9 @@ mod tests {
         assert_eq!(run_jobs(&queue, false), 1);
         assert!(u.poll_read().unwrap(), "the window is there");
         assert!(u.reading, "the next window is asked for at once");
-        let mut got = Vec::new();
-        let mut rounds = 0;
-        while u.unsent_len() > 0 {
-            rounds += 1;
-            assert!(rounds < 100_000, "the stream stopped at byte {}", got.len());
-            let n = u.unsent().len();
-            got.extend_from_slice(&u.unsent()[..n]);
-            u.mark_sent(n);
+        let got = stream_to_end(&mut u, || {
             run_jobs(&queue, false);
-            u.poll_read().unwrap();
-        }
+        });
         assert!(got == framed, "the stream read back differs");
         // From a message in the middle of a written-out chunk: found from the kept
         // position before it once that window is read.
@@ -993,16 +1002,7 @@ mod tests {
         drop(queue);
         assert!(u.waiting());
         assert!(u.poll_read().unwrap(), "the window is read here");
-        let mut got = Vec::new();
-        let mut rounds = 0;
-        while u.unsent_len() > 0 {
-            rounds += 1;
-            assert!(rounds < 100_000, "the stream stopped at byte {}", got.len());
-            let n = u.unsent().len();
-            got.extend_from_slice(&u.unsent()[..n]);
-            u.mark_sent(n);
-            u.poll_read().unwrap();
-        }
+        let got = stream_to_end(&mut u, || {});
         assert!(got == framed, "the stream read back differs");
     }
 
