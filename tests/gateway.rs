@@ -493,7 +493,15 @@ fn cancel_on_disconnect_follows_the_users_setting() {
     next(&mut keeps);
     drop(cod);
     drop(keeps);
-    std::thread::sleep(Duration::from_millis(200));
+    // MM1 logs in again once the gateway has seen its close, so its order was canceled
+    // before the taker's comes; the cancel waited in MM1's stream for that login.
+    let mut back = common::login_after_close(addr, "MM1", "pw1", 2);
+    let msg = next(&mut back).1;
+    let Outbound::Canceled(c) = decode(&msg) else {
+        panic!()
+    };
+    assert_eq!((c.user_ref.get(), c.reason), (1, b'Z'));
+    common::login_after_close(addr, "MM3", "pw3", 2);
     taker
         .enter(
             1,
@@ -516,13 +524,6 @@ fn cancel_on_disconnect_follows_the_users_setting() {
         (100, PX + 100),
         "only MM3's order was left"
     );
-    // The cancel waits in MM1's stream for its next login.
-    let mut back = login(addr, "MM1", "pw1", 2);
-    let msg = next(&mut back).1;
-    let Outbound::Canceled(c) = decode(&msg) else {
-        panic!()
-    };
-    assert_eq!((c.user_ref.get(), c.reason), (1, b'Z'));
     server.stop().unwrap();
 }
 

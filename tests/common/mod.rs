@@ -236,6 +236,23 @@ pub fn login(addr: SocketAddr, user: &str, password: &str, seq: u64) -> Client {
     }
 }
 
+/// [`login`] once the gateway has seen `user`'s last connection close: until then the
+/// session is in use (Login Rejected `S`), so this is also how a test knows the close,
+/// and what it does (cancel on disconnect), came first. Tries for 5 s.
+pub fn login_after_close(addr: SocketAddr, user: &str, password: &str, seq: u64) -> Client {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = Client::connect(addr).expect("connect");
+        match c.login(user, password, seq).expect("login answer") {
+            Received::LoginAccepted { .. } => return c,
+            Received::LoginRejected(b'S') if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            other => panic!("login of {user} not accepted: {other:?}"),
+        }
+    }
+}
+
 /// The next sequenced message, within 5 s.
 pub fn next(c: &mut Client) -> (u64, Vec<u8>) {
     c.recv_message(Duration::from_secs(5))
