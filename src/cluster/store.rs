@@ -454,24 +454,15 @@ fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<
     }
 }
 
-/// Writes a small file atomically (temporary file, rename, directory sync).
+/// Writes a small file atomically ([`crate::journal::write_file_atomically`]).
 fn write_small<T: serde::Serialize>(
     dir: &Path,
     name: &str,
     value: &T,
     sync: bool,
 ) -> io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let mut file = File::create(&tmp)?;
-    file.write_all(&postcard::to_allocvec(value).map_err(io::Error::other)?)?;
-    if sync {
-        file.sync_data()?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    if sync {
-        File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    let bytes = postcard::to_allocvec(value).map_err(io::Error::other)?;
+    crate::journal::write_file_atomically(dir, name, &bytes, sync).map(drop)
 }
 
 impl RaftLogReader<TypeConfig> for RaftStore {

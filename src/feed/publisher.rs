@@ -138,14 +138,7 @@ impl FeedSettings {
             }
         }
         let text = toml::to_string(&configured).map_err(io::Error::other)?;
-        let tmp = dir.join(format!("{SETTINGS_NAME}.tmp"));
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, text.as_bytes())?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, dir.join(SETTINGS_NAME))?;
-        std::fs::File::open(dir)?.sync_all()?;
+        crate::journal::write_file_atomically(dir, SETTINGS_NAME, text.as_bytes(), true)?;
         let pinned = if journal_new {
             Pinned::New
         } else {

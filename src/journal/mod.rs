@@ -64,6 +64,7 @@ pub use reader::{
 };
 pub use writer::{
     FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, create_dir_durably, lock_dir,
+    write_file_atomically,
 };
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).

@@ -33,8 +33,7 @@
 //!   matcher never waits for a snapshot, but the re-run costs about as much CPU again as
 //!   matching, all day (on a machine with cores to spare).
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -198,19 +197,7 @@ pub fn remove_partial(dir: &Path) -> io::Result<()> {
 /// directory), then removes all but the newest [`SNAPSHOTS_KEPT`]. Returns its path.
 pub fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> io::Result<PathBuf> {
     let bytes = encode_snapshot(snapshot);
-    let path = dir.join(snapshot_name(snapshot.seq));
-    let tmp = dir.join(format!("{}.tmp", snapshot_name(snapshot.seq)));
-    {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-    }
-    std::fs::rename(&tmp, &path)?;
-    File::open(dir)?.sync_all()?;
+    let path = super::write_file_atomically(dir, &snapshot_name(snapshot.seq), &bytes, true)?;
     let paths = snapshot_paths(dir)?;
     for (_, old) in paths.iter().rev().skip(SNAPSHOTS_KEPT) {
         std::fs::remove_file(old)?;

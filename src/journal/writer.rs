@@ -194,6 +194,31 @@ pub fn create_dir_durably(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Writes `bytes` as file `name` of `dir` whole or not at all: to `name.tmp`, then renamed
+/// over `name`. With `sync`, the file is synced before the rename and the directory after
+/// it, so the new contents outlive a power loss once this returns. Returns the path.
+pub fn write_file_atomically(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    sync: bool,
+) -> io::Result<PathBuf> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    {
+        let mut file = File::create(&tmp)?;
+        file.write_all(bytes)?;
+        if sync {
+            file.sync_all()?;
+        }
+    }
+    std::fs::rename(&tmp, &path)?;
+    if sync {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(path)
+}
+
 /// The file name of the segment starting at `first_seq`.
 pub fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}.imj")
