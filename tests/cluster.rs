@@ -17,7 +17,7 @@ use ironmatch::book::{EventBody, RejectReason};
 use ironmatch::client::Client;
 use ironmatch::config::Config;
 use ironmatch::journal::{Entry, scan_journal};
-use ironmatch::wire::ouch::{Outbound, decode_outbound};
+use ironmatch::wire::ouch::{Inbound, Options, Outbound, decode_outbound};
 
 const USERS: [(&str, &str); 3] = [("MM1", "pw1"), ("MM2", "pw2"), ("MM3", "pw3")];
 /// A new leader takes logins within this after a kill, or the test fails. The design's
@@ -264,8 +264,11 @@ fn trade(clients: &mut [Client], rng: &mut Rng, refs: &mut [u32], seen: &mut See
     }
 }
 
-/// Logs in from sequence 1 at any leader and reads the whole stream.
-fn replay_all(nodes: &[Node], user: &str, password: &str) -> Vec<Vec<u8>> {
+/// Logs in from sequence 1 at any leader and reads the whole stream, then passes
+/// [`barrier`]. Returns the stream and the client, which the caller keeps connected until
+/// every node has stopped: a close queues a Disconnect command, which the nodes could
+/// journal on one side of a stop and not the other.
+fn replay_all(nodes: &[Node], user: &str, password: &str) -> (Vec<Vec<u8>>, Client) {
     let (mut c, _, first) =
         Client::connect_any(&gateways(nodes), user, password, 1, FAILOVER_MAX).unwrap();
     assert_eq!(first, 1);
@@ -274,8 +277,44 @@ fn replay_all(nodes: &[Node], user: &str, password: &str) -> Vec<Vec<u8>> {
         assert_eq!(seq, all.len() as u64 + 1);
         all.push(msg);
     }
-    c.logout().ok();
-    all
+    barrier(&mut c, user);
+    (all, c)
+}
+
+/// Sends an Account Query and reads up to its answer. The leader's gateway reads no
+/// connection while a command of its own waits (the Disconnect of a session closed before
+/// this login among them), and answers only once the query is applied and journaled, so
+/// after the answer every command taken before it is applied on the leader, and
+/// [`converge`] then waits for the followers to apply it too.
+fn barrier(c: &mut Client, user: &str) {
+    c.send(&Inbound::AccountQuery(Options::default())).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let (_, msg) = c
+            .recv_message(left)
+            .unwrap()
+            .unwrap_or_else(|| panic!("{user}: no Account Query answer within 10 s"));
+        if let Ok(Outbound::AccountQueryResponse(_)) = decode_outbound(&msg) {
+            return;
+        }
+    }
+}
+
+/// Logs every user in to the leader again (from the end of its stream: no replay) and
+/// passes [`barrier`]: every session closed before is then applied as closed on the
+/// leader. The clients are kept connected until every node has stopped (see
+/// [`replay_all`]).
+fn settle(nodes: &[Node]) -> Vec<Client> {
+    USERS
+        .iter()
+        .map(|(u, p)| {
+            let (mut c, _, _) = Client::connect_any(&gateways(nodes), u, p, 0, FAILOVER_MAX)
+                .unwrap_or_else(|e| panic!("{u} cannot log in to a leader: {e}"));
+            barrier(&mut c, u);
+            c
+        })
+        .collect()
 }
 
 /// Every record of the journal in `dir`.
@@ -390,8 +429,10 @@ fn run(kills: usize, seed: u64) {
 
     // Every message a client saw is in the leader's stream, unchanged; no UserRefNum was
     // accepted twice.
+    let mut held = Vec::new();
     for (i, (user, password)) in USERS.iter().enumerate() {
-        let all = replay_all(&nodes, user, password);
+        let (all, client) = replay_all(&nodes, user, password);
+        held.push(client);
         for (seq, msg) in &seen[i] {
             let got = all.get(*seq as usize - 1);
             assert_eq!(got, Some(msg), "{user} message {seq} lost or changed");
@@ -412,6 +453,7 @@ fn run(kills: usize, seed: u64) {
     for n in nodes.iter_mut() {
         stop(n);
     }
+    drop(held);
     // Identical journals, record for record, each replaying with identical events.
     let first = records(&nodes[0].journal);
     assert!(!first.is_empty());
@@ -513,13 +555,14 @@ fn a_frozen_leader_acknowledges_nothing_after_it_lost_its_majority() {
         std::thread::sleep(Duration::from_millis(20));
     }
     // The new leader's stream has the first order only.
-    let stream = replay_all(&nodes, "MM1", "pw1");
+    let (stream, held) = replay_all(&nodes, "MM1", "pw1");
     assert_eq!(stream.len(), 1, "only what was committed: {stream:?}");
     eprintln!("new leader at {new}; the thawed node follows");
     converge(&nodes);
     for n in nodes.iter_mut() {
         stop(n);
     }
+    drop(held);
     let first = records(&nodes[0].journal);
     for n in &nodes[1..] {
         assert!(
@@ -629,11 +672,15 @@ fn load_across_a_failover(freeze: bool) {
             "{s:?}"
         );
     }
+    // The load's sessions logged out: their Disconnects are applied before the journals
+    // are compared, and the sessions held until every node stopped.
+    let held = settle(&nodes);
     converge(&nodes);
     let running: Vec<bool> = nodes.iter().map(|n| n.child.is_some()).collect();
     for n in nodes.iter_mut() {
         stop(n);
     }
+    drop(held);
     // Every node still running (a killed one's journal stops where it died).
     let alive: Vec<&Node> = nodes
         .iter()
@@ -1330,12 +1377,13 @@ fn a_partitioned_leader_acknowledges_nothing_and_the_majority_goes_on() {
         std::thread::sleep(Duration::from_millis(20));
     }
     converge(&nodes);
-    let stream = replay_all(&nodes, "MM1", "pw1");
+    let (stream, held) = replay_all(&nodes, "MM1", "pw1");
     assert_eq!(stream.len(), 1, "only what was committed: {stream:?}");
     converge(&nodes);
     for n in nodes.iter_mut() {
         stop(n);
     }
+    drop(held);
     let first = records(&nodes[0].journal);
     for n in &nodes[1..] {
         assert!(
