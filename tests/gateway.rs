@@ -303,11 +303,10 @@ fn login_with_a_sequence_number_replays_exactly_the_missed_messages() {
     assert_eq!(all.iter().map(|m| m.0).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
     c.logout().unwrap();
     drop(c);
-    std::thread::sleep(Duration::from_millis(100));
     // MM1 has cancel-on-disconnect: messages 6..10 are the cancels, sent while away.
-    let mut again = Client::connect(addr).unwrap();
+    let (mut again, accepted) = common::login_after_close_answered(addr, "MM1", "pw1", 3);
     assert_eq!(
-        again.login("MM1", "pw1", 3).unwrap(),
+        accepted,
         Received::LoginAccepted {
             session: "IRONMATCH".into(),
             next_seq: 3

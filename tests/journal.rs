@@ -1142,22 +1142,30 @@ fn release_flood(
     c
 }
 
-/// Logs `user` in while the pipeline is full: the answer must come within 2 s.
+/// Logs `user` in while the pipeline is full: the answer must come within 2 s. While the
+/// session is still in use (Login Rejected `S`: the gateway has not yet seen its last
+/// close), tries again for 5 s.
 fn login_while_full(
     addr: std::net::SocketAddr,
     user: &str,
     password: &str,
 ) -> ironmatch::client::Client {
     use ironmatch::client::{Client, Received};
-    let mut c = Client::connect(addr).unwrap();
-    let answer = c
-        .login_within(user, password, 1, std::time::Duration::from_secs(2))
-        .unwrap();
-    assert!(
-        matches!(answer, Received::LoginAccepted { .. }),
-        "login of {user} while the pipeline is full: {answer:?}"
-    );
-    c
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut c = Client::connect(addr).unwrap();
+        let answer = c
+            .login_within(user, password, 1, std::time::Duration::from_secs(2))
+            .unwrap();
+        match answer {
+            Received::LoginAccepted { .. } => return c,
+            // The session is in use until the gateway has seen its last close.
+            Received::LoginRejected(b'S') if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => panic!("login of {user} while the pipeline is full: {other:?}"),
+        }
+    }
 }
 
 /// Floods the test engine with `orders` resting buys from `user` on its own thread while
@@ -1281,14 +1289,15 @@ fn one_disconnect_per_member_waits_while_the_pipeline_is_full() {
     let flooding = flood(addr, "MM3", "pw3", orders);
     std::thread::sleep(std::time::Duration::from_millis(800));
     let closes = 4;
+    // Each login waits until the gateway has seen the close before it; the last one, held
+    // through the stop, until it has seen the last close.
     for _ in 0..closes {
         drop(login_while_full(addr, "MM2", "pw2"));
-        // The gateway sees the close before the next login.
-        std::thread::sleep(std::time::Duration::from_millis(200));
     }
+    let held = login_while_full(addr, "MM2", "pw2");
     let c = release_flood(&hold, flooding, orders);
     server.stop().unwrap();
-    drop(c);
+    drop((c, held));
     // MM2 is the second user of the test configuration.
     let mut disconnects = 0;
     journal::scan_journal(&dir, None, false, None, |_, entry| {

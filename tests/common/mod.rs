@@ -240,11 +240,21 @@ pub fn login(addr: SocketAddr, user: &str, password: &str, seq: u64) -> Client {
 /// session is in use (Login Rejected `S`), so this is also how a test knows the close,
 /// and what it does (cancel on disconnect), came first. Tries for 5 s.
 pub fn login_after_close(addr: SocketAddr, user: &str, password: &str, seq: u64) -> Client {
+    login_after_close_answered(addr, user, password, seq).0
+}
+
+/// [`login_after_close`], with the Login Accepted it got.
+pub fn login_after_close_answered(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    seq: u64,
+) -> (Client, Received) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let mut c = Client::connect(addr).expect("connect");
         match c.login(user, password, seq).expect("login answer") {
-            Received::LoginAccepted { .. } => return c,
+            accepted @ Received::LoginAccepted { .. } => return (c, accepted),
             Received::LoginRejected(b'S') if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
             }
