@@ -74,6 +74,16 @@ fn write_flow_in_segments(
 fn write_flow_keeping(
     commands: usize,
     segment_bytes: u64,
+    keep: impl FnMut(&[ironmatch::book::Event]) -> usize,
+) -> (TempDir, ironmatch::book::BookConfig) {
+    write_flow_batched(commands, segment_bytes, 1, keep)
+}
+
+/// Like [`write_flow_keeping`], `per_batch` commands (with their events) to a batch.
+fn write_flow_batched(
+    commands: usize,
+    segment_bytes: u64,
+    per_batch: usize,
     mut keep: impl FnMut(&[ironmatch::book::Event]) -> usize,
 ) -> (TempDir, ironmatch::book::BookConfig) {
     let dir = temp_dir("flow");
@@ -86,7 +96,7 @@ fn write_flow_keeping(
     let bytes: Vec<u8> = (0..commands * 16).map(|i| (i * 7919 % 251) as u8).collect();
     let mut src = ByteSource::new(&bytes);
     let mut events = Vec::new();
-    for _ in 0..commands {
+    for i in 0..commands {
         let Some(cmd) = decoder.next(&mut src) else {
             break;
         };
@@ -96,8 +106,11 @@ fn write_flow_keeping(
         for e in &events[..keep(&events)] {
             writer.stage(&Entry::Event(*e));
         }
-        writer.commit().unwrap();
+        if (i + 1) % per_batch == 0 {
+            writer.commit().unwrap();
+        }
     }
+    writer.commit().unwrap();
     (dir, book)
 }
 
@@ -178,14 +191,22 @@ fn a_whole_record_this_build_cannot_read_is_refused_not_truncated() {
     let path = only_segment(&dir);
     let full = std::fs::read(&path).unwrap();
     let scan = journal::scan_journal(&dir, None, false, None, |_, _| Ok(())).unwrap();
-    for (kind, payload) in [(9u8, vec![0u8; 8]), (1, vec![0xFF; 8]), (1, vec![0; 400])] {
+    // The first record's payload: a command that decodes.
+    let (_, _, first_len) = journal::read_record(&full[64..]).unwrap();
+    let command = full[64 + 16..64 + first_len - 4].to_vec();
+    for (kind, flags, payload) in [
+        (9u8, 0u8, vec![0u8; 8]),
+        (1, 0, vec![0xFF; 8]),
+        (1, 0, vec![0; 400]),
+        (1, 2, command),
+    ] {
         // An unknown type, a command payload that does not decode, a record longer than
-        // this build writes.
+        // this build writes, a command with a flag this build does not set.
         let mut record = Vec::new();
         let len = 16 + payload.len() + 4;
         record.extend_from_slice(&(len as u32).to_le_bytes());
         record.extend_from_slice(&scan.next_seq.to_le_bytes());
-        record.extend_from_slice(&[kind, 0, 0, 0]);
+        record.extend_from_slice(&[kind, flags, 0, 0]);
         record.extend_from_slice(&payload);
         record.extend_from_slice(&crc32c::crc32c(&record).to_le_bytes());
         let mut bytes = full.clone();
@@ -363,9 +384,9 @@ fn replay_of_a_directory_without_a_journal_is_an_error() {
     }
 }
 
-/// Version 2 of the format added a command and nothing else: a version 1 journal (every
-/// journal written before 2026-12-06) recovers as it did; a version this build does not
-/// know is refused by its header, saying which it reads.
+/// Version 2 of the format added a command and nothing else, version 3 the batch-end flag:
+/// a version 1 or 2 journal (every journal written before 2026-12-06) recovers as it did;
+/// a version this build does not know is refused by its header, saying which it reads.
 #[test]
 fn journals_of_format_version_1_are_still_read() {
     let (dir, book) = write_flow(400);
@@ -373,8 +394,8 @@ fn journals_of_format_version_1_are_still_read() {
     let full = std::fs::read(&path).unwrap();
     assert_eq!(
         u16::from_le_bytes([full[8], full[9]]),
-        2,
-        "written as version 2"
+        3,
+        "written as version 3"
     );
     let full_replay = journal::recover(&dir, &book, |_| {}).unwrap().scan.next_seq;
     let with_version = |version: u16| {
@@ -384,17 +405,19 @@ fn journals_of_format_version_1_are_still_read() {
         bytes[60..64].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
     };
-    with_version(1);
-    assert_eq!(
-        journal::recover(&dir, &book, |_| {}).unwrap().scan.next_seq,
-        full_replay
-    );
-    with_version(3);
+    for version in [1, 2] {
+        with_version(version);
+        assert_eq!(
+            journal::recover(&dir, &book, |_| {}).unwrap().scan.next_seq,
+            full_replay
+        );
+    }
+    with_version(4);
     match journal::recover(&dir, &book, |_| {}) {
         Err(e @ JournalError::Header { .. }) => {
             assert!(
                 e.to_string()
-                    .contains("format version 3 (this build reads 1 to 2)"),
+                    .contains("format version 4 (this build reads 1 to 3)"),
                 "{e}"
             )
         }
@@ -427,6 +450,75 @@ fn a_bit_flip_before_valid_records_refuses_to_start() {
     eprintln!("bit flips: {checked} flips in the first record, all refused");
     std::fs::write(&path, &full).unwrap();
     assert!(journal::recover(&dir, &book, |_| {}).is_ok());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A power loss in the middle of the last batch's write (with `fsync = "always"`, before
+/// its `fdatasync` returned, so none of it was acknowledged) can leave that batch's later
+/// pages on disk and an earlier one not: a damaged record with whole records of the same
+/// batch after it. Each batch's last record is marked (format version 3), so recovery cuts
+/// it as a torn write. The same damage in the batch before the last (a batch's end, then
+/// more records, after it) or in a segment of version 2 (no marks) is refused, the file
+/// left as it is.
+#[test]
+fn a_gap_in_the_last_batch_is_cut_and_one_before_it_is_refused() {
+    let (dir, book) = write_flow_batched(60, 1 << 30, 20, <[ironmatch::book::Event]>::len);
+    let path = only_segment(&dir);
+    let full = std::fs::read(&path).unwrap();
+    // Each record's offset and sequence number, and the index of each batch's last.
+    let mut records = Vec::new();
+    let mut ends = Vec::new();
+    let mut at = 64;
+    while at < full.len() {
+        let (seq, _, len) = journal::read_record(&full[at..]).unwrap();
+        if journal::ends_batch(&full[at..]) {
+            ends.push(records.len());
+        }
+        records.push((at, seq));
+        at += len;
+    }
+    assert_eq!(ends.len(), 3, "three batches of 20 commands");
+    assert_eq!(
+        ends[2],
+        records.len() - 1,
+        "the last record ends the last batch"
+    );
+    // Zeros (pages that never reached the disk) over three records of `batch`, from its
+    // third, with whole records of the batch after them. Returns the first's offset and
+    // sequence number.
+    let damaged = |batch: usize, version: u16| -> (Vec<u8>, u64, u64) {
+        let i = ends[batch - 1] + 3;
+        assert!(i + 3 < ends[batch], "records of the batch after the gap");
+        let mut bytes = full.clone();
+        bytes[records[i].0..records[i + 3].0].fill(0);
+        bytes[8..10].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        (bytes, records[i].0 as u64, records[i].1)
+    };
+    for (batch, version) in [(1, 3), (2, 2)] {
+        let (bytes, offset, _) = damaged(batch, version);
+        std::fs::write(&path, &bytes).unwrap();
+        match journal::recover(&dir, &book, |_| {}) {
+            Err(JournalError::Corrupt { offset: at, .. }) => assert_eq!(at, offset),
+            other => panic!(
+                "a gap in batch {batch} of a version {version} segment not refused: {:?}",
+                other.map(|r| r.scan.next_seq)
+            ),
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing cut");
+    }
+    let (bytes, offset, seq) = damaged(2, 3);
+    std::fs::write(&path, &bytes).unwrap();
+    let recovery = journal::recover(&dir, &book, |_| {}).unwrap();
+    assert_eq!(
+        recovery.scan.torn,
+        Some((path.clone(), offset, full.len() as u64 - offset))
+    );
+    assert_eq!(recovery.scan.next_seq, seq, "the batch cut from the gap on");
+    assert_eq!(std::fs::read(&path).unwrap(), &bytes[..offset as usize]);
+    let again = journal::recover(&dir, &book, |_| {}).unwrap();
+    assert_eq!((again.scan.torn, again.scan.next_seq), (None, seq));
     std::fs::remove_dir_all(&dir).ok();
 }
 

@@ -2,7 +2,7 @@
 //! bytes were not produced by the writer (a record it accepts re-encodes to the same bytes).
 #![no_main]
 
-use ironmatch::journal::{read_header, read_record, write_record};
+use ironmatch::journal::{ends_batch, mark_batch_end, read_header, read_record, write_record};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
             Ok((seq, entry, len)) => {
                 let mut again = Vec::new();
                 write_record(&mut again, seq, &entry);
+                if ends_batch(&data[at..]) {
+                    mark_batch_end(&mut again);
+                }
                 assert_eq!(&again[..], &data[at..at + len], "accepted bytes the writer would not produce");
                 at += len;
             }

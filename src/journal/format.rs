@@ -1,4 +1,4 @@
-//! Journal format, version 2: segment headers and records. See the [module docs](super)
+//! Journal format, version 3: segment headers and records. See the [module docs](super)
 //! for the layout table; this file is its single implementation.
 
 use crate::book::{BookConfig, Command, Event};
@@ -9,7 +9,16 @@ pub const MAGIC: [u8; 8] = *b"IRONMJNL";
 /// `CommandBody::InvalidReplace`, at the end of its variants) with the same layout
 /// otherwise, so version 1 segments are read as they were; a build that reads only 1
 /// refuses a version 2 segment by its header instead of failing on its first new record.
-pub const VERSION: u16 = 2;
+/// Version 3 marks the last record of each batch ([`BATCH_END`]); in a segment whose
+/// header says 3, every batch is marked (a build that reads only 1 and 2 refuses it, so it
+/// cannot append unmarked batches), which is what lets recovery tell a power loss in the
+/// middle of the last batch's write from damage ([`super::reader`]).
+pub const VERSION: u16 = 3;
+/// The first version whose segments mark every batch's last record.
+pub const VERSION_BATCH_ENDS: u16 = 3;
+/// Flag in a record's byte 13: the last record of a batch (one `write`, and with
+/// `fsync = "always"` one `fdatasync`, before any of its events left).
+pub const BATCH_END: u8 = 1;
 /// The oldest format version read.
 pub const VERSION_MIN: u16 = 1;
 /// Segment header size.
@@ -82,6 +91,10 @@ pub enum FormatError {
     /// The payload does not decode.
     #[error("payload does not decode")]
     BadPayload,
+    /// Reserved bytes (13 to 15) that are not what this build writes: byte 13 is 0 or
+    /// [`BATCH_END`], bytes 14 and 15 are 0.
+    #[error("reserved bytes {0:02x?} in the record's head")]
+    Reserved([u8; 3]),
 }
 
 /// A fingerprint of everything in the book configuration that changes matching: replaying
@@ -108,7 +121,7 @@ pub fn write_header(header: &Header) -> [u8; HEADER_LEN] {
     h
 }
 
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
+pub(super) fn u64_at(bytes: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
 }
 
@@ -169,11 +182,35 @@ pub fn write_record(out: &mut Vec<u8>, seq: u64, entry: &Entry) {
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
+/// Marks `record` (one whole record, as [`write_record`] wrote it) as the last of its
+/// batch ([`BATCH_END`]), its checksum written again.
+pub fn mark_batch_end(record: &mut [u8]) {
+    let len = record.len();
+    record[13] |= BATCH_END;
+    let crc = crc32c::crc32c(&record[..len - RECORD_CRC_LEN]);
+    record[len - RECORD_CRC_LEN..].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Whether the whole record at the start of `record` ends its batch ([`BATCH_END`]).
+pub fn ends_batch(record: &[u8]) -> bool {
+    record[13] & BATCH_END != 0
+}
+
+/// The format version in a segment header already checked by [`read_header`].
+pub fn header_version(header: &[u8]) -> u16 {
+    u16::from_le_bytes([header[8], header[9]])
+}
+
 /// Decodes the record at the start of `bytes`: its sequence number, entry and length.
 pub fn read_record(bytes: &[u8]) -> Result<(u64, Entry, usize), FormatError> {
     let record = frame_record(bytes)?;
     let len = record.len();
     let seq = u64_at(record, 4);
+    // Bytes 13 to 15 in one word: 0 but for the batch-end flag.
+    let reserved = u32::from_le_bytes([record[13], record[14], record[15], 0]);
+    if reserved & !u32::from(BATCH_END) != 0 {
+        return Err(FormatError::Reserved([record[13], record[14], record[15]]));
+    }
     let payload = &record[RECORD_HEAD_LEN..len - 4];
     let entry = match record[12] {
         TYPE_COMMAND => Entry::Command(decode_exact(payload)?),

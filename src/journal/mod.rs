@@ -13,7 +13,7 @@
 //! [snapshot] it starts from the newest one that checks out and re-runs only the
 //! commands after it; the events before it are still read for the sessions' streams.
 //!
-//! # Format, version 1
+//! # Format, version 3
 //! A journal is a directory of segment files named `<first sequence, 20 digits>.imj`. All
 //! integers are little-endian. This format is also the replication protocol: a standby
 //! reads the same records in the same order.
@@ -23,7 +23,7 @@
 //! | offset | size | field |
 //! |---:|---:|---|
 //! | 0 | 8 | magic `IRONMJNL` |
-//! | 8 | 2 | format version (2, written since the `InvalidReplace` command; 1 is read too) |
+//! | 8 | 2 | format version (3, written since batch ends are marked; 2, with the `InvalidReplace` command, and 1 are read too) |
 //! | 10 | 2 | header length (64) |
 //! | 12 | 4 | reserved, 0 |
 //! | 16 | 8 | engine instance id (chosen when the journal was created) |
@@ -40,12 +40,20 @@
 //! | 0 | 4 | record length `L`, framing included (21..=256) |
 //! | 4 | 8 | sequence number: 1 for the journal's first record, +1 for each record |
 //! | 12 | 1 | type: 1 = command (an input, with its user, reference and gateway timestamp), 2 = event (an output of the command before it) |
-//! | 13 | 3 | reserved, 0 |
+//! | 13 | 1 | flags: bit 0 set on the last record of each batch (version 3; every other bit 0) |
+//! | 14 | 2 | reserved, 0 |
 //! | 16 | `L - 20` | payload: the [postcard 1.0](https://postcard.jamesmunns.com/wire-format) encoding of [`Command`](crate::book::Command) or [`Event`](crate::book::Event) |
 //! | `L - 4` | 4 | CRC32C of bytes `0..L-4` |
 //!
 //! A command's events follow it; they may straddle a batch (and so a crash) boundary,
 //! in which case recovery regenerates and appends the missing ones before serving.
+//!
+//! A batch is one `write` (and with `fsync = "always"` one `fdatasync`, returned before
+//! the next batch is written and before any of its events leave). Marking its last record
+//! lets recovery tell a power loss that left the last batch's pages on disk out of order
+//! (a damaged record followed only by records of that batch) from damage to a batch
+//! written before it (a batch's end, then more records, after the damage): the first is
+//! cut as a torn write, the second refused.
 
 mod follow;
 mod format;
@@ -55,8 +63,8 @@ mod writer;
 
 pub use follow::Follower;
 pub use format::{
-    Entry, FormatError, HEADER_LEN, Header, fingerprint, read_header, read_record, write_header,
-    write_record,
+    Entry, FormatError, HEADER_LEN, Header, ends_batch, fingerprint, mark_batch_end, read_header,
+    read_record, write_header, write_record,
 };
 pub use reader::{
     JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,

@@ -12,7 +12,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MIN, frame_record, read_header, read_record,
+    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MIN, VERSION_BATCH_ENDS, ends_batch,
+    frame_record, header_version, read_header, read_record, u64_at,
 };
 use crate::book::{BookConfig, Event, Matcher};
 
@@ -206,8 +207,38 @@ pub(super) fn read_header_from(file: &mut impl io::Read) -> io::Result<Option<[u
 /// Whether any whole record (its checksum holding) starts after `from`: used to tell a
 /// torn tail from corruption.
 fn valid_record_after(bytes: &[u8], from: usize) -> bool {
+    whole_records_after(bytes, from).next().is_some()
+}
+
+/// The whole records (their checksums holding) that start after `from`, as (offset,
+/// record), found at any byte offset.
+fn whole_records_after(bytes: &[u8], from: usize) -> impl Iterator<Item = (usize, &[u8])> {
     (from + 1..bytes.len().saturating_sub(RECORD_LEN_MIN - 1))
-        .any(|o| frame_record(&bytes[o..]).is_ok())
+        .filter_map(move |o| frame_record(&bytes[o..]).ok().map(|r| (o, r)))
+}
+
+/// Whether the damage at `from` in the last segment `bytes` (whose header marks every
+/// batch's end) lies in the last batch written, with whole records of that batch after
+/// it: a write cut by a power loss whose pages reached the disk out of order. So it is
+/// when no whole record after `from` ends a batch, or only the last one does, and each
+/// numbers on past `next_seq` (the damaged record's). With `fsync = "always"` the batch's
+/// `fdatasync` had not returned (the writer writes a batch only once the one before is
+/// synced), so none of its events had left: cutting it loses nothing anyone was told.
+/// Damage with a batch's end after it and records after that is in a batch written
+/// before the last one (with `"always"`, synced): refused, as any damage. A segment of a
+/// version before [`VERSION_BATCH_ENDS`] does not mark batches: refused too.
+fn torn_last_batch(bytes: &[u8], from: usize, next_seq: u64) -> bool {
+    if header_version(bytes) < VERSION_BATCH_ENDS {
+        return false;
+    }
+    let mut batch_ended = false;
+    for (_, record) in whole_records_after(bytes, from) {
+        if batch_ended || u64_at(record, 4) <= next_seq {
+            return false;
+        }
+        batch_ended = ends_batch(record);
+    }
+    true
 }
 
 /// Walks the records of the journal in `dir` in order, calling `visit` for each, up to
@@ -316,10 +347,19 @@ pub fn scan_journal(
                         error,
                     });
                 }
-                Err(error) if last && !valid_record_after(&bytes, offset) => {
+                Err(error)
+                    if last
+                        && (!valid_record_after(&bytes, offset)
+                            || torn_last_batch(&bytes, offset, scan.next_seq)) =>
+                {
                     let after = (bytes.len() - offset) as u64;
+                    let gap = if valid_record_after(&bytes, offset) {
+                        " in the last batch, written out of order by a power loss before its fdatasync returned (the rest of that batch follows it; none of it was acknowledged)"
+                    } else {
+                        ""
+                    };
                     eprintln!(
-                        "ironmatch journal: warning: {}: torn record at offset {offset} ({error}, {after} bytes): {}",
+                        "ironmatch journal: warning: {}: torn record at offset {offset} ({error}, {after} bytes){gap}: {}",
                         path.display(),
                         if repair { "truncating" } else { "ignored" }
                     );
