@@ -455,68 +455,96 @@ fn a_bit_flip_before_valid_records_refuses_to_start() {
 
 /// A power loss in the middle of the last batch's write (with `fsync = "always"`, before
 /// its `fdatasync` returned, so none of it was acknowledged) can leave that batch's later
-/// pages on disk and an earlier one not: a damaged record with whole records of the same
-/// batch after it. Each batch's last record is marked (format version 3), so recovery cuts
-/// it as a torn write. The same damage in the batch before the last (a batch's end, then
-/// more records, after it) or in a segment of version 2 (no marks) is refused, the file
-/// left as it is.
+/// pages on disk and an earlier one not: a sector of zeros in a damaged record, with whole
+/// records of the same batch after it. Each record carries its index in its batch (format
+/// version 3), so recovery cuts that as a torn write. Refused, the file left as it is: the
+/// same zeros where a record of the next batch follows (the damage is in a batch written
+/// before the last), a flipped bit in the last batch (damage, not a lost write), and the
+/// zeros in a segment of version 2 (no indexes).
 #[test]
 fn a_gap_in_the_last_batch_is_cut_and_one_before_it_is_refused() {
+    const SECTOR: usize = 512;
     let (dir, book) = write_flow_batched(60, 1 << 30, 20, <[ironmatch::book::Event]>::len);
     let path = only_segment(&dir);
     let full = std::fs::read(&path).unwrap();
-    // Each record's offset and sequence number, and the index of each batch's last.
+    // Each record's offset and sequence number, and where each batch starts.
     let mut records = Vec::new();
-    let mut ends = Vec::new();
+    let mut starts = Vec::new();
     let mut at = 64;
     while at < full.len() {
         let (seq, _, len) = journal::read_record(&full[at..]).unwrap();
-        if journal::ends_batch(&full[at..]) {
-            ends.push(records.len());
+        if journal::batch_index(&full[at..]) == 0 {
+            starts.push(records.len());
         }
+        assert_eq!(
+            usize::from(journal::batch_index(&full[at..])),
+            records.len() - starts.last().unwrap(),
+            "indexes count on within a batch"
+        );
         records.push((at, seq));
         at += len;
     }
-    assert_eq!(ends.len(), 3, "three batches of 20 commands");
-    assert_eq!(
-        ends[2],
-        records.len() - 1,
-        "the last record ends the last batch"
-    );
-    // Zeros (pages that never reached the disk) over three records of `batch`, from its
-    // third, with whole records of the batch after them. Returns the first's offset and
-    // sequence number.
-    let damaged = |batch: usize, version: u16| -> (Vec<u8>, u64, u64) {
-        let i = ends[batch - 1] + 3;
-        assert!(i + 3 < ends[batch], "records of the batch after the gap");
+    assert_eq!(starts.len(), 3, "three batches of 20 commands");
+    // The record holding byte `b`: the first damaged by damage there.
+    let holding = |b: usize| *records.iter().rev().find(|r| r.0 <= b).unwrap();
+    // With `damage` done to `full`, in a segment of `version`: the bytes, and the first
+    // damaged record's offset and sequence number.
+    let damaged = |damage: &dyn Fn(&mut Vec<u8>), version: u16| -> Vec<u8> {
         let mut bytes = full.clone();
-        bytes[records[i].0..records[i + 3].0].fill(0);
+        damage(&mut bytes);
         bytes[8..10].copy_from_slice(&version.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[..60]);
         bytes[60..64].copy_from_slice(&crc.to_le_bytes());
-        (bytes, records[i].0 as u64, records[i].1)
+        bytes
     };
-    for (batch, version) in [(1, 3), (2, 2)] {
-        let (bytes, offset, _) = damaged(batch, version);
+    // A sector of zeros inside the last batch, with records of it after; one that ends
+    // the batch before it, only the next batch's records after.
+    let last_batch = records[starts[2] + 2].0.next_multiple_of(SECTOR);
+    assert!(last_batch + SECTOR < records.last().unwrap().0);
+    let batch_before = (records[starts[2]].0 - 1) / SECTOR * SECTOR;
+    assert!(batch_before > records[starts[1]].0 && batch_before + SECTOR > records[starts[2]].0);
+    let zeros = |b: usize| move |bytes: &mut Vec<u8>| bytes[b..b + SECTOR].fill(0);
+    let flip = |b: usize| move |bytes: &mut Vec<u8>| bytes[b + 100] ^= 0x10;
+    for (what, damage, version, first) in [
+        (
+            "zeros ending the batch before",
+            &zeros(batch_before) as &dyn Fn(&mut Vec<u8>),
+            3,
+            batch_before,
+        ),
+        (
+            "zeros in a version 2 segment",
+            &zeros(last_batch),
+            2,
+            last_batch,
+        ),
+        (
+            "a flipped bit in the last batch",
+            &flip(last_batch),
+            3,
+            last_batch + 100,
+        ),
+    ] {
+        let bytes = damaged(damage, version);
         std::fs::write(&path, &bytes).unwrap();
         match journal::recover(&dir, &book, |_| {}) {
-            Err(JournalError::Corrupt { offset: at, .. }) => assert_eq!(at, offset),
-            other => panic!(
-                "a gap in batch {batch} of a version {version} segment not refused: {:?}",
-                other.map(|r| r.scan.next_seq)
-            ),
+            Err(JournalError::Corrupt { offset, .. }) => {
+                assert_eq!(offset, holding(first).0 as u64, "{what}")
+            }
+            other => panic!("{what}: not refused: {:?}", other.map(|r| r.scan.next_seq)),
         }
-        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing cut");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "{what}: nothing cut");
     }
-    let (bytes, offset, seq) = damaged(2, 3);
+    let bytes = damaged(&zeros(last_batch), 3);
+    let (offset, seq) = holding(last_batch);
     std::fs::write(&path, &bytes).unwrap();
     let recovery = journal::recover(&dir, &book, |_| {}).unwrap();
     assert_eq!(
         recovery.scan.torn,
-        Some((path.clone(), offset, full.len() as u64 - offset))
+        Some((path.clone(), offset as u64, (full.len() - offset) as u64))
     );
     assert_eq!(recovery.scan.next_seq, seq, "the batch cut from the gap on");
-    assert_eq!(std::fs::read(&path).unwrap(), &bytes[..offset as usize]);
+    assert_eq!(std::fs::read(&path).unwrap(), &bytes[..offset]);
     let again = journal::recover(&dir, &book, |_| {}).unwrap();
     assert_eq!((again.scan.torn, again.scan.next_seq), (None, seq));
     std::fs::remove_dir_all(&dir).ok();

@@ -2,7 +2,7 @@
 //! bytes were not produced by the writer (a record it accepts re-encodes to the same bytes).
 #![no_main]
 
-use ironmatch::journal::{ends_batch, mark_batch_end, read_header, read_record, write_record};
+use ironmatch::journal::{batch_index, read_header, read_record, write_record};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -12,10 +12,7 @@ fuzz_target!(|data: &[u8]| {
         match read_record(&data[at..]) {
             Ok((seq, entry, len)) => {
                 let mut again = Vec::new();
-                write_record(&mut again, seq, &entry);
-                if ends_batch(&data[at..]) {
-                    mark_batch_end(&mut again);
-                }
+                write_record(&mut again, seq, batch_index(&data[at..]), &entry);
                 assert_eq!(&again[..], &data[at..at + len], "accepted bytes the writer would not produce");
                 at += len;
             }

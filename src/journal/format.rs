@@ -9,16 +9,13 @@ pub const MAGIC: [u8; 8] = *b"IRONMJNL";
 /// `CommandBody::InvalidReplace`, at the end of its variants) with the same layout
 /// otherwise, so version 1 segments are read as they were; a build that reads only 1
 /// refuses a version 2 segment by its header instead of failing on its first new record.
-/// Version 3 marks the last record of each batch ([`BATCH_END`]); in a segment whose
-/// header says 3, every batch is marked (a build that reads only 1 and 2 refuses it, so it
-/// cannot append unmarked batches), which is what lets recovery tell a power loss in the
-/// middle of the last batch's write from damage ([`super::reader`]).
+/// Version 3 gives each record its index within its batch (bytes 14 and 15); in a segment
+/// whose header says 3, every record has it (a build that reads only 1 and 2 refuses the
+/// segment, so it cannot append records without it), which is what lets recovery tell a
+/// power loss in the middle of the last batch's write from damage ([`super::reader`]).
 pub const VERSION: u16 = 3;
-/// The first version whose segments mark every batch's last record.
-pub const VERSION_BATCH_ENDS: u16 = 3;
-/// Flag in a record's byte 13: the last record of a batch (one `write`, and with
-/// `fsync = "always"` one `fdatasync`, before any of its events left).
-pub const BATCH_END: u8 = 1;
+/// The first version whose records carry their index within their batch.
+pub const VERSION_BATCH_INDEX: u16 = 3;
 /// The oldest format version read.
 pub const VERSION_MIN: u16 = 1;
 /// Segment header size.
@@ -36,6 +33,10 @@ pub const RECORD_LEN_MIN: usize = RECORD_HEAD_LEN + 1 + RECORD_CRC_LEN;
 pub const TYPE_COMMAND: u8 = 1;
 /// Record type byte: an output event.
 pub const TYPE_EVENT: u8 = 2;
+/// Bytes 12 and 13 of a command's record (its type, then the reserved byte).
+const TYPE_COMMAND_WORD: u16 = TYPE_COMMAND as u16;
+/// Bytes 12 and 13 of an event's record.
+const TYPE_EVENT_WORD: u16 = TYPE_EVENT as u16;
 
 /// What a segment header says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,10 +92,9 @@ pub enum FormatError {
     /// The payload does not decode.
     #[error("payload does not decode")]
     BadPayload,
-    /// Reserved bytes (13 to 15) that are not what this build writes: byte 13 is 0 or
-    /// [`BATCH_END`], bytes 14 and 15 are 0.
-    #[error("reserved bytes {0:02x?} in the record's head")]
-    Reserved([u8; 3]),
+    /// A reserved byte (13) that is not 0.
+    #[error("reserved byte 13 of the record's head is {0:#04x}, not 0")]
+    Reserved(u8),
 }
 
 /// A fingerprint of everything in the book configuration that changes matching: replaying
@@ -152,8 +152,9 @@ pub fn read_header(bytes: &[u8]) -> Result<Header, FormatError> {
     })
 }
 
-/// Appends one record to `out`. Never allocates if `out` has `RECORD_LEN_MAX` spare.
-pub fn write_record(out: &mut Vec<u8>, seq: u64, entry: &Entry) {
+/// Appends one record to `out`, the `index`th of its batch (a batch is one `write`; from
+/// 0, held at `u16::MAX` beyond). Never allocates if `out` has `RECORD_LEN_MAX` spare.
+pub fn write_record(out: &mut Vec<u8>, seq: u64, index: u16, entry: &Entry) {
     let start = out.len();
     out.extend_from_slice(&[0u8; RECORD_HEAD_LEN + RECORD_LEN_MAX]);
     let payload_area = &mut out[start + RECORD_HEAD_LEN..];
@@ -178,22 +179,15 @@ pub fn write_record(out: &mut Vec<u8>, seq: u64, entry: &Entry) {
     head[0..4].copy_from_slice(&(len as u32).to_le_bytes());
     head[4..12].copy_from_slice(&seq.to_le_bytes());
     head[12] = kind;
+    head[14..16].copy_from_slice(&index.to_le_bytes());
     let crc = crc32c::crc32c(&out[start..]);
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// Marks `record` (one whole record, as [`write_record`] wrote it) as the last of its
-/// batch ([`BATCH_END`]), its checksum written again.
-pub fn mark_batch_end(record: &mut [u8]) {
-    let len = record.len();
-    record[13] |= BATCH_END;
-    let crc = crc32c::crc32c(&record[..len - RECORD_CRC_LEN]);
-    record[len - RECORD_CRC_LEN..].copy_from_slice(&crc.to_le_bytes());
-}
-
-/// Whether the whole record at the start of `record` ends its batch ([`BATCH_END`]).
-pub fn ends_batch(record: &[u8]) -> bool {
-    record[13] & BATCH_END != 0
+/// The index within its batch of the whole record at the start of `record` (0 in
+/// segments before [`VERSION_BATCH_INDEX`]).
+pub fn batch_index(record: &[u8]) -> u16 {
+    u16::from_le_bytes([record[14], record[15]])
 }
 
 /// The format version in a segment header already checked by [`read_header`].
@@ -206,16 +200,13 @@ pub fn read_record(bytes: &[u8]) -> Result<(u64, Entry, usize), FormatError> {
     let record = frame_record(bytes)?;
     let len = record.len();
     let seq = u64_at(record, 4);
-    // Bytes 13 to 15 in one word: 0 but for the batch-end flag.
-    let reserved = u32::from_le_bytes([record[13], record[14], record[15], 0]);
-    if reserved & !u32::from(BATCH_END) != 0 {
-        return Err(FormatError::Reserved([record[13], record[14], record[15]]));
-    }
     let payload = &record[RECORD_HEAD_LEN..len - 4];
-    let entry = match record[12] {
-        TYPE_COMMAND => Entry::Command(decode_exact(payload)?),
-        TYPE_EVENT => Entry::Event(decode_exact(payload)?),
-        other => return Err(FormatError::BadType(other)),
+    // The type and the reserved byte after it in one test: [type, 0].
+    let entry = match u16::from_le_bytes([record[12], record[13]]) {
+        TYPE_COMMAND_WORD => Entry::Command(decode_exact(payload)?),
+        TYPE_EVENT_WORD => Entry::Event(decode_exact(payload)?),
+        _ if record[13] != 0 => return Err(FormatError::Reserved(record[13])),
+        _ => return Err(FormatError::BadType(record[12])),
     };
     Ok((seq, entry, len))
 }
@@ -309,7 +300,7 @@ mod tests {
     fn records_round_trip() {
         let mut out = Vec::new();
         for (seq, entry) in sample() {
-            write_record(&mut out, seq, &entry);
+            write_record(&mut out, seq, 0, &entry);
         }
         let mut at = 0;
         for (seq, entry) in sample() {
@@ -337,7 +328,7 @@ mod tests {
     #[test]
     fn every_bit_flip_of_a_record_is_detected() {
         let mut out = Vec::new();
-        write_record(&mut out, 1, &sample()[0].1);
+        write_record(&mut out, 1, 0, &sample()[0].1);
         for bit in 0..out.len() * 8 {
             let mut damaged = out.clone();
             damaged[bit / 8] ^= 1 << (bit % 8);
@@ -351,7 +342,7 @@ mod tests {
     #[test]
     fn every_truncation_of_a_record_is_detected() {
         let mut out = Vec::new();
-        write_record(&mut out, 1, &sample()[1].1);
+        write_record(&mut out, 1, 0, &sample()[1].1);
         for cut in 0..out.len() {
             assert!(
                 read_record(&out[..cut]).is_err(),

@@ -23,7 +23,7 @@
 //! | offset | size | field |
 //! |---:|---:|---|
 //! | 0 | 8 | magic `IRONMJNL` |
-//! | 8 | 2 | format version (3, written since batch ends are marked; 2, with the `InvalidReplace` command, and 1 are read too) |
+//! | 8 | 2 | format version (3, written since records carry their index in their batch; 2, with the `InvalidReplace` command, and 1 are read too) |
 //! | 10 | 2 | header length (64) |
 //! | 12 | 4 | reserved, 0 |
 //! | 16 | 8 | engine instance id (chosen when the journal was created) |
@@ -40,8 +40,8 @@
 //! | 0 | 4 | record length `L`, framing included (21..=256) |
 //! | 4 | 8 | sequence number: 1 for the journal's first record, +1 for each record |
 //! | 12 | 1 | type: 1 = command (an input, with its user, reference and gateway timestamp), 2 = event (an output of the command before it) |
-//! | 13 | 1 | flags: bit 0 set on the last record of each batch (version 3; every other bit 0) |
-//! | 14 | 2 | reserved, 0 |
+//! | 13 | 1 | reserved, 0 |
+//! | 14 | 2 | the record's index within its batch, from 0, held at 65,535 beyond (version 3; 0 before) |
 //! | 16 | `L - 20` | payload: the [postcard 1.0](https://postcard.jamesmunns.com/wire-format) encoding of [`Command`](crate::book::Command) or [`Event`](crate::book::Event) |
 //! | `L - 4` | 4 | CRC32C of bytes `0..L-4` |
 //!
@@ -49,11 +49,12 @@
 //! in which case recovery regenerates and appends the missing ones before serving.
 //!
 //! A batch is one `write` (and with `fsync = "always"` one `fdatasync`, returned before
-//! the next batch is written and before any of its events leave). Marking its last record
-//! lets recovery tell a power loss that left the last batch's pages on disk out of order
-//! (a damaged record followed only by records of that batch) from damage to a batch
-//! written before it (a batch's end, then more records, after the damage): the first is
-//! cut as a torn write, the second refused.
+//! the next batch is written and before any of its events leave). A record's index in its
+//! batch tells where its batch began (its sequence number less the index), so recovery
+//! can tell a power loss that left the last batch's pages on disk out of order (a sector
+//! of zeros in a damaged record whose batch every whole record after it belongs to) from
+//! damage to a batch written before (a record after it whose batch began after it): the
+//! first is cut as a torn write, the second refused.
 
 mod follow;
 mod format;
@@ -63,8 +64,8 @@ mod writer;
 
 pub use follow::Follower;
 pub use format::{
-    Entry, FormatError, HEADER_LEN, Header, ends_batch, fingerprint, mark_batch_end, read_header,
-    read_record, write_header, write_record,
+    Entry, FormatError, HEADER_LEN, Header, batch_index, fingerprint, read_header, read_record,
+    write_header, write_record,
 };
 pub use reader::{
     JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,

@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MIN, VERSION_BATCH_ENDS, ends_batch,
+    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MIN, VERSION_BATCH_INDEX, batch_index,
     frame_record, header_version, read_header, read_record, u64_at,
 };
 use crate::book::{BookConfig, Event, Matcher};
@@ -217,28 +217,41 @@ fn whole_records_after(bytes: &[u8], from: usize) -> impl Iterator<Item = (usize
         .filter_map(move |o| frame_record(&bytes[o..]).ok().map(|r| (o, r)))
 }
 
-/// Whether the damage at `from` in the last segment `bytes` (whose header marks every
-/// batch's end) lies in the last batch written, with whole records of that batch after
-/// it: a write cut by a power loss whose pages reached the disk out of order. So it is
-/// when no whole record after `from` ends a batch, or only the last one does, and each
-/// numbers on past `next_seq` (the damaged record's). With `fsync = "always"` the batch's
-/// `fdatasync` had not returned (the writer writes a batch only once the one before is
-/// synced), so none of its events had left: cutting it loses nothing anyone was told.
-/// Damage with a batch's end after it and records after that is in a batch written
-/// before the last one (with `"always"`, synced): refused, as any damage. A segment of a
-/// version before [`VERSION_BATCH_ENDS`] does not mark batches: refused too.
+/// The unit in which a disk loses a write in a power loss (a sector): zeros in such a unit
+/// are a write that never reached it, where a flipped bit is damage.
+const SECTOR: usize = 512;
+
+/// Whether the damage at `from` in the last segment `bytes` is the last batch's write cut
+/// short by a power loss, its pages on disk out of order: a sector of zeros (at a
+/// multiple of [`SECTOR`] in the file) between the damaged record's start and the first
+/// whole record after it, and every whole record after it of the damaged record's batch
+/// (its sequence number past `next_seq`, the damaged record's, and its batch begun at or
+/// before it: its sequence number less its index in its batch). With `fsync = "always"`
+/// that batch's `fdatasync` had not returned (the writer writes a batch only once the one
+/// before is synced), so none of its events had left: cutting it loses nothing anyone was
+/// told. A record after the damage whose batch began after it, or flipped bits without a
+/// sector of zeros, is damage to what was written before: refused. So is anything in a
+/// segment of a version before [`VERSION_BATCH_INDEX`], whose records carry no index.
 fn torn_last_batch(bytes: &[u8], from: usize, next_seq: u64) -> bool {
-    if header_version(bytes) < VERSION_BATCH_ENDS {
+    if header_version(bytes) < VERSION_BATCH_INDEX {
         return false;
     }
-    let mut batch_ended = false;
-    for (_, record) in whole_records_after(bytes, from) {
-        if batch_ended || u64_at(record, 4) <= next_seq {
-            return false;
-        }
-        batch_ended = ends_batch(record);
-    }
-    true
+    let mut after = whole_records_after(bytes, from).peekable();
+    let Some(&(next_whole, _)) = after.peek() else {
+        return false;
+    };
+    let zeroed = (from / SECTOR * SECTOR..next_whole)
+        .step_by(SECTOR)
+        .filter(|at| at + SECTOR <= next_whole)
+        .any(|at| bytes[at..at + SECTOR].iter().all(|&b| b == 0));
+    zeroed
+        && after.all(|(_, record)| {
+            let seq = u64_at(record, 4);
+            seq > next_seq
+                && seq
+                    .checked_sub(u64::from(batch_index(record)))
+                    .is_some_and(|began| began <= next_seq)
+        })
 }
 
 /// Walks the records of the journal in `dir` in order, calling `visit` for each, up to
@@ -354,7 +367,7 @@ pub fn scan_journal(
                 {
                     let after = (bytes.len() - offset) as u64;
                     let gap = if valid_record_after(&bytes, offset) {
-                        " in the last batch, written out of order by a power loss before its fdatasync returned (the rest of that batch follows it; none of it was acknowledged)"
+                        " with a sector of zeros, in the last batch, written out of order by a power loss before its fdatasync returned (the rest of that batch follows it; none of it was acknowledged)"
                     } else {
                         ""
                     };

@@ -14,9 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::format::{
-    Entry, HEADER_LEN, Header, RECORD_LEN_MAX, mark_batch_end, write_header, write_record,
-};
+use super::format::{Entry, HEADER_LEN, Header, RECORD_LEN_MAX, write_header, write_record};
 use super::{BATCH_LEN_MAX, RECORDS_PER_INPUT_MAX};
 use crate::admin::metrics::{EngineMetrics, Mark, MarkReader};
 use crate::book::{Command, Event};
@@ -138,8 +136,8 @@ pub struct JournalWriter {
     file_len: u64,
     next_seq: u64,
     buf: Vec<u8>,
-    /// Where the last staged record starts in `buf`: marked as the batch's end at commit.
-    last_at: usize,
+    /// Records staged in the current batch: the next one's index in it.
+    staged: u16,
     events: Vec<Event>,
     /// Woken after each batch is written (the feed publisher follows the files).
     followers: Option<Arc<Signal>>,
@@ -275,7 +273,7 @@ impl JournalWriter {
             buf: Vec::with_capacity(
                 RECORDS_PER_INPUT_MAX * BATCH_LEN_MAX * RECORD_LEN_MAX + RECORD_LEN_MAX,
             ),
-            last_at: 0,
+            staged: 0,
             events: Vec::with_capacity(RECORDS_PER_INPUT_MAX * BATCH_LEN_MAX),
             followers: None,
             hold: None,
@@ -318,8 +316,8 @@ impl JournalWriter {
 
     /// Adds a record to the current batch.
     pub fn stage(&mut self, entry: &Entry) {
-        self.last_at = self.buf.len();
-        write_record(&mut self.buf, self.next_seq, entry);
+        write_record(&mut self.buf, self.next_seq, self.staged, entry);
+        self.staged = self.staged.saturating_add(1);
         self.next_seq += 1;
     }
 
@@ -343,15 +341,13 @@ impl JournalWriter {
         {
             times.rotation_sync = Some(self.rotate()?);
         }
-        // Every batch's last record says so: recovery cuts a last batch that a power loss
-        // left on disk with a gap only when nothing after it was written (see the reader).
-        mark_batch_end(&mut self.buf[self.last_at..]);
         let start = Instant::now();
         self.file.write_all(&self.buf)?;
         times.write = start.elapsed();
         times.bytes = self.buf.len() as u64;
         self.file_len += self.buf.len() as u64;
         self.buf.clear();
+        self.staged = 0;
         match (&mut self.writeback, self.fsync) {
             (_, FsyncMode::Always) => {
                 let start = Instant::now();
