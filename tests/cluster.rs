@@ -1064,6 +1064,19 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
         .unwrap()
         .config_fingerprint;
     start(&mut nodes[0]);
+    // The tool with another secret: the node's proof does not hold for it, so it leaves,
+    // and the node's log names the tool, not a node (first: the node logs a refusal at
+    // most once every 10 s).
+    let other = Config::parse(
+        &text.replacen(SECRET_LINE, "secret = \"not the cluster's secret\"\n", 1),
+        "tool",
+    )
+    .unwrap()
+    .cluster_settings()
+    .unwrap();
+    let refused = ironmatch::cluster::status_of(&other, 1, Duration::from_secs(5))
+        .expect_err("the tool with another secret gets no status");
+    assert!(refused.to_string().contains("does not hold"), "{refused}");
     let connect = || {
         let s = std::net::TcpStream::connect(&nodes[0].raft).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -1133,6 +1146,11 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
         "a frame over the limit is not answered"
     );
     stop(&mut nodes[0]);
+    let log = std::fs::read_to_string(nodes[0].config.with_file_name("serve.log")).unwrap();
+    assert!(
+        log.contains("`ironmatch cluster status` left after this node's proof"),
+        "{log}"
+    );
 }
 
 /// Opens a sealed connection to the node at `addr` as `ironmatch cluster status` does (a

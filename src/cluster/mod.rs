@@ -661,7 +661,7 @@ impl Refusals {
     fn log(&self, from: std::net::SocketAddr, why: &str) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_PERIOD) {
-            eprintln!("ironmatch cluster: refused a node connecting from {from}: {why}");
+            eprintln!("ironmatch cluster: refused a connection from {from}: {why}");
             *last = Some(std::time::Instant::now());
         }
     }
@@ -876,11 +876,16 @@ async fn serve(
                 }
             }
             // A caller refuses a node whose proof does not hold without proving itself:
-            // this side's only sign of a secret that differs.
+            // this side's only sign of a secret that differs. A handshake from this node
+            // to itself is the status tool's, not another node's.
             if challenged.is_some() {
                 refusals.log(
                     from,
-                    "it left after this node's proof of the cluster secret without giving its own (its secret differs)",
+                    if status_only {
+                        "`ironmatch cluster status` left after this node's proof of the cluster secret without giving its own (the tool's secret differs)"
+                    } else {
+                        "it left after this node's proof of the cluster secret without giving its own (its secret differs)"
+                    },
                 );
             }
         });
