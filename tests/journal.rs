@@ -201,7 +201,7 @@ fn a_whole_record_this_build_cannot_read_is_refused_not_truncated() {
         (1, 2, command),
     ] {
         // An unknown type, a command payload that does not decode, a record longer than
-        // this build writes, a command with a flag this build does not set.
+        // this build writes, a command whose reserved byte (13) is not 0.
         let mut record = Vec::new();
         let len = 16 + payload.len() + 4;
         record.extend_from_slice(&(len as u32).to_le_bytes());
@@ -384,7 +384,8 @@ fn replay_of_a_directory_without_a_journal_is_an_error() {
     }
 }
 
-/// Version 2 of the format added a command and nothing else, version 3 the batch-end flag:
+/// Version 2 of the format added a command and nothing else, version 3 records' indexes in
+/// their batches:
 /// a version 1 or 2 journal (every journal written before 2026-12-06) recovers as it did;
 /// a version this build does not know is refused by its header, saying which it reads.
 #[test]
@@ -487,8 +488,7 @@ fn a_gap_in_the_last_batch_is_cut_and_one_before_it_is_refused() {
     assert_eq!(starts.len(), 3, "three batches of 20 commands");
     // The record holding byte `b`: the first damaged by damage there.
     let holding = |b: usize| *records.iter().rev().find(|r| r.0 <= b).unwrap();
-    // With `damage` done to `full`, in a segment of `version`: the bytes, and the first
-    // damaged record's offset and sequence number.
+    // `full` with `damage` done, in a segment of `version`.
     let damaged = |damage: &dyn Fn(&mut Vec<u8>), version: u16| -> Vec<u8> {
         let mut bytes = full.clone();
         damage(&mut bytes);

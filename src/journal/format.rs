@@ -184,8 +184,9 @@ pub fn write_record(out: &mut Vec<u8>, seq: u64, index: u16, entry: &Entry) {
     out.extend_from_slice(&crc.to_le_bytes());
 }
 
-/// The index within its batch of the whole record at the start of `record` (0 in
-/// segments before [`VERSION_BATCH_INDEX`]).
+/// The index within its batch of the whole record at the start of `record` (0 in records
+/// written by builds before [`VERSION_BATCH_INDEX`]; a segment such a build started and a
+/// later build appended to holds both, under its old version).
 pub fn batch_index(record: &[u8]) -> u16 {
     u16::from_le_bytes([record[14], record[15]])
 }
