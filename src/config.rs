@@ -930,8 +930,9 @@ impl Config {
     }
 
     /// What every node of a cluster must share: the book configuration (the journal's
-    /// [`crate::journal::fingerprint`]: instruments, users, rules) and the feed's shape (its
-    /// MoldUDP64 session and attribution), since every node stores the same feed bytes.
+    /// [`crate::journal::fingerprint`]: instruments, users, rules), the feed's shape (its
+    /// MoldUDP64 session and attribution), since every node stores the same feed bytes, and
+    /// the order entry sessions' SoupBinTCP name, which any node may announce as leader.
     fn cluster_fingerprint(&self) -> u64 {
         let book = self
             .book_config()
@@ -939,6 +940,12 @@ impl Config {
         let mut bytes = book.to_le_bytes().to_vec();
         bytes.extend_from_slice(self.marketdata.session.as_bytes());
         bytes.push(u8::from(self.marketdata.attribution));
+        // The order entry sessions' name: after a failover the new leader announces its
+        // own, and a member's connector seeing another name would take the stream for a
+        // new session (each name is 1 to 10 printable characters, so the byte before it
+        // cannot be taken for one of them).
+        bytes.push(0);
+        bytes.extend_from_slice(self.gateway.session.as_bytes());
         let low = crc32c::crc32c(&bytes);
         let high = crc32c::crc32c_append(low, &bytes);
         (u64::from(high) << 32) | u64::from(low)
@@ -1592,7 +1599,8 @@ mod tests {
         }
     }
 
-    /// Nodes whose books or feeds differ have different fingerprints (and refuse each other).
+    /// Nodes whose books, feeds or order entry session names differ have different
+    /// fingerprints (and refuse each other).
     #[test]
     fn the_cluster_fingerprint_covers_the_book_and_the_feed() {
         let node = include_str!("../config/cluster/node1.toml");
@@ -1618,6 +1626,8 @@ mod tests {
                 feed.replacen("session = \"IRONMATCH\"", "session = \"OTHER\"", 1)
             ),
             node.replacen("lot_size = 1\n", "lot_size = 10\n", 1),
+            // The first `session` is `[gateway]`'s.
+            node.replacen("session = \"IRONMATCH\"", "session = \"OTHER\"", 1),
         ] {
             assert_ne!(changed, node, "the test changed something");
             assert_ne!(of(&changed), base, "{changed}");

@@ -33,6 +33,7 @@ use crate::config::{ADMIN_TOKEN_ENV, Config};
 use crate::engine::MatcherAgent;
 use crate::feed::{PublisherStart, spawn_publisher};
 use crate::gateway::{self, Gateway};
+use crate::journal::pinned::Pinned;
 use crate::journal::snapshot::{self, SnapshotSource, SnapshotterStart};
 use crate::journal::{self, Entry, Header, JournalAgent, JournalWriter, SegmentScan};
 use crate::pipeline::{AgentRunner, CompositeAgent, IdleStrategy, Record, Ring, Threading, Wake};
@@ -174,6 +175,25 @@ impl Server {
                 scan.records, config.journal.dir, scan.next_seq
             );
         }
+        // The sessions keep the name the journal's streams were announced under.
+        let (sessions, pinned) = gateway::SessionSettings::pin(
+            Path::new(&config.journal.dir),
+            &config.gateway,
+            scan.next_seq <= 1,
+            cluster.is_some(),
+        )?;
+        match pinned {
+            Pinned::KeptOverConfiguration => eprintln!(
+                "ironmatch: [gateway] session {:?} differs from the name this journal's sessions were announced under ({:?}): the journal's is kept, so that members' connectors see one session; the configuration's applies from the next journal",
+                config.gateway.session, sessions.session
+            ),
+            Pinned::Assumed => eprintln!(
+                "ironmatch: this journal's sessions were started by a build that did not keep their name; the configuration's ({:?}) is taken for it from now on",
+                sessions.session
+            ),
+            Pinned::New | Pinned::Kept => {}
+        }
+        gateway.set_session(&sessions.session);
         let day_over = Arc::new(AtomicBool::new(false));
         let gateway_failed = gateway.failure_flag();
         if let (Some(schedule), Some(day)) = (&schedule, day) {
@@ -181,7 +201,7 @@ impl Server {
             let plan = gateway::DayPlan::resume(schedule.transitions(day), last);
             eprintln!(
                 "ironmatch: trading day {day} ({}), session {}, journal {}; last transition {last:?}",
-                schedule.tz_name, config.gateway.session, config.journal.dir
+                schedule.tz_name, sessions.session, config.journal.dir
             );
             gateway.set_day(plan, Arc::clone(&day_over));
         }
@@ -326,7 +346,7 @@ impl Server {
                     users: config.users.iter().map(|u| u.username.clone()).collect(),
                     threading: threading.name(),
                     actions,
-                    day: day.map(|d| (d.to_string(), config.gateway.session.clone())),
+                    day: day.map(|d| (d.to_string(), sessions.session.clone())),
                 })?,
             ),
             None => None,

@@ -550,6 +550,67 @@ fn a_gap_in_the_last_batch_is_cut_and_one_before_it_is_refused() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// The order entry sessions keep the name the journal's streams were announced under: a
+/// restart on the same journal with another `gateway.session` announces the journal's
+/// (Login Accepted of a login naming none, and a login naming it is taken; one naming the
+/// configuration's is refused as an unknown session), and a new journal takes the
+/// configuration's.
+#[test]
+fn a_restart_with_another_session_name_keeps_the_journals() {
+    use ironmatch::client::{Client, Received};
+    use ironmatch::gateway::SessionSettings;
+    let dir = temp_dir("session-name");
+    let config = test_config_in(&dir, "");
+    let server = Server::start(&config).unwrap();
+    let mut c = login(server.local_addr(), "MM3", "pw3", 1);
+    c.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
+    server.stop().unwrap();
+    drop(c);
+    let kept = SessionSettings::read(&dir)
+        .unwrap()
+        .expect("the journal keeps its name");
+    assert_eq!(kept.session, config.gateway.session);
+    // A login of `user` naming `session`: the answer.
+    let ask = |server: &Server, user: &str, password: &str, session: &str| -> Received {
+        let mut c = Client::connect(server.local_addr()).unwrap();
+        let mut out = Vec::new();
+        ironmatch::wire::soupbin::write_login_request(&mut out, user, password, session, 1);
+        c.send_raw(&out).unwrap();
+        c.recv(std::time::Duration::from_secs(5))
+            .unwrap()
+            .expect("a login answer")
+    };
+    let mut other = config.clone();
+    other.gateway.session = "OTHER".into();
+    let server = Server::start(&other).unwrap();
+    for (user, password, named) in [("MM1", "pw1", ""), ("MM2", "pw2", kept.session.as_str())] {
+        match ask(&server, user, password, named) {
+            Received::LoginAccepted { session, .. } => assert_eq!(session, kept.session),
+            answer => panic!("{user} naming {named:?}: {answer:?}"),
+        }
+    }
+    assert_eq!(
+        ask(&server, "MM3", "pw3", "OTHER"),
+        Received::LoginRejected(b'S'),
+        "the configuration's name is not the journal's sessions'"
+    );
+    server.stop().unwrap();
+    assert_eq!(SessionSettings::read(&dir).unwrap(), Some(kept));
+    // A new journal: the configuration's name.
+    let fresh = temp_dir("session-name-new");
+    let mut other = test_config_in(&fresh, "");
+    other.gateway.session = "OTHER".into();
+    let server = Server::start(&other).unwrap();
+    match ask(&server, "MM1", "pw1", "") {
+        Received::LoginAccepted { session, .. } => assert_eq!(session, "OTHER"),
+        answer => panic!("a new journal: {answer:?}"),
+    }
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+    std::fs::remove_dir_all(&fresh).ok();
+}
+
 #[test]
 fn recovery_refuses_another_configuration() {
     let (dir, _) = write_flow(10);

@@ -61,19 +61,7 @@ pub struct FeedSettings {
     pub attribution: bool,
 }
 
-/// Where a journal's feed settings came from ([`FeedSettings::pin`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Pinned {
-    /// The configuration's, written for a journal with no record yet.
-    New,
-    /// Those the journal kept, the same as the configuration's.
-    Kept,
-    /// Those the journal kept; the configuration's differ (a warning on one node).
-    KeptOverConfiguration,
-    /// The configuration's, for a journal with records but no settings (written by a
-    /// build before `feed.settings`), written now.
-    Assumed,
-}
+pub use crate::journal::pinned::Pinned;
 
 impl FeedSettings {
     /// The configured settings.
@@ -84,38 +72,24 @@ impl FeedSettings {
         }
     }
 
+    /// Settings naming a valid MoldUDP64 session.
+    fn valid(&self) -> Result<(), String> {
+        match Session::from_str_padded(&self.session) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "session {:?} is not 1 to 10 printable characters",
+                self.session
+            )),
+        }
+    }
+
     /// The settings written in journal directory `dir`, if any. A file that is not
     /// settings (or names an invalid session) is an error naming it.
     pub fn read(dir: &Path) -> io::Result<Option<FeedSettings>> {
-        let path = dir.join(SETTINGS_NAME);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
-        };
-        let bad = |why: String| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: {why} (it fixes the journal's feed; remove it to take the configuration's)",
-                    path.display()
-                ),
-            )
-        };
-        let settings: FeedSettings = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
-        if Session::from_str_padded(&settings.session).is_none() {
-            return Err(bad(format!(
-                "session {:?} is not 1 to 10 printable characters",
-                settings.session
-            )));
-        }
-        Ok(Some(settings))
+        crate::journal::pinned::read(dir, SETTINGS_NAME, FeedSettings::valid)
     }
 
-    /// The settings of the journal in `dir`. `journal_new`: the journal has no record yet,
-    /// so nothing was published from it: the configuration's are written (over whatever a
-    /// start that failed before its first record left). Otherwise those the journal kept;
-    /// for a journal with records but no file, the configuration's, written now. In a
+    /// The settings of the journal in `dir` ([`crate::journal::pinned::pin`]). In a
     /// `cluster`, a configuration that differs from what the journal kept is an error.
     pub fn pin(
         dir: &Path,
@@ -124,27 +98,20 @@ impl FeedSettings {
         cluster: bool,
     ) -> io::Result<(FeedSettings, Pinned)> {
         let configured = FeedSettings::of(m);
-        if !journal_new {
-            match FeedSettings::read(dir)? {
-                Some(kept) if kept == configured => return Ok((kept, Pinned::Kept)),
-                Some(kept) if cluster => {
-                    return Err(io::Error::other(format!(
-                        "[marketdata] session {:?} and attribution = {} differ from what this node's journal's feed keeps (session {:?}, attribution = {}), and the nodes of a cluster must store the same feed: set them back (a new setting needs a new cluster journal)",
-                        configured.session, configured.attribution, kept.session, kept.attribution
-                    )));
-                }
-                Some(kept) => return Ok((kept, Pinned::KeptOverConfiguration)),
-                None => {}
-            }
+        let (settings, pinned) = crate::journal::pinned::pin(
+            dir,
+            SETTINGS_NAME,
+            &configured,
+            journal_new,
+            FeedSettings::valid,
+        )?;
+        if cluster && pinned == Pinned::KeptOverConfiguration {
+            return Err(io::Error::other(format!(
+                "[marketdata] session {:?} and attribution = {} differ from what this node's journal's feed keeps (session {:?}, attribution = {}), and the nodes of a cluster must store the same feed: set them back (a new setting needs a new cluster journal)",
+                configured.session, configured.attribution, settings.session, settings.attribution
+            )));
         }
-        let text = toml::to_string(&configured).map_err(io::Error::other)?;
-        crate::journal::write_file_atomically(dir, SETTINGS_NAME, text.as_bytes(), true)?;
-        let pinned = if journal_new {
-            Pinned::New
-        } else {
-            Pinned::Assumed
-        };
-        Ok((configured, pinned))
+        Ok((settings, pinned))
     }
 }
 

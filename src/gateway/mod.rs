@@ -33,6 +33,7 @@ pub mod admission;
 mod egress;
 pub mod exercise;
 mod ingress;
+mod kept;
 mod session;
 mod store;
 
@@ -49,6 +50,7 @@ use mio::{Events, Interest, Poll, Token};
 pub use admission::{AdmissionCounters, AdmissionStats};
 pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
+pub use kept::{SESSION_SETTINGS_NAME, SessionSettings};
 use session::UserSession;
 pub use store::{SessionStore, SpillFile, Spiller};
 
@@ -345,6 +347,12 @@ impl Gateway {
     /// Whether a poll failed.
     fn failed(&self) -> bool {
         self.failure.load(Ordering::Relaxed)
+    }
+
+    /// Announces `session` in Login Accepted (and takes logins naming it) instead of the
+    /// configured name: the journal's ([`SessionSettings`]).
+    pub fn set_session(&mut self, session: &str) {
+        self.settings.session = soupbin::right_justified(session);
     }
 
     /// Runs the trading day `plan` (with a `[venue]`): transitions are sequenced at their

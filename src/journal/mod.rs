@@ -41,7 +41,7 @@
 //! | 4 | 8 | sequence number: 1 for the journal's first record, +1 for each record |
 //! | 12 | 1 | type: 1 = command (an input, with its user, reference and gateway timestamp), 2 = event (an output of the command before it) |
 //! | 13 | 1 | reserved, 0 |
-//! | 14 | 2 | the record's index within its batch, from 0, held at 65,535 beyond (version 3; 0 before) |
+//! | 14 | 2 | the record's index within its batch, from 0, held at 65,535 beyond (written since version 3; 0 by older builds) |
 //! | 16 | `L - 20` | payload: the [postcard 1.0](https://postcard.jamesmunns.com/wire-format) encoding of [`Command`](crate::book::Command) or [`Event`](crate::book::Event) |
 //! | `L - 4` | 4 | CRC32C of bytes `0..L-4` |
 //!
@@ -58,6 +58,7 @@
 
 mod follow;
 mod format;
+pub mod pinned;
 mod reader;
 pub mod snapshot;
 mod writer;
