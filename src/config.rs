@@ -109,7 +109,9 @@ impl Default for BookSection {
 pub struct GatewaySection {
     /// Address to listen on for OUCH over SoupBinTCP.
     pub listen: String,
-    /// SoupBinTCP session name (1 to 10 characters) announced in Login Accepted.
+    /// SoupBinTCP session name (1 to 10 characters) announced in Login Accepted; a journal
+    /// keeps the name it was started with (`gateway.settings`, see
+    /// [`crate::gateway::SessionSettings`]).
     pub session: String,
     /// A connection that has not logged in by then is closed (short: a member's
     /// connector sends its Login Request at once; only a flood waits).

@@ -928,7 +928,7 @@ fn serve_day(config: &Config, path: &std::path::Path, server: Server) -> ExitCod
                 venue.system_end,
                 venue.market_open,
                 venue.market_close,
-                ironmatch::venue::session_name(&config.gateway.session, day),
+                server.session(),
             ),
             _ => String::new(),
         },

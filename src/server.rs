@@ -53,6 +53,8 @@ pub struct Server {
     followers: Vec<JoinHandle<()>>,
     feed_retransmission: Option<SocketAddr>,
     feed_session: Option<String>,
+    /// The SoupBinTCP session name announced (the journal's).
+    session: String,
     /// The gateway's admission counters.
     admission: Arc<gateway::AdmissionCounters>,
     /// The threading mode in use, and why.
@@ -175,11 +177,14 @@ impl Server {
                 scan.records, config.journal.dir, scan.next_seq
             );
         }
-        // The sessions keep the name the journal's streams were announced under.
+        // The sessions keep the name the journal's streams were announced under. A journal
+        // with no record that has the file keeps it too: logins are not journaled, so
+        // Login Accepted may have announced it already.
+        let journal_dir = Path::new(&config.journal.dir);
         let (sessions, pinned) = gateway::SessionSettings::pin(
-            Path::new(&config.journal.dir),
+            journal_dir,
             &config.gateway,
-            scan.next_seq <= 1,
+            scan.next_seq <= 1 && gateway::SessionSettings::read(journal_dir)?.is_none(),
             cluster.is_some(),
         )?;
         match pinned {
@@ -405,6 +410,7 @@ impl Server {
             followers,
             feed_retransmission,
             feed_session,
+            session: sessions.session.clone(),
             admission,
             threading,
             threading_why,
@@ -455,6 +461,12 @@ impl Server {
     /// Where the raft thread listens, with `[cluster]`.
     pub fn raft_addr(&self) -> Option<SocketAddr> {
         self.raft_addr
+    }
+
+    /// The SoupBinTCP session name Login Accepted announces: the journal's
+    /// ([`gateway::SessionSettings`]).
+    pub fn session(&self) -> &str {
+        &self.session
     }
 
     /// The MoldUDP64 session the feed publishes (the journal's), if the feed is enabled.

@@ -554,7 +554,8 @@ fn a_gap_in_the_last_batch_is_cut_and_one_before_it_is_refused() {
 /// restart on the same journal with another `gateway.session` announces the journal's
 /// (Login Accepted of a login naming none, and a login naming it is taken; one naming the
 /// configuration's is refused as an unknown session), and a new journal takes the
-/// configuration's.
+/// configuration's and keeps it, even before its first record (logins are not journaled:
+/// the name was announced).
 #[test]
 fn a_restart_with_another_session_name_keeps_the_journals() {
     use ironmatch::client::{Client, Received};
@@ -605,6 +606,14 @@ fn a_restart_with_another_session_name_keeps_the_journals() {
     match ask(&server, "MM1", "pw1", "") {
         Received::LoginAccepted { session, .. } => assert_eq!(session, "OTHER"),
         answer => panic!("a new journal: {answer:?}"),
+    }
+    server.stop().unwrap();
+    other.gateway.session = "THIRD".into();
+    let server = Server::start(&other).unwrap();
+    assert_eq!(server.session(), "OTHER");
+    match ask(&server, "MM1", "pw1", "") {
+        Received::LoginAccepted { session, .. } => assert_eq!(session, "OTHER"),
+        answer => panic!("a journal with no record, its name announced: {answer:?}"),
     }
     server.stop().unwrap();
     std::fs::remove_dir_all(&dir).ok();
