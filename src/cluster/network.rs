@@ -14,15 +14,17 @@
 //! before any Raft request: the caller's [`Request::SealedHello`] carries a fresh nonce, the
 //! node answers [`Reply::Challenge`] with its own nonce and a proof that it knows the secret
 //! (HMAC-SHA256 over both nonces and the fingerprint), and the caller answers
-//! [`Request::Proof`] with its own. From there every frame, both ways, ends with an
-//! HMAC-SHA256 tag under a key of this connection (derived from the secret and both
-//! nonces) over its direction, its number on the connection and its bytes: a frame
-//! altered, replayed, reordered or injected ends the connection. The frames are not
-//! encrypted (the order flow is readable on the wire); the secret itself never crosses it.
+//! [`Request::Proof`] with its own. From there every frame, both ways, is encrypted and
+//! authenticated with ChaCha20-Poly1305 (RFC 8439) under a key of this connection (derived
+//! from the secret and both nonces), its nonce the frame's direction and its number on the
+//! connection: the order flow is not readable on the wire, and a frame altered, replayed,
+//! reordered or injected ends the connection. The secret itself never crosses the wire.
 
 use std::io;
 use std::time::Duration;
 
+use chacha20poly1305::aead::AeadInPlace;
+use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use hmac::{Hmac, Mac};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -107,6 +109,8 @@ pub enum Reply {
 pub const NONCE_LEN: usize = 16;
 /// Bytes of an HMAC-SHA256 tag.
 pub const TAG_LEN: usize = 32;
+/// Bytes of a sealed frame's Poly1305 tag.
+pub const FRAME_TAG_LEN: usize = 16;
 
 /// HMAC-SHA256 under `key`, fed `parts` laid end to end.
 fn mac(key: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
@@ -115,16 +119,6 @@ fn mac(key: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
         mac.update(part);
     }
     mac
-}
-
-/// The tag of `parts` under `key`.
-fn tag(key: &[u8], parts: &[&[u8]]) -> [u8; TAG_LEN] {
-    mac(key, parts).finalize().into_bytes().into()
-}
-
-/// Whether `given` is the tag of `parts` under `key`, compared in constant time.
-fn tag_holds(key: &[u8], parts: &[&[u8]], given: &[u8]) -> bool {
-    mac(key, parts).verify_slice(given).is_ok()
 }
 
 /// A fresh nonce from the operating system.
@@ -198,12 +192,13 @@ impl Transcript {
 
     /// The seal of `end` of this connection.
     pub fn seal(&self, secret: &[u8], end: End) -> Seal {
+        let key: [u8; TAG_LEN] = self
+            .mac(secret, b"ironmatch raft connection")
+            .finalize()
+            .into_bytes()
+            .into();
         Seal {
-            key: self
-                .mac(secret, b"ironmatch raft connection")
-                .finalize()
-                .into_bytes()
-                .into(),
+            cipher: ChaCha20Poly1305::new(&key.into()),
             end,
             sent: 0,
             received: 0,
@@ -211,44 +206,64 @@ impl Transcript {
     }
 }
 
-/// The tags of one authenticated connection's frames: its key (from the secret and both
-/// nonces) and how many frames each way it has sealed and opened.
+/// One authenticated connection's frames: its cipher (keyed from the secret and both
+/// nonces, so each connection has its own key) and how many frames each way it has sealed
+/// and opened (each frame's nonce: its direction and number, never used twice under a key).
 pub struct Seal {
-    key: [u8; TAG_LEN],
+    cipher: ChaCha20Poly1305,
     end: End,
     sent: u64,
     received: u64,
 }
 
+/// The nonce of frame `n` sent by `from`: 4 bytes of direction, 8 of number.
+fn frame_nonce(from: End, n: u64) -> chacha20poly1305::Nonce {
+    let mut nonce = [0u8; 12];
+    nonce[0] = match from {
+        End::Caller => 1,
+        End::Node => 2,
+    };
+    nonce[4..].copy_from_slice(&n.to_le_bytes());
+    nonce.into()
+}
+
 impl Seal {
-    /// The tag of the next frame this end sends.
-    fn seal(&mut self, body: &[u8]) -> [u8; TAG_LEN] {
-        let n = self.sent;
+    /// Encrypts the next frame this end sends, `body`, in place; its tag.
+    fn seal(&mut self, body: &mut [u8]) -> [u8; FRAME_TAG_LEN] {
+        let nonce = frame_nonce(self.end, self.sent);
         self.sent += 1;
-        tag(&self.key, &[self.end.label(), &n.to_le_bytes(), body])
+        self.cipher
+            .encrypt_in_place_detached(&nonce, &[], body)
+            .expect("a frame is far below ChaCha20's limit")
+            .into()
     }
 
-    /// Whether `given` is the tag of the next frame from the other end.
-    fn open(&mut self, body: &[u8], given: &[u8]) -> bool {
+    /// Decrypts the next frame from the other end, `body`, in place, if `given` is its tag
+    /// (otherwise `body` is left undefined and the connection must end).
+    fn open(&mut self, body: &mut [u8], given: &[u8]) -> bool {
         let from = match self.end {
             End::Caller => End::Node,
             End::Node => End::Caller,
         };
-        let n = self.received;
+        let nonce = frame_nonce(from, self.received);
         self.received += 1;
-        tag_holds(&self.key, &[from.label(), &n.to_le_bytes(), body], given)
+        given.len() == FRAME_TAG_LEN
+            && self
+                .cipher
+                .decrypt_in_place_detached(&nonce, &[], body, given.into())
+                .is_ok()
     }
 }
 
-/// Writes one frame, with its tag at the end if the connection is sealed (the length
+/// Writes one frame; on a sealed connection encrypted, its tag at the end (the length
 /// counts the tag).
 pub async fn write_frame<T: serde::Serialize>(
     stream: &mut TcpStream,
     value: &T,
     seal: Option<&mut Seal>,
 ) -> io::Result<()> {
-    let body = postcard::to_allocvec(value).map_err(io::Error::other)?;
-    let tag = seal.map(|s| s.seal(&body));
+    let mut body = postcard::to_allocvec(value).map_err(io::Error::other)?;
+    let tag = seal.map(|s| s.seal(&mut body));
     let len = body.len() + tag.map_or(0, |t| t.len());
     let mut frame = Vec::with_capacity(len + 4);
     frame.extend_from_slice(&(len as u32).to_le_bytes());
@@ -259,7 +274,7 @@ pub async fn write_frame<T: serde::Serialize>(
     stream.write_all(&frame).await
 }
 
-/// Reads one frame; on a sealed connection, one whose tag holds.
+/// Reads one frame; on a sealed connection, one whose tag holds, decrypted.
 pub async fn read_frame<T: serde::de::DeserializeOwned>(
     stream: &mut TcpStream,
     seal: Option<&mut Seal>,
@@ -289,10 +304,10 @@ pub async fn read_frame_within<T: serde::de::DeserializeOwned>(
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     if let Some(seal) = seal {
-        let Some(at) = len.checked_sub(TAG_LEN) else {
+        let Some(at) = len.checked_sub(FRAME_TAG_LEN) else {
             return Err(io::Error::other("a sealed frame shorter than its tag"));
         };
-        let (body, given) = body.split_at(at);
+        let (body, given) = body.split_at_mut(at);
         if !seal.open(body, given) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -640,8 +655,8 @@ mod tests {
         assert_ne!(nonce().unwrap(), nonce().unwrap());
     }
 
-    /// Sealed frames pass both ways; one altered, replayed or sealed under another key
-    /// does not.
+    /// Sealed frames pass both ways, encrypted on the wire; one altered, replayed or sealed
+    /// under another key does not.
     #[test]
     fn sealed_frames_pass_and_tampered_ones_fail() {
         let t = transcript([3; NONCE_LEN], [4; NONCE_LEN]);
@@ -665,9 +680,18 @@ mod tests {
             // The next frame's bytes, as sealed: sent altered, then twice as they are.
             let mut copy = t.seal(SECRET, End::Caller);
             copy.sent = out.sent;
-            let body = postcard::to_allocvec(&Request::Hello { config: 9 }).unwrap();
-            let tag = copy.seal(&body);
-            let mut frame = ((body.len() + TAG_LEN) as u32).to_le_bytes().to_vec();
+            let plain = postcard::to_allocvec(&Request::Hello {
+                config: 0x0123_4567_89ab_cdef,
+            })
+            .unwrap();
+            let mut body = plain.clone();
+            let tag = copy.seal(&mut body);
+            // Encrypted: the plaintext's bytes (the fingerprint's 8 among them) are not on
+            // the wire.
+            assert_ne!(body, plain);
+            let wire_fingerprint = 0x0123_4567_89ab_cdef_u64.to_le_bytes();
+            assert!(!body.windows(8).any(|w| w == wire_fingerprint));
+            let mut frame = ((body.len() + FRAME_TAG_LEN) as u32).to_le_bytes().to_vec();
             frame.extend_from_slice(&body);
             frame.extend_from_slice(&tag);
             let mut altered = frame.clone();
@@ -682,7 +706,9 @@ mod tests {
             caller.write_all(&frame).await.unwrap();
             assert!(matches!(
                 read_frame::<Request>(&mut node, Some(&mut inn)).await,
-                Ok(Request::Hello { config: 9 })
+                Ok(Request::Hello {
+                    config: 0x0123_4567_89ab_cdef
+                })
             ));
             assert!(
                 read_frame::<Request>(&mut node, Some(&mut inn))
@@ -752,7 +778,7 @@ mod tests {
     impl Seal {
         fn clone_for_test(&self) -> Seal {
             Seal {
-                key: self.key,
+                cipher: self.cipher.clone(),
                 end: self.end,
                 sent: self.sent,
                 received: self.received,
