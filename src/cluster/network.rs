@@ -15,7 +15,7 @@
 //! node answers [`Reply::Challenge`] with its own nonce and a proof that it knows the secret
 //! (HMAC-SHA256 over both nonces and the fingerprint), and the caller answers
 //! [`Request::Proof`] with its own. From there every frame, both ways, is encrypted and
-//! authenticated with ChaCha20-Poly1305 (RFC 8439) under a key of this connection (derived
+//! authenticated with ChaCha20-Poly1305 (RFC 8439, `ring`'s) under a key of this connection (derived
 //! from the secret and both nonces), its nonce the frame's direction and its number on the
 //! connection: the order flow is not readable on the wire, and a frame altered, replayed,
 //! reordered or injected ends the connection. The secret itself never crosses the wire.
@@ -23,8 +23,6 @@
 use std::io;
 use std::time::Duration;
 
-use chacha20poly1305::aead::AeadInPlace;
-use chacha20poly1305::{ChaCha20Poly1305, KeyInit};
 use hmac::{Hmac, Mac};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -32,6 +30,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use ring::aead::{Aad, CHACHA20_POLY1305, LessSafeKey, Nonce, UnboundKey};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -107,7 +106,7 @@ pub enum Reply {
 
 /// Bytes of a handshake nonce.
 pub const NONCE_LEN: usize = 16;
-/// Bytes of an HMAC-SHA256 tag.
+/// Bytes of an HMAC-SHA256 output: a handshake proof, and a connection's key.
 pub const TAG_LEN: usize = 32;
 /// Bytes of a sealed frame's Poly1305 tag.
 pub const FRAME_TAG_LEN: usize = 16;
@@ -198,7 +197,9 @@ impl Transcript {
             .into_bytes()
             .into();
         Seal {
-            cipher: ChaCha20Poly1305::new(&key.into()),
+            cipher: LessSafeKey::new(
+                UnboundKey::new(&CHACHA20_POLY1305, &key).expect("a 32-byte key"),
+            ),
             end,
             sent: 0,
             received: 0,
@@ -210,21 +211,22 @@ impl Transcript {
 /// nonces, so each connection has its own key) and how many frames each way it has sealed
 /// and opened (each frame's nonce: its direction and number, never used twice under a key).
 pub struct Seal {
-    cipher: ChaCha20Poly1305,
+    cipher: LessSafeKey,
     end: End,
     sent: u64,
     received: u64,
 }
 
 /// The nonce of frame `n` sent by `from`: 4 bytes of direction, 8 of number.
-fn frame_nonce(from: End, n: u64) -> chacha20poly1305::Nonce {
+fn frame_nonce(from: End, n: u64) -> Nonce {
     let mut nonce = [0u8; 12];
     nonce[0] = match from {
         End::Caller => 1,
         End::Node => 2,
     };
     nonce[4..].copy_from_slice(&n.to_le_bytes());
-    nonce.into()
+    // Unique under the connection's key: each direction numbers its own frames.
+    Nonce::assume_unique_for_key(nonce)
 }
 
 impl Seal {
@@ -232,26 +234,28 @@ impl Seal {
     fn seal(&mut self, body: &mut [u8]) -> [u8; FRAME_TAG_LEN] {
         let nonce = frame_nonce(self.end, self.sent);
         self.sent += 1;
-        self.cipher
-            .encrypt_in_place_detached(&nonce, &[], body)
-            .expect("a frame is far below ChaCha20's limit")
-            .into()
+        let tag = self
+            .cipher
+            .seal_in_place_separate_tag(nonce, Aad::empty(), body)
+            .expect("a frame is far below ChaCha20's limit");
+        tag.as_ref()
+            .try_into()
+            .expect("a ChaCha20-Poly1305 tag is 16 bytes")
     }
 
-    /// Decrypts the next frame from the other end, `body`, in place, if `given` is its tag
-    /// (otherwise `body` is left undefined and the connection must end).
-    fn open(&mut self, body: &mut [u8], given: &[u8]) -> bool {
+    /// Decrypts the next frame from the other end, `frame` (its ciphertext, then its tag),
+    /// in place: its plaintext, if the tag holds (otherwise the connection must end).
+    fn open<'f>(&mut self, frame: &'f mut [u8]) -> Option<&'f [u8]> {
         let from = match self.end {
             End::Caller => End::Node,
             End::Node => End::Caller,
         };
         let nonce = frame_nonce(from, self.received);
         self.received += 1;
-        given.len() == FRAME_TAG_LEN
-            && self
-                .cipher
-                .decrypt_in_place_detached(&nonce, &[], body, given.into())
-                .is_ok()
+        self.cipher
+            .open_in_place(nonce, Aad::empty(), frame)
+            .ok()
+            .map(|plain| &*plain)
     }
 }
 
@@ -304,16 +308,15 @@ pub async fn read_frame_within<T: serde::de::DeserializeOwned>(
         return Err(io::ErrorKind::UnexpectedEof.into());
     }
     if let Some(seal) = seal {
-        let Some(at) = len.checked_sub(FRAME_TAG_LEN) else {
+        if len < FRAME_TAG_LEN {
             return Err(io::Error::other("a sealed frame shorter than its tag"));
-        };
-        let (body, given) = body.split_at_mut(at);
-        if !seal.open(body, given) {
+        }
+        let Some(body) = seal.open(&mut body) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                "a frame's tag does not hold (altered, replayed or not from the cluster)",
+                "a frame's tag does not hold (altered, replayed, not from the cluster, or from a node of a build before 2026-12-06, whose frames are not encrypted)",
             ));
-        }
+        };
         return decode(body);
     }
     decode(&body)
@@ -686,11 +689,7 @@ mod tests {
             .unwrap();
             let mut body = plain.clone();
             let tag = copy.seal(&mut body);
-            // Encrypted: the plaintext's bytes (the fingerprint's 8 among them) are not on
-            // the wire.
-            assert_ne!(body, plain);
-            let wire_fingerprint = 0x0123_4567_89ab_cdef_u64.to_le_bytes();
-            assert!(!body.windows(8).any(|w| w == wire_fingerprint));
+            assert_ne!(body, plain, "encrypted");
             let mut frame = ((body.len() + FRAME_TAG_LEN) as u32).to_le_bytes().to_vec();
             frame.extend_from_slice(&body);
             frame.extend_from_slice(&tag);
@@ -715,6 +714,27 @@ mod tests {
                     .await
                     .is_err(),
                 "a replayed frame fails"
+            );
+            // Encrypted: a text in a frame is not on the wire.
+            let text = "an order's details, readable without encryption";
+            let plain = postcard::to_allocvec(&Reply::Failed(text.into())).unwrap();
+            let mut body = plain.clone();
+            let mut node_side = t.seal(SECRET, End::Node);
+            let tag = node_side.seal(&mut body);
+            assert!(!body.windows(text.len()).any(|w| w == text.as_bytes()));
+            body.extend_from_slice(&tag);
+            // A frame is opened only as the other end's: sealed by the node, the node's own
+            // seal (expecting the caller's frame of the same number) does not open it.
+            let mut own = t.seal(SECRET, End::Node);
+            assert!(
+                own.open(&mut body.clone()).is_none(),
+                "the node's own frame"
+            );
+            let mut caller_side = t.seal(SECRET, End::Caller);
+            assert_eq!(
+                caller_side.open(&mut body),
+                Some(&plain[..]),
+                "the node's frame, at the caller"
             );
             // Under another connection's key.
             let mut other = Transcript { node: 3, ..t }.seal(SECRET, End::Caller);
