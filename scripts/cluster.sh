@@ -39,7 +39,7 @@ node_id = ${n}
 election_timeout_min_ms = 500
 election_timeout_max_ms = 1000
 heartbeat_interval_ms = 100
-# Shared secret (at least 16 bytes, the same on every node; IRONMATCH_CLUSTER_SECRET wins): nodes authenticate each other and seal every frame; "": none, loopback only.
+# Shared secret (at least 16 bytes, the same on every node; IRONMATCH_CLUSTER_SECRET wins): nodes authenticate each other and encrypt every frame; "": none, loopback only.
 secret = ""
 
 [[cluster.peers]]

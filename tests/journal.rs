@@ -1340,22 +1340,7 @@ fn login_while_full(
     user: &str,
     password: &str,
 ) -> ironmatch::client::Client {
-    use ironmatch::client::{Client, Received};
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let mut c = Client::connect(addr).unwrap();
-        let answer = c
-            .login_within(user, password, 1, std::time::Duration::from_secs(2))
-            .unwrap();
-        match answer {
-            Received::LoginAccepted { .. } => return c,
-            // The session is in use until the gateway has seen its last close.
-            Received::LoginRejected(b'S') if std::time::Instant::now() < deadline => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            other => panic!("login of {user} while the pipeline is full: {other:?}"),
-        }
-    }
+    common::login_after_close_within(addr, user, password, 1, std::time::Duration::from_secs(2)).0
 }
 
 /// Floods the test engine with `orders` resting buys from `user` on its own thread while

@@ -250,10 +250,25 @@ pub fn login_after_close_answered(
     password: &str,
     seq: u64,
 ) -> (Client, Received) {
+    login_after_close_within(addr, user, password, seq, Duration::from_secs(5))
+}
+
+/// [`login_after_close_answered`], each login answered within `answer_max` (or the test
+/// fails).
+pub fn login_after_close_within(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    seq: u64,
+    answer_max: Duration,
+) -> (Client, Received) {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     loop {
         let mut c = Client::connect(addr).expect("connect");
-        match c.login(user, password, seq).expect("login answer") {
+        match c
+            .login_within(user, password, seq, answer_max)
+            .expect("login answer")
+        {
             accepted @ Received::LoginAccepted { .. } => return (c, accepted),
             Received::LoginRejected(b'S') if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(10));
