@@ -9,6 +9,13 @@
 //! - `book/match`: IOCs that each sweep 5 levels of 4 orders (20 fills).
 //! - `book/mixed`: market-maker flow: quotes 1-4 ticks from the mid (sometimes deeper), 45%
 //!   adds, 45-50% cancels of own quotes, 5-10% marketable IOCs, the mid drifting.
+//!   `IRONMATCH_BOOK_PATTERN` (letters of `ksio`) makes a diagnostic variant of it: each
+//!   lettered draw follows a fixed cycle instead of the random generator, so a branch
+//!   predictor can learn it (`k`: the command's kind, 9 adds, 10 cancels and an IOC in every
+//!   20 commands; `s`: the side of an add, alternating; `i`, `o`: the instrument and the
+//!   owner, in turn). The counts of each kind and the book's shape stay near the random
+//!   flow's, so the time it saves is what the flow's unpredictability costs (README, "What
+//!   the flow's randomness costs"). Unset, the stream is the one the bench always used.
 //! - `book/deep`: ~2,000 resting orders over ~70 levels per instrument; 50% adds within 35
 //!   ticks of the mid (each side), 40% cancels of random live orders, 5% partial reduces, 5% marketable
 //!   IOCs of add size.
@@ -224,6 +231,36 @@ impl Stream {
     }
 }
 
+/// Which of `mixed`'s random draws follow a fixed cycle instead (`IRONMATCH_BOOK_PATTERN`,
+/// see the module docs). All false, the stream is the random one.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pattern {
+    kind: bool,
+    side: bool,
+    instrument: bool,
+    owner: bool,
+}
+
+impl Pattern {
+    fn from_env() -> Pattern {
+        let Ok(letters) = std::env::var("IRONMATCH_BOOK_PATTERN") else {
+            return Pattern::default();
+        };
+        assert!(
+            letters.chars().all(|c| "ksio".contains(c)),
+            "IRONMATCH_BOOK_PATTERN takes letters of ksio (kind, side, instrument, owner), not {letters:?}"
+        );
+        let pattern = Pattern {
+            kind: letters.contains('k'),
+            side: letters.contains('s'),
+            instrument: letters.contains('i'),
+            owner: letters.contains('o'),
+        };
+        eprintln!("mixed stream: {pattern:?} follow a cycle");
+        pattern
+    }
+}
+
 /// Passive price `depth` ticks away from the mid on `side`.
 fn passive(side: Side, mid: u64, depth: u64) -> u64 {
     if side == Side::Buy {
@@ -275,8 +312,15 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
     }
     let mut live: Vec<Vec<(UserRef, usize)>> = vec![Vec::new(); usize::from(MAKERS)];
     let mut mids = [MID; INSTRUMENTS];
+    let pattern = Pattern::from_env();
+    let mut n = 0u64;
     while s.cmds.len() < warmup + len {
-        let instrument = rng.below(INSTRUMENTS as u64) as usize;
+        n += 1;
+        let instrument = if pattern.instrument {
+            ((n / 2) % INSTRUMENTS as u64) as usize
+        } else {
+            rng.below(INSTRUMENTS as u64) as usize
+        };
         if rng.below(500) == 0 {
             mids[instrument] = if rng.below(2) == 0 {
                 mids[instrument] + TICK
@@ -285,15 +329,30 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
             };
         }
         let mid = mids[instrument];
-        let roll = rng.below(100);
-        let owner = rng.below(u64::from(MAKERS)) as u16;
+        let roll = if pattern.kind {
+            // An add, a cancel, ...; the 19th a cancel, the 20th an IOC.
+            match n % 20 {
+                19 => 97,
+                18 => 50,
+                odd if odd % 2 == 1 => 50,
+                _ => 0,
+            }
+        } else {
+            rng.below(100)
+        };
+        let owner = if pattern.owner {
+            ((n / 2) % u64::from(MAKERS)) as u16
+        } else {
+            rng.below(u64::from(MAKERS)) as u16
+        };
         let book = &mut live[usize::from(owner)];
         if roll < 45 || (roll < 90 && book.is_empty()) {
-            let side = if rng.below(2) == 0 {
-                Side::Buy
+            let buy = if pattern.side {
+                (n / 2).is_multiple_of(2)
             } else {
-                Side::Sell
+                rng.below(2) == 0
             };
+            let side = if buy { Side::Buy } else { Side::Sell };
             // Mostly the first few levels, sometimes deeper.
             let depth = 1 + rng.below(4) + if rng.below(8) == 0 { rng.below(16) } else { 0 };
             let qty = 100 * (1 + rng.below(5) as u32);
