@@ -727,3 +727,108 @@ fn remove_snapshots_after(dir: &Path, seq: u64) -> Result<(), JournalError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::book::{Command, CommandBody};
+    use crate::journal::format::{write_header, write_record};
+    use crate::types::{OwnerId, Timestamp};
+
+    /// Records in the batch of [`one_batch`].
+    const N: u64 = 200;
+
+    /// A last segment of `version` holding one batch: records 1..=N at indexes 0..N.
+    /// Returns its bytes and each record's offset.
+    fn one_batch(version: u16) -> (Vec<u8>, Vec<usize>) {
+        let mut bytes = write_header(&Header {
+            instance: 1,
+            first_seq: 1,
+            fingerprint: 0,
+            created_ns: 0,
+        })
+        .to_vec();
+        bytes[8..10].copy_from_slice(&version.to_le_bytes());
+        let mut offsets = Vec::new();
+        for seq in 1..=N {
+            offsets.push(bytes.len());
+            write_record(&mut bytes, seq, (seq - 1) as u16, &entry(seq));
+        }
+        (bytes, offsets)
+    }
+
+    fn entry(seq: u64) -> Entry {
+        Entry::Command(Command {
+            ts: Timestamp(seq),
+            owner: OwnerId(1),
+            body: CommandBody::AccountQuery,
+        })
+    }
+
+    /// The record at `offset` written again with `seq` and `index` (the same length: the
+    /// sequence number is in the fixed head).
+    fn rewrite(bytes: &mut [u8], offset: usize, seq: u64, index: u16) {
+        let mut record = Vec::new();
+        write_record(&mut record, seq, index, &entry(seq));
+        bytes[offset..offset + record.len()].copy_from_slice(&record);
+    }
+
+    /// The sector at 1024 zeroed: the damaged record (the one holding byte 1024), its
+    /// offset and sequence number.
+    fn zeroed(bytes: &mut [u8], offsets: &[usize]) -> (usize, u64) {
+        bytes[1024..1024 + SECTOR].fill(0);
+        let i = offsets.iter().rposition(|&o| o <= 1024).unwrap();
+        (offsets[i], i as u64 + 1)
+    }
+
+    /// The rule's every condition, each alone refusing a gap the rule otherwise cuts: the
+    /// segment's version, the sector of zeros, and each whole record after it being of the
+    /// damaged record's batch (later in sequence, its batch begun at or before it, an index
+    /// no larger than its sequence number).
+    #[test]
+    fn a_gap_is_a_torn_batch_only_when_every_condition_holds() {
+        let (mut bytes, offsets) = one_batch(VERSION_BATCH_INDEX);
+        assert!(
+            *offsets.last().unwrap() > 1024 + 2 * SECTOR,
+            "records after the gap"
+        );
+        let (from, next_seq) = zeroed(&mut bytes, &offsets);
+        assert!(torn_last_batch(&bytes, from, next_seq), "the gap is cut");
+        let last = *offsets.last().unwrap();
+
+        for version in [1, 2] {
+            let (mut old, _) = one_batch(version);
+            zeroed(&mut old, &offsets);
+            assert!(!torn_last_batch(&old, from, next_seq), "version {version}");
+        }
+
+        let (mut flipped, _) = one_batch(VERSION_BATCH_INDEX);
+        flipped[1100] ^= 0x10;
+        assert!(
+            !torn_last_batch(&flipped, from, next_seq),
+            "no sector of zeros"
+        );
+
+        for (what, seq, index) in [
+            (
+                "a record not after the damaged one",
+                next_seq,
+                next_seq as u16 - 1,
+            ),
+            ("a record of a later batch", N, 0),
+            (
+                "a record of a batch begun after the damaged one",
+                N,
+                (N - 1 - next_seq) as u16,
+            ),
+            ("an index above its sequence number", N, N as u16 + 1),
+        ] {
+            let mut bytes = bytes.clone();
+            rewrite(&mut bytes, last, seq, index);
+            assert!(!torn_last_batch(&bytes, from, next_seq), "{what}");
+        }
+        // The same record rewritten with its own place: cut again (the rewrite is sound).
+        rewrite(&mut bytes, last, N, N as u16 - 1);
+        assert!(torn_last_batch(&bytes, from, next_seq));
+    }
+}
