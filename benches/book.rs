@@ -12,10 +12,14 @@
 //!   `IRONMATCH_BOOK_PATTERN` (letters of `ksio`) makes a diagnostic variant of it: each
 //!   lettered draw follows a fixed cycle instead of the random generator, so a branch
 //!   predictor can learn it (`k`: the command's kind, 9 adds, 10 cancels and an IOC in every
-//!   20 commands; `s`: the side of an add, alternating; `i`, `o`: the instrument and the
-//!   owner, in turn). The counts of each kind and the book's shape stay near the random
-//!   flow's, so the time it saves is what the flow's unpredictability costs (README, "What
-//!   the flow's randomness costs"). Unset, the stream is the one the bench always used.
+//!   20 commands; `s`: the side, mostly alternating from add to add; `i`, `o`: the
+//!   instrument and the maker, in turn), with each maker still quoting every instrument on
+//!   both sides, IOCs meeting every instrument on both sides, and a cancel still choosing
+//!   at random among its maker's live quotes (prices, quantities and depths stay random).
+//!   The stream's shape is printed beside the random one's (adds, cancels, IOCs, fills,
+//!   live quotes a cancel chooses among and how old the one it takes is), so what the
+//!   cycle changes besides the branches can be read (README, "What the flow's randomness
+//!   costs"). Unset, the stream is the one the bench always used.
 //! - `book/deep`: ~2,000 resting orders over ~70 levels per instrument; 50% adds within 35
 //!   ticks of the mid (each side), 40% cancels of random live orders, 5% partial reduces, 5% marketable
 //!   IOCs of add size.
@@ -261,6 +265,37 @@ impl Pattern {
     }
 }
 
+/// What `mixed`'s generator drew, to compare the random flow with a [`Pattern`] of it.
+#[derive(Debug, Default)]
+struct MixedStats {
+    adds: u64,
+    cancels: u64,
+    iocs: u64,
+    /// Makers' orders that traded.
+    fills: u64,
+    /// Summed over cancels: the maker's live quotes it chose from.
+    live_at_cancel: u64,
+    /// Summed over cancels: commands since the canceled quote was entered.
+    cancel_age: u64,
+}
+
+impl std::fmt::Display for MixedStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let per_cancel = |sum: u64| sum as f64 / self.cancels.max(1) as f64;
+        write!(
+            f,
+            "{} adds, {} cancels, {} IOCs, {} fills; a cancel chose among {:.1} live quotes \
+             of its maker, one entered {:.1} commands before",
+            self.adds,
+            self.cancels,
+            self.iocs,
+            self.fills,
+            per_cancel(self.live_at_cancel),
+            per_cancel(self.cancel_age)
+        )
+    }
+}
+
 /// Passive price `depth` ticks away from the mid on `side`.
 fn passive(side: Side, mid: u64, depth: u64) -> u64 {
     if side == Side::Buy {
@@ -310,14 +345,21 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
     for c in &s.cmds {
         matcher.apply(c, &mut events);
     }
-    let mut live: Vec<Vec<(UserRef, usize)>> = vec![Vec::new(); usize::from(MAKERS)];
+    // Each maker's live quotes: reference, instrument and the command that entered it.
+    let mut live: Vec<Vec<(UserRef, usize, u64)>> = vec![Vec::new(); usize::from(MAKERS)];
     let mut mids = [MID; INSTRUMENTS];
     let pattern = Pattern::from_env();
+    let mut stats = MixedStats::default();
+    // The command's number from 1; with a pattern, `pair` and `period` place it in the
+    // cycles (a pair is two commands, a period twenty: the kind's cycle).
     let mut n = 0u64;
     while s.cmds.len() < warmup + len {
         n += 1;
+        let (pair, period) = (n / 2, n / 20);
         let instrument = if pattern.instrument {
-            ((n / 2) % INSTRUMENTS as u64) as usize
+            // Each instrument in turn, shifted by one each period so that the period's
+            // IOC (always the same place in it) meets every instrument too.
+            ((pair + period) % INSTRUMENTS as u64) as usize
         } else {
             rng.below(INSTRUMENTS as u64) as usize
         };
@@ -330,7 +372,8 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
         }
         let mid = mids[instrument];
         let roll = if pattern.kind {
-            // An add, a cancel, ...; the 19th a cancel, the 20th an IOC.
+            // Within each period (n % 20): odd places cancels, even places adds, but 18 a
+            // cancel and 19 the IOC: 9 adds, 10 cancels and an IOC in 20.
             match n % 20 {
                 19 => 97,
                 18 => 50,
@@ -341,14 +384,18 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
             rng.below(100)
         };
         let owner = if pattern.owner {
-            ((n / 2) % u64::from(MAKERS)) as u16
+            // Every maker in turn, a cancel's maker four places from the add's before it
+            // (so a cancel does not take the quote just entered), shifted every 16 pairs
+            // so that each maker quotes every instrument on both sides.
+            ((pair + pair / 16 + 4 * (n % 2)) % u64::from(MAKERS)) as u16
         } else {
             rng.below(u64::from(MAKERS)) as u16
         };
         let book = &mut live[usize::from(owner)];
         if roll < 45 || (roll < 90 && book.is_empty()) {
             let buy = if pattern.side {
-                (n / 2).is_multiple_of(2)
+                // Mostly alternating from add to add, balanced on every instrument.
+                (pair + pair / 8).is_multiple_of(2)
             } else {
                 rng.below(2) == 0
             };
@@ -364,17 +411,23 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
                 qty,
                 TimeInForce::Day,
             );
-            live[usize::from(owner)].push((user_ref, instrument));
+            live[usize::from(owner)].push((user_ref, instrument, n));
+            stats.adds += 1;
         } else if roll < 95 && !book.is_empty() {
             let i = rng.below(book.len() as u64) as usize;
-            let (user_ref, _) = book.swap_remove(i);
+            stats.cancels += 1;
+            stats.live_at_cancel += book.len() as u64;
+            let (user_ref, _, entered) = book.swap_remove(i);
+            stats.cancel_age += n - entered;
             s.cancel(owner, user_ref);
         } else {
-            let side = if rng.below(2) == 0 {
-                Side::Buy
+            let buy = if pattern.side {
+                (period + period / 4).is_multiple_of(2)
             } else {
-                Side::Sell
+                rng.below(2) == 0
             };
+            let side = if buy { Side::Buy } else { Side::Sell };
+            stats.iocs += 1;
             let through = 1 + rng.below(2);
             let price = if side == Side::Buy {
                 mid + through * TICK
@@ -393,6 +446,11 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
         events.clear();
         matcher.apply(s.cmds.last().unwrap(), &mut events);
         for e in &events {
+            if let EventBody::Executed { owner, .. } = e.body
+                && owner.0 < MAKERS
+            {
+                stats.fills += 1;
+            }
             let gone = match e.body {
                 EventBody::Executed {
                     owner,
@@ -408,12 +466,12 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
             if let Some((owner, user_ref)) = gone
                 && owner.0 < MAKERS
             {
-                live[usize::from(owner.0)].retain(|(r, _)| *r != user_ref);
+                live[usize::from(owner.0)].retain(|(r, _, _)| *r != user_ref);
             }
         }
     }
     eprintln!(
-        "mixed stream: {} commands, {} orders resting at the end",
+        "mixed stream: {} commands, {} orders resting at the end; {stats}",
         s.cmds.len(),
         matcher.resting_orders()
     );
