@@ -752,32 +752,39 @@ mod tests {
         let mut offsets = Vec::new();
         for seq in 1..=N {
             offsets.push(bytes.len());
-            write_record(&mut bytes, seq, (seq - 1) as u16, &entry(seq));
+            write_record(&mut bytes, seq, (seq - 1) as u16, &entry());
         }
         (bytes, offsets)
     }
 
-    fn entry(seq: u64) -> Entry {
+    /// Every record's entry: one length for all of them.
+    fn entry() -> Entry {
         Entry::Command(Command {
-            ts: Timestamp(seq),
+            ts: Timestamp(1),
             owner: OwnerId(1),
             body: CommandBody::AccountQuery,
         })
     }
 
     /// The record at `offset` written again with `seq` and `index` (the same length: the
-    /// sequence number is in the fixed head).
+    /// sequence number and the index are in the fixed head, the entry is the same).
     fn rewrite(bytes: &mut [u8], offset: usize, seq: u64, index: u16) {
         let mut record = Vec::new();
-        write_record(&mut record, seq, index, &entry(seq));
-        bytes[offset..offset + record.len()].copy_from_slice(&record);
+        write_record(&mut record, seq, index, &entry());
+        let len = frame_record(&bytes[offset..]).unwrap().len();
+        assert_eq!(record.len(), len);
+        bytes[offset..offset + len].copy_from_slice(&record);
     }
 
-    /// The sector at 1024 zeroed: the damaged record (the one holding byte 1024), its
-    /// offset and sequence number.
+    /// The sector at 1024 zeroed: the damaged record, its offset and sequence number.
     fn zeroed(bytes: &mut [u8], offsets: &[usize]) -> (usize, u64) {
         bytes[1024..1024 + SECTOR].fill(0);
-        let i = offsets.iter().rposition(|&o| o <= 1024).unwrap();
+        holding(offsets, 1024)
+    }
+
+    /// The offset and sequence number of the record holding byte `at`.
+    fn holding(offsets: &[usize], at: usize) -> (usize, u64) {
+        let i = offsets.iter().rposition(|&o| o <= at).unwrap();
         (offsets[i], i as u64 + 1)
     }
 
@@ -802,10 +809,13 @@ mod tests {
             assert!(!torn_last_batch(&old, from, next_seq), "version {version}");
         }
 
+        // A bit flipped in the batch, whole records of it after: damage, not a lost write.
         let (mut flipped, _) = one_batch(VERSION_BATCH_INDEX);
         flipped[1100] ^= 0x10;
+        let (damaged, seq) = holding(&offsets, 1100);
+        assert!(frame_record(&flipped[damaged..]).is_err());
         assert!(
-            !torn_last_batch(&flipped, from, next_seq),
+            !torn_last_batch(&flipped, damaged, seq),
             "no sector of zeros"
         );
 
