@@ -11,14 +11,16 @@
 //!   adds, 45-50% cancels of own quotes, 5-10% marketable IOCs, the mid drifting.
 //!   `IRONMATCH_BOOK_PATTERN` (letters of `ksio`) makes a diagnostic variant of it: each
 //!   lettered draw follows a fixed cycle instead of the random generator, so a branch
-//!   predictor can learn it (`k`: the command's kind, 9 adds, 10 cancels and an IOC in every
-//!   20 commands; `s`: the side, mostly alternating from add to add; `i`, `o`: the
-//!   instrument and the maker, in turn), with each maker still quoting every instrument on
-//!   both sides, IOCs meeting every instrument on both sides, and a cancel still choosing
-//!   at random among its maker's live quotes (prices, quantities and depths stay random).
-//!   The stream's shape is printed beside the random one's (adds, cancels, IOCs, fills,
-//!   live quotes a cancel chooses among and how old the one it takes is), so what the
-//!   cycle changes besides the branches can be read (README, "What the flow's randomness
+//!   predictor can learn it (`k`: the command's kind, in every 20 commands the random
+//!   flow's shares of its roll; `s`: the side, mostly alternating from add to add; `i`,
+//!   `o`: the instrument and the maker, in turn), with each maker still quoting every
+//!   instrument on both sides, IOCs meeting every instrument on both sides, and a cancel
+//!   still choosing at random among its maker's live quotes (prices, quantities and depths
+//!   stay random). The generator prints the stream's shape (adds, cancels, IOCs, fills, live
+//!   quotes a cancel chooses among and how old the one it takes is; a run without the
+//!   variable prints the random flow's), so what a cycle changes besides the branches can
+//!   be read: cycling the maker with the kind makes each maker alternate adds and cancels,
+//!   so its cancels choose among fewer, younger quotes (README, "What the flow's randomness
 //!   costs"). Unset, the stream is the one the bench always used.
 //! - `book/deep`: ~2,000 resting orders over ~70 levels per instrument; 50% adds within 35
 //!   ticks of the mid (each side), 40% cancels of random live orders, 5% partial reduces, 5% marketable
@@ -372,11 +374,12 @@ fn mixed_stream(cfg: &BookConfig, len: usize, seed: u64) -> (Vec<Command>, usize
         }
         let mid = mids[instrument];
         let roll = if pattern.kind {
-            // Within each period (n % 20): odd places cancels, even places adds, but 18 a
-            // cancel and 19 the IOC: 9 adds, 10 cancels and an IOC in 20.
+            // Within each period (n % 20) the random flow's shares of the roll: even places
+            // adds (9), odd places cancels (9: an add when the maker has no quote), 18 a
+            // cancel that is an IOC when the maker has no quote, 19 an IOC.
             match n % 20 {
                 19 => 97,
-                18 => 50,
+                18 => 92,
                 odd if odd % 2 == 1 => 50,
                 _ => 0,
             }
