@@ -212,7 +212,10 @@ struct Recent {
 ///
 /// A market maker's live orders are mostly its most recent references, so each owner has a
 /// direct-mapped window of `window` entries, one per key modulo `window`: a lookup of a
-/// recent reference is one access to a small table that stays in cache. When two live
+/// recent reference is one access, to a line its insert touched not long before (a
+/// window is up to 512 KiB, more than a core's own cache, but the lines of the live
+/// references stay warm, and an insert warms the line its owner's next references use:
+/// [`OrderIndex::insert`]). When two live
 /// orders want the same entry, the higher key takes it and the other moves to the hash
 /// index behind ([`RefIndex`]), which also holds orders restored out of order. A window
 /// holds keys that share their high 32 bits (`high`, its owner's: 0 for every OUCH
@@ -301,7 +304,7 @@ impl OrderIndex {
         // orders later when they run on from one order to the next (OUCH's increasing
         // UserRefNums; a caller's counter): each new reference's entry is in a line the
         // window last touched a whole window of references ago (in the book bench, 256 KiB
-        // a user and 2.3 MiB for its 9 users, more than a core's own cache holds). Without
+        // a user and 2.25 MiB for its 9 users, more than a core's own cache holds). Without
         // it, that load was where `book/mixed` waited most (README, "Warming the window
         // ahead of new references").
         let mask = self.mask as usize;
