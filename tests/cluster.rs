@@ -1053,7 +1053,9 @@ fn a_node_with_another_cluster_secret_is_refused() {
 /// nor send a large frame.
 #[test]
 fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
-    use ironmatch::cluster::network::{HELLO_BYTES_MAX, NONCE_LEN, Reply, Request, decode};
+    use ironmatch::cluster::network::{
+        HELLO_BYTES_MAX, NONCE_LEN, PREAMBLE_LEN, Preamble, Reply, Request, decode,
+    };
     use std::io::{Read, Write};
     let _turn = one_at_a_time();
     let mut nodes = nodes("relay");
@@ -1077,11 +1079,47 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
     let refused = ironmatch::cluster::status_of(&other, 1, Duration::from_secs(5))
         .expect_err("the tool with another secret gets no status");
     assert!(refused.to_string().contains("does not hold"), "{refused}");
-    let connect = || {
-        let s = std::net::TcpStream::connect(&nodes[0].raft).unwrap();
+    let hello = |caller, node| Request::SealedHello {
+        config,
+        caller,
+        node,
+        nonce: [7; NONCE_LEN],
+    };
+    // A connection opened with `preamble`: the node's own comes back whatever it was.
+    let open = |preamble: &[u8]| {
+        let mut s = std::net::TcpStream::connect(&nodes[0].raft).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(preamble).unwrap();
+        let mut theirs = [0u8; PREAMBLE_LEN];
+        s.read_exact(&mut theirs).unwrap();
+        assert_eq!(theirs, Preamble::ours().bytes(), "the node's preamble");
         s
     };
+    let connect = || open(&Preamble::ours().bytes());
+    // A caller of another cluster protocol version, and one of a release before the
+    // preamble (its hello frame first): the node sends its preamble, then closes.
+    let mut other = Preamble::ours().bytes();
+    other[4] += 1;
+    let old_hello = {
+        let body = postcard::to_allocvec(&hello(2, 1)).unwrap();
+        let mut frame = (body.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    };
+    for opening in [&other[..], &old_hello[..]] {
+        let mut s = open(opening);
+        let mut rest = Vec::new();
+        // Reset, not just closed, when the node left bytes of the opening unread.
+        let read = s.read_to_end(&mut rest);
+        assert!(
+            rest.is_empty()
+                && match &read {
+                    Ok(n) => *n == 0,
+                    Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                },
+            "closed after the preamble: {read:?} {rest:?}"
+        );
+    }
     let ask = |request: &Request| -> Reply {
         let mut s = connect();
         let body = postcard::to_allocvec(request).unwrap();
@@ -1092,12 +1130,6 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
         let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
         s.read_exact(&mut body).unwrap();
         decode(&body).unwrap()
-    };
-    let hello = |caller, node| Request::SealedHello {
-        config,
-        caller,
-        node,
-        nonce: [7; NONCE_LEN],
     };
     assert!(
         matches!(ask(&hello(2, 1)), Reply::Challenge { .. }),
@@ -1164,7 +1196,8 @@ fn as_the_status_tool(
     ironmatch::cluster::network::Reply,
 ) {
     use ironmatch::cluster::network::{
-        End, NONCE_LEN, Reply, Request, Transcript, nonce, read_frame, write_frame,
+        End, NONCE_LEN, Reply, Request, Transcript, exchange_preamble, nonce, read_frame,
+        write_frame,
     };
     let secret: &[u8] = b"the cluster's own secret";
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -1173,6 +1206,7 @@ fn as_the_status_tool(
         .unwrap();
     runtime.block_on(async {
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        exchange_preamble(&mut s).await.unwrap();
         let mut t = Transcript {
             config,
             caller: 1,

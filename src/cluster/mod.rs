@@ -39,7 +39,8 @@ use crate::book::Command;
 use crate::journal::FsyncMode;
 use crate::journal::Released;
 use crate::pipeline::{Record, Ring};
-use network::{End, Reply, Request, Seal, read_frame, write_frame};
+use network::{End, Preamble, Reply, Request, Seal, read_frame, write_frame};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a connection may take to agree its hello.
 const HANDSHAKE_MAX: Duration = Duration::from_secs(5);
@@ -721,6 +722,21 @@ async fn serve(
             // ask for the status only.
             let mut status_only = false;
             let opened = tokio::time::Instant::now();
+            // The caller's preamble first; this node's goes back whatever it was, so that
+            // the caller can say which version this node speaks.
+            let mut theirs = [0u8; network::PREAMBLE_LEN];
+            let read =
+                tokio::time::timeout_at(opened + HANDSHAKE_MAX, stream.read_exact(&mut theirs));
+            if !matches!(read.await, Ok(Ok(_))) {
+                return;
+            }
+            if stream.write_all(&Preamble::ours().bytes()).await.is_err() {
+                return;
+            }
+            if let Some(why) = Preamble::refusal(theirs) {
+                refusals.log(from, &why);
+                return;
+            }
             let differs = |theirs: u64| {
                 format!(
                     "its configuration differs (book and feed fingerprint \
@@ -1007,6 +1023,19 @@ fn plain_status_of(addr: &str, timeout: Duration) -> io::Result<NodeStatus> {
         .ok_or_else(|| io::Error::other("no address"))?;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
+    stream.write_all(&Preamble::ours().bytes())?;
+    let mut theirs = [0u8; network::PREAMBLE_LEN];
+    match stream.read_exact(&mut theirs) {
+        Ok(()) => {
+            if let Some(why) = Preamble::refusal(theirs) {
+                return Err(io::Error::other(why));
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            return Err(network::closed_before_preamble());
+        }
+        Err(e) => return Err(e),
+    }
     let body = postcard::to_allocvec(&Request::Status).map_err(io::Error::other)?;
     let mut frame = (body.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&body);

@@ -19,6 +19,14 @@
 //! from the secret and both nonces), its nonce the frame's direction and its number on the
 //! connection: the order flow is not readable on the wire, and a frame altered, replayed,
 //! reordered or injected ends the connection. The secret itself never crosses the wire.
+//!
+//! Before any frame, each end of a connection sends its [`Preamble`]: a magic and this
+//! protocol's version ([`PROTOCOL_VERSION`]). A node reads the caller's first, then sends
+//! its own whatever it read, and goes on only with the same version; the caller goes on
+//! only if the node's is the same. So nodes of releases that frame or encode requests, or
+//! the commands in Raft's entries, differently refuse each other with a message naming
+//! both versions instead of misreading each other's bytes (a node of a release before the
+//! preamble reads it as a frame's length, too long, and closes the connection).
 
 use std::io;
 use std::time::Duration;
@@ -36,6 +44,78 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::{Node, NodeId, NodeStatus, TypeConfig};
+
+/// This cluster protocol's version, in every connection's [`Preamble`]. Raise it with
+/// any change to what crosses a connection: the frames, [`Request`] and [`Reply`], the
+/// handshake, or the encoding of Raft's entries (the commands they carry). The test
+/// `the_wire_format_is_the_versioned_one` holds the bytes of this version.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// What every cluster connection opens with, each way: `IMCL`, the protocol version (u16
+/// LE) and two zero bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preamble([u8; PREAMBLE_LEN]);
+
+/// Bytes of a [`Preamble`].
+pub const PREAMBLE_LEN: usize = 8;
+const MAGIC: &[u8; 4] = b"IMCL";
+
+impl Preamble {
+    /// This node's.
+    pub fn ours() -> Preamble {
+        let mut bytes = [0u8; PREAMBLE_LEN];
+        bytes[..4].copy_from_slice(MAGIC);
+        bytes[4..6].copy_from_slice(&PROTOCOL_VERSION.to_le_bytes());
+        Preamble(bytes)
+    }
+
+    /// The bytes on the wire.
+    pub fn bytes(&self) -> [u8; PREAMBLE_LEN] {
+        self.0
+    }
+
+    /// Why the other end's preamble, `theirs`, does not allow a conversation, if it does not.
+    pub fn refusal(theirs: [u8; PREAMBLE_LEN]) -> Option<String> {
+        if &theirs[..4] != MAGIC || theirs[6..] != [0, 0] {
+            return Some(format!(
+                "it did not open with ironmatch's cluster preamble (read {theirs:02x?}): a node \
+                 of an ironmatch release before cluster protocol versions, or not a node; \
+                 this release speaks cluster protocol version {PROTOCOL_VERSION}"
+            ));
+        }
+        let version = u16::from_le_bytes([theirs[4], theirs[5]]);
+        (version != PROTOCOL_VERSION).then(|| {
+            format!(
+                "it speaks cluster protocol version {version} and this release version \
+                 {PROTOCOL_VERSION}: every node of a cluster (and `ironmatch cluster status`) \
+                 needs a release with the same cluster protocol"
+            )
+        })
+    }
+}
+
+/// The caller's side of the preamble on a fresh connection: sends this node's, then reads
+/// the node's; an error of kind `Other` says why the node's does not do.
+pub async fn exchange_preamble(stream: &mut TcpStream) -> io::Result<()> {
+    stream.write_all(&Preamble::ours().bytes()).await?;
+    let mut theirs = [0u8; PREAMBLE_LEN];
+    match stream.read_exact(&mut theirs).await {
+        Ok(_) => match Preamble::refusal(theirs) {
+            None => Ok(()),
+            Some(why) => Err(io::Error::other(why)),
+        },
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(closed_before_preamble()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The error of a node that closed a fresh connection without sending its preamble.
+pub fn closed_before_preamble() -> io::Error {
+    io::Error::other(
+        "it closed the connection before its cluster preamble: a node of an ironmatch \
+         release before cluster protocol versions?",
+    )
+}
 
 /// Largest frame accepted: a batch of entries with room.
 pub const FRAME_BYTES_MAX: usize = 64 << 20;
@@ -442,6 +522,16 @@ impl PeerClient {
                 .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
             stream.set_nodelay(true)?;
             let mut stream = stream;
+            if let Err(e) = exchange_preamble(&mut stream).await {
+                if e.kind() == io::ErrorKind::Other && !self.refused {
+                    eprintln!(
+                        "ironmatch cluster: node {} at {} refused: {e}",
+                        self.target, self.addr
+                    );
+                    self.refused = true;
+                }
+                return Err(e);
+            }
             let mut seal = None;
             let answer = match &self.secret {
                 None => {
@@ -764,6 +854,10 @@ mod tests {
                 let addr = listener.local_addr().unwrap().to_string();
                 let fake = tokio::spawn(async move {
                     let (mut s, _) = listener.accept().await.unwrap();
+                    let mut theirs = [0u8; PREAMBLE_LEN];
+                    s.read_exact(&mut theirs).await.unwrap();
+                    assert_eq!(Preamble::refusal(theirs), None);
+                    s.write_all(&Preamble::ours().bytes()).await.unwrap();
                     let hello = read_frame::<Request>(&mut s, None).await.unwrap();
                     assert!(matches!(
                         hello,
@@ -793,6 +887,214 @@ mod tests {
                 assert!(!fake.await.unwrap(), "no request followed");
             }
         });
+    }
+
+    /// This release's preamble passes; another version, or bytes that are not a preamble
+    /// (the hello frame of a release before the preamble), are refused, the message naming
+    /// what was read.
+    #[test]
+    fn a_preamble_of_another_version_or_none_is_refused() {
+        let ours = Preamble::ours().bytes();
+        assert_eq!(&ours, b"IMCL\x01\x00\x00\x00");
+        assert_eq!(Preamble::refusal(ours), None);
+        let mut other = ours;
+        other[4..6].copy_from_slice(&2u16.to_le_bytes());
+        let why = Preamble::refusal(other).expect("version 2 is refused");
+        assert!(
+            why.contains("version 2") && why.contains("version 1"),
+            "{why}"
+        );
+        let hello = postcard::to_allocvec(&Request::Hello { config: u64::MAX }).unwrap();
+        let mut frame = (hello.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(&hello);
+        let why = Preamble::refusal(frame[..PREAMBLE_LEN].try_into().unwrap())
+            .expect("a bare hello frame is refused");
+        assert!(
+            why.contains("did not open with ironmatch's cluster preamble"),
+            "{why}"
+        );
+        let mut reserved = ours;
+        reserved[7] = 1;
+        assert!(Preamble::refusal(reserved).is_some());
+    }
+
+    /// A caller meeting a node of another protocol version, or one that closes without a
+    /// preamble (a release before it), fails the call saying why and sends nothing more.
+    #[test]
+    fn a_node_of_another_protocol_version_is_refused_by_the_caller() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut other = Preamble::ours().bytes();
+            other[4..6].copy_from_slice(&7u16.to_le_bytes());
+            for (answer, expected) in [
+                (Some(other), "it speaks cluster protocol version 7"),
+                (None, "closed the connection before its cluster preamble"),
+            ] {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap().to_string();
+                let fake = tokio::spawn(async move {
+                    let (mut s, _) = listener.accept().await.unwrap();
+                    let mut theirs = [0u8; PREAMBLE_LEN];
+                    s.read_exact(&mut theirs).await.unwrap();
+                    assert_eq!(
+                        Preamble::refusal(theirs),
+                        None,
+                        "the caller's is this release's"
+                    );
+                    match answer {
+                        Some(preamble) => s.write_all(&preamble).await.unwrap(),
+                        None => {
+                            drop(s);
+                            return 0;
+                        }
+                    }
+                    // Whatever comes next, it must be nothing.
+                    let mut rest = Vec::new();
+                    s.read_to_end(&mut rest).await.unwrap();
+                    rest.len()
+                });
+                let mut client = PeerClient {
+                    target: 2,
+                    addr,
+                    stream: None,
+                    config: 7,
+                    secret: None,
+                    id: 1,
+                    refused: true,
+                    connect_max: CONNECT_MAX,
+                };
+                let Err(e) = client.call_inner(&Request::Status).await else {
+                    panic!("refused");
+                };
+                assert!(e.to_string().contains(expected), "{e}");
+                assert!(client.stream.is_none(), "no connection kept");
+                drop(client);
+                assert_eq!(fake.await.unwrap(), 0, "nothing followed the preamble");
+            }
+        });
+    }
+
+    /// The bytes of cluster protocol version 1: what a request and a reply of each kind
+    /// the handshake and replication use encode to, a Raft entry's commands included.
+    /// A change here changes what crosses the wire: raise [`PROTOCOL_VERSION`] with it
+    /// (then update these bytes), so that nodes of the two releases refuse each other.
+    #[test]
+    fn the_wire_format_is_the_versioned_one() {
+        use crate::book::{CommandBody, Echo, NewOrder, TimeInForce};
+        use crate::types::{Firm, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
+        use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
+        assert_eq!(
+            PROTOCOL_VERSION, 1,
+            "update the bytes below with the version"
+        );
+        let order = crate::book::Command {
+            ts: Timestamp(34_200_000_000_001),
+            owner: OwnerId(3),
+            body: CommandBody::New(NewOrder {
+                user_ref: UserRef(17),
+                side: Side::Sell,
+                qty: Qty(300),
+                symbol: Symbol::from_str_padded("AAPL").unwrap(),
+                price: Some(Price(1_500_000)),
+                tif: TimeInForce::Gtt { expire_secs: 60 },
+                hidden: true,
+                post_only: false,
+                min_qty: Qty(100),
+                max_floor: Qty(0),
+                firm: Firm::from_str_padded("FRM1").unwrap(),
+                echo: Echo {
+                    clordid: *b"client-order-1",
+                    ..Echo::default()
+                },
+            }),
+        };
+        let cancel = crate::book::Command {
+            ts: Timestamp(34_200_000_000_002),
+            owner: OwnerId(3),
+            body: CommandBody::Cancel {
+                user_ref: UserRef(17),
+                qty: Qty(0),
+            },
+        };
+        let append = Request::Append(AppendEntriesRequest {
+            vote: Vote::new_committed(2, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(2, 1), 9)),
+            entries: vec![Entry {
+                log_id: LogId::new(CommittedLeaderId::new(2, 1), 10),
+                payload: EntryPayload::Normal(super::super::Batch {
+                    commands: vec![order, cancel],
+                }),
+            }],
+            leader_commit: Some(LogId::new(CommittedLeaderId::new(2, 1), 9)),
+        });
+        let hex = |bytes: Vec<u8>| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+        let encoded = |request: &Request| hex(postcard::to_allocvec(request).unwrap());
+        let replied = |reply: &Reply| hex(postcard::to_allocvec(reply).unwrap());
+        let got = [
+            encoded(&append),
+            encoded(&Request::Vote(VoteRequest::new(
+                Vote::new(3, 2),
+                Some(LogId::new(CommittedLeaderId::new(2, 1), 10)),
+            ))),
+            encoded(&Request::Status),
+            encoded(&Request::Hello {
+                config: 0x0123_4567_89ab_cdef,
+            }),
+            encoded(&Request::SealedHello {
+                config: 5,
+                caller: 1,
+                node: 2,
+                nonce: [9; NONCE_LEN],
+            }),
+            encoded(&Request::Proof {
+                proof: [4; TAG_LEN],
+            }),
+            replied(&Reply::Hello),
+            replied(&Reply::Failed("no".into())),
+            replied(&Reply::Status(super::super::NodeStatus {
+                id: 2,
+                role: "follower".into(),
+                term: 3,
+                leader: Some(1),
+                last_log: Some(10),
+                applied: Some(9),
+                matched: [(1, Some(10))].into_iter().collect(),
+                accepting: false,
+            })),
+        ];
+        let expected: [&str; 9] = [
+            // an append of one entry: a new order and a cancel
+            concat!(
+                "00020101010201090102010a010281e0e7f6ace30703001101ac024141504c202020200",
+                "1e0c65b033c0100640046524d31414e4e20636c69656e742d6f726465722d3182e0e7f6a",
+                "ce3070301110001020109",
+            ),
+            // a vote request
+            "010302000102010a",
+            // a status request
+            "03",
+            // a hello
+            "04ef9bafcdf8acd19101",
+            // a sealed hello
+            "0505010209090909090909090909090909090909",
+            // a proof
+            "060404040404040404040404040404040404040404040404040404040404040404",
+            // the hello reply
+            "05",
+            // a refusal
+            "04026e6f",
+            // a status
+            "030208666f6c6c6f776572030101010a01090101010a00",
+        ];
+        for (got, expected) in got.iter().zip(expected) {
+            assert_eq!(
+                got, expected,
+                "the wire format changed: raise PROTOCOL_VERSION"
+            );
+        }
     }
 
     impl Seal {
