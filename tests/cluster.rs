@@ -1106,7 +1106,10 @@ fn a_sealed_hello_not_meant_for_the_node_or_too_long_is_refused() {
         frame.extend_from_slice(&body);
         frame
     };
-    for opening in [&other[..], &old_hello[..]] {
+    // Another version's preamble with a hello behind it: were the preamble taken, the
+    // hello would be challenged.
+    let other_then_hello = [&other[..], &old_hello[..]].concat();
+    for opening in [&other_then_hello[..], &old_hello[..]] {
         let mut s = open(opening);
         let mut rest = Vec::new();
         // Reset, not just closed, when the node left bytes of the opening unread.

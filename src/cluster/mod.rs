@@ -285,6 +285,7 @@ async fn run(
             config: settings.config_fingerprint,
             secret: settings.secret.clone(),
             id: settings.node_id,
+            log: Default::default(),
         },
         log_store,
         state_machine,
@@ -1031,10 +1032,7 @@ fn plain_status_of(addr: &str, timeout: Duration) -> io::Result<NodeStatus> {
                 return Err(io::Error::other(why));
             }
         }
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-            return Err(network::closed_before_preamble());
-        }
-        Err(e) => return Err(e),
+        Err(e) => return Err(network::before_preamble(e)),
     }
     let body = postcard::to_allocvec(&Request::Status).map_err(io::Error::other)?;
     let mut frame = (body.len() as u32).to_le_bytes().to_vec();

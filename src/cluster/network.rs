@@ -29,7 +29,7 @@
 //! preamble reads it as a frame's length, too long, and closes the connection).
 
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
@@ -47,8 +47,10 @@ use super::{Node, NodeId, NodeStatus, TypeConfig};
 
 /// This cluster protocol's version, in every connection's [`Preamble`]. Raise it with
 /// any change to what crosses a connection: the frames, [`Request`] and [`Reply`], the
-/// handshake, or the encoding of Raft's entries (the commands they carry). The test
-/// `the_wire_format_is_the_versioned_one` holds the bytes of this version.
+/// handshake, or the encoding of Raft's entries (the commands they carry). The tests
+/// `the_message_format_is_its_versions_file` (the serde format of every type that crosses,
+/// against `src/cluster/protocol-v<N>.json`) and `the_wire_bytes_are_the_versions` (the
+/// bytes of the preamble, frames, proofs and sample messages) hold this version.
 pub const PROTOCOL_VERSION: u16 = 1;
 
 /// What every cluster connection opens with, each way: `IMCL`, the protocol version (u16
@@ -74,28 +76,37 @@ impl Preamble {
         self.0
     }
 
-    /// Why the other end's preamble, `theirs`, does not allow a conversation, if it does not.
+    /// Why the other end's preamble, `theirs`, does not allow a conversation, if it does
+    /// not ("it": the other end).
     pub fn refusal(theirs: [u8; PREAMBLE_LEN]) -> Option<String> {
-        if &theirs[..4] != MAGIC || theirs[6..] != [0, 0] {
+        if &theirs[..4] != MAGIC {
             return Some(format!(
-                "it did not open with ironmatch's cluster preamble (read {theirs:02x?}): a node \
-                 of an ironmatch release before cluster protocol versions, or not a node; \
-                 this release speaks cluster protocol version {PROTOCOL_VERSION}"
+                "it sent no ironmatch cluster preamble (its first bytes: {theirs:02x?}): a \
+                 node of an ironmatch release before cluster protocol versions, or not a \
+                 node; this release speaks cluster protocol version {PROTOCOL_VERSION}"
             ));
         }
         let version = u16::from_le_bytes([theirs[4], theirs[5]]);
-        (version != PROTOCOL_VERSION).then(|| {
-            format!(
+        if version != PROTOCOL_VERSION {
+            return Some(format!(
                 "it speaks cluster protocol version {version} and this release version \
-                 {PROTOCOL_VERSION}: every node of a cluster (and `ironmatch cluster status`) \
-                 needs a release with the same cluster protocol"
+                 {PROTOCOL_VERSION}: every node of a cluster, and `ironmatch cluster status`, \
+                 needs a release of the same cluster protocol"
+            ));
+        }
+        (theirs[6..] != [0, 0]).then(|| {
+            format!(
+                "its cluster preamble (version {version}) sets the bytes this release \
+                 reserves ({:02x?}): a later release's?",
+                &theirs[6..]
             )
         })
     }
 }
 
 /// The caller's side of the preamble on a fresh connection: sends this node's, then reads
-/// the node's; an error of kind `Other` says why the node's does not do.
+/// the node's; an error of kind `Other` says why the node's does not do, or that the node
+/// closed the connection without one.
 pub async fn exchange_preamble(stream: &mut TcpStream) -> io::Result<()> {
     stream.write_all(&Preamble::ours().bytes()).await?;
     let mut theirs = [0u8; PREAMBLE_LEN];
@@ -104,17 +115,55 @@ pub async fn exchange_preamble(stream: &mut TcpStream) -> io::Result<()> {
             None => Ok(()),
             Some(why) => Err(io::Error::other(why)),
         },
-        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(closed_before_preamble()),
-        Err(e) => Err(e),
+        Err(e) => Err(before_preamble(e)),
     }
 }
 
-/// The error of a node that closed a fresh connection without sending its preamble.
-pub fn closed_before_preamble() -> io::Error {
-    io::Error::other(
-        "it closed the connection before its cluster preamble: a node of an ironmatch \
-         release before cluster protocol versions?",
-    )
+/// An error reading the node's preamble: a close or a reset is a node that does not send
+/// one (a release before it reads this node's preamble as a frame's length, too long,
+/// and closes the connection with bytes unread: a reset).
+pub fn before_preamble(e: io::Error) -> io::Error {
+    match e.kind() {
+        io::ErrorKind::UnexpectedEof
+        | io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted => io::Error::other(
+            "it closed the connection before sending its cluster preamble: a node of an \
+             ironmatch release before cluster protocol versions, or not a node",
+        ),
+        _ => e,
+    }
+}
+
+/// This node's refusals of its peers' preambles and its peers' refusals of its hello, as
+/// the caller: each logged when it starts or its reason changes, and again at most once
+/// every 10 s while it lasts. Shared by every client of a node (openraft makes a new client
+/// for each round of votes, so a client's own memory would log every round).
+#[derive(Debug, Default)]
+pub struct CallerLog(std::sync::Mutex<std::collections::BTreeMap<NodeId, (String, Instant)>>);
+
+impl CallerLog {
+    /// Logs `line` about `target`, unless it is the line last logged about it, within
+    /// the period; returns whether it did.
+    fn refused(&self, target: NodeId, line: String) -> bool {
+        let mut last = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((said, at)) = last.get(&target)
+            && *said == line
+            && at.elapsed() < super::REFUSAL_LOG_PERIOD
+        {
+            return false;
+        }
+        eprintln!("{line}");
+        last.insert(target, (line, Instant::now()));
+        true
+    }
+
+    /// `target` agreed to a connection: its next refusal is logged at once.
+    fn agreed(&self, target: NodeId) {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&target);
+    }
 }
 
 /// Largest frame accepted: a batch of entries with room.
@@ -418,6 +467,8 @@ pub struct Network {
     pub secret: Option<std::sync::Arc<[u8]>>,
     /// This node.
     pub id: NodeId,
+    /// Refusals met as the caller, logged without repeating.
+    pub log: std::sync::Arc<CallerLog>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
@@ -435,7 +486,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
             config: self.config,
             secret: self.secret.clone(),
             id: self.id,
-            refused: false,
+            log: Some(std::sync::Arc::clone(&self.log)),
             connect_max: CONNECT_MAX,
         }
     }
@@ -450,8 +501,8 @@ pub struct PeerClient {
     secret: Option<std::sync::Arc<[u8]>>,
     /// This node.
     id: NodeId,
-    /// The peer refused this node's hello (logged once).
-    refused: bool,
+    /// Where refusals are logged (`None`: returned only, for `ironmatch cluster status`).
+    log: Option<std::sync::Arc<CallerLog>>,
     /// How long opening the connection may take.
     connect_max: Duration,
 }
@@ -478,7 +529,7 @@ pub async fn sealed_status(
         secret: Some(secret),
         id: target,
         // A refusal is the tool's answer to print, not a line of a node's log.
-        refused: true,
+        log: None,
         connect_max,
     };
     match client.call_inner(&Request::Status).await? {
@@ -523,12 +574,16 @@ impl PeerClient {
             stream.set_nodelay(true)?;
             let mut stream = stream;
             if let Err(e) = exchange_preamble(&mut stream).await {
-                if e.kind() == io::ErrorKind::Other && !self.refused {
-                    eprintln!(
-                        "ironmatch cluster: node {} at {} refused: {e}",
-                        self.target, self.addr
+                if let Some(log) = &self.log
+                    && e.kind() == io::ErrorKind::Other
+                {
+                    log.refused(
+                        self.target,
+                        format!(
+                            "ironmatch cluster: this node cannot talk to node {} at {}: {e}",
+                            self.target, self.addr
+                        ),
                     );
-                    self.refused = true;
                 }
                 return Err(e);
             }
@@ -601,18 +656,24 @@ impl PeerClient {
                 }
             };
             match answer {
-                Reply::Hello if self.secret.is_none() || seal.is_some() => self.refused = false,
+                Reply::Hello if self.secret.is_none() || seal.is_some() => {
+                    if let Some(log) = &self.log {
+                        log.agreed(self.target);
+                    }
+                }
                 reply => {
                     let why = match reply {
                         Reply::Failed(why) => why,
                         _ => "an unexpected reply to hello".to_string(),
                     };
-                    if !self.refused {
-                        eprintln!(
-                            "ironmatch cluster: node {} at {} refused this node: {why}",
-                            self.target, self.addr
+                    if let Some(log) = &self.log {
+                        log.refused(
+                            self.target,
+                            format!(
+                                "ironmatch cluster: node {} at {} refused this node: {why}",
+                                self.target, self.addr
+                            ),
                         );
-                        self.refused = true;
                     }
                     return Err(io::Error::other(why));
                 }
@@ -878,7 +939,7 @@ mod tests {
                     config: 7,
                     secret: Some(SECRET.into()),
                     id: 1,
-                    refused: false,
+                    log: Some(Default::default()),
                     connect_max: CONNECT_MAX,
                 };
                 assert!(client.call_inner(&Request::Status).await.is_err());
@@ -909,13 +970,11 @@ mod tests {
         frame.extend_from_slice(&hello);
         let why = Preamble::refusal(frame[..PREAMBLE_LEN].try_into().unwrap())
             .expect("a bare hello frame is refused");
-        assert!(
-            why.contains("did not open with ironmatch's cluster preamble"),
-            "{why}"
-        );
+        assert!(why.contains("sent no ironmatch cluster preamble"), "{why}");
         let mut reserved = ours;
         reserved[7] = 1;
-        assert!(Preamble::refusal(reserved).is_some());
+        let why = Preamble::refusal(reserved).expect("reserved bytes set are refused");
+        assert!(why.contains("reserves"), "{why}");
     }
 
     /// A caller meeting a node of another protocol version, or one that closes without a
@@ -931,12 +990,23 @@ mod tests {
             other[4..6].copy_from_slice(&7u16.to_le_bytes());
             for (answer, expected) in [
                 (Some(other), "it speaks cluster protocol version 7"),
-                (None, "closed the connection before its cluster preamble"),
+                (
+                    None,
+                    "closed the connection before sending its cluster preamble",
+                ),
             ] {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap().to_string();
                 let fake = tokio::spawn(async move {
                     let (mut s, _) = listener.accept().await.unwrap();
+                    let Some(preamble) = answer else {
+                        // A release before the preamble: it reads a frame's length (the
+                        // preamble's first half, too long) and closes, the rest unread.
+                        let mut len = [0u8; 4];
+                        s.read_exact(&mut len).await.unwrap();
+                        assert_eq!(&len, MAGIC);
+                        return 0;
+                    };
                     let mut theirs = [0u8; PREAMBLE_LEN];
                     s.read_exact(&mut theirs).await.unwrap();
                     assert_eq!(
@@ -944,13 +1014,7 @@ mod tests {
                         None,
                         "the caller's is this release's"
                     );
-                    match answer {
-                        Some(preamble) => s.write_all(&preamble).await.unwrap(),
-                        None => {
-                            drop(s);
-                            return 0;
-                        }
-                    }
+                    s.write_all(&preamble).await.unwrap();
                     // Whatever comes next, it must be nothing.
                     let mut rest = Vec::new();
                     s.read_to_end(&mut rest).await.unwrap();
@@ -963,11 +1027,12 @@ mod tests {
                     config: 7,
                     secret: None,
                     id: 1,
-                    refused: true,
+                    log: None,
                     connect_max: CONNECT_MAX,
                 };
-                let Err(e) = client.call_inner(&Request::Status).await else {
-                    panic!("refused");
+                let call = client.call_inner(&Request::Status);
+                let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(10), call).await else {
+                    panic!("refused at once");
                 };
                 assert!(e.to_string().contains(expected), "{e}");
                 assert!(client.stream.is_none(), "no connection kept");
@@ -977,12 +1042,95 @@ mod tests {
         });
     }
 
-    /// The bytes of cluster protocol version 1: what a request and a reply of each kind
-    /// the handshake and replication use encode to, a Raft entry's commands included.
-    /// A change here changes what crosses the wire: raise [`PROTOCOL_VERSION`] with it
-    /// (then update these bytes), so that nodes of the two releases refuse each other.
+    /// A refusal is logged when it starts and when its reason changes, not at every
+    /// round of votes while it lasts (each round a new client), and again at once after
+    /// the peer agreed.
     #[test]
-    fn the_wire_format_is_the_versioned_one() {
+    fn a_lasting_refusal_is_logged_once_per_reason() {
+        let log = CallerLog::default();
+        let line = |why: &str| format!("ironmatch cluster: test: {why}");
+        assert!(log.refused(2, line("version 7")));
+        assert!(!log.refused(2, line("version 7")), "the same reason again");
+        assert!(log.refused(3, line("version 7")), "another node");
+        assert!(log.refused(2, line("another secret")), "another reason");
+        assert!(!log.refused(2, line("another secret")));
+        log.agreed(2);
+        assert!(log.refused(2, line("another secret")), "after an agreement");
+    }
+
+    /// The serde format of everything that crosses a connection: [`Request`] and
+    /// [`Reply`] and every type they reach (Raft's messages, the entries' commands with
+    /// every variant of every enum), traced by `serde-reflection`, as a registry of named
+    /// containers.
+    fn traced_format() -> String {
+        use crate::book::{
+            CommandBody, DayEvent, OperatorAction, RejectReason, TimeInForce, TradingState,
+            VenueCommand,
+        };
+        use crate::types::{BookSide, Side};
+        use serde_reflection::{Samples, Tracer, TracerConfig};
+        let mut tracer = Tracer::new(TracerConfig::default());
+        let samples = Samples::new();
+        tracer.trace_type::<Request>(&samples).unwrap();
+        tracer.trace_type::<Reply>(&samples).unwrap();
+        // Enums met inside others are traced to their last variant on their own; a new
+        // one fails `registry()` below, naming it, until it is added here.
+        tracer
+            .trace_simple_type::<AppendEntriesResponse<NodeId>>()
+            .unwrap();
+        tracer
+            .trace_simple_type::<openraft::EntryPayload<TypeConfig>>()
+            .unwrap();
+        tracer.trace_simple_type::<CommandBody>().unwrap();
+        tracer.trace_simple_type::<VenueCommand>().unwrap();
+        tracer.trace_simple_type::<OperatorAction>().unwrap();
+        tracer.trace_simple_type::<DayEvent>().unwrap();
+        tracer.trace_simple_type::<TradingState>().unwrap();
+        tracer.trace_simple_type::<RejectReason>().unwrap();
+        tracer.trace_simple_type::<TimeInForce>().unwrap();
+        tracer.trace_simple_type::<Side>().unwrap();
+        tracer.trace_simple_type::<BookSide>().unwrap();
+        let registry = tracer
+            .registry()
+            .unwrap_or_else(|e| panic!("trace every enum to its last variant: {e}"));
+        serde_json::to_string_pretty(&registry).unwrap() + "\n"
+    }
+
+    /// The format of cluster protocol [`PROTOCOL_VERSION`] is the one its file holds
+    /// (`src/cluster/protocol-v<N>.json`): a field added, removed, reordered or retyped,
+    /// or a variant added anywhere in what crosses a connection, changes the format, and
+    /// this test fails until the version is raised and the new version's file written
+    /// (`IRONMATCH_WRITE_PROTOCOL=1 cargo test --lib the_message_format` writes it), so
+    /// that nodes of the two releases refuse each other instead of misreading bytes.
+    #[test]
+    fn the_message_format_is_its_versions_file() {
+        let format = traced_format();
+        let path = format!(
+            "{}/src/cluster/protocol-v{PROTOCOL_VERSION}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        if std::env::var_os("IRONMATCH_WRITE_PROTOCOL").is_some() {
+            std::fs::write(&path, &format).unwrap();
+        }
+        let held = std::fs::read_to_string(&path).unwrap_or_default();
+        if held != format {
+            let now = std::env::temp_dir().join("ironmatch-protocol-now.json");
+            std::fs::write(&now, &format).unwrap();
+            panic!(
+                "the cluster protocol's format is not {path}'s (the format now: {}): raise \
+                 PROTOCOL_VERSION and write the new version's file",
+                now.display()
+            );
+        }
+    }
+
+    /// The bytes of cluster protocol version 1 around and beneath the format above: the
+    /// preamble, a frame (plain and sealed: length, body, tag), the handshake's proofs,
+    /// and postcard's encoding of a sample of requests and replies, a Raft entry's
+    /// commands included. A change here changes what crosses the wire: raise
+    /// [`PROTOCOL_VERSION`] with it (then update these bytes).
+    #[test]
+    fn the_wire_bytes_are_the_versions() {
         use crate::book::{CommandBody, Echo, NewOrder, TimeInForce};
         use crate::types::{Firm, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef};
         use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
@@ -1090,6 +1238,52 @@ mod tests {
             "030208666f6c6c6f776572030101010a01090101010a00",
         ];
         for (got, expected) in got.iter().zip(expected) {
+            assert_eq!(
+                got, expected,
+                "the wire format changed: raise PROTOCOL_VERSION"
+            );
+        }
+        // The frames and the handshake's cryptography, under a fixed secret and nonces.
+        let t = transcript([1; NONCE_LEN], [2; NONCE_LEN]);
+        let proofs = [
+            hex(t.proof(SECRET, End::Node).to_vec()),
+            hex(t.proof(SECRET, End::Caller).to_vec()),
+        ];
+        let written = std::cell::RefCell::new(Vec::new());
+        let frames = &written;
+        with_pair(|mut caller, mut node| async move {
+            let mut seal = t.seal(SECRET, End::Caller);
+            for sealed in [false, true] {
+                let reply = Reply::Failed("frame".into());
+                let seal = sealed.then_some(&mut seal);
+                write_frame(&mut caller, &reply, seal).await.unwrap();
+                let mut len = [0u8; 4];
+                node.read_exact(&mut len).await.unwrap();
+                let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+                node.read_exact(&mut body).await.unwrap();
+                frames.borrow_mut().push(hex([&len[..], &body].concat()));
+            }
+        });
+        let frames = written.into_inner();
+        let handshake = [
+            hex(Preamble::ours().bytes().to_vec()),
+            proofs[0].clone(),
+            proofs[1].clone(),
+            frames[0].clone(),
+            frames[1].clone(),
+        ];
+        let expected: [&str; 5] = [
+            // the preamble
+            "494d434c01000000",
+            // the node's proof, then the caller's
+            "18e97b598fb185e68106428d6c8e135a8be19db83a753d0a4a2bec92b6e2e4ff",
+            "a514779f7579cbc6e51fa3f2b80ce48e20c8304ca198a71e0e8af2270a5af395",
+            // a plain frame: length (u32 LE), body
+            "0700000004056672616d65",
+            // the same sealed by the caller, its first frame: length, ciphertext, tag
+            "17000000dba6bb9b7615b85a375202eb0581dac019a7faffdd766b",
+        ];
+        for (got, expected) in handshake.iter().zip(expected) {
             assert_eq!(
                 got, expected,
                 "the wire format changed: raise PROTOCOL_VERSION"
