@@ -225,10 +225,17 @@ pub struct ClusterSection {
     /// only on loopback. [`CLUSTER_SECRET_ENV`] overrides it, so it can stay out of the file.
     #[serde(default)]
     pub secret: String,
+    /// While the cluster moves to a new secret: the one before it, still taken from nodes
+    /// that have not moved yet (see the README's "rotating the secret"). Empty: none.
+    /// [`CLUSTER_PREVIOUS_SECRET_ENV`] overrides it.
+    #[serde(default)]
+    pub previous_secret: String,
 }
 
 /// The environment variable holding the cluster secret.
 pub const CLUSTER_SECRET_ENV: &str = "IRONMATCH_CLUSTER_SECRET";
+/// The environment variable holding the cluster's previous secret, during a rotation.
+pub const CLUSTER_PREVIOUS_SECRET_ENV: &str = "IRONMATCH_CLUSTER_PREVIOUS_SECRET";
 
 /// Shortest cluster secret taken, in bytes.
 pub const CLUSTER_SECRET_MIN: usize = 16;
@@ -239,6 +246,26 @@ impl ClusterSection {
     pub fn secret<'a>(&'a self, env: Option<&'a str>) -> Option<&'a str> {
         env.filter(|s| !s.is_empty())
             .or((!self.secret.is_empty()).then_some(self.secret.as_str()))
+    }
+
+    /// The previous secret taken during a rotation: `env`'s (the value of
+    /// [`CLUSTER_PREVIOUS_SECRET_ENV`]) if set, else the file's; `None` if neither is.
+    pub fn previous_secret<'a>(&'a self, env: Option<&'a str>) -> Option<&'a str> {
+        env.filter(|s| !s.is_empty())
+            .or((!self.previous_secret.is_empty()).then_some(self.previous_secret.as_str()))
+    }
+
+    /// The secrets in force, read from the environment and the file.
+    fn secrets(&self) -> Option<crate::cluster::Secrets> {
+        let current_env = std::env::var(CLUSTER_SECRET_ENV).ok();
+        let current = self.secret(current_env.as_deref())?;
+        let previous_env = std::env::var(CLUSTER_PREVIOUS_SECRET_ENV).ok();
+        Some(crate::cluster::Secrets {
+            current: std::sync::Arc::from(current.as_bytes()),
+            previous: self
+                .previous_secret(previous_env.as_deref())
+                .map(|s| std::sync::Arc::from(s.as_bytes())),
+        })
     }
 }
 
@@ -844,6 +871,28 @@ impl Config {
             "cluster.secret",
             || format!("at least {CLUSTER_SECRET_MIN} bytes (or {CLUSTER_SECRET_ENV})"),
         )?;
+        let previous_env = std::env::var(CLUSTER_PREVIOUS_SECRET_ENV).ok();
+        if let Some(previous) = c.previous_secret(previous_env.as_deref()) {
+            check(
+                previous.len() >= CLUSTER_SECRET_MIN,
+                "cluster.previous_secret",
+                || {
+                    format!(
+                        "at least {CLUSTER_SECRET_MIN} bytes (or \
+                         {CLUSTER_PREVIOUS_SECRET_ENV})"
+                    )
+                },
+            )?;
+            check(secret.is_some(), "cluster.previous_secret", || {
+                format!(
+                    "set with no secret in force: set cluster.secret (or {CLUSTER_SECRET_ENV}) \
+                     to the new secret"
+                )
+            })?;
+            check(secret != Some(previous), "cluster.previous_secret", || {
+                "the same as the secret in force: leave it empty".to_string()
+            })?;
+        }
         // Any address a node listens on for Raft off loopback takes a secret, as the
         // admin endpoint takes a token: the port votes and appends orders.
         let listens = std::iter::once(c.listen.as_str())
@@ -925,9 +974,7 @@ impl Config {
             election_timeout_max_ms: c.election_timeout_max_ms,
             heartbeat_interval_ms: c.heartbeat_interval_ms,
             config_fingerprint: self.cluster_fingerprint(),
-            secret: c
-                .secret(std::env::var(CLUSTER_SECRET_ENV).ok().as_deref())
-                .map(|s| std::sync::Arc::from(s.as_bytes())),
+            secret: c.secrets(),
         })
     }
 
@@ -1547,7 +1594,9 @@ mod tests {
         let none = settings(node).unwrap().unwrap();
         assert!(none.secret.is_none(), "loopback: none needed");
         let some = settings(&with("sixteen bytes ok")).unwrap().unwrap();
-        assert_eq!(some.secret.as_deref(), Some(&b"sixteen bytes ok"[..]));
+        let secrets = some.secret.expect("a secret");
+        assert_eq!(&*secrets.current, &b"sixteen bytes ok"[..]);
+        assert!(secrets.previous.is_none());
         let e = settings(&with("fifteen bytes..")).unwrap_err().to_string();
         assert!(e.contains("cluster.secret") && e.contains("16"), "{e}");
         let off = node.replace("raft = \"127.0.0.1:15121\"", "raft = \"10.0.0.2:15121\"");
@@ -1558,6 +1607,43 @@ mod tests {
         );
         let off_with = off.replacen("secret = \"\"", "secret = \"sixteen bytes ok\"", 1);
         assert!(settings(&off_with).is_ok());
+    }
+
+    /// A previous secret (for a rotation) has at least 16 bytes, comes with a secret in
+    /// force, and differs from it; the settings carry both, the one in force first.
+    #[test]
+    fn a_previous_cluster_secret_comes_with_a_new_one() {
+        let node = include_str!("../config/cluster/node1.toml");
+        let with = |secret: &str, previous: &str| {
+            node.replacen("\nsecret = \"\"", &format!("\nsecret = \"{secret}\""), 1)
+                .replacen(
+                    "previous_secret = \"\"",
+                    &format!("previous_secret = \"{previous}\""),
+                    1,
+                )
+        };
+        let settings = |text: &str| Config::parse(text, "node1").map(|c| c.cluster_settings());
+        let rotating = settings(&with("the new secret, 16+", "the old secret, 16+"))
+            .unwrap()
+            .unwrap()
+            .secret
+            .expect("secrets");
+        assert_eq!(&*rotating.current, &b"the new secret, 16+"[..]);
+        assert_eq!(
+            rotating.previous.as_deref(),
+            Some(&b"the old secret, 16+"[..])
+        );
+        for (secret, previous, says) in [
+            ("the new secret, 16+", "too short", "16"),
+            ("", "the old secret, 16+", "no secret in force"),
+            ("the new secret, 16+", "the new secret, 16+", "the same"),
+        ] {
+            let e = settings(&with(secret, previous)).unwrap_err().to_string();
+            assert!(
+                e.contains("cluster.previous_secret") && e.contains(says),
+                "{e}"
+            );
+        }
     }
 
     /// Timeouts whose login lease could outlast a new leader's election, or lapse between

@@ -1047,6 +1047,56 @@ fn a_node_with_another_cluster_secret_is_refused() {
     );
 }
 
+/// The cluster moves to a new secret one node at a time, taking orders all along: each
+/// node restarted with the new secret and the old one as `previous_secret`, then each
+/// restarted with the new one alone. After every restart the node rejoins: it applies what
+/// the others applied (it would lag behind, refused, if no secret of its were one of
+/// theirs), and an order placed then is acknowledged.
+#[test]
+fn the_secret_is_rotated_one_node_at_a_time() {
+    let _turn = one_at_a_time();
+    let mut nodes = nodes("rotate");
+    start_settled(&mut nodes);
+    const OLD: &str = "the cluster's own secret";
+    const NEW: &str = "the cluster's next secret";
+    let mut orders = 0u32;
+    let mut order_and_converge = |nodes: &[Node]| {
+        orders += 1;
+        // From the first message: the earlier orders' acceptances and their cancels at
+        // each disconnect come first, then this one's acceptance (its UserRefNum at 9).
+        let (mut c, _, _) = Client::connect_any(&gateways(nodes), "MM1", "pw1", 1, FAILOVER_MAX)
+            .expect("a leader takes the login");
+        c.limit(orders, b'B', 10, "AAPL", 1_500_000).unwrap();
+        loop {
+            let (_, msg) = c
+                .recv_message(Duration::from_secs(5))
+                .unwrap()
+                .unwrap_or_else(|| panic!("order {orders} is acknowledged"));
+            if msg[0] == b'A' && msg[9..13] == orders.to_be_bytes() {
+                break;
+            }
+        }
+        drop(c);
+        converge(nodes);
+    };
+    order_and_converge(&nodes);
+    let rotating = format!("secret = \"{NEW}\"\nprevious_secret = \"{OLD}\"\n");
+    let rotated = format!("secret = \"{NEW}\"\n");
+    for (from, to) in [(SECRET_LINE, rotating.as_str()), (&rotating, &rotated)] {
+        for i in 0..nodes.len() {
+            stop(&mut nodes[i]);
+            let text = std::fs::read_to_string(&nodes[i].config).unwrap();
+            assert!(text.contains(from));
+            std::fs::write(&nodes[i].config, text.replacen(from, to, 1)).unwrap();
+            start(&mut nodes[i]);
+            order_and_converge(&nodes);
+        }
+    }
+    for n in nodes.iter_mut() {
+        stop(n);
+    }
+}
+
 /// With a secret, a node answers a sealed hello only if it is meant for it and comes from
 /// another node of the cluster (a handshake relayed to a third node, or back to its caller,
 /// is refused), and an unauthenticated connection can neither ask for the node's status
@@ -1224,11 +1274,11 @@ fn as_the_status_tool(
             nonce: t.caller_nonce,
         };
         write_frame(&mut s, &hello, None).await.unwrap();
-        let Reply::Challenge { nonce, proof } = read_frame(&mut s, None).await.unwrap() else {
+        let Reply::Challenge { nonce, proofs } = read_frame(&mut s, None).await.unwrap() else {
             panic!("a handshake from the node to itself is challenged");
         };
         t.node_nonce = nonce;
-        assert!(t.proof_holds(secret, End::Node, &proof));
+        assert!(proofs.len() == 1 && t.proof_holds(secret, End::Node, &proofs[0]));
         let proof = Request::Proof {
             proof: t.proof(secret, End::Caller),
         };

@@ -39,6 +39,7 @@ use crate::book::Command;
 use crate::journal::FsyncMode;
 use crate::journal::Released;
 use crate::pipeline::{Record, Ring};
+pub use network::Secrets;
 use network::{End, Preamble, Reply, Request, Seal, read_frame, write_frame};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -171,9 +172,10 @@ pub struct ClusterSettings {
     /// Fingerprint of this node's book configuration and feed shape: every node's must be
     /// the same (see [`network`]).
     pub config_fingerprint: u64,
-    /// The cluster secret, if set: every node's must be the same, and every connection
-    /// between nodes is authenticated and sealed with it (see [`network`]).
-    pub secret: Option<Arc<[u8]>>,
+    /// The cluster's secrets, if set: every node's must be the same (or, during a rotation,
+    /// share one with every other), and every connection between nodes is authenticated
+    /// and sealed with one (see [`network`]).
+    pub secret: Option<Secrets>,
 }
 
 /// The raft thread, running.
@@ -677,8 +679,8 @@ const STAND_TRIES: usize = 4;
 struct Peering {
     /// This node's configuration fingerprint.
     config: u64,
-    /// The cluster secret, if set.
-    secret: Option<Arc<[u8]>>,
+    /// The cluster's secrets, if set.
+    secret: Option<Secrets>,
     /// This node.
     me: NodeId,
     /// Every node of the cluster.
@@ -804,7 +806,7 @@ async fn serve(
                                 status_only = true;
                                 Reply::Challenge {
                                     nonce: ours,
-                                    proof: transcript.proof(key, End::Node),
+                                    proofs: key.proofs(&transcript, End::Node),
                                 }
                             }
                             Err(e) => Reply::Failed(format!("no nonce: {e}")),
@@ -847,26 +849,30 @@ async fn serve(
                                 challenged = Some(transcript);
                                 Reply::Challenge {
                                     nonce: ours,
-                                    proof: transcript.proof(key, End::Node),
+                                    proofs: key.proofs(&transcript, End::Node),
                                 }
                             }
                             Err(e) => Reply::Failed(format!("no nonce: {e}")),
                         }
                     }
-                    (Request::Proof { proof }, Some(key)) => match challenged.take() {
-                        Some(transcript) if transcript.proof_holds(key, End::Caller, &proof) => {
-                            agreed = true;
-                            // This answer is the connection's first sealed frame.
-                            seal = Some(transcript.seal(key, End::Node));
-                            Reply::Hello
+                    (Request::Proof { proof }, Some(key)) => {
+                        match challenged.take().and_then(|transcript| {
+                            key.holding(&transcript, End::Caller, &[proof])
+                                .map(|secret| transcript.seal(secret, End::Node))
+                        }) {
+                            Some(sealed) => {
+                                agreed = true;
+                                // This answer is the connection's first sealed frame.
+                                seal = Some(sealed);
+                                Reply::Hello
+                            }
+                            _ => {
+                                let why = "its proof of the cluster secret does not hold (another secret)";
+                                refusals.log(from, why);
+                                Reply::Failed(why.into())
+                            }
                         }
-                        _ => {
-                            let why =
-                                "its proof of the cluster secret does not hold (another secret)";
-                            refusals.log(from, why);
-                            Reply::Failed(why.into())
-                        }
-                    },
+                    }
                     // With a secret, nothing is answered before the handshake: the tool
                     // asks as a member ([`network::sealed_status`]).
                     (Request::Status, Some(_)) if !agreed => {
@@ -1004,7 +1010,7 @@ pub fn status_of(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let secret = Arc::clone(secret);
+    let secret = secret.clone();
     runtime.block_on(async {
         tokio::time::timeout(
             timeout,

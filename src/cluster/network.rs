@@ -51,7 +51,9 @@ use super::{Node, NodeId, NodeStatus, TypeConfig};
 /// `the_message_format_is_its_versions_file` (the serde format of every type that crosses,
 /// against `src/cluster/protocol-v<N>.json`) and `the_wire_bytes_are_the_versions` (the
 /// bytes of the preamble, frames, proofs and sample messages) hold this version.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version 2 (from `ironmatch` after `15a1e25`): a node's challenge carries a proof per secret
+/// (a secret's rotation). Version 1 (`07c49d7` to `15a1e25`): one proof.
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// What every cluster connection opens with, each way: `IMCL`, the protocol version (u16
 /// LE) and two zero bytes.
@@ -241,8 +243,9 @@ pub enum Reply {
     Challenge {
         /// The node's fresh nonce.
         nonce: [u8; NONCE_LEN],
-        /// [`Transcript::proof`] of the node.
-        proof: [u8; TAG_LEN],
+        /// [`Transcript::proof`] of the node under each of its [`Secrets`], the one in force
+        /// first.
+        proofs: Vec<[u8; TAG_LEN]>,
     },
 }
 
@@ -252,6 +255,50 @@ pub const NONCE_LEN: usize = 16;
 pub const TAG_LEN: usize = 32;
 /// Bytes of a sealed frame's Poly1305 tag.
 pub const FRAME_TAG_LEN: usize = 16;
+
+/// The cluster's secrets: the one in force and, while a cluster rotates its secret, the
+/// one before it (`[cluster] previous_secret`), still taken. A node proves itself with
+/// each in its challenge; a caller proves itself with the first of its own that one of
+/// the node's proofs holds for, and the connection is sealed under that one. So nodes
+/// that share either secret agree, and a cluster moves to a new secret one node at a time.
+#[derive(Clone, Debug)]
+pub struct Secrets {
+    /// The secret in force.
+    pub current: std::sync::Arc<[u8]>,
+    /// The secret before it, during a rotation.
+    pub previous: Option<std::sync::Arc<[u8]>>,
+}
+
+impl Secrets {
+    /// One secret, no rotation.
+    pub fn one(secret: &[u8]) -> Secrets {
+        Secrets {
+            current: secret.into(),
+            previous: None,
+        }
+    }
+
+    /// Every secret taken, the one in force first.
+    pub fn all(&self) -> impl Iterator<Item = &[u8]> {
+        std::iter::once(&*self.current).chain(self.previous.as_deref())
+    }
+
+    /// The node's challenge proofs, one per secret, under `transcript`.
+    pub fn proofs(&self, transcript: &Transcript, end: End) -> Vec<[u8; TAG_LEN]> {
+        self.all().map(|s| transcript.proof(s, end)).collect()
+    }
+
+    /// The first secret of these that one of `proofs` holds for (made by `end`).
+    pub fn holding<'a>(
+        &'a self,
+        transcript: &Transcript,
+        end: End,
+        proofs: &[[u8; TAG_LEN]],
+    ) -> Option<&'a [u8]> {
+        self.all()
+            .find(|s| proofs.iter().any(|p| transcript.proof_holds(s, end, p)))
+    }
+}
 
 /// HMAC-SHA256 under `key`, fed `parts` laid end to end.
 fn mac(key: &[u8], parts: &[&[u8]]) -> Hmac<Sha256> {
@@ -476,8 +523,8 @@ pub struct Network {
     pub peers: std::collections::BTreeMap<NodeId, String>,
     /// This node's configuration fingerprint, said in each connection's hello.
     pub config: u64,
-    /// The cluster secret, if set: every connection is authenticated and sealed.
-    pub secret: Option<std::sync::Arc<[u8]>>,
+    /// The cluster's secrets, if set: every connection is authenticated and sealed.
+    pub secret: Option<Secrets>,
     /// This node.
     pub id: NodeId,
     /// Refusals met as the caller, logged without repeating.
@@ -511,7 +558,7 @@ pub struct PeerClient {
     addr: String,
     stream: Option<(TcpStream, Option<Seal>)>,
     config: u64,
-    secret: Option<std::sync::Arc<[u8]>>,
+    secret: Option<Secrets>,
     /// This node.
     id: NodeId,
     /// Where refusals are logged (`None`: returned only, for `ironmatch cluster status`).
@@ -531,7 +578,7 @@ pub async fn sealed_status(
     addr: &str,
     target: NodeId,
     config: u64,
-    secret: std::sync::Arc<[u8]>,
+    secret: Secrets,
     connect_max: Duration,
 ) -> io::Result<NodeStatus> {
     let mut client = PeerClient {
@@ -609,7 +656,7 @@ impl PeerClient {
                     write_frame(&mut stream, &hello, None).await?;
                     read_frame::<Reply>(&mut stream, None).await?
                 }
-                Some(secret) => {
+                Some(secrets) => {
                     let mut transcript = Transcript {
                         config: self.config,
                         caller: self.id,
@@ -628,16 +675,9 @@ impl PeerClient {
                     // Hello from something posing as the peer) would leave the connection
                     // unauthenticated.
                     match read_frame_within::<Reply>(&mut stream, None, HELLO_BYTES_MAX).await? {
-                        Reply::Challenge { nonce, proof } => {
+                        Reply::Challenge { nonce, proofs } => {
                             transcript.node_nonce = nonce;
-                            if !transcript.proof_holds(secret, End::Node, &proof) {
-                                // Not this cluster's node, or not the node dialled.
-                                Reply::Failed(
-                                    "its proof of the cluster secret does not hold (another \
-                                     secret, or not the node this one dialled)"
-                                        .into(),
-                                )
-                            } else {
+                            if let Some(secret) = secrets.holding(&transcript, End::Node, &proofs) {
                                 let proof = Request::Proof {
                                     proof: transcript.proof(secret, End::Caller),
                                 };
@@ -657,6 +697,13 @@ impl PeerClient {
                                         "no sealed answer to this node's proof ({e}): another cluster secret"
                                     )),
                                 }
+                            } else {
+                                // Not this cluster's node, or not the node dialled.
+                                Reply::Failed(
+                                    "its proof of the cluster secret does not hold (another \
+                                     secret, or not the node this one dialled)"
+                                        .into(),
+                                )
                             }
                         }
                         Reply::Failed(why) => Reply::Failed(why),
@@ -950,7 +997,7 @@ mod tests {
                     addr,
                     stream: None,
                     config: 7,
-                    secret: Some(SECRET.into()),
+                    secret: Some(Secrets::one(SECRET)),
                     id: 1,
                     log: Some(Default::default()),
                     connect_max: CONNECT_MAX,
@@ -969,15 +1016,17 @@ mod tests {
     #[test]
     fn a_preamble_of_another_version_or_none_is_refused() {
         let ours = Preamble::ours().bytes();
-        assert_eq!(&ours, b"IMCL\x01\x00\x00\x00");
+        assert_eq!(&ours, b"IMCL\x02\x00\x00\x00");
         assert_eq!(Preamble::refusal(ours), None);
-        let mut other = ours;
-        other[4..6].copy_from_slice(&2u16.to_le_bytes());
-        let why = Preamble::refusal(other).expect("version 2 is refused");
-        assert!(
-            why.contains("version 2") && why.contains("version 1"),
-            "{why}"
-        );
+        for version in [1u16, 3] {
+            let mut other = ours;
+            other[4..6].copy_from_slice(&version.to_le_bytes());
+            let why = Preamble::refusal(other).expect("another version is refused");
+            assert!(
+                why.contains(&format!("version {version} and this release version 2")),
+                "{why}"
+            );
+        }
         let hello = postcard::to_allocvec(&Request::Hello { config: u64::MAX }).unwrap();
         let mut frame = (hello.len() as u32).to_le_bytes().to_vec();
         frame.extend_from_slice(&hello);
@@ -1053,6 +1102,51 @@ mod tests {
                 assert_eq!(fake.await.unwrap(), 0, "nothing followed the preamble");
             }
         });
+    }
+
+    /// During a rotation a node proves itself under each of its secrets, and a caller and
+    /// a node agree on a secret they share (the one in force first) whenever they share
+    /// one, both ends on the same one, so that their sealed frames pass; with none in
+    /// common they do not agree.
+    #[test]
+    fn nodes_sharing_either_secret_agree_on_it() {
+        let old: &[u8] = b"the cluster's old secret";
+        let new: &[u8] = b"the cluster's new secret";
+        let other: &[u8] = b"another cluster's secret";
+        let set = |current: &[u8], previous: Option<&[u8]>| Secrets {
+            current: current.into(),
+            previous: previous.map(Into::into),
+        };
+        let t = transcript([5; NONCE_LEN], [6; NONCE_LEN]);
+        // (the node's, the caller's, the secret they agree on)
+        let cases = [
+            (set(old, None), set(old, None), Some(old)),
+            (set(new, Some(old)), set(old, None), Some(old)),
+            (set(old, None), set(new, Some(old)), Some(old)),
+            (set(new, Some(old)), set(new, Some(old)), Some(new)),
+            (set(new, None), set(new, Some(old)), Some(new)),
+            (set(new, Some(old)), set(new, None), Some(new)),
+            (set(new, None), set(old, None), None),
+            (set(other, None), set(new, Some(old)), None),
+        ];
+        for (i, (node, caller, agreed)) in cases.into_iter().enumerate() {
+            let proofs = node.proofs(&t, End::Node);
+            assert_eq!(proofs.len(), 1 + usize::from(node.previous.is_some()));
+            let chosen = caller.holding(&t, End::Node, &proofs);
+            assert_eq!(chosen, agreed, "case {i}: the caller's choice");
+            let Some(secret) = chosen else {
+                continue;
+            };
+            let proof = t.proof(secret, End::Caller);
+            let taken = node.holding(&t, End::Caller, &[proof]);
+            assert_eq!(taken, Some(secret), "case {i}: the node takes the caller's");
+            let mut out = t.seal(secret, End::Caller);
+            let mut inn = t.seal(taken.unwrap(), End::Node);
+            let mut frame = b"an order".to_vec();
+            let tag = out.seal(&mut frame);
+            frame.extend_from_slice(&tag);
+            assert_eq!(inn.open(&mut frame), Some(&b"an order"[..]), "case {i}");
+        }
     }
 
     /// A refusal is logged when it starts and when its reason changes, not at every
@@ -1223,6 +1317,10 @@ mod tests {
             },
         ];
         let replies = vec![
+            Reply::Challenge {
+                nonce: [6; NONCE_LEN],
+                proofs: vec![[7; TAG_LEN], [8; TAG_LEN]],
+            },
             Reply::Hello,
             Reply::Failed("no".into()),
             Reply::Status(super::super::NodeStatus {
@@ -1247,7 +1345,7 @@ mod tests {
     #[test]
     fn the_wire_bytes_are_the_versions() {
         assert_eq!(
-            PROTOCOL_VERSION, 1,
+            PROTOCOL_VERSION, 2,
             "update the bytes below with the version"
         );
         let hex = |bytes: Vec<u8>| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
@@ -1261,7 +1359,7 @@ mod tests {
                     .map(|r| hex(postcard::to_allocvec(r).unwrap())),
             )
             .collect();
-        let expected: [&str; 9] = [
+        let expected: [&str; 10] = [
             // an append of one entry: a new order and a cancel
             concat!(
                 "00020101010201090102010a010281e0e7f6ace30703001101ac024141504c202020200",
@@ -1278,6 +1376,12 @@ mod tests {
             "0505010209090909090909090909090909090909",
             // a proof
             "060404040404040404040404040404040404040404040404040404040404040404",
+            // a challenge with two proofs
+            concat!(
+                "060606060606060606060606060606060602070707070707070707070707070707070707",
+                "070707070707070707070707070708080808080808080808080808080808080808080808",
+                "08080808080808080808",
+            ),
             // the hello reply
             "05",
             // a refusal
@@ -1331,7 +1435,7 @@ mod tests {
         ];
         let expected: [&str; 7] = [
             // the preamble
-            "494d434c01000000",
+            "494d434c02000000",
             // the node's proof, then the caller's
             "18e97b598fb185e68106428d6c8e135a8be19db83a753d0a4a2bec92b6e2e4ff",
             "a514779f7579cbc6e51fa3f2b80ce48e20c8304ca198a71e0e8af2270a5af395",
