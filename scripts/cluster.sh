@@ -41,6 +41,10 @@ election_timeout_max_ms = 1000
 heartbeat_interval_ms = 100
 # Shared secret (at least 16 bytes, the same on every node; IRONMATCH_CLUSTER_SECRET wins): nodes authenticate each other and encrypt every frame; "": none, loopback only.
 secret = ""
+# While the cluster moves to a new secret: the one before it, still taken (at least 16 bytes;
+# IRONMATCH_CLUSTER_PREVIOUS_SECRET wins). Set secret to the new one and this to the old, node by
+# node; once every node has the new one, empty this, node by node (README, "Rotating the secret").
+previous_secret = ""
 
 [[cluster.peers]]
 id = 1

@@ -1082,6 +1082,17 @@ fn the_secret_is_rotated_one_node_at_a_time() {
     order_and_converge(&nodes);
     let rotating = format!("secret = \"{NEW}\"\nprevious_secret = \"{OLD}\"\n");
     let rotated = format!("secret = \"{NEW}\"\n");
+    // Node `from`'s secrets handshaking with node `to` (as `ironmatch cluster status` with
+    // `from`'s configuration does): the caller's side of every connection between them.
+    let settings_of = |text: &str| {
+        Config::parse(text, "node")
+            .unwrap()
+            .cluster_settings()
+            .unwrap()
+    };
+    let asks = |text: &str, to: u64| {
+        ironmatch::cluster::status_of(&settings_of(text), to, Duration::from_secs(5))
+    };
     for (from, to) in [(SECRET_LINE, rotating.as_str()), (&rotating, &rotated)] {
         for i in 0..nodes.len() {
             stop(&mut nodes[i]);
@@ -1090,8 +1101,36 @@ fn the_secret_is_rotated_one_node_at_a_time() {
             std::fs::write(&nodes[i].config, text.replacen(from, to, 1)).unwrap();
             start(&mut nodes[i]);
             order_and_converge(&nodes);
+            for (a, caller) in nodes.iter().enumerate() {
+                let text = std::fs::read_to_string(&caller.config).unwrap();
+                for b in (0..nodes.len()).filter(|&b| b != a) {
+                    let asked = asks(&text, b as u64 + 1);
+                    assert!(asked.is_ok(), "node {} to node {}: {asked:?}", a + 1, b + 1);
+                }
+            }
+            if from == SECRET_LINE && i == 0 {
+                // Node 2 has the old secret alone: a caller with the new one alone is
+                // refused (node 1, with both, was taken above).
+                let text = std::fs::read_to_string(&nodes[0].config).unwrap();
+                let new_only = text.replacen(&rotating, &rotated, 1);
+                let refused = asks(&new_only, 2).expect_err("no secret in common");
+                assert!(refused.to_string().contains("does not hold"), "{refused}");
+            }
+        }
+        if from == SECRET_LINE {
+            // Every node has both: a caller with the new secret alone is taken by all.
+            let text = std::fs::read_to_string(&nodes[0].config).unwrap();
+            let new_only = text.replacen(&rotating, &rotated, 1);
+            for b in 1..=3 {
+                assert!(asks(&new_only, b).is_ok(), "node {b}");
+            }
         }
     }
+    // Every node has the new secret alone: a caller with the old one alone is refused.
+    let text = std::fs::read_to_string(&nodes[0].config).unwrap();
+    let old_only = text.replacen(&rotated, SECRET_LINE, 1);
+    let refused = asks(&old_only, 2).expect_err("the old secret alone is refused");
+    assert!(refused.to_string().contains("does not hold"), "{refused}");
     for n in nodes.iter_mut() {
         stop(n);
     }

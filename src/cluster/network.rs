@@ -261,13 +261,26 @@ pub const FRAME_TAG_LEN: usize = 16;
 /// each in its challenge; a caller proves itself with the first of its own that one of
 /// the node's proofs holds for, and the connection is sealed under that one. So nodes
 /// that share either secret agree, and a cluster moves to a new secret one node at a time.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Secrets {
     /// The secret in force.
     pub current: std::sync::Arc<[u8]>,
     /// The secret before it, during a rotation.
     pub previous: Option<std::sync::Arc<[u8]>>,
 }
+
+/// Never the secrets themselves: whether there is a previous one.
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets")
+            .field("current", &"<set>")
+            .field("previous", &self.previous.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+/// Most proofs a challenge may carry: one per secret, the one in force and the previous.
+pub const CHALLENGE_PROOFS_MAX: usize = 2;
 
 impl Secrets {
     /// One secret, no rotation.
@@ -677,7 +690,11 @@ impl PeerClient {
                     match read_frame_within::<Reply>(&mut stream, None, HELLO_BYTES_MAX).await? {
                         Reply::Challenge { nonce, proofs } => {
                             transcript.node_nonce = nonce;
-                            if let Some(secret) = secrets.holding(&transcript, End::Node, &proofs) {
+                            let counted = (1..=CHALLENGE_PROOFS_MAX).contains(&proofs.len());
+                            if let Some(secret) = secrets
+                                .holding(&transcript, End::Node, &proofs)
+                                .filter(|_| counted)
+                            {
                                 let proof = Request::Proof {
                                     proof: transcript.proof(secret, End::Caller),
                                 };
@@ -1126,6 +1143,8 @@ mod tests {
             (set(new, Some(old)), set(new, Some(old)), Some(new)),
             (set(new, None), set(new, Some(old)), Some(new)),
             (set(new, Some(old)), set(new, None), Some(new)),
+            // The caller's order decides: its secret in force first.
+            (set(new, Some(old)), set(old, Some(new)), Some(old)),
             (set(new, None), set(old, None), None),
             (set(other, None), set(new, Some(old)), None),
         ];
