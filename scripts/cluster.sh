@@ -43,7 +43,8 @@ heartbeat_interval_ms = 100
 secret = ""
 # While the cluster moves to a new secret: the one before it, still taken (at least 16 bytes;
 # IRONMATCH_CLUSTER_PREVIOUS_SECRET wins). Set secret to the new one and this to the old, node by
-# node; once every node has the new one, empty this, node by node (README, "Rotating the secret").
+# node; once every node takes the new one, empty this (and unset IRONMATCH_CLUSTER_PREVIOUS_SECRET),
+# node by node (README, "Rotating the secret").
 previous_secret = ""
 
 [[cluster.peers]]

@@ -1027,6 +1027,65 @@ mod tests {
         });
     }
 
+    /// A caller takes a challenge of one or two proofs only: with none, or three (each of
+    /// which holds), it sends no proof of its own and the call fails.
+    #[test]
+    fn a_challenge_of_no_or_too_many_proofs_is_refused() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            for count in [0, 3] {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let addr = listener.local_addr().unwrap().to_string();
+                let fake = tokio::spawn(async move {
+                    let (mut s, _) = listener.accept().await.unwrap();
+                    let mut theirs = [0u8; PREAMBLE_LEN];
+                    s.read_exact(&mut theirs).await.unwrap();
+                    s.write_all(&Preamble::ours().bytes()).await.unwrap();
+                    let Request::SealedHello { nonce, .. } =
+                        read_frame::<Request>(&mut s, None).await.unwrap()
+                    else {
+                        panic!("a sealed hello first");
+                    };
+                    let t = Transcript {
+                        config: 7,
+                        caller: 1,
+                        node: 2,
+                        caller_nonce: nonce,
+                        node_nonce: [3; NONCE_LEN],
+                    };
+                    let proofs = vec![t.proof(SECRET, End::Node); count];
+                    let challenge = Reply::Challenge {
+                        nonce: t.node_nonce,
+                        proofs,
+                    };
+                    write_frame(&mut s, &challenge, None).await.unwrap();
+                    // Whatever comes next, it must not be a proof.
+                    read_frame::<Request>(&mut s, None).await.is_ok()
+                });
+                let mut client = PeerClient {
+                    target: 2,
+                    addr,
+                    stream: None,
+                    config: 7,
+                    secret: Some(Secrets::one(SECRET)),
+                    id: 1,
+                    log: None,
+                    connect_max: CONNECT_MAX,
+                };
+                let call = client.call_inner(&Request::Status);
+                let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(10), call).await else {
+                    panic!("{count} proofs: refused at once");
+                };
+                assert!(e.to_string().contains("does not hold"), "{count}: {e}");
+                drop(client);
+                assert!(!fake.await.unwrap(), "{count} proofs: no proof followed");
+            }
+        });
+    }
+
     /// This release's preamble passes; another version, or bytes that are not a preamble
     /// (the hello frame of a release before the preamble), are refused, the message naming
     /// what was read.
@@ -1356,7 +1415,7 @@ mod tests {
         (requests, replies)
     }
 
-    /// The bytes of cluster protocol version 1 around and beneath the format above: the
+    /// The bytes of the current cluster protocol version around and beneath the format above: the
     /// preamble, a frame (plain and sealed: length, body, tag), the handshake's proofs,
     /// and postcard's encoding of a sample of requests and replies, a Raft entry's
     /// commands included. A change here changes what crosses the wire: raise
