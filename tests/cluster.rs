@@ -206,12 +206,21 @@ fn converge(nodes: &[Node]) {
 /// `node`'s status, asked as `ironmatch cluster status` with its configuration asks (with
 /// the cluster secret: over a member's handshake).
 fn status(node: &Node, timeout: Duration) -> std::io::Result<ironmatch::cluster::NodeStatus> {
-    let text = std::fs::read_to_string(&node.config)?;
-    let settings = Config::parse(&text, "node")
+    status_as(&std::fs::read_to_string(&node.config)?, None, timeout)
+}
+
+/// Node `to`'s status (the configuration's own node if `None`), asked as `ironmatch
+/// cluster status` asks with the configuration `text` (its peers, its secrets).
+fn status_as(
+    text: &str,
+    to: Option<u64>,
+    timeout: Duration,
+) -> std::io::Result<ironmatch::cluster::NodeStatus> {
+    let settings = Config::parse(text, "node")
         .map_err(|e| std::io::Error::other(format!("{e:?}")))?
         .cluster_settings()
         .expect("the node has [cluster]");
-    ironmatch::cluster::status_of(&settings, settings.node_id, timeout)
+    ironmatch::cluster::status_of(&settings, to.unwrap_or(settings.node_id), timeout)
 }
 
 fn gateways(nodes: &[Node]) -> Vec<SocketAddr> {
@@ -1082,17 +1091,9 @@ fn the_secret_is_rotated_one_node_at_a_time() {
     order_and_converge(&nodes);
     let rotating = format!("secret = \"{NEW}\"\nprevious_secret = \"{OLD}\"\n");
     let rotated = format!("secret = \"{NEW}\"\n");
-    // Node `from`'s secrets handshaking with node `to` (as `ironmatch cluster status` with
-    // `from`'s configuration does): the caller's side of every connection between them.
-    let settings_of = |text: &str| {
-        Config::parse(text, "node")
-            .unwrap()
-            .cluster_settings()
-            .unwrap()
-    };
-    let asks = |text: &str, to: u64| {
-        ironmatch::cluster::status_of(&settings_of(text), to, Duration::from_secs(5))
-    };
+    // A node's secrets (its configuration `text`) handshaking with node `to`, as `ironmatch
+    // cluster status` does with that configuration.
+    let asks = |text: &str, to: u64| status_as(text, Some(to), Duration::from_secs(5));
     for (from, to) in [(SECRET_LINE, rotating.as_str()), (&rotating, &rotated)] {
         for i in 0..nodes.len() {
             stop(&mut nodes[i]);

@@ -854,6 +854,41 @@ mod tests {
 
     const SECRET: &[u8] = b"a cluster secret for tests";
 
+    /// Node 1's client of node 2 at `addr`, with fingerprint 7 and `secret`; refusals
+    /// returned, not logged.
+    fn client_of(addr: String, secret: Option<Secrets>) -> PeerClient {
+        PeerClient {
+            target: 2,
+            addr,
+            stream: None,
+            config: 7,
+            secret,
+            id: 1,
+            log: None,
+            connect_max: CONNECT_MAX,
+        }
+    }
+
+    /// A fake node's side of a fresh connection on `listener`: the caller's preamble read
+    /// (this release's), this release's sent back.
+    async fn accept_with_preamble(listener: &tokio::net::TcpListener) -> TcpStream {
+        let (mut s, _) = listener.accept().await.unwrap();
+        answer_preamble(&mut s, Preamble::ours().bytes()).await;
+        s
+    }
+
+    /// Reads the caller's preamble on `s` (this release's) and answers `ours`.
+    async fn answer_preamble(s: &mut TcpStream, ours: [u8; PREAMBLE_LEN]) {
+        let mut theirs = [0u8; PREAMBLE_LEN];
+        s.read_exact(&mut theirs).await.unwrap();
+        assert_eq!(
+            Preamble::refusal(theirs),
+            None,
+            "the caller's is this release's"
+        );
+        s.write_all(&ours).await.unwrap();
+    }
+
     fn transcript(caller_nonce: [u8; NONCE_LEN], node_nonce: [u8; NONCE_LEN]) -> Transcript {
         Transcript {
             config: 7,
@@ -991,11 +1026,7 @@ mod tests {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap().to_string();
                 let fake = tokio::spawn(async move {
-                    let (mut s, _) = listener.accept().await.unwrap();
-                    let mut theirs = [0u8; PREAMBLE_LEN];
-                    s.read_exact(&mut theirs).await.unwrap();
-                    assert_eq!(Preamble::refusal(theirs), None);
-                    s.write_all(&Preamble::ours().bytes()).await.unwrap();
+                    let mut s = accept_with_preamble(&listener).await;
                     let hello = read_frame::<Request>(&mut s, None).await.unwrap();
                     assert!(matches!(
                         hello,
@@ -1009,16 +1040,7 @@ mod tests {
                     // Whatever comes next, it must not be a request sent in the clear.
                     read_frame::<Request>(&mut s, None).await.is_ok()
                 });
-                let mut client = PeerClient {
-                    target: 2,
-                    addr,
-                    stream: None,
-                    config: 7,
-                    secret: Some(Secrets::one(SECRET)),
-                    id: 1,
-                    log: Some(Default::default()),
-                    connect_max: CONNECT_MAX,
-                };
+                let mut client = client_of(addr, Some(Secrets::one(SECRET)));
                 assert!(client.call_inner(&Request::Status).await.is_err());
                 assert!(client.stream.is_none(), "no connection kept");
                 drop(client);
@@ -1040,10 +1062,7 @@ mod tests {
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 let addr = listener.local_addr().unwrap().to_string();
                 let fake = tokio::spawn(async move {
-                    let (mut s, _) = listener.accept().await.unwrap();
-                    let mut theirs = [0u8; PREAMBLE_LEN];
-                    s.read_exact(&mut theirs).await.unwrap();
-                    s.write_all(&Preamble::ours().bytes()).await.unwrap();
+                    let mut s = accept_with_preamble(&listener).await;
                     let Request::SealedHello { nonce, .. } =
                         read_frame::<Request>(&mut s, None).await.unwrap()
                     else {
@@ -1065,16 +1084,7 @@ mod tests {
                     // Whatever comes next, it must not be a proof.
                     read_frame::<Request>(&mut s, None).await.is_ok()
                 });
-                let mut client = PeerClient {
-                    target: 2,
-                    addr,
-                    stream: None,
-                    config: 7,
-                    secret: Some(Secrets::one(SECRET)),
-                    id: 1,
-                    log: None,
-                    connect_max: CONNECT_MAX,
-                };
+                let mut client = client_of(addr, Some(Secrets::one(SECRET)));
                 let call = client.call_inner(&Request::Status);
                 let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(10), call).await else {
                     panic!("{count} proofs: refused at once");
@@ -1145,29 +1155,13 @@ mod tests {
                         assert_eq!(&len, MAGIC);
                         return 0;
                     };
-                    let mut theirs = [0u8; PREAMBLE_LEN];
-                    s.read_exact(&mut theirs).await.unwrap();
-                    assert_eq!(
-                        Preamble::refusal(theirs),
-                        None,
-                        "the caller's is this release's"
-                    );
-                    s.write_all(&preamble).await.unwrap();
+                    answer_preamble(&mut s, preamble).await;
                     // Whatever comes next, it must be nothing.
                     let mut rest = Vec::new();
                     s.read_to_end(&mut rest).await.unwrap();
                     rest.len()
                 });
-                let mut client = PeerClient {
-                    target: 2,
-                    addr,
-                    stream: None,
-                    config: 7,
-                    secret: None,
-                    id: 1,
-                    log: None,
-                    connect_max: CONNECT_MAX,
-                };
+                let mut client = client_of(addr, None);
                 let call = client.call_inner(&Request::Status);
                 let Ok(Err(e)) = tokio::time::timeout(Duration::from_secs(10), call).await else {
                     panic!("refused at once");
