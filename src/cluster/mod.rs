@@ -1032,14 +1032,7 @@ fn plain_status_of(addr: &str, timeout: Duration) -> io::Result<NodeStatus> {
     stream.set_read_timeout(Some(timeout))?;
     stream.write_all(&Preamble::ours().bytes())?;
     let mut theirs = [0u8; network::PREAMBLE_LEN];
-    match stream.read_exact(&mut theirs) {
-        Ok(()) => {
-            if let Some(why) = Preamble::refusal(theirs) {
-                return Err(io::Error::other(why));
-            }
-        }
-        Err(e) => return Err(network::before_preamble(e)),
-    }
+    network::judge_preamble(stream.read_exact(&mut theirs), theirs)?;
     let body = postcard::to_allocvec(&Request::Status).map_err(io::Error::other)?;
     let mut frame = (body.len() as u32).to_le_bytes().to_vec();
     frame.extend_from_slice(&body);

@@ -112,11 +112,15 @@ impl Preamble {
 pub async fn exchange_preamble(stream: &mut TcpStream) -> io::Result<()> {
     stream.write_all(&Preamble::ours().bytes()).await?;
     let mut theirs = [0u8; PREAMBLE_LEN];
-    match stream.read_exact(&mut theirs).await {
-        Ok(_) => match Preamble::refusal(theirs) {
-            None => Ok(()),
-            Some(why) => Err(io::Error::other(why)),
-        },
+    let read = stream.read_exact(&mut theirs).await.map(|_| ());
+    judge_preamble(read, theirs)
+}
+
+/// The caller's verdict on the node's preamble, `theirs`, as `read` read it: an error of
+/// kind `Other` says why the conversation cannot go on.
+pub fn judge_preamble(read: io::Result<()>, theirs: [u8; PREAMBLE_LEN]) -> io::Result<()> {
+    match read {
+        Ok(()) => Preamble::refusal(theirs).map_or(Ok(()), |why| Err(io::Error::other(why))),
         Err(e) => Err(before_preamble(e)),
     }
 }
@@ -124,7 +128,7 @@ pub async fn exchange_preamble(stream: &mut TcpStream) -> io::Result<()> {
 /// An error reading the node's preamble: a close or a reset is a node that does not send
 /// one (a release before it reads this node's preamble as a frame's length, too long,
 /// and closes the connection with bytes unread: a reset).
-pub fn before_preamble(e: io::Error) -> io::Error {
+fn before_preamble(e: io::Error) -> io::Error {
     match e.kind() {
         io::ErrorKind::UnexpectedEof
         | io::ErrorKind::ConnectionReset
