@@ -185,8 +185,14 @@ fn options() -> impl Strategy<Value = Options> {
             any::<Option<u8>>(),
             any::<Option<u8>>(),
         ),
+        (
+            any::<Option<u64>>(),
+            any::<Option<u8>>(),
+            any::<Option<i32>>(),
+            any::<Option<u32>>(),
+        ),
     )
-        .prop_map(|(a, b, c)| Options {
+        .prop_map(|(a, b, c, d)| Options {
             secondary_ord_ref: a.0,
             firm: a.1,
             min_qty: a.2,
@@ -206,6 +212,10 @@ fn options() -> impl Strategy<Value = Options> {
             group_id: c.4,
             side: c.5,
             user_ref_idx: c.6,
+            discretion_price: d.0,
+            discretion_price_type: d.1,
+            discretion_peg_offset: d.2,
+            random_reserves: d.3,
         })
 }
 

@@ -135,6 +135,12 @@ impl Bytes<'_> {
         }
         if present & 64 != 0 {
             o.trade_now = Some(self.pick(b"YN "));
+            // Sometimes a handling instruction or discretion (refused but for "none").
+            match self.u8() {
+                0..=63 => o.handle_inst = Some(self.pick(b" NIB")),
+                64..=95 => o.discretion_price = Some(u64::from(self.u8() & 1) * MID),
+                _ => {}
+            }
         }
         if present & 128 != 0 {
             o.expire_time = Some(u32::from(self.u8()) << (self.u8() % 24));

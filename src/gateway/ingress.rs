@@ -9,7 +9,8 @@
 //! byte outside printable ASCII reaches an outbound message. A gateway reject changes
 //! nothing and consumes no UserRefNum (the README's "UserRefNum" rule), but a refused
 //! Replace becomes a [`CommandBody::InvalidReplace`]: as OUCH has it, its live original is
-//! canceled.
+//! canceled (unless the Replace names another reference channel, whose orders are not
+//! channel 0's: it is refused as any message on another channel, touching nothing).
 
 use crate::book::{CommandBody, Echo, NewOrder, RejectReason, ReplaceOrder, TimeInForce};
 use crate::types::{BookSide, Firm, Price, Qty, Side, Symbol, UserRef};
@@ -133,6 +134,24 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
         "peg offset",
     )?;
     check(one_of(o.post_only, b"PN"), Unsupported, "post only")?;
+    // Discretion, random reserves and handling instructions (imbalance-only, retail and
+    // other crosses) are not offered: taking such an order as a plain one would trade it
+    // where and when its member did not ask. Their values meaning "none" are taken.
+    check(
+        o.discretion_price.is_none_or(|p| p == 0)
+            && one_of(o.discretion_price_type, b"L")
+            && o.discretion_peg_offset.is_none_or(|p| p == 0),
+        Unsupported,
+        "discretion",
+    )?;
+    check(
+        o.random_reserves.is_none_or(|r| r == 0),
+        Unsupported,
+        "random reserves",
+    )?;
+    // No instruction: a space, or `N` as some connectors send it (neither asks for
+    // anything the continuous book does not do).
+    check(one_of(o.handle_inst, b" N"), Unsupported, "handle inst")?;
     check(one_of(o.trade_now, b"YN "), Unsupported, "trade now")?;
     check(
         o.expire_time.is_none_or(|t| t <= EXPIRE_TIME_MAX),
@@ -141,7 +160,7 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     )?;
     let alpha = |v: Option<u8>| v.is_none_or(|v| is_alpha(&[v]));
     check(
-        alpha(o.handle_inst) && alpha(o.bbo_weight) && alpha(o.reference_price_type),
+        alpha(o.bbo_weight) && alpha(o.reference_price_type),
         Unsupported,
         "alpha option",
     )
@@ -239,12 +258,15 @@ fn authorized(msg: &Inbound<'_>, user_firm: Firm) -> Result<(), Invalid> {
 
 /// Maps a decoded message from a user of firm `user_firm` to a matcher command: a
 /// [`CommandBody::GatewayReject`] if [`validate`] refuses it ([`CommandBody::InvalidReplace`]
-/// for a Replace, whose original OUCH cancels).
+/// for a Replace, whose original OUCH cancels, unless the Replace names another reference
+/// channel: its original is not one of channel 0's orders, so none is touched).
 pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
     if let Err((reason, _field)) = validate(msg).and_then(|()| authorized(msg, user_firm)) {
         let (user_ref, clordid) = reject_target(msg);
         // OUCH: a live order whose replace is invalid is canceled; the matcher does it.
-        if let Inbound::Replace(m, _) = msg {
+        if let Inbound::Replace(m, o) = msg
+            && one_channel(o).is_ok()
+        {
             return CommandBody::InvalidReplace {
                 orig_user_ref: UserRef(u64::from(m.orig_user_ref.get())),
                 user_ref,
@@ -440,6 +462,81 @@ mod tests {
                     reason: RejectReason::Unsupported,
                     clordid: *b"MYORDER-1     "
                 }
+            );
+        }
+    }
+
+    /// Discretion, random reserves and handling instructions are not offered: an order
+    /// asking for them is refused, not taken as a plain one; their "none" values pass.
+    #[test]
+    fn discretion_random_reserves_and_handling_instructions_are_refused() {
+        for (what, options) in [
+            (
+                "discretion price",
+                &[9, 9, 0, 0, 0, 0, 0, 0, 0x27, 0x10][..],
+            ),
+            ("discretion peg", &[2, 10, b'M']),
+            ("discretion peg offset", &[5, 11, 0xFF, 0xFF, 0xFF, 0x9C]),
+            ("random reserves", &[5, 13, 0, 0, 0, 100]),
+            ("imbalance only", &[2, 17, b'I']),
+            ("retail", &[2, 17, b'O']),
+            ("extended life", &[2, 17, b'B']),
+        ] {
+            let bytes = enter(b'Y', b'0', 100, options);
+            assert_eq!(
+                rejected(&bytes),
+                (RejectReason::Unsupported, *b"MYORDER-1     "),
+                "{what}"
+            );
+        }
+        for (what, options) in [
+            ("no discretion", &[9, 9, 0, 0, 0, 0, 0, 0, 0, 0][..]),
+            ("limit discretion type", &[2, 10, b'L']),
+            ("no discretion offset", &[5, 11, 0, 0, 0, 0]),
+            ("no random reserves", &[5, 13, 0, 0, 0, 0]),
+            ("no instruction", &[2, 17, b' ']),
+            ("no instruction, N", &[2, 17, b'N']),
+            ("route, not applied", &[5, 14, b'I', b'N', b'E', b'T']),
+        ] {
+            let bytes = enter(b'Y', b'0', 100, options);
+            let cmd = to_command(&decode_inbound(&bytes).unwrap(), firm());
+            assert!(matches!(cmd, CommandBody::New(_)), "{what}: {cmd:?}");
+        }
+    }
+
+    /// A Replace the gateway refuses cancels its original, as OUCH has it; but one naming
+    /// another reference channel is refused touching nothing: its original is that
+    /// channel's order, not channel 0's order of the same number.
+    #[test]
+    fn a_refused_replace_cancels_its_original_unless_it_names_another_channel() {
+        let replace = |options: &[u8]| {
+            let mut m = vec![b'U', 0, 0, 0, 5, 0, 0, 0, 9, 0, 0, 0, 100];
+            m.extend_from_slice(&100u64.to_be_bytes());
+            m.extend_from_slice(b"0YNMYORDER-1     ");
+            m.extend_from_slice(&u16::try_from(options.len()).unwrap().to_be_bytes());
+            m.extend_from_slice(options);
+            m
+        };
+        let command =
+            |options: &[u8]| to_command(&decode_inbound(&replace(options)).unwrap(), firm());
+        assert_eq!(
+            command(&[2, 17, b'I']),
+            CommandBody::InvalidReplace {
+                orig_user_ref: UserRef(5),
+                user_ref: UserRef(9),
+                reason: RejectReason::Unsupported,
+                clordid: *b"MYORDER-1     ",
+            }
+        );
+        for options in [&[2, 28, 1][..], &[2, 28, 1, 2, 17, b'I']] {
+            assert_eq!(
+                command(options),
+                CommandBody::GatewayReject {
+                    user_ref: UserRef(9),
+                    reason: RejectReason::Unsupported,
+                    clordid: *b"MYORDER-1     ",
+                },
+                "{options:?}"
             );
         }
     }

@@ -329,8 +329,16 @@ pub struct Options {
     pub price_type: Option<u8>,
     /// Tag 7: peg offset.
     pub peg_offset: Option<i32>,
+    /// Tag 9: discretion price (0: no discretion).
+    pub discretion_price: Option<u64>,
+    /// Tag 10: discretion price type (`L` limit; pegs are not offered).
+    pub discretion_price_type: Option<u8>,
+    /// Tag 11: discretion peg offset.
+    pub discretion_peg_offset: Option<i32>,
     /// Tag 12: post only (`P`) or not (`N`).
     pub post_only: Option<u8>,
+    /// Tag 13: random reserve shares (0: none).
+    pub random_reserves: Option<u32>,
     /// Tag 15: expire time in seconds.
     pub expire_time: Option<u32>,
     /// Tag 16: trade now.
@@ -363,7 +371,8 @@ fn array<const N: usize>(tag: u8, value: &[u8]) -> Result<[u8; N], DecodeError> 
 }
 
 impl Options {
-    /// Walks an appendage. Unknown tags are skipped; a known tag of the wrong size, a
+    /// Walks an appendage. Tags not read here (Route, Shares Located, Locate Broker, tags
+    /// no source defines) are skipped; a known tag of the wrong size, a
     /// zero option length or an option running past the end is an error.
     pub fn parse(appendage: &[u8]) -> Result<Options, DecodeError> {
         let mut o = Options::default();
@@ -385,7 +394,11 @@ impl Options {
                 5 => o.max_floor = Some(u32::from_be_bytes(array(tag, v)?)),
                 6 => o.price_type = Some(array::<1>(tag, v)?[0]),
                 7 => o.peg_offset = Some(i32::from_be_bytes(array(tag, v)?)),
+                9 => o.discretion_price = Some(u64::from_be_bytes(array(tag, v)?)),
+                10 => o.discretion_price_type = Some(array::<1>(tag, v)?[0]),
+                11 => o.discretion_peg_offset = Some(i32::from_be_bytes(array(tag, v)?)),
                 12 => o.post_only = Some(array::<1>(tag, v)?[0]),
+                13 => o.random_reserves = Some(u32::from_be_bytes(array(tag, v)?)),
                 15 => o.expire_time = Some(u32::from_be_bytes(array(tag, v)?)),
                 16 => o.trade_now = Some(array::<1>(tag, v)?[0]),
                 17 => o.handle_inst = Some(array::<1>(tag, v)?[0]),
@@ -432,8 +445,20 @@ impl Options {
         if let Some(v) = self.peg_offset {
             put(out, 7, &v.to_be_bytes());
         }
+        if let Some(v) = self.discretion_price {
+            put(out, 9, &v.to_be_bytes());
+        }
+        if let Some(v) = self.discretion_price_type {
+            put(out, 10, &[v]);
+        }
+        if let Some(v) = self.discretion_peg_offset {
+            put(out, 11, &v.to_be_bytes());
+        }
         if let Some(v) = self.post_only {
             put(out, 12, &[v]);
+        }
+        if let Some(v) = self.random_reserves {
+            put(out, 13, &v.to_be_bytes());
         }
         if let Some(v) = self.expire_time {
             put(out, 15, &v.to_be_bytes());
