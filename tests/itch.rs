@@ -426,6 +426,17 @@ fn bad_bytes_give_reasons() {
     long.push(0);
     assert!(Packet::parse(&long).is_err());
     assert!(Packet::parse(&i2[..19]).is_err());
+    // Numbers that would pass 2^64 inside the packet: refused, never wrapped.
+    let mut wraps = i2.clone();
+    wraps[10..18].copy_from_slice(&u64::MAX.to_be_bytes());
+    assert!(Packet::parse(&wraps).is_err());
+    wraps[10..18].copy_from_slice(&(u64::MAX - 1).to_be_bytes());
+    let last: Vec<u64> = Packet::parse(&wraps)
+        .unwrap()
+        .messages()
+        .map(|(seq, _)| seq)
+        .collect();
+    assert_eq!(last, [u64::MAX - 1]);
     // A file cut inside a message.
     let file = &i2[20..i2.len() - 1];
     let got: Vec<_> = file_messages(file).collect();

@@ -171,6 +171,9 @@ pub enum BookError {
     /// An add of a reference already on the book.
     #[error("order {0} added twice")]
     DuplicateOrder(u64),
+    /// An add (or a replace's new order) showing no shares: no order rests with none.
+    #[error("order {0} added with 0 shares")]
+    ZeroShares(u64),
     /// More shares executed or canceled than the order shows.
     #[error("order {order_ref}: {shares} shares taken, {shown} shown")]
     TooManyShares {
@@ -303,6 +306,10 @@ impl FeedBook {
                 if self.orders.contains_key(&new_ref) && new_ref != old_ref {
                     return Err(BookError::DuplicateOrder(new_ref));
                 }
+                // Refused before the old order goes, so a bad replace changes nothing.
+                if shares == 0 {
+                    return Err(BookError::ZeroShares(new_ref));
+                }
                 self.reduce(old_ref, old.shares)?;
                 self.add(old.locate, new_ref, old.buy, price, shares)?;
             }
@@ -331,6 +338,9 @@ impl FeedBook {
     ) -> Result<(), BookError> {
         if self.orders.contains_key(&order_ref) {
             return Err(BookError::DuplicateOrder(order_ref));
+        }
+        if shares == 0 {
+            return Err(BookError::ZeroShares(order_ref));
         }
         let priority = self.next_priority;
         self.next_priority += 1;
@@ -1073,6 +1083,21 @@ mod tests {
             })),
             Err(BookError::DuplicateOrder(2))
         );
+        // No order rests with 0 shares, added or replaced (a foreign or damaged feed's).
+        assert_eq!(
+            book.apply(&add(3, b'B', 0, 1000)),
+            Err(BookError::ZeroShares(3))
+        );
+        assert_eq!(
+            book.apply(&body(Body::OrderReplace {
+                old_ref: 1,
+                new_ref: 4,
+                shares: 0,
+                price: 1000
+            })),
+            Err(BookError::ZeroShares(4))
+        );
+        book.check_invariants();
         assert_eq!(
             book.top(1, 5).0,
             vec![LevelView {

@@ -102,6 +102,13 @@ impl<'a> Packet<'a> {
             COUNT_HEARTBEAT | COUNT_END_OF_SESSION => 0,
             n => usize::from(n),
         };
+        // Every message's number fits in 64 bits: numbers never wrap inside a packet.
+        if header.seq.checked_add(count as u64).is_none() {
+            return Err(DecodeError::BadField {
+                field: "sequence number (its messages' numbers pass 2^64)",
+                value: header.seq,
+            });
+        }
         let mut at = 0usize;
         for _ in 0..count {
             let Some(prefix) = blocks.get(at..at + 2) else {
@@ -162,7 +169,8 @@ impl<'a> Packet<'a> {
             let message = blocks.get(at + 2..at + 2 + len)?;
             at += 2 + len;
             i += 1;
-            Some((first.wrapping_add(i - 1), message))
+            // `parse` checked that `first + count` does not overflow.
+            Some((first + (i - 1), message))
         })
     }
 }
