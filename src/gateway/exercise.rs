@@ -135,15 +135,20 @@ impl Bytes<'_> {
         }
         if present & 64 != 0 {
             o.trade_now = Some(self.pick(b"YN "));
-            // Sometimes a handling instruction or discretion (refused but for "none").
-            match self.u8() {
-                0..=63 => o.handle_inst = Some(self.pick(b" NIB")),
-                64..=95 => o.discretion_price = Some(u64::from(self.u8() & 1) * MID),
-                _ => {}
-            }
         }
         if present & 128 != 0 {
-            o.expire_time = Some(u32::from(self.u8()) << (self.u8() % 24));
+            let seconds = self.u8();
+            o.expire_time = Some(u32::from(seconds) << (self.u8() % 24));
+            // With trade now too, sometimes a handling instruction or discretion (refused
+            // but for their "none"), drawn from bytes already read, so that stored inputs
+            // keep the messages they were kept for.
+            if present & 64 != 0 {
+                match seconds % 8 {
+                    0 => o.handle_inst = Some(b"  NIB"[usize::from(seconds / 8 % 5)]),
+                    1 => o.discretion_price = Some(u64::from(seconds & 16 != 0) * MID),
+                    _ => {}
+                }
+            }
         }
         o
     }

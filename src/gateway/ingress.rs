@@ -136,10 +136,11 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     check(one_of(o.post_only, b"PN"), Unsupported, "post only")?;
     // Discretion, random reserves and handling instructions (imbalance-only, retail and
     // other crosses) are not offered: taking such an order as a plain one would trade it
-    // where and when its member did not ask. Their values meaning "none" are taken.
+    // where and when its member did not ask. Their values meaning "none" are taken (a
+    // discretion price type of space too: the filler of an option not set).
     check(
         o.discretion_price.is_none_or(|p| p == 0)
-            && one_of(o.discretion_price_type, b"L")
+            && one_of(o.discretion_price_type, b"L ")
             && o.discretion_peg_offset.is_none_or(|p| p == 0),
         Unsupported,
         "discretion",
@@ -149,8 +150,9 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
         Unsupported,
         "random reserves",
     )?;
-    // No instruction: a space, or `N` as some connectors send it (neither asks for
-    // anything the continuous book does not do).
+    // No instruction: the option left out, as the specification's connectors do. A space
+    // or `N` is taken as none too, a leniency (neither is an instruction the document
+    // lists, nor asks for anything the continuous book does not do).
     check(one_of(o.handle_inst, b" N"), Unsupported, "handle inst")?;
     check(one_of(o.trade_now, b"YN "), Unsupported, "trade now")?;
     check(
@@ -492,6 +494,7 @@ mod tests {
         for (what, options) in [
             ("no discretion", &[9, 9, 0, 0, 0, 0, 0, 0, 0, 0][..]),
             ("limit discretion type", &[2, 10, b'L']),
+            ("blank discretion type", &[2, 10, b' ']),
             ("no discretion offset", &[5, 11, 0, 0, 0, 0]),
             ("no random reserves", &[5, 13, 0, 0, 0, 0]),
             ("no instruction", &[2, 17, b' ']),

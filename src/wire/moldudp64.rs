@@ -102,10 +102,11 @@ impl<'a> Packet<'a> {
             COUNT_HEARTBEAT | COUNT_END_OF_SESSION => 0,
             n => usize::from(n),
         };
-        // Every message's number fits in 64 bits: numbers never wrap inside a packet.
+        // The number after the packet's last message fits in 64 bits, so numbers never wrap
+        // inside a packet and a receiver's next expected number exists.
         if header.seq.checked_add(count as u64).is_none() {
             return Err(DecodeError::BadField {
-                field: "sequence number (its messages' numbers pass 2^64)",
+                field: "sequence number (the number after its last message passes 2^64 - 1)",
                 value: header.seq,
             });
         }
@@ -169,8 +170,9 @@ impl<'a> Packet<'a> {
             let message = blocks.get(at + 2..at + 2 + len)?;
             at += 2 + len;
             i += 1;
-            // `parse` checked that `first + count` does not overflow.
-            Some((first + (i - 1), message))
+            // `parse` checked that `first + count` fits; a header changed since parsing
+            // ends the messages rather than wrap their numbers.
+            Some((first.checked_add(i - 1)?, message))
         })
     }
 }
