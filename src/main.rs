@@ -784,8 +784,11 @@ fn cluster_status(config: &Config) -> ExitCode {
 fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Path) -> ExitCode {
     let book = config.book_config().expect("validated at load");
     // The journal's own feed settings, if its feed kept them: the export is what was sent.
-    let attribution = match ironmatch::feed::FeedSettings::read(journal) {
-        Ok(kept) => kept.map_or(config.marketdata.attribution, |k| k.attribution),
+    let clustered = config.cluster.is_some();
+    let (attribution, start_at_midnight) = match ironmatch::feed::FeedSettings::read(journal) {
+        Ok(kept) => kept.map_or((config.marketdata.attribution, clustered), |k| {
+            (k.attribution, k.start_at_midnight(clustered))
+        }),
         Err(e) => {
             eprintln!("ironmatch replay: {e}");
             return ExitCode::from(1);
@@ -799,7 +802,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
                 journal,
                 &book,
                 attribution,
-                config.cluster.is_some(),
+                start_at_midnight,
                 &mut out,
             )
             .map_err(|e| e.to_string())

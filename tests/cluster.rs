@@ -879,11 +879,24 @@ fn the_feed_continues_its_numbers_from_the_new_leader() {
     for n in nodes.iter_mut() {
         stop(n);
     }
-    // `replay --itch` of any node's journal gives those very messages.
+    // `replay --itch` of any node's journal gives those very messages, even under a
+    // configuration without `[cluster]`: the journal's feed settings keep that its start
+    // of day was stamped at midnight.
     let book = config.book_config().unwrap();
     for (i, n) in nodes.iter().enumerate() {
+        let kept = ironmatch::feed::FeedSettings::read(&n.journal)
+            .unwrap()
+            .expect("the node's feed kept its settings");
+        let at_midnight = kept.start_at_midnight(false);
         let mut file = Vec::new();
-        ironmatch::feed::stream::export_itch(&n.journal, &book, false, true, &mut file).unwrap();
+        ironmatch::feed::stream::export_itch(
+            &n.journal,
+            &book,
+            kept.attribution,
+            at_midnight,
+            &mut file,
+        )
+        .unwrap();
         let exported: Vec<&[u8]> = ironmatch::wire::itch::file_messages(&file)
             .map(Result::unwrap)
             .collect();

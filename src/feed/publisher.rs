@@ -52,24 +52,49 @@ pub const SETTINGS_NAME: &str = "feed.settings";
 /// afterwards. On one node, a configuration that differs is warned about and applies from
 /// the next journal (the next trading day; without `[venue]`, a new journal directory);
 /// in a cluster, whose nodes must store the same feed, it stops the start.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FeedSettings {
     /// MoldUDP64 session name, as configured for the journal (with a trading day, the
     /// day's name).
     pub session: String,
     /// Add Order with MPID Attribution (`F`) instead of anonymous adds (`A`).
     pub attribution: bool,
+    /// How the journal's first run stamped the start of day
+    /// ([`preamble_stamp`](super::stream::preamble_stamp)): at midnight (`true`, a
+    /// cluster's) or at the journal's creation (`false`, one node's). Not a setting, so
+    /// not compared: a record of what was sent, so that every rebuild of the stream (a
+    /// restart, `replay --itch`) stamps it the same whatever configuration it runs under.
+    /// Absent from files written before 2026-12-07, whose readers take the
+    /// configuration's mode, as they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_at_midnight: Option<bool>,
 }
+
+/// The settings, not the record of the first run's start of day.
+impl PartialEq for FeedSettings {
+    fn eq(&self, other: &FeedSettings) -> bool {
+        (&self.session, self.attribution) == (&other.session, other.attribution)
+    }
+}
+
+impl Eq for FeedSettings {}
 
 pub use crate::journal::pinned::Pinned;
 
 impl FeedSettings {
-    /// The configured settings.
-    pub fn of(m: &MarketDataSection) -> FeedSettings {
+    /// The configured settings, for a node in a cluster (`clustered`) or on its own.
+    pub fn of(m: &MarketDataSection, clustered: bool) -> FeedSettings {
         FeedSettings {
             session: m.session.clone(),
             attribution: m.attribution,
+            start_at_midnight: Some(clustered),
         }
+    }
+
+    /// Whether the start of day is stamped at midnight: as the journal's first run did, or
+    /// for a file from before that was kept, as `clustered` (the configuration's mode) says.
+    pub fn start_at_midnight(&self, clustered: bool) -> bool {
+        self.start_at_midnight.unwrap_or(clustered)
     }
 
     /// Settings naming a valid MoldUDP64 session.
@@ -97,7 +122,7 @@ impl FeedSettings {
         journal_new: bool,
         cluster: bool,
     ) -> io::Result<(FeedSettings, Pinned)> {
-        let configured = FeedSettings::of(m);
+        let configured = FeedSettings::of(m, cluster);
         let (settings, pinned) = crate::journal::pinned::pin(
             dir,
             SETTINGS_NAME,
@@ -227,6 +252,8 @@ impl ReplyBudgets {
 struct Feed {
     start: PublisherStart,
     session: Session,
+    /// The start of day at midnight ([`FeedSettings::start_at_midnight`]).
+    start_at_midnight: bool,
     poll: Poll,
     signal: Arc<Signal>,
     stream: UdpSocket,
@@ -320,6 +347,7 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
     let (nice, core) = (m.thread_nice, start.core);
     let feed = Feed {
         session,
+        start_at_midnight: settings.start_at_midnight(start.cluster.is_some()),
         poll,
         signal: Arc::clone(&signal),
         stream,
@@ -393,7 +421,7 @@ impl Feed {
         let header = first_header(&self.start.dir)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("{}: no journal segment", self.start.dir.display()))?;
-        let stamp = super::stream::preamble_stamp(header.created_ns, self.start.cluster.is_some());
+        let stamp = super::stream::preamble_stamp(header.created_ns, self.start_at_midnight);
         self.translator.preamble(stamp, &mut self.pending);
         let mut events = Events::with_capacity(64);
         let heartbeat = Duration::from_millis(self.start.marketdata.heartbeat_interval_ms);
@@ -635,36 +663,57 @@ mod tests {
         assert_eq!(FeedSettings::read(day).unwrap(), None);
         assert_eq!(
             FeedSettings::pin(day, &other, true, false).unwrap(),
-            (FeedSettings::of(&other), Pinned::New)
+            (FeedSettings::of(&other, false), Pinned::New)
         );
         // A start that failed before its first record: the next one's settings count.
         assert_eq!(
             FeedSettings::pin(day, &first, true, false).unwrap(),
-            (FeedSettings::of(&first), Pinned::New)
+            (FeedSettings::of(&first, false), Pinned::New)
         );
+        let (kept, pinned) = FeedSettings::pin(day, &first, false, true).unwrap();
         assert_eq!(
-            FeedSettings::pin(day, &first, false, true).unwrap(),
-            (FeedSettings::of(&first), Pinned::Kept)
+            (&kept, pinned),
+            (&FeedSettings::of(&first, false), Pinned::Kept)
         );
+        // How the first run stamped its start of day is kept, whatever the mode now.
+        assert!(!kept.start_at_midnight(true));
         assert_eq!(
             FeedSettings::pin(day, &other, false, false).unwrap(),
-            (FeedSettings::of(&first), Pinned::KeptOverConfiguration)
+            (
+                FeedSettings::of(&first, false),
+                Pinned::KeptOverConfiguration
+            )
         );
         let e = FeedSettings::pin(day, &other, false, true).unwrap_err();
         assert!(e.to_string().contains("must store the same feed"), "{e}");
         assert_eq!(
             FeedSettings::read(day).unwrap(),
-            Some(FeedSettings::of(&first))
+            Some(FeedSettings::of(&first, false))
         );
         std::fs::remove_file(day.join(SETTINGS_NAME)).unwrap();
         assert_eq!(
             FeedSettings::pin(day, &other, false, false).unwrap(),
-            (FeedSettings::of(&other), Pinned::Assumed)
+            (FeedSettings::of(&other, false), Pinned::Assumed)
         );
         assert_eq!(
             FeedSettings::read(day).unwrap(),
-            Some(FeedSettings::of(&other))
+            Some(FeedSettings::of(&other, false))
         );
+        // A file from before the start of day was kept: the configuration's mode.
+        std::fs::write(
+            day.join(SETTINGS_NAME),
+            "session = \"IR20261206\"\nattribution = false\n",
+        )
+        .unwrap();
+        let older = FeedSettings::read(day).unwrap().unwrap();
+        assert_eq!(older.start_at_midnight, None);
+        assert!(older.start_at_midnight(true) && !older.start_at_midnight(false));
+        // A cluster's new journal keeps its midnight, read back by any later run.
+        let cluster_day = dir.path().join("cluster");
+        std::fs::create_dir(&cluster_day).unwrap();
+        FeedSettings::pin(&cluster_day, &first, true, true).unwrap();
+        let read = FeedSettings::read(&cluster_day).unwrap().unwrap();
+        assert!(read.start_at_midnight(false));
         for bad in [
             "attribution = 3",
             "session = \"ELEVEN CHARS\"\nattribution = true",

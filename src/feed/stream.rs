@@ -489,11 +489,12 @@ impl FeedStore {
 }
 
 /// What the start of day is stamped with, from the journal's creation time: that time on
-/// one node; in a cluster (`clustered`) midnight, ITCH time 0, because each node's journal
-/// was created at its own moment while the feed must be the same bytes on every node (a
-/// listener fills a gap from whichever node leads).
-pub fn preamble_stamp(created_ns: u64, clustered: bool) -> u64 {
-    if clustered { 0 } else { created_ns }
+/// one node; in a cluster midnight (`at_midnight`), ITCH time 0, because each node's
+/// journal was created at its own moment while the feed must be the same bytes on every
+/// node (a listener fills a gap from whichever node leads). The journal's feed settings
+/// keep which of the two its first run used ([`FeedSettings::start_at_midnight`](super::FeedSettings::start_at_midnight)).
+pub fn preamble_stamp(created_ns: u64, at_midnight: bool) -> u64 {
+    if at_midnight { 0 } else { created_ns }
 }
 
 /// Writes the journal's whole feed to `out` as a plain ITCH 5.0 file: the very bytes the
@@ -502,7 +503,7 @@ pub fn export_itch(
     dir: &Path,
     book: &BookConfig,
     attribution: bool,
-    clustered: bool,
+    at_midnight: bool,
     out: &mut impl Write,
 ) -> Result<u64, crate::journal::JournalError> {
     use crate::journal::{fingerprint, first_header, scan_journal};
@@ -518,7 +519,7 @@ pub fn export_itch(
     })?;
     let mut translator = Translator::new(book, attribution);
     let mut buf = Vec::with_capacity(1 << 20);
-    translator.preamble(preamble_stamp(header.created_ns, clustered), &mut buf);
+    translator.preamble(preamble_stamp(header.created_ns, at_midnight), &mut buf);
     scan_journal(dir, Some(fingerprint(book)), false, None, |place, entry| {
         translator.record(place, entry, &mut buf)?;
         if buf.len() >= 1 << 20 {
