@@ -794,18 +794,53 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
             return ExitCode::from(1);
         }
     };
-    let written = std::fs::File::create(file)
-        .map_err(|e| format!("{}: {e}", file.display()))
-        .and_then(|f| {
-            let mut out = std::io::BufWriter::new(f);
-            ironmatch::feed::stream::export_itch(
+    // Never over one of the journal's own files: a slip of the argument (a segment's or
+    // the feed store's name) would destroy what the export reads.
+    let parent = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => std::path::Path::new("."),
+    };
+    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let journals = [".imj", ".ims", ".tmp"]
+        .iter()
+        .any(|end| name.ends_with(end))
+        || [
+            ironmatch::feed::STORE_NAME,
+            ironmatch::feed::SETTINGS_NAME,
+            ironmatch::gateway::SESSION_SETTINGS_NAME,
+            ironmatch::journal::LOCK_NAME,
+        ]
+        .contains(&name);
+    if journals
+        && let (Ok(a), Ok(b)) = (parent.canonicalize(), journal.canonicalize())
+        && a == b
+    {
+        eprintln!(
+            "ironmatch replay: --itch {}: one of the journal's own files; write the export elsewhere",
+            file.display()
+        );
+        return ExitCode::from(2);
+    }
+    // Written beside `file` and renamed over it only once whole: a journal the export
+    // refuses (another book configuration, damage) leaves an earlier export as it was.
+    let written = tempfile::NamedTempFile::new_in(parent)
+        .map_err(|e| format!("{}: {e}", parent.display()))
+        .and_then(|tmp| {
+            let mut out = std::io::BufWriter::new(tmp);
+            let n = ironmatch::feed::stream::export_itch(
                 journal,
                 &book,
                 attribution,
                 start_at_midnight,
                 &mut out,
             )
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+            let tmp = out
+                .into_inner()
+                .map_err(|e| format!("{}: {}", file.display(), e.error()))?;
+            tmp.persist(file)
+                .map_err(|e| format!("{}: {}", file.display(), e.error))?;
+            Ok(n)
         });
     match written {
         Ok(n) => {

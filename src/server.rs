@@ -87,9 +87,21 @@ impl Server {
     ) -> io::Result<Server> {
         // With a trading day: the day's own journal directory and session names.
         let schedule = config.schedule();
-        let day = schedule
-            .as_ref()
-            .map(|s| s.trading_day(jiff::Timestamp::now()));
+        let day = schedule.as_ref().map(|s| {
+            let mut day = s.trading_day(jiff::Timestamp::now());
+            // A day whose journal already holds its End of Messages is over whatever the
+            // clock says (a later `system_end` configured since, a clock stepped back
+            // across it): its plan would have nothing left to send, and the engine would
+            // idle through the next day. The next one starts.
+            while ends_the_day(Path::new(&config.for_day(day).journal.dir)) {
+                let next = day.tomorrow().expect("not the last day of the calendar");
+                eprintln!(
+                    "ironmatch: trading day {day} already ended (its journal holds its end of messages); starting {next}"
+                );
+                day = next;
+            }
+            day
+        });
         if let (Some(schedule), Some(day)) = (&schedule, day) {
             close_earlier_day(config, schedule, day);
         }

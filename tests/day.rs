@@ -229,9 +229,16 @@ fn a_compressed_day_runs_its_schedule_and_the_next_day_follows() {
     .unwrap();
     expect(&mut mm1, (b'A', 8, u16::from(b'E')));
 
-    // The close: the Day order is canceled with reason E (closed); nothing else.
-    expect(&mut mm1, (b'C', 7, u16::from(b'E')));
+    // The close: the Day order is canceled with reason E (closed); nothing else. A Day
+    // order sent just after the close's time (3 ms, less than the gateway's timer period)
+    // comes after the close in the journal and is refused: the transition goes first.
+    let close = config.schedule().unwrap().transitions(day)[3];
+    assert_eq!(close.1, ironmatch::book::DayEvent::EndOfMarketHours);
+    while ironmatch::venue::epoch_ns() < close.0 + 3_000_000 {
+        std::thread::sleep(Duration::from_micros(200));
+    }
     mm1.limit(9, b'B', 100, "AAPL", PX - 100).unwrap();
+    expect(&mut mm1, (b'C', 7, u16::from(b'E')));
     expect(&mut mm1, (b'J', 9, 0x0002));
     mm1.enter(
         10,
@@ -292,6 +299,12 @@ fn a_compressed_day_runs_its_schedule_and_the_next_day_follows() {
     );
     server.stop().unwrap();
     assert!(dir.join(day.tomorrow().unwrap().to_string()).is_dir());
+    // So does a restart whose configuration moved the end of system hours past now: the
+    // day's journal ended it, so the day is over (it started that day again, idle).
+    let (later_end, _) = day_config(&dir, [-30.0, -20.0, -10.0, 600.0]);
+    let server = Server::start(&later_end).unwrap();
+    assert_eq!(server.day(), Some(day.tomorrow().unwrap()));
+    server.stop().unwrap();
     replay_verifies(&day_dir, &config);
     // `replay` pointed at the journal directory itself names the days it holds.
     let config_path = dir.join("day.toml");

@@ -431,6 +431,61 @@ fn lost_packets_are_recovered_by_retransmission_across_a_restart() {
     assert_eq!(export(&setup), std::fs::read(store(&setup)).unwrap());
 }
 
+/// `replay --itch` replaces its file only with a whole export: a journal it refuses (here
+/// written under another book configuration) leaves an earlier export as it was; and it
+/// never writes over one of the journal's own files (a slip naming the feed's store or a
+/// segment would destroy what it reads).
+#[test]
+fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
+    let setup = feed_setup("feed-export");
+    let server = Server::start(&setup.config).unwrap();
+    random_flow(server.local_addr(), 41, 200, 0);
+    server.stop().unwrap();
+    let good = export(&setup);
+    assert_eq!(good, std::fs::read(store(&setup)).unwrap());
+    let run = |config: &Path, file: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+            .args(["replay", "--config", config.to_str().unwrap()])
+            .args(["--journal", &setup.config.journal.dir, "--itch"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let other_book = setup.dir.join("other-book.toml");
+    let text = std::fs::read_to_string(&setup.config_path).unwrap();
+    std::fs::write(
+        &other_book,
+        text + "\n[[instruments]]\nsymbol = \"IBM\"\ntick_size = \"0.01\"\nlot_size = 1\nmin_price = \"0.01\"\nmax_price = \"2000.00\"\nmax_qty = 100000\nref_price = \"250.00\"\nband_bps = 1000\n",
+    )
+    .unwrap();
+    let out = setup.dir.join("export.itch");
+    let refused = run(&other_book, &out);
+    assert_eq!(refused.status.code(), Some(1), "{refused:?}");
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        good,
+        "the earlier export was touched"
+    );
+    let inside = store(&setup);
+    let refused = run(&setup.config_path, &inside);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("one of the journal's own files"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        std::fs::read(&inside).unwrap(),
+        good,
+        "the feed's store was touched"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(&setup.dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}
+
 /// A journal's feed keeps the settings it started with: a restart with `attribution` on
 /// rebuilds and extends an anonymous feed still anonymous (no firm disclosed by a
 /// retransmission or an export of what went out without), as the export does.

@@ -414,6 +414,10 @@ fn journals_of_format_version_1_are_still_read() {
         );
     }
     with_version(4);
+    // A snapshot beside it (its content is not read before the refusal) stays: a start
+    // that is refused changes nothing on disk.
+    let snapshot = dir.join(format!("{:020}.ims", 100));
+    std::fs::write(&snapshot, b"a snapshot of the newer build").unwrap();
     match journal::recover(&dir, &book, |_| {}) {
         Err(e @ JournalError::Header { .. }) => {
             assert!(
@@ -424,6 +428,7 @@ fn journals_of_format_version_1_are_still_read() {
         }
         other => panic!("not refused: {:?}", other.map(|r| r.scan.next_seq)),
     }
+    assert!(snapshot.exists(), "the refused start removed a snapshot");
     std::fs::remove_dir_all(&dir).ok();
 }
 

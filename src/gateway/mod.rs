@@ -130,6 +130,9 @@ pub struct Gateway {
     shutdown: Arc<AtomicBool>,
     /// Commands waiting for room in the matcher's ring, in order.
     deferred: VecDeque<Record>,
+    /// When the packet being handled was taken (ns since the epoch): its command's time,
+    /// read once for the day's transitions and the stamp.
+    arrival_ns: i64,
     /// Connections with bytes left to frame once the matcher's ring has room, or at the
     /// end of their turn's budget ([`TURN_COMMANDS_MAX`]).
     waiting: Vec<usize>,
@@ -272,6 +275,7 @@ impl Gateway {
             },
             shutdown,
             deferred: VecDeque::with_capacity(slots + 1),
+            arrival_ns: 0,
             waiting: Vec::with_capacity(slots),
             dirty: vec![false; config.users.len()],
             started: Instant::now(),
@@ -558,6 +562,15 @@ impl Gateway {
 
     /// Sends the day's transitions whose time has come, and a timer command when the
     /// matcher's deadline has passed.
+    /// Whether the day's next transition is due at `now` (ns since the epoch).
+    fn transition_due(&self, now: i64) -> bool {
+        !self.draining
+            && self
+                .day
+                .as_ref()
+                .is_some_and(|p| p.transitions.get(p.next).is_some_and(|(at, _)| now >= *at))
+    }
+
     fn check_clock(&mut self) {
         let now = crate::venue::epoch_ns();
         let ts = self.clock.at(now);
@@ -930,10 +943,19 @@ impl Gateway {
             // through: a member's login is never held behind other members' orders (and
             // then evicted or timed out unread).
             if frame.kind == kind::UNSEQUENCED {
+                // A transition of the day whose time has come is sequenced before the
+                // packet's command (deferred, so the packet waits for it): an order that
+                // arrives after the close's time is never matched as if the market were
+                // still open, for up to the timer's period.
+                let now = crate::venue::epoch_ns();
+                if self.transition_due(now) {
+                    self.check_clock();
+                }
                 if self.inbound.room() == 0 || !self.deferred.is_empty() || *budget == 0 {
                     break Framed::Blocked;
                 }
                 *budget -= 1;
+                self.arrival_ns = now;
             }
             pushed |= self.on_packet(i, &frame);
             used += frame.len;
@@ -1098,7 +1120,7 @@ impl Gateway {
             to_command(&decoded, user.firm)
         };
         let cmd = Command {
-            ts: self.clock.now(),
+            ts: self.clock.at(self.arrival_ns),
             owner: user.owner,
             body,
         };

@@ -675,19 +675,24 @@ fn usable_snapshot(
         return Ok(None);
     }
     let segments = segment_paths(dir).map_err(io)?;
-    // Only the first segment's header: snapshots belong to the journal it created.
-    let instance = segments
-        .first()
-        .and_then(|first| std::fs::File::open(first).ok())
-        .and_then(|mut file| read_header_from(&mut file).ok().flatten())
-        .and_then(|head| read_header(&head).ok())
-        .map(|h| h.instance);
-    let Some(instance) = instance else {
+    let Some(first) = segments.first() else {
         eprintln!(
             "ironmatch journal: warning: {}: snapshots without a journal: removing them",
             dir.display()
         );
         remove_snapshots_after(dir, 0)?;
+        return Ok(None);
+    };
+    // Only the first segment's header: snapshots belong to the journal it created. One
+    // that does not read (another format version, damage, a segment cut at its creation)
+    // is the scan's to judge: the snapshots are left as they are, so a start the scan
+    // refuses changes nothing on disk.
+    let instance = std::fs::File::open(first)
+        .ok()
+        .and_then(|mut file| read_header_from(&mut file).ok().flatten())
+        .and_then(|head| read_header(&head).ok())
+        .map(|h| h.instance);
+    let Some(instance) = instance else {
         return Ok(None);
     };
     for (_, path) in snapshots.iter().rev() {
