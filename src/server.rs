@@ -725,29 +725,49 @@ fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: ji
 }
 
 /// Whether the journal in `dir` holds the day's End of Messages near its end, read from
-/// the last bytes of its last segment only (a day's journal is not re-run to learn that it
-/// ended): from the first offset whose records follow one another to the end of the file,
-/// each with its checksum. A few records may follow the end (a timer, a disconnect or an
+/// its last 64 KiB of records only (a day's journal is not re-run to learn that it ended),
+/// in the last segment and, if it holds fewer, the ones before: from the first offset whose
+/// records follow one another to the end of the file, each with its checksum. A few records may follow the end (a timer, a disconnect or an
 /// operator's command taken in the same round). A tail that does not read so (torn by a
 /// crash) is not an end.
 fn ends_the_day(dir: &Path) -> bool {
-    use crate::book::{DayEvent, EventBody};
-    use std::io::{Read, Seek};
     /// Bytes read from the end: many records.
     const TAIL: u64 = 64 << 10;
-    let Some(last) = journal::segment_paths(dir).ok().and_then(|mut s| s.pop()) else {
+    let Ok(segments) = journal::segment_paths(dir) else {
         return false;
     };
+    // From the last segment back while fewer than `TAIL` bytes of records were read: a
+    // rotation right after the end leaves it in the segment before (the last one holding
+    // only its header, or the few records after the end).
+    let mut budget = TAIL;
+    for segment in segments.iter().rev() {
+        match segment_tail_ends(segment, budget) {
+            Some((true, _)) => return true,
+            Some((false, read)) if read < budget => budget -= read,
+            _ => return false,
+        }
+    }
+    false
+}
+
+/// Whether the last `budget` bytes of records of journal segment `path` hold the day's End
+/// of Messages, and how many bytes of records were read (all of them if fewer than
+/// `budget`); `None` if they do not read as whole records to the end (torn by a crash).
+fn segment_tail_ends(path: &Path, budget: u64) -> Option<(bool, u64)> {
+    use crate::book::{DayEvent, EventBody};
+    use std::io::{Read, Seek};
     let mut bytes = Vec::new();
-    let read = std::fs::File::open(&last).and_then(|mut f| {
-        let len = f.metadata()?.len();
-        f.seek(io::SeekFrom::Start(
-            len.saturating_sub(TAIL).max(journal::HEADER_LEN as u64),
-        ))?;
-        f.read_to_end(&mut bytes)
-    });
-    if read.is_err() {
-        return false;
+    std::fs::File::open(path)
+        .and_then(|mut f| {
+            let len = f.metadata()?.len();
+            f.seek(io::SeekFrom::Start(
+                len.saturating_sub(budget).max(journal::HEADER_LEN as u64),
+            ))?;
+            f.read_to_end(&mut bytes)
+        })
+        .ok()?;
+    if bytes.is_empty() {
+        return Some((false, 0));
     }
     for start in 0..bytes.len() {
         let (mut at, mut ended, mut any) = (start, false, false);
@@ -765,10 +785,10 @@ fn ends_the_day(dir: &Path) -> bool {
             at += len;
         }
         if at == bytes.len() && any {
-            return ended;
+            return Some((ended, bytes.len() as u64));
         }
     }
-    false
+    None
 }
 
 /// Applies and journals the transitions of `day` after the last one its journal holds (see
@@ -1054,7 +1074,20 @@ mod tests {
         }));
         writer.commit().unwrap();
         assert!(ends_the_day(&dir), "ended, a record after");
+        // A rotation right after the end: a last segment with its header only.
         let segment = journal::segment_paths(&dir).unwrap().pop().unwrap();
+        let header_only = dir.join(format!("{:020}.imj", 1_000_000));
+        std::fs::write(
+            &header_only,
+            &std::fs::read(&segment).unwrap()[..journal::HEADER_LEN],
+        )
+        .unwrap();
+        assert_eq!(
+            journal::segment_paths(&dir).unwrap().pop().unwrap(),
+            header_only
+        );
+        assert!(ends_the_day(&dir), "ended, in the segment before the last");
+        std::fs::remove_file(&header_only).unwrap();
         let len = std::fs::metadata(&segment).unwrap().len();
         let file = std::fs::OpenOptions::new()
             .write(true)

@@ -30,8 +30,9 @@
 //!   time first (older order first on a tie), then the command's own events.
 //! - System event: `SystemEvent`, then (end of market hours: Day orders; end of system
 //!   hours: all) one cancel per order, owner by owner, each in order of entry.
-//! - Operator: `TradingAction`s for what changed, cancels as asked (owner by owner), then
-//!   `OperatorDone`.
+//! - Operator: `TradingAction`s (a state set on an instrument is stated even where it was
+//!   in force already; the venue halt and its lifting state only what changed), cancels as
+//!   asked (owner by owner), then `OperatorDone`.
 
 use crate::types::{
     BookSide, Firm, InstrumentId, MatchId, OrderId, OwnerId, Price, Qty, Side, Symbol, Timestamp,
@@ -240,8 +241,9 @@ pub enum TradingState {
     Halted,
     /// `P`: paused (a circuit breaker): as halted.
     Paused,
-    /// `Q`: quotation only: orders that would not execute on entry are accepted and rest;
-    /// orders that would execute are rejected as halted.
+    /// `Q`: quotation only: orders that do not cross the opposite side's best price are
+    /// accepted and rest; orders that cross it are rejected as halted (even where the
+    /// price band would have stopped them from executing).
     QuotationOnly,
 }
 
@@ -367,7 +369,7 @@ pub struct NewOrder {
     /// Limit price, or `None` for a market order (trades up to the price band, then the
     /// rest is canceled).
     pub price: Option<Price>,
-    /// Day or IOC.
+    /// Day, IOC, GTX, GTT or after hours.
     pub tif: TimeInForce,
     /// Non-displayed: never on the feed, ranks behind displayed orders at its price.
     pub hidden: bool,
@@ -428,9 +430,10 @@ pub enum RejectReason {
     PriceOffTick,
     /// Price is below `min_price` or above `max_price`.
     PriceOutOfRange,
-    /// Price is outside the band around the reference (last trade) price.
+    /// Limit price outside the fat-finger range around the configured `ref_price` (the
+    /// price band, around the last trade, refuses no price: it limits where orders trade).
     PriceOutsideBand,
-    /// Min quantity above the order quantity.
+    /// Min quantity above the order quantity, or not a multiple of the round lot.
     InvalidMinQty,
     /// Max floor off lot, or on a hidden order.
     InvalidMaxFloor,
