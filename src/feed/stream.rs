@@ -115,7 +115,7 @@ impl Translator {
             &Message {
                 locate,
                 tracking: 0,
-                ts: ts % Timestamp::DAY_NS,
+                ts,
                 body,
             },
         );
@@ -130,6 +130,9 @@ impl Translator {
         if self.scheduled {
             return;
         }
+        // The journal's creation time (ns since the epoch) as the time of day it was, in
+        // UTC as every stamp of a venue without a day.
+        let ts = ts % Timestamp::DAY_NS;
         self.emit(out, 0, ts, Body::SystemEvent { code: b'O' });
         self.emit(out, 0, ts, Body::SystemEvent { code: b'S' });
         self.directory(ts, out);
@@ -546,6 +549,7 @@ mod tests {
             .collect()
     }
 
+    /// An event in the last hour of a 25-hour day.
     fn ev(body: EventBody) -> Event {
         Event {
             ts: Timestamp(Timestamp::DAY_NS + 5),
@@ -626,6 +630,9 @@ mod tests {
             .map(|m| m.body.kind() as char)
             .collect();
         assert_eq!(kinds, "FECPE");
+        // Stamps count from the venue's midnight as the events do, past 24 hours on a day
+        // of 25 (the fall-back day): not wrapped to the early hours.
+        assert!(decoded(&out).iter().all(|m| m.ts == Timestamp::DAY_NS + 5));
         assert!(matches!(
             decoded(&out)[2].body,
             Body::OrderExecutedWithPrice { price: 4900, .. }
