@@ -85,12 +85,22 @@ impl Schedule {
     /// When each transition of `day` happens, in nanoseconds since the Unix epoch, in the
     /// order of [`DayEvent::ALL`]: start of messages at the day's local midnight (or as soon
     /// as the engine runs, if later), end of messages right after the end of system hours.
+    /// A local time the clock skips (the spring-forward hour) happens when the clock jumps
+    /// past it, so the day's transitions keep their order (a time read with the offset
+    /// before the jump would land an hour later, possibly after a later transition); a
+    /// time the clock passes twice (the fall-back hour) happens the first time.
     pub fn transitions(&self, day: Date) -> [(i64, DayEvent); 6] {
         let at = |time: Time| -> i64 {
-            day.to_datetime(time)
-                .to_zoned_datetime(self.tz.clone())
-                .map(|z| z.timestamp().as_nanosecond() as i64)
-                .unwrap_or(i64::MAX)
+            let ambiguous = self.tz.to_ambiguous_timestamp(day.to_datetime(time));
+            let instant = match ambiguous.offset() {
+                jiff::tz::AmbiguousOffset::Gap { .. } => ambiguous
+                    .earlier()
+                    .ok()
+                    .and_then(|before| self.tz.following(before).next())
+                    .map(|jump| jump.timestamp()),
+                _ => ambiguous.compatible().ok(),
+            };
+            instant.map_or(i64::MAX, |t| t.as_nanosecond() as i64)
         };
         let [s, q, m, e] = self.times.map(at);
         let midnight = at(Time::midnight());
@@ -257,6 +267,40 @@ mod tests {
         assert_eq!(t[5].1, DayEvent::EndOfMessages);
         assert_eq!(session_name("IRONMATCH", day), "IR20261203");
         assert_eq!(day_dir_name(day), "2026-12-03");
+    }
+
+    /// On the day clocks go forward (New York, 2026-03-08: 02:00 EST becomes 03:00 EDT,
+    /// 07:00 UTC), a time in the skipped hour happens at the jump, so a system start at
+    /// 02:30 still comes before a market open at 03:00; on the day they go back
+    /// (2026-11-01: 01:00-02:00 twice), a time in the repeated hour happens the first time.
+    #[test]
+    fn times_the_clock_skips_happen_at_the_jump_and_repeated_ones_the_first_time() {
+        let times = |s: &'static str, q: &'static str, m: &'static str, e: &'static str| {
+            Schedule::new(
+                "America/New_York",
+                [
+                    ("system_start", s),
+                    ("market_open", q),
+                    ("market_close", m),
+                    ("system_end", e),
+                ],
+            )
+            .unwrap()
+        };
+        let utc = |t: &str| instant(t).as_nanosecond() as i64;
+        let spring =
+            times("02:30", "03:00", "16:00", "20:00").transitions("2026-03-08".parse().unwrap());
+        assert_eq!(spring[1].0, utc("2026-03-08T07:00:00Z"), "at the jump");
+        assert_eq!(spring[2].0, utc("2026-03-08T07:00:00Z"), "03:00 EDT");
+        assert!(spring.windows(2).all(|w| w[0].0 <= w[1].0), "{spring:?}");
+        let fall =
+            times("01:30", "09:30", "16:00", "20:00").transitions("2026-11-01".parse().unwrap());
+        assert_eq!(
+            fall[1].0,
+            utc("2026-11-01T05:30:00Z"),
+            "01:30 EDT, the first"
+        );
+        assert_eq!(fall[2].0, utc("2026-11-01T14:30:00Z"), "09:30 EST");
     }
 
     #[test]
