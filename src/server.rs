@@ -726,35 +726,53 @@ fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: ji
 
 /// Whether the journal in `dir` holds the day's End of Messages near its end, read from
 /// its last 64 KiB of records only (a day's journal is not re-run to learn that it ended),
-/// in the last segment and, if it holds fewer, the ones before: from the first offset whose
-/// records follow one another to the end of the file, each with its checksum. A few records may follow the end (a timer, a disconnect or an
-/// operator's command taken in the same round). A tail that does not read so (torn by a
-/// crash) is not an end.
+/// in the last segment and, if it holds fewer, the ones before ([`tail_entries`]). A few
+/// records may follow the end (a timer, a disconnect or an operator's command taken in the
+/// same round). A tail that does not read as whole records (torn by a crash) is not an
+/// end.
 fn ends_the_day(dir: &Path) -> bool {
-    /// Bytes read from the end: many records.
-    const TAIL: u64 = 64 << 10;
-    let Ok(segments) = journal::segment_paths(dir) else {
-        return false;
-    };
-    // From the last segment back while fewer than `TAIL` bytes of records were read: a
-    // rotation right after the end leaves it in the segment before (the last one holding
-    // only its header, or the few records after the end).
-    let mut budget = TAIL;
-    for segment in segments.iter().rev() {
-        match segment_tail_ends(segment, budget) {
-            Some((true, _)) => return true,
-            Some((false, read)) if read < budget => budget -= read,
-            _ => return false,
-        }
-    }
-    false
+    use crate::book::{DayEvent, EventBody};
+    tail_entries(dir).is_some_and(|entries| {
+        entries.iter().any(|entry| {
+            matches!(
+                entry,
+                Entry::Event(Event {
+                    body: EventBody::SystemEvent {
+                        event: DayEvent::EndOfMessages
+                    },
+                    ..
+                })
+            )
+        })
+    })
 }
 
-/// Whether the last `budget` bytes of records of journal segment `path` hold the day's End
-/// of Messages, and how many bytes of records were read (all of them if fewer than
-/// `budget`); `None` if they do not read as whole records to the end (torn by a crash).
-fn segment_tail_ends(path: &Path, budget: u64) -> Option<(bool, u64)> {
-    use crate::book::{DayEvent, EventBody};
+/// The journal's last 64 KiB of records, in the last segment and, if it holds fewer, the
+/// ones before (a rotation leaves a last segment with its header only, or a few records);
+/// `None` if a tail does not read as whole records to the end (torn by a crash).
+fn tail_entries(dir: &Path) -> Option<Vec<Entry>> {
+    /// Bytes read from the end: many records.
+    const TAIL: u64 = 64 << 10;
+    let segments = journal::segment_paths(dir).ok()?;
+    let mut budget = TAIL;
+    let mut entries = Vec::new();
+    for segment in segments.iter().rev() {
+        let (mut older, read) = segment_tail(segment, budget)?;
+        older.append(&mut entries);
+        entries = older;
+        if read >= budget {
+            break;
+        }
+        budget -= read;
+    }
+    Some(entries)
+}
+
+/// The records in the last `budget` bytes of journal segment `path` (from the first offset
+/// whose records follow one another to the end of the file, each with its checksum), and
+/// how many bytes were read (all of its records if fewer than `budget`); `None` if they do
+/// not read so.
+fn segment_tail(path: &Path, budget: u64) -> Option<(Vec<Entry>, u64)> {
     use std::io::{Read, Seek};
     let mut bytes = Vec::new();
     std::fs::File::open(path)
@@ -767,25 +785,16 @@ fn segment_tail_ends(path: &Path, budget: u64) -> Option<(bool, u64)> {
         })
         .ok()?;
     if bytes.is_empty() {
-        return Some((false, 0));
+        return Some((Vec::new(), 0));
     }
     for start in 0..bytes.len() {
-        let (mut at, mut ended, mut any) = (start, false, false);
+        let (mut at, mut entries) = (start, Vec::new());
         while let Ok((_, entry, len)) = journal::read_record(&bytes[at..]) {
-            any = true;
-            ended |= matches!(
-                entry,
-                Entry::Event(Event {
-                    body: EventBody::SystemEvent {
-                        event: DayEvent::EndOfMessages
-                    },
-                    ..
-                })
-            );
+            entries.push(entry);
             at += len;
         }
-        if at == bytes.len() && any {
-            return Some((ended, bytes.len() as u64));
+        if at == bytes.len() && !entries.is_empty() {
+            return Some((entries, bytes.len() as u64));
         }
     }
     None
@@ -811,6 +820,15 @@ fn end_day(
         lock,
         ..
     } = open_journal(config, &book, |e| latest = latest.max(e.ts))?;
+    // Commands that made no event (a timer with nothing due, a disconnect with no orders)
+    // count too: the last records, read again from the end (recovery repaired the tail).
+    for entry in tail_entries(Path::new(&config.journal.dir)).unwrap_or_default() {
+        let ts = match entry {
+            Entry::Command(c) => c.ts,
+            Entry::Event(e) => e.ts,
+        };
+        latest = latest.max(ts);
+    }
     // A day that never opened (only its header: the engine started it and stopped) is
     // left as it is: it had no session to end.
     let Some(last) = matcher.last_day_event() else {
@@ -968,6 +986,9 @@ mod tests {
         let book = config.book_config().unwrap();
         let date = |d| jiff::civil::date(2026, 12, d);
         let (stopped, never, today) = (date(1), date(2), date(3));
+        let hour = 3_600_000_000_000;
+        let late =
+            VenueClock::new(schedule.tz.clone()).at(schedule.transitions(stopped)[3].0 + hour);
         {
             let opened = open_journal(&config.for_day(stopped), &book, |_| {}).unwrap();
             let (mut matcher, mut writer) = (opened.matcher, opened.writer);
@@ -978,6 +999,11 @@ mod tests {
                 apply_and_journal(&mut matcher, &mut writer, &mut events, body, clock.at(*at))
                     .unwrap();
             }
+            // The last record: a timer with nothing due (no event), an hour after the
+            // close's time (the schedule has changed since, say).
+            let timer = CommandBody::Venue(VenueCommand::Timer);
+            apply_and_journal(&mut matcher, &mut writer, &mut events, timer, late).unwrap();
+            assert!(events.is_empty(), "{events:?}");
         }
         drop(open_journal(&config.for_day(never), &book, |_| {}).unwrap());
         let day_dir = |day| root.join(crate::venue::day_dir_name(day));
@@ -1006,12 +1032,18 @@ mod tests {
         let expected: Vec<(DayEvent, Timestamp)> = schedule
             .transitions(stopped)
             .iter()
-            .map(|(at, event)| (*event, clock.at(*at)))
+            .enumerate()
+            .map(|(i, (at, event))| {
+                let ts = clock.at(*at);
+                // The transitions it missed: none before the journal's last record.
+                (*event, if i < 3 { ts } else { ts.max(late) })
+            })
             .collect();
+        assert_eq!(expected[3], (DayEvent::EndOfMarketHours, late));
         assert_eq!(
             system_events(stopped),
             expected,
-            "the day ended at its times"
+            "the day ended at its times, none before the journal's last record"
         );
         assert!(ends_the_day(&day_dir(stopped)));
         let segment = journal::segment_paths(&day_dir(stopped))
