@@ -382,6 +382,14 @@ fn replay_of_a_directory_without_a_journal_is_an_error() {
             .expect_err("no journal");
         assert!(e.to_string().contains("no journal segment"), "{e}");
     }
+    // A journal whose only segment a crash cut at its creation (zeros within a page, as
+    // recovery removes): replay reads it as what it is, no record, read only.
+    let cut = dir.join(format!("{:020}.imj", 1));
+    std::fs::write(&cut, [0u8; 100]).unwrap();
+    let summary = ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new()).unwrap();
+    assert_eq!(summary.records, 0);
+    assert!(cut.exists(), "replay changes nothing");
+    assert_eq!(journal::first_header(&dir).unwrap(), None);
 }
 
 /// Version 2 of the format added a command and nothing else, version 3 records' indexes in
