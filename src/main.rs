@@ -986,8 +986,17 @@ fn serve_day(config: &Config, path: &std::path::Path, server: Server) -> ExitCod
             ),
         },
         p.gateway_core,
-        p.matcher_core,
-        p.journal_core,
+        // One thread under shared threading, on the gateway's core.
+        if threading == ironmatch::pipeline::Threading::Shared {
+            p.gateway_core
+        } else {
+            p.matcher_core
+        },
+        if threading == ironmatch::pipeline::Threading::Shared {
+            p.gateway_core
+        } else {
+            p.journal_core
+        },
         p.feed_core,
         if config.marketdata.enabled {
             format!(

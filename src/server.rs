@@ -158,7 +158,8 @@ impl Server {
         ));
 
         let addr: SocketAddr = config.gateway.listen.parse().map_err(io::Error::other)?;
-        let listener = TcpListener::bind(addr)?;
+        let listener = TcpListener::bind(addr)
+            .map_err(|e| io::Error::new(e.kind(), format!("gateway.listen {addr}: {e}")))?;
         let local_addr = listener.local_addr()?;
         let mut threads = Vec::new();
 
@@ -372,7 +373,13 @@ impl Server {
         match threading {
             Threading::Shared => {
                 // One thread, each batch run to completion in pipeline order; idle, it
-                // sleeps in the gateway's poll.
+                // sleeps in the gateway's poll. It runs on the gateway's core: the
+                // matcher's and the journal's have no thread of their own to pin.
+                if p.matcher_core.is_some() || p.journal_core.is_some() {
+                    eprintln!(
+                        "ironmatch: warning: pipeline.matcher_core and pipeline.journal_core are not used with shared threading (one thread, on pipeline.gateway_core)"
+                    );
+                }
                 let all = CompositeAgent::new(
                     "pipeline",
                     vec![Box::new(gateway), Box::new(matcher), Box::new(journal)],

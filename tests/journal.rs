@@ -323,6 +323,24 @@ fn a_journal_in_use_is_refused_to_a_second_engine() {
     again.stop().unwrap();
 }
 
+/// A second engine on another journal but the first one's order entry port fails to
+/// start, naming the setting and the address.
+#[test]
+fn a_port_in_use_is_named_by_its_setting() {
+    let first_dir = temp_dir("port-first");
+    let server = Server::start(&test_config_in(&first_dir, "")).unwrap();
+    let taken = server.local_addr();
+    let dir = temp_dir("port-second");
+    let mut config = test_config_in(&dir, "");
+    config.gateway.listen = taken.to_string();
+    let e = Server::start(&config).err().expect("the port is taken");
+    assert!(
+        e.to_string().contains(&format!("gateway.listen {taken}")),
+        "{e}"
+    );
+    server.stop().unwrap();
+}
+
 /// A server dropped by a panicking thread only asks its stages to stop and returns: they
 /// may still be writing, so its journal stays locked (it used to be released with the
 /// struct, and a second engine could open the journal beside them).

@@ -219,7 +219,12 @@ pub fn spawn(
     } else {
         settings.listen.clone()
     };
-    let listener = std::net::TcpListener::bind(&own)?;
+    let listener = std::net::TcpListener::bind(&own).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cluster: this node's raft address {own}: {e}"),
+        )
+    })?;
     listener.set_nonblocking(true)?;
     let raft_addr = listener.local_addr()?;
     let thread = std::thread::Builder::new()
