@@ -24,8 +24,9 @@
 //! threading` decides the threads: `dedicated` runs the gateway (1 + 4), the matcher and
 //! the journal writer on a thread each; `shared` runs them in turn on one thread
 //! (`im-pipeline`), a batch run to completion with no wake-up on its path; `auto` picks
-//! `shared` when the process may use fewer than 4 cores. The feed and the snapshots follow
-//! the journal files on threads of their own in every mode.
+//! `shared` when the process may use fewer than 4 cores. The feed follows the journal files
+//! on a thread of its own in every mode; snapshots are taken by a follower thread, or (with
+//! `snapshot_source = "auto"` under `shared`) copied by the matcher itself.
 //!
 //! ## Invariants that cross stages
 //! - The matcher is a pure function of its command stream: timestamps come inside

@@ -10,9 +10,11 @@
 //! Stop: set the shutdown flag (SIGINT/SIGTERM do) or call [`Server::stop`]. The gateway
 //! stops accepting and reading, sends a shutdown marker behind the last command, and
 //! when the marker comes back out of egress every reply has been written: clients get
-//! End of Session and every thread ends. Beside the pipeline, two threads follow the
-//! journal files: the snapshot thread and the feed publisher (ITCH over MoldUDP64). They
-//! end last: a final snapshot, the feed's End of Session. The operator's endpoint
+//! End of Session if the session is over (without a `[venue]`, at every stop; with one,
+//! once the day's end of messages passed) and every thread ends. Beside the pipeline,
+//! threads follow the journal files: the feed publisher (ITCH over MoldUDP64) and, unless
+//! the matcher takes them itself, the snapshot thread. They end last: a final snapshot, the
+//! feed's End of Session (as the clients'). The operator's endpoint
 //! (`[admin]`, thread `im-admin`) reads what the stages publish and stops after them.
 
 use std::io;
@@ -920,6 +922,8 @@ pub fn open_journal(
     // One engine per journal: a second one's recovery would take the live writer's
     // half-written batch for a torn tail and cut it, then append beside it.
     let lock = journal::lock_dir(dir)?;
+    // A sync that failed in this boot: what reads back may not be on disk.
+    journal::check_sync_failed(dir)?;
     let recovery = journal::recover(dir, book, on_event).map_err(io::Error::other)?;
     let fingerprint = journal::fingerprint(book);
     let header = recovery.scan.header.unwrap_or_else(|| {

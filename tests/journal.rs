@@ -323,6 +323,21 @@ fn a_journal_in_use_is_refused_to_a_second_engine() {
     again.stop().unwrap();
 }
 
+/// A journal whose `fdatasync` failed in this boot of the machine (its marker names this
+/// boot) is not started on: recovery would read back records the disk may not hold.
+#[test]
+fn a_journal_whose_sync_failed_in_this_boot_is_not_started() {
+    let dir = temp_dir("sync-failed");
+    let config = test_config_in(&dir, "");
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let marker = dir.join(journal::SYNC_FAILED_NAME);
+    std::fs::write(&marker, format!("{}\nInput/output error\n", boot.trim())).unwrap();
+    let e = Server::start(&config).err().expect("refused");
+    assert!(e.to_string().contains("failed in this boot"), "{e}");
+    std::fs::remove_file(&marker).unwrap();
+    Server::start(&config).unwrap().stop().unwrap();
+}
+
 /// A second engine on another journal but the first one's order entry port fails to
 /// start, naming the setting and the address.
 #[test]
@@ -1477,6 +1492,51 @@ fn a_connection_held_for_room_is_not_timed_out() {
     let mut c = release_flood(&hold, flooding, orders);
     quiet(&mut c, std::time::Duration::from_millis(300));
     drop(c);
+    server.stop().unwrap();
+}
+
+/// A stop while the pipeline is full (the journal writer held) keeps its clients through a
+/// drain longer than the client timeout: the drain reads nothing, so their silence is the
+/// engine's. The flooding member gets the replies to every order the gateway took, then
+/// End of Session (the silence check closed it after `client_timeout_ms`, 1.5 s here,
+/// before its last messages). `dedicated` only, as the tests above.
+#[test]
+fn a_drain_longer_than_the_client_timeout_keeps_its_clients() {
+    use ironmatch::client::Received;
+    let Some((server, hold, _dir)) = stalled_server("drain") else {
+        return;
+    };
+    let flooding = flood(server.local_addr(), "MM1", "pw1", 2_000);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    server
+        .shutdown_flag()
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // Longer than the client timeout, held.
+    std::thread::sleep(std::time::Duration::from_millis(2_500));
+    hold.store(false, std::sync::atomic::Ordering::Release);
+    let mut c = flooding.join().unwrap();
+    let (mut accepted, mut ended) = (0u32, false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        match c.recv(std::time::Duration::from_millis(200)) {
+            Ok(Some(Received::Sequenced { msg, .. })) if msg[0] == outbound::ACCEPTED => {
+                accepted += 1
+            }
+            Ok(Some(Received::EndOfSession)) => {
+                ended = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                panic!("the connection closed before End of Session ({accepted} accepted): {e}")
+            }
+        }
+    }
+    assert!(ended, "no End of Session ({accepted} accepted)");
+    assert!(
+        accepted > 0,
+        "the orders taken before the stop are answered"
+    );
     server.stop().unwrap();
 }
 

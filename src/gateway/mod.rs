@@ -1372,9 +1372,11 @@ impl Gateway {
                 continue;
             }
             // A connection held for lack of room in the matcher's ring is not read, so
-            // its silence is the engine's, not the client's.
+            // its silence is the engine's, not the client's; so is every connection's
+            // while the pipeline drains (nothing is read, and each gets its last messages).
             if now.duration_since(conn.last_rx) >= self.settings.client_timeout
                 && !self.waiting.contains(&i)
+                && !self.draining
             {
                 self.close(i, "client silent too long");
                 continue;

@@ -73,8 +73,8 @@ pub use reader::{
     segment_paths,
 };
 pub use writer::{
-    FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, create_dir_durably, lock_dir,
-    write_file_atomically,
+    FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, SYNC_FAILED_NAME,
+    check_sync_failed, create_dir_durably, lock_dir, write_file_atomically,
 };
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).

@@ -155,6 +155,70 @@ pub struct JournalWriter {
 /// The lock file in a journal directory.
 pub const LOCK_NAME: &str = "LOCK";
 
+/// The file a failed `fdatasync` leaves in a journal directory (with `fsync = "always"`).
+/// Linux reports a failed writeback once and may mark the pages clean: until the machine
+/// restarts, their page-cache copies read back as if they were on disk, so a start in the
+/// same boot would recover them and serve them as acknowledged while a power loss can still
+/// take them. It holds the boot's id (a line), then the error; see [`check_sync_failed`].
+pub const SYNC_FAILED_NAME: &str = "SYNC-FAILED";
+
+/// This boot of the machine (Linux's `boot_id`), if known.
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|id| id.trim().to_string())
+}
+
+/// Leaves [`SYNC_FAILED_NAME`] in `dir` after `error`, as well as it can (the disk that
+/// failed the sync may fail this write too: then the error itself stops the engine, and
+/// the marker is missing).
+fn mark_sync_failed(dir: &Path, error: &io::Error) {
+    let text = format!(
+        "{}
+{error}
+",
+        boot_id().unwrap_or_default()
+    );
+    let _ = write_file_atomically(dir, SYNC_FAILED_NAME, text.as_bytes(), true);
+}
+
+/// `fdatasync` of `file`, leaving the marker in `dir` if it fails.
+fn sync_or_mark(file: &File, dir: &Path) -> io::Result<()> {
+    file.sync_data().inspect_err(|e| mark_sync_failed(dir, e))
+}
+
+/// Refuses a journal whose `fdatasync` failed in this boot of the machine (see
+/// [`SYNC_FAILED_NAME`]), naming the error and what to do. After a restart of the machine
+/// the page cache is gone and what reads back is what the disk holds: the marker is
+/// removed and the start goes on. Without a boot id to compare (not Linux), the start is
+/// refused until the operator removes the marker.
+pub fn check_sync_failed(dir: &Path) -> io::Result<()> {
+    let path = dir.join(SYNC_FAILED_NAME);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let (marked, error) = text.split_once('\n').unwrap_or((text.as_str(), ""));
+    match boot_id() {
+        Some(now) if !marked.is_empty() && now != marked => {
+            eprintln!(
+                "ironmatch journal: {}: an fdatasync failed before the machine restarted ({}); what reads back now is what the disk holds: going on",
+                dir.display(),
+                error.trim()
+            );
+            std::fs::remove_file(&path)?;
+            File::open(dir)?.sync_all()
+        }
+        _ => Err(io::Error::other(format!(
+            "journal {}: an fdatasync failed in this boot of the machine ({}): records written after the last good sync may read back from the page cache without being on disk, and this start would serve them as acknowledged. Check the disk, then restart the machine (the first start after removes {SYNC_FAILED_NAME}), or remove {} to take the journal as it reads now",
+            dir.display(),
+            error.trim(),
+            path.display()
+        ))),
+    }
+}
+
 /// Takes the journal directory's exclusive lock (an advisory `flock` on its `LOCK` file,
 /// created if need be), or fails at once, naming the directory, if another process (or
 /// another engine in this one) holds it. The lock lasts as long as the returned file; the
@@ -245,7 +309,7 @@ impl JournalWriter {
                     // A crash between a batch's write and its fdatasync leaves records in
                     // the page cache only, and recovery has just read them as the journal:
                     // make them durable before any of them is served again.
-                    file.sync_data()?;
+                    sync_or_mark(&file, dir)?;
                 }
                 (file, len)
             }
@@ -351,7 +415,7 @@ impl JournalWriter {
         match (&mut self.writeback, self.fsync) {
             (_, FsyncMode::Always) => {
                 let start = Instant::now();
-                self.file.sync_data()?;
+                sync_or_mark(&self.file, &self.dir)?;
                 times.sync = Some(start.elapsed());
             }
             (Some(writeback), FsyncMode::Never) => writeback.poke(&self.file, self.file_len),
@@ -367,7 +431,10 @@ impl JournalWriter {
         // The batch about to be written starts the new segment.
         let staged = self.buf_first_seq();
         let start = Instant::now();
-        self.file.sync_data()?;
+        match self.fsync {
+            FsyncMode::Always => sync_or_mark(&self.file, &self.dir)?,
+            FsyncMode::Never => self.file.sync_data()?,
+        }
         let synced = start.elapsed();
         self.file = create_segment(
             &self.dir,
@@ -756,6 +823,49 @@ mod tests {
             w.written.load(Ordering::Acquire),
             1,
             "the second batch not written"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With `fsync = "always"`, a failed `fdatasync` (here on a pipe, which Linux refuses)
+    /// leaves the marker: a start in this boot of the machine is refused, naming the error;
+    /// one after a restart of the machine (another boot id) removes it and goes on.
+    #[test]
+    fn a_failed_sync_marks_the_journal_until_the_machine_restarts() {
+        let dir = std::env::temp_dir().join(format!(
+            "ironmatch-sync-failed-{}-{}",
+            std::process::id(),
+            crate::venue::epoch_ns()
+        ));
+        let header = Header {
+            instance: 7,
+            first_seq: 1,
+            fingerprint: 9,
+            created_ns: 1,
+        };
+        let mut w = JournalWriter::open(&dir, header, None, 1, FsyncMode::Always, 1 << 30).unwrap();
+        check_sync_failed(&dir).unwrap();
+        let (_reader, pipe) = io::pipe().unwrap();
+        w.file = File::from(std::os::fd::OwnedFd::from(pipe));
+        w.stage(&Entry::Command(Command {
+            ts: crate::types::Timestamp(1),
+            owner: crate::types::OwnerId(0),
+            body: crate::book::CommandBody::AccountQuery,
+        }));
+        let failed = w.commit_timed().unwrap_err();
+        assert_eq!(w.written.load(Ordering::Acquire), 0, "nothing released");
+        let refused = check_sync_failed(&dir).unwrap_err().to_string();
+        assert!(refused.contains("failed in this boot"), "{refused}");
+        assert!(refused.contains(&failed.to_string()), "{refused}");
+        std::fs::write(
+            dir.join(SYNC_FAILED_NAME),
+            "another boot\nInput/output error\n",
+        )
+        .unwrap();
+        check_sync_failed(&dir).unwrap();
+        assert!(
+            !dir.join(SYNC_FAILED_NAME).exists(),
+            "removed after a restart"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }
