@@ -809,6 +809,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
             ironmatch::feed::SETTINGS_NAME,
             ironmatch::gateway::SESSION_SETTINGS_NAME,
             ironmatch::journal::LOCK_NAME,
+            ironmatch::journal::SYNC_FAILED_NAME,
         ]
         .contains(&name);
     if journals
@@ -821,27 +822,45 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
         );
         return ExitCode::from(2);
     }
-    // Written beside `file` and renamed over it only once whole: a journal the export
-    // refuses (another book configuration, damage) leaves an earlier export as it was.
-    let written = tempfile::NamedTempFile::new_in(parent)
-        .map_err(|e| format!("{}: {e}", parent.display()))
-        .and_then(|tmp| {
-            let mut out = std::io::BufWriter::new(tmp);
-            let n = ironmatch::feed::stream::export_itch(
-                journal,
-                &book,
-                attribution,
-                start_at_midnight,
-                &mut out,
-            )
-            .map_err(|e| e.to_string())?;
-            let tmp = out
-                .into_inner()
-                .map_err(|e| format!("{}: {}", file.display(), e.error()))?;
-            tmp.persist(file)
-                .map_err(|e| format!("{}: {}", file.display(), e.error))?;
-            Ok(n)
-        });
+    // The export writes in chunks of its own (1 MiB): no buffer in front.
+    let export = |mut out: &mut dyn std::io::Write| {
+        ironmatch::feed::stream::export_itch(
+            journal,
+            &book,
+            attribution,
+            start_at_midnight,
+            &mut out,
+        )
+        .map_err(|e| e.to_string())
+    };
+    // A file is written beside its name and renamed over it only once whole and synced: a
+    // journal the export refuses (another book configuration, damage) leaves an earlier
+    // export as it was. Anything else there (a pipe, `/dev/stdout`, a symbolic link) is
+    // written through, as named.
+    let through = std::fs::symlink_metadata(file).is_ok_and(|m| !m.file_type().is_file());
+    let written = if through {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|mut f| export(&mut f))
+    } else {
+        use std::os::unix::fs::PermissionsExt;
+        tempfile::Builder::new()
+            // As a file created by name would be: the umask decides.
+            .permissions(std::fs::Permissions::from_mode(0o666))
+            .tempfile_in(parent)
+            .map_err(|e| format!("{}: {e}", parent.display()))
+            .and_then(|mut tmp| {
+                let n = export(tmp.as_file_mut())?;
+                tmp.as_file()
+                    .sync_all()
+                    .map_err(|e| format!("{}: {e}", file.display()))?;
+                tmp.persist(file)
+                    .map_err(|e| format!("{}: {}", file.display(), e.error))?;
+                Ok(n)
+            })
+    };
     match written {
         Ok(n) => {
             eprintln!(

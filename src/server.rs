@@ -89,21 +89,30 @@ impl Server {
     ) -> io::Result<Server> {
         // With a trading day: the day's own journal directory and session names.
         let schedule = config.schedule();
-        let day = schedule.as_ref().map(|s| {
-            let mut day = s.trading_day(jiff::Timestamp::now());
-            // A day whose journal already holds its End of Messages is over whatever the
-            // clock says (a later `system_end` configured since, a clock stepped back
-            // across it): its plan would have nothing left to send, and the engine would
-            // idle through the next day. The next one starts.
-            while ends_the_day(Path::new(&config.for_day(day).journal.dir)) {
-                let next = day.tomorrow().expect("not the last day of the calendar");
-                eprintln!(
-                    "ironmatch: trading day {day} already ended (its journal holds its end of messages); starting {next}"
-                );
-                day = next;
+        let day = match schedule.as_ref() {
+            None => None,
+            Some(s) => {
+                let mut day = s.trading_day(jiff::Timestamp::now());
+                // A day whose journal already holds its End of Messages is over whatever
+                // the clock says (a later `system_end` configured since, a clock stepped
+                // back across it): its plan would have nothing left to send, and the
+                // engine would idle through the next day. The next one starts. A journal
+                // whose sync failed in this boot is not judged by what reads back.
+                loop {
+                    let dir = config.for_day(day).journal.dir;
+                    journal::check_sync_failed(Path::new(&dir))?;
+                    if !ends_the_day(Path::new(&dir)) {
+                        break;
+                    }
+                    let next = day.tomorrow().expect("not the last day of the calendar");
+                    eprintln!(
+                        "ironmatch: trading day {day} already ended (its journal holds its end of messages); starting {next}"
+                    );
+                    day = next;
+                }
+                Some(day)
             }
-            day
-        });
+        };
         if let (Some(schedule), Some(day)) = (&schedule, day) {
             close_earlier_day(config, schedule, day);
         }
@@ -778,9 +787,10 @@ fn tail_entries(dir: &Path) -> Option<Vec<Entry>> {
 }
 
 /// The records in the last `budget` bytes of journal segment `path` (from the first offset
-/// whose records follow one another to the end of the file, each with its checksum), and
-/// how many bytes were read (all of its records if fewer than `budget`); `None` if they do
-/// not read so.
+/// whose records follow one another to the end of the file, each with its checksum, or to
+/// less than a record from it: a torn last record, which recovery cuts), and how many
+/// bytes were read (all of its records if fewer than `budget`; none for a segment of zeros,
+/// cut at its creation); `None` if they do not read so.
 fn segment_tail(path: &Path, budget: u64) -> Option<(Vec<Entry>, u64)> {
     use std::io::{Read, Seek};
     let mut bytes = Vec::new();
@@ -793,7 +803,7 @@ fn segment_tail(path: &Path, budget: u64) -> Option<(Vec<Entry>, u64)> {
             f.read_to_end(&mut bytes)
         })
         .ok()?;
-    if bytes.is_empty() {
+    if bytes.iter().all(|&b| b == 0) {
         return Some((Vec::new(), 0));
     }
     for start in 0..bytes.len() {
@@ -802,7 +812,7 @@ fn segment_tail(path: &Path, budget: u64) -> Option<(Vec<Entry>, u64)> {
             entries.push(entry);
             at += len;
         }
-        if at == bytes.len() && !entries.is_empty() {
+        if bytes.len() - at < journal::RECORD_LEN_MAX && !entries.is_empty() {
             return Some((entries, bytes.len() as u64));
         }
     }
@@ -1067,8 +1077,9 @@ mod tests {
         std::fs::remove_dir_all(&root).ok();
     }
 
-    /// A journal's last record says whether its day ended, read from its tail alone; a
-    /// record after the end, or a torn tail, is not an end.
+    /// A journal's last records say whether its day ended, read from its tail alone (across
+    /// segments after a rotation): records after the end, even one torn by a crash, leave it
+    /// ended; a torn end is not an end.
     #[test]
     fn a_day_ends_with_its_end_of_messages_record() {
         let dir = std::env::temp_dir().join(format!(
@@ -1109,6 +1120,8 @@ mod tests {
         }
         writer.commit().unwrap();
         assert!(ends_the_day(&dir), "ended");
+        let segment = journal::segment_paths(&dir).unwrap().pop().unwrap();
+        let ended_at = std::fs::metadata(&segment).unwrap().len();
         // A timer taken in the same round as the end follows it: still ended.
         writer.stage(&Entry::Command(Command {
             ts: Timestamp(6),
@@ -1117,8 +1130,8 @@ mod tests {
         }));
         writer.commit().unwrap();
         assert!(ends_the_day(&dir), "ended, a record after");
-        // A rotation right after the end: a last segment with its header only.
-        let segment = journal::segment_paths(&dir).unwrap().pop().unwrap();
+        // A rotation right after the end: a last segment with its header only, or one a
+        // crash left as zeros within a page (recovery removes it).
         let header_only = dir.join(format!("{:020}.imj", 1_000_000));
         std::fs::write(
             &header_only,
@@ -1130,14 +1143,20 @@ mod tests {
             header_only
         );
         assert!(ends_the_day(&dir), "ended, in the segment before the last");
+        std::fs::write(&header_only, [0u8; 1000]).unwrap();
+        assert!(ends_the_day(&dir), "ended, before a segment of zeros");
         std::fs::remove_file(&header_only).unwrap();
         let len = std::fs::metadata(&segment).unwrap().len();
         let file = std::fs::OpenOptions::new()
             .write(true)
             .open(&segment)
             .unwrap();
+        // The record after the end torn by a crash (recovery cuts it): still ended.
         file.set_len(len - 3).unwrap();
-        assert!(!ends_the_day(&dir), "a torn tail is not an end");
+        assert!(ends_the_day(&dir), "ended, a torn record after");
+        // The end's own record torn: not an end.
+        file.set_len(ended_at - 3).unwrap();
+        assert!(!ends_the_day(&dir), "a torn end is not an end");
         drop(writer);
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -130,6 +130,12 @@ impl FeedSettings {
             journal_new,
             FeedSettings::valid,
         )?;
+        if cluster && settings.start_at_midnight == Some(false) {
+            return Err(io::Error::other(format!(
+                "{}: this journal's feed was started on a node on its own (its start of day stamped at the journal's creation), and the nodes of a cluster must store the same feed: a cluster node needs a journal the cluster wrote",
+                dir.join(SETTINGS_NAME).display()
+            )));
+        }
         if cluster && pinned == Pinned::KeptOverConfiguration {
             return Err(io::Error::other(format!(
                 "[marketdata] session {:?} and attribution = {} differ from what this node's journal's feed keeps (session {:?}, attribution = {}), and the nodes of a cluster must store the same feed: set them back (a new setting needs a new cluster journal)",
@@ -670,13 +676,17 @@ mod tests {
             FeedSettings::pin(day, &first, true, false).unwrap(),
             (FeedSettings::of(&first, false), Pinned::New)
         );
-        let (kept, pinned) = FeedSettings::pin(day, &first, false, true).unwrap();
+        let (kept, pinned) = FeedSettings::pin(day, &first, false, false).unwrap();
         assert_eq!(
             (&kept, pinned),
             (&FeedSettings::of(&first, false), Pinned::Kept)
         );
-        // How the first run stamped its start of day is kept, whatever the mode now.
+        // How the first run stamped its start of day is kept, whatever the mode now; a
+        // cluster node refuses a journal whose feed was started on a node on its own (its
+        // stream would differ from the other nodes').
         assert!(!kept.start_at_midnight(true));
+        let e = FeedSettings::pin(day, &first, false, true).unwrap_err();
+        assert!(e.to_string().contains("on a node on its own"), "{e}");
         assert_eq!(
             FeedSettings::pin(day, &other, false, false).unwrap(),
             (
@@ -714,6 +724,11 @@ mod tests {
         FeedSettings::pin(&cluster_day, &first, true, true).unwrap();
         let read = FeedSettings::read(&cluster_day).unwrap().unwrap();
         assert!(read.start_at_midnight(false));
+        let (kept, _) = FeedSettings::pin(&cluster_day, &first, false, false).unwrap();
+        assert!(
+            kept.start_at_midnight(false),
+            "a node on its own keeps it too"
+        );
         for bad in [
             "attribution = 3",
             "session = \"ELEVEN CHARS\"\nattribution = true",

@@ -560,8 +560,6 @@ impl Gateway {
         self.deadline = deadline;
     }
 
-    /// Sends the day's transitions whose time has come, and a timer command when the
-    /// matcher's deadline has passed.
     /// Whether the day's next transition is due at `now` (ns since the epoch).
     fn transition_due(&self, now: i64) -> bool {
         !self.draining
@@ -571,6 +569,8 @@ impl Gateway {
                 .is_some_and(|p| p.transitions.get(p.next).is_some_and(|(at, _)| now >= *at))
     }
 
+    /// Sends the day's transitions whose time has come, and a timer command when the
+    /// matcher's deadline has passed.
     fn check_clock(&mut self) {
         let now = crate::venue::epoch_ns();
         let ts = self.clock.at(now);

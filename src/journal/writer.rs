@@ -169,17 +169,16 @@ fn boot_id() -> Option<String> {
         .map(|id| id.trim().to_string())
 }
 
-/// Leaves [`SYNC_FAILED_NAME`] in `dir` after `error`, as well as it can (the disk that
-/// failed the sync may fail this write too: then the error itself stops the engine, and
-/// the marker is missing).
+/// Leaves [`SYNC_FAILED_NAME`] in `dir` after `error`, as well as it can. It matters only
+/// until the machine restarts, while the page cache is what a start reads, so it is not
+/// synced (the disk that failed the sync would likely fail that too, and the marker would
+/// be missing): written and renamed, then the directory synced if the disk still takes it.
+/// If even the write fails, the error itself still stops the engine.
 fn mark_sync_failed(dir: &Path, error: &io::Error) {
-    let text = format!(
-        "{}
-{error}
-",
-        boot_id().unwrap_or_default()
-    );
-    let _ = write_file_atomically(dir, SYNC_FAILED_NAME, text.as_bytes(), true);
+    let text = format!("{}\n{error}\n", boot_id().unwrap_or_default());
+    if write_file_atomically(dir, SYNC_FAILED_NAME, text.as_bytes(), false).is_ok() {
+        let _ = File::open(dir).and_then(|d| d.sync_all());
+    }
 }
 
 /// `fdatasync` of `file`, leaving the marker in `dir` if it fails.
