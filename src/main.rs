@@ -841,6 +841,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
     let written = if through {
         std::fs::OpenOptions::new()
             .write(true)
+            .truncate(true)
             .open(file)
             .map_err(|e| format!("{}: {e}", file.display()))
             .and_then(|mut f| export(&mut f))

@@ -478,6 +478,26 @@ fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
         good,
         "the feed's store was touched"
     );
+    // Its permissions are a file's created by name (the umask decides), not a temporary
+    // file's owner-only ones.
+    use std::os::unix::fs::PermissionsExt;
+    let plain = setup.dir.join("plain");
+    std::fs::File::create(&plain).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), mode(&plain));
+    // A symbolic link is written through, and stays a link.
+    let target = setup.dir.join("target.itch");
+    let link = setup.dir.join("link.itch");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    std::fs::write(&target, b"").unwrap();
+    assert!(run(&setup.config_path, &link).status.success());
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(std::fs::read(&target).unwrap(), good);
     let leftovers: Vec<_> = std::fs::read_dir(&setup.dir)
         .unwrap()
         .filter_map(|e| e.ok())
