@@ -1077,6 +1077,48 @@ mod tests {
         std::fs::remove_dir_all(&root).ok();
     }
 
+    /// A day whose journal ended but whose sync failed in this boot of the machine is not
+    /// judged by what reads back: the start is refused, not moved on to the next day.
+    #[test]
+    fn an_ended_day_whose_sync_failed_in_this_boot_refuses_the_start() {
+        let root = std::env::temp_dir().join(format!(
+            "ironmatch-ended-marked-{}-{}",
+            std::process::id(),
+            crate::venue::epoch_ns()
+        ));
+        let text = include_str!("../config/ironmatch.toml")
+            .replace("dir = \"./data\"", &format!("dir = \"{}\"", root.display()))
+            .replace("127.0.0.1:15000", "127.0.0.1:0")
+            .replace("127.0.0.1:15080", "127.0.0.1:0");
+        let config = Config::parse(&text, "shipped").unwrap();
+        let schedule = config.schedule().unwrap();
+        let book = config.book_config().unwrap();
+        let today = schedule.trading_day(jiff::Timestamp::now());
+        let day_config = config.for_day(today);
+        {
+            let opened = open_journal(&day_config, &book, |_| {}).unwrap();
+            let (mut matcher, mut writer) = (opened.matcher, opened.writer);
+            let mut clock = VenueClock::new(schedule.tz.clone());
+            let mut events = Vec::new();
+            for (at, event) in schedule.transitions(today) {
+                let body = CommandBody::Venue(VenueCommand::SystemEvent(event));
+                apply_and_journal(&mut matcher, &mut writer, &mut events, body, clock.at(at))
+                    .unwrap();
+            }
+        }
+        let dir = Path::new(&day_config.journal.dir);
+        assert!(ends_the_day(dir));
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+        std::fs::write(
+            dir.join(journal::SYNC_FAILED_NAME),
+            format!("{}\nInput/output error\n", boot.trim()),
+        )
+        .unwrap();
+        let e = Server::start(&config).err().expect("refused");
+        assert!(e.to_string().contains("failed in this boot"), "{e}");
+        std::fs::remove_dir_all(&root).ok();
+    }
+
     /// A journal's last records say whether its day ended, read from its tail alone (across
     /// segments after a rotation): records after the end, even one torn by a crash, leave it
     /// ended; a torn end is not an end.
