@@ -457,7 +457,9 @@ impl Gateway {
                 ));
                 continue;
             }
-            // Like logins: nothing is sequenced before the day's start or after its end.
+            // Like logins: nothing is sequenced before the day's start or after its end
+            // (a transition whose time has come counts first).
+            self.transitions_first();
             if !self.day.as_ref().is_none_or(DayPlan::open) {
                 let _ = reply.try_send(ActionReply::refused(
                     503,
@@ -558,6 +560,15 @@ impl Gateway {
     /// Where the matcher publishes its next deadline: a timer command goes in when it passes.
     pub fn set_deadline(&mut self, deadline: Arc<AtomicU64>) {
         self.deadline = deadline;
+    }
+
+    /// Sequences the day's transitions whose time has come now, ahead of what the gateway
+    /// is about to take (a login, an operator's action), as [`Self::frame_input`] does
+    /// ahead of an order.
+    fn transitions_first(&mut self) {
+        if self.transition_due(crate::venue::epoch_ns()) {
+            self.check_clock();
+        }
     }
 
     /// Whether the day's next transition is due at `now` (ns since the epoch).
@@ -1016,6 +1027,8 @@ impl Gateway {
             .position(|u| u.username.as_bytes().eq_ignore_ascii_case(name));
         let session = soupbin::trimmed(&req.requested_session);
         let requested = soupbin::parse_number(&req.requested_sequence);
+        // As for orders: a transition whose time has come counts before the login.
+        self.transitions_first();
         let day_open = self.day.as_ref().is_none_or(DayPlan::open);
         let verdict = match found {
             Some(u) if self.users[u].password_matches(&req.password) => {
