@@ -530,15 +530,28 @@ async fn watch_role(
     // or starved): Raft's metrics are then as old as the gap (`millis_since_quorum_ack`
     // is computed when they are reported), so nothing is accepted until Raft reports anew.
     let mut stale = false;
+    // When Raft last reported. Its core reports at every turn of its loop, at least every
+    // tick (1.5 heartbeat intervals, at most half the election timeout as configured): none
+    // for an election timeout means the core itself is held, and the metrics read are that
+    // old. (openraft 0.9 holds the storage's lock through an apply, so a full matcher ring,
+    // a stalled journal behind it, holds appends, votes and heartbeats with it while this
+    // watcher runs on; it kept reading the held core's last lease and took logins after
+    // the others had elected a new leader.)
+    let mut last_report = role_clock();
     loop {
         let now = role_clock();
+        let reported = metrics.has_changed().unwrap_or(false);
+        if reported {
+            metrics.borrow_and_update();
+            last_report = now;
+        }
         if now.saturating_sub(last_look) > election_timeout_ms * 1_000_000 {
             stale = true;
-            metrics.borrow_and_update();
-        } else if stale && metrics.has_changed().unwrap_or(false) {
+        } else if stale && reported {
             stale = false;
         }
         last_look = now;
+        let held = now.saturating_sub(last_report) > election_timeout_ms * 1_000_000;
         if let Err(fatal) = &raft.metrics().borrow().running_state {
             // Raft stopped (a storage error, most likely): this node can neither lead nor
             // follow, and nothing may be acknowledged; stop as the journal writer does.
@@ -551,6 +564,7 @@ async fn watch_role(
                 .millis_since_quorum_ack
                 .map_or(0, |ms| election_timeout_ms.saturating_sub(ms));
             let accepting = !stale
+                && !held
                 && m.state == ServerState::Leader
                 && m.current_leader == Some(me)
                 && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)

@@ -425,6 +425,22 @@ impl Gateway {
                     self.close(i, "this node no longer leads the cluster");
                 }
             }
+            // Actions proposed while leading may or may not be committed by the next
+            // leader: their outcome is not this node's to tell. Answered now, they do not
+            // stay in the list for ever (64 of them refused every later action).
+            for (request, _, reply) in self.pending_actions.drain(..) {
+                let _ = reply.try_send(ActionReply::refused(
+                    503,
+                    format!(
+                        "this node lost the lead before operator request {request} was applied; the cluster may still apply it: see the new leader's /status"
+                    ),
+                ));
+            }
+        }
+        if !self.leading && leads {
+            // A timer sent for the deadline before the lead was lost may have been refused:
+            // the new term sends it again if it is still due.
+            self.timer_sent_for = u64::MAX;
         }
         self.leading = leads;
     }
