@@ -657,6 +657,8 @@ fn load_across_a_failover(freeze: bool) {
         "every session failed over"
     );
     assert_eq!(report.replies + report.missing, report.sent);
+    // The unanswered count in the percentiles, at their wait until the end.
+    assert_eq!(report.latency.len(), report.replies + report.missing);
     // In flight to the dead node at most: a few milliseconds of the flow, not the
     // seconds after it. A frozen one takes what is sent until the silence is noticed
     // (3 s): allow 6 s of the flow there, against the 8 s after the freeze.
