@@ -128,9 +128,9 @@ impl Agent for CompositeAgent {
 }
 
 /// Spin this long before yielding: a reply usually comes back within it.
-const SPIN_FOR: Duration = Duration::from_micros(5);
+pub const SPIN_FOR: Duration = Duration::from_micros(5);
 /// Yield until this long before sleeping.
-const YIELD_FOR: Duration = Duration::from_micros(20);
+pub const YIELD_FOR: Duration = Duration::from_micros(20);
 /// Longest sleep; a lost wake-up costs at most this. Also bounds how late the gateway's
 /// timers and the shutdown flag are seen.
 pub const SLEEP_MAX: Duration = Duration::from_millis(2);
