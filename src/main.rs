@@ -794,13 +794,26 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
             return ExitCode::from(1);
         }
     };
-    // Never over one of the journal's own files: a slip of the argument (a segment's or
-    // the feed store's name) would destroy what the export reads.
-    let parent = match file.parent() {
+    // A symbolic link is followed (the link stays): what is guarded and replaced is the
+    // file it names, one hop if that does not exist yet.
+    let target: std::path::PathBuf = match std::fs::symlink_metadata(file) {
+        Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(file)
+            .or_else(|_| {
+                std::fs::read_link(file).map(|to| match file.parent() {
+                    Some(dir) if to.is_relative() => dir.join(to),
+                    _ => to,
+                })
+            })
+            .unwrap_or_else(|_| file.to_path_buf()),
+        _ => file.to_path_buf(),
+    };
+    let parent = match target.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
     };
-    let name = file.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    // Never over one of the journal's own files: a slip of the argument (a segment's or
+    // the feed store's name, or a link to one) would destroy what the export reads.
+    let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
     let journals = [".imj", ".ims", ".tmp"]
         .iter()
         .any(|end| name.ends_with(end))
@@ -835,14 +848,14 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
     };
     // A file is written beside its name and renamed over it only once whole and synced: a
     // journal the export refuses (another book configuration, damage) leaves an earlier
-    // export as it was. Anything else there (a pipe, `/dev/stdout`, a symbolic link) is
-    // written through, as named.
-    let through = std::fs::symlink_metadata(file).is_ok_and(|m| !m.file_type().is_file());
+    // export as it was. What is not a file (a pipe, a terminal, `/dev/stdout`) is written
+    // through.
+    let through = std::fs::metadata(&target).is_ok_and(|m| !m.file_type().is_file());
     let written = if through {
         std::fs::OpenOptions::new()
             .write(true)
             .truncate(true)
-            .open(file)
+            .open(&target)
             .map_err(|e| format!("{}: {e}", file.display()))
             .and_then(|mut f| export(&mut f))
     } else {
@@ -857,7 +870,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
                 tmp.as_file()
                     .sync_all()
                     .map_err(|e| format!("{}: {e}", file.display()))?;
-                tmp.persist(file)
+                tmp.persist(&target)
                     .map_err(|e| format!("{}: {}", file.display(), e.error))?;
                 Ok(n)
             })

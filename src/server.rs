@@ -774,8 +774,8 @@ fn tail_entries(dir: &Path) -> Option<Vec<Entry>> {
     let segments = journal::segment_paths(dir).ok()?;
     let mut budget = TAIL;
     let mut entries = Vec::new();
-    for segment in segments.iter().rev() {
-        let (mut older, read) = segment_tail(segment, budget)?;
+    for (i, segment) in segments.iter().enumerate().rev() {
+        let (mut older, read) = segment_tail(segment, budget, i + 1 == segments.len())?;
         older.append(&mut entries);
         entries = older;
         if read >= budget {
@@ -786,25 +786,34 @@ fn tail_entries(dir: &Path) -> Option<Vec<Entry>> {
     Some(entries)
 }
 
-/// The records in the last `budget` bytes of journal segment `path` (from the first offset
-/// whose records follow one another to the end of the file, each with its checksum, or to
-/// less than a record from it: a torn last record, which recovery cuts), and how many
-/// bytes were read (all of its records if fewer than `budget`; none for a segment of zeros,
-/// cut at its creation); `None` if they do not read so.
-fn segment_tail(path: &Path, budget: u64) -> Option<(Vec<Entry>, u64)> {
+/// The records in the last `budget` bytes of journal segment `path`, from the first offset
+/// whose records follow one another to the end of the file, each with its checksum, and
+/// how many bytes were read (all of its records if fewer than `budget`). As recovery takes
+/// them: a segment with its header only holds nothing; the `last` segment may end in a
+/// torn record (less than a record, with no whole record after: recovery cuts it) or be
+/// zeros within a page (its creation cut short: recovery removes it). Anything else that
+/// does not read so (damage recovery refuses) gives `None`.
+fn segment_tail(path: &Path, budget: u64, last: bool) -> Option<(Vec<Entry>, u64)> {
     use std::io::{Read, Seek};
     let mut bytes = Vec::new();
+    let mut file_len = 0;
     std::fs::File::open(path)
         .and_then(|mut f| {
-            let len = f.metadata()?.len();
+            file_len = f.metadata()?.len();
             f.seek(io::SeekFrom::Start(
-                len.saturating_sub(budget).max(journal::HEADER_LEN as u64),
+                file_len
+                    .saturating_sub(budget)
+                    .max(journal::HEADER_LEN as u64),
             ))?;
             f.read_to_end(&mut bytes)
         })
         .ok()?;
-    if bytes.iter().all(|&b| b == 0) {
+    if bytes.is_empty() {
         return Some((Vec::new(), 0));
+    }
+    if bytes.iter().all(|&b| b == 0) {
+        let cut_at_creation = last && file_len <= journal::ZEROED_SEGMENT_MAX as u64;
+        return cut_at_creation.then(|| (Vec::new(), 0));
     }
     for start in 0..bytes.len() {
         let (mut at, mut entries) = (start, Vec::new());
@@ -812,7 +821,13 @@ fn segment_tail(path: &Path, budget: u64) -> Option<(Vec<Entry>, u64)> {
             entries.push(entry);
             at += len;
         }
-        if bytes.len() - at < journal::RECORD_LEN_MAX && !entries.is_empty() {
+        if entries.is_empty() {
+            continue;
+        }
+        let torn = last
+            && bytes.len() - at < journal::RECORD_LEN_MAX
+            && (at..bytes.len()).all(|k| journal::read_record(&bytes[k..]).is_err());
+        if at == bytes.len() || torn {
             return Some((entries, bytes.len() as u64));
         }
     }
@@ -989,20 +1004,29 @@ mod tests {
     use crate::book::{Command, CommandBody, DayEvent, EventBody, VenueCommand};
     use crate::types::{OwnerId, Timestamp};
 
+    /// The shipped configuration (its trading day in New York) with its journals in a
+    /// temporary directory of their own (`tag` in its name) and its ports the system's
+    /// choice; returns the directory and the configuration.
+    fn shipped_in(tag: &str) -> (std::path::PathBuf, Config) {
+        let root = std::env::temp_dir().join(format!(
+            "ironmatch-{tag}-{}-{}",
+            std::process::id(),
+            crate::venue::epoch_ns()
+        ));
+        let text = include_str!("../config/ironmatch.toml")
+            .replace("dir = \"./data\"", &format!("dir = \"{}\"", root.display()))
+            .replace("127.0.0.1:15000", "127.0.0.1:0")
+            .replace("127.0.0.1:15080", "127.0.0.1:0");
+        (root, Config::parse(&text, "shipped").unwrap())
+    }
+
     /// Of two earlier days, the older stopped in its market hours and the newer never
     /// opened (a header only: the engine started it before its midnight and was stopped).
     /// The newer is left as it is, the older ended with the transitions it missed at their
     /// scheduled times, and a second start changes nothing.
     #[test]
     fn earlier_days_are_ended_and_a_day_never_opened_is_left() {
-        let root = std::env::temp_dir().join(format!(
-            "ironmatch-earlier-days-{}-{}",
-            std::process::id(),
-            crate::venue::epoch_ns()
-        ));
-        let text = include_str!("../config/ironmatch.toml")
-            .replace("dir = \"./data\"", &format!("dir = \"{}\"", root.display()));
-        let config = Config::parse(&text, "shipped").unwrap();
+        let (root, config) = shipped_in("earlier-days");
         let schedule = config.schedule().unwrap();
         let book = config.book_config().unwrap();
         let date = |d| jiff::civil::date(2026, 12, d);
@@ -1081,16 +1105,7 @@ mod tests {
     /// judged by what reads back: the start is refused, not moved on to the next day.
     #[test]
     fn an_ended_day_whose_sync_failed_in_this_boot_refuses_the_start() {
-        let root = std::env::temp_dir().join(format!(
-            "ironmatch-ended-marked-{}-{}",
-            std::process::id(),
-            crate::venue::epoch_ns()
-        ));
-        let text = include_str!("../config/ironmatch.toml")
-            .replace("dir = \"./data\"", &format!("dir = \"{}\"", root.display()))
-            .replace("127.0.0.1:15000", "127.0.0.1:0")
-            .replace("127.0.0.1:15080", "127.0.0.1:0");
-        let config = Config::parse(&text, "shipped").unwrap();
+        let (root, config) = shipped_in("ended-marked");
         let schedule = config.schedule().unwrap();
         let book = config.book_config().unwrap();
         let today = schedule.trading_day(jiff::Timestamp::now());

@@ -485,11 +485,11 @@ fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
     std::fs::File::create(&plain).unwrap();
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&out), mode(&plain));
-    // A symbolic link is written through, and stays a link.
+    // A symbolic link is followed, and stays a link, its target not there yet (the
+    // export creates it); one that names a journal's own file is refused like the name.
     let target = setup.dir.join("target.itch");
     let link = setup.dir.join("link.itch");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    std::fs::write(&target, b"").unwrap();
     assert!(run(&setup.config_path, &link).status.success());
     assert!(
         std::fs::symlink_metadata(&link)
@@ -498,6 +498,26 @@ fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
             .is_symlink()
     );
     assert_eq!(std::fs::read(&target).unwrap(), good);
+    let to_store = setup.dir.join("to-store.itch");
+    std::os::unix::fs::symlink(store(&setup), &to_store).unwrap();
+    let refused = run(&setup.config_path, &to_store);
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    assert_eq!(std::fs::read(store(&setup)).unwrap(), good);
+    // A pipe is written through.
+    let fifo = setup.dir.join("fifo.itch");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let reader = {
+        let fifo = fifo.clone();
+        std::thread::spawn(move || std::fs::read(fifo).unwrap())
+    };
+    assert!(run(&setup.config_path, &fifo).status.success());
+    assert_eq!(reader.join().unwrap(), good);
     let leftovers: Vec<_> = std::fs::read_dir(&setup.dir)
         .unwrap()
         .filter_map(|e| e.ok())

@@ -530,13 +530,15 @@ async fn watch_role(
     // or starved): Raft's metrics are then as old as the gap (`millis_since_quorum_ack`
     // is computed when they are reported), so nothing is accepted until Raft reports anew.
     let mut stale = false;
-    // When Raft last reported. Its core reports at every turn of its loop, at least every
-    // tick (1.5 heartbeat intervals, at most half the election timeout as configured): none
-    // for an election timeout means the core itself is held, and the metrics read are that
-    // old. (openraft 0.9 holds the storage's lock through an apply, so a full matcher ring,
-    // a stalled journal behind it, holds appends, votes and heartbeats with it while this
-    // watcher runs on; it kept reading the held core's last lease and took logins after
-    // the others had elected a new leader.)
+    // When this watcher saw Raft's last report: the metrics read are at most that old plus
+    // a look's period. The lease a report gives (`millis_since_quorum_ack`, computed when
+    // reported) is aged by that before a login may use it. The core reports at each turn
+    // of its loop, so a held core reports nothing: openraft 0.9 holds the storage's lock
+    // through an apply, so a full matcher ring, a stalled journal behind it, holds appends,
+    // votes and heartbeats while this watcher runs on, and it once read the held core's
+    // last lease as fresh and took logins after the others had elected a new leader. A core
+    // busy with a long backlog reports late too: its lease ages and logins wait, but its
+    // sessions stay (they are dropped only on what a report says).
     let mut last_report = role_clock();
     loop {
         let now = role_clock();
@@ -551,7 +553,8 @@ async fn watch_role(
             stale = false;
         }
         last_look = now;
-        let held = now.saturating_sub(last_report) > election_timeout_ms * 1_000_000;
+        let report_age_ms =
+            now.saturating_sub(last_report) / 1_000_000 + ROLE_PERIOD.as_millis() as u64;
         if let Err(fatal) = &raft.metrics().borrow().running_state {
             // Raft stopped (a storage error, most likely): this node can neither lead nor
             // follow, and nothing may be acknowledged; stop as the journal writer does.
@@ -560,17 +563,17 @@ async fn watch_role(
         }
         let (accepting, left_ms) = {
             let m = raft.metrics().borrow().clone();
-            let left_ms = m
+            let reported_ms = m
                 .millis_since_quorum_ack
                 .map_or(0, |ms| election_timeout_ms.saturating_sub(ms));
             let accepting = !stale
-                && !held
                 && m.state == ServerState::Leader
                 && m.current_leader == Some(me)
                 && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
-                && left_ms > 0
+                && reported_ms > 0
                 && catchup.caught_up(m.current_term, &role);
-            (accepting, left_ms)
+            // What is left of the lease now, for a login (0: none is taken).
+            (accepting, reported_ms.saturating_sub(report_age_ms))
         };
         if accepting {
             role.fresh_until

@@ -69,8 +69,8 @@ pub use format::{
     read_record, write_header, write_record,
 };
 pub use reader::{
-    JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,
-    segment_paths,
+    JournalError, Place, Recovery, Replayer, SegmentScan, ZEROED_SEGMENT_MAX, first_header,
+    recover, scan_journal, segment_paths,
 };
 pub use writer::{
     FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, SYNC_FAILED_NAME,
