@@ -811,24 +811,29 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
     };
-    // Never over one of the journal's own files: a slip of the argument (a segment's or
-    // the feed store's name, or a link to one) would destroy what the export reads.
+    // Never over a journal's own file (this journal's or any other's: another day's, a
+    // cluster node's Raft log): a slip of the argument, or a link to one, would destroy
+    // what an export reads. Segments and snapshots by their names anywhere; the other
+    // files in a journal's directory (it holds a `LOCK`) or a `raft` directory.
     let name = target.file_name().and_then(|n| n.to_str()).unwrap_or("");
-    let journals = [".imj", ".ims", ".tmp"]
-        .iter()
-        .any(|end| name.ends_with(end))
-        || [
-            ironmatch::feed::STORE_NAME,
-            ironmatch::feed::SETTINGS_NAME,
-            ironmatch::gateway::SESSION_SETTINGS_NAME,
-            ironmatch::journal::LOCK_NAME,
-            ironmatch::journal::SYNC_FAILED_NAME,
-        ]
-        .contains(&name);
-    if journals
-        && let (Ok(a), Ok(b)) = (parent.canonicalize(), journal.canonicalize())
-        && a == b
-    {
+    let in_journal = parent.join(ironmatch::journal::LOCK_NAME).exists()
+        || parent
+            .canonicalize()
+            .is_ok_and(|a| journal.canonicalize().is_ok_and(|b| a == b));
+    let in_raft = parent.file_name().is_some_and(|n| n == "raft");
+    let journals = [".imj", ".ims"].iter().any(|end| name.ends_with(end))
+        || (in_journal
+            && (name.ends_with(".tmp")
+                || [
+                    ironmatch::feed::STORE_NAME,
+                    ironmatch::feed::SETTINGS_NAME,
+                    ironmatch::gateway::SESSION_SETTINGS_NAME,
+                    ironmatch::journal::LOCK_NAME,
+                    ironmatch::journal::SYNC_FAILED_NAME,
+                ]
+                .contains(&name)))
+        || (in_raft && ["log", "vote", "purged", "log.tmp"].contains(&name));
+    if journals {
         eprintln!(
             "ironmatch replay: --itch {}: one of the journal's own files; write the export elsewhere",
             file.display()
@@ -848,14 +853,23 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
     };
     // A file is written beside its name and renamed over it only once whole and synced: a
     // journal the export refuses (another book configuration, damage) leaves an earlier
-    // export as it was. What is not a file (a pipe, a terminal, `/dev/stdout`) is written
-    // through.
-    let through = std::fs::metadata(&target).is_ok_and(|m| !m.file_type().is_file());
-    let written = if through {
+    // export as it was. What is not a file (a pipe, a terminal), and any name under `/dev`
+    // or `/proc` (`/dev/stdout` redirected to a file is written there, appended to if so
+    // opened), is written through.
+    let through = file.starts_with("/dev")
+        || file.starts_with("/proc")
+        || std::fs::metadata(&target).is_ok_and(|m| !m.file_type().is_file());
+    let written = if file == std::path::Path::new("/dev/stdout") {
+        // Through the process's own standard output, as redirected (`>>` appends).
+        export(&mut std::io::stdout().lock())
+    } else if through {
         std::fs::OpenOptions::new()
             .write(true)
-            .truncate(true)
-            .open(&target)
+            .open(if file.starts_with("/dev") || file.starts_with("/proc") {
+                file
+            } else {
+                &target
+            })
             .map_err(|e| format!("{}: {e}", file.display()))
             .and_then(|mut f| export(&mut f))
     } else {

@@ -101,7 +101,7 @@ impl Server {
                 loop {
                     let dir = config.for_day(day).journal.dir;
                     journal::check_sync_failed(Path::new(&dir))?;
-                    if !ends_the_day(Path::new(&dir)) {
+                    if !day_ended(config, day)? {
                         break;
                     }
                     let next = day.tomorrow().expect("not the last day of the calendar");
@@ -725,7 +725,7 @@ fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: ji
         if journal::segment_paths(dir).map_or(true, |s| s.is_empty()) {
             continue;
         }
-        if ends_the_day(dir) {
+        if ends_the_day(dir) == Some(true) {
             return;
         }
         match end_day(&config, schedule, day) {
@@ -746,11 +746,11 @@ fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: ji
 /// its last 64 KiB of records only (a day's journal is not re-run to learn that it ended),
 /// in the last segment and, if it holds fewer, the ones before ([`tail_entries`]). A few
 /// records may follow the end (a timer, a disconnect or an operator's command taken in the
-/// same round). A tail that does not read as whole records (torn by a crash) is not an
-/// end.
-fn ends_the_day(dir: &Path) -> bool {
+/// same round). `None` for a tail that does not read as whole records (torn by a crash,
+/// or damaged): only recovery can tell (see [`day_ended`]).
+fn ends_the_day(dir: &Path) -> Option<bool> {
     use crate::book::{DayEvent, EventBody};
-    tail_entries(dir).is_some_and(|entries| {
+    tail_entries(dir).map(|entries| {
         entries.iter().any(|entry| {
             matches!(
                 entry,
@@ -765,6 +765,36 @@ fn ends_the_day(dir: &Path) -> bool {
     })
 }
 
+/// Whether `day`'s journal holds its End of Messages, for the start to know the day is
+/// over. A clean tail without it says no at once (a restart in the middle of the day
+/// re-runs nothing more); otherwise recovery, the judge of a journal, says (a tail that
+/// ends the day may hide damage before it; a torn one may follow the end), under the
+/// journal's lock. A journal recovery cannot read (another book configuration since) is
+/// taken as its tail says.
+fn day_ended(config: &Config, day: jiff::civil::Date) -> io::Result<bool> {
+    let day_config = config.for_day(day);
+    let dir = Path::new(&day_config.journal.dir);
+    if journal::segment_paths(dir)?.is_empty() {
+        return Ok(false);
+    }
+    let tail = ends_the_day(dir);
+    if tail == Some(false) {
+        return Ok(false);
+    }
+    let book = day_config
+        .book_config()
+        .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
+    let lock = journal::lock_dir(dir)?;
+    let ended = match journal::recover(dir, &book, |_| {}) {
+        Ok(recovery) => {
+            recovery.matcher.last_day_event() == Some(crate::book::DayEvent::EndOfMessages)
+        }
+        Err(_) => tail == Some(true),
+    };
+    drop(lock);
+    Ok(ended)
+}
+
 /// The journal's last 64 KiB of records, in the last segment and, if it holds fewer, the
 /// ones before (a rotation leaves a last segment with its header only, or a few records);
 /// `None` if a tail does not read as whole records to the end (torn by a crash).
@@ -774,8 +804,8 @@ fn tail_entries(dir: &Path) -> Option<Vec<Entry>> {
     let segments = journal::segment_paths(dir).ok()?;
     let mut budget = TAIL;
     let mut entries = Vec::new();
-    for (i, segment) in segments.iter().enumerate().rev() {
-        let (mut older, read) = segment_tail(segment, budget, i + 1 == segments.len())?;
+    for segment in segments.iter().rev() {
+        let (mut older, read) = segment_tail(segment, budget)?;
         older.append(&mut entries);
         entries = older;
         if read >= budget {
@@ -786,24 +816,18 @@ fn tail_entries(dir: &Path) -> Option<Vec<Entry>> {
     Some(entries)
 }
 
-/// The records in the last `budget` bytes of journal segment `path`, from the first offset
-/// whose records follow one another to the end of the file, each with its checksum, and
-/// how many bytes were read (all of its records if fewer than `budget`). As recovery takes
-/// them: a segment with its header only holds nothing; the `last` segment may end in a
-/// torn record (less than a record, with no whole record after: recovery cuts it) or be
-/// zeros within a page (its creation cut short: recovery removes it). Anything else that
-/// does not read so (damage recovery refuses) gives `None`.
-fn segment_tail(path: &Path, budget: u64, last: bool) -> Option<(Vec<Entry>, u64)> {
+/// The records in the last `budget` bytes of journal segment `path` (none after a header
+/// alone), from the first offset whose records follow one another to the end of the file,
+/// each with its checksum, and how many bytes were read (all of its records if fewer than
+/// `budget`); `None` if they do not read so (a torn or damaged tail: recovery judges it).
+fn segment_tail(path: &Path, budget: u64) -> Option<(Vec<Entry>, u64)> {
     use std::io::{Read, Seek};
     let mut bytes = Vec::new();
-    let mut file_len = 0;
     std::fs::File::open(path)
         .and_then(|mut f| {
-            file_len = f.metadata()?.len();
+            let len = f.metadata()?.len();
             f.seek(io::SeekFrom::Start(
-                file_len
-                    .saturating_sub(budget)
-                    .max(journal::HEADER_LEN as u64),
+                len.saturating_sub(budget).max(journal::HEADER_LEN as u64),
             ))?;
             f.read_to_end(&mut bytes)
         })
@@ -811,23 +835,13 @@ fn segment_tail(path: &Path, budget: u64, last: bool) -> Option<(Vec<Entry>, u64
     if bytes.is_empty() {
         return Some((Vec::new(), 0));
     }
-    if bytes.iter().all(|&b| b == 0) {
-        let cut_at_creation = last && file_len <= journal::ZEROED_SEGMENT_MAX as u64;
-        return cut_at_creation.then(|| (Vec::new(), 0));
-    }
     for start in 0..bytes.len() {
         let (mut at, mut entries) = (start, Vec::new());
         while let Ok((_, entry, len)) = journal::read_record(&bytes[at..]) {
             entries.push(entry);
             at += len;
         }
-        if entries.is_empty() {
-            continue;
-        }
-        let torn = last
-            && bytes.len() - at < journal::RECORD_LEN_MAX
-            && (at..bytes.len()).all(|k| journal::read_record(&bytes[k..]).is_err());
-        if at == bytes.len() || torn {
+        if at == bytes.len() && !entries.is_empty() {
             return Some((entries, bytes.len() as u64));
         }
     }
@@ -1016,6 +1030,7 @@ mod tests {
         let text = include_str!("../config/ironmatch.toml")
             .replace("dir = \"./data\"", &format!("dir = \"{}\"", root.display()))
             .replace("127.0.0.1:15000", "127.0.0.1:0")
+            .replace("127.0.0.1:15002", "127.0.0.1:0")
             .replace("127.0.0.1:15080", "127.0.0.1:0");
         (root, Config::parse(&text, "shipped").unwrap())
     }
@@ -1090,7 +1105,7 @@ mod tests {
             expected,
             "the day ended at its times, none before the journal's last record"
         );
-        assert!(ends_the_day(&day_dir(stopped)));
+        assert_eq!(ends_the_day(&day_dir(stopped)), Some(true));
         let segment = journal::segment_paths(&day_dir(stopped))
             .unwrap()
             .pop()
@@ -1098,6 +1113,47 @@ mod tests {
         let len = std::fs::metadata(&segment).unwrap().len();
         close_earlier_day(&config, &schedule, today);
         assert_eq!(std::fs::metadata(&segment).unwrap().len(), len, "once");
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    /// A day whose journal ended, then took a timer a crash tore, is over: its tail does not
+    /// read cleanly, so recovery judges (it cuts the torn record and finds the end), and the
+    /// start takes the next day.
+    #[test]
+    fn an_ended_day_with_a_torn_tail_starts_the_next() {
+        let (root, config) = shipped_in("ended-torn");
+        let schedule = config.schedule().unwrap();
+        let book = config.book_config().unwrap();
+        let today = schedule.trading_day(jiff::Timestamp::now());
+        let day_config = config.for_day(today);
+        let dir = Path::new(&day_config.journal.dir);
+        {
+            let opened = open_journal(&day_config, &book, |_| {}).unwrap();
+            let (mut matcher, mut writer) = (opened.matcher, opened.writer);
+            let mut clock = VenueClock::new(schedule.tz.clone());
+            let mut events = Vec::new();
+            let mut last = Timestamp(0);
+            for (at, event) in schedule.transitions(today) {
+                let body = CommandBody::Venue(VenueCommand::SystemEvent(event));
+                last = clock.at(at);
+                apply_and_journal(&mut matcher, &mut writer, &mut events, body, last).unwrap();
+            }
+            let timer = CommandBody::Venue(VenueCommand::Timer);
+            apply_and_journal(&mut matcher, &mut writer, &mut events, timer, last).unwrap();
+        }
+        let segment = journal::segment_paths(dir).unwrap().pop().unwrap();
+        let len = std::fs::metadata(&segment).unwrap().len();
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&segment)
+            .unwrap()
+            .set_len(len - 3)
+            .unwrap();
+        assert_eq!(ends_the_day(dir), None);
+        assert!(day_ended(&config, today).unwrap());
+        let server = Server::start(&config).unwrap();
+        assert_eq!(server.day(), Some(today.tomorrow().unwrap()));
+        server.stop().unwrap();
         std::fs::remove_dir_all(&root).ok();
     }
 
@@ -1122,7 +1178,7 @@ mod tests {
             }
         }
         let dir = Path::new(&day_config.journal.dir);
-        assert!(ends_the_day(dir));
+        assert_eq!(ends_the_day(dir), Some(true));
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
         std::fs::write(
             dir.join(journal::SYNC_FAILED_NAME),
@@ -1171,12 +1227,12 @@ mod tests {
             }
         }
         writer.commit().unwrap();
-        assert!(!ends_the_day(&dir), "not ended yet");
+        assert_eq!(ends_the_day(&dir), Some(false), "not ended yet");
         for entry in day(DayEvent::EndOfMessages) {
             writer.stage(&entry);
         }
         writer.commit().unwrap();
-        assert!(ends_the_day(&dir), "ended");
+        assert_eq!(ends_the_day(&dir), Some(true), "ended");
         let segment = journal::segment_paths(&dir).unwrap().pop().unwrap();
         let ended_at = std::fs::metadata(&segment).unwrap().len();
         // A timer taken in the same round as the end follows it: still ended.
@@ -1186,7 +1242,7 @@ mod tests {
             body: CommandBody::Venue(VenueCommand::Timer),
         }));
         writer.commit().unwrap();
-        assert!(ends_the_day(&dir), "ended, a record after");
+        assert_eq!(ends_the_day(&dir), Some(true), "ended, a record after");
         // A rotation right after the end: a last segment with its header only, or one a
         // crash left as zeros within a page (recovery removes it).
         let header_only = dir.join(format!("{:020}.imj", 1_000_000));
@@ -1199,9 +1255,17 @@ mod tests {
             journal::segment_paths(&dir).unwrap().pop().unwrap(),
             header_only
         );
-        assert!(ends_the_day(&dir), "ended, in the segment before the last");
+        assert_eq!(
+            ends_the_day(&dir),
+            Some(true),
+            "ended, in the segment before the last"
+        );
         std::fs::write(&header_only, [0u8; 1000]).unwrap();
-        assert!(ends_the_day(&dir), "ended, before a segment of zeros");
+        assert_eq!(
+            ends_the_day(&dir),
+            None,
+            "a segment of zeros: recovery judges"
+        );
         std::fs::remove_file(&header_only).unwrap();
         let len = std::fs::metadata(&segment).unwrap().len();
         let file = std::fs::OpenOptions::new()
@@ -1210,10 +1274,14 @@ mod tests {
             .unwrap();
         // The record after the end torn by a crash (recovery cuts it): still ended.
         file.set_len(len - 3).unwrap();
-        assert!(ends_the_day(&dir), "ended, a torn record after");
+        assert_eq!(
+            ends_the_day(&dir),
+            None,
+            "a torn record after: recovery judges"
+        );
         // The end's own record torn: not an end.
         file.set_len(ended_at - 3).unwrap();
-        assert!(!ends_the_day(&dir), "a torn end is not an end");
+        assert_eq!(ends_the_day(&dir), None, "a torn end: recovery judges");
         drop(writer);
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -503,6 +503,35 @@ fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
     let refused = run(&setup.config_path, &to_store);
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
     assert_eq!(std::fs::read(store(&setup)).unwrap(), good);
+    // A segment's name is refused anywhere (another day's journal, a copy).
+    let elsewhere = setup.dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let refused = run(
+        &setup.config_path,
+        &elsewhere.join("00000000000000000001.imj"),
+    );
+    assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    // Standard output is the process's own, as redirected: appended to with `>>`.
+    let appended = setup.dir.join("appended.itch");
+    std::fs::write(&appended, b"before").unwrap();
+    let shell = format!(
+        "{} replay --config {} --journal {} --itch /dev/stdout >> {}",
+        env!("CARGO_BIN_EXE_ironmatch"),
+        setup.config_path.display(),
+        setup.config.journal.dir,
+        appended.display()
+    );
+    assert!(
+        Command::new("sh")
+            .args(["-c", &shell])
+            .status()
+            .unwrap()
+            .success()
+    );
+    assert_eq!(
+        std::fs::read(&appended).unwrap(),
+        [&b"before"[..], &good].concat()
+    );
     // A pipe is written through.
     let fifo = setup.dir.join("fifo.itch");
     assert!(

@@ -317,6 +317,7 @@ async fn run(
         raft.clone(),
         settings.node_id,
         settings.election_timeout_min_ms,
+        settings.election_timeout_max_ms,
         Arc::clone(&role),
         Catchup {
             applied,
@@ -520,6 +521,7 @@ async fn watch_role(
     raft: Raft<TypeConfig>,
     me: NodeId,
     election_timeout_ms: u64,
+    election_timeout_max_ms: u64,
     role: Arc<ClusterRole>,
     mut catchup: Catchup,
 ) {
@@ -530,22 +532,24 @@ async fn watch_role(
     // or starved): Raft's metrics are then as old as the gap (`millis_since_quorum_ack`
     // is computed when they are reported), so nothing is accepted until Raft reports anew.
     let mut stale = false;
-    // When this watcher saw Raft's last report: the metrics read are at most that old plus
-    // a look's period. The lease a report gives (`millis_since_quorum_ack`, computed when
-    // reported) is aged by that before a login may use it. The core reports at each turn
+    // The look before the one that saw Raft's last report: the report came after it, so
+    // the metrics read are at most as old as that look (whatever held this watcher between
+    // looks). The lease a report gives (`millis_since_quorum_ack`, computed when reported)
+    // is aged by that before a login may use it. The core reports at each turn
     // of its loop, so a held core reports nothing: openraft 0.9 holds the storage's lock
     // through an apply, so a full matcher ring, a stalled journal behind it, holds appends,
     // votes and heartbeats while this watcher runs on, and it once read the held core's
     // last lease as fresh and took logins after the others had elected a new leader. A core
-    // busy with a long backlog reports late too: its lease ages and logins wait, but its
-    // sessions stay (they are dropped only on what a report says).
+    // busy with a long backlog reports late too: its lease ages and logins wait, while its
+    // sessions stay, until no report came for as long as the others take to elect a new
+    // leader (both election timeouts): then they go, and their clients fail over.
     let mut last_report = role_clock();
     loop {
         let now = role_clock();
         let reported = metrics.has_changed().unwrap_or(false);
         if reported {
             metrics.borrow_and_update();
-            last_report = now;
+            last_report = last_look;
         }
         if now.saturating_sub(last_look) > election_timeout_ms * 1_000_000 {
             stale = true;
@@ -553,8 +557,12 @@ async fn watch_role(
             stale = false;
         }
         last_look = now;
-        let report_age_ms =
-            now.saturating_sub(last_report) / 1_000_000 + ROLE_PERIOD.as_millis() as u64;
+        // Rounded up.
+        let report_age_ms = now.saturating_sub(last_report).div_ceil(1_000_000) + 1;
+        // No report for longer than the others take to elect a leader: whatever the last
+        // one said, this node is not to be taken for the leader any more (its sessions
+        // go, its clients fail over).
+        let held = report_age_ms > election_timeout_ms + election_timeout_max_ms;
         if let Err(fatal) = &raft.metrics().borrow().running_state {
             // Raft stopped (a storage error, most likely): this node can neither lead nor
             // follow, and nothing may be acknowledged; stop as the journal writer does.
@@ -567,6 +575,7 @@ async fn watch_role(
                 .millis_since_quorum_ack
                 .map_or(0, |ms| election_timeout_ms.saturating_sub(ms));
             let accepting = !stale
+                && !held
                 && m.state == ServerState::Leader
                 && m.current_leader == Some(me)
                 && m.last_applied.map(|l| l.leader_id.term) == Some(m.current_term)
@@ -1003,7 +1012,7 @@ async fn answer(
                     .as_ref()
                     .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
                     .unwrap_or_default(),
-                accepting: role.accepting(),
+                accepting: role.may_take_logins(),
             })
         }
     }

@@ -199,10 +199,11 @@ pub fn check_sync_failed(dir: &Path) -> io::Result<()> {
         Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
     };
     let (marked, error) = text.split_once('\n').unwrap_or((text.as_str(), ""));
-    // A marker without its boot (its content, written unsynced, did not outlive a crash:
-    // in the same boot the page cache would hold it) names an earlier boot too.
+    // An empty marker (its content, written unsynced, did not outlive a crash: in the same
+    // boot the page cache would hold it) is an earlier boot's too. One written without a
+    // boot id (it could not be read then) tells nothing: refused.
     match boot_id() {
-        Some(now) if now != marked => {
+        Some(now) if text.is_empty() || (!marked.is_empty() && now != marked) => {
             eprintln!(
                 "ironmatch journal: {}: an fdatasync failed before the machine restarted ({}); what reads back now is what the disk holds: going on",
                 dir.display(),
