@@ -1116,31 +1116,41 @@ mod tests {
         std::fs::remove_dir_all(&root).ok();
     }
 
+    /// Today's trading day (by `config`'s schedule) journaled whole, every transition through
+    /// its end of messages, then `after` at the end's time if given; returns the day and
+    /// its journal's directory.
+    fn ended_today(
+        config: &Config,
+        after: Option<CommandBody>,
+    ) -> (jiff::civil::Date, std::path::PathBuf) {
+        let schedule = config.schedule().unwrap();
+        let book = config.book_config().unwrap();
+        let today = schedule.trading_day(jiff::Timestamp::now());
+        let day_config = config.for_day(today);
+        let opened = open_journal(&day_config, &book, |_| {}).unwrap();
+        let (mut matcher, mut writer) = (opened.matcher, opened.writer);
+        let mut clock = VenueClock::new(schedule.tz.clone());
+        let mut events = Vec::new();
+        let mut last = Timestamp(0);
+        for (at, event) in schedule.transitions(today) {
+            let body = CommandBody::Venue(VenueCommand::SystemEvent(event));
+            last = clock.at(at);
+            apply_and_journal(&mut matcher, &mut writer, &mut events, body, last).unwrap();
+        }
+        if let Some(body) = after {
+            apply_and_journal(&mut matcher, &mut writer, &mut events, body, last).unwrap();
+        }
+        (today, day_config.journal.dir.into())
+    }
+
     /// A day whose journal ended, then took a timer a crash tore, is over: its tail does not
     /// read cleanly, so recovery judges (it cuts the torn record and finds the end), and the
     /// start takes the next day.
     #[test]
     fn an_ended_day_with_a_torn_tail_starts_the_next() {
         let (root, config) = shipped_in("ended-torn");
-        let schedule = config.schedule().unwrap();
-        let book = config.book_config().unwrap();
-        let today = schedule.trading_day(jiff::Timestamp::now());
-        let day_config = config.for_day(today);
-        let dir = Path::new(&day_config.journal.dir);
-        {
-            let opened = open_journal(&day_config, &book, |_| {}).unwrap();
-            let (mut matcher, mut writer) = (opened.matcher, opened.writer);
-            let mut clock = VenueClock::new(schedule.tz.clone());
-            let mut events = Vec::new();
-            let mut last = Timestamp(0);
-            for (at, event) in schedule.transitions(today) {
-                let body = CommandBody::Venue(VenueCommand::SystemEvent(event));
-                last = clock.at(at);
-                apply_and_journal(&mut matcher, &mut writer, &mut events, body, last).unwrap();
-            }
-            let timer = CommandBody::Venue(VenueCommand::Timer);
-            apply_and_journal(&mut matcher, &mut writer, &mut events, timer, last).unwrap();
-        }
+        let (today, dir) = ended_today(&config, Some(CommandBody::Venue(VenueCommand::Timer)));
+        let dir = dir.as_path();
         let segment = journal::segment_paths(dir).unwrap().pop().unwrap();
         let len = std::fs::metadata(&segment).unwrap().len();
         std::fs::OpenOptions::new()
@@ -1162,22 +1172,8 @@ mod tests {
     #[test]
     fn an_ended_day_whose_sync_failed_in_this_boot_refuses_the_start() {
         let (root, config) = shipped_in("ended-marked");
-        let schedule = config.schedule().unwrap();
-        let book = config.book_config().unwrap();
-        let today = schedule.trading_day(jiff::Timestamp::now());
-        let day_config = config.for_day(today);
-        {
-            let opened = open_journal(&day_config, &book, |_| {}).unwrap();
-            let (mut matcher, mut writer) = (opened.matcher, opened.writer);
-            let mut clock = VenueClock::new(schedule.tz.clone());
-            let mut events = Vec::new();
-            for (at, event) in schedule.transitions(today) {
-                let body = CommandBody::Venue(VenueCommand::SystemEvent(event));
-                apply_and_journal(&mut matcher, &mut writer, &mut events, body, clock.at(at))
-                    .unwrap();
-            }
-        }
-        let dir = Path::new(&day_config.journal.dir);
+        let (_, dir) = ended_today(&config, None);
+        let dir = dir.as_path();
         assert_eq!(ends_the_day(dir), Some(true));
         let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
         std::fs::write(
@@ -1191,8 +1187,9 @@ mod tests {
     }
 
     /// A journal's last records say whether its day ended, read from its tail alone (across
-    /// segments after a rotation): records after the end, even one torn by a crash, leave it
-    /// ended; a torn end is not an end.
+    /// segments after a rotation), records after the end included; a tail that does not
+    /// read as whole records (torn, zeros) says nothing: recovery judges it
+    /// ([`day_ended`]).
     #[test]
     fn a_day_ends_with_its_end_of_messages_record() {
         let dir = std::env::temp_dir().join(format!(

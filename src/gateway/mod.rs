@@ -579,12 +579,14 @@ impl Gateway {
     }
 
     /// Sequences the day's transitions whose time has come now, ahead of what the gateway
-    /// is about to take (a login, an operator's action), as [`Self::frame_input`] does
-    /// ahead of an order.
-    fn transitions_first(&mut self) {
-        if self.transition_due(crate::venue::epoch_ns()) {
+    /// is about to take (an order, a login, an operator's action); returns the clock read
+    /// (ns since the epoch), the time of what is taken.
+    fn transitions_first(&mut self) -> i64 {
+        let now = crate::venue::epoch_ns();
+        if self.transition_due(now) {
             self.check_clock();
         }
+        now
     }
 
     /// Whether the day's next transition is due at `now` (ns since the epoch).
@@ -974,10 +976,7 @@ impl Gateway {
                 // packet's command (deferred, so the packet waits for it): an order that
                 // arrives after the close's time is never matched as if the market were
                 // still open, for up to the timer's period.
-                let now = crate::venue::epoch_ns();
-                if self.transition_due(now) {
-                    self.check_clock();
-                }
+                let now = self.transitions_first();
                 if self.inbound.room() == 0 || !self.deferred.is_empty() || *budget == 0 {
                     break Framed::Blocked;
                 }

@@ -65,12 +65,12 @@ mod writer;
 
 pub use follow::Follower;
 pub use format::{
-    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MAX, batch_index, fingerprint, read_header,
-    read_record, write_header, write_record,
+    Entry, FormatError, HEADER_LEN, Header, batch_index, fingerprint, read_header, read_record,
+    write_header, write_record,
 };
 pub use reader::{
-    JournalError, Place, Recovery, Replayer, SegmentScan, ZEROED_SEGMENT_MAX, first_header,
-    recover, scan_journal, segment_paths,
+    JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,
+    segment_paths,
 };
 pub use writer::{
     FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, SYNC_FAILED_NAME,

@@ -19,7 +19,7 @@ use crate::book::{BookConfig, Event, Matcher};
 
 /// The largest last segment of zeros recovery takes for one whose creation a crash cut
 /// short (its header is one write and one sync): a page.
-pub const ZEROED_SEGMENT_MAX: usize = 4096;
+const ZEROED_SEGMENT_MAX: usize = 4096;
 
 /// Why a journal cannot be used.
 #[derive(Debug, thiserror::Error)]
