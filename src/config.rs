@@ -752,11 +752,12 @@ impl Config {
             "gateway.session_queue_bytes_max",
             || "must be at least 4096".into(),
         )?;
-        // Reserved per user at start.
+        // Reserved per user at start; a chunk holds at least a few of the longest messages.
+        let store_min = crate::gateway::STORE_CHUNK_MIN;
         check(
-            g.session_store_bytes <= 1 << 36,
+            (store_min..=1 << 36).contains(&g.session_store_bytes),
             "gateway.session_store_bytes",
-            || "must be at most 68719476736 (64 GiB)".into(),
+            || format!("must be from {store_min} to 68719476736 (64 GiB)"),
         )?;
         let j = &self.journal;
         check(!j.dir.is_empty(), "journal.dir", || {
@@ -785,6 +786,7 @@ impl Config {
         self.check_marketdata()?;
         self.check_admin()?;
         self.check_cluster()?;
+        self.check_listens()?;
         let p = &self.pipeline;
         // Each ring's slots (up to 128 bytes) are allocated at start.
         check(
@@ -847,6 +849,24 @@ impl Config {
                 c.peers[..i].iter().all(|q| q.id != p.id),
                 &format!("cluster.peers[{i}].id"),
                 || format!("{} is listed twice", p.id),
+            )?;
+            // Two nodes at one address: votes and appends for one would reach the other,
+            // and clients failing over would log in at the same node twice.
+            let same = |a: &str, b: &str| {
+                matches!(
+                    (a.parse::<std::net::SocketAddr>(), b.parse::<std::net::SocketAddr>()),
+                    (Ok(a), Ok(b)) if a == b
+                )
+            };
+            check(
+                c.peers[..i].iter().all(|q| !same(&q.raft, &p.raft)),
+                &format!("cluster.peers[{i}].raft"),
+                || format!("{:?} is another node's Raft address too", p.raft),
+            )?;
+            check(
+                c.peers[..i].iter().all(|q| !same(&q.gateway, &p.gateway)),
+                &format!("cluster.peers[{i}].gateway"),
+                || format!("{:?} is another node's gateway address too", p.gateway),
             )?;
         }
         check(
@@ -1015,17 +1035,38 @@ impl Config {
         if !a.token.is_empty() {
             check_token(&a.token).map_err(|m| ("admin.token".to_string(), m))?;
         }
-        // One socket each: the second bind would fail at start, naming neither key.
-        let fixed = |text: &str| {
-            text.parse::<std::net::SocketAddr>()
-                .ok()
-                .filter(|addr| addr.port() != 0)
-        };
-        check(
-            fixed(&a.listen).is_none_or(|addr| Some(addr) != fixed(&self.gateway.listen)),
-            "admin.listen",
-            || format!("{:?} is gateway.listen too", a.listen),
-        )?;
+        Ok(())
+    }
+
+    /// The TCP ports this process listens on (order entry, the admin endpoint, this
+    /// node's Raft port) are each bound once: two that overlap (the same port on the same
+    /// address, or on every address) would fail the second bind at start, or take one
+    /// protocol's clients on the other's port.
+    fn check_listens(&self) -> Result<(), (String, String)> {
+        let mut listens = vec![("gateway.listen", self.gateway.listen.as_str())];
+        if !self.admin.listen.is_empty() {
+            listens.push(("admin.listen", self.admin.listen.as_str()));
+        }
+        if let Some(c) = &self.cluster {
+            if !c.listen.is_empty() {
+                listens.push(("cluster.listen", c.listen.as_str()));
+            } else if let Some(me) = c.peers.iter().find(|p| p.id == c.node_id) {
+                // Without cluster.listen the node binds its own peers entry's address.
+                listens.push(("cluster.peers (this node's raft)", me.raft.as_str()));
+            }
+        }
+        let parsed: Vec<(&str, std::net::SocketAddr)> = listens
+            .iter()
+            .filter_map(|&(key, text)| text.parse().ok().map(|addr| (key, addr)))
+            .collect();
+        for (i, &(key, addr)) in parsed.iter().enumerate() {
+            if let Some((other, at)) = parsed[..i].iter().find(|(_, o)| overlap(*o, addr)) {
+                return Err((
+                    key.to_string(),
+                    format!("{addr} takes the port of {other} ({at})"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -1136,6 +1177,14 @@ impl Config {
     pub fn wait_strategy(&self) -> WaitStrategy {
         WaitStrategy::parse(&self.pipeline.wait).expect("validated at load")
     }
+}
+
+/// Whether binding both addresses would collide: the same port (not 0, which the OS
+/// picks) on the same address, or on every address (unspecified) and any other.
+fn overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
 }
 
 fn check(ok: bool, key: &str, message: impl FnOnce() -> String) -> Result<(), (String, String)> {
@@ -1389,7 +1438,7 @@ mod tests {
     /// at load, naming their key.
     #[test]
     fn refused_at_load_what_would_fail_later() {
-        let cases: [(&str, &str, &str); 7] = [
+        let cases: [(&str, &str, &str); 9] = [
             (
                 "username = \"MM2\"",
                 "username = \"mm1\"",
@@ -1420,6 +1469,18 @@ mod tests {
                 "session_store_bytes = 16777216",
                 "session_store_bytes = 1099511627776",
                 "gateway.session_store_bytes",
+            ),
+            // Below a chunk of eight of the longest messages (it was raised silently).
+            (
+                "session_store_bytes = 16777216",
+                "session_store_bytes = 4096",
+                "gateway.session_store_bytes",
+            ),
+            // Every address and the admin endpoint's own: one port, bound twice.
+            (
+                "listen = \"127.0.0.1:15000\"",
+                "listen = \"0.0.0.0:15080\"",
+                "admin.listen",
             ),
         ];
         for (from, to, key) in cases {
@@ -1581,6 +1642,50 @@ mod tests {
         let small = node.replacen("ring_capacity = 65536", "ring_capacity = 512", 1);
         let e = Config::parse(&small, "node1").unwrap_err().to_string();
         assert!(e.contains("pipeline.ring_capacity"), "{e}");
+    }
+
+    /// Two nodes at one Raft or gateway address, or this node's Raft port on another
+    /// listener's, are refused at load, naming the key.
+    #[test]
+    fn a_cluster_node_address_is_used_once() {
+        let node = include_str!("../config/cluster/node1.toml");
+        let error = |from: &str, to: &str| {
+            assert!(node.contains(from), "{from}");
+            Config::parse(&node.replacen(from, to, 1), "node1")
+                .unwrap_err()
+                .to_string()
+        };
+        let e = error("raft = \"127.0.0.1:15121\"", "raft = \"127.0.0.1:15131\"");
+        assert!(e.contains("cluster.peers[2].raft"), "{e}");
+        let e = error(
+            "gateway = \"127.0.0.1:15120\"",
+            "gateway = \"127.0.0.1:15130\"",
+        );
+        assert!(e.contains("cluster.peers[2].gateway"), "{e}");
+        let e = error("listen = \"127.0.0.1:15118\"", "listen = \"0.0.0.0:15111\"");
+        assert!(
+            e.contains("this node's raft") && e.contains("admin.listen"),
+            "{e}"
+        );
+        let e = error(
+            "listen = \"127.0.0.1:15110\"",
+            "listen = \"127.0.0.1:15111\"",
+        );
+        assert!(
+            e.contains("this node's raft") && e.contains("gateway.listen"),
+            "{e}"
+        );
+        // Another address, or port 0 (the OS picks one) twice, is fine.
+        for (from, to) in [
+            (
+                "listen = \"127.0.0.1:15118\"",
+                "listen = \"127.0.0.2:15111\"",
+            ),
+            ("listen = \"127.0.0.1:15118\"", "listen = \"127.0.0.1:0\""),
+        ] {
+            let text = node.replacen(from, to, 1);
+            assert!(Config::parse(&text, "node1").is_ok(), "{to}");
+        }
     }
 
     /// A cluster secret has at least 16 bytes, and one is required when a node's Raft

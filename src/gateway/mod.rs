@@ -52,6 +52,7 @@ pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
 pub use kept::{SESSION_SETTINGS_NAME, SessionSettings};
 use session::UserSession;
+pub(crate) use store::STORE_CHUNK_MIN;
 pub use store::{SessionStore, SpillFile, Spiller};
 
 use crate::admin::actions::{ActionReply, ActionRequest, AdminAction};

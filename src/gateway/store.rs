@@ -44,6 +44,8 @@ use crate::wire::soupbin::kind;
 /// Longest framed message the store takes: the packet length field and type byte, and the
 /// longest OUCH message ironmatch sends (well under this).
 pub const MESSAGE_BYTES_MAX: usize = 3 + 512;
+/// The smallest chunk (`gateway.session_store_bytes`): eight of the longest messages.
+pub const STORE_CHUNK_MIN: usize = 8 * MESSAGE_BYTES_MAX;
 /// One message in this many has its position kept; the others are found from it by
 /// walking packet lengths.
 pub const MARK_EVERY: u64 = 64;
@@ -333,7 +335,7 @@ impl SessionStore {
     /// A store growing in chunks of `chunk_bytes` (at least a few messages), writing full
     /// chunks out through `spill` if given.
     pub fn new(chunk_bytes: usize, spill: Option<SpillFile>) -> SessionStore {
-        let chunk_bytes = chunk_bytes.max(8 * MESSAGE_BYTES_MAX);
+        let chunk_bytes = chunk_bytes.max(STORE_CHUNK_MIN);
         SessionStore {
             chunks: vec![Chunk::Memory(Vec::with_capacity(chunk_bytes))],
             chunk_starts: vec![0],
