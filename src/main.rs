@@ -440,6 +440,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Books the machine could not hold are refused by name before a command builds them
+    // (`serve` checks as it starts).
+    if matches!(
+        cli.command,
+        Cmd::CheckConfig { .. } | Cmd::Demo { .. } | Cmd::Replay { .. }
+    ) {
+        let book = config.book_config().expect("validated at load");
+        if let Err(e) = ironmatch::server::check_book_memory(&book) {
+            eprintln!("ironmatch: {e}");
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
         Cmd::Serve { .. } => return serve(&config, path),
         Cmd::Load {

@@ -87,6 +87,12 @@ impl Server {
         config: &Config,
         journal_hold: Option<Arc<AtomicBool>>,
     ) -> io::Result<Server> {
+        // Books no allocation could hold are refused first: recovering the day below
+        // already builds them.
+        let book = config
+            .book_config()
+            .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
+        check_book_memory(&book).map_err(io::Error::other)?;
         // With a trading day: the day's own journal directory and session names.
         let schedule = config.schedule();
         let day = match schedule.as_ref() {
@@ -683,6 +689,73 @@ pub fn core_agents(
 }
 
 /// Commands in the journal in `dir` (a cluster node's applied entries hold as many).
+/// Refuses books this process could not hold, before anything is allocated: the least
+/// [`Matcher::new`] allocates for `book` ([`Matcher::memory_floor`]), against the memory
+/// the process may use (the machine's memory and swap, or less under a cgroup's
+/// `memory.max`). Past that limit the allocation would abort the process with the
+/// allocator's message, or, overcommitted, the kernel would kill it later; an operator's
+/// extra zero in `orders_max` is named instead. Nothing is checked where the limit
+/// cannot be read (not Linux).
+pub fn check_book_memory(book: &BookConfig) -> Result<(), String> {
+    let need = Matcher::memory_floor(book);
+    let Some(limit) = memory_limit() else {
+        return Ok(());
+    };
+    if need <= limit {
+        return Ok(());
+    }
+    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+    Err(format!(
+        "book.orders_max = {} and book.levels_max = {}: the books need at least {:.1} GiB, \
+         more than the {:.1} GiB this process may use (memory and swap, or its cgroup's \
+         memory.max)",
+        book.orders_max,
+        book.levels_max,
+        gib(need),
+        gib(limit)
+    ))
+}
+
+/// The memory this process may use, in bytes: `MemTotal` and `SwapTotal` of
+/// `/proc/meminfo`, or its cgroup's `memory.max` (cgroup v2) if lower; `None` if neither
+/// reads.
+fn memory_limit() -> Option<u64> {
+    let machine = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| meminfo_total(&text));
+    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
+        .ok()
+        .and_then(|text| {
+            let path = text.lines().find_map(|line| line.strip_prefix("0::"))?;
+            let file = Path::new("/sys/fs/cgroup")
+                .join(path.trim_start_matches('/'))
+                .join("memory.max");
+            std::fs::read_to_string(file).ok()
+        })
+        .and_then(|text| cgroup_max(&text));
+    match (machine, cgroup) {
+        (Some(m), Some(c)) => Some(m.min(c)),
+        (m, c) => m.or(c),
+    }
+}
+
+/// `MemTotal` plus `SwapTotal` of `/proc/meminfo`'s text, in bytes.
+fn meminfo_total(text: &str) -> Option<u64> {
+    let field = |name: &str| {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|rest| rest.trim().strip_suffix("kB"))
+            .and_then(|kb| kb.trim().parse::<u64>().ok())
+            .map(|kb| kb.saturating_mul(1024))
+    };
+    Some(field("MemTotal")?.saturating_add(field("SwapTotal").unwrap_or(0)))
+}
+
+/// A cgroup's `memory.max`: a number of bytes, or `max` (no limit: `None`).
+fn cgroup_max(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
+}
+
 fn count_commands(dir: &Path) -> io::Result<u64> {
     let mut commands = 0u64;
     journal::scan_journal(dir, None, false, None, |_, entry| {
@@ -1033,6 +1106,53 @@ mod tests {
             .replace("127.0.0.1:15002", "127.0.0.1:0")
             .replace("127.0.0.1:15080", "127.0.0.1:0");
         (root, Config::parse(&text, "shipped").unwrap())
+    }
+
+    /// The memory a process may use reads from `/proc/meminfo` (memory and swap) and a
+    /// cgroup's `memory.max` (`max`: no limit).
+    #[test]
+    fn the_memory_limit_reads_meminfo_and_a_cgroup() {
+        let meminfo = "MemTotal:       24683840 kB\nMemFree:        22111000 kB\nSwapTotal:       1048576 kB\n";
+        assert_eq!(
+            meminfo_total(meminfo),
+            Some((24_683_840 + 1_048_576) * 1024)
+        );
+        assert_eq!(
+            meminfo_total("MemTotal: 1000 kB\n"),
+            Some(1_024_000),
+            "no swap line"
+        );
+        assert_eq!(meminfo_total("SwapTotal: 1000 kB\n"), None);
+        assert_eq!(cgroup_max("8589934592\n"), Some(8 << 30));
+        assert_eq!(cgroup_max("max\n"), None);
+    }
+
+    /// Books larger than the machine could hold are refused at start by name, before
+    /// anything is allocated (the allocation used to abort the process, naming nothing).
+    #[test]
+    fn books_larger_than_the_machine_are_refused_by_name() {
+        let (root, mut config) = shipped_in("huge-books");
+        config.book.orders_max = crate::book::ORDERS_MAX;
+        let book = config.book_config().unwrap();
+        let Some(limit) = memory_limit() else {
+            eprintln!("no memory limit reads here: nothing to check");
+            return;
+        };
+        if Matcher::memory_floor(&book) <= limit {
+            // A machine that could hold them would have the test allocate them.
+            eprintln!(
+                "this machine could hold {} order slots: not tried",
+                book.orders_max
+            );
+            return;
+        }
+        let e = Server::start(&config).err().expect("refused");
+        let text = e.to_string();
+        assert!(
+            text.contains("book.orders_max = 2147483648") && text.contains("GiB"),
+            "{text}"
+        );
+        assert!(!root.exists(), "nothing was created");
     }
 
     /// Of two earlier days, the older stopped in its market hours and the newer never

@@ -1066,6 +1066,22 @@ fn memory_is_sized_by_configuration() {
     assert_eq!(large.0 - large.1, small.0 - small.1);
 }
 
+/// What a configuration needs at least is known before allocating it (a start refuses a
+/// configuration the machine cannot hold by this figure): never above what `Matcher::new`
+/// allocates, and with large pools (where it matters) most of it.
+#[test]
+fn the_memory_floor_is_a_close_lower_bound() {
+    for (orders, levels) in [(1_000, 100), (100_000, 100), (1_000_000, 65_536)] {
+        let cfg = config(StpMode::CancelResting, orders, levels);
+        let floor = Matcher::memory_floor(&cfg);
+        let (total, _) = Matcher::new(&cfg).footprint_bytes();
+        assert!(
+            floor <= total as u64 && (orders < 1_000_000 || floor * 4 >= total as u64 * 3),
+            "{orders} orders, {levels} levels: floor {floor}, allocated {total}"
+        );
+    }
+}
+
 // ---- The trading day, halts and the operator ----
 
 impl Venue {

@@ -2511,6 +2511,22 @@ impl Matcher {
         }
     }
 
+    /// The least memory [`Matcher::new`] allocates for `config`, without allocating it: the
+    /// order and level pools with their free lists, the expiry heap, the mass-cancel
+    /// scratch and the slots' owners (the reference index, the ladders and the symbol
+    /// table come on top), so a configuration no machine could hold is refused by name
+    /// before the allocation fails.
+    pub fn memory_floor(config: &BookConfig) -> u64 {
+        let per_order = std::mem::size_of::<Order>()
+            + std::mem::size_of::<u32>()
+            + std::mem::size_of::<Reverse<Expiry>>()
+            + std::mem::size_of::<Gathered>()
+            + std::mem::size_of::<u16>();
+        let per_level = std::mem::size_of::<Level>() + std::mem::size_of::<u32>();
+        u64::from(config.orders_max) * per_order as u64
+            + u64::from(config.levels_max) * per_level as u64
+    }
+
     /// Bytes allocated at start-up for books, pools and the reference index, and the part
     /// of it that grows with each order slot (order pool, free list, index).
     pub fn footprint_bytes(&self) -> (usize, usize) {
