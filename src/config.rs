@@ -1043,6 +1043,7 @@ impl Config {
     /// address, or on every address) would fail the second bind at start, or take one
     /// protocol's clients on the other's port.
     fn check_listens(&self) -> Result<(), (String, String)> {
+        let own_raft;
         let mut listens = vec![("gateway.listen", self.gateway.listen.as_str())];
         if !self.admin.listen.is_empty() {
             listens.push(("admin.listen", self.admin.listen.as_str()));
@@ -1050,9 +1051,10 @@ impl Config {
         if let Some(c) = &self.cluster {
             if !c.listen.is_empty() {
                 listens.push(("cluster.listen", c.listen.as_str()));
-            } else if let Some(me) = c.peers.iter().find(|p| p.id == c.node_id) {
+            } else if let Some(i) = c.peers.iter().position(|p| p.id == c.node_id) {
                 // Without cluster.listen the node binds its own peers entry's address.
-                listens.push(("cluster.peers (this node's raft)", me.raft.as_str()));
+                own_raft = format!("cluster.peers[{i}].raft");
+                listens.push((own_raft.as_str(), c.peers[i].raft.as_str()));
             }
         }
         let parsed: Vec<(&str, std::net::SocketAddr)> = listens
@@ -1180,11 +1182,15 @@ impl Config {
 }
 
 /// Whether binding both addresses would collide: the same port (not 0, which the OS
-/// picks) on the same address, or on every address (unspecified) and any other.
+/// picks) on the same address (an IPv4-mapped IPv6 address being its IPv4 one), or on
+/// every address of a family and one of it: `0.0.0.0` covers IPv4, `[::]` both families
+/// (Linux's default dual stack).
 fn overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
-    a.port() != 0
-        && a.port() == b.port()
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    let covers = |x: std::net::IpAddr, y: std::net::IpAddr| {
+        x == y || (x.is_unspecified() && (x.is_ipv6() || y.is_ipv4()))
+    };
+    let (x, y) = (a.ip().to_canonical(), b.ip().to_canonical());
+    a.port() != 0 && a.port() == b.port() && (covers(x, y) || covers(y, x))
 }
 
 fn check(ok: bool, key: &str, message: impl FnOnce() -> String) -> Result<(), (String, String)> {
@@ -1664,7 +1670,7 @@ mod tests {
         assert!(e.contains("cluster.peers[2].gateway"), "{e}");
         let e = error("listen = \"127.0.0.1:15118\"", "listen = \"0.0.0.0:15111\"");
         assert!(
-            e.contains("this node's raft") && e.contains("admin.listen"),
+            e.contains("cluster.peers[0].raft") && e.contains("admin.listen"),
             "{e}"
         );
         let e = error(
@@ -1672,7 +1678,7 @@ mod tests {
             "listen = \"127.0.0.1:15111\"",
         );
         assert!(
-            e.contains("this node's raft") && e.contains("gateway.listen"),
+            e.contains("cluster.peers[0].raft") && e.contains("gateway.listen"),
             "{e}"
         );
         // Another address, or port 0 (the OS picks one) twice, is fine.
@@ -1685,6 +1691,28 @@ mod tests {
         ] {
             let text = node.replacen(from, to, 1);
             assert!(Config::parse(&text, "node1").is_ok(), "{to}");
+        }
+    }
+
+    /// Listeners overlap on one port at one address, or where one takes every address of
+    /// the other's family (`[::]` both families); never on port 0.
+    #[test]
+    fn listeners_overlap_by_port_and_family() {
+        let a = |text: &str| text.parse::<std::net::SocketAddr>().unwrap();
+        for (x, y, both) in [
+            ("127.0.0.1:9000", "127.0.0.1:9000", true),
+            ("127.0.0.1:9000", "127.0.0.2:9000", false),
+            ("127.0.0.1:9000", "127.0.0.1:9001", false),
+            ("0.0.0.0:9000", "127.0.0.1:9000", true),
+            ("0.0.0.0:9000", "[::1]:9000", false),
+            ("[::]:9000", "127.0.0.1:9000", true),
+            ("[::]:9000", "0.0.0.0:9000", true),
+            ("[::]:9000", "[::1]:9000", true),
+            ("[::ffff:127.0.0.1]:9000", "127.0.0.1:9000", true),
+            ("0.0.0.0:0", "0.0.0.0:0", false),
+        ] {
+            assert_eq!(overlap(a(x), a(y)), both, "{x} {y}");
+            assert_eq!(overlap(a(y), a(x)), both, "{y} {x}");
         }
     }
 

@@ -447,7 +447,7 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { .. } | Cmd::Demo { .. } | Cmd::Replay { .. }
     ) {
         let book = config.book_config().expect("validated at load");
-        if let Err(e) = ironmatch::server::check_book_memory(&book) {
+        if let Err(e) = ironmatch::server::check_book_memory(&book, 1) {
             eprintln!("ironmatch: {e}");
             return ExitCode::from(2);
         }

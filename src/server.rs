@@ -92,7 +92,13 @@ impl Server {
         let book = config
             .book_config()
             .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
-        check_book_memory(&book).map_err(io::Error::other)?;
+        // The snapshot follower (as chosen below) holds books of its own.
+        let follower = config.journal.snapshot_interval_records > 0
+            && config
+                .snapshot_source()
+                .resolve(config.threading().choose().0 != Threading::Shared)
+                == SnapshotSource::Follower;
+        check_book_memory(&book, 1 + u64::from(follower)).map_err(io::Error::other)?;
         // With a trading day: the day's own journal directory and session names.
         let schedule = config.schedule();
         let day = match schedule.as_ref() {
@@ -688,16 +694,16 @@ pub fn core_agents(
     (matcher, journal, journal_parker)
 }
 
-/// Commands in the journal in `dir` (a cluster node's applied entries hold as many).
 /// Refuses books this process could not hold, before anything is allocated: the least
 /// [`Matcher::new`] allocates for `book` ([`Matcher::memory_floor`]), against the memory
 /// the process may use (the machine's memory and swap, or less under a cgroup's
 /// `memory.max`). Past that limit the allocation would abort the process with the
 /// allocator's message, or, overcommitted, the kernel would kill it later; an operator's
-/// extra zero in `orders_max` is named instead. Nothing is checked where the limit
-/// cannot be read (not Linux).
-pub fn check_book_memory(book: &BookConfig) -> Result<(), String> {
-    let need = Matcher::memory_floor(book);
+/// extra zero in `orders_max` is named instead. `copies`: the sets of books the command
+/// holds at once (2 where the snapshot follower re-runs the journal through books of its
+/// own). Nothing is checked where the limit cannot be read (not Linux).
+pub fn check_book_memory(book: &BookConfig, copies: u64) -> Result<(), String> {
+    let need = Matcher::memory_floor(book).saturating_mul(copies);
     let Some(limit) = memory_limit() else {
         return Ok(());
     };
@@ -705,10 +711,15 @@ pub fn check_book_memory(book: &BookConfig) -> Result<(), String> {
         return Ok(());
     }
     let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+    let follower = if copies > 1 {
+        " (with the snapshot follower's copy)"
+    } else {
+        ""
+    };
     Err(format!(
-        "book.orders_max = {} and book.levels_max = {}: the books need at least {:.1} GiB, \
-         more than the {:.1} GiB this process may use (memory and swap, or its cgroup's \
-         memory.max)",
+        "book.orders_max = {} and book.levels_max = {}: the books need at least {:.1} \
+         GiB{follower}, more than the {:.1} GiB this process may use (memory and swap, or \
+         its cgroup's memory.max and memory.swap.max)",
         book.orders_max,
         book.levels_max,
         gib(need),
@@ -717,45 +728,63 @@ pub fn check_book_memory(book: &BookConfig) -> Result<(), String> {
 }
 
 /// The memory this process may use, in bytes: `MemTotal` and `SwapTotal` of
-/// `/proc/meminfo`, or its cgroup's `memory.max` (cgroup v2) if lower; `None` if neither
-/// reads.
+/// `/proc/meminfo`, or less under cgroup v2 limits: the lowest `memory.max` of its cgroup
+/// and the cgroups above it, plus the swap they allow (the lowest `memory.swap.max`, at
+/// most `SwapTotal`); `None` if `/proc/meminfo` does not read.
 fn memory_limit() -> Option<u64> {
-    let machine = std::fs::read_to_string("/proc/meminfo")
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let machine = meminfo_total(&meminfo)?;
+    let swap = meminfo_field(&meminfo, "SwapTotal").unwrap_or(0);
+    let Some(own) = std::fs::read_to_string("/proc/self/cgroup")
         .ok()
-        .and_then(|text| meminfo_total(&text));
-    let cgroup = std::fs::read_to_string("/proc/self/cgroup")
-        .ok()
-        .and_then(|text| {
-            let path = text.lines().find_map(|line| line.strip_prefix("0::"))?;
-            let file = Path::new("/sys/fs/cgroup")
-                .join(path.trim_start_matches('/'))
-                .join("memory.max");
-            std::fs::read_to_string(file).ok()
-        })
-        .and_then(|text| cgroup_max(&text));
-    match (machine, cgroup) {
-        (Some(m), Some(c)) => Some(m.min(c)),
-        (m, c) => m.or(c),
+        .and_then(|text| Some(text.lines().find_map(|l| l.strip_prefix("0::"))?.to_owned()))
+    else {
+        return Some(machine);
+    };
+    let lowest = |file: &str| {
+        Path::new(own.trim())
+            .ancestors()
+            .filter_map(|dir| {
+                let path = Path::new("/sys/fs/cgroup")
+                    .join(dir.strip_prefix("/").unwrap_or(dir))
+                    .join(file);
+                cgroup_max(&std::fs::read_to_string(path).ok()?)
+            })
+            .min()
+    };
+    match lowest("memory.max") {
+        Some(ram) => Some(
+            machine
+                .min(ram.saturating_add(lowest("memory.swap.max").map_or(swap, |s| s.min(swap)))),
+        ),
+        None => Some(machine),
     }
+}
+
+/// A field of `/proc/meminfo`'s text in bytes.
+fn meminfo_field(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|kb| kb.trim().parse::<u64>().ok())
+        .map(|kb| kb.saturating_mul(1024))
 }
 
 /// `MemTotal` plus `SwapTotal` of `/proc/meminfo`'s text, in bytes.
 fn meminfo_total(text: &str) -> Option<u64> {
-    let field = |name: &str| {
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
-            .and_then(|rest| rest.trim().strip_suffix("kB"))
-            .and_then(|kb| kb.trim().parse::<u64>().ok())
-            .map(|kb| kb.saturating_mul(1024))
-    };
-    Some(field("MemTotal")?.saturating_add(field("SwapTotal").unwrap_or(0)))
+    Some(
+        meminfo_field(text, "MemTotal")?
+            .saturating_add(meminfo_field(text, "SwapTotal").unwrap_or(0)),
+    )
 }
 
-/// A cgroup's `memory.max`: a number of bytes, or `max` (no limit: `None`).
+/// A cgroup's `memory.max` or `memory.swap.max`: a number of bytes, or `max` (no limit:
+/// `None`).
 fn cgroup_max(text: &str) -> Option<u64> {
     text.trim().parse().ok()
 }
 
+/// Commands in the journal in `dir` (a cluster node's applied entries hold as many).
 fn count_commands(dir: &Path) -> io::Result<u64> {
     let mut commands = 0u64;
     journal::scan_journal(dir, None, false, None, |_, entry| {
