@@ -113,6 +113,9 @@ impl RaftStore {
         journal_commands: u64,
         apply: Option<Arc<Ring<Record>>>,
     ) -> io::Result<Opened> {
+        // A log whose sync failed in this boot reads back from the page cache what may
+        // not be on disk: taking it would acknowledge entries a power loss can still take.
+        crate::journal::check_sync_failed(dir)?;
         let created = !dir.join("log").exists();
         if fsync == FsyncMode::Always {
             // Each new directory's entry synced in its parent (a `cluster.dir` whose
@@ -188,7 +191,7 @@ impl RaftStore {
 impl Inner {
     fn sync(&self) -> io::Result<()> {
         match self.fsync {
-            FsyncMode::Always => self.log.sync_data(),
+            FsyncMode::Always => crate::journal::sync_or_mark(&self.log, &self.dir),
             FsyncMode::Never => Ok(()),
         }
     }
@@ -246,7 +249,7 @@ impl Inner {
         self.slots.truncate(keep);
         self.log.set_len(at)?;
         self.log_len = at;
-        self.log.sync_data()
+        crate::journal::sync_or_mark(&self.log, &self.dir)
     }
 
     /// Rewrites the log file with the entries after a purge.
@@ -272,7 +275,7 @@ impl Inner {
         let tmp = self.dir.join("log.tmp");
         let mut file = File::create(&tmp)?;
         file.write_all(&buf)?;
-        file.sync_data()?;
+        crate::journal::sync_or_mark(&file, &self.dir)?;
         std::fs::rename(&tmp, self.dir.join("log"))?;
         File::open(&self.dir)?.sync_all()?;
         self.log = OpenOptions::new().append(true).open(self.dir.join("log"))?;
@@ -720,6 +723,38 @@ mod tests {
             .build()
             .unwrap()
             .block_on(f)
+    }
+
+    /// With `fsync = "always"`, a failed `fdatasync` of the log (here on a pipe, which
+    /// Linux refuses) fails the append and leaves the marker: the log is not opened again in
+    /// this boot of the machine (its page cache may hold entries the disk does not); after
+    /// a restart of the machine (another boot id in the marker) it is.
+    #[test]
+    fn a_failed_log_sync_refuses_the_log_until_the_machine_restarts() {
+        let dir = temp("sync-failed");
+        let store = RaftStore::open(&dir, FsyncMode::Always, 0, None)
+            .unwrap()
+            .store;
+        let (_reader, pipe) = io::pipe().unwrap();
+        store.lock().log = File::from(std::os::fd::OwnedFd::from(pipe));
+        let failed = run(async {
+            let mut s = store.clone();
+            s.append_to_log([entry(1, 1, 1)]).await
+        });
+        assert!(failed.is_err(), "the append reports the failed sync");
+        drop(store);
+        let refused = RaftStore::open(&dir, FsyncMode::Always, 0, None)
+            .err()
+            .expect("refused in this boot")
+            .to_string();
+        assert!(refused.contains("failed in this boot"), "{refused}");
+        std::fs::write(
+            dir.join(crate::journal::SYNC_FAILED_NAME),
+            "another boot\nInput/output error\n",
+        )
+        .unwrap();
+        assert!(RaftStore::open(&dir, FsyncMode::Always, 0, None).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -181,13 +181,14 @@ fn mark_sync_failed(dir: &Path, error: &io::Error) {
     }
 }
 
-/// `fdatasync` of `file`, leaving the marker in `dir` if it fails.
-fn sync_or_mark(file: &File, dir: &Path) -> io::Result<()> {
+/// `fdatasync` of `file`, leaving the marker in `dir` if it fails (the journal's, and a
+/// cluster node's Raft log in its own directory).
+pub fn sync_or_mark(file: &File, dir: &Path) -> io::Result<()> {
     file.sync_data().inspect_err(|e| mark_sync_failed(dir, e))
 }
 
-/// Refuses a journal whose `fdatasync` failed in this boot of the machine (see
-/// [`SYNC_FAILED_NAME`]), naming the error and what to do. After a restart of the machine
+/// Refuses a journal (or a Raft log directory) whose `fdatasync` failed in this boot of
+/// the machine (see [`SYNC_FAILED_NAME`]), naming the error and what to do. After a restart of the machine
 /// the page cache is gone and what reads back is what the disk holds: the marker is
 /// removed and the start goes on. Without a boot id to compare (not Linux), the start is
 /// refused until the operator removes the marker.
@@ -213,7 +214,7 @@ pub fn check_sync_failed(dir: &Path) -> io::Result<()> {
             File::open(dir)?.sync_all()
         }
         _ => Err(io::Error::other(format!(
-            "journal {}: an fdatasync failed in this boot of the machine ({}): records written after the last good sync may read back from the page cache without being on disk, and this start would serve them as acknowledged. Check the disk, then restart the machine (the first start after removes {SYNC_FAILED_NAME}), or remove {} to take the journal as it reads now",
+            "{}: an fdatasync failed in this boot of the machine ({}): what was written after the last good sync may read back from the page cache without being on disk, and this start would take it as acknowledged. Check the disk, then restart the machine (the first start after removes {SYNC_FAILED_NAME}), or remove {} to take the directory as it reads now",
             dir.display(),
             error.trim(),
             path.display()
