@@ -447,7 +447,10 @@ fn main() -> ExitCode {
         Cmd::CheckConfig { .. } | Cmd::Demo { .. } | Cmd::Replay { .. }
     ) {
         let book = config.book_config().expect("validated at load");
-        if let Err(e) = ironmatch::server::check_book_memory(&book, 1) {
+        // `check-config` judges what `serve` would hold; `demo` and `replay` hold one set.
+        let follower = matches!(cli.command, Cmd::CheckConfig { .. })
+            && ironmatch::server::snapshot_follower_runs(&config);
+        if let Err(e) = ironmatch::server::check_book_memory(&book, 1 + u64::from(follower)) {
             eprintln!("ironmatch: {e}");
             return ExitCode::from(2);
         }
@@ -844,7 +847,15 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
                     ironmatch::journal::SYNC_FAILED_NAME,
                 ]
                 .contains(&name)))
-        || (in_raft && ["log", "vote", "purged", "log.tmp"].contains(&name));
+        || (in_raft
+            && (name.ends_with(".tmp")
+                || [
+                    "log",
+                    "vote",
+                    "purged",
+                    ironmatch::journal::SYNC_FAILED_NAME,
+                ]
+                .contains(&name)));
     if journals {
         eprintln!(
             "ironmatch replay: --itch {}: one of the journal's own files; write the export elsewhere",

@@ -92,13 +92,13 @@ impl Server {
         let book = config
             .book_config()
             .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
-        // The snapshot follower (as chosen below) holds books of its own.
-        let follower = config.journal.snapshot_interval_records > 0
-            && config
-                .snapshot_source()
-                .resolve(config.threading().choose().0 != Threading::Shared)
-                == SnapshotSource::Follower;
+        let follower = snapshot_follower_runs(config);
         check_book_memory(&book, 1 + u64::from(follower)).map_err(io::Error::other)?;
+        // A cluster node's Raft log whose sync failed in this boot is refused here, before
+        // the journal's recovery and the listeners (the log itself is opened later).
+        if let Some(cluster) = config.cluster_settings() {
+            journal::check_sync_failed(&cluster.dir)?;
+        }
         // With a trading day: the day's own journal directory and session names.
         let schedule = config.schedule();
         let day = match schedule.as_ref() {
@@ -692,6 +692,17 @@ pub fn core_agents(
     let matcher = MatcherAgent::new(matcher, to_matcher, Arc::clone(&to_journal));
     let journal = JournalAgent::new(writer, to_journal, to_egress, matcher.completed());
     (matcher, journal, journal_parker)
+}
+
+/// Whether a start with `config` runs the snapshot follower, which re-runs the journal
+/// through books of its own (snapshots on, and the follower chosen for them, as
+/// [`Server::start`] chooses).
+pub fn snapshot_follower_runs(config: &Config) -> bool {
+    config.journal.snapshot_interval_records > 0
+        && config
+            .snapshot_source()
+            .resolve(config.threading().choose().0 != Threading::Shared)
+            == SnapshotSource::Follower
 }
 
 /// Refuses books this process could not hold, before anything is allocated: the least

@@ -968,6 +968,33 @@ fn a_client_session_fails_over_by_itself() {
     }
     assert_eq!(c.next_seq(), 4);
     converge(&nodes);
+    // A leader's graceful stop does not end the session, which goes on at the next
+    // leader: its clients see the connection close, not End of Session (which tells a
+    // connector not to reconnect; it once came with every stop of a cluster node).
+    let lead = leader(&nodes);
+    let mut plain = Client::connect(nodes[lead].gateway.unwrap()).unwrap();
+    assert!(
+        matches!(
+            plain.login("MM2", "pw2", 1).unwrap(),
+            ironmatch::client::Received::LoginAccepted { .. }
+        ),
+        "MM2 logs in at the leader"
+    );
+    stop(&mut nodes[lead]);
+    let mut closed = false;
+    for _ in 0..50 {
+        match plain.recv(Duration::from_millis(200)) {
+            Ok(Some(ironmatch::client::Received::EndOfSession)) => {
+                panic!("End of Session from a cluster node's stop")
+            }
+            Ok(_) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the stopped leader closed the connection");
     for n in nodes.iter_mut() {
         stop(n);
     }

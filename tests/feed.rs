@@ -511,6 +511,16 @@ fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
         &elsewhere.join("00000000000000000001.imj"),
     );
     assert_eq!(refused.status.code(), Some(2), "{refused:?}");
+    // A Raft directory's own files, its sync marker and temporary files included (an
+    // export renamed over the marker would have a start in this boot take the log).
+    let raft = setup.dir.join("raft");
+    std::fs::create_dir_all(&raft).unwrap();
+    for name in ["log", "vote", "SYNC-FAILED", "vote.tmp"] {
+        std::fs::write(raft.join(name), b"kept").unwrap();
+        let refused = run(&setup.config_path, &raft.join(name));
+        assert_eq!(refused.status.code(), Some(2), "{name}: {refused:?}");
+        assert_eq!(std::fs::read(raft.join(name)).unwrap(), b"kept", "{name}");
+    }
     // Standard output is the process's own, as redirected: appended to with `>>`.
     let appended = setup.dir.join("appended.itch");
     std::fs::write(&appended, b"before").unwrap();

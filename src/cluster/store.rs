@@ -3,8 +3,12 @@
 //! The log lives in the node's raft directory: `log` holds the entries back to back (each
 //! `length u32 LE | CRC32C u32 LE | postcard of the entry`), `vote` the last vote,
 //! `purged` the last purged log id. Appends are one `write` per call and, with
-//! `fsync = "always"`, one `fdatasync` before openraft hears they are stored. A torn
-//! tail (a crash in the middle of an append) is cut off when the log is opened; a
+//! `fsync = "always"`, one `fdatasync` before openraft hears they are stored. Each append
+//! begins with a mark (a frame of length 0 whose checksum field holds [`APPEND_MARK`]),
+//! so that the log knows where its last append began. A torn
+//! tail (a crash in the middle of an append) is cut off when the log is opened, including
+//! a power loss that kept the later sectors of a multi-entry append and not an earlier
+//! one ([`read_log`]); a
 //! conflicting tail (a deposed leader's unreplicated entries) is cut by truncating the
 //! file. In memory: each entry's place in the file (40 bytes an entry) and the most recent
 //! entries, up to [`CACHE_COMMANDS_MAX`] commands, what replication and applying read in
@@ -41,6 +45,11 @@ const APPLY_RETRY: std::time::Duration = std::time::Duration::from_micros(500);
 
 /// Framing of one log record: length and CRC32C.
 const FRAME_LEN: usize = 8;
+/// The checksum field of an append's mark (its length field is 0: no entry encodes to
+/// nothing, and a zeroed sector reads as length 0 with checksum 0, not as a mark).
+const APPEND_MARK: u32 = u32::from_le_bytes(*b"APND");
+/// A disk sector: a write lost to a power loss reads back as whole sectors of zeros.
+const SECTOR: u64 = 512;
 /// Largest encoded entry read back: a batch of the journal's size at most, with room.
 const ENTRY_BYTES_MAX: usize = 1 << 20;
 /// Commands of the newest entries kept in memory (older ones are read from the file).
@@ -257,6 +266,8 @@ impl Inner {
         let first = self.slots.front().map(|s| s.log_id.index);
         let last = self.slots.back().map(|s| s.log_id.index);
         let mut buf = Vec::new();
+        // Synced whole before it replaces the log: one append.
+        mark_append(&mut buf);
         let mut slots = std::collections::VecDeque::new();
         if let (Some(first), Some(last)) = (first, last) {
             for index in first..=last {
@@ -291,6 +302,20 @@ fn commands_in(e: &Entry<TypeConfig>) -> usize {
         EntryPayload::Normal(batch) => batch.commands.len().max(1),
         _ => 1,
     }
+}
+
+/// Writes an append's mark: where the entries after it (to the next mark) were written in
+/// one `write` (and, with `fsync = "always"`, synced before the next append began).
+fn mark_append(buf: &mut Vec<u8>) {
+    buf.extend_from_slice(&0u32.to_le_bytes());
+    buf.extend_from_slice(&APPEND_MARK.to_le_bytes());
+}
+
+/// Whether an append's mark starts at `pos` in `bytes`.
+fn mark_at(bytes: &[u8], pos: usize) -> bool {
+    bytes.get(pos..pos + FRAME_LEN).is_some_and(|h| {
+        h[..4] == [0; 4] && u32::from_le_bytes(h[4..].try_into().expect("4 bytes")) == APPEND_MARK
+    })
 }
 
 fn encode(buf: &mut Vec<u8>, e: &Entry<TypeConfig>) {
@@ -383,9 +408,17 @@ impl FindApplied {
 /// Reads the log's entries in order, one at a time, handing each with its place to
 /// `visit`, up to a torn tail (cut: an append a crash interrupted, never acknowledged);
 /// returns the length of the valid prefix. A damaged entry with whole entries after it is
-/// not a torn append but damage to entries this node may have acknowledged to a leader:
-/// cutting them could lose a committed command, so the log is refused, as the journal
-/// refuses such a record.
+/// damage to entries this node may have acknowledged to a leader (cutting them could lose
+/// a committed command: the log is refused, as the journal refuses such a record), unless
+/// it is a torn last append: a power loss can keep the later sectors of a multi-entry
+/// append's write and not an earlier one, leaving a sector of zeros with whole entries
+/// after it. Appends are written one at a time, each (with `fsync = "always"`) synced
+/// before the next begins, so only the last can be torn, and nothing in it was
+/// acknowledged. Such a gap is cut when the log marks its appends, the damage lies after
+/// the last mark (no mark follows it: the whole entries after it are the last append's)
+/// and a sector (512 bytes at a multiple of 512 in the file) between the damage and the
+/// next whole entry is all zeros (flipped bits are damage, not a lost write). A log
+/// written before appends were marked keeps the refusal.
 fn read_log(path: &Path, mut visit: impl FnMut(Entry<TypeConfig>, Slot)) -> io::Result<u64> {
     use std::io::{Read, Seek};
     let file = File::open(path)?;
@@ -399,11 +432,17 @@ fn read_log(path: &Path, mut visit: impl FnMut(Entry<TypeConfig>, Slot)) -> io::
         Err(e) => Err(e),
     };
     let mut pos = 0u64;
+    let mut marked = false;
     let mut body = Vec::new();
     loop {
         let mut header = [0u8; FRAME_LEN];
         if !read_full(&mut reader, &mut header)? {
             break;
+        }
+        if mark_at(&header, 0) {
+            marked = true;
+            pos += FRAME_LEN as u64;
+            continue;
         }
         let len = u32::from_le_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         let crc = u32::from_le_bytes(header[4..].try_into().expect("4 bytes"));
@@ -431,20 +470,36 @@ fn read_log(path: &Path, mut visit: impl FnMut(Entry<TypeConfig>, Slot)) -> io::
         let mut file = File::open(path)?;
         file.seek(io::SeekFrom::Start(pos))?;
         file.read_to_end(&mut rest)?;
-        if (1..rest.len()).any(|at| frame_at(&rest, at).is_some()) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "{}: damaged entry at offset {pos} with whole entries after it: not a torn append, so not cut (entries after it may have been acknowledged); to rebuild this node, remove its journal and raft directories and let it catch up from the cluster",
-                    path.display()
-                ),
-            ));
+        if let Some(next) = (1..rest.len()).find(|&at| frame_at(&rest, at).is_some()) {
+            let zeros = |s: u64| {
+                let at = (s * SECTOR - pos) as usize;
+                rest[at..at + SECTOR as usize].iter().all(|&b| b == 0)
+            };
+            let sectors = pos.div_ceil(SECTOR)..(pos + next as u64) / SECTOR;
+            let torn_append = marked
+                && !(1..rest.len()).any(|at| mark_at(&rest, at))
+                && sectors.clone().any(zeros);
+            if !torn_append {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: damaged entry at offset {pos} with whole entries after it: not a torn append, so not cut (entries after it may have been acknowledged); to rebuild this node, remove its journal and raft directories and let it catch up from the cluster",
+                        path.display()
+                    ),
+                ));
+            }
+            eprintln!(
+                "ironmatch cluster: {}: cut a torn last append at offset {pos} ({} bytes: a sector of zeros with whole entries of the same append after it, a write a power loss interrupted)",
+                path.display(),
+                rest.len()
+            );
+        } else {
+            eprintln!(
+                "ironmatch cluster: {}: cut a torn tail of {} bytes",
+                path.display(),
+                rest.len()
+            );
         }
-        eprintln!(
-            "ironmatch cluster: {}: cut a torn tail of {} bytes",
-            path.display(),
-            rest.len()
-        );
     }
     Ok(pos)
 }
@@ -561,6 +616,7 @@ impl RaftStorage<TypeConfig> for RaftStore {
     {
         let mut inner = self.lock();
         let mut buf = Vec::new();
+        mark_append(&mut buf);
         let base = inner.log_len;
         for e in entries {
             let at = buf.len() as u64;
@@ -818,8 +874,11 @@ mod tests {
         });
         let path = dir.join("log");
         let good = std::fs::read(&path).unwrap();
-        // One bit of the second entry's body flipped: entries 3 to 5 follow it.
-        let (_, first) = frame_at(&good, 0).unwrap();
+        // One bit of the second entry's body flipped: entries 3 to 5 follow it (in the
+        // same append: flipped bits are damage, not a lost write).
+        assert!(mark_at(&good, 0), "the append's mark");
+        let (_, first) = frame_at(&good, FRAME_LEN).unwrap();
+        let first = FRAME_LEN + first;
         let mut bad = good.clone();
         bad[first + FRAME_LEN + 3] ^= 0x10;
         std::fs::write(&path, &bad).unwrap();
@@ -843,6 +902,83 @@ mod tests {
                 .entries,
             4
         );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A power loss during an append of several entries can keep its later sectors and
+    /// not an earlier one: a sector of zeros with whole entries after it. In the last
+    /// append (nothing of it acknowledged) it is cut; in an earlier one (synced, perhaps
+    /// acknowledged) or in a log written before appends were marked it is refused.
+    #[test]
+    fn a_torn_last_append_is_cut_and_an_earlier_one_refused() {
+        let dir = temp("torn-append");
+        // Entries of 200 commands span sectors.
+        let appends = [(1..=3), (4..=9)];
+        run(async {
+            let mut s = RaftStore::open(&dir, FsyncMode::Never, 0, None)
+                .unwrap()
+                .store;
+            for range in appends.clone() {
+                s.append_to_log(range.map(|i| entry(1, i, 200)))
+                    .await
+                    .unwrap();
+            }
+        });
+        let path = dir.join("log");
+        let good = std::fs::read(&path).unwrap();
+        // Each entry's frame start, and each mark's.
+        let (mut frames, mut marks, mut at) = (Vec::new(), Vec::new(), 0);
+        while at < good.len() {
+            if mark_at(&good, at) {
+                marks.push(at);
+                at += FRAME_LEN;
+            } else {
+                frames.push(at);
+                at += frame_at(&good, at).expect("a whole entry").1;
+            }
+        }
+        assert_eq!((frames.len(), marks.len()), (9, 2));
+        // Zeros over the first whole sector after `from`, which must end before `before`.
+        let zeroed = |from: usize, before: usize| {
+            let sector = from.div_ceil(512) * 512;
+            assert!(sector + 512 <= before, "a whole sector in between");
+            let mut bytes = good.clone();
+            bytes[sector..sector + 512].fill(0);
+            bytes
+        };
+        let open = |bytes: &[u8]| {
+            std::fs::write(&path, bytes).unwrap();
+            RaftStore::open(&dir, FsyncMode::Never, 0, None)
+        };
+        // In the last append (entries 4 to 9): entry 5 lost a sector, 6 to 9 are whole.
+        let torn = zeroed(frames[4], frames[6]);
+        assert_eq!(open(&torn).unwrap().entries, 4, "cut at entry 5");
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            good[..frames[4]],
+            "the file is cut there"
+        );
+        // In the first append, with the second append's mark after it: refused.
+        let earlier = zeroed(frames[0], frames[2]);
+        let refused = open(&earlier).err().expect("refused");
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData, "{refused}");
+        assert_eq!(std::fs::read(&path).unwrap(), earlier, "nothing was cut");
+        // A log written before appends were marked: the same gap is refused.
+        let unmarked: Vec<u8> = good
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !marks.iter().any(|m| (m..&(m + FRAME_LEN)).contains(&i)))
+            .map(|(_, b)| *b)
+            .collect();
+        let shift = 2 * FRAME_LEN;
+        let old = {
+            let sector = (frames[4] - shift).div_ceil(512) * 512;
+            let mut bytes = unmarked.clone();
+            bytes[sector..sector + 512].fill(0);
+            bytes
+        };
+        let refused = open(&old).err().expect("refused");
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData, "{refused}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -102,13 +102,15 @@ fn display_code(order: &OrderAck) -> u8 {
     }
 }
 
-/// The options echoed on Accepted and Replaced.
-fn ack_options(order: &OrderAck) -> Options {
+/// The options echoed on Accepted and Replaced (OUCH carries CustomerType on Enter and
+/// Accepted only: `replaced` leaves it out).
+fn ack_options(order: &OrderAck, replaced: bool) -> Options {
     Options {
         firm: Some(order.firm.0),
         min_qty: (order.min_qty.0 > 0).then_some(order.min_qty.0),
         max_floor: (order.max_floor.0 > 0).then_some(order.max_floor.0),
-        customer_type: (order.echo.customer_type != b' ').then_some(order.echo.customer_type),
+        customer_type: (!replaced && order.echo.customer_type != b' ')
+            .then_some(order.echo.customer_type),
         post_only: order.post_only.then_some(b'P'),
         expire_time: match order.tif {
             TimeInForce::Gtt { expire_secs } => Some(expire_secs),
@@ -143,7 +145,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
                 clordid: order.echo.clordid,
                 appendage_len: U16::ZERO,
             };
-            write_with_options(out, &m, &ack_options(&order));
+            write_with_options(out, &m, &ack_options(&order, false));
             Some(owner)
         }
         EventBody::Replaced {
@@ -170,7 +172,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
                 clordid: order.echo.clordid,
                 appendage_len: U16::ZERO,
             };
-            write_with_options(out, &m, &ack_options(&order));
+            write_with_options(out, &m, &ack_options(&order, true));
             Some(owner)
         }
         EventBody::Rejected {
@@ -409,6 +411,61 @@ mod tests {
         assert_eq!(options.display_price, Some(1_100_000));
         assert_eq!(cancel_code(CancelReason::PriceBand), b'D');
         assert_eq!(cancel_code(CancelReason::CircuitBreaker), b'H');
+    }
+
+    /// CustomerType (tag 4) is echoed on Order Accepted, and not on Order Replaced, which
+    /// OUCH does not give it.
+    #[test]
+    fn customer_type_is_echoed_on_accepted_only() {
+        let order = OrderAck {
+            user_ref: UserRef(3),
+            order_id: OrderId(11),
+            instrument: crate::types::InstrumentId(0),
+            side: crate::types::Side::Buy,
+            qty: Qty(100),
+            price: Price(1_000_000),
+            tif: crate::book::TimeInForce::Day,
+            hidden: false,
+            post_only: false,
+            min_qty: Qty(0),
+            max_floor: Qty(0),
+            firm: crate::types::Firm::from_str_padded("MMA").unwrap(),
+            echo: crate::book::Echo {
+                customer_type: b'R',
+                ..crate::book::Echo::default()
+            },
+        };
+        let symbols = [crate::types::Symbol::from_str_padded("AAPL").unwrap()];
+        let encode = |body: EventBody| {
+            let mut out = Vec::new();
+            encode_event(
+                &Event {
+                    ts: Timestamp(1),
+                    body,
+                },
+                &symbols,
+                &mut out,
+            );
+            out
+        };
+        let accepted = encode(EventBody::Accepted {
+            owner: OwnerId(0),
+            order,
+        });
+        let Ok(Outbound::Accepted(_, options)) = decode_outbound(&accepted) else {
+            panic!("not an Order Accepted: {accepted:?}");
+        };
+        assert_eq!(options.customer_type, Some(b'R'));
+        let replaced = encode(EventBody::Replaced {
+            owner: OwnerId(0),
+            orig_user_ref: UserRef(2),
+            order,
+        });
+        let Ok(Outbound::Replaced(_, options)) = decode_outbound(&replaced) else {
+            panic!("not an Order Replaced: {replaced:?}");
+        };
+        assert_eq!(options.customer_type, None);
+        assert!(options.firm.is_some(), "the firm still echoed");
     }
 
     #[test]

@@ -374,9 +374,11 @@ impl Gateway {
     /// Whether this stop ends the session: with a trading day, only once its end of
     /// messages has passed (a stop in the middle of the day is a restart's first half:
     /// the next start resumes the same session, so clients are not told it ended and
-    /// reconnect); without one, every stop.
+    /// reconnect); without one, every stop of a node on its own, and never a cluster
+    /// node's: the session goes on at the next leader, where clients fail over (End of
+    /// Session would tell them not to reconnect).
     fn session_over(&self) -> bool {
-        self.day.is_none() || self.day_over.load(Ordering::SeqCst)
+        self.day_over.load(Ordering::SeqCst) || (self.day.is_none() && self.cluster.is_none())
     }
 
     /// Makes this gateway a cluster node's: it takes logins only while `role` says so, and

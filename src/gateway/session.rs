@@ -84,7 +84,9 @@ impl UserSession {
         }
     }
 
-    /// Compares a password field in time independent of where it differs.
+    /// Compares a password field in time independent of where it differs, ignoring ASCII
+    /// case as SoupBinTCP compares its username and password (a connector that sends them
+    /// upper-cased logs in).
     pub fn password_matches(&self, field: &[u8; 10]) -> bool {
         let mut given = [b' '; 10];
         let text = soupbin::trimmed(field);
@@ -93,7 +95,9 @@ impl UserSession {
             .password
             .iter()
             .zip(given.iter())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            .fold(0u8, |acc, (a, b)| {
+                acc | (a.to_ascii_lowercase() ^ b.to_ascii_lowercase())
+            });
         diff == 0
     }
 }
@@ -122,11 +126,14 @@ mod tests {
     }
 
     #[test]
-    fn passwords_compare_exactly() {
+    fn passwords_compare_whole_and_in_any_case() {
         let u = user();
         assert!(u.password_matches(b"pw        "));
+        assert!(u.password_matches(b"PW        "), "SoupBinTCP: any case");
+        assert!(u.password_matches(b"Pw\0\0\0\0\0\0\0\0"), "NUL padded");
         assert!(!u.password_matches(b"pX        "));
         assert!(!u.password_matches(b"pw1       "));
+        assert!(!u.password_matches(b"p         "));
     }
 
     #[test]

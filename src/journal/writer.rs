@@ -206,7 +206,7 @@ pub fn check_sync_failed(dir: &Path) -> io::Result<()> {
     match boot_id() {
         Some(now) if text.is_empty() || (!marked.is_empty() && now != marked) => {
             eprintln!(
-                "ironmatch journal: {}: an fdatasync failed before the machine restarted ({}); what reads back now is what the disk holds: going on",
+                "ironmatch: {}: an fdatasync failed before the machine restarted ({}); what reads back now is what the disk holds: going on",
                 dir.display(),
                 error.trim()
             );
