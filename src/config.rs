@@ -556,7 +556,9 @@ fn default_breaker_secs() -> u32 {
 pub struct UserConfig {
     /// SoupBinTCP username: 1 to 6 ASCII letters or digits.
     pub username: String,
-    /// SoupBinTCP password: 1 to 10 printable ASCII characters, no spaces.
+    /// SoupBinTCP password: 1 to 10 printable ASCII characters, no spaces; compared without
+    /// regard to ASCII case, as SoupBinTCP compares it (a letter counts as one choice, not
+    /// two, towards its strength).
     pub password: String,
     /// Firm: 1 to 4 ASCII letters or digits. Orders of one firm never trade together.
     pub firm: String,

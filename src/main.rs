@@ -835,7 +835,18 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
         || parent
             .canonicalize()
             .is_ok_and(|a| journal.canonicalize().is_ok_and(|b| a == b));
-    let in_raft = parent.file_name().is_some_and(|n| n == "raft");
+    // A Raft directory: named `raft` (the default), the configured `cluster.dir`, or one
+    // holding a Raft log's `log` and `vote`, reached by any path.
+    let canonical_parent = parent
+        .canonicalize()
+        .unwrap_or_else(|_| parent.to_path_buf());
+    let in_raft = canonical_parent.file_name().is_some_and(|n| n == "raft")
+        || config.cluster_settings().is_some_and(|c| {
+            c.dir
+                .canonicalize()
+                .is_ok_and(|dir| dir == canonical_parent)
+        })
+        || (parent.join("log").is_file() && parent.join("vote").is_file());
     let journals = [".imj", ".ims"].iter().any(|end| name.ends_with(end))
         || (in_journal
             && (name.ends_with(".tmp")

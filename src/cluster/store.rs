@@ -174,6 +174,12 @@ impl RaftStore {
         })?;
         inner.log.set_len(valid)?;
         inner.log_len = valid;
+        // What was read may be only in the page cache (a process killed between an
+        // append's write and its sync): made durable before openraft takes it as stored and
+        // answers for it, so that only an append that never returned can be torn.
+        if fsync == FsyncMode::Always {
+            crate::journal::sync_or_mark(&inner.log, dir)?;
+        }
         let resume = applied.finish(&mut inner)?;
         let count = inner.slots.len();
         Ok(Opened {
@@ -283,6 +289,9 @@ impl Inner {
                 });
             }
         }
+        // A mark after the entries too: they were all synced, so no later damage among
+        // them may pass for a torn last append.
+        mark_append(&mut buf);
         let tmp = self.dir.join("log.tmp");
         let mut file = File::create(&tmp)?;
         file.write_all(&buf)?;
@@ -417,8 +426,10 @@ impl FindApplied {
 /// acknowledged. Such a gap is cut when the log marks its appends, the damage lies after
 /// the last mark (no mark follows it: the whole entries after it are the last append's)
 /// and a sector (512 bytes at a multiple of 512 in the file) between the damage and the
-/// next whole entry is all zeros (flipped bits are damage, not a lost write). A log
-/// written before appends were marked keeps the refusal.
+/// next whole entry is all zeros, or the damage's own sector is from the damage on (at
+/// least a frame header's 8 bytes: that sector may also hold the append before, written
+/// earlier); flipped bits are damage, not a lost write. A log written before appends were
+/// marked keeps the refusal.
 fn read_log(path: &Path, mut visit: impl FnMut(Entry<TypeConfig>, Slot)) -> io::Result<u64> {
     use std::io::{Read, Seek};
     let file = File::open(path)?;
@@ -475,10 +486,32 @@ fn read_log(path: &Path, mut visit: impl FnMut(Entry<TypeConfig>, Slot)) -> io::
                 let at = (s * SECTOR - pos) as usize;
                 rest[at..at + SECTOR as usize].iter().all(|&b| b == 0)
             };
-            let sectors = pos.div_ceil(SECTOR)..(pos + next as u64) / SECTOR;
-            let torn_append = marked
-                && !(1..rest.len()).any(|at| mark_at(&rest, at))
-                && sectors.clone().any(zeros);
+            let mut sectors = pos.div_ceil(SECTOR)..(pos + next as u64) / SECTOR;
+            // Or the sector the damage starts in, from there on (it may also hold the tail
+            // of the append before, written earlier): at least a frame header of zeros.
+            let head = ((SECTOR - pos % SECTOR) % SECTOR) as usize;
+            let head_zeros =
+                (FRAME_LEN..=next).contains(&head) && rest[..head].iter().all(|&b| b == 0);
+            // A later mark, walking the frames after the damage (bytes are scanned only
+            // across a further gap, so an entry's content cannot pass for a mark).
+            let mut later_mark = false;
+            let mut at = next;
+            while at < rest.len() {
+                if mark_at(&rest, at) {
+                    later_mark = true;
+                    break;
+                }
+                match frame_at(&rest, at) {
+                    Some((_, len)) => at += len,
+                    None => match (at + 1..rest.len())
+                        .find(|&a| mark_at(&rest, a) || frame_at(&rest, a).is_some())
+                    {
+                        Some(a) => at = a,
+                        None => break,
+                    },
+                }
+            }
+            let torn_append = marked && !later_mark && (head_zeros || sectors.any(zeros));
             if !torn_append {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -502,6 +535,41 @@ fn read_log(path: &Path, mut visit: impl FnMut(Entry<TypeConfig>, Slot)) -> io::
         }
     }
     Ok(pos)
+}
+
+/// Writes, as the store writes them, a log of `appends` (each its entries' command
+/// counts; entries numbered from 1, term 1) to `dir/log`, and returns each append's byte
+/// range (its mark included): for the `raft_log` fuzz target, which damages such logs.
+#[doc(hidden)]
+pub fn write_log_for_fuzzing(
+    dir: &Path,
+    appends: &[Vec<usize>],
+) -> io::Result<Vec<std::ops::Range<u64>>> {
+    let mut buf = Vec::new();
+    let mut ranges = Vec::new();
+    let mut index = 0;
+    for append in appends {
+        let start = buf.len() as u64;
+        mark_append(&mut buf);
+        for &commands in append {
+            index += 1;
+            let command = Command {
+                ts: crate::types::Timestamp(index),
+                owner: crate::types::OwnerId(0),
+                body: crate::book::CommandBody::AccountQuery,
+            };
+            let entry = Entry::<TypeConfig> {
+                log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(super::Batch {
+                    commands: vec![command; commands],
+                }),
+            };
+            encode(&mut buf, &entry);
+        }
+        ranges.push(start..buf.len() as u64);
+    }
+    std::fs::write(dir.join("log"), &buf)?;
+    Ok(ranges)
 }
 
 fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
@@ -926,17 +994,7 @@ mod tests {
         });
         let path = dir.join("log");
         let good = std::fs::read(&path).unwrap();
-        // Each entry's frame start, and each mark's.
-        let (mut frames, mut marks, mut at) = (Vec::new(), Vec::new(), 0);
-        while at < good.len() {
-            if mark_at(&good, at) {
-                marks.push(at);
-                at += FRAME_LEN;
-            } else {
-                frames.push(at);
-                at += frame_at(&good, at).expect("a whole entry").1;
-            }
-        }
+        let (frames, marks) = layout(&good);
         assert_eq!((frames.len(), marks.len()), (9, 2));
         // Zeros over the first whole sector after `from`, which must end before `before`.
         let zeroed = |from: usize, before: usize| {
@@ -978,6 +1036,79 @@ mod tests {
             bytes
         };
         let refused = open(&old).err().expect("refused");
+        assert_eq!(refused.kind(), io::ErrorKind::InvalidData, "{refused}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The frames of a log: each entry's start, and each mark's.
+    fn layout(bytes: &[u8]) -> (Vec<usize>, Vec<usize>) {
+        let (mut frames, mut marks, mut at) = (Vec::new(), Vec::new(), 0);
+        while at < bytes.len() {
+            if mark_at(bytes, at) {
+                marks.push(at);
+                at += FRAME_LEN;
+            } else {
+                frames.push(at);
+                at += frame_at(bytes, at).expect("a whole entry").1;
+            }
+        }
+        (frames, marks)
+    }
+
+    /// A last append whose first sector was lost where it shares a sector with the append
+    /// before (zeros from its mark to that sector's end, its later sectors whole) is cut
+    /// at its mark; and a log rewritten after a purge (all of it synced) ends with a mark,
+    /// so a gap in it is refused, not cut as if it were a torn last append.
+    #[test]
+    fn a_lost_head_sector_is_cut_and_a_rewritten_log_is_not() {
+        let dir = temp("head-sector");
+        run(async {
+            let mut s = RaftStore::open(&dir, FsyncMode::Never, 0, None)
+                .unwrap()
+                .store;
+            s.append_to_log([entry(1, 1, 3)]).await.unwrap();
+            s.append_to_log((2..=4).map(|i| entry(1, i, 200)))
+                .await
+                .unwrap();
+        });
+        let path = dir.join("log");
+        let good = std::fs::read(&path).unwrap();
+        let (frames, marks) = layout(&good);
+        let mark = marks[1];
+        let boundary = mark.div_ceil(512) * 512;
+        assert!(mark % 512 != 0 && boundary - mark >= FRAME_LEN && boundary < frames[2]);
+        let mut torn = good.clone();
+        torn[mark..boundary].fill(0);
+        std::fs::write(&path, &torn).unwrap();
+        let opened = RaftStore::open(&dir, FsyncMode::Never, 0, None).unwrap();
+        assert_eq!(opened.entries, 1, "cut at the last append's mark");
+        assert_eq!(std::fs::read(&path).unwrap(), good[..mark]);
+        // Appends after the cut, then a purge of the first entry: the log is rewritten.
+        run(async {
+            let mut s = opened.store;
+            s.append_to_log((2..=4).map(|i| entry(1, i, 200)))
+                .await
+                .unwrap();
+            s.purge_logs_upto(LogId::new(CommittedLeaderId::new(1, 1), 1))
+                .await
+                .unwrap();
+        });
+        let rewritten = std::fs::read(&path).unwrap();
+        let (frames, marks) = layout(&rewritten);
+        assert_eq!(frames.len(), 3);
+        assert_eq!(
+            marks.last(),
+            Some(&(rewritten.len() - FRAME_LEN)),
+            "a mark at the end"
+        );
+        let sector = frames[0].div_ceil(512) * 512;
+        assert!(sector + 512 <= frames[2]);
+        let mut gap = rewritten.clone();
+        gap[sector..sector + 512].fill(0);
+        std::fs::write(&path, &gap).unwrap();
+        let refused = RaftStore::open(&dir, FsyncMode::Never, 0, None)
+            .err()
+            .expect("refused");
         assert_eq!(refused.kind(), io::ErrorKind::InvalidData, "{refused}");
         let _ = std::fs::remove_dir_all(&dir);
     }
