@@ -179,6 +179,9 @@ impl RaftStore {
         // answers for it, so that only an append that never returned can be torn.
         if fsync == FsyncMode::Always {
             crate::journal::sync_or_mark(&inner.log, dir)?;
+            // And the directory: a file renamed into place (the vote, the purge point) by
+            // a process killed before its directory sync is read now and must stay.
+            File::open(dir)?.sync_all()?;
         }
         let resume = applied.finish(&mut inner)?;
         let count = inner.slots.len();
@@ -492,9 +495,11 @@ fn read_log(path: &Path, mut visit: impl FnMut(Entry<TypeConfig>, Slot)) -> io::
             let head = ((SECTOR - pos % SECTOR) % SECTOR) as usize;
             let head_zeros =
                 (FRAME_LEN..=next).contains(&head) && rest[..head].iter().all(|&b| b == 0);
-            // A later mark, walking the frames after the damage (bytes are scanned only
-            // across a further gap, so an entry's content cannot pass for a mark).
-            let mut later_mark = false;
+            // A later mark: between the damage and the next whole entry (the next append's
+            // own, if the damage ended the one before), or among the frames after it (bytes
+            // are scanned only across gaps, so an entry's content cannot pass for a mark;
+            // damaged bytes that do only refuse the log).
+            let mut later_mark = (1..next).any(|a| mark_at(&rest, a));
             let mut at = next;
             while at < rest.len() {
                 if mark_at(&rest, at) {
@@ -526,6 +531,17 @@ fn read_log(path: &Path, mut visit: impl FnMut(Entry<TypeConfig>, Slot)) -> io::
                 path.display(),
                 rest.len()
             );
+        } else if marked && (1..rest.len()).any(|a| mark_at(&rest, a)) {
+            // No whole entry after the damage, but a mark: an append began after the
+            // damaged one (a rewritten log's closing mark, an empty append), so the damaged
+            // one was synced before it: damage, not a torn write.
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "{}: damaged entry at offset {pos} with a later append's mark after it: not a torn append, so not cut (it may have been acknowledged); to rebuild this node, remove its journal and raft directories and let it catch up from the cluster",
+                    path.display()
+                ),
+            ));
         } else {
             eprintln!(
                 "ironmatch cluster: {}: cut a torn tail of {} bytes",
@@ -1016,11 +1032,27 @@ mod tests {
             good[..frames[4]],
             "the file is cut there"
         );
-        // In the first append, with the second append's mark after it: refused.
-        let earlier = zeroed(frames[0], frames[2]);
-        let refused = open(&earlier).err().expect("refused");
+        // In the first append, with the second append's mark after it: refused, whether
+        // whole entries of the first append follow the gap, or the mark comes next (the
+        // first append's last entry zeroed from its start to its sector's end).
+        let head = {
+            let end = frames[2].div_ceil(512) * 512;
+            assert!(end - frames[2] >= FRAME_LEN && end < marks[1], "{end}");
+            let mut bytes = good.clone();
+            bytes[frames[2]..end].fill(0);
+            bytes
+        };
+        for earlier in [zeroed(frames[0], frames[2]), head] {
+            let refused = open(&earlier).err().expect("refused");
+            assert_eq!(refused.kind(), io::ErrorKind::InvalidData, "{refused}");
+            assert_eq!(std::fs::read(&path).unwrap(), earlier, "nothing was cut");
+        }
+        // The first append's last entry damaged, with nothing whole after it but the
+        // second append's mark: refused too.
+        let mut flipped = good[..marks[1] + FRAME_LEN].to_vec();
+        flipped[frames[2] + FRAME_LEN + 1] ^= 0x40;
+        let refused = open(&flipped).err().expect("refused");
         assert_eq!(refused.kind(), io::ErrorKind::InvalidData, "{refused}");
-        assert_eq!(std::fs::read(&path).unwrap(), earlier, "nothing was cut");
         // A log written before appends were marked: the same gap is refused.
         let unmarked: Vec<u8> = good
             .iter()
