@@ -200,10 +200,27 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
         | ("halt-all" | "resume-all", None) => {}
         _ => return None,
     }
+    // What each verb takes: anything else is refused, so that a parameter the operator
+    // meant (`halt-all?cancel=true`) is never dropped while the rest is done.
+    let takes: &[&str] = match verb {
+        "halt" | "pause" | "quote-only" => &["cancel", "reason"],
+        "resume" => &["reason"],
+        _ => &[],
+    };
     let mut cancel = false;
     let mut reason = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        if matches!(key, "cancel" | "reason") && !takes.contains(&key) {
+            return Some(Err(format!(
+                "{verb} takes no {key:?} parameter{}",
+                if takes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (it takes {})", takes.join(", "))
+                }
+            )));
+        }
         match key {
             "cancel" => {
                 cancel = match value {
@@ -318,5 +335,34 @@ mod tests {
         ));
         assert_eq!(parse("/metrics", ""), None);
         assert_eq!(parse("/nope/x", ""), None);
+    }
+
+    /// A parameter the verb does not take is refused, not dropped while the rest is done
+    /// (`halt-all?cancel=true` halted without canceling).
+    #[test]
+    fn a_parameter_the_verb_does_not_take_is_refused() {
+        for (path, query) in [
+            ("/halt-all", "cancel=true"),
+            ("/halt-all", "reason=T1"),
+            ("/resume-all", "reason=T1"),
+            ("/resume/AAPL", "cancel=true"),
+            ("/cancel-user/MM1", "cancel=true"),
+            ("/cancel-instrument/AAPL", "reason=T1"),
+            ("/kick/MM1", "cancel"),
+        ] {
+            let refused = parse(path, query);
+            assert!(
+                matches!(&refused, Some(Err(e)) if e.contains("takes no")),
+                "{path}?{query}: {refused:?}"
+            );
+        }
+        assert!(matches!(
+            parse("/resume/AAPL", "reason=T1"),
+            Some(Ok(AdminAction::SetState { .. }))
+        ));
+        assert!(matches!(
+            parse("/quote-only/AAPL", "cancel=true&reason=T1"),
+            Some(Ok(AdminAction::SetState { cancel: true, .. }))
+        ));
     }
 }

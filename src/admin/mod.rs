@@ -84,7 +84,8 @@ pub struct AdminServer {
 pub const CONNECTIONS_MAX: usize = 32;
 /// How long a connection may take to send a request's head.
 pub const HEADER_WAIT_MAX: Duration = Duration::from_secs(5);
-/// How long a connection may stay open, requests or not.
+/// How long a connection may stay open, requests or not (a request being answered then
+/// is answered before it closes).
 pub const CONNECTION_TIME_MAX: Duration = Duration::from_secs(60);
 
 /// How long binding waits for an address still in use.
@@ -233,8 +234,19 @@ async fn serve_connections(
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_WAIT_MAX)
                 .serve_connection(TokioIo::new(stream), service);
-            // A client that went away, or took too long, is its own loss.
-            let _ = tokio::time::timeout(CONNECTION_TIME_MAX, connection).await;
+            // A client that went away, or took too long, is its own loss; but a request
+            // being answered when the connection's time is up is answered first (an
+            // action applied must not lose its answer): the connection then closes,
+            // dropped at the latest once an action's wait could have ended.
+            let mut connection = std::pin::pin!(connection);
+            if tokio::time::timeout(CONNECTION_TIME_MAX, connection.as_mut())
+                .await
+                .is_err()
+            {
+                connection.as_mut().graceful_shutdown();
+                let last = actions::REPLY_WAIT_MAX + Duration::from_secs(1);
+                let _ = tokio::time::timeout(last, connection).await;
+            }
         });
         open.push_back(Open {
             task: task.abort_handle(),
