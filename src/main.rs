@@ -284,15 +284,20 @@ enum AdminCmd {
 /// `ironmatch admin ...`: exit 0 with the answer printed, 1 if the endpoint refused or
 /// could not be reached.
 fn admin(action: AdminCmd) -> ExitCode {
+    // Names and values percent-encoded: a symbol with `&` or `/`, or a reason with `&`,
+    // reaches the endpoint as what it is, not as more of the path or another parameter.
+    let enc = |text: &str| {
+        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
+    };
     let state_path = |verb: &str, symbol: &str, cancel: bool, reason: &Option<String>| {
         let mut query = Vec::new();
         if cancel {
             query.push("cancel=true".to_string());
         }
         if let Some(reason) = reason {
-            query.push(format!("reason={reason}"));
+            query.push(format!("reason={}", enc(reason)));
         }
-        format!("/{verb}/{symbol}?{}", query.join("&"))
+        format!("/{verb}/{}?{}", enc(symbol), query.join("&"))
     };
     let (endpoint, path) = match action {
         AdminCmd::Status { endpoint } => (endpoint, None),
@@ -319,14 +324,19 @@ fn admin(action: AdminCmd) -> ExitCode {
             endpoint,
             Some(state_path("quote-only", &symbol, false, &reason)),
         ),
-        AdminCmd::Resume { symbol, endpoint } => (endpoint, Some(format!("/resume/{symbol}"))),
+        AdminCmd::Resume { symbol, endpoint } => {
+            (endpoint, Some(format!("/resume/{}", enc(&symbol))))
+        }
         AdminCmd::HaltAll { endpoint } => (endpoint, Some("/halt-all".to_string())),
         AdminCmd::ResumeAll { endpoint } => (endpoint, Some("/resume-all".to_string())),
-        AdminCmd::CancelUser { user, endpoint } => (endpoint, Some(format!("/cancel-user/{user}"))),
-        AdminCmd::CancelInstrument { symbol, endpoint } => {
-            (endpoint, Some(format!("/cancel-instrument/{symbol}")))
+        AdminCmd::CancelUser { user, endpoint } => {
+            (endpoint, Some(format!("/cancel-user/{}", enc(&user))))
         }
-        AdminCmd::Kick { user, endpoint } => (endpoint, Some(format!("/kick/{user}"))),
+        AdminCmd::CancelInstrument { symbol, endpoint } => (
+            endpoint,
+            Some(format!("/cancel-instrument/{}", enc(&symbol))),
+        ),
+        AdminCmd::Kick { user, endpoint } => (endpoint, Some(format!("/kick/{}", enc(&user)))),
     };
     let Endpoint { url, token, json } = endpoint;
     let token = token.or_else(|| {

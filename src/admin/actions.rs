@@ -190,6 +190,15 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
         Some((verb, name)) => (verb, Some(name)),
         None => (path.strip_prefix('/')?, None),
     };
+    // A name and the query's keys and values are percent-decoded once split (`ironmatch
+    // admin` encodes them), so a symbol with `&`, `?` or `/` can be named, and a reason
+    // cannot carry another parameter.
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8()
+            .map(|t| t.into_owned())
+            .map_err(|_| format!("{text:?}: not UTF-8 once percent-decoded"))
+    };
     // Not an action path whatever its query (an unknown path is a 404, not a bad query).
     match (verb, name) {
         (
@@ -200,6 +209,11 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
         | ("halt-all" | "resume-all", None) => {}
         _ => return None,
     }
+    let name = match name.map(decode).transpose() {
+        Ok(name) => name,
+        Err(e) => return Some(Err(e)),
+    };
+    let name = name.as_deref();
     // What each verb takes: anything else is refused, so that a parameter the operator
     // meant (`halt-all?cancel=true`) is never dropped while the rest is done.
     let takes: &[&str] = match verb {
@@ -211,6 +225,11 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
     let mut reason = None;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        let (key, value) = match (decode(key), decode(value)) {
+            (Ok(key), Ok(value)) => (key, value),
+            (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
+        };
+        let (key, value) = (key.as_str(), value.as_str());
         if matches!(key, "cancel" | "reason") && !takes.contains(&key) {
             return Some(Err(format!(
                 "{verb} takes no {key:?} parameter{}",
@@ -335,6 +354,31 @@ mod tests {
         ));
         assert_eq!(parse("/metrics", ""), None);
         assert_eq!(parse("/nope/x", ""), None);
+    }
+
+    /// Names and parameters are percent-decoded once split: an encoded `&` is part of the
+    /// name or the value, not another parameter; a bad encoding is refused.
+    #[test]
+    fn names_and_values_are_percent_decoded() {
+        assert_eq!(
+            parse("/halt/A%26B%2FC", "reason=T%31"),
+            Some(Ok(AdminAction::SetState {
+                symbol: "A&B/C".into(),
+                state: TradingState::Halted,
+                reason: "T1".into(),
+                cancel: false
+            }))
+        );
+        // A reason smuggling a parameter stays one (too long) reason: refused.
+        assert!(matches!(
+            parse("/halt/AAPL", "reason=A%26cancel%3Dtrue"),
+            Some(Err(e)) if e.contains("reason")
+        ));
+        assert!(matches!(parse("/kick/%FF", ""), Some(Err(_))));
+        assert_eq!(
+            parse("/kick/MM%31", ""),
+            Some(Ok(AdminAction::Kick("MM1".into())))
+        );
     }
 
     /// A parameter the verb does not take is refused, not dropped while the rest is done
