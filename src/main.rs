@@ -286,9 +286,18 @@ enum AdminCmd {
 fn admin(action: AdminCmd) -> ExitCode {
     // Names and values percent-encoded: a symbol with `&` or `/`, or a reason with `&`,
     // reaches the endpoint as what it is, not as more of the path or another parameter.
-    let enc = |text: &str| {
-        percent_encoding::utf8_percent_encode(text, percent_encoding::NON_ALPHANUMERIC).to_string()
-    };
+    // Only what the path and query's syntax gives a meaning to is encoded, so an ordinary
+    // symbol (`BRK.B`) goes out as it is, to an engine from before the decoding too.
+    const SYNTAX: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'%')
+        .add(b'/')
+        .add(b'?')
+        .add(b'#')
+        .add(b'&')
+        .add(b'=')
+        .add(b'+');
+    let enc = |text: &str| percent_encoding::utf8_percent_encode(text, SYNTAX).to_string();
     let state_path = |verb: &str, symbol: &str, cancel: bool, reason: &Option<String>| {
         let mut query = Vec::new();
         if cancel {

@@ -185,6 +185,21 @@ fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
     assert!(out.status.success(), "{out:?}");
     let line = String::from_utf8_lossy(&out.stdout);
     assert!(line.starts_with("AAPL: quotation only"), "{line}");
+    // A reason is sent as one value, encoded: `&cancel=true` in it adds no parameter (it
+    // is a reason too long, refused), and nothing changes.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args([
+            "admin",
+            "halt",
+            "AAPL",
+            "--reason",
+            "A&cancel=true",
+            "--url",
+            &admin_url,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
         .args(["admin", "resume", "NOPE", "--url", &admin_url])
         .output()

@@ -182,8 +182,9 @@ impl ActionSender {
 
 /// The action a `POST` path asks for: `/halt/SYMBOL`, `/resume/SYMBOL`, `/pause/SYMBOL`,
 /// `/quote-only/SYMBOL`, `/halt-all`, `/resume-all`, `/cancel-user/USER`,
-/// `/cancel-instrument/SYMBOL`, `/kick/USER`; `query` may hold `cancel=true` (halt, pause)
-/// and `reason=XXXX` (state changes). `None`: not an action path.
+/// `/cancel-instrument/SYMBOL`, `/kick/USER`; `query` may hold `cancel=true` (halt, pause,
+/// quote-only) and `reason=XXXX` (state changes), each once; a name, a key and a value are
+/// percent-decoded (`+` is not a space). `None`: not an action path.
 pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
     let path = path.trim_end_matches('/');
     let (verb, name) = match path.strip_prefix('/')?.split_once('/') {
@@ -223,12 +224,18 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
     };
     let mut cancel = false;
     let mut reason = None;
+    let mut seen: Vec<String> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
         let (key, value) = match (decode(key), decode(value)) {
             (Ok(key), Ok(value)) => (key, value),
             (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
         };
+        // Twice: which one was meant is not known (the last one used to win).
+        if seen.contains(&key) {
+            return Some(Err(format!("{key:?} given twice")));
+        }
+        seen.push(key.clone());
         let (key, value) = (key.as_str(), value.as_str());
         if matches!(key, "cancel" | "reason") && !takes.contains(&key) {
             return Some(Err(format!(
@@ -375,6 +382,11 @@ mod tests {
             Some(Err(e)) if e.contains("reason")
         ));
         assert!(matches!(parse("/kick/%FF", ""), Some(Err(_))));
+        // Given twice: refused (the last one used to win).
+        assert!(matches!(
+            parse("/halt/AAPL", "cancel=true&cancel=no"),
+            Some(Err(e)) if e.contains("twice")
+        ));
         assert_eq!(
             parse("/kick/MM%31", ""),
             Some(Ok(AdminAction::Kick("MM1".into())))

@@ -22,8 +22,10 @@
 //! never read (no route takes one), at most [`CONNECTIONS_MAX`] connections are open at
 //! once (at the cap, the oldest one with no request being answered is closed to make room
 //! for the new one), a request's head must arrive within
-//! [`HEADER_WAIT_MAX`] and a connection lives at most [`CONNECTION_TIME_MAX`], so no client
-//! can hold the endpoint, and no header can make it allocate more than its buffer.
+//! [`HEADER_WAIT_MAX`] and a connection lives at most [`CONNECTION_TIME_MAX`] (and a
+//! request being answered then: up to [`actions::REPLY_WAIT_MAX`] and a second more), so
+//! no client can hold the endpoint, and no header can make it allocate more than its
+//! buffer.
 
 pub mod actions;
 pub mod client;
