@@ -10,6 +10,7 @@
 //! command is journaled, with cancel-on-disconnect as configured) and the reply says so.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crossbeam::channel::{Receiver, Sender};
@@ -66,25 +67,49 @@ impl ActionReply {
     }
 
     /// The reply for the matcher's outcome of `action`, with the `request` number the
-    /// journal holds.
+    /// journal holds and, for a state change, the state it left `in_force` (its Trading
+    /// Action's): where that is not the state asked for (a resume under the venue halt),
+    /// the reply says so.
     pub fn from_outcome(
         action: &AdminAction,
         request: u64,
         outcome: OperatorOutcome,
+        in_force: Option<TradingState>,
     ) -> ActionReply {
         match outcome {
-            OperatorOutcome::Done { canceled } => ActionReply {
-                status: 200,
-                body: json!({
-                    "ok": true,
-                    "request": request,
-                    "action": describe(action),
-                    "canceled": canceled,
-                }),
-            },
+            OperatorOutcome::Done { canceled } => {
+                let mut said = describe(action);
+                if let (AdminAction::SetState { state, .. }, Some(now)) = (action, in_force)
+                    && now != *state
+                {
+                    said.push_str(&format!(
+                        "; in force: {} (the venue halt holds every instrument until resume-all)",
+                        state_name(now)
+                    ));
+                }
+                ActionReply {
+                    status: 200,
+                    body: json!({
+                        "ok": true,
+                        "request": request,
+                        "action": said,
+                        "canceled": canceled,
+                    }),
+                }
+            }
             OperatorOutcome::UnknownSymbol => ActionReply::refused(404, "no such instrument"),
             OperatorOutcome::UnknownUser => ActionReply::refused(404, "no such user"),
         }
+    }
+}
+
+/// A trading state as the replies say it.
+fn state_name(state: TradingState) -> &'static str {
+    match state {
+        TradingState::Trading => "trading",
+        TradingState::Halted => "halted",
+        TradingState::Paused => "paused",
+        TradingState::QuotationOnly => "quotation only",
     }
 }
 
@@ -98,12 +123,7 @@ pub fn describe(action: &AdminAction) -> String {
             cancel,
         } => format!(
             "{symbol}: {}{}{}",
-            match state {
-                TradingState::Trading => "trading",
-                TradingState::Halted => "halted",
-                TradingState::Paused => "paused",
-                TradingState::QuotationOnly => "quotation only",
-            },
+            state_name(*state),
             if reason.trim().is_empty() {
                 String::new()
             } else {
@@ -130,6 +150,47 @@ pub struct ActionRequest {
     pub action: AdminAction,
     /// Where the result goes (the endpoint waits on it).
     pub reply: Sender<ActionReply>,
+    /// Who has the request: the gateway takes it ([`Self::take`]) or the endpoint, having
+    /// waited in vain, abandons it, whichever comes first; an abandoned request is never
+    /// applied, so its 504 can say so.
+    claim: Arc<Claim>,
+}
+
+/// A request's claim: [`QUEUED`], then [`TAKEN`] or [`ABANDONED`]; and the operator
+/// request number it was sequenced as (0: none yet).
+#[derive(Debug, Default)]
+struct Claim {
+    state: AtomicU8,
+    request: AtomicU64,
+}
+
+const QUEUED: u8 = 0;
+const TAKEN: u8 = 1;
+const ABANDONED: u8 = 2;
+
+impl ActionRequest {
+    /// A request for `action`, its result going to `reply`.
+    pub fn new(action: AdminAction, reply: Sender<ActionReply>) -> ActionRequest {
+        ActionRequest {
+            action,
+            reply,
+            claim: Arc::default(),
+        }
+    }
+
+    /// Takes the request for the gateway: `false` if the endpoint gave up on it first (it
+    /// answered 504 saying nothing was done: the request must be dropped unapplied).
+    pub fn take(&self) -> bool {
+        self.claim
+            .state
+            .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Records the operator request number the action was sequenced as, for a 504.
+    pub fn sequenced_as(&self, request: u64) {
+        self.claim.request.store(request, Ordering::Release);
+    }
 }
 
 /// The endpoint's side: sends actions to the gateway and wakes it.
@@ -156,22 +217,51 @@ impl ActionSender {
     /// Hands `action` to the gateway and waits for its result (at most
     /// [`REPLY_WAIT_MAX`]).
     pub fn run(&self, action: AdminAction) -> ActionReply {
+        self.run_within(action, REPLY_WAIT_MAX)
+    }
+
+    /// [`Self::run`], waiting at most `wait`.
+    pub fn run_within(&self, action: AdminAction, wait: Duration) -> ActionReply {
         let (reply, result) = crossbeam::channel::bounded(1);
-        if self
-            .queue
-            .try_send(ActionRequest { action, reply })
-            .is_err()
-        {
+        let request = ActionRequest::new(action, reply);
+        let claim = Arc::clone(&request.claim);
+        if self.queue.try_send(request).is_err() {
             return ActionReply::refused(
                 503,
                 "the engine is not taking actions (stopping, or too many waiting)",
             );
         }
         (self.wake)();
-        match result.recv_timeout(REPLY_WAIT_MAX) {
+        match result.recv_timeout(wait) {
             Ok(reply) => reply,
             Err(crossbeam::channel::RecvTimeoutError::Timeout) => {
-                ActionReply::refused(504, "no result in time; see the journal for the outcome")
+                let abandoned = claim
+                    .state
+                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                // The gateway may have answered between the wait's end and the claim.
+                if let Ok(reply) = result.try_recv() {
+                    return reply;
+                }
+                if abandoned {
+                    ActionReply::refused(
+                        504,
+                        "no result in time; not applied (the engine had not taken it, and will not): safe to retry",
+                    )
+                } else {
+                    match claim.request.load(Ordering::Acquire) {
+                        0 => ActionReply::refused(
+                            504,
+                            "no result in time; taken by the engine, outcome not known: see the journal before retrying",
+                        ),
+                        request => ActionReply::refused(
+                            504,
+                            format!(
+                                "no result in time; sequenced as operator request {request}, outcome pending: see the journal (replay --json) before retrying"
+                            ),
+                        ),
+                    }
+                }
             }
             Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
                 ActionReply::refused(503, "the engine stopped before the action was done")
@@ -391,6 +481,63 @@ mod tests {
             parse("/kick/MM%31", ""),
             Some(Ok(AdminAction::Kick("MM1".into())))
         );
+    }
+
+    /// A state change whose Trading Action left another state in force (a resume under the
+    /// venue halt) says so; one that took effect says only what it did.
+    #[test]
+    fn a_reply_says_the_state_in_force_when_it_is_not_the_one_asked_for() {
+        let resume = AdminAction::SetState {
+            symbol: "AAPL".into(),
+            state: TradingState::Trading,
+            reason: String::new(),
+            cancel: false,
+        };
+        let done = OperatorOutcome::Done { canceled: 0 };
+        let said = |in_force| {
+            ActionReply::from_outcome(&resume, 3, done, in_force).body["action"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(said(Some(TradingState::Trading)), "AAPL: trading");
+        let held = said(Some(TradingState::Halted));
+        assert!(
+            held.starts_with("AAPL: trading; in force: halted"),
+            "{held}"
+        );
+    }
+
+    /// A result that does not come in time: if the engine had not taken the request, the
+    /// 504 says it was not applied and the engine drops it when it gets to it (a retry
+    /// cannot apply it twice); if it had, the 504 names the request it was sequenced as.
+    #[test]
+    fn a_request_given_up_on_is_never_applied_and_a_taken_one_is_named() {
+        let (sender, queue) = queue(Arc::new(|| {}));
+        let halt = AdminAction::VenueHalt(true);
+        let wait = Duration::from_millis(50);
+        let reply = sender.run_within(halt.clone(), wait);
+        let error = reply.body["error"].as_str().unwrap_or_default().to_string();
+        assert_eq!(reply.status, 504);
+        assert!(error.contains("not applied"), "{error}");
+        let late = queue.try_recv().expect("still queued");
+        assert!(
+            !late.take(),
+            "the engine must not take an abandoned request"
+        );
+        // Taken and sequenced, its result not back in time.
+        let engine = std::thread::spawn(move || {
+            let request = queue.recv().unwrap();
+            assert!(request.take());
+            request.sequenced_as(7);
+            std::thread::sleep(Duration::from_millis(300));
+            drop(request);
+        });
+        let reply = sender.run_within(halt, wait);
+        let error = reply.body["error"].as_str().unwrap_or_default().to_string();
+        assert_eq!(reply.status, 504);
+        assert!(error.contains("operator request 7"), "{error}");
+        engine.join().unwrap();
     }
 
     /// A parameter the verb does not take is refused, not dropped while the rest is done

@@ -655,6 +655,7 @@ mod tests {
                 &held.action,
                 1,
                 crate::book::OperatorOutcome::Done { canceled: 0 },
+                None,
             ))
             .unwrap();
         let post = post.join().unwrap().unwrap();

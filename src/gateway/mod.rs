@@ -180,6 +180,8 @@ pub struct Gateway {
     actions: Option<crossbeam::channel::Receiver<ActionRequest>>,
     /// Actions sequenced and waiting for their result: (request number, action, reply).
     pending_actions: Vec<(u64, AdminAction, crossbeam::channel::Sender<ActionReply>)>,
+    /// The state of the last Trading Action seen, for an operator's result.
+    last_trading_state: Option<crate::book::TradingState>,
     /// The next operator request number (starts from the clock, so numbers are unique
     /// across restarts too).
     next_request: u64,
@@ -307,6 +309,7 @@ impl Gateway {
             day_over: Arc::new(AtomicBool::new(false)),
             actions: None,
             pending_actions: Vec::with_capacity(PENDING_ACTIONS_MAX),
+            last_trading_state: None,
             next_request: crate::venue::epoch_ns().max(1) as u64,
             store_read_done: spiller.read_done(),
             cluster: None,
@@ -467,8 +470,13 @@ impl Gateway {
 
     fn run_actions(&mut self, queue: &crossbeam::channel::Receiver<ActionRequest>) -> usize {
         let mut taken = 0;
-        while let Ok(ActionRequest { action, reply }) = queue.try_recv() {
+        while let Ok(request) = queue.try_recv() {
+            // One the endpoint gave up on was answered "not applied": dropped.
+            if !request.take() {
+                continue;
+            }
             taken += 1;
+            let (action, reply) = (request.action.clone(), request.reply.clone());
             if !self.takes_logins() {
                 let _ = reply.try_send(ActionReply::refused(
                     503,
@@ -557,8 +565,10 @@ impl Gateway {
                 ));
                 continue;
             }
-            let request = self.next_request;
+            let number = self.next_request;
             self.next_request += 1;
+            request.sequenced_as(number);
+            let request = number;
             self.deferred.push_back(Record::Command(Command {
                 ts: self.clock.now(),
                 owner: OwnerId(0),
@@ -663,10 +673,18 @@ impl Gateway {
             }
             return None;
         }
+        // The state in force an operator's state change left (its Trading Action comes just
+        // before its result): under a venue halt a resume leaves the instrument halted.
+        if let crate::book::EventBody::TradingAction { state, .. } = event.body {
+            self.last_trading_state = Some(state);
+        }
         if let crate::book::EventBody::OperatorDone { request, outcome } = event.body {
+            let in_force = self.last_trading_state.take();
             if let Some(at) = self.pending_actions.iter().position(|p| p.0 == request) {
                 let (_, action, reply) = self.pending_actions.swap_remove(at);
-                let _ = reply.try_send(ActionReply::from_outcome(&action, request, outcome));
+                let _ = reply.try_send(ActionReply::from_outcome(
+                    &action, request, outcome, in_force,
+                ));
             }
             return None;
         }
