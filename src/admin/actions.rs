@@ -21,6 +21,10 @@ use crate::book::{OperatorOutcome, TradingState};
 /// How long the endpoint waits for an action's result before answering 504.
 pub const REPLY_WAIT_MAX: Duration = Duration::from_secs(5);
 
+/// After the wait, how long more a request the gateway has taken is given to be answered
+/// or numbered (it is, within the gateway's same turn).
+const TAKEN_WAIT_MAX: Duration = Duration::from_millis(100);
+
 /// Actions waiting for the gateway, at most.
 pub const QUEUE_MAX: usize = 64;
 
@@ -239,9 +243,21 @@ impl ActionSender {
                     .state
                     .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
                     .is_ok();
-                // The gateway may have answered between the wait's end and the claim.
+                // The gateway may have answered between the wait's end and the claim; and
+                // one it has taken is, within its same turn, answered (a refusal, a kick)
+                // or numbered: a moment more tells which.
                 if let Ok(reply) = result.try_recv() {
                     return reply;
+                }
+                if !abandoned {
+                    let until = std::time::Instant::now() + TAKEN_WAIT_MAX;
+                    while claim.request.load(Ordering::Acquire) == 0
+                        && std::time::Instant::now() < until
+                    {
+                        if let Ok(reply) = result.recv_timeout(Duration::from_millis(5)) {
+                            return reply;
+                        }
+                    }
                 }
                 if abandoned {
                     ActionReply::refused(
@@ -525,19 +541,22 @@ mod tests {
             !late.take(),
             "the engine must not take an abandoned request"
         );
-        // Taken and sequenced, its result not back in time.
+        // Taken and sequenced, its result not back in time (the engine takes it well
+        // within the wait, and holds it until the endpoint has answered).
+        let (answered, done) = crossbeam::channel::bounded::<()>(1);
         let engine = std::thread::spawn(move || {
             let request = queue.recv().unwrap();
-            assert!(request.take());
+            let taken = request.take();
             request.sequenced_as(7);
-            std::thread::sleep(Duration::from_millis(300));
-            drop(request);
+            let _ = done.recv();
+            taken
         });
-        let reply = sender.run_within(halt, wait);
+        let reply = sender.run_within(halt, Duration::from_secs(2));
+        answered.send(()).unwrap();
+        assert!(engine.join().unwrap(), "taken");
         let error = reply.body["error"].as_str().unwrap_or_default().to_string();
         assert_eq!(reply.status, 504);
         assert!(error.contains("operator request 7"), "{error}");
-        engine.join().unwrap();
     }
 
     /// A parameter the verb does not take is refused, not dropped while the rest is done
