@@ -98,6 +98,8 @@ pub const BIND_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(2)
 pub struct AdminListener {
     listener: TcpListener,
     token: Option<String>,
+    /// How long a connection may stay open ([`CONNECTION_TIME_MAX`]; shorter in tests).
+    connection_time: Duration,
 }
 
 impl AdminListener {
@@ -126,6 +128,7 @@ impl AdminListener {
         Ok(AdminListener {
             listener,
             token: settings.token.clone(),
+            connection_time: CONNECTION_TIME_MAX,
         })
     }
 
@@ -150,11 +153,17 @@ impl AdminServer {
                 .map_err(|e| io::Error::new(e.kind(), format!("admin endpoint on {addr}: {e}")))?
         };
         let handler = Arc::new(Handler::new(view, bound.token));
+        let connection_time = bound.connection_time;
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let thread = std::thread::Builder::new()
             .name("im-admin".to_string())
             .spawn(move || {
-                runtime.block_on(serve_connections(listener, handler, stopped));
+                runtime.block_on(serve_connections(
+                    listener,
+                    handler,
+                    stopped,
+                    connection_time,
+                ));
                 // Closes the connections still open; an action still waiting for its
                 // result (at most REPLY_WAIT_MAX) is left to end on its own thread.
                 runtime.shutdown_timeout(Duration::from_millis(100));
@@ -183,6 +192,7 @@ async fn serve_connections(
     listener: tokio::net::TcpListener,
     handler: Arc<Handler>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
+    connection_time: Duration,
 ) {
     let mut open: std::collections::VecDeque<Open> = std::collections::VecDeque::new();
     let mut evicted = 0u64;
@@ -241,7 +251,7 @@ async fn serve_connections(
             // action applied must not lose its answer): the connection then closes,
             // dropped at the latest once an action's wait could have ended.
             let mut connection = std::pin::pin!(connection);
-            if tokio::time::timeout(CONNECTION_TIME_MAX, connection.as_mut())
+            if tokio::time::timeout(connection_time, connection.as_mut())
                 .await
                 .is_err()
             {
@@ -599,6 +609,16 @@ mod tests {
         AdminServer,
         crossbeam::channel::Receiver<actions::ActionRequest>,
     ) {
+        endpoint_with(CONNECTION_TIME_MAX)
+    }
+
+    /// [`endpoint`] whose connections may stay open `connection_time`.
+    fn endpoint_with(
+        connection_time: Duration,
+    ) -> (
+        AdminServer,
+        crossbeam::channel::Receiver<actions::ActionRequest>,
+    ) {
         let (sender, requests) = actions::queue(Arc::new(|| {}));
         let view = EngineView {
             metrics: Arc::new(EngineMetrics::new(
@@ -619,8 +639,34 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             token: None,
         };
-        let server = AdminListener::bind(&settings).unwrap().serve(view).unwrap();
+        let mut listener = AdminListener::bind(&settings).unwrap();
+        listener.connection_time = connection_time;
+        let server = listener.serve(view).unwrap();
         (server, requests)
+    }
+
+    /// A request being answered when its connection's time is up is answered before the
+    /// connection closes (an action applied used to lose its answer with the connection).
+    #[test]
+    fn a_connection_out_of_time_still_answers_its_request() {
+        let (server, requests) = endpoint_with(Duration::from_millis(300));
+        let url = format!("http://{}", server.local_addr());
+        let post = std::thread::spawn(move || client::request(&url, "POST", "/halt-all", None));
+        let held = requests.recv_timeout(Duration::from_secs(30)).unwrap();
+        assert!(held.take());
+        // Past the connection's time, well within the action's wait.
+        std::thread::sleep(Duration::from_millis(900));
+        held.reply
+            .send(actions::ActionReply::from_outcome(
+                &held.action,
+                1,
+                crate::book::OperatorOutcome::Done { canceled: 0 },
+                None,
+            ))
+            .unwrap();
+        let post = post.join().unwrap().expect("answered");
+        assert_eq!(post.status, 200, "{}", post.body);
+        server.stop();
     }
 
     #[test]
