@@ -645,6 +645,18 @@ mod tests {
         (server, requests)
     }
 
+    /// Answers `held` as the gateway would a done action (request 1, nothing canceled).
+    fn answer_done(held: &actions::ActionRequest) {
+        held.reply
+            .send(actions::ActionReply::from_outcome(
+                &held.action,
+                1,
+                crate::book::OperatorOutcome::Done { canceled: 0 },
+                None,
+            ))
+            .unwrap();
+    }
+
     /// A request being answered when its connection's time is up is answered before the
     /// connection closes (an action applied used to lose its answer with the connection).
     #[test]
@@ -656,14 +668,7 @@ mod tests {
         assert!(held.take());
         // Past the connection's time, well within the action's wait.
         std::thread::sleep(Duration::from_millis(900));
-        held.reply
-            .send(actions::ActionReply::from_outcome(
-                &held.action,
-                1,
-                crate::book::OperatorOutcome::Done { canceled: 0 },
-                None,
-            ))
-            .unwrap();
+        answer_done(&held);
         let post = post.join().unwrap().expect("answered");
         assert_eq!(post.status, 200, "{}", post.body);
         server.stop();
@@ -696,14 +701,7 @@ mod tests {
             .collect();
         let status = client::request(&url, "GET", "/status", None).unwrap();
         assert_eq!(status.status, 200);
-        held.reply
-            .send(actions::ActionReply::from_outcome(
-                &held.action,
-                1,
-                crate::book::OperatorOutcome::Done { canceled: 0 },
-                None,
-            ))
-            .unwrap();
+        answer_done(&held);
         let post = post.join().unwrap().unwrap();
         assert_eq!(post.status, 200, "{}", post.body);
         drop(idle);

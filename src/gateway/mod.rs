@@ -677,6 +677,7 @@ impl Gateway {
         // before its result): under a venue halt a resume leaves the instrument halted.
         if let crate::book::EventBody::TradingAction { state, .. } = event.body {
             self.last_trading_state = Some(state);
+            return None;
         }
         if let crate::book::EventBody::OperatorDone { request, outcome } = event.body {
             let in_force = self.last_trading_state.take();
