@@ -587,25 +587,42 @@ struct Flow {
     payload: Vec<u8>,
 }
 
-/// OUCH reject reason codes as text.
+/// OUCH reject reason codes as text: OUCH 5.0's names for them (which of ironmatch's
+/// reasons each one carries is under "Rejected codes" in the README).
 fn reject_name(code: u16) -> String {
     let what = match code {
-        0x0003 => "post only cannot rest",
+        0x0001 => "quote unavailable",
+        0x0002 => "destination closed",
+        0x0003 => "invalid display",
         0x0004 => "invalid max floor",
-        0x0006 => "price outside the fat-finger range",
+        0x0005 => "invalid peg type",
+        0x0006 => "fat finger",
+        0x0007 => "halted",
+        0x0008 => "ISO not allowed",
         0x0009 => "invalid side",
-        0x000A => "halted / pools full / unknown user",
+        0x000A => "processing error",
+        0x000B => "cancel pending",
         0x000C => "firm not authorized",
-        0x000D => "invalid min qty",
-        0x000F => "duplicate reference / throttled",
-        0x0010 => "order not found",
-        0x0012 => "post only would take",
+        0x000D => "invalid min quantity",
+        0x000E => "no closing reference price",
+        0x000F => "other",
+        0x0010 => "cancel not allowed",
+        0x0011 => "pegging not allowed",
+        0x0012 => "crossed market",
         0x0013 => "invalid quantity",
-        0x0014 => "not offered",
-        0x0017 => "unknown symbol",
+        0x0014 => "invalid cross order",
+        0x0015 => "replace not allowed",
+        0x0016 => "routing not allowed",
+        0x0017 => "invalid symbol",
+        0x0018 => "test",
+        0x0019 => "late LOC too aggressive",
+        0x001A => "retail not allowed",
+        0x001B => "invalid midpoint post-only price",
+        0x001C => "invalid destination",
         0x001D => "invalid price",
-        0x001E => "quantity above maximum",
-        _ => "other",
+        0x001E => "shares exceed threshold",
+        0x001F => "exceeds maximum allowed notional value",
+        _ => "a code OUCH 5.0 does not list",
     };
     format!("0x{code:04X} {what}")
 }

@@ -638,10 +638,10 @@ fn fields_outside_their_ouch_type_are_rejected_and_never_echoed() {
     let mut cases: Vec<(ironmatch::wire::ouch::EnterOrder, Options, u16, [u8; 14])> = Vec::new();
     let mut m = order(1);
     m.clordid[3] = 0x01;
-    cases.push((m, Options::default(), 0x0014, blank));
+    cases.push((m, Options::default(), 0x000F, blank));
     let mut m = order(1);
     m.clordid[..2].copy_from_slice(&[0xC3, 0xA9]);
-    cases.push((m, Options::default(), 0x0014, blank));
+    cases.push((m, Options::default(), 0x000F, blank));
     let mut m = order(1);
     m.symbol[4] = 0x00;
     cases.push((m, Options::default(), 0x0017, echo));
@@ -650,7 +650,7 @@ fn fields_outside_their_ouch_type_are_rejected_and_never_echoed() {
     cases.push((m, Options::default(), 0x0009, echo));
     let mut m = order(1);
     m.capacity = 0xFF;
-    cases.push((m, Options::default(), 0x0014, echo));
+    cases.push((m, Options::default(), 0x000F, echo));
     let mut m = order(1);
     m.qty = 1_000_000.into();
     cases.push((m, Options::default(), 0x001E, echo));
@@ -663,7 +663,29 @@ fn fields_outside_their_ouch_type_are_rejected_and_never_echoed() {
         customer_type: Some(0x80),
         ..Options::default()
     };
-    cases.push((order(1), customer, 0x0014, echo));
+    cases.push((order(1), customer, 0x000F, echo));
+    // Values of their type that are not offered: OUCH's code for each, where it has one.
+    let mut m = order(1);
+    m.display = b'M';
+    cases.push((m, Options::default(), 0x0003, echo));
+    let mut m = order(1);
+    m.cross_type = b'O';
+    cases.push((m, Options::default(), 0x0014, echo));
+    let peg = Options {
+        price_type: Some(b'P'),
+        ..Options::default()
+    };
+    cases.push((order(1), peg, 0x0011, echo));
+    let retail = Options {
+        handle_inst: Some(b'T'),
+        ..Options::default()
+    };
+    cases.push((order(1), retail, 0x001A, echo));
+    let imbalance = Options {
+        handle_inst: Some(b'I'),
+        ..Options::default()
+    };
+    cases.push((order(1), imbalance, 0x0014, echo));
     for (m, o, code, clordid) in &cases {
         c.send(&Inbound::Enter(m, *o)).unwrap();
         let (user_ref, got, id) = rejected(&mut c);
@@ -725,14 +747,14 @@ fn the_user_ref_num_rule_holds_for_every_reject_kind() {
     // Not offered (time in force 7): refused, not consumed.
     c.enter(10, b'B', 100, "AAPL", PX, b'7', b'Y', Options::default())
         .unwrap();
-    assert_eq!(rejected(&mut c).1, 0x0014);
+    assert_eq!(rejected(&mut c).1, 0x000F);
     c.limit(10, b'B', 100, "AAPL", PX).unwrap();
     assert_eq!(answer_type(&mut c), outbound::ACCEPTED);
     // A bad field: refused, not consumed.
     let mut bad = order(11);
     bad.clordid[0] = 0x1B;
     c.send(&Inbound::Enter(&bad, Options::default())).unwrap();
-    assert_eq!(rejected(&mut c).1, 0x0014);
+    assert_eq!(rejected(&mut c).1, 0x000F);
     c.limit(11, b'B', 100, "AAPL", PX).unwrap();
     assert_eq!(answer_type(&mut c), outbound::ACCEPTED);
     // The matcher rejects an Enter (unknown symbol): consumed.

@@ -318,7 +318,7 @@ pub fn command_index(body: &CommandBody) -> usize {
 }
 
 /// Reject reasons, by [`reject_index`].
-pub const REJECT_REASONS: [&str; 24] = [
+pub const REJECT_REASONS: [&str; 29] = [
     "unknown_owner",
     "duplicate_user_ref",
     "unknown_instrument",
@@ -343,6 +343,11 @@ pub const REJECT_REASONS: [&str; 24] = [
     "halted",
     "closed",
     "invalid_expire_time",
+    "invalid_display",
+    "pegging_not_allowed",
+    "invalid_cross_order",
+    "retail_not_allowed",
+    "not_offered",
 ];
 
 /// The index of a reject reason in [`REJECT_REASONS`].
@@ -372,6 +377,11 @@ pub fn reject_index(reason: RejectReason) -> usize {
         RejectReason::Halted => 21,
         RejectReason::Closed => 22,
         RejectReason::InvalidExpireTime => 23,
+        RejectReason::InvalidDisplay => 24,
+        RejectReason::PeggingNotAllowed => 25,
+        RejectReason::InvalidCrossOrder => 26,
+        RejectReason::RetailNotAllowed => 27,
+        RejectReason::NotOffered => 28,
     }
 }
 

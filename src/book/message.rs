@@ -455,8 +455,10 @@ pub enum RejectReason {
     FirmNotAuthorized,
     /// The session's new-order throttle is exhausted (set by the gateway).
     Throttled,
-    /// A field value ironmatch does not offer, e.g. a pegged price type (set by the
-    /// gateway).
+    /// In journals of format 3 and before: the gateway's refusal of a value not offered
+    /// or outside its OUCH type, sent as OUCH `0x0014` then, and still (so a session's
+    /// messages rebuilt from such a journal are the ones sent). Not set since format 4,
+    /// which names these refusals (the five reasons at the end of this list).
     Unsupported,
     /// The instrument is halted or paused, or (quotation only) the order would execute.
     Halted,
@@ -464,6 +466,20 @@ pub enum RejectReason {
     Closed,
     /// A good-till-time order's expire time is 0 or a day or more.
     InvalidExpireTime,
+    /// A display code not offered (set by the gateway; journal format 4 on).
+    InvalidDisplay,
+    /// A pegged order: a price type other than limit, or a peg offset (set by the
+    /// gateway; journal format 4 on).
+    PeggingNotAllowed,
+    /// A cross order: a cross type other than none, or a handling instruction for a
+    /// cross (imbalance only, extended life, direct listing) (set by the gateway; journal
+    /// format 4 on).
+    InvalidCrossOrder,
+    /// A retail handling instruction (set by the gateway; journal format 4 on).
+    RetailNotAllowed,
+    /// A field value ironmatch does not offer, or outside its OUCH type, that no other
+    /// reason names (set by the gateway; OUCH's "other"; journal format 4 on).
+    NotOffered,
 }
 
 /// Why shares were canceled.

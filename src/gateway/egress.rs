@@ -27,13 +27,17 @@ pub fn reject_code(reason: RejectReason) -> u16 {
         RejectReason::UnknownOrder | RejectReason::OrderNotLive => 0x0010,
         RejectReason::InvalidSide => 0x0009,
         RejectReason::FirmNotAuthorized => 0x000C,
-        RejectReason::Unsupported => 0x0014,
+        RejectReason::InvalidDisplay => 0x0003,
+        RejectReason::PeggingNotAllowed => 0x0011,
+        RejectReason::InvalidCrossOrder | RejectReason::Unsupported => 0x0014,
+        RejectReason::RetailNotAllowed => 0x001A,
         RejectReason::UnknownOwner | RejectReason::OrderPoolFull | RejectReason::LevelPoolFull => {
             0x000A
         }
         RejectReason::DuplicateUserRef
         | RejectReason::Throttled
-        | RejectReason::InvalidExpireTime => 0x000F,
+        | RejectReason::InvalidExpireTime
+        | RejectReason::NotOffered => 0x000F,
         RejectReason::Halted => 0x0007,
         RejectReason::Closed => 0x0002,
     }
@@ -364,6 +368,24 @@ mod tests {
     use super::*;
     use crate::types::{MatchId, OrderId, Price, Qty, Timestamp, UserRef};
     use crate::wire::ouch::{Outbound, decode_outbound};
+
+    /// The gateway's refusals carry OUCH's code for what was asked (5.8), "other" where
+    /// OUCH has none; the one reason of journals of format 3 and before keeps the code it
+    /// was sent with, so a session's messages rebuilt from such a journal are the same.
+    #[test]
+    fn the_gateways_refusals_have_ouchs_codes() {
+        for (reason, code) in [
+            (RejectReason::InvalidDisplay, 0x0003),
+            (RejectReason::PeggingNotAllowed, 0x0011),
+            (RejectReason::InvalidCrossOrder, 0x0014),
+            (RejectReason::RetailNotAllowed, 0x001A),
+            (RejectReason::NotOffered, 0x000F),
+            (RejectReason::InvalidExpireTime, 0x000F),
+            (RejectReason::Unsupported, 0x0014),
+        ] {
+            assert_eq!(reject_code(reason), code, "{reason:?}");
+        }
+    }
 
     #[test]
     fn execution_matches_the_protocol_vector_o3() {

@@ -93,20 +93,24 @@ fn check_side(code: u8, field: &'static str) -> Result<(), Invalid> {
 
 /// The order fields Enter and Replace share: time in force, display, intermarket sweep.
 fn check_order_fields(tif_code: u8, display_code: u8, iso: u8, o: &Options) -> Result<(), Invalid> {
-    use RejectReason::Unsupported;
+    use RejectReason::NotOffered;
     check(
         tif_code != b'6' || o.expire_time.is_some(),
         RejectReason::InvalidExpireTime,
         "expire time (tag 15) missing on a GTT order",
     )?;
-    check(tif(tif_code, o).is_some(), Unsupported, "time in force")?;
-    check(display(display_code, o).is_some(), Unsupported, "display")?;
-    check(matches!(iso, b'Y' | b'N'), Unsupported, "intermarket sweep")
+    check(tif(tif_code, o).is_some(), NotOffered, "time in force")?;
+    check(
+        display(display_code, o).is_some(),
+        RejectReason::InvalidDisplay,
+        "display",
+    )?;
+    check(matches!(iso, b'Y' | b'N'), NotOffered, "intermarket sweep")
 }
 
 /// The options of an Enter or Replace: types, ranges, and what is offered.
 fn check_options(o: &Options) -> Result<(), Invalid> {
-    use RejectReason::Unsupported;
+    use RejectReason::NotOffered;
     if let Some(firm) = o.firm {
         check(
             Firm::is_well_formed(&firm),
@@ -122,18 +126,18 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
         "max floor",
     )?;
     let one_of = |v: Option<u8>, set: &[u8]| v.is_none_or(|v| set.contains(&v));
+    check(one_of(o.customer_type, b"RN "), NotOffered, "customer type")?;
     check(
-        one_of(o.customer_type, b"RN "),
-        Unsupported,
-        "customer type",
+        one_of(o.price_type, b"L"),
+        RejectReason::PeggingNotAllowed,
+        "price type",
     )?;
-    check(one_of(o.price_type, b"L"), Unsupported, "price type")?;
     check(
         o.peg_offset.is_none_or(|p| p == 0),
-        Unsupported,
+        RejectReason::PeggingNotAllowed,
         "peg offset",
     )?;
-    check(one_of(o.post_only, b"PN"), Unsupported, "post only")?;
+    check(one_of(o.post_only, b"PN"), NotOffered, "post only")?;
     // Discretion, random reserves and handling instructions (imbalance-only, retail and
     // other crosses) are not offered: taking such an order as a plain one would trade it
     // where and when its member did not ask. Their values meaning "none" are taken (a
@@ -142,28 +146,35 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
         o.discretion_price.is_none_or(|p| p == 0)
             && one_of(o.discretion_price_type, b"L ")
             && o.discretion_peg_offset.is_none_or(|p| p == 0),
-        Unsupported,
+        NotOffered,
         "discretion",
     )?;
     check(
         o.random_reserves.is_none_or(|r| r == 0),
-        Unsupported,
+        NotOffered,
         "random reserves",
     )?;
     // No instruction: the option left out, as the specification's connectors do. A space
     // or `N` is taken as none too, a leniency (neither is an instruction the document
     // lists, nor asks for anything the continuous book does not do).
-    check(one_of(o.handle_inst, b" N"), Unsupported, "handle inst")?;
-    check(one_of(o.trade_now, b"YN "), Unsupported, "trade now")?;
+    // A retail instruction, a cross's (imbalance only, extended life, direct listing) or
+    // any other: each with OUCH's code for it.
+    let handling = match o.handle_inst {
+        Some(b'O' | b'T' | b'Q' | b'R') => RejectReason::RetailNotAllowed,
+        Some(b'I' | b'B' | b'D') => RejectReason::InvalidCrossOrder,
+        _ => NotOffered,
+    };
+    check(one_of(o.handle_inst, b" N"), handling, "handle inst")?;
+    check(one_of(o.trade_now, b"YN "), NotOffered, "trade now")?;
     check(
         o.expire_time.is_none_or(|t| t <= EXPIRE_TIME_MAX),
-        Unsupported,
+        RejectReason::InvalidExpireTime,
         "expire time",
     )?;
     let alpha = |v: Option<u8>| v.is_none_or(|v| is_alpha(&[v]));
     check(
         alpha(o.bbo_weight) && alpha(o.reference_price_type),
-        Unsupported,
+        NotOffered,
         "alpha option",
     )
 }
@@ -174,7 +185,7 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
 fn one_channel(o: &Options) -> Result<(), Invalid> {
     check(
         o.user_ref_idx.is_none_or(|i| i == 0),
-        RejectReason::Unsupported,
+        RejectReason::NotOffered,
         "user ref idx",
     )
 }
@@ -182,10 +193,10 @@ fn one_channel(o: &Options) -> Result<(), Invalid> {
 /// Checks every field of a decoded message against its OUCH type and what ironmatch
 /// offers. The ClOrdID is checked first, so any later refusal can echo it.
 pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
-    use RejectReason::{PriceOutOfRange, QtyAboveMax, UnknownInstrument, Unsupported};
+    use RejectReason::{NotOffered, PriceOutOfRange, QtyAboveMax, UnknownInstrument};
     match msg {
         Inbound::Enter(m, o) => {
-            check(is_alpha(&m.clordid), Unsupported, "ClOrdID")?;
+            check(is_alpha(&m.clordid), NotOffered, "ClOrdID")?;
             check_side(m.side, "side")?;
             check(m.qty.get() <= QTY_MAX, QtyAboveMax, "quantity")?;
             check(is_alpha(&m.symbol), UnknownInstrument, "symbol")?;
@@ -195,20 +206,25 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
             check_order_fields(m.tif, m.display, m.iso, o)?;
             check(
                 matches!(m.capacity, b'A' | b'P' | b'R' | b'O'),
-                Unsupported,
+                NotOffered,
                 "capacity",
             )?;
-            check(m.cross_type == b'N', Unsupported, "cross type")?;
+            check(
+                m.cross_type == b'N',
+                RejectReason::InvalidCrossOrder,
+                "cross type",
+            )?;
             check_options(o)?;
             one_channel(o)
         }
         Inbound::Replace(m, o) => {
-            check(is_alpha(&m.clordid), Unsupported, "ClOrdID")?;
+            check(is_alpha(&m.clordid), NotOffered, "ClOrdID")?;
             check(m.qty.get() <= QTY_MAX, QtyAboveMax, "quantity")?;
-            // A market replace is not offered; between the two ranges is no price at all.
+            // A market replace is not offered (OUCH's "invalid price"); between the two
+            // ranges is no price at all.
             check(
                 m.price.get() < MARKET_PRICE_MIN,
-                Unsupported,
+                PriceOutOfRange,
                 "market price",
             )?;
             check(m.price.get() <= LIMIT_PRICE_MAX, PriceOutOfRange, "price")?;
@@ -233,7 +249,7 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
             // was asked (0 means none, as the option's absence).
             check(
                 o.group_id.is_none_or(|g| g == 0),
-                Unsupported,
+                NotOffered,
                 "group id criterion",
             )?;
             one_channel(o)?;
@@ -449,19 +465,31 @@ mod tests {
         ));
     }
 
+    /// Each with the reason OUCH has a code for, or OUCH's "other" where it has none.
     #[test]
     fn what_is_not_offered_is_rejected_with_the_clients_reference() {
-        for bytes in [
-            enter(b'Y', b'7', 100, &[]),
-            enter(b'M', b'0', 100, &[]),
-            enter(b'Y', b'0', 100, &[2, 6, b'M']),
+        for (bytes, reason) in [
+            (enter(b'Y', b'7', 100, &[]), RejectReason::NotOffered),
+            (enter(b'M', b'0', 100, &[]), RejectReason::InvalidDisplay),
+            (
+                enter(b'Y', b'0', 100, &[2, 6, b'M']),
+                RejectReason::PeggingNotAllowed,
+            ),
+            (
+                enter(b'Y', b'0', 100, &[5, 7, 0, 0, 0, 1]),
+                RejectReason::PeggingNotAllowed,
+            ),
+            (
+                enter(b'Y', b'0', 100, &[5, 15, 0, 1, 0x51, 0x80]),
+                RejectReason::InvalidExpireTime,
+            ),
         ] {
             let cmd = to_command(&decode_inbound(&bytes).unwrap(), firm());
             assert_eq!(
                 cmd,
                 CommandBody::GatewayReject {
                     user_ref: UserRef(9),
-                    reason: RejectReason::Unsupported,
+                    reason,
                     clordid: *b"MYORDER-1     "
                 }
             );
@@ -472,24 +500,31 @@ mod tests {
     /// asking for them is refused, not taken as a plain one; their "none" values pass.
     #[test]
     fn discretion_random_reserves_and_handling_instructions_are_refused() {
-        for (what, options) in [
+        use RejectReason::{InvalidCrossOrder, NotOffered, RetailNotAllowed};
+        for (what, options, reason) in [
             (
                 "discretion price",
                 &[9, 9, 0, 0, 0, 0, 0, 0, 0x27, 0x10][..],
+                NotOffered,
             ),
-            ("discretion peg", &[2, 10, b'M']),
-            ("discretion peg offset", &[5, 11, 0xFF, 0xFF, 0xFF, 0x9C]),
-            ("random reserves", &[5, 13, 0, 0, 0, 100]),
-            ("imbalance only", &[2, 17, b'I']),
-            ("retail", &[2, 17, b'O']),
-            ("extended life", &[2, 17, b'B']),
+            ("discretion peg", &[2, 10, b'M'], NotOffered),
+            (
+                "discretion peg offset",
+                &[5, 11, 0xFF, 0xFF, 0xFF, 0x9C],
+                NotOffered,
+            ),
+            ("random reserves", &[5, 13, 0, 0, 0, 100], NotOffered),
+            ("imbalance only", &[2, 17, b'I'], InvalidCrossOrder),
+            ("extended life", &[2, 17, b'B'], InvalidCrossOrder),
+            ("direct listing", &[2, 17, b'D'], InvalidCrossOrder),
+            ("retail type 1", &[2, 17, b'O'], RetailNotAllowed),
+            ("retail type 2", &[2, 17, b'T'], RetailNotAllowed),
+            ("retail price improvement", &[2, 17, b'Q'], RetailNotAllowed),
+            ("retail RPI", &[2, 17, b'R'], RetailNotAllowed),
+            ("no such instruction", &[2, 17, b'X'], NotOffered),
         ] {
             let bytes = enter(b'Y', b'0', 100, options);
-            assert_eq!(
-                rejected(&bytes),
-                (RejectReason::Unsupported, *b"MYORDER-1     "),
-                "{what}"
-            );
+            assert_eq!(rejected(&bytes), (reason, *b"MYORDER-1     "), "{what}");
         }
         for (what, options) in [
             ("no discretion", &[9, 9, 0, 0, 0, 0, 0, 0, 0, 0][..]),
@@ -527,16 +562,32 @@ mod tests {
             CommandBody::InvalidReplace {
                 orig_user_ref: UserRef(5),
                 user_ref: UserRef(9),
-                reason: RejectReason::Unsupported,
+                reason: RejectReason::InvalidCrossOrder,
                 clordid: *b"MYORDER-1     ",
             }
         );
-        for options in [&[2, 28, 1][..], &[2, 28, 1, 2, 17, b'I']] {
+        // A market price on a Replace: OUCH's "invalid price".
+        let mut market = replace(&[]);
+        market[13..21].copy_from_slice(&MARKET_PRICE_MIN.to_be_bytes());
+        assert_eq!(
+            to_command(&decode_inbound(&market).unwrap(), firm()),
+            CommandBody::InvalidReplace {
+                orig_user_ref: UserRef(5),
+                user_ref: UserRef(9),
+                reason: RejectReason::PriceOutOfRange,
+                clordid: *b"MYORDER-1     ",
+            }
+        );
+        // The reason is the first check's that fails (the options before the channel).
+        for (options, reason) in [
+            (&[2, 28, 1][..], RejectReason::NotOffered),
+            (&[2, 28, 1, 2, 17, b'I'], RejectReason::InvalidCrossOrder),
+        ] {
             assert_eq!(
                 command(options),
                 CommandBody::GatewayReject {
                     user_ref: UserRef(9),
-                    reason: RejectReason::Unsupported,
+                    reason,
                     clordid: *b"MYORDER-1     ",
                 },
                 "{options:?}"
@@ -572,7 +623,7 @@ mod tests {
                 if refused {
                     assert_eq!(
                         verdict,
-                        Err((RejectReason::Unsupported, "user ref idx")),
+                        Err((RejectReason::NotOffered, "user ref idx")),
                         "{name} on channel {idx}"
                     );
                 } else {
@@ -602,7 +653,7 @@ mod tests {
         bad_id[31] = 0x01;
         assert_eq!(
             rejected(&bad_id),
-            (RejectReason::Unsupported, [b' '; 14]),
+            (RejectReason::NotOffered, [b' '; 14]),
             "a ClOrdID outside printable ASCII is answered as spaces"
         );
         let mut high = enter(b'Y', b'0', 100, &[]);
@@ -622,17 +673,21 @@ mod tests {
         assert_eq!(rejected(&qty).0, RejectReason::QtyAboveMax);
         let gap = enter(b'Y', b'0', LIMIT_PRICE_MAX + 1, &[]);
         assert_eq!(rejected(&gap).0, RejectReason::PriceOutOfRange);
-        for (offset, value) in [(28, b'Z'), (29, b'?'), (30, b'C')] {
+        for (offset, value, reason) in [
+            (28, b'Z', RejectReason::NotOffered),
+            (29, b'?', RejectReason::NotOffered),
+            (30, b'C', RejectReason::InvalidCrossOrder),
+        ] {
             let mut m = enter(b'Y', b'0', 100, &[]);
             m[offset] = value;
-            assert_eq!(rejected(&m).0, RejectReason::Unsupported, "offset {offset}");
+            assert_eq!(rejected(&m).0, reason, "offset {offset}");
         }
         let lower_firm = enter(b'Y', b'0', 100, &[5, 2, b'm', b'm', b'a', b' ']);
         assert_eq!(rejected(&lower_firm).0, RejectReason::FirmNotAuthorized);
         let min_qty = enter(b'Y', b'0', 100, &[5, 3, 0, 0x0F, 0x42, 0x40]);
         assert_eq!(rejected(&min_qty).0, RejectReason::InvalidMinQty);
         let customer = enter(b'Y', b'0', 100, &[2, 4, 0x80]);
-        assert_eq!(rejected(&customer).0, RejectReason::Unsupported);
+        assert_eq!(rejected(&customer).0, RejectReason::NotOffered);
     }
 
     #[test]
@@ -659,7 +714,7 @@ mod tests {
             m
         };
         for refused in [with(&[3, 24, 0, 7]), with(&[2, 28, 1])] {
-            assert_eq!(rejected(&refused).0, RejectReason::Unsupported);
+            assert_eq!(rejected(&refused).0, RejectReason::NotOffered);
         }
         for taken in [
             with(&[3, 24, 0, 0]),

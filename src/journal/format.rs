@@ -1,4 +1,4 @@
-//! Journal format, version 3: segment headers and records. See the [module docs](super)
+//! Journal format, version 4: segment headers and records. See the [module docs](super)
 //! for the layout table; this file is its single implementation.
 
 use crate::book::{BookConfig, Command, Event};
@@ -13,7 +13,12 @@ pub const MAGIC: [u8; 8] = *b"IRONMJNL";
 /// whose header says 3, every record has it (a build that reads only 1 and 2 refuses the
 /// segment, so it cannot append records without it), which is what lets recovery tell a
 /// power loss in the middle of the last batch's write from damage ([`super::reader`]).
-pub const VERSION: u16 = 3;
+/// Version 4 adds five reject reasons at the end of [`crate::book::RejectReason`]'s
+/// variants (the gateway's refusals, named: display, pegging, cross order, retail, and
+/// OUCH's "other" for the rest), with the same layout otherwise: a build that reads only up to 3
+/// refuses a version 4 segment by its header, and a record with a new reason that a later
+/// build appended to an older segment as a whole record it cannot decode (nothing is cut).
+pub const VERSION: u16 = 4;
 /// The first version whose records carry their index within their batch.
 pub const VERSION_BATCH_INDEX: u16 = 3;
 /// The oldest format version read.
