@@ -604,7 +604,12 @@ fn write_small<T: serde::Serialize>(
     sync: bool,
 ) -> io::Result<()> {
     let bytes = postcard::to_allocvec(value).map_err(io::Error::other)?;
-    crate::journal::write_file_atomically(dir, name, &bytes, sync).map(drop)
+    if sync {
+        // A failed sync leaves the marker the log's does: not read again in this boot.
+        crate::journal::write_file_atomically_or_mark(dir, name, &bytes).map(drop)
+    } else {
+        crate::journal::write_file_atomically(dir, name, &bytes, false).map(drop)
+    }
 }
 
 impl RaftLogReader<TypeConfig> for RaftStore {
@@ -894,6 +899,43 @@ mod tests {
         )
         .unwrap();
         assert!(RaftStore::open(&dir, FsyncMode::Always, 0, None).is_ok());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A vote whose sync failed may be in the page cache only: the node must not read it
+    /// back in this boot (it could vote again in that term after a power loss), so the
+    /// directory is marked as for the log. The sync is made to fail by a FIFO where the
+    /// vote's temporary file goes (`fsync` of a FIFO fails with EINVAL).
+    #[test]
+    fn a_failed_vote_sync_refuses_the_directory_until_the_machine_restarts() {
+        let dir = temp("vote-sync-failed");
+        let store = RaftStore::open(&dir, FsyncMode::Always, 0, None)
+            .unwrap()
+            .store;
+        let fifo = dir.join("vote.tmp");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        // Read and write: the open returns at once, and the write below does not block.
+        let _held = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .unwrap();
+        let failed = run(async {
+            let mut s = store.clone();
+            s.save_vote(&Vote::new(3, 2)).await
+        });
+        assert!(failed.is_err(), "the vote reports the failed sync");
+        drop(store);
+        std::fs::remove_file(&fifo).unwrap();
+        let refused = RaftStore::open(&dir, FsyncMode::Always, 0, None)
+            .err()
+            .expect("refused in this boot")
+            .to_string();
+        assert!(refused.contains("failed in this boot"), "{refused}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -75,6 +75,7 @@ pub use reader::{
 pub use writer::{
     FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, SYNC_FAILED_NAME,
     check_sync_failed, create_dir_durably, lock_dir, sync_or_mark, write_file_atomically,
+    write_file_atomically_or_mark,
 };
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).

@@ -272,18 +272,44 @@ pub fn write_file_atomically(
     bytes: &[u8],
     sync: bool,
 ) -> io::Result<PathBuf> {
+    replace_file(dir, name, bytes, sync, false)
+}
+
+/// [`write_file_atomically`] with `sync`, for a file a start must never read back from the
+/// page cache alone (a Raft node's vote: the one it gave, lost in a power loss after a
+/// restart answered for it, lets it vote twice in a term): a failed `fsync` of the file
+/// or of the directory leaves [`SYNC_FAILED_NAME`] in `dir`, as [`sync_or_mark`] does for
+/// a log, so the directory is refused until the machine restarts.
+pub fn write_file_atomically_or_mark(dir: &Path, name: &str, bytes: &[u8]) -> io::Result<PathBuf> {
+    replace_file(dir, name, bytes, true, true)
+}
+
+fn replace_file(
+    dir: &Path,
+    name: &str,
+    bytes: &[u8],
+    sync: bool,
+    mark: bool,
+) -> io::Result<PathBuf> {
+    let synced = |file: &File| {
+        file.sync_all().inspect_err(|e| {
+            if mark {
+                mark_sync_failed(dir, e)
+            }
+        })
+    };
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
     {
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         if sync {
-            file.sync_all()?;
+            synced(&file)?;
         }
     }
     std::fs::rename(&tmp, &path)?;
     if sync {
-        File::open(dir)?.sync_all()?;
+        synced(&File::open(dir)?)?;
     }
     Ok(path)
 }
