@@ -609,6 +609,11 @@ fn flow_exercises_every_rule() {
         RejectReason::Halted,
         RejectReason::Closed,
         RejectReason::InvalidExpireTime,
+        RejectReason::InvalidDisplay,
+        RejectReason::PeggingNotAllowed,
+        RejectReason::InvalidCrossOrder,
+        RejectReason::RetailNotAllowed,
+        RejectReason::NotOffered,
     ];
     let cancels = [
         CancelReason::UserRequested,
@@ -623,6 +628,13 @@ fn flow_exercises_every_rule() {
         CancelReason::PriceBand,
         CancelReason::CircuitBreaker,
     ];
+    // Every reason: the metrics' table has one name for each (its index is an exhaustive
+    // match), so a reason added there and not here fails.
+    assert_eq!(
+        rejects.len(),
+        ironmatch::admin::metrics::REJECT_REASONS.len(),
+        "a reject reason is missing from this list"
+    );
     let mut wanted: Vec<String> = rejects.iter().map(|r| format!("Rejected::{r:?}")).collect();
     wanted.extend(cancels.iter().map(|c| format!("Canceled::{c:?}")));
     for kind in [

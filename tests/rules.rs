@@ -424,7 +424,7 @@ fn a_replace_the_gateway_refused_cancels_the_original() {
     let refused = |orig: UserRef, user_ref: UserRef| CommandBody::InvalidReplace {
         orig_user_ref: orig,
         user_ref,
-        reason: RejectReason::Unsupported,
+        reason: RejectReason::NotOffered,
         clordid: *b"REFUSED       ",
     };
     // A used reference: rejected, nothing changes.
@@ -438,7 +438,7 @@ fn a_replace_the_gateway_refused_cancels_the_original() {
     assert_eq!(v.side(BookSide::Ask).len(), 2);
     // A live order: rejected with the gateway's reason, then canceled.
     let ev = v.run(2, refused(r, fresh));
-    assert_eq!(rejection(&ev), Some(RejectReason::Unsupported));
+    assert_eq!(rejection(&ev), Some(RejectReason::NotOffered));
     assert_eq!(canceled(&ev), vec![(r.0, 100, CancelReason::ReplaceFailed)]);
     assert_eq!(v.side(BookSide::Ask), vec![(2, 2, 100)]);
     // The refused replace consumed no reference.
@@ -1173,7 +1173,7 @@ fn a_halted_instrument_rejects_orders_and_replaces_but_takes_cancels() {
         CommandBody::InvalidReplace {
             orig_user_ref: resting,
             user_ref,
-            reason: RejectReason::Unsupported,
+            reason: RejectReason::NotOffered,
             clordid: *b"REFUSED       ",
         },
     );

@@ -464,7 +464,9 @@ pub enum RejectReason {
     Halted,
     /// The order's time in force is not accepted in this phase of the day.
     Closed,
-    /// A good-till-time order's expire time is 0 or a day or more.
+    /// A good-till-time order's expire time is 0 or a day or more (the matcher), or an
+    /// ExpireTime option missing on a good-till-time order or above 86,399 seconds on any
+    /// (the gateway).
     InvalidExpireTime,
     /// A display code not offered (set by the gateway; journal format 4 on).
     InvalidDisplay,

@@ -142,7 +142,7 @@ impl RaftStore {
         if created && fsync == FsyncMode::Always {
             // The new file's entry in its directory outlives a power loss: else the
             // entries appended and synced later could vanish with their file.
-            File::open(dir)?.sync_all()?;
+            crate::journal::sync_dir_or_mark(dir)?;
         }
         let reader = File::open(dir.join("log"))?;
         let mut inner = Inner {
@@ -181,7 +181,7 @@ impl RaftStore {
             crate::journal::sync_or_mark(&inner.log, dir)?;
             // And the directory: a file renamed into place (the vote, the purge point) by
             // a process killed before its directory sync is read now and must stay.
-            File::open(dir)?.sync_all()?;
+            crate::journal::sync_dir_or_mark(dir)?;
         }
         let resume = applied.finish(&mut inner)?;
         let count = inner.slots.len();
@@ -300,7 +300,7 @@ impl Inner {
         file.write_all(&buf)?;
         crate::journal::sync_or_mark(&file, &self.dir)?;
         std::fs::rename(&tmp, self.dir.join("log"))?;
-        File::open(&self.dir)?.sync_all()?;
+        crate::journal::sync_dir_or_mark(&self.dir)?;
         self.log = OpenOptions::new().append(true).open(self.dir.join("log"))?;
         self.reader = File::open(self.dir.join("log"))?;
         self.log_len = buf.len() as u64;
@@ -931,6 +931,30 @@ mod tests {
         assert!(failed.is_err(), "the vote reports the failed sync");
         drop(store);
         std::fs::remove_file(&fifo).unwrap();
+        let refused = RaftStore::open(&dir, FsyncMode::Always, 0, None)
+            .err()
+            .expect("refused in this boot")
+            .to_string();
+        assert!(refused.contains("failed in this boot"), "{refused}");
+        let _ = std::fs::remove_dir_all(&dir);
+        // The directory's sync after the rename: the new vote is in place, maybe only in
+        // the page cache. Refused the same way.
+        let dir = temp("vote-dir-sync-failed");
+        let store = RaftStore::open(&dir, FsyncMode::Always, 0, None)
+            .unwrap()
+            .store;
+        crate::journal::FAIL_DIR_SYNC.with(|f| f.set(true));
+        let failed = run(async {
+            let mut s = store.clone();
+            s.save_vote(&Vote::new(3, 2)).await
+        });
+        crate::journal::FAIL_DIR_SYNC.with(|f| f.set(false));
+        assert!(failed.is_err(), "the vote reports the failed sync");
+        assert!(
+            dir.join("vote").exists(),
+            "renamed into place before the sync"
+        );
+        drop(store);
         let refused = RaftStore::open(&dir, FsyncMode::Always, 0, None)
             .err()
             .expect("refused in this boot")

@@ -127,9 +127,17 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     )?;
     let one_of = |v: Option<u8>, set: &[u8]| v.is_none_or(|v| set.contains(&v));
     check(one_of(o.customer_type, b"RN "), NotOffered, "customer type")?;
+    // A peg OUCH lists is not allowed; a byte it does not list is no peg at all.
+    let pegged = |v: Option<u8>| {
+        if matches!(v, Some(b'P' | b'M' | b'R' | b'Q' | b'm')) {
+            RejectReason::PeggingNotAllowed
+        } else {
+            NotOffered
+        }
+    };
     check(
         one_of(o.price_type, b"L"),
-        RejectReason::PeggingNotAllowed,
+        pegged(o.price_type),
         "price type",
     )?;
     check(
@@ -143,9 +151,12 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     // where and when its member did not ask. Their values meaning "none" are taken (a
     // discretion price type of space too: the filler of an option not set).
     check(
-        o.discretion_price.is_none_or(|p| p == 0)
-            && one_of(o.discretion_price_type, b"L ")
-            && o.discretion_peg_offset.is_none_or(|p| p == 0),
+        one_of(o.discretion_price_type, b"L "),
+        pegged(o.discretion_price_type),
+        "discretion price type",
+    )?;
+    check(
+        o.discretion_price.is_none_or(|p| p == 0) && o.discretion_peg_offset.is_none_or(|p| p == 0),
         NotOffered,
         "discretion",
     )?;
@@ -209,9 +220,15 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
                 NotOffered,
                 "capacity",
             )?;
+            // A cross (any other letter) is OUCH's "invalid cross order"; a byte outside
+            // the field's type is a bad field.
             check(
                 m.cross_type == b'N',
-                RejectReason::InvalidCrossOrder,
+                if is_alpha(&[m.cross_type]) {
+                    RejectReason::InvalidCrossOrder
+                } else {
+                    NotOffered
+                },
                 "cross type",
             )?;
             check_options(o)?;
@@ -500,14 +517,17 @@ mod tests {
     /// asking for them is refused, not taken as a plain one; their "none" values pass.
     #[test]
     fn discretion_random_reserves_and_handling_instructions_are_refused() {
-        use RejectReason::{InvalidCrossOrder, NotOffered, RetailNotAllowed};
+        use RejectReason::{InvalidCrossOrder, NotOffered, PeggingNotAllowed, RetailNotAllowed};
         for (what, options, reason) in [
             (
                 "discretion price",
                 &[9, 9, 0, 0, 0, 0, 0, 0, 0x27, 0x10][..],
                 NotOffered,
             ),
-            ("discretion peg", &[2, 10, b'M'], NotOffered),
+            ("discretion peg", &[2, 10, b'M'], PeggingNotAllowed),
+            ("discretion type not listed", &[2, 10, b'X'], NotOffered),
+            ("price type not listed", &[2, 6, b'X'], NotOffered),
+            ("market-maker peg", &[2, 6, b'Q'], PeggingNotAllowed),
             (
                 "discretion peg offset",
                 &[5, 11, 0xFF, 0xFF, 0xFF, 0x9C],
@@ -677,6 +697,7 @@ mod tests {
             (28, b'Z', RejectReason::NotOffered),
             (29, b'?', RejectReason::NotOffered),
             (30, b'C', RejectReason::InvalidCrossOrder),
+            (30, 0x01, RejectReason::NotOffered),
         ] {
             let mut m = enter(b'Y', b'0', 100, &[]);
             m[offset] = value;

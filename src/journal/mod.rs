@@ -62,6 +62,8 @@ pub mod pinned;
 mod reader;
 pub mod snapshot;
 mod writer;
+#[cfg(test)]
+pub(crate) use writer::FAIL_DIR_SYNC;
 
 pub use follow::Follower;
 pub use format::{
@@ -74,8 +76,8 @@ pub use reader::{
 };
 pub use writer::{
     FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, SYNC_FAILED_NAME,
-    check_sync_failed, create_dir_durably, lock_dir, sync_or_mark, write_file_atomically,
-    write_file_atomically_or_mark,
+    check_sync_failed, create_dir_durably, lock_dir, sync_dir_or_mark, sync_or_mark,
+    write_file_atomically, write_file_atomically_or_mark,
 };
 
 /// Records taken from the ring per batch (one write, one optional fdatasync).

@@ -187,6 +187,27 @@ pub fn sync_or_mark(file: &File, dir: &Path) -> io::Result<()> {
     file.sync_data().inspect_err(|e| mark_sync_failed(dir, e))
 }
 
+/// Syncs directory `dir` itself (the names in it: a file created, or renamed into place);
+/// if that fails, leaves [`SYNC_FAILED_NAME`] in it as [`sync_or_mark`] does.
+pub fn sync_dir_or_mark(dir: &Path) -> io::Result<()> {
+    sync_dir(&File::open(dir)?).inspect_err(|e| mark_sync_failed(dir, e))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the next directory syncs on this thread fail (a directory's `fsync` does not
+    /// fail on demand otherwise).
+    pub(crate) static FAIL_DIR_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn sync_dir(dir: &File) -> io::Result<()> {
+    #[cfg(test)]
+    if FAIL_DIR_SYNC.with(|f| f.get()) {
+        return Err(io::Error::other("directory sync failed (a test's)"));
+    }
+    dir.sync_all()
+}
+
 /// Refuses a journal (or a Raft log directory) whose `fdatasync` failed in this boot of
 /// the machine (see [`SYNC_FAILED_NAME`]), naming the error and what to do. After a restart of the machine
 /// the page cache is gone and what reads back is what the disk holds: the marker is
@@ -291,12 +312,10 @@ fn replace_file(
     sync: bool,
     mark: bool,
 ) -> io::Result<PathBuf> {
-    let synced = |file: &File| {
-        file.sync_all().inspect_err(|e| {
-            if mark {
-                mark_sync_failed(dir, e)
-            }
-        })
+    let marked = |e: &io::Error| {
+        if mark {
+            mark_sync_failed(dir, e)
+        }
     };
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));
@@ -304,12 +323,12 @@ fn replace_file(
         let mut file = File::create(&tmp)?;
         file.write_all(bytes)?;
         if sync {
-            synced(&file)?;
+            file.sync_all().inspect_err(marked)?;
         }
     }
     std::fs::rename(&tmp, &path)?;
     if sync {
-        synced(&File::open(dir)?)?;
+        sync_dir(&File::open(dir)?).inspect_err(marked)?;
     }
     Ok(path)
 }
