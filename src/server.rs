@@ -184,7 +184,8 @@ impl Server {
         let listener = TcpListener::bind(addr)
             .map_err(|e| io::Error::new(e.kind(), format!("gateway.listen {addr}: {e}")))?;
         let local_addr = listener.local_addr()?;
-        let mut threads = Vec::new();
+        // This node's Raft port too, before any thread starts.
+        let raft_listener = cluster.as_ref().map(crate::cluster::bind).transpose()?;
 
         // 1 + 4: the gateway owns every socket, for ingress and egress.
         let mut gateway = Gateway::new(
@@ -295,8 +296,30 @@ impl Server {
         if let Some(hold) = journal_hold {
             writer.set_hold(hold);
         }
-        let followers_stop = Arc::new(AtomicBool::new(false));
-        let mut followers = Vec::new();
+        // From here on threads start. The server holds each as it starts, so that a start
+        // failing after some did stops and joins them (its drop, as for a running server)
+        // instead of leaving them running beside a caller that may start again.
+        let mut server = Server {
+            raft_addr: None,
+            local_addr,
+            shutdown,
+            waker: Arc::clone(&waker),
+            threads: Vec::new(),
+            followers_stop: Arc::new(AtomicBool::new(false)),
+            followers: Vec::new(),
+            feed_retransmission: None,
+            feed_session: None,
+            session: sessions.session.clone(),
+            admission: Arc::clone(&admission),
+            threading,
+            threading_why,
+            admin: None,
+            day,
+            day_over: Arc::clone(&day_over),
+            gateway_failed,
+            journal_lock: Some(opened.lock),
+        };
+        let followers_stop = Arc::clone(&server.followers_stop);
         let mut snapshot_taker = None;
         if let Some(start) = opened.snapshotter {
             match config
@@ -304,7 +327,7 @@ impl Server {
                 .resolve(threading != Threading::Shared)
             {
                 SnapshotSource::Follower | SnapshotSource::Auto => {
-                    followers.push(snapshot::spawn_snapshotter(
+                    server.followers.push(snapshot::spawn_snapshotter(
                         start,
                         Arc::clone(&followers_stop),
                         writer.written(),
@@ -317,13 +340,11 @@ impl Server {
                         Arc::clone(&followers_stop),
                     )?;
                     snapshot_taker = Some(taker);
-                    followers.push(thread);
+                    server.followers.push(thread);
                 }
             }
         }
         // The feed follows the journal too (woken by the writer, or reading on a timer).
-        let mut feed_retransmission = None;
-        let mut feed_session = None;
         if config.marketdata.enabled {
             let start = PublisherStart {
                 dir: config.journal.dir.clone().into(),
@@ -339,9 +360,9 @@ impl Server {
             if config.marketdata.poll_interval_us == 0 {
                 writer.set_follower_signal(publisher.signal);
             }
-            feed_retransmission = Some(publisher.retransmission_addr);
-            feed_session = Some(publisher.session.clone());
-            followers.push(publisher.thread);
+            server.feed_retransmission = Some(publisher.retransmission_addr);
+            server.feed_session = Some(publisher.session.clone());
+            server.followers.push(publisher.thread);
         }
 
         // 1 + 4, 2, 3: the stages as agents; the threading mode decides the threads.
@@ -369,7 +390,7 @@ impl Server {
             gateway.set_actions(receiver);
             sender
         });
-        let admin = match admin_listener.zip(metrics) {
+        server.admin = match admin_listener.zip(metrics) {
             Some((listener, metrics)) => Some(
                 listener.serve(EngineView {
                     metrics,
@@ -409,7 +430,7 @@ impl Server {
                 );
                 let idle = IdleStrategy::new(wait, Parker::new());
                 let runner = AgentRunner::start(Box::new(all), idle, p.gateway_core)?;
-                threads.push(runner.into_thread());
+                server.threads.push(runner.into_thread());
             }
             Threading::Dedicated | Threading::Auto => {
                 let gateway = AgentRunner::start(
@@ -417,20 +438,23 @@ impl Server {
                     IdleStrategy::new(wait, Parker::new()),
                     p.gateway_core,
                 )?;
-                threads.push(gateway.into_thread());
+                server.threads.push(gateway.into_thread());
                 let core =
                     spawn_core_agents(matcher, journal, config, matcher_parker, journal_parker)?;
-                threads.extend(core.threads);
+                server.threads.extend(core.threads);
             }
         }
 
         // R: the raft thread, last: the stages it feeds are running.
-        let mut raft_addr = None;
-        if let (Some((settings, store, role, released)), Some((notify, proposals))) =
-            (raft, proposals)
+        if let (
+            Some((settings, store, role, released)),
+            Some((notify, proposals)),
+            Some(listener),
+        ) = (raft, proposals, raft_listener)
         {
             let node = crate::cluster::spawn(
                 settings,
+                listener,
                 store,
                 proposals,
                 notify,
@@ -438,30 +462,11 @@ impl Server {
                 role,
                 released,
             )?;
-            raft_addr = Some(node.raft_addr);
-            threads.push(node.thread);
+            server.raft_addr = Some(node.raft_addr);
+            server.threads.push(node.thread);
         }
 
-        Ok(Server {
-            raft_addr,
-            local_addr,
-            shutdown,
-            waker,
-            threads,
-            followers_stop,
-            followers,
-            feed_retransmission,
-            feed_session,
-            session: sessions.session.clone(),
-            admission,
-            threading,
-            threading_why,
-            admin,
-            day,
-            day_over,
-            gateway_failed,
-            journal_lock: Some(opened.lock),
-        })
+        Ok(server)
     }
 
     /// Where the operator's endpoint listens, if `[admin] listen` is set.

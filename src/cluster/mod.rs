@@ -196,18 +196,9 @@ pub fn proposer_wake() -> (Arc<tokio::sync::Notify>, crate::pipeline::Wake) {
     (notify, wake)
 }
 
-/// Starts the raft thread. `proposals` is the gateway's output ring (woken through
-/// `notify`), `store` the opened log whose applies feed the matcher's ring `apply`,
-/// `released` what this node's journal writer has released to egress.
-pub fn spawn(
-    settings: ClusterSettings,
-    store: RaftStore,
-    proposals: Arc<Ring<Record>>,
-    notify: Arc<tokio::sync::Notify>,
-    apply: Arc<Ring<Record>>,
-    role: Arc<ClusterRole>,
-    released: Arc<Released>,
-) -> io::Result<ClusterNode> {
+/// Binds this node's Raft port (its peer address, or `cluster.listen`): done before the
+/// engine starts any thread, so that a port in use refuses the start with nothing running.
+pub fn bind(settings: &ClusterSettings) -> io::Result<std::net::TcpListener> {
     let own = settings
         .peers
         .iter()
@@ -226,6 +217,24 @@ pub fn spawn(
         )
     })?;
     listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Starts the raft thread on `listener` (from [`bind`]). `proposals` is the gateway's
+/// output ring (woken through `notify`), `store` the opened log whose applies feed the
+/// matcher's ring `apply`, `released` what this node's journal writer has released to
+/// egress.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn(
+    settings: ClusterSettings,
+    listener: std::net::TcpListener,
+    store: RaftStore,
+    proposals: Arc<Ring<Record>>,
+    notify: Arc<tokio::sync::Notify>,
+    apply: Arc<Ring<Record>>,
+    role: Arc<ClusterRole>,
+    released: Arc<Released>,
+) -> io::Result<ClusterNode> {
     let raft_addr = listener.local_addr()?;
     let thread = std::thread::Builder::new()
         .name("im-raft".into())

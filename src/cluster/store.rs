@@ -961,6 +961,19 @@ mod tests {
             .to_string();
         assert!(refused.contains("failed in this boot"), "{refused}");
         let _ = std::fs::remove_dir_all(&dir);
+        // The directory's own syncs at open (the new log's name, what a killed process
+        // renamed into place): the same.
+        let dir = temp("open-dir-sync-failed");
+        crate::journal::FAIL_DIR_SYNC.with(|f| f.set(true));
+        let failed = RaftStore::open(&dir, FsyncMode::Always, 0, None).map(drop);
+        crate::journal::FAIL_DIR_SYNC.with(|f| f.set(false));
+        assert!(failed.is_err(), "the open reports the failed sync");
+        let refused = RaftStore::open(&dir, FsyncMode::Always, 0, None)
+            .err()
+            .expect("refused in this boot")
+            .to_string();
+        assert!(refused.contains("failed in this boot"), "{refused}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -127,9 +127,10 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     )?;
     let one_of = |v: Option<u8>, set: &[u8]| v.is_none_or(|v| set.contains(&v));
     check(one_of(o.customer_type, b"RN "), NotOffered, "customer type")?;
-    // A peg OUCH lists is not allowed; a byte it does not list is no peg at all.
-    let pegged = |v: Option<u8>| {
-        if matches!(v, Some(b'P' | b'M' | b'R' | b'Q' | b'm')) {
+    // A peg OUCH lists for the field is not allowed; a byte it does not list is no peg at
+    // all (§7: price type `P M R Q m`, discretion price type `P M R`).
+    let pegged = |v: Option<u8>, pegs: &[u8]| {
+        if v.is_some_and(|v| pegs.contains(&v)) {
             RejectReason::PeggingNotAllowed
         } else {
             NotOffered
@@ -137,7 +138,7 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     };
     check(
         one_of(o.price_type, b"L"),
-        pegged(o.price_type),
+        pegged(o.price_type, b"PMRQm"),
         "price type",
     )?;
     check(
@@ -152,7 +153,7 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     // discretion price type of space too: the filler of an option not set).
     check(
         one_of(o.discretion_price_type, b"L "),
-        pegged(o.discretion_price_type),
+        pegged(o.discretion_price_type, b"PMR"),
         "discretion price type",
     )?;
     check(
@@ -220,11 +221,11 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
                 NotOffered,
                 "capacity",
             )?;
-            // A cross (any other letter) is OUCH's "invalid cross order"; a byte outside
-            // the field's type is a bad field.
+            // A cross OUCH lists (§5.5) is OUCH's "invalid cross order"; any other byte is
+            // no cross at all.
             check(
                 m.cross_type == b'N',
-                if is_alpha(&[m.cross_type]) {
+                if b"OCHSREA".contains(&m.cross_type) {
                     RejectReason::InvalidCrossOrder
                 } else {
                     NotOffered
@@ -529,6 +530,16 @@ mod tests {
             ("price type not listed", &[2, 6, b'X'], NotOffered),
             ("market-maker peg", &[2, 6, b'Q'], PeggingNotAllowed),
             (
+                "discretion type Q, not listed for it",
+                &[2, 10, b'Q'],
+                NotOffered,
+            ),
+            (
+                "discretion type m, not listed for it",
+                &[2, 10, b'm'],
+                NotOffered,
+            ),
+            (
                 "discretion peg offset",
                 &[5, 11, 0xFF, 0xFF, 0xFF, 0x9C],
                 NotOffered,
@@ -698,6 +709,8 @@ mod tests {
             (29, b'?', RejectReason::NotOffered),
             (30, b'C', RejectReason::InvalidCrossOrder),
             (30, 0x01, RejectReason::NotOffered),
+            (30, b'?', RejectReason::NotOffered),
+            (30, b'Z', RejectReason::NotOffered),
         ] {
             let mut m = enter(b'Y', b'0', 100, &[]);
             m[offset] = value;
