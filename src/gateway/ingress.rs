@@ -83,6 +83,15 @@ fn check(ok: bool, reason: RejectReason, field: &'static str) -> Result<(), Inva
     if ok { Ok(()) } else { Err((reason, field)) }
 }
 
+/// [`check`] with the reason found only for a refusal (it depends on the value refused).
+fn check_by(
+    ok: bool,
+    reason: impl FnOnce() -> RejectReason,
+    field: &'static str,
+) -> Result<(), Invalid> {
+    if ok { Ok(()) } else { Err((reason(), field)) }
+}
+
 fn check_side(code: u8, field: &'static str) -> Result<(), Invalid> {
     check(
         Side::from_byte(code).is_some(),
@@ -136,9 +145,9 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
             NotOffered
         }
     };
-    check(
+    check_by(
         one_of(o.price_type, b"L"),
-        pegged(o.price_type, b"PMRQm"),
+        || pegged(o.price_type, b"PMRQm"),
         "price type",
     )?;
     check(
@@ -151,9 +160,9 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     // other crosses) are not offered: taking such an order as a plain one would trade it
     // where and when its member did not ask. Their values meaning "none" are taken (a
     // discretion price type of space too: the filler of an option not set).
-    check(
+    check_by(
         one_of(o.discretion_price_type, b"L "),
-        pegged(o.discretion_price_type, b"PMR"),
+        || pegged(o.discretion_price_type, b"PMR"),
         "discretion price type",
     )?;
     check(
@@ -171,12 +180,12 @@ fn check_options(o: &Options) -> Result<(), Invalid> {
     // lists, nor asks for anything the continuous book does not do).
     // A retail instruction, a cross's (imbalance only, extended life, direct listing) or
     // any other: each with OUCH's code for it.
-    let handling = match o.handle_inst {
+    let handling = || match o.handle_inst {
         Some(b'O' | b'T' | b'Q' | b'R') => RejectReason::RetailNotAllowed,
         Some(b'I' | b'B' | b'D') => RejectReason::InvalidCrossOrder,
         _ => NotOffered,
     };
-    check(one_of(o.handle_inst, b" N"), handling, "handle inst")?;
+    check_by(one_of(o.handle_inst, b" N"), handling, "handle inst")?;
     check(one_of(o.trade_now, b"YN "), NotOffered, "trade now")?;
     check(
         o.expire_time.is_none_or(|t| t <= EXPIRE_TIME_MAX),
@@ -223,12 +232,14 @@ pub fn validate(msg: &Inbound<'_>) -> Result<(), Invalid> {
             )?;
             // A cross OUCH lists (§5.5) is OUCH's "invalid cross order"; any other byte is
             // no cross at all.
-            check(
+            check_by(
                 m.cross_type == b'N',
-                if b"OCHSREA".contains(&m.cross_type) {
-                    RejectReason::InvalidCrossOrder
-                } else {
-                    NotOffered
+                || {
+                    if b"OCHSREA".contains(&m.cross_type) {
+                        RejectReason::InvalidCrossOrder
+                    } else {
+                        NotOffered
+                    }
                 },
                 "cross type",
             )?;

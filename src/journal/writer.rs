@@ -39,6 +39,20 @@ struct Writeback {
     asked_at: u64,
     /// The first error of a background `fdatasync`, for the writer to stop on.
     failed: Arc<std::sync::OnceLock<(io::ErrorKind, String)>>,
+    /// The thread, joined when the writer goes (after the sync it may be running).
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Writeback {
+    /// Ends the thread (its queue closed) and joins it, so that a stopped engine leaves
+    /// no thread of its own behind.
+    fn drop(&mut self) {
+        let (closed, _) = crossbeam::channel::bounded(0);
+        drop(std::mem::replace(&mut self.files, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 impl Writeback {
@@ -46,7 +60,7 @@ impl Writeback {
         let (files, queue) = crossbeam::channel::bounded::<File>(1);
         let failed = Arc::new(std::sync::OnceLock::new());
         let report = Arc::clone(&failed);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("im-writeback".into())
             .spawn(move || {
                 for file in queue {
@@ -62,6 +76,7 @@ impl Writeback {
             files,
             asked_at: 0,
             failed,
+            thread: Some(thread),
         })
     }
 
