@@ -1411,7 +1411,7 @@ fn engine_reply(
         }
         // Not an answer to a request: a quote of this session's, canceled (in part) to
         // prevent a trade with its own IOC. Ignored, it was replaced or canceled later
-        // and the engine refused that as "order not found".
+        // and the engine refused that as an unknown order (0x10).
         Outbound::AiqCanceled(m) => {
             let _ = news.send(QuoteNews::Reduced {
                 session,
@@ -1592,7 +1592,7 @@ mod tests {
     /// against the quote (the engine counts it in the chain's executed shares: a later
     /// replace sent without it asks for too little and is refused); an AIQ cancel takes
     /// shares off the quote (ignored, the quote stayed, and its next replace or cancel was
-    /// refused as "order not found").
+    /// refused as an unknown order, `0x10`).
     #[test]
     fn news_reach_the_quote_they_are_about() {
         let quote = |user_ref, prev_ref, open, executed| Quote {

@@ -277,28 +277,12 @@ impl Server {
             }
             None => None,
         };
-        let (matcher, mut writer) = (opened.matcher, opened.writer);
-        // What the stages publish for the endpoint, only if there is one; the gateway's
-        // sessions start with their recovered streams.
-        let metrics = admin_listener.as_ref().map(|_| {
-            Arc::new(EngineMetrics::new(
-                book.instruments.len(),
-                book.owners.len(),
-                p.ring_capacity,
-                config
-                    .schedule()
-                    .map_or_else(VenueClock::utc, |s| VenueClock::new(s.tz)),
-            ))
-        });
-        if let Some(m) = &metrics {
-            gateway.set_metrics(Arc::clone(m));
-        }
-        if let Some(hold) = journal_hold {
-            writer.set_hold(hold);
-        }
         // From here on threads start. The server holds each as it starts, so that a start
         // failing after some did stops and joins them (its drop, as for a running server)
-        // instead of leaving them running beside a caller that may start again.
+        // instead of leaving them running beside a caller that may start again. Built
+        // before the matcher and the writer are taken out of `opened`, so that on such a
+        // failure they are dropped (the writer's writeback joined) before the server
+        // releases the journal's lock.
         let mut server = Server {
             raft_addr: None,
             local_addr,
@@ -319,6 +303,25 @@ impl Server {
             gateway_failed,
             journal_lock: Some(opened.lock),
         };
+        let (matcher, mut writer) = (opened.matcher, opened.writer);
+        // What the stages publish for the endpoint, only if there is one; the gateway's
+        // sessions start with their recovered streams.
+        let metrics = admin_listener.as_ref().map(|_| {
+            Arc::new(EngineMetrics::new(
+                book.instruments.len(),
+                book.owners.len(),
+                p.ring_capacity,
+                config
+                    .schedule()
+                    .map_or_else(VenueClock::utc, |s| VenueClock::new(s.tz)),
+            ))
+        });
+        if let Some(m) = &metrics {
+            gateway.set_metrics(Arc::clone(m));
+        }
+        if let Some(hold) = journal_hold {
+            writer.set_hold(hold);
+        }
         let followers_stop = Arc::clone(&server.followers_stop);
         let mut snapshot_taker = None;
         if let Some(start) = opened.snapshotter {
@@ -531,7 +534,9 @@ impl Server {
         Arc::clone(&self.shutdown)
     }
 
-    /// Starts a graceful shutdown and waits for it.
+    /// Starts a graceful shutdown and waits for it: every stage ended and joined, the
+    /// journal writer's background writeback included (on a disk that hangs, as long as
+    /// its last `fdatasync` takes; a dropped server waits at most [`DROP_PATIENCE`]).
     pub fn stop(mut self) -> io::Result<()> {
         self.request_stop();
         self.join()

@@ -43,6 +43,22 @@ fn engine_threads_left() -> Vec<String> {
     }
 }
 
+/// `config`'s start is refused naming `what`, and no engine thread runs after it returned.
+fn refused_leaving_no_thread(config: &Config, what: &str) {
+    assert_eq!(
+        engine_threads_left(),
+        Vec::<String>::new(),
+        "before the start"
+    );
+    let refused = Server::start(config).err().expect("refused");
+    assert!(refused.to_string().contains(what), "{refused}");
+    assert_eq!(
+        engine_threads_left(),
+        Vec::<String>::new(),
+        "threads of the refused start running after it returned"
+    );
+}
+
 /// A cluster node whose Raft port is in use: refused before any thread starts (until
 /// 2026-12-07 the port was bound last, after the pipeline's threads had started, and they
 /// ran on, the gateway's port bound, after the start had returned its error). Then the
@@ -70,20 +86,7 @@ fn a_node_whose_raft_port_is_taken_starts_no_thread() {
         ));
     }
     let config = Config::parse(&text, "test config").expect("a cluster node's config");
-    assert_eq!(
-        engine_threads_left(),
-        Vec::<String>::new(),
-        "before the start"
-    );
-    let refused = Server::start(&config)
-        .err()
-        .expect("refused: the raft port is taken");
-    assert!(refused.to_string().contains("raft address"), "{refused}");
-    assert_eq!(
-        engine_threads_left(),
-        Vec::<String>::new(),
-        "threads of the refused start running after it returned"
-    );
+    refused_leaving_no_thread(&config, "raft address");
     drop(taken);
     let server = Server::start(&config).expect("starts with the port free");
     assert!(!engine_threads().is_empty());
@@ -108,18 +111,5 @@ fn a_start_failing_after_threads_started_leaves_none() {
     let mut config = common::test_config_in(&dir, "");
     assert!(config.journal.snapshot_interval_records > 0);
     config.marketdata.retransmission = taken.local_addr().unwrap().to_string();
-    assert_eq!(
-        engine_threads_left(),
-        Vec::<String>::new(),
-        "before the start"
-    );
-    let refused = Server::start(&config)
-        .err()
-        .expect("refused: the feed's port is taken");
-    assert!(refused.to_string().contains("retransmission"), "{refused}");
-    assert_eq!(
-        engine_threads_left(),
-        Vec::<String>::new(),
-        "threads of the refused start running after it returned"
-    );
+    refused_leaving_no_thread(&config, "retransmission");
 }

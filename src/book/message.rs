@@ -470,12 +470,12 @@ pub enum RejectReason {
     InvalidExpireTime,
     /// A display code not offered (set by the gateway; journal format 4 on).
     InvalidDisplay,
-    /// A pegged order: a price type other than limit, or a peg offset (set by the
-    /// gateway; journal format 4 on).
+    /// A pegged order: a price type OUCH lists as a peg (`P M R Q m`), a discretion price
+    /// type `P M R`, or a peg offset (set by the gateway; journal format 4 on).
     PeggingNotAllowed,
-    /// A cross order: a cross type other than none, or a handling instruction for a
-    /// cross (imbalance only, extended life, direct listing) (set by the gateway; journal
-    /// format 4 on).
+    /// A cross order: a cross type OUCH lists other than continuous (`O C H S R E A`), or
+    /// a handling instruction for a cross (imbalance only, extended life, direct listing:
+    /// `I B D`) (set by the gateway; journal format 4 on).
     InvalidCrossOrder,
     /// A retail handling instruction (set by the gateway; journal format 4 on).
     RetailNotAllowed,

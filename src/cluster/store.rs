@@ -596,7 +596,9 @@ fn read_small<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<
     }
 }
 
-/// Writes a small file atomically ([`crate::journal::write_file_atomically`]).
+/// Writes a small file atomically ([`crate::journal::write_file_atomically`]); with `sync`,
+/// a failed sync of the file or the directory leaves `SYNC-FAILED` in `dir`
+/// ([`crate::journal::write_file_atomically_or_mark`]).
 fn write_small<T: serde::Serialize>(
     dir: &Path,
     name: &str,
@@ -902,6 +904,16 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// `dir` is refused at open for a sync that failed in this boot; then removed.
+    fn refused_in_this_boot(dir: &Path) {
+        let refused = RaftStore::open(dir, FsyncMode::Always, 0, None)
+            .err()
+            .expect("refused in this boot")
+            .to_string();
+        assert!(refused.contains("failed in this boot"), "{refused}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// A vote whose sync failed may be in the page cache only: the node must not read it
     /// back in this boot (it could vote again in that term after a power loss), so the
     /// directory is marked as for the log. The sync is made to fail by a FIFO where the
@@ -931,12 +943,7 @@ mod tests {
         assert!(failed.is_err(), "the vote reports the failed sync");
         drop(store);
         std::fs::remove_file(&fifo).unwrap();
-        let refused = RaftStore::open(&dir, FsyncMode::Always, 0, None)
-            .err()
-            .expect("refused in this boot")
-            .to_string();
-        assert!(refused.contains("failed in this boot"), "{refused}");
-        let _ = std::fs::remove_dir_all(&dir);
+        refused_in_this_boot(&dir);
         // The directory's sync after the rename: the new vote is in place, maybe only in
         // the page cache. Refused the same way.
         let dir = temp("vote-dir-sync-failed");
@@ -955,12 +962,7 @@ mod tests {
             "renamed into place before the sync"
         );
         drop(store);
-        let refused = RaftStore::open(&dir, FsyncMode::Always, 0, None)
-            .err()
-            .expect("refused in this boot")
-            .to_string();
-        assert!(refused.contains("failed in this boot"), "{refused}");
-        let _ = std::fs::remove_dir_all(&dir);
+        refused_in_this_boot(&dir);
         // The directory's own syncs at open (the new log's name, what a killed process
         // renamed into place): the same.
         let dir = temp("open-dir-sync-failed");
@@ -968,12 +970,7 @@ mod tests {
         let failed = RaftStore::open(&dir, FsyncMode::Always, 0, None).map(drop);
         crate::journal::FAIL_DIR_SYNC.with(|f| f.set(false));
         assert!(failed.is_err(), "the open reports the failed sync");
-        let refused = RaftStore::open(&dir, FsyncMode::Always, 0, None)
-            .err()
-            .expect("refused in this boot")
-            .to_string();
-        assert!(refused.contains("failed in this boot"), "{refused}");
-        let _ = std::fs::remove_dir_all(&dir);
+        refused_in_this_boot(&dir);
     }
 
     #[test]
