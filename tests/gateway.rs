@@ -151,6 +151,64 @@ fn two_sessions_cross_and_both_sides_hear_of_it() {
     server.stop().unwrap();
 }
 
+/// Order State on Order Accepted: `L` for an order that rests, `D` for an IOC or a market
+/// order, which never does (OUCH: accepted but already out).
+#[test]
+fn ioc_and_market_orders_are_accepted_dead() {
+    let server = start();
+    let addr = server.local_addr();
+    let mut seller = login(addr, "MM1", "pw1", 1);
+    let mut buyer = login(addr, "MM2", "pw2", 1);
+    let state_of_accepted = |c: &mut Client| {
+        let (_, msg) = next(c);
+        let Outbound::Accepted(a, _) = decode(&msg) else {
+            panic!("not an Order Accepted: {msg:?}")
+        };
+        a.order_state
+    };
+    seller.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    assert_eq!(state_of_accepted(&mut seller), b'L');
+    // An IOC that trades in part, then one that finds nothing: both dead on arrival.
+    buyer
+        .enter(1, b'B', 60, "AAPL", PX, b'3', b'Y', Options::default())
+        .unwrap();
+    assert_eq!(state_of_accepted(&mut buyer), b'D');
+    assert_eq!(next_type(&mut buyer).0, outbound::EXECUTED);
+    buyer
+        .enter(
+            2,
+            b'B',
+            10,
+            "AAPL",
+            PX - 100,
+            b'3',
+            b'Y',
+            Options::default(),
+        )
+        .unwrap();
+    assert_eq!(state_of_accepted(&mut buyer), b'D');
+    assert_eq!(next_type(&mut buyer).0, outbound::CANCELED);
+    // A market order (a price at or above $200,000), time in force Day: dead too.
+    buyer
+        .enter(
+            3,
+            b'B',
+            10,
+            "AAPL",
+            2_000_000_000,
+            b'0',
+            b'Y',
+            Options::default(),
+        )
+        .unwrap();
+    assert_eq!(state_of_accepted(&mut buyer), b'D');
+    assert_eq!(next_type(&mut buyer).0, outbound::EXECUTED);
+    // A Day limit order that rests: live.
+    buyer.limit(4, b'B', 10, "AAPL", PX - 100).unwrap();
+    assert_eq!(state_of_accepted(&mut buyer), b'L');
+    server.stop().unwrap();
+}
+
 #[test]
 fn cancel_reduce_keeps_priority_over_the_wire() {
     let server = start();

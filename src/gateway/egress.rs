@@ -98,6 +98,20 @@ pub fn encode_system_event(ts: u64, code: u8, out: &mut Vec<u8>) {
     write_fixed(out, &m);
 }
 
+/// OUCH's Order State on Accepted and Replaced: `D` (dead: accepted but already out) for an
+/// IOC or market order, which never rests (it trades what it can on arrival, the rest is
+/// canceled), else `L` (live). A limit order that lives the day but is filled or canceled
+/// in full on arrival is still `L`: the event is written before the order trades, and
+/// nothing in it says how its arrival ends.
+fn order_state(order: &OrderAck) -> u8 {
+    // A market order is acknowledged with price 0 (`OrderAck::price`).
+    if matches!(order.tif, TimeInForce::Ioc) || order.price.0 == 0 {
+        b'D'
+    } else {
+        b'L'
+    }
+}
+
 fn display_code(order: &OrderAck) -> u8 {
     match (order.hidden, order.post_only) {
         (true, _) => b'N',
@@ -145,7 +159,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
                 capacity: order.echo.capacity,
                 iso: order.echo.iso,
                 cross_type: order.echo.cross_type,
-                order_state: b'L',
+                order_state: order_state(&order),
                 clordid: order.echo.clordid,
                 appendage_len: U16::ZERO,
             };
@@ -172,7 +186,7 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
                 capacity: order.echo.capacity,
                 iso: order.echo.iso,
                 cross_type: order.echo.cross_type,
-                order_state: b'L',
+                order_state: order_state(&order),
                 clordid: order.echo.clordid,
                 appendage_len: U16::ZERO,
             };
@@ -488,6 +502,73 @@ mod tests {
         };
         assert_eq!(options.customer_type, None);
         assert!(options.firm.is_some(), "the firm still echoed");
+    }
+
+    /// Order State: `D` on the acknowledgement of an IOC or a market order (price 0), on
+    /// Accepted and Replaced alike; `L` for every other time in force.
+    #[test]
+    fn ioc_and_market_orders_are_acknowledged_dead() {
+        let order = |tif, price| OrderAck {
+            user_ref: UserRef(3),
+            order_id: OrderId(11),
+            instrument: crate::types::InstrumentId(0),
+            side: crate::types::Side::Buy,
+            qty: Qty(100),
+            price: Price(price),
+            tif,
+            hidden: false,
+            post_only: false,
+            min_qty: Qty(0),
+            max_floor: Qty(0),
+            firm: crate::types::Firm::from_str_padded("MMA").unwrap(),
+            echo: crate::book::Echo::default(),
+        };
+        let symbols = [crate::types::Symbol::from_str_padded("AAPL").unwrap()];
+        let states = |order: OrderAck| {
+            let mut accepted = Vec::new();
+            let body = EventBody::Accepted {
+                owner: OwnerId(0),
+                order,
+            };
+            encode_event(
+                &Event {
+                    ts: Timestamp(1),
+                    body,
+                },
+                &symbols,
+                &mut accepted,
+            );
+            let mut replaced = Vec::new();
+            let body = EventBody::Replaced {
+                owner: OwnerId(0),
+                orig_user_ref: UserRef(2),
+                order,
+            };
+            encode_event(
+                &Event {
+                    ts: Timestamp(1),
+                    body,
+                },
+                &symbols,
+                &mut replaced,
+            );
+            match (decode_outbound(&accepted), decode_outbound(&replaced)) {
+                (Ok(Outbound::Accepted(a, _)), Ok(Outbound::Replaced(r, _))) => {
+                    (a.order_state, r.order_state)
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(states(order(TimeInForce::Ioc, 1_000_000)), (b'D', b'D'));
+        assert_eq!(states(order(TimeInForce::Day, 0)), (b'D', b'D'));
+        for tif in [
+            TimeInForce::Day,
+            TimeInForce::Gtx,
+            TimeInForce::Gtt { expire_secs: 60 },
+            TimeInForce::AfterHours,
+        ] {
+            assert_eq!(states(order(tif, 1_000_000)), (b'L', b'L'), "{tif:?}");
+        }
     }
 
     #[test]
