@@ -436,15 +436,27 @@ impl Server {
                 server.threads.push(runner.into_thread());
             }
             Threading::Dedicated | Threading::Auto => {
+                // Downstream first: a stage ends on the shutdown marker coming down its
+                // ring, so the stages that started before a spawn failed are stopped by
+                // pushing the marker into the first one's ring, which nothing else feeds
+                // until the gateway (or the raft thread) runs. Started first, the gateway
+                // would wait for its marker to come back through stages that never ran,
+                // and a dropped server leave it running, the journal locked.
+                spawn_core_agents(
+                    matcher,
+                    journal,
+                    config,
+                    (&to_matcher, matcher_parker),
+                    journal_parker,
+                    &mut server.threads,
+                )?;
                 let gateway = AgentRunner::start(
                     Box::new(gateway),
                     IdleStrategy::new(wait, Parker::new()),
                     p.gateway_core,
-                )?;
+                )
+                .inspect_err(|_| stop_from(&to_matcher))?;
                 server.threads.push(gateway.into_thread());
-                let core =
-                    spawn_core_agents(matcher, journal, config, matcher_parker, journal_parker)?;
-                server.threads.extend(core.threads);
             }
         }
 
@@ -455,6 +467,9 @@ impl Server {
             Some(listener),
         ) = (raft, proposals, raft_listener)
         {
+            // The raft thread feeds the matcher's ring: until it runs, nothing else does.
+            // Without it the stages would not end (the gateway's marker goes to it), so a
+            // failed start sends the marker down the pipeline itself.
             let node = crate::cluster::spawn(
                 settings,
                 listener,
@@ -464,7 +479,8 @@ impl Server {
                 Arc::clone(&to_matcher),
                 role,
                 released,
-            )?;
+            )
+            .inspect_err(|_| stop_from(&to_matcher))?;
             server.raft_addr = Some(node.raft_addr);
             server.threads.push(node.thread);
         }
@@ -654,31 +670,60 @@ pub fn spawn_core(
         writer,
         config.pipeline.ring_capacity,
         Threading::Dedicated,
-        to_matcher,
+        Arc::clone(&to_matcher),
         to_egress,
     );
-    spawn_core_agents(matcher, journal, config, matcher_parker, journal_parker)
+    let mut threads = Vec::new();
+    let started = spawn_core_agents(
+        matcher,
+        journal,
+        config,
+        (&to_matcher, matcher_parker),
+        journal_parker,
+        &mut threads,
+    );
+    if let Err(e) = started {
+        // The matcher, if it started, ended on the marker: nothing is left running.
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(e);
+    }
+    Ok(CoreStages { threads })
 }
 
 /// Runs the matcher and journal agents on a pinned thread each.
+/// Sends the shutdown marker down the pipeline from the matcher's ring, when what feeds it
+/// (the gateway, or the raft thread) did not start: every stage that did ends on it.
+fn stop_from(to_matcher: &Ring<Record>) {
+    to_matcher.push(Record::Shutdown);
+    to_matcher.notify();
+}
+
+/// Starts the matcher and the journal writer, a thread each, adding each to `threads` as
+/// it starts. If the writer's thread cannot start, the matcher's ends: the shutdown marker
+/// is pushed into `to_matcher`, whose producer must not have started yet.
 fn spawn_core_agents(
     matcher: MatcherAgent,
     journal: JournalAgent,
     config: &Config,
-    matcher_parker: Parker,
+    to_matcher: (&Arc<Ring<Record>>, Parker),
     journal_parker: Parker,
-) -> io::Result<CoreStages> {
+    threads: &mut Vec<JoinHandle<()>>,
+) -> io::Result<()> {
     let p = &config.pipeline;
     let wait = config.wait_strategy();
+    let (to_matcher, matcher_parker) = to_matcher;
     // 2: the matcher, the single sequencer.
     let idle = IdleStrategy::new(wait, matcher_parker);
     let matcher = AgentRunner::start(Box::new(matcher), idle, p.matcher_core)?;
+    threads.push(matcher.into_thread());
     // 3: the journal writer appends, then releases events to egress.
     let idle = IdleStrategy::new(wait, journal_parker);
-    let journal = AgentRunner::start(Box::new(journal), idle, p.journal_core)?;
-    Ok(CoreStages {
-        threads: vec![matcher.into_thread(), journal.into_thread()],
-    })
+    let journal = AgentRunner::start(Box::new(journal), idle, p.journal_core)
+        .inspect_err(|_| stop_from(to_matcher))?;
+    threads.push(journal.into_thread());
+    Ok(())
 }
 
 /// Stages 2 and 3 as agents between `to_matcher` and `to_egress`, with the ring between
@@ -1156,6 +1201,45 @@ mod tests {
             .replace("127.0.0.1:15002", "127.0.0.1:0")
             .replace("127.0.0.1:15080", "127.0.0.1:0");
         (root, Config::parse(&text, "shipped").unwrap())
+    }
+
+    /// A start some of whose stage threads cannot start (the system out of threads or
+    /// memory) stops the ones that did and releases the journal: the same journal starts
+    /// right after, each time. Until 2026-12-07 the gateway started first and, a later
+    /// stage refused, waited for its shutdown marker to come back through stages that
+    /// never ran: the dropped server gave up after `DROP_PATIENCE` and left it running,
+    /// the journal locked for the process's life (the next start was refused as locked).
+    #[test]
+    fn a_stage_that_cannot_start_leaves_nothing_running_and_the_journal_free() {
+        let root = std::env::temp_dir().join(format!(
+            "ironmatch-refused-spawn-{}-{}",
+            std::process::id(),
+            crate::venue::epoch_ns()
+        ));
+        let shipped = include_str!("../config/ironmatch.toml");
+        // No trading day (orders at any hour), a thread per stage, the system's ports.
+        let venue = shipped.find("[venue]").unwrap();
+        let marketdata = shipped.find("[marketdata]").unwrap();
+        let text = format!("{}{}", &shipped[..venue], &shipped[marketdata..])
+            .replace("dir = \"./data\"", &format!("dir = \"{}\"", root.display()))
+            .replace("threading = \"auto\"", "threading = \"dedicated\"")
+            .replace("127.0.0.1:15000", "127.0.0.1:0")
+            .replace("127.0.0.1:15002", "127.0.0.1:0")
+            .replace("127.0.0.1:15080", "127.0.0.1:0");
+        let config = Config::parse(&text, "test").unwrap();
+        assert_eq!(config.threading().choose().0, Threading::Dedicated);
+        let refuse = |role| crate::pipeline::agent::REFUSED_SPAWN.with(|r| r.set(role));
+        for role in ["matcher", "journal", "gateway"] {
+            refuse(Some(role));
+            let e = Server::start(&config).err().expect("refused");
+            assert!(
+                e.to_string().contains(&format!("im-{role} refused")),
+                "{role}: {e}"
+            );
+        }
+        refuse(None);
+        Server::start(&config).unwrap().stop().unwrap();
+        let _ = std::fs::remove_dir_all(root);
     }
 
     /// The memory a process may use reads from `/proc/meminfo` (memory and swap) and a

@@ -222,6 +222,14 @@ pub fn run_agent(agent: &mut dyn Agent, idle: &mut IdleStrategy) {
     agent.on_close();
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests: the role whose [`AgentRunner::start`] on this thread fails, as a spawn the
+    /// system refuses (out of threads or memory) would.
+    pub static REFUSED_SPAWN: std::cell::Cell<Option<&'static str>> =
+        const { std::cell::Cell::new(None) };
+}
+
 /// A thread driving one agent (maybe a composite) with an idle strategy.
 pub struct AgentRunner {
     thread: JoinHandle<()>,
@@ -242,6 +250,10 @@ impl AgentRunner {
         core: Option<usize>,
     ) -> io::Result<AgentRunner> {
         let role = agent.role();
+        #[cfg(test)]
+        if REFUSED_SPAWN.with(|r| r.get()) == Some(role) {
+            return Err(io::Error::other(format!("thread im-{role} refused (test)")));
+        }
         let thread = std::thread::Builder::new()
             .name(format!("im-{role}"))
             .spawn(move || {
