@@ -368,7 +368,8 @@ impl Server {
             server.followers.push(publisher.thread);
         }
 
-        // 1 + 4, 2, 3: the stages as agents; the threading mode decides the threads.
+        // The stages as agents (with a thread per stage, started 2, 3, then 1 + 4); the
+        // threading mode decides the threads.
         let wait = config.wait_strategy();
         let (mut matcher, mut journal, journal_parker) = core_agents(
             matcher,
@@ -692,7 +693,6 @@ pub fn spawn_core(
     Ok(CoreStages { threads })
 }
 
-/// Runs the matcher and journal agents on a pinned thread each.
 /// Sends the shutdown marker down the pipeline from the matcher's ring, when what feeds it
 /// (the gateway, or the raft thread) did not start: every stage that did ends on it.
 fn stop_from(to_matcher: &Ring<Record>) {
@@ -1239,6 +1239,44 @@ mod tests {
         }
         refuse(None);
         Server::start(&config).unwrap().stop().unwrap();
+        // A cluster node (its peers absent: it starts alone, as a follower) whose raft
+        // thread cannot start, in each threading mode: the raft thread feeds the matcher's
+        // ring, and the gateway's marker goes to it.
+        for threading in ["dedicated", "shared"] {
+            let peers: Vec<_> = (0..3)
+                .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+                .collect();
+            let mut node = text
+                .replace(
+                    "threading = \"dedicated\"",
+                    &format!("threading = \"{threading}\""),
+                )
+                .replace(
+                    &root.display().to_string(),
+                    &root.join(threading).display().to_string(),
+                );
+            node.push_str(&format!(
+                "\n[cluster]\ndir = \"{}\"\nnode_id = 1\n",
+                root.join(threading).join("raft").display()
+            ));
+            for (i, peer) in peers.iter().enumerate() {
+                node.push_str(&format!(
+                    "\n[[cluster.peers]]\nid = {}\nraft = \"{}\"\n",
+                    i + 1,
+                    peer.local_addr().unwrap()
+                ));
+            }
+            drop(peers);
+            let config = Config::parse(&node, "test").unwrap();
+            refuse(Some("raft"));
+            let e = Server::start(&config).err().expect("refused");
+            assert!(
+                e.to_string().contains("im-raft refused"),
+                "{threading}: {e}"
+            );
+            refuse(None);
+            Server::start(&config).unwrap().stop().unwrap();
+        }
         let _ = std::fs::remove_dir_all(root);
     }
 

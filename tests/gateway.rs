@@ -168,12 +168,17 @@ fn ioc_and_market_orders_are_accepted_dead() {
     };
     seller.limit(1, b'S', 100, "AAPL", PX).unwrap();
     assert_eq!(state_of_accepted(&mut seller), b'L');
-    // An IOC that trades in part, then one that finds nothing: both dead on arrival.
+    // An IOC that trades in part (its rest canceled), then one that finds nothing: both
+    // dead on arrival.
     buyer
-        .enter(1, b'B', 60, "AAPL", PX, b'3', b'Y', Options::default())
+        .enter(1, b'B', 140, "AAPL", PX, b'3', b'Y', Options::default())
         .unwrap();
     assert_eq!(state_of_accepted(&mut buyer), b'D');
     assert_eq!(next_type(&mut buyer).0, outbound::EXECUTED);
+    assert_eq!(next_type(&mut buyer).0, outbound::CANCELED);
+    assert_eq!(next_type(&mut seller).0, outbound::EXECUTED);
+    seller.limit(2, b'S', 100, "AAPL", PX).unwrap();
+    assert_eq!(state_of_accepted(&mut seller), b'L');
     buyer
         .enter(
             2,

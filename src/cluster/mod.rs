@@ -236,6 +236,10 @@ pub fn spawn(
     released: Arc<Released>,
 ) -> io::Result<ClusterNode> {
     let raft_addr = listener.local_addr()?;
+    #[cfg(test)]
+    if crate::pipeline::agent::REFUSED_SPAWN.with(|r| r.get()) == Some("raft") {
+        return Err(io::Error::other("thread im-raft refused (test)"));
+    }
     let thread = std::thread::Builder::new()
         .name("im-raft".into())
         .spawn(move || {

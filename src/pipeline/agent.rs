@@ -225,7 +225,8 @@ pub fn run_agent(agent: &mut dyn Agent, idle: &mut IdleStrategy) {
 #[cfg(test)]
 thread_local! {
     /// Tests: the role whose [`AgentRunner::start`] on this thread fails, as a spawn the
-    /// system refuses (out of threads or memory) would.
+    /// system refuses (out of threads or memory) would (`"raft"`: the cluster's thread,
+    /// `crate::cluster::spawn`).
     pub static REFUSED_SPAWN: std::cell::Cell<Option<&'static str>> =
         const { std::cell::Cell::new(None) };
 }
