@@ -1223,6 +1223,10 @@ mod tests {
         let text = format!("{}{}", &shipped[..venue], &shipped[marketdata..])
             .replace("dir = \"./data\"", &format!("dir = \"{}\"", root.display()))
             .replace("threading = \"auto\"", "threading = \"dedicated\"")
+            // Small books (each start allocates and touches its pools); the feed's stop
+            // does not repeat End of Session for a second.
+            .replace("orders_max = 1000000", "orders_max = 10000")
+            .replace("end_of_session_ms = 1000", "end_of_session_ms = 0")
             .replace("127.0.0.1:15000", "127.0.0.1:0")
             .replace("127.0.0.1:15002", "127.0.0.1:0")
             .replace("127.0.0.1:15080", "127.0.0.1:0");
