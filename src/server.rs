@@ -1232,6 +1232,11 @@ mod tests {
             .replace("127.0.0.1:15080", "127.0.0.1:0");
         let config = Config::parse(&text, "test").unwrap();
         assert_eq!(config.threading().choose().0, Threading::Dedicated);
+        assert_eq!(
+            (config.book.orders_max, config.marketdata.end_of_session_ms),
+            (10_000, 0),
+            "the shipped file's values changed: the test's replacements no longer apply"
+        );
         let refuse = |role| crate::pipeline::agent::REFUSED_SPAWN.with(|r| r.set(role));
         for role in ["matcher", "journal", "gateway"] {
             refuse(Some(role));
