@@ -449,42 +449,52 @@ mod tests {
         assert_eq!(cancel_code(CancelReason::CircuitBreaker), b'H');
     }
 
-    /// CustomerType (tag 4) is echoed on Order Accepted, and not on Order Replaced, which
-    /// OUCH does not give it.
-    #[test]
-    fn customer_type_is_echoed_on_accepted_only() {
-        let order = OrderAck {
+    /// The acknowledgement of a 100-share buy of instrument 0 (AAPL in [`encoded`]).
+    fn ack(tif: TimeInForce, price: u64) -> OrderAck {
+        OrderAck {
             user_ref: UserRef(3),
             order_id: OrderId(11),
             instrument: crate::types::InstrumentId(0),
             side: crate::types::Side::Buy,
             qty: Qty(100),
-            price: Price(1_000_000),
-            tif: crate::book::TimeInForce::Day,
+            price: Price(price),
+            tif,
             hidden: false,
             post_only: false,
             min_qty: Qty(0),
             max_floor: Qty(0),
             firm: crate::types::Firm::from_str_padded("MMA").unwrap(),
+            echo: crate::book::Echo::default(),
+        }
+    }
+
+    /// `body`'s OUCH message, instrument 0 being AAPL.
+    fn encoded(body: EventBody) -> Vec<u8> {
+        let symbols = [crate::types::Symbol::from_str_padded("AAPL").unwrap()];
+        let mut out = Vec::new();
+        encode_event(
+            &Event {
+                ts: Timestamp(1),
+                body,
+            },
+            &symbols,
+            &mut out,
+        );
+        out
+    }
+
+    /// CustomerType (tag 4) is echoed on Order Accepted, and not on Order Replaced, which
+    /// OUCH does not give it.
+    #[test]
+    fn customer_type_is_echoed_on_accepted_only() {
+        let order = OrderAck {
             echo: crate::book::Echo {
                 customer_type: b'R',
                 ..crate::book::Echo::default()
             },
+            ..ack(TimeInForce::Day, 1_000_000)
         };
-        let symbols = [crate::types::Symbol::from_str_padded("AAPL").unwrap()];
-        let encode = |body: EventBody| {
-            let mut out = Vec::new();
-            encode_event(
-                &Event {
-                    ts: Timestamp(1),
-                    body,
-                },
-                &symbols,
-                &mut out,
-            );
-            out
-        };
-        let accepted = encode(EventBody::Accepted {
+        let accepted = encoded(EventBody::Accepted {
             owner: OwnerId(0),
             order,
         });
@@ -492,7 +502,7 @@ mod tests {
             panic!("not an Order Accepted: {accepted:?}");
         };
         assert_eq!(options.customer_type, Some(b'R'));
-        let replaced = encode(EventBody::Replaced {
+        let replaced = encoded(EventBody::Replaced {
             owner: OwnerId(0),
             orig_user_ref: UserRef(2),
             order,
@@ -508,50 +518,16 @@ mod tests {
     /// Accepted and Replaced alike; `L` for every other time in force.
     #[test]
     fn ioc_and_market_orders_are_acknowledged_dead() {
-        let order = |tif, price| OrderAck {
-            user_ref: UserRef(3),
-            order_id: OrderId(11),
-            instrument: crate::types::InstrumentId(0),
-            side: crate::types::Side::Buy,
-            qty: Qty(100),
-            price: Price(price),
-            tif,
-            hidden: false,
-            post_only: false,
-            min_qty: Qty(0),
-            max_floor: Qty(0),
-            firm: crate::types::Firm::from_str_padded("MMA").unwrap(),
-            echo: crate::book::Echo::default(),
-        };
-        let symbols = [crate::types::Symbol::from_str_padded("AAPL").unwrap()];
         let states = |order: OrderAck| {
-            let mut accepted = Vec::new();
-            let body = EventBody::Accepted {
+            let accepted = encoded(EventBody::Accepted {
                 owner: OwnerId(0),
                 order,
-            };
-            encode_event(
-                &Event {
-                    ts: Timestamp(1),
-                    body,
-                },
-                &symbols,
-                &mut accepted,
-            );
-            let mut replaced = Vec::new();
-            let body = EventBody::Replaced {
+            });
+            let replaced = encoded(EventBody::Replaced {
                 owner: OwnerId(0),
                 orig_user_ref: UserRef(2),
                 order,
-            };
-            encode_event(
-                &Event {
-                    ts: Timestamp(1),
-                    body,
-                },
-                &symbols,
-                &mut replaced,
-            );
+            });
             match (decode_outbound(&accepted), decode_outbound(&replaced)) {
                 (Ok(Outbound::Accepted(a, _)), Ok(Outbound::Replaced(r, _))) => {
                     (a.order_state, r.order_state)
@@ -559,15 +535,15 @@ mod tests {
                 other => panic!("{other:?}"),
             }
         };
-        assert_eq!(states(order(TimeInForce::Ioc, 1_000_000)), (b'D', b'D'));
-        assert_eq!(states(order(TimeInForce::Day, 0)), (b'D', b'D'));
+        assert_eq!(states(ack(TimeInForce::Ioc, 1_000_000)), (b'D', b'D'));
+        assert_eq!(states(ack(TimeInForce::Day, 0)), (b'D', b'D'));
         for tif in [
             TimeInForce::Day,
             TimeInForce::Gtx,
             TimeInForce::Gtt { expire_secs: 60 },
             TimeInForce::AfterHours,
         ] {
-            assert_eq!(states(order(tif, 1_000_000)), (b'L', b'L'), "{tif:?}");
+            assert_eq!(states(ack(tif, 1_000_000)), (b'L', b'L'), "{tif:?}");
         }
     }
 
