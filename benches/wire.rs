@@ -1,15 +1,18 @@
 //! Wire codec benchmarks: `wire/decode_enter` (SoupBinTCP frame, OUCH Enter Order, mapping
-//! to a matcher command), `wire/encode_executed` (an execution event to OUCH bytes), and
-//! `wire/baseline` (copying the same bytes: the harness and memory alone).
+//! to a matcher command), `wire/encode_executed` (an execution event to OUCH bytes),
+//! `wire/encode_accepted` (a Day limit order's acknowledgement, with its Firm option, to
+//! OUCH bytes), and `wire/baseline` (copying the same bytes: the harness and memory alone).
 
 #![allow(missing_docs)]
 
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use ironmatch::book::{Event, EventBody, Liquidity};
+use ironmatch::book::{Echo, Event, EventBody, Liquidity, OrderAck, TimeInForce};
 use ironmatch::gateway::{encode_event, to_command};
-use ironmatch::types::{Firm, MatchId, OrderId, OwnerId, Price, Qty, Timestamp, UserRef};
+use ironmatch::types::{
+    Firm, InstrumentId, MatchId, OrderId, OwnerId, Price, Qty, Side, Symbol, Timestamp, UserRef,
+};
 use ironmatch::wire::ouch::decode_inbound;
 use ironmatch::wire::soupbin::{ClientPacket, decode_client, next_frame};
 
@@ -63,6 +66,36 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             out.clear();
             black_box(encode_event(black_box(&event), &[], &mut out));
+            black_box(&out);
+        })
+    });
+    let accepted = Event {
+        ts: Timestamp(34_200_000_000_123),
+        body: EventBody::Accepted {
+            owner: OwnerId(0),
+            order: OrderAck {
+                user_ref: UserRef(1),
+                order_id: OrderId(1_000_001),
+                instrument: InstrumentId(0),
+                side: Side::Buy,
+                qty: Qty(100),
+                price: Price(1_502_500),
+                tif: TimeInForce::Day,
+                hidden: false,
+                post_only: false,
+                min_qty: Qty(0),
+                max_floor: Qty(0),
+                firm,
+                echo: Echo::default(),
+            },
+        },
+    };
+    let symbols = [Symbol::from_str_padded("AAPL").unwrap()];
+    group.bench_function("encode_accepted", |b| {
+        let mut out = Vec::with_capacity(256);
+        b.iter(|| {
+            out.clear();
+            black_box(encode_event(black_box(&accepted), &symbols, &mut out));
             black_box(&out);
         })
     });

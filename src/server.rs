@@ -1190,6 +1190,12 @@ mod tests {
     /// temporary directory of their own (`tag` in its name) and its ports the system's
     /// choice; returns the directory and the configuration.
     fn shipped_in(tag: &str) -> (std::path::PathBuf, Config) {
+        let (root, text) = shipped_text_in(tag);
+        (root, Config::parse(&text, "shipped").unwrap())
+    }
+
+    /// [`shipped_in`]'s configuration as text, to change further.
+    fn shipped_text_in(tag: &str) -> (std::path::PathBuf, String) {
         let root = std::env::temp_dir().join(format!(
             "ironmatch-{tag}-{}-{}",
             std::process::id(),
@@ -1200,7 +1206,7 @@ mod tests {
             .replace("127.0.0.1:15000", "127.0.0.1:0")
             .replace("127.0.0.1:15002", "127.0.0.1:0")
             .replace("127.0.0.1:15080", "127.0.0.1:0");
-        (root, Config::parse(&text, "shipped").unwrap())
+        (root, text)
     }
 
     /// A start some of whose stage threads cannot start (the system out of threads or
@@ -1211,25 +1217,16 @@ mod tests {
     /// the journal locked for the process's life (the next start was refused as locked).
     #[test]
     fn a_stage_that_cannot_start_leaves_nothing_running_and_the_journal_free() {
-        let root = std::env::temp_dir().join(format!(
-            "ironmatch-refused-spawn-{}-{}",
-            std::process::id(),
-            crate::venue::epoch_ns()
-        ));
-        let shipped = include_str!("../config/ironmatch.toml");
-        // No trading day (orders at any hour), a thread per stage, the system's ports.
+        let (root, shipped) = shipped_text_in("refused-spawn");
+        // No trading day (orders at any hour), a thread per stage.
         let venue = shipped.find("[venue]").unwrap();
         let marketdata = shipped.find("[marketdata]").unwrap();
         let text = format!("{}{}", &shipped[..venue], &shipped[marketdata..])
-            .replace("dir = \"./data\"", &format!("dir = \"{}\"", root.display()))
             .replace("threading = \"auto\"", "threading = \"dedicated\"")
             // Small books (each start allocates and touches its pools); the feed's stop
             // does not repeat End of Session for a second.
             .replace("orders_max = 1000000", "orders_max = 10000")
-            .replace("end_of_session_ms = 1000", "end_of_session_ms = 0")
-            .replace("127.0.0.1:15000", "127.0.0.1:0")
-            .replace("127.0.0.1:15002", "127.0.0.1:0")
-            .replace("127.0.0.1:15080", "127.0.0.1:0");
+            .replace("end_of_session_ms = 1000", "end_of_session_ms = 0");
         let config = Config::parse(&text, "test").unwrap();
         assert_eq!(config.threading().choose().0, Threading::Dedicated);
         assert_eq!(
