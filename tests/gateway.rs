@@ -166,46 +166,36 @@ fn ioc_and_market_orders_are_accepted_dead() {
         };
         a.order_state
     };
+    // A buy of AAPL, displayed, with time in force `tif`.
+    let buy = |c: &mut Client, user_ref, qty, price, tif| {
+        c.enter(
+            user_ref,
+            b'B',
+            qty,
+            "AAPL",
+            price,
+            tif,
+            b'Y',
+            Options::default(),
+        )
+        .unwrap()
+    };
     seller.limit(1, b'S', 100, "AAPL", PX).unwrap();
     assert_eq!(state_of_accepted(&mut seller), b'L');
     // An IOC that trades in part (its rest canceled), then one that finds nothing: both
     // dead on arrival.
-    buyer
-        .enter(1, b'B', 140, "AAPL", PX, b'3', b'Y', Options::default())
-        .unwrap();
+    buy(&mut buyer, 1, 140, PX, b'3');
     assert_eq!(state_of_accepted(&mut buyer), b'D');
     assert_eq!(next_type(&mut buyer).0, outbound::EXECUTED);
     assert_eq!(next_type(&mut buyer).0, outbound::CANCELED);
     assert_eq!(next_type(&mut seller).0, outbound::EXECUTED);
     seller.limit(2, b'S', 100, "AAPL", PX).unwrap();
     assert_eq!(state_of_accepted(&mut seller), b'L');
-    buyer
-        .enter(
-            2,
-            b'B',
-            10,
-            "AAPL",
-            PX - 100,
-            b'3',
-            b'Y',
-            Options::default(),
-        )
-        .unwrap();
+    buy(&mut buyer, 2, 10, PX - 100, b'3');
     assert_eq!(state_of_accepted(&mut buyer), b'D');
     assert_eq!(next_type(&mut buyer).0, outbound::CANCELED);
     // A market order (a price at or above $200,000), time in force Day: dead too.
-    buyer
-        .enter(
-            3,
-            b'B',
-            10,
-            "AAPL",
-            2_000_000_000,
-            b'0',
-            b'Y',
-            Options::default(),
-        )
-        .unwrap();
+    buy(&mut buyer, 3, 10, 2_000_000_000, b'0');
     assert_eq!(state_of_accepted(&mut buyer), b'D');
     assert_eq!(next_type(&mut buyer).0, outbound::EXECUTED);
     // A Day limit order that rests: live.
