@@ -259,6 +259,23 @@ impl Client {
         self.send(&Inbound::MassCancel(&m, Options::default()))
     }
 
+    /// Sends a Mass Cancel Request for every symbol, limited to one side (`B`, `S`, `T` or
+    /// `E`, OUCH's Side option: the three sells all name the ask side).
+    pub fn mass_cancel_side(&mut self, user_ref: u32, firm: &str, side: u8) -> io::Result<()> {
+        let m = ouch::MassCancelRequest {
+            msg_type: inbound::MASS_CANCEL,
+            user_ref: U32::new(user_ref),
+            firm: soupbin::left_justified(firm),
+            symbol: [b' '; 8],
+            appendage_len: U16::ZERO,
+        };
+        let options = Options {
+            side: Some(side),
+            ..Options::default()
+        };
+        self.send(&Inbound::MassCancel(&m, options))
+    }
+
     /// Sends a Logout Request.
     pub fn logout(&mut self) -> io::Result<()> {
         self.send_packet(kind::LOGOUT_REQUEST, &[])

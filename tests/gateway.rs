@@ -269,19 +269,30 @@ fn replace_and_mass_cancel() {
     assert_eq!((x.user_ref.get(), x.qty.get(), x.reason), (20, 100, b'Z'));
     c.limit(23, b'S', 100, "AAPL", PX + 500).unwrap();
     next(&mut c);
-    c.mass_cancel(24, "MMA").unwrap();
-    let mut canceled = 0;
-    loop {
-        match decode(&next(&mut c).1) {
-            Outbound::Canceled(_) => canceled += 1,
-            Outbound::MassCancelResponse(m, _) => {
-                assert_eq!(m.user_ref.get(), 24);
-                break;
-            }
-            other => panic!("unexpected {other:?}"),
+    // A mass cancel limited to a side: sell short names the ask side, and the response
+    // echoes the side as it was sent; one without a side takes the rest.
+    let mass_cancel = |c: &mut Client, user_ref: u32, side: Option<u8>| {
+        match side {
+            Some(side) => c.mass_cancel_side(user_ref, "MMA", side).unwrap(),
+            None => c.mass_cancel(user_ref, "MMA").unwrap(),
         }
-    }
-    assert_eq!(canceled, 2);
+        let mut canceled = Vec::new();
+        loop {
+            match decode(&next(c).1) {
+                Outbound::Canceled(x) => canceled.push(x.user_ref.get()),
+                Outbound::MassCancelResponse(m, options) => {
+                    assert_eq!(
+                        (m.user_ref.get(), &m.firm, options.side),
+                        (user_ref, b"MMA ", side)
+                    );
+                    return canceled;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    assert_eq!(mass_cancel(&mut c, 24, Some(b'T')), [23]);
+    assert_eq!(mass_cancel(&mut c, 25, None), [2]);
     server.stop().unwrap();
 }
 

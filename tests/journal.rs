@@ -426,8 +426,8 @@ fn replay_of_a_directory_without_a_journal_is_an_error() {
 }
 
 /// Version 2 of the format added a command and nothing else, version 3 records' indexes in
-/// their batches, version 4 reject reasons:
-/// a version 1, 2 or 3 journal (every journal written before 2026-12-07) recovers as it did;
+/// their batches, version 4 reject reasons, version 5 a mass cancel's side:
+/// a version 1, 2, 3 or 4 journal recovers as it did;
 /// a version this build does not know is refused by its header, saying which it reads.
 #[test]
 fn journals_of_format_version_1_are_still_read() {
@@ -436,8 +436,8 @@ fn journals_of_format_version_1_are_still_read() {
     let full = std::fs::read(&path).unwrap();
     assert_eq!(
         u16::from_le_bytes([full[8], full[9]]),
-        4,
-        "written as version 4"
+        5,
+        "written as version 5"
     );
     let full_replay = journal::recover(&dir, &book, |_| {}).unwrap().scan.next_seq;
     let with_version = |version: u16| {
@@ -447,14 +447,14 @@ fn journals_of_format_version_1_are_still_read() {
         bytes[60..64].copy_from_slice(&crc.to_le_bytes());
         std::fs::write(&path, &bytes).unwrap();
     };
-    for version in [1, 2, 3] {
+    for version in [1, 2, 3, 4] {
         with_version(version);
         assert_eq!(
             journal::recover(&dir, &book, |_| {}).unwrap().scan.next_seq,
             full_replay
         );
     }
-    with_version(5);
+    with_version(6);
     // A snapshot beside it (its content is not read before the refusal) stays: a start
     // that is refused changes nothing on disk.
     let snapshot = dir.join(format!("{:020}.ims", 100));
@@ -463,7 +463,7 @@ fn journals_of_format_version_1_are_still_read() {
         Err(e @ JournalError::Header { .. }) => {
             assert!(
                 e.to_string()
-                    .contains("format version 5 (this build reads 1 to 4)"),
+                    .contains("format version 6 (this build reads 1 to 5)"),
                 "{e}"
             )
         }

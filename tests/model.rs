@@ -566,6 +566,9 @@ fn flow_exercises_every_rule() {
                     EventBody::Executed { liquidity, .. } => format!("Executed::{liquidity:?}"),
                     EventBody::TradingAction { state, .. } => format!("TradingAction::{state:?}"),
                     EventBody::SystemEvent { event } => format!("SystemEvent::{event:?}"),
+                    EventBody::MassCanceledSide { side, .. } => {
+                        format!("MassCanceledSide::{side:?}")
+                    }
                     EventBody::OperatorDone { outcome, .. } => format!("{outcome:?}")
                         .split([' ', '{'])
                         .next()
@@ -651,6 +654,10 @@ fn flow_exercises_every_rule() {
         "CancelRejected",
         "Restated",
         "MassCanceled",
+        "MassCanceledSide::Buy",
+        "MassCanceledSide::Sell",
+        "MassCanceledSide::SellShort",
+        "MassCanceledSide::SellShortExempt",
         "Executed::Added",
         "Executed::AddedHidden",
         "Executed::Removed",

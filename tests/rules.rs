@@ -825,15 +825,40 @@ fn mass_cancel_by_instrument_and_side() {
             user_ref,
             firm,
             symbol,
-            side: Some(BookSide::Bid),
+            side: Some(Side::Buy),
         },
     );
     assert!(matches!(
         ev.last().unwrap().body,
-        EventBody::MassCanceled { count: 1, .. }
+        EventBody::MassCanceledSide {
+            side: Side::Buy,
+            count: 1,
+            ..
+        }
     ));
     assert_eq!(v.side(BookSide::Ask).len(), 1);
     assert_eq!(v.m.resting_orders(), 2);
+    // Sell short exempt names the ask side, and the event keeps the side as it was named.
+    let user_ref = v.next_ref(2);
+    let ev = v.run(
+        2,
+        CommandBody::MassCancel {
+            user_ref,
+            firm,
+            symbol,
+            side: Some(Side::SellShortExempt),
+        },
+    );
+    assert!(matches!(
+        ev.last().unwrap().body,
+        EventBody::MassCanceledSide {
+            side: Side::SellShortExempt,
+            count: 1,
+            ..
+        }
+    ));
+    assert!(v.side(BookSide::Ask).is_empty());
+    assert_eq!(v.m.resting_orders(), 1);
     let user_ref = v.next_ref(2);
     let wrong = Firm::from_str_padded("F1").unwrap();
     let ev = v.run(

@@ -259,10 +259,12 @@ impl FlowDecoder {
                 } else {
                     self.symbol(src)
                 },
-                side: match src.below(3) {
-                    0 => None,
-                    1 => Some(BookSide::Bid),
-                    _ => Some(BookSide::Ask),
+                side: match src.below(6) {
+                    0 | 1 => None,
+                    2 => Some(Side::Buy),
+                    3 => Some(Side::Sell),
+                    4 => Some(Side::SellShort),
+                    _ => Some(Side::SellShortExempt),
                 },
             },
             _ => match src.below(8) {

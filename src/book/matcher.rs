@@ -1991,7 +1991,7 @@ impl Matcher {
         user_ref: UserRef,
         firm: Firm,
         symbol: Symbol,
-        side: Option<BookSide>,
+        side: Option<Side>,
         emit: &mut Emitter<'_, impl EventSink>,
     ) {
         if self.ouch_refs && !self.take_ref(owner, user_ref) {
@@ -2010,14 +2010,29 @@ impl Matcher {
                 }
             }
         };
-        let count =
-            self.cancel_owner_orders(owner, instrument, side, CancelReason::UserRequested, emit);
-        emit.event(EventBody::MassCanceled {
+        let count = self.cancel_owner_orders(
             owner,
-            user_ref,
-            firm,
-            symbol,
-            count,
+            instrument,
+            side.map(Side::book_side),
+            CancelReason::UserRequested,
+            emit,
+        );
+        emit.event(match side {
+            None => EventBody::MassCanceled {
+                owner,
+                user_ref,
+                firm,
+                symbol,
+                count,
+            },
+            Some(side) => EventBody::MassCanceledSide {
+                owner,
+                user_ref,
+                firm,
+                symbol,
+                side,
+                count,
+            },
         });
     }
 

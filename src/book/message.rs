@@ -24,7 +24,7 @@
 //!   new one cannot trade on entry, otherwise `MdDelete` of the old order and the new one
 //!   proceeds as a new order would.
 //! - Mass cancel and disconnect: one cancel per order in the owner's order of entry, then
-//!   (mass cancel only) `MassCanceled`.
+//!   (mass cancel only) `MassCanceled`, or `MassCanceledSide` for one limited to a side.
 //! - Any command whose timestamp is at or past a good-till-time order's expire time: first
 //!   `Canceled` (expired, then the feed's `MdDelete`) for each such order, earliest expire
 //!   time first (older order first on a tie), then the command's own events.
@@ -81,8 +81,11 @@ pub enum CommandBody {
         firm: Firm,
         /// `Symbol::BLANK` for every instrument.
         symbol: Symbol,
-        /// `None` for both sides.
-        side: Option<BookSide>,
+        /// `None` for both sides; else the side the request named (OUCH's Side option:
+        /// sell, sell short and sell short exempt all name the ask side), which the
+        /// response echoes. Journal format 4 and before held the book side here, whose
+        /// bid and ask decode as buy and sell.
+        side: Option<Side>,
     },
     /// The owner's session went away; cancels its orders if the user has
     /// cancel-on-disconnect configured.
@@ -841,6 +844,23 @@ pub enum EventBody {
         /// What came of it.
         outcome: OperatorOutcome,
     },
+    /// A mass cancel limited to one side was done: [`EventBody::MassCanceled`] with the
+    /// request's side, which Mass Cancel Response echoes (journal format 5; before it, such
+    /// a mass cancel was journaled as `MassCanceled`, which replay still takes for it).
+    MassCanceledSide {
+        /// Owner.
+        owner: OwnerId,
+        /// The request's reference.
+        user_ref: UserRef,
+        /// Firm from the request.
+        firm: Firm,
+        /// Symbol from the request.
+        symbol: Symbol,
+        /// Side from the request.
+        side: Side,
+        /// Orders canceled.
+        count: u32,
+    },
 }
 
 impl EventBody {
@@ -858,7 +878,8 @@ impl EventBody {
             | EventBody::Restated { owner, .. }
             | EventBody::Repriced { owner, .. }
             | EventBody::AccountQueried { owner, .. }
-            | EventBody::MassCanceled { owner, .. } => Some(*owner),
+            | EventBody::MassCanceled { owner, .. }
+            | EventBody::MassCanceledSide { owner, .. } => Some(*owner),
             EventBody::MdAdd { .. }
             | EventBody::MdExecute { .. }
             | EventBody::MdCancel { .. }
@@ -1282,6 +1303,19 @@ impl std::fmt::Display for Event {
                 write!(
                     f,
                     "user {} ref {} mass cancel: {count} orders",
+                    owner.0, user_ref
+                )
+            }
+            EventBody::MassCanceledSide {
+                owner,
+                user_ref,
+                side,
+                count,
+                ..
+            } => {
+                write!(
+                    f,
+                    "user {} ref {} mass cancel ({side:?} side): {count} orders",
                     owner.0, user_ref
                 )
             }

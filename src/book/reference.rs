@@ -1345,7 +1345,7 @@ impl ReferenceMatcher {
         user_ref: UserRef,
         firm: Firm,
         symbol: Symbol,
-        side: Option<BookSide>,
+        side: Option<Side>,
     ) {
         let ow = usize::from(owner.0);
         if self.config.refs == RefRule::Ouch && !self.take_ref(owner, user_ref) {
@@ -1369,13 +1369,28 @@ impl ReferenceMatcher {
                 }
             }
         };
-        let count = self.cancel_all(owner, instrument, side, CancelReason::UserRequested);
-        self.emit(EventBody::MassCanceled {
+        let count = self.cancel_all(
             owner,
-            user_ref,
-            firm,
-            symbol,
-            count,
+            instrument,
+            side.map(Side::book_side),
+            CancelReason::UserRequested,
+        );
+        self.emit(match side {
+            Some(side) => EventBody::MassCanceledSide {
+                owner,
+                user_ref,
+                firm,
+                symbol,
+                side,
+                count,
+            },
+            None => EventBody::MassCanceled {
+                owner,
+                user_ref,
+                firm,
+                symbol,
+                count,
+            },
         });
     }
 

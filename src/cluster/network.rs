@@ -51,11 +51,14 @@ use super::{Node, NodeId, NodeStatus, TypeConfig};
 /// `the_message_format_is_its_versions_file` (the serde format of every type that crosses,
 /// against `src/cluster/protocol-v<N>.json`) and `the_wire_bytes_are_the_versions` (the
 /// bytes of the preamble, frames, proofs and sample messages) hold this version.
-/// Version 3 (from 2026-12-07, with journal format 4): five reject reasons at the end of
+/// Version 4 (from 2026-12-07, with journal format 5): a mass cancel command carries the
+/// side its request named (`Option<Side>` where `Option<BookSide>` was), which a Raft
+/// entry's commands carry. Version 3 (from 2026-12-07, with journal format 4): five reject
+/// reasons at the end of
 /// `RejectReason`'s variants, which a gateway's refusal carries in a Raft entry's
 /// commands. Version 2 (from `ironmatch` after `15a1e25`): a node's challenge carries a
 /// proof per secret (a secret's rotation). Version 1 (`07c49d7` to `15a1e25`): one proof.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// What every cluster connection opens with, each way: `IMCL`, the protocol version (u16
 /// LE) and two zero bytes.
@@ -1108,14 +1111,14 @@ mod tests {
     #[test]
     fn a_preamble_of_another_version_or_none_is_refused() {
         let ours = Preamble::ours().bytes();
-        assert_eq!(&ours, b"IMCL\x03\x00\x00\x00");
+        assert_eq!(&ours, b"IMCL\x04\x00\x00\x00");
         assert_eq!(Preamble::refusal(ours), None);
-        for version in [1u16, 2, 4] {
+        for version in [1u16, 2, 3, 5] {
             let mut other = ours;
             other[4..6].copy_from_slice(&version.to_le_bytes());
             let why = Preamble::refusal(other).expect("another version is refused");
             assert!(
-                why.contains(&format!("version {version} and this release version 3")),
+                why.contains(&format!("version {version} and this release version 4")),
                 "{why}"
             );
         }
@@ -1423,7 +1426,7 @@ mod tests {
     #[test]
     fn the_wire_bytes_are_the_versions() {
         assert_eq!(
-            PROTOCOL_VERSION, 3,
+            PROTOCOL_VERSION, 4,
             "update the bytes below with the version"
         );
         let hex = |bytes: Vec<u8>| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
@@ -1513,7 +1516,7 @@ mod tests {
         ];
         let expected: [&str; 7] = [
             // the preamble
-            "494d434c03000000",
+            "494d434c04000000",
             // the node's proof, then the caller's
             "18e97b598fb185e68106428d6c8e135a8be19db83a753d0a4a2bec92b6e2e4ff",
             "a514779f7579cbc6e51fa3f2b80ce48e20c8304ca198a71e0e8af2270a5af395",

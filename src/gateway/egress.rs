@@ -8,7 +8,7 @@ use zerocopy::big_endian::{U16, U32, U64};
 use crate::book::{
     CancelReason, DayEvent, Event, EventBody, Liquidity, OrderAck, RejectReason, TimeInForce,
 };
-use crate::types::{OwnerId, Symbol};
+use crate::types::{Firm, OwnerId, Side, Symbol, UserRef};
 use crate::wire::ouch::{self, Options, outbound, write_fixed, write_with_options};
 
 /// The OUCH Rejected code for a reject reason. OUCH's code set is fixed, so several of
@@ -136,6 +136,31 @@ fn ack_options(order: &OrderAck, replaced: bool) -> Options {
         },
         ..Options::default()
     }
+}
+
+/// Mass Cancel Response: the request's fields echoed, its Side option (tag 27) among them
+/// when it had one.
+fn write_mass_cancel_response(
+    out: &mut Vec<u8>,
+    ts: U64,
+    user_ref: UserRef,
+    firm: Firm,
+    symbol: Symbol,
+    side: Option<Side>,
+) {
+    let m = ouch::MassCancelResponse {
+        msg_type: outbound::MASS_CANCEL_RESPONSE,
+        timestamp: ts,
+        user_ref: U32::new(user_ref.to_ouch()),
+        firm: firm.0,
+        symbol: symbol.0,
+        appendage_len: U16::ZERO,
+    };
+    let options = Options {
+        side: side.map(Side::to_byte),
+        ..Options::default()
+    };
+    write_with_options(out, &m, &options);
 }
 
 /// Writes the OUCH message for `event` into `out` and returns its owner, or `None` (and
@@ -354,15 +379,18 @@ pub fn encode_event(event: &Event, symbols: &[Symbol], out: &mut Vec<u8>) -> Opt
             symbol,
             ..
         } => {
-            let m = ouch::MassCancelResponse {
-                msg_type: outbound::MASS_CANCEL_RESPONSE,
-                timestamp: ts,
-                user_ref: U32::new(user_ref.to_ouch()),
-                firm: firm.0,
-                symbol: symbol.0,
-                appendage_len: U16::ZERO,
-            };
-            write_with_options(out, &m, &Options::default());
+            write_mass_cancel_response(out, ts, user_ref, firm, symbol, None);
+            Some(owner)
+        }
+        EventBody::MassCanceledSide {
+            owner,
+            user_ref,
+            firm,
+            symbol,
+            side,
+            ..
+        } => {
+            write_mass_cancel_response(out, ts, user_ref, firm, symbol, Some(side));
             Some(owner)
         }
         EventBody::MdAdd { .. }
@@ -545,6 +573,47 @@ mod tests {
         ] {
             assert_eq!(states(ack(tif, 1_000_000)), (b'L', b'L'), "{tif:?}");
         }
+    }
+
+    /// Mass Cancel Response echoes the request's fields: its Side option (tag 27) as the
+    /// request gave it (sell short is not sell), and none when the request named no side.
+    #[test]
+    fn a_mass_cancel_response_echoes_the_side() {
+        let firm = crate::types::Firm::from_str_padded("MMA").unwrap();
+        let symbol = crate::types::Symbol::from_str_padded("AAPL").unwrap();
+        let response = |body: EventBody| {
+            let out = encoded(body);
+            let Ok(Outbound::MassCancelResponse(m, options)) = decode_outbound(&out) else {
+                panic!("not a Mass Cancel Response: {out:?}");
+            };
+            assert_eq!((m.user_ref.get(), m.firm, m.symbol), (7, firm.0, symbol.0));
+            (options.side, m.appendage_len.get(), out.len())
+        };
+        for (side, byte) in [
+            (Side::Buy, b'B'),
+            (Side::Sell, b'S'),
+            (Side::SellShort, b'T'),
+            (Side::SellShortExempt, b'E'),
+        ] {
+            let with_side = EventBody::MassCanceledSide {
+                owner: OwnerId(2),
+                user_ref: UserRef(7),
+                firm,
+                symbol,
+                side,
+                count: 3,
+            };
+            // The option: its length (1 tag + 1 value byte), tag 27, the side.
+            assert_eq!(response(with_side), (Some(byte), 3, 27 + 3));
+        }
+        let without = EventBody::MassCanceled {
+            owner: OwnerId(2),
+            user_ref: UserRef(7),
+            firm,
+            symbol,
+            count: 3,
+        };
+        assert_eq!(response(without), (None, 0, 27));
     }
 
     #[test]

@@ -13,7 +13,7 @@
 //! channel 0's: it is refused as any message on another channel, touching nothing).
 
 use crate::book::{CommandBody, Echo, NewOrder, RejectReason, ReplaceOrder, TimeInForce};
-use crate::types::{BookSide, Firm, Price, Qty, Side, Symbol, UserRef};
+use crate::types::{Firm, Price, Qty, Side, Symbol, UserRef};
 use crate::wire::ouch::{Inbound, Options, is_alpha};
 
 /// OUCH treats a price at or above $200,000.0000 as a market order.
@@ -394,7 +394,7 @@ pub fn to_command(msg: &Inbound<'_>, user_firm: Firm) -> CommandBody {
                 Firm(m.firm)
             },
             symbol: Symbol(m.symbol),
-            side: o.side.map(|code| -> BookSide { side_of(code).book_side() }),
+            side: o.side.map(side_of),
         },
         Inbound::AccountQuery(_) => CommandBody::AccountQuery,
     }

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::format::{Entry, FormatError, HEADER_LEN, read_header, read_record};
+use super::format::{Entry, FormatError, HEADER_LEN, header_version, read_header, read_record};
 use super::reader::{JournalError, Place, read_header_from, segment_paths};
 use super::writer::segment_name;
 
@@ -24,6 +24,8 @@ struct Segment {
     /// Bytes read and not yet consumed; `buf[0]` is at file offset `base`.
     buf: Vec<u8>,
     base: u64,
+    /// The format version in its header.
+    version: u16,
 }
 
 /// Reads a journal's records from a sequence number on, as they are appended.
@@ -99,6 +101,7 @@ impl Follower {
                             path: &seg.path,
                             offset: seg.base + pos as u64,
                             seq,
+                            version: seg.version,
                         };
                         if seq > self.next_seq || (seq < self.next_seq && visited > 0) {
                             return Err(JournalError::Sequence {
@@ -194,6 +197,7 @@ impl Follower {
             file,
             buf: Vec::new(),
             base: HEADER_LEN as u64,
+            version: header_version(&head),
         });
         Ok(true)
     }

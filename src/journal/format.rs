@@ -1,4 +1,4 @@
-//! Journal format, version 4: segment headers and records. See the [module docs](super)
+//! Journal format, version 5: segment headers and records. See the [module docs](super)
 //! for the layout table; this file is its single implementation.
 
 use crate::book::{BookConfig, Command, Event};
@@ -18,7 +18,16 @@ pub const MAGIC: [u8; 8] = *b"IRONMJNL";
 /// OUCH's "other" for the rest), with the same layout otherwise: a build that reads only up to 3
 /// refuses a version 4 segment by its header, and a record with a new reason that a later
 /// build appended to an older segment as a whole record it cannot decode (nothing is cut).
-pub const VERSION: u16 = 4;
+/// Version 5 adds an event at the end of [`crate::book::EventBody`]'s variants
+/// (`MassCanceledSide`: a mass cancel limited to a side, with the side, for the response
+/// to echo) and keeps in a mass cancel command the side the request named
+/// (`Option<Side>`, where an `Option<BookSide>` was: its bid and ask read as buy and sell);
+/// such a mass cancel in a segment of an earlier version was journaled as `MassCanceled`,
+/// which replay takes for it there ([`VERSION_MASS_CANCEL_SIDE`]). A build that reads only
+/// up to 4 refuses a version 5 segment by its header.
+pub const VERSION: u16 = 5;
+/// The first version whose mass cancels limited to a side are journaled with their side.
+pub const VERSION_MASS_CANCEL_SIDE: u16 = 5;
 /// The first version whose records carry their index within their batch.
 pub const VERSION_BATCH_INDEX: u16 = 3;
 /// The oldest format version read.

@@ -13,7 +13,7 @@
 //! [snapshot] it starts from the newest one that checks out and re-runs only the
 //! commands after it; the events before it are still read for the sessions' streams.
 //!
-//! # Format, version 4
+//! # Format, version 5
 //! A journal is a directory of segment files named `<first sequence, 20 digits>.imj`. All
 //! integers are little-endian. This format is also the replication protocol: a standby
 //! reads the same records in the same order.
@@ -23,7 +23,7 @@
 //! | offset | size | field |
 //! |---:|---:|---|
 //! | 0 | 8 | magic `IRONMJNL` |
-//! | 8 | 2 | format version (4, written since the gateway's refusals have reasons of their own (display, pegging, cross order, retail, other); 3, since records carry their index in their batch, 2, with the `InvalidReplace` command, and 1 are read too) |
+//! | 8 | 2 | format version (5, written since a mass cancel limited to a side is journaled with it (`MassCanceledSide`); 4, since the gateway's refusals have reasons of their own (display, pegging, cross order, retail, other); 3, since records carry their index in their batch, 2, with the `InvalidReplace` command, and 1 are read too) |
 //! | 10 | 2 | header length (64) |
 //! | 12 | 4 | reserved, 0 |
 //! | 16 | 8 | engine instance id (chosen when the journal was created) |

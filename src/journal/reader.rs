@@ -12,10 +12,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MIN, VERSION_BATCH_INDEX, batch_index,
-    frame_record, header_version, read_header, read_record, u64_at,
+    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MIN, VERSION_BATCH_INDEX,
+    VERSION_MASS_CANCEL_SIDE, batch_index, frame_record, header_version, read_header, read_record,
+    u64_at,
 };
-use crate::book::{BookConfig, Event, Matcher};
+use crate::book::{BookConfig, Event, EventBody, Matcher};
 
 /// The largest last segment of zeros recovery takes for one whose creation a crash cut
 /// short (its header is one write and one sync): a page.
@@ -134,6 +135,8 @@ pub struct Place<'a> {
     pub offset: u64,
     /// Sequence number.
     pub seq: u64,
+    /// The segment's format version.
+    pub version: u16,
 }
 
 /// How a walk ended.
@@ -352,6 +355,7 @@ pub fn scan_journal(
                             path,
                             offset: offset as u64,
                             seq,
+                            version: header_version(&bytes),
                         },
                         &entry,
                     )?;
@@ -414,6 +418,28 @@ fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
     file.sync_all().map_err(io)
 }
 
+/// Whether `journaled`, in a segment of format `version`, is what a build of that version
+/// wrote for the event this build replays as `again`: before
+/// [`VERSION_MASS_CANCEL_SIDE`], a mass cancel limited to a side was journaled as
+/// `MassCanceled`, without its side (every other field the same). Nothing else differs.
+fn journaled_before(version: u16, again: &Event, journaled: &Event) -> bool {
+    version < VERSION_MASS_CANCEL_SIDE
+        && again.ts == journaled.ts
+        && matches!(
+            (again.body, journaled.body),
+            (
+                EventBody::MassCanceledSide { owner, user_ref, firm, symbol, count, .. },
+                EventBody::MassCanceled {
+                    owner: o,
+                    user_ref: r,
+                    firm: f,
+                    symbol: s,
+                    count: c,
+                },
+            ) if (owner, user_ref, firm, symbol, count) == (o, r, f, s, c)
+        )
+}
+
 /// Re-runs journaled commands through a matcher and checks each journaled event against
 /// the one the matcher produces again: recovery, the snapshot thread and replay share it.
 #[derive(Debug)]
@@ -461,7 +487,9 @@ impl Replayer {
                 self.expected.extend(self.produced.iter().copied());
             }
             Entry::Event(event) => match self.expected.pop_front() {
-                Some(again) if again == *event => {
+                Some(again)
+                    if again == *event || journaled_before(place.version, &again, event) =>
+                {
                     self.count(event);
                     on_event(event);
                 }
@@ -853,5 +881,139 @@ mod tests {
         // The same record rewritten with its own place: cut again (the rewrite is sound).
         rewrite(&mut bytes, last, N, N as u16 - 1);
         assert!(torn_last_batch(&bytes, from, next_seq));
+    }
+
+    /// A mass cancel limited to a side, journaled before format 5 as `MassCanceled` (no
+    /// side), replays as it was written in a segment of such a version, and only there:
+    /// the same record in a version 5 segment, or with any other field changed, diverges.
+    /// Its command, written then with the book side, reads as the side it named.
+    #[test]
+    fn a_mass_cancel_by_side_of_an_older_format_replays() {
+        use crate::book::flow::test_config;
+        use crate::book::{Echo, NewOrder, StpMode, TimeInForce};
+        use crate::types::{BookSide, Price, Qty, Side, Symbol, UserRef};
+        // The command's side as format 4 wrote it reads as the side it named.
+        for (book, side) in [(BookSide::Bid, Side::Buy), (BookSide::Ask, Side::Sell)] {
+            let old = postcard::to_allocvec(&Some(book)).unwrap();
+            assert_eq!(old, postcard::to_allocvec(&Some(side)).unwrap());
+            assert_eq!(
+                postcard::from_bytes::<Option<Side>>(&old).unwrap(),
+                Some(side)
+            );
+        }
+        let config = test_config(StpMode::CancelResting);
+        let firm = config.owners[0].firm;
+        let order = NewOrder {
+            user_ref: UserRef(1),
+            side: Side::Sell,
+            qty: Qty(10),
+            symbol: Symbol::from_str_padded("AAA").unwrap(),
+            price: Some(Price(1_000_100)),
+            tif: TimeInForce::Day,
+            hidden: false,
+            post_only: false,
+            min_qty: Qty(0),
+            max_floor: Qty(0),
+            firm,
+            echo: Echo::default(),
+        };
+        let commands = [
+            Command {
+                ts: Timestamp(1),
+                owner: OwnerId(0),
+                body: CommandBody::New(order),
+            },
+            Command {
+                ts: Timestamp(2),
+                owner: OwnerId(0),
+                body: CommandBody::MassCancel {
+                    user_ref: UserRef(2),
+                    firm,
+                    symbol: Symbol::BLANK,
+                    side: Some(Side::SellShort),
+                },
+            },
+        ];
+        // The records this build journals, and the form a build of format 4 wrote.
+        let mut journal = Vec::new();
+        let mut matcher = Matcher::new(&config);
+        for c in &commands {
+            let mut events = Vec::new();
+            matcher.apply(c, &mut events);
+            journal.push(Entry::Command(*c));
+            journal.extend(events.into_iter().map(Entry::Event));
+        }
+        let last = journal.len() - 1;
+        let Entry::Event(Event {
+            ts,
+            body:
+                EventBody::MassCanceledSide {
+                    owner,
+                    user_ref,
+                    firm,
+                    symbol,
+                    side: Side::SellShort,
+                    count: 1,
+                },
+        }) = journal[last]
+        else {
+            panic!(
+                "not a mass cancel of one order by side: {:?}",
+                journal[last]
+            );
+        };
+        let as_format_4 = |count| {
+            let mut old = journal.clone();
+            old[last] = Entry::Event(Event {
+                ts,
+                body: EventBody::MassCanceled {
+                    owner,
+                    user_ref,
+                    firm,
+                    symbol,
+                    count,
+                },
+            });
+            old
+        };
+        let events = |journal: &[Entry]| -> Vec<Event> {
+            journal
+                .iter()
+                .filter_map(|e| match e {
+                    Entry::Event(e) => Some(*e),
+                    Entry::Command(_) => None,
+                })
+                .collect()
+        };
+        let path = Path::new("test.imj");
+        let replay = |version: u16, journal: &[Entry]| {
+            let mut replayer = Replayer::new(Matcher::new(&config), vec![0; config.owners.len()]);
+            let mut seen = Vec::new();
+            for (i, entry) in journal.iter().enumerate() {
+                let place = Place {
+                    path,
+                    offset: 0,
+                    seq: i as u64 + 1,
+                    version,
+                };
+                replayer.feed(place, entry, &mut |e| seen.push(*e))?;
+            }
+            Ok::<_, JournalError>(seen)
+        };
+        for version in [4, 5] {
+            let seen = replay(version, &journal).unwrap();
+            assert_eq!(seen, events(&journal), "version {version}");
+        }
+        let old = as_format_4(1);
+        for version in [1, 4] {
+            let seen = replay(version, &old).unwrap();
+            assert_eq!(seen, events(&old), "what was journaled goes on");
+        }
+        for (version, journal) in [(5, old), (4, as_format_4(2))] {
+            match replay(version, &journal) {
+                Err(JournalError::Diverged { seq, .. }) => assert_eq!(seq, journal.len() as u64),
+                other => panic!("version {version}: not diverged: {other:?}"),
+            }
+        }
     }
 }
