@@ -473,6 +473,125 @@ fn journals_of_format_version_1_are_still_read() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A journal of format 4 holding mass cancels by side, as such a build wrote them (the
+/// last event `MassCanceled`, no side), recovers, verifies (`replay
+/// --verify-determinism`) and feeds a follower's replayer: each reads the segment's version
+/// from its header. The same records under a version 5 header diverge.
+#[test]
+fn mass_cancels_by_side_of_format_4_recover_and_verify() {
+    use ironmatch::book::EventBody;
+    let dir = temp_dir("format4");
+    let book = flow_config(StpMode::CancelResting);
+    let mut writer = JournalWriter::open(
+        &dir,
+        first_header(&book),
+        None,
+        1,
+        FsyncMode::Never,
+        1 << 30,
+    )
+    .unwrap();
+    let mut matcher = Matcher::new(&book);
+    let mut decoder = FlowDecoder::new(&book);
+    // Xorshift bytes: the flow's short repeating pattern of `write_flow` has one such mass
+    // cancel.
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let bytes: Vec<u8> = (0..3_000 * 16)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    let mut src = ByteSource::new(&bytes);
+    let mut rewritten = 0;
+    while let Some(cmd) = decoder.next(&mut src) {
+        let mut events = Vec::new();
+        matcher.apply(&cmd, &mut events);
+        writer.stage(&Entry::Command(cmd));
+        for mut e in events {
+            if let EventBody::MassCanceledSide {
+                owner,
+                user_ref,
+                firm,
+                symbol,
+                count,
+                ..
+            } = e.body
+            {
+                e.body = EventBody::MassCanceled {
+                    owner,
+                    user_ref,
+                    firm,
+                    symbol,
+                    count,
+                };
+                rewritten += 1;
+            }
+            writer.stage(&Entry::Event(e));
+        }
+        writer.commit().unwrap();
+    }
+    drop(writer);
+    assert!(
+        rewritten >= 3,
+        "{rewritten} mass cancels by side in the flow"
+    );
+    let path = only_segment(&dir);
+    let with_version = |version: u16| {
+        let mut bytes = std::fs::read(&path).unwrap();
+        bytes[8..10].copy_from_slice(&version.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..60]);
+        bytes[60..64].copy_from_slice(&crc.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+    };
+    let verify = || {
+        ironmatch::replay::replay(
+            &dir,
+            &book,
+            &ironmatch::replay::ReplayOptions {
+                verify_determinism: true,
+                ..Default::default()
+            },
+            &mut Vec::new(),
+        )
+    };
+    let follow = || {
+        let mut follower = journal::Follower::new(&dir, journal::fingerprint(&book), 1);
+        let mut replayer = journal::Replayer::new(Matcher::new(&book), vec![0; book.owners.len()]);
+        let mut read = 0;
+        loop {
+            let n = follower.poll(|place, entry| replayer.feed(place, entry, &mut |_| {}))?;
+            if n == 0 {
+                return Ok::<_, JournalError>(read);
+            }
+            read += n;
+        }
+    };
+    with_version(4);
+    let records = journal::recover(&dir, &book, |_| {}).unwrap().scan.next_seq - 1;
+    assert_eq!(verify().unwrap().records, records);
+    assert_eq!(follow().unwrap() as u64, records);
+    with_version(5);
+    for (what, result) in [
+        (
+            "recovery",
+            journal::recover(&dir, &book, |_| {}).map(|_| ()),
+        ),
+        ("replay", verify().map(|_| ())),
+        ("follower", follow().map(|_| ())),
+    ] {
+        match result {
+            Err(JournalError::Diverged { detail, .. }) => {
+                assert!(detail.contains("MassCanceled"), "{what}: {detail}")
+            }
+            other => panic!("{what}: a version 5 segment without the side not refused: {other:?}"),
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn a_bit_flip_before_valid_records_refuses_to_start() {
     let (dir, book) = write_flow(40);

@@ -62,6 +62,7 @@ pub mod pinned;
 mod reader;
 pub mod snapshot;
 mod writer;
+pub(crate) use reader::journaled_before;
 #[cfg(test)]
 pub(crate) use writer::FAIL_DIR_SYNC;
 

@@ -422,7 +422,7 @@ fn truncate(path: &Path, len: u64) -> Result<(), JournalError> {
 /// wrote for the event this build replays as `again`: before
 /// [`VERSION_MASS_CANCEL_SIDE`], a mass cancel limited to a side was journaled as
 /// `MassCanceled`, without its side (every other field the same). Nothing else differs.
-fn journaled_before(version: u16, again: &Event, journaled: &Event) -> bool {
+pub(crate) fn journaled_before(version: u16, again: &Event, journaled: &Event) -> bool {
     version < VERSION_MASS_CANCEL_SIDE
         && again.ts == journaled.ts
         && matches!(
