@@ -249,19 +249,16 @@ impl Client {
 
     /// Sends a Mass Cancel Request for `firm`, all symbols.
     pub fn mass_cancel(&mut self, user_ref: u32, firm: &str) -> io::Result<()> {
-        let m = ouch::MassCancelRequest {
-            msg_type: inbound::MASS_CANCEL,
-            user_ref: U32::new(user_ref),
-            firm: soupbin::left_justified(firm),
-            symbol: [b' '; 8],
-            appendage_len: U16::ZERO,
-        };
-        self.send(&Inbound::MassCancel(&m, Options::default()))
+        self.send_mass_cancel(user_ref, firm, None)
     }
 
     /// Sends a Mass Cancel Request for every symbol, limited to one side (`B`, `S`, `T` or
     /// `E`, OUCH's Side option: the three sells all name the ask side).
     pub fn mass_cancel_side(&mut self, user_ref: u32, firm: &str, side: u8) -> io::Result<()> {
+        self.send_mass_cancel(user_ref, firm, Some(side))
+    }
+
+    fn send_mass_cancel(&mut self, user_ref: u32, firm: &str, side: Option<u8>) -> io::Result<()> {
         let m = ouch::MassCancelRequest {
             msg_type: inbound::MASS_CANCEL,
             user_ref: U32::new(user_ref),
@@ -270,7 +267,7 @@ impl Client {
             appendage_len: U16::ZERO,
         };
         let options = Options {
-            side: Some(side),
+            side,
             ..Options::default()
         };
         self.send(&Inbound::MassCancel(&m, options))
