@@ -358,10 +358,9 @@ pub fn replay(
                 }
                 if options.verify_determinism {
                     let again = produced.get(next_expected);
-                    let same = again.is_some_and(|a| {
-                        a == e || crate::journal::journaled_before(place.version, a, e)
-                    });
-                    if !same {
+                    if !again
+                        .is_some_and(|a| crate::journal::replays_as_journaled(place.version, a, e))
+                    {
                         return Err(JournalError::Diverged {
                             path: place.path.to_path_buf(),
                             offset: place.offset,

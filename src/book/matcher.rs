@@ -2017,23 +2017,9 @@ impl Matcher {
             CancelReason::UserRequested,
             emit,
         );
-        emit.event(match side {
-            None => EventBody::MassCanceled {
-                owner,
-                user_ref,
-                firm,
-                symbol,
-                count,
-            },
-            Some(side) => EventBody::MassCanceledSide {
-                owner,
-                user_ref,
-                firm,
-                symbol,
-                side,
-                count,
-            },
-        });
+        emit.event(EventBody::mass_canceled(
+            owner, user_ref, firm, symbol, side, count,
+        ));
     }
 
     /// Cancels the owner's orders that match the filters, oldest first. Returns how many.

@@ -864,6 +864,35 @@ pub enum EventBody {
 }
 
 impl EventBody {
+    /// A mass cancel's last event: [`EventBody::MassCanceled`], or
+    /// [`EventBody::MassCanceledSide`] when the request named a side.
+    pub fn mass_canceled(
+        owner: OwnerId,
+        user_ref: UserRef,
+        firm: Firm,
+        symbol: Symbol,
+        side: Option<Side>,
+        count: u32,
+    ) -> EventBody {
+        match side {
+            None => EventBody::MassCanceled {
+                owner,
+                user_ref,
+                firm,
+                symbol,
+                count,
+            },
+            Some(side) => EventBody::MassCanceledSide {
+                owner,
+                user_ref,
+                firm,
+                symbol,
+                side,
+                count,
+            },
+        }
+    }
+
     /// The user an order-entry event is for; `None` for market-data events.
     pub fn owner(&self) -> Option<OwnerId> {
         match self {

@@ -1375,23 +1375,9 @@ impl ReferenceMatcher {
             side.map(Side::book_side),
             CancelReason::UserRequested,
         );
-        self.emit(match side {
-            Some(side) => EventBody::MassCanceledSide {
-                owner,
-                user_ref,
-                firm,
-                symbol,
-                side,
-                count,
-            },
-            None => EventBody::MassCanceled {
-                owner,
-                user_ref,
-                firm,
-                symbol,
-                count,
-            },
-        });
+        self.emit(EventBody::mass_canceled(
+            owner, user_ref, firm, symbol, side, count,
+        ));
     }
 
     fn cancel_all(

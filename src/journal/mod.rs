@@ -62,7 +62,7 @@ pub mod pinned;
 mod reader;
 pub mod snapshot;
 mod writer;
-pub(crate) use reader::journaled_before;
+pub(crate) use reader::replays_as_journaled;
 #[cfg(test)]
 pub(crate) use writer::FAIL_DIR_SYNC;
 
