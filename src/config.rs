@@ -1084,6 +1084,20 @@ impl Config {
                 format!("{value:?} is not an address like \"127.0.0.1:15001\"")
             })?;
         }
+        // Linux refuses a datagram to port 0 (EINVAL): every packet of the feed would be
+        // lost, counted only in the publisher's send errors.
+        check(
+            m.destination
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|d| d.port() != 0),
+            "marketdata.destination",
+            || {
+                format!(
+                    "{:?} has port 0: no packet can be sent there",
+                    m.destination
+                )
+            },
+        )?;
         // The retransmission server binds its address: the feed sent there would reach it,
         // and no listener could bind the destination on this host.
         check(
@@ -1375,28 +1389,38 @@ fn stp_mode(name: &str, key: &str) -> Result<StpMode, (String, String)> {
     }
 }
 
-/// The parser's message for `error` in `text`, which quotes the line it is about and,
-/// for a value of the wrong type, the value: on a line of a password or a token only the
-/// line number and that the value is malformed, so that no secret reaches the logs.
+/// The parser's message for `error` in `text`, by line and column. The source line is never
+/// quoted: it may hold a secret under a misspelled key (`pasword = "..."` is refused as an
+/// unknown field, and the parser's own report quotes the line whole). The parser's message
+/// names the key and, for a value of the wrong type, quotes the value: on a line of a
+/// password or a token only the line number and that the value is malformed, so that no
+/// secret reaches the logs.
 fn parse_error_message(text: &str, error: &toml::de::Error) -> String {
     let Some(span) = error.span() else {
-        return error.to_string();
+        return error.message().trim_end().to_string();
     };
-    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
-    let line = text
-        .lines()
-        .nth(line_no - 1)
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let start = span.start.min(text.len());
+    let line_no = text[..start].matches('\n').count() + 1;
+    let column = text[..start]
+        .rfind('\n')
+        .map_or(start, |newline| start - newline - 1)
+        + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
     if ["password", "passwd", "token", "secret"]
         .iter()
-        .any(|word| line.contains(word))
+        .any(|word| line.to_ascii_lowercase().contains(word))
     {
-        format!(
+        return format!(
             "line {line_no}: a secret setting (a password or token) is malformed; its value is not shown"
-        )
-    } else {
-        error.to_string()
+        );
+    }
+    let message = error.message().trim_end();
+    // The key of a `key = value` line, which a type error's message does not name.
+    match line.split_once('=').map(|(key, _)| key.trim()) {
+        Some(key) if !key.is_empty() && !message.contains(&format!("`{key}`")) => {
+            format!("line {line_no}, column {column}: {key}: {message}")
+        }
+        _ => format!("line {line_no}, column {column}: {message}"),
     }
 }
 
@@ -1446,7 +1470,7 @@ mod tests {
     /// at load, naming their key.
     #[test]
     fn refused_at_load_what_would_fail_later() {
-        let cases: [(&str, &str, &str); 9] = [
+        let cases: [(&str, &str, &str); 10] = [
             (
                 "username = \"MM2\"",
                 "username = \"mm1\"",
@@ -1484,6 +1508,12 @@ mod tests {
                 "session_store_bytes = 4096",
                 "gateway.session_store_bytes",
             ),
+            // Linux sends no datagram to port 0: the whole feed would be lost.
+            (
+                "destination = \"127.0.0.1:15001\"",
+                "destination = \"127.0.0.1:0\"",
+                "marketdata.destination",
+            ),
             // Every address and the admin endpoint's own: one port, bound twice.
             (
                 "listen = \"127.0.0.1:15000\"",
@@ -1508,6 +1538,11 @@ mod tests {
         );
         let e = error_for(|s| s.replacen("password = \"mm1pass\"", "passwd = \"hunter2x\"", 1));
         assert!(!e.contains("hunter2x"), "{e}");
+        // A misspelled key is refused by name, its line (and so its value) not quoted.
+        let e = error_for(|s| s.replacen("password = \"mm1pass\"", "pasword = \"hunter2x\"", 1));
+        assert!(e.contains("pasword") && !e.contains("hunter2x"), "{e}");
+        let e = error_for(|s| s.replacen("[admin]", "[admin]\ntokn = \"s3cr3t-t0ken\"", 1));
+        assert!(e.contains("tokn") && !e.contains("s3cr3t-t0ken"), "{e}");
         // Other errors keep the parser's full message.
         let e = error_for(|s| s.replacen("connections_max = 64", "connections_max = \"x\"", 1));
         assert!(e.contains("connections_max"), "{e}");

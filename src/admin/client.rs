@@ -5,7 +5,7 @@
 //! the client sends `Connection: close`, so a response is read to its length or to the end.
 
 use std::io::{self, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -54,12 +54,11 @@ pub fn request(
         Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
         None => (rest, ""),
     };
-    let addr = host
+    let addrs = host
         .to_socket_addrs()
-        .map_err(|e| bad(format!("{url}: {e}")))?
-        .next()
-        .ok_or_else(|| bad(format!("{url}: no address")))?;
-    let mut stream = TcpStream::connect_timeout(&addr, TIMEOUT)?;
+        .map_err(|e| bad(format!("{url}: {e}")))?;
+    let mut stream =
+        connect_any(addrs).map_err(|e| io::Error::new(e.kind(), format!("{url}: {e}")))?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;
     let mut head = format!(
@@ -73,6 +72,20 @@ pub fn request(
     let mut raw = Vec::new();
     stream.take(RESPONSE_BYTES_MAX).read_to_end(&mut raw)?;
     parse_response(&raw)
+}
+
+/// A connection to the first of `addrs` that takes one, in the resolver's order: a name
+/// such as `localhost` may resolve to `::1` first while the endpoint listens on
+/// `127.0.0.1`. The error is the last address's.
+fn connect_any(addrs: impl Iterator<Item = SocketAddr>) -> io::Result<TcpStream> {
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, TIMEOUT) {
+            Ok(stream) => return Ok(stream),
+            Err(e) => last = io::Error::new(e.kind(), format!("{addr}: {e}")),
+        }
+    }
+    Err(last)
 }
 
 /// Parses an HTTP/1.x response (with `Content-Length`, chunked, or read to the end).
@@ -365,6 +378,22 @@ fn counter_table(status: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A name resolving to an address nothing listens on before the endpoint's (`localhost`
+    /// as `::1` first, the endpoint on `127.0.0.1`) still connects.
+    #[test]
+    fn a_request_tries_every_address_of_the_name() {
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let refused = closed.local_addr().unwrap();
+        drop(closed);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let live = listener.local_addr().unwrap();
+        let stream = connect_any([refused, live].into_iter()).unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), live);
+        let e = connect_any([refused].into_iter()).unwrap_err();
+        assert!(e.to_string().contains(&refused.to_string()), "{e}");
+        assert!(connect_any(std::iter::empty()).is_err());
+    }
 
     #[test]
     fn responses_parse_with_length_chunks_or_to_the_end() {
