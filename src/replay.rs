@@ -433,17 +433,30 @@ pub fn replay(
         offset,
         bytes,
     });
-    // A snapshot past the journal's last record proves records were lost (recovery
+    // A snapshot of this journal past its last record proves records were lost (recovery
     // removes such a snapshot, whose sequence numbers will be reused, and starts from an
-    // older one or from the journal's start).
-    if options.until.is_none()
-        && let Some((seq, path)) = snapshots.find(|(_, path)| !foreign(path, owner))
-    {
-        return Err(JournalError::Ahead {
-            path,
-            seq,
-            end: summary.last_seq,
-        });
+    // older one or from the journal's start). A damaged one proves nothing: recovery skips
+    // it with a warning, and so does the report (counted as damaged).
+    if options.until.is_none() {
+        for (seq, path) in snapshots {
+            match ahead(&path, owner) {
+                Ahead::Ours => {
+                    return Err(JournalError::Ahead {
+                        path,
+                        seq,
+                        end: summary.last_seq,
+                    });
+                }
+                Ahead::Foreign | Ahead::Gone => {}
+                Ahead::Damaged(why) => {
+                    eprintln!(
+                        "replay: warning: {}: damaged snapshot ({why}); recovery skips it",
+                        path.display()
+                    );
+                    summary.snapshots_damaged += 1;
+                }
+            }
+        }
     }
     if options.order.is_none() {
         report(out, &summary, &matcher, book, options).map_err(JournalError::Output)?;
@@ -452,13 +465,29 @@ pub fn replay(
     Ok(summary)
 }
 
-/// Whether the snapshot at `path` loads and is not of the journal `(instance,
-/// fingerprint)` (it then proves nothing about this one).
-fn foreign(path: &Path, (instance, fingerprint): (u64, u64)) -> bool {
-    std::fs::read(path)
-        .ok()
-        .and_then(|b| journal::snapshot::decode_snapshot(&b).ok())
-        .is_some_and(|s| s.foreign_to(instance, fingerprint).is_some())
+/// What a snapshot past the journal's last record is.
+enum Ahead {
+    /// Of this journal: records it covers were lost.
+    Ours,
+    /// Of another journal or configuration: it proves nothing about this one.
+    Foreign,
+    /// Removed since it was listed.
+    Gone,
+    /// It does not load (why).
+    Damaged(String),
+}
+
+/// What the snapshot at `path` is to the journal `(instance, fingerprint)`.
+fn ahead(path: &Path, (instance, fingerprint): (u64, u64)) -> Ahead {
+    let loaded = std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| journal::snapshot::decode_snapshot(&b).map_err(|e| e.to_string()));
+    match loaded {
+        Ok(s) if s.foreign_to(instance, fingerprint).is_some() => Ahead::Foreign,
+        Ok(_) => Ahead::Ours,
+        Err(_) if !path.exists() => Ahead::Gone,
+        Err(why) => Ahead::Damaged(why),
+    }
 }
 
 /// Compares the snapshot at `path`, if it belongs to the journal `(instance,

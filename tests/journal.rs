@@ -423,6 +423,18 @@ fn replay_of_a_directory_without_a_journal_is_an_error() {
     assert_eq!(summary.records, 0);
     assert!(cut.exists(), "replay changes nothing");
     assert_eq!(journal::first_header(&dir).unwrap(), None);
+    // Zeros beyond a page are records that never reached the disk: replay says so, as
+    // recovery does, rather than calling the zeros a bad header.
+    std::fs::write(&cut, vec![0u8; 64 << 10]).unwrap();
+    let e = ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new())
+        .map(|summary| summary.records)
+        .expect_err("records lost");
+    assert!(e.to_string().contains("never reached the disk"), "{e}");
+    assert!(matches!(
+        journal::first_header(&dir),
+        Err(JournalError::Zeroed { len: 65536, .. })
+    ));
+    assert_eq!(std::fs::metadata(&cut).unwrap().len(), 64 << 10);
 }
 
 /// Version 2 of the format added a command and nothing else, version 3 records' indexes in
@@ -1210,6 +1222,24 @@ fn a_snapshot_that_disagrees_with_the_journal_is_skipped() {
     let r = recovered(&dir, &book);
     assert_eq!(r.3, None, "no snapshot used");
     assert_eq!((&r.0, &r.1, &r.2), (&full.0, &full.1, &full.2));
+}
+
+/// A damaged snapshot named past the journal's end proves nothing (recovery skips it):
+/// `replay` warns and counts it as damaged, where it used to report records lost.
+#[test]
+fn a_damaged_snapshot_beyond_the_journal_end_is_only_counted() {
+    let (dir, book) = write_flow(200);
+    let options = ironmatch::replay::ReplayOptions::default();
+    let end = ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new())
+        .unwrap()
+        .last_seq;
+    let damaged = dir.join(format!("{:020}.ims", end + 1000));
+    std::fs::write(&damaged, b"not a snapshot").unwrap();
+    let summary = ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new()).unwrap();
+    assert_eq!(summary.last_seq, end);
+    assert_eq!(summary.snapshots_damaged, 1);
+    assert!(damaged.exists(), "replay changes nothing");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

@@ -82,7 +82,7 @@ pub enum JournalError {
     },
     /// The journal was written with another book configuration.
     #[error(
-        "{path}: written with another book configuration (instruments, users, pools or self-trade mode changed); replaying it would not reproduce its events"
+        "{path}: written with another book configuration (instruments and their price protection, users, pools, self-trade mode, or whether a [venue] trading day is configured changed); replaying it would not reproduce its events"
     )]
     Fingerprint {
         /// File.
@@ -175,11 +175,20 @@ pub fn first_header(dir: &Path) -> Result<Option<Header>, JournalError> {
         return Ok(None);
     };
     // The only segment, zeros within a page: a crash while creating it, which recovery
-    // removes and [`scan_journal`] skips (zeros beyond a page it refuses): no header yet.
+    // removes and [`scan_journal`] skips: no header yet. Zeros beyond a page are records
+    // that never reached the disk, refused as [`scan_journal`] refuses them (not as a
+    // header that is not one).
     if paths.len() == 1 && head.iter().all(|&b| b == 0) {
         let len = file.metadata().map_err(io(path))?.len();
         if len <= ZEROED_SEGMENT_MAX as u64 {
             return Ok(None);
+        }
+        let bytes = std::fs::read(path).map_err(io(path))?;
+        if bytes.iter().all(|&b| b == 0) {
+            return Err(JournalError::Zeroed {
+                path: path.clone(),
+                len: bytes.len() as u64,
+            });
         }
     }
     read_header(&head)
