@@ -52,9 +52,9 @@ enum Cmd {
         /// Print only this instrument's book.
         #[arg(long)]
         book: Option<String>,
-        /// Price levels per side.
-        #[arg(long, default_value_t = 5)]
-        depth: usize,
+        /// Price levels per side (default 5).
+        #[arg(long)]
+        depth: Option<usize>,
         /// Stop after this sequence number.
         #[arg(long)]
         until: Option<u64>,
@@ -579,14 +579,22 @@ fn main() -> ExitCode {
                     || until.is_some()
                     || order.is_some()
                     || book.is_some()
+                    || depth.is_some()
                     || json
                 {
                     eprintln!(
-                        "ironmatch replay: --itch exports the whole journal's feed; --verify-determinism, --until, --order, --book and --json do not apply to it"
+                        "ironmatch replay: --itch exports the whole journal's feed; --verify-determinism, --until, --order, --book, --depth and --json do not apply to it"
                     );
                     return ExitCode::from(2);
                 }
                 return export_itch(&config, &journal, &file);
+            }
+            // An audit prints the order's trail, not the report whose books these choose.
+            if order.is_some() && (book.is_some() || depth.is_some()) {
+                eprintln!(
+                    "ironmatch replay: --order prints the order's audit trail; --book and --depth choose the report's books and do not apply to it"
+                );
+                return ExitCode::from(2);
             }
             let usernames: Vec<String> = config.users.iter().map(|u| u.username.clone()).collect();
             let options = ReplayOptions {
@@ -607,7 +615,7 @@ fn main() -> ExitCode {
                     }
                     other => other.and_then(Symbol::from_str_padded),
                 },
-                depth,
+                depth: depth.unwrap_or(5),
                 order: match order.as_deref().map(|o| replay::parse_order(o, &usernames)) {
                     Some(Err(e)) => {
                         eprintln!("ironmatch: {e}");
@@ -632,6 +640,11 @@ fn main() -> ExitCode {
                         journal.display()
                     );
                     return ExitCode::from(1);
+                }
+                // The report says the check passed; an audit has no report, so it is said
+                // beside the trail (on stderr: stdout stays the trail, JSON or text).
+                Ok(_) if verify_determinism && options.order.is_some() => {
+                    eprintln!("determinism: every journaled event equals the re-run's");
                 }
                 Ok(_) => {}
             }

@@ -965,6 +965,29 @@ fn replay_verifies_summarises_audits_and_exports() {
     let itch = dir.join("x.itch");
     let refused = output(&["--itch", itch.to_str().unwrap(), "--verify-determinism"]);
     assert_eq!(refused.status.code(), Some(2));
+    // So is a depth, even the default's (it was taken and ignored), and the report's
+    // options with an audit, which prints no book.
+    for args in [
+        &["--itch", itch.to_str().unwrap(), "--depth", "5"][..],
+        &["--order", "MM3:2", "--book", "AAPL"],
+        &["--order", "MM3:2", "--depth", "10"],
+    ] {
+        let refused = output(args);
+        assert_eq!(refused.status.code(), Some(2), "{args:?}");
+        assert!(!itch.exists());
+    }
+    // An audit with the determinism check says the check passed, beside the trail.
+    let checked = output(&["--order", "MM3:2", "--verify-determinism"]);
+    assert_eq!(checked.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&checked.stderr).contains("determinism: every journaled event"),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&checked.stdout),
+        run(&["--order", "MM3:2"])
+    );
     // An order the journal never mentions is said to be absent, not an empty audit.
     let absent = output(&["--order", "MM3:99"]);
     assert_eq!(absent.status.code(), Some(1));
