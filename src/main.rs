@@ -469,7 +469,12 @@ fn main() -> ExitCode {
         // `check-config` judges what `serve` would hold; `demo` and `replay` hold one set.
         let follower = matches!(cli.command, Cmd::CheckConfig { .. })
             && ironmatch::server::snapshot_follower_runs(&config);
-        if let Err(e) = ironmatch::server::check_book_memory(&book, 1 + u64::from(follower)) {
+        let checked = if matches!(cli.command, Cmd::CheckConfig { .. }) {
+            ironmatch::server::check_serve_memory(&config, &book, 1 + u64::from(follower))
+        } else {
+            ironmatch::server::check_book_memory(&book, 1)
+        };
+        if let Err(e) = checked {
             eprintln!("ironmatch: {e}");
             return ExitCode::from(2);
         }
@@ -752,6 +757,11 @@ fn main() -> ExitCode {
             // The snapshot follower re-runs the journal through a matcher of its own.
             println!(
                 "  and as much again for the snapshot follower, if it runs (snapshot_source \"follower\", or \"auto\" with dedicated threading)"
+            );
+            println!(
+                "reserved besides the books: {:.1} MiB (a session store chunk of gateway.session_store_bytes for each of {} users, and the pipeline's rings of pipeline.ring_capacity records)",
+                ironmatch::server::pipeline_reserve(&config) as f64 / f64::from(1 << 20),
+                config.users.len()
             );
         }
     }

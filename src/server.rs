@@ -93,7 +93,7 @@ impl Server {
             .book_config()
             .map_err(|(k, m)| io::Error::other(format!("{k}: {m}")))?;
         let follower = snapshot_follower_runs(config);
-        check_book_memory(&book, 1 + u64::from(follower)).map_err(io::Error::other)?;
+        check_serve_memory(config, &book, 1 + u64::from(follower)).map_err(io::Error::other)?;
         // A cluster node's Raft log whose sync failed in this boot is refused here, before
         // the journal's recovery and the listeners (the log itself is opened later).
         if let Some(cluster) = config.cluster_settings() {
@@ -793,6 +793,52 @@ pub fn check_book_memory(book: &BookConfig, copies: u64) -> Result<(), String> {
     ))
 }
 
+/// What `serve` reserves at start besides the books: a session store chunk for every user
+/// (`gateway.session_store_bytes`, reserved when the gateway is built) and the pipeline's
+/// rings (`pipeline.ring_capacity` records each, every slot written as the ring is made:
+/// gateway to matcher, matcher to journal writer, journal writer to egress, and in a
+/// cluster gateway to Raft).
+pub fn pipeline_reserve(config: &Config) -> u64 {
+    let stores =
+        (config.users.len() as u64).saturating_mul(config.gateway.session_store_bytes as u64);
+    let rings = 3 + u64::from(config.cluster_settings().is_some());
+    // A ring's slot is its record and crossbeam's stamp.
+    let slot = (std::mem::size_of::<Record>() + std::mem::size_of::<usize>()) as u64;
+    let ring_bytes = (config.pipeline.ring_capacity as u64)
+        .saturating_mul(slot)
+        .saturating_mul(rings);
+    stores.saturating_add(ring_bytes)
+}
+
+/// [`check_book_memory`], then the books with what `serve` reserves besides them
+/// ([`pipeline_reserve`]): a session store chunk of 64 GiB passed the configuration's
+/// bounds and aborted the start with the allocator's message.
+pub fn check_serve_memory(config: &Config, book: &BookConfig, copies: u64) -> Result<(), String> {
+    check_book_memory(book, copies)?;
+    let Some(limit) = memory_limit() else {
+        return Ok(());
+    };
+    let books = Matcher::memory_floor(book).saturating_mul(copies);
+    let reserve = pipeline_reserve(config);
+    let need = books.saturating_add(reserve);
+    if need <= limit {
+        return Ok(());
+    }
+    let gib = |bytes: u64| bytes as f64 / f64::from(1u32 << 30);
+    Err(format!(
+        "gateway.session_store_bytes = {} (reserved for each of {} users) and \
+         pipeline.ring_capacity = {}: with the books they need at least {:.1} GiB ({:.1} \
+         GiB besides the books), more than the {:.1} GiB this process may use (memory and \
+         swap, or its cgroup's memory.max and memory.swap.max)",
+        config.gateway.session_store_bytes,
+        config.users.len(),
+        config.pipeline.ring_capacity,
+        gib(need),
+        gib(reserve),
+        gib(limit)
+    ))
+}
+
 /// The memory this process may use, in bytes: `MemTotal` and `SwapTotal` of
 /// `/proc/meminfo`, or less under cgroup v2 limits: the lowest `memory.max` of its cgroup
 /// and the cgroups above it, plus the swap they allow (the lowest `memory.swap.max`, at
@@ -1328,6 +1374,33 @@ mod tests {
         let text = e.to_string();
         assert!(
             text.contains("book.orders_max = 2147483648") && text.contains("GiB"),
+            "{text}"
+        );
+        assert!(!root.exists(), "nothing was created");
+    }
+
+    /// A session store chunk or rings larger than the machine could hold are refused at
+    /// start by name, before anything is created (a 64 GiB chunk a user passed the
+    /// configuration's bounds and aborted the start with the allocator's message).
+    #[test]
+    fn session_stores_larger_than_the_machine_are_refused_by_name() {
+        let (root, mut config) = shipped_in("huge-stores");
+        config.gateway.session_store_bytes = 1 << 36;
+        let book = config.book_config().unwrap();
+        let Some(limit) = memory_limit() else {
+            eprintln!("no memory limit reads here: nothing to check");
+            return;
+        };
+        let need = Matcher::memory_floor(&book) + pipeline_reserve(&config);
+        assert!(pipeline_reserve(&config) >= config.users.len() as u64 * (1 << 36));
+        if need <= limit {
+            eprintln!("this machine could hold {need} bytes: not tried");
+            return;
+        }
+        let e = Server::start(&config).err().expect("refused");
+        let text = e.to_string();
+        assert!(
+            text.contains("gateway.session_store_bytes = 68719476736") && text.contains("GiB"),
             "{text}"
         );
         assert!(!root.exists(), "nothing was created");
