@@ -433,6 +433,34 @@ fn hostile_http_clients_cannot_take_the_endpoint_down() {
     drop(idle);
 }
 
+/// A flood of connections from other addresses closes its own connections to make room,
+/// never the operator's, even one accepted before the flood whose request (and token) has
+/// not arrived yet: the oldest idle connection used to go, whoever held it.
+#[test]
+fn a_flood_from_other_addresses_never_closes_the_operators_connection() {
+    use std::io::{Read, Write};
+    let server = Server::start(&admin_config(Some(TOKEN))).unwrap();
+    let admin = server.admin_addr().unwrap();
+    let mut operator = connect_from([127, 0, 0, 1], admin);
+    let flood: Vec<std::net::TcpStream> = (0..200u8)
+        .map(|i| connect_from([127, 0, 0, 2 + i % 4], admin))
+        .collect();
+    // The endpoint accepts the flood (and closes most of it) before the operator speaks.
+    std::thread::sleep(Duration::from_millis(500));
+    write!(
+        operator,
+        "GET /status HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    operator.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut answer = Vec::new();
+    let _ = operator.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+    drop(flood);
+    server.stop().unwrap();
+}
+
 #[test]
 fn a_configured_token_is_required() {
     let server = Server::start(&admin_config(Some(TOKEN))).unwrap();

@@ -924,16 +924,6 @@ fn logged_in_sessions_have_their_own_budget() {
     server.stop().unwrap();
 }
 
-/// A connection from `source` (any 127.0.0.0/8 address is local on Linux).
-fn connect_from(source: [u8; 4], addr: std::net::SocketAddr) -> std::net::TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    let from = std::net::SocketAddr::from((source, 0));
-    socket.bind(&from.into()).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    socket.into()
-}
-
 /// A member on its own address is never evicted by a flood from other addresses, however
 /// large and however long the member waits before sending its login: each flooding address
 /// evicts its own connections (deterministic, unlike a flood from the member's address).

@@ -20,8 +20,9 @@
 //! `tokio` runtime of its own; an action's wait for the journal runs on one of the runtime's
 //! blocking threads, so other requests are answered meanwhile. A request's body is
 //! never read (no route takes one), at most [`CONNECTIONS_MAX`] connections are open at
-//! once (at the cap, the oldest one with no request being answered is closed to make room
-//! for the new one), a request's head must arrive within
+//! once (at the cap, one with no request being answered is closed to make room for the new
+//! one: the oldest of the address holding the most, so a flood from one address closes its
+//! own), a request's head must arrive within
 //! [`HEADER_WAIT_MAX`] and a connection lives at most [`CONNECTION_TIME_MAX`] (and a
 //! request being answered then: up to [`actions::REPLY_WAIT_MAX`] and a second more), so
 //! no client can hold the endpoint, and no header can make it allocate more than its
@@ -201,8 +202,8 @@ async fn serve_connections(
             _ = &mut stopped => return,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok((stream, peer)) => (stream, peer.ip()),
             Err(e) => {
                 // Out of file descriptors, for example: wait rather than spin.
                 eprintln!("ironmatch admin: accept failed: {e}");
@@ -212,11 +213,11 @@ async fn serve_connections(
         };
         open.retain(|c| !c.task.is_finished());
         if open.len() >= CONNECTIONS_MAX {
-            // Full: the oldest connection with no request being answered makes room (an
-            // idle or half-sent one, or one between requests), so that connections held
-            // open by anyone cannot keep an operator out; if every one is being answered,
-            // the new one waits for none and is closed.
-            let Some(oldest) = open.iter().position(|c| !c.busy.load(Ordering::Relaxed)) else {
+            // Full: a connection with no request being answered makes room (an idle or
+            // half-sent one, or one between requests), so that connections held open by
+            // anyone cannot keep an operator out; if every one is being answered, the new
+            // one waits for none and is closed.
+            let Some(oldest) = evictable(&open) else {
                 continue;
             };
             if let Some(c) = open.remove(oldest) {
@@ -263,8 +264,29 @@ async fn serve_connections(
         open.push_back(Open {
             task: task.abort_handle(),
             busy,
+            peer,
         });
     }
+}
+
+/// The connection to close to make room: among those with no request being answered, the
+/// oldest of the address holding the most open connections. A flood from one address
+/// closes its own connections, never the operator's on another address, even one just
+/// accepted whose request has not arrived (whose token is not yet checked); behind a proxy
+/// every connection has its address, and the oldest idle one goes.
+fn evictable(open: &std::collections::VecDeque<Open>) -> Option<usize> {
+    let held = |ip: std::net::IpAddr| open.iter().filter(|c| c.peer == ip).count();
+    let mut best: Option<(usize, usize)> = None;
+    for (i, c) in open.iter().enumerate() {
+        if c.busy.load(Ordering::Relaxed) {
+            continue;
+        }
+        let count = held(c.peer);
+        if best.is_none_or(|(_, most)| count > most) {
+            best = Some((i, count));
+        }
+    }
+    best.map(|(i, _)| i)
 }
 
 /// An open connection, oldest first in the accept loop's list.
@@ -272,6 +294,8 @@ struct Open {
     task: tokio::task::AbortHandle,
     /// Set while one of its requests is being answered.
     busy: Arc<AtomicBool>,
+    /// Where it comes from.
+    peer: std::net::IpAddr,
 }
 
 /// Marks a connection busy while it lives (a request being answered).

@@ -359,3 +359,13 @@ impl Rng {
         self.0 % n
     }
 }
+
+/// A connection from `source` (any 127.0.0.0/8 address is local on Linux).
+pub fn connect_from(source: [u8; 4], addr: SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let from = SocketAddr::from((source, 0));
+    socket.bind(&from.into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    socket.into()
+}
