@@ -26,6 +26,11 @@ use crate::wire::moldudp64::{
 /// dropped and asked for again.
 pub const BUFFERED_MAX: usize = 1 << 20;
 
+/// Bytes of messages held out of order, at most (ITCH messages are 50 bytes at most, but a
+/// forged datagram's block may be 64 KiB: the count alone let one sender make the
+/// listener hold tens of gigabytes).
+pub const BUFFERED_BYTES_MAX: usize = 64 << 20;
+
 /// What a packet was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PacketKind {
@@ -48,6 +53,8 @@ pub struct Sequencer {
     /// One past the highest sequence number known to exist.
     known_end: u64,
     buffered: BTreeMap<u64, Vec<u8>>,
+    /// The bytes of `buffered`'s messages.
+    buffered_bytes: usize,
     ended: bool,
 }
 
@@ -59,6 +66,7 @@ impl Sequencer {
             next: 1,
             known_end: 1,
             buffered: BTreeMap::new(),
+            buffered_bytes: 0,
             ended: false,
         }
     }
@@ -139,14 +147,20 @@ impl Sequencer {
                 continue;
             }
             if seq > self.next {
-                if self.buffered.len() < BUFFERED_MAX {
-                    self.buffered.entry(seq).or_insert_with(|| message.to_vec());
+                if self.buffered.len() < BUFFERED_MAX
+                    && self.buffered_bytes + message.len() <= BUFFERED_BYTES_MAX
+                    && let std::collections::btree_map::Entry::Vacant(entry) =
+                        self.buffered.entry(seq)
+                {
+                    entry.insert(message.to_vec());
+                    self.buffered_bytes += message.len();
                 }
                 continue;
             }
             deliver(seq, message);
             self.next += 1;
             while let Some(m) = self.buffered.remove(&self.next) {
+                self.buffered_bytes -= m.len();
                 deliver(self.next, &m);
                 self.next += 1;
             }
@@ -156,7 +170,7 @@ impl Sequencer {
             if *entry.key() >= self.next {
                 break;
             }
-            entry.remove();
+            self.buffered_bytes -= entry.remove().len();
         }
         Ok(PacketKind::Data)
     }
@@ -316,12 +330,13 @@ impl FeedBook {
             Body::Trade { shares, .. } => {
                 let book = self.books.entry(msg.locate).or_default();
                 book.trades += 1;
-                book.volume += u64::from(shares);
+                book.volume = book.volume.saturating_add(u64::from(shares));
             }
+            // An 8-byte count from the wire: two of 2^63 would overflow the total.
             Body::CrossTrade { shares, .. } => {
                 let book = self.books.entry(msg.locate).or_default();
                 book.trades += 1;
-                book.volume += shares;
+                book.volume = book.volume.saturating_add(shares);
             }
             _ => {}
         }
@@ -611,6 +626,30 @@ fn bind(listen: SocketAddr, interface: Option<std::net::Ipv4Addr>) -> io::Result
     Ok(socket)
 }
 
+/// Where to send retransmission requests, and where their answers come from: `configured`,
+/// but a server configured on every address (`0.0.0.0`, `::`) is asked on loopback, the
+/// address its answers to a local listener come from (a request sent to `0.0.0.0` reaches
+/// it, and its answers, from `127.0.0.1`, were all dropped as not the server's). Port 0
+/// names no server: refused.
+pub fn request_address(configured: SocketAddr) -> io::Result<SocketAddr> {
+    if configured.port() == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "retransmission server {configured}: port 0 names no server (give --request HOST:PORT)"
+            ),
+        ));
+    }
+    let mut reachable = configured;
+    if configured.ip().is_unspecified() {
+        reachable.set_ip(match configured {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    Ok(reachable)
+}
+
 /// Listens until End of Session with nothing missing (or `duration`, or `stop`), printing
 /// the books to `out` every `interval`, when `show` is set (SIGUSR1), and at the end.
 pub fn run_listener(
@@ -623,7 +662,8 @@ pub fn run_listener(
     // Requests go out from a socket of their own and their answers come back to it: the
     // stream's socket may be bound to a multicast group, which a unicast answer never
     // reaches, and another receiver bound to the stream's port could take them.
-    let requests = UdpSocket::bind(match options.request {
+    let request = request_address(options.request)?;
+    let requests = UdpSocket::bind(match request {
         SocketAddr::V4(_) => SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)),
         SocketAddr::V6(_) => SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, 0)),
     })?;
@@ -653,14 +693,14 @@ pub fn run_listener(
         // both for up to a tick (the sockets are drained before each poll: mio's events
         // are edge-triggered).
         let received = match requests.recv_from(&mut buf) {
-            Ok((len, from)) if from == options.request => Ok((len, from)),
+            Ok((len, from)) if from == request => Ok((len, from)),
             // Not from the retransmission server: not an answer, and not a reason to wait.
             Ok(_) => Err(io::ErrorKind::Interrupted.into()),
             Err(_) => socket.recv_from(&mut buf),
         };
         match received {
             Ok((len, from)) => {
-                let retransmitted = from == options.request;
+                let retransmitted = from == request;
                 let data = PacketHeader::parse(&buf[..len])
                     .is_ok_and(|h| h.count != COUNT_HEARTBEAT && h.count != COUNT_END_OF_SESSION);
                 if data && !retransmitted {
@@ -710,13 +750,13 @@ pub fn run_listener(
             let stale = last_request
                 .is_none_or(|(at, asked)| asked != first || at.elapsed() >= REQUEST_RETRY);
             if stale {
-                let request = PacketHeader {
+                let header = PacketHeader {
                     session,
                     seq: first,
                     count,
                 };
                 // A lost request is sent again after REQUEST_RETRY.
-                let _ = requests.send_to(&request.to_bytes(), options.request);
+                let _ = requests.send_to(&header.to_bytes(), request);
                 report.requests += 1;
                 last_request = Some((Instant::now(), first));
             }
@@ -882,6 +922,57 @@ mod tests {
         .unwrap()
     }
 
+    /// Messages held out of order are bounded in bytes as well as in number: forged
+    /// datagrams of one 60,000-byte block each, past a gap, stop being held at
+    /// `BUFFERED_BYTES_MAX` (the count's bound alone allowed tens of gigabytes), and the
+    /// ones held are delivered in order once the gap fills.
+    #[test]
+    fn messages_held_out_of_order_are_bounded_in_bytes() {
+        let mut s = Sequencer::new(None);
+        let mut got = Vec::new();
+        let big = |seq: u64| {
+            let mut b = PacketBuilder::new(session(), 65_000);
+            let mut block = 60_000u16.to_be_bytes().to_vec();
+            block.push(b'z');
+            block.extend_from_slice(&seq.to_be_bytes());
+            block.resize(2 + 60_000, 0);
+            assert!(b.try_add_block(&block));
+            b.finish(seq).to_vec()
+        };
+        for seq in 2..2_000 {
+            feed(&mut s, &big(seq), &mut got);
+        }
+        assert!(got.is_empty());
+        let held = s.buffered.len();
+        assert!(held > 0 && held < 1_998, "{held}");
+        assert_eq!(s.buffered_bytes, held * 60_000);
+        assert!(s.buffered_bytes <= BUFFERED_BYTES_MAX);
+        feed(&mut s, &packet(1, 1), &mut got);
+        assert_eq!(got, (1..=held as u64 + 1).collect::<Vec<_>>());
+        assert_eq!((s.buffered.len(), s.buffered_bytes), (0, 0));
+        assert_eq!(s.gap(), Some((held as u64 + 2, 1_999 - held as u16 - 1)));
+    }
+
+    /// A retransmission server configured on every address is asked on loopback, where its
+    /// answers to a local listener come from; port 0 is refused.
+    #[test]
+    fn a_server_on_every_address_is_asked_on_loopback() {
+        let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert_eq!(
+            request_address(addr("0.0.0.0:15002")).unwrap(),
+            addr("127.0.0.1:15002")
+        );
+        assert_eq!(
+            request_address(addr("[::]:15002")).unwrap(),
+            addr("[::1]:15002")
+        );
+        assert_eq!(
+            request_address(addr("10.1.2.3:15002")).unwrap(),
+            addr("10.1.2.3:15002")
+        );
+        assert!(request_address(addr("127.0.0.1:0")).is_err());
+    }
+
     #[test]
     fn gaps_are_reported_buffered_and_filled_in_order() {
         let mut s = Sequencer::new(None);
@@ -973,6 +1064,21 @@ mod tests {
             ts: 0,
             body: b,
         }
+    }
+
+    #[test]
+    fn crosses_of_any_size_do_not_overflow_the_volume() {
+        let mut book = FeedBook::default();
+        let cross = body(Body::CrossTrade {
+            shares: 1 << 63,
+            stock: *b"AAPL    ",
+            price: 1000,
+            match_number: 1,
+            cross_type: b'O',
+        });
+        book.apply(&cross).unwrap();
+        book.apply(&cross).unwrap();
+        assert_eq!(book.books[&1].volume, u64::MAX);
     }
 
     #[test]

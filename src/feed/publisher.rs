@@ -223,11 +223,15 @@ impl ReplyBudgets {
         }
     }
 
-    /// Takes `bytes` from `to`'s budget at `now`, if it holds them.
+    /// Takes `bytes` from `to`'s budget at `now`, if it holds them. An IPv6 address's
+    /// budget is its /64's, one host's or link's prefix, out of which a forger could name
+    /// as many sources as it liked for one victim (an IPv4 address mapped into IPv6 keeps
+    /// its own).
     fn take(&mut self, to: std::net::IpAddr, bytes: u64, now: Instant) -> bool {
         if self.per_second == 0 {
             return true;
         }
+        let to = budget_key(to);
         let per_second = self.per_second;
         let level = |(left, at): (u64, Instant)| {
             let refill = now.saturating_duration_since(at).as_nanos() * u128::from(per_second)
@@ -252,6 +256,18 @@ impl ReplyBudgets {
         }
         *bucket = (left - bytes, now);
         true
+    }
+}
+
+/// The address whose budget a reply to `ip` draws on: an IPv4 address (mapped into IPv6
+/// or not) itself, an IPv6 address's /64.
+fn budget_key(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => std::net::Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX)).into(),
+        },
     }
 }
 
@@ -804,6 +820,23 @@ mod tests {
         // 0: no limit.
         let mut free = ReplyBudgets::new(0);
         assert!((0..100).all(|_| free.take(victim, 65_000, at(0))));
+    }
+
+    /// Forged sources across one IPv6 /64 share its budget (each used to get one of its
+    /// own, thousands for one victim); another /64 has its own, and IPv4 addresses mapped
+    /// into IPv6 are not lumped together.
+    #[test]
+    fn an_ipv6_prefix_gets_one_budget() {
+        let t0 = Instant::now();
+        let mut budgets = ReplyBudgets::new(3_000);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(budgets.take(ip("2001:db8:1:2::1"), 1_400, t0));
+        assert!(budgets.take(ip("2001:db8:1:2:ffff::9"), 1_400, t0));
+        assert!(!budgets.take(ip("2001:db8:1:2:abcd::7"), 1_400, t0));
+        assert!(budgets.take(ip("2001:db8:1:3::1"), 1_400, t0));
+        assert!(budgets.take(ip("::ffff:192.0.2.7"), 3_000, t0));
+        assert!(budgets.take(ip("::ffff:192.0.2.8"), 3_000, t0));
+        assert!(!budgets.take(ip("192.0.2.8"), 1, t0), "the same address");
     }
 
     #[test]
