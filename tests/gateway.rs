@@ -1037,3 +1037,40 @@ fn a_runaway_sweep_pauses_and_the_band_reprices_over_the_wire() {
     server.stop().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A client whose last bytes and close come in one segment (data and FIN together, one
+/// readiness event) is seen gone at once: its session is free for the next login. The
+/// gateway skipped the read that says the peer closed after a short read, and no event
+/// followed, so the session stayed logged in until the client timeout (Login Rejected `S`
+/// meanwhile).
+#[test]
+fn a_close_that_comes_with_the_last_bytes_ends_the_session_at_once() {
+    use std::io::{Read, Write};
+    let server = start();
+    let addr = server.local_addr();
+    let mut first = connect_from([127, 0, 0, 1], addr);
+    let mut login = Vec::new();
+    soupbin::write_login_request(&mut login, "MM1", "pw1", "", 1);
+    first.write_all(&login).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = [0u8; 3];
+    first.read_exact(&mut head).unwrap();
+    assert_eq!(head[2], kind::LOGIN_ACCEPTED);
+    // A heartbeat held back (TCP_CORK) until the shutdown, which sends it with the FIN.
+    let socket = socket2::SockRef::from(&first);
+    socket.set_tcp_cork(true).unwrap();
+    let mut heartbeat = Vec::new();
+    soupbin::write_empty(&mut heartbeat, kind::CLIENT_HEARTBEAT);
+    first.write_all(&heartbeat).unwrap();
+    first.shutdown(std::net::Shutdown::Write).unwrap();
+    // Well within the client timeout (1.5 s), not retried: accepted.
+    std::thread::sleep(Duration::from_millis(300));
+    let again = login_after_close_within(addr, "MM1", "pw1", 1, Duration::from_secs(5));
+    drop(again);
+    let stats = server.admission();
+    assert_eq!(stats.logins_rejected, 0, "{stats:?}");
+    drop(first);
+    server.stop().unwrap();
+}

@@ -231,7 +231,7 @@ impl ReplyBudgets {
         if self.per_second == 0 {
             return true;
         }
-        let to = budget_key(to);
+        let to = crate::gateway::admission::address_group(to);
         let per_second = self.per_second;
         let level = |(left, at): (u64, Instant)| {
             let refill = now.saturating_duration_since(at).as_nanos() * u128::from(per_second)
@@ -256,18 +256,6 @@ impl ReplyBudgets {
         }
         *bucket = (left - bytes, now);
         true
-    }
-}
-
-/// The address whose budget a reply to `ip` draws on: an IPv4 address (mapped into IPv6
-/// or not) itself, an IPv6 address's /64.
-fn budget_key(ip: std::net::IpAddr) -> std::net::IpAddr {
-    match ip {
-        std::net::IpAddr::V4(_) => ip,
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => v4.into(),
-            None => std::net::Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX)).into(),
-        },
     }
 }
 

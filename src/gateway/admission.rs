@@ -11,10 +11,19 @@ use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// Pending connections examined at most to make room for one new connection: candidates
-/// that turn out to have logged in (their Login Request was waiting) are skipped, and the
-/// search stops after this many so one accept stays cheap.
-pub const EVICT_TRIES_MAX: usize = 8;
+/// The address a connection or a request counts against: an IPv4 address (mapped into
+/// IPv6 or not) itself, an IPv6 address's /64, the prefix of one host or link, out of
+/// which one party can take as many addresses as it likes (grouped by the whole address, a
+/// flood from one host's /64 passed for thousands of clients).
+pub fn address_group(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip {
+        std::net::IpAddr::V4(_) => ip,
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.into(),
+            None => std::net::Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX)).into(),
+        },
+    }
+}
 /// Pre-login log lines written at most per window; the rest are counted.
 pub const LOG_LINES_PER_WINDOW_MAX: u32 = 10;
 /// The log window.
@@ -113,6 +122,22 @@ impl LogLimiter {
         }
     }
 
+    /// [`Self::line`] for one member's lines (logins, disconnects, protocol errors), which
+    /// a connector reconnecting in a loop could write by the thousand a second (stderr to a
+    /// slow pipe then blocks every session): beyond the window's budget they are left
+    /// out, and how many is said once the window ends.
+    pub fn member_line(&mut self, now: Instant, text: fmt::Arguments<'_>) {
+        if now.duration_since(self.window_start) >= LOG_WINDOW && self.suppressed > 0 {
+            eprintln!(
+                "ironmatch gateway: {} more such lines left out in the last {} ms",
+                self.suppressed,
+                now.duration_since(self.window_start).as_millis()
+            );
+            self.suppressed = 0;
+        }
+        self.line(now, text);
+    }
+
     fn roll(&mut self, now: Instant) {
         if now.duration_since(self.window_start) >= LOG_WINDOW {
             self.window_start = now;
@@ -174,5 +199,22 @@ mod tests {
         assert_eq!(log.suppressed, 5);
         log.summary(t0 + LOG_WINDOW, &AdmissionCounters::default(), 0);
         assert_eq!((log.suppressed, log.lines), (0, 0), "a new window");
+    }
+
+    /// A member's lines are bounded the same way, and what was left out is said (and
+    /// forgotten) at the first line of the next window.
+    #[test]
+    fn a_members_lines_beyond_the_budget_are_left_out() {
+        let t0 = Instant::now();
+        let mut log = LogLimiter::new(t0);
+        for _ in 0..1_000 {
+            log.member_line(t0, format_args!("MM1 logged in"));
+        }
+        assert_eq!(
+            (log.lines, log.suppressed),
+            (LOG_LINES_PER_WINDOW_MAX, 1_000 - u64::from(LOG_LINES_PER_WINDOW_MAX))
+        );
+        log.member_line(t0 + LOG_WINDOW, format_args!("MM1 disconnected"));
+        assert_eq!((log.lines, log.suppressed), (1, 0));
     }
 }

@@ -321,7 +321,9 @@ fn through_barrier(c: &mut Client) -> io::Result<(Vec<(u8, u16)>, u32)> {
     }
 }
 
-fn config_text(dir: &std::path::Path) -> String {
+/// A configuration of one instrument and two users (`FZ1`/`pw1`, `FZ2`/`pw2`) journaling
+/// in `dir`, no feed, no trading day.
+pub(crate) fn config_text(dir: &std::path::Path) -> String {
     format!(
         r#"
 [gateway]

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 
+use admission::address_group;
 pub use admission::{AdmissionCounters, AdmissionStats};
 pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
@@ -100,6 +101,16 @@ pub struct Settings {
     session_queue_bytes_max: usize,
 }
 
+/// What [`Gateway::evict_oldest_pending`] did.
+enum Made {
+    /// A pending connection was closed.
+    Evicted,
+    /// The one it would have closed had sent its login and is logged in: room made.
+    LoggedIn,
+    /// No candidate.
+    None,
+}
+
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
@@ -116,6 +127,10 @@ struct Conn {
     closing: bool,
     /// End of Session queued (shutdown).
     ended: bool,
+    /// The peer's end of the stream was seen in a readiness event: the socket is read
+    /// until it says so (its last bytes and the close may come in one event, after which
+    /// no other comes).
+    read_closed: bool,
 }
 
 /// The gateway: ingress and egress on one thread.
@@ -146,6 +161,9 @@ pub struct Gateway {
     spare_controls: Vec<Vec<u8>>,
     /// Admission counters, shared with the server.
     counters: Arc<AdmissionCounters>,
+    /// Pending connections by address group, rebuilt for each eviction (kept for its
+    /// memory).
+    pending_groups: rustc_hash::FxHashMap<IpAddr, (usize, Instant)>,
     /// Rate limit and summary of the pre-login log lines.
     log: admission::LogLimiter,
     /// What the last poll returned.
@@ -289,6 +307,7 @@ impl Gateway {
                 .map(|_| Vec::with_capacity(CONTROL_BYTES_MAX))
                 .collect(),
             counters: Arc::new(AdmissionCounters::default()),
+            pending_groups: rustc_hash::FxHashMap::default(),
             log: admission::LogLimiter::new(Instant::now()),
             events: Events::with_capacity(EVENTS_MAX),
             polled: false,
@@ -718,6 +737,11 @@ impl Gateway {
                 LISTENER => self.accept(),
                 WAKER => {}
                 Token(i) => {
+                    if event.is_read_closed()
+                        && let Some(Some(conn)) = self.conns.get_mut(i)
+                    {
+                        conn.read_closed = true;
+                    }
                     if event.is_readable() && !self.draining {
                         self.serve(i);
                     }
@@ -803,22 +827,17 @@ impl Gateway {
     /// the oldest pending connection of the address holding the most is.
     fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         AdmissionCounters::add(&self.counters.accepted);
-        let ip = peer.ip();
+        let ip = address_group(peer.ip());
         let (mut pending, mut same_address) = (0, 0);
         for conn in self.conns.iter().flatten().filter(|c| c.user.is_none()) {
             pending += 1;
-            same_address += usize::from(conn.peer.ip() == ip);
+            same_address += usize::from(address_group(conn.peer.ip()) == ip);
         }
         let room = if same_address >= self.settings.pending_per_address_max {
-            self.evict_oldest_pending(Some(ip))
-                .then(|| AdmissionCounters::add(&self.counters.evicted_same_address))
-                .is_some()
+            self.make_room(Some(ip), true)
         } else if pending >= self.settings.pending_max {
             let heaviest = self.heaviest_pending_address();
-            heaviest
-                .is_some_and(|ip| self.evict_oldest_pending(Some(ip)))
-                .then(|| AdmissionCounters::add(&self.counters.evicted))
-                .is_some()
+            heaviest.is_some_and(|ip| self.make_room(Some(ip), false))
         } else {
             true
         };
@@ -863,48 +882,77 @@ impl Gateway {
             last_tx: now,
             closing: false,
             ended: false,
+            read_closed: false,
         });
     }
 
-    /// The address with the most pending connections (the earliest opened among equals): a
-    /// flood spread over many addresses then evicts its own connections before a member's.
-    fn heaviest_pending_address(&self) -> Option<IpAddr> {
-        let pending = || self.conns.iter().flatten().filter(|c| c.user.is_none());
-        pending()
-            .map(|c| {
-                let ip = c.peer.ip();
-                let count = pending().filter(|d| d.peer.ip() == ip).count();
-                (count, std::cmp::Reverse(c.opened), ip)
-            })
+    /// The address group ([`address_group`]) with the most pending connections (the one
+    /// whose oldest opened earliest among equals): a flood spread over many addresses then
+    /// evicts its own connections before a member's. One pass over the connections, the
+    /// counts in a map kept for it (a count per candidate was quadratic in `pending_max`,
+    /// on the gateway's one thread, exactly while a flood fills the pending slots).
+    fn heaviest_pending_address(&mut self) -> Option<IpAddr> {
+        let mut groups = std::mem::take(&mut self.pending_groups);
+        groups.clear();
+        for c in self.conns.iter().flatten().filter(|c| c.user.is_none()) {
+            let group = groups
+                .entry(address_group(c.peer.ip()))
+                .or_insert((0, c.opened));
+            group.0 += 1;
+            group.1 = group.1.min(c.opened);
+        }
+        let heaviest = groups
+            .iter()
+            .map(|(ip, (count, oldest))| (*count, std::cmp::Reverse(*oldest), *ip))
             .max()
-            .map(|(_, _, ip)| ip)
+            .map(|(_, _, ip)| ip);
+        self.pending_groups = groups;
+        heaviest
     }
 
-    /// Closes the oldest pending connection (of `ip` only, if given) to make room; returns
-    /// whether one was closed. A Login Request already in a candidate's socket is served
-    /// first: a member who sent its login is never evicted unread.
-    fn evict_oldest_pending(&mut self, ip: Option<IpAddr>) -> bool {
-        for _ in 0..admission::EVICT_TRIES_MAX {
-            let oldest = (0..self.conns.len())
-                .filter_map(|i| self.conns[i].as_ref().map(|c| (i, c)))
-                .filter(|(_, c)| c.user.is_none() && ip.is_none_or(|ip| c.peer.ip() == ip))
-                .min_by_key(|(_, c)| c.opened)
-                .map(|(i, _)| i);
-            let Some(i) = oldest else {
-                return false;
-            };
-            self.serve(i);
-            match &self.conns[i] {
-                None => return true,
-                Some(c) if c.user.is_none() => {
-                    self.close(i, "evicted by a newer connection");
-                    return true;
-                }
-                // It logged in: no longer pending; look again.
-                Some(_) => {}
+    /// Makes room for a new pending connection by [`Self::evict_oldest_pending`] of
+    /// `group`, counting an eviction (of the new connection's own group when
+    /// `same_address`); whether there is room.
+    fn make_room(&mut self, group: Option<IpAddr>, same_address: bool) -> bool {
+        match self.evict_oldest_pending(group) {
+            Made::Evicted => {
+                AdmissionCounters::add(if same_address {
+                    &self.counters.evicted_same_address
+                } else {
+                    &self.counters.evicted
+                });
+                true
             }
+            Made::LoggedIn => true,
+            Made::None => false,
         }
-        false
+    }
+
+    /// Closes the oldest pending connection (of address group `group` only, if given) to
+    /// make room. A Login Request already in a candidate's socket is served first: a member
+    /// who sent its login is never evicted unread, and its login makes the room (it is no
+    /// longer pending; another connection used to be evicted as well).
+    fn evict_oldest_pending(&mut self, group: Option<IpAddr>) -> Made {
+        let oldest = (0..self.conns.len())
+            .filter_map(|i| self.conns[i].as_ref().map(|c| (i, c)))
+            .filter(|(_, c)| {
+                c.user.is_none() && group.is_none_or(|g| address_group(c.peer.ip()) == g)
+            })
+            .min_by_key(|(_, c)| c.opened)
+            .map(|(i, _)| i);
+        let Some(i) = oldest else {
+            return Made::None;
+        };
+        self.serve(i);
+        match &self.conns[i] {
+            // Closed while served (a bad login, or gone): its slot is free.
+            None => Made::Evicted,
+            Some(c) if c.user.is_none() => {
+                self.close(i, "evicted by a newer connection");
+                Made::Evicted
+            }
+            Some(_) => Made::LoggedIn,
+        }
     }
 
     /// Reads and frames a connection's input while the matcher's ring has room, up to
@@ -934,8 +982,9 @@ impl Gateway {
                     conn.len += n;
                     conn.last_rx = Instant::now();
                     // A short read drained the socket (epoll(7)): frame what came and skip
-                    // the read that would say WouldBlock; new bytes bring a new event.
-                    if conn.len < conn.buf.len() {
+                    // the read that would say WouldBlock; new bytes bring a new event. Not
+                    // once the peer closed: that read says so, and no event would follow.
+                    if conn.len < conn.buf.len() && !conn.read_closed {
                         drained = true;
                     }
                 }
@@ -1120,9 +1169,12 @@ impl Gateway {
                 conn.user = Some(u);
                 AdmissionCounters::add(&self.counters.logins);
                 soupbin::write_login_accepted(&mut conn.control, &self.settings.session, first);
-                eprintln!(
-                    "ironmatch gateway: {}: {} logged in, sending from {first}",
-                    conn.peer, user.username
+                user.log.member_line(
+                    Instant::now(),
+                    format_args!(
+                        "{}: {} logged in, sending from {first}",
+                        conn.peer, user.username
+                    ),
                 );
                 self.publish_session(u);
             }
@@ -1187,8 +1239,11 @@ impl Gateway {
         let Some(conn) = self.conns[i].as_mut() else {
             return;
         };
-        if conn.user.is_some() {
-            eprintln!("ironmatch gateway: {}: {why}; closing", conn.peer);
+        if let Some(u) = conn.user {
+            self.users[u].log.member_line(
+                Instant::now(),
+                format_args!("{}: {why}; closing", conn.peer),
+            );
         } else {
             self.log.line(
                 Instant::now(),
@@ -1214,9 +1269,9 @@ impl Gateway {
             Some(u) => {
                 let user = &mut self.users[u];
                 user.conn = None;
-                eprintln!(
-                    "ironmatch gateway: {}: {} disconnected: {why}",
-                    conn.peer, user.username
+                user.log.member_line(
+                    Instant::now(),
+                    format_args!("{}: {} disconnected: {why}", conn.peer, user.username),
                 );
                 // One Disconnect per user waits at most: while any command waits, none of
                 // the user's orders gets in, so a second one (a client reconnecting in a
@@ -1685,6 +1740,101 @@ mod tests {
             bytes = &bytes[2 + len..];
         }
         types
+    }
+
+    /// A gateway on its own (no matcher behind its rings), and a listener of the test's
+    /// whose accepted connections the test admits itself, so it decides what is unread
+    /// in each socket when a new connection is admitted.
+    fn gateway_alone(extra: &str) -> (Gateway, std::net::TcpListener, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "ironmatch-admit-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let text = exercise::config_text(&dir).replace(
+            "session_store_bytes = 65536",
+            &format!("session_store_bytes = 65536\n{extra}"),
+        );
+        let config = Config::parse(&text, "test").unwrap();
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(mio::Waker::new(poll.registry(), WAKER).unwrap());
+        let listener = TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let ring = || Arc::new(Ring::new(64, crate::pipeline::Wake::None));
+        let gateway = Gateway::new(
+            &config,
+            poll,
+            waker,
+            listener,
+            ring(),
+            ring(),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        let test_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (gateway, test_listener, dir)
+    }
+
+    /// A connection from `source` to `listener`, admitted by `gateway`.
+    fn admit_from(
+        gateway: &mut Gateway,
+        listener: &std::net::TcpListener,
+        source: [u8; 4],
+        first_bytes: &[u8],
+    ) -> std::net::TcpStream {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&SocketAddr::from((source, 0)).into()).unwrap();
+        socket
+            .connect(&listener.local_addr().unwrap().into())
+            .unwrap();
+        let mut client: std::net::TcpStream = socket.into();
+        client.write_all(first_bytes).unwrap();
+        let (accepted, peer) = listener.accept().unwrap();
+        // What the client wrote is in the accepted socket before it is admitted.
+        std::thread::sleep(Duration::from_millis(50));
+        accepted.set_nonblocking(true).unwrap();
+        gateway.admit(TcpStream::from_std(accepted), peer);
+        client
+    }
+
+    /// With the pending slots full, a new connection is admitted by serving the oldest
+    /// pending one; when that one's Login Request was waiting in its socket, its login
+    /// makes the room, and no other pending connection is closed (one more used to be).
+    #[test]
+    fn a_login_found_waiting_makes_room_and_evicts_no_one() {
+        let (mut gateway, listener, dir) =
+            gateway_alone("pending_max = 2\npending_per_address_max = 2");
+        let mut login = Vec::new();
+        soupbin::write_login_request(&mut login, "FZ1", "pw1", "", 1);
+        let _member = admit_from(&mut gateway, &listener, [127, 0, 0, 2], &login);
+        let _quiet = admit_from(&mut gateway, &listener, [127, 0, 0, 3], b"");
+        let _new = admit_from(&mut gateway, &listener, [127, 0, 0, 4], b"");
+        let open: Vec<_> = gateway.conns.iter().flatten().collect();
+        assert_eq!(open.len(), 3, "the quiet connection is still open");
+        assert_eq!(open.iter().filter(|c| c.user.is_some()).count(), 1);
+        let stats = gateway.counters.stats();
+        assert_eq!(
+            (stats.evicted, stats.refused, stats.logins),
+            (0, 0, 1),
+            "{stats:?}"
+        );
+        drop(gateway);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn address_groups_are_an_ipv4_address_or_an_ipv6_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(address_group(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(address_group(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            address_group(ip("2001:db8:1:2:3:4:5:6")),
+            ip("2001:db8:1:2::")
+        );
+        assert_ne!(
+            address_group(ip("2001:db8:1:2::1")),
+            address_group(ip("2001:db8:1:3::1"))
+        );
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub struct UserSession {
     pub store: SessionStore,
     /// New-order throttle.
     pub bucket: TokenBucket,
+    /// This member's lines in the log (logins, disconnects, protocol errors), bounded.
+    pub log: super::admission::LogLimiter,
 }
 
 impl UserSession {
@@ -81,6 +83,7 @@ impl UserSession {
             conn: None,
             store,
             bucket: TokenBucket::new(config.orders_per_sec, config.burst),
+            log: super::admission::LogLimiter::new(std::time::Instant::now()),
         }
     }
 
