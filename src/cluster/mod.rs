@@ -45,6 +45,56 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// How long a connection may take to agree its hello.
 const HANDSHAKE_MAX: Duration = Duration::from_secs(5);
+/// Connections to the Raft port still in their handshake, at most; more are closed at once.
+/// Each may stay [`HANDSHAKE_MAX`]: without a bound, anyone reaching the port could hold
+/// the process's file descriptors, and the node's own votes, segments and peer
+/// connections would fail for want of one.
+const HANDSHAKES_MAX: usize = 64;
+/// Of those, from one address (a node's peers and tools are a handful).
+const HANDSHAKES_PER_ADDRESS_MAX: usize = 8;
+
+/// A connection's place among those in their handshake, from one address: given back
+/// when dropped.
+struct Handshaking {
+    from: std::net::IpAddr,
+    counts: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl Handshaking {
+    /// A place for a connection from `from`, if both the total and the address have room.
+    fn take(
+        from: std::net::IpAddr,
+        counts: &Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+        places: &Arc<tokio::sync::Semaphore>,
+    ) -> Option<Handshaking> {
+        let from = crate::gateway::admission::address_group(from);
+        let permit = Arc::clone(places).try_acquire_owned().ok()?;
+        let mut map = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(from).or_insert(0);
+        if *n >= HANDSHAKES_PER_ADDRESS_MAX {
+            return None;
+        }
+        *n += 1;
+        Some(Handshaking {
+            from,
+            counts: Arc::clone(counts),
+            _permit: permit,
+        })
+    }
+}
+
+impl Drop for Handshaking {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.from) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.from);
+            }
+        }
+    }
+}
 use store::RaftStore;
 
 /// A node's id in the cluster.
@@ -747,8 +797,18 @@ async fn serve(
     } = peering;
     let refusals = Arc::new(Refusals::default());
     let members: Arc<[NodeId]> = members.into_iter().filter(|&id| id != me).collect();
+    let places = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+    let counts = Arc::default();
     loop {
-        let Ok((mut stream, from)) = listener.accept().await else {
+        let (mut stream, from) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                // Out of file descriptors, for example: wait rather than spin.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Some(handshaking) = Handshaking::take(from.ip(), &counts, &places) else {
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -792,7 +852,12 @@ async fn serve(
                      attribution"
                 )
             };
+            let mut handshaking = Some(handshaking);
             loop {
+                // Agreed: no longer in its handshake.
+                if agreed {
+                    drop(handshaking.take());
+                }
                 // Before its hello is agreed a connection sends a few small frames, within
                 // a few seconds: nothing unauthenticated holds memory or a socket for long.
                 let request = if agreed {
@@ -1098,6 +1163,44 @@ fn plain_status_of(addr: &str, timeout: Duration) -> io::Result<NodeStatus> {
 
 #[cfg(test)]
 mod tests {
+    /// Connections in their handshake are bounded in all and by address, and a place is
+    /// given back when its connection agrees or ends.
+    #[test]
+    fn handshakes_are_bounded_in_all_and_by_address() {
+        let counts = Arc::default();
+        let places = Arc::new(tokio::sync::Semaphore::new(HANDSHAKES_MAX));
+        let ip = |i: u8| std::net::IpAddr::from([127, 0, 0, i]);
+        let mut held: Vec<Handshaking> = (0..HANDSHAKES_PER_ADDRESS_MAX)
+            .map(|_| Handshaking::take(ip(2), &counts, &places).unwrap())
+            .collect();
+        assert!(
+            Handshaking::take(ip(2), &counts, &places).is_none(),
+            "the address is full"
+        );
+        assert!(
+            Handshaking::take(ip(3), &counts, &places).is_some(),
+            "another is not"
+        );
+        held.pop();
+        held.push(Handshaking::take(ip(2), &counts, &places).unwrap());
+        for i in 3..=u8::MAX {
+            while held.len() < HANDSHAKES_MAX {
+                let Some(h) = Handshaking::take(ip(i), &counts, &places) else {
+                    break;
+                };
+                held.push(h);
+            }
+        }
+        assert_eq!(held.len(), HANDSHAKES_MAX);
+        assert!(
+            Handshaking::take(ip(1), &counts, &places).is_none(),
+            "all places taken"
+        );
+        drop(held);
+        assert!(counts.lock().unwrap().is_empty());
+        assert_eq!(places.available_permits(), HANDSHAKES_MAX);
+    }
+
     use super::*;
     use crate::book::CommandBody;
     use crate::pipeline::Wake;

@@ -766,9 +766,16 @@ impl PeerClient {
             }
             self.stream = Some((stream, seal));
         }
-        let (stream, seal) = self.stream.as_mut().expect("connected above");
-        write_frame(stream, request, seal.as_mut()).await?;
-        read_frame(stream, seal.as_mut()).await
+        // Out of `self` until its reply is read in full: a call dropped on the way (openraft
+        // times its calls out too, and its deadline can pass first) drops the connection
+        // with it. Left in place, the unread reply answered the next request, and every
+        // reply after it was one request late (a success counted for entries the follower
+        // had not written).
+        let (mut stream, mut seal) = self.stream.take().expect("connected above");
+        write_frame(&mut stream, request, seal.as_mut()).await?;
+        let reply = read_frame(&mut stream, seal.as_mut()).await?;
+        self.stream = Some((stream, seal));
+        Ok(reply)
     }
 }
 
@@ -1055,6 +1062,60 @@ mod tests {
                 drop(client);
                 assert!(!fake.await.unwrap(), "no request followed");
             }
+        });
+    }
+
+    /// A call dropped before its reply came (openraft's own timeout around it) drops its
+    /// connection: the next call, on a new one, reads its own reply, not the late one of
+    /// the call that was dropped.
+    #[test]
+    fn a_dropped_call_leaves_no_reply_for_the_next() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = listener.local_addr().unwrap().to_string();
+            let (answer_late, late) = tokio::sync::oneshot::channel::<()>();
+            let fake = tokio::spawn(async move {
+                let mut connections = Vec::new();
+                let mut late = Some(late);
+                for n in 0..2 {
+                    let mut s = accept_with_preamble(&listener).await;
+                    assert!(matches!(
+                        read_frame::<Request>(&mut s, None).await.unwrap(),
+                        Request::Hello { config: 7 }
+                    ));
+                    write_frame(&mut s, &Reply::Hello, None).await.unwrap();
+                    assert!(matches!(
+                        read_frame::<Request>(&mut s, None).await.unwrap(),
+                        Request::Status
+                    ));
+                    if let Some(late) = late.take() {
+                        // The first call's reply comes after its caller gave up.
+                        late.await.unwrap();
+                    }
+                    let reply = Reply::Failed(format!("reply on connection {n}"));
+                    write_frame(&mut s, &reply, None).await.unwrap();
+                    connections.push(s);
+                }
+                connections
+            });
+            let mut client = client_of(addr, None);
+            let dropped = tokio::time::timeout(
+                Duration::from_millis(100),
+                client.call_inner(&Request::Status),
+            )
+            .await;
+            assert!(dropped.is_err(), "no reply yet");
+            answer_late.send(()).unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match client.call_inner(&Request::Status).await.unwrap() {
+                Reply::Failed(why) => assert_eq!(why, "reply on connection 1"),
+                _ => panic!("not the reply the fake sent"),
+            }
+            drop(fake.await.unwrap());
         });
     }
 

@@ -212,7 +212,10 @@ mod tests {
         }
         assert_eq!(
             (log.lines, log.suppressed),
-            (LOG_LINES_PER_WINDOW_MAX, 1_000 - u64::from(LOG_LINES_PER_WINDOW_MAX))
+            (
+                LOG_LINES_PER_WINDOW_MAX,
+                1_000 - u64::from(LOG_LINES_PER_WINDOW_MAX)
+            )
         );
         log.member_line(t0 + LOG_WINDOW, format_args!("MM1 disconnected"));
         assert_eq!((log.lines, log.suppressed), (1, 0));

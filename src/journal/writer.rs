@@ -371,8 +371,12 @@ impl JournalWriter {
                 if fsync == FsyncMode::Always {
                     // A crash between a batch's write and its fdatasync leaves records in
                     // the page cache only, and recovery has just read them as the journal:
-                    // make them durable before any of them is served again.
+                    // make them durable before any of them is served again. So too the
+                    // segment's name: a process killed between a new segment's file sync
+                    // and its directory's left an entry that a power loss could still
+                    // take, with every record appended to it since.
                     sync_or_mark(&file, dir)?;
+                    sync_dir_or_mark(dir)?;
                 }
                 (file, len)
             }
@@ -497,6 +501,14 @@ impl JournalWriter {
         match self.fsync {
             FsyncMode::Always => sync_or_mark(&self.file, &self.dir)?,
             FsyncMode::Never => self.file.sync_data()?,
+        }
+        // The background writeback shares this file's description, and Linux reports a
+        // failed writeback once per description: if the thread's sync took the error, this
+        // one succeeded, and the segment would close with a hole (a damaged segment before
+        // a whole one, which a start refuses). Its error, looked at again, stops the
+        // rotation before the new segment takes a batch.
+        if let Some(writeback) = &self.writeback {
+            writeback.error()?;
         }
         let synced = start.elapsed();
         self.file = create_segment(
@@ -819,8 +831,9 @@ fn create_segment(dir: &Path, header: &Header) -> io::Result<File> {
         .append(true)
         .open(&path)?;
     file.write_all(&write_header(header))?;
-    file.sync_all()?;
-    File::open(dir)?.sync_all()?;
+    // A failed sync leaves the mark that refuses a start in this boot, as a batch's does.
+    file.sync_all().inspect_err(|e| mark_sync_failed(dir, e))?;
+    sync_dir_or_mark(dir)?;
     Ok(file)
 }
 
@@ -839,6 +852,48 @@ mod tests {
         assert!(dir.is_dir());
         create_dir_durably(&dir).unwrap();
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// A new segment's directory sync that fails leaves the mark that refuses a start in
+    /// this boot (it was a plain error: the next start, in the same boot, appended to a
+    /// segment whose name a power loss could still take), and so does one at the open of
+    /// an existing segment with `fsync = "always"`, which syncs the directory too.
+    #[test]
+    fn a_segments_failed_directory_sync_is_marked() {
+        let header = Header {
+            instance: 7,
+            first_seq: 1,
+            fingerprint: 9,
+            created_ns: 1,
+        };
+        let dir = std::env::temp_dir().join(format!(
+            "ironmatch-segdirsync-{}-{}",
+            std::process::id(),
+            crate::venue::epoch_ns()
+        ));
+        FAIL_DIR_SYNC.with(|f| f.set(true));
+        let failed = JournalWriter::open(&dir, header, None, 1, FsyncMode::Never, 1 << 30);
+        FAIL_DIR_SYNC.with(|f| f.set(false));
+        assert!(failed.is_err());
+        assert!(dir.join(SYNC_FAILED_NAME).exists(), "marked");
+        std::fs::remove_dir_all(&dir).unwrap();
+        let writer = JournalWriter::open(&dir, header, None, 1, FsyncMode::Always, 1 << 30);
+        drop(writer.unwrap());
+        let segment = dir.join(segment_name(1));
+        let len = std::fs::metadata(&segment).unwrap().len();
+        FAIL_DIR_SYNC.with(|f| f.set(true));
+        let failed = JournalWriter::open(
+            &dir,
+            header,
+            Some((&segment, len)),
+            1,
+            FsyncMode::Always,
+            1 << 30,
+        );
+        FAIL_DIR_SYNC.with(|f| f.set(false));
+        assert!(failed.is_err(), "the open syncs the directory");
+        assert!(dir.join(SYNC_FAILED_NAME).exists(), "marked");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A writer on a new journal in a temporary directory of its own (`tag` in its name).
