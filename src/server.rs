@@ -930,8 +930,10 @@ fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: ji
         .filter_map(|e| e.file_name().to_str()?.parse::<jiff::civil::Date>().ok())
         .filter(|d| *d < today)
         .collect();
-    // Newest first, back to the last day that ended: each day before it was seen by the
-    // start after it (a day that could not be ended is tried again, with its warning).
+    // Newest first, every one: a day that could not be ended (its warning said so) is
+    // tried again at each start, even once later days have ended (the walk used to stop
+    // at the first day that ended, and such a day was never tried again). A day that
+    // ended costs the read of its journal's last 64 KiB.
     days.sort_unstable_by(|a, b| b.cmp(a));
     for day in days {
         let config = base.for_day(day);
@@ -940,7 +942,7 @@ fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: ji
             continue;
         }
         if ends_the_day(dir) == Some(true) {
-            return;
+            continue;
         }
         match end_day(&config, schedule, day) {
             Ok(0) => {}
@@ -1139,9 +1141,9 @@ fn apply_and_journal(
     };
     events.clear();
     matcher.apply(&command, events);
-    writer.stage(&Entry::Command(command));
+    writer.stage_bounded(&Entry::Command(command))?;
     for event in events.iter() {
-        writer.stage(&Entry::Event(*event));
+        writer.stage_bounded(&Entry::Event(*event))?;
     }
     writer.commit()
 }
@@ -1202,7 +1204,7 @@ pub fn open_journal(
         config.journal.segment_bytes_max,
     )?;
     for event in &recovery.pending {
-        writer.stage(&Entry::Event(*event));
+        writer.stage_bounded(&Entry::Event(*event))?;
     }
     writer.commit()?;
     let interval = config.journal.snapshot_interval_records;
@@ -1484,6 +1486,26 @@ mod tests {
         let len = std::fs::metadata(&segment).unwrap().len();
         close_earlier_day(&config, &schedule, today);
         assert_eq!(std::fs::metadata(&segment).unwrap().len(), len, "once");
+        // A day before one that ended, left unended (a start that could not end it: another
+        // book configuration then, say): the next start ends it, though a later day ended.
+        let older = jiff::civil::date(2026, 11, 30);
+        {
+            let opened = open_journal(&config.for_day(older), &book, |_| {}).unwrap();
+            let (mut matcher, mut writer) = (opened.matcher, opened.writer);
+            let mut clock = VenueClock::new(schedule.tz.clone());
+            let mut events = Vec::new();
+            let (at, event) = schedule.transitions(older)[0];
+            let body = CommandBody::Venue(VenueCommand::SystemEvent(event));
+            apply_and_journal(&mut matcher, &mut writer, &mut events, body, clock.at(at)).unwrap();
+        }
+        assert_eq!(ends_the_day(&day_dir(older)), Some(false));
+        close_earlier_day(&config, &schedule, today);
+        assert_eq!(ends_the_day(&day_dir(older)), Some(true), "ended at last");
+        assert_eq!(
+            std::fs::metadata(&segment).unwrap().len(),
+            len,
+            "the ended day as it was"
+        );
         std::fs::remove_dir_all(&root).ok();
     }
 

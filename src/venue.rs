@@ -47,6 +47,16 @@ impl Schedule {
                 format!("{tz_name:?} is not an IANA time zone name: {e}"),
             )
         })?;
+        // `Etc/Unknown` names the zone of no rules (UTC under another name): taken, the
+        // venue's day would silently run on UTC.
+        if tz.is_unknown() {
+            return Err((
+                "venue.timezone".to_string(),
+                format!(
+                    "{tz_name:?} is the unknown time zone, not a place's: name one, e.g. \"America/New_York\" (or \"UTC\")"
+                ),
+            ));
+        }
         let mut parsed = [Time::midnight(); 4];
         for (i, (key, text)) in times.iter().enumerate() {
             parsed[i] = parse_time(text).map_err(|m| (format!("venue.{key}"), m))?;
@@ -307,6 +317,10 @@ mod tests {
     fn bad_settings_name_the_key() {
         let err = Schedule::new("Mars/Olympus", [("a", "04:00"); 4]).unwrap_err();
         assert_eq!(err.0, "venue.timezone");
+        // The unknown zone resolves without an error and has no rules: refused by name.
+        let err = Schedule::new("Etc/Unknown", [("a", "04:00"); 4]).unwrap_err();
+        assert_eq!(err.0, "venue.timezone");
+        assert!(err.1.contains("unknown time zone"), "{}", err.1);
         let err = Schedule::new(
             "UTC",
             [

@@ -293,22 +293,30 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("im-raft".into())
         .spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a tokio runtime");
-            runtime.block_on(run(
-                settings,
-                store,
-                listener,
-                Links {
-                    proposals,
-                    notify,
-                    apply,
-                    role,
-                    released,
-                },
-            ));
+            // A panic here ends the process as a stage's does (exit 70): a leader whose
+            // Raft thread died would keep its sessions and answer none of their orders.
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a tokio runtime");
+                runtime.block_on(run(
+                    settings,
+                    store,
+                    listener,
+                    Links {
+                        proposals,
+                        notify,
+                        apply,
+                        role,
+                        released,
+                    },
+                ));
+            }));
+            if run.is_err() {
+                eprintln!("ironmatch: the raft stage failed; stopping the engine");
+                std::process::exit(70);
+            }
         })?;
     Ok(ClusterNode { thread, raft_addr })
 }

@@ -70,9 +70,9 @@ use crate::wire::soupbin::{self, ClientPacket, kind};
 const LISTENER: Token = Token(usize::MAX - 1);
 /// Token of the waker that egress producers use.
 pub const WAKER: Token = Token(usize::MAX - 2);
-/// Longest poll timeout, so timers and the shutdown flag are seen promptly.
-const POLL_MAX: Duration = Duration::from_millis(20);
-/// How often timers are checked.
+/// How often timers are checked: the longest poll timeout too, so that timers (an expiry,
+/// a pause's end, a day's transition, sequenced when their time comes) and the shutdown
+/// flag are seen within it (the poll's bound was 20 ms, twice the period).
 const TIMER_PERIOD: Duration = Duration::from_millis(10);
 /// Commands one connection pushes in a turn before the others get theirs (see
 /// [`Gateway::serve_waiting`]).
@@ -1605,7 +1605,7 @@ impl Agent for Gateway {
     /// Sleeps in `poll` (woken by sockets, the egress waker, the shutdown waker); the next
     /// `do_work` handles what it returned. Bounded by the timer period, so timers run.
     fn block(&mut self, timeout: Duration) {
-        self.poll_sockets(timeout.min(POLL_MAX));
+        self.poll_sockets(timeout.min(TIMER_PERIOD));
         self.polled = true;
     }
 

@@ -452,6 +452,19 @@ impl JournalWriter {
         self.next_seq += 1;
     }
 
+    /// [`stage`](Self::stage), committing the batch first when it holds as many records as
+    /// a record's index in its batch can number (65,535): for a batch of any length, such
+    /// as the end of the day's cancels of every resting order, written in one go. Past that
+    /// count the indexes stayed at the last, and a power loss in such a batch's write made
+    /// the start refuse the journal instead of cutting the torn batch.
+    pub fn stage_bounded(&mut self, entry: &Entry) -> io::Result<()> {
+        if self.staged == u16::MAX {
+            self.commit()?;
+        }
+        self.stage(entry);
+        Ok(())
+    }
+
     /// Writes the batch (rotating first if the segment would pass its limit) and, with
     /// `fsync = "always"`, makes it durable.
     pub fn commit(&mut self) -> io::Result<()> {
@@ -893,6 +906,41 @@ mod tests {
         FAIL_DIR_SYNC.with(|f| f.set(false));
         assert!(failed.is_err(), "the open syncs the directory");
         assert!(dir.join(SYNC_FAILED_NAME).exists(), "marked");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A batch staged past what a record's index can number is committed in parts, each
+    /// record's index its place in its own part (past 65,535 the indexes stayed at the
+    /// last, and a torn end of such a batch was refused instead of cut).
+    #[test]
+    fn a_batch_of_any_length_keeps_its_indexes() {
+        let (dir, mut w) = test_writer("long-batch", FsyncMode::Never);
+        let cmd = Command {
+            ts: crate::types::Timestamp(1),
+            owner: crate::types::OwnerId(0),
+            body: crate::book::CommandBody::AccountQuery,
+        };
+        let n = 70_000u64;
+        for _ in 0..n {
+            w.stage_bounded(&Entry::Command(cmd)).unwrap();
+        }
+        w.commit().unwrap();
+        let bytes = std::fs::read(dir.join(segment_name(1))).unwrap();
+        let mut at = HEADER_LEN;
+        let mut seen = 0u64;
+        while at < bytes.len() {
+            let (seq, _, len) = super::super::format::read_record(&bytes[at..]).unwrap();
+            let index = super::super::format::batch_index(&bytes[at..]);
+            assert_eq!(
+                u64::from(index),
+                (seq - 1) % u64::from(u16::MAX),
+                "record {seq}"
+            );
+            seen += 1;
+            at += len;
+        }
+        assert_eq!(seen, n);
+        drop(w);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

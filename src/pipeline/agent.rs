@@ -258,8 +258,8 @@ impl AgentRunner {
         let thread = std::thread::Builder::new()
             .name(format!("im-{role}"))
             .spawn(move || {
-                pin(core, role);
                 let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    pin(core, role);
                     run_agent(agent.as_mut(), &mut idle)
                 }));
                 if run.is_err() {

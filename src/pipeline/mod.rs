@@ -176,13 +176,18 @@ impl Threading {
     }
 }
 
-/// Cores this process may run on (its affinity mask), at least 1.
+/// Cores this process may run on, at least 1: its affinity mask, or fewer under a cgroup's
+/// CPU quota (`cpu.max`, a container's `--cpus`), which `available_parallelism` counts
+/// (the mask alone counted a 16-core host's cores for a container allowed 2, and `auto`
+/// chose a thread per stage).
 pub fn usable_cores() -> usize {
-    core_affinity::get_core_ids()
-        .map(|ids| ids.len())
-        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-        .unwrap_or(1)
-        .max(1)
+    let mask = core_affinity::get_core_ids().map(|ids| ids.len());
+    let allowed = std::thread::available_parallelism().ok().map(|n| n.get());
+    match (mask, allowed) {
+        (Some(mask), Some(allowed)) => mask.min(allowed),
+        (mask, allowed) => mask.or(allowed).unwrap_or(1),
+    }
+    .max(1)
 }
 
 /// Rounds of `spin_loop` before yielding.
@@ -438,7 +443,11 @@ pub fn pin(core: Option<usize>, stage: &str) -> bool {
     let Some(id) = core else {
         return false;
     };
-    let pinned = core_affinity::set_for_current(core_affinity::CoreId { id });
+    // Only a core of the affinity mask: `core_affinity` indexes a fixed CPU set with the
+    // id, and an id of 1024 or more panicked there, killing the stage's thread before it
+    // ran (the engine then took orders and answered none).
+    let usable = core_affinity::get_core_ids().is_some_and(|ids| ids.iter().any(|c| c.id == id));
+    let pinned = usable && core_affinity::set_for_current(core_affinity::CoreId { id });
     if !pinned {
         eprintln!("ironmatch: could not pin the {stage} thread to core {id}; running unpinned");
     }
@@ -449,6 +458,15 @@ pub fn pin(core: Option<usize>, stage: &str) -> bool {
 mod tests {
     use super::*;
     use crossbeam::sync::Parker;
+
+    /// A core the process may not run on, however large its id, is refused with a warning
+    /// (an id of 1024 or more panicked in the pinning library).
+    #[test]
+    fn a_core_that_is_not_usable_is_not_pinned_to() {
+        assert!(!pin(Some(4096), "test"));
+        assert!(!pin(Some(1 << 40), "test"));
+        assert!(!pin(None, "test"));
+    }
 
     #[test]
     fn records_cross_threads_in_order_with_backpressure() {
