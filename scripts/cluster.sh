@@ -83,7 +83,8 @@ case "${1:-}" in
 configs) configs ;;
 start)
     [ -f config/cluster/node1.toml ] || configs
-    [ -x "$BIN" ] || cargo build --release
+    # A build that is up to date does nothing; an explicit IRONMATCH_BIN is taken as is.
+    [ -n "${IRONMATCH_BIN:-}" ] || cargo build --release
     for n in 1 2 3; do start_node $n; done
     ;;
 status) "$BIN" cluster status --config config/cluster/node1.toml ;;

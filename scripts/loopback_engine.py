@@ -1,10 +1,12 @@
 """What the loopback measurement scripts share: the shipped configuration made safe to run
-beside anything (no [venue], a journal of its own, the admin endpoint and the feed on
-loopback ports of their own) and a connection that waits for the engine to listen."""
+beside anything (no [venue], a journal of its own, the gateway, the admin endpoint and the
+feed on loopback ports of their own), an engine started on it whose gateway port is read
+from its start line, and a connection that waits for the engine to listen."""
 
 import pathlib
 import re
 import socket
+import subprocess
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -18,6 +20,9 @@ def config_text(journal, store_bytes=0):
     end = start + 1 + text[start + 1 :].index("\n[")
     text = text[:start] + text[end:]
     text = text.replace('dir = "./data"', f'dir = "{journal}"')
+    # A port of its own: beside an engine already on the shipped port, the fixed one made
+    # this engine exit and the script drive the other one.
+    text = text.replace('listen = "127.0.0.1:15000"', 'listen = "127.0.0.1:0"')
     text = text.replace("127.0.0.1:15080", "127.0.0.1:0").replace("127.0.0.1:15001", "127.0.0.1:9")
     text = text.replace("127.0.0.1:15002", "127.0.0.1:0")
     if store_bytes:
@@ -34,3 +39,27 @@ def connect(port, deadline):
             if time.time() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def start_engine(binary, config, work):
+    """Starts `binary serve --config config` (its output in `work`) and returns the process
+    and its gateway's port, read from its start line; raises, stopping it, if it does not
+    start within 10 s."""
+    out = work / "serve.out"
+    log = work / "serve.log"
+    engine = subprocess.Popen(
+        [binary, "serve", "--config", str(config)],
+        stdout=open(out, "w"),
+        stderr=open(log, "w"),
+    )
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        found = re.search(r"on 127\.0\.0\.1:(\d+)", out.read_text())
+        if found:
+            return engine, int(found.group(1))
+        if engine.poll() is not None:
+            break
+        time.sleep(0.1)
+    engine.kill()
+    engine.wait()
+    raise RuntimeError(f"the engine did not start: {log.read_text()}")

@@ -2,17 +2,12 @@
 """Plots `ironmatch load` results: latency by percentile for each rate (engine solid,
 loopback echo baseline dashed), and writes the summary table as Markdown.
 
-Usage: plot_latency.py DIR   (reads DIR/load-<rate>.json and .hgrm, writes DIR/latency.png
-and DIR/results.md)
+Usage: plot_latency.py [--no-plot] DIR   (reads DIR/load-<rate>.json and .hgrm, writes
+DIR/latency.png, unless --no-plot (no matplotlib needed), and DIR/results.md)
 """
 import json
 import pathlib
 import sys
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 
 def read_hgrm(path):
@@ -29,11 +24,19 @@ def read_hgrm(path):
 
 
 def main():
-    out = pathlib.Path(sys.argv[1])
+    args = [a for a in sys.argv[1:] if a != "--no-plot"]
+    plot = len(args) == len(sys.argv) - 1
+    out = pathlib.Path(args[0])
     runs = sorted(out.glob("load-*.json"), key=lambda p: int(p.stem.split("-")[1]))
     if not runs:
         sys.exit(f"no load-*.json in {out}")
-    fig, ax = plt.subplots(figsize=(10, 6))
+    if plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(10, 6))
     rows = []
     for i, run in enumerate(runs):
         result = json.loads(run.read_text())
@@ -41,7 +44,7 @@ def main():
         color = f"C{i}"
         for suffix, style, label in ((".hgrm", "-", "engine"), (".baseline.hgrm", "--", "echo")):
             hgrm = run.with_name(run.stem + suffix)
-            if hgrm.exists():
+            if plot and hgrm.exists():
                 points = read_hgrm(hgrm)
                 ax.plot([1 / (1 - q) for q, _ in points], [v for _, v in points], style,
                         color=color, label=f"{rate:,} msg/s {label}")
@@ -55,18 +58,19 @@ def main():
             row.append(cell)
         row += [str(e["missing"]), f"{e['send_lag_us']['p99']:,.1f}"]
         rows.append(row)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ticks = [1, 2, 10, 100, 1000, 10000, 100000]
-    ax.set_xticks(ticks)
-    ax.set_xticklabels(["0%", "50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
-    ax.set_xlabel("percentile")
-    ax.set_ylabel("round trip, us (from due time: corrected for coordinated omission)")
-    ax.set_title("ironmatch: OUCH round trip by percentile (solid) vs loopback TCP echo (dashed)")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=110)
+    if plot:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ticks = [1, 2, 10, 100, 1000, 10000, 100000]
+        ax.set_xticks(ticks)
+        ax.set_xticklabels(["0%", "50%", "90%", "99%", "99.9%", "99.99%", "99.999%"])
+        ax.set_xlabel("percentile")
+        ax.set_ylabel("round trip, us (from due time: corrected for coordinated omission)")
+        ax.set_title("ironmatch: OUCH round trip by percentile (solid) vs loopback TCP echo (dashed)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "latency.png", dpi=110)
     head = ["rate msg/s", "replies/s", "p50 us", "p90 us", "p99 us", "p99.9 us", "p99.99 us",
             "max us", "missing", "generator lag p99 us"]
     table = ["| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]

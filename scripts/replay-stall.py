@@ -30,7 +30,7 @@ import tempfile
 import threading
 import time
 
-from loopback_engine import ROOT, config_text, connect
+from loopback_engine import ROOT, config_text, connect, start_engine
 ANSWER_BYTES = 16  # 2-byte length, 'S', 13-byte Account Query Response
 BLOCK = 10_000  # queries per send
 
@@ -121,22 +121,19 @@ def main():
     journal = work / "journal"
     config = work / "replay.toml"
     config.write_text(config_text(journal, a.store_bytes))
-    engine = subprocess.Popen(
-        [a.bin, "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(work / "serve.log", "w"),
-    )
+    engine, port = start_engine(a.bin, config, work)
     try:
-        stored = flood(15000, a.queries)
+        stored = flood(port, a.queries)
         time.sleep(1.0)
         dropped = evict_store_files(engine.pid, journal.resolve())
         print(f"{a.bin}: {stored:,} bytes stored for TAKER; {dropped:,} bytes of store files dropped from the page cache", flush=True)
         result = {}
         if not a.no_replay:
-            timer = threading.Timer(a.replay_at, replay, (15000, a.queries // BLOCK * BLOCK * ANSWER_BYTES, result))
+            timer = threading.Timer(a.replay_at, replay, (port, a.queries // BLOCK * BLOCK * ANSWER_BYTES, result))
             timer.start()
         load = subprocess.run(
-            [a.bin, "load", "--config", str(config), "--sessions", "3", "--rate", str(a.rate),
+            [a.bin, "load", "--config", str(config), "--connect", f"127.0.0.1:{port}",
+             "--sessions", "3", "--rate", str(a.rate),
              "--duration", str(a.duration), "--quiet", "--json", str(work / "load.json")],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=True,
         )

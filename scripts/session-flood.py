@@ -17,12 +17,11 @@ import os
 import pathlib
 import shutil
 import signal
-import subprocess
 import tempfile
 import threading
 import time
 
-from loopback_engine import ROOT, config_text, connect
+from loopback_engine import ROOT, config_text, connect, start_engine
 ANSWER_BYTES = 16  # 2-byte length, 'S', 13-byte Account Query Response
 BLOCK = 10_000  # queries per send
 
@@ -44,13 +43,9 @@ def main():
     work = pathlib.Path(tempfile.mkdtemp(prefix="ironmatch-flood-"))
     config = work / "flood.toml"
     config.write_text(config_text(work / "journal", a.store_bytes))
-    engine = subprocess.Popen(
-        [a.bin, "serve", "--config", str(config)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(work / "serve.log", "w"),
-    )
+    engine, port = start_engine(a.bin, config, work)
     try:
-        s = connect(15000, time.time() + 10)
+        s = connect(port, time.time() + 10)
         login = b"L" + b"MM1".ljust(6) + b"mm1pass".ljust(10) + b" " * 10 + b"0".rjust(20)
         s.sendall(len(login).to_bytes(2, "big") + login)
         accepted = s.recv(64)

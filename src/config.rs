@@ -123,9 +123,10 @@ pub struct GatewaySection {
     /// Logged-in connections at most (pending ones have their own budget).
     pub connections_max: usize,
     /// Connections that have not logged in yet, at most. When full, a new connection
-    /// evicts the oldest pending one, so a flood can never keep a member out.
+    /// evicts the oldest pending one of the address holding the most, so a flood can
+    /// never keep a member out.
     pub pending_max: usize,
-    /// Pending connections from one IP address at most. A new connection from an
+    /// Pending connections from one IP address (an IPv6 address: its /64) at most. A new connection from an
     /// address at its limit evicts that address's oldest pending connection, so one
     /// address can never evict another's.
     pub pending_per_address_max: usize,
