@@ -423,7 +423,8 @@ pub enum RejectReason {
     DuplicateUserRef,
     /// No such instrument.
     UnknownInstrument,
-    /// Quantity is zero.
+    /// Quantity is zero; for a replace, one that leaves nothing open (not above what
+    /// the chain has executed).
     ZeroQty,
     /// Quantity is not a multiple of the lot size.
     QtyOffLot,
@@ -448,9 +449,11 @@ pub enum RejectReason {
     OrderPoolFull,
     /// The price-level pool is full.
     LevelPoolFull,
-    /// No order with this reference was ever entered by this owner.
+    /// No order with this reference was ever entered by this owner: under the OUCH rule,
+    /// a reference above the owner's last one.
     UnknownOrder,
-    /// The order was the owner's but is no longer live (filled or canceled).
+    /// The order was the owner's but is no longer live (filled or canceled); under the OUCH
+    /// rule, any reference at or below the owner's last one not live (one it skipped too).
     OrderNotLive,
     /// A side change other than among the sell variants.
     InvalidSide,
@@ -665,7 +668,9 @@ pub enum EventBody {
         order_id: OrderId,
         /// Shares removed.
         qty: Qty,
-        /// Shares that would have traded.
+        /// Shares that would have traded: the smaller of the incoming order's remaining
+        /// shares and the resting order's open shares (a reserve order's undisplayed
+        /// reserve included).
         prevented: Qty,
         /// Price at which they would have traded.
         price: Price,

@@ -19,7 +19,9 @@
 //! - **Market orders** trade up to the edge of the price band (with the band off, of the
 //!   fat-finger range, or of the price range if that is off too), then the rest is
 //!   canceled as an IOC remainder.
-//! - **Post only** is rejected if it would execute against any resting order.
+//! - **Post only** is rejected if its limit crosses the best opposite price, whatever rests
+//!   there (a hidden order included) and whether or not it could trade with it (beyond
+//!   the band's edge, or its own firm's under self-trade prevention).
 //! - **Self-trade prevention** between orders of the same firm, mode from configuration:
 //!   cancel the resting order (and keep matching), cancel the incoming order, both, or
 //!   none (they trade). The incoming order's owner decides: its own mode if it has one,
