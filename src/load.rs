@@ -373,8 +373,12 @@ fn spawn_echo() -> io::Result<(SocketAddr, impl FnOnce())> {
                 } else {
                     Duration::from_millis(100)
                 };
-                if poll.poll(&mut events, Some(wait)).is_err() {
-                    return;
+                // A signal (SIGSTOP and SIGCONT among them, even unhandled) interrupts the
+                // wait: not a reason to stop echoing.
+                match poll.poll(&mut events, Some(wait)) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                    Ok(()) => {}
                 }
                 if !events.is_empty() {
                     last_work = std::time::Instant::now();
@@ -994,6 +998,9 @@ fn send_all(
         }
         sent_so_far.store(i, std::sync::atomic::Ordering::Relaxed);
     }
+    // Sending ends here: the wait below for sessions still down is not sending time (it
+    // counted, and a session no node took back cut the throughput by its 30 s).
+    let last_send = start.elapsed();
     // Sessions still down at the end: their last messages go out once they are back.
     if let Some(reconnects) = &reconnects {
         let deadline = Instant::now() + FAILOVER_WAIT;
@@ -1008,7 +1015,7 @@ fn send_all(
     Ok(Sent {
         sent: total,
         send_lag,
-        last_send: start.elapsed(),
+        last_send,
     })
 }
 
@@ -1136,7 +1143,11 @@ fn run_target(options: &LoadOptions, addr: SocketAddr, target: Target) -> io::Re
     let mut events = Events::with_capacity(256);
     let mut scratch = vec![0u8; 1 << 16];
     loop {
-        poll.poll(&mut events, Some(Duration::from_millis(5)))?;
+        // A signal interrupts the wait (Ctrl-Z then fg, a debugger attaching): look again.
+        match poll.poll(&mut events, Some(Duration::from_millis(5))) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            result => result?,
+        }
         for event in events.iter() {
             let i = event.token().0;
             let listener = &mut listeners[i];

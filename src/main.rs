@@ -524,9 +524,15 @@ fn main() -> ExitCode {
                 .take(sessions.unwrap_or(usize::MAX))
                 .map(|u| (u.username.clone(), u.password.clone()))
                 .collect();
-            if !(duration > 0.0 && duration.is_finite()) || rate == 0 || ioc_percent > 100 {
+            // A day at most each: larger values overflowed the time arithmetic (a panic).
+            const DAY_SECS: u64 = 86_400;
+            if !(duration > 0.0 && duration <= DAY_SECS as f64)
+                || rate == 0
+                || ioc_percent > 100
+                || drain_ms > DAY_SECS * 1000
+            {
                 eprintln!(
-                    "ironmatch load: --duration must be positive, --rate above 0, --ioc-percent at most 100"
+                    "ironmatch load: --duration must be above 0 and at most 86400 (a day), --rate above 0, --ioc-percent at most 100, --drain-ms at most 86400000"
                 );
                 return ExitCode::from(2);
             }

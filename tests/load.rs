@@ -97,3 +97,24 @@ fn load_reports_missing_replies_when_the_engine_goes_away() {
     stopper.join().unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Values the generator's time arithmetic cannot hold are refused with exit 2, naming the
+/// limits (a `--drain-ms` near 2^64 panicked when sending ended, a `--duration` of 2e19 at
+/// the start); nothing is sent.
+#[test]
+fn load_refuses_durations_it_cannot_count() {
+    for args in [
+        &["--duration", "2e19"][..],
+        &["--duration", "86401"],
+        &["--drain-ms", "18446744073709551615"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+            .args(["load", "--connect", "127.0.0.1:9"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("at most 86400"), "{args:?}: {stderr}");
+    }
+}
