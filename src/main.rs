@@ -235,6 +235,9 @@ enum AdminCmd {
     QuoteOnly {
         /// The instrument.
         symbol: String,
+        /// Also cancel its resting orders.
+        #[arg(long)]
+        cancel: bool,
         /// ITCH reason code, up to 4 characters.
         #[arg(long)]
         reason: Option<String>,
@@ -245,6 +248,9 @@ enum AdminCmd {
     Resume {
         /// The instrument.
         symbol: String,
+        /// ITCH reason code, up to 4 characters (default: blank).
+        #[arg(long)]
+        reason: Option<String>,
         #[command(flatten)]
         endpoint: Endpoint,
     },
@@ -327,15 +333,21 @@ fn admin(action: AdminCmd) -> ExitCode {
         ),
         AdminCmd::QuoteOnly {
             symbol,
+            cancel,
             reason,
             endpoint,
         } => (
             endpoint,
-            Some(state_path("quote-only", &symbol, false, &reason)),
+            Some(state_path("quote-only", &symbol, cancel, &reason)),
         ),
-        AdminCmd::Resume { symbol, endpoint } => {
-            (endpoint, Some(format!("/resume/{}", enc(&symbol))))
-        }
+        AdminCmd::Resume {
+            symbol,
+            reason,
+            endpoint,
+        } => (
+            endpoint,
+            Some(state_path("resume", &symbol, false, &reason)),
+        ),
         AdminCmd::HaltAll { endpoint } => (endpoint, Some("/halt-all".to_string())),
         AdminCmd::ResumeAll { endpoint } => (endpoint, Some("/resume-all".to_string())),
         AdminCmd::CancelUser { user, endpoint } => {

@@ -332,7 +332,12 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
     let mut reason = None;
     let mut seen: Vec<String> = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (key, value) = pair.split_once('=').unwrap_or((pair, "true"));
+        // A bare key: `cancel` alone means cancel; a bare `reason` names none (it became
+        // the reason "true").
+        let (key, value, bare) = match pair.split_once('=') {
+            Some((key, value)) => (key, value, false),
+            None => (pair, "true", true),
+        };
         let (key, value) = match (decode(key), decode(value)) {
             (Ok(key), Ok(value)) => (key, value),
             (Err(e), _) | (_, Err(e)) => return Some(Err(e)),
@@ -366,6 +371,11 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
                     }
                 }
             }
+            "reason" if bare || value.is_empty() => {
+                return Some(Err(
+                    "reason needs a value: up to 4 printable characters".to_string()
+                ));
+            }
             "reason" => reason = Some(value.to_string()),
             _ => return Some(Err(format!("unknown parameter {key:?}"))),
         }
@@ -375,6 +385,10 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
         let reason = reason.clone().unwrap_or_else(|| default_reason.to_string());
         Some(match symbol {
             None => Err(format!("{verb} needs a symbol: POST /{verb}/SYMBOL")),
+            // Not a symbol's shape (an unknown one is 404; this is a bad argument).
+            Some(symbol) if crate::types::Symbol::from_str_padded(symbol).is_none() => Err(
+                format!("{symbol:?} is not a symbol: 1 to 8 printable characters"),
+            ),
             Some(_) if reason.len() > 4 || !reason.bytes().all(|b| b.is_ascii_graphic()) => {
                 Err(format!("reason {reason:?}: up to 4 printable characters"))
             }
@@ -403,6 +417,11 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
         ("halt-all", None) => Some(Ok(AdminAction::VenueHalt(true))),
         ("resume-all", None) => Some(Ok(AdminAction::VenueHalt(false))),
         ("cancel-user", _) => named(AdminAction::CancelUser, "user"),
+        ("cancel-instrument", Some(n)) if crate::types::Symbol::from_str_padded(n).is_none() => {
+            Some(Err(format!(
+                "{n:?} is not a symbol: 1 to 8 printable characters"
+            )))
+        }
         ("cancel-instrument", _) => named(AdminAction::CancelInstrument, "symbol"),
         ("kick", _) => named(AdminAction::Kick, "user"),
         _ => None,
@@ -412,6 +431,36 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bare or empty `reason` names no reason and is refused (a bare one became the
+    /// reason "true", an empty one a blank reason); a bare `cancel` still means cancel. A
+    /// symbol of no symbol's shape is a bad argument (400), not an unknown symbol (404).
+    #[test]
+    fn a_reason_needs_a_value_and_a_symbol_its_shape() {
+        for query in ["reason", "reason=", "cancel&reason"] {
+            let parsed = parse("/halt/AAPL", query);
+            assert!(
+                matches!(&parsed, Some(Err(e)) if e.contains("reason needs a value")),
+                "{query}: {parsed:?}"
+            );
+        }
+        assert!(matches!(
+            parse("/halt/AAPL", "cancel"),
+            Some(Ok(AdminAction::SetState { cancel: true, .. }))
+        ));
+        for path in [
+            "/halt/TOOLONGSYM",
+            "/resume/TOOLONGSYM",
+            "/cancel-instrument/TOOLONGSYM",
+        ] {
+            let parsed = parse(path, "");
+            assert!(
+                matches!(&parsed, Some(Err(e)) if e.contains("not a symbol")),
+                "{path}: {parsed:?}"
+            );
+        }
+        assert!(matches!(parse("/resume/AAPL", ""), Some(Ok(_))));
+    }
 
     #[test]
     fn paths_name_the_actions() {

@@ -179,7 +179,10 @@ pub fn action(url: &str, token: Option<&str>, path: &str, json: bool) -> Result<
     match (response.status, value) {
         (200, Some(v)) if !json => {
             let mut line = v["action"].as_str().unwrap_or("done").to_string();
-            if let Some(n) = v["canceled"].as_u64() {
+            // The count where canceling was asked for (or happened): a halt of the whole
+            // venue read "0 resting orders canceled", as if it had tried.
+            let asked = path.starts_with("/cancel-") || path.contains("cancel=true");
+            if let Some(n) = v["canceled"].as_u64().filter(|&n| asked || n > 0) {
                 line.push_str(&format!("; {n} resting orders canceled"));
             }
             if v["was_connected"] == Value::Bool(false) {
