@@ -279,9 +279,13 @@ impl ActionSender {
                     }
                 }
             }
-            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
-                ActionReply::refused(503, "the engine stopped before the action was done")
-            }
+            // The engine stopped with the action unanswered: it may have been taken (in a
+            // cluster the next leader may apply an entry the stopped one proposed), so the
+            // answer says what is known, not that it was not done.
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => ActionReply::refused(
+                503,
+                "the engine stopped before answering: the action may have been applied (in a cluster, by the next leader): see the journal before retrying",
+            ),
         }
     }
 }
