@@ -439,22 +439,16 @@ pub fn replay(
     // it with a warning, and so does the report (counted as damaged).
     if options.until.is_none() {
         for (seq, path) in snapshots {
-            match ahead(&path, owner) {
-                Ahead::Ours => {
+            match load_snapshot(&path, owner) {
+                Loaded::Ours(_) => {
                     return Err(JournalError::Ahead {
                         path,
                         seq,
                         end: summary.last_seq,
                     });
                 }
-                Ahead::Foreign | Ahead::Gone => {}
-                Ahead::Damaged(why) => {
-                    eprintln!(
-                        "replay: warning: {}: damaged snapshot ({why}); recovery skips it",
-                        path.display()
-                    );
-                    summary.snapshots_damaged += 1;
-                }
+                Loaded::Foreign(_) | Loaded::Gone => {}
+                Loaded::Damaged(why) => damaged(&path, &why, &mut summary),
             }
         }
     }
@@ -465,64 +459,67 @@ pub fn replay(
     Ok(summary)
 }
 
-/// What a snapshot past the journal's last record is.
-enum Ahead {
-    /// Of this journal: records it covers were lost.
-    Ours,
-    /// Of another journal or configuration: it proves nothing about this one.
-    Foreign,
-    /// Removed since it was listed.
+/// What a snapshot file is to the journal replayed.
+enum Loaded {
+    /// Of this journal.
+    Ours(Box<journal::snapshot::Snapshot>),
+    /// Of another journal or configuration (why): it proves nothing about this one.
+    Foreign(&'static str),
+    /// Removed since it was listed (`serve` keeps the two newest).
     Gone,
     /// It does not load (why).
     Damaged(String),
 }
 
-/// What the snapshot at `path` is to the journal `(instance, fingerprint)`.
-fn ahead(path: &Path, (instance, fingerprint): (u64, u64)) -> Ahead {
+/// Loads the snapshot at `path` and says what it is to the journal `(instance,
+/// fingerprint)`: for the snapshots inside the journal (compared with the replayed state)
+/// and those past its end (which prove records lost) alike.
+fn load_snapshot(path: &Path, (instance, fingerprint): (u64, u64)) -> Loaded {
     let loaded = std::fs::read(path)
         .map_err(|e| e.to_string())
         .and_then(|b| journal::snapshot::decode_snapshot(&b).map_err(|e| e.to_string()));
     match loaded {
-        Ok(s) if s.foreign_to(instance, fingerprint).is_some() => Ahead::Foreign,
-        Ok(_) => Ahead::Ours,
-        Err(_) if !path.exists() => Ahead::Gone,
-        Err(why) => Ahead::Damaged(why),
+        Ok(s) => match s.foreign_to(instance, fingerprint) {
+            Some(why) => Loaded::Foreign(why),
+            None => Loaded::Ours(Box::new(s)),
+        },
+        Err(_) if !path.exists() => Loaded::Gone,
+        Err(why) => Loaded::Damaged(why),
     }
+}
+
+/// Warns of a damaged snapshot and counts it.
+fn damaged(path: &Path, why: &str, summary: &mut Summary) {
+    eprintln!(
+        "replay: warning: {}: damaged snapshot ({why}); recovery skips it",
+        path.display()
+    );
+    summary.snapshots_damaged += 1;
 }
 
 /// Compares the snapshot at `path`, if it belongs to the journal `(instance,
 /// fingerprint)`, with the replayed state after record `seq`.
 fn check_snapshot(
     path: &Path,
-    (instance, fingerprint): (u64, u64),
+    owner: (u64, u64),
     seq: u64,
     matcher: &Matcher,
     sessions: &[u64],
     summary: &mut Summary,
 ) -> Result<(), JournalError> {
-    let loaded = std::fs::read(path)
-        .map_err(|e| e.to_string())
-        .and_then(|b| journal::snapshot::decode_snapshot(&b).map_err(|e| e.to_string()));
-    let snapshot = match loaded {
-        Ok(s) => match s.foreign_to(instance, fingerprint) {
-            Some(why) => {
-                eprintln!(
-                    "replay: warning: {}: snapshot {why}; recovery skips it",
-                    path.display()
-                );
-                summary.snapshots_foreign += 1;
-                return Ok(());
-            }
-            None => s,
-        },
-        // Removed since it was listed (`serve` keeps the two newest).
-        Err(_) if !path.exists() => return Ok(()),
-        Err(why) => {
+    let snapshot = match load_snapshot(path, owner) {
+        Loaded::Ours(s) => s,
+        Loaded::Foreign(why) => {
             eprintln!(
-                "replay: warning: {}: damaged snapshot ({why}); recovery skips it",
+                "replay: warning: {}: snapshot {why}; recovery skips it",
                 path.display()
             );
-            summary.snapshots_damaged += 1;
+            summary.snapshots_foreign += 1;
+            return Ok(());
+        }
+        Loaded::Gone => return Ok(()),
+        Loaded::Damaged(why) => {
+            damaged(path, &why, summary);
             return Ok(());
         }
     };

@@ -203,7 +203,7 @@ async fn serve_connections(
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
-            Ok((stream, peer)) => (stream, peer.ip()),
+            Ok((stream, peer)) => (stream, crate::gateway::admission::address_group(peer.ip())),
             Err(e) => {
                 // Out of file descriptors, for example: wait rather than spin.
                 eprintln!("ironmatch admin: accept failed: {e}");
@@ -270,7 +270,9 @@ async fn serve_connections(
 }
 
 /// The connection to close to make room: among those with no request being answered, the
-/// oldest of the address holding the most open connections. A flood from one address
+/// oldest of the address group holding the most open connections (addresses grouped as
+/// the gateway groups them, an IPv6 address by its /64:
+/// [`address_group`](crate::gateway::admission::address_group)). A flood from one address
 /// closes its own connections, never the operator's on another address, even one just
 /// accepted whose request has not arrived (whose token is not yet checked); behind a proxy
 /// every connection has its address, and the oldest idle one goes.
@@ -294,7 +296,7 @@ struct Open {
     task: tokio::task::AbortHandle,
     /// Set while one of its requests is being answered.
     busy: Arc<AtomicBool>,
-    /// Where it comes from.
+    /// Where it comes from (its address group).
     peer: std::net::IpAddr,
 }
 

@@ -108,7 +108,7 @@ enum Made {
     /// The one it would have closed had sent its login and is logged in: room made.
     LoggedIn,
     /// No candidate.
-    None,
+    NoCandidate,
 }
 
 struct Conn {
@@ -924,7 +924,7 @@ impl Gateway {
                 true
             }
             Made::LoggedIn => true,
-            Made::None => false,
+            Made::NoCandidate => false,
         }
     }
 
@@ -941,7 +941,7 @@ impl Gateway {
             .min_by_key(|(_, c)| c.opened)
             .map(|(i, _)| i);
         let Some(i) = oldest else {
-            return Made::None;
+            return Made::NoCandidate;
         };
         self.serve(i);
         match &self.conns[i] {

@@ -447,6 +447,12 @@ impl JournalWriter {
 
     /// Adds a record to the current batch.
     pub fn stage(&mut self, entry: &Entry) {
+        // The pipeline's batches are far shorter; a batch written in one go of any length
+        // goes through `stage_bounded`, which commits before the index runs out.
+        debug_assert!(
+            self.staged < u16::MAX,
+            "a batch past 65,535 records: stage it with stage_bounded"
+        );
         write_record(&mut self.buf, self.next_seq, self.staged, entry);
         self.staged = self.staged.saturating_add(1);
         self.next_seq += 1;
