@@ -408,6 +408,10 @@ pub struct MarketDataSection {
     /// send anyone's victim 70 bytes for each 20 it receives. 0: no limit (a private
     /// network). At least `packet_bytes_max` otherwise.
     pub retransmission_bytes_per_second: u64,
+    /// Retransmission bytes sent per second to all addresses together (a bucket of one
+    /// second's worth): forged sources, each with a budget of its own, add up to no more
+    /// than this. 0: no limit. At least `packet_bytes_max` otherwise.
+    pub retransmission_total_bytes_per_second: u64,
 }
 
 impl Default for MarketDataSection {
@@ -426,6 +430,7 @@ impl Default for MarketDataSection {
             poll_interval_us: 1_000,
             thread_nice: 10,
             retransmission_bytes_per_second: 10_000_000,
+            retransmission_total_bytes_per_second: 100_000_000,
         }
     }
 }
@@ -1173,6 +1178,17 @@ impl Config {
                 )
             },
         )?;
+        check(
+            m.retransmission_total_bytes_per_second == 0
+                || m.retransmission_total_bytes_per_second >= m.packet_bytes_max as u64,
+            "marketdata.retransmission_total_bytes_per_second",
+            || {
+                format!(
+                    "must be 0 (no limit) or at least packet_bytes_max ({})",
+                    m.packet_bytes_max
+                )
+            },
+        )?;
         Ok(())
     }
 
@@ -1642,6 +1658,17 @@ mod tests {
         );
         let e = error_for(|s| {
             s.replacen(
+                "retransmission_total_bytes_per_second = 100000000",
+                "retransmission_total_bytes_per_second = 1000",
+                1,
+            )
+        });
+        assert!(
+            e.contains("marketdata.retransmission_total_bytes_per_second"),
+            "{e}"
+        );
+        let e = error_for(|s| {
+            s.replacen(
                 "session = \"IRONMATCH\"\n# Largest",
                 "session = \"TOO LONG NAME\"\n# Largest",
                 1,
@@ -1921,7 +1948,8 @@ mod tests {
                 m.multicast_ttl,
                 m.thread_nice,
                 m.poll_interval_us,
-                m.retransmission_bytes_per_second
+                m.retransmission_bytes_per_second,
+                m.retransmission_total_bytes_per_second
             ),
             (
                 d.enabled,
@@ -1931,7 +1959,8 @@ mod tests {
                 d.multicast_ttl,
                 d.thread_nice,
                 d.poll_interval_us,
-                d.retransmission_bytes_per_second
+                d.retransmission_bytes_per_second,
+                d.retransmission_total_bytes_per_second
             )
         );
     }

@@ -196,16 +196,21 @@ struct Stats {
     answered: u64,
     ignored: u64,
     over_budget: u64,
+    over_total: u64,
 }
 
 /// Addresses whose budgets are kept at once; more are refused until some are full again.
 const BUDGETS_MAX: usize = 4096;
 
-/// Each requesting address's retransmission bytes: a bucket holding at most one second's
-/// worth, refilled continuously.
+/// Each requesting address's retransmission bytes, and all addresses' together: buckets
+/// holding at most one second's worth, refilled continuously.
 struct ReplyBudgets {
     per_second: u64,
     buckets: std::collections::HashMap<std::net::IpAddr, (u64, Instant)>,
+    /// The bucket all replies take from (`total_per_second` 0: none), so that forged
+    /// sources, each with a budget of its own, add up to no more than it.
+    total_per_second: u64,
+    total: (u64, Instant),
     /// With every budget in use, when the kept ones may next be swept for full buckets
     /// (a sweep walks them all: one per [`SWEEP_PERIOD`] at most).
     next_sweep: Option<Instant>,
@@ -215,48 +220,75 @@ struct ReplyBudgets {
 const SWEEP_PERIOD: Duration = Duration::from_millis(10);
 
 impl ReplyBudgets {
-    fn new(per_second: u64) -> ReplyBudgets {
+    fn new(per_second: u64, total_per_second: u64, now: Instant) -> ReplyBudgets {
         ReplyBudgets {
             per_second,
             buckets: std::collections::HashMap::new(),
             next_sweep: None,
+            total_per_second,
+            total: (total_per_second, now),
         }
     }
 
-    /// Takes `bytes` from `to`'s budget at `now`, if it holds them. An IPv6 address's
-    /// budget is its /64's, one host's or link's prefix, out of which a forger could name
-    /// as many sources as it liked for one victim (an IPv4 address mapped into IPv6 keeps
-    /// its own).
-    fn take(&mut self, to: std::net::IpAddr, bytes: u64, now: Instant) -> bool {
+    /// Takes `bytes` from `to`'s budget and from the total at `now`, if both hold them:
+    /// `Err(Over::Total)` when only the total is short. An IPv6 address's budget is its
+    /// /64's, one host's or link's prefix, out of which a forger could name as many
+    /// sources as it liked for one victim (an IPv4 address mapped into IPv6 keeps its own).
+    fn take(&mut self, to: std::net::IpAddr, bytes: u64, now: Instant) -> Result<(), Over> {
+        let total_left = match self.total_per_second {
+            0 => None,
+            per_second => Some(bucket_level(self.total, per_second, now)),
+        };
+        if total_left.is_some_and(|left| left < bytes) {
+            return Err(Over::Total);
+        }
+        self.take_address(to, bytes, now)?;
+        if let Some(left) = total_left {
+            self.total = (left - bytes, now);
+        }
+        Ok(())
+    }
+
+    fn take_address(&mut self, to: std::net::IpAddr, bytes: u64, now: Instant) -> Result<(), Over> {
         if self.per_second == 0 {
-            return true;
+            return Ok(());
         }
         let to = crate::gateway::admission::address_group(to);
         let per_second = self.per_second;
-        let level = |(left, at): (u64, Instant)| {
-            let refill = now.saturating_duration_since(at).as_nanos() * u128::from(per_second)
-                / 1_000_000_000;
-            u64::try_from(u128::from(left) + refill).map_or(per_second, |l| l.min(per_second))
-        };
+        let level = |bucket| bucket_level(bucket, per_second, now);
         if !self.buckets.contains_key(&to) && self.buckets.len() >= BUDGETS_MAX {
             if self.next_sweep.is_some_and(|at| now < at) {
-                return false;
+                return Err(Over::Address);
             }
             // A full bucket is the same as none: forget those to make room.
             self.buckets.retain(|_, b| level(*b) < per_second);
             if self.buckets.len() >= BUDGETS_MAX {
                 self.next_sweep = Some(now + SWEEP_PERIOD);
-                return false;
+                return Err(Over::Address);
             }
         }
         let bucket = self.buckets.entry(to).or_insert((per_second, now));
         let left = level(*bucket);
         if left < bytes {
-            return false;
+            return Err(Over::Address);
         }
         *bucket = (left - bytes, now);
-        true
+        Ok(())
     }
+}
+
+/// Which budget a reply was over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Over {
+    Address,
+    Total,
+}
+
+/// A bucket `(left, at)` of at most `per_second` bytes, refilled continuously, at `now`.
+fn bucket_level((left, at): (u64, Instant), per_second: u64, now: Instant) -> u64 {
+    let refill =
+        now.saturating_duration_since(at).as_nanos() * u128::from(per_second) / 1_000_000_000;
+    u64::try_from(u128::from(left) + refill).map_or(per_second, |l| l.min(per_second))
 }
 
 struct Feed {
@@ -374,7 +406,11 @@ pub fn spawn_publisher(start: PublisherStart, stop: Arc<AtomicBool>) -> io::Resu
         packet: PacketBuilder::new(session, m.packet_bytes_max),
         pending: Vec::with_capacity(1 << 16),
         reply: Vec::with_capacity(m.packet_bytes_max),
-        budgets: ReplyBudgets::new(m.retransmission_bytes_per_second),
+        budgets: ReplyBudgets::new(
+            m.retransmission_bytes_per_second,
+            m.retransmission_total_bytes_per_second,
+            Instant::now(),
+        ),
         // A new journal: everything, the start of day included, goes out live.
         live: start.live_from <= 1,
         last_send: Instant::now(),
@@ -413,7 +449,8 @@ impl Feed {
         match self.publish(stop) {
             Ok(()) => eprintln!(
                 "ironmatch feed: session {} ended at message {}: {} packets, {} retransmission \
-                 requests ({} answered, {} ignored, {} over an address's budget), {} send errors",
+                 requests ({} answered, {} ignored, {} over an address's budget, {} over the \
+                 total), {} send errors",
                 self.session.as_str(),
                 self.store.messages(),
                 self.stats.packets,
@@ -421,6 +458,7 @@ impl Feed {
                 self.stats.answered,
                 self.stats.ignored,
                 self.stats.over_budget,
+                self.stats.over_total,
                 self.stats.send_errors
             ),
             Err(e) => eprintln!("ironmatch feed: stopped (matching goes on): {e}"),
@@ -619,13 +657,20 @@ impl Feed {
         self.reply.clear();
         self.reply.extend_from_slice(&header.to_bytes());
         self.reply.extend_from_slice(blocks);
-        if !self
+        match self
             .budgets
             .take(to.ip(), self.reply.len() as u64, Instant::now())
         {
+            Ok(()) => {}
             // Asked for again later by a real listener; a forged source gets no more.
-            self.stats.over_budget += 1;
-            return;
+            Err(Over::Address) => {
+                self.stats.over_budget += 1;
+                return;
+            }
+            Err(Over::Total) => {
+                self.stats.over_total += 1;
+                return;
+            }
         }
         // A reply lost to a full socket buffer is asked for again.
         if self.requests.send_to(&self.reply, to).is_ok() {
@@ -792,22 +837,22 @@ mod tests {
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let victim: std::net::IpAddr = "192.0.2.7".parse().unwrap();
         let other: std::net::IpAddr = "192.0.2.8".parse().unwrap();
-        let mut budgets = ReplyBudgets::new(3_000);
+        let mut budgets = ReplyBudgets::new(3_000, 0, t0);
         // A second's worth at once, then nothing until it refills.
-        assert!(budgets.take(victim, 1_400, at(0)));
-        assert!(budgets.take(victim, 1_400, at(0)));
-        assert!(!budgets.take(victim, 1_400, at(1)));
+        assert!(budgets.take(victim, 1_400, at(0)).is_ok());
+        assert!(budgets.take(victim, 1_400, at(0)).is_ok());
+        assert!(budgets.take(victim, 1_400, at(1)).is_err());
         // Another address has its own budget.
-        assert!(budgets.take(other, 1_400, at(1)));
+        assert!(budgets.take(other, 1_400, at(1)).is_ok());
         // 200 left; 1,200 more come in 400 ms.
-        assert!(!budgets.take(victim, 1_400, at(399)));
-        assert!(budgets.take(victim, 1_400, at(400)));
+        assert!(budgets.take(victim, 1_400, at(399)).is_err());
+        assert!(budgets.take(victim, 1_400, at(400)).is_ok());
         // A long pause refills to one second's worth, not more.
-        assert!(budgets.take(victim, 3_000, at(60_000)));
-        assert!(!budgets.take(victim, 1, at(60_000)));
+        assert!(budgets.take(victim, 3_000, at(60_000)).is_ok());
+        assert!(budgets.take(victim, 1, at(60_000)).is_err());
         // 0: no limit.
-        let mut free = ReplyBudgets::new(0);
-        assert!((0..100).all(|_| free.take(victim, 65_000, at(0))));
+        let mut free = ReplyBudgets::new(0, 0, t0);
+        assert!((0..100).all(|_| free.take(victim, 65_000, at(0)).is_ok()));
     }
 
     /// Forged sources across one IPv6 /64 share its budget (each used to get one of its
@@ -816,33 +861,73 @@ mod tests {
     #[test]
     fn an_ipv6_prefix_gets_one_budget() {
         let t0 = Instant::now();
-        let mut budgets = ReplyBudgets::new(3_000);
+        let mut budgets = ReplyBudgets::new(3_000, 0, t0);
         let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
-        assert!(budgets.take(ip("2001:db8:1:2::1"), 1_400, t0));
-        assert!(budgets.take(ip("2001:db8:1:2:ffff::9"), 1_400, t0));
-        assert!(!budgets.take(ip("2001:db8:1:2:abcd::7"), 1_400, t0));
-        assert!(budgets.take(ip("2001:db8:1:3::1"), 1_400, t0));
-        assert!(budgets.take(ip("::ffff:192.0.2.7"), 3_000, t0));
-        assert!(budgets.take(ip("::ffff:192.0.2.8"), 3_000, t0));
-        assert!(!budgets.take(ip("192.0.2.8"), 1, t0), "the same address");
+        assert!(budgets.take(ip("2001:db8:1:2::1"), 1_400, t0).is_ok());
+        assert!(budgets.take(ip("2001:db8:1:2:ffff::9"), 1_400, t0).is_ok());
+        assert!(budgets.take(ip("2001:db8:1:2:abcd::7"), 1_400, t0).is_err());
+        assert!(budgets.take(ip("2001:db8:1:3::1"), 1_400, t0).is_ok());
+        assert!(budgets.take(ip("::ffff:192.0.2.7"), 3_000, t0).is_ok());
+        assert!(budgets.take(ip("::ffff:192.0.2.8"), 3_000, t0).is_ok());
+        assert!(
+            budgets.take(ip("192.0.2.8"), 1, t0).is_err(),
+            "the same address"
+        );
+    }
+
+    /// Forged sources, each within a budget of its own, add up to no more than the total;
+    /// what is refused for the total takes nothing from the address's own budget.
+    #[test]
+    fn all_addresses_together_get_at_most_the_total() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut budgets = ReplyBudgets::new(3_000, 10_000, t0);
+        let addr = |i: u8| std::net::IpAddr::from([192, 0, 2, i]);
+        for i in 0..5 {
+            assert_eq!(budgets.take(addr(i), 2_000, t0), Ok(()), "source {i}");
+        }
+        assert_eq!(budgets.take(addr(5), 2_000, t0), Err(Over::Total));
+        assert_eq!(budgets.take(addr(0), 1_001, t0), Err(Over::Total));
+        // 1,000 come back in 100 ms: source 5 still has its whole second's worth.
+        assert_eq!(budgets.take(addr(5), 1_000, at(100)), Ok(()));
+        assert_eq!(budgets.take(addr(5), 1, at(100)), Err(Over::Total));
+        // With room in the total, an address's own budget still holds.
+        assert_eq!(budgets.take(addr(6), 3_000, at(1_000)), Ok(()));
+        assert_eq!(budgets.take(addr(6), 1, at(1_000)), Err(Over::Address));
+        // A long pause refills the total to one second's worth, not more.
+        assert_eq!(budgets.take(addr(7), 3_000, at(60_000)), Ok(()));
+        assert_eq!(budgets.take(addr(8), 3_000, at(60_000)), Ok(()));
+        assert_eq!(budgets.take(addr(9), 3_000, at(60_000)), Ok(()));
+        assert_eq!(budgets.take(addr(10), 1_001, at(60_000)), Err(Over::Total));
+        // 0: no total, only each address's budget.
+        let mut free = ReplyBudgets::new(3_000, 0, t0);
+        assert!((0..=255).all(|i| free.take(addr(i), 3_000, t0).is_ok()));
     }
 
     #[test]
     fn the_budgets_kept_are_bounded() {
         let t0 = Instant::now();
-        let mut budgets = ReplyBudgets::new(1_000);
+        let mut budgets = ReplyBudgets::new(1_000, 0, t0);
         let addr = |i: usize| std::net::IpAddr::from([10, 0, (i >> 8) as u8, i as u8]);
         for i in 0..BUDGETS_MAX {
-            assert!(budgets.take(addr(i), 1_000, t0));
+            assert!(budgets.take(addr(i), 1_000, t0).is_ok());
         }
         // Every bucket empty: a new address is refused, not given memory, and the next
         // ones are refused without another sweep for a while.
-        assert!(!budgets.take(addr(BUDGETS_MAX), 1, t0));
+        assert!(budgets.take(addr(BUDGETS_MAX), 1, t0).is_err());
         assert_eq!(budgets.buckets.len(), BUDGETS_MAX);
         assert_eq!(budgets.next_sweep, Some(t0 + SWEEP_PERIOD));
-        assert!(!budgets.take(addr(BUDGETS_MAX + 1), 1, t0 + SWEEP_PERIOD / 2));
+        assert!(
+            budgets
+                .take(addr(BUDGETS_MAX + 1), 1, t0 + SWEEP_PERIOD / 2)
+                .is_err()
+        );
         // A second later they are full again and forgotten to make room.
-        assert!(budgets.take(addr(BUDGETS_MAX), 1, t0 + Duration::from_secs(1)));
+        assert!(
+            budgets
+                .take(addr(BUDGETS_MAX), 1, t0 + Duration::from_secs(1))
+                .is_ok()
+        );
         assert_eq!(budgets.buckets.len(), 1);
     }
 }
