@@ -619,7 +619,16 @@ fn main() -> ExitCode {
                 );
                 return ExitCode::from(2);
             }
-            let usernames: Vec<String> = config.users.iter().map(|u| u.username.clone()).collect();
+            // `USER` names the journal's owner: by the names the journal kept (an older
+            // build's journal keeps none: the configuration's).
+            let usernames: Vec<String> = match ironmatch::gateway::UserNames::read(&journal) {
+                Ok(Some(kept)) => kept.users,
+                Ok(None) => config.users.iter().map(|u| u.username.clone()).collect(),
+                Err(e) => {
+                    eprintln!("ironmatch replay: {e}");
+                    return ExitCode::from(1);
+                }
+            };
             let options = ReplayOptions {
                 verify_determinism,
                 until,
@@ -914,6 +923,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
                     ironmatch::feed::STORE_NAME,
                     ironmatch::feed::SETTINGS_NAME,
                     ironmatch::gateway::SESSION_SETTINGS_NAME,
+                    ironmatch::gateway::USERS_SETTINGS_NAME,
                     ironmatch::journal::LOCK_NAME,
                     ironmatch::journal::SYNC_FAILED_NAME,
                 ]

@@ -236,6 +236,17 @@ impl Server {
             Pinned::New | Pinned::Kept => {}
         }
         gateway.set_session(&sessions.session);
+        // Owners are known by their place in [[users]]: the journal's names must be those.
+        if gateway::UserNames::pin(
+            journal_dir,
+            &gateway::UserNames::of(&config.users),
+            scan.next_seq <= 1,
+        )? == Pinned::Assumed
+        {
+            eprintln!(
+                "ironmatch: this journal's owners were named by a build that did not keep their names; the configuration's are taken for them from now on"
+            );
+        }
         let day_over = Arc::new(AtomicBool::new(false));
         let gateway_failed = gateway.failure_flag();
         if let (Some(schedule), Some(day)) = (&schedule, day) {

@@ -797,6 +797,39 @@ fn a_restart_with_another_session_name_keeps_the_journals() {
     std::fs::remove_dir_all(&fresh).ok();
 }
 
+/// An owner is known by its place in `[[users]]`: a start that renamed or moved a user
+/// within the list (its firm and settings the same, so the book configuration's
+/// fingerprint could not tell) would give the journal's member's stream and live orders to
+/// whoever logged in under the new name. Refused, naming the place; the list put back
+/// starts, and the member's stream is its own.
+#[test]
+fn a_restart_with_users_renamed_or_moved_is_refused() {
+    let dir = temp_dir("user-names");
+    let config = test_config_in(&dir, "");
+    let server = Server::start(&config).unwrap();
+    let mut c = login(server.local_addr(), "MM3", "pw3", 1);
+    c.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
+    server.stop().unwrap();
+    drop(c);
+    let mut renamed = config.clone();
+    renamed.users[2].username = "XX3".into();
+    let e = Server::start(&renamed).err().expect("refused");
+    assert!(
+        e.to_string()
+            .contains("users[2] is \"XX3\" but this journal's owner 2 is \"MM3\""),
+        "{e}"
+    );
+    // A changed password is not a changed owner.
+    let mut password = config.clone();
+    password.users[2].password = "pw9".into();
+    let server = Server::start(&password).unwrap();
+    let mut c = login(server.local_addr(), "MM3", "pw9", 1);
+    assert_eq!(next_type(&mut c).0, outbound::ACCEPTED, "MM3's own stream");
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn recovery_refuses_another_configuration() {
     let (dir, _) = write_flow(10);

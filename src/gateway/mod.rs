@@ -51,7 +51,7 @@ use admission::address_group;
 pub use admission::{AdmissionCounters, AdmissionStats};
 pub use egress::{cancel_code, encode_event, liquidity_code, reject_code};
 pub use ingress::{reject_target, to_command, validate};
-pub use kept::{SESSION_SETTINGS_NAME, SessionSettings};
+pub use kept::{SESSION_SETTINGS_NAME, SessionSettings, USERS_SETTINGS_NAME, UserNames};
 use session::UserSession;
 pub(crate) use store::STORE_CHUNK_MIN;
 pub use store::{SessionStore, SpillFile, Spiller};

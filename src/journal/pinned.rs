@@ -1,5 +1,5 @@
 //! Settings a journal keeps from the run that started it: small TOML files in the journal
-//! directory (`feed.settings` for the market data feed, `gateway.settings` for the order
+//! directory (`feed.settings` for the market data feed, `gateway.settings` and `users.settings` for the order
 //! entry sessions). Every later run on the journal (a restart in the day) uses what the
 //! journal kept, so that what clients were told under one name is never continued under
 //! another; the configuration's apply from the next journal.
