@@ -390,6 +390,34 @@ fn login_with_a_sequence_number_replays_exactly_the_missed_messages() {
     server.stop().unwrap();
 }
 
+/// A requested sequence number of 20 digits, above any 64-bit number, is past the end as
+/// any other: the login is accepted with the next number (it was refused `S`, a bad
+/// number, which SoupBinTCP keeps for an unknown session).
+#[test]
+fn a_twenty_digit_sequence_number_is_past_the_end() {
+    let server = start();
+    let mut c = login(server.local_addr(), "MM3", "pw3", 1);
+    c.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next(&mut c).0, 1);
+    c.logout().unwrap();
+    drop(c);
+    let mut request = vec![0, 47, b'L'];
+    request.extend_from_slice(b"MM3   pw3       ");
+    request.extend_from_slice(b"          ");
+    request.extend_from_slice(b"99999999999999999999");
+    assert_eq!(request.len(), 49);
+    let mut c = ironmatch::client::Client::connect(server.local_addr()).unwrap();
+    c.send_raw(&request).unwrap();
+    assert_eq!(
+        c.recv(std::time::Duration::from_secs(5)).unwrap(),
+        Some(Received::LoginAccepted {
+            session: "IRONMATCH".into(),
+            next_seq: 2
+        })
+    );
+    server.stop().unwrap();
+}
+
 /// A day's stream many times the store's chunk (65,536 bytes in the tests' configuration),
 /// so most of it is written out to the store's file: a login from message 1, one from the
 /// middle, and one after a restart (the store rebuilt from the journal) each get the

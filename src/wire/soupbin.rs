@@ -295,7 +295,9 @@ pub fn trimmed(field: &[u8]) -> &[u8] {
     &field[start..end]
 }
 
-/// Parses a numeric ASCII field: spaces around, digits inside; all spaces = 0.
+/// Parses a numeric ASCII field: spaces around, digits inside; all spaces = 0. A number
+/// above `u64::MAX` (the field holds 20 digits) is `u64::MAX`: for a requested sequence
+/// number, past the end all the same, which the server answers with its next number.
 pub fn parse_number(field: &[u8]) -> Result<u64, DecodeError> {
     let digits = trimmed(field);
     let mut value: u64 = 0;
@@ -303,10 +305,7 @@ pub fn parse_number(field: &[u8]) -> Result<u64, DecodeError> {
         if !d.is_ascii_digit() {
             return Err(DecodeError::BadNumber);
         }
-        value = value
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(u64::from(d - b'0')))
-            .ok_or(DecodeError::BadNumber)?;
+        value = value.saturating_mul(10).saturating_add(u64::from(d - b'0'));
     }
     Ok(value)
 }
@@ -428,8 +427,10 @@ mod tests {
         assert_eq!(parse_number(b"  0042  "), Ok(42));
         assert_eq!(parse_number(b" 1 2"), Err(DecodeError::BadNumber));
         assert_eq!(parse_number(b"-1"), Err(DecodeError::BadNumber));
+        assert_eq!(parse_number(b"18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(parse_number(b"99999999999999999999"), Ok(u64::MAX));
         assert_eq!(
-            parse_number(b"99999999999999999999"),
+            parse_number(b"9999999999999999999x"),
             Err(DecodeError::BadNumber)
         );
         let mut field = [b' '; 20];
