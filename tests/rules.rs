@@ -1423,6 +1423,20 @@ fn a_good_till_time_order_expires_at_its_time() {
     }
 }
 
+/// An embedder's timestamps may run to the end of u64: an expiry past it is at the end of
+/// time, never one that wrapped to the past (the order used to expire at the next command).
+#[test]
+fn an_expiry_past_the_end_of_time_never_comes() {
+    let mut v = Venue::new();
+    v.ts = u64::MAX - 10;
+    let (order, _) = v.with_tif(2, Side::Sell, px(1000), TimeInForce::Gtt { expire_secs: 5 });
+    // The end of time is no deadline.
+    assert_eq!(v.m.next_deadline(), None);
+    let (_, events) = v.limit(3, Side::Buy, 10, px(1000));
+    assert!(canceled(&events).is_empty(), "{events:?}");
+    assert_eq!(resting_fills(&events), [(2, order.0, 10, px(1000))]);
+}
+
 #[test]
 fn an_expiry_acts_only_on_its_own_order() {
     // A pool of three slots: orders that leave early free their slot, and their expiry

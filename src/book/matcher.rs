@@ -491,6 +491,13 @@ impl Matcher {
                     "{}: a circuit breaker needs a window, a pause and prices below 2^32",
                     spec.symbol
                 );
+                // The trade window holds a bucket a second.
+                assert!(
+                    spec.breaker_bps == 0 || spec.breaker_window_secs <= 3_600,
+                    "{}: breaker_window_secs {} is above 3600",
+                    spec.symbol,
+                    spec.breaker_window_secs
+                );
                 let ticks = spec.ticks() as u32;
                 Book {
                     spec: *spec,
@@ -1311,7 +1318,12 @@ impl Matcher {
     fn pause(&mut self, inc: &mut Incoming, emit: &mut Emitter<'_, impl EventSink>) {
         let book = &mut self.books[usize::from(inc.instrument.0)];
         book.state = TradingState::Paused;
-        book.pause_until = emit.ts.0 + u64::from(book.spec.breaker_pause_secs) * 1_000_000_000;
+        // Saturating: a caller's timestamps may run to the end of u64 (a pause to the end
+        // of time rather than one that ends at once).
+        book.pause_until = emit
+            .ts
+            .0
+            .saturating_add(u64::from(book.spec.breaker_pause_secs) * 1_000_000_000);
         self.next_resume = self.next_resume.min(book.pause_until);
         self.next_deadline = self.next_deadline.min(self.next_resume);
         emit.event(EventBody::TradingAction {
@@ -1508,7 +1520,11 @@ impl Matcher {
             .expect("order pool capacity is checked before an order is accepted");
         self.books[usize::from(inc.instrument.0)].resting += 1;
         if let TimeInForce::Gtt { expire_secs } = entry.tif {
-            let at = emit.ts.0 + u64::from(expire_secs) * 1_000_000_000;
+            // Saturating, as a pause's end: never an expiry that wrapped to the past.
+            let at = emit
+                .ts
+                .0
+                .saturating_add(u64::from(expire_secs) * 1_000_000_000);
             self.add_expiry(Expiry {
                 at,
                 id: inc.order_id.0,
@@ -2099,7 +2115,8 @@ impl Matcher {
         Ok(limit)
     }
 
-    /// The trading state in force for `instrument` (the venue halt counts).
+    /// The trading state in force for `instrument` (the venue halt counts). Panics if
+    /// `instrument` is not configured.
     pub fn trading_state(&self, instrument: InstrumentId) -> TradingState {
         if self.venue_halted {
             TradingState::Halted
@@ -2565,15 +2582,19 @@ impl Matcher {
         self.symbols.get(symbol).map(InstrumentId)
     }
 
-    /// Best bid and best offer of `instrument` (`[bid, ask]`), displayed or not. O(1).
-    /// Panics if `instrument` is not configured.
+    /// Best bid and best offer of `instrument` (`[bid, ask]`), displayed or not: a level
+    /// holding only hidden orders is a best price with `shown_qty` 0 (what a public feed
+    /// shows is the best level whose `shown_qty` is above 0). O(1). Panics if
+    /// `instrument` is not configured.
     pub fn best_bid_offer(&self, instrument: InstrumentId) -> [Option<LevelView>; 2] {
         let book = &self.books[usize::from(instrument.0)];
         [BookSide::Bid, BookSide::Ask]
             .map(|side| book.best(side).map(|(_, level)| self.level_view(level)))
     }
 
-    /// The level of `instrument` at `price` on `side`, if orders rest there. O(1).
+    /// The level of `instrument` at `price` on `side`, if orders rest there (displayed or
+    /// not); `None` for a price off the instrument's ticks or range. O(1). Panics if
+    /// `instrument` is not configured.
     pub fn level_at(
         &self,
         instrument: InstrumentId,
@@ -2590,8 +2611,10 @@ impl Matcher {
             .map(|level| self.level_view(level))
     }
 
-    /// Fills `out` with the levels of `instrument` on `side`, best first; returns how many
-    /// it wrote (at most `out.len()`). O(levels written); never allocates.
+    /// Fills `out` with the levels of `instrument` on `side`, best first, those holding
+    /// only hidden orders included (`shown_qty` 0); returns how many it wrote (at most
+    /// `out.len()`). O(levels written); never allocates. Panics if `instrument` is not
+    /// configured.
     pub fn top_levels(
         &self,
         instrument: InstrumentId,

@@ -361,7 +361,8 @@ impl Default for Echo {
 /// A new order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewOrder {
-    /// Client reference; must be above every reference the owner used before.
+    /// Client reference: under `RefRule::Ouch` above every reference the owner used
+    /// before; under `RefRule::Keys` any key not live among the owner's orders.
     pub user_ref: UserRef,
     /// Side.
     pub side: Side,
@@ -419,7 +420,8 @@ pub struct ReplaceOrder {
 pub enum RejectReason {
     /// The owner is not a configured user.
     UnknownOwner,
-    /// The reference is not above the owner's last one (a resend): nothing happened.
+    /// Under `RefRule::Ouch`, the reference is not above the owner's last one (a resend);
+    /// under `RefRule::Keys`, the key is live among the owner's orders: nothing happened.
     DuplicateUserRef,
     /// No such instrument.
     UnknownInstrument,
@@ -450,7 +452,8 @@ pub enum RejectReason {
     /// The price-level pool is full.
     LevelPoolFull,
     /// No order with this reference was ever entered by this owner: under the OUCH rule,
-    /// a reference above the owner's last one.
+    /// a reference above the owner's last one; under `RefRule::Keys`, any key not live
+    /// (the core keeps no record of keys whose orders are done).
     UnknownOrder,
     /// The order was the owner's but is no longer live (filled or canceled); under the OUCH
     /// rule, any reference at or below the owner's last one not live (one it skipped too).

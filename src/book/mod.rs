@@ -276,8 +276,38 @@ impl InstrumentSpec {
     }
 }
 
-/// `centre` plus and minus `bps` basis points of it (the low edge stops at 0).
+/// `centre` plus and minus `bps` basis points of it (the low edge stops at 0, the high one
+/// at `u64::MAX`: an embedder's prices need not stay below the configuration's limit).
 fn edges(centre: Price, bps: u32) -> (Price, Price) {
-    let half = centre.0 * u64::from(bps) / 10_000;
-    (Price(centre.0.saturating_sub(half)), Price(centre.0 + half))
+    let half = match centre.0.checked_mul(u64::from(bps)) {
+        Some(product) => product / 10_000,
+        None => u64::try_from(u128::from(centre.0) * u128::from(bps) / 10_000).unwrap_or(u64::MAX),
+    };
+    (
+        Price(centre.0.saturating_sub(half)),
+        Price(centre.0.saturating_add(half)),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Edges around prices of any size an embedder may configure: no overflow, the high
+    /// edge stopping at the end of u64 (it panicked in debug builds and wrapped in release).
+    #[test]
+    fn edges_of_any_price_do_not_overflow() {
+        assert_eq!(edges(Price(10_000), 1_000), (Price(9_000), Price(11_000)));
+        assert_eq!(edges(Price(100), 20_000), (Price(0), Price(300)));
+        let big = Price(1_000_000_000_000_000);
+        assert_eq!(edges(big, 10_000), (Price(0), Price(2_000_000_000_000_000)));
+        assert_eq!(
+            edges(Price(u64::MAX / 2), 30_000),
+            (Price(0), Price(u64::MAX))
+        );
+        assert_eq!(
+            edges(Price(u64::MAX), u32::MAX),
+            (Price(0), Price(u64::MAX))
+        );
+    }
 }
