@@ -43,21 +43,38 @@
 
 #![deny(unsafe_code)]
 
+// `book` and `types` are the matching core, which an embedder can take alone
+// (`default-features = false`: docs/embedding.md); the rest is the engine around it.
+
+#[cfg(feature = "server")]
 pub mod admin;
 pub mod book;
+#[cfg(feature = "server")]
 pub mod client;
+#[cfg(feature = "server")]
 pub mod cluster;
+#[cfg(feature = "server")]
 pub mod config;
+#[cfg(feature = "server")]
 pub mod engine;
+#[cfg(feature = "server")]
 pub mod feed;
+#[cfg(feature = "server")]
 pub mod gateway;
+#[cfg(feature = "server")]
 pub mod journal;
+#[cfg(feature = "server")]
 pub mod load;
+#[cfg(feature = "server")]
 pub mod pipeline;
+#[cfg(feature = "server")]
 pub mod replay;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod types;
+#[cfg(feature = "server")]
 pub mod venue;
+#[cfg(feature = "server")]
 pub mod wire;
 
 /// `docs/embedding.md`, compiled and run as a doctest so its example stays true.

@@ -330,6 +330,24 @@ fn status_shows_books_sessions_and_counters() {
     assert_eq!(counters["rejects"]["price_off_tick"], 1);
     assert_eq!(counters["trades"], 1);
     assert_eq!(counters["sessions_connected"], 2);
+    assert_eq!(counters["latency_marks_dropped"]["match_to_journaled"], 0);
+    assert_eq!(counters["connections"]["logins"], 2);
+    assert_eq!(status["venue"]["phase"], "no schedule");
+    // Every bucket bound is a number but the last, which has none (null): a typed reader
+    // takes them as optional numbers (the last was the string "+Inf").
+    for stage in [
+        "receipt_to_match",
+        "match_to_journaled",
+        "journaled_to_written",
+    ] {
+        let h = &status["latency_seconds"][stage];
+        let buckets = h["buckets"].as_array().unwrap();
+        let (last, bounded) = buckets.split_last().unwrap();
+        assert!(last["le"].is_null(), "{stage}: {last}");
+        assert!(bounded.iter().all(|b| b["le"].is_f64()), "{stage}: {h}");
+        let total: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
+        assert_eq!(h["count"].as_u64(), Some(total), "{stage}");
+    }
 
     // The command line client prints the same as tables, or the JSON for scripts.
     let bin = env!("CARGO_BIN_EXE_ironmatch");

@@ -618,6 +618,65 @@ fn cancel_on_disconnect_follows_the_users_setting() {
     server.stop().unwrap();
 }
 
+/// A planned stop drops every session: cancel-on-disconnect applies as to any other drop
+/// (the Disconnects were queued behind the shutdown marker and never applied, so MM1's
+/// order outlived the stop and traded after the restart while its connector was down).
+/// The cancel reaches MM1's stream before its session ends, and is in it after the restart.
+#[test]
+fn cancel_on_disconnect_applies_to_a_planned_stop() {
+    let dir = temp_dir("stop-cod").hold();
+    let config = test_config_in(&dir, "");
+    let server = Server::start(&config).unwrap();
+    let addr = server.local_addr();
+    let mut cod = login(addr, "MM1", "pw1", 1);
+    let mut keeps = login(addr, "MM3", "pw3", 1);
+    cod.limit(1, b'S', 100, "AAPL", PX).unwrap();
+    assert_eq!(next(&mut cod).0, 1);
+    keeps.limit(1, b'S', 100, "AAPL", PX + 100).unwrap();
+    assert_eq!(next(&mut keeps).0, 1);
+    server.stop().unwrap();
+    let (seq, msg) = next(&mut cod);
+    let Outbound::Canceled(c) = decode(&msg) else {
+        panic!("{msg:?}")
+    };
+    assert_eq!((seq, c.user_ref.get(), c.reason), (2, 1, b'Z'));
+    drop(cod);
+    drop(keeps);
+    let server = Server::start(&config).unwrap();
+    let addr = server.local_addr();
+    let mut taker = login(addr, "MM2", "pw2", 1);
+    taker
+        .enter(
+            1,
+            b'B',
+            200,
+            "AAPL",
+            PX + 100,
+            b'3',
+            b'Y',
+            Options::default(),
+        )
+        .unwrap();
+    next(&mut taker);
+    let msg = next(&mut taker).1;
+    let Outbound::Executed(e, _) = decode(&msg) else {
+        panic!("{msg:?}")
+    };
+    assert_eq!(
+        (e.qty.get(), e.price.get()),
+        (100, PX + 100),
+        "only MM3's order was left"
+    );
+    let mut back = login(addr, "MM1", "pw1", 2);
+    let msg = next(&mut back).1;
+    assert!(
+        matches!(decode(&msg), Outbound::Canceled(c) if c.reason == b'Z'),
+        "{msg:?}"
+    );
+    server.stop().unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn shutdown_drains_and_ends_every_session() {
     let server = start();
@@ -631,16 +690,20 @@ fn shutdown_drains_and_ends_every_session() {
     let mut pending = Client::connect(addr).unwrap();
     std::thread::sleep(Duration::from_millis(100));
     server.stop().unwrap();
-    let mut acks = 0;
+    let mut kinds = Vec::new();
     loop {
         match a.recv(Duration::from_secs(5)) {
-            Ok(Some(Received::Sequenced { .. })) => acks += 1,
+            Ok(Some(Received::Sequenced { msg, .. })) => kinds.push(msg[0]),
             Ok(Some(Received::Heartbeat)) => {}
             Ok(Some(Received::EndOfSession)) => break,
             other => panic!("expected End of Session after the acknowledgements, got {other:?}"),
         }
     }
-    assert_eq!(acks, 50, "every order sent before shutdown was answered");
+    // Every order sent before shutdown was answered, then (MM1 has cancel-on-disconnect,
+    // and the stop ends its session) canceled, all before End of Session.
+    let (acks, cancels) = kinds.split_at(50);
+    assert!(acks.iter().all(|k| *k == outbound::ACCEPTED), "{kinds:?}");
+    assert_eq!(cancels, [outbound::CANCELED; 50], "{kinds:?}");
     match pending.recv(Duration::from_secs(5)) {
         Err(_) => {}
         other => panic!("the pending connection got {other:?}, not a close"),

@@ -483,3 +483,15 @@ mod listener_on_damaged_streams {
         }
     }
 }
+
+/// A message of a type this build does not model (`W`, `V`, `K`, `J`, `N`, `h`, `O` have
+/// lengths in the protocol) encodes its header only, and says so in `len()` (which gave
+/// the protocol's length: a block sized by it would have been wrong).
+#[test]
+fn an_unmodelled_message_is_as_long_as_it_encodes() {
+    for kind in [b'W', b'V', b'K', b'J', b'N', b'h', b'O', b'z'] {
+        let m = msg(1, 7, Body::Unknown { kind });
+        let mut buf = [0u8; 64];
+        assert_eq!(m.encode(&mut buf), m.len(), "{}", kind as char);
+    }
+}

@@ -446,7 +446,9 @@ fn histogram_json(h: &HistogramSnapshot, scale: f64) -> Value {
         .bounds
         .iter()
         .map(|b| json!(*b as f64 / scale))
-        .chain(std::iter::once(json!("+Inf")))
+        // The last bucket has no upper bound: `null` (a number for every other bound, so
+        // a typed reader takes the list as optional numbers).
+        .chain(std::iter::once(Value::Null))
         .zip(h.buckets.iter())
         .map(|(le, count)| json!({ "le": le, "count": count }))
         .collect();
@@ -520,6 +522,10 @@ pub fn status_json(view: &EngineView) -> Value {
             "shares_traded": m.matcher.instruments.iter().map(|i| i.shares.get()).sum::<u64>(),
             "journal_records": j.records.get(),
             "journal_written_bytes": j.bytes.get(),
+            "latency_marks_dropped": {
+                "match_to_journaled": m.to_journal_marks.dropped.get(),
+                "journaled_to_written": m.to_egress_marks.dropped.get(),
+            },
             "connections": {
                 "accepted": a.accepted,
                 "evicted": a.evicted + a.evicted_same_address,

@@ -774,12 +774,44 @@ impl Gateway {
         }
     }
 
-    /// Stop accepting and reading; send the shutdown marker after the last command.
+    /// Queues a Disconnect of `owner` for the matcher (which cancels its orders if it
+    /// has cancel-on-disconnect). One per user waits at most: while any command waits,
+    /// none of the user's orders gets in, so a second one (a client reconnecting in a loop
+    /// through a stall) would find nothing more to cancel, and the queue stays bounded.
+    fn queue_disconnect(&mut self, owner: OwnerId) {
+        let queued = self.deferred.iter().any(|r| {
+            matches!(r, Record::Command(Command { owner: o, body: CommandBody::Disconnect, .. }) if *o == owner)
+        });
+        if !queued {
+            self.deferred.push_back(Record::Command(Command {
+                ts: self.clock.now(),
+                owner,
+                body: CommandBody::Disconnect,
+            }));
+        }
+    }
+
+    /// Stop accepting and reading; send the shutdown marker after the last command. When
+    /// the stop itself ends the session (one node without a trading day: its clients get
+    /// End of Session and do not reconnect), each logged-in session's Disconnect goes
+    /// ahead of the marker: cancel-on-disconnect applies as to any other drop (a member's
+    /// orders outlived the stop and traded after the restart while its connector, told
+    /// the session had ended, stayed away), and the cancels reach the member's stream
+    /// before End of Session. A stop in the middle of a trading day is a restart's first
+    /// half, and a cluster node's stop a failover: the session goes on, clients reconnect,
+    /// and their orders are kept, as after a crash.
     fn begin_drain(&mut self) {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.waiting.clear();
+        if self.day.is_none() && self.cluster.is_none() {
+            for u in 0..self.users.len() {
+                if self.users[u].conn.is_some() {
+                    self.queue_disconnect(self.users[u].owner);
+                }
+            }
+        }
         self.deferred.push_back(Record::Shutdown);
         let pending = self.pending_count();
         self.log
@@ -1273,21 +1305,8 @@ impl Gateway {
                     Instant::now(),
                     format_args!("{}: {} disconnected: {why}", conn.peer, user.username),
                 );
-                // One Disconnect per user waits at most: while any command waits, none of
-                // the user's orders gets in, so a second one (a client reconnecting in a
-                // loop through a stall) would find nothing more to cancel, and the queue
-                // stays bounded.
                 let owner = user.owner;
-                let queued = self.deferred.iter().any(|r| {
-                    matches!(r, Record::Command(Command { owner: o, body: CommandBody::Disconnect, .. }) if *o == owner)
-                });
-                if !queued {
-                    self.deferred.push_back(Record::Command(Command {
-                        ts: self.clock.now(),
-                        owner,
-                        body: CommandBody::Disconnect,
-                    }));
-                }
+                self.queue_disconnect(owner);
                 self.publish_session(u);
             }
             None => self.log.line(

@@ -388,9 +388,13 @@ impl Body {
 }
 
 impl Message {
-    /// The encoded length (type byte included).
+    /// The encoded length (type byte included): what [`Message::encode`] writes, so the
+    /// header alone for [`Body::Unknown`] whatever the type's length in the protocol.
     pub fn len(&self) -> usize {
-        message_len(self.body.kind()).unwrap_or(HEADER_LEN)
+        match self.body {
+            Body::Unknown { .. } => HEADER_LEN,
+            _ => message_len(self.body.kind()).unwrap_or(HEADER_LEN),
+        }
     }
 
     /// Never true: every message has at least its header.
