@@ -278,15 +278,24 @@ impl InstrumentSpec {
 
 /// `centre` plus and minus `bps` basis points of it (the low edge stops at 0, the high one
 /// at `u64::MAX`: an embedder's prices need not stay below the configuration's limit).
+#[inline]
 fn edges(centre: Price, bps: u32) -> (Price, Price) {
     let half = match centre.0.checked_mul(u64::from(bps)) {
         Some(product) => product / 10_000,
-        None => u64::try_from(u128::from(centre.0) * u128::from(bps) / 10_000).unwrap_or(u64::MAX),
+        None => wide_half(centre, bps),
     };
     (
         Price(centre.0.saturating_sub(half)),
         Price(centre.0.saturating_add(half)),
     )
+}
+
+/// `bps` basis points of `centre` where their product exceeds u64 (prices no
+/// configuration loaded by `serve` reaches): out of the sweep's way.
+#[cold]
+#[inline(never)]
+fn wide_half(centre: Price, bps: u32) -> u64 {
+    u64::try_from(u128::from(centre.0) * u128::from(bps) / 10_000).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
