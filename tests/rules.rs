@@ -1423,6 +1423,33 @@ fn a_good_till_time_order_expires_at_its_time() {
     }
 }
 
+/// Prices of any size an embedder may configure: the band's, fat-finger range's and
+/// breaker's edges around a price of the range must fit in 64 bits, which `Matcher::new`
+/// checks (they overflowed after a trade near the top: a panic in debug builds, a band
+/// wrapped to nonsense in release); within that, the largest prices trade.
+#[test]
+fn price_protection_that_would_overflow_is_refused_at_construction() {
+    let mut cfg = config(StpMode::CancelResting, 16, 16);
+    let huge = &mut cfg.instruments[0];
+    huge.tick = Price(1_000_000_000_000);
+    huge.min_price = huge.tick;
+    huge.max_price = Price(2_000 * huge.tick.0);
+    huge.ref_price = Price(1_000 * huge.tick.0);
+    huge.band_bps = 10_000;
+    huge.fat_finger_bps = 0;
+    let refused = std::panic::catch_unwind(|| Matcher::new(&cfg)).unwrap_err();
+    let text = refused.downcast_ref::<String>().unwrap();
+    assert!(text.contains("overflows 64 bits"), "{text}");
+    let tick = cfg.instruments[0].tick.0;
+    cfg.instruments[0].max_price = Price(800 * tick);
+    cfg.instruments[0].ref_price = Price(700 * tick);
+    let mut v = Venue::with(cfg);
+    let top = v.cfg.instruments[0].max_price;
+    v.limit(2, Side::Sell, 10, top);
+    let (_, events) = v.limit(3, Side::Buy, 10, top);
+    assert_eq!(fills(&events).len(), 2, "{events:?}");
+}
+
 /// An embedder's timestamps may run to the end of u64: an expiry past it is at the end of
 /// time, never one that wrapped to the past (the order used to expire at the next command).
 #[test]

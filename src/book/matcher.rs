@@ -491,6 +491,18 @@ impl Matcher {
                     "{}: a circuit breaker needs a window, a pause and prices below 2^32",
                     spec.symbol
                 );
+                // Price protection's edges around any price of the range fit in 64 bits
+                // (an embedder's prices need not stay below OUCH's limit).
+                let bps_max = spec.band_bps.max(spec.fat_finger_bps).max(spec.breaker_bps);
+                assert!(
+                    spec.max_price
+                        .0
+                        .checked_mul(10_000 + u64::from(bps_max))
+                        .is_some(),
+                    "{}: max_price {} with {bps_max} basis points of price protection overflows 64 bits",
+                    spec.symbol,
+                    spec.max_price.0
+                );
                 // The trade window holds a bucket a second.
                 assert!(
                     spec.breaker_bps == 0 || spec.breaker_window_secs <= 3_600,
