@@ -1747,8 +1747,10 @@ fn a_drain_longer_than_the_client_timeout_keeps_its_clients() {
 
 /// While the pipeline is full, a member whose client reconnects in a loop leaves at most
 /// one Disconnect waiting in the gateway (each close used to queue one more, an unbounded
-/// queue during a long stall): the journal holds one Disconnect for it, not one per close.
-/// `dedicated` only, as the tests above.
+/// queue during a long stall): the journal holds one Disconnect for the closes, not one per
+/// close, and at most one more for the session held through the stop (a stop that ends the
+/// session applies cancel-on-disconnect; it finds the first still waiting, and adds none,
+/// when the stall has not cleared it yet). `dedicated` only, as the tests above.
 #[test]
 fn one_disconnect_per_member_waits_while_the_pipeline_is_full() {
     use ironmatch::book::CommandBody;
@@ -1781,9 +1783,9 @@ fn one_disconnect_per_member_waits_while_the_pipeline_is_full() {
         Ok(())
     })
     .unwrap();
-    assert_eq!(
-        disconnects, 1,
-        "Disconnects of a member closed {closes} times in a stall"
+    assert!(
+        (1..=2).contains(&disconnects),
+        "{disconnects} Disconnects of a member closed {closes} times in a stall, then stopped"
     );
 }
 
