@@ -571,6 +571,20 @@ fn a_slow_reader_is_disconnected_while_others_keep_trading() {
     server.stop().unwrap();
 }
 
+/// Enters an IOC buy of `qty` at `price` (reference 1) and returns its first execution's
+/// shares and price, after its acceptance.
+fn first_fill_of_ioc_buy(taker: &mut Client, qty: u32, price: u64) -> (u32, u64) {
+    taker
+        .enter(1, b'B', qty, "AAPL", price, b'3', b'Y', Options::default())
+        .unwrap();
+    next(taker);
+    let msg = next(taker).1;
+    let Outbound::Executed(e, _) = decode(&msg) else {
+        panic!("{msg:?}")
+    };
+    (e.qty.get(), e.price.get())
+}
+
 #[test]
 fn cancel_on_disconnect_follows_the_users_setting() {
     let server = start();
@@ -593,25 +607,8 @@ fn cancel_on_disconnect_follows_the_users_setting() {
     };
     assert_eq!((c.user_ref.get(), c.reason), (1, b'Z'));
     common::login_after_close(addr, "MM3", "pw3", 2);
-    taker
-        .enter(
-            1,
-            b'B',
-            200,
-            "AAPL",
-            PX + 100,
-            b'3',
-            b'Y',
-            Options::default(),
-        )
-        .unwrap();
-    next(&mut taker);
-    let msg = next(&mut taker).1;
-    let Outbound::Executed(e, _) = decode(&msg) else {
-        panic!()
-    };
     assert_eq!(
-        (e.qty.get(), e.price.get()),
+        first_fill_of_ioc_buy(&mut taker, 200, PX + 100),
         (100, PX + 100),
         "only MM3's order was left"
     );
@@ -645,25 +642,8 @@ fn cancel_on_disconnect_applies_to_a_planned_stop() {
     let server = Server::start(&config).unwrap();
     let addr = server.local_addr();
     let mut taker = login(addr, "MM2", "pw2", 1);
-    taker
-        .enter(
-            1,
-            b'B',
-            200,
-            "AAPL",
-            PX + 100,
-            b'3',
-            b'Y',
-            Options::default(),
-        )
-        .unwrap();
-    next(&mut taker);
-    let msg = next(&mut taker).1;
-    let Outbound::Executed(e, _) = decode(&msg) else {
-        panic!("{msg:?}")
-    };
     assert_eq!(
-        (e.qty.get(), e.price.get()),
+        first_fill_of_ioc_buy(&mut taker, 200, PX + 100),
         (100, PX + 100),
         "only MM3's order was left"
     );

@@ -295,9 +295,13 @@ mod tests {
         assert_eq!(edges(Price(10_000), 1_000), (Price(9_000), Price(11_000)));
         assert_eq!(edges(Price(100), 20_000), (Price(0), Price(300)));
         for bps in [1, 1_000, 10_000, 100_000] {
-            let max = Price(u64::MAX / (10_000 + u64::from(bps)));
-            let (low, high) = edges(max, bps);
-            assert!(low <= max && high >= max, "{bps}");
+            let max = u64::MAX / (10_000 + u64::from(bps));
+            let half = u128::from(max) * u128::from(bps) / 10_000;
+            let exact = (
+                Price(u64::try_from(u128::from(max).saturating_sub(half)).unwrap()),
+                Price(u64::try_from(u128::from(max) + half).unwrap()),
+            );
+            assert_eq!(edges(Price(max), bps), exact, "{bps}");
         }
     }
 }

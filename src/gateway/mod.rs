@@ -400,7 +400,12 @@ impl Gateway {
     /// node's: the session goes on at the next leader, where clients fail over (End of
     /// Session would tell them not to reconnect).
     fn session_over(&self) -> bool {
-        self.day_over.load(Ordering::SeqCst) || (self.day.is_none() && self.cluster.is_none())
+        self.day_over.load(Ordering::SeqCst) || self.stop_ends_session()
+    }
+
+    /// Whether any stop ends the session by itself: one node without a trading day.
+    fn stop_ends_session(&self) -> bool {
+        self.day.is_none() && self.cluster.is_none()
     }
 
     /// Makes this gateway a cluster node's: it takes logins only while `role` says so, and
@@ -805,7 +810,7 @@ impl Gateway {
             let _ = self.poll.registry().deregister(&mut listener);
         }
         self.waiting.clear();
-        if self.day.is_none() && self.cluster.is_none() {
+        if self.stop_ends_session() {
             for u in 0..self.users.len() {
                 if self.users[u].conn.is_some() {
                     self.queue_disconnect(self.users[u].owner);
