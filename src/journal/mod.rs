@@ -76,7 +76,7 @@ pub use reader::{
     segment_paths,
 };
 pub use writer::{
-    FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, Released, SYNC_FAILED_NAME,
+    FsyncMode, JournalAgent, JournalWriter, LOCK_NAME, LOCK_PATIENCE, Released, SYNC_FAILED_NAME,
     check_sync_failed, create_dir_durably, lock_dir, sync_dir_or_mark, sync_or_mark,
     write_file_atomically, write_file_atomically_or_mark,
 };

@@ -258,27 +258,50 @@ pub fn check_sync_failed(dir: &Path) -> io::Result<()> {
     }
 }
 
+/// How long [`lock_dir`] waits for a journal's lock that is taken before it refuses.
+///
+/// A lock whose engine stopped can still be held for a moment: the `flock` belongs to the
+/// open file, and a child process that another thread of the same process started (a
+/// `fork` or `posix_spawn` while the engine ran) holds a copy of every open file until its
+/// `exec` closes them. An embedder (or a test harness) that runs programs beside an engine
+/// it stops and restarts on one journal met that copy as "in use by another ironmatch".
+/// Another engine's lock lasts far longer than this, and is refused after it.
+pub const LOCK_PATIENCE: Duration = Duration::from_secs(2);
+
 /// Takes the journal directory's exclusive lock (an advisory `flock` on its `LOCK` file,
-/// created if need be), or fails at once, naming the directory, if another process (or
-/// another engine in this one) holds it. The lock lasts as long as the returned file; the
-/// kernel drops it when the process ends, however it ends.
+/// created if need be), or fails, naming the directory, if another process (or another
+/// engine in this one) holds it for [`LOCK_PATIENCE`]. The lock lasts as long as the
+/// returned file; the kernel drops it when the process ends, however it ends.
 pub fn lock_dir(dir: &Path) -> io::Result<File> {
+    lock_dir_within(dir, LOCK_PATIENCE)
+}
+
+/// [`lock_dir`], waiting at most `patience` for a lock that is taken.
+fn lock_dir_within(dir: &Path, patience: Duration) -> io::Result<File> {
     create_dir_durably(dir)?;
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(dir.join(LOCK_NAME))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
-            io::ErrorKind::WouldBlock,
-            format!(
-                "journal {}: in use by another ironmatch (its {LOCK_NAME} file is locked): one engine per journal directory",
-                dir.display()
-            ),
-        )),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
+    let deadline = Instant::now() + patience;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::WouldBlock,
+                    format!(
+                        "journal {}: in use by another ironmatch (its {LOCK_NAME} file stayed locked for {patience:?}): one engine per journal directory",
+                        dir.display()
+                    ),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
     }
 }
 
@@ -871,6 +894,39 @@ mod tests {
         assert!(dir.is_dir());
         create_dir_durably(&dir).unwrap();
         let _ = std::fs::remove_dir_all(&base);
+    }
+
+    /// A lock still held for a moment after its engine let it go (by a copy of the open
+    /// file: what a child process started beside the engine holds until its `exec`; a
+    /// `try_clone` is that copy) is waited for and taken; one held throughout the patience
+    /// is refused, naming the directory. (CI saw the first: a test restarting an engine on
+    /// its journal was refused while another test's `replay` child was starting.)
+    #[test]
+    fn a_lock_let_go_in_a_moment_is_taken_and_one_kept_is_refused() {
+        let dir = std::env::temp_dir().join(format!(
+            "ironmatch-lockwait-{}-{}",
+            std::process::id(),
+            crate::venue::epoch_ns()
+        ));
+        let first = lock_dir(&dir).unwrap();
+        let copy = first.try_clone().unwrap();
+        drop(first);
+        let releaser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            drop(copy);
+        });
+        let second = lock_dir(&dir).expect("taken once the copy is closed");
+        releaser.join().unwrap();
+        let refused = lock_dir_within(&dir, Duration::from_millis(50)).unwrap_err();
+        assert_eq!(refused.kind(), io::ErrorKind::WouldBlock);
+        let text = refused.to_string();
+        assert!(
+            text.contains("in use by another ironmatch") && text.contains(&*dir.to_string_lossy()),
+            "{text}"
+        );
+        drop(second);
+        drop(lock_dir_within(&dir, Duration::ZERO).expect("free again"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// A new segment's directory sync that fails leaves the mark that refuses a start in
