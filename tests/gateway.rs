@@ -71,6 +71,32 @@ fn a_debug_packet_before_login_is_ignored() {
     server.stop().unwrap();
 }
 
+/// SoupBinTCP receivers ignore Debug packets whatever their length: one longer than
+/// `packet_len_max` (the longest a length field allows), before login with its length sent
+/// apart from the rest and after login followed by an order, is read through, and the
+/// packets after it count. (Such a packet closed the session as too long.)
+#[test]
+fn a_debug_packet_of_any_length_is_ignored() {
+    let server = start();
+    let mut debug = vec![0xFF, 0xFF, kind::DEBUG];
+    debug.extend(std::iter::repeat_n(b'.', 65_534));
+    let mut c = Client::connect(server.local_addr()).unwrap();
+    c.send_raw(&debug[..2]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    c.send_raw(&debug[2..]).unwrap();
+    assert!(
+        matches!(
+            c.login("MM1", "pw1", 1).unwrap(),
+            Received::LoginAccepted { .. }
+        ),
+        "accepted after a long Debug packet"
+    );
+    c.send_raw(&debug).unwrap();
+    c.limit(1, b'B', 100, "AAPL", PX).unwrap();
+    assert_eq!(next_type(&mut c).0, outbound::ACCEPTED);
+    server.stop().unwrap();
+}
+
 #[test]
 fn nothing_but_a_login_before_login() {
     let server = start();

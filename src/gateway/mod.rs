@@ -63,6 +63,7 @@ use crate::config::Config;
 use crate::pipeline::{Agent, Record, Ring};
 use crate::types::{OwnerId, Symbol};
 use crate::venue::VenueClock;
+use crate::wire::DecodeError;
 use crate::wire::ouch::decode_inbound;
 use crate::wire::soupbin::{self, ClientPacket, kind};
 
@@ -131,6 +132,10 @@ struct Conn {
     /// until it says so (its last bytes and the close may come in one event, after which
     /// no other comes).
     read_closed: bool,
+    /// Bytes still to discard of a Debug packet longer than `packet_len_max`: SoupBinTCP
+    /// receivers ignore Debug packets, whatever their length, so one that would not fit
+    /// the buffer is read through rather than refused.
+    skip: usize,
 }
 
 /// The gateway: ingress and egress on one thread.
@@ -920,6 +925,7 @@ impl Gateway {
             closing: false,
             ended: false,
             read_closed: false,
+            skip: 0,
         });
     }
 
@@ -1064,12 +1070,31 @@ impl Gateway {
         let mut used = 0;
         let mut pushed = false;
         let outcome = loop {
-            if self.conns[i].as_ref().is_none_or(|c| c.closing) {
+            let Some(conn) = self.conns[i].as_mut().filter(|c| !c.closing) else {
                 break Framed::Closed;
+            };
+            if conn.skip > 0 {
+                let skipped = conn.skip.min(len - used);
+                conn.skip -= skipped;
+                used += skipped;
+                if conn.skip > 0 {
+                    break Framed::NeedBytes;
+                }
             }
             let frame = match soupbin::next_frame(&buf[used..len], self.settings.packet_len_max) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break Framed::NeedBytes,
+                // A Debug packet too long for the buffer is discarded as it comes; any
+                // other is a protocol error. (Its type is the byte after the length.)
+                Err(DecodeError::PacketTooLong {
+                    len: packet_len, ..
+                }) if used + 2 >= len || buf[used + 2] == kind::DEBUG => {
+                    if used + 2 >= len {
+                        break Framed::NeedBytes;
+                    }
+                    conn.skip = 2 + packet_len;
+                    continue;
+                }
                 Err(e) => {
                     self.protocol_error(i, &format!("bad frame: {e}"));
                     break Framed::Closed;
