@@ -944,6 +944,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
         );
         return ExitCode::from(2);
     }
+    ironmatch::replay::warn_if_sync_failed(journal);
     // The export writes in chunks of its own (1 MiB): no buffer in front.
     let export = |mut out: &mut dyn std::io::Write| {
         ironmatch::feed::stream::export_itch(
@@ -957,23 +958,22 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
     };
     // A file is written beside its name and renamed over it only once whole and synced: a
     // journal the export refuses (another book configuration, damage) leaves an earlier
-    // export as it was. What is not a file (a pipe, a terminal), and any name under `/dev`
-    // or `/proc` (`/dev/stdout` redirected to a file is written there, appended to if so
-    // opened), is written through.
-    let through = file.starts_with("/dev")
-        || file.starts_with("/proc")
-        || std::fs::metadata(&target).is_ok_and(|m| !m.file_type().is_file());
+    // export as it was. What is not a file (a pipe, a terminal), and a link under `/dev` or
+    // `/proc` (`/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`: a descriptor redirected to a
+    // file is written there, appended to if so opened), is written through. A plain file
+    // under `/dev` (`/dev/shm/day.itch`, on a tmpfs) is a file like any other: replaced
+    // whole (it was written through, and an earlier, longer day's tail stayed after the
+    // new stream).
+    let descriptor = (file.starts_with("/dev") || file.starts_with("/proc"))
+        && std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
+    let through = descriptor || std::fs::metadata(&target).is_ok_and(|m| !m.file_type().is_file());
     let written = if file == std::path::Path::new("/dev/stdout") {
         // Through the process's own standard output, as redirected (`>>` appends).
         export(&mut std::io::stdout().lock())
     } else if through {
         std::fs::OpenOptions::new()
             .write(true)
-            .open(if file.starts_with("/dev") || file.starts_with("/proc") {
-                file
-            } else {
-                &target
-            })
+            .open(if descriptor { file } else { &target })
             .map_err(|e| format!("{}: {e}", file.display()))
             .and_then(|mut f| export(&mut f))
     } else {

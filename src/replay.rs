@@ -12,7 +12,7 @@ use crate::book::{BookConfig, Command, CommandBody, Event, EventBody, Matcher};
 use crate::journal::{self, Entry, JournalError};
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::types::{OrderId, OwnerId, Symbol, UserRef};
+use crate::types::{OrderId, OwnerId, Symbol, Timestamp, UserRef};
 
 /// What to do besides verifying and rebuilding.
 #[derive(Clone, Debug, Default)]
@@ -60,11 +60,18 @@ pub struct Summary {
     pub snapshots_damaged: u64,
     /// Snapshot files of another journal or book configuration (recovery skips them).
     pub snapshots_foreign: u64,
+    /// Snapshots of this journal that load but differ from the replayed state where they
+    /// were taken (recovery does not use them: it replays the whole journal instead).
+    pub snapshots_differing: u64,
     /// Lines of the audit of `--order` (commands, causes and events).
     pub audited: u64,
     /// A torn tail at the end of the last segment (a write cut short by a crash, never
     /// acknowledged): left as it is, not replayed; `serve` cuts it at its next start.
     pub torn: Option<TornTail>,
+    /// With `until`: the command whose events `until` cut (its sequence number, and how
+    /// many of its events come after `until`). The command was re-run whole, so the books
+    /// hold all its effects while the counts stop at `until`.
+    pub until_inside: Option<(u64, u64)>,
 }
 
 /// Where a torn tail starts.
@@ -118,6 +125,20 @@ fn foreign_replace(c: &Command, owner: OwnerId, chain: &FxHashSet<UserRef>) -> b
                 user_ref,
                 ..
             } => chain.contains(user_ref) && !chain.contains(orig_user_ref),
+            _ => false,
+        }
+}
+
+/// Whether command `c` is another request of `owner` reusing a reference the audited order
+/// already took (`taken`): a resent Enter Order (a connector's retry after a reconnect)
+/// or a Mass Cancel naming it. The matcher rejects it with that reference
+/// (`DuplicateUserRef`); neither it nor its rejection is the order's, which was accepted,
+/// traded or canceled as the lines before say.
+fn reuses_taken_ref(c: &Command, owner: OwnerId, taken: &FxHashSet<UserRef>) -> bool {
+    c.owner == owner
+        && match &c.body {
+            CommandBody::New(o) => taken.contains(&o.user_ref),
+            CommandBody::MassCancel { user_ref, .. } => taken.contains(user_ref),
             _ => false,
         }
 }
@@ -249,6 +270,7 @@ pub fn replay(
             ),
         });
     }
+    warn_if_sync_failed(dir);
     // What a snapshot must name to be this journal's: its instance and this configuration.
     let owner = (
         journal::first_header(dir)?.map_or(0, |h| h.instance),
@@ -275,6 +297,9 @@ pub fn replay(
     // Whether the current command is another order's replace naming the audited order's
     // reference as its new one: none of its events is the audited order's.
     let mut other_order = false;
+    // The chain's references that a command of the audit already introduced (its entry,
+    // its replaces): a later request naming one as its own is another's.
+    let mut taken: FxHashSet<UserRef> = FxHashSet::default();
     let started = Instant::now();
     // Snapshots are checked against the replayed state where they were taken.
     let mut snapshots = journal::snapshot::snapshot_paths(dir)
@@ -285,6 +310,8 @@ pub fn replay(
         .into_iter()
         .peekable();
     let mut sessions = vec![0u64; book.owners.len()];
+    // The last command's sequence number and the events journaled after it so far.
+    let mut last_command = (0u64, 0usize);
     let scan = journal::scan_journal(dir, Some(owner.1), false, options.until, |place, entry| {
         summary.records += 1;
         summary.last_seq = place.seq;
@@ -315,6 +342,7 @@ pub fn replay(
                     });
                 }
                 summary.commands += 1;
+                last_command = (place.seq, 0);
                 summary.first_ts.get_or_insert(c.ts.0);
                 summary.last_ts = Some(c.ts.0);
                 produced.clear();
@@ -324,8 +352,18 @@ pub fn replay(
                 replacing = None;
                 other_order = false;
                 if let Some((owner, _)) = options.order {
-                    other_order = foreign_replace(c, owner, &chain);
-                    if touches_command(c, owner, &chain) {
+                    other_order =
+                        foreign_replace(c, owner, &chain) || reuses_taken_ref(c, owner, &taken);
+                    if !other_order && touches_command(c, owner, &chain) {
+                        match &c.body {
+                            CommandBody::New(o) => {
+                                taken.insert(o.user_ref);
+                            }
+                            CommandBody::Replace(x) => {
+                                taken.insert(x.user_ref);
+                            }
+                            _ => {}
+                        }
                         replacing = match &c.body {
                             CommandBody::Replace(x) if chain.contains(&x.orig_user_ref) => {
                                 Some(x.user_ref)
@@ -348,6 +386,7 @@ pub fn replay(
             }
             Entry::Event(e) => {
                 summary.events += 1;
+                last_command.1 += 1;
                 match e.body {
                     EventBody::Accepted { .. } => summary.orders += 1,
                     EventBody::Executed {
@@ -428,6 +467,9 @@ pub fn replay(
         }
         Ok(())
     })?;
+    if options.until.is_some_and(|u| u == summary.last_seq) && produced.len() > last_command.1 {
+        summary.until_inside = Some((last_command.0, (produced.len() - last_command.1) as u64));
+    }
     summary.torn = scan.torn.map(|(path, offset, bytes)| TornTail {
         path: path.display().to_string(),
         offset,
@@ -457,6 +499,29 @@ pub fn replay(
     }
     out.flush().map_err(JournalError::Output)?;
     Ok(summary)
+}
+
+/// Warns, on stderr, when the journal in `dir` holds the mark of a failed `fdatasync`
+/// ([`journal::SYNC_FAILED_NAME`]): `serve` refuses it in the boot that failed, because
+/// records written after the last good sync may read back from the page cache without
+/// being on disk. A report or an export read from it says nothing of that by itself.
+/// Returns whether it warned. Reads only: the mark stays for `serve` to judge.
+pub fn warn_if_sync_failed(dir: &Path) -> bool {
+    let path = dir.join(journal::SYNC_FAILED_NAME);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return false;
+    };
+    let error = text.split_once('\n').map_or("", |(_, e)| e).trim();
+    eprintln!(
+        "replay: warning: {}: an fdatasync of this journal failed ({}); if the machine has not restarted since, records after the last good sync may be read from the page cache and not be on disk",
+        path.display(),
+        if error.is_empty() {
+            "no error recorded"
+        } else {
+            error
+        }
+    );
+    true
 }
 
 /// What a snapshot file is to the journal replayed.
@@ -523,19 +588,24 @@ fn check_snapshot(
             return Ok(());
         }
     };
-    let differs = |what: &str| JournalError::Diverged {
-        path: path.to_path_buf(),
-        offset: 0,
-        seq,
-        detail: format!("the snapshot's {what} differ from the replayed state"),
+    // As recovery does with it: not used, the journal alone decides; warned and counted.
+    let differs = if snapshot.body.sessions != sessions {
+        Some("session counts")
+    } else if snapshot.body.book != matcher.state() {
+        Some("books")
+    } else {
+        None
     };
-    if snapshot.body.sessions != sessions {
-        return Err(differs("session counts"));
+    match differs {
+        Some(what) => {
+            eprintln!(
+                "replay: warning: {}: the snapshot's {what} differ from the state replayed to record {seq}; recovery does not use it (it replays the whole journal)",
+                path.display()
+            );
+            summary.snapshots_differing += 1;
+        }
+        None => summary.snapshots_verified += 1,
     }
-    if snapshot.body.book != matcher.state() {
-        return Err(differs("books"));
-    }
-    summary.snapshots_verified += 1;
     Ok(())
 }
 
@@ -597,17 +667,7 @@ fn report(
         });
         return writeln!(out, "{value}");
     }
-    let span = |ts: Option<u64>| {
-        ts.map_or("-".to_string(), |t| {
-            format!(
-                "{:02}:{:02}:{:02}.{:09}",
-                t / 3_600_000_000_000,
-                t / 60_000_000_000 % 60,
-                t / 1_000_000_000 % 60,
-                t % 1_000_000_000
-            )
-        })
-    };
+    let span = |ts: Option<u64>| ts.map_or("-".to_string(), |t| Timestamp(t).to_string());
     writeln!(
         out,
         "records {} (commands {}, events {}), last sequence {}\norders accepted {}, trades {}, instruments {}\ntime span {} .. {}{}",
@@ -626,18 +686,46 @@ fn report(
             ""
         }
     )?;
-    if let Some(t) = &summary.torn {
+    if let Some((command, after)) = summary.until_inside {
         writeln!(
             out,
-            "torn tail: {} from offset {} ({} bytes, a write cut short, never acknowledged): not replayed; serve cuts it at its next start",
+            "--until {} falls among the events of the command at {command}: the books show that command's whole effect, {after} events of which come after {} and are not counted",
+            summary.last_seq, summary.last_seq
+        )?;
+    }
+    if let Some(t) = &summary.torn {
+        // One write of the journal's writer is one batch: a crash can cut only that one
+        // short. A longer tail is more than one write lost, which only a power loss with
+        // `fsync = "never"` leaves (its writes are acknowledged before they reach the disk).
+        let one_write_max = (journal::BATCH_LEN_MAX
+            * journal::RECORDS_PER_INPUT_MAX
+            * journal::RECORD_LEN_MAX) as u64;
+        let what = if t.bytes <= one_write_max {
+            "a write cut short, never acknowledged".to_string()
+        } else {
+            format!(
+                "longer than one write can be ({one_write_max} bytes): writes lost to a power loss under fsync = \"never\", acknowledged records among them"
+            )
+        };
+        writeln!(
+            out,
+            "torn tail: {} from offset {} ({} bytes, {what}): not replayed; serve cuts it at its next start",
             t.path, t.offset, t.bytes
         )?;
     }
-    if summary.snapshots_verified + summary.snapshots_damaged + summary.snapshots_foreign > 0 {
+    if summary.snapshots_verified
+        + summary.snapshots_damaged
+        + summary.snapshots_foreign
+        + summary.snapshots_differing
+        > 0
+    {
         writeln!(
             out,
-            "snapshots: {} equal to the replayed state, {} damaged, {} of another journal or configuration",
-            summary.snapshots_verified, summary.snapshots_damaged, summary.snapshots_foreign
+            "snapshots: {} equal to the replayed state, {} differing from it (not used by recovery), {} damaged, {} of another journal or configuration",
+            summary.snapshots_verified,
+            summary.snapshots_differing,
+            summary.snapshots_damaged,
+            summary.snapshots_foreign
         )?;
     }
     for (symbol, bids, asks) in books {

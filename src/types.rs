@@ -223,20 +223,34 @@ pub struct InstrumentId(pub u16);
 
 /// Nanoseconds since midnight, supplied by the gateway inside each command.
 /// The matcher never reads a clock.
+///
+/// Shown as hours, minutes and seconds to the nanosecond (`09:30:00.000001000`), in
+/// `Debug` too (`Timestamp(09:30:00.000001000)`): what an operator reads in an audit or a
+/// test failure is a time of day, not 34,200,000,001,000 nanoseconds.
 #[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    serde::Serialize,
-    serde::Deserialize,
+    Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
 )]
 pub struct Timestamp(pub u64);
+
+impl fmt::Display for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.0;
+        write!(
+            f,
+            "{:02}:{:02}:{:02}.{:09}",
+            t / 3_600_000_000_000,
+            t / 60_000_000_000 % 60,
+            t / 1_000_000_000 % 60,
+            t % 1_000_000_000
+        )
+    }
+}
+
+impl fmt::Debug for Timestamp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Timestamp({self})")
+    }
+}
 
 impl Timestamp {
     /// Nanoseconds in a day: timestamps count from midnight (UTC) and wrap here.

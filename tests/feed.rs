@@ -557,6 +557,20 @@ fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
     };
     assert!(run(&setup.config_path, &fifo).status.success());
     assert_eq!(reader.join().unwrap(), good);
+    // A plain file under `/dev` (a tmpfs's) is a file: created if new, replaced whole if an
+    // earlier, longer export is there (it was written through: the new stream, then the
+    // old one's tail; and a new name was not created).
+    let shm = Path::new("/dev/shm");
+    assert!(shm.is_dir(), "this test needs /dev/shm");
+    let in_shm = shm.join(format!("ironmatch-export-{}.itch", std::process::id()));
+    let _ = std::fs::remove_file(&in_shm);
+    let created = run(&setup.config_path, &in_shm);
+    assert!(created.status.success(), "{created:?}");
+    assert_eq!(std::fs::read(&in_shm).unwrap(), good);
+    std::fs::write(&in_shm, vec![b'x'; good.len() * 2]).unwrap();
+    assert!(run(&setup.config_path, &in_shm).status.success());
+    assert_eq!(std::fs::read(&in_shm).unwrap(), good);
+    std::fs::remove_file(&in_shm).unwrap();
     let leftovers: Vec<_> = std::fs::read_dir(&setup.dir)
         .unwrap()
         .filter_map(|e| e.ok())

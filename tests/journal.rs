@@ -150,11 +150,25 @@ fn a_torn_last_record_is_truncated_at_every_byte_offset() {
         (last_start as u64, (full.len() - 1 - last_start) as u64)
     );
     let text = String::from_utf8(text).unwrap();
-    assert!(text.contains("torn tail:"), "{text}");
+    assert!(
+        text.contains("torn tail:") && text.contains("a write cut short, never acknowledged"),
+        "{text}"
+    );
     assert_eq!(
         std::fs::read(&path).unwrap().len(),
         full.len() - 1,
         "not repaired"
+    );
+    // A tail longer than one write can be (zeros: a power loss kept the file's length, not
+    // its data) is not called never acknowledged.
+    std::fs::write(&path, [&full[..], &vec![0u8; 1 << 20]].concat()).unwrap();
+    let mut text = Vec::new();
+    let summary = ironmatch::replay::replay(&dir, &book, &options, &mut text).unwrap();
+    assert_eq!(summary.torn.map(|t| t.bytes), Some(1 << 20));
+    let text = String::from_utf8(text).unwrap();
+    assert!(
+        text.contains("longer than one write can be") && !text.contains("never acknowledged"),
+        "{text}"
     );
     let whole = {
         std::fs::write(&path, &full).unwrap();
@@ -316,7 +330,10 @@ fn a_journal_in_use_is_refused_to_a_second_engine() {
         .err()
         .expect("a second engine on the journal");
     assert!(second.to_string().contains("in use"), "{second}");
-    assert_eq!(std::fs::read(&segment).unwrap(), before, "nothing touched");
+    // The refusal waits for the lock ([`journal::LOCK_PATIENCE`]), while the first engine
+    // goes on (its silent client is disconnected, journaled): the second cut nothing.
+    let after = std::fs::read(&segment).unwrap();
+    assert!(after.starts_with(&before), "nothing touched");
     drop(c);
     server.stop().unwrap();
     let again = Server::start(&config).unwrap();
@@ -897,6 +914,12 @@ fn replay_verifies_summarises_audits_and_exports() {
     assert_eq!(next_type(&mut maker).0, outbound::ACCEPTED);
     maker.limit(5, b'S', 100, "AAPL", PX + 100).unwrap();
     assert_eq!(next_type(&mut maker).0, outbound::ACCEPTED);
+    // A resend of order 5's entry and a mass cancel naming 5: both rejected as duplicates,
+    // neither is order 5's.
+    maker.limit(5, b'S', 100, "AAPL", PX + 100).unwrap();
+    assert_eq!(next_type(&mut maker).0, outbound::REJECTED);
+    maker.mass_cancel(5, "MMC").unwrap();
+    assert_eq!(next_type(&mut maker).0, outbound::REJECTED);
     server.stop().unwrap();
 
     // `ironmatch replay` of this journal with `args`.
@@ -990,10 +1013,37 @@ fn replay_verifies_summarises_audits_and_exports() {
     for (line, what) in lines.iter().zip(["New(", "Accepted", "MdAdd"]) {
         assert!(line.contains(what), "{audit}");
     }
+    // Order 5's audit is its entry, acceptance and add: not the resend of its entry nor
+    // the mass cancel, which reused its reference, nor their rejections. Its times read
+    // as times of day.
+    let audit = run(&["--order", "MM3:5"]);
+    let lines: Vec<&str> = audit.lines().collect();
+    assert_eq!(lines.len(), 3, "{audit}");
+    for (line, what) in lines.iter().zip(["New(", "Accepted", "MdAdd"]) {
+        assert!(line.contains(what), "{audit}");
+    }
+    let time = lines[0]
+        .split("Timestamp(")
+        .nth(1)
+        .and_then(|t| t.split(')').next())
+        .unwrap_or_else(|| panic!("a time: {audit}"));
+    let shape: String = time
+        .chars()
+        .map(|c| if c.is_ascii_digit() { '9' } else { c })
+        .collect();
+    assert_eq!(shape, "99:99:99.999999999", "{audit}");
     let json: serde_json::Value = serde_json::from_str(run(&["--json"]).trim()).unwrap();
     assert_eq!(json["summary"]["trades"], 2);
     let early = run(&["--until", "2"]);
     assert!(early.contains("records 2 "), "{early}");
+    // Record 2 is the first command's first event: the books show the whole command (its
+    // order rests), and the report says so.
+    assert!(
+        early.contains("--until 2 falls among the events of the command at 1"),
+        "{early}"
+    );
+    let whole = run(&["--until", "3"]);
+    assert!(!whole.contains("falls among"), "{whole}");
     // The ITCH export re-runs nothing: a check asked for with it is refused, not skipped.
     let itch = dir.join("x.itch");
     let refused = output(&["--itch", itch.to_str().unwrap(), "--verify-determinism"]);
@@ -1278,6 +1328,30 @@ fn a_snapshot_that_disagrees_with_the_journal_is_skipped() {
     let r = recovered(&dir, &book);
     assert_eq!(r.3, None, "no snapshot used");
     assert_eq!((&r.0, &r.1, &r.2), (&full.0, &full.1, &full.2));
+    // `replay` reports it as recovery treats it: counted as differing, the report whole
+    // (it failed, with no report, on a journal `serve` starts from).
+    let options = ironmatch::replay::ReplayOptions::default();
+    let mut out = Vec::new();
+    let summary = ironmatch::replay::replay(&dir, &book, &options, &mut out).unwrap();
+    assert_eq!(summary.snapshots_differing, 1);
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("1 differing from it"), "{text}");
+    assert_eq!(summary.last_seq, end);
+}
+
+/// A journal holding the mark of a failed `fdatasync` is replayed with a warning (what
+/// reads back may not be on disk), and the mark stays for `serve` to judge.
+#[test]
+fn a_journal_whose_sync_failed_is_replayed_with_a_warning() {
+    let (dir, book) = write_flow(100);
+    assert!(!ironmatch::replay::warn_if_sync_failed(&dir));
+    let mark = dir.join(journal::SYNC_FAILED_NAME);
+    std::fs::write(&mark, "some-boot\nInput/output error (os error 5)\n").unwrap();
+    assert!(ironmatch::replay::warn_if_sync_failed(&dir));
+    let options = ironmatch::replay::ReplayOptions::default();
+    ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new()).unwrap();
+    assert!(mark.exists(), "replay changes nothing");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A damaged snapshot named past the journal's end proves nothing (recovery skips it):

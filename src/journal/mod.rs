@@ -68,8 +68,8 @@ pub(crate) use writer::FAIL_DIR_SYNC;
 
 pub use follow::Follower;
 pub use format::{
-    Entry, FormatError, HEADER_LEN, Header, batch_index, fingerprint, read_header, read_record,
-    write_header, write_record,
+    Entry, FormatError, HEADER_LEN, Header, RECORD_LEN_MAX, batch_index, fingerprint, read_header,
+    read_record, write_header, write_record,
 };
 pub use reader::{
     JournalError, Place, Recovery, Replayer, SegmentScan, first_header, recover, scan_journal,
