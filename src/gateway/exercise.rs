@@ -11,7 +11,8 @@
 //! - every message is answered (at least one sequenced message before the Account Query
 //!   sent behind it as a barrier), and the session stays open;
 //! - every outbound message decodes, and its alpha fields are printable ASCII;
-//! - the next expected UserRefNum never goes down.
+//! - the next expected UserRefNum never goes down;
+//! - a Debug packet of any length (one message in 32 comes after one) is ignored.
 //!
 //! At the end the engine stops (it must stop cleanly), and the journal must replay with
 //! every event equal to the journaled one (`replay --verify-determinism`).
@@ -440,6 +441,20 @@ pub fn drive(c: &mut Client, data: &[u8], messages_max: usize) -> io::Result<Out
     let mut next_expected = 0u32;
     let mut outcome = Outcome::default();
     while outcome.sent < messages_max {
+        // One message in 32 comes after a Debug packet of any length up to the field's
+        // 65,535 (most longer than the gateway's packet limit, which a Debug packet may
+        // pass), sent in two writes split anywhere: it is ignored, and the message after
+        // it is answered as ever.
+        if r.u8() < 8 {
+            let len = 1 + usize::from(u16::from_be_bytes([r.u8(), r.u8()]) % u16::MAX);
+            let mut debug = Vec::with_capacity(2 + len);
+            debug.extend_from_slice(&(len as u16).to_be_bytes());
+            debug.push(crate::wire::soupbin::kind::DEBUG);
+            debug.resize(2 + len, b'.');
+            let split = debug.len() * usize::from(r.u8()) / 256;
+            c.send_raw(&debug[..split])?;
+            c.send_raw(&debug[split..])?;
+        }
         let Some(msg) = next_message(&mut r, &mut last_ref) else {
             break;
         };
