@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Three ironmatch nodes on loopback, a Raft cluster: each with its own configuration
 # (config/cluster/node{1,2,3}.toml), journal directory (data/cluster/nodeN) and ports
-# (gateway 151N0, Raft 151N1, feed retransmission 151N2, feed 151N3, admin 151N8).
+# (gateway 151N0, Raft 151N1, feed retransmission 151N2, admin 151N8), and one feed
+# destination for all, 127.0.0.1:15103: only the leader sends, so a listener there
+# (`ironmatch feed --config config/cluster/node1.toml`) hears the feed across failovers.
 #
 #   scripts/cluster.sh configs        write config/cluster/node{1,2,3}.toml from config/ironmatch.toml
 #   scripts/cluster.sh start          build (release) and start the three nodes in the background
@@ -25,7 +27,7 @@ configs() {
         awk '/^\[venue\]/{skip=1; next} /^# Replication: a cluster/{skip=1; next}
              /^\[/ || /^# One \[\[instruments/{skip=0} !skip' config/ironmatch.toml |
             sed -e "s|127.0.0.1:15000|127.0.0.1:151${n}0|" \
-                -e "s|127.0.0.1:15001|127.0.0.1:151${n}3|" \
+                -e "s|127.0.0.1:15001|127.0.0.1:15103|" \
                 -e "s|127.0.0.1:15002|127.0.0.1:151${n}2|" \
                 -e "s|127.0.0.1:15080|127.0.0.1:151${n}8|" \
                 -e "s|^dir = \"./data\"|dir = \"./data/cluster/node${n}\"|" \

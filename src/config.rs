@@ -392,8 +392,9 @@ pub struct MarketDataSection {
     /// Multicast TTL (hops) when the destination is a multicast group.
     pub multicast_ttl: u32,
     /// IPv4 address of the local interface the feed leaves from (a multicast group's
-    /// packets go out on it, `IP_MULTICAST_IF`, and the socket is bound to it), and that
-    /// `ironmatch feed` joins the group on; empty: the kernel's route for the destination.
+    /// packets go out on it, `IP_MULTICAST_IF`, and the socket is bound to it); empty: the
+    /// kernel's route for the destination. The publisher's only: `ironmatch feed`, which
+    /// may run on another host, joins on its own `--interface`.
     pub multicast_interface: String,
     /// How the publisher learns of new journal records. 0: the journal writer wakes it after
     /// every batch (lowest feed latency; costs the pipeline a wake-up per batch, so give the
@@ -749,11 +750,18 @@ impl Config {
             || format!("must be from 1 to gateway.pending_max ({})", g.pending_max),
         )?;
         // The largest inbound message is an Enter Order (48 bytes with its packet type) plus
-        // its appendage; below 64 a valid order could be refused.
+        // its appendage: every option OUCH 5.0 lists for it, once each, is 92 bytes (Firm,
+        // MinQty and MaxFloor alone make a 66-byte packet, which the old floor of 64
+        // admitted a limit below: the valid order closed the session).
         check(
-            (64..=65_535).contains(&g.packet_len_max),
+            (PACKET_LEN_MIN..=65_535).contains(&g.packet_len_max),
             "gateway.packet_len_max",
-            || "must be from 64 to 65535".into(),
+            || {
+                format!(
+                    "must be from {PACKET_LEN_MIN} (an Enter Order with {} bytes of options) to 65535",
+                    crate::wire::ouch::APPENDAGE_MAX
+                )
+            },
         )?;
         check(
             g.session_queue_bytes_max >= 4096,
@@ -1104,14 +1112,41 @@ impl Config {
                 )
             },
         )?;
+        // A broadcast address needs SO_BROADCAST, which the publisher does not set: every
+        // send would fail (EACCES), the feed lost and counted only in its send errors.
+        check(
+            m.destination
+                .parse::<std::net::SocketAddr>()
+                .is_ok_and(|d| match d.ip() {
+                    std::net::IpAddr::V4(v4) => !v4.is_broadcast(),
+                    std::net::IpAddr::V6(_) => true,
+                }),
+            "marketdata.destination",
+            || {
+                format!(
+                    "{:?} is the broadcast address: send the feed to a multicast group or a host",
+                    m.destination
+                )
+            },
+        )?;
         // The retransmission server binds its address: the feed sent there would reach it,
-        // and no listener could bind the destination on this host.
+        // and no listener could bind the destination on this host. So does an address that
+        // covers the destination's (the wildcard on its port).
         check(
             m.retransmission
                 .parse::<std::net::SocketAddr>()
-                .is_ok_and(|r| r.port() == 0 || Some(r) != m.destination.parse().ok()),
+                .is_ok_and(|r| {
+                    m.destination
+                        .parse::<std::net::SocketAddr>()
+                        .is_ok_and(|d| !overlap(r, d))
+                }),
             "marketdata.retransmission",
-            || format!("{:?} is marketdata.destination too", m.retransmission),
+            || {
+                format!(
+                    "{:?} takes the port of marketdata.destination ({})",
+                    m.retransmission, m.destination
+                )
+            },
         )?;
         check(
             crate::wire::moldudp64::Session::from_str_padded(&m.session).is_some(),
@@ -1218,6 +1253,11 @@ impl Config {
 /// picks) on the same address (an IPv4-mapped IPv6 address being its IPv4 one), or on
 /// every address of a family and one of it: `0.0.0.0` covers IPv4, `[::]` both families
 /// (Linux's default dual stack).
+/// The smallest `gateway.packet_len_max`: an Enter Order (its packet type, 47 fixed bytes)
+/// with an appendage of [`crate::wire::ouch::APPENDAGE_MAX`] bytes, more than every option
+/// OUCH 5.0 lists for it once each (92).
+pub const PACKET_LEN_MIN: usize = 1 + 47 + crate::wire::ouch::APPENDAGE_MAX;
+
 fn overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
     let covers = |x: std::net::IpAddr, y: std::net::IpAddr| {
         x == y || (x.is_unspecified() && (x.is_ipv6() || y.is_ipv4()))
@@ -1487,7 +1527,7 @@ mod tests {
     /// at load, naming their key.
     #[test]
     fn refused_at_load_what_would_fail_later() {
-        let cases: [(&str, &str, &str); 10] = [
+        let cases: [(&str, &str, &str); 13] = [
             (
                 "username = \"MM2\"",
                 "username = \"mm1\"",
@@ -1530,6 +1570,24 @@ mod tests {
                 "destination = \"127.0.0.1:15001\"",
                 "destination = \"127.0.0.1:0\"",
                 "marketdata.destination",
+            ),
+            // The wildcard on the feed's port takes the feed's datagrams.
+            (
+                "retransmission = \"127.0.0.1:15002\"",
+                "retransmission = \"0.0.0.0:15001\"",
+                "marketdata.retransmission",
+            ),
+            // Without SO_BROADCAST every send fails.
+            (
+                "destination = \"127.0.0.1:15001\"",
+                "destination = \"255.255.255.255:15001\"",
+                "marketdata.destination",
+            ),
+            // An Enter Order with three options is 66 bytes.
+            (
+                "packet_len_max = 512",
+                "packet_len_max = 64",
+                "gateway.packet_len_max",
             ),
             // Every address and the admin endpoint's own: one port, bound twice.
             (

@@ -348,6 +348,14 @@ fn feed_socket(m: &MarketDataSection, destination: SocketAddr) -> io::Result<Udp
                 })?;
         }
     }
+    // An IPv6 group's hop limit is `multicast_ttl` too (it was left at the kernel's 1:
+    // subscribers beyond a router heard nothing).
+    if let SocketAddr::V6(v6) = destination
+        && v6.ip().is_multicast()
+    {
+        socket2::SockRef::from(&stream).set_multicast_hops_v6(m.multicast_ttl)?;
+        stream.set_multicast_loop_v6(true)?;
+    }
     Ok(stream)
 }
 
@@ -699,6 +707,23 @@ impl Feed {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A multicast group's packets leave with `multicast_ttl` hops, an IPv6 group's too
+    /// (its hop limit was left at the kernel's 1), and loop back to listeners on the host.
+    #[test]
+    fn a_multicast_feed_has_the_configured_hops_in_both_families() {
+        let m = MarketDataSection {
+            multicast_ttl: 16,
+            ..MarketDataSection::default()
+        };
+        let v4 = feed_socket(&m, "239.1.2.3:15001".parse().unwrap()).unwrap();
+        assert_eq!(v4.multicast_ttl_v4().unwrap(), 16);
+        assert!(v4.multicast_loop_v4().unwrap());
+        // Needs IPv6 on the host (it has `::1` wherever these tests run).
+        let v6 = feed_socket(&m, "[ff15::1]:15001".parse().unwrap()).unwrap();
+        assert_eq!(socket2::SockRef::from(&v6).multicast_hops_v6().unwrap(), 16);
+        assert!(v6.multicast_loop_v6().unwrap());
+    }
 
     /// A journal with no record takes the configuration's settings (written, over what a
     /// failed start left); one with records keeps its own, told whether the configuration
