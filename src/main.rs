@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
-use ironmatch::book::{Command, CommandBody, Echo, Matcher, NewOrder, TimeInForce};
+use ironmatch::book::{
+    Command, CommandBody, DayEvent, Echo, Matcher, NewOrder, TimeInForce, VenueCommand,
+};
 use ironmatch::config::Config;
 use ironmatch::feed::{ListenerOptions, run_listener};
 use ironmatch::replay::{self, ReplayOptions};
@@ -529,6 +531,17 @@ fn main() -> ExitCode {
             };
             let also = connect.split_off(1);
             let connect = connect[0];
+            // A count of sessions the configuration cannot give is refused (0 was blamed on
+            // the configuration; a count above its users was cut down without a word).
+            if let Some(n) = sessions
+                && !(1..=config.users.len()).contains(&n)
+            {
+                eprintln!(
+                    "ironmatch load: --sessions {n}: from 1 to the configuration's {} users",
+                    config.users.len()
+                );
+                return ExitCode::from(2);
+            }
             let book = config.book_config().expect("validated at load");
             let users: Vec<(String, String)> = config
                 .users
@@ -695,10 +708,17 @@ fn main() -> ExitCode {
             ..
         } => {
             let m = &config.marketdata;
-            let seconds = |s: Option<f64>| {
-                s.filter(|s| *s > 0.0 && s.is_finite())
-                    .map(std::time::Duration::from_secs_f64)
-            };
+            // Each above 0 and at most a day, or refused (a value like 1e20 overflowed
+            // `Duration` and panicked; 0 or a negative one was dropped without a word).
+            const DAY_SECS: f64 = 86_400.0;
+            let fits = |s: Option<f64>| s.is_none_or(|s| s > 0.0 && s <= DAY_SECS);
+            if !fits(interval) || !fits(duration) || drop_every == Some(0) {
+                eprintln!(
+                    "ironmatch feed: --interval and --duration must be above 0 and at most 86400 (a day), --drop-every above 0"
+                );
+                return ExitCode::from(2);
+            }
+            let seconds = |s: Option<f64>| s.map(std::time::Duration::from_secs_f64);
             let session = match session.as_deref().map(Session::from_str_padded) {
                 Some(None) => {
                     eprintln!("ironmatch feed: --session: 1 to 10 printable ASCII characters");
@@ -716,7 +736,7 @@ fn main() -> ExitCode {
                 orders,
                 json,
                 duration: seconds(duration),
-                drop_every: drop_every.filter(|n| *n > 0),
+                drop_every,
                 clock: config
                     .schedule()
                     .map_or_else(ironmatch::venue::VenueClock::utc, |s| {
@@ -1204,6 +1224,26 @@ fn demo(config: &Config) {
     let mut refs = vec![0u32; book.owners.len()];
     let mut ts = 34_200_000_000_000u64;
     let mut events = Vec::new();
+    // With a `[venue]` (the shipped configuration) the book starts closed: the day opens
+    // first, as the gateway's schedule would open it (before, every order of the demo was
+    // rejected as the market closed).
+    if book.scheduled {
+        println!("-- the trading day opens");
+        for event in &DayEvent::ALL[..3] {
+            events.clear();
+            matcher.apply(
+                &Command {
+                    ts: Timestamp(ts),
+                    owner: OwnerId(0),
+                    body: CommandBody::Venue(VenueCommand::SystemEvent(*event)),
+                },
+                &mut events,
+            );
+            for e in &events {
+                println!("{e}");
+            }
+        }
+    }
     let mut send =
         |owner: u16, side: Side, ticks: i64, lots: u32, tif: TimeInForce, max_floor: u32| {
             refs[usize::from(owner)] += 1;

@@ -106,9 +106,11 @@ fn an_operator_halt_blocks_trades_and_a_resume_lets_them_through() {
         (v["ok"].as_bool(), v["canceled"].as_u64()),
         (Some(true), Some(0))
     );
+    // A number a JSON reader with doubles (JavaScript, jq 1.6) keeps exact: at most 2^53
+    // (it was the clock in nanoseconds, about 1.8e18).
     assert!(
-        v["request"].as_u64().is_some(),
-        "journaled with a request number"
+        v["request"].as_u64().is_some_and(|r| r > 0 && r <= 1 << 53),
+        "journaled with a request number: {v}"
     );
     wait_state(&server, "AAPL", "halted");
     mm2.limit(1, b'B', 100, "AAPL", PX).unwrap();
@@ -311,4 +313,64 @@ fn an_automatic_pause_triggers_on_a_runaway_sweep_and_lifts_by_itself() {
     assert_eq!(actions, pairs(&[('T', ""), ('P', "LUDP"), ('T', "")]));
     replay_verifies(&dir, &config);
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `ironmatch demo` with the shipped configuration (a `[venue]`: the book starts closed)
+/// opens the day, then its makers' quotes rest and the taker's sweep trades: it rejected
+/// every order as the market closed, and ended with "0 orders rest".
+#[test]
+fn the_demo_with_the_shipped_configuration_trades() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+        .args(["demo", "--config"])
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/ironmatch.toml"
+        ))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("-- the trading day opens"), "{text}");
+    let executed = text
+        .lines()
+        .filter(|l| l.to_ascii_lowercase().contains("executed"))
+        .count();
+    assert!(executed > 0, "the sweep traded: {text}");
+    let resting = text
+        .lines()
+        .find_map(|l| l.strip_prefix("-- ")?.split_once(" orders rest"))
+        .map(|(n, _)| n.parse::<usize>().unwrap())
+        .unwrap_or_else(|| panic!("a count of resting orders: {text}"));
+    assert!(resting > 0, "{text}");
+    assert!(!text.contains("rejected"), "{text}");
+}
+
+/// Arguments the tools cannot honour are refused (exit 2, naming them) before anything is
+/// bound or connected: `feed --interval 1e20` panicked, `--duration 0` and `--drop-every 0`
+/// were dropped without a word, `load --sessions 0` blamed the configuration and a count
+/// above its users was cut down.
+#[test]
+fn the_tools_refuse_arguments_they_cannot_honour() {
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/config/ironmatch.toml");
+    for args in [
+        &["feed", "--interval", "1e20"][..],
+        &["feed", "--duration", "0"],
+        &["feed", "--duration=-5", "--interval", "1"],
+        &["feed", "--interval", "NaN"],
+        &["feed", "--drop-every", "0"],
+        &["load", "--sessions", "0"],
+        &["load", "--sessions", "1000"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"))
+            .args(args)
+            .args(["--config", config])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(args[1].split('=').next().unwrap()) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
 }
