@@ -279,13 +279,28 @@ impl ActionSender {
                     }
                 }
             }
-            // The engine stopped with the action unanswered: it may have been taken (in a
-            // cluster the next leader may apply an entry the stopped one proposed), so the
-            // answer says what is known, not that it was not done.
-            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => ActionReply::refused(
-                503,
-                "the engine stopped before answering: the action may have been applied (in a cluster, by the next leader): see the journal before retrying",
-            ),
+            // The engine stopped with the action unanswered. One it never took (posted while
+            // it drained: the queue went with the gateway) was not applied, and the claim
+            // makes sure it never is; one it took may have been (in a cluster the next
+            // leader may apply an entry the stopped one proposed), so the answer says what
+            // is known, not that it was not done.
+            Err(crossbeam::channel::RecvTimeoutError::Disconnected) => {
+                let never_taken = claim
+                    .state
+                    .compare_exchange(QUEUED, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok();
+                if never_taken {
+                    ActionReply::refused(
+                        503,
+                        "the engine stopped before taking the action: not applied; safe to retry once it is back",
+                    )
+                } else {
+                    ActionReply::refused(
+                        503,
+                        "the engine stopped before answering: the action may have been applied (in a cluster, by the next leader): see the journal before retrying",
+                    )
+                }
+            }
         }
     }
 }
@@ -435,6 +450,35 @@ pub fn parse(path: &str, query: &str) -> Option<Result<AdminAction, String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An engine that stops with an action unanswered: one it never took (posted while it
+    /// drained, dropped with its queue) is answered "not applied" (it was "may have been
+    /// applied", and the operator who believed it found the instrument trading); one it
+    /// took still says it may have been.
+    #[test]
+    fn an_action_the_stopped_engine_never_took_is_not_applied() {
+        for take_first in [false, true] {
+            let (sender, receiver) = queue(Arc::new(|| {}));
+            let gateway = std::thread::spawn(move || {
+                let request = receiver.recv().unwrap();
+                if take_first {
+                    assert!(request.take());
+                }
+                // The gateway ends: the request and its queue are dropped unanswered.
+                drop(request);
+                drop(receiver);
+            });
+            let reply = sender.run_within(AdminAction::VenueHalt(false), Duration::from_secs(10));
+            gateway.join().unwrap();
+            assert_eq!(reply.status, 503);
+            let text = reply.body.to_string();
+            if take_first {
+                assert!(text.contains("may have been applied"), "{text}");
+            } else {
+                assert!(text.contains("not applied"), "{text}");
+            }
+        }
+    }
 
     /// A bare or empty `reason` names no reason and is refused (a bare one became the
     /// reason "true", an empty one a blank reason); a bare `cancel` still means cancel. A

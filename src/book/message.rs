@@ -1202,15 +1202,7 @@ const _: () = assert!(std::mem::size_of::<Event>() <= 96);
 impl std::fmt::Display for Event {
     /// One line per event, for people reading demos, logs and journal audits.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let ts = self.ts.0;
-        write!(
-            f,
-            "{:02}:{:02}:{:02}.{:09} ",
-            ts / 3_600_000_000_000,
-            ts / 60_000_000_000 % 60,
-            ts / 1_000_000_000 % 60,
-            ts % 1_000_000_000
-        )?;
+        write!(f, "{} ", self.ts)?;
         match &self.body {
             EventBody::Accepted { owner, order: o }
             | EventBody::Replaced {

@@ -205,8 +205,10 @@ pub struct Gateway {
     pending_actions: Vec<(u64, AdminAction, crossbeam::channel::Sender<ActionReply>)>,
     /// The state of the last Trading Action seen, for an operator's result.
     last_trading_state: Option<crate::book::TradingState>,
-    /// The next operator request number (starts from the clock, so numbers are unique
-    /// across restarts too).
+    /// The next operator request number: starts from the clock in microseconds, so numbers
+    /// are unique across restarts too (an engine makes far fewer requests than microseconds
+    /// pass) and stay below 2^53 (until the year 2255), which a JSON reader with doubles
+    /// (JavaScript, jq 1.6) keeps exact; the clock in nanoseconds did not.
     next_request: u64,
     /// Set by the session stores' thread when a read of a store file is done.
     store_read_done: Arc<AtomicBool>,
@@ -334,7 +336,7 @@ impl Gateway {
             actions: None,
             pending_actions: Vec::with_capacity(PENDING_ACTIONS_MAX),
             last_trading_state: None,
-            next_request: crate::venue::epoch_ns().max(1) as u64,
+            next_request: (crate::venue::epoch_ns() / 1_000).max(1) as u64,
             store_read_done: spiller.read_done(),
             cluster: None,
             leading: true,
@@ -1614,7 +1616,12 @@ impl Agent for Gateway {
         }
         if !self.draining {
             work += self.take_actions();
-            work += usize::from(self.serve_waiting());
+            // Once the day's End of Messages is queued nothing more is framed: connections
+            // left waiting (a packet that met the day's end, a turn's budget used up) had
+            // up to a turn of commands sequenced after the day's last record.
+            if !self.day_over.load(Ordering::Relaxed) {
+                work += usize::from(self.serve_waiting());
+            }
             if self.shutdown.load(Ordering::Relaxed) {
                 self.draining = true;
                 self.begin_drain();
