@@ -1130,15 +1130,19 @@ impl Config {
             },
         )?;
         // The retransmission server binds its address: the feed sent there would reach it,
-        // and no listener could bind the destination on this host. So does an address that
-        // covers the destination's (the wildcard on its port).
+        // and no listener could bind the destination on this host. So does the wildcard on
+        // the destination's port when the destination is on this host or a group joined
+        // here (loopback, multicast); a remote unicast destination is another host's port.
         check(
             m.retransmission
                 .parse::<std::net::SocketAddr>()
                 .is_ok_and(|r| {
                     m.destination
                         .parse::<std::net::SocketAddr>()
-                        .is_ok_and(|d| !overlap(r, d))
+                        .is_ok_and(|d| {
+                            let here = d.ip().is_loopback() || d.ip().is_multicast();
+                            !(overlap(r, d) && (here || r.ip() == d.ip()))
+                        })
                 }),
             "marketdata.retransmission",
             || {
@@ -1249,15 +1253,15 @@ impl Config {
     }
 }
 
-/// Whether binding both addresses would collide: the same port (not 0, which the OS
-/// picks) on the same address (an IPv4-mapped IPv6 address being its IPv4 one), or on
-/// every address of a family and one of it: `0.0.0.0` covers IPv4, `[::]` both families
-/// (Linux's default dual stack).
 /// The smallest `gateway.packet_len_max`: an Enter Order (its packet type, 47 fixed bytes)
 /// with an appendage of [`crate::wire::ouch::APPENDAGE_MAX`] bytes, more than every option
 /// OUCH 5.0 lists for it once each (92).
 pub const PACKET_LEN_MIN: usize = 1 + 47 + crate::wire::ouch::APPENDAGE_MAX;
 
+/// Whether binding both addresses would collide: the same port (not 0, which the OS
+/// picks) on the same address (an IPv4-mapped IPv6 address being its IPv4 one), or on
+/// every address of a family and one of it: `0.0.0.0` covers IPv4, `[::]` both families
+/// (Linux's default dual stack).
 fn overlap(a: std::net::SocketAddr, b: std::net::SocketAddr) -> bool {
     let covers = |x: std::net::IpAddr, y: std::net::IpAddr| {
         x == y || (x.is_unspecified() && (x.is_ipv6() || y.is_ipv4()))
@@ -1601,6 +1605,19 @@ mod tests {
             let e = error_for(|s| s.replacen(from, to, 1));
             assert!(e.contains(key), "{to}: {e}");
         }
+        // The wildcard on the port of another host's unicast destination takes nothing.
+        let remote = SHIPPED
+            .replacen(
+                "destination = \"127.0.0.1:15001\"",
+                "destination = \"10.0.0.5:15001\"",
+                1,
+            )
+            .replacen(
+                "retransmission = \"127.0.0.1:15002\"",
+                "retransmission = \"0.0.0.0:15001\"",
+                1,
+            );
+        Config::parse(&remote, "test.toml").unwrap();
     }
 
     /// A malformed password or token is reported by line, its value not shown.

@@ -979,11 +979,12 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
     // A file is written beside its name and renamed over it only once whole and synced: a
     // journal the export refuses (another book configuration, damage) leaves an earlier
     // export as it was. What is not a file (a pipe, a terminal), and a link under `/dev` or
-    // `/proc` (`/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`: a descriptor redirected to a
-    // file is written there, appended to if so opened), is written through. A plain file
-    // under `/dev` (`/dev/shm/day.itch`, on a tmpfs) is a file like any other: replaced
-    // whole (it was written through, and an earlier, longer day's tail stayed after the
-    // new stream).
+    // `/proc` (`/dev/stdout`, `/dev/fd/N`, `/proc/self/fd/N`: a descriptor the shell
+    // redirected), is written through, a file behind such a link appended to: the shell's
+    // `>` emptied it, its `>>` keeps what it held (opened anew without append, the stream
+    // overwrote the file's start and left any longer tail). A plain file under `/dev`
+    // (`/dev/shm/day.itch`, on a tmpfs) is a file like any other: replaced whole (it was
+    // written through, and an earlier, longer day's tail stayed after the new stream).
     let descriptor = (file.starts_with("/dev") || file.starts_with("/proc"))
         && std::fs::symlink_metadata(file).is_ok_and(|m| m.file_type().is_symlink());
     let through = descriptor || std::fs::metadata(&target).is_ok_and(|m| !m.file_type().is_file());
@@ -993,6 +994,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
     } else if through {
         std::fs::OpenOptions::new()
             .write(true)
+            .append(descriptor)
             .open(if descriptor { file } else { &target })
             .map_err(|e| format!("{}: {e}", file.display()))
             .and_then(|mut f| export(&mut f))

@@ -72,6 +72,8 @@ pub struct Summary {
     /// many of its events come after `until`). The command was re-run whole, so the books
     /// hold all its effects while the counts stop at `until`.
     pub until_inside: Option<(u64, u64)>,
+    /// The journal holds the mark of a failed `fdatasync` (warned of on stderr).
+    pub sync_failed: bool,
 }
 
 /// Where a torn tail starts.
@@ -270,7 +272,7 @@ pub fn replay(
             ),
         });
     }
-    warn_if_sync_failed(dir);
+    let sync_failed = warn_if_sync_failed(dir);
     // What a snapshot must name to be this journal's: its instance and this configuration.
     let owner = (
         journal::first_header(dir)?.map_or(0, |h| h.instance),
@@ -280,6 +282,7 @@ pub fn replay(
     let mut summary = Summary {
         instruments: book.instruments.len(),
         determinism_verified: options.verify_determinism,
+        sync_failed,
         ..Summary::default()
     };
     let mut produced: Vec<Event> = Vec::new();
@@ -359,7 +362,10 @@ pub fn replay(
                             CommandBody::New(o) => {
                                 taken.insert(o.user_ref);
                             }
-                            CommandBody::Replace(x) => {
+                            // Once it took (a Replaced event put it in the chain): a
+                            // failed replace leaves its reference free, and a later
+                            // request may take it, a mass cancel of this order too.
+                            CommandBody::Replace(x) if chain.contains(&x.user_ref) => {
                                 taken.insert(x.user_ref);
                             }
                             _ => {}
@@ -462,7 +468,15 @@ pub fn replay(
         }
         while let Some((seq, path)) = snapshots.next_if(|(seq, _)| *seq <= place.seq) {
             if seq == place.seq {
-                check_snapshot(&path, owner, place.seq, &matcher, &sessions, &mut summary)?;
+                check_snapshot(
+                    &path,
+                    owner,
+                    place.seq,
+                    &matcher,
+                    &sessions,
+                    &mut summary,
+                    options.verify_determinism,
+                )?;
             }
         }
         Ok(())
@@ -571,6 +585,7 @@ fn check_snapshot(
     matcher: &Matcher,
     sessions: &[u64],
     summary: &mut Summary,
+    verify_determinism: bool,
 ) -> Result<(), JournalError> {
     let snapshot = match load_snapshot(path, owner) {
         Loaded::Ours(s) => s,
@@ -597,6 +612,14 @@ fn check_snapshot(
         None
     };
     match differs {
+        // The re-run is checked against what the live engine did: a snapshot of its state
+        // that the re-run does not reach is a divergence.
+        Some(what) if verify_determinism => Err(JournalError::Diverged {
+            path: path.to_path_buf(),
+            offset: 0,
+            seq,
+            detail: format!("the snapshot's {what} differ from the replayed state"),
+        })?,
         Some(what) => {
             eprintln!(
                 "replay: warning: {}: the snapshot's {what} differ from the state replayed to record {seq}; recovery does not use it (it replays the whole journal)",
@@ -694,12 +717,13 @@ fn report(
         )?;
     }
     if let Some(t) = &summary.torn {
-        // One write of the journal's writer is one batch: a crash can cut only that one
-        // short. A longer tail is more than one write lost, which only a power loss with
-        // `fsync = "never"` leaves (its writes are acknowledged before they reach the disk).
-        let one_write_max = (journal::BATCH_LEN_MAX
-            * journal::RECORDS_PER_INPUT_MAX
-            * journal::RECORD_LEN_MAX) as u64;
+        // One write of the journal's writer is one batch, of at most 65,535 records (a
+        // start's catch-up, such as the day's end canceling every resting order, writes
+        // that many at once; the pipeline's batches are far shorter): a crash can cut only
+        // that one short. A longer tail is more than one write lost, which only a power
+        // loss with `fsync = "never"` leaves (its writes are acknowledged before they
+        // reach the disk).
+        let one_write_max = (usize::from(u16::MAX) + 1) as u64 * journal::RECORD_LEN_MAX as u64;
         let what = if t.bytes <= one_write_max {
             "a write cut short, never acknowledged".to_string()
         } else {

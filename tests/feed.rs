@@ -542,6 +542,31 @@ fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
         std::fs::read(&appended).unwrap(),
         [&b"before"[..], &good].concat()
     );
+    // Another descriptor the shell redirected, named by its link: `3>>` adds the stream
+    // after what the file held, `3>` (the file emptied) gives the stream alone; opened anew
+    // without append, the stream overwrote the start and left a longer file's tail.
+    let by_fd = setup.dir.join("by-fd.itch");
+    for (redirect, held, expected) in [
+        (">>", &b"before"[..], [&b"before"[..], &good].concat()),
+        (">", &vec![b'x'; good.len() * 2][..], good.clone()),
+    ] {
+        std::fs::write(&by_fd, held).unwrap();
+        let shell = format!(
+            "{} replay --config {} --journal {} --itch /dev/fd/3 3{redirect} {}",
+            env!("CARGO_BIN_EXE_ironmatch"),
+            setup.config_path.display(),
+            setup.config.journal.dir,
+            by_fd.display()
+        );
+        assert!(
+            Command::new("sh")
+                .args(["-c", &shell])
+                .status()
+                .unwrap()
+                .success()
+        );
+        assert_eq!(std::fs::read(&by_fd).unwrap(), expected, "3{redirect}");
+    }
     // A pipe is written through.
     let fifo = setup.dir.join("fifo.itch");
     assert!(

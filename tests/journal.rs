@@ -159,12 +159,13 @@ fn a_torn_last_record_is_truncated_at_every_byte_offset() {
         full.len() - 1,
         "not repaired"
     );
-    // A tail longer than one write can be (zeros: a power loss kept the file's length, not
-    // its data) is not called never acknowledged.
-    std::fs::write(&path, [&full[..], &vec![0u8; 1 << 20]].concat()).unwrap();
+    // A tail longer than one write can be (65,536 records of 256 bytes; zeros: a power loss
+    // kept the file's length, not its data) is not called never acknowledged.
+    let zeros = 17 << 20;
+    std::fs::write(&path, [&full[..], &vec![0u8; zeros]].concat()).unwrap();
     let mut text = Vec::new();
     let summary = ironmatch::replay::replay(&dir, &book, &options, &mut text).unwrap();
-    assert_eq!(summary.torn.map(|t| t.bytes), Some(1 << 20));
+    assert_eq!(summary.torn.map(|t| t.bytes), Some(zeros as u64));
     let text = String::from_utf8(text).unwrap();
     assert!(
         text.contains("longer than one write can be") && !text.contains("never acknowledged"),
@@ -1337,6 +1338,14 @@ fn a_snapshot_that_disagrees_with_the_journal_is_skipped() {
     let text = String::from_utf8(out).unwrap();
     assert!(text.contains("1 differing from it"), "{text}");
     assert_eq!(summary.last_seq, end);
+    // Checking determinism, it is a divergence: the live engine's state, which the re-run
+    // does not reach.
+    let verify = ironmatch::replay::ReplayOptions {
+        verify_determinism: true,
+        ..Default::default()
+    };
+    let e = ironmatch::replay::replay(&dir, &book, &verify, &mut Vec::new()).unwrap_err();
+    assert!(matches!(e, JournalError::Diverged { .. }), "{e}");
 }
 
 /// A journal holding the mark of a failed `fdatasync` is replayed with a warning (what
@@ -1349,7 +1358,8 @@ fn a_journal_whose_sync_failed_is_replayed_with_a_warning() {
     std::fs::write(&mark, "some-boot\nInput/output error (os error 5)\n").unwrap();
     assert!(ironmatch::replay::warn_if_sync_failed(&dir));
     let options = ironmatch::replay::ReplayOptions::default();
-    ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new()).unwrap();
+    let summary = ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new()).unwrap();
+    assert!(summary.sync_failed, "replay warned of it");
     assert!(mark.exists(), "replay changes nothing");
     std::fs::remove_dir_all(&dir).ok();
 }
@@ -2143,4 +2153,107 @@ fn a_dropped_server_stops_and_its_journal_is_complete() {
     assert_eq!(next_type(&mut taker).0, outbound::ACCEPTED);
     assert_eq!(next_type(&mut taker).0, outbound::EXECUTED);
     server.stop().unwrap();
+}
+
+/// The audit of an order whose replace failed under a halt (the original stays live and
+/// the replace's new reference stays free) shows the mass cancel that later takes that
+/// reference and cancels the order: the reference was never the order's. (The audit took
+/// every replace's new reference as the order's, hid the mass cancel as reusing it, and
+/// with it the order's cancel.)
+#[test]
+fn an_audit_shows_a_cancel_by_a_request_taking_a_failed_replaces_reference() {
+    use ironmatch::book::{
+        Command, CommandBody, Echo, NewOrder, OperatorAction, ReplaceOrder, TimeInForce,
+        VenueCommand,
+    };
+    use ironmatch::types::{OwnerId, Price, Qty, Side, Timestamp, UserRef};
+    let dir = temp_dir("audit-failed-replace");
+    let book = flow_config(StpMode::CancelResting);
+    let spec = book.instruments[0];
+    let mut writer = JournalWriter::open(
+        &dir,
+        first_header(&book),
+        None,
+        1,
+        FsyncMode::Never,
+        1 << 30,
+    )
+    .unwrap();
+    let mut matcher = Matcher::new(&book);
+    let owner = OwnerId(1);
+    let venue = |request, action| CommandBody::Venue(VenueCommand::Operator { request, action });
+    let commands = [
+        CommandBody::New(NewOrder {
+            user_ref: UserRef(5),
+            side: Side::Buy,
+            qty: Qty(spec.lot),
+            symbol: spec.symbol,
+            price: Some(spec.ref_price),
+            tif: TimeInForce::Day,
+            hidden: false,
+            post_only: false,
+            min_qty: Qty(0),
+            max_floor: Qty(0),
+            firm: book.owners[1].firm,
+            echo: Echo::default(),
+        }),
+        venue(1, OperatorAction::VenueHalt(true)),
+        CommandBody::Replace(ReplaceOrder {
+            orig_user_ref: UserRef(5),
+            user_ref: UserRef(7),
+            qty: Qty(spec.lot),
+            price: Price(spec.ref_price.0 - spec.tick.0),
+            tif: TimeInForce::Day,
+            hidden: false,
+            post_only: false,
+            min_qty: Qty(0),
+            max_floor: Qty(0),
+            echo: Echo::default(),
+        }),
+        venue(2, OperatorAction::VenueHalt(false)),
+        CommandBody::MassCancel {
+            user_ref: UserRef(7),
+            firm: book.owners[1].firm,
+            symbol: spec.symbol,
+            side: None,
+        },
+    ];
+    let mut events = Vec::new();
+    let mut all = Vec::new();
+    for (i, body) in commands.into_iter().enumerate() {
+        let cmd = Command {
+            ts: Timestamp(34_200_000_000_000 + i as u64),
+            owner,
+            body,
+        };
+        events.clear();
+        matcher.apply(&cmd, &mut events);
+        writer.stage(&Entry::Command(cmd));
+        for e in &events {
+            writer.stage(&Entry::Event(*e));
+        }
+        all.extend_from_slice(&events);
+    }
+    writer.commit().unwrap();
+    drop(writer);
+    // The flow as meant: the replace refused under the halt, the mass cancel taking 7 and
+    // canceling order 5.
+    let canceled = |e: &ironmatch::book::Event| matches!(e.body, ironmatch::book::EventBody::Canceled { user_ref, .. } if user_ref == UserRef(5));
+    assert!(all.iter().any(canceled), "{all:?}");
+    let options = ironmatch::replay::ReplayOptions {
+        order: Some((owner, UserRef(5))),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    ironmatch::replay::replay(&dir, &book, &options, &mut out).unwrap();
+    let audit = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = audit.lines().collect();
+    let cancel = lines
+        .iter()
+        .position(|l| l.contains(" event ") && l.contains("Canceled"))
+        .unwrap_or_else(|| panic!("the order's cancel: {audit}"));
+    assert!(
+        cancel > 0 && lines[cancel - 1].contains("MassCancel"),
+        "the mass cancel caused it: {audit}"
+    );
 }
