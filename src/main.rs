@@ -965,6 +965,7 @@ fn export_itch(config: &Config, journal: &std::path::Path, file: &std::path::Pat
         return ExitCode::from(2);
     }
     ironmatch::replay::warn_if_sync_failed(journal);
+    ironmatch::replay::warn_if_in_use(journal);
     // The export writes in chunks of its own (1 MiB): no buffer in front.
     let export = |mut out: &mut dyn std::io::Write| {
         ironmatch::feed::stream::export_itch(

@@ -74,6 +74,9 @@ pub struct Summary {
     pub until_inside: Option<(u64, u64)>,
     /// The journal holds the mark of a failed `fdatasync` (warned of on stderr).
     pub sync_failed: bool,
+    /// An engine held the journal's lock when the replay began (warned of on stderr): it
+    /// may have been writing, so a torn tail can be its batch in the middle of its write.
+    pub in_use: bool,
 }
 
 /// Where a torn tail starts.
@@ -273,6 +276,7 @@ pub fn replay(
         });
     }
     let sync_failed = warn_if_sync_failed(dir);
+    let in_use = warn_if_in_use(dir);
     // What a snapshot must name to be this journal's: its instance and this configuration.
     let owner = (
         journal::first_header(dir)?.map_or(0, |h| h.instance),
@@ -283,6 +287,7 @@ pub fn replay(
         instruments: book.instruments.len(),
         determinism_verified: options.verify_determinism,
         sync_failed,
+        in_use,
         ..Summary::default()
     };
     let mut produced: Vec<Event> = Vec::new();
@@ -538,6 +543,31 @@ pub fn warn_if_sync_failed(dir: &Path) -> bool {
     true
 }
 
+/// Warns, on stderr, when an engine holds the journal's lock ([`journal::LOCK_NAME`]):
+/// the replay reads a journal being written, whose last batch may be mid-write (reported
+/// as a torn tail that the writer is still completing). Returns whether it warned. Takes
+/// the lock for a moment when it is free (a `serve` starting then waits for it:
+/// [`journal::LOCK_PATIENCE`]); never creates the file.
+pub fn warn_if_in_use(dir: &Path) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join(journal::LOCK_NAME))
+    else {
+        return false;
+    };
+    match file.try_lock() {
+        Ok(()) => false,
+        Err(std::fs::TryLockError::WouldBlock) => {
+            eprintln!(
+                "replay: warning: {}: a running engine holds this journal: it may be writing, and a torn tail may be its batch in the middle of a write",
+                dir.display()
+            );
+            true
+        }
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
 /// What a snapshot file is to the journal replayed.
 enum Loaded {
     /// Of this journal.
@@ -770,7 +800,8 @@ fn report(
     Ok(())
 }
 
-/// Parses `USER:REF` against the configured usernames.
+/// Parses `USER:REF` against `usernames`: the journal's users (the names it kept, or the
+/// configuration's for an older build's journal).
 pub fn parse_order(text: &str, usernames: &[String]) -> io::Result<(OwnerId, UserRef)> {
     let bad = || {
         io::Error::new(
@@ -785,7 +816,10 @@ pub fn parse_order(text: &str, usernames: &[String]) -> io::Result<(OwnerId, Use
         .ok_or_else(|| {
             io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("--order: no user {user:?} in the configuration"),
+                format!(
+                    "--order: no user {user:?} among the journal's users ({})",
+                    usernames.join(", ")
+                ),
             )
         })?;
     // Journals of `serve` hold OUCH references (UserRefNum, 32 bits); caller keys exist

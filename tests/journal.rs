@@ -1349,9 +1349,10 @@ fn a_snapshot_that_disagrees_with_the_journal_is_skipped() {
 }
 
 /// A journal holding the mark of a failed `fdatasync` is replayed with a warning (what
-/// reads back may not be on disk), and the mark stays for `serve` to judge.
+/// reads back may not be on disk), and the mark stays for `serve` to judge; so is one an
+/// engine holds (it may be writing its last batch), the lock left to it.
 #[test]
-fn a_journal_whose_sync_failed_is_replayed_with_a_warning() {
+fn a_journal_whose_sync_failed_or_in_use_is_replayed_with_a_warning() {
     let (dir, book) = write_flow(100);
     assert!(!ironmatch::replay::warn_if_sync_failed(&dir));
     let mark = dir.join(journal::SYNC_FAILED_NAME);
@@ -1360,7 +1361,19 @@ fn a_journal_whose_sync_failed_is_replayed_with_a_warning() {
     let options = ironmatch::replay::ReplayOptions::default();
     let summary = ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new()).unwrap();
     assert!(summary.sync_failed, "replay warned of it");
+    assert!(!summary.in_use);
     assert!(mark.exists(), "replay changes nothing");
+    // A journal an engine holds (its lock taken) is replayed with a warning that it may be
+    // being written; the lock is the engine's still.
+    let lock = journal::lock_dir(&dir).unwrap();
+    let summary = ironmatch::replay::replay(&dir, &book, &options, &mut Vec::new()).unwrap();
+    assert!(summary.in_use, "replay warned of it");
+    assert!(
+        ironmatch::replay::warn_if_in_use(&dir),
+        "the lock is still the engine's"
+    );
+    drop(lock);
+    assert!(!ironmatch::replay::warn_if_in_use(&dir));
     std::fs::remove_dir_all(&dir).ok();
 }
 
