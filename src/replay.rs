@@ -644,12 +644,14 @@ fn check_snapshot(
     match differs {
         // The re-run is checked against what the live engine did: a snapshot of its state
         // that the re-run does not reach is a divergence.
-        Some(what) if verify_determinism => Err(JournalError::Diverged {
-            path: path.to_path_buf(),
-            offset: 0,
-            seq,
-            detail: format!("the snapshot's {what} differ from the replayed state"),
-        })?,
+        Some(what) if verify_determinism => {
+            return Err(JournalError::Diverged {
+                path: path.to_path_buf(),
+                offset: 0,
+                seq,
+                detail: format!("the snapshot's {what} differ from the replayed state"),
+            });
+        }
         Some(what) => {
             eprintln!(
                 "replay: warning: {}: the snapshot's {what} differ from the state replayed to record {seq}; recovery does not use it (it replays the whole journal)",

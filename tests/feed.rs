@@ -521,23 +521,27 @@ fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
         assert_eq!(refused.status.code(), Some(2), "{name}: {refused:?}");
         assert_eq!(std::fs::read(raft.join(name)).unwrap(), b"kept", "{name}");
     }
+    // `replay --itch NAME REDIRECT FILE` through the shell.
+    let through_shell = |name: &str, redirect: &str, file: &Path| {
+        let shell = format!(
+            "{} replay --config {} --journal {} --itch {name} {redirect} {}",
+            env!("CARGO_BIN_EXE_ironmatch"),
+            setup.config_path.display(),
+            setup.config.journal.dir,
+            file.display()
+        );
+        assert!(
+            Command::new("sh")
+                .args(["-c", &shell])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
     // Standard output is the process's own, as redirected: appended to with `>>`.
     let appended = setup.dir.join("appended.itch");
     std::fs::write(&appended, b"before").unwrap();
-    let shell = format!(
-        "{} replay --config {} --journal {} --itch /dev/stdout >> {}",
-        env!("CARGO_BIN_EXE_ironmatch"),
-        setup.config_path.display(),
-        setup.config.journal.dir,
-        appended.display()
-    );
-    assert!(
-        Command::new("sh")
-            .args(["-c", &shell])
-            .status()
-            .unwrap()
-            .success()
-    );
+    through_shell("/dev/stdout", ">>", &appended);
     assert_eq!(
         std::fs::read(&appended).unwrap(),
         [&b"before"[..], &good].concat()
@@ -551,20 +555,7 @@ fn an_export_replaces_its_file_only_when_whole_and_never_a_journals_file() {
         (">", &vec![b'x'; good.len() * 2][..], good.clone()),
     ] {
         std::fs::write(&by_fd, held).unwrap();
-        let shell = format!(
-            "{} replay --config {} --journal {} --itch /dev/fd/3 3{redirect} {}",
-            env!("CARGO_BIN_EXE_ironmatch"),
-            setup.config_path.display(),
-            setup.config.journal.dir,
-            by_fd.display()
-        );
-        assert!(
-            Command::new("sh")
-                .args(["-c", &shell])
-                .status()
-                .unwrap()
-                .success()
-        );
+        through_shell("/dev/fd/3", &format!("3{redirect}"), &by_fd);
         assert_eq!(std::fs::read(&by_fd).unwrap(), expected, "3{redirect}");
     }
     // A pipe is written through.
