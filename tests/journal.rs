@@ -859,6 +859,62 @@ fn recovery_refuses_another_configuration() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A segment of another engine's journal (a restore mixing two directories) is refused by
+/// recovery, by `replay` and by a follower, naming the file, and nothing on disk changes.
+#[test]
+fn a_segment_of_another_journal_is_refused() {
+    let (dir, book) = write_flow_in_segments(600, 16 * 1024);
+    let paths = journal::segment_paths(&dir).unwrap();
+    assert!(paths.len() >= 3, "{} segments", paths.len());
+    // The second segment's header as another engine would have written it: same
+    // configuration and sequence numbers, another instance.
+    let foreign = &paths[1];
+    let mut bytes = std::fs::read(foreign).unwrap();
+    let mut header = journal::read_header(&bytes).unwrap();
+    header.instance = 0x5eed;
+    bytes[..journal::HEADER_LEN].copy_from_slice(&journal::write_header(&header));
+    std::fs::write(foreign, &bytes).unwrap();
+    let before: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    let refused = |result: Result<(), JournalError>, what: &str| match result {
+        Err(e @ JournalError::Instance { .. }) => {
+            let text = e.to_string();
+            assert!(
+                text.contains(&foreign.display().to_string())
+                    && text.contains("0000000000005eed")
+                    && text.contains("another journal"),
+                "{what}: {text}"
+            );
+        }
+        other => panic!("{what}: {other:?}"),
+    };
+    refused(
+        journal::recover(&dir, &book, |_| {}).map(|_| ()),
+        "recovery",
+    );
+    refused(
+        ironmatch::replay::replay(
+            &dir,
+            &book,
+            &ironmatch::replay::ReplayOptions::default(),
+            &mut Vec::new(),
+        )
+        .map(|_| ()),
+        "replay",
+    );
+    let mut follower = journal::Follower::new(&dir, journal::fingerprint(&book), 1);
+    refused(
+        (|| loop {
+            if follower.poll(|_, _| Ok(()))? == 0 {
+                return Ok(());
+            }
+        })(),
+        "follower",
+    );
+    let after: Vec<Vec<u8>> = paths.iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert!(after == before, "nothing changed on disk");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
 #[test]
 fn recovery_replays_to_the_same_books() {
     let (dir, book) = write_flow(3_000);

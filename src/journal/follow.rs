@@ -34,6 +34,8 @@ pub struct Follower {
     fingerprint: u64,
     next_seq: u64,
     segment: Option<Segment>,
+    /// The engine instance of the first segment opened: every later one must name it.
+    instance: Option<u64>,
     /// The writer's count of records written (and, with `fsync = "always"`, made
     /// durable): records past it are in the file but not yet promised, and wait.
     limit: Option<Arc<AtomicU64>>,
@@ -47,6 +49,7 @@ impl Follower {
             fingerprint,
             next_seq,
             segment: None,
+            instance: None,
             limit: None,
         }
     }
@@ -191,6 +194,14 @@ impl Follower {
         })?;
         if header.fingerprint != self.fingerprint {
             return Err(JournalError::Fingerprint { path: path.clone() });
+        }
+        let expected = *self.instance.get_or_insert(header.instance);
+        if header.instance != expected {
+            return Err(JournalError::Instance {
+                path: path.clone(),
+                expected,
+                found: header.instance,
+            });
         }
         self.segment = Some(Segment {
             path: path.clone(),

@@ -80,6 +80,20 @@ pub enum JournalError {
         /// Number found.
         found: u64,
     },
+    /// A segment names another engine instance than the journal's first segment: a file
+    /// of another journal (a copy or restore mixing two engines' directories). Every
+    /// segment of one journal carries the instance chosen when it was created.
+    #[error(
+        "{path}: belongs to another journal: its header names engine instance {found:016x}, the journal's first segment {expected:016x} (a segment copied in from another engine's journal?); nothing was changed on disk"
+    )]
+    Instance {
+        /// File.
+        path: PathBuf,
+        /// The first segment's instance.
+        expected: u64,
+        /// This segment's.
+        found: u64,
+    },
     /// The journal was written with another book configuration.
     #[error(
         "{path}: written with another book configuration (instruments and their price protection, users, pools, self-trade mode, or whether a [venue] trading day is configured changed); replaying it would not reproduce its events"
@@ -333,6 +347,15 @@ pub fn scan_journal(
         })?;
         if fingerprint.is_some_and(|f| f != header.fingerprint) {
             return Err(JournalError::Fingerprint { path: path.clone() });
+        }
+        if let Some(first) = scan.header
+            && first.instance != header.instance
+        {
+            return Err(JournalError::Instance {
+                path: path.clone(),
+                expected: first.instance,
+                found: header.instance,
+            });
         }
         if header.first_seq != scan.next_seq {
             return Err(JournalError::Sequence {
