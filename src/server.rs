@@ -128,6 +128,7 @@ impl Server {
         if let (Some(schedule), Some(day)) = (&schedule, day) {
             close_earlier_day(config, schedule, day);
         }
+        let base = config;
         let day_config;
         let config = match day {
             Some(day) => {
@@ -202,7 +203,39 @@ impl Server {
         let admission = gateway.admission_counters();
 
         // Recovery: the journal rebuilds the books and every session's stream.
-        let opened = open_journal(config, &book, |e| gateway.restore(e))?;
+        let mut opened = open_journal(config, &book, |e| gateway.restore(e))?;
+        // A new day's journal starts under the venue halt the day before ended with.
+        if let Some(day) = day
+            && opened.scan.records == 0
+            && venue_halt_carried(base, day)
+        {
+            let halt = crate::book::CommandBody::Venue(crate::book::VenueCommand::Operator {
+                request: CARRIED_REQUEST,
+                action: crate::book::OperatorAction::VenueHalt(true),
+            });
+            let OpenedJournal {
+                matcher,
+                writer,
+                snapshotter,
+                ..
+            } = &mut opened;
+            apply_and_journal(
+                matcher,
+                writer,
+                &mut Vec::new(),
+                halt,
+                crate::types::Timestamp(0),
+            )?;
+            // Snapshots count from after it (a matcher-side snapshot writer numbers its
+            // records from `next_seq`).
+            if let Some(start) = snapshotter {
+                start.state = matcher.state();
+                start.next_seq = writer.next_seq();
+            }
+            eprintln!(
+                "ironmatch: trading day {day} starts under the venue halt the day before ended with (lift it with the operator's venue halt off)"
+            );
+        }
         let scan = &opened.scan;
         if scan.records > 0 {
             let from = match opened.snapshot {
@@ -931,22 +964,11 @@ fn count_commands(dir: &Path) -> io::Result<u64> {
 /// A day that cannot be ended (another book configuration since, a damaged journal) is
 /// left as it is, with a warning: today's start does not wait on yesterday's journal.
 fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: jiff::civil::Date) {
-    let root = Path::new(&base.journal.dir);
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    let mut days: Vec<jiff::civil::Date> = entries
-        .flatten()
-        .filter(|e| e.path().is_dir())
-        .filter_map(|e| e.file_name().to_str()?.parse::<jiff::civil::Date>().ok())
-        .filter(|d| *d < today)
-        .collect();
     // Newest first, every one: a day that could not be ended (its warning said so) is
     // tried again at each start, even once later days have ended (the walk used to stop
     // at the first day that ended, and such a day was never tried again). A day that
     // ended costs the read of its journal's last 64 KiB.
-    days.sort_unstable_by(|a, b| b.cmp(a));
-    for day in days {
+    for day in earlier_days(base, today) {
         let config = base.for_day(day);
         let dir = Path::new(&config.journal.dir);
         if journal::segment_paths(dir).map_or(true, |s| s.is_empty()) {
@@ -967,6 +989,61 @@ fn close_earlier_day(base: &Config, schedule: &crate::venue::Schedule, today: ji
             ),
         }
     }
+}
+
+/// The trading days before `today` with a directory under `[journal] dir`, newest first.
+fn earlier_days(base: &Config, today: jiff::civil::Date) -> Vec<jiff::civil::Date> {
+    let Ok(entries) = std::fs::read_dir(Path::new(&base.journal.dir)) else {
+        return Vec::new();
+    };
+    let mut days: Vec<jiff::civil::Date> = entries
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| e.file_name().to_str()?.parse::<jiff::civil::Date>().ok())
+        .filter(|d| *d < today)
+        .collect();
+    days.sort_unstable_by(|a, b| b.cmp(a));
+    days
+}
+
+/// The request number of the venue halt a new day's journal starts with when the day
+/// before ended under it ([`venue_halt_carried`]): no operator's request, whose numbers are
+/// the clock in microseconds.
+pub const CARRIED_REQUEST: u64 = 0;
+
+/// Whether the venue halt (the kill switch) was on when the last trading day before
+/// `today` with a journal ended, so that the new day starts under it: a halt pulled after
+/// an incident holds until an operator lifts it, not only until midnight. Read by
+/// recovering that day's journal under its lock (from its last snapshot, if any). A
+/// journal that cannot be read (another book configuration since, damage) carries
+/// nothing, with a warning saying so.
+fn venue_halt_carried(base: &Config, today: jiff::civil::Date) -> bool {
+    let Some((day, config)) = earlier_days(base, today)
+        .into_iter()
+        .map(|d| (d, base.for_day(d)))
+        .find(|(_, c)| {
+            journal::segment_paths(Path::new(&c.journal.dir)).is_ok_and(|s| !s.is_empty())
+        })
+    else {
+        return false;
+    };
+    let dir = Path::new(&config.journal.dir);
+    let halted = config
+        .book_config()
+        .map_err(|(k, m)| format!("{k}: {m}"))
+        .and_then(|book| {
+            let lock = journal::lock_dir(dir).map_err(|e| e.to_string())?;
+            let recovery = journal::recover(dir, &book, |_| {}).map_err(|e| e.to_string());
+            drop(lock);
+            Ok(recovery?.matcher.venue_halted())
+        });
+    halted.unwrap_or_else(|e| {
+        eprintln!(
+            "ironmatch: warning: trading day {day}: its journal ({}) could not be read to learn whether it ended under the venue halt ({e}); trading day {today} starts without it",
+            dir.display()
+        );
+        false
+    })
 }
 
 /// Whether the journal in `dir` holds the day's End of Messages near its end, read from

@@ -621,3 +621,101 @@ fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
     replay_verifies(&day_dir, &config);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The day before ended under the venue halt (the kill switch): the new day's journal
+/// starts under it, before its start of messages, so no order trades until an operator
+/// lifts it; the feed's directory after the day's `O` announces every instrument halted
+/// (reason `O1`), with no Trading Action ahead of the `O`; the day replays. A day before
+/// that ended without the halt leaves the next one trading.
+#[test]
+fn a_venue_halt_the_day_before_ended_under_holds_the_next_day() {
+    use ironmatch::book::{Command, CommandBody, DayEvent, Matcher, OperatorAction, VenueCommand};
+    use ironmatch::journal::{self, Entry, FsyncMode, Header, JournalWriter};
+    use ironmatch::types::{OwnerId, Timestamp};
+    for halted in [true, false] {
+        let dir = temp_dir("day-carry");
+        let t0 = Instant::now();
+        let (config, zone) = day_config(&dir, [0.3, 0.6, 30.0, 31.0]);
+        let today = jiff::Timestamp::now()
+            .to_zoned_datetime(jiff::tz::TimeZone::get(&zone).unwrap())
+            .date();
+        // Yesterday's journal, as an engine that pulled the halt and stopped left it.
+        let yesterday = config.for_day(today.yesterday().unwrap());
+        let book = yesterday.book_config().unwrap();
+        let ydir = std::path::Path::new(&yesterday.journal.dir);
+        std::fs::create_dir_all(ydir).unwrap();
+        let header = Header {
+            instance: 9,
+            first_seq: 1,
+            fingerprint: journal::fingerprint(&book),
+            created_ns: 0,
+        };
+        let mut writer =
+            JournalWriter::open(ydir, header, None, 1, FsyncMode::Never, 1 << 20).unwrap();
+        let mut matcher = Matcher::new(&book);
+        let commands = [
+            VenueCommand::SystemEvent(DayEvent::StartOfMessages),
+            VenueCommand::SystemEvent(DayEvent::StartOfSystemHours),
+            VenueCommand::Operator {
+                request: 7,
+                action: OperatorAction::VenueHalt(halted),
+            },
+        ];
+        for (i, venue) in commands.into_iter().enumerate() {
+            let cmd = Command {
+                ts: Timestamp(1_000 + i as u64),
+                owner: OwnerId(0),
+                body: CommandBody::Venue(venue),
+            };
+            let mut events = Vec::new();
+            matcher.apply(&cmd, &mut events);
+            writer.stage(&Entry::Command(cmd));
+            for e in &events {
+                writer.stage(&Entry::Event(*e));
+            }
+            writer.commit().unwrap();
+        }
+        drop(writer);
+
+        let server = Server::start(&config).unwrap();
+        assert_eq!(server.day(), Some(today));
+        sleep_until(t0 + Duration::from_secs_f64(0.9));
+        let mut mm1 = login(&server, "MM1", "pw1");
+        expect(&mut mm1, (b'S', 0, u16::from(b'S')));
+        mm1.limit(1, b'B', 100, "AAPL", PX).unwrap();
+        if halted {
+            expect(&mut mm1, (b'J', 1, 0x0007));
+        } else {
+            expect(&mut mm1, (b'A', 1, u16::from(b'0')));
+        }
+        server.stop().unwrap();
+        drop(mm1);
+
+        let day_dir = dir.join(today.to_string());
+        let bytes = std::fs::read(day_dir.join("feed.itch")).unwrap();
+        let messages: Vec<Message> = ironmatch::wire::itch::file_messages(&bytes)
+            .map(|m| Message::decode(m.unwrap()).unwrap())
+            .collect();
+        assert!(
+            matches!(messages[0].body, Body::SystemEvent { code: b'O' }),
+            "the day's stream opens with its O: {:?}",
+            messages[0]
+        );
+        let actions: Vec<(u8, [u8; 4])> = messages
+            .iter()
+            .filter_map(|m| match m.body {
+                Body::TradingAction { state, reason, .. } => Some((state, reason)),
+                _ => None,
+            })
+            .collect();
+        let instruments = config.instruments.len();
+        let wanted = if halted {
+            (b'H', *b"O1  ")
+        } else {
+            (b'T', *b"    ")
+        };
+        assert_eq!(actions, vec![wanted; instruments], "halted: {halted}");
+        replay_verifies(&day_dir, &config);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}

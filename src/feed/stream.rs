@@ -24,6 +24,10 @@ use crate::wire::itch::{Body, MESSAGE_LEN_MAX, Message, StockDirectory};
 struct Listing {
     stock: [u8; 8],
     round_lot: u32,
+    /// The trading state the journal's Trading Actions left, and their reason: what the
+    /// directory announces.
+    state: u8,
+    reason: [u8; 4],
 }
 
 /// A displayed order on the book, as the feed has published it.
@@ -47,6 +51,11 @@ pub struct Translator {
     attribution: bool,
     /// A venue with a trading day: the day's System Events come from the journal.
     scheduled: bool,
+    /// The day's start of messages has gone out (from the start without a trading day):
+    /// a Trading Action before it (a venue halt the day before ended with, journaled
+    /// before the day's `O`) is announced by the directory that follows the `O`, not
+    /// ahead of it.
+    opened: bool,
     shown: FxHashMap<u64, Shown>,
     messages: u64,
 }
@@ -90,10 +99,13 @@ impl Translator {
                 .map(|i| Listing {
                     stock: i.symbol.0,
                     round_lot: i.lot,
+                    state: b'T',
+                    reason: *b"    ",
                 })
                 .collect(),
             attribution,
             scheduled: book.scheduled,
+            opened: !book.scheduled,
             shown: FxHashMap::default(),
             messages: 0,
         }
@@ -139,7 +151,9 @@ impl Translator {
         self.emit(out, 0, ts, Body::SystemEvent { code: b'Q' });
     }
 
-    /// One Stock Directory per instrument, then one Trading Action `T` per instrument.
+    /// One Stock Directory per instrument, then one Trading Action per instrument: its
+    /// state as the journal's Trading Actions left it (`T` unless one came before the
+    /// day's start of messages).
     fn directory(&mut self, ts: u64, out: &mut Vec<u8>) {
         for i in 0..self.listings.len() {
             let l = self.listings[i];
@@ -166,9 +180,9 @@ impl Translator {
             let l = self.listings[i];
             let action = Body::TradingAction {
                 stock: l.stock,
-                state: b'T',
+                state: l.state,
                 reserved: b' ',
-                reason: *b"    ",
+                reason: l.reason,
             };
             self.emit(out, locate(i), ts, action);
         }
@@ -357,6 +371,7 @@ impl Translator {
             EventBody::SystemEvent { event: day } => {
                 self.emit(out, 0, ts, Body::SystemEvent { code: day.code() });
                 if day == DayEvent::StartOfMessages {
+                    self.opened = true;
                     self.directory(ts, out);
                 }
             }
@@ -366,6 +381,12 @@ impl Translator {
                 reason,
             } => {
                 let (loc, stock) = self.listing(instrument)?;
+                let listing = &mut self.listings[usize::from(loc) - 1];
+                listing.state = state.code();
+                listing.reason = reason;
+                if !self.opened {
+                    return Ok(());
+                }
                 let body = Body::TradingAction {
                     stock,
                     state: state.code(),
