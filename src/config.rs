@@ -900,25 +900,33 @@ impl Config {
             "cluster.node_id",
             || format!("{} is not among cluster.peers", c.node_id),
         )?;
+        // A secret too short is named where it came from: the variable overrides the file.
+        let from = |env: &Option<String>, variable: &'static str, key: &'static str| {
+            if env.as_deref().is_some_and(|s| !s.is_empty()) {
+                (variable, format!("at least {CLUSTER_SECRET_MIN} bytes"))
+            } else {
+                (
+                    key,
+                    format!("at least {CLUSTER_SECRET_MIN} bytes (or {variable})"),
+                )
+            }
+        };
         let env = std::env::var(CLUSTER_SECRET_ENV).ok();
         let secret = c.secret(env.as_deref());
+        let (key, wanted) = from(&env, CLUSTER_SECRET_ENV, "cluster.secret");
         check(
             secret.is_none_or(|s| s.len() >= CLUSTER_SECRET_MIN),
-            "cluster.secret",
-            || format!("at least {CLUSTER_SECRET_MIN} bytes (or {CLUSTER_SECRET_ENV})"),
+            key,
+            || wanted,
         )?;
         let previous_env = std::env::var(CLUSTER_PREVIOUS_SECRET_ENV).ok();
         if let Some(previous) = c.previous_secret(previous_env.as_deref()) {
-            check(
-                previous.len() >= CLUSTER_SECRET_MIN,
+            let (key, wanted) = from(
+                &previous_env,
+                CLUSTER_PREVIOUS_SECRET_ENV,
                 "cluster.previous_secret",
-                || {
-                    format!(
-                        "at least {CLUSTER_SECRET_MIN} bytes (or \
-                         {CLUSTER_PREVIOUS_SECRET_ENV})"
-                    )
-                },
-            )?;
+            );
+            check(previous.len() >= CLUSTER_SECRET_MIN, key, || wanted)?;
             check(secret.is_some(), "cluster.previous_secret", || {
                 format!(
                     "set with no secret in force: set cluster.secret (or {CLUSTER_SECRET_ENV}) \

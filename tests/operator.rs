@@ -374,3 +374,33 @@ fn the_tools_refuse_arguments_they_cannot_honour() {
         );
     }
 }
+
+/// A cluster secret too short is named where it came from: the environment variable that
+/// overrides the file (it was reported as `cluster.secret`, which the file had empty).
+#[test]
+fn a_short_cluster_secret_is_named_where_it_came_from() {
+    let node = concat!(env!("CARGO_MANIFEST_DIR"), "/config/cluster/node1.toml");
+    for variable in [
+        "IRONMATCH_CLUSTER_SECRET",
+        "IRONMATCH_CLUSTER_PREVIOUS_SECRET",
+    ] {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_ironmatch"));
+        command
+            .args(["check-config", "--config", node])
+            .env_remove("IRONMATCH_CLUSTER_SECRET")
+            .env_remove("IRONMATCH_CLUSTER_PREVIOUS_SECRET")
+            .env(variable, "too short");
+        if variable == "IRONMATCH_CLUSTER_PREVIOUS_SECRET" {
+            command.env("IRONMATCH_CLUSTER_SECRET", "the new secret, 16+");
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{variable}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{variable}: at least 16 bytes"))
+                && !stderr.contains("cluster.secret:")
+                && !stderr.contains("cluster.previous_secret:"),
+            "{variable}: {stderr}"
+        );
+    }
+}
