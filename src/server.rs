@@ -39,6 +39,7 @@ use crate::journal::pinned::Pinned;
 use crate::journal::snapshot::{self, SnapshotSource, SnapshotterStart};
 use crate::journal::{self, Entry, Header, JournalAgent, JournalWriter, SegmentScan};
 use crate::pipeline::{AgentRunner, CompositeAgent, IdleStrategy, Record, Ring, Threading, Wake};
+use crate::types::Symbol;
 use crate::venue::VenueClock;
 
 /// A running engine.
@@ -128,7 +129,14 @@ impl Server {
         if let (Some(schedule), Some(day)) = (&schedule, day) {
             close_earlier_day(config, schedule, day);
         }
-        let base = config;
+        // The halts the day before ended under, for a new day's journal: read before today's
+        // journal is recovered, so that two days' books are never held at once.
+        let carried = match day {
+            Some(day) if no_records(Path::new(&config.for_day(day).journal.dir)) => {
+                carried_halts(config, day)?
+            }
+            _ => Vec::new(),
+        };
         let day_config;
         let config = match day {
             Some(day) => {
@@ -204,37 +212,27 @@ impl Server {
 
         // Recovery: the journal rebuilds the books and every session's stream.
         let mut opened = open_journal(config, &book, |e| gateway.restore(e))?;
-        // A new day's journal starts under the venue halt the day before ended with.
+        // Where this run's records start: the feed's settings are pinned as a new
+        // journal's if nothing came before them (the carried halts below are this run's).
+        let live_from = opened.writer.next_seq();
+        // A new day's journal starts under the halts the day before ended with.
         if let Some(day) = day
             && opened.scan.records == 0
-            && venue_halt_carried(base, day)
+            && !carried.is_empty()
         {
-            let halt = crate::book::CommandBody::Venue(crate::book::VenueCommand::Operator {
-                request: CARRIED_REQUEST,
-                action: crate::book::OperatorAction::VenueHalt(true),
-            });
             let OpenedJournal {
                 matcher,
                 writer,
                 snapshotter,
                 ..
             } = &mut opened;
-            apply_and_journal(
-                matcher,
-                writer,
-                &mut Vec::new(),
-                halt,
-                crate::types::Timestamp(0),
-            )?;
-            // Snapshots count from after it (a matcher-side snapshot writer numbers its
+            journal_carried(day, &carried, matcher, writer)?;
+            // Snapshots count from after them (a matcher-side snapshot writer numbers its
             // records from `next_seq`).
             if let Some(start) = snapshotter {
                 start.state = matcher.state();
                 start.next_seq = writer.next_seq();
             }
-            eprintln!(
-                "ironmatch: trading day {day} starts under the venue halt the day before ended with (lift it with the operator's venue halt off)"
-            );
         }
         let scan = &opened.scan;
         if scan.records > 0 {
@@ -398,7 +396,7 @@ impl Server {
                 book: book.clone(),
                 marketdata: config.marketdata.clone(),
                 core: config.pipeline.feed_core,
-                live_from: writer.next_seq(),
+                live_from,
                 cluster: raft.as_ref().map(|(_, _, role, _)| Arc::clone(role)),
                 written: Some(writer.written()),
                 day_over: (schedule.is_some() && day.is_some()).then(|| Arc::clone(&day_over)),
@@ -1006,18 +1004,103 @@ fn earlier_days(base: &Config, today: jiff::civil::Date) -> Vec<jiff::civil::Dat
     days
 }
 
-/// The request number of the venue halt a new day's journal starts with when the day
-/// before ended under it ([`venue_halt_carried`]): no operator's request, whose numbers are
-/// the clock in microseconds.
+/// The request number of the operator's commands a new day's journal starts with to carry
+/// the halts the day before ended under ([`carry_halts`]): no operator's request, whose
+/// numbers are the clock in microseconds.
 pub const CARRIED_REQUEST: u64 = 0;
 
-/// Whether the venue halt (the kill switch) was on when the last trading day before
-/// `today` with a journal ended, so that the new day starts under it: a halt pulled after
-/// an incident holds until an operator lifts it, not only until midnight. Read by
-/// recovering that day's journal under its lock (from its last snapshot, if any). A
-/// journal that cannot be read (another book configuration since, damage) carries
-/// nothing, with a warning saying so.
-fn venue_halt_carried(base: &Config, today: jiff::civil::Date) -> bool {
+/// The halts the last trading day before `today` with a journal ended under, for the new
+/// day to start under: each instrument an operator left halted or in quotation only (with
+/// the operator's reason; a circuit breaker's pause is not carried), then the venue halt
+/// (the kill switch). A halt pulled after an incident holds until an operator lifts it,
+/// not only until midnight. A journal that cannot be read (another book configuration
+/// since, damage) carries nothing, with a warning; one in use by another engine refuses
+/// the start (what it ended under cannot be known, and guessing could lift a kill switch).
+fn carried_halts(
+    base: &Config,
+    today: jiff::civil::Date,
+) -> io::Result<Vec<crate::book::OperatorAction>> {
+    use crate::book::{OperatorAction, TradingState};
+    let Some((before, symbols)) = states_at_end(base, today)? else {
+        return Ok(Vec::new());
+    };
+    let mut actions = Vec::new();
+    for (i, &symbol) in symbols.iter().enumerate() {
+        let (state, reason) = before.own_state(crate::types::InstrumentId(i as u16));
+        if matches!(state, TradingState::Halted | TradingState::QuotationOnly) {
+            actions.push(OperatorAction::SetState {
+                symbol,
+                state,
+                reason,
+                cancel_resting: false,
+            });
+        }
+    }
+    if before.venue_halted() {
+        actions.push(OperatorAction::VenueHalt(true));
+    }
+    Ok(actions)
+}
+
+/// Journals `actions` ([`carried_halts`]) as the first commands of day `today`'s empty
+/// journal: operator's commands ([`CARRIED_REQUEST`]) at time 0, before the day's start of
+/// messages, so that the day replays as it ran. An instrument no longer configured is left
+/// out.
+fn journal_carried(
+    today: jiff::civil::Date,
+    actions: &[crate::book::OperatorAction],
+    matcher: &mut Matcher,
+    writer: &mut JournalWriter,
+) -> io::Result<()> {
+    use crate::book::{CommandBody, OperatorAction, VenueCommand};
+    let mut events = Vec::new();
+    let mut said = Vec::new();
+    for action in actions {
+        match action {
+            OperatorAction::SetState { symbol, state, .. } => {
+                if matcher.instrument(*symbol).is_none() {
+                    continue;
+                }
+                said.push(format!("{} {state:?}", symbol.as_str()));
+            }
+            _ => said.push("the venue halt".to_string()),
+        }
+        let command = CommandBody::Venue(VenueCommand::Operator {
+            request: CARRIED_REQUEST,
+            action: *action,
+        });
+        apply_and_journal(
+            matcher,
+            writer,
+            &mut events,
+            command,
+            crate::types::Timestamp(0),
+        )?;
+    }
+    eprintln!(
+        "ironmatch: trading day {today} starts under the halts the day before ended with: {} (an operator lifts them once the day's start of messages is sent)",
+        said.join(", ")
+    );
+    Ok(())
+}
+
+/// Whether the journal in `dir` holds no record (no directory or segment yet, or segments
+/// with their header only), read from its end ([`tail_entries`]); a tail that does not read
+/// as whole records counts as holding some.
+fn no_records(dir: &Path) -> bool {
+    journal::segment_paths(dir).map_or(true, |segments| segments.is_empty())
+        || tail_entries(dir).is_some_and(|entries| entries.is_empty())
+}
+
+/// The matcher as the last trading day before `today` with a journal ended (and that day's
+/// instruments' symbols, in order), recovered from that journal under its lock (from its
+/// last snapshot, if any). `None` if there is no such day, or with a warning if its journal
+/// cannot be read (another book configuration since, damage): the new day then starts
+/// without its halts. `Err` if another engine holds that journal.
+fn states_at_end(
+    base: &Config,
+    today: jiff::civil::Date,
+) -> io::Result<Option<(Matcher, Vec<Symbol>)>> {
     let Some((day, config)) = earlier_days(base, today)
         .into_iter()
         .map(|d| (d, base.for_day(d)))
@@ -1025,25 +1108,34 @@ fn venue_halt_carried(base: &Config, today: jiff::civil::Date) -> bool {
             journal::segment_paths(Path::new(&c.journal.dir)).is_ok_and(|s| !s.is_empty())
         })
     else {
-        return false;
+        return Ok(None);
     };
     let dir = Path::new(&config.journal.dir);
-    let halted = config
+    let lock = journal::lock_dir(dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "trading day {day}: which halts it ended under cannot be read for trading day {today} to start under them: {e}"
+            ),
+        )
+    })?;
+    let recovered = config
         .book_config()
         .map_err(|(k, m)| format!("{k}: {m}"))
         .and_then(|book| {
-            let lock = journal::lock_dir(dir).map_err(|e| e.to_string())?;
-            let recovery = journal::recover(dir, &book, |_| {}).map_err(|e| e.to_string());
-            drop(lock);
-            Ok(recovery?.matcher.venue_halted())
+            let recovery = journal::recover(dir, &book, |_| {}).map_err(|e| e.to_string())?;
+            let symbols = book.instruments.iter().map(|i| i.symbol).collect();
+            Ok((recovery.matcher, symbols))
         });
-    halted.unwrap_or_else(|e| {
-        eprintln!(
-            "ironmatch: warning: trading day {day}: its journal ({}) could not be read to learn whether it ended under the venue halt ({e}); trading day {today} starts without it",
-            dir.display()
-        );
-        false
-    })
+    drop(lock);
+    Ok(recovered
+        .inspect_err(|e| {
+            eprintln!(
+                "ironmatch: warning: trading day {day}: its journal ({}) could not be read to learn which halts it ended under ({e}); trading day {today} starts without them",
+                dir.display()
+            );
+        })
+        .ok())
 }
 
 /// Whether the journal in `dir` holds the day's End of Messages near its end, read from
@@ -1092,6 +1184,12 @@ fn day_ended(config: &Config, day: jiff::civil::Date) -> io::Result<bool> {
     let ended = match journal::recover(dir, &book, |_| {}) {
         Ok(recovery) => {
             recovery.matcher.last_day_event() == Some(crate::book::DayEvent::EndOfMessages)
+        }
+        // A segment of another journal is refused, not read past: its tail says nothing
+        // about this day.
+        Err(e @ journal::JournalError::Instance { .. }) => {
+            drop(lock);
+            return Err(io::Error::other(e));
         }
         Err(_) => tail == Some(true),
     };

@@ -622,24 +622,48 @@ fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The day before ended under the venue halt (the kill switch): the new day's journal
-/// starts under it, before its start of messages, so no order trades until an operator
-/// lifts it; the feed's directory after the day's `O` announces every instrument halted
-/// (reason `O1`), with no Trading Action ahead of the `O`; the day replays. A day before
-/// that ended without the halt leaves the next one trading.
+/// The day before ended under halts: the venue halt (the kill switch), an instrument an
+/// operator halted or put in quotation only. The new day's journal starts under them,
+/// before its start of messages, so nothing trades until an operator lifts them; the feed's
+/// directory after the day's `O` announces each instrument's state with the reason it was
+/// given (`O1` for the venue halt), with no Trading Action ahead of the `O`; the day
+/// replays, and a restart takes them from the journal (not again from the day before). A
+/// day before that ended with neither, or whose journal this configuration cannot read,
+/// leaves the next one trading.
 #[test]
-fn a_venue_halt_the_day_before_ended_under_holds_the_next_day() {
-    use ironmatch::book::{Command, CommandBody, DayEvent, Matcher, OperatorAction, VenueCommand};
+fn the_halts_the_day_before_ended_under_hold_the_next_day() {
+    use ironmatch::book::{
+        Command, CommandBody, DayEvent, Matcher, OperatorAction, TradingState, VenueCommand,
+    };
     use ironmatch::journal::{self, Entry, FsyncMode, Header, JournalWriter};
-    use ironmatch::types::{OwnerId, Timestamp};
-    for halted in [true, false] {
+    use ironmatch::types::{OwnerId, Symbol, Timestamp};
+    let aapl = Symbol::from_str_padded("AAPL").unwrap();
+    // (venue halt, AAPL's own state and reason, whether yesterday's journal is of this
+    // configuration) at yesterday's end; then the directory's Trading Action for AAPL today,
+    // and whether a buy that crosses nothing is accepted.
+    let halted = Some((TradingState::Halted, *b"T1  "));
+    for (venue, own, readable, directory, accepted) in [
+        (true, None, true, (b'H', *b"O1  "), false),
+        (true, halted, true, (b'H', *b"T1  "), false),
+        (false, halted, true, (b'H', *b"T1  "), false),
+        (
+            false,
+            Some((TradingState::QuotationOnly, *b"T3  ")),
+            true,
+            (b'Q', *b"T3  "),
+            true,
+        ),
+        (false, None, true, (b'T', *b"    "), true),
+        (true, halted, false, (b'T', *b"    "), true),
+    ] {
+        let case = format!("venue halt {venue}, AAPL {own:?}, readable {readable}");
         let dir = temp_dir("day-carry");
         let t0 = Instant::now();
         let (config, zone) = day_config(&dir, [0.3, 0.6, 30.0, 31.0]);
         let today = jiff::Timestamp::now()
             .to_zoned_datetime(jiff::tz::TimeZone::get(&zone).unwrap())
             .date();
-        // Yesterday's journal, as an engine that pulled the halt and stopped left it.
+        // Yesterday's journal, as an engine whose operator acted and that stopped left it.
         let yesterday = config.for_day(today.yesterday().unwrap());
         let book = yesterday.book_config().unwrap();
         let ydir = std::path::Path::new(&yesterday.journal.dir);
@@ -647,20 +671,31 @@ fn a_venue_halt_the_day_before_ended_under_holds_the_next_day() {
         let header = Header {
             instance: 9,
             first_seq: 1,
-            fingerprint: journal::fingerprint(&book),
+            fingerprint: journal::fingerprint(&book) ^ u64::from(!readable),
             created_ns: 0,
         };
         let mut writer =
             JournalWriter::open(ydir, header, None, 1, FsyncMode::Never, 1 << 20).unwrap();
         let mut matcher = Matcher::new(&book);
-        let commands = [
+        let mut commands = vec![
             VenueCommand::SystemEvent(DayEvent::StartOfMessages),
             VenueCommand::SystemEvent(DayEvent::StartOfSystemHours),
-            VenueCommand::Operator {
-                request: 7,
-                action: OperatorAction::VenueHalt(halted),
-            },
         ];
+        if let Some((state, reason)) = own {
+            commands.push(VenueCommand::Operator {
+                request: 6,
+                action: OperatorAction::SetState {
+                    symbol: aapl,
+                    state,
+                    reason,
+                    cancel_resting: false,
+                },
+            });
+        }
+        commands.push(VenueCommand::Operator {
+            request: 7,
+            action: OperatorAction::VenueHalt(venue),
+        });
         for (i, venue) in commands.into_iter().enumerate() {
             let cmd = Command {
                 ts: Timestamp(1_000 + i as u64),
@@ -683,22 +718,38 @@ fn a_venue_halt_the_day_before_ended_under_holds_the_next_day() {
         let mut mm1 = login(&server, "MM1", "pw1");
         expect(&mut mm1, (b'S', 0, u16::from(b'S')));
         mm1.limit(1, b'B', 100, "AAPL", PX).unwrap();
-        if halted {
-            expect(&mut mm1, (b'J', 1, 0x0007));
-        } else {
+        if accepted {
             expect(&mut mm1, (b'A', 1, u16::from(b'0')));
+        } else {
+            expect(&mut mm1, (b'J', 1, 0x0007));
         }
         server.stop().unwrap();
         drop(mm1);
+        // A restart recovers them; it does not carry them again.
+        Server::start(&config).unwrap().stop().unwrap();
 
         let day_dir = dir.join(today.to_string());
+        let mut carried = 0;
+        journal::scan_journal(&day_dir, None, false, None, |_, entry| {
+            if let Entry::Command(Command {
+                body: CommandBody::Venue(VenueCommand::Operator { request: 0, .. }),
+                ..
+            }) = entry
+            {
+                carried += 1;
+            }
+            Ok(())
+        })
+        .unwrap();
+        let wanted = usize::from(readable) * (usize::from(venue) + usize::from(own.is_some()));
+        assert_eq!(carried, wanted, "{case}: commands carried");
         let bytes = std::fs::read(day_dir.join("feed.itch")).unwrap();
         let messages: Vec<Message> = ironmatch::wire::itch::file_messages(&bytes)
             .map(|m| Message::decode(m.unwrap()).unwrap())
             .collect();
         assert!(
             matches!(messages[0].body, Body::SystemEvent { code: b'O' }),
-            "the day's stream opens with its O: {:?}",
+            "{case}: the day's stream opens with its O: {:?}",
             messages[0]
         );
         let actions: Vec<(u8, [u8; 4])> = messages
@@ -708,13 +759,7 @@ fn a_venue_halt_the_day_before_ended_under_holds_the_next_day() {
                 _ => None,
             })
             .collect();
-        let instruments = config.instruments.len();
-        let wanted = if halted {
-            (b'H', *b"O1  ")
-        } else {
-            (b'T', *b"    ")
-        };
-        assert_eq!(actions, vec![wanted; instruments], "halted: {halted}");
+        assert_eq!(actions, [directory], "{case}");
         replay_verifies(&day_dir, &config);
         std::fs::remove_dir_all(&dir).ok();
     }

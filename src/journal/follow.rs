@@ -54,6 +54,13 @@ impl Follower {
         }
     }
 
+    /// Refuses a segment that names another engine instance than `instance` (the journal's,
+    /// from its first segment), for a follower that starts in a later segment.
+    pub fn of_instance(mut self, instance: u64) -> Follower {
+        self.instance = Some(instance);
+        self
+    }
+
     /// Visits only records up to the writer's [`written`](super::JournalWriter::written)
     /// count: a record the writer has put in the file but not yet made durable (it is
     /// between its batch's write and fdatasync) waits for the next poll.
