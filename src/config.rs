@@ -927,13 +927,13 @@ impl Config {
                 "cluster.previous_secret",
             );
             check(previous.len() >= CLUSTER_SECRET_MIN, key, || wanted)?;
-            check(secret.is_some(), "cluster.previous_secret", || {
+            check(secret.is_some(), key, || {
                 format!(
                     "set with no secret in force: set cluster.secret (or {CLUSTER_SECRET_ENV}) \
                      to the new secret"
                 )
             })?;
-            check(secret != Some(previous), "cluster.previous_secret", || {
+            check(secret != Some(previous), key, || {
                 "the same as the secret in force: leave it empty".to_string()
             })?;
         }

@@ -1005,102 +1005,30 @@ fn earlier_days(base: &Config, today: jiff::civil::Date) -> Vec<jiff::civil::Dat
 }
 
 /// The request number of the operator's commands a new day's journal starts with to carry
-/// the halts the day before ended under ([`carry_halts`]): no operator's request, whose
+/// the halts the day before ended under ([`carried_halts`]): no operator's request, whose
 /// numbers are the clock in microseconds.
 pub const CARRIED_REQUEST: u64 = 0;
 
 /// The halts the last trading day before `today` with a journal ended under, for the new
-/// day to start under: each instrument an operator left halted or in quotation only (with
-/// the operator's reason; a circuit breaker's pause is not carried), then the venue halt
-/// (the kill switch). A halt pulled after an incident holds until an operator lifts it,
-/// not only until midnight. A journal that cannot be read (another book configuration
-/// since, damage) carries nothing, with a warning; one in use by another engine refuses
-/// the start (what it ended under cannot be known, and guessing could lift a kill switch).
+/// day to start under: the venue halt (the kill switch), then each instrument an operator
+/// left halted, paused or in quotation only, with the operator's reason (a circuit
+/// breaker's pause is not carried: it ends by itself). A halt pulled after an incident holds
+/// until an operator lifts it, not only until midnight.
+///
+/// Read from that day's operator commands that took effect, in its journal (read whole,
+/// under its lock, as recovery reads it): no matcher is rebuilt, so a journal of another
+/// book configuration is read too (an instrument no longer configured is left out when they
+/// are journaled). A journal that cannot be read (damage) carries nothing, with a warning;
+/// one in use by another engine refuses the start (what it ended under cannot be known, and
+/// guessing could lift a kill switch).
 fn carried_halts(
     base: &Config,
     today: jiff::civil::Date,
 ) -> io::Result<Vec<crate::book::OperatorAction>> {
-    use crate::book::{OperatorAction, TradingState};
-    let Some((before, symbols)) = states_at_end(base, today)? else {
-        return Ok(Vec::new());
+    use crate::book::{
+        Command, CommandBody, EventBody, OperatorAction, OperatorOutcome, TradingState,
+        VenueCommand,
     };
-    let mut actions = Vec::new();
-    for (i, &symbol) in symbols.iter().enumerate() {
-        let (state, reason) = before.own_state(crate::types::InstrumentId(i as u16));
-        if matches!(state, TradingState::Halted | TradingState::QuotationOnly) {
-            actions.push(OperatorAction::SetState {
-                symbol,
-                state,
-                reason,
-                cancel_resting: false,
-            });
-        }
-    }
-    if before.venue_halted() {
-        actions.push(OperatorAction::VenueHalt(true));
-    }
-    Ok(actions)
-}
-
-/// Journals `actions` ([`carried_halts`]) as the first commands of day `today`'s empty
-/// journal: operator's commands ([`CARRIED_REQUEST`]) at time 0, before the day's start of
-/// messages, so that the day replays as it ran. An instrument no longer configured is left
-/// out.
-fn journal_carried(
-    today: jiff::civil::Date,
-    actions: &[crate::book::OperatorAction],
-    matcher: &mut Matcher,
-    writer: &mut JournalWriter,
-) -> io::Result<()> {
-    use crate::book::{CommandBody, OperatorAction, VenueCommand};
-    let mut events = Vec::new();
-    let mut said = Vec::new();
-    for action in actions {
-        match action {
-            OperatorAction::SetState { symbol, state, .. } => {
-                if matcher.instrument(*symbol).is_none() {
-                    continue;
-                }
-                said.push(format!("{} {state:?}", symbol.as_str()));
-            }
-            _ => said.push("the venue halt".to_string()),
-        }
-        let command = CommandBody::Venue(VenueCommand::Operator {
-            request: CARRIED_REQUEST,
-            action: *action,
-        });
-        apply_and_journal(
-            matcher,
-            writer,
-            &mut events,
-            command,
-            crate::types::Timestamp(0),
-        )?;
-    }
-    eprintln!(
-        "ironmatch: trading day {today} starts under the halts the day before ended with: {} (an operator lifts them once the day's start of messages is sent)",
-        said.join(", ")
-    );
-    Ok(())
-}
-
-/// Whether the journal in `dir` holds no record (no directory or segment yet, or segments
-/// with their header only), read from its end ([`tail_entries`]); a tail that does not read
-/// as whole records counts as holding some.
-fn no_records(dir: &Path) -> bool {
-    journal::segment_paths(dir).map_or(true, |segments| segments.is_empty())
-        || tail_entries(dir).is_some_and(|entries| entries.is_empty())
-}
-
-/// The matcher as the last trading day before `today` with a journal ended (and that day's
-/// instruments' symbols, in order), recovered from that journal under its lock (from its
-/// last snapshot, if any). `None` if there is no such day, or with a warning if its journal
-/// cannot be read (another book configuration since, damage): the new day then starts
-/// without its halts. `Err` if another engine holds that journal.
-fn states_at_end(
-    base: &Config,
-    today: jiff::civil::Date,
-) -> io::Result<Option<(Matcher, Vec<Symbol>)>> {
     let Some((day, config)) = earlier_days(base, today)
         .into_iter()
         .map(|d| (d, base.for_day(d)))
@@ -1108,7 +1036,7 @@ fn states_at_end(
             journal::segment_paths(Path::new(&c.journal.dir)).is_ok_and(|s| !s.is_empty())
         })
     else {
-        return Ok(None);
+        return Ok(Vec::new());
     };
     let dir = Path::new(&config.journal.dir);
     let lock = journal::lock_dir(dir).map_err(|e| {
@@ -1119,23 +1047,123 @@ fn states_at_end(
             ),
         )
     })?;
-    let recovered = config
-        .book_config()
-        .map_err(|(k, m)| format!("{k}: {m}"))
-        .and_then(|book| {
-            let recovery = journal::recover(dir, &book, |_| {}).map_err(|e| e.to_string())?;
-            let symbols = book.instruments.iter().map(|i| i.symbol).collect();
-            Ok((recovery.matcher, symbols))
-        });
+    // Each instrument's state as the operator last set it (with its reason), in order of
+    // first mention, and the venue halt.
+    let mut states: Vec<(Symbol, TradingState, [u8; 4])> = Vec::new();
+    let mut venue_halted = false;
+    let mut pending = None;
+    let scanned = journal::scan_journal(dir, None, false, None, |_, entry| {
+        match entry {
+            Entry::Command(Command {
+                body: CommandBody::Venue(VenueCommand::Operator { action, .. }),
+                ..
+            }) => pending = Some(*action),
+            Entry::Command(_) => pending = None,
+            Entry::Event(Event {
+                body:
+                    EventBody::OperatorDone {
+                        outcome: OperatorOutcome::Done { .. },
+                        ..
+                    },
+                ..
+            }) => match pending.take() {
+                Some(OperatorAction::SetState {
+                    symbol,
+                    state,
+                    reason,
+                    ..
+                }) => match states.iter_mut().find(|(s, ..)| *s == symbol) {
+                    Some(known) => *known = (symbol, state, reason),
+                    None => states.push((symbol, state, reason)),
+                },
+                Some(OperatorAction::VenueHalt(on)) => venue_halted = on,
+                _ => {}
+            },
+            Entry::Event(_) => {}
+        }
+        Ok(())
+    });
     drop(lock);
-    Ok(recovered
-        .inspect_err(|e| {
-            eprintln!(
-                "ironmatch: warning: trading day {day}: its journal ({}) could not be read to learn which halts it ended under ({e}); trading day {today} starts without them",
-                dir.display()
-            );
-        })
-        .ok())
+    if let Err(e) = scanned {
+        eprintln!(
+            "ironmatch: warning: trading day {day}: its journal ({}) could not be read to learn which halts it ended under ({e}); trading day {today} starts without them",
+            dir.display()
+        );
+        return Ok(Vec::new());
+    }
+    let mut actions = Vec::new();
+    if venue_halted {
+        actions.push(OperatorAction::VenueHalt(true));
+    }
+    for (symbol, state, reason) in states {
+        if state != TradingState::Trading {
+            actions.push(OperatorAction::SetState {
+                symbol,
+                state,
+                reason,
+                cancel_resting: false,
+            });
+        }
+    }
+    Ok(actions)
+}
+
+/// Journals `actions` ([`carried_halts`]) as the first commands of day `today`'s empty
+/// journal, in one batch (a crash keeps all or none): operator's commands
+/// ([`CARRIED_REQUEST`]) at time 0, before the day's start of messages, so that the day
+/// replays as it ran. An instrument no longer configured is left out.
+fn journal_carried(
+    today: jiff::civil::Date,
+    actions: &[crate::book::OperatorAction],
+    matcher: &mut Matcher,
+    writer: &mut JournalWriter,
+) -> io::Result<()> {
+    use crate::book::{Command, CommandBody, OperatorAction, VenueCommand};
+    let mut events = Vec::new();
+    let mut said = Vec::new();
+    for action in actions {
+        match action {
+            OperatorAction::SetState { symbol, state, .. } => {
+                if matcher.instrument(*symbol).is_none() {
+                    said.push(format!(
+                        "{} (no longer configured: left out)",
+                        symbol.as_str()
+                    ));
+                    continue;
+                }
+                said.push(format!("{} {state:?}", symbol.as_str()));
+            }
+            _ => said.push("the venue halt".to_string()),
+        }
+        let command = Command {
+            ts: crate::types::Timestamp(0),
+            owner: crate::types::OwnerId(0),
+            body: CommandBody::Venue(VenueCommand::Operator {
+                request: CARRIED_REQUEST,
+                action: *action,
+            }),
+        };
+        events.clear();
+        matcher.apply(&command, &mut events);
+        writer.stage_bounded(&Entry::Command(command))?;
+        for event in &events {
+            writer.stage_bounded(&Entry::Event(*event))?;
+        }
+    }
+    writer.commit()?;
+    eprintln!(
+        "ironmatch: trading day {today} starts under the halts the day before ended with: {} (an operator lifts them once the day's start of messages is sent)",
+        said.join(", ")
+    );
+    Ok(())
+}
+
+/// Whether the journal in `dir` may hold no record (no directory or segment yet, segments
+/// with their header only, or a tail that does not read as whole records: a torn first
+/// write, which recovery cuts). The start checks again after recovery.
+fn no_records(dir: &Path) -> bool {
+    journal::segment_paths(dir).map_or(true, |segments| segments.is_empty())
+        || tail_entries(dir).is_none_or(|entries| entries.is_empty())
 }
 
 /// Whether the journal in `dir` holds the day's End of Messages near its end, read from

@@ -623,13 +623,14 @@ fn a_day_the_engine_was_down_at_the_end_of_is_ended_at_the_next_start() {
 }
 
 /// The day before ended under halts: the venue halt (the kill switch), an instrument an
-/// operator halted or put in quotation only. The new day's journal starts under them,
+/// operator halted, paused or put in quotation only. The new day's journal starts under them,
 /// before its start of messages, so nothing trades until an operator lifts them; the feed's
 /// directory after the day's `O` announces each instrument's state with the reason it was
 /// given (`O1` for the venue halt), with no Trading Action ahead of the `O`; the day
-/// replays, and a restart takes them from the journal (not again from the day before). A
-/// day before that ended with neither, or whose journal this configuration cannot read,
-/// leaves the next one trading.
+/// replays, and a restart takes them from the journal (not again from the day before). The
+/// day before's journal is read for its operator's commands, so one written with another
+/// book configuration carries them too. A day before that ended with none, or whose journal
+/// is damaged, leaves the next one trading.
 #[test]
 fn the_halts_the_day_before_ended_under_hold_the_next_day() {
     use ironmatch::book::{
@@ -638,25 +639,36 @@ fn the_halts_the_day_before_ended_under_hold_the_next_day() {
     use ironmatch::journal::{self, Entry, FsyncMode, Header, JournalWriter};
     use ironmatch::types::{OwnerId, Symbol, Timestamp};
     let aapl = Symbol::from_str_padded("AAPL").unwrap();
-    // (venue halt, AAPL's own state and reason, whether yesterday's journal is of this
-    // configuration) at yesterday's end; then the directory's Trading Action for AAPL today,
-    // and whether a buy that crosses nothing is accepted.
+    // (venue halt, AAPL's own state and reason, yesterday's journal: `S`ame configuration,
+    // `O`ther configuration, `D`amaged) at yesterday's end; then the directory's Trading
+    // Action for AAPL today, and whether a buy that crosses nothing is accepted.
     let halted = Some((TradingState::Halted, *b"T1  "));
-    for (venue, own, readable, directory, accepted) in [
-        (true, None, true, (b'H', *b"O1  "), false),
-        (true, halted, true, (b'H', *b"T1  "), false),
-        (false, halted, true, (b'H', *b"T1  "), false),
+    for (venue, own, journal_kind, directory, accepted) in [
+        (true, None, b'S', (b'H', *b"O1  "), false),
+        (true, halted, b'S', (b'H', *b"T1  "), false),
+        (false, halted, b'S', (b'H', *b"T1  "), false),
         (
             false,
             Some((TradingState::QuotationOnly, *b"T3  ")),
-            true,
+            b'S',
             (b'Q', *b"T3  "),
             true,
         ),
-        (false, None, true, (b'T', *b"    "), true),
-        (true, halted, false, (b'T', *b"    "), true),
+        (
+            false,
+            Some((TradingState::Paused, *b"MWC1")),
+            b'S',
+            (b'P', *b"MWC1"),
+            false,
+        ),
+        (false, None, b'S', (b'T', *b"    "), true),
+        (true, halted, b'O', (b'H', *b"T1  "), false),
+        (true, halted, b'D', (b'T', *b"    "), true),
     ] {
-        let case = format!("venue halt {venue}, AAPL {own:?}, readable {readable}");
+        let case = format!(
+            "venue halt {venue}, AAPL {own:?}, journal {}",
+            char::from(journal_kind)
+        );
         let dir = temp_dir("day-carry");
         let t0 = Instant::now();
         let (config, zone) = day_config(&dir, [0.3, 0.6, 30.0, 31.0]);
@@ -671,7 +683,7 @@ fn the_halts_the_day_before_ended_under_hold_the_next_day() {
         let header = Header {
             instance: 9,
             first_seq: 1,
-            fingerprint: journal::fingerprint(&book) ^ u64::from(!readable),
+            fingerprint: journal::fingerprint(&book) ^ u64::from(journal_kind == b'O'),
             created_ns: 0,
         };
         let mut writer =
@@ -711,6 +723,13 @@ fn the_halts_the_day_before_ended_under_hold_the_next_day() {
             writer.commit().unwrap();
         }
         drop(writer);
+        if journal_kind == b'D' {
+            // A bit flipped in the first record, valid ones after it: damage, not a tear.
+            let path = &journal::segment_paths(ydir).unwrap()[0];
+            let mut bytes = std::fs::read(path).unwrap();
+            bytes[journal::HEADER_LEN + 20] ^= 0x40;
+            std::fs::write(path, &bytes).unwrap();
+        }
 
         let server = Server::start(&config).unwrap();
         assert_eq!(server.day(), Some(today));
@@ -741,7 +760,8 @@ fn the_halts_the_day_before_ended_under_hold_the_next_day() {
             Ok(())
         })
         .unwrap();
-        let wanted = usize::from(readable) * (usize::from(venue) + usize::from(own.is_some()));
+        let wanted =
+            usize::from(journal_kind != b'D') * (usize::from(venue) + usize::from(own.is_some()));
         assert_eq!(carried, wanted, "{case}: commands carried");
         let bytes = std::fs::read(day_dir.join("feed.itch")).unwrap();
         let messages: Vec<Message> = ironmatch::wire::itch::file_messages(&bytes)

@@ -1901,26 +1901,6 @@ fn a_state_whose_phase_no_transition_explains_is_refused() {
     assert!(Matcher::from_state(&v.cfg, &bad).is_err());
 }
 
-/// An instrument's own state keeps the reason the operator gave (what a halt carried to
-/// the next day announces), under the venue halt too, and through a restored state.
-#[test]
-fn an_operators_state_keeps_its_reason_through_a_restore() {
-    let mut v = Venue::new();
-    v.venue(VenueCommand::SystemEvent(DayEvent::StartOfSystemHours));
-    let xyz = InstrumentId(XYZ as u16);
-    assert_eq!(v.m.own_state(xyz), (TradingState::Trading, *b"    "));
-    v.set_state(TradingState::Halted, false);
-    v.operator(OperatorAction::VenueHalt(true));
-    assert_eq!(v.m.own_state(xyz), (TradingState::Halted, *b"T1  "));
-    let state = v.m.state();
-    let restored = Matcher::from_state(&v.cfg, &state).unwrap();
-    assert_eq!(restored.own_state(xyz), (TradingState::Halted, *b"T1  "));
-    assert!(restored.venue_halted());
-    let mut short = state;
-    short.state_reasons.pop();
-    assert!(Matcher::from_state(&v.cfg, &short).is_err());
-}
-
 #[test]
 fn a_restored_matcher_keeps_the_pause_and_the_trade_window() {
     let mut v = with_breaker();

@@ -357,9 +357,6 @@ pub struct Matcher {
     day_event: Option<DayEvent>,
     /// The venue's kill switch: every instrument halted.
     venue_halted: bool,
-    /// Per instrument: the reason the operator gave with its own state (what its Trading
-    /// Action said), so that a state carried to the next day says why.
-    state_reasons: Vec<[u8; 4]>,
     /// Good-till-time orders by expire time, then order id. Entries of orders that left
     /// the book early stay until their time (or a purge when the heap is full); an entry
     /// counts only while its slot still holds its order ([`Matcher::holds`]).
@@ -576,7 +573,6 @@ impl Matcher {
             },
             day_event: None,
             venue_halted: false,
-            state_reasons: vec![*b"    "; config.instruments.len()],
             expiries: BinaryHeap::with_capacity(config.orders_max as usize),
             next_expiry: u64::MAX,
             next_resume: u64::MAX,
@@ -2156,13 +2152,6 @@ impl Matcher {
         self.venue_halted
     }
 
-    /// `instrument`'s own trading state (the venue halt aside) and the reason the operator
-    /// gave when setting it (blank if none did). Panics if `instrument` is not configured.
-    pub fn own_state(&self, instrument: InstrumentId) -> (TradingState, [u8; 4]) {
-        let i = usize::from(instrument.0);
-        (self.books[i].state, self.state_reasons[i])
-    }
-
     /// The matcher's next deadline (ns since midnight), if it has one: the earliest time a
     /// good-till-time order may expire or a circuit-breaker pause ends. Deadlines are met
     /// by the first command whose timestamp has reached them, before the command itself;
@@ -2297,7 +2286,6 @@ impl Matcher {
                 };
                 // The operator's state overrides a circuit-breaker pause (no resume later).
                 self.books[usize::from(i)].state = state;
-                self.state_reasons[usize::from(i)] = reason;
                 if self.books[usize::from(i)].pause_until != u64::MAX {
                     self.books[usize::from(i)].pause_until = u64::MAX;
                     self.refresh_next_resume();
@@ -3018,8 +3006,6 @@ pub struct BookState {
     pub references: Vec<Price>,
     /// Per instrument: its own trading state.
     pub states: Vec<TradingState>,
-    /// Per instrument: the reason the operator gave with its own state.
-    pub state_reasons: Vec<[u8; 4]>,
     /// Per instrument: when its circuit-breaker pause ends, ns since midnight (0: none).
     pub pauses: Vec<u64>,
     /// Per instrument: its circuit breaker's trade window.
@@ -3106,7 +3092,6 @@ impl Matcher {
             last_refs: self.owners.iter().map(|o| o.last_ref).collect(),
             references: self.books.iter().map(|b| b.reference).collect(),
             states: self.books.iter().map(|b| b.state).collect(),
-            state_reasons: self.state_reasons.clone(),
             pauses: self
                 .books
                 .iter()
@@ -3128,7 +3113,6 @@ impl Matcher {
         if state.last_refs.len() != m.owners.len()
             || state.references.len() != m.books.len()
             || state.states.len() != m.books.len()
-            || state.state_reasons.len() != m.books.len()
             || state.pauses.len() != m.books.len()
             || state.windows.len() != m.books.len()
         {
@@ -3168,7 +3152,6 @@ impl Matcher {
         }
         m.refresh_next_resume();
         m.venue_halted = state.venue_halted;
-        m.state_reasons.clone_from(&state.state_reasons);
         let initial_phase = m.phase;
         m.phase = state.phase.ok_or("no phase of the day")?;
         m.day_event = state.day_event;

@@ -9,7 +9,7 @@
 //! | offset | size | field |
 //! |---:|---:|---|
 //! | 0 | 8 | magic `IRONMSNP` |
-//! | 8 | 2 | format version (3; versions 1, before the trading day, and 2, before the operator's reasons for instruments' states, are skipped: recovery replays the journal instead) |
+//! | 8 | 2 | format version (2; version 1, before the trading day, is skipped: recovery replays the journal instead) |
 //! | 10 | 2 | header length (64) |
 //! | 12 | 4 | reserved, 0 |
 //! | 16 | 8 | engine instance id of the journal |
@@ -48,7 +48,7 @@ use crate::types::OwnerId;
 /// First 8 bytes of every snapshot.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"IRONMSNP";
 /// Snapshot format version written and understood.
-pub const SNAPSHOT_VERSION: u16 = 3;
+pub const SNAPSHOT_VERSION: u16 = 2;
 const HEADER_LEN: usize = 64;
 /// Snapshots kept; older ones are removed once a newer one is written.
 pub const SNAPSHOTS_KEPT: usize = 2;
