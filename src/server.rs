@@ -1109,7 +1109,8 @@ fn carried_halts(
 }
 
 /// Journals `actions` ([`carried_halts`]) as the first commands of day `today`'s empty
-/// journal, in one batch (a crash keeps all or none): operator's commands
+/// journal, in one batch (one write; the venue halt first, so that a power loss tearing
+/// the write keeps it before any instrument's): operator's commands
 /// ([`CARRIED_REQUEST`]) at time 0, before the day's start of messages, so that the day
 /// replays as it ran. An instrument no longer configured is left out.
 fn journal_carried(
@@ -1158,12 +1159,13 @@ fn journal_carried(
     Ok(())
 }
 
-/// Whether the journal in `dir` may hold no record (no directory or segment yet, segments
-/// with their header only, or a tail that does not read as whole records: a torn first
-/// write, which recovery cuts). The start checks again after recovery.
+/// Whether the journal in `dir` holds no record (no directory or segment yet, or segments
+/// with their header only), read from its end ([`tail_entries`]). A torn tail was already
+/// cut by [`day_ended`]'s recovery; one that still does not read as whole records counts as
+/// holding some (the start fails on it). The start checks again after recovery.
 fn no_records(dir: &Path) -> bool {
     journal::segment_paths(dir).map_or(true, |segments| segments.is_empty())
-        || tail_entries(dir).is_none_or(|entries| entries.is_empty())
+        || tail_entries(dir).is_some_and(|entries| entries.is_empty())
 }
 
 /// Whether the journal in `dir` holds the day's End of Messages near its end, read from

@@ -662,6 +662,14 @@ fn the_halts_the_day_before_ended_under_hold_the_next_day() {
             false,
         ),
         (false, None, b'S', (b'T', *b"    "), true),
+        // Halted, then lifted: the last state the operator set counts.
+        (
+            false,
+            Some((TradingState::Trading, *b"    ")),
+            b'S',
+            (b'T', *b"    "),
+            true,
+        ),
         (true, halted, b'O', (b'H', *b"T1  "), false),
         (true, halted, b'D', (b'T', *b"    "), true),
     ] {
@@ -694,6 +702,17 @@ fn the_halts_the_day_before_ended_under_hold_the_next_day() {
             VenueCommand::SystemEvent(DayEvent::StartOfSystemHours),
         ];
         if let Some((state, reason)) = own {
+            if state == TradingState::Trading {
+                commands.push(VenueCommand::Operator {
+                    request: 5,
+                    action: OperatorAction::SetState {
+                        symbol: aapl,
+                        state: TradingState::Halted,
+                        reason: *b"T1  ",
+                        cancel_resting: false,
+                    },
+                });
+            }
             commands.push(VenueCommand::Operator {
                 request: 6,
                 action: OperatorAction::SetState {
@@ -760,8 +779,9 @@ fn the_halts_the_day_before_ended_under_hold_the_next_day() {
             Ok(())
         })
         .unwrap();
+        let own_carried = own.is_some_and(|(state, _)| state != TradingState::Trading);
         let wanted =
-            usize::from(journal_kind != b'D') * (usize::from(venue) + usize::from(own.is_some()));
+            usize::from(journal_kind != b'D') * (usize::from(venue) + usize::from(own_carried));
         assert_eq!(carried, wanted, "{case}: commands carried");
         let bytes = std::fs::read(day_dir.join("feed.itch")).unwrap();
         let messages: Vec<Message> = ironmatch::wire::itch::file_messages(&bytes)
