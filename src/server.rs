@@ -1119,7 +1119,7 @@ fn journal_carried(
     matcher: &mut Matcher,
     writer: &mut JournalWriter,
 ) -> io::Result<()> {
-    use crate::book::{Command, CommandBody, OperatorAction, VenueCommand};
+    use crate::book::{CommandBody, OperatorAction, VenueCommand};
     let mut events = Vec::new();
     let mut said = Vec::new();
     for action in actions {
@@ -1136,20 +1136,12 @@ fn journal_carried(
             }
             _ => said.push("the venue halt".to_string()),
         }
-        let command = Command {
-            ts: crate::types::Timestamp(0),
-            owner: crate::types::OwnerId(0),
-            body: CommandBody::Venue(VenueCommand::Operator {
-                request: CARRIED_REQUEST,
-                action: *action,
-            }),
-        };
-        events.clear();
-        matcher.apply(&command, &mut events);
-        writer.stage_bounded(&Entry::Command(command))?;
-        for event in &events {
-            writer.stage_bounded(&Entry::Event(*event))?;
-        }
+        let command = CommandBody::Venue(VenueCommand::Operator {
+            request: CARRIED_REQUEST,
+            action: *action,
+        });
+        let at = crate::types::Timestamp(0);
+        apply_and_stage(matcher, writer, &mut events, command, at)?;
     }
     writer.commit()?;
     eprintln!(
@@ -1217,10 +1209,7 @@ fn day_ended(config: &Config, day: jiff::civil::Date) -> io::Result<bool> {
         }
         // A segment of another journal is refused, not read past: its tail says nothing
         // about this day.
-        Err(e @ journal::JournalError::Instance { .. }) => {
-            drop(lock);
-            return Err(io::Error::other(e));
-        }
+        Err(e @ journal::JournalError::Instance { .. }) => return Err(io::Error::other(e)),
         Err(_) => tail == Some(true),
     };
     drop(lock);
@@ -1350,6 +1339,19 @@ fn apply_and_journal(
     body: crate::book::CommandBody,
     ts: crate::types::Timestamp,
 ) -> io::Result<()> {
+    apply_and_stage(matcher, writer, events, body, ts)?;
+    writer.commit()
+}
+
+/// Applies a venue command of time `ts` and stages it with its events in the writer's
+/// batch, to be committed with others.
+fn apply_and_stage(
+    matcher: &mut Matcher,
+    writer: &mut JournalWriter,
+    events: &mut Vec<Event>,
+    body: crate::book::CommandBody,
+    ts: crate::types::Timestamp,
+) -> io::Result<()> {
     let command = crate::book::Command {
         ts,
         owner: crate::types::OwnerId(0),
@@ -1361,7 +1363,7 @@ fn apply_and_journal(
     for event in events.iter() {
         writer.stage_bounded(&Entry::Event(*event))?;
     }
-    writer.commit()
+    Ok(())
 }
 
 /// A recovered journal, ready to append to.

@@ -701,27 +701,20 @@ fn the_halts_the_day_before_ended_under_hold_the_next_day() {
             VenueCommand::SystemEvent(DayEvent::StartOfMessages),
             VenueCommand::SystemEvent(DayEvent::StartOfSystemHours),
         ];
+        let set_state = |request, state, reason| VenueCommand::Operator {
+            request,
+            action: OperatorAction::SetState {
+                symbol: aapl,
+                state,
+                reason,
+                cancel_resting: false,
+            },
+        };
         if let Some((state, reason)) = own {
             if state == TradingState::Trading {
-                commands.push(VenueCommand::Operator {
-                    request: 5,
-                    action: OperatorAction::SetState {
-                        symbol: aapl,
-                        state: TradingState::Halted,
-                        reason: *b"T1  ",
-                        cancel_resting: false,
-                    },
-                });
+                commands.push(set_state(5, TradingState::Halted, *b"T1  "));
             }
-            commands.push(VenueCommand::Operator {
-                request: 6,
-                action: OperatorAction::SetState {
-                    symbol: aapl,
-                    state,
-                    reason,
-                    cancel_resting: false,
-                },
-            });
+            commands.push(set_state(6, state, reason));
         }
         commands.push(VenueCommand::Operator {
             request: 7,
